@@ -1,0 +1,134 @@
+"""The array edge: validate and prepare arrays once, before any kernel runs.
+
+Every check happens before anything is written, so a rejected call leaves the caller's arrays
+untouched. Errors are ``TypeError`` (wrong kind of object or dtype) or ``ValueError`` (wrong
+shape, read-only, overlapping memory), and name the argument.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_F16 = np.dtype(np.float16)
+_F32 = np.dtype(np.float32)
+
+
+def is_dask(x: Any) -> bool:
+    """True for a dask array (checked without importing dask)."""
+    return type(x).__module__.startswith("dask.") and hasattr(x, "map_blocks")
+
+
+def result_dtype(dtype: np.dtype, name: str) -> np.dtype:
+    """NumPy's rule for a float-valued ufunc: the smallest float type that holds ``dtype``."""
+    if dtype in FLOAT_DTYPES:
+        return dtype
+    if dtype.kind in "biuf":
+        return np.promote_types(dtype, _F16)
+    raise TypeError(f"{name} must have a real numeric dtype, got {dtype}")
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """The kernel dtype for a result dtype (float16 and other floats computed in float32/64)."""
+    return dtype if dtype in FLOAT_DTYPES else (_F32 if dtype.itemsize <= 4 else FLOAT_DTYPES[1])
+
+
+def as_float_array(x: Any, name: str) -> np.ndarray:
+    """``x`` as an ndarray with a float32/float64 dtype (a view when it already is one)."""
+    if type(x) is np.ndarray and x.dtype in FLOAT_DTYPES:
+        return x
+    if x is None:
+        raise TypeError(f"{name} must be an array, got None")
+    if isinstance(x, (str, bytes, dict, set)):
+        raise TypeError(f"{name} must be an array of real numbers, got {type(x).__name__}")
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be an array of real numbers: {e}") from None
+    if arr.dtype == object:
+        raise TypeError(f"{name} must be an array of real numbers, got an object array")
+    cd = compute_dtype(result_dtype(arr.dtype, name))
+    return arr if arr.dtype == cd else arr.astype(cd)
+
+
+def check_inplace(x: Any, name: str = "input") -> np.ndarray:
+    """``x`` must be a writeable float32/float64 ndarray to be overwritten in place."""
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray to be modified in place, got "
+                        f"{type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64 to be modified in place, got "
+                        f"{x.dtype}")
+    if not x.flags.writeable:
+        raise ValueError(f"{name} is read-only and cannot be modified in place")
+    return x
+
+
+def check_out(out: Any, shape: tuple, dtype: np.dtype, inputs: tuple, name: str = "out"):
+    """Validate a caller's output buffer against the expected shape and dtype.
+
+    ``out`` may be exactly one of the inputs (same memory, same strides: element-wise kernels
+    then work in place), but not a partial overlap of any input.
+    """
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape:
+        raise ValueError(f"{name} has shape {out.shape}, expected {shape}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} has dtype {out.dtype}, expected {dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    for a in inputs:
+        if a is None or a is out or not np.may_share_memory(out, a):
+            continue
+        if same_memory(out, a):
+            continue
+        if np.shares_memory(out, a):
+            raise ValueError(f"{name} partially overlaps an input array; pass a separate "
+                             "buffer or the input itself")
+    return out
+
+
+def same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when ``a`` and ``b`` view exactly the same elements in the same order."""
+    return (
+        a.shape == b.shape
+        and a.strides == b.strides
+        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    )
+
+
+def scalar_param(value: Any, name: str, dtype: np.dtype):
+    """A real-number parameter as a ``dtype`` scalar (an ndarray is returned as is)."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a real number, got bool")
+    if isinstance(value, numbers.Real):
+        return dtype.type(value)
+    if isinstance(value, np.ndarray) or hasattr(value, "__array__"):
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "iuf":
+            raise TypeError(f"{name} must be a real number or array, got dtype {arr.dtype}")
+        return dtype.type(arr) if arr.ndim == 0 else arr.astype(dtype, copy=False)
+    raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+
+
+def flat_pair(x: np.ndarray, out: np.ndarray):
+    """1-D views of ``x`` and ``out`` in one common element order, or None if impossible."""
+    if x.flags.c_contiguous and out.flags.c_contiguous:
+        return x.reshape(-1), out.reshape(-1)
+    if x.flags.f_contiguous and out.flags.f_contiguous:
+        return x.T.reshape(-1), out.T.reshape(-1)
+    return None
+
+
+def normalize_dim(dim: Any, ndim: int, name: str = "dim") -> int:
+    """A dimension index in [-ndim, ndim) as a non-negative int (0-d arrays act as 1-d)."""
+    if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(dim).__name__}")
+    n = max(ndim, 1)
+    if not -n <= dim < n:
+        raise ValueError(f"{name}={dim} is out of range for an array with {ndim} dimensions")
+    return int(dim) % n

@@ -1,0 +1,151 @@
+"""Numba compilation settings shared by every fastact kernel.
+
+* ``FASTMATH``: LLVM fast-math flags *without* ``nnan``/``ninf`` so NaN and inf keep their
+  IEEE meaning (``fastmath=True`` would let LLVM delete NaN checks).
+* ``jit``: ``numba.njit`` with ``error_model='numpy'`` (no zero-division branches, so loops
+  vectorize), the flags above, and an on-disk cache in fastact's own cache folder.
+* ``specialize``: copy a module-level loop template with other globals (the scalar function
+  it calls) under a unique name, so one template yields many independently cached kernels.
+
+The cache lives in ``$FASTACT_CACHE_DIR`` or ``~/.cache/fastact``, in a sub-folder named after
+fastact's version and a fingerprint of its sources: editing or upgrading fastact never loads a
+stale kernel. If no folder is writable, kernels are compiled in memory and one warning is
+issued.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import types
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import numba
+from numba.core import caching
+
+__all__ = ["FASTMATH", "jit", "specialize", "cache_dir"]
+
+FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _fingerprint() -> str:
+    h = hashlib.sha1()
+    for path in sorted(_PACKAGE_DIR.rglob("*.py")):
+        h.update(str(path.relative_to(_PACKAGE_DIR)).encode())
+        h.update(path.read_bytes())
+    h.update(numba.__version__.encode())
+    return h.hexdigest()[:16]
+
+
+def _version() -> str:
+    from fastact import __version__
+
+    return __version__
+
+
+_FINGERPRINT = _fingerprint()
+
+
+def cache_dir() -> Path:
+    """The folder fastact's compiled kernels are cached in for this version and source."""
+    root = os.environ.get("FASTACT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "fastact",
+    )
+    return Path(root) / f"{_version()}-{_FINGERPRINT}"
+
+
+class _FastactCacheLocator(caching._CacheLocator):
+    """Locate the cache of functions defined in fastact's own files in :func:`cache_dir`."""
+
+    def __init__(self, py_func: Callable, py_file: str) -> None:
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        self._path = str(cache_dir())
+
+    def get_cache_path(self) -> str:
+        return self._path
+
+    def get_source_stamp(self) -> Any:
+        return _FINGERPRINT
+
+    def get_disambiguator(self) -> str:
+        return str(self._lineno)
+
+    @classmethod
+    def from_function(cls, py_func: Callable, py_file: str):
+        try:
+            if not Path(py_file).resolve().is_relative_to(_PACKAGE_DIR):
+                return None
+        except (OSError, ValueError):
+            return None
+        self = cls(py_func, py_file)
+        try:
+            self.ensure_cache_path()
+        except OSError:
+            return None
+        return self
+
+
+if _FastactCacheLocator not in caching.CacheImpl._locator_classes:
+    caching.CacheImpl._locator_classes.insert(0, _FastactCacheLocator)
+
+_warned_no_cache = False
+
+
+def _cacheable(py_func: Callable) -> bool:
+    global _warned_no_cache
+    if os.environ.get("FASTACT_DISABLE_CACHE"):
+        return False
+    try:
+        if not Path(py_func.__code__.co_filename).resolve().is_relative_to(_PACKAGE_DIR):
+            return False  # a user's function: cached only if they ask numba themselves
+    except (OSError, ValueError):
+        return False
+    if _FastactCacheLocator.from_function(py_func, py_func.__code__.co_filename) is not None:
+        return True
+    if not _warned_no_cache:
+        _warned_no_cache = True
+        warnings.warn(
+            f"fastact: cache folder {cache_dir()} is not writable; kernels are compiled in "
+            "memory for this process (set FASTACT_CACHE_DIR to a writable folder)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return False
+
+
+def jit(func: Callable | None = None, *, parallel: bool = False, **options):
+    """``numba.njit`` with fastact's settings (see the module docstring); lazy compilation."""
+
+    def wrap(py_func: Callable):
+        opts = dict(error_model="numpy", fastmath=set(FASTMATH), parallel=parallel, **options)
+        opts.setdefault("nogil", True)
+        if "cache" not in options:
+            opts["cache"] = _cacheable(py_func)
+        return numba.njit(**opts)(py_func)
+
+    return wrap if func is None else wrap(func)
+
+
+def specialize(template: Callable, name: str, *, parallel: bool = False, **globals_: Any):
+    """Compile a copy of ``template`` whose globals are updated with ``globals_``.
+
+    The copy is named ``name`` (it must be unique per module) so that it gets its own cache
+    index. Typical use: ``specialize(_map_loop, "sigmoid_forward", f=sigmoid_scalar)``.
+    """
+    fn = types.FunctionType(
+        template.__code__,
+        {**template.__globals__, **globals_},
+        name,
+        template.__defaults__,
+        template.__closure__,
+    )
+    fn.__qualname__ = name
+    fn.__doc__ = template.__doc__
+    fn.__module__ = template.__module__
+    return jit(fn, parallel=parallel)

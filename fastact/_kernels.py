@@ -1,0 +1,300 @@
+"""The factory: one scalar definition of an element-wise function -> every loop users call.
+
+An :class:`Elementwise` holds three jitted scalar functions of an activation
+
+* ``forward(x, *p)``           the value,
+* ``grad(g, x, *p)``           ``g * f'(x)``, the gradient from the input,
+* ``grad_output(g, y, *p)``    the same gradient written with the output ``y = f(x)``
+  (optional: only where the derivative is a function of the output),
+
+and turns each into a serial and a parallel 1-D loop (compiled lazily, cached on disk), plus a
+NumPy ufunc for the rare calls whose parameters are arrays (ufunc broadcasting). The public
+functions (``name``, ``name_``, ``name_backward``) are generated with real signatures by
+:func:`make_public`.
+"""
+
+from __future__ import annotations
+
+import keyword
+from typing import Any, Callable
+
+import numba
+import numpy as np
+from numba import prange
+
+from fastact._arrays import (
+    as_float_array,
+    check_inplace,
+    check_out,
+    flat_pair,
+    is_dask,
+    result_dtype,
+    scalar_param,
+)
+from fastact._jit import specialize
+
+__all__ = ["Elementwise", "REQUIRED", "make_public", "pick", "PARALLEL_THRESHOLD"]
+
+#: Below this many elements a kernel runs on the calling thread (measured with
+#: ``python -m fastact bench``: thread start-up costs more than it saves on smaller arrays).
+PARALLEL_THRESHOLD = 1 << 15
+
+REQUIRED = object()  # marks a parameter without a default (torch's threshold(x, threshold, value))
+
+
+def _map_loop(x, out, *p):
+    for i in prange(x.shape[0]):
+        out[i] = f(x[i], *p)  # noqa: F821  (f is bound by specialize)
+
+
+def _map2_loop(a, b, out, *p):
+    for i in prange(a.shape[0]):
+        out[i] = f(a[i], b[i], *p)  # noqa: F821
+
+
+def pick(kernels: tuple, n: int, threshold: int = PARALLEL_THRESHOLD):
+    """The serial or the parallel kernel of a ``(serial, parallel)`` pair for ``n`` elements."""
+    if n >= threshold and numba.get_num_threads() > 1:
+        return kernels[1]
+    return kernels[0]
+
+
+def pair(loop: Callable) -> tuple:
+    """(serial, parallel) kernels of a module-level loop function, each cached on its own."""
+    name = f"{loop.__module__.rsplit('.', 1)[-1]}_{loop.__name__}"
+    return (
+        specialize(loop, f"{name}_serial", parallel=False),
+        specialize(loop, f"{name}_parallel", parallel=True),
+    )
+
+
+class Elementwise:
+    """An element-wise function with its gradient, as kernels over NumPy arrays."""
+
+    def __init__(
+        self,
+        name: str,
+        forward: Callable,
+        grad: Callable,
+        grad_output: Callable | None = None,
+        params: tuple[tuple[str, Any], ...] = (),
+        inplace: bool = False,
+        prepare: Callable | None = None,
+        check_output: Callable | None = None,
+        threshold: int = PARALLEL_THRESHOLD,
+        doc: str = "",
+        torch_name: str | None = None,
+    ) -> None:
+        self.name = name
+        self.scalars = {"forward": forward, "grad": grad, "grad_output": grad_output}
+        self.params = params
+        self.param_names = tuple(p for p, _ in params)
+        self.inplace = inplace
+        self.prepare = prepare
+        self.check_output = check_output
+        self.threshold = threshold
+        self.doc = doc
+        self.torch_name = torch_name or name
+        self._kernels: dict[str, tuple] = {}
+        self._ufuncs: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------- compiled pieces
+    def kernels(self, kind: str) -> tuple:
+        """(serial, parallel) compiled loops for ``kind`` in forward/grad/grad_output."""
+        ks = self._kernels.get(kind)
+        if ks is None:
+            template = _map_loop if kind == "forward" else _map2_loop
+            f = self.scalars[kind]
+            ks = tuple(
+                specialize(template, f"{self.name}_{kind}_{mode}", parallel=par, f=f)
+                for mode, par in (("serial", False), ("parallel", True))
+            )  # same as pair(), with the scalar function bound
+            self._kernels[kind] = ks
+        return ks
+
+    def ufunc(self, kind: str):
+        """A NumPy ufunc (numba DUFunc, compiled on demand) for broadcasting array parameters."""
+        u = self._ufuncs.get(kind)
+        if u is None:
+            nin = (1 if kind == "forward" else 2) + len(self.params)
+            args = ", ".join(f"a{i}" for i in range(nin))
+            ns: dict[str, Any] = {"f": self.scalars[kind]}
+            exec(f"def {self.name}_{kind}({args}):\n    return f({args})\n", ns)
+            u = numba.vectorize(nopython=True)(ns[f"{self.name}_{kind}"])
+            self._ufuncs[kind] = u
+        return u
+
+    # ----------------------------------------------------------------- parameters
+    def kernel_params(self, values: tuple, dtype: np.dtype) -> tuple:
+        """User parameters -> the scalars (or arrays) the kernels take, validated."""
+        cast = tuple(scalar_param(v, n, dtype) for v, n in zip(values, self.param_names))
+        if self.prepare is not None:
+            cast = self.prepare(dtype, *cast)
+        return cast
+
+    # ----------------------------------------------------------------- calls
+    def forward(self, x: Any, values: tuple, out: Any = None, inplace: bool = False):
+        """``f(x)`` into a new array, into ``out``, or into ``x`` itself (``inplace``)."""
+        if is_dask(x) and not inplace and out is None:
+            return self._dask_forward(x, values)
+        scalar_input = not isinstance(x, np.ndarray)
+        if inplace:
+            if out is not None:
+                raise ValueError("out= cannot be combined with inplace=True")
+            x = check_inplace(x, "input")
+            rdt = x.dtype
+        else:
+            rdt = result_dtype(np.asarray(x).dtype if scalar_input else x.dtype, "input")
+            x = as_float_array(x, "input")
+        kp = self.kernel_params(values, x.dtype)
+        if inplace:
+            out = x
+        elif out is not None:
+            out = check_out(out, _broadcast_shape(x, kp, "input"), rdt, (x,))
+        if any(isinstance(p, np.ndarray) for p in kp):
+            return self._ufunc_call("forward", (x,), kp, out, rdt, inplace)
+        if out is None:
+            res = np.empty_like(x)
+            self._run("forward", (x,), kp, res)
+            res = res if rdt == res.dtype else res.astype(rdt)
+            return res[()] if scalar_input else res
+        if out.dtype != x.dtype:  # float16 output: compute in float32, then cast into out
+            out[...] = self.forward(x, values)
+            return out
+        self._run("forward", (x,), kp, out)
+        return out
+
+    def backward(self, grad_output: Any, x: Any, output: Any, values: tuple, out: Any = None):
+        """``grad_output * f'(input)``, from ``input`` or (where supported) from ``output``."""
+        if (x is None) == (output is None):
+            raise TypeError(f"{self.name}_backward needs exactly one of input= and output=")
+        kind = "grad" if output is None else "grad_output"
+        if kind == "grad_output" and self.scalars["grad_output"] is None:
+            raise TypeError(f"{self.name}_backward cannot be computed from output=; pass input=")
+        arg_name = "input" if output is None else "output"
+        g = as_float_array(grad_output, "grad_output")
+        v = as_float_array(x if output is None else output, arg_name)
+        if g.shape != v.shape:
+            raise ValueError(f"grad_output has shape {g.shape} but {arg_name} has shape "
+                             f"{v.shape}")
+        dtype = np.promote_types(g.dtype, v.dtype)
+        g, v = g.astype(dtype, copy=False), v.astype(dtype, copy=False)
+        kp = self.kernel_params(values, dtype)
+        if kind == "grad_output" and self.check_output is not None:
+            self.check_output(*values)
+        if out is not None:
+            out = check_out(out, _broadcast_shape(v, kp, arg_name), dtype, (g, v))
+        if any(isinstance(p, np.ndarray) for p in kp):
+            return self._ufunc_call(kind, (g, v), kp, out, dtype, False)
+        if out is None:
+            out = np.empty_like(v)
+        self._run(kind, (g, v), kp, out)
+        return out
+
+    # ----------------------------------------------------------------- execution
+    def _run(self, kind: str, arrays: tuple, kp: tuple, out: np.ndarray) -> None:
+        n = out.size
+        if n == 0:
+            return
+        kernel = pick(self.kernels(kind), n, self.threshold)
+        flats = [flat_pair(a, out) for a in arrays]
+        if all(f is not None for f in flats):
+            kernel(*(f[0] for f in flats), flats[0][1], *kp)
+            return
+        # Strided layouts: gather into contiguous buffers, run, scatter back into out.
+        cont = [np.ascontiguousarray(a) for a in arrays]
+        tmp = np.empty(out.shape, out.dtype)
+        kernel(*(c.reshape(-1) for c in cont), tmp.reshape(-1), *kp)
+        out[...] = tmp
+
+    def _ufunc_call(self, kind, arrays, kp, out, rdt, inplace):
+        shape = _broadcast_shape(arrays[-1], kp, "input")
+        if inplace and shape != arrays[0].shape:
+            raise ValueError(f"parameters of shape {shape} do not broadcast to the shape "
+                             f"{arrays[0].shape} of the input modified in place")
+        u = self.ufunc(kind)
+        res = u(*arrays, *kp, out=out) if out is not None else u(*arrays, *kp)
+        if out is None and res.dtype != rdt:
+            res = res.astype(rdt)
+        return res
+
+    def _dask_forward(self, x, values):
+        for v, n in zip(values, self.param_names):
+            if isinstance(v, np.ndarray) and v.ndim > 0:
+                raise TypeError(f"{n} must be a scalar when input is a dask array")
+        dtype = result_dtype(np.dtype(x.dtype), "input")
+        return x.map_blocks(lambda b: self.forward(b, values), dtype=dtype)
+
+
+def _broadcast_shape(x: np.ndarray, kp: tuple, name: str) -> tuple:
+    shapes = [p.shape for p in kp if isinstance(p, np.ndarray)]
+    if not shapes:
+        return x.shape
+    try:
+        return np.broadcast_shapes(x.shape, *shapes)
+    except ValueError:
+        raise ValueError(f"parameter shapes {shapes} do not broadcast against {name} of shape "
+                         f"{x.shape}") from None
+
+
+# ------------------------------------------------------------------------- public functions
+def _signature(params, trailing: str) -> tuple[str, str]:
+    parts, names = [], []
+    for i, (pname, default) in enumerate(params):
+        assert pname.isidentifier() and not keyword.iskeyword(pname)
+        parts.append(pname if default is REQUIRED else f"{pname}=_d{i}")
+        names.append(pname)
+    tup = "(" + "".join(f"{n}, " for n in names) + ")"
+    sig = ", ".join(parts + ([trailing] if trailing else []))
+    return sig, tup
+
+
+def make_public(op: Elementwise, namespace: dict) -> list[str]:
+    """Create ``name``, ``name_`` (if in-place exists) and ``name_backward`` in ``namespace``."""
+    ns: dict[str, Any] = {"_op": op}
+    ns.update({f"_d{i}": d for i, (_, d) in enumerate(op.params)})
+    name, doc = op.name, op.doc.strip()
+    psig, tup = _signature(op.params, "")
+    psig = (", " + psig) if psig else ""
+    created = [name]
+    if op.inplace:
+        src = (
+            f"def {name}(input{psig}, inplace=False, *, out=None):\n"
+            f"    return _op.forward(input, {tup}, out, inplace)\n"
+            f"def {name}_(input{psig}):\n"
+            f"    return _op.forward(input, {tup}, None, True)\n"
+        )
+        created.append(name + "_")
+    else:
+        src = (
+            f"def {name}(input{psig}, *, out=None):\n"
+            f"    return _op.forward(input, {tup}, out)\n"
+        )
+    has_out = op.scalars["grad_output"] is not None
+    all_defaults = all(d is not REQUIRED for _, d in op.params)
+    inp = "input=None" if has_out and all_defaults else "input"
+    kw = "*, output=None, out=None" if has_out else "*, out=None"
+    outarg = "output" if has_out else "None"
+    src += (
+        f"def {name}_backward(grad_output, {inp}{psig}, {kw}):\n"
+        f"    return _op.backward(grad_output, input, {outarg}, {tup}, out)\n"
+    )
+    created.append(name + "_backward")
+    exec(src, ns)
+    pdoc = ", ".join(op.param_names)
+    ns[name].__doc__ = doc + "\n\nReturns a new array, or ``out`` when given."
+    if op.inplace:
+        ns[name].__doc__ += " ``inplace=True`` overwrites ``input`` and returns it."
+        ns[name + "_"].__doc__ = f"In-place {name}: overwrites ``input`` and returns it."
+    ns[name + "_backward"].__doc__ = (
+        f"Gradient of {name} w.r.t. its input: ``grad_output * {name}'(input)``"
+        + (f" (parameters {pdoc})" if pdoc else "")
+        + (". Pass ``output=`` instead of ``input`` to differentiate from the forward's result"
+           " (e.g. after the in-place forward)." if has_out else ".")
+    )
+    for fn in created:
+        ns[fn].__module__ = namespace.get("__name__", "fastact")
+        ns[fn].__qualname__ = fn
+        namespace[fn] = ns[fn]
+    return created
+
