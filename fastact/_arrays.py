@@ -103,6 +103,8 @@ def same_memory(a: np.ndarray, b: np.ndarray) -> bool:
 
 def scalar_param(value: Any, name: str, dtype: np.dtype):
     """A real-number parameter as a ``dtype`` scalar (an ndarray is returned as is)."""
+    if type(value) is float or type(value) is int:
+        return dtype.type(value)
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a real number, got bool")
     if isinstance(value, numbers.Real):

@@ -39,6 +39,7 @@ __all__ = ["Elementwise", "REQUIRED", "make_public", "pick", "PARALLEL_THRESHOLD
 #: ``python -m fastact bench``: thread start-up costs more than it saves on smaller arrays).
 PARALLEL_THRESHOLD = 1 << 15
 
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 REQUIRED = object()  # marks a parameter without a default (torch's threshold(x, threshold, value))
 
 
@@ -127,7 +128,13 @@ class Elementwise:
     # ----------------------------------------------------------------- parameters
     def kernel_params(self, values: tuple, dtype: np.dtype) -> tuple:
         """User parameters -> the scalars (or arrays) the kernels take, validated."""
-        cast = tuple(scalar_param(v, n, dtype) for v, n in zip(values, self.param_names))
+        if not values and self.prepare is None:
+            return ()
+        t = dtype.type
+        cast = tuple([
+            t(v) if type(v) is float else scalar_param(v, n, dtype)
+            for v, n in zip(values, self.param_names)
+        ])
         if self.prepare is not None:
             cast = self.prepare(dtype, *cast)
         return cast
@@ -135,6 +142,33 @@ class Elementwise:
     # ----------------------------------------------------------------- calls
     def forward(self, x: Any, values: tuple, out: Any = None, inplace: bool = False):
         """``f(x)`` into a new array, into ``out``, or into ``x`` itself (``inplace``)."""
+        if type(x) is np.ndarray and x.dtype in _FLOATS and x.flags.c_contiguous:
+            # fast path for the common call: C-contiguous float array, scalar parameters
+            if inplace:
+                dst = x if out is None and x.flags.writeable else None
+            elif out is None:
+                dst = np.empty_like(x)
+            elif (type(out) is np.ndarray and out.dtype == x.dtype and out.shape == x.shape
+                  and out.flags.c_contiguous and out.flags.writeable
+                  and (out is x or not np.may_share_memory(out, x))):
+                dst = out
+            else:
+                dst = None
+            if dst is not None:
+                kp = self.kernel_params(values, x.dtype)
+                if not any(type(p) is np.ndarray for p in kp):
+                    n = x.size
+                    if n:
+                        ks = self._kernels.get("forward") or self.kernels("forward")
+                        k = ks[1] if n >= self.threshold and numba.get_num_threads() > 1 else ks[0]
+                        if x.ndim == 1:
+                            k(x, dst, *kp)
+                        else:
+                            k(x.reshape(-1), dst.reshape(-1), *kp)
+                    return dst
+        return self._forward(x, values, out, inplace)
+
+    def _forward(self, x: Any, values: tuple, out: Any, inplace: bool):
         if is_dask(x) and not inplace and out is None:
             return self._dask_forward(x, values)
         scalar_input = not isinstance(x, np.ndarray)
