@@ -200,6 +200,27 @@ class Elementwise:
 
     def backward(self, grad_output: Any, x: Any, output: Any, values: tuple, out: Any = None):
         """``grad_output * f'(input)``, from ``input`` or (where supported) from ``output``."""
+        v = x if output is None else output
+        if (out is None and type(v) is np.ndarray and type(grad_output) is np.ndarray
+                and (x is None) != (output is None) and v.dtype in _FLOATS
+                and grad_output.dtype == v.dtype and grad_output.shape == v.shape
+                and v.flags.c_contiguous and grad_output.flags.c_contiguous
+                and (output is None or self.check_output is None)):
+            # fast path: matching C-contiguous float arrays, scalar parameters
+            kind = "grad" if output is None else "grad_output"
+            if self.scalars[kind] is not None:
+                kp = self.kernel_params(values, v.dtype)
+                if not any(type(p) is np.ndarray for p in kp):
+                    res = np.empty_like(v)
+                    n = v.size
+                    if n:
+                        ks = self._kernels.get(kind) or self.kernels(kind)
+                        k = ks[1] if n >= self.threshold and numba.get_num_threads() > 1 else ks[0]
+                        if v.ndim == 1:
+                            k(grad_output, v, res, *kp)
+                        else:
+                            k(grad_output.reshape(-1), v.reshape(-1), res.reshape(-1), *kp)
+                    return res
         if (x is None) == (output is None):
             raise TypeError(f"{self.name}_backward needs exactly one of input= and output=")
         kind = "grad" if output is None else "grad_output"
