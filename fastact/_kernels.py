@@ -32,6 +32,7 @@ from fastact._arrays import (
     scalar_param,
 )
 from fastact._jit import specialize
+from fastact.cuda import is_device_array
 
 __all__ = ["Elementwise", "REQUIRED", "make_public", "pick", "PARALLEL_THRESHOLD"]
 
@@ -169,6 +170,10 @@ class Elementwise:
         return self._forward(x, values, out, inplace)
 
     def _forward(self, x: Any, values: tuple, out: Any, inplace: bool):
+        if is_device_array(x) or is_device_array(out):
+            from fastact.cuda import elementwise_forward
+
+            return elementwise_forward(self, x, values, out, inplace)
         if is_dask(x) and not inplace and out is None:
             return self._dask_forward(x, values)
         scalar_input = not isinstance(x, np.ndarray)
@@ -221,6 +226,10 @@ class Elementwise:
                         else:
                             k(grad_output.reshape(-1), v.reshape(-1), res.reshape(-1), *kp)
                     return res
+        if any(is_device_array(a) for a in (grad_output, x, output, out)):
+            from fastact.cuda import elementwise_backward
+
+            return elementwise_backward(self, grad_output, x, output, values, out)
         if (x is None) == (output is None):
             raise TypeError(f"{self.name}_backward needs exactly one of input= and output=")
         kind = "grad" if output is None else "grad_output"

@@ -923,3 +923,12 @@ __all__ += [
     for name in AXIS_ACTIVATIONS
     for suffix in ("", "_backward") + (("_",) if name == "rrelu" else ())
 ]
+
+# Device arrays (__cuda_array_interface__) go to fastact.cuda's kernels.
+from fastact.cuda import device_aware as _device_aware  # noqa: E402
+
+for _n in ("prelu", "prelu_backward", "glu", "glu_backward", "maxout", "maxout_backward",
+           "rrelu", "rrelu_", "rrelu_backward", "softmax", "log_softmax", "softmin",
+           "softmax_backward", "log_softmax_backward", "softmin_backward"):
+    globals()[_n] = _device_aware(globals()[_n])
+del _n

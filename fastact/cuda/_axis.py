@@ -1,0 +1,357 @@
+"""CUDA kernels of the activations that are not purely element-wise.
+
+Same views as the CPU kernels (:mod:`fastact._axis`): arrays as ``(outer, C, inner)`` with C
+the axis the function works along. Same formulas too: the templates call the CPU scalar
+cores (``sigmoid_core``, ``sigmoid_pair``, ``fastact._math``, the counter RNG ``uniform01``),
+which :func:`fastact.cuda._retarget.kernel` compiles for the device.
+
+* PReLU's weight gradient: per-channel sums of ``x * g`` (x <= 0) in float64, reduced in each
+  block (shared-memory tree) into ``partial[block, c]``, then summed per channel by a second
+  launch; with ``inner == 1`` ((N, C) inputs) each thread owns one channel of a block of
+  rows, so reads stay coalesced and the block reduction is not needed.
+* Softmax family: one block per row when the softmax axis is contiguous (``inner == 1``:
+  block max, block float64 sum, write), else one thread per (outer, inner) column.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import cuda, float64
+
+from fastact import _math as fm
+from fastact._axis import uniform01
+from fastact._math import lit
+from fastact.activations import sigmoid_core, sigmoid_pair
+from fastact.cuda._reduce import block_max, block_sum
+from fastact.cuda._retarget import kernel
+from fastact.cuda._runtime import SIMULATOR, THREADS
+
+_NEG_INF = -math.inf
+
+
+# ----------------------------------------------------------------------------- PReLU
+def prelu_forward(x, w, out, inner):
+    """Flat x/out; channel of element i is (i // inner) % w.size."""
+    c_n = w.size
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < x.size:
+        v = x[i]
+        out[i] = v if v > 0 else w[(i // inner) % c_n] * v
+        i += stride
+
+
+def prelu_backward_channels(g, x, w, gx, partial, outer, inner):
+    """inner > 1: blockIdx.y walks channels; the block's threads stride over (outer, inner)."""
+    sh = cuda.shared.array(THREADS, float64)
+    c_n = w.size
+    per = outer * inner
+    tid = cuda.threadIdx.x
+    step = cuda.gridDim.x * THREADS
+    for c in range(cuda.blockIdx.y, c_n, cuda.gridDim.y):
+        wc = w[c]
+        acc = 0.0
+        j = cuda.blockIdx.x * THREADS + tid
+        while j < per:
+            o = j // inner
+            idx = (o * c_n + c) * inner + (j - o * inner)
+            v = x[idx]
+            gi = g[idx]
+            if v > 0:
+                gx[idx] = gi
+            else:
+                gx[idx] = wc * gi
+                acc += float64(v) * float64(gi)
+            j += step
+        total = block_sum(acc, sh)
+        if tid == 0:
+            partial[cuda.blockIdx.x, c] = total
+
+
+def prelu_backward_rows(g, x, w, gx, partial, outer):
+    """inner == 1: thread = channel, blockIdx.x strides over rows (coalesced along C)."""
+    c_n = w.size
+    c = cuda.blockIdx.y * THREADS + cuda.threadIdx.x
+    while c < c_n:
+        wc = w[c]
+        acc = 0.0
+        o = cuda.blockIdx.x
+        while o < outer:
+            idx = o * c_n + c
+            v = x[idx]
+            gi = g[idx]
+            if v > 0:
+                gx[idx] = gi
+            else:
+                gx[idx] = wc * gi
+                acc += float64(v) * float64(gi)
+            o += cuda.gridDim.x
+        partial[cuda.blockIdx.x, c] = acc
+        c += cuda.gridDim.y * THREADS
+
+
+# ----------------------------------------------------------------------------- GLU
+def glu_forward(x, out):
+    """x: (outer, 2, m) -> out (outer, m) = a * sigmoid(b)."""
+    outer, _, m = x.shape
+    j = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while j < outer * m:
+        o = j // m
+        s = j - o * m
+        out[o, s] = x[o, 0, s] * sigmoid_core(x[o, 1, s])
+        j += stride
+
+
+def glu_backward(g, x, gx):
+    outer, _, m = x.shape
+    j = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while j < outer * m:
+        o = j // m
+        s = j - o * m
+        sp, sn = sigmoid_pair(x[o, 1, s])
+        gs = g[o, s] * sp
+        gx[o, 0, s] = gs
+        gx[o, 1, s] = gs * x[o, 0, s] * sn
+        j += stride
+
+
+# ----------------------------------------------------------------------------- Maxout
+def maxout_forward(x, out):
+    """x: (outer, cout, pieces, inner) -> out (outer, cout, inner); first max wins, NaN wins."""
+    outer, cout, pieces, inner = x.shape
+    j = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while j < outer * cout * inner:
+        s = j % inner
+        r = j // inner
+        c = r % cout
+        o = r // cout
+        best = x[o, c, 0, s]
+        for k in range(1, pieces):
+            v = x[o, c, k, s]
+            if (v > best or v != v) and best == best:
+                best = v
+        out[o, c, s] = best
+        j += stride
+
+
+def maxout_backward(g, x, gx):
+    outer, cout, pieces, inner = x.shape
+    j = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while j < outer * cout * inner:
+        s = j % inner
+        r = j // inner
+        c = r % cout
+        o = r // cout
+        best = x[o, c, 0, s]
+        k_best = 0
+        for k in range(1, pieces):
+            v = x[o, c, k, s]
+            if (v > best or v != v) and best == best:
+                best = v
+                k_best = k
+        gi = g[o, c, s]
+        for k in range(pieces):
+            gx[o, c, k, s] = gi if k == k_best else lit(best, 0.0) * gi
+        j += stride
+
+
+# ----------------------------------------------------------------------------- RReLU
+def rrelu_train(x, out, noise, lower, span, key, write_noise):
+    """Slopes from the CPU's counter RNG: identical to fastact.rrelu for the same seed."""
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < x.size:
+        xi = x[i]
+        a = lower + span * uniform01(key, i, xi)
+        if xi <= 0:
+            out[i] = xi * a
+        else:
+            out[i] = xi
+            a = lit(xi, 1.0)
+        if write_noise:
+            noise[i] = a
+        i += stride
+
+
+def rrelu_train_grad(g, v, out, lower, span, key):
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < g.size:
+        a = lower + span * uniform01(key, i, g[i])
+        out[i] = g[i] * a if v[i] <= 0 else g[i]
+        i += stride
+
+
+# ----------------------------------------------------------------------------- softmax
+def softmax_rows(x, out, log, sign):
+    """(R, C) rows, one block per row: block max, float64 block sum of exp, write."""
+    sh = cuda.shared.array(THREADS, float64)
+    rows, c_n = x.shape
+    tid = cuda.threadIdx.x
+    r = cuda.blockIdx.x
+    while r < rows:
+        m = _NEG_INF
+        for c in range(tid, c_n, THREADS):
+            v = float64(sign * x[r, c])
+            if v > m or v != v:
+                m = v
+        mt = lit(sign, block_max(m, sh))
+        acc = 0.0
+        for c in range(tid, c_n, THREADS):
+            acc += float64(fm.exp(sign * x[r, c] - mt))
+        total = block_sum(acc, sh)
+        if log:
+            lse = mt + lit(sign, math.log(total))
+            for c in range(tid, c_n, THREADS):
+                out[r, c] = sign * x[r, c] - lse
+        else:
+            inv = lit(sign, 1.0 / total)
+            for c in range(tid, c_n, THREADS):
+                out[r, c] = fm.exp(sign * x[r, c] - mt) * inv
+        r += cuda.gridDim.x
+
+
+def softmax_columns(x, out, log, sign):
+    """(outer, C, inner), inner > 1: one thread per (outer, inner) column."""
+    outer, c_n, inner = x.shape
+    j = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while j < outer * inner:
+        o = j // inner
+        s = j - o * inner
+        m = sign * x[o, 0, s]
+        for c in range(1, c_n):
+            v = sign * x[o, c, s]
+            m = v if v > m else m
+        acc = 0.0
+        for c in range(c_n):
+            acc += float64(fm.exp(sign * x[o, c, s] - m))
+        if log:
+            lse = m + lit(m, math.log(acc))
+            for c in range(c_n):
+                out[o, c, s] = sign * x[o, c, s] - lse
+        else:
+            inv = lit(m, 1.0 / acc)
+            for c in range(c_n):
+                out[o, c, s] = fm.exp(sign * x[o, c, s] - m) * inv
+        j += stride
+
+
+def softmax_rows_backward(g, y, gx, log, sign):
+    """From the output y: softmax: sign*y*(g - sum(g*y)); log-softmax: g - exp(y)*sum(g)."""
+    sh = cuda.shared.array(THREADS, float64)
+    rows, c_n = y.shape
+    tid = cuda.threadIdx.x
+    r = cuda.blockIdx.x
+    while r < rows:
+        acc = 0.0
+        for c in range(tid, c_n, THREADS):
+            if log:
+                acc += float64(g[r, c])
+            else:
+                acc += float64(g[r, c]) * float64(y[r, c])
+        a = lit(sign, block_sum(acc, sh))
+        for c in range(tid, c_n, THREADS):
+            if log:
+                gx[r, c] = g[r, c] - fm.exp(y[r, c]) * a
+            else:
+                gx[r, c] = sign * y[r, c] * (g[r, c] - a)
+        r += cuda.gridDim.x
+
+
+def softmax_columns_backward(g, y, gx, log, sign):
+    outer, c_n, inner = y.shape
+    j = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while j < outer * inner:
+        o = j // inner
+        s = j - o * inner
+        acc = 0.0
+        for c in range(c_n):
+            if log:
+                acc += float64(g[o, c, s])
+            else:
+                acc += float64(g[o, c, s]) * float64(y[o, c, s])
+        a = lit(sign, acc)
+        for c in range(c_n):
+            if log:
+                gx[o, c, s] = g[o, c, s] - fm.exp(y[o, c, s]) * a
+            else:
+                gx[o, c, s] = sign * y[o, c, s] * (g[o, c, s] - a)
+        j += stride
+
+
+def mul(a, b, out):
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < a.size:
+        out[i] = a[i] * b[i]
+        i += stride
+
+
+def cast(x, out):
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < x.size:
+        out[i] = x[i]
+        i += stride
+
+
+_TEMPLATES = {
+    f.__name__: f
+    for f in (
+        prelu_forward,
+        prelu_backward_channels,
+        prelu_backward_rows,
+        glu_forward,
+        glu_backward,
+        maxout_forward,
+        maxout_backward,
+        rrelu_train,
+        rrelu_train_grad,
+        softmax_rows,
+        softmax_columns,
+        softmax_rows_backward,
+        softmax_columns_backward,
+        mul,
+        cast,
+    )
+}
+_COMPILED: dict[tuple, object] = {}
+
+
+def _rng_globals(dtype) -> dict:
+    """``uniform01`` for the rrelu kernels of ``dtype``.
+
+    On the device: the overload's implementation for that dtype, compiled as a device
+    function (numba-cuda mis-types the ``inline="always"`` overload itself). In the
+    simulator, which runs templates as Python, through a CPU-jitted wrapper (the stub has no
+    Python body); both give the CPU's bits."""
+    if SIMULATOR:
+        from fastact._jit import jit
+
+        return {"uniform01": jit(lambda key, i, like: uniform01(key, i, like))}
+    from numba import types
+
+    from fastact._axis import _uniform01
+    from fastact.cuda._retarget import device_function
+
+    impl = _uniform01(None, None, types.float32 if dtype == np.float32 else types.float64)
+    return {"uniform01": device_function(impl)}
+
+
+def get(name: str, dtype=None):
+    """The compiled kernel ``name`` (compiled on first use, then per dtype signature; the
+    rrelu kernels are compiled per ``dtype``)."""
+    key = (name, np.dtype(dtype) if name.startswith("rrelu") else None)
+    k = _COMPILED.get(key)
+    if k is None:
+        extra = _rng_globals(key[1]) if key[1] is not None else {}
+        k = _COMPILED[key] = kernel(_TEMPLATES[name], f"{name}_cuda", **extra)
+    return k

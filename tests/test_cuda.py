@@ -1,0 +1,553 @@
+"""fastact.cuda against the CPU kernels, under numba's CUDA simulator (tiny sizes).
+
+``NUMBA_ENABLE_CUDASIM=1`` is set here unless the environment sets it (``=0`` runs the same
+tests on a real GPU). Skipped only when numba-cuda is not installed. The simulator runs the
+kernels' Python source (4 threads per block, at most 2 blocks, so the grid-stride loops, the
+unrolled element-wise path and the block reductions all run with several threads); the PTX
+test compiles the same kernels for the real CUDA target (no GPU needed, NVVM required).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba_cuda")
+if "NUMBA_ENABLE_CUDASIM" not in os.environ and "numba.cuda" not in sys.modules:
+    import numba
+
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+    numba.core.config.reload_config()  # numba read its environment when first imported
+
+from numba import cuda  # noqa: E402
+
+import fastact  # noqa: E402
+import fastact.cuda as fc  # noqa: E402
+from fastact import losses as L  # noqa: E402
+from fastact.activations import ACTIVATIONS, REQUIRED  # noqa: E402
+from fastact.optim import functional as OF  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+# The simulator runs the kernels' Python source on NumPy scalars, which warn where the device
+# silently gives inf/NaN (inf * 0 ...); the results are compared, the warnings are noise.
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+DTYPES = (np.float32, np.float64)
+N = 44  # > 2 blocks x 4 threads x 4 unrolled: both the unrolled and the tail loop run
+
+
+def D(a):
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def H(d):
+    return d.copy_to_host()
+
+
+def assert_close(got, want, dtype, rtol=None, atol=None):
+    """Same NaN/inf pattern; elsewhere |got - want| <= atol + rtol |want|."""
+    got = np.asarray(got, np.float64)
+    want = np.asarray(want, np.float64)
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    inf = np.isinf(want)
+    np.testing.assert_array_equal(got[inf], want[inf])
+    eps = np.finfo(dtype).eps
+    rtol = 64 * eps if rtol is None else rtol
+    atol = 16 * eps if atol is None else atol
+    fin = np.isfinite(want)
+    np.testing.assert_allclose(got[fin], want[fin], rtol=rtol, atol=atol)
+
+
+def sample(dtype, n=N, seed=0):
+    rng = np.random.default_rng(seed)
+    edge = [
+        0.0,
+        -0.0,
+        1e-3,
+        -1e-3,
+        0.5,
+        -2.5,
+        3.0,
+        -3.0,
+        6.0,
+        20.0,
+        -20.0,
+        50.0,
+        -70.0,
+        100.0,
+        np.inf,
+        -np.inf,
+        np.nan,
+    ]
+    x = np.concatenate([edge, rng.standard_normal(n - len(edge)) * 4])
+    return x.astype(dtype)
+
+
+def param_values(op):
+    if op.name == "threshold":
+        return (0.5, -1.0)
+    return tuple(0.25 if d is REQUIRED else d for _, d in op.params)
+
+
+# ----------------------------------------------------------------------------- availability
+def test_available_under_the_simulator():
+    assert fc.is_available()
+    assert fc.is_device_array(D(np.zeros(3)))
+    assert not fc.is_device_array(np.zeros(3))
+
+
+def test_without_numba_cuda_import_works_and_device_arrays_are_refused():
+    code = r"""
+import sys
+sys.modules["numba_cuda"] = None  # as if numba-cuda were not installed
+import numpy as np
+import fastact, fastact.cuda as fc
+assert not fc.is_available()
+class Dev:  # any object exposing the CUDA array interface
+    __cuda_array_interface__ = {"shape": (3,), "typestr": "<f4", "data": (0, False),
+                                "version": 3}
+for call in (lambda: fastact.sigmoid(Dev()), lambda: fastact.relu_backward(Dev(), Dev()),
+             lambda: fastact.cuda.sigmoid):
+    try:
+        call()
+    except RuntimeError as exc:
+        assert "CUDA" in str(exc) and "numba-cuda is not installed" in str(exc), exc
+    else:
+        raise AssertionError("no error")
+assert fastact.sigmoid(np.zeros(2, np.float32)).tolist() == [0.5, 0.5]
+print("ok")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.strip() == "ok"
+
+
+# ----------------------------------------------------------------------------- element-wise
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_elementwise_matches_cpu(name):
+    op = ACTIVATIONS[name]
+    vals = param_values(op)
+    for dt in DTYPES:
+        x = sample(dt)
+        g = np.random.default_rng(1).standard_normal(x.size).astype(dt)
+        if name.startswith("gelu"):
+            a = "tanh" if name == "gelu_tanh" else "none"
+            assert_close(H(fc.gelu(D(x), a)), fastact.gelu(x, a), dt)
+            assert_close(H(fc.gelu_backward(D(g), D(x), a)), fastact.gelu_backward(g, x, a), dt)
+            continue
+        f, fb = getattr(fc, name), getattr(fc, name + "_backward")
+        y = getattr(fastact, name)(x, *vals)
+        assert_close(H(f(D(x), *vals)), y, dt)
+        assert_close(
+            H(fb(D(g), D(x), *vals)), getattr(fastact, name + "_backward")(g, x, *vals), dt
+        )
+        if op.scalars["grad_output"] is not None:
+            kw = dict(zip(op.param_names, vals, strict=True))
+            want = getattr(fastact, name + "_backward")(g, input=None, output=y, **kw)
+            assert_close(H(fb(D(g), input=None, output=D(y), **kw)), want, dt)
+        if op.inplace:
+            d = D(x)
+            assert getattr(fc, name + "_")(d, *vals) is d
+            assert_close(H(d), y, dt)
+
+
+def test_cpu_functions_dispatch_device_arrays():
+    """The hook in Elementwise: fastact.sigmoid(d_x) runs the device kernel and returns a
+    device array (fastact/_kernels.py must carry the hook from notes/README_cuda_section.md)."""
+    x = sample(np.float32)
+    d = D(x)
+    y = fastact.sigmoid(d)
+    assert fc.is_device_array(y)
+    assert_close(H(y), fastact.sigmoid(x), np.float32)
+    g = D(np.ones_like(x))
+    assert_close(
+        H(fastact.silu_backward(g, d)), fastact.silu_backward(np.ones_like(x), x), np.float32
+    )
+    assert fastact.relu_(d) is d
+    assert_close(H(d), fastact.relu(x), np.float32)
+
+
+def test_out_strided_and_multidimensional():
+    x = sample(np.float64).reshape(4, 11)
+    out = cuda.device_array((4, 11), np.float64)
+    assert fc.tanh(D(x), out=out) is out
+    assert_close(H(out), np.tanh(x), np.float64)
+    inter = np.empty((4, 22))
+    inter[:, ::2], inter[:, 1::2] = x, -x
+    strided = D(inter)[:, ::2]  # not contiguous
+    assert_close(H(fc.elu(strided, 0.5)), fastact.elu(x, 0.5), np.float64)
+    target = cuda.device_array((4, 22), np.float64)
+    fc.relu(D(x), out=target[:, 1::2])
+    assert_close(H(target)[:, 1::2], fastact.relu(x), np.float64)
+    d = D(inter)
+    fc.hardtanh_(d[:, ::2], -0.5, 0.5)  # in place through a strided view
+    assert_close(H(d)[:, ::2], fastact.hardtanh(x, -0.5, 0.5), np.float64)
+    assert_close(H(d)[:, 1::2], -x, np.float64)
+    e = cuda.device_array(0, np.float32)
+    assert fc.sigmoid(e).shape == (0,)
+
+
+def test_elementwise_errors_name_the_argument():
+    x32, x64 = D(np.zeros(4, np.float32)), D(np.zeros(4))
+    with pytest.raises(TypeError, match="grad_output has dtype float32 but input"):
+        fc.sigmoid_backward(x32, x64)
+    with pytest.raises(ValueError, match="grad_output has shape"):
+        fc.sigmoid_backward(D(np.zeros(3)), x64)
+    with pytest.raises(TypeError, match="input must be float32 or float64"):
+        fc.relu(D(np.zeros(4, np.int32)))
+    with pytest.raises(TypeError, match="out must be a CUDA device array"):
+        fc.relu(x64, out=np.zeros(4))
+    with pytest.raises(TypeError, match="out has dtype"):
+        fc.relu(x64, out=cuda.device_array(4, np.float32))
+    with pytest.raises(TypeError, match="negative_slope must be a real number"):
+        fc.leaky_relu(x64, np.array([0.1, 0.2, 0.3, 0.4]))
+    with pytest.raises(ValueError, match="max_val cannot be less than min_val"):
+        fc.hardtanh(x64, 1.0, -1.0)
+    with pytest.raises(TypeError, match="exactly one of input= and output="):
+        fc.relu_backward(x64, x64, output=x64)
+    big = D(np.zeros(8))
+    with pytest.raises(ValueError, match="partially overlaps"):
+        fc.relu(big[:4], out=big[2:6])
+
+
+# ----------------------------------------------------------------------------- along an axis
+def test_prelu_forward_and_weight_gradient():
+    rng = np.random.default_rng(2)
+    for k, (shape, c) in enumerate((((3, 4, 5), 4), ((20, 3), 3), ((2, 3, 2, 3), 1), ((7,), 1))):
+        dt = DTYPES[k % 2]
+        x = rng.standard_normal(shape).astype(dt)
+        g = rng.standard_normal(shape).astype(dt)
+        w = rng.random(c).astype(dt)
+        assert_close(H(fc.prelu(D(x), D(w))), fastact.prelu(x, w), dt)
+        gx, gw = fc.prelu_backward(D(g), D(x), D(w))
+        cgx, cgw = fastact.prelu_backward(g, x, w)
+        assert_close(H(gx), cgx, dt)
+        assert H(gw).shape == cgw.shape and H(gw).dtype == cgw.dtype
+        assert_close(H(gw), cgw, dt, rtol=1e-6 if dt == np.float32 else None)
+    with pytest.raises(ValueError, match="Mismatch of parameter numbers"):
+        fc.prelu(D(np.zeros((2, 3))), D(np.zeros(2)))
+
+
+@pytest.mark.parametrize("dim", [1, -1])  # (outer, C, inner > 1) and rows (inner == 1)
+def test_softmax_family(dim):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((2, 3, 4)) * 3).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    for f in ("softmax", "log_softmax", "softmin"):
+        y = getattr(fastact, f)(x, dim)
+        assert_close(H(getattr(fc, f)(D(x), dim)), y, np.float32)
+        assert_close(
+            H(getattr(fc, f + "_backward")(D(g), D(x), dim)),
+            getattr(fastact, f + "_backward")(g, x, dim),
+            np.float32,
+        )
+        assert_close(
+            H(getattr(fc, f + "_backward")(D(g), dim=dim, output=D(y))),
+            getattr(fastact, f + "_backward")(g, dim=dim, output=y),
+            np.float32,
+        )
+
+
+def test_softmax_dtype_rows_with_nan_and_implicit_dim_warning():
+    x = np.array([[1.0, 2.0, np.nan, 0.5], [3.0, -1.0, 0.0, 2.0]], np.float32)
+    got = H(fc.softmax(D(x), -1, dtype=np.float64))
+    assert got.dtype == np.float64
+    assert_close(got, fastact.softmax(x, -1, dtype=np.float64), np.float64)
+    with pytest.warns(UserWarning, match="Implicit dimension"):
+        fc.log_softmax(D(x))
+
+
+def test_glu_maxout_rrelu():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 4, 5))
+    g = rng.standard_normal((3, 2, 5))
+    assert_close(H(fc.glu(D(x), 1)), fastact.glu(x, 1), np.float64)
+    assert_close(H(fc.glu_backward(D(g), D(x), 1)), fastact.glu_backward(g, x, 1), np.float64)
+    assert_close(H(fc.maxout(D(x), 2, 1)), fastact.maxout(x, 2, 1), np.float64)
+    assert_close(
+        H(fc.maxout_backward(D(g), D(x), 2, 1)), fastact.maxout_backward(g, x, 2, 1), np.float64
+    )
+    xs = sample(np.float32)
+    y, noise = fc.rrelu(D(xs), training=True, generator=11, return_noise=True)
+    cy, cnoise = fastact.rrelu(xs, training=True, generator=11, return_noise=True)
+    # the same counter-based slopes (to the ulp: the CPU fuses lower + span * u into an FMA,
+    # as the GPU does; the simulator's NumPy arithmetic does not)
+    assert_close(H(noise), cnoise, np.float32, rtol=2 * np.finfo(np.float32).eps)
+    assert_close(H(y), cy, np.float32)
+    gs = np.ones_like(xs)
+    assert_close(
+        H(fc.rrelu_backward(D(gs), D(xs), training=True, generator=11)),
+        fastact.rrelu_backward(gs, xs, training=True, generator=11),
+        np.float32,
+    )
+    assert_close(H(fc.rrelu_backward(D(gs), D(xs), training=True, noise=noise)), cnoise, np.float32)
+    assert_close(H(fc.rrelu(D(xs))), fastact.rrelu(xs), np.float32)
+
+
+# ----------------------------------------------------------------------------- losses
+LOSS_CASES = [
+    ("mse_loss", ("x", "t"), {}),
+    ("l1_loss", ("x", "t"), {"reduction": "sum"}),
+    ("smooth_l1_loss", ("x", "t"), {"beta": 0.5}),
+    ("huber_loss", ("x", "t"), {"delta": 0.7, "reduction": "none"}),
+    ("binary_cross_entropy", ("p", "q"), {}),
+    ("binary_cross_entropy_with_logits", ("x", "q"), {}),
+    ("soft_margin_loss", ("x", "y"), {}),
+    ("kl_div", ("x", "q"), {"reduction": "batchmean"}),
+    ("poisson_nll_loss", ("x", "v"), {"log_input": True, "full": True}),
+    ("gaussian_nll_loss", ("x", "t", "v"), {"full": True}),
+    ("hinge_embedding_loss", ("x", "y"), {}),
+    ("margin_ranking_loss", ("x", "t", "y"), {"margin": 0.2, "reduction": "none"}),
+]
+
+
+def _loss_data(dt, shape=(4, 5)):
+    rng = np.random.default_rng(5)
+    return {
+        "x": rng.standard_normal(shape).astype(dt),
+        "t": rng.standard_normal(shape).astype(dt),
+        "p": rng.uniform(0.01, 0.99, shape).astype(dt),
+        "q": rng.uniform(0, 1, shape).astype(dt),
+        "y": np.where(rng.random(shape) < 0.5, -1, 1).astype(dt),
+        "v": rng.uniform(0.1, 2, shape).astype(dt),
+    }
+
+
+@pytest.mark.parametrize("name,args,kw", LOSS_CASES, ids=[c[0] for c in LOSS_CASES])
+def test_losses_match_cpu(name, args, kw):
+    from fastact.cuda import losses as CL
+
+    dt = np.float32 if len(name) % 2 else np.float64  # both dtypes across the table
+    h = _loss_data(dt)
+    loss, grad = getattr(CL, name)(*[D(h[a]) for a in args], **kw, return_grad=True)
+    closs, cgrad = getattr(L, name)(*[h[a] for a in args], **kw, return_grad=True)
+    assert fc.is_device_array(loss)
+    assert_close(H(loss), closs, dt)
+    for gd, gc in zip(
+        grad if isinstance(grad, tuple) else (grad,),
+        cgrad if isinstance(cgrad, tuple) else (cgrad,),
+        strict=True,
+    ):
+        assert_close(H(gd), gc, dt)
+
+
+def test_loss_weights_and_domain_errors():
+    from fastact.cuda import losses as CL
+
+    h = _loss_data(np.float64)
+    w = np.random.default_rng(6).random((4, 5))
+    loss, g = CL.mse_loss(D(h["x"]), D(h["t"]), weight=D(w), return_grad=True)
+    closs, cg = L.mse_loss(h["x"], h["t"], weight=w, return_grad=True)  # sum(w l) / sum(w)
+    assert_close(H(loss), closs, np.float64)
+    assert_close(H(g), cg, np.float64)
+    pw = np.array([1.0, 2.0, 0.5, 3.0, 1.5])  # broadcast over rows
+    loss, g = CL.binary_cross_entropy_with_logits(
+        D(h["x"]), D(h["q"]), pos_weight=D(pw), return_grad=True
+    )
+    closs, cg = L.binary_cross_entropy_with_logits(h["x"], h["q"], pos_weight=pw, return_grad=True)
+    assert_close(H(loss), closs, np.float64)
+    assert_close(H(g), cg, np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            CL.binary_cross_entropy(D(h["p"] + 1), D(h["q"]))
+    with pytest.raises(ValueError, match="same shape as input"):
+        CL.mse_loss(D(h["x"]), D(h["t"][:2]))
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        CL.l1_loss(D(h["x"]), D(h["t"]), reduction="avg")
+
+
+# ----------------------------------------------------------------------------- optimizers
+OPTIM_CASES = [
+    ("sgd", ("momentum_buffers",), {"lr": 0.1, "momentum": 0.9, "nesterov": True}, False),
+    (
+        "adam",
+        ("exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"),
+        {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True},
+        True,
+    ),
+    ("adamw", ("exp_avgs", "exp_avg_sqs"), {"lr": 0.01, "maximize": True}, True),
+    ("adamax", ("exp_avgs", "exp_infs"), {"lr": 0.01}, True),
+    (
+        "rmsprop",
+        ("square_avgs", "grad_avgs", "momentum_buffers"),
+        {"lr": 0.01, "momentum": 0.9, "centered": True},
+        False,
+    ),
+    ("rprop", ("prevs", "step_sizes"), {}, False),
+    ("adagrad", ("state_sums",), {"lr": 0.1, "lr_decay": 0.01}, True),
+    ("adadelta", ("square_avgs", "acc_deltas"), {"weight_decay": 0.1}, False),
+]
+SIZES = [(3,), (2, 5), (7,), (1,)]
+
+
+@pytest.mark.parametrize("name,states,kw,stepped", OPTIM_CASES, ids=[c[0] for c in OPTIM_CASES])
+def test_optimizers_match_cpu(name, states, kw, stepped):
+    from fastact.cuda import optim as CO
+
+    rng = np.random.default_rng(7)
+    dt = np.float64 if name in ("rmsprop", "adagrad") else np.float32
+    p = [rng.standard_normal(s).astype(dt) for s in SIZES]
+    gs = [[rng.standard_normal(s).astype(dt) for s in SIZES] for _ in range(2)]
+    init = {"step_sizes": 0.01}
+    st = {k: [np.full(s, init.get(k, 0.0), dt) for s in SIZES] for k in states}
+    if name == "sgd":
+        st["momentum_buffers"] = [None] * len(SIZES)  # created by the first step, like torch
+    dp = [D(a) for a in p]
+    dst = {k: [None if a is None else D(a) for a in v] for k, v in st.items()}
+    for t, g in enumerate(gs, 1):
+        extra = {"step": t} if stepped else {}
+        getattr(OF, name)(p, g, **st, **extra, **kw)
+        getattr(CO, name)(dp, [D(a) for a in g], **dst, **extra, **kw)
+    for a, b in zip(dp, p, strict=True):
+        assert_close(H(a), b, dt, rtol=1e-5 if dt == np.float32 else 1e-12)
+    for k in st:
+        for a, b in zip(dst[k], st[k], strict=True):
+            assert_close(H(a), b, dt, rtol=1e-5 if dt == np.float32 else 1e-12)
+
+
+def test_optimizer_validation_before_any_write():
+    from fastact.cuda import optim as CO
+
+    p = [D(np.ones(3, np.float32)), D(np.ones(4, np.float32))]
+    m = [D(np.zeros(3, np.float32)), D(np.zeros(4, np.float32))]
+    v = [D(np.zeros(3, np.float32)), D(np.zeros(4, np.float32))]
+    bad_grads = [D(np.ones(3, np.float32)), D(np.ones(4, np.float64))]
+    with pytest.raises(TypeError, match=r"grads\[1\] has dtype float64"):
+        CO.adam(p, bad_grads, m, v, step=1)
+    with pytest.raises(ValueError, match="grads has 1 entries"):
+        CO.adam(p, bad_grads[:1], m, v, step=1)
+    with pytest.raises(ValueError, match="share memory"):
+        CO.adam(
+            p,
+            [D(np.ones(3, np.float32)), D(np.ones(4, np.float32))],
+            [m[0], m[0]][:1] + [m[1]],
+            [v[0], m[1]],
+            step=1,
+        )
+    nan = [D(np.array([1.0, np.nan, 0.0], np.float32)), D(np.ones(4, np.float32))]
+    with pytest.raises(ValueError, match=r"grads\[0\] contains NaN"):
+        CO.adam(p, nan, m, v, step=1, check_finite=True)
+    for a in p:  # nothing was written by the rejected calls
+        np.testing.assert_array_equal(H(a), 1.0)
+
+
+def test_launch_takes_the_cpu_tables():
+    """The class-level hook: the CPU optimizer's pointer/chunk/coefficient tables with device
+    addresses run the same update as fastact.optim.functional.launch on host arrays."""
+    from fastact.cuda import optim as CO
+
+    rng = np.random.default_rng(8)
+    hs = [[rng.standard_normal(n) for n in (5, 9)] for _ in range(3)]  # p, g, buf
+    ds = [[D(a) for a in row] for row in hs]
+    sizes = np.array([5, 9])
+    coefs = np.array([[1.0], [0.0]])  # tensor 0: first step (buf = g)
+    scal = (0.1, 0.01, 0.9, 0.0, False, False, True)
+    hptr = np.array([[OF.address(a) for a in row] for row in hs], dtype=np.int64)
+    OF.launch("sgd", np.empty(0), hptr, OF.chunk_table(sizes), coefs, scal, 14)
+    dptr = np.array([[CO.address(a) for a in row] for row in ds], dtype=np.int64)
+    CO.launch("sgd", np.float64, dptr, OF.chunk_table(sizes, CO.CHUNK), coefs, scal, 14)
+    for drow, hrow in zip(ds, hs, strict=True):
+        for d, h in zip(drow, hrow, strict=True):
+            assert_close(H(d), h, np.float64)
+    z = CO.zeros_like(ds[0][1])
+    assert H(z).tolist() == [0.0] * 9
+
+
+# ----------------------------------------------------------------------------- gpu_check
+def _gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gpu_check_simulated(capsys):
+    gc = _gpu_check()
+    status = gc.main(
+        ["--simulate", "--only", "sigmoid,softmax,prelu,mse_loss,adam", "--dtypes", "float32"]
+    )
+    out = capsys.readouterr().out
+    assert status == 0, out
+    for case in (
+        "sigmoid",
+        "sigmoid_backward(output=)",
+        "softmax(dim=-1)",
+        "prelu_backward",
+        "mse_loss(none)",
+        "adam step",
+    ):
+        assert case in out
+    assert " NO " not in out
+
+
+def test_gpu_check_reports_mismatches():
+    gc = _gpu_check()
+    ok, err = gc.compare(np.array([1.0, 2.0]), np.array([1.0, 2.0 + 1e-3]), np.dtype("float32"))
+    assert not ok and err > 1e-4
+    ok, _ = gc.compare(np.array([np.nan, 1.0]), np.array([0.0, 1.0]), np.dtype("float64"))
+    assert not ok
+    ok, _ = gc.compare((np.ones(2), np.ones(3)), (np.ones(2), np.ones(3)), np.dtype("float64"))
+    assert ok
+    rows = [
+        {
+            "name": "x",
+            "group": "activation",
+            "dtype": "float32",
+            "n": 1 << 23,
+            "ok": True,
+            "err": 0.0,
+            "pct": 0.5,
+        },
+        {
+            "name": "y",
+            "group": "optim",
+            "dtype": "float32",
+            "n": 10,
+            "ok": True,
+            "err": 0.0,
+            "ms": 2.0,
+            "torch_ms": 1.0,
+        },
+    ]
+    status, msgs = gc.summarize(rows, timing=True)
+    assert status == gc.EXIT_TARGET and len(msgs) == 2
+    rows.append(
+        {"name": "z", "group": "loss", "dtype": "float32", "n": 10, "ok": False, "err": 1.0}
+    )
+    assert gc.summarize(rows, timing=True)[0] == gc.EXIT_MISMATCH
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_the_real_cuda_target():
+    """Every kind of kernel compiles to PTX for sm_90 (the simulator does not type-check)."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "gpu_check.py"),
+            "--compile-only",
+            "--only",
+            "sigmoid,gelu,softmax_rows,prelu_backward_channels,rrelu_train,bce_logits,adam,sgd,"
+            "nonfinite,loss_finalize",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    if res.returncode == 2 and "NVVM" in res.stderr:
+        pytest.skip("NVVM/NVRTC not installed (pip install nvidia-nvvm nvidia-cuda-nvrtc)")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "compiled" in res.stdout
