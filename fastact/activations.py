@@ -349,6 +349,8 @@ def _mish_n(x):
 def _mish(x):
     if x < -64:
         return _x_exp_x(x, lit(x, 1.0))
+    if x > 20:  # tanh(softplus(x)) == 1 (also keeps reassociation from forming x * n)
+        return x
     n = _mish_n(x)
     return x * (n / (n + lit(x, 2.0)))
 
@@ -357,6 +359,8 @@ def _mish(x):
 def _mish_grad(g, x):
     if x < -64:
         return g * _x_exp_x(x, lit(x, 1.0) + lit(x, 1.0) / x)
+    if x > 20:  # torch: NaN at +inf (inf/inf in its formula)
+        return g if x < math.inf else g * lit(x, math.nan)
     n = _mish_n(x)
     d = n + lit(x, 2.0)
     t = n / d
@@ -390,7 +394,9 @@ def _gelu_tanh(x):
 
 @jit
 def _gelu_tanh_grad(g, x):
-    if abs(x) > 30:
+    if abs(x) > 30:  # saturated; torch gives NaN at +-inf
+        if math.isinf(x):
+            return g * lit(x, math.nan)
         return g if x > 0 else lit(x, 0.0) * g
     x2 = x * x
     z2 = lit(x, 2.0 * _SQRT_2_PI) * (x + lit(x, _GELU_C) * x2 * x)
@@ -480,7 +486,7 @@ def _softsign(x):
 @jit
 def _softsign_grad(g, x):
     d = lit(x, 1.0) + abs(x)
-    return g / d / d
+    return g / d / d if not math.isinf(x) else g * lit(x, math.nan)  # torch: NaN at +-inf
 
 
 _register("softsign", _softsign, _softsign_grad, doc="""
@@ -546,7 +552,14 @@ def _threshold_grad(g, x, threshold, value):
     return lit(x, 0.0) if x <= threshold else g
 
 
+def _check_threshold_output(threshold, value):
+    if np.any(np.asarray(value) > np.asarray(threshold)):
+        raise ValueError("threshold_backward from output= needs value <= threshold: with a "
+                         "larger value the output does not tell which inputs were replaced")
+
+
 _register("threshold", _threshold, _threshold_grad, _threshold_grad,
+          check_output=_check_threshold_output,
           params=(("threshold", REQUIRED), ("value", REQUIRED)), inplace=True, doc="""
 ``value if x <= threshold else x``; gradient 0 where x <= threshold.
 torch: ``F.threshold(input, threshold, value, inplace=False)``.""")
