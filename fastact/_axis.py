@@ -80,7 +80,8 @@ def prelu_forward(x, w, out):
     else:
         nb = (inner + BLOCK - 1) // BLOCK
         for t in prange(outer * c_n * nb):
-            r, b = divmod(t, nb)
+            r = t // nb
+            b = t - r * nb
             c = r % c_n
             o = r // c_n
             wc = w[c]
@@ -123,7 +124,8 @@ def glu_forward(x, out):
     outer, _, m = x.shape
     nb = (m + BLOCK - 1) // BLOCK
     for t in prange(outer * nb):
-        o, b = divmod(t, nb)
+        o = t // nb
+        b = t - o * nb
         for s in range(b * BLOCK, min(m, (b + 1) * BLOCK)):
             bv = x[o, 1, s]
             e = fm.exp(-abs(bv))
@@ -135,7 +137,8 @@ def glu_backward(g, x, gx):
     outer, _, m = x.shape
     nb = (m + BLOCK - 1) // BLOCK
     for t in prange(outer * nb):
-        o, b = divmod(t, nb)
+        o = t // nb
+        b = t - o * nb
         for s in range(b * BLOCK, min(m, (b + 1) * BLOCK)):
             bv = x[o, 1, s]
             e = fm.exp(-abs(bv))
@@ -213,7 +216,8 @@ def softmax_rows(x, out, log, sign):
     else:
         nb = (inner + BLOCK - 1) // BLOCK
         for t in prange(outer * nb):
-            o, b = divmod(t, nb)
+            o = t // nb
+            b = t - o * nb
             lo = b * BLOCK
             hi = min(inner, lo + BLOCK)
             m = np.empty(hi - lo, x.dtype)
@@ -264,7 +268,8 @@ def softmax_rows_backward(g, y, gx, log, sign):
     else:
         nb = (inner + BLOCK - 1) // BLOCK
         for t in prange(outer * nb):
-            o, b = divmod(t, nb)
+            o = t // nb
+            b = t - o * nb
             lo = b * BLOCK
             hi = min(inner, lo + BLOCK)
             acc = np.zeros(hi - lo, np.float64)
