@@ -200,11 +200,15 @@ def softmax_rows(x, out, log, sign):
                 m = v if v > m else m
             acc = 0.0
             if log:
+                # (x - m) is stored before log(sum) is subtracted: in one expression the
+                # reassociation flag would fold it into x - (m + log(sum)) and lose precision
                 for c in range(c_n):
-                    acc += np.float64(fm.exp(sign * x[o, c, 0] - m))
-                lse = m + lit(m, np.log(acc))
+                    t = sign * x[o, c, 0] - m
+                    out[o, c, 0] = t
+                    acc += np.float64(fm.exp(t))
+                lse = lit(m, np.log(acc))
                 for c in range(c_n):
-                    out[o, c, 0] = sign * x[o, c, 0] - lse
+                    out[o, c, 0] -= lse
             else:
                 for c in range(c_n):
                     e = fm.exp(sign * x[o, c, 0] - m)
@@ -230,21 +234,22 @@ def softmax_rows(x, out, log, sign):
                     m[s - lo] = v if v > m[s - lo] else m[s - lo]
             for c in range(c_n):
                 for s in range(lo, hi):
-                    e = fm.exp(sign * x[o, c, s] - m[s - lo])
-                    if not log:
-                        out[o, c, s] = e
+                    t = sign * x[o, c, s] - m[s - lo]
+                    e = fm.exp(t)
+                    out[o, c, s] = t if log else e
                     acc[s - lo] += np.float64(e)
+            scale = np.empty(hi - lo, x.dtype)
             for s in range(lo, hi):
                 if log:
-                    m[s - lo] += lit(m[0], np.log(acc[s - lo]))
+                    scale[s - lo] = lit(m[0], np.log(acc[s - lo]))
                 else:
-                    m[s - lo] = lit(m[0], 1.0 / acc[s - lo])
+                    scale[s - lo] = lit(m[0], 1.0 / acc[s - lo])
             for c in range(c_n):
                 for s in range(lo, hi):
                     if log:
-                        out[o, c, s] = sign * x[o, c, s] - m[s - lo]
+                        out[o, c, s] -= scale[s - lo]
                     else:
-                        out[o, c, s] *= m[s - lo]
+                        out[o, c, s] *= scale[s - lo]
 
 
 def softmax_rows_backward(g, y, gx, log, sign):

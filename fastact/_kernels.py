@@ -15,6 +15,7 @@ functions (``name``, ``name_``, ``name_backward``) are generated with real signa
 
 from __future__ import annotations
 
+import functools
 import keyword
 from typing import Any, Callable
 
@@ -183,13 +184,14 @@ class Elementwise:
             x = check_inplace(x, "input")
             rdt = x.dtype
         else:
+            xf = as_float_array(x, "input")  # validates first: errors name the argument
             rdt = result_dtype(np.asarray(x).dtype if scalar_input else x.dtype, "input")
-            x = as_float_array(x, "input")
+            x = xf
         kp = self.kernel_params(values, x.dtype)
         if inplace:
             out = x
         elif out is not None:
-            out = check_out(out, _broadcast_shape(x, kp, "input"), rdt, (x,))
+            out = check_out(out, _broadcast_shape(x, kp, "input", self.param_names), rdt, (x,))
         if any(isinstance(p, np.ndarray) for p in kp):
             return self._ufunc_call("forward", (x,), kp, out, rdt, inplace)
         if out is None:
@@ -247,7 +249,7 @@ class Elementwise:
         if kind == "grad_output" and self.check_output is not None:
             self.check_output(*values)
         if out is not None:
-            out = check_out(out, _broadcast_shape(v, kp, arg_name), dtype, (g, v))
+            out = check_out(out, _broadcast_shape(v, kp, arg_name, self.param_names), dtype, (g, v))
         if any(isinstance(p, np.ndarray) for p in kp):
             return self._ufunc_call(kind, (g, v), kp, out, dtype, False)
         if out is None:
@@ -272,10 +274,11 @@ class Elementwise:
         out[...] = tmp
 
     def _ufunc_call(self, kind, arrays, kp, out, rdt, inplace):
-        shape = _broadcast_shape(arrays[-1], kp, "input")
+        shape = _broadcast_shape(arrays[-1], kp, "input", self.param_names)
         if inplace and shape != arrays[0].shape:
-            raise ValueError(f"parameters of shape {shape} do not broadcast to the shape "
-                             f"{arrays[0].shape} of the input modified in place")
+            raise ValueError(f"parameters {', '.join(self.param_names)} broadcast to shape {shape}"
+                             f", not to the shape {arrays[0].shape} of the input modified "
+                             "in place")
         u = self.ufunc(kind)
         res = u(*arrays, *kp, out=out) if out is not None else u(*arrays, *kp)
         if out is None and res.dtype != rdt:
@@ -287,18 +290,25 @@ class Elementwise:
             if isinstance(v, np.ndarray) and v.ndim > 0:
                 raise TypeError(f"{n} must be a scalar when input is a dask array")
         dtype = result_dtype(np.dtype(x.dtype), "input")
-        return x.map_blocks(lambda b: self.forward(b, values), dtype=dtype)
+        # a partial of a module-level function: dask tokenizes and pickles it by reference
+        return x.map_blocks(functools.partial(_dask_block, self.name, values), dtype=dtype)
 
 
-def _broadcast_shape(x: np.ndarray, kp: tuple, name: str) -> tuple:
+def _dask_block(name: str, values: tuple, block: np.ndarray) -> np.ndarray:
+    from fastact.activations import ACTIVATIONS
+
+    return ACTIVATIONS[name].forward(block, values)
+
+
+def _broadcast_shape(x: np.ndarray, kp: tuple, name: str, pnames: tuple = ()) -> tuple:
     shapes = [p.shape for p in kp if isinstance(p, np.ndarray)]
     if not shapes:
         return x.shape
     try:
         return np.broadcast_shapes(x.shape, *shapes)
     except ValueError:
-        raise ValueError(f"parameter shapes {shapes} do not broadcast against {name} of shape "
-                         f"{x.shape}") from None
+        raise ValueError(f"parameters {', '.join(pnames)} (shapes {shapes}) do not broadcast "
+                         f"against {name} of shape {x.shape}") from None
 
 
 # ------------------------------------------------------------------------- public functions

@@ -705,8 +705,6 @@ def rrelu_backward(grad_output, input=None, lower: float = 1.0 / 8, upper: float
 def _prelu_args(input, weight, out_dtype=None):
     x = as_float_array(input, "input")
     w = as_float_array(weight, "weight")
-    if x.ndim == 0:
-        raise ValueError("prelu: input must have at least 1 dimension, got a 0-d array")
     if w.ndim > 1:
         raise ValueError(f"prelu: weight must be 1-D (num_parameters,), got shape {w.shape}")
     channels = x.shape[1] if x.ndim >= 2 else 1
@@ -725,7 +723,7 @@ def prelu(input, weight, *, out=None):
     x, w, wc, _ = _prelu_args(input, weight)
     res, target = _result(out, x.shape, x.dtype, (x,))
     if x.size:
-        x3 = _view3(x, 1) if x.ndim >= 2 else x.reshape(1, 1, -1)
+        x3 = _view3(x, 1) if x.ndim >= 2 else np.ascontiguousarray(x).reshape(1, 1, -1)
         pick(PRELU_FORWARD, x.size)(x3, wc, res.reshape(x3.shape))
     return _finish(res, target)
 
@@ -740,7 +738,7 @@ def prelu_backward(grad_output, input, weight, *, out=None):
     if g.shape != x.shape:
         raise ValueError(f"grad_output has shape {g.shape} but input has shape {x.shape}")
     res, target = _result(out, x.shape, x.dtype, (x, g))
-    x3 = _view3(x, 1) if x.ndim >= 2 else x.reshape(1, 1, -1)
+    x3 = _view3(x, 1) if x.ndim >= 2 else np.ascontiguousarray(x).reshape(1, 1, -1)
     g3 = np.ascontiguousarray(g).reshape(x3.shape)
     outer, c_n, inner = x3.shape
     if inner == 1:
@@ -846,10 +844,23 @@ def maxout_backward(grad_output, input, pieces: int, dim: int = 1, *, out=None):
 
 
 # ----------------------------------------------------------------------------- softmax
+def _user_stacklevel() -> int:
+    """The warnings stacklevel of the first frame outside fastact's package."""
+    import os
+    import sys
+
+    pkg = os.path.dirname(os.path.abspath(__file__))
+    f, level = sys._getframe(1), 1
+    while f is not None and os.path.abspath(f.f_code.co_filename).startswith(pkg):
+        f, level = f.f_back, level + 1
+    return level
+
+
 def _softmax_dim(dim, ndim, fname):
     if dim is None:
         warnings.warn(f"Implicit dimension choice for {fname} has been deprecated. Change the "
-                      "call to include dim=X as an argument.", UserWarning, stacklevel=3)
+                      "call to include dim=X as an argument.", UserWarning,
+                      stacklevel=_user_stacklevel())
         return 0 if ndim in (0, 1, 3) else 1
     return normalize_dim(dim, ndim)
 

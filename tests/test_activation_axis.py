@@ -1,0 +1,606 @@
+"""The activations that are not element-wise (``fastact.AXIS_ACTIVATIONS``).
+
+softmax / log_softmax / softmin (every dim, dim=None, dtype=, edge rows), glu (every dim,
+odd sizes), prelu (weight (1,) and (C,), 1-D/2-D/3-D/4-D inputs, grad_weight accuracy and
+thread-count invariance), maxout (NumPy reshape-max reference, torch autograd, ties, NaN) and
+rrelu (eval == leaky_relu, training: slope range, seeds, Generators, noise, backward,
+thread-count invariance, statistics) -- float32 and float64, against torch 2.13 autograd and
+float64 NumPy references.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zlib
+
+import numba
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+import torch.nn.functional as F
+from activation_cases import DTYPES, assert_same, assert_ulp
+
+import fastact
+
+torch.set_num_threads(1)
+DT_IDS = ["f32", "f64"]
+TOL = {np.float32: 8.0, np.float64: 256.0}
+TORCH_DT = {np.float32: torch.float32, np.float64: torch.float64}
+
+
+def _rng(*key) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def _threads(n: int):
+    """Context manager: run with n numba threads, then restore."""
+
+    class _T:
+        def __enter__(self):
+            self.old = numba.get_num_threads()
+            numba.set_num_threads(n)
+
+        def __exit__(self, *exc):
+            numba.set_num_threads(self.old)
+
+    return _T()
+
+
+def _torch_grad(fn, x, g, *extra):
+    """torch's value and input gradients of fn(x, *extra) (extra tensors require grad)."""
+    xt = torch.tensor(x, requires_grad=True)
+    ts = [torch.tensor(e, requires_grad=True) for e in extra]
+    y = fn(xt, *ts)
+    y.backward(torch.tensor(g))
+    return (y.detach().numpy(), xt.grad.numpy(), *[t.grad.numpy() for t in ts])
+
+
+# ============================================================================ softmax family
+SOFTMAX = {
+    "softmax": (fastact.softmax, fastact.softmax_backward, F.softmax),
+    "log_softmax": (fastact.log_softmax, fastact.log_softmax_backward, F.log_softmax),
+    "softmin": (fastact.softmin, fastact.softmin_backward, F.softmin),
+}
+SHAPES = [(7,), (4, 6), (3, 4, 5), (2, 3, 4, 5)]
+
+
+def _softmax_scales(name, x, y, g, dim):
+    """Error scales: the size of the terms each result is computed from."""
+    if name == "log_softmax":
+        lse = np.abs(x - y)
+        fwd = np.abs(x) + lse
+        bwd = np.abs(g) + np.exp(y) * np.sum(np.abs(g), axis=dim, keepdims=True)
+    else:
+        fwd = np.zeros_like(y)
+        bwd = np.abs(y) * (np.abs(g) + np.sum(np.abs(g * y), axis=dim, keepdims=True))
+    return fwd, bwd
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("name", list(SOFTMAX))
+def test_softmax_family_every_dim(name, dtype):
+    fwd, bwd, tfn = SOFTMAX[name]
+    for shape in SHAPES:
+        rng = _rng(name, shape, np.dtype(dtype).name)
+        x = (rng.standard_normal(shape) * 4).astype(dtype)
+        g = rng.standard_normal(shape).astype(dtype)
+        for dim in range(-len(shape), len(shape)):
+            what = f"{name} {shape} dim={dim} {np.dtype(dtype).name}"
+            y = fwd(x, dim)
+            assert y.dtype == dtype and y.shape == shape
+            assert_same(fwd(x, dim=dim), y, what)
+            ty, tg = _torch_grad(lambda t, d=dim: tfn(t, dim=d), x, g)
+            sf, sb = _softmax_scales(name, x.astype(float), ty.astype(float), g, dim)
+            assert_ulp(y, ty, dtype, TOL[dtype], scale=sf, what=f"{what} forward")
+            gx = bwd(g, x, dim)
+            assert_ulp(gx, tg, dtype, TOL[dtype], scale=sb, what=f"{what} backward")
+            gy = bwd(g, output=y, dim=dim)
+            assert_ulp(gy, tg, dtype, TOL[dtype], scale=sb, what=f"{what} backward output=")
+            assert_same(bwd(g, input=x, dim=dim), gx, f"{what} input= keyword")
+            if name == "softmax":
+                assert_ulp(
+                    np.sum(y.astype(float), axis=dim),
+                    1.0,
+                    dtype,
+                    2 * shape[dim],
+                    what=f"{what} rows sum to 1",
+                )
+
+
+@pytest.mark.parametrize("name", list(SOFTMAX))
+def test_softmax_float64_reference(name):
+    fwd, bwd, _ = SOFTMAX[name]
+    x = _rng("sm-ref", name).standard_normal((5, 9)) * 30
+    sign = -1.0 if name == "softmin" else 1.0
+    z = sign * x
+    m = z.max(axis=1, keepdims=True)
+    lse = m + np.log(np.sum(np.exp(z - m), axis=1, keepdims=True))
+    ref = z - lse if name == "log_softmax" else np.exp(z - lse)
+    # exp(z - max) amplifies the rounding of z - max by |z - max| (cond)
+    assert_ulp(
+        fwd(x, 1),
+        ref,
+        np.float64,
+        64,
+        scale=np.abs(z) + np.abs(lse) if name == "log_softmax" else None,
+        cond=np.abs(z - m),
+        what=f"{name} vs float64 reference",
+    )
+
+
+@pytest.mark.parametrize("name", list(SOFTMAX))
+def test_softmax_implicit_dim_warns_like_torch(name):
+    fwd, bwd, tfn = SOFTMAX[name]
+    for shape in [(), (5,), (3, 4), (2, 3, 4), (2, 3, 4, 2)]:
+        x = _rng("implicit", shape).standard_normal(shape)
+        with warnings.catch_warnings(record=True) as tw:
+            warnings.simplefilter("always")
+            ty = tfn(torch.tensor(x)).numpy()
+        with warnings.catch_warnings(record=True) as fw:
+            warnings.simplefilter("always")
+            y = fwd(x)
+        assert len(fw) == 1 and len(tw) == 1
+        assert fw[0].category is tw[0].category
+        assert str(fw[0].message) == str(tw[0].message)
+        assert fw[0].filename == __file__, (
+            f"the warning points at {fw[0].filename}, not at the caller (torch's points at "
+            f"{tw[0].filename})"
+        )
+        assert_ulp(y, ty, np.float64, 256, what=f"{name} dim=None on {shape}")
+    with pytest.warns(UserWarning, match="Implicit dimension"):
+        bwd(np.ones((3, 4)), np.ones((3, 4)))
+
+
+@pytest.mark.parametrize("name", list(SOFTMAX))
+def test_softmax_dtype_argument(name):
+    fwd, _, tfn = SOFTMAX[name]
+    x32 = _rng("dtype", name).standard_normal((3, 5)).astype(np.float32)
+    y = fwd(x32, 1, np.float64)
+    assert y.dtype == np.float64
+    ty = tfn(torch.tensor(x32), dim=1, dtype=torch.float64).numpy()
+    assert_ulp(y, ty, np.float64, 256, what=f"{name} dtype=float64")
+    y32 = fwd(x32.astype(np.float64), 1, dtype=np.float32)
+    assert y32.dtype == np.float32
+    ty32 = tfn(torch.tensor(x32.astype(np.float64)), dim=1, dtype=torch.float32).numpy()
+    assert_ulp(y32, ty32, np.float32, 8, what=f"{name} dtype=float32")
+    with pytest.raises(TypeError):
+        fwd(x32, 1, np.int32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("name", list(SOFTMAX))
+def test_softmax_edge_rows(name, dtype):
+    """Huge logits, -inf/inf/NaN entries, constant rows: NaN/inf exactly where torch."""
+    fwd, bwd, tfn = SOFTMAX[name]
+    inf, nan = np.inf, np.nan
+    x = np.array(
+        [
+            [1e4, 1e4 - 1, -1e4, 0.0],
+            [-inf, 0.0, 1.0, -inf],
+            [-inf, -inf, -inf, -inf],
+            [inf, 0.0, 1.0, 2.0],
+            [nan, 0.0, 1.0, 2.0],
+            [3.0, 3.0, 3.0, 3.0],
+            [-1e30, 1e30, 0.0, 5.0],
+        ],
+        dtype,
+    )
+    g = np.linspace(-1, 1, x.size).reshape(x.shape).astype(dtype)
+    ty, tg = _torch_grad(lambda t: tfn(t, dim=1), x, g)
+    y = fwd(x, 1)
+    assert_ulp(y, ty, dtype, TOL[dtype], scale=np.ones_like(y), what=f"{name} edge rows")
+    gx = bwd(g, x, 1)
+    assert_ulp(gx, tg, dtype, TOL[dtype], scale=np.ones_like(y), what=f"{name} edge grads")
+
+
+@pytest.mark.parametrize("name", list(SOFTMAX))
+def test_softmax_layouts_out_and_errors(name):
+    fwd, bwd, _ = SOFTMAX[name]
+    rng = _rng("sm-layout", name)
+    base = rng.standard_normal((6, 5, 4))
+    g = rng.standard_normal((6, 5, 4))
+    for v, gv in (
+        (base.transpose(2, 0, 1), g.transpose(2, 0, 1)),
+        (base[::-2, :, 1::2], g[::-2, :, 1::2]),
+        (np.asfortranarray(base), np.asfortranarray(g)),
+    ):
+        for dim in range(v.ndim):
+            assert_same(fwd(v, dim), fwd(v.copy(), dim), f"{name} layout dim={dim}")
+            assert_same(bwd(gv, v, dim), bwd(gv.copy(), v.copy(), dim), f"{name} bwd layout")
+    out = np.empty_like(base)
+    assert fwd(base, 1, out=out) is out
+    assert_same(out, fwd(base, 1), f"{name} out=")
+    gout = np.empty_like(base)
+    assert bwd(g, base, 1, out=gout) is gout
+    assert_same(gout, bwd(g, base, 1), f"{name}_backward out=")
+    assert fwd(np.array(2.5), 0) == 1.0 or name == "log_softmax"
+    assert fwd(np.empty((0, 3)), 1).shape == (0, 3)
+    with pytest.raises(ValueError):
+        fwd(base, 3)
+    with pytest.raises(TypeError):
+        fwd(base, 1.0)
+    with pytest.raises(ValueError):
+        fwd(base, 1, out=np.empty((6, 5)))
+    with pytest.raises(TypeError):
+        bwd(g, base, 1, output=base)
+    with pytest.raises(ValueError):
+        bwd(g[:3], base, 1)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_large_thread_invariant(name):
+    fwd, bwd, _ = SOFTMAX[name]
+    rng = _rng("sm-big", name)
+    x = rng.standard_normal((48, 1000)).astype(np.float32) * 5
+    g = rng.standard_normal((48, 1000)).astype(np.float32)
+    for dim in (0, 1):
+        with _threads(1):
+            y1, g1 = fwd(x, dim), bwd(g, x, dim)
+        with _threads(2):
+            y2, g2 = fwd(x, dim), bwd(g, x, dim)
+        assert_same(y1, y2, f"{name} dim={dim} 1 vs 2 threads")
+        assert_same(g1, g2, f"{name} backward dim={dim} 1 vs 2 threads")
+        ref = (
+            F.softmax(torch.tensor(x), dim)
+            if name == "softmax"
+            else F.log_softmax(torch.tensor(x), dim)
+        )
+        assert_ulp(
+            y2,
+            ref.numpy(),
+            np.float32,
+            8,
+            scale=np.abs(x) + 10 if name == "log_softmax" else None,
+            what=f"{name} large vs torch",
+        )
+
+
+# ============================================================================ GLU
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_glu_every_dim(dtype):
+    rng = _rng("glu", np.dtype(dtype).name)
+    x = (rng.standard_normal((4, 6, 8)) * 3).astype(dtype)
+    x[0, 0, 0] = 0.0
+    for dim in range(-3, 3):
+        oshape = list(x.shape)
+        oshape[dim] //= 2
+        g = rng.standard_normal(oshape).astype(dtype)
+        ty, tg = _torch_grad(lambda t, d=dim: F.glu(t, d), x, g)
+        y = fastact.glu(x, dim)
+        assert y.shape == tuple(oshape) and y.dtype == dtype
+        assert_same(fastact.glu(x, dim=dim), y, "glu keyword")
+        assert_ulp(y, ty, dtype, TOL[dtype], what=f"glu dim={dim}")
+        gx = fastact.glu_backward(g, x, dim)
+        assert gx.shape == x.shape and gx.dtype == dtype
+        assert_ulp(gx, tg, dtype, TOL[dtype], scale=np.abs(g).max(), what=f"glu grad dim={dim}")
+        # float64 reference
+        a, b = np.split(x.astype(np.float64), 2, axis=dim)
+        assert_ulp(y, a / (1 + np.exp(-b)), dtype, 4, what=f"glu dim={dim} vs reference")
+    assert_same(
+        fastact.glu(x.transpose(1, 2, 0), 0),
+        fastact.glu(x.transpose(1, 2, 0).copy(), 0),
+        "glu transposed",
+    )
+    out = np.empty((4, 6, 4), dtype)
+    assert fastact.glu(x, out=out) is out
+
+
+def test_glu_errors_like_torch():
+    with pytest.raises(ValueError, match="Halving dimension must be even"):
+        fastact.glu(np.ones((3, 5)), -1)
+    with pytest.raises(ValueError, match="Halving dimension must be even"):
+        fastact.glu(np.ones((3, 4)), 0)
+    with pytest.raises(ValueError):
+        fastact.glu(np.array(1.0))
+    with pytest.raises(ValueError):
+        fastact.glu(np.ones((3, 4)), 2)
+    with pytest.raises(ValueError, match="shape"):
+        fastact.glu_backward(np.ones((3, 4)), np.ones((3, 4)))
+
+
+# ============================================================================ PReLU
+PRELU_CASES = [
+    ((7,), 1),
+    ((4, 3), 1),
+    ((4, 3), 3),
+    ((2, 3, 7), 3),
+    ((2, 3, 4, 5), 3),
+    ((2, 3, 4, 5), 1),
+    ((5, 1), 1),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape,nw", PRELU_CASES, ids=[f"{s}-w{n}" for s, n in PRELU_CASES])
+def test_prelu_against_torch(shape, nw, dtype):
+    rng = _rng("prelu", shape, nw, np.dtype(dtype).name)
+    x = (rng.standard_normal(shape) * 2).astype(dtype)
+    x.reshape(-1)[:3] = [0.0, -0.0, 1e-30]
+    w = rng.uniform(-0.5, 0.5, nw).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    ty, tg, tgw = _torch_grad(F.prelu, x, g, w)
+    y = fastact.prelu(x, w)
+    assert y.shape == shape and y.dtype == dtype
+    assert_same(y, ty, f"prelu {shape} forward")
+    gx, gw = fastact.prelu_backward(g, x, w)
+    assert gx.shape == shape and gw.shape == w.shape and gw.dtype == dtype
+    assert_same(gx, tg, f"prelu {shape} grad_input")
+    # grad_weight: float64 reference sum over all dims but 1
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    contrib = np.where(x64 > 0, 0.0, x64 * g64)
+    axes = tuple(i for i in range(x.ndim) if i != 1) if x.ndim >= 2 else (0,)
+    ref = contrib.sum(axis=axes) if nw > 1 else np.array([contrib.sum()])
+    scale = np.abs(contrib).sum(axis=axes) if nw > 1 else np.array([np.abs(contrib).sum()])
+    # fastact reduces in float64: within 1 ULP (of the float32 rounding) of the exact sum
+    assert_ulp(
+        gw,
+        ref,
+        dtype,
+        1 if dtype == np.float32 else 16,
+        scale=scale,
+        what=f"prelu {shape} grad_weight vs float64 reference",
+    )
+    assert_ulp(
+        gw,
+        tgw,
+        dtype,
+        64 if dtype == np.float32 else 256,
+        scale=scale,
+        what=f"prelu {shape} grad_weight vs torch",
+    )
+    out = np.empty_like(x)
+    assert fastact.prelu(x, w, out=out) is out
+    gout = np.empty_like(x)
+    assert fastact.prelu_backward(g, x, w, out=gout)[0] is gout
+    assert_same(fastact.prelu(np.asfortranarray(x), w), y, "prelu Fortran input")
+    if x.ndim >= 2:
+        xt = np.ascontiguousarray(x.swapaxes(0, -1)).swapaxes(0, -1)
+        assert_same(fastact.prelu(xt, w), y, "prelu strided input")
+
+
+def test_prelu_errors_like_torch():
+    with pytest.raises(ValueError, match="Mismatch of parameter numbers and input channel size"):
+        fastact.prelu(np.ones(5), np.ones(3))
+    with pytest.raises(ValueError, match="Mismatch of parameter numbers and input channel size"):
+        fastact.prelu(np.ones((2, 3)), np.ones(4))
+    with pytest.raises(ValueError, match="Mismatch of parameter numbers"):
+        fastact.prelu_backward(np.ones((2, 3)), np.ones((2, 3)), np.ones(2))
+    with pytest.raises(ValueError, match="shape"):
+        fastact.prelu_backward(np.ones((2, 4)), np.ones((2, 3)), np.ones(3))
+
+
+def test_prelu_zero_d_like_torch():
+    """torch 2.13 accepts a 0-d input with a (1,) weight (TORCH_SEMANTICS.md says it raises;
+    the installed torch wins)."""
+    x, w = np.array(-1.0), np.array([0.25])
+    ty, tg, tgw = _torch_grad(F.prelu, x, np.array(1.0), w)
+    y = fastact.prelu(x, w)
+    assert_same(y, ty, "prelu 0-d")
+    gx, gw = fastact.prelu_backward(np.array(1.0), x, w)
+    assert_same(gx, tg, "prelu 0-d grad_input")
+    assert_same(gw, tgw, "prelu 0-d grad_weight")
+
+
+@pytest.mark.parametrize("shape,nw", [((20000, 3), 3), ((60, 4, 170), 4), ((60, 4, 170), 1)])
+def test_prelu_thread_count_invariant(shape, nw):
+    rng = _rng("prelu-threads", shape, nw)
+    x = rng.standard_normal(shape).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    w = rng.uniform(0, 0.5, nw).astype(np.float32)
+    assert x.size > 2**15
+    with _threads(1):
+        gx1, gw1 = fastact.prelu_backward(g, x, w)
+        y1 = fastact.prelu(x, w)
+    with _threads(2):
+        gx2, gw2 = fastact.prelu_backward(g, x, w)
+        y2 = fastact.prelu(x, w)
+    assert_same(gw1, gw2, f"prelu grad_weight 1 vs 2 threads {shape}")
+    assert gw1.tobytes() == gw2.tobytes()
+    assert_same(gx1, gx2, "prelu grad_input 1 vs 2 threads")
+    assert_same(y1, y2, "prelu forward 1 vs 2 threads")
+    x64 = x.astype(np.float64)
+    contrib = np.where(x64 > 0, 0.0, x64 * g)
+    axes = (0,) + tuple(range(2, x.ndim))
+    ref = contrib.sum(axis=axes) if nw > 1 else np.array([contrib.sum()])
+    scale = np.abs(contrib).sum(axis=axes) if nw > 1 else np.array([np.abs(contrib).sum()])
+    assert_ulp(gw2, ref, np.float32, 1, scale=scale, what="large prelu grad_weight")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_glu_maxout_large_thread_invariant(dtype):
+    """> 2**15 elements: the prange kernels (2 threads) give the serial kernels' bits."""
+    rng = _rng("glu-big", np.dtype(dtype).name)
+    x = rng.standard_normal((64, 600)).astype(dtype)
+    for dim in (0, 1):
+        with _threads(1):
+            y1 = fastact.glu(x, dim)
+            g = np.ones_like(y1)
+            gx1 = fastact.glu_backward(g, x, dim)
+            m1 = fastact.maxout(x, 4, dim)
+            mg1 = fastact.maxout_backward(np.ones_like(m1), x, 4, dim)
+        with _threads(2):
+            y2 = fastact.glu(x, dim)
+            gx2 = fastact.glu_backward(g, x, dim)
+            m2 = fastact.maxout(x, 4, dim)
+            mg2 = fastact.maxout_backward(np.ones_like(m1), x, 4, dim)
+        assert_same(y1, y2, f"glu dim={dim} 1 vs 2 threads")
+        assert_same(gx1, gx2, f"glu_backward dim={dim} 1 vs 2 threads")
+        assert_same(m1, m2, f"maxout dim={dim} 1 vs 2 threads")
+        assert_same(mg1, mg2, f"maxout_backward dim={dim} 1 vs 2 threads")
+        assert_same(m2, _maxout_ref(x, 4, dim), f"large maxout dim={dim} vs reference")
+
+
+# ============================================================================ Maxout
+def _maxout_ref(x, pieces, dim):
+    d = dim % x.ndim
+    shp = x.shape[:d] + (x.shape[d] // pieces, pieces) + x.shape[d + 1 :]
+    return x.reshape(shp).max(axis=d + 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_maxout_against_reference_and_torch(dtype):
+    rng = _rng("maxout", np.dtype(dtype).name)
+    for shape, pieces, dim in [
+        ((3, 12, 5), 3, 1),
+        ((3, 12, 5), 4, -2),
+        ((4, 6), 2, -1),
+        ((6, 5), 3, 0),
+        ((2, 3, 4, 6), 2, 3),
+        ((8,), 4, 0),
+        ((3, 6, 2), 1, 1),
+        ((3, 6, 2), 6, 1),
+    ]:
+        x = rng.standard_normal(shape).astype(dtype)  # continuous: no ties
+        y = fastact.maxout(x, pieces, dim)
+        ref = _maxout_ref(x, pieces, dim)
+        assert y.shape == ref.shape and y.dtype == dtype
+        assert_same(y, ref, f"maxout {shape} pieces={pieces} dim={dim}")
+        assert_same(fastact.maxout(x, pieces=pieces, dim=dim), y, "maxout keywords")
+        g = rng.standard_normal(ref.shape).astype(dtype)
+        d = dim % x.ndim
+        shp = x.shape[:d] + (x.shape[d] // pieces, pieces) + x.shape[d + 1 :]
+        ty, tg = _torch_grad(lambda t, s=shp, a=d: t.reshape(s).max(dim=a + 1).values, x, g)
+        assert_same(y, ty, "maxout vs torch")
+        gx = fastact.maxout_backward(g, x, pieces, dim)
+        assert gx.shape == x.shape and gx.dtype == dtype
+        assert_same(gx, tg, f"maxout grad {shape} pieces={pieces} dim={dim}")
+        if x.ndim > 1:
+            xt = np.asfortranarray(x)
+            assert_same(fastact.maxout(xt, pieces, dim), y, "maxout Fortran")
+            assert_same(fastact.maxout_backward(g, xt, pieces, dim), gx, "maxout bwd Fortran")
+
+
+def test_maxout_ties_and_nan():
+    x = np.array([[1.0, 3.0, 3.0, -2.0, -2.0, -2.0, 5.0, np.nan, np.nan, 0.0, 7.0, 7.0]])
+    g = np.array([[10.0, 20.0, 30.0, 40.0]])
+    y = fastact.maxout(x, 3, 1)
+    assert_same(y, np.array([[3.0, -2.0, np.nan, 7.0]]), "maxout ties/nan")
+    gx = fastact.maxout_backward(g, x, 3, 1)
+    want = np.array([[0, 10.0, 0, 20.0, 0, 0, 0, 30.0, 0, 0, 40.0, 0]])
+    assert_same(gx, want, "maxout gradient to the first argmax / first NaN")
+
+
+def test_maxout_errors():
+    with pytest.raises(ValueError):
+        fastact.maxout(np.ones((2, 5)), 2, 1)
+    with pytest.raises(ValueError):
+        fastact.maxout(np.ones((2, 4)), 0, 1)
+    with pytest.raises(TypeError):
+        fastact.maxout(np.ones((2, 4)), 2.0, 1)
+    with pytest.raises(ValueError):
+        fastact.maxout(np.ones((2, 4)), 2, 2)
+    with pytest.raises(ValueError, match="shape"):
+        fastact.maxout_backward(np.ones((2, 4)), np.ones((2, 4)), 2, 1)
+
+
+# ============================================================================ RReLU
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_rrelu_eval_is_leaky_relu(dtype):
+    rng = _rng("rrelu-eval", np.dtype(dtype).name)
+    x = (rng.standard_normal(300) * 3).astype(dtype)
+    x[:3] = [0.0, np.nan, -np.inf]
+    g = rng.standard_normal(300).astype(dtype)
+    for lo, hi in ((1 / 8, 1 / 3), (0.1, 0.3), (0.25, 0.25)):
+        slope = (float(dtype(lo)) + float(dtype(hi))) / 2
+        y = fastact.rrelu(x, lo, hi)
+        assert_same(y, fastact.leaky_relu(x, slope), f"rrelu eval {lo} {hi}")
+        assert_same(fastact.rrelu(x, lower=lo, upper=hi, training=False), y, "keywords")
+        ty, tg = _torch_grad(lambda t, a=lo, b=hi: F.rrelu(t, a, b, training=False), x, g)
+        assert_ulp(y, ty, dtype, 1, x=x, what="rrelu eval vs torch")
+        gx = fastact.rrelu_backward(g, x, lo, hi)
+        assert_ulp(gx, tg, dtype, 1, x=x, what="rrelu eval backward vs torch")
+        assert_same(fastact.rrelu_backward(g, output=y, lower=lo, upper=hi), gx, "output=")
+    a = x.copy()
+    assert fastact.rrelu_(a) is a
+    assert_same(a, fastact.rrelu(x), "rrelu_ eval")
+    b = x.copy()
+    assert fastact.rrelu(b, inplace=True) is b
+    assert_same(b, fastact.rrelu(x), "rrelu inplace eval")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_rrelu_training(dtype):
+    rng = _rng("rrelu-train", np.dtype(dtype).name)
+    x = (rng.standard_normal(5000) * 3).astype(dtype)
+    x[:4] = [0.0, -0.0, 1e-30, np.nan]
+    g = rng.standard_normal(5000).astype(dtype)
+    lo, hi = 0.1, 0.3
+    y, noise = fastact.rrelu(x, lo, hi, training=True, generator=123, return_noise=True)
+    assert y.dtype == dtype and noise.dtype == dtype and noise.shape == x.shape
+    neg = x <= 0
+    # slopes in [lower, upper) where x <= 0 (x == 0 included, like torch), 1 elsewhere
+    assert np.all(noise[neg] >= dtype(lo)) and np.all(noise[neg] < dtype(hi))
+    assert np.all(noise[~neg & ~np.isnan(x)] == 1)
+    assert_same(y[neg], x[neg] * noise[neg], "rrelu training negative part")
+    assert_same(y[~neg], x[~neg], "rrelu training positive part")
+    # same seed -> same result; another seed -> other slopes
+    assert_same(fastact.rrelu(x, lo, hi, True, generator=123), y, "same seed")
+    assert not np.array_equal(fastact.rrelu(x, lo, hi, True, generator=124)[neg], y[neg])
+    # positional/keyword, inplace variants
+    a = x.copy()
+    assert fastact.rrelu_(a, lo, hi, True, generator=123) is a
+    assert_same(a, y, "rrelu_ training")
+    b = x.copy()
+    assert fastact.rrelu(b, lo, hi, True, True, generator=123) is b
+    assert_same(b, y, "rrelu inplace training")
+    # backward: via noise=, via the same seed, from input or output -- all equal g * slope
+    want = g * noise
+    gx = fastact.rrelu_backward(g, x, lo, hi, True, noise=noise)
+    assert_same(gx, want, "rrelu_backward noise=")
+    assert_same(
+        fastact.rrelu_backward(g, x, lo, hi, True, generator=123), want, "rrelu_backward seed"
+    )
+    assert_same(
+        fastact.rrelu_backward(g, output=y, lower=lo, upper=hi, training=True, generator=123),
+        want,
+        "rrelu_backward output= seed",
+    )
+    # torch's autograd with the same slopes: d(x * noise) / dx
+    _, tg = _torch_grad(lambda t: torch.where(t <= 0, t * torch.tensor(noise), t), x, g)
+    assert_same(gx[~np.isnan(x)], tg[~np.isnan(x)], "rrelu training grad vs torch")
+    # numpy Generators: reproducible with equal states, different draws afterwards
+    r1 = fastact.rrelu(x, lo, hi, True, generator=np.random.default_rng(7))
+    r2 = fastact.rrelu(x, lo, hi, True, generator=np.random.default_rng(7))
+    assert_same(r1, r2, "Generator seed 7")
+    gen = np.random.default_rng(7)
+    fastact.rrelu(x, lo, hi, True, generator=gen)
+    assert not np.array_equal(fastact.rrelu(x, lo, hi, True, generator=gen)[neg], r1[neg])
+    # layouts: a strided input gives the C-order slopes of its contiguous copy
+    x2 = (rng.standard_normal((40, 30)) * 3).astype(dtype)
+    assert_same(
+        fastact.rrelu(x2.T, lo, hi, True, generator=5),
+        fastact.rrelu(x2.T.copy(), lo, hi, True, generator=5),
+        "rrelu transposed",
+    )
+    with pytest.raises(TypeError):
+        fastact.rrelu_backward(g, x, lo, hi, True)  # no noise, no seed
+    with pytest.raises(TypeError):
+        fastact.rrelu(x, lo, hi, True, generator="seed")
+    with pytest.raises(ValueError):
+        fastact.rrelu(x, 0.3, 0.1, True, generator=1)
+
+
+def test_rrelu_thread_count_invariant_and_statistics():
+    n = 200_000
+    x = -np.abs(_rng("rrelu-big").standard_normal(n)).astype(np.float32) - 0.5
+    lo, hi = 1 / 8, 1 / 3
+    with _threads(1):
+        y1, n1 = fastact.rrelu(x, lo, hi, True, generator=2024, return_noise=True)
+        g1 = fastact.rrelu_backward(np.ones_like(x), x, lo, hi, True, generator=2024)
+    with _threads(2):
+        y2, n2 = fastact.rrelu(x, lo, hi, True, generator=2024, return_noise=True)
+        g2 = fastact.rrelu_backward(np.ones_like(x), x, lo, hi, True, generator=2024)
+    assert y1.tobytes() == y2.tobytes() and n1.tobytes() == n2.tobytes()
+    assert g1.tobytes() == g2.tobytes()
+    assert_same(g2, n2, "rrelu grad of ones == slopes")
+    for dtype in DTYPES:
+        s = fastact.rrelu(x.astype(dtype), lo, hi, True, generator=99, return_noise=True)[1]
+        s = s.astype(np.float64)
+        sd = (hi - lo) / np.sqrt(12 * n)
+        assert abs(s.mean() - (lo + hi) / 2) < 6 * sd, s.mean()
+        assert abs(s.std() - (hi - lo) / np.sqrt(12)) < 0.01 * (hi - lo)
+        assert s.min() >= dtype(lo) and s.max() < dtype(hi)
+        assert scipy.stats.kstest((s - lo) / (hi - lo), "uniform").pvalue > 1e-4
+        # neighbouring elements are not correlated
+        assert abs(np.corrcoef(s[:-1], s[1:])[0, 1]) < 0.02

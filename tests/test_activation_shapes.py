@@ -1,0 +1,329 @@
+"""Element-wise activations on every shape, layout and input type (NumPy conventions).
+
+* 0-d, empty, 1-d, N-d, transposed, sliced with steps, negative strides, Fortran order:
+  forward, backward, ``out=`` and in-place on views agree bitwise with contiguous copies;
+* int/bool/float16 inputs follow NumPy's casting (``np.exp``'s result dtype) out of place;
+  Python scalars and lists are accepted;
+* array-valued parameters broadcast like ufunc arguments (against NumPy references);
+* arrays above the parallel threshold (> 2**15 elements) equal the serial small-array path;
+* Dask arrays give lazy Dask results equal to the NumPy ones.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numba
+import numpy as np
+import pytest
+from activation_cases import (
+    CASES,
+    DTYPES,
+    assert_same,
+    assert_ulp,
+    default_params,
+    edge_values,
+)
+
+import fastact
+from fastact._kernels import PARALLEL_THRESHOLD
+
+DT_IDS = ["f32", "f64"]
+NAMES = list(CASES)
+
+
+def _rng(*key) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def _full(name):
+    c = CASES[name]
+    return c, c.full_params(default_params(c))
+
+
+def _layouts(base: np.ndarray) -> dict[str, np.ndarray]:
+    """Views of a (6, 7, 5) array with every kind of memory layout."""
+    return {
+        "c": base,
+        "fortran": np.asfortranarray(base),
+        "transposed": base.transpose(2, 0, 1),
+        "sliced": base[::2, 1::3, :],
+        "negative": base[::-1, :, ::-2],
+        "step1d": base.reshape(-1)[5::7],
+        "flat": base.reshape(-1),
+        "0d": base[1, 2, 3, ...],
+        "empty": base[:, :0, :],
+        "empty1d": base.reshape(-1)[:0],
+    }
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("name", NAMES)
+def test_layouts(name, dtype):
+    c, full = _full(name)
+    rng = _rng("layout", name, np.dtype(dtype).name)
+    base = (rng.standard_normal((6, 7, 5)) * 3).astype(dtype)
+    gbase = rng.standard_normal((6, 7, 5)).astype(dtype)
+    for lname, v in _layouts(base).items():
+        what = f"{name} {lname}"
+        gv = _layouts(gbase)[lname]
+        vc = v.copy(order="C")
+        want = c.forward(vc, **full)
+        gwant = c.backward(gv.copy(order="C"), vc, **full)
+        y = c.forward(v, **full)
+        assert isinstance(y, np.ndarray) and y.shape == v.shape and y.dtype == v.dtype, what
+        assert_same(y, want, f"{what} forward")
+        gx = c.backward(gv, v, **full)
+        assert gx.shape == v.shape and gx.dtype == v.dtype, what
+        assert_same(gx, gwant, f"{what} backward")
+        # a non-contiguous out buffer of the right shape
+        out = np.full(v.shape[::-1], 9, dtype).T
+        assert c.forward(v, **full, out=out) is out
+        assert_same(out, want, f"{what} forward out=")
+        gout = np.full(v.shape[::-1], 9, dtype).T
+        assert c.backward(gv, v, **full, out=gout) is gout
+        assert_same(gout, gwant, f"{what} backward out=")
+        # in place on a view: exactly the view's elements change
+        if c.op.inplace:
+            b2 = base.copy()
+            view = _layouts(b2)[lname]
+            expect = base.copy()
+            _layouts(expect)[lname][...] = want
+            r = getattr(fastact, c.public_name + "_")(view, **full)
+            assert r is view
+            assert_same(b2, expect, f"{what} in place on a view")
+        if c.op.scalars["grad_output"] is not None:
+            go = c.backward(gv, None, **full, output=want)
+            assert go.shape == v.shape, what
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_zero_d_and_python_inputs(name):
+    c, full = _full(name)
+    for dtype in DTYPES:
+        z = np.array(-0.75, dtype)
+        y = c.forward(z, **full)
+        assert np.ndim(y) == 0 and y.dtype == dtype
+        assert_same(y, c.forward(np.array([-0.75], dtype), **full)[0], f"{name} 0-d")
+        gz = c.backward(np.array(2.0, dtype), z, **full)
+        assert np.ndim(gz) == 0 and gz.dtype == dtype
+    for v in (-0.75, 2, True, [1.5, -2.0], [[1, -2], [3, 4]], (0.25,)):
+        want_dt = np.exp(np.asarray(v)).dtype
+        y = c.forward(v, **full)
+        assert np.asarray(y).dtype == want_dt, (name, v)
+        assert np.shape(y) == np.shape(v)
+        ref = c.forward(
+            np.asarray(v, dtype=want_dt if want_dt.itemsize >= 4 else np.float32), **full
+        )
+        assert_same(np.asarray(y), np.asarray(ref).astype(want_dt), f"{name} {v!r}")
+    with pytest.raises(TypeError):
+        c.forward([1.0, "a"], **full)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_integer_bool_float16_inputs_follow_numpy(name):
+    c, full = _full(name)
+    vals = np.array([-5, -3, -1, 0, 1, 2, 3, 6, 7, 100])
+    for dt in (
+        np.int8,
+        np.uint8,
+        np.int16,
+        np.uint16,
+        np.int32,
+        np.int64,
+        np.uint64,
+        np.bool_,
+        np.float16,
+    ):
+        x = (vals > 0) if dt is np.bool_ else vals.astype(dt)
+        rdt = np.exp(x[:0]).dtype
+        y = c.forward(x, **full)
+        assert y.dtype == rdt, (name, dt, y.dtype, rdt)
+        compute = np.float32 if rdt.itemsize <= 4 else np.float64
+        want = c.forward(x.astype(compute), **full).astype(rdt)
+        assert_same(y, want, f"{name} {np.dtype(dt).name} input")
+        out = np.empty(x.shape, rdt)
+        assert c.forward(x, **full, out=out) is out
+        assert_same(out, want, f"{name} {np.dtype(dt).name} input out=")
+        with pytest.raises(TypeError):
+            c.forward(x, **full, out=np.empty(x.shape, np.int64))
+    with pytest.raises(TypeError):
+        c.forward(np.array(["1"]), **full)
+    with pytest.raises(TypeError):
+        c.forward(np.array([1 + 1j]), **full)
+
+
+# ---------------------------------------------------------------------- dask
+@pytest.mark.parametrize("name", NAMES)
+def test_dask_arrays_stay_lazy(name):
+    # (placed before the array-parameter tests: once an activation has built its NumPy ufunc
+    # for array parameters, each dask call costs ~1 s, dask tokenizing the closure over the
+    # Elementwise object that holds the numba DUFunc -- reported to the lead)
+    import dask
+    import dask.array as da
+
+    c, full = _full(name)
+    calls = []
+
+    def make(dtype):
+        def block():
+            calls.append(1)
+            return np.linspace(-6, 6, 30, dtype=dtype).reshape(5, 6)
+
+        return da.from_delayed(dask.delayed(block)(), shape=(5, 6), dtype=dtype)
+
+    for dtype in DTYPES:
+        calls.clear()
+        dx = make(dtype).rechunk((2, 3))
+        y = c.forward(dx, **full)
+        assert isinstance(y, da.Array), type(y)
+        assert calls == [], "the activation computed its dask input eagerly"
+        assert y.dtype == dtype and y.shape == (5, 6)
+        got = y.compute()
+        assert calls, "compute() did not evaluate the graph"
+        want = c.forward(np.linspace(-6, 6, 30, dtype=dtype).reshape(5, 6), **full)
+        assert isinstance(got, np.ndarray)
+        assert_same(got, want, f"{name} dask {np.dtype(dtype).name}")
+    yi = c.forward(da.from_array(np.arange(-3, 3, dtype=np.int16), chunks=2), **full)
+    assert yi.dtype == np.exp(np.arange(3, dtype=np.int16)).dtype
+    assert_same(yi.compute(), c.forward(np.arange(-3, 3, dtype=np.int16), **full), "dask int")
+
+
+# ---------------------------------------------------------------------- array parameters
+#: (name, {param: array}) broadcasting cases; arrays of shape (C,) or (N, 1) against (N, C)
+ARRAY_PARAMS = [
+    ("leaky_relu", {"negative_slope": np.array([0.01, 0.2, -0.5, 1.5])}),
+    ("hardtanh", {"min_val": np.array([-1.0, -0.5, 0.0, 0.25]), "max_val": 1.0}),
+    ("hardtanh", {"min_val": -2.0, "max_val": np.array([[0.5], [1.0], [2.0]])}),
+    ("elu", {"alpha": np.array([1.0, 0.5, 2.5, 0.1])}),
+    ("celu", {"alpha": np.array([1.0, 0.5, 3.0, 0.1])}),
+    ("softplus", {"beta": np.array([1.0, 2.0, 0.5, 64.0]), "threshold": 20.0}),
+    ("softplus", {"beta": 1.0, "threshold": np.array([[20.0], [1.0], [5.0]])}),
+    ("softshrink", {"lambd": np.array([0.5, 0.0, 1.5, 0.3])}),
+    ("hardshrink", {"lambd": np.array([[0.5], [0.0], [1.5]])}),
+    (
+        "threshold",
+        {"threshold": np.array([0.5, -1.0, 0.0, 0.1]), "value": np.array([-2.0, 7.0, 0.0, 20.0])},
+    ),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize(
+    "name,params", ARRAY_PARAMS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(ARRAY_PARAMS)]
+)
+def test_array_parameters_broadcast(name, params, dtype):
+    c = CASES[name]
+    rng = _rng("arrp", name, np.dtype(dtype).name)
+    x = (rng.standard_normal((3, 4)) * 4).astype(dtype)
+    x[0, :] = [0.0, -3.0, 1.5, 0.5]  # some kinks
+    g = rng.standard_normal((3, 4)).astype(dtype)
+    full = c.full_params(params)
+    y = c.forward(x, **full)
+    assert y.shape == (3, 4) and y.dtype == dtype
+    gx = c.backward(g, x, **full)
+    assert gx.shape == (3, 4) and gx.dtype == dtype
+    # NumPy reference, with the parameters rounded to dtype like the kernel's
+    rp = {k: np.asarray(v, dtype).astype(np.float64) for k, v in full.items()}
+    x64 = x.astype(np.float64)
+    with np.errstate(all="ignore"):
+        ry = c.ref(x64, **rp)
+        rg = g * c.dref(x64, **rp)
+    assert_ulp(y, ry, dtype, 4, x=x, what=f"{name} array params forward")
+    assert_ulp(gx, rg, dtype, 4, x=x, scale=np.abs(g), what=f"{name} array params backward")
+    # and element by element against the scalar-parameter call
+    bc = {k: np.broadcast_to(np.asarray(v), (3, 4)) for k, v in full.items()}
+    for i in range(3):
+        for j in range(4):
+            pij = {k: float(v[i, j]) for k, v in bc.items()}
+            yi = c.forward(x[i : i + 1, j], **pij)[0]
+            gi = c.backward(g[i : i + 1, j], x[i : i + 1, j], **pij)[0]
+            assert_ulp(y[i, j], yi, dtype, 2, x=x[i, j], what=f"{name} [{i},{j}] vs scalar")
+            assert_ulp(
+                gx[i, j],
+                gi,
+                dtype,
+                2,
+                x=x[i, j],
+                scale=abs(g[i, j]),
+                what=f"{name} [{i},{j}] backward vs scalar",
+            )
+    # positional parameters, out=, and a parameter that broadcasts beyond the input
+    out = np.empty_like(x)
+    assert c.forward(x, *full.values(), out=out) is out
+    assert_same(out, y, f"{name} positional array params out=")
+    row = x[0]
+    y_big = c.forward(row, **full)
+    assert y_big.shape == np.broadcast_shapes(row.shape, *[np.shape(v) for v in full.values()])
+    if c.op.inplace:
+        a = x.copy()
+        assert getattr(fastact, name + "_")(a, **full) is a
+        assert_same(a, y, f"{name}_ with array params")
+        if y_big.shape != row.shape:
+            r = row.copy()
+            with pytest.raises(ValueError):
+                getattr(fastact, name + "_")(r, **full)
+            assert_same(r, row, f"{name}_ with a broadcast-enlarging parameter wrote")
+    with pytest.raises(ValueError):
+        c.forward(
+            x, **{k: (np.ones(5) if isinstance(v, np.ndarray) else v) for k, v in full.items()}
+        )
+
+
+def test_array_parameter_validation():
+    x = np.linspace(-2, 2, 4)
+    with pytest.raises(ValueError):
+        fastact.hardtanh(x, np.array([0.0, 2.0, 0.0, 0.0]), 1.0)
+    with pytest.raises(ValueError):
+        fastact.celu(x, np.array([1.0, 0.0, 1.0, 1.0]))
+    with pytest.raises(ValueError):
+        fastact.softshrink(x, np.array([0.5, -0.1, 0.5, 0.5]))
+    with pytest.raises(TypeError):
+        fastact.leaky_relu(x, np.array(["a"] * 4))
+
+
+# ---------------------------------------------------------------------- parallel path
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("name", NAMES)
+def test_parallel_path_equals_serial(name, dtype):
+    """> 2**15 elements run the prange kernel; chunks below the threshold the serial one."""
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.fail("the parallel path needs numba to have at least 2 threads")
+    c, full = _full(name)
+    n = 2 * PARALLEL_THRESHOLD + 4321
+    rng = _rng("par", name, np.dtype(dtype).name)
+    x = (rng.standard_normal(n) * 5).astype(dtype)
+    e = edge_values(dtype, c.kinks(**c.ref_params(default_params(c), dtype)))
+    x[: e.size] = e
+    g = rng.standard_normal(n).astype(dtype)
+    old = numba.get_num_threads()
+    numba.set_num_threads(2)
+    try:
+        y = c.forward(x, **full)
+        gx = c.backward(g, x, **full)
+        go = (
+            c.backward(g, None, **full, output=y)
+            if c.op.scalars["grad_output"] is not None
+            else None
+        )
+    finally:
+        numba.set_num_threads(old)
+    chunks = np.array_split(np.arange(n), 16)
+    assert all(ch.size < PARALLEL_THRESHOLD for ch in chunks)
+    ys = np.concatenate([c.forward(x[ch], **full) for ch in chunks])
+    gs = np.concatenate([c.backward(g[ch], x[ch], **full) for ch in chunks])
+    assert_same(y, ys, f"{name} parallel forward")
+    assert_same(gx, gs, f"{name} parallel backward")
+    if go is not None:
+        gos = np.concatenate([c.backward(g[ch], None, **full, output=y[ch]) for ch in chunks])
+        assert_same(go, gos, f"{name} parallel backward from output")
+    if c.op.inplace:
+        a = x.copy()
+        getattr(fastact, c.public_name + "_")(a, **full)
+        assert_same(a, y, f"{name} parallel in place")
+    # one thread: the serial kernel on the large array gives the same bits
+    numba.set_num_threads(1)
+    try:
+        assert_same(c.forward(x, **full), y, f"{name} one thread")
+    finally:
+        numba.set_num_threads(old)

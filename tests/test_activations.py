@@ -1,0 +1,636 @@
+"""Element-wise activations (the ``fastact.ACTIVATIONS`` registry) against torch and NumPy.
+
+Driven by ``activation_cases.CASES`` (one entry per registry name, gelu and gelu_tanh being
+the two ``approximate`` modes of ``fastact.gelu``). For every activation, float32 and float64,
+every parameter set (defaults and non-default values, passed by position and by keyword):
+
+* value and gradient against torch 2.13 autograd on random inputs plus edge values;
+  kinks and NaN/inf behaviour bitwise like torch; where torch is known to be inaccurate (see
+  the ``_bad_*`` masks in activation_cases.py) against the float64 reference instead;
+* value and gradient against independent float64 NumPy references (finite inputs);
+* in-place variants, backward from the output, ``out=``, argument validation;
+* the scalar cores of ``fastact.scalar`` inside a user's ``@njit(parallel=True)`` function.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+import zlib
+
+import numba
+import numpy as np
+import pytest
+import torch
+from activation_cases import (
+    CASES,
+    DTYPES,
+    SELU_ALPHA,
+    SELU_SCALE,
+    Collect,
+    assert_same,
+    assert_ulp,
+    default_params,
+    sample_inputs,
+    torch_forward_backward,
+    ulp_error,
+)
+
+import fastact
+import fastact.scalar as fs
+
+torch.set_num_threads(1)
+
+#: fastact vs torch where torch is accurate (two implementations' errors add up): float32
+#: 8 ULP, float64 256 ULP (~6e-14 relative)
+TORCH_ULP = {np.float32: 8.0, np.float64: 256.0}
+#: fastact float64 vs the float64 reference (both rounded: a few ULP; 256 leaves room for the
+#: polynomial cores) -- float32 bounds are per activation (Case.fwd_ulp32 / grad_ulp32)
+REF_ULP64 = 256.0
+
+PARAM_CASES = [(n, i) for n, c in CASES.items() for i in range(len(c.param_sets))]
+PARAM_IDS = [f"{n}-{i}" for n, i in PARAM_CASES]
+DT_IDS = ["f32", "f64"]
+
+#: torch.nn module of each registry entry (for signatures and the inplace flag)
+TORCH_MODULES = {
+    "sigmoid": "Sigmoid",
+    "tanh": "Tanh",
+    "relu": "ReLU",
+    "leaky_relu": "LeakyReLU",
+    "hardtanh": "Hardtanh",
+    "relu6": "ReLU6",
+    "elu": "ELU",
+    "celu": "CELU",
+    "selu": "SELU",
+    "softplus": "Softplus",
+    "logsigmoid": "LogSigmoid",
+    "silu": "SiLU",
+    "mish": "Mish",
+    "gelu": "GELU",
+    "gelu_tanh": "GELU",
+    "hardsigmoid": "Hardsigmoid",
+    "hardswish": "Hardswish",
+    "softsign": "Softsign",
+    "tanhshrink": "Tanhshrink",
+    "softshrink": "Softshrink",
+    "hardshrink": "Hardshrink",
+    "threshold": "Threshold",
+}
+
+#: activations whose backward may be computed from the output, with torch's aten backward
+#: evaluated on that same output (what torch's in-place autograd nodes call)
+OUTPUT_BACKWARD = {
+    "sigmoid": lambda g, y, p: torch.ops.aten.sigmoid_backward(g, y),
+    "tanh": lambda g, y, p: torch.ops.aten.tanh_backward(g, y),
+    "relu": lambda g, y, p: torch.ops.aten.threshold_backward(g, y, 0),
+    "leaky_relu": lambda g, y, p: torch.ops.aten.leaky_relu_backward(
+        g, y, p["negative_slope"], True
+    ),
+    "hardtanh": lambda g, y, p: torch.ops.aten.hardtanh_backward(g, y, p["min_val"], p["max_val"]),
+    "relu6": lambda g, y, p: torch.ops.aten.hardtanh_backward(g, y, 0.0, 6.0),
+    "elu": lambda g, y, p: torch.ops.aten.elu_backward(g, p["alpha"], 1.0, 1.0, True, y),
+    "celu": lambda g, y, p: torch.ops.aten.elu_backward(
+        g, p["alpha"], 1.0, 1.0 / p["alpha"], True, y
+    ),
+    "selu": lambda g, y, p: torch.ops.aten.elu_backward(g, SELU_ALPHA, SELU_SCALE, 1.0, True, y),
+    "threshold": None,  # torch's in-place node recovers the input mask; compared to input=
+}
+
+
+def _rng(*key) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def _setup(name: str, pi: int, dtype):
+    c = CASES[name]
+    p = c.param_sets[pi]
+    rp = c.ref_params(p, dtype)
+    rng = _rng(name, pi, np.dtype(dtype).name)
+    x = sample_inputs(dtype, rng, kinks=c.kinks(**rp))
+    g = rng.uniform(-2.0, 2.0, x.size).astype(dtype)
+    return c, p, rp, x, g
+
+
+def _all_styles(c, p, x, g):
+    """Forward and backward through every call style; all must agree bitwise."""
+    x_before = x.copy()
+    results = []
+    for args, kw in c.call_styles(p):
+        results.append((c.forward(x, *args, **kw), c.backward(g, x, *args, **kw)))
+    results.append((c.forward(x, **c.full_params(p)), c.backward(g, input=x, **c.full_params(p))))
+    y0, g0 = results[0]
+    assert y0.dtype == x.dtype and g0.dtype == x.dtype
+    assert y0.shape == x.shape and g0.shape == x.shape
+    for k, (y, gx) in enumerate(results[1:], 1):
+        assert_same(y, y0, f"{c.name} forward, call style {k}")
+        assert_same(gx, g0, f"{c.name} backward, call style {k}")
+    assert_same(x, x_before, "input modified by the out-of-place call")
+    return y0, g0
+
+
+def _ref(c, rp, x64, g):
+    with np.errstate(all="ignore"):
+        ry = c.ref(x64, **rp)
+        rg = g.astype(np.float64) * c.dref(x64, **rp)
+        sc = c.scale(x64, **rp)
+        dsc = np.abs(g.astype(np.float64)) * c.dscale(x64, **rp)
+        cond = None if c.cond is None else c.cond(x64, **rp)
+        dcond = None if c.dcond is None else c.dcond(x64, **rp)
+    return ry, rg, sc, dsc, cond, dcond
+
+
+def _sel(a, m):
+    return None if a is None else np.asarray(a)[m]
+
+
+# ------------------------------------------------------------------------------ registry
+def test_registry_has_every_torch_elementwise_activation():
+    expected = set(TORCH_MODULES)
+    assert set(fastact.ACTIVATIONS) == expected
+    assert set(CASES) == expected
+    for name in expected:
+        pub = CASES[name].public_name
+        for suffix in ("", "_backward"):
+            assert callable(getattr(fastact, pub + suffix)), pub + suffix
+
+
+@pytest.mark.parametrize("name", list(TORCH_MODULES))
+def test_signature_matches_torch(name):
+    """Parameter names and defaults as torch's module; name_ exactly where it has inplace."""
+    c = CASES[name]
+    module = getattr(torch.nn, TORCH_MODULES[name])
+    tparams = inspect.signature(module.__init__).parameters
+    fwd = inspect.signature(getattr(fastact, c.public_name)).parameters
+    bwd = inspect.signature(getattr(fastact, c.public_name + "_backward")).parameters
+    for pname, _ in c.api_params:
+        assert pname in tparams, pname
+        tdef = tparams[pname].default
+        if tdef is inspect.Parameter.empty:
+            assert fwd[pname].default is inspect.Parameter.empty
+        else:
+            assert fwd[pname].default == tdef and bwd[pname].default == tdef
+    has_inplace = "inplace" in tparams
+    assert hasattr(fastact, c.public_name + "_") == has_inplace
+    assert ("inplace" in fwd) == has_inplace
+    assert list(fwd)[0] == "input" and list(bwd)[:2] == ["grad_output", "input"]
+    assert fwd["out"].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+# ------------------------------------------------------------------------------ vs torch
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("name,pi", PARAM_CASES, ids=PARAM_IDS)
+def test_matches_torch(name, pi, dtype):
+    """Finite inputs (random + edges + kinks) against torch autograd; +-inf and NaN are
+    checked in test_nan_inf_like_torch."""
+    c, p, rp, x, g = _setup(name, pi, dtype)
+    y, gx = _all_styles(c, p, x, g)
+    ty, tg = torch_forward_backward(c, x, g, p)
+    x64 = x.astype(np.float64)
+    fin = np.isfinite(x)
+    bad = c.torch_bad(x64, dtype, **rp) & fin
+    badg = c.torch_bad_grad(x64, dtype, **rp) & fin
+    ry, rg, sc, dsc, cond, dcond = _ref(c, rp, x64, g)
+    tol = TORCH_ULP[dtype]
+    what = f"{name} {p} {np.dtype(dtype).name}"
+    with Collect() as check:
+        m = fin & ~bad
+        check.check(
+            assert_ulp,
+            y[m],
+            ty[m],
+            dtype,
+            tol,
+            x=x[m],
+            scale=sc[m],
+            what=f"{what} forward vs torch",
+        )
+        m = fin & ~badg
+        check.check(
+            assert_ulp,
+            gx[m],
+            tg[m],
+            dtype,
+            tol,
+            x=x[m],
+            scale=dsc[m],
+            what=f"{what} backward vs torch",
+        )
+
+        # Where torch is inaccurate (documented per mask): the float64 reference instead.
+        rtol = REF_ULP64 if dtype == np.float64 else c.fwd_ulp32
+        check.check(
+            assert_ulp,
+            y[bad],
+            ry[bad],
+            dtype,
+            rtol,
+            x=x[bad],
+            scale=sc[bad],
+            cond=_sel(cond, bad),
+            what=f"{what} forward vs reference where torch is inaccurate",
+        )
+        rtol = REF_ULP64 if dtype == np.float64 else c.grad_ulp32
+        check.check(
+            assert_ulp,
+            gx[badg],
+            rg[badg],
+            dtype,
+            rtol,
+            x=x[badg],
+            scale=dsc[badg],
+            cond=_sel(dcond, badg),
+            what=f"{what} backward vs reference where torch is inaccurate",
+        )
+
+        # kinks: bitwise torch's value and gradient (the float64 reference rounded to dtype
+        # where torch is inaccurate)
+        kinks = np.array(c.kinks(**rp) if c.exact_kinks else [], dtype=dtype)
+        k = np.isin(x, kinks)
+        assert k.any() or not len(kinks)
+        with np.errstate(over="ignore"):
+            ty_k = np.where(bad, ry.astype(dtype), ty)
+            tg_k = np.where(badg, rg.astype(dtype), tg)
+        check.check(assert_same, y[k], ty_k[k], f"{what} forward at the kinks", x=x[k])
+        check.check(assert_same, gx[k], tg_k[k], f"{what} backward at the kinks", x=x[k])
+
+
+def _torch_both_paths(c, xv, gv, p, dtype):
+    """torch's value and gradient at one point through its scalar loop (a 1-element tensor)
+    and its vectorized loop (element 0 of a 64-element tensor)."""
+    res = []
+    for n in (1, 64):
+        ty, tg = torch_forward_backward(c, np.full(n, xv, dtype), np.full(n, gv, dtype), p)
+        res.append((ty[0], tg[0]))
+    return res
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("name,pi", PARAM_CASES, ids=PARAM_IDS)
+def test_nan_inf_like_torch(name, pi, dtype):
+    """NaN/inf inputs and NaN/zero grad_output: NaN and inf exactly where torch has them.
+
+    torch 2.13's vectorized and scalar loops disagree at a NaN input for hardtanh, relu6,
+    softshrink, hardshrink, hardswish (gradient: vectorized 0 or NaN, scalar grad_output),
+    elu, celu, selu (vectorized NaN, scalar grad_output), and at +-inf for gelu's value;
+    matching either of torch's two loops is accepted."""
+    c = CASES[name]
+    p = c.param_sets[pi]
+    xs = [np.nan, np.inf, -np.inf, 1.5, -1.5, 0.0, 1e4, -1e4]
+    pairs = [(xv, gv) for xv in xs[:3] for gv in (1.25, -0.75)]
+    pairs += [(xv, gv) for xv in xs for gv in (np.nan, 0.0)]
+    x = np.array([a for a, _ in pairs], dtype)
+    g = np.array([b for _, b in pairs], dtype)
+    full = c.full_params(p)
+    y = c.forward(x, **full)
+    gx = c.backward(g, x, **full)
+    tol = TORCH_ULP[dtype]
+    for i, (xv, gv) in enumerate(pairs):
+        paths = _torch_both_paths(c, xv, gv, p, dtype)
+        fy = min(ulp_error(y[i], ty, dtype) for ty, _ in paths)
+        fg = min(ulp_error(gx[i], tg, dtype, scale=1) for _, tg in paths)
+        assert fy <= tol, (
+            f"{name} {p} forward at x={xv}: got {y[i]!r}, torch {[float(t) for t, _ in paths]}"
+        )
+        assert fg <= tol, (
+            f"{name} {p} backward at x={xv}, grad_output={gv}: got {gx[i]!r}, "
+            f"torch {[float(t) for _, t in paths]}"
+        )
+
+
+# ------------------------------------------------------------------------------ vs NumPy
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("name,pi", PARAM_CASES, ids=PARAM_IDS)
+def test_matches_reference(name, pi, dtype):
+    """Finite inputs against the float64 references (float32: per-activation ULP bound)."""
+    c, p, rp, x, g = _setup(name, pi, dtype)
+    full = c.full_params(p)
+    y = c.forward(x, **full)
+    gx = c.backward(g, x, **full)
+    x64 = x.astype(np.float64)
+    ry, rg, sc, dsc, cond, dcond = _ref(c, rp, x64, g)
+    m = np.isfinite(x)
+    f32 = dtype == np.float32
+    what = f"{name} {p} {np.dtype(dtype).name}"
+    with Collect() as check:
+        check.check(
+            assert_ulp,
+            y[m],
+            ry[m],
+            dtype,
+            c.fwd_ulp32 if f32 else REF_ULP64,
+            x=x[m],
+            scale=sc[m],
+            cond=_sel(cond, m),
+            what=f"{what} forward vs reference",
+        )
+        check.check(
+            assert_ulp,
+            gx[m],
+            rg[m],
+            dtype,
+            c.grad_ulp32 if f32 else REF_ULP64,
+            x=x[m],
+            scale=dsc[m],
+            cond=_sel(dcond, m),
+            what=f"{what} backward vs reference",
+        )
+
+
+# ------------------------------------------------------------------------------ in-place
+INPLACE = [n for n in CASES if CASES[n].op.inplace]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize(
+    "name,pi",
+    [(n, i) for n, i in PARAM_CASES if n in INPLACE],
+    ids=[i for (n, _), i in zip(PARAM_CASES, PARAM_IDS, strict=True) if n in INPLACE],
+)
+def test_inplace_equals_out_of_place(name, pi, dtype):
+    c, p, rp, x, g = _setup(name, pi, dtype)
+    full = c.full_params(p)
+    want = c.forward(x, **full)
+    a = x.copy()
+    r = getattr(fastact, name + "_")(a, **full)
+    assert r is a
+    assert_same(a, want, f"{name}_")
+    b = x.copy()
+    r = getattr(fastact, name + "_")(b, *full.values())
+    assert r is b
+    assert_same(b, want, f"{name}_ positional")
+    b = x.copy()
+    r = c.forward(b, *full.values(), True)
+    assert r is b
+    assert_same(b, want, f"{name}(..., inplace=True) positional")
+    b = x.copy()
+    r = c.forward(b, inplace=True, **full)
+    assert r is b
+    assert_same(b, want, f"{name}(inplace=True)")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize(
+    "name,pi",
+    [(n, i) for n, i in PARAM_CASES if n in OUTPUT_BACKWARD],
+    ids=[i for (n, _), i in zip(PARAM_CASES, PARAM_IDS, strict=True) if n in OUTPUT_BACKWARD],
+)
+def test_backward_from_output(name, pi, dtype):
+    """name_backward(g, output=y) after the in-place forward: equal to the gradient from the
+    input (bitwise for the piecewise-linear ones; within a few ULP where the output-based
+    formula is well conditioned for the smooth ones) and to torch's in-place backward."""
+    c, p, rp, x, g = _setup(name, pi, dtype)
+    full = c.full_params(p)
+    x = x[~np.isnan(x)]
+    g = g[: x.size]
+    if (name in ("leaky_relu", "elu", "celu") and min(full.values()) < 0) or (
+        name == "threshold" and full["value"] > full["threshold"]
+    ):
+        with pytest.raises(ValueError):
+            c.backward(g, None, **full, output=c.forward(x, **full))
+        return
+    y = c.forward(x.copy(), **full)
+    if c.op.inplace:
+        y = getattr(fastact, name + "_")(x.copy(), **full)
+    from_out = c.backward(g, None, **full, output=y)
+    from_out_kw = c.backward(g, output=y, **full) if name != "threshold" else from_out
+    assert_same(from_out_kw, from_out, f"{name} output= by keyword")
+    from_in = c.backward(g, x, **full)
+    what = f"{name} {p} {np.dtype(dtype).name} backward from output"
+    if name in ("sigmoid", "tanh", "elu", "celu", "selu"):
+        well = np.abs(x) <= 1.0
+        assert_ulp(
+            from_out[well], from_in[well], dtype, 8, x=x[well], scale=np.abs(g[well]), what=what
+        )
+        tfn = OUTPUT_BACKWARD[name]
+        tp = {k: float(np.dtype(dtype).type(v)) for k, v in full.items()}
+        tg = tfn(torch.tensor(g), torch.tensor(y), tp).numpy()
+        assert_ulp(
+            from_out,
+            tg,
+            dtype,
+            TORCH_ULP[dtype],
+            x=x,
+            scale=np.abs(g),
+            what=f"{what} vs torch's backward from the same output",
+        )
+    else:
+        assert_same(from_out, from_in, what, x=x)
+
+
+def test_threshold_backward_from_output_value_above_threshold():
+    """With value > threshold the output no longer tells which inputs were thresholded
+    (y == value may come from x <= threshold or from x == value): the gradient from output=
+    must still be torch's (its in-place node gives 0 where x <= threshold) or be refused."""
+    x = np.array([-1.0, 0.0, 0.3, 0.6, 2.0])
+    g = np.ones(5)
+    y = fastact.threshold(x, 0.5, 2.0)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.functional.threshold(xt * 1.0, 0.5, 2.0, inplace=True)
+    yt.backward(torch.tensor(g))
+    try:
+        got = fastact.threshold_backward(g, None, 0.5, 2.0, output=y)
+    except ValueError:
+        return
+    assert_same(got, xt.grad.numpy(), "threshold_backward(output=) with value > threshold")
+
+
+def test_leaky_relu_negative_slope_from_output_raises():
+    x = np.linspace(-2, 2, 9)
+    y = fastact.leaky_relu(x, -0.1)
+    with pytest.raises(ValueError, match="negative_slope"):
+        fastact.leaky_relu_backward(np.ones(9), output=y, negative_slope=-0.1)
+    with pytest.raises(ValueError):
+        fastact.elu_backward(np.ones(9), output=y, alpha=-1.0)
+
+
+@pytest.mark.parametrize("name", INPLACE)
+def test_inplace_rejects_bad_arrays_untouched(name):
+    c = CASES[name]
+    full = c.full_params(default_params(c))
+    fn = getattr(fastact, name + "_")
+    for bad in (np.arange(-3, 4), np.arange(-3, 4) > 0, np.linspace(-1, 1, 7).astype(np.float16)):
+        before = bad.copy()
+        with pytest.raises(TypeError):
+            fn(bad, **full)
+        with pytest.raises(TypeError):
+            c.forward(bad, inplace=True, **full)
+        assert_same(bad, before, f"{name}_ on {bad.dtype}")
+        assert bad.dtype == before.dtype
+    ro = np.linspace(-2, 2, 7)
+    ro.flags.writeable = False
+    before = ro.copy()
+    with pytest.raises(ValueError, match="read-only"):
+        fn(ro, **full)
+    assert_same(ro, before, f"{name}_ read-only")
+    with pytest.raises(TypeError):
+        fn([0.5, -0.5], **full)
+    a = np.linspace(-2, 2, 7)
+    with pytest.raises(ValueError):
+        c.forward(a, inplace=True, out=np.empty(7), **full)
+    assert_same(a, np.linspace(-2, 2, 7), f"{name} inplace+out")
+
+
+# ------------------------------------------------------------------------------ out=
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("name", list(CASES))
+def test_out_argument(name, dtype):
+    c = CASES[name]
+    full = c.full_params(default_params(c))
+    rng = _rng("out", name, np.dtype(dtype).name)
+    x = (rng.standard_normal(64) * 3).astype(dtype)
+    g = rng.standard_normal(64).astype(dtype)
+    want = c.forward(x, **full)
+    gwant = c.backward(g, x, **full)
+
+    out = np.full_like(x, 7.0)
+    assert c.forward(x, **full, out=out) is out
+    assert_same(out, want, f"{name} out=")
+    gout = np.empty_like(x)
+    assert c.backward(g, x, **full, out=gout) is gout
+    assert_same(gout, gwant, f"{name}_backward out=")
+    # strided out buffer
+    buf = np.zeros(128, dtype)
+    assert c.forward(x, **full, out=buf[::2]) is not None
+    assert_same(buf[::2], want, f"{name} strided out")
+    assert not buf[1::2].any()
+
+    # out is the input itself: allowed, in place
+    a = x.copy()
+    assert c.forward(a, **full, out=a) is a
+    assert_same(a, want, f"{name} out=input")
+    gg = g.copy()
+    assert c.backward(gg, x, **full, out=gg) is gg
+    assert_same(gg, gwant, f"{name}_backward out=grad_output")
+    xx = x.copy()
+    assert c.backward(g, xx, **full, out=xx) is xx
+    assert_same(xx, gwant, f"{name}_backward out=input")
+
+    other = np.float64 if dtype == np.float32 else np.float32
+    for bad, exc in (
+        (np.empty(63, dtype), ValueError),
+        (np.empty((8, 8), dtype), ValueError),
+        (np.empty(64, other), TypeError),
+        ([0.0] * 64, TypeError),
+    ):
+        with pytest.raises(exc):
+            c.forward(x, **full, out=bad)
+        with pytest.raises(exc):
+            c.backward(g, x, **full, out=bad)
+    ro = np.empty_like(x)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError):
+        c.forward(x, **full, out=ro)
+
+    # partial overlap with the input: refused before anything is written
+    base = np.concatenate([x, [dtype(0.25)]]).astype(dtype)
+    before = base.copy()
+    with pytest.raises(ValueError, match="overlap"):
+        c.forward(base[:-1], **full, out=base[1:])
+    assert_same(base, before, f"{name} partial overlap wrote")
+    base2 = np.concatenate([g, [dtype(0.25)]]).astype(dtype)
+    before2 = base2.copy()
+    with pytest.raises(ValueError, match="overlap"):
+        c.backward(base2[:-1], x, **full, out=base2[1:])
+    assert_same(base2, before2, f"{name}_backward partial overlap wrote")
+    with pytest.raises(ValueError, match="overlap"):
+        c.forward(base[::2][:32], **full, out=base[:32])
+    assert_same(base, before, f"{name} strided partial overlap wrote")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_arguments(name):
+    c = CASES[name]
+    full = c.full_params(default_params(c))
+    x = np.linspace(-2, 2, 8)
+    with pytest.raises(TypeError):
+        c.forward("abc", **full)
+    with pytest.raises(TypeError):
+        c.forward(None, **full)
+    with pytest.raises(TypeError):
+        c.forward(np.array([1 + 2j]), **full)
+    with pytest.raises(ValueError, match="shape"):
+        c.backward(np.ones(7), x, **full)
+    with pytest.raises(TypeError):
+        c.backward(None, x, **full)
+    for pname, _ in c.api_params:
+        if pname == "approximate":
+            with pytest.raises(ValueError, match="approximate"):
+                c.forward(x, approximate="sigmoid")
+            continue
+        for bad in ("0.5", None, True):
+            with pytest.raises(TypeError, match=pname):
+                c.forward(x, **{**full, pname: bad})
+    if c.op.scalars["grad_output"] is None:
+        assert (
+            "output"
+            not in inspect.signature(getattr(fastact, c.public_name + "_backward")).parameters
+        )
+    else:
+        with pytest.raises(TypeError):
+            c.backward(np.ones(8), x, **full, output=x)
+
+
+def test_parameter_validation_like_torch():
+    x = np.linspace(-2, 2, 8)
+    with pytest.raises(ValueError):
+        fastact.hardtanh(x, 1.0, -1.0)
+    with pytest.raises(ValueError):
+        fastact.celu(x, 0.0)
+    with pytest.raises(ValueError):
+        fastact.softshrink(x, -0.5)
+    with pytest.raises(ValueError):
+        fastact.hardshrink(x, -0.5)
+    with pytest.raises(TypeError):
+        fastact.threshold(x, 0.5)  # both threshold and value are required, like torch
+
+
+# ------------------------------------------------------------------------------ scalar cores
+@numba.njit(parallel=True)
+def _user_kernel(x, slope, out):
+    for i in numba.prange(x.size):
+        v = x[i]
+        out[0, i] = fs.silu(v)
+        out[1, i] = fs.leaky_relu(v, slope)
+        out[2, i] = fs.gelu_grad(v * 0 + 1, v)
+        out[3, i] = fs.elu_grad_output(v * 0 + 1, fs.elu(v, slope * 0 + 1), slope * 0 + 1)
+        out[4, i] = fs.sigmoid_core(v) + fs.exp(v * 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_scalar_cores_in_user_parallel_code(dtype):
+    names = set(fs.__all__)
+    for name, op in fastact.ACTIVATIONS.items():
+        for kind, suffix in (("forward", ""), ("grad", "_grad"), ("grad_output", "_grad_output")):
+            assert ((name + suffix) in names) == (op.scalars[kind] is not None), name + suffix
+    x = np.linspace(-8, 8, 1001).astype(dtype)
+    slope = dtype(0.2)
+    out = np.empty((5, x.size), dtype)
+    _user_kernel(x, slope, out)
+    ones = np.ones_like(x)
+    assert_ulp(out[0], fastact.silu(x), dtype, 1, x=x, what="scalar silu")
+    assert_ulp(out[1], fastact.leaky_relu(x, 0.2), dtype, 1, x=x, what="scalar leaky_relu")
+    assert_ulp(
+        out[2], fastact.gelu_backward(ones, x), dtype, 1, x=x, scale=ones, what="scalar gelu_grad"
+    )
+    assert_ulp(
+        out[3],
+        fastact.elu_backward(ones, output=fastact.elu(x)),
+        dtype,
+        1,
+        x=x,
+        what="scalar elu_grad_output",
+    )
+    assert_ulp(out[4], fastact.sigmoid(x) + 1, dtype, 1, x=x, what="scalar sigmoid_core")
+    assert out.dtype == dtype
+
+
+def test_no_warnings_on_edge_values():
+    """Overflow/invalid inside the kernels must not leak NumPy warnings."""
+    x = np.array([np.inf, -np.inf, np.nan, 1e30, -1e30, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for c in CASES.values():
+            full = c.full_params(default_params(c))
+            c.forward(x, **full)
+            c.backward(np.ones_like(x), x, **full)
