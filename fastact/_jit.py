@@ -10,7 +10,10 @@
 The cache lives in ``$FASTACT_CACHE_DIR`` or ``~/.cache/fastact``, in a sub-folder named after
 fastact's version and a fingerprint of its sources: editing or upgrading fastact never loads a
 stale kernel. If no folder is writable, kernels are compiled in memory and one warning is
-issued.
+issued. A truncated or corrupted cache file (index ``.nbi`` or data ``.nbc``) is treated as a
+cache miss: the kernel is recompiled and the file rewritten (numba itself would raise).
+Numba writes cache files to a temporary name and renames them, so processes compiling into
+one folder at once never see half-written files.
 """
 
 from __future__ import annotations
@@ -94,6 +97,50 @@ class _FastactCacheLocator(caching._CacheLocator):
 if _FastactCacheLocator not in caching.CacheImpl._locator_classes:
     caching.CacheImpl._locator_classes.insert(0, _FastactCacheLocator)
 
+
+class _SafeIndexDataCacheFile(caching.IndexDataCacheFile):
+    """Numba's index/data files, with unreadable files treated as missing."""
+
+    def _load_index(self) -> dict:
+        try:
+            return super()._load_index()
+        except Exception:  # truncated/corrupted pickle: start a fresh index
+            return {}
+
+    def _load_data(self, name: str) -> Any:
+        try:
+            return super()._load_data(name)
+        except OSError:
+            raise
+        except Exception:  # truncated/corrupted data file: recompile (and overwrite it)
+            return None
+
+
+class _SafeFunctionCache(caching.FunctionCache):
+    """``FunctionCache`` that recompiles instead of raising on a bad cache file, and never
+    lets a failed cache write break a call."""
+
+    def __init__(self, py_func: Callable) -> None:
+        super().__init__(py_func)
+        self._cache_file = _SafeIndexDataCacheFile(
+            cache_path=self._cache_path,
+            filename_base=self._impl.filename_base,
+            source_stamp=self._impl.locator.get_source_stamp(),
+        )
+
+    def _load_overload(self, sig: Any, target_context: Any) -> Any:
+        try:
+            return super()._load_overload(sig, target_context)
+        except Exception:  # e.g. a valid pickle of the wrong content
+            return None
+
+    def _save_overload(self, sig: Any, data: Any) -> None:
+        try:
+            super()._save_overload(sig, data)
+        except OSError:
+            pass  # folder became read-only or full: the kernel still works from memory
+
+
 _warned_no_cache = False
 
 
@@ -125,9 +172,16 @@ def jit(func: Callable | None = None, *, parallel: bool = False, **options):
     def wrap(py_func: Callable):
         opts = dict(error_model="numpy", fastmath=set(FASTMATH), parallel=parallel, **options)
         opts.setdefault("nogil", True)
+        if not parallel:
+            # scalar helpers must be inlined into the loops that call them, however large
+            # they get after inlining the math cores, or the loops do not vectorize
+            opts.setdefault("forceinline", True)
         if "cache" not in options:
             opts["cache"] = _cacheable(py_func)
-        return numba.njit(**opts)(py_func)
+        disp = numba.njit(**opts)(py_func)
+        if opts["cache"] is True and isinstance(getattr(disp, "_cache", None), caching.Cache):
+            disp._cache = _SafeFunctionCache(py_func)
+        return disp
 
     return wrap if func is None else wrap(func)
 

@@ -43,7 +43,7 @@ from fastact._kernels import REQUIRED, Elementwise, make_public, pick
 from fastact._math import lit
 
 ACTIVATIONS: dict[str, Elementwise] = {}
-__all__: list[str] = ["ACTIVATIONS", "AXIS_ACTIVATIONS", "sigmoid_core", "sigmoid_pair"]
+__all__: list[str] = ["ACTIVATIONS", "AXIS_ACTIVATIONS"]
 
 _SQRT1_2 = 0.7071067811865476  # 1/sqrt(2)
 _INV_SQRT_2PI = 0.3989422804014327  # 1/sqrt(2*pi)
@@ -678,8 +678,9 @@ def rrelu_backward(grad_output, input=None, lower: float = 1.0 / 8, upper: float
     ``return_noise=True``) or the same integer seed as ``generator=``. ``output=`` may replace
     ``input`` (slopes are positive, so the sign of the output is the sign of the input)."""
     if not training:
+        lo, hi = _rrelu_bounds(lower, upper, np.dtype(np.float64))
         return ACTIVATIONS["leaky_relu"].backward(
-            grad_output, input, output, ((float(lower) + float(upper)) / 2,), out)
+            grad_output, input, output, ((float(lo) + float(hi)) / 2,), out)
     if (input is None) == (output is None):
         raise TypeError("rrelu_backward needs exactly one of input= and output=")
     name = "input" if output is None else "output"
@@ -766,7 +767,8 @@ def _glu_view(x, dim):
                          f"{x.shape[d]}")
     outer = int(np.prod(x.shape[:d], dtype=np.int64))
     out_shape = x.shape[:d] + (x.shape[d] // 2,) + x.shape[d + 1:]
-    return d, np.ascontiguousarray(x).reshape(outer, 2, -1), out_shape
+    half = int(np.prod(out_shape[d:], dtype=np.int64))
+    return d, np.ascontiguousarray(x).reshape(outer, 2, half), out_shape
 
 
 def glu(input, dim: int = -1, *, out=None):
@@ -776,7 +778,7 @@ def glu(input, dim: int = -1, *, out=None):
     _, x3, out_shape = _glu_view(x, dim)
     res, target = _result(out, out_shape, x.dtype, (x,))
     if x.size:
-        pick(GLU_FORWARD, x.size)(x3, res.reshape(x3.shape[0], -1))
+        pick(GLU_FORWARD, x.size)(x3, res.reshape(x3.shape[0], x3.shape[2]))
     return _finish(res, target)
 
 
@@ -791,7 +793,7 @@ def glu_backward(grad_output, input, dim: int = -1, *, out=None):
     x3, g = x3.astype(dt, copy=False), g.astype(dt, copy=False)
     res, target = _result(out, x.shape, dt, (x, g))
     if x.size:
-        g2 = np.ascontiguousarray(g).reshape(x3.shape[0], -1)
+        g2 = np.ascontiguousarray(g).reshape(x3.shape[0], x3.shape[2])
         pick(GLU_BACKWARD, x.size)(g2, x3, res.reshape(x3.shape))
     return _finish(res, target)
 
@@ -868,7 +870,10 @@ def _softmax_dim(dim, ndim, fname):
 def _softmax_forward(input, dim, dtype, out, log, sign, fname):
     x = as_float_array(input, "input")
     if dtype is not None:
-        dt = np.dtype(dtype)
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
         if dt not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {dt}")
         x = x.astype(dt, copy=False)

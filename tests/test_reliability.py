@@ -1,0 +1,413 @@
+"""Reliability in real use: forked/spawned workers, Python threads, the compile cache.
+
+Process tests run a small script in a fresh interpreter (with a timeout, so a hang fails the
+test instead of blocking the suite). Sizes are kept small: the CI machine has few cores.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+
+import fastact
+import fastact._jit as fj
+import fastact.losses as L
+import fastact.optim as O
+from fastact._kernels import PARALLEL_THRESHOLD
+
+_REPO = Path(__file__).resolve().parent.parent
+BIG = 4 * PARALLEL_THRESHOLD  # large enough for the parallel (prange) path
+
+
+def _run(script: str, tmp_path: Path, *args: str, env: dict | None = None, timeout: float = 300):
+    """Run ``script`` in a fresh interpreter; return the CompletedProcess (never hangs)."""
+    path = tmp_path / "script.py"
+    path.write_text(textwrap.dedent(script))
+    full_env = {**os.environ, "PYTHONPATH": str(_REPO), **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(path), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=str(tmp_path),
+    )
+
+
+def test_threading_layer_is_tbb():
+    x = np.linspace(-3, 3, BIG, dtype=np.float32)
+    fastact.sigmoid(x)  # a parallel kernel launches the threading layer
+    assert numba.threading_layer() == "tbb"
+
+
+# ---------------------------------------------------------------------------- processes
+
+_POOL_SCRIPT = """
+import multiprocessing as mp
+import sys
+
+import numba
+import numpy as np
+
+import fastact
+
+N = {big}
+
+
+def work(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(N).astype(np.float32)
+    y = fastact.silu(x)  # parallel path in the child
+    z = fastact.relu(x[:100])  # serial path
+    ref = x.astype(np.float64) / (1 + np.exp(-x.astype(np.float64)))
+    err = float(np.max(np.abs(y - ref)))
+    return err, bool(np.array_equal(z, np.maximum(x[:100], 0))), numba.threading_layer()
+
+
+if __name__ == "__main__":
+    method = sys.argv[1]
+    x = np.random.default_rng(0).standard_normal(N).astype(np.float32)
+    fastact.silu(x)
+    fastact.sigmoid(x)  # the parent has run parallel kernels before forking
+    assert numba.threading_layer() == "tbb", numba.threading_layer()
+    ctx = mp.get_context(method)
+    with ctx.Pool(2) as pool:
+        res = pool.map_async(work, range(4)).get(timeout=240)
+    assert len(res) == 4
+    for err, ok, layer in res:
+        assert err < 1e-5, err
+        assert ok
+        assert layer == "tbb", layer
+    print("OK", method, res)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_pool_after_parallel_kernels(tmp_path, method):
+    r = _run(_POOL_SCRIPT.format(big=BIG), tmp_path, method)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"OK {method}" in r.stdout
+    assert "unsafe" not in r.stderr
+
+
+_LOADER_SCRIPT = """
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import fastact
+
+
+class DS(Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        x = np.linspace(-4, 4, {big}, dtype=np.float32) + np.float32(i)
+        return torch.from_numpy(fastact.gelu(x))
+
+
+if __name__ == "__main__":
+    x = np.linspace(-4, 4, {big}, dtype=np.float32)
+    fastact.gelu(x)  # parallel kernel in the parent first
+    dl = DataLoader(DS(), batch_size=2, num_workers=2, timeout=240)
+    got = torch.cat([b.reshape(-1) for b in dl]).numpy()
+    xs = [x + np.float32(i) for i in range(8)]
+    # identical to the parent's own results, and close to torch's float64 gelu
+    np.testing.assert_array_equal(got, np.concatenate([fastact.gelu(v) for v in xs]))
+    want = np.concatenate(
+        [torch.nn.functional.gelu(torch.from_numpy(v.astype(np.float64))).numpy() for v in xs]
+    )
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
+    print("OK loader", torch.utils.data.get_worker_info() is None)
+"""
+
+
+@pytest.mark.slow
+def test_torch_dataloader_workers(tmp_path):
+    r = _run(_LOADER_SCRIPT.format(big=BIG), tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "OK loader True" in r.stdout
+
+
+# ---------------------------------------------------------------------------- threads
+
+N_THREADS = 8
+N_ITERS = 150  # x 6 calls x 8 threads = 7,200 calls
+
+
+def _thread_work(seed: int, iters: int) -> list:
+    """Activations (serial and parallel sizes), losses and an own optimizer's steps."""
+    rng = np.random.default_rng(seed)
+    small = rng.standard_normal(257).astype(np.float32)
+    big = rng.standard_normal(BIG).astype(np.float64)
+    target = rng.standard_normal(257).astype(np.float32)
+    p = rng.standard_normal(1000).astype(np.float32)
+    g = rng.standard_normal(1000).astype(np.float32)
+    opt = O.Adam([p], lr=1e-2, weight_decay=0.1)
+    out = []
+    for i in range(iters):
+        a = fastact.silu(small)
+        b = fastact.tanh_backward(small, small)
+        c = fastact.softmax(small.reshape(1, -1), dim=-1)
+        d = fastact.gelu(big) if i % 10 == 0 else None
+        loss, grad = L.mse_loss(a, target, return_grad=True)
+        opt.step([g * np.float32(1 + i % 3)])
+        if i % 25 == 0 or i == iters - 1:
+            out.append((a, b, c, d, loss, grad, p.copy()))
+    return out
+
+
+def _compare(x, y) -> None:
+    if x is None:
+        assert y is None
+        return
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.slow
+def test_threads_match_serial():
+    serial = [_thread_work(s, N_ITERS) for s in range(N_THREADS)]
+    results: list = [None] * N_THREADS
+    errors: list = []
+
+    def run(k: int) -> None:
+        try:
+            results[k] = _thread_work(k, N_ITERS)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(N_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+        assert not t.is_alive(), "a thread hung"
+    assert not errors, errors
+    for k in range(N_THREADS):
+        assert len(results[k]) == len(serial[k])
+        for got, want in zip(results[k], serial[k], strict=True):
+            for x, y in zip(got, want, strict=True):
+                _compare(x, y)
+
+
+# ---------------------------------------------------------------------------- cache
+
+_KERNELS_SCRIPT = """
+import warnings
+
+import numpy as np
+
+warnings.simplefilter("always")
+with warnings.catch_warnings(record=True) as w:
+    import fastact
+    import fastact.losses as L
+    import fastact.optim as O
+
+    x = np.linspace(-3, 3, 1001, dtype=np.float32)
+    y = fastact.sigmoid(x)
+    z = fastact.relu(x)
+    loss = L.mse_loss(x, y)
+    p = x.copy()
+    O.SGD([p], lr=0.5).step([np.ones_like(p)])
+ref = 1 / (1 + np.exp(-x.astype(np.float64)))
+assert np.max(np.abs(y - ref)) < 1e-6
+assert np.array_equal(z, np.maximum(x, 0))
+assert abs(float(loss) - np.mean((x.astype(np.float64) - y) ** 2)) < 1e-5
+assert np.allclose(p, x - 0.5)
+msgs = [str(m.message) for m in w if "fastact" in str(m.message)]
+print("WARNINGS", len(msgs))
+for m in msgs:
+    print("W:", m)
+print("RESULT", float(y.sum()), float(loss))
+"""
+
+_READONLY_HOOK = """
+import errno
+import os
+import sys
+
+RO = {ro!r}
+
+
+def _hook(event, args):
+    # Simulate a read-only file system under RO, also when the tests run as root.
+    if event in ("open", "os.mkdir", "os.rename", "os.replace", "os.remove", "os.chmod"):
+        path = args[0]
+        if isinstance(path, (str, bytes, os.PathLike)):
+            path = os.fsdecode(path)
+            if os.path.abspath(path).startswith(RO):
+                write = event != "open"
+                if event == "open":
+                    mode, flags = args[1], args[2]
+                    write = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+                        isinstance(flags, int)
+                        and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND)
+                    )
+                if write:
+                    raise PermissionError(errno.EROFS, "Read-only file system", path)
+
+
+sys.addaudithook(_hook)
+"""
+
+
+def test_read_only_cache_folder(tmp_path):
+    ro = tmp_path / "ro"
+    (ro / "home").mkdir(parents=True)
+    (ro / "cache").mkdir()
+    for d in (ro / "home", ro / "cache", ro):
+        d.chmod(0o555)
+    script = _READONLY_HOOK.format(ro=str(ro)) + _KERNELS_SCRIPT
+    try:
+        env = {"FASTACT_CACHE_DIR": str(ro / "cache"), "HOME": str(ro / "home")}
+        env["XDG_CACHE_HOME"] = ""
+        env["NUMBA_CACHE_DIR"] = ""
+        r = _run(script, tmp_path, env=env)
+        r2 = _run(script, tmp_path, env={**env, "FASTACT_CACHE_DIR": ""})  # default: ~/.cache
+    finally:
+        for d in (ro, ro / "home", ro / "cache"):
+            d.chmod(0o755)
+    for res in (r, r2):
+        assert res.returncode == 0, res.stdout + res.stderr
+        n = int(res.stdout.split("WARNINGS ")[1].split()[0])
+        assert n <= 1, res.stdout
+        assert "W: fastact: cache folder" in res.stdout  # the one warning says why
+    assert list((ro / "cache").iterdir()) == []
+    assert list((ro / "home").iterdir()) == []
+
+
+def _result(res) -> str:
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout.split("RESULT")[1].strip()
+
+
+@pytest.mark.slow
+def test_concurrent_compiles_into_one_empty_folder(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    path = tmp_path / "script.py"
+    path.write_text(_KERNELS_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(_REPO), "FASTACT_CACHE_DIR": str(cache)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=str(tmp_path),
+        )
+        for _ in range(4)
+    ]
+    outs = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            raise
+        assert p.returncode == 0, out + err
+        assert "WARNINGS 0" in out, out
+        outs.append(out.split("RESULT")[1].strip())
+    assert len(set(outs)) == 1
+    sub = cache / os.path.basename(str(fj.cache_dir()))
+    assert any(sub.glob("*.nbi")) and any(sub.glob("*.nbc"))
+    # a fifth process loads what the four wrote
+    r = _run(
+        _KERNELS_SCRIPT, tmp_path, env={"FASTACT_CACHE_DIR": str(cache), "NUMBA_DEBUG_CACHE": "1"}
+    )
+    assert _result(r) == outs[0]
+    assert "data loaded" in r.stdout + r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupted_cache_files_are_recompiled(tmp_path, damage):
+    cache = tmp_path / "cache"
+    env = {"FASTACT_CACHE_DIR": str(cache)}
+    first = _result(_run(_KERNELS_SCRIPT, tmp_path, env=env))
+    sub = cache / os.path.basename(str(fj.cache_dir()))
+    files = sorted(sub.glob("*.nbi")) + sorted(sub.glob("*.nbc"))
+    assert any(f.suffix == ".nbi" for f in files) and any(f.suffix == ".nbc" for f in files)
+    for f in files:
+        data = f.read_bytes()
+        f.write_bytes(data[: len(data) // 3] if damage == "truncate" else b"\x80\x05garbage")
+    # only data files damaged, then index files too: both recovered, results unchanged
+    second = _run(_KERNELS_SCRIPT, tmp_path, env=env)
+    assert _result(second) == first
+    assert "WARNINGS 0" in second.stdout
+    # the damaged files were rewritten: a third run loads them from the cache
+    third = _run(_KERNELS_SCRIPT, tmp_path, env={**env, "NUMBA_DEBUG_CACHE": "1"})
+    assert _result(third) == first
+    assert "data loaded" in third.stdout + third.stderr
+    for f in files:
+        assert f.stat().st_size > 100
+
+
+def test_corrupted_index_only(tmp_path):
+    """A corrupted index alone (data files intact) is a cache miss, not an error."""
+    cache = tmp_path / "cache"
+    env = {"FASTACT_CACHE_DIR": str(cache)}
+    first = _result(_run(_KERNELS_SCRIPT, tmp_path, env=env))
+    sub = cache / os.path.basename(str(fj.cache_dir()))
+    for f in sub.glob("*.nbi"):
+        f.write_bytes(b"")
+    assert _result(_run(_KERNELS_SCRIPT, tmp_path, env=env)) == first
+
+
+def test_cache_folder_changes_with_version(monkeypatch, tmp_path):
+    monkeypatch.setenv("FASTACT_CACHE_DIR", str(tmp_path))
+    before = fj.cache_dir()
+    assert before.parent == tmp_path
+    assert before.name.startswith(fastact.__version__ + "-")
+    monkeypatch.setattr(fastact, "__version__", fastact.__version__ + ".post1")
+    after = fj.cache_dir()
+    assert after != before
+    assert after.name.startswith(fastact.__version__ + "-")
+    assert after.name.split("-")[-1] == before.name.split("-")[-1]  # same source fingerprint
+
+
+def test_cache_folder_changes_with_source(monkeypatch, tmp_path):
+    monkeypatch.setenv("FASTACT_CACHE_DIR", str(tmp_path))
+    before = fj.cache_dir()
+    monkeypatch.setattr(fj, "_FINGERPRINT", fj._fingerprint() + "x")
+    assert fj.cache_dir() != before
+    assert fj._fingerprint() == before.name.split("-")[-1]  # deterministic
+
+
+# ---------------------------------------------------------------------------- optimizer safety
+
+
+@pytest.mark.parametrize("name", sorted(O.OPTIMIZERS))
+def test_check_finite_rejects_whole_step(name):
+    """``step(grads, check_finite=True)`` on a NaN/inf gradient raises before any write: no
+    parameter and no state changes (torch's fused kernels skip the step on ``found_inf``)."""
+    rng = np.random.default_rng(3)
+    params = [rng.standard_normal(50_000).astype(np.float32), rng.standard_normal((7, 3))]
+    opt = getattr(O, name)(params, lr=1e-2)
+    opt.step([np.full_like(p, 0.1) for p in params])
+    before = [p.copy() for p in params]
+    sd = opt.state_dict()
+    for bad in (np.nan, np.inf, -np.inf):
+        g1 = np.full((7, 3), 0.1)
+        g1[6, 2] = bad  # last element of the last parameter
+        with pytest.raises(ValueError, match=r"grads\[1\]"):
+            opt.step([np.full_like(params[0], 0.1), g1], check_finite=True)
+        for p, b in zip(params, before, strict=True):
+            np.testing.assert_array_equal(p, b)
+        after = opt.state_dict()["state"]
+        for k, st in sd["state"].items():
+            for key, v in st.items():
+                np.testing.assert_array_equal(np.asarray(after[k][key]), np.asarray(v))
+    opt.step([np.full_like(p, 0.1) for p in params], check_finite=True)  # finite: runs
+    assert not np.array_equal(params[0], before[0])
