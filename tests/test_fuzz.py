@@ -95,11 +95,6 @@ def _same(a, b) -> bool:
 _OPT_MSG = "optimizer option validation: message does not name the option / wrong type"
 KNOWN_BUGS: dict[str, str] = {
     # activations.py
-    "rrelu_backward/lower/*": "rrelu_backward: float(lower) error does not name 'lower'",
-    "rrelu_backward/upper/*": "rrelu_backward: float(upper) error does not name 'upper'",
-    "softmax/dtype/*": "softmax: np.dtype(dtype) error does not name 'dtype'",
-    "log_softmax/dtype/*": "log_softmax: np.dtype(dtype) error does not name 'dtype'",
-    "softmin/dtype/*": "softmin: np.dtype(dtype) error does not name 'dtype'",
     # losses.py
     "*loss*/*/64-d": "losses: arrays with more than 32 dimensions raise numpy's RuntimeError",
     "kl_div/*/64-d": "losses: arrays with more than 32 dimensions raise numpy's RuntimeError",
@@ -132,7 +127,6 @@ KNOWN_BUGS: dict[str, str] = {
         for v in ("None", "object", "array(7)", "complex", "list", "empty list", "str")
     },
     "*/betas/float": "betas=0.9: TypeError 'float' object is not subscriptable",
-    "glu_backward/input/empty": "glu_backward on an empty input: numpy reshape ValueError",
     "mse_loss/input/int32": "mse_loss(int32 input) once differed from the same call on copies "
     "(not reproduced in isolation: check for state keyed on a temporary array's address)",
     # optim/functional.py
