@@ -31,6 +31,10 @@ from numba.core import caching
 __all__ = ["FASTMATH", "jit", "specialize", "cache_dir"]
 
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+#: For element-wise loops: without ``reassoc``, the vectorized body and the scalar remainder
+#: compute each element identically, so results do not depend on where chunks start (serial
+#: vs parallel, thread count). Reassociation is only needed to vectorize reductions.
+ELEMENTWISE_FASTMATH = FASTMATH - {"reassoc"}
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -170,7 +174,8 @@ def jit(func: Callable | None = None, *, parallel: bool = False, **options):
     """``numba.njit`` with fastact's settings (see the module docstring); lazy compilation."""
 
     def wrap(py_func: Callable):
-        opts = dict(error_model="numpy", fastmath=set(FASTMATH), parallel=parallel, **options)
+        opts = dict(error_model="numpy", fastmath=set(FASTMATH), parallel=parallel)
+        opts.update(options)
         opts.setdefault("nogil", True)
         if not parallel:
             # scalar helpers must be inlined into the loops that call them, however large
@@ -186,7 +191,8 @@ def jit(func: Callable | None = None, *, parallel: bool = False, **options):
     return wrap if func is None else wrap(func)
 
 
-def specialize(template: Callable, name: str, *, parallel: bool = False, **globals_: Any):
+def specialize(template: Callable, name: str, *, parallel: bool = False,
+               fastmath: frozenset | None = None, **globals_: Any):
     """Compile a copy of ``template`` whose globals are updated with ``globals_``.
 
     The copy is named ``name`` (it must be unique per module) so that it gets its own cache
@@ -202,4 +208,6 @@ def specialize(template: Callable, name: str, *, parallel: bool = False, **globa
     fn.__qualname__ = name
     fn.__doc__ = template.__doc__
     fn.__module__ = template.__module__
-    return jit(fn, parallel=parallel)
+    if fastmath is None:
+        return jit(fn, parallel=parallel)
+    return jit(fn, parallel=parallel, fastmath=set(fastmath))

@@ -32,7 +32,7 @@ from fastact._arrays import (
     result_dtype,
     scalar_param,
 )
-from fastact._jit import specialize
+from fastact._jit import ELEMENTWISE_FASTMATH, specialize
 from fastact.cuda import is_device_array
 
 __all__ = ["Elementwise", "REQUIRED", "make_public", "pick", "PARALLEL_THRESHOLD"]
@@ -109,7 +109,8 @@ class Elementwise:
             template = _map_loop if kind == "forward" else _map2_loop
             f = self.scalars[kind]
             ks = tuple(
-                specialize(template, f"{self.name}_{kind}_{mode}", parallel=par, f=f)
+                specialize(template, f"{self.name}_{kind}_{mode}", parallel=par,
+                           fastmath=ELEMENTWISE_FASTMATH, f=f)
                 for mode, par in (("serial", False), ("parallel", True))
             )  # same as pair(), with the scalar function bound
             self._kernels[kind] = ks
