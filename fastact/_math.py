@@ -1,19 +1,51 @@
-"""Vectorizable scalar math cores (TEMPORARY STUB: math.* calls, replaced by polynomial cores).
+"""Vectorizable scalar math cores for numba kernels (no SVML needed).
+
+numba 0.68 has no SVML, so ``math.exp`` & co. inside a loop are scalar libm calls that block
+SIMD. The cores here are plain arithmetic (range reduction, minimax polynomials evaluated with
+FMA, exponent scaling by integer bit casts, branch-free selects), so LLVM inlines them into the
+caller and vectorizes a loop such as ``for i in range(n): out[i] = exp(x[i])``.
 
 Contract (stable, used by activations and losses):
-    exp, expm1, log, log1p, tanh, erf, erfc  -- generic over float32/float64, callable from
-    numba-jitted code only; a float32 argument gives a float32 result computed in float32.
-    lit(x, v) -- the constant v in x's float type (lets one scalar definition serve both).
+
+* ``exp, expm1, log, log1p, tanh, erf, erfc`` -- generic over float32/float64, callable from
+  numba-jitted code (from Python they run the typed versions below); a float32 argument gives
+  a float32 result computed in float32 arithmetic.
+* ``lit(x, v)`` -- the constant v in x's float type (lets one scalar definition serve both).
+* ``exp_f32, exp_f64, ..., erfc_f64`` -- the same cores as jitted functions with explicit
+  signatures (``float32(float32)`` / ``float64(float64)``), usable from a user's own ``@njit``
+  code and from Python.
+
+Special values follow the C library: exp(-inf)=0, exp(inf)=inf, log(0)=-inf, log(x<0)=nan,
+log1p(-1)=-inf, tanh(+-inf)=+-1, erf(+-inf)=+-1, erfc(inf)=0, erfc(-inf)=2; nan propagates,
+the sign of zero is kept (expm1, log1p, tanh, erf), subnormal inputs and results are handled.
+
+Accuracy, measured in ULP of the result's type (float32: all 2**32 inputs with
+``scripts/ulp_sweep.py`` against libm in float64; float64: random and edge samples against
+80-bit long double / mpmath) -- see each function's docstring for the numbers.
+
+The cores are compiled with the LLVM fast-math flag ``contract`` only (FMA fusion) and never
+with ``reassoc``: reassociation would fold the Cody-Waite split ``(x - n*c1) - n*c2`` and the
+round-to-integer trick ``(x + M) - M``. LLVM keeps per-instruction flags when it inlines them,
+so callers compiled with fastact's FASTMATH get the exact same results. Exact products use
+``llvm.fma`` (hardware FMA on x86-64-v3 and later).
 """
 
-import math
+from __future__ import annotations
 
+import numba
 import numpy as np
+from llvmlite import ir
 from numba import types
-from numba.extending import overload
+from numba.core import cgutils
+from numba.extending import intrinsic, overload, register_jitable
 from numba.np.numpy_support import as_dtype
 
-__all__ = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc", "lit"]
+_NAMES = ("exp", "expm1", "log", "log1p", "tanh", "erf", "erfc")
+# the typed versions (exp_f32, exp_f64, ...) are created on first access, see __getattr__
+__all__ = [*_NAMES, "lit", *(f"{n}_{t}" for n in _NAMES for t in ("f32", "f64"))]
+
+# Flags of every core: FMA contraction only (see the module docstring).
+_CORE_OPTS = {"fastmath": {"contract"}, "error_model": "numpy", "forceinline": True}
 
 
 def lit(x, v):
@@ -32,26 +64,932 @@ def _lit(x, v):
         return impl
 
 
-def _generic(name, fn):
-    def stub(x):
-        return fn(x)
+# --------------------------------------------------------------------------- intrinsics
 
-    stub.__name__ = name
 
-    @overload(stub)
+@intrinsic
+def _bits(typingctx, x):
+    """Bit pattern of a float: float32 -> int32, float64 -> int64."""
+    if x == types.float32:
+        sig = types.int32(x)
+    elif x == types.float64:
+        sig = types.int64(x)
+    else:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], context.get_value_type(sig.return_type))
+
+    return sig, codegen
+
+
+def _make_from_bits(fty, width):
+    @intrinsic
+    def from_bits(typingctx, i):
+        """The float whose bit pattern is the low ``width`` bits of integer ``i``."""
+        if not isinstance(i, types.Integer):
+            return None
+        sig = fty(i)
+
+        def codegen(context, builder, sig, args):
+            v = args[0]
+            ity = ir.IntType(width)
+            if i.bitwidth > width:
+                v = builder.trunc(v, ity)
+            elif i.bitwidth < width:
+                v = builder.sext(v, ity) if i.signed else builder.zext(v, ity)
+            return builder.bitcast(v, context.get_value_type(fty))
+
+        return sig, codegen
+
+    return from_bits
+
+
+_f32_from_bits = _make_from_bits(types.float32, 32)
+_f64_from_bits = _make_from_bits(types.float64, 64)
+
+
+@intrinsic
+def _i32(typingctx, i):
+    """The low 32 bits of an integer as int32 (keeps float32 bit tricks in 32-bit lanes)."""
+    if not isinstance(i, types.Integer):
+        return None
+    sig = types.int32(i)
+
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        if i.bitwidth > 32:
+            return builder.trunc(v, ir.IntType(32))
+        if i.bitwidth < 32:
+            return builder.sext(v, ir.IntType(32)) if i.signed else builder.zext(v, ir.IntType(32))
+        return v
+
+    return sig, codegen
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """a*b + c with a single rounding (``llvm.fma``; never reassociated)."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+    sig = a(a, b, c)
+
+    def codegen(context, builder, sig, args):
+        ty = context.get_value_type(sig.return_type)
+        name = "llvm.fma.f32" if sig.return_type == types.float32 else "llvm.fma.f64"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty] * 3), name)
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@intrinsic
+def _copysign(typingctx, a, b):
+    """|a| with the sign bit of b (``llvm.copysign``)."""
+    if not (isinstance(a, types.Float) and a == b):
+        return None
+    sig = a(a, b)
+
+    def codegen(context, builder, sig, args):
+        ty = context.get_value_type(sig.return_type)
+        name = "llvm.copysign.f32" if sig.return_type == types.float32 else "llvm.copysign.f64"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty] * 2), name)
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+# --------------------------------------------------------------------------- constants
+
+_f = np.float32
+_d = np.float64
+
+
+def _f32s(*vals):
+    return tuple(_f(v) for v in vals)
+
+
+_F1, _F2, _FH, _FQ, _FM0 = _f(1.0), _f(2.0), _f(0.5), _f(0.25), _f(-0.0)
+_FINF, _FNAN = _f(np.inf), _f(np.nan)
+_DINF, _DNAN = np.inf, np.nan
+
+# exp reduction: x = n*ln2 + r, |r| <= ln2/2; n = round(x/ln2) by adding 1.5*2**p (p = 23/52),
+# whose low mantissa bits then hold n as an integer.
+_F_INVLN2 = _f(1.4426950408889634)
+_F_MAGIC = _f(12582912.0)
+_F_MAGIC_BITS = 0x4B400000
+_F_LN2HI = _f(0.693145751953125)  # 15 significant bits: n*_F_LN2HI is exact
+_F_LN2LO = _f(1.4286068e-06)
+_D_INVLN2 = 1.4426950408889634
+_D_MAGIC = 6755399441055744.0
+_D_MAGIC_BITS = 0x4338000000000000
+_D_LN2HI = 0.6931471803691238  # 0x1.62e42feep-1, 32 significant bits
+_D_LN2LO = 1.9082149292705877e-10
+
+# exp(r) = 1 + r + r**2 * E(r) and expm1(r) = r + r**2 * M(r), |r| <= ln2/2 (minimax).
+_EXP_F32 = _f32s(
+    0.4999999403953552,
+    0.16666515171527863,
+    0.041668083518743515,
+    0.00836934894323349,
+    0.0013840397587046027,
+)
+_EXP_F64 = (
+    0.5000000000000011,
+    0.16666666666666421,
+    0.04166666666652554,
+    0.008333333333485626,
+    0.0013888888944977552,
+    0.00019841269532854788,
+    2.4801491672521638e-05,
+    2.7557559873016272e-06,
+    2.7630764657586006e-07,
+    2.5008760749588095e-08,
+)
+_EXPM1_F32 = _f32s(
+    0.5,
+    0.1666666567325592,
+    0.04166646674275398,
+    0.008333642035722733,
+    0.0013934989692643285,
+    0.00019667552260216326,
+)
+_EXPM1_F64 = (
+    0.5000000000000001,
+    0.1666666666666667,
+    0.04166666666664856,
+    0.008333333333328407,
+    0.0013888888897906327,
+    0.00019841269867401957,
+    2.4801568824823427e-05,
+    2.755726309492264e-06,
+    2.7573995531302987e-07,
+    2.5102648659977288e-08,
+    1.5419557071801436e-09,
+)
+
+# log: x = 2**k * m, m in [sqrt(1/2), sqrt(2)); log(m) = 2*atanh(s), s = f/(2+f), f = m-1;
+# 2*atanh(s) = 2s + s*z*L(z), z = s*s (minimax L, as in fdlibm).
+_F_SQRTH_BITS = 0x3F3504F3
+_D_SQRTH_BITS = 0x3FE6A09E667F3BCD
+_LOG_F32 = _f32s(0.6666666269302368, 0.40000972151756287, 0.2849879264831543, 0.24278832972049713)
+_LOG_F64 = (
+    0.6666666666666735,
+    0.3999999999940874,
+    0.2857142874391241,
+    0.22222198398733664,
+    0.18183574229807883,
+    0.15313777481488108,
+    0.14798865947805723,
+)
+
+# tanh(x) = x + x*z*T(z), z = x*x, |x| < 0.55; beyond: 1 - 2/(exp(2|x|) + 1).
+_TANH_F32 = _f32s(
+    -0.33333316445350647,
+    0.13332544267177582,
+    -0.0538475476205349,
+    0.02105071395635605,
+    -0.00624284939840436,
+)
+_TANH_F64 = (
+    -0.333333333333333,
+    0.1333333333332658,
+    -0.053968253963738846,
+    0.02186948838528348,
+    -0.008863232592744038,
+    0.003592091948040752,
+    -0.0014555423430102482,
+    0.0005884425087499785,
+    -0.00023337671905350647,
+    8.330971481666036e-05,
+    -1.949063750362094e-05,
+)
+
+# erf(x) = x + x*P(z), z = x*x, |x| < 1.
+_ERF_F32 = _f32s(
+    0.12837916612625122,
+    -0.3761262595653534,
+    0.11283578723669052,
+    -0.026853347197175026,
+    0.005187162198126316,
+    -0.0007997853099368513,
+    7.806903886375949e-05,
+)
+_ERF_F64 = (
+    0.12837916709551256,
+    -0.37612638903183343,
+    0.11283791670936949,
+    -0.026866170641958606,
+    0.005223977596728563,
+    -0.0008548325484496072,
+    0.00012055280476784921,
+    -1.4924465165545893e-05,
+    1.644414353715089e-06,
+    -1.6183928157609653e-07,
+    1.361638702369721e-08,
+    -7.607155748515846e-10,
+)
+# erfc(a) = exp(-a*a) * t * S(t), a >= 0.5, S a polynomial in w = t - T0; float32:
+# t = 1/(a + 1); float64: t = 1/(a + 2), two pieces split at a = 3.
+_ERFC_SPLIT_F32, _ERFC_SPLIT_F64 = _f(0.5), 0.5  # erfc: 1 - erf(x) below, exp(-a*a)*R(a) above
+_ERFC_F32_T0 = _f(0.375)
+_ERFC_F32 = _f32s(
+    0.7900999188423157,
+    2.3623021760954543e-08,
+    0.5621843338012695,
+    -0.29709529876708984,
+    -0.35402172803878784,
+    0.5362886786460876,
+    -0.025549281388521194,
+    -0.7551770806312561,
+    0.9970046281814575,
+    0.017186742275953293,
+    -1.7920726537704468,
+    1.8202228546142578,
+)
+_ERFC_F64_T0_LO, _ERFC_F64_T0_HI = 0.3, 0.117
+_ERFC_F64_LO = (
+    1.170448980096351,
+    5.139468837996719e-17,
+    3.210354622583712,
+    4.731762409823954,
+    1.0989793865998747,
+    -6.649577284215535,
+    -2.41729191783639,
+    14.49834469138395,
+    -2.5605161896890527,
+    -34.14222829821684,
+    41.44362122580524,
+    46.803338064602585,
+    -186.8737309607818,
+    135.92431992548728,
+    381.7517585593663,
+    -1020.3277852501259,
+    449.6590203151542,
+)
+_ERFC_F64_HI = (
+    0.7282326281519567,
+    2.8651990473818937e-17,
+    1.72201669188674,
+    3.1542450232465953,
+    3.7257810646898086,
+    0.41436451834196925,
+    -7.896608040372445,
+    -10.1194917268043,
+    16.33615216161804,
+    49.52306208938536,
+    -41.4374599251718,
+    -242.08609250606702,
+    163.48554150963494,
+    1298.0923018078943,
+    -1098.5936143286376,
+    -6558.823247277999,
+    7662.30535639932,
+)
+# g(t) = 1 + t*S'(t)/S(t) = t*R'(t)/R(t) (R = t*S): how a relative error in t propagates (fit,
+# within 0.007 / 0.003).
+_ERFC_F32_G = _f32s(0.9940826096123683, 1.1778282375827756, -1.2086743155193698)
+_ERFC_F64_G = (1.0106216436319444, 1.6600940580969283, 6.297088911615209, -9.373945290439936)
+
+# --------------------------------------------------------------------------- exp family
+
+
+@register_jitable(**_CORE_OPTS)
+def _exp_f32_kernel(x):
+    """exp(x) = (1 + v) * 2**k; x is clamped to [-104, 89] (nan stays nan)."""
+    x = _f(-104.0) if x < _f(-104.0) else x
+    x = _f(89.0) if x > _f(89.0) else x
+    t = x * _F_INVLN2 + _F_MAGIC
+    n = t - _F_MAGIC
+    rh = x - n * _F_LN2HI  # exact
+    r = rh - n * _F_LN2LO
+    rl = _fma(-n, _F_LN2LO, rh - r)  # x - n*ln2 = r + rl
+    c = _EXP_F32
+    q = c[4]
+    q = q * r + c[3]
+    q = q * r + c[2]
+    q = q * r + c[1]
+    q = q * r + c[0]
+    return r + (r * r * q + rl), _i32(_bits(t) - _F_MAGIC_BITS)
+
+
+@register_jitable(**_CORE_OPTS)
+def _exp_f64_kernel(x):
+    """exp(x) = (1 + v) * 2**k; x is clamped to [-746, 710] (nan stays nan)."""
+    x = -746.0 if x < -746.0 else x
+    x = 710.0 if x > 710.0 else x
+    t = x * _D_INVLN2 + _D_MAGIC
+    n = t - _D_MAGIC
+    rh = x - n * _D_LN2HI
+    r = rh - n * _D_LN2LO
+    rl = _fma(-n, _D_LN2LO, rh - r)
+    c = _EXP_F64
+    q = c[9]
+    q = q * r + c[8]
+    q = q * r + c[7]
+    q = q * r + c[6]
+    q = q * r + c[5]
+    q = q * r + c[4]
+    q = q * r + c[3]
+    q = q * r + c[2]
+    q = q * r + c[1]
+    q = q * r + c[0]
+    return r + (r * r * q + rl), _bits(t) - _D_MAGIC_BITS
+
+
+@register_jitable(**_CORE_OPTS)
+def _exp_f32_dw(hi, lo):
+    """exp(hi + lo) = (ph + pl) * 2**k as a double-word (tanh, erfc); |lo| << 1, hi clamped."""
+    hi = _f(-104.0) if hi < _f(-104.0) else hi
+    hi = _f(89.0) if hi > _f(89.0) else hi
+    t = hi * _F_INVLN2 + _F_MAGIC
+    n = t - _F_MAGIC
+    rh = hi - n * _F_LN2HI  # exact
+    rl = lo - n * _F_LN2LO
+    r = rh + rl
+    rl = (rh - r) + rl
+    c = _EXP_F32
+    q = c[4]
+    q = q * r + c[3]
+    q = q * r + c[2]
+    q = q * r + c[1]
+    q = q * r + c[0]
+    w = rl + r * r * q
+    v = r + w
+    ph = _F1 + v
+    pl = ((_F1 - ph) + v) + ((r - v) + w)  # |pl| <= ulp(ph)
+    return ph, pl, _i32(_bits(t) - _F_MAGIC_BITS)
+
+
+@register_jitable(**_CORE_OPTS)
+def _exp_f64_dw(hi, lo):
+    """exp(hi + lo) = (ph + pl) * 2**k as a double-word (tanh, erfc); |lo| << 1, hi clamped."""
+    hi = -746.0 if hi < -746.0 else hi
+    hi = 710.0 if hi > 710.0 else hi
+    t = hi * _D_INVLN2 + _D_MAGIC
+    n = t - _D_MAGIC
+    rh = hi - n * _D_LN2HI
+    rl = lo - n * _D_LN2LO
+    r = rh + rl
+    rl = (rh - r) + rl
+    c = _EXP_F64
+    q = c[9]
+    q = q * r + c[8]
+    q = q * r + c[7]
+    q = q * r + c[6]
+    q = q * r + c[5]
+    q = q * r + c[4]
+    q = q * r + c[3]
+    q = q * r + c[2]
+    q = q * r + c[1]
+    q = q * r + c[0]
+    w = rl + r * r * q
+    v = r + w
+    ph = 1.0 + v
+    pl = ((1.0 - ph) + v) + ((r - v) + w)
+    return ph, pl, _bits(t) - _D_MAGIC_BITS
+
+
+@register_jitable(**_CORE_OPTS)
+def _ldexp_f32(p, k):
+    """p * 2**k for an integer k in [-252, 254] (two factors, each a normal number)."""
+    k1 = k >> 1
+    return p * _f32_from_bits((k1 + 127) << 23) * _f32_from_bits((k - k1 + 127) << 23)
+
+
+@register_jitable(**_CORE_OPTS)
+def _ldexp_f64(p, k):
+    """p * 2**k for an integer k in [-2044, 2046] (two factors, each a normal number)."""
+    k1 = k >> 1
+    return p * _f64_from_bits((k1 + 1023) << 52) * _f64_from_bits((k - k1 + 1023) << 52)
+
+
+@register_jitable(**_CORE_OPTS)
+def _exp_f32(x):
+    v, k = _exp_f32_kernel(x)
+    return _ldexp_f32(_F1 + v, k)
+
+
+@register_jitable(**_CORE_OPTS)
+def _exp_f64(x):
+    v, k = _exp_f64_kernel(x)
+    return _ldexp_f64(1.0 + v, k)
+
+
+@register_jitable(**_CORE_OPTS)
+def _expm1_f32(x):
+    # expm1(x) = 2**n * (1 + expm1(r)) - 1 = 2 * ((s - 1/2) + s*r + s*r*r*M(r)), s = 2**(n-1),
+    # summed in double-word so that only the last addition rounds
+    xc = _f(-18.0) if x < _f(-18.0) else x
+    xc = _f(88.8) if xc > _f(88.8) else xc
+    t = xc * _F_INVLN2 + _F_MAGIC
+    n = t - _F_MAGIC
+    rh = xc - n * _F_LN2HI  # exact
+    r = rh - n * _F_LN2LO
+    rl = _fma(-n, _F_LN2LO, rh - r)  # x - n*ln2 = r + rl
+    c = _EXPM1_F32
+    q = c[5]
+    q = q * r + c[4]
+    q = q * r + c[3]
+    q = q * r + c[2]
+    q = q * r + c[1]
+    q = q * r + c[0]
+    s = _f32_from_bits((_bits(t) - (_F_MAGIC_BITS - 126)) << 23)
+    sm = s - _FH
+    e0 = (s - sm) - _FH  # -1/2 when s - 1/2 rounds back to s (large n), else 0
+    sr = s * r
+    ah = sm + sr
+    al = (sm - ah) + sr  # sm + sr = ah + al (|sm| >= |sr|)
+    y = ah + ((al + e0) + s * (r * r * q + rl))
+    y = y + y
+    return x if abs(x) < _f(2.0**-25) else y
+
+
+@register_jitable(**_CORE_OPTS)
+def _expm1_f64(x):
+    xc = -38.0 if x < -38.0 else x
+    xc = 710.0 if xc > 710.0 else xc
+    t = xc * _D_INVLN2 + _D_MAGIC
+    n = t - _D_MAGIC
+    rh = xc - n * _D_LN2HI
+    r = rh - n * _D_LN2LO
+    rl = _fma(-n, _D_LN2LO, rh - r)
+    c = _EXPM1_F64
+    q = c[10]
+    q = q * r + c[9]
+    q = q * r + c[8]
+    q = q * r + c[7]
+    q = q * r + c[6]
+    q = q * r + c[5]
+    q = q * r + c[4]
+    q = q * r + c[3]
+    q = q * r + c[2]
+    q = q * r + c[1]
+    q = q * r + c[0]
+    s = _f64_from_bits((_bits(t) - (_D_MAGIC_BITS - 1022)) << 52)
+    sm = s - 0.5
+    e0 = (s - sm) - 0.5
+    sr = s * r
+    ah = sm + sr
+    al = (sm - ah) + sr
+    y = ah + ((al + e0) + s * (r * r * q + rl))
+    y = y + y
+    return x if abs(x) < 2.0**-54 else y
+
+
+# --------------------------------------------------------------------------- log family
+
+
+@register_jitable(**_CORE_OPTS)
+def _log_tail_f32(f, kf, c):
+    """kf*ln2 + log1p(f) + c for f in [sqrt(1/2)-1, sqrt(2)-1] exact, |c| tiny (fdlibm)."""
+    s = f / (_F2 + f)
+    z = s * s
+    lc = _LOG_F32
+    w = lc[3]
+    w = w * z + lc[2]
+    w = w * z + lc[1]
+    w = w * z + lc[0]
+    rr = z * w
+    hfsq = _FH * f * f
+    return kf * _F_LN2HI - ((hfsq - (s * (hfsq + rr) + (kf * _F_LN2LO + c))) - f)
+
+
+@register_jitable(**_CORE_OPTS)
+def _log_tail_f64(f, kf, c):
+    s = f / (2.0 + f)
+    z = s * s
+    lc = _LOG_F64
+    w = lc[6]
+    w = w * z + lc[5]
+    w = w * z + lc[4]
+    w = w * z + lc[3]
+    w = w * z + lc[2]
+    w = w * z + lc[1]
+    w = w * z + lc[0]
+    rr = z * w
+    hfsq = 0.5 * f * f
+    return kf * _D_LN2HI - ((hfsq - (s * (hfsq + rr) + (kf * _D_LN2LO + c))) - f)
+
+
+@register_jitable(**_CORE_OPTS)
+def _log_f32(x):
+    sub = x < _f(2.0**-126)
+    xs = x * _f(2.0**25) if sub else x
+    ix = _i32(_bits(xs) - _F_SQRTH_BITS)
+    m = _f32_from_bits((ix & 0x7FFFFF) + _F_SQRTH_BITS)
+    kf = _f(ix >> 23) - (_f(25.0) if sub else _f(0.0))
+    y = _log_tail_f32(m - _F1, kf, _FM0)
+    y = _FNAN if x < _f(0.0) else y
+    y = -_FINF if x == _f(0.0) else y
+    return y if x < _FINF else x + x  # inf, or nan made quiet
+
+
+@register_jitable(**_CORE_OPTS)
+def _log_f64(x):
+    sub = x < 2.0**-1022
+    xs = x * 2.0**54 if sub else x
+    ix = _bits(xs) - _D_SQRTH_BITS
+    m = _f64_from_bits((ix & 0xFFFFFFFFFFFFF) + _D_SQRTH_BITS)
+    kf = _d(ix >> 52) - (54.0 if sub else 0.0)
+    y = _log_tail_f64(m - 1.0, kf, -0.0)
+    y = _DNAN if x < 0.0 else y
+    y = -_DINF if x == 0.0 else y
+    return y if x < _DINF else x + x
+
+
+@register_jitable(**_CORE_OPTS)
+def _log1p_f32(x):
+    # 1 + x = u + c exactly (u rounded); u = 2**k * m; log1p(x) = k*ln2 + log(m) + c/u
+    u = _F1 + x
+    ix = _i32(_bits(u) - _F_SQRTH_BITS)
+    k = ix >> 23
+    fh = _f32_from_bits((ix & 0x7FFFFF) + _F_SQRTH_BITS) - _F1
+    c = x - (u - _F1)
+    kk = 126 if k > 126 else k
+    fl = c * _f32_from_bits((127 - kk) << 23)
+    corr = fl * (_F1 + fh * (fh - _F1))  # c/u = fl/m, 1/m ~ 1 - fh + fh**2
+    y = _log_tail_f32(fh, _f(k), corr)
+    y = x if abs(x) < _f(2.0**-25) else y
+    y = _FNAN if x < -_F1 else y
+    y = -_FINF if x == -_F1 else y
+    return y if x < _FINF else x + x  # inf, or nan made quiet
+
+
+@register_jitable(**_CORE_OPTS)
+def _log1p_f64(x):
+    u = 1.0 + x
+    ix = _bits(u) - _D_SQRTH_BITS
+    k = ix >> 52
+    fh = _f64_from_bits((ix & 0xFFFFFFFFFFFFF) + _D_SQRTH_BITS) - 1.0
+    c = x - (u - 1.0)
+    kk = 1022 if k > 1022 else k
+    fl = c * _f64_from_bits((1023 - kk) << 52)
+    corr = fl * (1.0 + fh * (fh - 1.0))
+    y = _log_tail_f64(fh, _d(k), corr)
+    y = x if abs(x) < 2.0**-54 else y
+    y = _DNAN if x < -1.0 else y
+    y = -_DINF if x == -1.0 else y
+    return y if x < _DINF else x + x
+
+
+# --------------------------------------------------------------------------- tanh
+
+
+@register_jitable(**_CORE_OPTS)
+def _tanh_f32(x):
+    a = abs(x)
+    z = x * x
+    c = _TANH_F32
+    w = c[4]
+    w = w * z + c[3]
+    w = w * z + c[2]
+    w = w * z + c[1]
+    w = w * z + c[0]
+    small = x + x * (z * w)
+    # 1 - 2/(exp(2a) + 1) in double-word arithmetic: only the last addition rounds
+    a2 = a + a
+    a2 = _f(20.0) if a2 > _f(20.0) else a2  # tanh = 1 in float32 beyond
+    ph, pl, k = _exp_f32_dw(a2, _FM0)
+    s = _f32_from_bits((k + 127) << 23)
+    eh = ph * s
+    dh = eh + _F1
+    dl = ((eh - dh) + _F1) + pl * s  # exp(2a) + 1 = dh + dl
+    y = _F2 / dh
+    yl = (_fma(-y, dh, _F2) - y * dl) * (y * _FH)  # 2/(dh + dl) = y + yl
+    th = _F1 - y
+    big = th + (((_F1 - th) - y) - yl)
+    return _copysign(small if a < _f(0.55) else big, x)
+
+
+@register_jitable(**_CORE_OPTS)
+def _tanh_f64(x):
+    a = abs(x)
+    z = x * x
+    c = _TANH_F64
+    w = c[10]
+    w = w * z + c[9]
+    w = w * z + c[8]
+    w = w * z + c[7]
+    w = w * z + c[6]
+    w = w * z + c[5]
+    w = w * z + c[4]
+    w = w * z + c[3]
+    w = w * z + c[2]
+    w = w * z + c[1]
+    w = w * z + c[0]
+    small = x + x * (z * w)
+    a2 = a + a
+    a2 = 40.0 if a2 > 40.0 else a2
+    ph, pl, k = _exp_f64_dw(a2, -0.0)
+    s = _f64_from_bits((k + 1023) << 52)
+    eh = ph * s
+    dh = eh + 1.0
+    dl = ((eh - dh) + 1.0) + pl * s
+    y = 2.0 / dh
+    yl = (_fma(-y, dh, 2.0) - y * dl) * (y * 0.5)
+    th = 1.0 - y
+    big = th + (((1.0 - th) - y) - yl)
+    return _copysign(small if a < 0.55 else big, x)
+
+
+# --------------------------------------------------------------------------- erf, erfc
+
+
+@register_jitable(**_CORE_OPTS)
+def _erf_small_f32(x):
+    """erf(x) / x - 1 for |x| <= 1."""
+    z = x * x
+    c = _ERF_F32
+    w = c[6]
+    w = w * z + c[5]
+    w = w * z + c[4]
+    w = w * z + c[3]
+    w = w * z + c[2]
+    w = w * z + c[1]
+    w = w * z + c[0]
+    return w
+
+
+@register_jitable(**_CORE_OPTS)
+def _erf_small_f64(x):
+    z = x * x
+    c = _ERF_F64
+    w = c[11]
+    w = w * z + c[10]
+    w = w * z + c[9]
+    w = w * z + c[8]
+    w = w * z + c[7]
+    w = w * z + c[6]
+    w = w * z + c[5]
+    w = w * z + c[4]
+    w = w * z + c[3]
+    w = w * z + c[2]
+    w = w * z + c[1]
+    w = w * z + c[0]
+    return w
+
+
+@register_jitable(**_CORE_OPTS)
+def _erfc_big_f32(a):
+    """erfc(a) for a >= 0.5 (a > 10.5 gives 0, nan stays nan).
+
+    erfc(a) = 2**k * (ph + pl) * t * S(t) with exp(-a*a) = 2**k * (ph + pl) (a*a split
+    exactly) and t = 1/(a + 1). The rounding errors of t, of the last step of S and of the two
+    products are carried as first-order corrections and added once at the end.
+    """
+    a = _f(10.5) if a > _f(10.5) else a
+    h = a * a
+    ph, pl, k = _exp_f32_dw(-h, -_fma(a, a, -h))
+    d = a + _F1
+    bb = d - a
+    dl = (a - (d - bb)) + (_F1 - bb)  # a + 1 = d + dl exactly
+    t = _F1 / d
+    rt = _fma(-t, d, _F1) - dl * t  # 1/(a + 1) = t * (1 + rt) to first order
+    w = t - _ERFC_F32_T0
+    bb = w - t
+    wl = (t - (w - bb)) - (_ERFC_F32_T0 + bb)  # t - T0 = w + wl exactly
+    c = _ERFC_F32  # c[0] + c[1]: S(T0) as a double-word constant
+    u = c[11]
+    u = u * w + c[10]
+    u = u * w + c[9]
+    u = u * w + c[8]
+    u = u * w + c[7]
+    u = u * w + c[6]
+    u = u * w + c[5]
+    u = u * w + c[4]
+    u = u * w + c[3]
+    u = u * w + c[2]
+    uh = u * w
+    ul = _fma(u, w, -uh)
+    sh = c[0] + uh
+    sl = (((c[0] - sh) + uh) + c[1]) + ul  # S = sh + sl (|uh| < c[0])
+    m1 = t * sh
+    m1l = _fma(t, sh, -m1)
+    m2 = ph * m1
+    m2l = _fma(ph, m1, -m2)
+    g = _ERFC_F32_G[0] + t * (_ERFC_F32_G[1] + t * _ERFC_F32_G[2])  # 1 + t*S'/S (fit)
+    # first-order corrections: products, exp and S low parts, t and w rounding (S'/S = (g-1)/t)
+    dt = rt * g + (g - _F1) * (wl * d)
+    corr = m2l + ph * m1l + pl * m1 + ph * (t * sl) + m2 * dt
+    return _ldexp_f32(m2 + corr, k)
+
+
+@register_jitable(**_CORE_OPTS)
+def _erfc_big_f64(a):
+    """erfc(a) for a >= 0.5 (a > 27.5 gives 0, nan stays nan); as _erfc_big_f32, t = 1/(a+2)."""
+    a = 27.5 if a > 27.5 else a
+    h = a * a
+    ph, pl, k = _exp_f64_dw(-h, -_fma(a, a, -h))
+    d = a + 2.0
+    bb = d - a
+    dl = (a - (d - bb)) + (2.0 - bb)
+    t = 1.0 / d
+    rt = _fma(-t, d, 1.0) - dl * t
+    lo = a < 3.0
+    t0 = _ERFC_F64_T0_LO if lo else _ERFC_F64_T0_HI
+    w = t - t0
+    bb = w - t
+    wl = (t - (w - bb)) - (t0 + bb)
+    c = _ERFC_F64_LO if lo else _ERFC_F64_HI
+    u = c[16]
+    u = u * w + c[15]
+    u = u * w + c[14]
+    u = u * w + c[13]
+    u = u * w + c[12]
+    u = u * w + c[11]
+    u = u * w + c[10]
+    u = u * w + c[9]
+    u = u * w + c[8]
+    u = u * w + c[7]
+    u = u * w + c[6]
+    u = u * w + c[5]
+    u = u * w + c[4]
+    u = u * w + c[3]
+    u = u * w + c[2]
+    uh = u * w
+    ul = _fma(u, w, -uh)
+    sh = c[0] + uh
+    sl = (((c[0] - sh) + uh) + c[1]) + ul
+    m1 = t * sh
+    m1l = _fma(t, sh, -m1)
+    m2 = ph * m1
+    m2l = _fma(ph, m1, -m2)
+    g = _ERFC_F64_G[0] + t * (_ERFC_F64_G[1] + t * (_ERFC_F64_G[2] + t * _ERFC_F64_G[3]))
+    dt = rt * g + (g - 1.0) * (wl * d)
+    corr = m2l + ph * m1l + pl * m1 + ph * (t * sl) + m2 * dt
+    return _ldexp_f64(m2 + corr, k)
+
+
+@register_jitable(**_CORE_OPTS)
+def _erf_f32(x):
+    a = abs(x)
+    small = x + x * _erf_small_f32(x)
+    big = _F1 - _erfc_big_f32(a)
+    big = -big if x < _f(0.0) else big
+    return small if a < _F1 else big
+
+
+@register_jitable(**_CORE_OPTS)
+def _erf_f64(x):
+    a = abs(x)
+    small = x + x * _erf_small_f64(x)
+    big = 1.0 - _erfc_big_f64(a)
+    big = -big if x < 0.0 else big
+    return small if a < 1.0 else big
+
+
+@register_jitable(**_CORE_OPTS)
+def _erfc_f32(x):
+    a = abs(x)
+    cc = _FH if x >= _FQ else _f(0.0)  # x - 1/2 is exact for x in [1/4, 1]
+    small = (_F1 - cc) - ((x - cc) + x * _erf_small_f32(x))
+    big = _erfc_big_f32(a)
+    big = _F2 - big if x < _f(0.0) else big
+    return small if a < _ERFC_SPLIT_F32 else big
+
+
+@register_jitable(**_CORE_OPTS)
+def _erfc_f64(x):
+    a = abs(x)
+    cc = 0.5 if x >= 0.25 else 0.0
+    small = (1.0 - cc) - ((x - cc) + x * _erf_small_f64(x))
+    big = _erfc_big_f64(a)
+    big = 2.0 - big if x < 0.0 else big
+    return small if a < _ERFC_SPLIT_F64 else big
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _cache_ok(core) -> bool:
+    from fastact._jit import _cacheable
+
+    return _cacheable(core)
+
+
+_CORES = {}  # name -> (float32 core, float64 core)
+_TYPED = {}  # "exp_f32" -> compiled dispatcher (created on first use: keeps import fast)
+
+
+def _typed(name: str):
+    disp = _TYPED.get(name)
+    if disp is None:
+        base, tag = name.rsplit("_", 1)
+        core = _CORES[base][0 if tag == "f32" else 1]
+        fty = types.float32 if tag == "f32" else types.float64
+        disp = numba.njit(fty(fty), cache=_cache_ok(core), **_CORE_OPTS)(core)
+        disp.__doc__ = (
+            f"{_DOCS[base]}\n\nTyped version ``{fty}({fty})`` of :func:`{base}`, callable "
+            "from Python and from @njit code."
+        )
+        _TYPED[name] = disp
+    return disp
+
+
+def __getattr__(name: str):
+    """Create ``exp_f32`` & co. lazily (module ``__getattr__``, PEP 562)."""
+    if name in __all__ and name.rsplit("_", 1)[-1] in ("f32", "f64"):
+        disp = _typed(name)
+        globals()[name] = disp
+        return disp
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_DOCS = {}
+
+
+def _public(name: str, f32_core, f64_core, doc: str):
+    """The generic function ``name``: an overload for jit code, a typed call from Python."""
+    _CORES[name] = (f32_core, f64_core)
+    _DOCS[name] = doc
+
+    def generic(x):
+        if isinstance(x, np.float32):
+            return _typed(name + "_f32")(x)
+        return _typed(name + "_f64")(x)
+
+    generic.__name__ = generic.__qualname__ = name
+    generic.__doc__ = doc
+
+    @overload(generic, jit_options=_CORE_OPTS)
     def _ol(x):
-        if isinstance(x, types.Float):
-            def impl(x):
-                return fn(x)
-            return impl
+        if x == types.float32:
+            return f32_core
+        if x == types.float64:
+            return f64_core
+        return None
 
-    return stub
+    return generic
 
 
-exp = _generic("exp", math.exp)
-expm1 = _generic("expm1", math.expm1)
-log = _generic("log", math.log)
-log1p = _generic("log1p", math.log1p)
-tanh = _generic("tanh", math.tanh)
-erf = _generic("erf", math.erf)
-erfc = _generic("erfc", math.erfc)
+exp = _public(
+    "exp",
+    _exp_f32,
+    _exp_f64,
+    """e**x (``torch.exp``); overflow gives inf, underflow subnormals then 0.
+
+    Max error: float32: 0.99 ULP (all 2**32 inputs); float64: 1.0 ULP (sampled, vs
+    long double / mpmath). Generic: float32 in, float32 out.
+    """,
+)
+expm1 = _public(
+    "expm1",
+    _expm1_f32,
+    _expm1_f64,
+    """e**x - 1 (``torch.expm1``), exact (= x) for tiny x.
+
+    Max error: float32: 0.81 ULP (all 2**32 inputs); float64: 1.1 ULP (sampled, vs
+    long double / mpmath). Generic: float32 in, float32 out.
+    """,
+)
+log = _public(
+    "log",
+    _log_f32,
+    _log_f64,
+    """Natural logarithm (``torch.log``): log(0) = -inf, log(x < 0) = nan, subnormals exact.
+
+    Max error: float32: 0.77 ULP (all 2**32 inputs); float64: 0.8 ULP (sampled, vs
+    long double / mpmath). Generic: float32 in, float32 out.
+    """,
+)
+log1p = _public(
+    "log1p",
+    _log1p_f32,
+    _log1p_f64,
+    """log(1 + x) (``torch.log1p``): log1p(-1) = -inf, log1p(x < -1) = nan, = x for tiny x.
+
+    Max error: float32: 0.88 ULP (all 2**32 inputs); float64: 0.9 ULP (sampled, vs
+    long double / mpmath). Generic: float32 in, float32 out.
+    """,
+)
+tanh = _public(
+    "tanh",
+    _tanh_f32,
+    _tanh_f64,
+    """Hyperbolic tangent (``torch.tanh``); +-1 for |x| large.
+
+    Max error: float32: 1.3 ULP (all 2**32 inputs); float64: 1.5 ULP (sampled, vs
+    long double / mpmath). Generic: float32 in, float32 out.
+    """,
+)
+erf = _public(
+    "erf",
+    _erf_f32,
+    _erf_f64,
+    """Error function (``torch.erf``).
+
+    Max error: float32: 0.91 ULP (all 2**32 inputs); float64: 1.0 ULP (sampled, vs
+    long double / mpmath). Generic: float32 in, float32 out.
+    """,
+)
+erfc = _public(
+    "erfc",
+    _erfc_f32,
+    _erfc_f64,
+    """Complementary error function 1 - erf(x) (``torch.erfc``), with the full underflowing tail.
+
+    Max error: float32: 1.0 ULP (all 2**32 inputs); float64: 1.0 ULP (sampled, vs
+    long double / mpmath). Generic: float32 in, float32 out.
+    """,
+)

@@ -1,0 +1,744 @@
+"""Compiled kernels behind :mod:`fastact.losses`.
+
+Every element-wise loss is one scalar function
+
+    f(a, b, c, w1, w2, prm) -> (value, d_first, d_second, bad)
+
+of its per-element inputs (``a`` the prediction, ``b`` the target or second input, ``c`` a
+third per-element input, ``w1``/``w2`` per-element weights, ``prm`` a tuple of parameters in
+the data's float type). ``d_first``/``d_second`` are the derivatives the loss reports (see
+each function), ``bad`` is 1 (in the data's float type, so that the loop keeps one lane
+width) where the element is outside the loss's domain (checked afterwards by the caller).
+:func:`_ew_loop` is the single loop template that :func:`fastact._jit.specialize` turns into
+a serial and a parallel kernel per loss. Passing ``None`` for the gradients or a weight
+selects, at compile time, the variant without it (numba prunes ``x is None`` branches of
+arguments that are None), so the value-only kernel and the value+gradient kernel come from
+the same source. Keeping the per-element values (reduction='none') is a runtime flag: else
+they go to a per-chunk scratch that stays in cache, and the same compiled loop serves every
+reduction (half the compiled variants, no measurable cost).
+
+Reductions are done per fixed-size chunk of ``ch`` elements into a float64 array, so the
+result does not depend on the number of threads, and float32 data is summed in float64.
+Inner loops index with unsigned integers so that numba emits no negative-index wraparound
+(which would turn contiguous loads and stores into gathers and scatters).
+
+Row-wise losses (cross_entropy, nll_loss, cosine_embedding_loss, triplet_margin_loss) have
+their own kernels below; they reduce per fixed block of rows in the same way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import prange, uint64
+from numba.extending import intrinsic
+
+from fastact._jit import jit, specialize
+from fastact._math import exp, lit, log, log1p
+
+# ----------------------------------------------------------------------------------------
+# scalar definitions: f(a, b, c, w1, w2, prm) -> (value, d1, d2, bad)
+# ----------------------------------------------------------------------------------------
+
+
+@jit
+def _sign(d):
+    """sign(d) with sign(0) = 0 and sign(NaN) = NaN (torch.sign)."""
+    one = lit(d, 1.0)
+    return one if d > 0 else (-one if d < 0 else d)
+
+
+@jit
+def _softplus_parts(z):
+    """(softplus(z), sigmoid(z)) computed stably from one exp(-|z|)."""
+    e = exp(-abs(z))
+    one = lit(z, 1.0)
+    r = one / (one + e)
+    sp = max(z, lit(z, 0.0)) + log1p(e)
+    sig = r if z >= 0 else e * r
+    return sp, sig
+
+
+@jit
+def mse_f(a, b, c, w1, w2, prm):
+    """(a - b)^2 * w; d/da = 2 (a - b) w."""
+    d = a - b
+    return w1 * d * d, w1 * (lit(a, 2.0) * d), lit(a, 0.0), lit(a, 0.0)
+
+
+@jit
+def l1_f(a, b, c, w1, w2, prm):
+    """|a - b| * w; d/da = sign(a - b) w (0 at a == b)."""
+    d = a - b
+    return w1 * abs(d), w1 * _sign(d), lit(a, 0.0), lit(a, 0.0)
+
+
+@jit
+def smooth_l1_f(a, b, c, w1, w2, prm):
+    """0.5 d^2 / beta if |d| < beta else |d| - 0.5 beta; prm = (beta, 1/beta)."""
+    beta = prm[0]
+    inv_beta = prm[1]
+    d = a - b
+    ad = abs(d)
+    half = lit(a, 0.5)
+    if ad < beta:
+        v = half * d * d * inv_beta
+        g = d * inv_beta
+    else:
+        v = ad - half * beta
+        g = _sign(d)
+    return v, g, lit(a, 0.0), lit(a, 0.0)
+
+
+@jit
+def huber_f(a, b, c, w1, w2, prm):
+    """0.5 d^2 if |d| < delta else delta (|d| - 0.5 delta), times w; prm = (delta,)."""
+    delta = prm[0]
+    d = a - b
+    ad = abs(d)
+    half = lit(a, 0.5)
+    if ad < delta:
+        v = half * d * d
+        g = d
+    else:
+        v = delta * (ad - half * delta)
+        g = delta * _sign(d)
+    return w1 * v, w1 * g, lit(a, 0.0), lit(a, 0.0)
+
+
+_BCE_EPS = float(np.float32(1e-12))  # torch's EPSILON (a float32 constant, also for float64)
+
+
+@jit
+def bce_f(a, b, c, w1, w2, prm):
+    """-w [t max(log p, -100) + (1 - t) max(log(1 - p), -100)] (torch's clamp).
+
+    d/dp = w (p - t) / max(p (1 - p), 1e-12) (torch's backward). bad: p or t outside [0, 1].
+    """
+    p = a
+    t = b
+    one = lit(p, 1.0)
+    lo = lit(p, -100.0)
+    lp = max(log(p), lo)
+    l1p = max(log1p(-p), lo)
+    v = w1 * ((t - one) * l1p - t * lp)
+    g = w1 * (p - t) / max((one - p) * p, lit(p, _BCE_EPS))
+    ok = (p >= 0) & (p <= one) & (t >= 0) & (t <= one)
+    return v, g, lit(p, 0.0), lit(p, 0.0) if ok else one
+
+
+@jit
+def bce_logits_f(a, b, c, w1, w2, prm):
+    """-w [pw t log sigmoid(x) + (1 - t) log sigmoid(-x)], stable for any |x|.
+
+    = w [(1 - t) x + (pw t + 1 - t) softplus(-x)];  d/dx = w [(1 - t) - (pw t + 1 - t) sigmoid(-x)].
+    """
+    x = a
+    t = b
+    one = lit(x, 1.0)
+    sp, sig = _softplus_parts(-x)
+    lw = w2 * t + one - t
+    v = w1 * ((one - t) * x + lw * sp)
+    g = w1 * ((one - t) - lw * sig)
+    return v, g, lit(x, 0.0), lit(x, 0.0)
+
+
+@jit
+def kl_f(a, b, c, w1, w2, prm):
+    """xlogy(t, t) - t x (0 where t == 0); d/dx = -t."""
+    t = b
+    xl = t * log(t) if t != 0 else lit(t, 0.0)
+    return xl - t * a, -t, lit(a, 0.0), lit(a, 0.0)
+
+
+@jit
+def kl_log_f(a, b, c, w1, w2, prm):
+    """exp(t) (t - x) for a log-space target t; d/dx = -exp(t)."""
+    et = exp(b)
+    return et * (b - a), -et, lit(a, 0.0), lit(a, 0.0)
+
+
+@jit
+def _stirling(t):
+    """t log t - t + 0.5 log(2 pi t) where t > 1, else 0."""
+    if t > 1:
+        return t * log(t) - t + lit(t, 0.5) * log(lit(t, 2.0 * math.pi) * t)
+    return lit(t, 0.0)
+
+
+@jit
+def poisson_log_f(a, b, c, w1, w2, prm):
+    """exp(x) - t x; d/dx = exp(x) - t."""
+    ex = exp(a)
+    return ex - b * a, ex - b, lit(a, 0.0), lit(a, 0.0)
+
+
+@jit
+def poisson_log_full_f(a, b, c, w1, w2, prm):
+    """exp(x) - t x + Stirling(t); d/dx = exp(x) - t."""
+    ex = exp(a)
+    return ex - b * a + _stirling(b), ex - b, lit(a, 0.0), lit(a, 0.0)
+
+
+@jit
+def poisson_f(a, b, c, w1, w2, prm):
+    """x - t log(x + eps); d/dx = 1 - t / (x + eps); prm = (eps,)."""
+    xe = a + prm[0]
+    return a - b * log(xe), lit(a, 1.0) - b / xe, lit(a, 0.0), lit(a, 0.0)
+
+
+@jit
+def poisson_full_f(a, b, c, w1, w2, prm):
+    """x - t log(x + eps) + Stirling(t); d/dx = 1 - t / (x + eps)."""
+    xe = a + prm[0]
+    return a - b * log(xe) + _stirling(b), lit(a, 1.0) - b / xe, lit(a, 0.0), lit(a, 0.0)
+
+
+@jit
+def gaussian_nll_f(a, b, c, w1, w2, prm):
+    """0.5 (log v + (x - t)^2 / v) + k, v = max(var, eps); prm = (eps, k).
+
+    d1 = d/dx = (x - t) / v, d2 = d/dvar = 0.5 (1/v - (x - t)^2 / v^2) (the clamp is ignored
+    by torch's autograd). bad: var < 0.
+    """
+    v = max(c, prm[0])
+    d = a - b
+    half = lit(a, 0.5)
+    iv = lit(a, 1.0) / v
+    q = d * iv
+    loss = half * (log(v) + d * q) + prm[1]
+    return loss, q, half * (iv - q * q), lit(a, 1.0) if c < 0 else lit(a, 0.0)
+
+
+@jit
+def soft_margin_f(a, b, c, w1, w2, prm):
+    """log(1 + exp(-y x)) (stable); d/dx = -y sigmoid(-y x)."""
+    sp, sig = _softplus_parts(-b * a)
+    return sp, -b * sig, lit(a, 0.0), lit(a, 0.0)
+
+
+@jit
+def margin_ranking_f(a, b, c, w1, w2, prm):
+    """max(0, -y (x1 - x2) + margin); d/dx1 = -y, d/dx2 = y where the hinge is active (>= 0)."""
+    y = c
+    z = -y * (a - b) + prm[0]
+    zero = lit(a, 0.0)
+    v = zero if z < 0 else z
+    act = z >= 0
+    return v, -y if act else zero, y if act else zero, zero
+
+
+@jit
+def hinge_embedding_f(a, b, c, w1, w2, prm):
+    """[y != 1] max(0, margin - x) + [y != -1] x (torch's formula, also for other y)."""
+    one = lit(a, 1.0)
+    zero = lit(a, 0.0)
+    mc = prm[0] - a
+    neg = b != one
+    pos = b != -one
+    v = (zero if mc < 0 else mc) if neg else zero
+    g = -one if (neg and mc >= 0) else zero
+    if pos:
+        v += a
+        g += one
+    return v, g, zero, zero
+
+
+# ----------------------------------------------------------------------------------------
+# the element-wise loop template
+# ----------------------------------------------------------------------------------------
+
+
+def _ew_loop(a, b, c, w1, w2, prm, gscale, ga, gb, out, per_element, partials, bad, ch):
+    """Fused loss (+ gradient) over 1-D arrays, reduced per chunk of ``ch`` elements.
+
+    partials[k] = float64 sum of the values of chunk k; ga/gb/bad (or None) receive
+    gscale * d1, gscale * d2 and per-chunk counts of bad elements (``bad`` is 0 or 1 in the
+    data's float type). The per-element values go
+    to ``out`` if ``per_element`` (reduction='none'), else to a small per-chunk scratch that
+    stays in cache: one compiled loop serves every reduction.
+    """
+    n = a.size
+    for k in prange(partials.size):
+        start = k * ch
+        stop = min(start + ch, n)
+        if per_element:
+            vals = out[start:stop]
+        else:
+            vals = np.empty(stop - start, dtype=out.dtype)
+        nbad = lit(gscale, 0.0)  # counted in the data's type: the loop stays one width
+        # unsigned indices: numba then emits no negative-index wraparound, so the loop
+        # vectorizes with contiguous loads/stores instead of gathers/scatters
+        us = uint64(start)
+        for i in range(us, uint64(stop)):
+            ai = a[i]
+            if w1 is None:
+                w1i = lit(ai, 1.0)
+            else:
+                w1i = w1[i]
+            if w2 is None:
+                w2i = lit(ai, 1.0)
+            else:
+                w2i = w2[i]
+            v, d1, d2, isbad = f(ai, b[i], c[i], w1i, w2i, prm)  # noqa: F821 (specialized)
+            nbad += isbad
+            vals[i - us] = v
+            if ga is not None:
+                ga[i] = d1 * gscale
+            if gb is not None:
+                gb[i] = d2 * gscale
+        # sum the chunk's values (in cache) in float64 in a loop of its own: a float64
+        # accumulator inside the loop above would stop LLVM from vectorizing the float32 math
+        acc = 0.0
+        for j in range(stop - start):
+            acc += vals[j]
+        partials[k] = acc
+        if bad is not None:
+            bad[k] = nbad
+
+
+ELEMENTWISE_SCALARS = {
+    "mse": mse_f,
+    "l1": l1_f,
+    "smooth_l1": smooth_l1_f,
+    "huber": huber_f,
+    "bce": bce_f,
+    "bce_logits": bce_logits_f,
+    "kl": kl_f,
+    "kl_log": kl_log_f,
+    "poisson_log": poisson_log_f,
+    "poisson_log_full": poisson_log_full_f,
+    "poisson": poisson_f,
+    "poisson_full": poisson_full_f,
+    "gaussian_nll": gaussian_nll_f,
+    "soft_margin": soft_margin_f,
+    "margin_ranking": margin_ranking_f,
+    "hinge_embedding": hinge_embedding_f,
+}
+
+#: name -> (serial kernel, parallel kernel), both compiled lazily from ``_ew_loop``.
+ELEMENTWISE_KERNELS = {
+    name: (
+        specialize(_ew_loop, f"ew_{name}_serial", parallel=False, f=fn),
+        specialize(_ew_loop, f"ew_{name}_parallel", parallel=True, f=fn),
+    )
+    for name, fn in ELEMENTWISE_SCALARS.items()
+}
+
+
+# ----------------------------------------------------------------------------------------
+# cross_entropy / nll_loss
+# ----------------------------------------------------------------------------------------
+
+
+@intrinsic
+def _maxnum(typingctx, a, b):
+    """llvm.maxnum(a, b): max ignoring a NaN operand; unlike a compare-and-select, LLVM
+    vectorizes a reduction over it without the no-NaN fast-math flag."""
+    sig = a(a, b)
+
+    def codegen(context, builder, signature, args):
+        t = args[0].type
+        fn = builder.module.declare_intrinsic("llvm.maxnum", [t], ir.FunctionType(t, [t, t]))
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@jit
+def class_target_stats(y, C, ignore_index, w):
+    """Validate class indices; return (first bad position or -1, sum of w[y] over kept)."""
+    total = 0.0
+    for i in range(y.size):
+        yi = y[i]
+        if yi == ignore_index:
+            continue
+        if yi < 0 or yi >= C:
+            return i, total
+        total += w[yi]
+    return -1, total
+
+
+@jit
+def _ce_row(x, buf, want_grad, y, q, w, wsum, eps, gscale):
+    """Cross-entropy of one row of logits ``x`` (float64 result).
+
+    Index target ``y`` (q is None): (1 - eps) w_y (lse - x_y) + eps/C sum_c w_c (lse - x_c),
+    gradient p_j ((1 - eps) w_y + eps W / C) - (1 - eps) w_y [j == y] - eps/C w_j with
+    W = ``wsum``. Probability target ``q`` (a row of C): with q' = (1 - eps) q + eps / C,
+    sum_c w_c q'_c (lse - x_c), gradient p_j sum_c w_c q'_c - w_j q'_j.
+
+    ``buf`` (C values, may be ``x`` itself) receives exp(x - max), then the gradient if
+    ``want_grad``. Every loop is either a pure map or a lone reduction, so each vectorizes.
+    """
+    C = x.size
+    xy = x[y]
+    m = x[0]
+    for j in range(1, C):
+        m = _maxnum(m, x[j])  # a NaN logit is skipped here but makes s, hence the loss, NaN
+    keep = lit(m, 1.0 - eps)
+    spread = lit(m, eps / C)
+    sx = 0.0
+    sq = 0.0
+    if q is None:
+        if eps != 0:
+            for j in range(C):
+                sx += w[j] * x[j]
+    else:
+        for j in range(C):
+            wq = w[j] * (q[j] * keep + spread)
+            sx += wq * x[j]
+            sq += wq
+    for j in range(C):
+        buf[j] = exp(x[j] - m)
+    s = 0.0
+    for j in range(C):
+        s += buf[j]
+    lse = m + log(s)
+    wy = float(w[y])
+    if q is None:
+        loss = (1.0 - eps) * wy * (lse - xy) + (eps / C) * (lse * wsum - sx)
+        coef = gscale * ((1.0 - eps) * wy + eps * wsum / C)
+    else:
+        loss = sq * lse - sx
+        coef = gscale * sq
+    if want_grad:
+        a = lit(m, coef / s)
+        if q is None:
+            b = lit(m, gscale * eps / C)
+            for j in range(C):
+                buf[j] = buf[j] * a - b * w[j]
+            buf[y] -= lit(m, gscale * (1.0 - eps) * wy)
+        else:
+            gs = lit(m, gscale)
+            for j in range(C):
+                buf[j] = buf[j] * a - gs * w[j] * (q[j] * keep + spread)
+    return loss
+
+
+def _ce_rows_loop(x, y, q, w, wsum, eps, ignore_index, gscale, want_grad, g, out, partials, rpc):
+    """cross_entropy over the rows of a C-contiguous (R, C) array, ``rpc`` rows per chunk.
+
+    Exactly one of ``y`` (class indices) and ``q`` (probabilities) is an array. ``g`` is the
+    (R, C) gradient if ``want_grad``, else ignored (the rows then use a scratch row).
+    """
+    R, C = x.shape
+    for k in prange(partials.size):
+        r0 = k * rpc
+        r1 = min(r0 + rpc, R)
+        scratch = np.empty(C, dtype=x.dtype)
+        acc = 0.0
+        for r in range(r0, r1):
+            buf = g[r] if want_grad else scratch
+            loss = 0.0
+            if q is not None:
+                loss = _ce_row(x[r], buf, want_grad, 0, q[r], w, wsum, eps, gscale)
+            if y is not None:
+                yr = y[r]
+                if yr != ignore_index:
+                    loss = _ce_row(x[r], buf, want_grad, yr, None, w, wsum, eps, gscale)
+                elif want_grad:
+                    buf[:] = 0
+            out[r] = loss
+            acc += loss
+        partials[k] = acc
+
+
+def _ce_spatial_loop(
+    x, y, q, w, wsum, eps, ignore_index, gscale, want_grad, g, out, partials, tile
+):
+    """cross_entropy over an (N, C, D) array (class axis strided), in tiles of ``tile`` columns.
+
+    Each tile is transposed into a (tile, C) buffer that stays in cache, processed row by row
+    with the same row routine as the 2-D kernel (in place), and its gradient transposed back.
+    """
+    N, C, D = x.shape
+    tiles = (D + tile - 1) // tile
+    for k in prange(partials.size):
+        n = k // tiles
+        d0 = (k - n * tiles) * tile
+        nb = min(d0 + tile, D) - d0
+        xt = np.empty((nb, C), dtype=x.dtype)
+        for c in range(C):
+            for b in range(nb):
+                xt[b, c] = x[n, c, d0 + b]
+        acc = 0.0
+        if q is not None:
+            qt = np.empty((nb, C), dtype=x.dtype)
+            for c in range(C):
+                for b in range(nb):
+                    qt[b, c] = q[n, c, d0 + b]
+            for b in range(nb):
+                loss = _ce_row(xt[b], xt[b], want_grad, 0, qt[b], w, wsum, eps, gscale)
+                out[n, d0 + b] = loss
+                acc += loss
+        if y is not None:
+            for b in range(nb):
+                yb = y[n, d0 + b]
+                loss = 0.0
+                if yb != ignore_index:
+                    loss = _ce_row(xt[b], xt[b], want_grad, yb, None, w, wsum, eps, gscale)
+                else:
+                    xt[b, :] = 0
+                out[n, d0 + b] = loss
+                acc += loss
+        if want_grad:
+            for c in range(C):
+                for b in range(nb):
+                    g[n, c, d0 + b] = xt[b, c]
+        partials[k] = acc
+
+
+def _nll_loop(x, y, w, ignore_index, gscale, want_grad, g, out, partials, ch):
+    """nll_loss over (N, C, D): loss[n, d] = -w[y] x[n, y, d]; g (zeroed) gets -w[y] gscale."""
+    N, C, D = x.shape
+    M = N * D
+    for k in prange(partials.size):
+        i0 = k * ch
+        i1 = min(i0 + ch, M)
+        acc = 0.0
+        for i in range(i0, i1):
+            n = i // D
+            d = i - n * D
+            yi = y[n, d]
+            loss = 0.0
+            if yi != ignore_index:
+                wy = float(w[yi])
+                loss = -wy * x[n, yi, d]
+                if want_grad:
+                    g[n, yi, d] = -wy * gscale
+            out[n, d] = loss
+            acc += loss
+        partials[k] = acc
+
+
+ce_rows_kernels = (
+    specialize(_ce_rows_loop, "ce_rows_serial", parallel=False),
+    specialize(_ce_rows_loop, "ce_rows_parallel", parallel=True),
+)
+ce_spatial_kernels = (
+    specialize(_ce_spatial_loop, "ce_spatial_serial", parallel=False),
+    specialize(_ce_spatial_loop, "ce_spatial_parallel", parallel=True),
+)
+nll_kernels = (
+    specialize(_nll_loop, "nll_serial", parallel=False),
+    specialize(_nll_loop, "nll_parallel", parallel=True),
+)
+
+
+# ----------------------------------------------------------------------------------------
+# cosine_embedding_loss / triplet_margin_loss (rows of D features)
+# ----------------------------------------------------------------------------------------
+
+
+def _cosine_loop(x1, x2, y, margin, z0, gscale, g1, g2, out, partials, rpc):
+    """cosine_embedding_loss per row; cos = x1.x2 / sqrt((|x1|^2 + 1e-12)(|x2|^2 + 1e-12))."""
+    R, D = x1.shape
+    for k in prange(partials.size):
+        r0 = k * rpc
+        r1 = min(r0 + rpc, R)
+        acc = 0.0
+        for r in range(r0, r1):
+            dot = 0.0
+            n1 = 0.0
+            n2 = 0.0
+            for j in range(D):
+                u = x1[r, j]
+                v = x2[r, j]
+                dot += u * v
+                n1 += u * u
+                n2 += v * v
+            A = n1 + 1e-12
+            B = n2 + 1e-12
+            den = math.sqrt(A * B)
+            cs = dot / den
+            yr = y[r]
+            if yr == 1:
+                loss = 1.0 - cs
+                dl = -1.0
+            elif yr == -1:
+                z = cs - margin
+                loss = 0.0 if z < 0 else z
+                dl = 1.0 if z >= 0 else 0.0
+            else:
+                loss = 0.0
+                dl = 0.0
+            out[r] = loss
+            acc += loss
+            if g1 is not None:
+                c = gscale * dl
+                p = lit(z0, c / den)
+                s1 = lit(z0, c * cs / A)
+                s2 = lit(z0, c * cs / B)
+                for j in range(D):
+                    u = x1[r, j]
+                    v = x2[r, j]
+                    g1[r, j] = p * v - s1 * u
+                    g2[r, j] = p * u - s2 * v
+        partials[k] = acc
+
+
+# p-norm pieces, one set per kind of p so the row loops carry no per-element branch on p:
+# powabs(u, p) = |u|^p, root(s, p) = s^(1/p), dnorm(u, p, inv, lognrm) = d||u||_p / du
+# with inv = 1/||u|| and lognrm = log ||u|| (both 0 where the norm is 0: gradient 0).
+
+
+@jit
+def _pow_p2(u, p):
+    return u * u
+
+
+@jit
+def _root_p2(s, p):
+    return math.sqrt(s)
+
+
+@jit
+def _dnorm_p2(u, p, inv, lognrm):
+    return u * lit(u, inv)
+
+
+@jit
+def _pow_p1(u, p):
+    return abs(u)
+
+
+@jit
+def _root_p1(s, p):
+    return s
+
+
+@jit
+def _dnorm_p1(u, p, inv, lognrm):
+    return _sign(u) if inv != 0 else lit(u, 0.0)
+
+
+@jit
+def _pow_pgen(u, p):
+    a = abs(u)
+    return exp(lit(a, p) * log(a)) if a > 0 else lit(a, 0.0)
+
+
+@jit
+def _root_pgen(s, p):
+    return s ** (1.0 / p) if s > 0 else 0.0
+
+
+@jit
+def _dnorm_pgen(u, p, inv, lognrm):
+    a = abs(u)
+    if a == 0 or inv == 0:
+        return lit(u, 0.0)
+    return _sign(u) * exp(lit(a, p - 1.0) * (log(a) - lit(a, lognrm)))
+
+
+@numba.njit(error_model="numpy", fastmath=False, cache=False)
+def _diff_eps(a, b, e):
+    """(a - b) + e rounded as written. Compiled without fast-math flags on purpose: with
+    ``reassoc`` LLVM may compute a + (e - b), which for a == b in float32 turns eps = 1e-6
+    into 1e-6 +- 6e-8 and the gradient of a zero distance into noise. The kernels that inline
+    it are cached with it."""
+    return (a - b) + e
+
+
+@jit
+def _norm_terms(nrm):
+    """(1/nrm, log nrm), or (0, 0) for a zero norm."""
+    if nrm > 0:
+        return 1.0 / nrm, math.log(nrm)
+    return 0.0, 0.0
+
+
+def _triplet_loop(an, po, ne, margin, p, eps, swap, z0, gscale, ga, gp, gn, out, partials, rpc):
+    """triplet_margin_loss per row with d(x, y) = ||x - y + eps||_p (torch.pairwise_distance).
+
+    ``swap`` uses min(d(a, n), d(p, n)) (ties split the gradient like torch's minimum).
+    """
+    R, D = an.shape
+    e = lit(z0, eps)
+    for k in prange(partials.size):
+        r0 = k * rpc
+        r1 = min(r0 + rpc, R)
+        acc = 0.0
+        for r in range(r0, r1):
+            sap = 0.0
+            san = 0.0
+            spn = 0.0
+            for j in range(D):
+                a = an[r, j]
+                b = po[r, j]
+                c = ne[r, j]
+                sap += powabs(_diff_eps(a, b, e), p)  # noqa: F821 (specialized)
+                san += powabs(_diff_eps(a, c, e), p)  # noqa: F821
+                spn += powabs(_diff_eps(b, c, e), p)  # noqa: F821
+            dap = root(sap, p)  # noqa: F821
+            dan = root(san, p)  # noqa: F821
+            dpn = root(spn, p)  # noqa: F821
+            alpha = 1.0
+            beta = 0.0
+            dneg = dan
+            if swap:
+                if dpn < dan:
+                    dneg = dpn
+                    alpha = 0.0
+                    beta = 1.0
+                elif dpn == dan:
+                    alpha = 0.5
+                    beta = 0.5
+            z = margin + dap - dneg
+            loss = 0.0 if z < 0 else z
+            out[r] = loss
+            acc += loss
+            if ga is not None:
+                cf = gscale if z >= 0 else 0.0
+                ca = lit(e, cf)
+                cal = lit(e, cf * alpha)
+                cbe = lit(e, cf * beta)
+                iap, lap = _norm_terms(dap)
+                ian, lan = _norm_terms(dan)
+                ipn, lpn = _norm_terms(dpn)
+                for j in range(D):
+                    a = an[r, j]
+                    b = po[r, j]
+                    c = ne[r, j]
+                    uap = dnorm(_diff_eps(a, b, e), p, iap, lap)  # noqa: F821
+                    uan = dnorm(_diff_eps(a, c, e), p, ian, lan)  # noqa: F821
+                    upn = dnorm(_diff_eps(b, c, e), p, ipn, lpn)  # noqa: F821
+                    ga[r, j] = ca * uap - cal * uan
+                    gp[r, j] = -ca * uap - cbe * upn
+                    gn[r, j] = cal * uan + cbe * upn
+        partials[k] = acc
+
+
+cosine_kernels = (
+    specialize(_cosine_loop, "cosine_serial", parallel=False),
+    specialize(_cosine_loop, "cosine_parallel", parallel=True),
+)
+_PNORM_PIECES = {
+    "p2": dict(powabs=_pow_p2, root=_root_p2, dnorm=_dnorm_p2),
+    "p1": dict(powabs=_pow_p1, root=_root_p1, dnorm=_dnorm_p1),
+    "pgen": dict(powabs=_pow_pgen, root=_root_pgen, dnorm=_dnorm_pgen),
+}
+#: kind of p ("p2", "p1", "pgen") -> (serial kernel, parallel kernel)
+triplet_kernels = {
+    kind: (
+        specialize(_triplet_loop, f"triplet_{kind}_serial", parallel=False, **pieces),
+        specialize(_triplet_loop, f"triplet_{kind}_parallel", parallel=True, **pieces),
+    )
+    for kind, pieces in _PNORM_PIECES.items()
+}
+
+
+# ----------------------------------------------------------------------------------------
+# streaming-bandwidth probe for the benchmark's roofline
+# ----------------------------------------------------------------------------------------
+
+
+@jit(parallel=True)
+def stream_triad(x, y, z):
+    """z = x + y: reads two arrays and writes one (the pattern of a fused loss + gradient)."""
+    for i in prange(x.size):
+        z[i] = x[i] + y[i]

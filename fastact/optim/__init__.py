@@ -1,0 +1,36 @@
+"""torch.optim-compatible fused optimizers and LR schedulers on NumPy arrays / CPU tensors.
+
+``fastact.optim.Adam(params, ...)`` etc. mirror torch.optim's classes (same signatures,
+defaults, update rules and state layout) with one fused parallel kernel per param group;
+:mod:`fastact.optim.functional` exposes the kernels for trainers that keep their own state and
+:mod:`fastact.optim.lr_scheduler` has torch's schedulers.
+"""
+
+from fastact.optim import functional, lr_scheduler
+from fastact.optim.optimizers import (
+    OPTIMIZERS,
+    SGD,
+    Adadelta,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    Optimizer,
+    RMSprop,
+    Rprop,
+)
+
+__all__ = [
+    "Optimizer",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "RMSprop",
+    "Rprop",
+    "Adagrad",
+    "Adadelta",
+    "OPTIMIZERS",
+    "functional",
+    "lr_scheduler",
+]
