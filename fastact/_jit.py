@@ -22,8 +22,9 @@ import hashlib
 import os
 import types
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numba
 from numba.core import caching

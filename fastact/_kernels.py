@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import functools
 import keyword
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numba
 import numpy as np
@@ -136,7 +137,7 @@ class Elementwise:
         t = dtype.type
         cast = tuple([
             t(v) if type(v) is float else scalar_param(v, n, dtype)
-            for v, n in zip(values, self.param_names)
+            for v, n in zip(values, self.param_names, strict=False)
         ])
         if self.prepare is not None:
             cast = self.prepare(dtype, *cast)
@@ -287,7 +288,7 @@ class Elementwise:
         return res
 
     def _dask_forward(self, x, values):
-        for v, n in zip(values, self.param_names):
+        for v, n in zip(values, self.param_names, strict=False):
             if isinstance(v, np.ndarray) and v.ndim > 0:
                 raise TypeError(f"{n} must be a scalar when input is a dask array")
         dtype = result_dtype(np.dtype(x.dtype), "input")
