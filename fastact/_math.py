@@ -19,15 +19,28 @@ Special values follow the C library: exp(-inf)=0, exp(inf)=inf, log(0)=-inf, log
 log1p(-1)=-inf, tanh(+-inf)=+-1, erf(+-inf)=+-1, erfc(inf)=0, erfc(-inf)=2; nan propagates,
 the sign of zero is kept (expm1, log1p, tanh, erf), subnormal inputs and results are handled.
 
-Accuracy, measured in ULP of the result's type (float32: all 2**32 inputs with
-``scripts/ulp_sweep.py`` against libm in float64; float64: random and edge samples against
-80-bit long double / mpmath) -- see each function's docstring for the numbers.
+Accuracy (max error in ULP of the result's type; details in each function's docstring):
 
-The cores are compiled with the LLVM fast-math flag ``contract`` only (FMA fusion) and never
-with ``reassoc``: reassociation would fold the Cody-Waite split ``(x - n*c1) - n*c2`` and the
-round-to-integer trick ``(x + M) - M``. LLVM keeps per-instruction flags when it inlines them,
-so callers compiled with fastact's FASTMATH get the exact same results. Exact products use
-``llvm.fma`` (hardware FMA on x86-64-v3 and later).
+    core     float32 (all 2**32 inputs)   float64 (bound; sampled)
+    exp      0.88                         1.0
+    expm1    0.90                         1.3
+    log      0.83                         0.9
+    log1p    0.90                         0.9
+    tanh     0.72                         0.8
+    erf      0.99                         1.0
+    erfc     0.92                         1.0
+
+float32 was swept exhaustively with ``scripts/ulp_sweep.py --ref f64`` and cross-checked against
+the C library on every 61st input; float64 was sampled (random bit patterns, ranges and edges)
+against 80-bit long double (exp, expm1, log, log1p, tanh) or mpmath (erf, erfc).
+
+The cores are compiled with ``forceinline`` (LLVM ``alwaysinline``: erf & co. exceed LLVM's
+inlining threshold, and a call left in a loop blocks SIMD) and with the fast-math flag
+``contract`` only (FMA fusion), never ``reassoc``: reassociation would fold the Cody-Waite
+split ``(x - n*c1) - n*c2``, the round-to-integer trick ``(x + M) - M`` and the error-free
+sums. LLVM keeps per-instruction flags when it inlines them, so callers compiled with
+fastact's FASTMATH get bit-identical results. Exact products use ``llvm.fma`` (hardware FMA
+on x86-64-v3 and later).
 """
 
 from __future__ import annotations
@@ -927,69 +940,69 @@ exp = _public(
     "exp",
     _exp_f32,
     _exp_f64,
-    """e**x (``torch.exp``); overflow gives inf, underflow subnormals then 0.
+    """e**x (``torch.exp``); inf above the overflow threshold, subnormal results, then 0.
 
-    Max error: float32: 0.99 ULP (all 2**32 inputs); float64: 1.0 ULP (sampled, vs
-    long double / mpmath). Generic: float32 in, float32 out.
+    Max error: float32: 0.88 ULP (exhaustive: all 2**32 inputs); float64: 1.0 ULP
+    (bound; max 0.86 over 10.5M samples vs long double). float32 in, float32 out.
     """,
 )
 expm1 = _public(
     "expm1",
     _expm1_f32,
     _expm1_f64,
-    """e**x - 1 (``torch.expm1``), exact (= x) for tiny x.
+    """e**x - 1 (``torch.expm1``); exactly x for tiny x, -1 for x -> -inf.
 
-    Max error: float32: 0.81 ULP (all 2**32 inputs); float64: 1.1 ULP (sampled, vs
-    long double / mpmath). Generic: float32 in, float32 out.
+    Max error: float32: 0.90 ULP (exhaustive: all 2**32 inputs); float64: 1.3 ULP
+    (bound; max 1.22 over 10.5M samples vs long double). float32 in, float32 out.
     """,
 )
 log = _public(
     "log",
     _log_f32,
     _log_f64,
-    """Natural logarithm (``torch.log``): log(0) = -inf, log(x < 0) = nan, subnormals exact.
+    """Natural logarithm (``torch.log``): log(0) = -inf, log(x < 0) = nan, subnormal x exact.
 
-    Max error: float32: 0.77 ULP (all 2**32 inputs); float64: 0.8 ULP (sampled, vs
-    long double / mpmath). Generic: float32 in, float32 out.
+    Max error: float32: 0.83 ULP (exhaustive: all 2**32 inputs); float64: 0.9 ULP
+    (bound; max 0.81 over 10.5M samples vs long double). float32 in, float32 out.
     """,
 )
 log1p = _public(
     "log1p",
     _log1p_f32,
     _log1p_f64,
-    """log(1 + x) (``torch.log1p``): log1p(-1) = -inf, log1p(x < -1) = nan, = x for tiny x.
+    """log(1 + x) (``torch.log1p``): log1p(-1) = -inf, x < -1 gives nan, = x for tiny x.
 
-    Max error: float32: 0.88 ULP (all 2**32 inputs); float64: 0.9 ULP (sampled, vs
-    long double / mpmath). Generic: float32 in, float32 out.
+    Max error: float32: 0.90 ULP (exhaustive: all 2**32 inputs); float64: 0.9 ULP
+    (bound; max 0.87 over 10.5M samples vs long double). float32 in, float32 out.
     """,
 )
 tanh = _public(
     "tanh",
     _tanh_f32,
     _tanh_f64,
-    """Hyperbolic tangent (``torch.tanh``); +-1 for |x| large.
+    """Hyperbolic tangent (``torch.tanh``); +-1 for large |x|, sign of zero kept.
 
-    Max error: float32: 1.3 ULP (all 2**32 inputs); float64: 1.5 ULP (sampled, vs
-    long double / mpmath). Generic: float32 in, float32 out.
+    Max error: float32: 0.72 ULP (exhaustive: all 2**32 inputs); float64: 0.8 ULP
+    (bound; max 0.69 over 10.5M samples vs long double). float32 in, float32 out.
     """,
 )
 erf = _public(
     "erf",
     _erf_f32,
     _erf_f64,
-    """Error function (``torch.erf``).
+    """Error function (``torch.erf``); +-1 for large |x|, sign of zero kept.
 
-    Max error: float32: 0.91 ULP (all 2**32 inputs); float64: 1.0 ULP (sampled, vs
-    long double / mpmath). Generic: float32 in, float32 out.
+    Max error: float32: 0.99 ULP (exhaustive: all 2**32 inputs); float64: 1.0 ULP
+    (bound; max 0.94 over 70k samples vs mpmath). float32 in, float32 out.
     """,
 )
 erfc = _public(
     "erfc",
     _erfc_f32,
     _erfc_f64,
-    """Complementary error function 1 - erf(x) (``torch.erfc``), with the full underflowing tail.
+    """Complementary error function 1 - erf(x) (``torch.erfc``), tail down to subnormals.
 
-    Max error: float32: 1.0 ULP (all 2**32 inputs); float64: 1.0 ULP (sampled, vs
-    long double / mpmath). Generic: float32 in, float32 out.
+    Max error: float32: 0.92 ULP (exhaustive: all 2**32 inputs); float64: 1.0 ULP
+    (bound; max 0.94 over 70k samples vs mpmath). float32 in, float32 out.
     """,
 )

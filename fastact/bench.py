@@ -20,9 +20,12 @@ Timing. Each measurement calls the function once untimed (JIT compilation, first
 takes samples of ``number`` back-to-back calls (``number`` chosen so a sample lasts about
 0.1 ms, 1 for large arrays) with the garbage collector off; the median per-call time of the
 samples is reported. The number of samples is budgeted by the call's duration: many samples for
-microsecond calls, at least 5 (3 for calls above 20 ms) for large arrays. In-place calls are
-timed one call per sample, with the input restored untimed before each call, so repeated
-application never drifts into denormals.
+microsecond calls, at least 5 (3 for calls above 20 ms) for large arrays; a peer's first call
+above 20 ms counts as a sample (nothing compiles there). In-place calls are timed one call per
+sample, with the input restored untimed before each call, so repeated application never drifts
+into denormals. The default run (every activation, loss and optimizer at 1K, 256K and 16M)
+is budgeted to about 3 minutes on 2 idle cores once fastact's kernels are in the cache (the
+first run after an install or upgrade also compiles them).
 
 Row schema (``run()['results']``; the other families' ``run()`` may return the same keys)::
 
@@ -711,12 +714,16 @@ def measure(
     min_samples: int = 5,
     max_samples: int = 300,
     overhead: float | None = None,
+    jit: bool = True,
 ) -> dict:
     """Median per-call time of ``runner.fn`` over samples that fill about ``budget`` seconds.
 
     One untimed warm-up call; then samples of ``number`` back-to-back calls (``number`` = 1
     when the call has a ``reset`` or lasts more than ~0.1 ms); at least ``min_samples``
-    samples (3 for calls above 20 ms), at most ``max_samples``."""
+    samples (3 for calls above 20 ms), at most ``max_samples``. ``jit=False`` (a library
+    that compiles nothing on first use) counts a first call slower than 20 ms as a sample
+    instead of discarding it: for such calls it is not special (every call allocates and
+    first-touches its temporaries), and the large-array peers are the bulk of a run."""
     fn, reset = runner.fn, runner.reset
     pc = time.perf_counter
     if overhead is None:
@@ -726,16 +733,23 @@ def measure(
     try:
         if reset is not None:
             reset()
-        fn()  # warm: compile, first touch
-        if reset is not None:
-            reset()
         t0 = pc()
-        fn()
-        est = max(pc() - t0 - overhead, 1e-9)
+        fn()  # warm: compile, first touch
+        first = max(pc() - t0 - overhead, 1e-9)
+        if not jit and first >= 0.02:
+            est, times = first, [first]
+        else:
+            if reset is not None:
+                reset()
+            t0 = pc()
+            fn()
+            est = max(pc() - t0 - overhead, 1e-9)
+            times = []
         number = 1 if reset is not None else max(1, min(10_000, int(_TARGET_SAMPLE_S / est)))
         lo = min_samples if est * number < 0.02 else min(3, min_samples)
         samples = int(min(max_samples, max(lo, budget / (est * number))))
-        times = [est] if number == 1 else []
+        if number == 1 and not times:
+            times = [est]
         loops = range(number)
         while len(times) < samples:
             if reset is not None:
@@ -884,7 +898,9 @@ def _worker(lib: str, cases: list[dict], opts: dict, out_q) -> None:
             else:
                 budget, lo = _budget(case["size"], opts["quick"], opts.get("budget_scale", 1.0))
                 try:
-                    by_index[i] = measure(runner, budget, lo, overhead=overhead)
+                    by_index[i] = measure(
+                        runner, budget, lo, overhead=overhead, jit=lib == "fastact"
+                    )
                 except Exception as e:
                     by_index[i] = {"error": _short_error(e)}
                 del runner
@@ -1015,6 +1031,7 @@ def _run_block(
     proc = ctx.Process(target=target, args=(*args, q), daemon=False)
     proc.start()
     start = time.monotonic()
+    finished = False
     try:
         while True:
             try:
@@ -1032,9 +1049,11 @@ def _run_block(
             if kind == "tick":
                 progress.update(payload)
             else:
+                finished = True
                 return kind, payload
     finally:
-        proc.join(timeout=30)
+        # a worker that reported its result exits by itself; otherwise (error, Ctrl-C) stop it
+        proc.join(timeout=30 if finished else 0.1)
         if proc.is_alive():
             proc.terminate()
             proc.join()
@@ -1493,40 +1512,73 @@ def _summary_lines(report: dict) -> list[str]:
     return lines
 
 
+def summary_rows(report: dict) -> tuple[list[str], list[list[str]]]:
+    """Per family, variant and size: the geometric-mean ratio against each peer, how many
+    cases fastact wins (ratio >= 1), and the median roofline fraction."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in report["results"]:
+        variant = r["variant"] if r["family"] == "activation" else ""
+        groups.setdefault((r["family"], variant, r["size"]), []).append(r)
+    peers = _peers_in(report["results"])
+    header = ["family", "variant", "size", "cases"]
+    for p in peers:
+        header += [f"vs {p} (geomean)", f"wins vs {p}"]
+    header.append("roofline (median)")
+    cells = []
+    for (family, variant, size), rows in groups.items():
+        label = _size_label(size) if isinstance(size, int) else str(size)
+        line = [family, variant, label, str(len(rows))]
+        for p in peers:
+            rs = [r["ratios"][p] for r in rows if p in r.get("ratios", {})]
+            if rs:
+                gm = math.exp(sum(math.log(v) for v in rs) / len(rs))
+                line += [_fmt_ratio(gm), f"{sum(v >= 1 for v in rs)}/{len(rs)}"]
+            else:
+                line += ["", ""]
+        fr = [r["roofline_fraction"] for r in rows if r.get("roofline_fraction")]
+        line.append(f"{100 * float(np.median(fr)):.0f}%" if fr else "")
+        cells.append(line)
+    return header, cells
+
+
+def _table(header: list[str], cells: list[list[str]], fmt: str, right: set[int]) -> list[str]:
+    if fmt == "markdown":
+        out = ["| " + " | ".join(header) + " |"]
+        out.append(
+            "|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|"
+        )
+        return out + ["| " + " | ".join(c) + " |" for c in cells]
+    widths = [
+        max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(header)
+    ]
+
+    def line(vals):
+        return "  ".join(
+            v.rjust(w) if i in right else v.ljust(w)
+            for i, (v, w) in enumerate(zip(vals, widths, strict=True))
+        ).rstrip()
+
+    return [line(header), line(["-" * w for w in widths])] + [line(c) for c in cells]
+
+
 def format_report(report: dict, fmt: str = "text") -> str:
-    """The report as ``'markdown'``, ``'json'`` or ``'text'`` (one table per family)."""
+    """The report as ``'markdown'``, ``'json'`` or ``'text'``: a summary table, then one table
+    per family."""
     if fmt == "json":
         return json.dumps(_finite(report), indent=1, default=_json_default, allow_nan=False)
     if fmt not in ("markdown", "text"):
         raise ValueError(f"format must be markdown, json or text, got {fmt!r}")
     out: list[str] = []
+    header, cells = summary_rows(report)
+    if cells:
+        out += ["### Summary", ""] if fmt == "markdown" else ["== Summary =="]
+        out += _table(header, cells, fmt, set(range(3, len(header)))) + [""]
+    title = {"activation": "Activations", "loss": "Losses", "optimizer": "Optimizers"}
     for family, rows in _by_family(report):
         header, cells = table_rows(rows)
-        right = set(range(3, len(header)))
-        title = {"activation": "Activations", "loss": "Losses", "optimizer": "Optimizers"}
         name = title.get(family, family)
-        if fmt == "markdown":
-            out += [f"### {name}", ""]
-            out.append("| " + " | ".join(header) + " |")
-            out.append(
-                "|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|"
-            )
-            out += ["| " + " | ".join(c) + " |" for c in cells]
-            out.append("")
-            continue
-        widths = [
-            max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
-            for i, h in enumerate(header)
-        ]
-
-        def line(vals, widths=widths, right=right):
-            return "  ".join(
-                v.rjust(w) if i in right else v.ljust(w)
-                for i, (v, w) in enumerate(zip(vals, widths, strict=True))
-            ).rstrip()
-
-        out += [f"== {name} ==", line(header), line(["-" * w for w in widths])]
-        out += [line(c) for c in cells] + [""]
+        out += [f"### {name}", ""] if fmt == "markdown" else [f"== {name} =="]
+        out += _table(header, cells, fmt, set(range(3, len(header)))) + [""]
     summary = _summary_lines(report)
     if fmt == "markdown":
         summary = [f"{s}  " for s in summary]

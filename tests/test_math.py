@@ -21,24 +21,25 @@ from fastact._jit import specialize
 
 NAMES = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc"]
 
-# Documented max ULP errors (keep in sync with the docstrings of fastact._math).
+# Max ULP errors documented in fastact._math (keep in sync): float32 = exhaustive maxima
+# (scripts/ulp_sweep.py), float64 = documented bounds (sampled maxima plus a margin).
 BOUND_F32 = {
-    "exp": 1.0,
-    "expm1": 0.9,
-    "log": 0.85,
-    "log1p": 0.9,
-    "tanh": 1.4,
-    "erf": 1.0,
-    "erfc": 1.05,
+    "exp": 0.88,
+    "expm1": 0.90,
+    "log": 0.83,
+    "log1p": 0.90,
+    "tanh": 0.72,
+    "erf": 0.99,
+    "erfc": 0.92,
 }
 BOUND_F64 = {
     "exp": 1.0,
-    "expm1": 1.7,
+    "expm1": 1.3,
     "log": 0.9,
-    "log1p": 1.0,
-    "tanh": 1.5,
+    "log1p": 0.9,
+    "tanh": 0.8,
     "erf": 1.0,
-    "erfc": 2.5,
+    "erfc": 1.0,
 }
 
 
@@ -395,6 +396,10 @@ def test_loops_vectorize(name):
 
 
 def test_docstrings_state_accuracy():
+    """The bounds asserted above are the ones documented in each function's docstring."""
     for name in NAMES:
-        doc = getattr(fm, name).__doc__
-        assert re.search(r"float32: .*ULP", doc) and re.search(r"float64: .*ULP", doc), name
+        doc = " ".join(getattr(fm, name).__doc__.split())
+        f32 = re.search(r"float32: ([0-9.]+) ULP", doc)
+        f64 = re.search(r"float64: ([0-9.]+) ULP", doc)
+        assert f32 and f64, name
+        assert (float(f32.group(1)), float(f64.group(1))) == (BOUND_F32[name], BOUND_F64[name])

@@ -518,8 +518,8 @@ class Optimizer:
                 k = k0 + j
                 if grads is not None:
                     g = grads[k]
-                elif e.tdtype is not None:
-                    g = e.obj.grad
+                elif e.tdtype is not None or hasattr(e.obj, "grad"):
+                    g = e.obj.grad  # torch tensors and arrays with .grad (fastact.nn.Parameter)
                 else:
                     raise TypeError(
                         f"params[{k}] is a NumPy array: pass its gradient, step(grads=[...])"
@@ -659,10 +659,16 @@ class Optimizer:
         return np.array([uniq[s] for s in steps], dtype=np.float64)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Reset ``.grad`` of torch parameters (None, or zeros); NumPy parameters have none."""
+        """Reset ``.grad`` of torch parameters and of arrays carrying one (fastact.nn.Parameter):
+        None, or zeros."""
         for group in self.param_groups:
             for p in group["params"]:
-                if F.is_tensor(p) and p.grad is not None:
+                if not F.is_tensor(p) and getattr(p, "grad", None) is not None:
+                    if set_to_none:
+                        p.grad = None
+                    else:
+                        p.grad[...] = 0
+                elif F.is_tensor(p) and p.grad is not None:
                     if set_to_none:
                         p.grad = None
                     else:
