@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import prange, uint64
@@ -635,12 +634,12 @@ def _dnorm_pgen(u, p, inv, lognrm):
     return _sign(u) * exp(lit(a, p - 1.0) * (log(a) - lit(a, lognrm)))
 
 
-@numba.njit(error_model="numpy", fastmath=False, cache=False)
+@jit(fastmath=False)
 def _diff_eps(a, b, e):
     """(a - b) + e rounded as written. Compiled without fast-math flags on purpose: with
     ``reassoc`` LLVM may compute a + (e - b), which for a == b in float32 turns eps = 1e-6
-    into 1e-6 +- 6e-8 and the gradient of a zero distance into noise. The kernels that inline
-    it are cached with it."""
+    into 1e-6 +- 6e-8 and the gradient of a zero distance into noise (LLVM keeps the
+    per-instruction flags when it inlines this into the fast-math kernels)."""
     return (a - b) + e
 
 

@@ -1269,3 +1269,10 @@ def nll_loss(
     if not return_grad:
         return loss
     return loss, g.reshape(x.shape) if buf is None else buf
+
+# Device arrays (__cuda_array_interface__) go to fastact.cuda's kernels.
+from fastact.cuda import device_aware as _device_aware  # noqa: E402
+
+for _n in __all__:
+    globals()[_n] = _device_aware(globals()[_n], module="fastact.cuda.losses")
+del _n
