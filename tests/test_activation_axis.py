@@ -246,6 +246,14 @@ def test_softmax_large_thread_invariant(name):
             if name == "softmax"
             else F.log_softmax(torch.tensor(x), dim)
         )
+        if name == "softmax":
+            # exp(x - max) is only as accurate as the float32 subtraction: about |x - max|
+            # ULP (up to ~35 here, for torch and fastact alike), so compare with float64
+            x64 = x.astype(np.float64)
+            e = np.exp(x64 - x64.max(dim, keepdims=True))
+            assert_ulp(y2, e / e.sum(dim, keepdims=True), np.float32, 48,
+                       what=f"{name} large vs float64")
+            continue
         assert_ulp(
             y2,
             ref.numpy(),
