@@ -441,7 +441,7 @@ def test_fuzz_scalar_cores_documented():
     """The scalar cores are numba dispatchers (for @njit user code): called from Python on a
     float they return the right value."""
     for n in SCALAR_CORES:
-        f = getattr(fastact, n)
+        f = getattr(fastact.activations, n)
         r = f(0.5)
         v = r[0] if isinstance(r, tuple) else r
         assert abs(v - 1 / (1 + math.exp(-0.5))) < 1e-12
