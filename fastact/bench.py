@@ -1192,7 +1192,13 @@ def run(
                     meta.update(payload["meta"])
             ext_rows: list[dict] = []
             for fam, module in externals:
-                kw = _external_kwargs(sizes, dtype, threads, quick, patterns)
+                default_run = not (patterns or families or _sizes_given(sizes))
+                kw = _external_kwargs(sizes, dtype, threads, quick, patterns, libs, default_run)
+                if default_run and fam == "loss" and "numpy" in libs:
+                    notes.append(
+                        "loss NumPy peers left out of the default run (seconds per call at "
+                        "16M): `--families loss` or `python -m fastact.bench_losses` time them"
+                    )
                 if patterns:  # the family's own name list (e.g. optimizers=["Adam"])
                     chosen = [n for n in _external_names(module) if _matches(n, patterns)]
                     kw.update({"optimizers": chosen, "losses": chosen, "names": chosen})
@@ -1249,17 +1255,27 @@ def run(
 
 
 def _external_kwargs(
-    sizes: list[int], dtype: str, threads: int, quick: bool, patterns: list[str]
+    sizes: list[int],
+    dtype: str,
+    threads: int,
+    quick: bool,
+    patterns: list[str],
+    libs: list[str],
+    default_run: bool,
 ) -> dict:
     """Keyword arguments for another family's ``run()`` (only those it accepts are passed).
 
-    Without ``--sizes`` the combined command keeps to one 16M case per family and 3 repeats,
-    so the whole default run stays within its budget; the families' own commands
-    (``python -m fastact.bench_losses``, ``python -m fastact.bench_optim``) run their full
-    cases (e.g. a model-like set of tensors, (65536, 1000) logits)."""
+    The combined command keeps to one case of the largest size per family and 3 repeats; the
+    plain default run (no --functions/--families/--sizes) also leaves out the NumPy loss
+    formulas (seconds per call at 16M), so it stays within its ~3 minute budget. The
+    families' own commands (``python -m fastact.bench_losses``, ``python -m
+    fastact.bench_optim``) run their full cases (a model-like set of tensors, (65536, 1000)
+    logits)."""
     given = _sizes_given(sizes)
     big = max(sizes)
     kw: dict[str, Any] = {
+        "with_numpy": "numpy" in libs and not default_run,
+        "with_torch": "torch" in libs,
         "sizes": sizes if given else [big],
         "dtype": dtype,
         "threads": threads,
@@ -1332,6 +1348,8 @@ def _normalize_external(r: dict, family: str) -> dict:
     )
     row["variant"] = str(r.get("variant") or r.get("case") or r.get("mode") or "")
     size = r.get("size", r.get("n_elements", r.get("n", r.get("numel", r.get("shape", "")))))
+    if isinstance(size, str) and size.isdigit():
+        size = int(size)
     row["size"] = size if isinstance(size, (int, str)) else str(size)
     row["dtype"] = str(r.get("dtype", "float32"))
     times = dict(r["times"]) if isinstance(r.get("times"), dict) else {}
@@ -1519,7 +1537,7 @@ def summary_rows(report: dict) -> tuple[list[str], list[list[str]]]:
     for r in report["results"]:
         variant = r["variant"] if r["family"] == "activation" else ""
         groups.setdefault((r["family"], variant, r["size"]), []).append(r)
-    peers = _peers_in(report["results"])
+    peers = [p for p in _peers_in(report["results"]) if p in (*PEERS, "torch_fused")]
     header = ["family", "variant", "size", "cases"]
     for p in peers:
         header += [f"vs {p} (geomean)", f"wins vs {p}"]
@@ -1604,8 +1622,13 @@ def _json_default(o):
     return str(o)
 
 
+def _size_text(size: Any) -> str:
+    return _size_label(size) if isinstance(size, int) else str(size)
+
+
 def plot(report: dict, path: str) -> str:
-    """Bar chart of the ratios (peer time / fastact time, log scale), one panel per size."""
+    """Bar chart of the ratios (peer time / fastact time, log scale): one panel per activation
+    size, one for the losses, one for the optimizers."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1614,19 +1637,26 @@ def plot(report: dict, path: str) -> str:
     rows = [r for r in report["results"] if r.get("ratios")]
     if not rows:
         raise ValueError("plot: no ratios to draw (no peer library was timed)")
-    peers = [p for p in _peers_in(rows) if any(p in r["ratios"] for r in rows)]
-    sizes = []
+    panels: dict[str, list[dict]] = {}
     for r in rows:
-        if r["size"] not in sizes:
-            sizes.append(r["size"])
-    labels_per = {s: [r for r in rows if r["size"] == s] for s in sizes}
-    height = max(len(v) for v in labels_per.values())
+        if r["family"] == "activation":
+            key = f"activations, {_size_text(r['size'])} elements"
+        else:
+            key = {"loss": "losses", "optimizer": "optimizers"}.get(r["family"], r["family"])
+        panels.setdefault(key, []).append(r)
+    height = max(len(v) for v in panels.values())
     fig, axes = plt.subplots(
-        1, len(sizes), figsize=(4.2 * len(sizes), 0.18 * height + 1.6), squeeze=False, sharey=False
+        1, len(panels), figsize=(4.6 * len(panels), 0.16 * height + 1.8), squeeze=False
     )
-    colors = {"torch": "#ee4c2c", "numpy": "#4d77cf", "numexpr": "#2ca02c"}
-    for ax, s in zip(axes[0], sizes, strict=True):
-        sub = labels_per[s]
+    colors = {
+        "torch": "#ee4c2c",
+        "numpy": "#4d77cf",
+        "numexpr": "#2ca02c",
+        "torch_foreach": "#f5a623",
+        "torch_fused": "#8b1a0e",
+    }
+    for ax, (title, sub) in zip(axes[0], panels.items(), strict=True):
+        peers = [p for p in _peers_in(sub) if not p.startswith("fastact")]
         ys = np.arange(len(sub))
         w = 0.8 / max(1, len(peers))
         for j, p in enumerate(peers):
@@ -1635,12 +1665,16 @@ def plot(report: dict, path: str) -> str:
         ax.axvline(1.0, color="k", lw=0.8)
         ax.set_xscale("log")
         ax.set_yticks(ys)
-        ax.set_yticklabels([f"{r['function']} {r['variant'][:3]}" for r in sub], fontsize=6)
-        ax.invert_yaxis()
-        ax.set_title(f"{_size_label(s) if isinstance(s, int) else s} elements", fontsize=9)
+        if sub[0]["family"] == "activation":
+            labels = [f"{r['function']} {r['variant'][:3]}" for r in sub]
+        else:
+            labels = [f"{r['function']} {r['variant'] or _size_text(r['size'])}" for r in sub]
+        ax.set_yticklabels(labels, fontsize=6)
+        ax.set_ylim(len(sub) - 0.5, -0.5)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("peer time / fastact time (>1: fastact faster)", fontsize=7)
         ax.tick_params(axis="x", labelsize=7)
-    axes[0][0].legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=6, loc="lower right")
     m = report["meta"]
     fig.suptitle(
         f"fastact {m.get('fastact', '')} vs peers, {m.get('dtype')}, "
