@@ -13,6 +13,10 @@ read-only), over flat arrays with the same total number of elements, is timed in
 ``pct_roofline`` = roofline time / fastact time. The plain two-array ``a[i] = a[i] * s + b[i]``
 bandwidth is reported too.
 
+A last section steps fastact alone on (a) one 2**24 tensor, (b) the model and (c) one tensor
+as large as the model, round-robin, and prints ns per element: (b)/(c) isolates the cost of
+many tensors, (b)/(a) also includes cache and memory-size effects.
+
 Run ``python -m fastact.bench_optim`` (torch uses 2 threads, numba its default).
 """
 
@@ -31,7 +35,7 @@ from numba import prange
 from fastact._jit import jit
 from fastact.optim import OPTIMIZERS
 
-__all__ = ["run", "model_shapes", "format_table", "main"]
+__all__ = ["run", "scaling", "model_shapes", "format_table", "main"]
 
 #: Optimizer -> (fastact/torch kwargs, streams read-modify-written besides the grad).
 CONFIGS: dict[str, tuple[dict[str, Any], int]] = {
@@ -45,6 +49,9 @@ CONFIGS: dict[str, tuple[dict[str, Any], int]] = {
     "Adadelta": ({}, 3),
 }
 TORCH_FUSED = ("SGD", "Adam", "AdamW", "Adagrad")
+#: Pause before every timed step: torch's OpenMP workers (and numba's TBB workers) keep
+#: spinning for a few ms after a parallel region and would slow whatever runs next.
+_QUIET = 0.03
 
 
 def model_shapes(target: int = 30_000_000, layers: int = 13, d: int = 432) -> list[tuple]:
@@ -102,14 +109,16 @@ def _median_time(fn, repeat: int, warmup: int = 2) -> float:
         fn()
     times = []
     for _ in range(repeat):
+        time.sleep(_QUIET)
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
 
 
-def _torch_stepper(name: str, kwargs: dict, params: list[np.ndarray], grads: list[np.ndarray],
-                   **variant: Any):  # fmt: skip
+def _torch_stepper(
+    name: str, kwargs: dict, params: list[np.ndarray], grads: list[np.ndarray], **variant: Any
+):
     import torch
 
     tp = [torch.from_numpy(p.copy()).requires_grad_() for p in params]
@@ -124,10 +133,17 @@ def _torch_stepper(name: str, kwargs: dict, params: list[np.ndarray], grads: lis
     return step
 
 
-def _run_case(shapes: list[tuple], dt: np.dtype, names: list[str], repeat: int,
-              torch_variants: bool, rng: np.random.Generator) -> list[dict]:  # fmt: skip
+def _run_case(
+    shapes: list[tuple],
+    dt: np.dtype,
+    names: list[str],
+    repeat: int,
+    torch_variants: bool,
+    rng: np.random.Generator,
+) -> list[dict]:
     """Time one case. All contenders of an optimizer run round-robin (one step each per
-    round), so a load change on the machine hits them alike; medians over the rounds."""
+    round, each after a short pause that lets the previous one's worker threads go idle), so
+    a load change on the machine hits them alike; medians over the rounds."""
     n = sum(math.prod(s) for s in shapes)
     label = f"1 x {n / 1e6:.1f}M" if len(shapes) == 1 else f"{len(shapes)} tensors, {n / 1e6:.1f}M"
     params = [rng.standard_normal(s).astype(dt) for s in shapes]
@@ -156,6 +172,7 @@ def _run_case(shapes: list[tuple], dt: np.dtype, names: list[str], repeat: int,
         times: dict[str, list[float]] = {k: [] for k in fns}
         for _ in range(repeat):
             for k, f in fns.items():
+                time.sleep(_QUIET)
                 t0 = time.perf_counter()
                 f()
                 times[k].append(time.perf_counter() - t0)
@@ -218,6 +235,63 @@ def run(
     return rows
 
 
+def scaling(
+    sizes: Sequence[int | Sequence[tuple]] | None = None,
+    dtype: str = "float32",
+    repeat: int = 5,
+    optimizers: Sequence[str] | None = None,
+) -> list[dict]:
+    """Per-element step cost of fastact across cases, measured round-robin in one loop.
+
+    Default cases: one 2**24 tensor, the model-like tensor list and one tensor as large as
+    the model. Interleaving makes the cross-case ratios robust to load changes on the machine;
+    the single tensor of the model's size separates the cost of many tensors from cache and
+    memory-size effects. One dict per optimizer: ns per element per case and the ratios.
+    """
+    dt = np.dtype(dtype)
+    if sizes is None:
+        model = model_shapes()
+        sizes = [1 << 24, model, sum(math.prod(s) for s in model)]
+    cases = [
+        [(int(c),)] if isinstance(c, (int, np.integer)) else [tuple(s) for s in c] for c in sizes
+    ]
+    rng = np.random.default_rng(1)
+    data = [
+        (
+            [rng.standard_normal(s).astype(dt) for s in shapes],
+            [(rng.standard_normal(s) * 1e-3).astype(dt) for s in shapes],
+        )
+        for shapes in cases
+    ]
+    counts = [sum(p.size for p in ps) for ps, _ in data]
+    out = []
+    for name in optimizers if optimizers is not None else list(CONFIGS):
+        kwargs, _w = CONFIGS[name]
+        opts = [OPTIMIZERS[name](ps, **kwargs) for ps, _ in data]
+        for opt, (_, gs) in zip(opts, data, strict=True):
+            opt.step(gs)
+            opt.step(gs)
+        times: list[list[float]] = [[] for _ in data]
+        for _ in range(repeat):
+            for k, (opt, (_, gs)) in enumerate(zip(opts, data, strict=True)):
+                time.sleep(_QUIET)
+                t0 = time.perf_counter()
+                opt.step(gs)
+                times[k].append(time.perf_counter() - t0)
+        ns = [1e9 * float(np.median(t)) / c for t, c in zip(times, counts, strict=True)]
+        out.append(
+            {
+                "optimizer": name,
+                "n_elements": counts,
+                "ns_per_element": ns,
+                "ratios_to_first": [x / ns[0] for x in ns],
+            }
+        )
+        del opts
+        gc.collect()
+    return out
+
+
 def format_table(rows: list[dict]) -> str:
     """Rows of :func:`run` as a fixed-width text table (times in ms)."""
 
@@ -274,17 +348,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{args.dtype}, median of {args.repeat} round-robin steps; times in ms"
     )
     print(format_table(rows))
-    if not args.no_control and len({r["case"] for r in rows}) > 1:
-        model = [r for r in rows if r["n_tensors"] > 1]
-        ctrl = run([model[0]["n_elements"]], args.dtype, args.repeat, opts, torch_variants=False)
-        print(f"\ncontrol: one tensor of {model[0]['n_elements'] / 1e6:.1f}M elements (fastact)")
-        print(f"{'optimizer':9s} {'ctrl ms':>8s} {'%roof':>6s} {'model/ctrl per elem':>20s}")
-        for r, c in zip(model, ctrl, strict=True):
-            ratio = r["fastact_s"] / c["fastact_s"] * c["n_elements"] / r["n_elements"]
-            print(
-                f"{c['optimizer']:9s} {1e3 * c['fastact_s']:8.1f} {c['pct_roofline']:6.1f} "
-                f"{ratio:20.2f}"
-            )
+    if not args.no_control and not args.small:
+        sc = scaling(None, args.dtype, args.repeat, opts)
+        n = sc[0]["n_elements"]
+        print(
+            f"\nscaling (fastact only, the three cases stepped round-robin): ns per element for "
+            f"(a) 1 x {n[0] / 1e6:.1f}M, (b) model {n[1] / 1e6:.1f}M, (c) 1 x {n[2] / 1e6:.1f}M"
+        )
+        print(
+            f"{'optimizer':9s} {'(a)':>7s} {'(b)':>7s} {'(c)':>7s} {'(b)/(a)':>8s} {'(b)/(c)':>8s}"
+        )
+        for r in sc:
+            a, b, c = r["ns_per_element"]
+            print(f"{r['optimizer']:9s} {a:7.3f} {b:7.3f} {c:7.3f} {b / a:8.2f} {b / c:8.2f}")
 
 
 if __name__ == "__main__":
