@@ -36,6 +36,7 @@ F32_TOL = 2e-4
 CONFIGS: list[tuple[str, dict]] = [
     ("SGD", {"lr": 0.1}),
     ("SGD", {"lr": 0.05, "momentum": 0.9}),
+    ("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
     ("SGD", {"lr": 0.05, "momentum": 0.9, "dampening": 0.3, "weight_decay": 0.01}),
     (
         "SGD",
@@ -50,6 +51,7 @@ CONFIGS: list[tuple[str, dict]] = [
     ("Adamax", {"lr": 1e-2}),
     ("Adamax", {"lr": 1e-2, "weight_decay": 0.1, "betas": (0.3, 0.99), "maximize": True}),
     ("RMSprop", {"lr": 1e-2}),
+    ("RMSprop", {"lr": 1e-2, "momentum": 0.5}),
     ("RMSprop", {"lr": 1e-2, "centered": True}),
     ("RMSprop", {"lr": 1e-2, "momentum": 0.9, "weight_decay": 0.1}),
     ("RMSprop", {"lr": 1e-2, "momentum": 0.9, "centered": True, "maximize": True, "alpha": 0.3}),
@@ -70,8 +72,12 @@ CONFIGS: list[tuple[str, dict]] = [
     ("Adadelta", {"lr": 0.5, "rho": 0.8, "weight_decay": 0.1, "maximize": True}),
 ]
 NAMES = list(fo.OPTIMIZERS)
-#: the richest configuration of each optimizer (the last one listed)
+#: the richest configuration of each optimizer (the last one listed; the first ones take the
+#: kernels' branch-free fast loops, the richest ones the general loop)
 RICH = {name: kw for name, kw in CONFIGS}
+PLAIN = {name: kw for name, kw in reversed(CONFIGS) if name != "SGD"} | {
+    "SGD": {"lr": 0.05, "momentum": 0.9}
+}
 #: options that make each optimizer converge on the test problems (steps, options)
 CONVERGE: dict[str, dict] = {
     "SGD": {"lr": 1e-3, "momentum": 0.9},
@@ -178,13 +184,14 @@ def test_trajectory_matches_torch(cfg, dtype):
                 assert _rel_err(fs[key], v.numpy()) <= _tol(dtype, 99)
 
 
+@pytest.mark.parametrize("which", ["plain", "rich"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("name", NAMES)
-def test_parallel_chunked_path_matches_torch(name, dtype, monkeypatch):
+def test_parallel_chunked_path_matches_torch(name, dtype, which, monkeypatch):
     """Force the prange kernel with tiny chunks: tensors span many chunks of one launch."""
     monkeypatch.setattr(F, "CHUNK", 64)
     monkeypatch.setattr(F, "SERIAL_BELOW", 0)
-    kw = RICH[name]
+    kw = RICH[name] if which == "rich" else PLAIN[name]
     rng = np.random.default_rng(7)
     ps = _make(rng, dtype, [(9, 30), (300,), (1,), (129,), (64,), (2, 2, 33)])
     tps = _torch_like(ps)

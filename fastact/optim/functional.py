@@ -51,8 +51,9 @@ __all__ = [
 
 #: Elements per chunk of the chunk table (16K: a few arrays of a chunk stay in L2).
 CHUNK = 16384
-#: Launches over fewer elements than this run the serial build of the kernel.
-SERIAL_BELOW = 1 << 15
+#: Launches over fewer elements than this run the serial build of the kernel (measured
+#: crossover of the serial and the 2-thread parallel Adam step, float32: ~48K elements).
+SERIAL_BELOW = 49152
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -109,7 +110,11 @@ def _maximum(a, b):
 
 
 # ---------------------------------------------------------------------------------------------
-# kernel templates: (proto, ptrs, chunks, coefs, *group scalars); compiled serial and parallel
+# kernel templates: (proto, ptrs, chunks, coefs, *group scalars); compiled serial and parallel.
+# Each has a branch-free fast loop for its common configuration (no L2 weight decay, no
+# maximize, ...) chosen per chunk, and a general loop; both use the same operation order.
+# Loop-invariant flags inside one loop cost ~10% of memory speed (LLVM does not unswitch them
+# all), hence the explicit fast loops.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -132,6 +137,8 @@ def _sgd_loop(
     mu = _as(proto, momentum)
     d1 = _as(proto, 1.0 - dampening)
     gs = _as(proto, -1.0 if maximize else 1.0)
+    l2 = weight_decay != 0.0
+    plain = not l2 and not maximize
     for c in prange(chunks.shape[0]):
         j = chunks[c, 0]
         start = chunks[c, 1]
@@ -140,23 +147,37 @@ def _sgd_loop(
         ga = _view(ptrs, 1, j, start, n, proto)
         ba = _view(ptrs, 2, j, start, n, proto)
         first = coefs[j, 0] != 0.0
-        for i in range(n):
-            g = ga[i]
-            g = g * gs
-            p = pa[i]
-            if weight_decay != 0.0:
-                g = g + wd * p
-            if has_buffer:
-                if first:
-                    b = g
-                else:
-                    b = ba[i] * mu + d1 * g
+        if plain and has_buffer and not first and not nesterov:
+            for i in range(n):
+                b = ba[i] * mu + d1 * ga[i]
                 ba[i] = b
-                if nesterov:
-                    g = g + mu * b
-                else:
-                    g = b
-            pa[i] = p + nlr * g
+                pa[i] = pa[i] + nlr * b
+        elif plain and has_buffer and not first:
+            for i in range(n):
+                g = ga[i]
+                b = ba[i] * mu + d1 * g
+                ba[i] = b
+                pa[i] = pa[i] + nlr * (g + mu * b)
+        elif plain and not has_buffer:
+            for i in range(n):
+                pa[i] = pa[i] + nlr * ga[i]
+        else:
+            for i in range(n):
+                g = ga[i] * gs
+                p = pa[i]
+                if l2:
+                    g = g + wd * p
+                if has_buffer:
+                    if first:
+                        b = g
+                    else:
+                        b = ba[i] * mu + d1 * g
+                    ba[i] = b
+                    if nesterov:
+                        g = g + mu * b
+                    else:
+                        g = b
+                pa[i] = p + nlr * g
 
 
 def _adam_loop(
@@ -165,7 +186,7 @@ def _adam_loop(
     """Adam/AdamW. Rows p, g, m, v, vmax. coefs[j] = (lr / bc1, sqrt(bc2)).
 
     ``decay`` multiplies p first (decoupled weight decay 1 - lr*wd; 1.0 is exact for every p);
-    ``weight_decay`` is L2. ``maximize`` multiplies g by -1 (exact, branch-free).
+    ``weight_decay`` is L2. ``maximize`` multiplies g by -1 (exact).
     """
     w = _as(proto, 1.0 - beta1)
     small = abs(w) < _as(proto, 0.5)
@@ -176,6 +197,8 @@ def _adam_loop(
     wd = _as(proto, weight_decay)
     dec = _as(proto, decay)
     gs = _as(proto, -1.0 if maximize else 1.0)
+    l2 = weight_decay != 0.0
+    plain = not l2 and not maximize and not amsgrad and small
     for c in prange(chunks.shape[0]):
         j = chunks[c, 0]
         start = chunks[c, 1]
@@ -187,26 +210,33 @@ def _adam_loop(
         xa = _view(ptrs, 4, j, start, n, proto)
         nss = _as(proto, -coefs[j, 0])
         bc2s = _as(proto, coefs[j, 1])
-        for i in range(n):
-            g = ga[i]
-            g = g * gs
-            p = pa[i]
-            p = p * dec
-            if weight_decay != 0.0:
-                g = g + wd * p
-            m = ma[i]
-            if small:
+        if plain:
+            for i in range(n):
+                g = ga[i]
+                m = ma[i]
                 m = m + w * (g - m)
-            else:
-                m = g + wm1 * (g - m)
-            ma[i] = m
-            v = va[i] * b2 + c2 * g * g
-            va[i] = v
-            if amsgrad:
-                v = _maximum(xa[i], v)
-                xa[i] = v
-            den = np.sqrt(v) / bc2s + e
-            pa[i] = p + nss * m / den
+                ma[i] = m
+                v = va[i] * b2 + c2 * g * g
+                va[i] = v
+                pa[i] = pa[i] * dec + nss * m / (np.sqrt(v) / bc2s + e)
+        else:
+            for i in range(n):
+                g = ga[i] * gs
+                p = pa[i] * dec
+                if l2:
+                    g = g + wd * p
+                m = ma[i]
+                if small:
+                    m = m + w * (g - m)
+                else:
+                    m = g + wm1 * (g - m)
+                ma[i] = m
+                v = va[i] * b2 + c2 * g * g
+                va[i] = v
+                if amsgrad:
+                    v = _maximum(xa[i], v)
+                    xa[i] = v
+                pa[i] = p + nss * m / (np.sqrt(v) / bc2s + e)
 
 
 def _adamax_loop(proto, ptrs, chunks, coefs, beta1, beta2, eps, weight_decay, maximize):
@@ -218,6 +248,8 @@ def _adamax_loop(proto, ptrs, chunks, coefs, beta1, beta2, eps, weight_decay, ma
     e = _as(proto, eps)
     wd = _as(proto, weight_decay)
     gs = _as(proto, -1.0 if maximize else 1.0)
+    l2 = weight_decay != 0.0
+    plain = not l2 and not maximize and small
     for c in prange(chunks.shape[0]):
         j = chunks[c, 0]
         start = chunks[c, 1]
@@ -227,21 +259,30 @@ def _adamax_loop(proto, ptrs, chunks, coefs, beta1, beta2, eps, weight_decay, ma
         ma = _view(ptrs, 2, j, start, n, proto)
         ua = _view(ptrs, 3, j, start, n, proto)
         nclr = _as(proto, -coefs[j, 0])
-        for i in range(n):
-            g = ga[i]
-            g = g * gs
-            p = pa[i]
-            if weight_decay != 0.0:
-                g = g + wd * p
-            m = ma[i]
-            if small:
+        if plain:
+            for i in range(n):
+                g = ga[i]
+                m = ma[i]
                 m = m + w * (g - m)
-            else:
-                m = g + wm1 * (g - m)
-            ma[i] = m
-            u = _maximum(ua[i] * b2, abs(g) + e)
-            ua[i] = u
-            pa[i] = p + nclr * m / u
+                ma[i] = m
+                u = _maximum(ua[i] * b2, abs(g) + e)
+                ua[i] = u
+                pa[i] = pa[i] + nclr * m / u
+        else:
+            for i in range(n):
+                g = ga[i] * gs
+                p = pa[i]
+                if l2:
+                    g = g + wd * p
+                m = ma[i]
+                if small:
+                    m = m + w * (g - m)
+                else:
+                    m = g + wm1 * (g - m)
+                ma[i] = m
+                u = _maximum(ua[i] * b2, abs(g) + e)
+                ua[i] = u
+                pa[i] = p + nclr * m / u
 
 
 def _rmsprop_loop(
@@ -256,8 +297,10 @@ def _rmsprop_loop(
     e = _as(proto, eps)
     wd = _as(proto, weight_decay)
     mu = _as(proto, momentum)
-    use_buf = momentum > 0.0
     gs = _as(proto, -1.0 if maximize else 1.0)
+    use_buf = momentum > 0.0
+    l2 = weight_decay != 0.0
+    plain = not l2 and not maximize and not centered
     for c in prange(chunks.shape[0]):
         j = chunks[c, 0]
         start = chunks[c, 1]
@@ -267,30 +310,44 @@ def _rmsprop_loop(
         va = _view(ptrs, 2, j, start, n, proto)
         ba = _view(ptrs, 3, j, start, n, proto)
         aa = _view(ptrs, 4, j, start, n, proto)
-        for i in range(n):
-            g = ga[i]
-            g = g * gs
-            p = pa[i]
-            if weight_decay != 0.0:
-                g = g + wd * p
-            v = va[i] * al + w * g * g
-            va[i] = v
-            if centered:
-                a = aa[i]
-                if small:
-                    a = a + w * (g - a)
-                else:
-                    a = g + wm1 * (g - a)
-                aa[i] = a
-                avg = np.sqrt(v + (-a) * a) + e
-            else:
-                avg = np.sqrt(v) + e
-            if use_buf:
-                b = ba[i] * mu + g / avg
+        if plain and not use_buf:
+            for i in range(n):
+                g = ga[i]
+                v = va[i] * al + w * g * g
+                va[i] = v
+                pa[i] = pa[i] + nlr * g / (np.sqrt(v) + e)
+        elif plain:
+            for i in range(n):
+                g = ga[i]
+                v = va[i] * al + w * g * g
+                va[i] = v
+                b = ba[i] * mu + g / (np.sqrt(v) + e)
                 ba[i] = b
-                pa[i] = p + nlr * b
-            else:
-                pa[i] = p + nlr * g / avg
+                pa[i] = pa[i] + nlr * b
+        else:
+            for i in range(n):
+                g = ga[i] * gs
+                p = pa[i]
+                if l2:
+                    g = g + wd * p
+                v = va[i] * al + w * g * g
+                va[i] = v
+                if centered:
+                    a = aa[i]
+                    if small:
+                        a = a + w * (g - a)
+                    else:
+                        a = g + wm1 * (g - a)
+                    aa[i] = a
+                    avg = np.sqrt(v + (-a) * a) + e
+                else:
+                    avg = np.sqrt(v) + e
+                if use_buf:
+                    b = ba[i] * mu + g / avg
+                    ba[i] = b
+                    pa[i] = p + nlr * b
+                else:
+                    pa[i] = p + nlr * g / avg
 
 
 def _rprop_loop(
@@ -312,22 +369,38 @@ def _rprop_loop(
         ga = _view(ptrs, 1, j, start, n, proto)
         qa = _view(ptrs, 2, j, start, n, proto)
         sa = _view(ptrs, 3, j, start, n, proto)
-        for i in range(n):
-            g = ga[i]
-            g = g * gs
-            s = g * qa[i]
-            ss = sa[i]
-            if s > zero:
-                ss = ss * ep
-            elif s < zero:
-                ss = ss * em
-                g = zero
-            ss = lo if ss < lo else ss
-            ss = hi if ss > hi else ss
-            sa[i] = ss
-            sg = one if g > zero else (-one if g < zero else zero)
-            pa[i] = pa[i] + (-sg) * ss
-            qa[i] = g
+        if not maximize:
+            for i in range(n):
+                g = ga[i]
+                s = g * qa[i]
+                ss = sa[i]
+                if s > zero:
+                    ss = ss * ep
+                elif s < zero:
+                    ss = ss * em
+                    g = zero
+                ss = lo if ss < lo else ss
+                ss = hi if ss > hi else ss
+                sa[i] = ss
+                sg = one if g > zero else (-one if g < zero else zero)
+                pa[i] = pa[i] + (-sg) * ss
+                qa[i] = g
+        else:
+            for i in range(n):
+                g = ga[i] * gs
+                s = g * qa[i]
+                ss = sa[i]
+                if s > zero:
+                    ss = ss * ep
+                elif s < zero:
+                    ss = ss * em
+                    g = zero
+                ss = lo if ss < lo else ss
+                ss = hi if ss > hi else ss
+                sa[i] = ss
+                sg = one if g > zero else (-one if g < zero else zero)
+                pa[i] = pa[i] + (-sg) * ss
+                qa[i] = g
 
 
 def _adagrad_loop(proto, ptrs, chunks, coefs, eps, weight_decay, maximize):
@@ -335,6 +408,8 @@ def _adagrad_loop(proto, ptrs, chunks, coefs, eps, weight_decay, maximize):
     e = _as(proto, eps)
     wd = _as(proto, weight_decay)
     gs = _as(proto, -1.0 if maximize else 1.0)
+    l2 = weight_decay != 0.0
+    plain = not l2 and not maximize
     for c in prange(chunks.shape[0]):
         j = chunks[c, 0]
         start = chunks[c, 1]
@@ -343,15 +418,21 @@ def _adagrad_loop(proto, ptrs, chunks, coefs, eps, weight_decay, maximize):
         ga = _view(ptrs, 1, j, start, n, proto)
         sa = _view(ptrs, 2, j, start, n, proto)
         nclr = _as(proto, -coefs[j, 0])
-        for i in range(n):
-            g = ga[i]
-            g = g * gs
-            p = pa[i]
-            if weight_decay != 0.0:
-                g = g + wd * p
-            s = sa[i] + g * g
-            sa[i] = s
-            pa[i] = p + nclr * g / (np.sqrt(s) + e)
+        if plain:
+            for i in range(n):
+                g = ga[i]
+                s = sa[i] + g * g
+                sa[i] = s
+                pa[i] = pa[i] + nclr * g / (np.sqrt(s) + e)
+        else:
+            for i in range(n):
+                g = ga[i] * gs
+                p = pa[i]
+                if l2:
+                    g = g + wd * p
+                s = sa[i] + g * g
+                sa[i] = s
+                pa[i] = p + nclr * g / (np.sqrt(s) + e)
 
 
 def _adadelta_loop(proto, ptrs, chunks, coefs, lr, rho, eps, weight_decay, maximize):
@@ -362,6 +443,8 @@ def _adadelta_loop(proto, ptrs, chunks, coefs, lr, rho, eps, weight_decay, maxim
     e = _as(proto, eps)
     wd = _as(proto, weight_decay)
     gs = _as(proto, -1.0 if maximize else 1.0)
+    l2 = weight_decay != 0.0
+    plain = not l2 and not maximize
     for c in prange(chunks.shape[0]):
         j = chunks[c, 0]
         start = chunks[c, 1]
@@ -370,17 +453,27 @@ def _adadelta_loop(proto, ptrs, chunks, coefs, lr, rho, eps, weight_decay, maxim
         ga = _view(ptrs, 1, j, start, n, proto)
         va = _view(ptrs, 2, j, start, n, proto)
         ua = _view(ptrs, 3, j, start, n, proto)
-        for i in range(n):
-            g = ga[i]
-            g = g * gs
-            p = pa[i]
-            if weight_decay != 0.0:
-                g = g + wd * p
-            v = va[i] * r + c1 * g * g
-            va[i] = v
-            d = np.sqrt(ua[i] + e) / np.sqrt(v + e) * g
-            ua[i] = ua[i] * r + c1 * d * d
-            pa[i] = p + nlr * d
+        if plain:
+            for i in range(n):
+                g = ga[i]
+                v = va[i] * r + c1 * g * g
+                va[i] = v
+                u = ua[i]
+                d = np.sqrt(u + e) / np.sqrt(v + e) * g
+                ua[i] = u * r + c1 * d * d
+                pa[i] = pa[i] + nlr * d
+        else:
+            for i in range(n):
+                g = ga[i] * gs
+                p = pa[i]
+                if l2:
+                    g = g + wd * p
+                v = va[i] * r + c1 * g * g
+                va[i] = v
+                u = ua[i]
+                d = np.sqrt(u + e) / np.sqrt(v + e) * g
+                ua[i] = u * r + c1 * d * d
+                pa[i] = p + nlr * d
 
 
 def _nonfinite_loop(proto, ptrs, row, chunks, out):
