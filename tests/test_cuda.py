@@ -547,7 +547,5 @@ def test_kernels_compile_for_the_real_cuda_target():
         env=env,
         timeout=900,
     )
-    if res.returncode == 2 and "NVVM" in res.stderr:
-        pytest.skip("NVVM/NVRTC not installed (pip install nvidia-nvvm nvidia-cuda-nvrtc)")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "compiled" in res.stdout
