@@ -17,13 +17,13 @@ from fastact import activations as _activations  # noqa: E402
 from fastact.activations import ACTIVATIONS, AXIS_ACTIVATIONS  # noqa: E402
 
 #: Public activation functions: forward, in-place and backward variants.
-ACTIVATION_FUNCTIONS = [n for n in _activations.__all__ if n not in ("ACTIVATIONS",
-                                                                      "AXIS_ACTIVATIONS")]
+ACTIVATION_FUNCTIONS = [
+    n for n in _activations.__all__ if n not in ("ACTIVATIONS", "AXIS_ACTIVATIONS")
+]
 globals().update({name: getattr(_activations, name) for name in ACTIVATION_FUNCTIONS})
 _SUBMODULES = ("activations", "losses", "optim", "nn", "cuda", "scalar", "bench")
 
-__all__ = ["__version__", "ACTIVATIONS", "AXIS_ACTIVATIONS", *ACTIVATION_FUNCTIONS,
-           *_SUBMODULES]
+__all__ = ["__version__", "ACTIVATIONS", "AXIS_ACTIVATIONS", *ACTIVATION_FUNCTIONS, *_SUBMODULES]
 
 
 def __getattr__(name: str):

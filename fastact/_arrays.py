@@ -57,11 +57,11 @@ def as_float_array(x: Any, name: str) -> np.ndarray:
 def check_inplace(x: Any, name: str = "input") -> np.ndarray:
     """``x`` must be a writeable float32/float64 ndarray to be overwritten in place."""
     if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray to be modified in place, got "
-                        f"{type(x).__name__}")
+        raise TypeError(
+            f"{name} must be a numpy.ndarray to be modified in place, got {type(x).__name__}"
+        )
     if x.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32 or float64 to be modified in place, got "
-                        f"{x.dtype}")
+        raise TypeError(f"{name} must be float32 or float64 to be modified in place, got {x.dtype}")
     if not x.flags.writeable:
         raise ValueError(f"{name} is read-only and cannot be modified in place")
     return x
@@ -87,8 +87,10 @@ def check_out(out: Any, shape: tuple, dtype: np.dtype, inputs: tuple, name: str 
         if same_memory(out, a):
             continue
         if np.shares_memory(out, a):
-            raise ValueError(f"{name} partially overlaps an input array; pass a separate "
-                             "buffer or the input itself")
+            raise ValueError(
+                f"{name} partially overlaps an input array; pass a separate "
+                "buffer or the input itself"
+            )
     return out
 
 

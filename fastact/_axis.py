@@ -38,14 +38,18 @@ def uniform01(key, i, like):
 @overload(uniform01, inline="always")
 def _uniform01(key, i, like):
     if like == types.float32:
+
         def impl32(key, i, like):
             z = _mix64(np.uint64(key) + np.uint64(i) * np.uint64(0x9E3779B97F4A7C15))
             return np.float32(z >> np.uint64(40)) * np.float32(2.0**-24)
+
         return impl32
     if like == types.float64:
+
         def impl64(key, i, like):
             z = _mix64(np.uint64(key) + np.uint64(i) * np.uint64(0x9E3779B97F4A7C15))
             return np.float64(z >> np.uint64(11)) * np.float64(2.0**-53)
+
         return impl64
 
 

@@ -192,8 +192,14 @@ def jit(func: Callable | None = None, *, parallel: bool = False, **options):
     return wrap if func is None else wrap(func)
 
 
-def specialize(template: Callable, name: str, *, parallel: bool = False,
-               fastmath: frozenset | None = None, **globals_: Any):
+def specialize(
+    template: Callable,
+    name: str,
+    *,
+    parallel: bool = False,
+    fastmath: frozenset | None = None,
+    **globals_: Any,
+):
     """Compile a copy of ``template`` whose globals are updated with ``globals_``.
 
     The copy is named ``name`` (it must be unique per module) so that it gets its own cache

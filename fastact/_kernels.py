@@ -110,8 +110,13 @@ class Elementwise:
             template = _map_loop if kind == "forward" else _map2_loop
             f = self.scalars[kind]
             ks = tuple(
-                specialize(template, f"{self.name}_{kind}_{mode}", parallel=par,
-                           fastmath=ELEMENTWISE_FASTMATH, f=f)
+                specialize(
+                    template,
+                    f"{self.name}_{kind}_{mode}",
+                    parallel=par,
+                    fastmath=ELEMENTWISE_FASTMATH,
+                    f=f,
+                )
                 for mode, par in (("serial", False), ("parallel", True))
             )  # same as pair(), with the scalar function bound
             self._kernels[kind] = ks
@@ -135,10 +140,12 @@ class Elementwise:
         if not values and self.prepare is None:
             return ()
         t = dtype.type
-        cast = tuple([
-            t(v) if type(v) is float else scalar_param(v, n, dtype)
-            for v, n in zip(values, self.param_names, strict=False)
-        ])
+        cast = tuple(
+            [
+                t(v) if type(v) is float else scalar_param(v, n, dtype)
+                for v, n in zip(values, self.param_names, strict=False)
+            ]
+        )
         if self.prepare is not None:
             cast = self.prepare(dtype, *cast)
         return cast
@@ -152,9 +159,14 @@ class Elementwise:
                 dst = x if out is None and x.flags.writeable else None
             elif out is None:
                 dst = np.empty_like(x)
-            elif (type(out) is np.ndarray and out.dtype == x.dtype and out.shape == x.shape
-                  and out.flags.c_contiguous and out.flags.writeable
-                  and (out is x or not np.may_share_memory(out, x))):
+            elif (
+                type(out) is np.ndarray
+                and out.dtype == x.dtype
+                and out.shape == x.shape
+                and out.flags.c_contiguous
+                and out.flags.writeable
+                and (out is x or not np.may_share_memory(out, x))
+            ):
                 dst = out
             else:
                 dst = None
@@ -210,11 +222,18 @@ class Elementwise:
     def backward(self, grad_output: Any, x: Any, output: Any, values: tuple, out: Any = None):
         """``grad_output * f'(input)``, from ``input`` or (where supported) from ``output``."""
         v = x if output is None else output
-        if (out is None and type(v) is np.ndarray and type(grad_output) is np.ndarray
-                and (x is None) != (output is None) and v.dtype in _FLOATS
-                and grad_output.dtype == v.dtype and grad_output.shape == v.shape
-                and v.flags.c_contiguous and grad_output.flags.c_contiguous
-                and (output is None or self.check_output is None)):
+        if (
+            out is None
+            and type(v) is np.ndarray
+            and type(grad_output) is np.ndarray
+            and (x is None) != (output is None)
+            and v.dtype in _FLOATS
+            and grad_output.dtype == v.dtype
+            and grad_output.shape == v.shape
+            and v.flags.c_contiguous
+            and grad_output.flags.c_contiguous
+            and (output is None or self.check_output is None)
+        ):
             # fast path: matching C-contiguous float arrays, scalar parameters
             kind = "grad" if output is None else "grad_output"
             if self.scalars[kind] is not None:
@@ -243,8 +262,7 @@ class Elementwise:
         g = as_float_array(grad_output, "grad_output")
         v = as_float_array(x if output is None else output, arg_name)
         if g.shape != v.shape:
-            raise ValueError(f"grad_output has shape {g.shape} but {arg_name} has shape "
-                             f"{v.shape}")
+            raise ValueError(f"grad_output has shape {g.shape} but {arg_name} has shape {v.shape}")
         dtype = np.promote_types(g.dtype, v.dtype)
         g, v = g.astype(dtype, copy=False), v.astype(dtype, copy=False)
         kp = self.kernel_params(values, dtype)
@@ -278,9 +296,11 @@ class Elementwise:
     def _ufunc_call(self, kind, arrays, kp, out, rdt, inplace):
         shape = _broadcast_shape(arrays[-1], kp, "input", self.param_names)
         if inplace and shape != arrays[0].shape:
-            raise ValueError(f"parameters {', '.join(self.param_names)} broadcast to shape {shape}"
-                             f", not to the shape {arrays[0].shape} of the input modified "
-                             "in place")
+            raise ValueError(
+                f"parameters {', '.join(self.param_names)} broadcast to shape {shape}"
+                f", not to the shape {arrays[0].shape} of the input modified "
+                "in place"
+            )
         u = self.ufunc(kind)
         res = u(*arrays, *kp, out=out) if out is not None else u(*arrays, *kp)
         if out is None and res.dtype != rdt:
@@ -309,8 +329,10 @@ def _broadcast_shape(x: np.ndarray, kp: tuple, name: str, pnames: tuple = ()) ->
     try:
         return np.broadcast_shapes(x.shape, *shapes)
     except ValueError:
-        raise ValueError(f"parameters {', '.join(pnames)} (shapes {shapes}) do not broadcast "
-                         f"against {name} of shape {x.shape}") from None
+        raise ValueError(
+            f"parameters {', '.join(pnames)} (shapes {shapes}) do not broadcast "
+            f"against {name} of shape {x.shape}"
+        ) from None
 
 
 # ------------------------------------------------------------------------- public functions
@@ -342,10 +364,7 @@ def make_public(op: Elementwise, namespace: dict) -> list[str]:
         )
         created.append(name + "_")
     else:
-        src = (
-            f"def {name}(input{psig}, *, out=None):\n"
-            f"    return _op.forward(input, {tup}, out)\n"
-        )
+        src = f"def {name}(input{psig}, *, out=None):\n    return _op.forward(input, {tup}, out)\n"
     has_out = op.scalars["grad_output"] is not None
     all_defaults = all(d is not REQUIRED for _, d in op.params)
     inp = "input=None" if has_out and all_defaults else "input"
@@ -365,12 +384,15 @@ def make_public(op: Elementwise, namespace: dict) -> list[str]:
     ns[name + "_backward"].__doc__ = (
         f"Gradient of {name} w.r.t. its input: ``grad_output * {name}'(input)``"
         + (f" (parameters {pdoc})" if pdoc else "")
-        + (". Pass ``output=`` instead of ``input`` to differentiate from the forward's result"
-           " (e.g. after the in-place forward)." if has_out else ".")
+        + (
+            ". Pass ``output=`` instead of ``input`` to differentiate from the forward's result"
+            " (e.g. after the in-place forward)."
+            if has_out
+            else "."
+        )
     )
     for fn in created:
         ns[fn].__module__ = namespace.get("__name__", "fastact")
         ns[fn].__qualname__ = fn
         namespace[fn] = ns[fn]
     return created
-

@@ -102,9 +102,15 @@ def _sigmoid_grad_out(g, y):
     return g * (lit(y, 1.0) - y) * y
 
 
-_register("sigmoid", _sigmoid, _sigmoid_grad, _sigmoid_grad_out, doc="""
+_register(
+    "sigmoid",
+    _sigmoid,
+    _sigmoid_grad,
+    _sigmoid_grad_out,
+    doc="""
 Logistic sigmoid ``1 / (1 + exp(-x))``, range (0, 1). torch: ``torch.sigmoid``.
-Computed as ``exp(-|x|)`` based so neither tail overflows or cancels.""")
+Computed as ``exp(-|x|)`` based so neither tail overflows or cancels.""",
+)
 
 
 @jit
@@ -124,8 +130,14 @@ def _tanh_grad_out(g, y):
     return g * (lit(y, 1.0) - y * y)
 
 
-_register("tanh", _tanh, _tanh_grad, _tanh_grad_out, doc="""
-Hyperbolic tangent, range (-1, 1), derivative ``1 - tanh(x)^2``. torch: ``torch.tanh``.""")
+_register(
+    "tanh",
+    _tanh,
+    _tanh_grad,
+    _tanh_grad_out,
+    doc="""
+Hyperbolic tangent, range (-1, 1), derivative ``1 - tanh(x)^2``. torch: ``torch.tanh``.""",
+)
 
 
 # ----------------------------------------------------------------------------- ReLU family
@@ -139,9 +151,16 @@ def _relu_grad(g, x):
     return lit(x, 0.0) if x <= 0 else g
 
 
-_register("relu", _relu, _relu_grad, _relu_grad, inplace=True, doc="""
+_register(
+    "relu",
+    _relu,
+    _relu_grad,
+    _relu_grad,
+    inplace=True,
+    doc="""
 ``max(0, x)``; NaN propagates; gradient 0 for x <= 0 (torch's convention at 0).
-torch: ``F.relu(input, inplace=False)``.""")
+torch: ``F.relu(input, inplace=False)``.""",
+)
 
 
 @jit
@@ -156,15 +175,24 @@ def _leaky_relu_grad(g, x, negative_slope):
 
 def _check_nonneg_slope(negative_slope):
     if negative_slope < 0:
-        raise ValueError("leaky_relu_backward from output= needs negative_slope >= 0 (a "
-                         "negative slope makes the input unrecoverable from the output)")
+        raise ValueError(
+            "leaky_relu_backward from output= needs negative_slope >= 0 (a "
+            "negative slope makes the input unrecoverable from the output)"
+        )
 
 
-_register("leaky_relu", _leaky_relu, _leaky_relu_grad, _leaky_relu_grad,
-          params=(("negative_slope", 0.01),), inplace=True,
-          check_output=_check_nonneg_slope, doc="""
+_register(
+    "leaky_relu",
+    _leaky_relu,
+    _leaky_relu_grad,
+    _leaky_relu_grad,
+    params=(("negative_slope", 0.01),),
+    inplace=True,
+    check_output=_check_nonneg_slope,
+    doc="""
 ``x if x > 0 else negative_slope * x``; gradient at 0 is negative_slope.
-torch: ``F.leaky_relu(input, negative_slope=0.01, inplace=False)``.""")
+torch: ``F.leaky_relu(input, negative_slope=0.01, inplace=False)``.""",
+)
 
 
 @jit
@@ -183,11 +211,18 @@ def _check_hardtanh(dtype, min_val, max_val):
     return min_val, max_val
 
 
-_register("hardtanh", _hardtanh, _hardtanh_grad, _hardtanh_grad,
-          params=(("min_val", -1.0), ("max_val", 1.0)), inplace=True,
-          prepare=_check_hardtanh, doc="""
+_register(
+    "hardtanh",
+    _hardtanh,
+    _hardtanh_grad,
+    _hardtanh_grad,
+    params=(("min_val", -1.0), ("max_val", 1.0)),
+    inplace=True,
+    prepare=_check_hardtanh,
+    doc="""
 ``clamp(x, min_val, max_val)``; gradient g on the open interval, 0 at and beyond the bounds.
-torch: ``F.hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False)``.""")
+torch: ``F.hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False)``.""",
+)
 
 
 @jit
@@ -200,9 +235,16 @@ def _relu6_grad(g, x):
     return _hardtanh_grad(g, x, lit(x, 0.0), lit(x, 6.0))
 
 
-_register("relu6", _relu6, _relu6_grad, _relu6_grad, inplace=True, doc="""
+_register(
+    "relu6",
+    _relu6,
+    _relu6_grad,
+    _relu6_grad,
+    inplace=True,
+    doc="""
 ``min(max(0, x), 6)`` = hardtanh(x, 0, 6); gradient 0 at 0 and 6.
-torch: ``F.relu6(input, inplace=False)``.""")
+torch: ``F.relu6(input, inplace=False)``.""",
+)
 
 
 @jit
@@ -225,10 +267,18 @@ def _check_nonneg_alpha(alpha):
         raise ValueError("backward from output= needs alpha >= 0")
 
 
-_register("elu", _elu, _elu_grad, _elu_grad_out, params=(("alpha", 1.0),), inplace=True,
-          check_output=_check_nonneg_alpha, doc="""
+_register(
+    "elu",
+    _elu,
+    _elu_grad,
+    _elu_grad_out,
+    params=(("alpha", 1.0),),
+    inplace=True,
+    check_output=_check_nonneg_alpha,
+    doc="""
 ``x if x > 0 else alpha * (exp(x) - 1)``; gradient at 0 is alpha.
-torch: ``F.elu(input, alpha=1.0, inplace=False)``.""")
+torch: ``F.elu(input, alpha=1.0, inplace=False)``.""",
+)
 
 
 # torch scales by the reciprocal 1/alpha (input_scale); LLVM hoists the division out of loops
@@ -253,10 +303,19 @@ def _celu_params(dtype, alpha):
     return (alpha,)
 
 
-_register("celu", _celu, _celu_grad, _celu_grad_out, params=(("alpha", 1.0),), inplace=True,
-          prepare=_celu_params, check_output=_check_nonneg_alpha, doc="""
+_register(
+    "celu",
+    _celu,
+    _celu_grad,
+    _celu_grad_out,
+    params=(("alpha", 1.0),),
+    inplace=True,
+    prepare=_celu_params,
+    check_output=_check_nonneg_alpha,
+    doc="""
 ``max(0, x) + min(0, alpha * (exp(x / alpha) - 1))``; gradient at 0 is 1.
-torch: ``F.celu(input, alpha=1.0, inplace=False)``.""")
+torch: ``F.celu(input, alpha=1.0, inplace=False)``.""",
+)
 
 
 @jit
@@ -275,9 +334,16 @@ def _selu_grad_out(g, y):
     return g * lit(y, _SELU_SCALE) if y > 0 else g * (y + lit(y, _SELU_SCALE * _SELU_ALPHA))
 
 
-_register("selu", _selu, _selu_grad, _selu_grad_out, inplace=True, doc="""
+_register(
+    "selu",
+    _selu,
+    _selu_grad,
+    _selu_grad_out,
+    inplace=True,
+    doc="""
 ``scale * elu(x, alpha)`` with alpha = 1.6732632423543772, scale = 1.0507009873554805.
-torch: ``F.selu(input, inplace=False)``.""")
+torch: ``F.selu(input, inplace=False)``.""",
+)
 
 
 # ----------------------------------------------------------------------------- smooth ones
@@ -296,11 +362,16 @@ def _softplus_grad(g, x, beta, threshold):
     return g if bx > threshold else g * sigmoid_core(bx)
 
 
-_register("softplus", _softplus, _softplus_grad,
-          params=(("beta", 1.0), ("threshold", 20.0)), doc="""
+_register(
+    "softplus",
+    _softplus,
+    _softplus_grad,
+    params=(("beta", 1.0), ("threshold", 20.0)),
+    doc="""
 ``log(1 + exp(beta * x)) / beta``, linear (``x``) where ``beta * x > threshold``.
 torch: ``F.softplus(input, beta=1.0, threshold=20.0)``. Unlike torch, the log-sum is computed
-stably, so a large beta or threshold never overflows to inf/NaN.""")
+stably, so a large beta or threshold never overflows to inf/NaN.""",
+)
 
 
 @jit
@@ -313,9 +384,14 @@ def _logsigmoid_grad(g, x):
     return g * sigmoid_core(-x)
 
 
-_register("logsigmoid", _logsigmoid, _logsigmoid_grad, doc="""
+_register(
+    "logsigmoid",
+    _logsigmoid,
+    _logsigmoid_grad,
+    doc="""
 ``log(1 / (1 + exp(-x))) = min(x, 0) - log1p(exp(-|x|))`` (stable for any x).
-torch: ``F.logsigmoid(input)``.""")
+torch: ``F.logsigmoid(input)``.""",
+)
 
 
 @jit
@@ -333,9 +409,15 @@ def _silu_grad(g, x):
     return g * s * (lit(x, 1.0) + x * sn)
 
 
-_register("silu", _silu, _silu_grad, inplace=True, doc="""
+_register(
+    "silu",
+    _silu,
+    _silu_grad,
+    inplace=True,
+    doc="""
 ``x * sigmoid(x)`` (swish). torch: ``F.silu(input, inplace=False)``. Accurate also for very
-negative x, where torch's sigmoid factor underflows.""")
+negative x, where torch's sigmoid factor underflows.""",
+)
 
 
 @jit
@@ -368,9 +450,15 @@ def _mish_grad(g, x):
     return g * (t + x * sech2 * sigmoid_core(x))
 
 
-_register("mish", _mish, _mish_grad, inplace=True, doc="""
+_register(
+    "mish",
+    _mish,
+    _mish_grad,
+    inplace=True,
+    doc="""
 ``x * tanh(softplus(x))``. torch: ``F.mish(input, inplace=False)``. Written as
-``x * n / (n + 2)``, ``n = e^x (e^x + 2)``: no overflow, accurate in both tails.""")
+``x * n / (n + 2)``, ``n = e^x (e^x + 2)``: no overflow, accurate in both tails.""",
+)
 
 
 @jit
@@ -407,8 +495,7 @@ def _gelu_tanh_grad(g, x):
 
 _GELU = {
     "none": Elementwise("gelu", _gelu, _gelu_grad, doc="gelu, approximate='none'"),
-    "tanh": Elementwise("gelu_tanh", _gelu_tanh, _gelu_tanh_grad,
-                        doc="gelu, approximate='tanh'"),
+    "tanh": Elementwise("gelu_tanh", _gelu_tanh, _gelu_tanh_grad, doc="gelu, approximate='tanh'"),
 }
 
 
@@ -451,10 +538,16 @@ def _hardsigmoid_grad(g, x):
     return g / lit(x, 6.0) if (x > -3 and x < 3) else lit(x, 0.0)
 
 
-_register("hardsigmoid", _hardsigmoid, _hardsigmoid_grad, inplace=True, doc="""
+_register(
+    "hardsigmoid",
+    _hardsigmoid,
+    _hardsigmoid_grad,
+    inplace=True,
+    doc="""
 ``relu6(x + 3) / 6``; gradient 1/6 on the open interval (-3, 3). torch:
 ``F.hardsigmoid(input, inplace=False)`` (whose float64 gradient uses float32's 1/6; fastact's
-is exact).""")
+is exact).""",
+)
 
 
 @jit
@@ -473,9 +566,15 @@ def _hardswish_grad(g, x):
     return g
 
 
-_register("hardswish", _hardswish, _hardswish_grad, inplace=True, doc="""
+_register(
+    "hardswish",
+    _hardswish,
+    _hardswish_grad,
+    inplace=True,
+    doc="""
 ``x * relu6(x + 3) / 6``; gradient 0 for x <= -3, x/3 + 1/2 inside, 1 for x >= 3 (torch 2.13).
-torch: ``F.hardswish(input, inplace=False)``.""")
+torch: ``F.hardswish(input, inplace=False)``.""",
+)
 
 
 @jit
@@ -489,8 +588,13 @@ def _softsign_grad(g, x):
     return g / d / d if not math.isinf(x) else g * lit(x, math.nan)  # torch: NaN at +-inf
 
 
-_register("softsign", _softsign, _softsign_grad, doc="""
-``x / (1 + |x|)``. torch: ``F.softsign(input)``.""")
+_register(
+    "softsign",
+    _softsign,
+    _softsign_grad,
+    doc="""
+``x / (1 + |x|)``. torch: ``F.softsign(input)``.""",
+)
 
 
 @jit
@@ -504,8 +608,13 @@ def _tanhshrink_grad(g, x):
     return g * y * y
 
 
-_register("tanhshrink", _tanhshrink, _tanhshrink_grad, doc="""
-``x - tanh(x)``. torch: ``F.tanhshrink(input)``.""")
+_register(
+    "tanhshrink",
+    _tanhshrink,
+    _tanhshrink_grad,
+    doc="""
+``x - tanh(x)``. torch: ``F.tanhshrink(input)``.""",
+)
 
 
 def _check_lambd(dtype, lambd):
@@ -526,10 +635,16 @@ def _shrink_grad(g, x, lambd):
     return lit(x, 0.0) if abs(x) <= lambd else g
 
 
-_register("softshrink", _softshrink, _shrink_grad, params=(("lambd", 0.5),),
-          prepare=_check_lambd, doc="""
+_register(
+    "softshrink",
+    _softshrink,
+    _shrink_grad,
+    params=(("lambd", 0.5),),
+    prepare=_check_lambd,
+    doc="""
 ``x - lambd`` above lambd, ``x + lambd`` below -lambd, 0 on [-lambd, lambd].
-torch: ``F.softshrink(input, lambd=0.5)``.""")
+torch: ``F.softshrink(input, lambd=0.5)``.""",
+)
 
 
 @jit
@@ -537,9 +652,15 @@ def _hardshrink(x, lambd):
     return lit(x, 0.0) if abs(x) <= lambd else x
 
 
-_register("hardshrink", _hardshrink, _shrink_grad, params=(("lambd", 0.5),),
-          prepare=_check_lambd, doc="""
-``x`` outside [-lambd, lambd], 0 inside. torch: ``F.hardshrink(input, lambd=0.5)``.""")
+_register(
+    "hardshrink",
+    _hardshrink,
+    _shrink_grad,
+    params=(("lambd", 0.5),),
+    prepare=_check_lambd,
+    doc="""
+``x`` outside [-lambd, lambd], 0 inside. torch: ``F.hardshrink(input, lambd=0.5)``.""",
+)
 
 
 @jit
@@ -554,15 +675,24 @@ def _threshold_grad(g, x, threshold, value):
 
 def _check_threshold_output(threshold, value):
     if np.any(np.asarray(value) > np.asarray(threshold)):
-        raise ValueError("threshold_backward from output= needs value <= threshold: with a "
-                         "larger value the output does not tell which inputs were replaced")
+        raise ValueError(
+            "threshold_backward from output= needs value <= threshold: with a "
+            "larger value the output does not tell which inputs were replaced"
+        )
 
 
-_register("threshold", _threshold, _threshold_grad, _threshold_grad,
-          check_output=_check_threshold_output,
-          params=(("threshold", REQUIRED), ("value", REQUIRED)), inplace=True, doc="""
+_register(
+    "threshold",
+    _threshold,
+    _threshold_grad,
+    _threshold_grad,
+    check_output=_check_threshold_output,
+    params=(("threshold", REQUIRED), ("value", REQUIRED)),
+    inplace=True,
+    doc="""
 ``value if x <= threshold else x``; gradient 0 where x <= threshold.
-torch: ``F.threshold(input, threshold, value, inplace=False)``.""")
+torch: ``F.threshold(input, threshold, value, inplace=False)``.""",
+)
 
 
 # ============================================================================= along an axis
@@ -570,7 +700,7 @@ def _view3(a: np.ndarray, dim: int) -> np.ndarray:
     """A C-contiguous ``a`` as (outer, a.shape[dim], inner) (a view when possible)."""
     shape = a.shape if a.ndim else (1,)
     outer = int(np.prod(shape[:dim], dtype=np.int64))
-    inner = int(np.prod(shape[dim + 1:], dtype=np.int64))
+    inner = int(np.prod(shape[dim + 1 :], dtype=np.int64))
     return np.ascontiguousarray(a).reshape(outer, shape[dim], inner)
 
 
@@ -580,8 +710,9 @@ def _result(out, shape, dtype, inputs, name="out"):
     if out is None:
         return np.empty(shape, dtype), None
     check_out(out, shape, dtype, inputs, name)
-    if out.flags.c_contiguous and not any(a is not None and np.may_share_memory(a, out)
-                                          for a in inputs):
+    if out.flags.c_contiguous and not any(
+        a is not None and np.may_share_memory(a, out) for a in inputs
+    ):
         return out, None
     return np.empty(shape, dtype), out
 
@@ -610,8 +741,10 @@ def _rrelu_key(generator) -> int:
         return int(generator.integers(0, 2**63))
     if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
         return int(generator) & (2**64 - 1)
-    raise TypeError("generator must be None, an int seed or a numpy.random.Generator, got "
-                    f"{type(generator).__name__}")
+    raise TypeError(
+        "generator must be None, an int seed or a numpy.random.Generator, got "
+        f"{type(generator).__name__}"
+    )
 
 
 def _rrelu_bounds(lower, upper, dtype):
@@ -624,8 +757,17 @@ def _rrelu_bounds(lower, upper, dtype):
     return lo, hi
 
 
-def rrelu(input, lower: float = 1.0 / 8, upper: float = 1.0 / 3, training: bool = False,
-          inplace: bool = False, *, generator=None, return_noise: bool = False, out=None):
+def rrelu(
+    input,
+    lower: float = 1.0 / 8,
+    upper: float = 1.0 / 3,
+    training: bool = False,
+    inplace: bool = False,
+    *,
+    generator=None,
+    return_noise: bool = False,
+    out=None,
+):
     """Randomized leaky ReLU. ``training=False``: leaky_relu with slope (lower+upper)/2.
     ``training=True``: each element x <= 0 gets its own slope a ~ U(lower, upper).
 
@@ -637,11 +779,13 @@ def rrelu(input, lower: float = 1.0 / 8, upper: float = 1.0 / 3, training: bool 
     torch: ``F.rrelu(input, lower=1/8, upper=1/3, training=False, inplace=False)``.
     """
     if not training:
-        dt = np.float64 if not isinstance(input, np.ndarray) or input.dtype not in (
-            np.float32, np.float64) else input.dtype
+        dt = (
+            np.float64
+            if not isinstance(input, np.ndarray) or input.dtype not in (np.float32, np.float64)
+            else input.dtype
+        )
         lo, hi = _rrelu_bounds(lower, upper, np.dtype(dt))
-        y = ACTIVATIONS["leaky_relu"].forward(input, ((float(lo) + float(hi)) / 2,), out,
-                                              inplace)
+        y = ACTIVATIONS["leaky_relu"].forward(input, ((float(lo) + float(hi)) / 2,), out, inplace)
         return (y, None) if return_noise else y
     if inplace:
         if out is not None:
@@ -663,15 +807,25 @@ def rrelu(input, lower: float = 1.0 / 8, upper: float = 1.0 / 3, training: bool 
     return (res, noise) if return_noise else res
 
 
-def rrelu_(input, lower: float = 1.0 / 8, upper: float = 1.0 / 3, training: bool = False, *,
-           generator=None):
+def rrelu_(
+    input, lower: float = 1.0 / 8, upper: float = 1.0 / 3, training: bool = False, *, generator=None
+):
     """In-place rrelu: overwrites ``input`` and returns it."""
     return rrelu(input, lower, upper, training, True, generator=generator)
 
 
-def rrelu_backward(grad_output, input=None, lower: float = 1.0 / 8, upper: float = 1.0 / 3,
-                   training: bool = False, *, generator=None, noise=None, output=None,
-                   out=None):
+def rrelu_backward(
+    grad_output,
+    input=None,
+    lower: float = 1.0 / 8,
+    upper: float = 1.0 / 3,
+    training: bool = False,
+    *,
+    generator=None,
+    noise=None,
+    output=None,
+    out=None,
+):
     """Gradient of rrelu: ``grad_output * slope`` where x <= 0, ``grad_output`` elsewhere.
 
     In training mode the slopes are the forward's: pass ``noise=`` (from
@@ -680,7 +834,8 @@ def rrelu_backward(grad_output, input=None, lower: float = 1.0 / 8, upper: float
     if not training:
         lo, hi = _rrelu_bounds(lower, upper, np.dtype(np.float64))
         return ACTIVATIONS["leaky_relu"].backward(
-            grad_output, input, output, ((float(lo) + float(hi)) / 2,), out)
+            grad_output, input, output, ((float(lo) + float(hi)) / 2,), out
+        )
     if (input is None) == (output is None):
         raise TypeError("rrelu_backward needs exactly one of input= and output=")
     name = "input" if output is None else "output"
@@ -693,12 +848,15 @@ def rrelu_backward(grad_output, input=None, lower: float = 1.0 / 8, upper: float
         np.multiply(g, nz, out=res, casting="unsafe")
         return _finish(res, target)
     if not isinstance(generator, (int, np.integer)) or isinstance(generator, bool):
-        raise TypeError("rrelu_backward in training mode needs noise= or the forward's integer "
-                        "seed as generator=")
+        raise TypeError(
+            "rrelu_backward in training mode needs noise= or the forward's integer "
+            "seed as generator="
+        )
     lo, hi = _rrelu_bounds(lower, upper, v.dtype)
     gf, vf = np.ascontiguousarray(g).reshape(-1), np.ascontiguousarray(v).reshape(-1)
-    pick(RRELU_TRAIN_GRAD, vf.size)(gf, vf, res.reshape(-1), lo, hi - lo,
-                                    np.uint64(_rrelu_key(generator)))
+    pick(RRELU_TRAIN_GRAD, vf.size)(
+        gf, vf, res.reshape(-1), lo, hi - lo, np.uint64(_rrelu_key(generator))
+    )
     return _finish(res, target)
 
 
@@ -710,8 +868,10 @@ def _prelu_args(input, weight, out_dtype=None):
         raise ValueError(f"prelu: weight must be 1-D (num_parameters,), got shape {w.shape}")
     channels = x.shape[1] if x.ndim >= 2 else 1
     if w.size not in (1, channels):
-        raise ValueError(f"Mismatch of parameter numbers and input channel size: weight has "
-                         f"{w.size} elements, input has {channels} channels (dim 1)")
+        raise ValueError(
+            f"Mismatch of parameter numbers and input channel size: weight has "
+            f"{w.size} elements, input has {channels} channels (dim 1)"
+        )
     dt = np.promote_types(x.dtype, w.dtype) if out_dtype is None else out_dtype
     x = x.astype(dt, copy=False)
     wc = np.ascontiguousarray(np.broadcast_to(w.astype(dt, copy=False).reshape(-1), (channels,)))
@@ -763,10 +923,9 @@ def _glu_view(x, dim):
         raise ValueError("glu does not support 0-d input")
     d = normalize_dim(dim, x.ndim)
     if x.shape[d] % 2:
-        raise ValueError(f"Halving dimension must be even, but dimension {d} is size "
-                         f"{x.shape[d]}")
+        raise ValueError(f"Halving dimension must be even, but dimension {d} is size {x.shape[d]}")
     outer = int(np.prod(x.shape[:d], dtype=np.int64))
-    out_shape = x.shape[:d] + (x.shape[d] // 2,) + x.shape[d + 1:]
+    out_shape = x.shape[:d] + (x.shape[d] // 2,) + x.shape[d + 1 :]
     half = int(np.prod(out_shape[d:], dtype=np.int64))
     return d, np.ascontiguousarray(x).reshape(outer, 2, half), out_shape
 
@@ -812,7 +971,7 @@ def _maxout_view(x, pieces, dim):
         raise ValueError(f"input size {c} along dim {d} is not divisible by pieces={pieces}")
     x3 = _view3(x, d)
     x4 = x3.reshape(x3.shape[0], c // pieces, pieces, x3.shape[2])
-    out_shape = x.shape[:d] + (c // pieces,) + x.shape[d + 1:]
+    out_shape = x.shape[:d] + (c // pieces,) + x.shape[d + 1 :]
     return x4, out_shape
 
 
@@ -824,8 +983,12 @@ def maxout(input, pieces: int, dim: int = 1, *, out=None):
     x4, out_shape = _maxout_view(x, pieces, dim)
     res, target = _result(out, out_shape, x.dtype, (x,))
     if x.size:
-        pick(MAXOUT_FORWARD, x.size)(x4, res.reshape(x4.shape[0], x4.shape[1], x4.shape[3]),
-                                     np.empty((0, 0, 0), np.int64), False)
+        pick(MAXOUT_FORWARD, x.size)(
+            x4,
+            res.reshape(x4.shape[0], x4.shape[1], x4.shape[3]),
+            np.empty((0, 0, 0), np.int64),
+            False,
+        )
     return _finish(res, target)
 
 
@@ -860,9 +1023,12 @@ def _user_stacklevel() -> int:
 
 def _softmax_dim(dim, ndim, fname):
     if dim is None:
-        warnings.warn(f"Implicit dimension choice for {fname} has been deprecated. Change the "
-                      "call to include dim=X as an argument.", UserWarning,
-                      stacklevel=_user_stacklevel())
+        warnings.warn(
+            f"Implicit dimension choice for {fname} has been deprecated. Change the "
+            "call to include dim=X as an argument.",
+            UserWarning,
+            stacklevel=_user_stacklevel(),
+        )
         return 0 if ndim in (0, 1, 3) else 1
     return normalize_dim(dim, ndim)
 
@@ -917,21 +1083,18 @@ def softmin(input, dim: int | None = None, dtype=None, *, out=None):
     return _softmax_forward(input, dim, dtype, out, False, -1, "softmin")
 
 
-def softmax_backward(grad_output, input=None, dim: int | None = None, *, output=None,
-                     out=None):
+def softmax_backward(grad_output, input=None, dim: int | None = None, *, output=None, out=None):
     """``y * (g - sum(g * y))`` along ``dim``, with y the softmax output (pass ``output=`` to
     reuse the forward's result, or ``input`` to recompute it)."""
     return _softmax_backward(grad_output, input, output, dim, out, False, 1, "softmax")
 
 
-def log_softmax_backward(grad_output, input=None, dim: int | None = None, *, output=None,
-                         out=None):
+def log_softmax_backward(grad_output, input=None, dim: int | None = None, *, output=None, out=None):
     """``g - exp(y) * sum(g)`` along ``dim``, with y the log-softmax output."""
     return _softmax_backward(grad_output, input, output, dim, out, True, 1, "log_softmax")
 
 
-def softmin_backward(grad_output, input=None, dim: int | None = None, *, output=None,
-                     out=None):
+def softmin_backward(grad_output, input=None, dim: int | None = None, *, output=None, out=None):
     """``-y * (g - sum(g * y))`` along ``dim``, with y the softmin output."""
     return _softmax_backward(grad_output, input, output, dim, out, False, -1, "softmin")
 
@@ -956,8 +1119,22 @@ __all__ += [
 # Device arrays (__cuda_array_interface__) go to fastact.cuda's kernels.
 from fastact.cuda import device_aware as _device_aware  # noqa: E402
 
-for _n in ("prelu", "prelu_backward", "glu", "glu_backward", "maxout", "maxout_backward",
-           "rrelu", "rrelu_", "rrelu_backward", "softmax", "log_softmax", "softmin",
-           "softmax_backward", "log_softmax_backward", "softmin_backward"):
+for _n in (
+    "prelu",
+    "prelu_backward",
+    "glu",
+    "glu_backward",
+    "maxout",
+    "maxout_backward",
+    "rrelu",
+    "rrelu_",
+    "rrelu_backward",
+    "softmax",
+    "log_softmax",
+    "softmin",
+    "softmax_backward",
+    "log_softmax_backward",
+    "softmin_backward",
+):
     globals()[_n] = _device_aware(globals()[_n])
 del _n

@@ -148,15 +148,28 @@ def _number(v: Any, name: str) -> float:
     return float(v)
 
 
+def _check_ignore_index(ignore_index: Any) -> None:
+    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, numbers.Integral):
+        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    if not -(2**63) <= ignore_index < 2**63:
+        raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
+
+
 def _broadcast(arrays: dict[str, np.ndarray | None]) -> tuple[int, ...]:
     shapes = [a.shape for a in arrays.values() if a is not None]
     if all(sh == shapes[0] for sh in shapes):
         return shapes[0]
-    try:
-        return np.broadcast_shapes(*shapes)
-    except ValueError:
-        desc = ", ".join(f"{k} {a.shape}" for k, a in arrays.items() if a is not None)
-        raise ValueError(f"shapes cannot be broadcast together: {desc}") from None
+    # NumPy's broadcast_shapes stops at 32 dimensions; arrays may have up to 64
+    ndim = max(len(sh) for sh in shapes)
+    out = [1] * ndim
+    for sh in shapes:
+        for i, d in enumerate(sh, ndim - len(sh)):
+            if d != out[i]:
+                if out[i] != 1 and d != 1:
+                    desc = ", ".join(f"{k} {a.shape}" for k, a in arrays.items() if a is not None)
+                    raise ValueError(f"shapes cannot be broadcast together: {desc}")
+                out[i] = max(out[i], d) if d != 0 and out[i] != 0 else 0
+    return tuple(out)
 
 
 def _flat(a: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -1155,8 +1168,7 @@ def cross_entropy(
     eps = _number(label_smoothing, "label_smoothing")
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {eps}")
-    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    _check_ignore_index(ignore_index)
     dt = x.dtype
     N, C, D, sample_shape = _class_layout(x)
     w = _class_weight(weight, C, dt)
@@ -1244,8 +1256,7 @@ def nll_loss(
     """
     red = _reduction(reduction, size_average, reduce)
     (x,) = _predictions(("input",), input)
-    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, numbers.Integral):
-        raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
+    _check_ignore_index(ignore_index)
     dt = x.dtype
     N, C, D, sample_shape = _class_layout(x)
     w = _class_weight(weight, C, dt)
@@ -1269,6 +1280,7 @@ def nll_loss(
     if not return_grad:
         return loss
     return loss, g.reshape(x.shape) if buf is None else buf
+
 
 # Device arrays (__cuda_array_interface__) go to fastact.cuda's kernels.
 from fastact.cuda import device_aware as _device_aware  # noqa: E402

@@ -251,8 +251,9 @@ def test_softmax_large_thread_invariant(name):
             # ULP (up to ~35 here, for torch and fastact alike), so compare with float64
             x64 = x.astype(np.float64)
             e = np.exp(x64 - x64.max(dim, keepdims=True))
-            assert_ulp(y2, e / e.sum(dim, keepdims=True), np.float32, 48,
-                       what=f"{name} large vs float64")
+            assert_ulp(
+                y2, e / e.sum(dim, keepdims=True), np.float32, 48, what=f"{name} large vs float64"
+            )
             continue
         assert_ulp(
             y2,

@@ -678,15 +678,21 @@ def _seq(x: Any, name: str) -> list:
 
 
 def _per_tensor(x: Any, n: int, name: str) -> list[float]:
+    def num(v: Any, where: str) -> float:
+        if isinstance(v, (str, bytes, complex)):
+            raise TypeError(f"{where} must be a real number, got {type(v).__name__}")
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            raise TypeError(f"{where} must be a real number, got {type(v).__name__}") from None
+
     if isinstance(x, (list, tuple)) or ((isinstance(x, np.ndarray) or is_tensor(x)) and x.ndim > 0):
-        vals = [float(v) for v in x]
-        if len(vals) != n:
-            raise ValueError(f"{name} has {len(vals)} entries but there are {n} parameters")
-        return vals
-    try:
-        return [float(x)] * n
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number or a sequence of numbers") from None
+        if len(x) != n:
+            raise ValueError(f"{name} has {len(x)} entries but there are {n} parameters")
+        return [num(v, f"{name}[{k}]") for k, v in enumerate(x)]
+    if isinstance(x, (str, bytes)) or x is None:
+        raise TypeError(f"{name} must be a number or a sequence of numbers, got {type(x).__name__}")
+    return [num(x, name)] * n
 
 
 def _finite_check(plans: list, names: list[str]) -> None:

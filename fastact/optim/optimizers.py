@@ -28,7 +28,7 @@ Differences from torch.optim, by design:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from itertools import chain
 from typing import Any
 
@@ -287,8 +287,9 @@ class Optimizer:
     _has_step: bool = True
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        self._check_group(dict(defaults))
         self.defaults = defaults
-        if _is_param(params):
+        if _is_param(params) or not isinstance(params, Iterable) or isinstance(params, str):
             raise TypeError(
                 "params argument given to the optimizer should be an iterable of arrays, "
                 "Tensors or dicts, but got " + _typename(params)
@@ -308,7 +309,11 @@ class Optimizer:
     # ----------------------------------------------------------------------------- groups
 
     def _check_group(self, group: dict[str, Any]) -> None:
-        """Validate a group's options (subclasses: the constructor's checks)."""
+        """Validate a group's options like the constructor's arguments (``_RULES``)."""
+        for key, value in group.items():
+            rule = _RULES.get(key)
+            if rule is not None:
+                rule(value, key)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group (a dict with 'params' and optional per-group options)."""
@@ -800,11 +805,85 @@ class Optimizer:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_lr(lr: Any) -> None:
-    if F.is_tensor(lr) and lr.numel() != 1:
-        raise ValueError("Tensor lr must be 1-element")
-    if not 0.0 <= lr:
-        raise ValueError(f"Invalid learning rate: {lr}")
+def _real(value: Any, name: str) -> float:
+    """``value`` as a float: a real number, a 0-d real array or a 1-element tensor."""
+    if F.is_tensor(value):
+        if value.numel() != 1:
+            raise ValueError(f"Tensor {name} must be 1-element")
+        value = value.item()
+    elif isinstance(value, np.ndarray):
+        if value.ndim != 0 or value.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must be a real number, got an array of shape {value.shape}")
+        value = value.item()
+    if not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {_typename(value)}")
+    return float(value)
+
+
+def _pair(value: Any, name: str) -> tuple[float, float]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
+        raise TypeError(f"{name} must be a pair of numbers, got {_typename(value)}")
+    if len(value) != 2:
+        raise ValueError(f"{name} must be a pair of numbers, got {len(value)} values")
+    return _real(value[0], name), _real(value[1], name)
+
+
+def _nonneg(label: str) -> Callable[[Any, str], None]:
+    def rule(value: Any, name: str) -> None:
+        if not 0.0 <= _real(value, name):
+            raise ValueError(f"Invalid {label} value: {value}")
+
+    return rule
+
+
+def _lr_rule(value: Any, name: str) -> None:
+    if not 0.0 <= _real(value, name):
+        raise ValueError(f"Invalid learning rate: {value}")
+
+
+def _rho_rule(value: Any, name: str) -> None:
+    if not 0.0 <= _real(value, name) <= 1.0:
+        raise ValueError(f"Invalid rho value: {value}")
+
+
+def _betas_rule(value: Any, name: str) -> None:
+    for i, b in enumerate(_pair(value, name)):
+        if not 0.0 <= b < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {value[i]}")
+
+
+def _etas_rule(value: Any, name: str) -> None:
+    minus, plus = _pair(value, name)
+    if not 0.0 < minus < 1.0 < plus:
+        raise ValueError(f"Invalid eta values: {value[0]}, {value[1]}")
+
+
+def _step_sizes_rule(value: Any, name: str) -> None:
+    lo, hi = _pair(value, name)
+    if not 0.0 <= lo <= hi:
+        raise ValueError(f"Invalid step_sizes: need 0 <= min <= max, got {tuple(value)}")
+
+
+def _any_real(value: Any, name: str) -> None:
+    _real(value, name)
+
+
+#: Validation of each numeric option (constructor arguments and param-group entries alike),
+#: with torch's messages where torch checks the option.
+_RULES: dict[str, Callable[[Any, str], None]] = {
+    "lr": _lr_rule,
+    "eps": _nonneg("epsilon"),
+    "momentum": _nonneg("momentum"),
+    "weight_decay": _nonneg("weight_decay"),
+    "alpha": _nonneg("alpha"),
+    "lr_decay": _nonneg("lr_decay"),
+    "initial_accumulator_value": _nonneg("initial_accumulator_value"),
+    "dampening": _any_real,
+    "rho": _rho_rule,
+    "betas": _betas_rule,
+    "etas": _etas_rule,
+    "step_sizes": _step_sizes_rule,
+}
 
 
 def _check_flags(capturable: bool, differentiable: bool, foreach: Any, fused: Any) -> None:
@@ -826,18 +905,6 @@ def _betas(group: dict, gi: int) -> tuple[float, float]:
         raise TypeError(
             f"param_groups[{gi}]['betas'] must be a pair of numbers, got {b!r}"
         ) from None
-
-
-def _check_betas(betas: Any, both_float: bool) -> None:
-    if not 0.0 <= betas[0] < 1.0:
-        raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-    if not 0.0 <= betas[1] < 1.0:
-        raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-    if both_float and not (
-        (isinstance(betas[0], float) and isinstance(betas[1], float))
-        or (F.is_tensor(betas[0]) and F.is_tensor(betas[1]))
-    ):
-        raise ValueError("betas must be either both floats or both Tensors")
 
 
 # --------------------------------------------------------------------------------------------
@@ -869,11 +936,6 @@ class SGD(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
     ) -> None:
-        _check_lr(lr)
-        if momentum < 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         defaults = {
             "lr": lr,
             "momentum": momentum,
@@ -885,18 +947,12 @@ class SGD(Optimizer):
             "differentiable": differentiable,
             "fused": fused,
         }
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         _check_flags(False, differentiable, foreach, fused)
         super().__init__(params, defaults)
 
     def _check_group(self, group: dict) -> None:
-        _check_lr(group["lr"])
-        if group["momentum"] < 0.0:
-            raise ValueError(f"Invalid momentum value: {group['momentum']}")
-        if group["weight_decay"] < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
-        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+        super()._check_group(group)
+        if group["nesterov"] and (float(group["momentum"]) <= 0 or float(group["dampening"]) != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
     def _state_spec(self, group: dict) -> list:
@@ -940,16 +996,9 @@ class Adam(Optimizer):
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
     ) -> None:
-        if F.is_tensor(lr) and lr.numel() != 1:
-            raise ValueError("Tensor lr must be 1-element")
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        _check_betas(betas, both_float=False)
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        _check_betas(betas, both_float=True)
+        _RULES["betas"](betas, "betas")
+        if not all(isinstance(b, float) for b in betas) and not all(F.is_tensor(b) for b in betas):
+            raise ValueError("betas must be either both floats or both Tensors")
         betas = tuple(float(b) for b in betas)
         defaults = {
             "lr": lr,
@@ -966,14 +1015,6 @@ class Adam(Optimizer):
         }
         _check_flags(capturable, differentiable, foreach, fused)
         super().__init__(params, defaults)
-
-    def _check_group(self, group: dict) -> None:
-        _check_lr(group["lr"])
-        if not 0.0 <= group["eps"]:
-            raise ValueError(f"Invalid epsilon value: {group['eps']}")
-        _check_betas(group["betas"], both_float=False)
-        if not 0.0 <= group["weight_decay"]:
-            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
 
     def _state_spec(self, group: dict) -> list:
         return [
@@ -1055,12 +1096,6 @@ class Adamax(Optimizer):
         differentiable: bool = False,
         capturable: bool = False,
     ) -> None:
-        _check_lr(lr)
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        _check_betas(betas, both_float=False)
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         defaults = {
             "lr": lr,
             "betas": betas,
@@ -1073,14 +1108,6 @@ class Adamax(Optimizer):
         }
         _check_flags(capturable, differentiable, foreach, None)
         super().__init__(params, defaults)
-
-    def _check_group(self, group: dict) -> None:
-        _check_lr(group["lr"])
-        if not 0.0 <= group["eps"]:
-            raise ValueError(f"Invalid epsilon value: {group['eps']}")
-        _check_betas(group["betas"], both_float=False)
-        if not 0.0 <= group["weight_decay"]:
-            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
 
     def _state_spec(self, group: dict) -> list:
         return [("exp_avg", 0.0), ("exp_inf", 0.0)]
@@ -1132,20 +1159,8 @@ class RMSprop(Optimizer):
             "maximize": maximize,
             "differentiable": differentiable,
         }
-        self._check_group(defaults)
         _check_flags(capturable, differentiable, foreach, None)
         super().__init__(params, defaults)
-
-    def _check_group(self, group: dict) -> None:
-        _check_lr(group["lr"])
-        if not 0.0 <= group["eps"]:
-            raise ValueError(f"Invalid epsilon value: {group['eps']}")
-        if not 0.0 <= group["momentum"]:
-            raise ValueError(f"Invalid momentum value: {group['momentum']}")
-        if not 0.0 <= group["weight_decay"]:
-            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
-        if not 0.0 <= group["alpha"]:
-            raise ValueError(f"Invalid alpha value: {group['alpha']}")
 
     def _state_spec(self, group: dict) -> list:
         return [
@@ -1194,15 +1209,8 @@ class Rprop(Optimizer):
             "differentiable": differentiable,
             "capturable": capturable,
         }
-        self._check_group(defaults)
         _check_flags(capturable, differentiable, foreach, None)
         super().__init__(params, defaults)
-
-    def _check_group(self, group: dict) -> None:
-        _check_lr(group["lr"])
-        etas = group["etas"]
-        if not 0.0 < etas[0] < 1.0 < etas[1]:
-            raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]}")
 
     def _state_spec(self, group: dict) -> list:
         return [("prev", 0.0), ("step_size", lambda g: float(g["lr"]))]
@@ -1244,7 +1252,6 @@ class Adagrad(Optimizer):
             "differentiable": differentiable,
             "fused": fused,
         }
-        self._check_group(defaults)
         _check_flags(False, differentiable, foreach, fused)
         super().__init__(params, defaults)
         for gi, group in enumerate(self.param_groups):
@@ -1259,14 +1266,6 @@ class Adagrad(Optimizer):
                     st = self.state[e.obj]
                     st["step"] = 0.0
                     st["sum"] = obj
-
-    def _check_group(self, group: dict) -> None:
-        _check_lr(group["lr"])
-        for key in ("lr_decay", "weight_decay", "initial_accumulator_value"):
-            if not 0.0 <= group[key]:
-                raise ValueError(f"Invalid {key} value: {group[key]}")
-        if not 0.0 <= group["eps"]:
-            raise ValueError(f"Invalid epsilon value: {group['eps']}")
 
     def _state_spec(self, group: dict) -> list:
         # like torch, lazily created state uses the constructor's accumulator value
@@ -1308,18 +1307,8 @@ class Adadelta(Optimizer):
             "foreach": foreach,
             "differentiable": differentiable,
         }
-        self._check_group(defaults)
         _check_flags(capturable, differentiable, foreach, None)
         super().__init__(params, defaults)
-
-    def _check_group(self, group: dict) -> None:
-        _check_lr(group["lr"])
-        if not 0.0 <= group["rho"] <= 1.0:
-            raise ValueError(f"Invalid rho value: {group['rho']}")
-        if not 0.0 <= group["eps"]:
-            raise ValueError(f"Invalid epsilon value: {group['eps']}")
-        if not 0.0 <= group["weight_decay"]:
-            raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
 
     def _state_spec(self, group: dict) -> list:
         return [("square_avg", 0.0), ("acc_delta", 0.0)]
