@@ -7,6 +7,7 @@ test instead of blocking the suite). Sizes are kept small: the CI machine has fe
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -234,6 +235,7 @@ print("RESULT", float(y.sum()), float(loss))
 _READONLY_HOOK = """
 import errno
 import os
+import pickle
 import sys
 
 RO = {ro!r}
@@ -411,3 +413,168 @@ def test_check_finite_rejects_whole_step(name):
                 np.testing.assert_array_equal(np.asarray(after[k][key]), np.asarray(v))
     opt.step([np.full_like(p, 0.1) for p in params], check_finite=True)  # finite: runs
     assert not np.array_equal(params[0], before[0])
+
+
+@pytest.mark.parametrize("name", sorted(O.OPTIMIZERS))
+def test_skip_nonfinite_skips_the_whole_step_and_reports_it(name):
+    """``step(grads, skip_nonfinite=True)``: a NaN/inf anywhere skips every group's update
+    (params, state and step counts unchanged) and sets ``found_inf``; the next finite step
+    gives exactly the trajectory of an optimizer that never saw the bad step."""
+    rng = np.random.default_rng(4)
+    shapes = [(50_000,), (7, 3)]
+    init = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(4)]
+    params = [p.copy() for p in init]
+    twin = [p.copy() for p in init]
+    opt = getattr(O, name)([{"params": params[:1]}, {"params": params[1:], "lr": 3e-3}], lr=1e-2)
+    ref = getattr(O, name)([{"params": twin[:1]}, {"params": twin[1:], "lr": 3e-3}], lr=1e-2)
+    opt.step(grads[0], skip_nonfinite=True)
+    ref.step(grads[0])
+    assert opt.found_inf is False and opt.skipped_steps == 0
+    for bad in (np.nan, np.inf, -np.inf):
+        g = [x.copy() for x in grads[1]]
+        g[1][6, 2] = bad  # the last element of the last group
+        before = [p.copy() for p in params]
+        state_before = opt.state_dict()["state"]
+        assert opt.step(g, skip_nonfinite=True) is None
+        assert opt.found_inf is True
+        for p, b in zip(params, before, strict=True):
+            np.testing.assert_array_equal(p, b)
+        state_after = opt.state_dict()["state"]
+        for k, st in state_before.items():
+            for key, v in st.items():
+                np.testing.assert_array_equal(np.asarray(state_after[k][key]), np.asarray(v))
+    assert opt.skipped_steps == 3
+    for g in grads[2:]:
+        opt.step(g, skip_nonfinite=True)
+        ref.step(g)
+        assert opt.found_inf is False
+    for p, q in zip(params, twin, strict=True):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_functional_skip_nonfinite_returns_found_inf():
+    rng = np.random.default_rng(5)
+    p = [rng.standard_normal(1000).astype(np.float32), rng.standard_normal(10)]
+    m = [np.zeros_like(x) for x in p]
+    v = [np.zeros_like(x) for x in p]
+    g = [np.ones_like(x) for x in p]
+    g[1][3] = np.nan
+    before = [x.copy() for x in p]
+    assert O.functional.adam(p, g, m, v, step=1, skip_nonfinite=True) is True
+    for x, b in zip(p, before, strict=True):
+        np.testing.assert_array_equal(x, b)
+    assert not any(np.any(s) for s in m + v)
+    g[1][3] = 1.0
+    assert O.functional.adam(p, g, m, v, step=1, skip_nonfinite=True) is False
+    assert not np.array_equal(p[0], before[0])
+    buffers = [None, None]
+    assert O.functional.sgd(p, g, buffers, momentum=0.9, skip_nonfinite=True) is False
+    assert all(isinstance(b, np.ndarray) for b in buffers)
+
+
+# ------------------------------------------------------------------------------- checkpoints
+
+
+def _trained_adam(steps: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    params = [rng.standard_normal((64, 32)).astype(np.float32), rng.standard_normal(32)]
+    opt = O.Adam(params, lr=1e-2, amsgrad=True)
+    for _ in range(steps):
+        opt.step([rng.standard_normal(p.shape).astype(p.dtype) for p in params])
+    return params, opt
+
+
+def test_checkpoint_round_trip_resumes_identically(tmp_path):
+    params, opt = _trained_adam(5)
+    sched = O.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    path = tmp_path / "ckpt.bin"
+    O.save({"params": params, "opt": opt.state_dict(), "sched": sched.state_dict()}, path)
+    assert [f.name for f in tmp_path.iterdir()] == ["ckpt.bin"]  # no temporary left over
+    ck = O.load(path)
+    params2 = ck["params"]
+    opt2 = O.Adam(params2, lr=1e-2, amsgrad=True)
+    opt2.load_state_dict(ck["opt"])
+    sched2 = O.lr_scheduler.StepLR(opt2, step_size=2, gamma=0.5)
+    sched2.load_state_dict(ck["sched"])
+    rng = np.random.default_rng(9)
+    for _ in range(5):
+        g = [rng.standard_normal(p.shape).astype(p.dtype) for p in params]
+        opt.step(g)
+        opt2.step([x.copy() for x in g])
+        sched.step()
+        sched2.step()
+    for a, b in zip(params, params2, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert sched.get_last_lr() == sched2.get_last_lr()
+
+
+def test_checkpoint_damage_is_detected(tmp_path):
+    params, opt = _trained_adam(2)
+    path = tmp_path / "ckpt.bin"
+    O.save(opt.state_dict(), path)
+    data = path.read_bytes()
+    (tmp_path / "short.bin").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        O.load(tmp_path / "short.bin")
+    flipped = bytearray(data)
+    flipped[-10] ^= 0xFF
+    (tmp_path / "flip.bin").write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match="corrupted"):
+        O.load(tmp_path / "flip.bin")
+    (tmp_path / "other.bin").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a fastact checkpoint"):
+        O.load(tmp_path / "other.bin")
+
+
+def test_checkpoint_failed_save_keeps_the_old_file(tmp_path):
+    params, opt = _trained_adam(2)
+    path = tmp_path / "ckpt.bin"
+    O.save(opt.state_dict(), path)
+    os.chmod(path, 0o600)
+    old = path.read_bytes()
+    with pytest.raises((TypeError, AttributeError, pickle.PicklingError)):
+        O.save({"f": lambda: 0}, path)  # unpicklable: fails before any I/O
+    assert path.read_bytes() == old
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["ckpt.bin"]
+    O.save({"x": 1}, path)
+    assert O.load(path) == {"x": 1}
+    assert os.stat(path).st_mode & 0o777 == 0o600  # permissions kept
+
+
+def test_checkpoint_crash_mid_write_leaves_the_old_file(tmp_path):
+    """A process killed (os._exit) half-way through writing the new checkpoint: the old file
+    is intact and loads; only a stray temporary file remains."""
+    params, opt = _trained_adam(3)
+    path = tmp_path / "ckpt.bin"
+    O.save(opt.state_dict(), path)
+    old = path.read_bytes()
+    script = textwrap.dedent(
+        f"""
+        import os, numpy as np
+        import fastact.optim.checkpoint as C
+        real = os.fdopen
+        def dying_fdopen(fd, *a, **k):
+            f = real(fd, *a, **k)
+            w = f.write
+            def write(b):
+                w(bytes(b)[: len(b) // 2])
+                f.flush()
+                os._exit(3)  # killed mid-write
+            f.write = write
+            return f
+        C.os.fdopen = dying_fdopen
+        C.save({{"big": np.ones(1_000_000)}}, {str(path)!r})
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert res.returncode == 3, res.stderr
+    assert path.read_bytes() == old
+    sd = O.load(path)
+    opt2 = O.Adam([p.copy() for p in params], lr=1e-2, amsgrad=True)
+    opt2.load_state_dict(sd)
+    assert opt2.state_dict()["state"][0]["step"] == 3
+    leftovers = [f for f in tmp_path.iterdir() if f.name != "ckpt.bin"]
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(".ckpt.bin.")
+    with pytest.raises(ValueError):
+        O.load(leftovers[0])  # the partial write is recognisably incomplete

@@ -318,14 +318,15 @@ def _functional(
     coefs_of,
     scalars: tuple,
     check_finite: bool,
+    skip_nonfinite: bool = False,
     allocate: dict | None = None,
-) -> None:
+) -> bool:
     """``fastact.optim.functional._functional`` for device arrays: validate everything, then
     one launch per dtype (same tables, same kernels' arithmetic)."""
     plist = _seq(params, "params")
     n = len(plist)
     if n == 0:
-        return
+        return False
     glist = _seq(grads, "grads")
     if len(glist) != n:
         raise ValueError(f"grads has {len(glist)} entries but params has {n}")
@@ -383,10 +384,12 @@ def _functional(
                 ptrs[2 + r, jj] = paddr if row[k] is None else rt._pointer(row[k])
         sizes = np.array([pa[k].size for k in idx], dtype=np.int64)
         plans.append((dt, ptrs, F.chunk_table(sizes, CHUNK), int(sizes.sum()), idx))
-    if check_finite:
+    if check_finite or skip_nonfinite:
         for dt, ptrs, chunks, _, idx in plans:
             bad = nonfinite_chunks(dt, ptrs, 1, chunks, stream)
             if bad.any():
+                if skip_nonfinite:
+                    return True
                 j = int(chunks[int(np.argmax(bad)), 0])
                 raise ValueError(
                     f"grads[{idx[j]}] contains NaN or infinite values (check_finite=True)"
@@ -394,6 +397,7 @@ def _functional(
     for dt, ptrs, chunks, total, idx in plans:
         coefs = np.array([coefs_all[k] for k in idx], dtype=np.float64).reshape(len(idx), -1)
         launch(kind, dt, ptrs, chunks, coefs, scalars, total, stream)
+    return False
 
 
 def _device_version(fn, extra: dict):

@@ -3,10 +3,12 @@
 ``fastact.optim.Adam(params, ...)`` etc. mirror torch.optim's classes (same signatures,
 defaults, update rules and state layout) with one fused parallel kernel per param group;
 :mod:`fastact.optim.functional` exposes the kernels for trainers that keep their own state and
-:mod:`fastact.optim.lr_scheduler` has torch's schedulers.
+:mod:`fastact.optim.lr_scheduler` has torch's schedulers. ``save``/``load`` write and read
+checkpoints (state dicts) atomically.
 """
 
 from fastact.optim import functional, lr_scheduler
+from fastact.optim.checkpoint import load, save
 from fastact.optim.optimizers import (
     OPTIMIZERS,
     SGD,
@@ -33,4 +35,6 @@ __all__ = [
     "OPTIMIZERS",
     "functional",
     "lr_scheduler",
+    "save",
+    "load",
 ]

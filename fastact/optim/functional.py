@@ -695,12 +695,14 @@ def _per_tensor(x: Any, n: int, name: str) -> list[float]:
     return [num(x, name)] * n
 
 
-def _finite_check(plans: list, names: list[str]) -> None:
-    for proto, ptrs, chunks, total, idx in plans:
+def first_nonfinite(plans: Sequence[tuple]) -> tuple[int, int] | None:
+    """(plan index, tensor index in that plan's table) of the first gradient holding NaN or
+    inf, or None; ``plans``: (proto, ptrs, chunks, total) launch tables (gradients in row 1)."""
+    for pi, (proto, ptrs, chunks, total) in enumerate(plans):
         bad = nonfinite_chunks(proto, ptrs, 1, chunks, total)
         if bad.any():
-            j = int(chunks[int(np.argmax(bad)), 0])
-            raise ValueError(f"{names[idx[j]]} contains NaN or infinite values (check_finite=True)")
+            return pi, int(chunks[int(np.argmax(bad)), 0])
+    return None
 
 
 def _functional(
@@ -711,9 +713,11 @@ def _functional(
     coefs_of,
     scalars: tuple,
     check_finite: bool,
+    skip_nonfinite: bool = False,
     allocate: dict[int, np.ndarray] | None = None,
-) -> None:
-    """Validate everything, then run one launch per dtype.
+) -> bool:
+    """Validate everything, then run one launch per dtype; True when a non-finite gradient
+    skipped the whole step (``skip_nonfinite``), else False.
 
     ``states``: (name, sequence or None, used) per kernel state row; an unused row points at
     the parameter and is never read. ``coefs_of(k)`` gives tensor k's coefficient tuple.
@@ -721,7 +725,7 @@ def _functional(
     plist = _seq(params, "params")
     n = len(plist)
     if n == 0:
-        return
+        return False
     glist = _seq(grads, "grads")
     if len(glist) != n:
         raise ValueError(f"grads has {len(glist)} entries but params has {n}")
@@ -776,14 +780,20 @@ def _functional(
                 ptrs[2 + r, jj] = paddr if row[k] is None else address(row[k])
         sizes = np.array([pa[k].size for k in idx], dtype=np.int64)
         plans.append((np.empty(0, dt), ptrs, chunk_table(sizes), int(sizes.sum()), idx))
-    if check_finite:
-        _finite_check(plans, [f"grads[{k}]" for k in range(n)])
+    if check_finite or skip_nonfinite:
+        bad = first_nonfinite([plan[:4] for plan in plans])
+        if bad is not None:
+            if skip_nonfinite:
+                return True
+            k = plans[bad[0]][4][bad[1]]
+            raise ValueError(f"grads[{k}] contains NaN or infinite values (check_finite=True)")
     for proto, ptrs, chunks, total, idx in plans:
         coefs = np.array([coefs_all[k] for k in idx], dtype=np.float64).reshape(len(idx), -1)
         launch(kind, proto, ptrs, chunks, coefs, scalars, total)
     touched = [plist[k] for idx in by_dtype.values() for k in idx if is_tensor(plist[k])]
     if touched:  # tell autograd the tensors changed in place (as torch's ops do)
         _torch().autograd.graph.increment_version(touched)
+    return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -833,7 +843,8 @@ def sgd(
     nesterov: bool = False,
     maximize: bool = False,
     check_finite: bool = False,
-) -> None:
+    skip_nonfinite: bool = False,
+) -> bool:
     """SGD step in place (torch.optim.sgd single-tensor rule).
 
     g ← ±g + wd·p; with momentum μ: buf ← μ·buf + (1−dampening)·g (a ``None`` entry of
@@ -855,7 +866,7 @@ def sgd(
         first = [b is None for b in _seq(momentum_buffers, "momentum_buffers")]
         if any(first) and not isinstance(momentum_buffers, list):
             raise TypeError("momentum_buffers must be a list to receive new buffers for None")
-    _functional(
+    skipped = _functional(
         "sgd",
         params,
         grads,
@@ -863,10 +874,12 @@ def sgd(
         lambda k: (1.0 if (has_buf and first[k]) else 0.0,),
         (lr, weight_decay, momentum, dampening, bool(nesterov), bool(maximize), has_buf),
         check_finite,
+        skip_nonfinite,
         allocate=created if has_buf else None,
     )
     for k, buf in created.items():
         momentum_buffers[k] = buf
+    return skipped
 
 
 def adam(
@@ -886,7 +899,8 @@ def adam(
     maximize: bool = False,
     decoupled_weight_decay: bool = False,
     check_finite: bool = False,
-) -> None:
+    skip_nonfinite: bool = False,
+) -> bool:
     """Adam step in place (torch.optim.adam single-tensor rule); ``step`` is t (>= 1).
 
     L2: g ← ±g + wd·p (decoupled: p ← p·(1 − lr·wd)); m ← lerp(m, g, 1−β1);
@@ -898,7 +912,7 @@ def adam(
     steps = _positive_steps(step, n)
     decay = 1 - lr * wd if (decoupled_weight_decay and wd != 0) else 1.0
     l2 = 0.0 if decoupled_weight_decay else wd
-    _functional(
+    return _functional(
         "adam",
         params,
         grads,
@@ -910,6 +924,7 @@ def adam(
         lambda k: adam_coefs(steps[k], lr, beta1, beta2),
         (beta1, beta2, eps, l2, decay, bool(amsgrad), bool(maximize)),
         check_finite,
+        skip_nonfinite,
     )
 
 
@@ -929,9 +944,10 @@ def adamw(
     amsgrad: bool = False,
     maximize: bool = False,
     check_finite: bool = False,
-) -> None:
+    skip_nonfinite: bool = False,
+) -> bool:
     """AdamW step in place: :func:`adam` with decoupled weight decay p ← p·(1 − lr·wd)."""
-    adam(
+    return adam(
         params,
         grads,
         exp_avgs,
@@ -947,6 +963,7 @@ def adamw(
         maximize=maximize,
         decoupled_weight_decay=True,
         check_finite=check_finite,
+        skip_nonfinite=skip_nonfinite,
     )
 
 
@@ -964,13 +981,14 @@ def adamax(
     weight_decay: float = 0.0,
     maximize: bool = False,
     check_finite: bool = False,
-) -> None:
+    skip_nonfinite: bool = False,
+) -> bool:
     """Adamax step in place (torch.optim.adamax): m ← lerp(m, g, 1−β1);
     u ← max(β2·u, |g| + eps); p ← p − (lr/(1−β1ᵗ))·m/u."""
     lr, beta1, beta2, eps, wd = map(float, (lr, beta1, beta2, eps, weight_decay))
     n = len(_seq(params, "params"))
     steps = _positive_steps(step, n)
-    _functional(
+    return _functional(
         "adamax",
         params,
         grads,
@@ -978,6 +996,7 @@ def adamax(
         lambda k: adamax_coefs(steps[k], lr, beta1),
         (beta1, beta2, eps, wd, bool(maximize)),
         check_finite,
+        skip_nonfinite,
     )
 
 
@@ -996,12 +1015,13 @@ def rmsprop(
     centered: bool = False,
     maximize: bool = False,
     check_finite: bool = False,
-) -> None:
+    skip_nonfinite: bool = False,
+) -> bool:
     """RMSprop step in place (torch.optim.rmsprop): v ← α·v + (1−α)·g²;
     centered: ḡ ← lerp(ḡ, g, 1−α), avg = √(v − ḡ²) + eps, else avg = √v + eps (eps outside);
     momentum: buf ← μ·buf + g/avg, p ← p − lr·buf; else p ← p − lr·g/avg."""
     lr, alpha, eps, wd, momentum = map(float, (lr, alpha, eps, weight_decay, momentum))
-    _functional(
+    return _functional(
         "rmsprop",
         params,
         grads,
@@ -1013,6 +1033,7 @@ def rmsprop(
         lambda k: (0.0,),
         (lr, alpha, eps, wd, momentum, bool(centered), bool(maximize)),
         check_finite,
+        skip_nonfinite,
     )
 
 
@@ -1028,12 +1049,13 @@ def rprop(
     etaplus: float = 1.2,
     maximize: bool = False,
     check_finite: bool = False,
-) -> None:
+    skip_nonfinite: bool = False,
+) -> bool:
     """Rprop step in place (torch.optim.rprop): s = sign(g·prev) selects η+ / η− / 1;
     step_size ← clamp(step_size·factor, min, max); where the sign flipped g ← 0;
     p ← p − sign(g)·step_size; prev ← g. State starts as prev = 0, step_size = lr."""
     etaminus, etaplus, lo, hi = map(float, (etaminus, etaplus, step_size_min, step_size_max))
-    _functional(
+    return _functional(
         "rprop",
         params,
         grads,
@@ -1041,6 +1063,7 @@ def rprop(
         lambda k: (0.0,),
         (etaminus, etaplus, lo, hi, bool(maximize)),
         check_finite,
+        skip_nonfinite,
     )
 
 
@@ -1056,13 +1079,14 @@ def adagrad(
     eps: float = 1e-10,
     maximize: bool = False,
     check_finite: bool = False,
-) -> None:
+    skip_nonfinite: bool = False,
+) -> bool:
     """Adagrad step in place (torch.optim.adagrad, dense): clr = lr/(1 + (t−1)·lr_decay);
     sum ← sum + g²; p ← p − clr·g/(√sum + eps)."""
     lr, lr_decay, wd, eps = map(float, (lr, lr_decay, weight_decay, eps))
     n = len(_seq(params, "params"))
     steps = _positive_steps(step, n)
-    _functional(
+    return _functional(
         "adagrad",
         params,
         grads,
@@ -1070,6 +1094,7 @@ def adagrad(
         lambda k: adagrad_coefs(steps[k], lr, lr_decay),
         (eps, wd, bool(maximize)),
         check_finite,
+        skip_nonfinite,
     )
 
 
@@ -1085,11 +1110,12 @@ def adadelta(
     weight_decay: float = 0.0,
     maximize: bool = False,
     check_finite: bool = False,
-) -> None:
+    skip_nonfinite: bool = False,
+) -> bool:
     """Adadelta step in place (torch.optim.adadelta): v ← ρv + (1−ρ)g²;
     δ = √(u + eps)/√(v + eps)·g; u ← ρu + (1−ρ)δ²; p ← p − lr·δ."""
     lr, rho, eps, wd = map(float, (lr, rho, eps, weight_decay))
-    _functional(
+    return _functional(
         "adadelta",
         params,
         grads,
@@ -1097,4 +1123,5 @@ def adadelta(
         lambda k: (0.0,),
         (lr, rho, eps, wd, bool(maximize)),
         check_finite,
+        skip_nonfinite,
     )

@@ -10,7 +10,8 @@ Differences from torch.optim, by design:
 * ``step`` validates every gradient (count, dtype, shape), parameter (writable, contiguous)
   and state array first and raises ``TypeError``/``ValueError`` naming it before anything is
   written (all-or-nothing). ``step(grads, check_finite=True)`` also rejects NaN/inf gradients
-  up front; by default NaN/inf propagate exactly as in torch.
+  up front, ``step(grads, skip_nonfinite=True)`` skips the whole step on them and reports it
+  in ``found_inf``; by default NaN/inf propagate exactly as in torch.
 * Non-contiguous parameters are rejected (ValueError); gradients in another memory order are
   copied once into the parameter's order.
 * A parameter listed twice, or two parameters sharing memory, raise ValueError (torch only
@@ -298,6 +299,10 @@ class Optimizer:
         self.param_groups: list[dict[str, Any]] = []
         self._cache: dict[int, _GroupCache] = {}
         self._opt_called = False
+        #: True when the last ``step(skip_nonfinite=True)`` was skipped (non-finite gradient).
+        self.found_inf = False
+        #: Steps skipped by ``skip_nonfinite=True`` since construction.
+        self.skipped_steps = 0
         param_groups = list(params)
         if len(param_groups) == 0:
             raise ValueError("optimizer got an empty parameter list")
@@ -469,12 +474,17 @@ class Optimizer:
         *,
         closure: Callable[[], Any] | None = None,
         check_finite: bool = False,
+        skip_nonfinite: bool = False,
     ) -> Any:
         """One optimization step over all groups; returns ``closure()``'s value if given.
 
         ``grads``: list aligned with all parameters (None entries skip a parameter); omitted,
         each torch parameter's ``.grad`` is used. A callable first argument is a closure.
         ``check_finite=True`` raises ValueError on NaN/inf gradients before any update.
+        ``skip_nonfinite=True`` skips the whole step instead (no parameter, state or step
+        count changes; torch's ``found_inf`` rule of its fused kernels and GradScaler) and
+        reports it: ``self.found_inf`` is True after a skipped step, False after an applied
+        one, and ``self.skipped_steps`` counts the skipped steps.
         Everything is validated before anything is written.
         """
         if callable(grads) and closure is None:
@@ -483,16 +493,23 @@ class Optimizer:
         if closure is not None:
             loss = closure()
         work = self._prepare(grads)
-        if check_finite:
+        if check_finite or skip_nonfinite:
+            tables, where = [], []
             for _group, _gi, _scal, _spec, buckets in work:
                 for plan, _gkeep, ks in buckets:
-                    bad = F.nonfinite_chunks(plan.proto, plan.ptrs, 1, plan.chunks, plan.total)
-                    if bad.any():
-                        k = ks[int(plan.chunks[int(np.argmax(bad)), 0])]
-                        raise ValueError(
-                            f"grads[{k}] contains NaN or infinite values (check_finite=True)"
-                        )
+                    tables.append((plan.proto, plan.ptrs, plan.chunks, plan.total))
+                    where.append(ks)
+            bad = F.first_nonfinite(tables)
+            if bad is not None:
+                if skip_nonfinite:
+                    self.found_inf = True
+                    self.skipped_steps += 1
+                    self._opt_called = True
+                    return loss
+                k = where[bad[0]][bad[1]]
+                raise ValueError(f"grads[{k}] contains NaN or infinite values (check_finite=True)")
         self._apply(work)
+        self.found_inf = False
         self._opt_called = True
         return loss
 
