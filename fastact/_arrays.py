@@ -130,6 +130,8 @@ def flat_pair(x: np.ndarray, out: np.ndarray):
 
 def normalize_dim(dim: Any, ndim: int, name: str = "dim") -> int:
     """A dimension index in [-ndim, ndim) as a non-negative int (0-d arrays act as 1-d)."""
+    if type(dim) is int and -1 <= dim < ndim:
+        return dim % max(ndim, 1)
     if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(dim).__name__}")
     n = max(ndim, 1)

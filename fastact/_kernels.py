@@ -23,6 +23,8 @@ from typing import Any
 import numba
 import numpy as np
 from numba import prange
+from numba.extending import overload
+from numba.np.numpy_support import as_dtype
 
 from fastact._arrays import (
     as_float_array,
@@ -42,18 +44,43 @@ __all__ = ["Elementwise", "REQUIRED", "make_public", "pick", "PARALLEL_THRESHOLD
 #: ``python -m fastact bench``: thread start-up costs more than it saves on smaller arrays).
 PARALLEL_THRESHOLD = 1 << 15
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+_FLOATS = (_F32, _F64)
 REQUIRED = object()  # marks a parameter without a default (torch's threshold(x, threshold, value))
 
 
+def like_dtype(arr, params):
+    """``params`` (a tuple of numbers) cast to ``arr``'s dtype, inside jitted code.
+
+    The CPU loops take their scalar parameters as Python floats, whose dispatch is a fast C
+    path in numba (NumPy scalars cost about a microsecond each), and cast them here once,
+    outside the loop, with the same rounding as ``dtype.type(value)``."""
+    raise NotImplementedError("like_dtype is only callable from jitted code")
+
+
+@overload(like_dtype, jit_options={"error_model": "numpy"})
+def _like_dtype_impl(arr, params):
+    cast = as_dtype(arr.dtype).type
+    src = (
+        "def impl(arr, params):\n    return ("
+        + "".join(f"cast(params[{i}]), " for i in range(len(params)))
+        + ")\n"
+    )
+    ns: dict[str, Any] = {"cast": cast}
+    exec(src, ns)
+    return ns["impl"]
+
+
 def _map_loop(x, out, *p):
+    q = like_dtype(x, p)
     for i in prange(x.shape[0]):
-        out[i] = f(x[i], *p)  # noqa: F821  (f is bound by specialize)
+        out[i] = f(x[i], *q)  # noqa: F821  (f is bound by specialize)
 
 
 def _map2_loop(a, b, out, *p):
+    q = like_dtype(a, p)
     for i in prange(a.shape[0]):
-        out[i] = f(a[i], b[i], *p)  # noqa: F821
+        out[i] = f(a[i], b[i], *q)  # noqa: F821
 
 
 def pick(kernels: tuple, n: int, threshold: int = PARALLEL_THRESHOLD):
@@ -101,6 +128,7 @@ class Elementwise:
         self.torch_name = torch_name or name
         self._kernels: dict[str, tuple] = {}
         self._ufuncs: dict[str, Any] = {}
+        self._param_cache: dict[tuple, tuple] = {}
 
     # ----------------------------------------------------------------- compiled pieces
     def kernels(self, kind: str) -> tuple:
@@ -136,9 +164,42 @@ class Elementwise:
 
     # ----------------------------------------------------------------- parameters
     def kernel_params(self, values: tuple, dtype: np.dtype) -> tuple:
-        """User parameters -> the scalars (or arrays) the kernels take, validated."""
+        """User parameters -> ``dtype`` scalars (or arrays), validated (ufunc and CUDA paths;
+        the CPU loops take :meth:`scalar_params`)."""
         if not values and self.prepare is None:
             return ()
+        return self._convert_params(values, dtype)
+
+    def scalar_params(self, values: tuple, dtype: np.dtype) -> tuple | None:
+        """:meth:`kernel_params` as Python floats for the CPU loops when they are all scalars
+        (exactly representable in ``dtype``), else None (array parameters).
+
+        Python-number parameters are converted once per (values, types, dtype) and cached
+        (the conversion and checks cost more than a 1K-element kernel); zeros are not cached
+        because 0.0 and -0.0 compare equal but may give differently signed results.
+        """
+        if not values and self.prepare is None:
+            return ()
+        cache = self._param_cache
+        try:
+            key = (dtype, values, *map(type, values))
+            kp = cache.get(key)
+        except TypeError:  # an unhashable parameter (an array)
+            key = kp = None
+        if kp is None:
+            kp = self._convert_params(values, dtype)
+            if any(type(p) is np.ndarray for p in kp):
+                return None
+            kp = tuple([float(p) for p in kp])  # exact: the loops cast back to dtype
+            if (
+                key is not None
+                and len(cache) < 256
+                and all((type(v) is float or type(v) is int) and v != 0 for v in values)
+            ):
+                cache[key] = kp
+        return kp
+
+    def _convert_params(self, values: tuple, dtype: np.dtype) -> tuple:
         t = dtype.type
         cast = tuple(
             [
@@ -153,7 +214,7 @@ class Elementwise:
     # ----------------------------------------------------------------- calls
     def forward(self, x: Any, values: tuple, out: Any = None, inplace: bool = False):
         """``f(x)`` into a new array, into ``out``, or into ``x`` itself (``inplace``)."""
-        if type(x) is np.ndarray and x.dtype in _FLOATS and x.flags.c_contiguous:
+        if type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64) and x.flags.c_contiguous:
             # fast path for the common call: C-contiguous float array, scalar parameters
             if inplace:
                 dst = x if out is None and x.flags.writeable else None
@@ -171,8 +232,8 @@ class Elementwise:
             else:
                 dst = None
             if dst is not None:
-                kp = self.kernel_params(values, x.dtype)
-                if not any(type(p) is np.ndarray for p in kp):
+                kp = self.scalar_params(values, x.dtype)
+                if kp is not None:
                     n = x.size
                     if n:
                         ks = self._kernels.get("forward") or self.kernels("forward")
@@ -208,6 +269,7 @@ class Elementwise:
             out = check_out(out, _broadcast_shape(x, kp, "input", self.param_names), rdt, (x,))
         if any(isinstance(p, np.ndarray) for p in kp):
             return self._ufunc_call("forward", (x,), kp, out, rdt, inplace)
+        kp = tuple([float(p) for p in kp])  # the loops' parameter convention
         if out is None:
             res = np.empty_like(x)
             self._run("forward", (x,), kp, res)
@@ -237,8 +299,8 @@ class Elementwise:
             # fast path: matching C-contiguous float arrays, scalar parameters
             kind = "grad" if output is None else "grad_output"
             if self.scalars[kind] is not None:
-                kp = self.kernel_params(values, v.dtype)
-                if not any(type(p) is np.ndarray for p in kp):
+                kp = self.scalar_params(values, v.dtype)
+                if kp is not None:
                     res = np.empty_like(v)
                     n = v.size
                     if n:
@@ -274,7 +336,7 @@ class Elementwise:
             return self._ufunc_call(kind, (g, v), kp, out, dtype, False)
         if out is None:
             out = np.empty_like(v)
-        self._run(kind, (g, v), kp, out)
+        self._run(kind, (g, v), tuple([float(p) for p in kp]), out)
         return out
 
     # ----------------------------------------------------------------- execution

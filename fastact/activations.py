@@ -699,8 +699,8 @@ torch: ``F.threshold(input, threshold, value, inplace=False)``.""",
 def _view3(a: np.ndarray, dim: int) -> np.ndarray:
     """A C-contiguous ``a`` as (outer, a.shape[dim], inner) (a view when possible)."""
     shape = a.shape if a.ndim else (1,)
-    outer = int(np.prod(shape[:dim], dtype=np.int64))
-    inner = int(np.prod(shape[dim + 1 :], dtype=np.int64))
+    outer = math.prod(shape[:dim])
+    inner = math.prod(shape[dim + 1 :])
     return np.ascontiguousarray(a).reshape(outer, shape[dim], inner)
 
 
@@ -874,7 +874,8 @@ def _prelu_args(input, weight, out_dtype=None):
         )
     dt = np.promote_types(x.dtype, w.dtype) if out_dtype is None else out_dtype
     x = x.astype(dt, copy=False)
-    wc = np.ascontiguousarray(np.broadcast_to(w.astype(dt, copy=False).reshape(-1), (channels,)))
+    wf = w.astype(dt, copy=False).reshape(-1)
+    wc = np.ascontiguousarray(wf) if wf.size == channels else np.full(channels, wf[0], dt)
     return x, w, wc, (1 if x.ndim < 2 else 1)
 
 
@@ -924,9 +925,9 @@ def _glu_view(x, dim):
     d = normalize_dim(dim, x.ndim)
     if x.shape[d] % 2:
         raise ValueError(f"Halving dimension must be even, but dimension {d} is size {x.shape[d]}")
-    outer = int(np.prod(x.shape[:d], dtype=np.int64))
+    outer = math.prod(x.shape[:d])
     out_shape = x.shape[:d] + (x.shape[d] // 2,) + x.shape[d + 1 :]
-    half = int(np.prod(out_shape[d:], dtype=np.int64))
+    half = math.prod(out_shape[d:])
     return d, np.ascontiguousarray(x).reshape(outer, 2, half), out_shape
 
 

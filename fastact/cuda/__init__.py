@@ -23,6 +23,8 @@ import importlib
 import importlib.util
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "is_available",
     "is_device_array",
@@ -32,6 +34,10 @@ __all__ = [
     "elementwise_backward",
     "device_aware",
 ]
+
+
+#: Argument types that are never device arrays (skipped by ``device_aware`` without a lookup).
+_HOST_TYPES = frozenset({np.ndarray, float, int, bool, str, type(None), tuple, list})
 
 
 class CudaUnavailableError(RuntimeError):
@@ -139,11 +145,11 @@ def device_aware(fn=None, *, module: str = "fastact.cuda._api"):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         for a in args:
-            if is_device_array(a):
+            if type(a) not in _HOST_TYPES and is_device_array(a):
                 break
         else:
             for a in kwargs.values():
-                if is_device_array(a):
+                if type(a) not in _HOST_TYPES and is_device_array(a):
                     break
             else:
                 return fn(*args, **kwargs)
