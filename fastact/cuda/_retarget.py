@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import types
 from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -61,8 +62,16 @@ def _via_math(fn: Callable) -> Callable:
     return sim
 
 
+def _sim_fma(a, b, c):
+    """a*b + c with one rounding (exact rational arithmetic; the simulator only)."""
+    if not all(math.isfinite(v) for v in (a, b, c)):
+        return type(a)(a * b + c)
+    return type(a)(float(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))))
+
+
 #: Simulator replacements of the ``fastact._math`` cores (NumPy semantics, dtype kept).
 _SIM_MATH = {
+    "_fma": _sim_fma,
     "exp": _ieee(np.exp),
     "expm1": _ieee(np.expm1),
     "log": _ieee(np.log),
