@@ -91,12 +91,6 @@ def sigmoid_pair(x):
     return (r, e * r) if x >= 0 else (e * r, r)
 
 
-@jit
-def _x_exp_x(x, c):
-    """c * x * exp(x) for very negative x without the exponent underflowing first."""
-    return (c * x * fm.exp(x + lit(x, 32.0))) * lit(x, _EXP_M32)
-
-
 # ----------------------------------------------------------------------------- sigmoid, tanh
 @jit
 def _sigmoid(x):
@@ -408,17 +402,29 @@ torch: ``F.logsigmoid(input)``.""",
 
 
 @jit
+def _exp_neg_abs_scaled(x):
+    """(e, tiny): e = exp(-|x|), or exp(x + 32) when x < -64 (tiny; the true value is
+    e * exp(-32), which would lose precision as a subnormal). One exp for both cases."""
+    tiny = x < lit(x, -64.0)
+    return fm.exp(-abs(x) + (lit(x, 32.0) if tiny else lit(x, 0.0))), tiny
+
+
+@jit
 def _silu(x):
-    if x < -64:
-        return _x_exp_x(x, lit(x, 1.0))
-    return x * sigmoid_core(x)
+    e, tiny = _exp_neg_abs_scaled(x)
+    if tiny:  # x e^x / (1 + e^x) = x e^x to float precision
+        return (x * e) * lit(x, _EXP_M32)
+    r = lit(x, 1.0) / (lit(x, 1.0) + e)
+    return x * (r if x >= 0 else e * r)
 
 
 @jit
 def _silu_grad(g, x):
-    if x < -64:
-        return g * _x_exp_x(x, lit(x, 1.0) + lit(x, 1.0) / x)
-    s, sn = sigmoid_pair(x)
+    e, tiny = _exp_neg_abs_scaled(x)
+    if tiny:  # s (1 + x (1 - s)) = (1 + x) e^x to float precision
+        return g * (((lit(x, 1.0) + x) * e) * lit(x, _EXP_M32))
+    r = lit(x, 1.0) / (lit(x, 1.0) + e)
+    s, sn = (r, e * r) if x >= 0 else (e * r, r)
     return g * s * (lit(x, 1.0) + x * sn)
 
 
@@ -434,33 +440,36 @@ negative x, where torch's sigmoid factor underflows.""",
 
 
 @jit
-def _mish_n(x):
-    # tanh(softplus(x)) = n / (n + 2) with n = e^x (e^x + 2); x clamped where tanh(.) == 1
-    e = fm.exp(min(x, lit(x, 20.0)))
-    return e * (e + lit(x, 2.0))
+def _mish_exp(x):
+    """(e, tiny): e = exp(min(x, 20)), or exp(x + 32) when x < -64 (tiny: see silu).
+    tanh(softplus(x)) = n / (n + 2) with n = e^x (e^x + 2); x clamped where tanh(.) == 1."""
+    tiny = x < lit(x, -64.0)
+    return fm.exp(min(x, lit(x, 20.0)) + (lit(x, 32.0) if tiny else lit(x, 0.0))), tiny
 
 
 @jit
 def _mish(x):
-    if x < -64:
-        return _x_exp_x(x, lit(x, 1.0))
+    e, tiny = _mish_exp(x)
+    if tiny:  # x tanh(log1p(e^x)) = x e^x to float precision
+        return (x * e) * lit(x, _EXP_M32)
     if x > 20:  # tanh(softplus(x)) == 1 (also keeps reassociation from forming x * n)
         return x
-    n = _mish_n(x)
+    n = e * (e + lit(x, 2.0))
     return x * (n / (n + lit(x, 2.0)))
 
 
 @jit
 def _mish_grad(g, x):
-    if x < -64:
-        return g * _x_exp_x(x, lit(x, 1.0) + lit(x, 1.0) / x)
+    e, tiny = _mish_exp(x)
+    if tiny:  # (1 + x) e^x to float precision
+        return g * (((lit(x, 1.0) + x) * e) * lit(x, _EXP_M32))
     if x > 20:  # torch: NaN at +inf (inf/inf in its formula)
         return g if x < math.inf else g * lit(x, math.nan)
-    n = _mish_n(x)
+    n = e * (e + lit(x, 2.0))
     d = n + lit(x, 2.0)
     t = n / d
     sech2 = lit(x, 4.0) * ((n + lit(x, 1.0)) / d) / d
-    return g * (t + x * sech2 * sigmoid_core(x))
+    return g * (t + x * sech2 * (e / (lit(x, 1.0) + e)))  # sigmoid(x) = e / (1 + e)
 
 
 _register(

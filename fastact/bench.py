@@ -1737,11 +1737,12 @@ def _simd_width() -> tuple[int, str]:
 
 
 def _vector_registers() -> str:
-    """Register width LLVM actually uses for a float32 loop (compiles a tiny kernel)."""
+    """Register width LLVM uses for a float32 loop compiled like fastact's kernels (with
+    fastact's vector-width setting, ``FASTACT_VECTOR_WIDTH``; compiles a tiny kernel)."""
     try:
-        import numba
+        from fastact._jit import jit
 
-        @numba.njit(fastmath=True, cache=False)
+        @jit(cache=False)
         def axpy(x, out, a):  # pragma: no cover - compiled
             for i in range(x.shape[0]):
                 out[i] = x[i] * a + out[i]

@@ -385,7 +385,77 @@ def loss_cases(env: Env, n: int, dtypes, only) -> list[Case]:
                         tol=(5e-5, 1e-6) if dt == np.float32 else None,
                     )
                 )
+    cases += row_loss_cases(env, n, dtypes)
     return [c for c in cases if _selected(c.name, only)]
+
+
+def row_loss_cases(env: Env, n: int, dtypes) -> list[Case]:
+    """cross_entropy (rows, spatial, probabilities), nll_loss, cosine_embedding_loss,
+    triplet_margin_loss, multilabel_soft_margin_loss on ``n``-element inputs."""
+    from fastact import losses as L
+    from fastact.cuda import losses as CL
+
+    big = n >= 1 << 16
+    cases: list[Case] = []
+    for dt in dtypes:
+        dt = np.dtype(dt)
+        it = dt.itemsize
+        tol = (1e-4, 1e-6) if dt == np.float32 else None
+        c_rows = 1000 if big else 7
+        rows = max(1, n // c_rows)
+        x = env.rng.standard_normal((rows, c_rows)).astype(dt)
+        y = env.rng.integers(0, c_rows, rows)
+        y[::7] = -100
+        w = env.rng.random(c_rows).astype(dt)
+        q = env.rng.random((rows, c_rows)).astype(dt)
+        q /= q.sum(axis=1, keepdims=True)
+        c_sp = 21 if big else 3
+        d_sp = max(1, n // (4 * c_sp))
+        xs = env.rng.standard_normal((4, c_sp, d_sp)).astype(dt)
+        ys = env.rng.integers(0, c_sp, (4, d_sp))
+        d_feat = 256 if big else 5
+        r_feat = max(1, n // d_feat)
+        a, b, c = (env.rng.standard_normal((r_feat, d_feat)).astype(dt) for _ in range(3))
+        t_cos = np.where(env.rng.random(r_feat) < 0.5, -1, 1).astype(dt)
+        t_ml = (env.rng.random((r_feat, d_feat)) < 0.3).astype(dt)
+        specs = [
+            ("cross_entropy", (x, y), {"weight": w, "label_smoothing": 0.1}, x.size),
+            ("cross_entropy(probs)", (x, q), {}, 2 * x.size),
+            ("cross_entropy(N,C,d)", (xs, ys), {}, xs.size),
+            ("nll_loss", (x, y), {"weight": w}, x.size),
+            ("nll_loss(N,C,d)", (xs, ys), {"reduction": "none"}, xs.size),
+            ("cosine_embedding_loss", (a, b, t_cos), {"margin": 0.1}, 2 * a.size),
+            ("triplet_margin_loss", (a, b, c), {}, 3 * a.size),
+            ("triplet_margin_loss(p=3)", (a, b, c), {"p": 3.0, "swap": True}, 3 * a.size),
+            ("multilabel_soft_margin_loss", (a, t_ml), {}, 2 * a.size),
+        ]
+        for name, args, kw, nread in specs:
+            fname = name.split("(")[0]
+            dev_fn, cpu_fn = getattr(CL, fname), getattr(L, fname)
+            dargs = [env.dev(v) for v in args]
+            dkw = {k: (env.dev(v) if isinstance(v, np.ndarray) else v) for k, v in kw.items()}
+            tf = None
+            if env.torch is not None:
+                import torch.nn.functional as F
+
+                targs = [env.tdev(v) for v in args]
+                tkw = {k: (env.tdev(v) if isinstance(v, np.ndarray) else v) for k, v in kw.items()}
+                tfn = getattr(F, fname)
+                tf = lambda f=tfn, a=targs, k=tkw: f(*a, **k)  # noqa: E731
+            cases.append(
+                Case(
+                    name,
+                    "loss",
+                    dt,
+                    int(args[0].size),
+                    lambda f=dev_fn, a=dargs, k=dkw: f(*a, **k, return_grad=True),
+                    lambda f=cpu_fn, a=args, k=kw: f(*a, **k, return_grad=True),
+                    (nread + int(args[0].size) * (2 if fname.startswith("triplet") else 1)) * it,
+                    tf,
+                    tol=tol,
+                )
+            )
+    return cases
 
 
 _OPTIMS = {
@@ -464,6 +534,49 @@ def optim_cases(env: Env, n: int, dtypes, only) -> list[Case]:
                 tol=(1e-5, 1e-6) if dt == np.float32 else None,
             )
             c.results["once"] = True  # compared after exactly one step
+            cases.append(c)
+    return cases + optim_class_cases(env, sizes, dtypes, only)
+
+
+def optim_class_cases(env: Env, sizes: list[int], dtypes, only) -> list[Case]:
+    """The optimizer classes (fastact.optim.Adam ...) on device parameters: one step of
+    the class on device arrays against the same class on host copies (state created by
+    the step, so a second call measures a steady-state step)."""
+    import fastact.optim as O
+
+    cases = []
+    for name, (_snames, kw, tcls) in _OPTIMS.items():
+        if not (_selected(tcls, only) or _selected(f"{tcls}_class", only)):
+            continue
+        for dt in dtypes:
+            it = np.dtype(dt).itemsize
+            ph = [env.rng.standard_normal(s).astype(dt) for s in sizes]
+            gh = [env.rng.standard_normal(s).astype(dt) for s in sizes]
+            pd = [env.dev(a) for a in ph]
+            gd = [env.dev(a) for a in gh]
+            dopt = getattr(O, tcls)(pd, **kw)
+            hopt = getattr(O, tcls)(ph, **kw)
+
+            def gpu(dopt=dopt, pd=pd, gd=gd):
+                dopt.step(gd)
+                return pd
+
+            def cpu(hopt=hopt, ph=ph, gh=gh):
+                hopt.step(gh)
+                return ph
+
+            c = Case(
+                f"{tcls} class step ({len(sizes)} tensors)",
+                "optim",
+                np.dtype(dt),
+                sum(sizes),
+                gpu,
+                cpu,
+                _STATE_BYTES[name] * sum(sizes) * it,
+                _torch_optim(env, tcls, ph, gh, kw),
+                tol=(1e-5, 1e-6) if dt == np.float32 else None,
+            )
+            c.results["once"] = True
             cases.append(c)
     return cases
 
@@ -737,6 +850,7 @@ def compile_only(cc: tuple[int, int], only) -> int:
                         (a1, a1, a1, w, w, prm, ty, types.none, types.none, types.none, p2),
                     )
                 )
+        jobs += _row_loss_jobs(losses, ty)
         import inspect
 
         from fastact.optim import functional as OF
@@ -778,6 +892,61 @@ def compile_only(cc: tuple[int, int], only) -> int:
         flush=True,
     )
     return EXIT_MISMATCH if failures else EXIT_OK
+
+
+def _row_loss_jobs(losses, ty) -> list[tuple[str, Any, tuple]]:
+    """PTX jobs of the row-wise loss kernels (cross_entropy, nll, cosine, triplet,
+    multilabel soft margin) for float type ``ty``: full and minimal variants."""
+    from numba import types
+
+    none, f64, i64, b1 = types.none, types.float64, types.int64, types.boolean
+    a1, a2, a3 = ty[::1], ty[:, ::1], ty[:, :, ::1]
+    p2 = types.float64[:, ::1]
+    y1, y2 = types.int64[::1], types.int64[:, ::1]
+    k = losses._row_kernel
+    jobs: list[tuple[str, Any, tuple]] = [
+        ("loss.class_stats", k("class_stats"), (y1, a1, i64, i64, p2)),
+        ("loss.class_stats", k("class_stats"), (types.int32[::1], none, i64, i64, p2)),
+        ("loss.zero", k("zero"), (a1,)),
+    ]
+    for w in (none, a1):
+        for y, q in ((y1, none), (none, a2)):
+            for g, out in ((a2, a1), (none, none)):
+                jobs.append(
+                    ("loss.ce_rows", k("ce_rows"), (a2, y, q, w, f64, f64, i64, f64, g, out, p2))
+                )
+        for y, q in ((y2, none), (none, a3)):
+            for g, out in ((a3, a2), (none, none)):
+                jobs.append(
+                    (
+                        "loss.ce_columns",
+                        k("ce_columns"),
+                        (a3, y, q, w, f64, f64, i64, f64, g, out, p2),
+                    )
+                )
+        for g, out in ((a3, a2), (none, none)):
+            jobs.append(("loss.nll", k("nll"), (a3, y2, w, i64, f64, g, out, p2)))
+    for g, out in ((a2, a1), (none, none)):
+        jobs.append(
+            ("loss.cosine_rows", k("cosine_rows"), (a2, a2, a1, f64, ty, f64, g, g, out, p2))
+        )
+        for kind in ("p2", "p1", "pgen"):
+            jobs.append(
+                (
+                    f"loss.triplet_{kind}",
+                    k(f"triplet_{kind}"),
+                    (a2, a2, a2, f64, f64, f64, b1, ty, f64, g, g, g, out, p2),
+                )
+            )
+        for w in (none, a2):
+            jobs.append(
+                (
+                    "loss.msm_rows",
+                    k("msm_rows"),
+                    (a2, a2, w, types.UniTuple(ty, 1), ty, g, out, p2),
+                )
+            )
+    return jobs
 
 
 # ============================================================================= main

@@ -367,6 +367,157 @@ def test_loss_weights_and_domain_errors():
         CL.l1_loss(D(h["x"]), D(h["t"]), reduction="avg")
 
 
+# ----------------------------------------------------------------------------- row-wise losses
+def _row_data(dt, seed=11):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 7, 5)
+    y[1] = -100
+    q = rng.random((5, 7)).astype(dt)
+    y4 = rng.integers(0, 4, (2, 3, 2))
+    y4[0, 1, 1] = -100
+    return {
+        "x": rng.standard_normal((5, 7)).astype(dt),
+        "y": y,
+        "y2": np.where(y == -100, 2, y),
+        "q": q / q.sum(axis=1, keepdims=True),
+        "w": rng.random(7).astype(dt),
+        "x1": rng.standard_normal(7).astype(dt),
+        "y0": np.array(3),
+        "x4": rng.standard_normal((2, 4, 3, 2)).astype(dt),
+        "y4": y4,
+        "q4": rng.random((2, 4, 3, 2)).astype(dt),
+        "a": rng.standard_normal((6, 9)).astype(dt),
+        "b": rng.standard_normal((6, 9)).astype(dt),
+        "c": rng.standard_normal((6, 9)).astype(dt),
+        "s": np.array([1, -1, 1, -1, -1, 1]).astype(dt),
+        "s0": np.array(-1.0, dt),
+        "m": (rng.random((6, 9)) < 0.4).astype(dt),
+        "wc": rng.random(9).astype(dt),
+        "wr": rng.random((6, 9)).astype(dt),
+    }
+
+
+ROW_LOSS_CASES = [
+    ("cross_entropy", ("x", "y"), {"weight": "w", "label_smoothing": 0.2}),
+    ("cross_entropy", ("x", "y2"), {"ignore_index": 2, "reduction": "none"}),
+    ("cross_entropy", ("x", "q"), {"weight": "w", "label_smoothing": 0.1, "reduction": "sum"}),
+    ("cross_entropy", ("x4", "y4"), {"label_smoothing": 0.3}),
+    ("cross_entropy", ("x4", "q4"), {"reduction": "none"}),
+    ("cross_entropy", ("x1", "y0"), {}),
+    ("nll_loss", ("x", "y"), {"weight": "w"}),
+    ("nll_loss", ("x4", "y4"), {"reduction": "none"}),
+    ("cosine_embedding_loss", ("a", "b", "s"), {"margin": 0.1}),
+    ("cosine_embedding_loss", ("a", "b", "s"), {"reduction": "none"}),
+    ("cosine_embedding_loss", ("x1", "x1", "s0"), {"margin": -0.5}),
+    ("triplet_margin_loss", ("a", "b", "c"), {}),
+    ("triplet_margin_loss", ("a", "b", "c"), {"p": 1, "reduction": "none"}),
+    ("triplet_margin_loss", ("a", "b", "c"), {"p": 3, "swap": True, "reduction": "sum"}),
+    ("multilabel_soft_margin_loss", ("a", "m"), {"weight": "wc"}),
+    ("multilabel_soft_margin_loss", ("a", "m"), {"weight": "wr", "reduction": "none"}),
+    ("multilabel_soft_margin_loss", ("a", "m"), {"reduction": "sum"}),
+]
+
+
+def _dev_arg(v):
+    return cuda.to_device(v) if isinstance(v, np.ndarray) else v
+
+
+@pytest.mark.parametrize(
+    "k,name,args,kw",
+    [(k, *c) for k, c in enumerate(ROW_LOSS_CASES)],
+    ids=[c[0] for c in ROW_LOSS_CASES],
+)
+def test_row_losses_match_cpu(k, name, args, kw):
+    from fastact.cuda import losses as CL
+
+    dt = DTYPES[k % 2]
+    h = _row_data(dt)
+    hkw = {key: (h[v] if isinstance(v, str) and v in h else v) for key, v in kw.items()}
+    hargs = [h[a] for a in args]
+    loss, grad = getattr(CL, name)(
+        *[_dev_arg(a) for a in hargs],
+        **{key: _dev_arg(v) for key, v in hkw.items()},
+        return_grad=True,
+    )
+    closs, cgrad = getattr(L, name)(*hargs, **hkw, return_grad=True)
+    assert fc.is_device_array(loss)
+    assert H(loss).dtype == np.asarray(closs).dtype
+    assert_close(H(loss), closs, dt)
+    grads = grad if isinstance(grad, tuple) else (grad,)
+    cgrads = cgrad if isinstance(cgrad, tuple) else (cgrad,)
+    assert len(grads) == len(cgrads)
+    for gd, gc in zip(grads, cgrads, strict=True):
+        assert fc.is_device_array(gd)
+        assert_close(H(gd), gc, dt)
+    # the value without return_grad, and through the CPU function's device dispatch
+    assert_close(
+        H(
+            getattr(L, name)(
+                *[_dev_arg(a) for a in hargs], **{key: _dev_arg(v) for key, v in hkw.items()}
+            )
+        ),
+        closs,
+        dt,
+    )
+
+
+def test_row_losses_validation_and_edge_cases():
+    from fastact.cuda import losses as CL
+
+    h = _row_data(np.float64)
+    x, w = D(h["x"]), D(h["w"])
+    bad = h["y"].copy()
+    bad[3] = 7
+    with pytest.raises(ValueError, match=r"target 7 is out of bounds for 7 classes"):
+        CL.cross_entropy(x, D(bad))
+    with pytest.raises(ValueError, match=r"target 7 is out of bounds"):
+        CL.nll_loss(x, D(bad))
+    with pytest.raises(ValueError, match=r"weight must have shape \(7,\)"):
+        CL.cross_entropy(x, D(h["y"]), weight=D(np.ones(6)))
+    with pytest.raises(TypeError, match="weight has dtype float32"):
+        CL.nll_loss(x, D(h["y"]), weight=D(np.ones(7, np.float32)))
+    with pytest.raises(TypeError, match="must hold integer class indices"):
+        CL.cross_entropy(x, D(h["y"].astype(np.float64)))
+    with pytest.raises(TypeError, match="holds class probabilities and must be floating"):
+        CL.cross_entropy(x, D(np.zeros((5, 7), np.int64)))
+    with pytest.raises(ValueError, match="target has shape"):
+        CL.nll_loss(x, D(h["y"][:4]))
+    with pytest.raises(ValueError, match="label_smoothing must be between"):
+        CL.cross_entropy(x, D(h["y"]), label_smoothing=1.5)
+    with pytest.raises(TypeError, match="ignore_index must be an int"):
+        CL.cross_entropy(x, D(h["y"]), ignore_index=1.5)
+    with pytest.raises(ValueError, match="p must be a positive finite number"):
+        CL.triplet_margin_loss(D(h["a"]), D(h["b"]), D(h["c"]), p=0)
+    with pytest.raises(ValueError, match="must have the same shape"):
+        CL.triplet_margin_loss(D(h["a"]), D(h["b"]), D(h["c"][:2]))
+    with pytest.raises(ValueError, match="a 1-d target expects 2-d inputs"):
+        CL.cosine_embedding_loss(D(h["x1"]), D(h["x1"]), D(h["s"]))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        CL.multilabel_soft_margin_loss(D(h["a"]), D(h["m"][:, :4]))
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        CL.nll_loss(x, D(h["y"]), reduction="avg")
+    with pytest.raises(ValueError, match="grad_out requires return_grad=True"):
+        CL.cross_entropy(x, D(h["y"]), grad_out=cuda.device_array((5, 7)))
+    # every target ignored: 'mean' is NaN like torch, the gradient zero
+    ign = D(np.full(5, -100))
+    loss, g = CL.cross_entropy(x, ign, return_grad=True)
+    assert np.isnan(H(loss)) and not H(g).any()
+    assert np.isnan(H(CL.nll_loss(x, ign)))
+    # grad_out: the gradient is written into the caller's device buffer
+    buf = cuda.device_array((5, 7))
+    loss, g = CL.cross_entropy(x, D(h["y"]), weight=w, return_grad=True, grad_out=buf)
+    assert g is buf
+    assert_close(
+        H(buf), L.cross_entropy(h["x"], h["y"], weight=h["w"], return_grad=True)[1], np.float64
+    )
+    bufs = (cuda.device_array((6, 9)), None, cuda.device_array((6, 9)))
+    _, gs = CL.triplet_margin_loss(D(h["a"]), D(h["b"]), D(h["c"]), return_grad=True, grad_out=bufs)
+    assert gs[0] is bufs[0] and gs[2] is bufs[2]
+    cg = L.triplet_margin_loss(h["a"], h["b"], h["c"], return_grad=True)[1]
+    for gd, gc in zip(gs, cg, strict=True):
+        assert_close(H(gd), gc, np.float64)
+
+
 # ----------------------------------------------------------------------------- optimizers
 OPTIM_CASES = [
     ("sgd", ("momentum_buffers",), {"lr": 0.1, "momentum": 0.9, "nesterov": True}, False),
@@ -464,6 +615,196 @@ def test_launch_takes_the_cpu_tables():
     assert H(z).tolist() == [0.0] * 9
 
 
+# ----------------------------------------------------------------------------- optimizer classes
+CLASS_CASES = [
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
+    ("Adam", {"lr": 0.01, "amsgrad": True, "weight_decay": 0.1}),
+    ("AdamW", {"lr": 0.01, "maximize": True}),
+    ("Adamax", {"lr": 0.01}),
+    ("RMSprop", {"lr": 0.01, "momentum": 0.5, "centered": True}),
+    ("Rprop", {"lr": 0.02}),
+    ("Adagrad", {"lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.1}),
+    ("Adadelta", {"weight_decay": 0.1}),
+]
+CLASS_SHAPES = [(10,), (3, 4)]
+
+
+def _class_data(dt, steps, seed=9):
+    rng = np.random.default_rng(seed)
+    p = [rng.standard_normal(s).astype(dt) for s in CLASS_SHAPES]
+    gs = [[rng.standard_normal(s).astype(dt) for s in CLASS_SHAPES] for _ in range(steps)]
+    return p, gs
+
+
+def _assert_state_close(dopt, hopt, dparams, hparams, dt):
+    rtol = 1e-5 if dt == np.float32 else 1e-12
+    for a, b in zip(dparams, hparams, strict=True):
+        assert_close(H(a), b, dt, rtol=rtol)
+        ds, hs = dopt.state[a], hopt.state[b]
+        assert ds.keys() == hs.keys()
+        for key, v in hs.items():
+            if key == "step":
+                assert ds[key] == v
+            else:
+                assert fc.is_device_array(ds[key])
+                assert_close(H(ds[key]), v, dt, rtol=rtol)
+
+
+@pytest.mark.parametrize("name,kw", CLASS_CASES, ids=[c[0] for c in CLASS_CASES])
+def test_optimizer_classes_on_device_match_cpu(name, kw):
+    """Each class on device arrays = the same class on NumPy copies (5 steps, a None grad)."""
+    cls = getattr(fastact.optim, name)
+    for dt in DTYPES:
+        hp, gs = _class_data(dt, 5)
+        dp = [D(a) for a in hp]
+        hopt, dopt = cls(hp, **kw), cls(dp, **kw)
+        for t, g in enumerate(gs):
+            hg = [None if (t == 1 and k == 0) else a for k, a in enumerate(g)]
+            hopt.step(hg)
+            dopt.step([None if a is None else D(a) for a in hg])
+        _assert_state_close(dopt, hopt, dp, hp, dt)
+        assert not dopt.found_inf
+
+
+def test_optimizer_class_groups_and_mixed_dtypes_on_device():
+    """Two groups with their own options, float32 and float64 in one group."""
+    rng = np.random.default_rng(10)
+    hp = [
+        rng.standard_normal(5).astype(np.float32),
+        rng.standard_normal((2, 3)),
+        rng.standard_normal(4).astype(np.float32),
+    ]
+    dp = [D(a) for a in hp]
+
+    def groups(ps):
+        return [{"params": ps[:2]}, {"params": ps[2:], "lr": 0.05, "betas": (0.8, 0.9)}]
+
+    hopt, dopt = fastact.optim.Adam(groups(hp), lr=0.01), fastact.optim.Adam(groups(dp), lr=0.01)
+    for _ in range(3):
+        g = [rng.standard_normal(a.shape).astype(a.dtype) for a in hp]
+        hopt.step(g)
+        dopt.step([D(a) for a in g])
+    for a, b in zip(dp, hp, strict=True):
+        assert_close(H(a), b, b.dtype, rtol=1e-5 if b.dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("name,kw", [CLASS_CASES[1], CLASS_CASES[0], CLASS_CASES[6]])
+def test_optimizer_class_state_dict_round_trip_on_device(name, kw):
+    """state_dict holds device copies; a new optimizer loading it resumes identically."""
+    cls = getattr(fastact.optim, name)
+    hp, gs = _class_data(np.float64, 4)
+    dp = [D(a) for a in hp]
+    opt = cls(dp, **kw)
+    for g in gs[:2]:
+        opt.step([D(a) for a in g])
+    sd = opt.state_dict()
+    for st in sd["state"].values():
+        for key, v in st.items():
+            if key != "step":
+                assert fc.is_device_array(v)
+    dp2 = [D(H(a)) for a in dp]
+    opt2 = cls(dp2, **kw)
+    opt2.load_state_dict(sd)
+    for key, v in sd["state"][0].items():
+        if key != "step":
+            assert opt2.state[dp2[0]][key] is not v  # copied on load
+    for g in gs[2:]:
+        opt.step([D(a) for a in g])
+        opt2.step([D(a) for a in g])
+    for a, b in zip(dp2, dp, strict=True):
+        np.testing.assert_array_equal(H(a), H(b))
+    # host state dicts (as torch.save would give after .cpu()) load too
+    host_sd = {
+        "state": {
+            i: {k: (v if k == "step" else H(v)) for k, v in st.items()}
+            for i, st in sd["state"].items()
+        },
+        "param_groups": sd["param_groups"],
+    }
+    opt3 = cls([D(a) for a in hp], **kw)
+    opt3.load_state_dict(host_sd)
+    for st3, st in zip(opt3.state_dict()["state"].values(), sd["state"].values(), strict=True):
+        for k, v in st.items():
+            if k == "step":
+                assert st3[k] == v
+            else:
+                np.testing.assert_array_equal(H(st3[k]), H(v))
+
+
+def test_optimizer_class_nonfinite_on_device():
+    hp, gs = _class_data(np.float32, 2)
+    dp = [D(a) for a in hp]
+    opt = fastact.optim.Adam(dp, lr=0.1)
+    opt.step([D(a) for a in gs[0]])
+    before = [H(a) for a in dp]
+    m = H(opt.state[dp[1]]["exp_avg"])
+    bad = [D(gs[1][0]), D(np.where(np.arange(12).reshape(3, 4) == 7, np.inf, gs[1][1]))]
+    opt.step(bad, skip_nonfinite=True)
+    assert opt.found_inf and opt.skipped_steps == 1
+    assert opt.state[dp[0]]["step"] == 1.0
+    with pytest.raises(ValueError, match=r"grads\[1\] contains NaN or infinite"):
+        opt.step(bad, check_finite=True)
+    for a, b in zip(dp, before, strict=True):
+        np.testing.assert_array_equal(H(a), b)
+    np.testing.assert_array_equal(H(opt.state[dp[1]]["exp_avg"]), m)
+    opt.step([D(a) for a in gs[1]], skip_nonfinite=True)
+    assert not opt.found_inf and opt.state[dp[0]]["step"] == 2.0
+
+
+def test_optimizer_class_device_state_replaced_and_grad_layouts():
+    """The cached launch tables follow replaced state entries; gradients in another memory
+    order are copied into the parameter's."""
+    rng = np.random.default_rng(12)
+    hp = [rng.standard_normal((3, 4)), rng.standard_normal(5)]
+    dp = [D(a) for a in hp]
+    hopt = fastact.optim.SGD(hp, lr=0.1, momentum=0.9)
+    dopt = fastact.optim.SGD(dp, lr=0.1, momentum=0.9)
+    g = [rng.standard_normal(a.shape) for a in hp]
+    hopt.step(g)
+    dopt.step([D(a) for a in g])
+    hopt.state[hp[0]]["momentum_buffer"] = np.full((3, 4), 0.5)
+    dopt.state[dp[0]]["momentum_buffer"] = D(np.full((3, 4), 0.5))
+    g = [rng.standard_normal(a.shape) for a in hp]
+    hopt.step(g)
+    dopt.step([cuda.to_device(np.asfortranarray(g[0])), D(g[1])])
+    g = [rng.standard_normal(a.shape) for a in hp]
+    hopt.step([g[0], None])
+    dopt.step([D(g[0]), None])
+    _assert_state_close(dopt, hopt, dp, hp, np.float64)
+
+
+def test_optimizer_class_device_validation():
+    h = np.ones(3, np.float32)
+    d = [D(np.ones(3, np.float32)), D(np.ones(4, np.float32))]
+    with pytest.raises(ValueError, match="mixing them in one optimizer"):
+        fastact.optim.SGD([d[0], h], lr=0.1)
+    opt = fastact.optim.Adam([{"params": [d[0]]}], lr=0.1)
+    with pytest.raises(ValueError, match="mixing them in one optimizer"):
+        opt.add_param_group({"params": [h]})
+    with pytest.raises(ValueError, match="mixing them in one optimizer"):
+        fastact.optim.SGD([{"params": [h]}, {"params": [d[0]]}], lr=0.1)
+    with pytest.raises(ValueError, match="share memory"):
+        big = D(np.ones(8, np.float32))
+        fastact.optim.SGD([big[:4], big[2:6]], lr=0.1)
+    opt.add_param_group({"params": [d[1]], "lr": 0.2})
+    with pytest.raises(TypeError, match=r"grads\[1\] has dtype float64"):
+        opt.step([D(np.ones(3, np.float32)), D(np.ones(4))])
+    with pytest.raises(TypeError, match=r"grads\[0\] must be a CUDA device array"):
+        opt.step([np.ones(3, np.float32), D(np.ones(4, np.float32))])
+    with pytest.raises(ValueError, match=r"grads\[1\] has shape"):
+        opt.step([D(np.ones(3, np.float32)), D(np.ones(5, np.float32))])
+    with pytest.raises(TypeError, match="without .grad"):
+        opt.step()
+    for a in d:  # nothing written, no state created by the rejected steps
+        np.testing.assert_array_equal(H(a), 1.0)
+    assert len(opt.state) == 0
+    opt.step([D(np.ones(3, np.float32)), None])
+    opt.state[d[0]]["exp_avg"] = D(np.zeros(3))  # wrong dtype: rejected before any write
+    with pytest.raises(TypeError, match=r"state\[params\[0\]\]\['exp_avg'\] has dtype"):
+        opt.step([D(np.ones(3, np.float32)), D(np.ones(4, np.float32))])
+    np.testing.assert_array_equal(H(d[1]), 1.0)
+
+
 # ----------------------------------------------------------------------------- gpu_check
 def _gpu_check():
     spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
@@ -540,7 +881,8 @@ def test_kernels_compile_for_the_real_cuda_target():
             "--compile-only",
             "--only",
             "sigmoid,gelu,softmax_rows,prelu_backward_channels,rrelu_train,bce_logits,adam,sgd,"
-            "nonfinite,loss_finalize",
+            "nonfinite,loss_finalize,class_stats,ce_rows,ce_columns,nll,cosine_rows,"
+            "triplet_pgen,msm_rows",
         ],
         capture_output=True,
         text=True,

@@ -12,7 +12,9 @@ imports numba-cuda when a function is first used.
 * API: every element-wise activation as ``name(x, *params, out=None)``, ``name_(x)`` and
   ``name_backward(grad_output, input | output=...)`` with the CPU functions' signatures, plus
   ``prelu``, ``glu``, ``softmax``, ``log_softmax``, ``softmin`` (and their backwards),
-  :mod:`fastact.cuda.losses` and :mod:`fastact.cuda.optim`.
+  :mod:`fastact.cuda.losses` and :mod:`fastact.cuda.optim`. The optimizer classes of
+  :mod:`fastact.optim` (``Adam(params)`` ...) take device parameters too (one fused launch
+  per param group and dtype; see :mod:`fastact.cuda._optimizer`).
 * The kernels are compiled from the *same* scalar Python definitions as the CPU kernels (the
   registry's ``Elementwise.scalars``, the loss scalars): see :mod:`fastact.cuda._retarget`.
 """

@@ -1,7 +1,10 @@
 """torch.optim-compatible optimizers whose step is one fused parallel kernel per param group.
 
 Parameters are writable float32/float64 NumPy arrays (any shape, C or Fortran contiguous) or
-CPU torch tensors, which are updated in place through zero-copy NumPy views. ``step(grads)``
+CPU torch tensors, which are updated in place through zero-copy NumPy views; or, in the whole
+optimizer, CUDA device arrays (``__cuda_array_interface__``: numba, CuPy, torch CUDA), whose
+steps run on the GPU (:mod:`fastact.cuda._optimizer`, needs ``fastact[cuda]``; state on the
+device; host and device parameters cannot be mixed). ``step(grads)``
 takes a list of gradients aligned with all parameters (groups flattened in order; ``None``
 skips a parameter like a missing ``.grad`` in torch); ``step()`` reads each tensor's ``.grad``.
 
@@ -35,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from fastact.cuda import is_device_array as _is_device_array
 from fastact.optim import functional as F
 
 __all__ = [
@@ -74,6 +78,16 @@ def _typename(x: Any) -> str:
 
 def _is_param(x: Any) -> bool:
     return isinstance(x, np.ndarray) or F.is_tensor(x)
+
+
+def _device_impl():
+    """fastact.cuda's optimizer driver (imported on the first device parameter)."""
+    from fastact.cuda import require
+
+    require("a fastact optimizer got CUDA device parameters")
+    from fastact.cuda import _optimizer
+
+    return _optimizer
 
 
 def _tensor_type() -> type:
@@ -290,7 +304,14 @@ class Optimizer:
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         self._check_group(dict(defaults))
         self.defaults = defaults
-        if _is_param(params) or not isinstance(params, Iterable) or isinstance(params, str):
+        #: True when the parameters are CUDA device arrays (fastact.cuda runs the steps).
+        self._device = False
+        if (
+            _is_param(params)
+            or _is_device_array(params)
+            or not isinstance(params, Iterable)
+            or isinstance(params, str)
+        ):
             raise TypeError(
                 "params argument given to the optimizer should be an iterable of arrays, "
                 "Tensors or dicts, but got " + _typename(params)
@@ -327,7 +348,7 @@ class Optimizer:
         if "params" not in param_group:
             raise ValueError("param_group must have a 'params' entry")
         params = param_group["params"]
-        if _is_param(params):
+        if _is_param(params) or _is_device_array(params):
             params = [params]
         elif isinstance(params, (set, frozenset)):
             raise TypeError(
@@ -349,15 +370,27 @@ class Optimizer:
                 "all optimizer params should be with/without names. Some param names are missing"
             )
         gi = len(self.param_groups)
-        for p in tensors:
-            if not _is_param(p):
+        on_device = [_is_device_array(p) for p in tensors]
+        device = any(on_device)
+        if (device and not all(on_device)) or (self.param_groups and device != self._device):
+            raise ValueError(
+                "an optimizer's parameters must all be CUDA device arrays or all host arrays "
+                "(NumPy arrays, CPU tensors); mixing them in one optimizer is not supported"
+            )
+        for p, dev in zip(tensors, on_device, strict=True):
+            if not (dev or _is_param(p)):
                 raise TypeError(
                     "optimizer can only optimize NumPy arrays and torch Tensors, but one of the "
                     "params is " + _typename(p)
                 )
             if F.is_tensor(p) and not (p.is_leaf or p.retains_grad):
                 raise ValueError("can't optimize a non-leaf Tensor")
-        entries = [_Entry(p, f"param_groups[{gi}]['params'][{k}]") for k, p in enumerate(tensors)]
+        names_k = [f"param_groups[{gi}]['params'][{k}]" for k in range(len(tensors))]
+        if device:
+            dev_impl = _device_impl()
+            entries = dev_impl.entries(tensors, names_k)
+        else:
+            entries = [_Entry(p, n) for p, n in zip(tensors, names_k, strict=True)]
         new_group = dict(param_group)
         new_group["params"] = tensors
         if names:
@@ -385,12 +418,14 @@ class Optimizer:
         existing = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in existing for p in tensors):
             raise ValueError("some parameters appear in more than one parameter group")
-        self._check_overlap(
-            extra=[(e.arr, f"param_groups[{gi}]['params'][{k}]") for k, e in enumerate(entries)]
-        )
+        if device:
+            dev_impl.check_overlap(self, list(zip(entries, names_k, strict=True)))
+        else:
+            self._check_overlap(extra=[(e.arr, n) for e, n in zip(entries, names_k, strict=True)])
         # all checks passed: commit (the caller's dict gets the defaults, like torch)
         param_group.clear()
         param_group.update(new_group)
+        self._device = device
         self.param_groups.append(param_group)
         cache = _GroupCache(param_group)
         cache.entries = entries
@@ -492,6 +527,13 @@ class Optimizer:
         loss = None
         if closure is not None:
             loss = closure()
+        if self._device:
+            skipped = _device_impl().step(self, grads, check_finite, skip_nonfinite)
+            if skipped:
+                self.skipped_steps += 1
+            self.found_inf = skipped
+            self._opt_called = True
+            return loss
         work = self._prepare(grads)
         if check_finite or skip_nonfinite:
             tables, where = [], []
@@ -723,6 +765,8 @@ class Optimizer:
             for key, v in st.items():
                 if key == "step":
                     out[key] = torch.tensor(float(v), dtype=torch.float32) if is_t else float(v)
+                elif self._device:
+                    out[key] = _device_impl().copy_state(v)
                 elif isinstance(v, np.ndarray):
                     out[key] = torch.from_numpy(np.copy(v, order="K")) if is_t else v.copy("K")
                 elif F.is_tensor(v):
@@ -767,7 +811,11 @@ class Optimizer:
             if key not in id_map:
                 continue
             p = id_map[key]
-            new_state[p] = self._load_param_state(p, value, f"state_dict['state'][{key!r}]")
+            name = f"state_dict['state'][{key!r}]"
+            if self._device:
+                new_state[p] = _device_impl().load_param_state(p, value, name)
+            else:
+                new_state[p] = self._load_param_state(p, value, name)
         self.state = new_state
         self.param_groups = new_groups
         self._cache = {}
@@ -807,6 +855,7 @@ class Optimizer:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("_device", False)  # pickled before device support
         self._cache = {}
 
     def __repr__(self) -> str:
@@ -1271,6 +1320,9 @@ class Adagrad(Optimizer):
         }
         _check_flags(False, differentiable, foreach, fused)
         super().__init__(params, defaults)
+        if self._device:
+            _device_impl().init_state(self, "sum", float(initial_accumulator_value))
+            return
         for gi, group in enumerate(self.param_groups):
             ents = [
                 _Entry(p, f"param_groups[{gi}]['params'][{k}]")
