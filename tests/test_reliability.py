@@ -578,3 +578,28 @@ def test_checkpoint_crash_mid_write_leaves_the_old_file(tmp_path):
     assert len(leftovers) == 1 and leftovers[0].name.startswith(".ckpt.bin.")
     with pytest.raises(ValueError):
         O.load(leftovers[0])  # the partial write is recognisably incomplete
+
+
+# --------------------------------------------------------------------- alongside torch
+
+
+def _env_after_import(env: dict, code: str) -> str:
+    full = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    full.update(env)
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=full, timeout=300
+    )
+    assert res.returncode == 0, res.stderr
+    return res.stdout.strip()
+
+
+def test_torch_openmp_spin_is_shortened_when_fastact_comes_first():
+    """Imported before torch, fastact shortens libgomp's spin (torch's idle OpenMP workers
+    otherwise hold the cores fastact's next kernel needs); it never overrides the user's
+    settings, and does nothing once torch is loaded."""
+    show = "import os; print(os.environ.get('GOMP_SPINCOUNT'))"
+    assert _env_after_import({}, f"import fastact; {show}") == "1000"
+    assert _env_after_import({"GOMP_SPINCOUNT": "5"}, f"import fastact; {show}") == "5"
+    assert _env_after_import({"OMP_WAIT_POLICY": "ACTIVE"}, f"import fastact; {show}") == "None"
+    assert _env_after_import({"FASTACT_KEEP_OMP_SPIN": "1"}, f"import fastact; {show}") == "None"
+    assert _env_after_import({}, f"import torch, fastact; {show}") == "None"
