@@ -26,6 +26,7 @@ from fastact._arrays import (
     normalize_dim,
     scalar_param,
 )
+from fastact._axis import BLOCK as AXIS_BLOCK
 from fastact._axis import (
     GLU_BACKWARD,
     GLU_FORWARD,
@@ -977,13 +978,14 @@ def prelu_backward(grad_output, input, weight, *, out=None):
     if inner == 1:
         partial = np.zeros((max(1, min(outer, 64)), c_n), np.float64)
     else:
-        partial = np.zeros((outer * c_n, 1), np.float64)
+        nb = -(-inner // AXIS_BLOCK)
+        partial = np.zeros((outer * c_n * nb, 1), np.float64)
     if x.size:
         pick(PRELU_BACKWARD, x.size)(g3, x3, wc, res.reshape(x3.shape), partial)
     if inner == 1:
         gw = partial.sum(axis=0)
     else:
-        gw = partial.reshape(outer, c_n).sum(axis=0)
+        gw = partial.reshape(outer, c_n, nb).sum(axis=(0, 2))
     if w.size == 1:
         gw = np.array([gw.sum()])
     return _finish(res, target), gw.astype(w.dtype).reshape(np.shape(weight))
