@@ -299,6 +299,44 @@ def _ew_loop(a, b, c, w1, w2, prm, gscale, ga, gb, out, per_element, partials, b
             bad[k] = nbad
 
 
+def _ew_loop_fused_sum(a, b, c, w1, w2, prm, gscale, ga, gb, out, per_element, partials, bad, ch):
+    """:func:`_ew_loop` with the float64 sum inside the element loop: for the losses without
+    transcendental functions (mse, l1, ...), where LLVM vectorizes the mixed-width loop and
+    skipping the scratch pass makes them 1.3-2.5x faster (16M elements, 2 threads); for the
+    others the separate sum is faster (see _FUSED_SUM)."""
+    n = a.size
+    for k in prange(partials.size):
+        start = k * ch
+        stop = min(start + ch, n)
+        nbad = lit(gscale, 0.0)
+        acc = 0.0
+        for i in range(uint64(start), uint64(stop)):
+            ai = a[i]
+            if w1 is None:
+                w1i = lit(ai, 1.0)
+            else:
+                w1i = w1[i]
+            if w2 is None:
+                w2i = lit(ai, 1.0)
+            else:
+                w2i = w2[i]
+            v, d1, d2, isbad = f(ai, b[i], c[i], w1i, w2i, prm)  # noqa: F821 (specialized)
+            nbad += isbad
+            if per_element:
+                out[i] = v
+            acc += np.float64(v)
+            if ga is not None:
+                ga[i] = d1 * gscale
+            if gb is not None:
+                gb[i] = d2 * gscale
+        partials[k] = acc
+        if bad is not None:
+            bad[k] = nbad
+
+
+#: Losses whose kernel sums inside the element loop (measured faster; see above).
+_FUSED_SUM = frozenset({"mse", "l1", "smooth_l1", "huber", "margin_ranking", "hinge_embedding"})
+
 ELEMENTWISE_SCALARS = {
     "mse": mse_f,
     "l1": l1_f,
@@ -321,10 +359,11 @@ ELEMENTWISE_SCALARS = {
 #: name -> (serial kernel, parallel kernel), both compiled lazily from ``_ew_loop``.
 ELEMENTWISE_KERNELS = {
     name: (
-        specialize(_ew_loop, f"ew_{name}_serial", parallel=False, f=fn),
-        specialize(_ew_loop, f"ew_{name}_parallel", parallel=True, f=fn),
+        specialize(loop, f"ew_{name}_serial", parallel=False, f=fn),
+        specialize(loop, f"ew_{name}_parallel", parallel=True, f=fn),
     )
     for name, fn in ELEMENTWISE_SCALARS.items()
+    for loop in [_ew_loop_fused_sum if name in _FUSED_SUM else _ew_loop]
 }
 
 
