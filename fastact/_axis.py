@@ -205,6 +205,27 @@ def maxout_forward(x, out, idx, write_idx):
     """x: (outer, cout, pieces, inner) -> out (outer, cout, inner): max over pieces; the
     first maximum (a NaN counts as the maximum) wins."""
     outer, cout, pieces, inner = x.shape
+    if inner == 1:  # rows of cout groups: SIMD over the groups, pieces in the outer loop
+        x2 = x.reshape(outer, cout * pieces)
+        o2 = out.reshape(outer, cout)
+        for o in prange(outer):
+            xr = x2[o]
+            orow = o2[o]
+            for c in range(cout):
+                orow[c] = xr[c * pieces]
+            if write_idx:
+                ir = idx.reshape(outer, cout)[o]
+                for c in range(cout):
+                    ir[c] = 0
+            for k in range(1, pieces):
+                for c in range(cout):
+                    v = xr[c * pieces + k]
+                    b = orow[c]
+                    take = (v > b or v != v) and b == b
+                    orow[c] = v if take else b
+                    if write_idx and take:
+                        ir[c] = k
+        return
     for r in prange(outer * cout):
         o = r // cout
         c = r % cout
@@ -223,6 +244,29 @@ def maxout_forward(x, out, idx, write_idx):
 
 def maxout_backward(g, x, gx):
     outer, cout, pieces, inner = x.shape
+    if inner == 1:  # as maxout_forward: the argmax per group first, then the routing
+        x2 = x.reshape(outer, cout * pieces)
+        g2 = g.reshape(outer, cout)
+        gx2 = gx.reshape(outer, cout * pieces)
+        for o in prange(outer):
+            xr = x2[o]
+            gr = g2[o]
+            gxr = gx2[o]
+            best = np.empty(cout, x.dtype)
+            kb = np.zeros(cout, np.int64)
+            for c in range(cout):
+                best[c] = xr[c * pieces]
+            for k in range(1, pieces):
+                for c in range(cout):
+                    v = xr[c * pieces + k]
+                    b = best[c]
+                    take = (v > b or v != v) and b == b
+                    best[c] = v if take else b
+                    kb[c] = k if take else kb[c]
+            for k in range(pieces):
+                for c in range(cout):
+                    gxr[c * pieces + k] = gr[c] if k == kb[c] else lit(best[c], 0.0) * gr[c]
+        return
     for r in prange(outer * cout):
         o = r // cout
         c = r % cout

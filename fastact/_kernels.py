@@ -36,6 +36,7 @@ from fastact._arrays import (
     scalar_param,
 )
 from fastact._jit import ELEMENTWISE_FASTMATH, specialize
+from fastact._thresholds import THRESHOLDS
 from fastact.cuda import is_device_array
 
 __all__ = ["Elementwise", "REQUIRED", "make_public", "pick", "PARALLEL_THRESHOLD"]
@@ -123,6 +124,8 @@ class Elementwise:
         self.inplace = inplace
         self.prepare = prepare
         self.check_output = check_output
+        if threshold == PARALLEL_THRESHOLD:  # the measured crossover, where there is one
+            threshold = THRESHOLDS.get(name, threshold)
         self.threshold = threshold
         self.doc = doc
         self.torch_name = torch_name or name

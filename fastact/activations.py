@@ -495,12 +495,14 @@ def _erfc_neg_scaled(x):
     erfc(t)) ~ 2t + 1/(t + 0.886) (exact at 0 and for large t, within 5% between)."""
     c = lit(x, -_SQRT1_2)
     c_lo = lit(x, (np.float64(c) + _SQRT1_2) + _SQRT1_2_LO)  # -1/sqrt(2) - c, tiny
+    # explicit fmas throughout: left to the contract flag, the serial and the parallel loop
+    # could fuse differently and differ in the last bit
     t = x * c
-    d = fm._fma(x, c, -t) - x * c_lo
+    d = fm._fma(-x, c_lo, fm._fma(x, c, -t))
     e = fm.erfc(t)
     if t > 0 and t < lit(x, 27.0):  # beyond, erfc(t) underflows to 0 in both types
-        r = lit(x, 2.0) * t + lit(x, 1.0) / (t + lit(x, 0.886226925452758))
-        e = e - e * (d * r)
+        r = fm._fma(lit(x, 2.0), t, lit(x, 1.0) / (t + lit(x, 0.886226925452758)))
+        e = fm._fma(-e, d * r, e)
     return e
 
 
@@ -517,9 +519,9 @@ def _gelu_grad(g, x):
     lo = fm._fma(x, x, -h)
     ex = fm.exp(h * lit(x, -0.5))
     if h < lit(x, 1500.0):  # beyond, exp(-h/2) is 0 and lo may be infinite
-        ex = ex - ex * (lo * lit(x, 0.5))
+        ex = fm._fma(-ex, lo * lit(x, 0.5), ex)
     pdf = lit(x, _INV_SQRT_2PI) * ex
-    return g * (cdf + x * pdf)
+    return g * fm._fma(x, pdf, cdf)
 
 
 @jit

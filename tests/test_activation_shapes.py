@@ -290,7 +290,8 @@ def test_parallel_path_equals_serial(name, dtype):
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.fail("the parallel path needs numba to have at least 2 threads")
     c, full = _full(name)
-    n = 2 * PARALLEL_THRESHOLD + 4321
+    thr = c.op.threshold  # the activation's measured serial/parallel crossover
+    n = 2 * thr + 4321
     rng = _rng("par", name, np.dtype(dtype).name)
     x = (rng.standard_normal(n) * 5).astype(dtype)
     e = edge_values(dtype, c.kinks(**c.ref_params(default_params(c), dtype)))
@@ -308,8 +309,8 @@ def test_parallel_path_equals_serial(name, dtype):
         )
     finally:
         numba.set_num_threads(old)
-    chunks = np.array_split(np.arange(n), 16)
-    assert all(ch.size < PARALLEL_THRESHOLD for ch in chunks)
+    chunks = np.array_split(np.arange(n), 16 * thr // min(thr, PARALLEL_THRESHOLD))
+    assert all(ch.size < min(thr, PARALLEL_THRESHOLD) for ch in chunks)
     ys = np.concatenate([c.forward(x[ch], **full) for ch in chunks])
     gs = np.concatenate([c.backward(g[ch], x[ch], **full) for ch in chunks])
     assert_same(y, ys, f"{name} parallel forward")

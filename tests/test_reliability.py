@@ -23,9 +23,11 @@ import fastact._jit as fj
 import fastact.losses as L
 import fastact.optim as O
 from fastact._kernels import PARALLEL_THRESHOLD
+from fastact._thresholds import THRESHOLDS
 
 _REPO = Path(__file__).resolve().parent.parent
-BIG = 4 * PARALLEL_THRESHOLD  # large enough for the parallel (prange) path
+# large enough for every kernel's parallel (prange) path
+BIG = 2 * max(PARALLEL_THRESHOLD, *THRESHOLDS.values())
 
 
 def _run(script: str, tmp_path: Path, *args: str, env: dict | None = None, timeout: float = 300):
