@@ -256,9 +256,12 @@ def _ew_loop(a, b, c, w1, w2, prm, gscale, ga, gb, out, per_element, partials, b
 
     partials[k] = float64 sum of the values of chunk k; ga/gb/bad (or None) receive
     gscale * d1, gscale * d2 and per-chunk counts of bad elements (``bad`` is 0 or 1 in the
-    data's float type). The per-element values go
-    to ``out`` if ``per_element`` (reduction='none'), else to a small per-chunk scratch that
-    stays in cache: one compiled loop serves every reduction.
+    data's float type). ``FUSED_SUM`` (a constant bound by ``specialize``) picks where the sum
+    happens: inside the element loop (losses without transcendental functions, where LLVM
+    vectorizes the mixed-width loop: 1.3-2.5x faster at 16M) or, for the others, in a loop of
+    its own over a per-chunk scratch that stays in cache (there a float64 accumulator in the
+    element loop halves the float32 math's speed). The per-element values go to ``out`` if
+    ``per_element`` (reduction='none'). One compiled loop serves every reduction.
     """
     n = a.size
     for k in prange(partials.size):
@@ -266,9 +269,12 @@ def _ew_loop(a, b, c, w1, w2, prm, gscale, ga, gb, out, per_element, partials, b
         stop = min(start + ch, n)
         if per_element:
             vals = out[start:stop]
+        elif FUSED_SUM:  # noqa: F821 (bound by specialize)
+            vals = out[:0]  # not used
         else:
             vals = np.empty(stop - start, dtype=out.dtype)
         nbad = lit(gscale, 0.0)  # counted in the data's type: the loop stays one width
+        acc = 0.0
         # unsigned indices: numba then emits no negative-index wraparound, so the loop
         # vectorizes with contiguous loads/stores instead of gathers/scatters
         us = uint64(start)
@@ -284,51 +290,19 @@ def _ew_loop(a, b, c, w1, w2, prm, gscale, ga, gb, out, per_element, partials, b
                 w2i = w2[i]
             v, d1, d2, isbad = f(ai, b[i], c[i], w1i, w2i, prm)  # noqa: F821 (specialized)
             nbad += isbad
-            vals[i - us] = v
+            if FUSED_SUM:  # noqa: F821
+                acc += np.float64(v)
+                if per_element:
+                    vals[i - us] = v
+            else:
+                vals[i - us] = v
             if ga is not None:
                 ga[i] = d1 * gscale
             if gb is not None:
                 gb[i] = d2 * gscale
-        # sum the chunk's values (in cache) in float64 in a loop of its own: a float64
-        # accumulator inside the loop above would stop LLVM from vectorizing the float32 math
-        acc = 0.0
-        for j in range(stop - start):
-            acc += vals[j]
-        partials[k] = acc
-        if bad is not None:
-            bad[k] = nbad
-
-
-def _ew_loop_fused_sum(a, b, c, w1, w2, prm, gscale, ga, gb, out, per_element, partials, bad, ch):
-    """:func:`_ew_loop` with the float64 sum inside the element loop: for the losses without
-    transcendental functions (mse, l1, ...), where LLVM vectorizes the mixed-width loop and
-    skipping the scratch pass makes them 1.3-2.5x faster (16M elements, 2 threads); for the
-    others the separate sum is faster (see _FUSED_SUM)."""
-    n = a.size
-    for k in prange(partials.size):
-        start = k * ch
-        stop = min(start + ch, n)
-        nbad = lit(gscale, 0.0)
-        acc = 0.0
-        for i in range(uint64(start), uint64(stop)):
-            ai = a[i]
-            if w1 is None:
-                w1i = lit(ai, 1.0)
-            else:
-                w1i = w1[i]
-            if w2 is None:
-                w2i = lit(ai, 1.0)
-            else:
-                w2i = w2[i]
-            v, d1, d2, isbad = f(ai, b[i], c[i], w1i, w2i, prm)  # noqa: F821 (specialized)
-            nbad += isbad
-            if per_element:
-                out[i] = v
-            acc += np.float64(v)
-            if ga is not None:
-                ga[i] = d1 * gscale
-            if gb is not None:
-                gb[i] = d2 * gscale
+        if not FUSED_SUM:  # noqa: F821
+            for j in range(stop - start):
+                acc += vals[j]
         partials[k] = acc
         if bad is not None:
             bad[k] = nbad
@@ -359,11 +333,11 @@ ELEMENTWISE_SCALARS = {
 #: name -> (serial kernel, parallel kernel), both compiled lazily from ``_ew_loop``.
 ELEMENTWISE_KERNELS = {
     name: (
-        specialize(loop, f"ew_{name}_serial", parallel=False, f=fn),
-        specialize(loop, f"ew_{name}_parallel", parallel=True, f=fn),
+        specialize(_ew_loop, f"ew_{name}_serial", parallel=False, f=fn, FUSED_SUM=fused),
+        specialize(_ew_loop, f"ew_{name}_parallel", parallel=True, f=fn, FUSED_SUM=fused),
     )
     for name, fn in ELEMENTWISE_SCALARS.items()
-    for loop in [_ew_loop_fused_sum if name in _FUSED_SUM else _ew_loop]
+    for fused in [name in _FUSED_SUM]
 }
 
 
