@@ -182,7 +182,7 @@ def test_rrelu_training_finite_differences(x, d, seed):
 #: ULP error, GELU_CONDITIONED for that error divided by max(1, x^2/2).
 ULP_BOUNDS = {
     "sigmoid": (2.5, 4.5),  # measured 2.475, 4.310
-    "tanh": (1.0, 4.0),  # 0.679, 3.848
+    "tanh": (1.5, 4.0),  # 1.327, 3.848 (single-word core since 2026-11-28; exhaustive: 1.422)
     "softplus": (1.75, 2.5),  # 1.567, 2.475
     "logsigmoid": (1.75, 2.75),  # 1.626, 2.610
     "silu": (3.25, 4.25),  # 3.193, 4.146
