@@ -14,7 +14,7 @@ from numba import prange, types
 from numba.extending import overload
 
 from fastact import _math as fm
-from fastact._jit import jit
+from fastact._jit import jit, specialize
 from fastact._kernels import pair
 from fastact._math import lit
 
@@ -201,72 +201,24 @@ def glu_backward(g, x, gx):
 
 
 # ----------------------------------------------------------------------------- Maxout
-def maxout_forward(x, out, idx, write_idx):
-    """x: (outer, cout, pieces, inner) -> out (outer, cout, inner): max over pieces; the
-    first maximum (a NaN counts as the maximum) wins."""
+# The first maximum of a group wins; a NaN counts as the maximum (torch's amax propagates it).
+def maxout_forward(x, out):
+    """x: (outer, cout, pieces, inner) -> out (outer, cout, inner): max over pieces."""
     outer, cout, pieces, inner = x.shape
-    if inner == 1:  # rows of cout groups: SIMD over the groups, pieces in the outer loop
-        x2 = x.reshape(outer, cout * pieces)
-        o2 = out.reshape(outer, cout)
-        for o in prange(outer):
-            xr = x2[o]
-            orow = o2[o]
-            for c in range(cout):
-                orow[c] = xr[c * pieces]
-            if write_idx:
-                ir = idx.reshape(outer, cout)[o]
-                for c in range(cout):
-                    ir[c] = 0
-            for k in range(1, pieces):
-                for c in range(cout):
-                    v = xr[c * pieces + k]
-                    b = orow[c]
-                    take = (v > b or v != v) and b == b
-                    orow[c] = v if take else b
-                    if write_idx and take:
-                        ir[c] = k
-        return
     for r in prange(outer * cout):
         o = r // cout
         c = r % cout
         for s in range(inner):
             best = x[o, c, 0, s]
-            k_best = 0
             for k in range(1, pieces):
                 v = x[o, c, k, s]
                 if (v > best or v != v) and best == best:
                     best = v
-                    k_best = k
             out[o, c, s] = best
-            if write_idx:
-                idx[o, c, s] = k_best
 
 
 def maxout_backward(g, x, gx):
     outer, cout, pieces, inner = x.shape
-    if inner == 1:  # as maxout_forward: the argmax per group first, then the routing
-        x2 = x.reshape(outer, cout * pieces)
-        g2 = g.reshape(outer, cout)
-        gx2 = gx.reshape(outer, cout * pieces)
-        for o in prange(outer):
-            xr = x2[o]
-            gr = g2[o]
-            gxr = gx2[o]
-            best = np.empty(cout, x.dtype)
-            kb = np.zeros(cout, np.int64)
-            for c in range(cout):
-                best[c] = xr[c * pieces]
-            for k in range(1, pieces):
-                for c in range(cout):
-                    v = xr[c * pieces + k]
-                    b = best[c]
-                    take = (v > b or v != v) and b == b
-                    best[c] = v if take else b
-                    kb[c] = k if take else kb[c]
-            for k in range(pieces):
-                for c in range(cout):
-                    gxr[c * pieces + k] = gr[c] if k == kb[c] else lit(best[c], 0.0) * gr[c]
-        return
     for r in prange(outer * cout):
         o = r // cout
         c = r % cout
@@ -280,6 +232,62 @@ def maxout_backward(g, x, gx):
                     k_best = k
             for k in range(pieces):
                 gx[o, c, k, s] = g[o, c, s] if k == k_best else lit(best, 0.0) * g[o, c, s]
+
+
+def maxout_rows_forward(x2, o2):
+    """Groups along the last axis: x2 (outer, cout * P) -> o2 (outer, cout), P a compile-time
+    constant (bound by specialize), so LLVM vectorizes the stride-P loads over the groups
+    (with a runtime group size they are scalar: 20x slower)."""
+    cout = o2.shape[1]
+    for o in prange(x2.shape[0]):
+        xr = x2[o]
+        orow = o2[o]
+        for c in range(cout):
+            b = xr[c * P]  # noqa: F821  (P is bound by specialize)
+            for k in range(1, P):  # noqa: F821
+                v = xr[c * P + k]  # noqa: F821
+                b = v if (v > b or v != v) and b == b else b
+            orow[c] = b
+
+
+def maxout_rows_backward(g2, x2, gx2):
+    cout = g2.shape[1]
+    for o in prange(x2.shape[0]):
+        xr = x2[o]
+        gr = g2[o]
+        gxr = gx2[o]
+        for c in range(cout):
+            b = xr[c * P]  # noqa: F821
+            kb = 0
+            for k in range(1, P):  # noqa: F821
+                v = xr[c * P + k]  # noqa: F821
+                take = (v > b or v != v) and b == b
+                b = v if take else b
+                kb = k if take else kb
+            gc = gr[c]
+            for k in range(P):  # noqa: F821
+                gxr[c * P + k] = gc if k == kb else lit(b, 0.0) * gc  # noqa: F821
+
+
+#: group sizes with their own compiled row kernels (others take the generic loops)
+MAXOUT_ROW_PIECES = range(2, 9)
+_MAXOUT_ROWS: dict[int, tuple] = {}
+
+
+def maxout_rows_kernels(pieces: int) -> tuple:
+    """((serial, parallel) forward, (serial, parallel) backward) for groups of ``pieces``
+    along the last axis, compiled on first use."""
+    ks = _MAXOUT_ROWS.get(pieces)
+    if ks is None:
+        ks = tuple(
+            tuple(
+                specialize(loop, f"{loop.__name__}_p{pieces}_{mode}", parallel=par, P=pieces)
+                for mode, par in (("serial", False), ("parallel", True))
+            )
+            for loop in (maxout_rows_forward, maxout_rows_backward)
+        )
+        _MAXOUT_ROWS[pieces] = ks
+    return ks
 
 
 # ----------------------------------------------------------------------------- softmax

@@ -480,6 +480,27 @@ def test_maxout_against_reference_and_torch(dtype):
             assert_same(fastact.maxout_backward(g, xt, pieces, dim), gx, "maxout bwd Fortran")
 
 
+@pytest.mark.parametrize("pieces", [2, 3, 4, 5, 6, 7, 8, 9])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_maxout_last_axis_every_group_size(pieces, dtype):
+    """Groups along the last axis (compiled per group size 2-8, generic beyond), long rows so
+    the vector loops run, >= 32K elements so the parallel loop runs on 2 threads, with ties and NaNs: the first maximum / first NaN wins."""
+    rng = np.random.default_rng(pieces)
+    x = rng.integers(-3, 4, size=(512, pieces * 37)).astype(dtype)  # many ties
+    x[rng.random(x.shape) < 0.03] = np.nan
+    g = rng.standard_normal((512, 37)).astype(dtype)
+    groups = x.reshape(512, 37, pieces)
+    first = np.argmax(groups, axis=-1)  # NumPy: the first NaN, else the first maximum
+    want_y = np.take_along_axis(groups, first[..., None], -1)[..., 0]
+    want_g = np.zeros_like(groups)
+    np.put_along_axis(want_g, first[..., None], g[..., None], -1)
+    for threads in (1, 2):
+        with _threads(threads):
+            assert_same(fastact.maxout(x, pieces, -1), want_y, f"maxout pieces={pieces}")
+            gx = fastact.maxout_backward(g, x, pieces, -1)
+            assert_same(gx, want_g.reshape(x.shape), f"maxout grad pieces={pieces}")
+
+
 def test_maxout_ties_and_nan():
     x = np.array([[1.0, 3.0, 3.0, -2.0, -2.0, -2.0, 5.0, np.nan, np.nan, 0.0, 7.0, 7.0]])
     g = np.array([[10.0, 20.0, 30.0, 40.0]])

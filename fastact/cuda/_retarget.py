@@ -109,6 +109,8 @@ def rebind(
         v = glb.get(gname)
         if _is_cpu_dispatcher(v):
             glb[gname] = device_function(v)
+        elif callable(getattr(v, "device_impl", None)):  # a CPU-only dispatch by dtype
+            glb[gname] = device_function(v.device_impl)
         elif sim and v is _math:
             glb[gname] = _SIM_MODULE
         elif sim and id(v) in _MATH_STUBS:
