@@ -483,8 +483,9 @@ def test_maxout_against_reference_and_torch(dtype):
 @pytest.mark.parametrize("pieces", [2, 3, 4, 5, 6, 7, 8, 9])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_maxout_last_axis_every_group_size(pieces, dtype):
-    """Groups along the last axis (compiled per group size 2-8, generic beyond), long rows so
-    the vector loops run, >= 32K elements so the parallel loop runs on 2 threads, with ties and NaNs: the first maximum / first NaN wins."""
+    """Groups along the last axis (compiled per group size 2-8, generic beyond): long rows,
+    >= 32K elements so the parallel loop runs on 2 threads, ties and NaNs (the first maximum
+    or first NaN wins)."""
     rng = np.random.default_rng(pieces)
     x = rng.integers(-3, 4, size=(512, pieces * 37)).astype(dtype)  # many ties
     x[rng.random(x.shape) < 0.03] = np.nan
