@@ -78,6 +78,15 @@ def _map_loop(x, out, *p):
         out[i] = f(x[i], *q)  # noqa: F821  (f is bound by specialize)
 
 
+def _map_inplace_loop(x, *p):
+    # x[i] = f(x[i]) on one array: with separate in and out arrays that are the same memory,
+    # LLVM's runtime overlap check fails and the loop runs scalar (3-5x slower for exp-based
+    # activations)
+    q = like_dtype(x, p)
+    for i in prange(x.shape[0]):
+        x[i] = f(x[i], *q)  # noqa: F821
+
+
 def _map2_loop(a, b, out, *p):
     q = like_dtype(a, p)
     for i in prange(a.shape[0]):
@@ -135,11 +144,11 @@ class Elementwise:
 
     # ----------------------------------------------------------------- compiled pieces
     def kernels(self, kind: str) -> tuple:
-        """(serial, parallel) compiled loops for ``kind`` in forward/grad/grad_output."""
+        """(serial, parallel) compiled loops for ``kind`` in forward/inplace/grad/grad_output."""
         ks = self._kernels.get(kind)
         if ks is None:
-            template = _map_loop if kind == "forward" else _map2_loop
-            f = self.scalars[kind]
+            template = {"forward": _map_loop, "inplace": _map_inplace_loop}.get(kind, _map2_loop)
+            f = self.scalars["forward" if kind == "inplace" else kind]
             ks = tuple(
                 specialize(
                     template,
@@ -239,12 +248,14 @@ class Elementwise:
                 if kp is not None:
                     n = x.size
                     if n:
-                        ks = self._kernels.get("forward") or self.kernels("forward")
+                        kind = "inplace" if dst is x else "forward"
+                        ks = self._kernels.get(kind) or self.kernels(kind)
                         k = ks[1] if n >= self.threshold and numba.get_num_threads() > 1 else ks[0]
-                        if x.ndim == 1:
-                            k(x, dst, *kp)
+                        xf = x if x.ndim == 1 else x.reshape(-1)
+                        if dst is x:
+                            k(xf, *kp)
                         else:
-                            k(x.reshape(-1), dst.reshape(-1), *kp)
+                            k(xf, dst.reshape(-1), *kp)
                     return dst
         return self._forward(x, values, out, inplace)
 
@@ -347,11 +358,16 @@ class Elementwise:
         n = out.size
         if n == 0:
             return
-        kernel = pick(self.kernels(kind), n, self.threshold)
         flats = [flat_pair(a, out) for a in arrays]
         if all(f is not None for f in flats):
-            kernel(*(f[0] for f in flats), flats[0][1], *kp)
+            a0, o = flats[0][0], flats[0][1]
+            if kind == "forward" and a0.ctypes.data == o.ctypes.data:  # in place
+                pick(self.kernels("inplace"), n, self.threshold)(o, *kp)
+                return
+            kernel = pick(self.kernels(kind), n, self.threshold)
+            kernel(*(f[0] for f in flats), o, *kp)
             return
+        kernel = pick(self.kernels(kind), n, self.threshold)
         # Strided layouts: gather into contiguous buffers, run, scatter back into out.
         cont = [np.ascontiguousarray(a) for a in arrays]
         tmp = np.empty(out.shape, out.dtype)
