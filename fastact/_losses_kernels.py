@@ -560,13 +560,21 @@ def _ce_spatial_loop(
         partials[k] = acc
 
 
-def _nll_loop(x, y, w, ignore_index, gscale, want_grad, g, out, partials, ch):
-    """nll_loss over (N, C, D): loss[n, d] = -w[y] x[n, y, d]; g (zeroed) gets -w[y] gscale."""
+def _nll_loop(x, y, w, ignore_index, gscale, want_grad, g, zero, out, partials, ch):
+    """nll_loss over (N, C, D): loss[n, d] = -w[y] x[n, y, d]; g gets -w[y] gscale there.
+
+    ``zero`` (D == 1 only): each task first zeroes its rows of g (in parallel, and each row
+    is in cache when its one entry is written); else the caller zeroed g."""
     N, C, D = x.shape
     M = N * D
     for k in prange(partials.size):
         i0 = k * ch
         i1 = min(i0 + ch, M)
+        if want_grad and zero:
+            for n in range(i0, i1):
+                gr = g[n, :, 0]
+                for j in range(C):
+                    gr[j] = 0
         acc = 0.0
         for i in range(i0, i1):
             n = i // D

@@ -1265,16 +1265,16 @@ def nll_loss(
     x3 = np.ascontiguousarray(x).reshape(N, C, D)
     gscale = 1.0 / div if red == "mean" and div else (math.inf if red == "mean" else 1.0)
     g = np.empty((0, C, 1), dt)  # placeholder when no gradient is wanted
+    zero = return_grad and D == 1  # rows of C: the kernel zeroes them in parallel
     if return_grad:
-        if buf is None:
-            g = np.zeros_like(x3)
-        else:
-            g = buf.reshape(N, C, D)
+        g = np.empty_like(x3) if buf is None else buf.reshape(N, C, D)
+        if not zero:
             g.fill(0)
+    ch = max(1, min(CHUNK, (1 << 16) // C)) if zero else CHUNK  # ~64K gradient entries a task
     out = np.empty((N, D), np.float64)
-    partials = np.empty(_chunks(N * D, CHUNK), np.float64)
+    partials = np.empty(_chunks(N * D, ch), np.float64)
     K.nll_kernels[x3.size >= PARALLEL_MIN](
-        x3, y.reshape(N, D), w, int(ignore_index), gscale, return_grad, g, out, partials, CHUNK
+        x3, y.reshape(N, D), w, int(ignore_index), gscale, return_grad, g, zero, out, partials, ch
     )
     loss = _row_reduce(partials, out, red, div, sample_shape, dt)
     if not return_grad:

@@ -709,6 +709,11 @@ PARALLEL_CASES = [
     ),
     ("triplet_margin_loss", lambda r: tuple(r.standard_normal((600, 64)) for _ in range(3)), {}),
     ("nll_loss", lambda r: (r.standard_normal((700, 50)), r.integers(0, 50, 700)), {}),
+    (  # rows of 200 classes: tasks of 327 rows that zero their own gradient rows
+        "nll_loss",
+        lambda r: (r.standard_normal((3000, 200)).astype(np.float32), r.integers(0, 200, 3000)),
+        {"ignore_index": 7},
+    ),
 ]
 
 
@@ -777,6 +782,27 @@ def test_grad_out_buffers(name, opt, red):
     for g, g2, b in zip(as_tuple(grads), as_tuple(grads2), bufs, strict=True):
         assert g2 is b
         np.testing.assert_array_equal(g2, g)
+
+
+def test_nll_grad_out_dirty_buffer_many_tasks():
+    """nll_loss zeroes a caller's (dirty) buffer inside its parallel tasks: every entry off the
+    target class is 0, the target entries match torch, with 1 and 2 threads."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((3000, 200)).astype(np.float32)
+    y = rng.integers(0, 200, 3000)
+    y[::17] = -100
+    xt = torch.from_numpy(x).requires_grad_()
+    F.nll_loss(xt, torch.from_numpy(y)).backward()
+    old = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            buf = np.full_like(x, np.nan)
+            _, g = L.nll_loss(x, y, return_grad=True, grad_out=buf)
+            assert g is buf
+            np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-6, atol=0)
+    finally:
+        numba.set_num_threads(old)
 
 
 def test_grad_out_after_broadcast_and_partial_tuple():
