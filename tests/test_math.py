@@ -26,8 +26,8 @@ NAMES = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc"]
 BOUND_F32 = {
     "exp": 0.88,
     "expm1": 0.90,
-    "log": 0.83,
-    "log1p": 0.90,
+    "log": 0.90,
+    "log1p": 0.99,
     "tanh": 1.42,
     "erf": 0.99,
     "erfc": 0.92,
