@@ -15,7 +15,7 @@ from numba.extending import overload
 
 from fastact import _math as fm
 from fastact._jit import jit, specialize
-from fastact._kernels import pair
+from fastact._kernels import like_dtype, pair
 from fastact._math import lit
 
 BLOCK = 2048  # elements of ``inner`` handled by one parallel task
@@ -329,8 +329,10 @@ def _row_max_impl(xr, sign):
         return impl64
 
 
-def softmax_rows(x, out, log, sign):
-    """Softmax (``log``: log-softmax) of ``sign * x`` along axis 1 of (outer, C, inner)."""
+def softmax_rows(x, out, log, sign_f):
+    """Softmax (``log``: log-softmax) of ``sign * x`` along axis 1 of (outer, C, inner);
+    ``sign_f`` is +-1.0 as a Python float (a NumPy scalar argument costs ~1 us per call)."""
+    sign = like_dtype(x, (sign_f,))[0]
     outer, c_n, inner = x.shape
     if inner == 1:
         x2 = x.reshape(outer, c_n)
@@ -406,8 +408,9 @@ def softmax_rows(x, out, log, sign):
                         out[o, c, s] *= scale[s - lo]
 
 
-def softmax_rows_backward(g, y, gx, log, sign):
+def softmax_rows_backward(g, y, gx, log, sign_f):
     """From the output y: softmax: sign*y*(g - sum(g*y)); log-softmax: g - exp(y)*sum(g)."""
+    sign = like_dtype(y, (sign_f,))[0]
     outer, c_n, inner = y.shape
     if inner == 1:
         g2 = g.reshape(outer, c_n)

@@ -1164,7 +1164,6 @@ def _softmax_dim(dim, ndim, fname):
 
 
 _FLOAT_TYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_SIGNS = {(dt, sg): dt.type(sg) for dt in _FLOAT_TYPES for sg in (1, -1)}
 
 
 def _last_axis_fast(a, dim) -> bool:
@@ -1185,7 +1184,7 @@ def _softmax_forward(input, dim, dtype, out, log, sign, fname):
     if dtype is None and out is None and _last_axis_fast(input, dim):
         res = np.empty_like(input)
         x3 = input.reshape(-1, input.shape[-1], 1)
-        pick(SOFTMAX, input.size)(x3, res.reshape(x3.shape), log, _SIGNS[(input.dtype, sign)])
+        pick(SOFTMAX, input.size)(x3, res.reshape(x3.shape), log, float(sign))
         return res
     x = as_float_array(input, "input")
     if dtype is not None:
@@ -1200,7 +1199,7 @@ def _softmax_forward(input, dim, dtype, out, log, sign, fname):
     res, target = _result(out, x.shape, x.dtype, (x,))
     if x.size:
         x3 = _view3(x, d)
-        pick(SOFTMAX, x.size)(x3, res.reshape(x3.shape), log, x.dtype.type(sign))
+        pick(SOFTMAX, x.size)(x3, res.reshape(x3.shape), log, float(sign))
     return _finish(res, target)
 
 
@@ -1221,7 +1220,7 @@ def _softmax_backward(grad_output, input, output, dim, out, log, sign, fname):
             y3,
             res.reshape(y3.shape),
             log,
-            _SIGNS[(output.dtype, sign)],
+            float(sign),
         )
         return res
     if (input is None) == (output is None):
@@ -1234,7 +1233,7 @@ def _softmax_backward(grad_output, input, output, dim, out, log, sign, fname):
     if v.size:
         y3 = _view3(y, d)
         g3 = _view3(g, d)
-        pick(SOFTMAX_BACKWARD, v.size)(g3, y3, res.reshape(y3.shape), log, v.dtype.type(sign))
+        pick(SOFTMAX_BACKWARD, v.size)(g3, y3, res.reshape(y3.shape), log, float(sign))
     return _finish(res, target)
 
 
