@@ -47,7 +47,7 @@ __all__ = ["Elementwise", "REQUIRED", "make_public", "pick", "PARALLEL_THRESHOLD
 PARALLEL_THRESHOLD = 1 << 15
 
 _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
-_FLOATS = (_F32, _F64)
+FLOAT_DTYPES = (_F32, _F64)  # the dtypes the kernels compute in
 REQUIRED = object()  # marks a parameter without a default (torch's threshold(x, threshold, value))
 
 
@@ -263,15 +263,11 @@ class Elementwise:
                         kind = "inplace" if dst is x else "forward"
                         ks = self._kernels.get(kind) or self.kernels(kind)
                         k = ks[1] if n >= self.threshold and num_threads() > 1 else ks[0]
-                        if x.ndim != 1:
-                            x = x.reshape(-1)
-                            dst1 = dst.reshape(-1)
-                        else:
-                            dst1 = dst
+                        xf = x if x.ndim == 1 else x.reshape(-1)  # a view costs 0.25 us
                         if kind == "inplace":
-                            k(x, *kp)
+                            k(xf, *kp)
                         else:
-                            k(x, dst1, *kp)
+                            k(xf, dst if dst.ndim == 1 else dst.reshape(-1), *kp)
                     return dst
         return self._forward(x, values, out, inplace)
 
@@ -319,7 +315,7 @@ class Elementwise:
             and type(v) is np.ndarray
             and type(grad_output) is np.ndarray
             and (x is None) != (output is None)
-            and v.dtype in _FLOATS
+            and v.dtype in FLOAT_DTYPES
             and grad_output.dtype == v.dtype
             and grad_output.shape == v.shape
             and v.flags.c_contiguous

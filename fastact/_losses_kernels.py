@@ -32,11 +32,11 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import prange, types, uint64
-from numba.extending import intrinsic, overload
+from numba import prange, uint64
+from numba.extending import intrinsic
 
 from fastact._jit import jit, specialize
-from fastact._math import exp, lit, log, log1p
+from fastact._math import _log1p_unit_f32, exp, float32_variant, lit, log, log1p
 
 # ----------------------------------------------------------------------------------------
 # scalar definitions: f(a, b, c, w1, w2, prm) -> (value, d1, d2, bad)
@@ -50,60 +50,13 @@ def _sign(d):
     return one if d > 0 else (-one if d < 0 else d)
 
 
-#: log1p(e) / e on [0, 1], float32: weighted least-squares fit (relative error 7.4e-10; with
-#: float32 Horner 1.5 ULP), a third of log1p's instructions and no division.
-_LOG1P_UNIT_F32 = tuple(
-    np.float32(c)
-    for c in (
-        0.9999999992566907,
-        -0.49999981431889257,
-        0.33332559576822834,
-        -0.24987270320120508,
-        0.1989074447612912,
-        -0.1610568029985224,
-        0.1241841218813336,
-        -0.08244143582758752,
-        0.04147797218619342,
-        -0.013407416050850256,
-        0.0020302196184362924,
-    )
-)
-
-
 @jit
 def _log1p_generic(e):
     return log1p(e)
 
 
-def _log1p_unit(e):
-    """log1p(e) for e in [0, 1] (jit code only): a polynomial in float32, log1p in float64."""
-    raise NotImplementedError("jit code only")
-
-
-_log1p_unit.device_impl = _log1p_generic  # type: ignore[attr-defined]  (CUDA: libdevice)
-
-
-@overload(_log1p_unit, inline="always")
-def _log1p_unit_ol(e):
-    if e == types.float32:
-        c = _LOG1P_UNIT_F32
-
-        def impl32(e):
-            p = c[10]
-            p = p * e + c[9]
-            p = p * e + c[8]
-            p = p * e + c[7]
-            p = p * e + c[6]
-            p = p * e + c[5]
-            p = p * e + c[4]
-            p = p * e + c[3]
-            p = p * e + c[2]
-            p = p * e + c[1]
-            p = p * e + c[0]
-            return p * e
-
-        return impl32
-    return lambda e: log1p(e)
+#: log1p(e) for e in [0, 1]: a polynomial in float32, log1p otherwise (and on CUDA)
+_log1p_unit = float32_variant("_log1p_unit", _log1p_unit_f32, _log1p_generic)
 
 
 @jit

@@ -17,8 +17,6 @@ import math
 import warnings
 
 import numpy as np
-from numba import types
-from numba.extending import overload
 
 from fastact import _math as fm
 from fastact._arrays import (
@@ -44,7 +42,7 @@ from fastact._axis import (
     maxout_rows_kernels,
 )
 from fastact._jit import jit
-from fastact._kernels import REQUIRED, Elementwise, make_public, pick
+from fastact._kernels import FLOAT_DTYPES, REQUIRED, Elementwise, make_public, pick
 from fastact._math import lit
 
 ACTIVATIONS: dict[str, Elementwise] = {}
@@ -528,33 +526,10 @@ def _gelu_deriv_erfc(x):
     return fm._fma(x, pdf, cdf)
 
 
-def _gelu_value(x):
-    """x Phi(x): float32 through fastact._math's dedicated core (half the instructions of
-    composing erfc), float64 through erfc. CUDA compiles ``_gelu_erfc`` for both."""
-    raise NotImplementedError("jit code only")
-
-
-def _gelu_deriv(x):
-    """Phi(x) + x phi(x), the derivative of x Phi(x) (same split by dtype)."""
-    raise NotImplementedError("jit code only")
-
-
-_gelu_value.device_impl = _gelu_erfc  # type: ignore[attr-defined]
-_gelu_deriv.device_impl = _gelu_deriv_erfc  # type: ignore[attr-defined]
-
-
-@overload(_gelu_value, inline="always")
-def _gelu_value_ol(x):
-    if x == types.float32:
-        return lambda x: fm._gelu_f32(x)
-    return lambda x: _gelu_erfc(x)
-
-
-@overload(_gelu_deriv, inline="always")
-def _gelu_deriv_ol(x):
-    if x == types.float32:
-        return lambda x: fm._gelu_deriv_f32(x)
-    return lambda x: _gelu_deriv_erfc(x)
+# x Phi(x) and its derivative: float32 through fastact._math's own normal-CDF core (about
+# half the instructions of composing erfc), float64 (and CUDA) through erfc
+_gelu_value = fm.float32_variant("_gelu_value", fm._gelu_f32, _gelu_erfc)
+_gelu_deriv = fm.float32_variant("_gelu_deriv", fm._gelu_deriv_f32, _gelu_deriv_erfc)
 
 
 @jit
@@ -1163,15 +1138,12 @@ def _softmax_dim(dim, ndim, fname):
     return normalize_dim(dim, ndim)
 
 
-_FLOAT_TYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
 def _last_axis_fast(a, dim) -> bool:
     """A C-contiguous float32/64 ndarray worked on along its last axis: no conversion,
     no copy, rows of the last axis (the common call, kept to a few microseconds)."""
     return (
         type(a) is np.ndarray
-        and a.dtype in _FLOAT_TYPES
+        and a.dtype in FLOAT_DTYPES
         and a.ndim >= 1
         and a.size > 0
         and type(dim) is int
