@@ -406,3 +406,42 @@ def test_docstrings_state_accuracy():
         f64 = re.search(r"float64: ([0-9.]+) ULP", doc)
         assert f32 and f64, name
         assert (float(f32.group(1)), float(f64.group(1))) == (BOUND_F32[name], BOUND_F64[name])
+
+
+def _ldexp_kernel():
+    """A fresh compile of a loop over ``fastact._math._ldexp`` (the intrinsic's codegen, which
+    picks the path, runs anew; the ``_ldexp_f32/_f64`` cores call it)."""
+
+    @numba.njit(cache=False)
+    def run(p, k, out):
+        for i in range(p.size):
+            out[i] = fm._ldexp(p[i], k[i])
+
+    return run
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ldexp_both_paths_match_numpy(dtype, monkeypatch):
+    """The exponent scaling of exp & co.: ``llvm.ldexp`` (vscalef, AVX-512) and the two-factor
+    bit construction (other CPUs, CUDA) both equal NumPy's correctly rounded ldexp over the
+    whole exponent range, subnormal results (rounded once) and overflow included."""
+    from numba.core.registry import cpu_target
+
+    rng = np.random.default_rng(7)
+    lo, hi = (-252, 254) if dtype == np.float32 else (-2044, 2046)
+    k = np.repeat(np.arange(lo, hi + 1, dtype=np.int32), 7)
+    p = rng.uniform(1.0, 2.0, k.size).astype(dtype)
+    p[::5] = np.nextafter(dtype(2.0), dtype(1.0))  # rounding carries into the exponent
+    p[::11] = dtype(1.5)  # ties when the result is subnormal
+    with np.errstate(over="ignore"):
+        want = np.ldexp(p, k)
+    ctx = cpu_target.target_context
+    for native in (True, False):
+        if not native:
+            monkeypatch.setattr(fm, "_TWO_FACTOR_ONLY", True)
+        got = np.empty_like(p)
+        run = _ldexp_kernel()
+        run(p, k, got)
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+        asm = next(iter(run.inspect_asm().values()))
+        assert ("vscalef" in asm) == fm._native_ldexp(ctx)
