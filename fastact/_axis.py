@@ -53,7 +53,11 @@ def _uniform01(key, i, like):
         return impl64
 
 
-def rrelu_train(x, out, noise, lower, span, key, write_noise):
+def rrelu_train(x, out, noise, lower_f, span_f, key_i, write_noise):
+    """``lower_f``, ``span_f``: Python floats exact in x's dtype; ``key_i``: the 64-bit key as
+    a signed int (two's complement). NumPy scalar arguments cost ~1 us each per call."""
+    lower, span = like_dtype(x, (lower_f, span_f))
+    key = np.uint64(key_i)
     for i in prange(x.shape[0]):
         xi = x[i]
         a = lower + span * uniform01(key, i, xi)
@@ -66,8 +70,11 @@ def rrelu_train(x, out, noise, lower, span, key, write_noise):
             noise[i] = a
 
 
-def rrelu_train_grad(g, v, out, lower, span, key):
-    """``g * slope`` where the slope is recomputed from (key, i); ``v`` is input or output."""
+def rrelu_train_grad(g, v, out, lower_f, span_f, key_i):
+    """``g * slope`` where the slope is recomputed from (key, i); ``v`` is input or output
+    (arguments as in :func:`rrelu_train`)."""
+    lower, span = like_dtype(g, (lower_f, span_f))
+    key = np.uint64(key_i)
     for i in prange(g.shape[0]):
         a = lower + span * uniform01(key, i, g[i])
         out[i] = g[i] * a if v[i] <= 0 else g[i]

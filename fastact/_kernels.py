@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import keyword
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -153,6 +154,7 @@ class Elementwise:
         self._kernels: dict[str, tuple] = {}
         self._ufuncs: dict[str, Any] = {}
         self._param_cache: dict[tuple, tuple] = {}
+        self._param_memo: tuple = (None, (), ())  # (dtype, values, kp) of the last call
 
     # ----------------------------------------------------------------- compiled pieces
     def kernels(self, kind: str) -> tuple:
@@ -204,6 +206,16 @@ class Elementwise:
         """
         if not values and self.prepare is None:
             return ()
+        # the last call's parameters when they are the very same objects (the defaults, a
+        # caller's constants): ~50 ns instead of ~400 ns for the keyed cache below; identity
+        # also tells 0.0 from -0.0
+        memo = self._param_memo
+        if memo[0] is dtype and values:
+            mv = memo[1]
+            if len(values) == len(mv) and (
+                values[0] is mv[0] if len(mv) == 1 else all(map(operator.is_, values, mv))
+            ):
+                return memo[2]
         cache = self._param_cache
         try:
             key = (dtype, values, *map(type, values))
@@ -221,6 +233,8 @@ class Elementwise:
                 and all((type(v) is float or type(v) is int) and v != 0 for v in values)
             ):
                 cache[key] = kp
+        if values and all(type(v) is float or type(v) is int for v in values):
+            self._param_memo = (dtype, values, kp)  # immutable objects, held alive here
         return kp
 
     def _convert_params(self, values: tuple, dtype: np.dtype) -> tuple:
@@ -263,11 +277,13 @@ class Elementwise:
                         kind = "inplace" if dst is x else "forward"
                         ks = self._kernels.get(kind) or self.kernels(kind)
                         k = ks[1] if n >= self.threshold and num_threads() > 1 else ks[0]
-                        xf = x if x.ndim == 1 else x.reshape(-1)  # a view costs 0.25 us
+                        # a view costs 0.25 us by reshape(-1), 0.05 us by ravel (C-contiguous:
+                        # always a view)
+                        xf = x if x.ndim == 1 else x.ravel()
                         if kind == "inplace":
                             k(xf, *kp)
                         else:
-                            k(xf, dst if dst.ndim == 1 else dst.reshape(-1), *kp)
+                            k(xf, dst if dst.ndim == 1 else dst.ravel(), *kp)
                     return dst
         return self._forward(x, values, out, inplace)
 
@@ -335,7 +351,7 @@ class Elementwise:
                         if v.ndim == 1:
                             k(grad_output, v, res, *kp)
                         else:
-                            k(grad_output.reshape(-1), v.reshape(-1), res.reshape(-1), *kp)
+                            k(grad_output.ravel(), v.ravel(), res.ravel(), *kp)
                     return res
         if any(is_device_array(a) for a in (grad_output, x, output, out)):
             from fastact.cuda import elementwise_backward

@@ -14,6 +14,7 @@ gelu), fastact uses stable forms instead and documents it.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 
 import numpy as np
@@ -828,9 +829,12 @@ def _pair_inputs(a, b, name_a, name_b):
 
 
 # ----------------------------------------------------------------------------- RReLU
+_LEAKY_RELU = ACTIVATIONS["leaky_relu"]
+
+
 def _rrelu_key(generator) -> int:
-    if generator is None:
-        return int(np.random.default_rng().integers(0, 2**63))
+    if generator is None:  # fresh OS entropy (np.random.default_rng() costs ~25 us)
+        return int.from_bytes(os.urandom(8), "little") >> 1
     if isinstance(generator, np.random.Generator):
         return int(generator.integers(0, 2**63))
     if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
@@ -841,6 +845,12 @@ def _rrelu_key(generator) -> int:
     )
 
 
+def _i64(key: int) -> int:
+    """A 64-bit key as the signed int with the same bits (typed int64 by numba, one
+    signature for every key; the kernels cast it back to uint64)."""
+    return key - (1 << 64) if key >= 1 << 63 else key
+
+
 def _rrelu_bounds(lower, upper, dtype):
     lo = scalar_param(lower, "lower", dtype)
     hi = scalar_param(upper, "upper", dtype)
@@ -849,6 +859,36 @@ def _rrelu_bounds(lower, upper, dtype):
     if not lo <= hi:
         raise ValueError(f"lower must be <= upper, got lower={lower} upper={upper}")
     return lo, hi
+
+
+_RRELU_CONSTS: dict[tuple, tuple[float, float, float]] = {}
+#: (lower, upper, dtype, consts) of the last cached call, one slot for float32, one for others
+_RRELU_MEMO: list[tuple] = [(None, None, None, None)] * 2
+
+
+def _rrelu_consts(lower, upper, dtype: np.dtype) -> tuple[float, float, float]:
+    """``(lower, upper - lower, (lower + upper) / 2)`` of the bounds as ``dtype`` scalars
+    (the kernels' arguments and the eval-mode slope), as Python floats, validated.
+
+    Cached for finite Python-float bounds: by identity of the last call's objects (~50 ns;
+    the same slope object each call, so leaky_relu's parameter memo hits too), else by value
+    (zeros excepted: 0.0 == -0.0 as keys but their signs may differ in results)."""
+    slot = dtype is FLOAT_DTYPES[0]
+    memo = _RRELU_MEMO[slot]
+    if lower is memo[0] and upper is memo[1] and dtype is memo[2]:
+        return memo[3]
+    cacheable = type(lower) is float and type(upper) is float
+    c = _RRELU_CONSTS.get((dtype, lower, upper)) if cacheable else None
+    if c is None:
+        lo, hi = _rrelu_bounds(lower, upper, dtype)
+        c = (float(lo), float(hi - lo), (float(lo) + float(hi)) / 2)
+        # finite only: a bound that overflows dtype warns on each call, as before
+        cacheable = cacheable and math.isfinite(c[0]) and math.isfinite(c[1])
+        if cacheable and lower != 0 and upper != 0 and len(_RRELU_CONSTS) < 256:
+            _RRELU_CONSTS[(dtype, lower, upper)] = c
+    if cacheable:
+        _RRELU_MEMO[slot] = (lower, upper, dtype, c)  # immutable objects, held alive here
+    return c
 
 
 def rrelu(
@@ -874,12 +914,11 @@ def rrelu(
     """
     if not training:
         dt = (
-            np.float64
-            if not isinstance(input, np.ndarray) or input.dtype not in (np.float32, np.float64)
-            else input.dtype
+            input.dtype
+            if isinstance(input, np.ndarray) and input.dtype in FLOAT_DTYPES
+            else FLOAT_DTYPES[1]
         )
-        lo, hi = _rrelu_bounds(lower, upper, np.dtype(dt))
-        y = ACTIVATIONS["leaky_relu"].forward(input, ((float(lo) + float(hi)) / 2,), out, inplace)
+        y = _LEAKY_RELU.forward(input, (_rrelu_consts(lower, upper, dt)[2],), out, inplace)
         return (y, None) if return_noise else y
     if inplace:
         if out is not None:
@@ -887,16 +926,16 @@ def rrelu(
         x = check_inplace(input, "input")
     else:
         x = as_float_array(input, "input")
-    lo, hi = _rrelu_bounds(lower, upper, x.dtype)
+    lo, span, _ = _rrelu_consts(lower, upper, x.dtype)
     key = _rrelu_key(generator)
     if inplace:
         res, target = (x, None) if x.flags.c_contiguous else (np.empty(x.shape, x.dtype), x)
     else:
         res, target = _result(out, x.shape, x.dtype, (x,))
-    xf = np.ascontiguousarray(x).reshape(-1)
+    xf = x.ravel()  # a C-order copy when x is not C-contiguous
     noise = np.empty(x.shape, x.dtype) if return_noise else np.empty(0, x.dtype)
     k = pick(RRELU_TRAIN, xf.size)
-    k(xf, res.reshape(-1), noise.reshape(-1), lo, hi - lo, np.uint64(key), return_noise)
+    k(xf, res.ravel(), noise.ravel(), lo, span, _i64(key), return_noise)
     res = _finish(res, target)
     return (res, noise) if return_noise else res
 
@@ -925,11 +964,49 @@ def rrelu_backward(
     In training mode the slopes are the forward's: pass ``noise=`` (from
     ``return_noise=True``) or the same integer seed as ``generator=``. ``output=`` may replace
     ``input`` (slopes are positive, so the sign of the output is the sign of the input)."""
+    if (
+        training is False
+        and type(lower) is float
+        and type(upper) is float
+        and generator is None
+        and noise is None
+        and out is None
+        and type(grad_output) is np.ndarray
+        and type(input if output is None else output) is np.ndarray
+        and (input is None or output is None)
+    ):
+        # fast path: eval mode on host arrays (leaky_relu's backward checks the rest)
+        slope = _rrelu_consts(lower, upper, FLOAT_DTYPES[1])[2]
+        return _LEAKY_RELU.backward(grad_output, input, output, (slope,), None)
+    return _rrelu_backward_any(
+        grad_output,
+        input,
+        lower,
+        upper,
+        training,
+        generator=generator,
+        noise=noise,
+        output=output,
+        out=out,
+    )
+
+
+def _rrelu_backward_any(
+    grad_output,
+    input=None,
+    lower: float = 1.0 / 8,
+    upper: float = 1.0 / 3,
+    training: bool = False,
+    *,
+    generator=None,
+    noise=None,
+    output=None,
+    out=None,
+):
+    """rrelu_backward without the fast path (any input; device arrays dispatched)."""
     if not training:
-        lo, hi = _rrelu_bounds(lower, upper, np.dtype(np.float64))
-        return ACTIVATIONS["leaky_relu"].backward(
-            grad_output, input, output, ((float(lo) + float(hi)) / 2,), out
-        )
+        slope = _rrelu_consts(lower, upper, FLOAT_DTYPES[1])[2]
+        return _LEAKY_RELU.backward(grad_output, input, output, (slope,), out)
     if (input is None) == (output is None):
         raise TypeError("rrelu_backward needs exactly one of input= and output=")
     name = "input" if output is None else "output"
@@ -946,11 +1023,9 @@ def rrelu_backward(
             "rrelu_backward in training mode needs noise= or the forward's integer "
             "seed as generator="
         )
-    lo, hi = _rrelu_bounds(lower, upper, v.dtype)
-    gf, vf = np.ascontiguousarray(g).reshape(-1), np.ascontiguousarray(v).reshape(-1)
-    pick(RRELU_TRAIN_GRAD, vf.size)(
-        gf, vf, res.reshape(-1), lo, hi - lo, np.uint64(_rrelu_key(generator))
-    )
+    lo, span, _ = _rrelu_consts(lower, upper, v.dtype)
+    gf, vf = g.ravel(), v.ravel()
+    pick(RRELU_TRAIN_GRAD, vf.size)(gf, vf, res.ravel(), lo, span, _i64(_rrelu_key(generator)))
     return _finish(res, target)
 
 
@@ -976,6 +1051,31 @@ def _prelu_args(input, weight, out_dtype=None):
 def prelu(input, weight, *, out=None):
     """``max(0, x) + weight * min(0, x)`` with a learnable slope per channel (dim 1) or one
     for all (weight of shape (1,)). torch: ``F.prelu(input, weight)``."""
+    if (
+        out is None
+        and type(input) is np.ndarray
+        and type(weight) is np.ndarray
+        and input.dtype in FLOAT_DTYPES
+        and weight.dtype == input.dtype
+        and input.ndim >= 2
+        and weight.ndim == 1
+        and input.size > 0
+        and input.flags.c_contiguous
+        and weight.flags.c_contiguous
+    ):
+        # fast path (the common call: one slope per channel, or one for all)
+        s = input.shape
+        if weight.shape[0] == s[1] or weight.shape[0] == 1:
+            wc = weight if weight.shape[0] == s[1] else np.full(s[1], weight[0], input.dtype)
+            res = np.empty_like(input)
+            x3 = input.reshape(s[0], s[1], -1)
+            pick(PRELU_FORWARD, input.size)(x3, wc, res.reshape(x3.shape))
+            return res
+    return _prelu_any(input, weight, out=out)
+
+
+def _prelu_any(input, weight, *, out=None):
+    """prelu without the fast path (any input; device arrays dispatched)."""
     x, w, wc, _ = _prelu_args(input, weight)
     res, target = _result(out, x.shape, x.dtype, (x,))
     if x.size:
@@ -1029,6 +1129,17 @@ def _glu_view(x, dim):
 def glu(input, dim: int = -1, *, out=None):
     """Gated linear unit ``a * sigmoid(b)`` where a, b are the two halves of ``input`` along
     ``dim``. torch: ``F.glu(input, dim=-1)``."""
+    if out is None and _last_axis_fast(input, dim) and input.shape[-1] % 2 == 0:
+        half = input.shape[-1] // 2
+        res = np.empty(input.shape[:-1] + (half,), input.dtype)
+        r2 = res if res.ndim == 2 else res.reshape(-1, half)
+        pick(GLU_FORWARD, input.size)(input.reshape(-1, 2, half), r2)
+        return res
+    return _glu_any(input, dim, out=out)
+
+
+def _glu_any(input, dim: int = -1, *, out=None):
+    """glu without the fast path (any input; device arrays dispatched)."""
     x = as_float_array(input, "input")
     _, x3, out_shape = _glu_view(x, dim)
     res, target = _result(out, out_shape, x.dtype, (x,))
@@ -1039,6 +1150,26 @@ def glu(input, dim: int = -1, *, out=None):
 
 def glu_backward(grad_output, input, dim: int = -1, *, out=None):
     """Gradient of glu w.r.t. its input: ``[g sigmoid(b), g a sigmoid(b) sigmoid(-b)]``."""
+    if (
+        out is None
+        and _last_axis_fast(input, dim)
+        and type(grad_output) is np.ndarray
+        and grad_output.dtype == input.dtype
+        and grad_output.flags.c_contiguous
+        and input.shape[-1] % 2 == 0
+        and grad_output.shape == input.shape[:-1] + (input.shape[-1] // 2,)
+    ):
+        half = input.shape[-1] // 2
+        res = np.empty_like(input)
+        x3 = input.reshape(-1, 2, half)
+        g2 = grad_output if grad_output.ndim == 2 else grad_output.reshape(-1, half)
+        pick(GLU_BACKWARD, input.size)(g2, x3, res.reshape(x3.shape))
+        return res
+    return _glu_backward_any(grad_output, input, dim, out=out)
+
+
+def _glu_backward_any(grad_output, input, dim: int = -1, *, out=None):
+    """glu_backward without the fast path (any input; device arrays dispatched)."""
     x = as_float_array(input, "input")
     _, x3, out_shape = _glu_view(x, dim)
     g = as_float_array(grad_output, "grad_output")
@@ -1075,6 +1206,26 @@ def maxout(input, pieces: int, dim: int = 1, *, out=None):
     """Maxout: the maximum over each group of ``pieces`` consecutive entries along ``dim``
     (channel ``j`` of the result is ``max(x[j*pieces : (j+1)*pieces])``), i.e. the max over
     ``pieces`` affine feature maps computed by the preceding layer. A NaN wins the max."""
+    if (
+        out is None
+        and type(pieces) is int
+        and pieces in MAXOUT_ROW_PIECES
+        and _last_axis_fast(input, dim)
+        and input.shape[-1] % pieces == 0
+    ):
+        # fast path: groups along the last axis of a C-contiguous float array
+        c = input.shape[-1]
+        cout = c // pieces
+        res = np.empty(input.shape[:-1] + (cout,), input.dtype)
+        x2 = input if input.ndim == 2 else input.reshape(-1, c)
+        r2 = res if res.ndim == 2 else res.reshape(-1, cout)
+        pick(maxout_rows_kernels(pieces)[0], input.size)(x2, r2)
+        return res
+    return _maxout_any(input, pieces, dim, out=out)
+
+
+def _maxout_any(input, pieces: int, dim: int = 1, *, out=None):
+    """maxout without the fast path (any input; device arrays dispatched)."""
     x = as_float_array(input, "input")
     x4, out_shape = _maxout_view(x, pieces, dim)
     res, target = _result(out, out_shape, x.dtype, (x,))
@@ -1090,6 +1241,31 @@ def maxout(input, pieces: int, dim: int = 1, *, out=None):
 
 def maxout_backward(grad_output, input, pieces: int, dim: int = 1, *, out=None):
     """Gradient of maxout: ``grad_output`` routed to the (first) argmax of each group."""
+    if (
+        out is None
+        and type(pieces) is int
+        and pieces in MAXOUT_ROW_PIECES
+        and _last_axis_fast(input, dim)
+        and type(grad_output) is np.ndarray
+        and grad_output.dtype == input.dtype
+        and grad_output.flags.c_contiguous
+        and input.shape[-1] % pieces == 0
+        and grad_output.shape == input.shape[:-1] + (input.shape[-1] // pieces,)
+    ):
+        c = input.shape[-1]
+        res = np.empty_like(input)
+        two_d = input.ndim == 2
+        pick(maxout_rows_kernels(pieces)[1], input.size)(
+            grad_output if two_d else grad_output.reshape(-1, c // pieces),
+            input if two_d else input.reshape(-1, c),
+            res if two_d else res.reshape(-1, c),
+        )
+        return res
+    return _maxout_backward_any(grad_output, input, pieces, dim, out=out)
+
+
+def _maxout_backward_any(grad_output, input, pieces: int, dim: int = 1, *, out=None):
+    """maxout_backward without the fast path (any input; device arrays dispatched)."""
     x = as_float_array(input, "input")
     x4, out_shape = _maxout_view(x, pieces, dim)
     g = as_float_array(grad_output, "grad_output")
@@ -1259,19 +1435,17 @@ __all__ += [
     for suffix in ("", "_backward") + (("_",) if name == "rrelu" else ())
 ]
 
-# Device arrays (__cuda_array_interface__) go to fastact.cuda's kernels.
+# Device arrays (__cuda_array_interface__) go to fastact.cuda's kernels. Functions with a fast
+# path (whose conditions admit only host arguments) check it first, then call their general
+# part, which is the device-aware one.
 from fastact.cuda import device_aware as _device_aware  # noqa: E402
 
+for _n in ("prelu", "glu", "glu_backward", "maxout", "maxout_backward", "rrelu_backward"):
+    globals()[f"_{_n}_any"] = _device_aware(globals()[f"_{_n}_any"], name=_n)
 for _n in (
-    "prelu",
     "prelu_backward",
-    "glu",
-    "glu_backward",
-    "maxout",
-    "maxout_backward",
     "rrelu",
     "rrelu_",
-    "rrelu_backward",
     "softmax",
     "log_softmax",
     "softmin",

@@ -635,3 +635,186 @@ def test_rrelu_thread_count_invariant_and_statistics():
         assert scipy.stats.kstest((s - lo) / (hi - lo), "uniform").pvalue > 1e-4
         # neighbouring elements are not correlated
         assert abs(np.corrcoef(s[:-1], s[1:])[0, 1]) < 0.02
+
+
+# ============================================================================ fast paths
+# prelu, glu, maxout (and their backwards) and rrelu_backward check a fast path for the common
+# call first (C-contiguous float arrays, default arguments) and otherwise run their general
+# part ``_<name>_any``: both must give bitwise-identical results and identical errors.
+from fastact import activations as _act  # noqa: E402
+
+
+def _same_call(name, *args, **kw):
+    """``fastact.<name>`` and its general part give the same bits (dtype, shape) or error."""
+    fast, general = getattr(fastact, name), getattr(_act, f"_{name}_any")
+    try:
+        want = general(*args, **kw)
+    except Exception as e:  # noqa: BLE001 - any error: the fast path must raise it too
+        with pytest.raises(type(e)) as info:
+            fast(*args, **kw)
+        assert str(info.value) == str(e), name
+        return
+    got = fast(*args, **kw)
+    got = got if isinstance(got, tuple) else (got,)
+    want = want if isinstance(want, tuple) else (want,)
+    for a, b in zip(got, want, strict=True):
+        assert type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape, name
+        assert a.tobytes() == b.tobytes(), name
+
+
+def _fast_inputs(shape, dtype, key):
+    x = (_rng("fast", shape, key).standard_normal(shape) * 3).astype(dtype)
+    if x.size > 3 and x.dtype.kind == "f":
+        x.reshape(-1)[:4] = [np.nan, -0.0, 0.0, -np.inf]
+    variants = [x, np.ascontiguousarray(x.T).T if x.ndim > 1 else x[::-1], x.tolist()]
+    if x.ndim > 1:
+        variants.append(x[:, ::-1])  # strided view
+    return variants
+
+
+FAST_SHAPES = [(12,), (3, 12), (2, 3, 24), (2, 3, 4, 6), (3, 7), (0, 12), (12, 0)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int32])
+def test_glu_maxout_fast_path_matches_general(dtype):
+    for shape in FAST_SHAPES:
+        for x in _fast_inputs(shape, dtype, "glu"):
+            ndim = np.ndim(x)
+            for dim in (-1, ndim - 1, 0, np.int64(-1), True, 5):
+                _same_call("glu", x, dim)
+                _same_call("glu", x, dim=dim)
+                if ndim and np.shape(x)[-1] % 2 == 0:
+                    gshape = np.shape(x)[:-1] + (np.shape(x)[-1] // 2,)
+                    for gdt in (dtype, np.float64):
+                        g = _rng("g", gshape).standard_normal(gshape).astype(gdt)
+                        _same_call("glu_backward", g, x, dim)
+                        _same_call("glu_backward", np.asfortranarray(g), x, dim)
+                        _same_call("glu_backward", g[..., :-1], x, dim)  # wrong shape
+                for pieces in (1, 2, 3, 4, 8, 9, 0, True, 2.0, np.int64(2)):
+                    _same_call("maxout", x, pieces, dim)
+                    p = pieces if isinstance(pieces, int) and pieces > 0 else 1
+                    if ndim and np.shape(x)[-1] % p == 0:
+                        gshape = np.shape(x)[:-1] + (np.shape(x)[-1] // p,)
+                        g = _rng("g", gshape).standard_normal(gshape).astype(np.float32)
+                        _same_call("maxout_backward", g, x, pieces, dim)
+                        _same_call("maxout_backward", g.astype(np.float64), x, pieces, dim=dim)
+                        _same_call("maxout_backward", g[..., :-1], x, pieces, dim)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_prelu_fast_path_matches_general(dtype):
+    for shape in [(2, 3), (2, 3, 4), (1, 3, 2, 2), (4,), (5, 1), (0, 3), (2, 3, 0)]:
+        for x in _fast_inputs(shape, dtype, "prelu"):
+            c = shape[1] if len(shape) > 1 else 1
+            for w in (
+                np.linspace(0.1, 0.3, c).astype(dtype),
+                np.linspace(0.1, 0.3, c),
+                np.array([0.25], dtype),
+                np.array([-0.0], dtype),
+                np.linspace(0.1, 0.3, 2 * c).astype(dtype)[::2],  # strided weight
+                np.linspace(0.1, 0.3, c + 1).astype(dtype),  # wrong size
+                np.ones((1, c), dtype),  # 2-d weight
+                np.array(0.2, dtype),
+                [0.1] * c,
+            ):
+                _same_call("prelu", x, w)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rrelu_backward_fast_path_matches_general(dtype):
+    for shape in [(12,), (3, 12), (2, 3, 4), (0, 3)]:
+        for x in _fast_inputs(shape, dtype, "rrelu"):
+            g = _rng("g", shape).standard_normal(shape).astype(dtype)
+            for lo, hi in (
+                (1 / 8, 1 / 3),
+                (0.0, 0.2),
+                (-0.0, 0.0),
+                (0.3, 0.1),
+                (1, 2),
+                (0.1, True),
+            ):
+                _same_call("rrelu_backward", g, x, lo, hi)
+                _same_call("rrelu_backward", g, None, lo, hi, output=x)
+                _same_call("rrelu_backward", g, x, lo, hi, False, generator=3)
+                _same_call("rrelu_backward", g.astype(np.float64), x, lo, hi)
+                _same_call("rrelu_backward", g, x, lo, hi, output=x)  # both: error
+                _same_call("rrelu_backward", g, None, lo, hi)  # neither: error
+                _same_call("rrelu_backward", g, x, lo, hi, True, generator=3)
+                out = np.empty(np.shape(x), np.result_type(g, np.asarray(x)))
+                _same_call("rrelu_backward", g, x, lo, hi, out=out)
+
+
+def test_rrelu_slopes_of_any_key():
+    """The counter RNG's slopes for keys on both sides of 2**63 (the kernels take the key
+    as a signed 64-bit int), against a NumPy reference of splitmix64."""
+    x = -np.ones(257, np.float64)
+    g = np.ones_like(x)
+    lo, hi = 0.1, 0.3
+    m = np.uint64(0xFFFFFFFFFFFFFFFF)
+    for key in (0, 5, 2**63 - 1, 2**63, 2**64 - 5):
+        with np.errstate(over="ignore"):
+            z = np.uint64(key) + np.arange(x.size, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+            z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & m
+            z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & m
+        z = z ^ (z >> np.uint64(31))
+        for dtype, bits in ((np.float64, 11), (np.float32, 40)):
+            u = (z >> np.uint64(bits)).astype(dtype) * dtype(2.0 ** -(64 - bits))
+            want = dtype(lo) + (dtype(hi) - dtype(lo)) * u
+            _, noise = fastact.rrelu(
+                x.astype(dtype), lo, hi, True, generator=key, return_noise=True
+            )
+            np.testing.assert_array_max_ulp(noise, want, maxulp=1)  # the kernel may fuse
+            gx = fastact.rrelu_backward(
+                g.astype(dtype), x.astype(dtype), lo, hi, True, generator=key
+            )
+            assert_same(gx, noise, f"rrelu_backward slopes key={key}")
+
+
+def test_rrelu_eval_slope_cache_keeps_zero_signs_and_dtypes():
+    x = np.array([-2.0, -0.5, 0.5, 2.0], np.float32)
+    g = np.ones_like(x)
+    for _ in range(2):  # second round: cached constants
+        for lo, hi in ((0.0, 0.0), (-0.0, -0.0), (1 / 8, 1 / 3)):
+            slope = (float(np.float32(lo)) + float(np.float32(hi))) / 2
+            y = fastact.rrelu(x, lo, hi)
+            assert y.tobytes() == fastact.leaky_relu(x, slope).tobytes(), (lo, hi)
+            slope64 = (lo + hi) / 2
+            gx = fastact.rrelu_backward(g, x, lo, hi)
+            assert gx.tobytes() == fastact.leaky_relu_backward(g, x, slope64).tobytes()
+            y64 = fastact.rrelu(x.astype(np.float64), lo, hi)
+            assert y64.tobytes() == fastact.leaky_relu(x.astype(np.float64), slope64).tobytes()
+    with pytest.raises(ValueError):
+        fastact.rrelu(x, 0.3, 0.1)
+    with pytest.raises(ValueError):
+        fastact.rrelu_backward(g, x, 0.3, 0.1)
+    with pytest.raises(ValueError):
+        fastact.rrelu(x, float("nan"), 0.1)
+
+
+def test_elementwise_parameter_memo():
+    """Parameters are reused by identity of the last call's objects: equal-but-different
+    values (0.0 and -0.0, 1 and True) still take their own conversion."""
+    x = np.array([-2.0, -0.5, 0.5, 2.0], np.float32)
+    pos, neg = 0.0, -0.0
+    for _ in range(2):
+        assert not np.signbit(fastact.leaky_relu(x, neg)[0])  # -2 * -0.0 = +0.0
+        assert np.signbit(fastact.leaky_relu(x, pos)[0])  # -2 * 0.0 = -0.0
+        assert np.signbit(fastact.leaky_relu(x, pos)[0])
+    fastact.hardshrink(x, 1)
+    with pytest.raises(TypeError):
+        fastact.hardshrink(x, True)
+    fastact.hardshrink(x, 0.5)
+    with pytest.raises(ValueError):
+        fastact.hardshrink(x, -0.5)
+    lam = 0.75
+    assert_same(fastact.hardshrink(x, lam), np.where(np.abs(x) > 0.75, x, 0), "f32")
+    x64 = x.astype(np.float64)
+    assert_same(fastact.hardshrink(x64, lam), np.where(np.abs(x64) > 0.75, x64, 0), "f64")
+    assert fastact.hardshrink(x64, lam).dtype == np.float64
+    t = (0.1, 20.0)
+    for dtype in (np.float32, np.float64, np.float32):
+        xd = x.astype(dtype)
+        assert (
+            fastact.threshold(xd, *t).tobytes()
+            == np.where(xd > dtype(0.1), xd, 20.0).astype(dtype).tobytes()
+        )

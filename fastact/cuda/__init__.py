@@ -133,16 +133,17 @@ def elementwise_backward(
     return backward(op, grad_output, x, output, values, out)
 
 
-def device_aware(fn=None, *, module: str = "fastact.cuda._api"):
+def device_aware(fn=None, *, module: str = "fastact.cuda._api", name: str | None = None):
     """Decorator for a CPU function whose device twin has the same name in ``module``
     (``fastact.cuda._api`` for activations, ``fastact.cuda.losses`` for losses): a call with
     a device array among its arguments goes to the twin (one cheap check per argument on the
-    CPU path). Without a twin, such a call raises TypeError naming the function."""
+    CPU path). Without a twin, such a call raises TypeError naming the function. ``name``:
+    the twin's name when it is not ``fn``'s (a public function's general part)."""
     import functools
 
     if fn is None:
-        return functools.partial(device_aware, module=module)
-    name = fn.__name__
+        return functools.partial(device_aware, module=module, name=name)
+    name = name or fn.__name__
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
