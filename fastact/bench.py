@@ -1119,6 +1119,7 @@ def run(
     isolate: bool = True,
     progress: bool = True,
     budget_scale: float = 1.0,
+    rounds: int = 1,
 ) -> dict:
     """Run the benchmarks; return ``{"meta": ..., "bandwidth": [...], "results": [rows],
     "notes": [...]}`` (rows: see the module docstring).
@@ -1126,7 +1127,10 @@ def run(
     ``functions``: names or globs (``'gelu*'``); ``sizes``: element counts or ``'256K'``;
     ``libraries``: subset of :data:`LIBRARIES` (fastact is always timed); ``families``:
     subset of ``activation``, ``loss``, ``optimizer``; ``isolate``: one spawned process per
-    library (default) or one block per library in this process."""
+    library (default) or one block per library in this process; ``rounds``: the activation
+    cases are timed in that many rounds, the libraries' blocks alternating (fastact first in
+    even rounds, last in odd ones), and each time is the median over the rounds, so a slow
+    phase of a shared machine weighs on every library alike."""
     t_start = time.monotonic()
     if isinstance(functions, str):
         functions = [functions]
@@ -1141,6 +1145,8 @@ def run(
     threads = int(threads or _default_threads())
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
     libs = ["fastact"] + [lb for lb in (libraries or PEERS) if lb != "fastact"]
     for lb in libs:
         if lb not in LIBRARIES:
@@ -1170,25 +1176,28 @@ def run(
         if lb not in available:
             notes.append(f"{lb} is not installed: its columns are empty")
     total = len(cases) * len(available) + len({(c["size"], c["dtype"]) for c in cases})
-    total += len(externals)
+    total = total * rounds + len(externals)
     bar = _Progress(total, progress)
     opts = {"threads": threads, "quick": quick, "budget_scale": budget_scale}
-    per_lib: dict[str, dict] = {}
+    per_lib: dict[str, list[dict]] = {}  # one payload per round
     meta: dict[str, Any] = {}
     block_s: dict[str, float] = {}
     try:
         with _ThreadEnv(threads):
-            if cases:
-                for lb in available:
+            for rnd in range(rounds if cases else 0):
+                for lb in available if rnd % 2 == 0 else available[::-1]:
+                    if rnd and lb not in per_lib:
+                        continue  # its worker failed in the first round
                     t0 = time.monotonic()
                     kind, payload = _run_block(_worker, (lb, cases, opts), isolate, bar)
-                    block_s[lb] = round(time.monotonic() - t0, 1)
+                    block_s[lb] = round(block_s.get(lb, 0.0) + time.monotonic() - t0, 1)
                     if kind == "error":
                         notes.append(f"{lb} worker failed: {payload.strip().splitlines()[-1]}")
                         if lb == "fastact":
                             raise RuntimeError(f"fastact benchmark worker failed:\n{payload}")
+                        per_lib.pop(lb, None)
                         continue
-                    per_lib[lb] = payload
+                    per_lib.setdefault(lb, []).append(payload)
                     meta.update(payload["meta"])
             ext_rows: list[dict] = []
             for fam, module in externals:
@@ -1228,20 +1237,19 @@ def run(
     finally:
         bar.close()
 
-    bandwidth = per_lib.get("fastact", {}).get("bandwidth", [])
+    bandwidth = per_lib["fastact"][0].get("bandwidth", []) if "fastact" in per_lib else []
     bw = {(b["size"], b["dtype"]): b for b in bandwidth}
     rows = []
     for i, case in enumerate(cases):
         row = dict(case)
         times, errors = {}, {}
-        for lb, payload in per_lib.items():
-            r = payload["results"][i]
-            if r is None:
-                continue
-            if "error" in r:
-                errors[lb] = r["error"]
-            else:
-                times[lb] = r["median_s"]
+        for lb, payloads in per_lib.items():
+            rs = [p["results"][i] for p in payloads if p["results"][i] is not None]
+            bad = [r["error"] for r in rs if "error" in r]
+            if bad:
+                errors[lb] = bad[0]
+            elif rs:
+                times[lb] = float(np.median([r["median_s"] for r in rs]))
         row["times"] = times
         if errors:
             row["errors"] = errors
@@ -1249,6 +1257,7 @@ def run(
         rows.append(row)
     rows.extend(ext_rows)
     meta = {**_versions(), **meta, **_static_meta(threads, dtype, isolate, quick)}
+    meta["rounds"] = rounds
     meta["elapsed_s"] = round(time.monotonic() - t_start, 1)
     meta["block_s"] = block_s
     return {"meta": meta, "bandwidth": bandwidth, "results": rows, "notes": notes}
@@ -1501,7 +1510,13 @@ def _summary_lines(report: dict) -> list[str]:
         f"Machine: {m.get('cpu', '?')}; {m.get('threads')} threads"
         + (f" (numba's {m['threading_layer']} layer)" if "threading_layer" in m else "")
         + f"; {m.get('dtype')}; {libs}.",
-        f"Timing: median per call; ratio = peer time / fastact time (>1: fastact faster); "
+        "Timing: median per call"
+        + (
+            f" (activations: median of {m['rounds']} rounds, libraries alternating)"
+            if m.get("rounds", 1) > 1
+            else ""
+        )
+        + "; ratio = peer time / fastact time (>1: fastact faster); "
         f"isolation: {m.get('isolation')}; run took {m.get('elapsed_s')} s"
         + (
             " (" + ", ".join(f"{k} {v:.0f} s" for k, v in m["block_s"].items()) + ")."
@@ -1845,6 +1860,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--quick", action="store_true", help="fewer repetitions (noisier)")
     b.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="time the activations in N rounds, libraries alternating, and report the median "
+        "over rounds (steadier ratios on a shared or noisy machine); default 1",
+    )
+    b.add_argument(
         "--in-process",
         action="store_true",
         help="time every library in this process (one block each) instead of "
@@ -1880,6 +1903,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             quick=args.quick,
             isolate=not args.in_process,
             progress=not args.no_progress,
+            rounds=args.rounds,
         )
     except ValueError as e:
         sys.stderr.write(f"python -m fastact bench: {e}\n")

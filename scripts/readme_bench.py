@@ -1,6 +1,6 @@
 """Copy the summary of a ``python -m fastact bench --format markdown`` run into README.md.
 
-    python -m fastact bench --format markdown -o notes/bench_results.md \
+    python -m fastact bench --rounds 3 --format markdown -o notes/bench_results.md \
         --plot notes/bench_ratios.png
     python scripts/readme_bench.py notes/bench_results.md
 
@@ -37,7 +37,8 @@ def summary(text: str) -> str:
 def main(argv: list[str]) -> int:
     src = Path(argv[0] if argv else "notes/bench_results.md")
     block = (
-        "Produced by `python -m fastact bench --format markdown -o notes/bench_results.md "
+        "Produced by `python -m fastact bench --rounds 3 --format markdown "
+        "-o notes/bench_results.md "
         "--plot notes/bench_ratios.png` (every row: [notes/bench_results.md]"
         "(notes/bench_results.md)). Ratio = peer time / fastact time, geometric mean over the "
         "cases; wins = cases where fastact is at least as fast; roofline = median fraction of "

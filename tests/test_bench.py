@@ -242,3 +242,36 @@ def test_info():
     )
     assert proc.returncode == 0, proc.stderr
     assert "threading_layer" in proc.stdout and "simd_width_bits" in proc.stdout
+
+
+def test_rounds_take_the_median_and_alternate(monkeypatch):
+    """``rounds``: each library's blocks alternate (fastact first, then last, ...) and every
+    time is the median over the rounds (a fake worker supplies known times)."""
+    calls = []
+    fake = {"fastact": [3e-6, 1e-6, 2e-6], "torch": [9e-6, 4e-6, 5e-6]}
+
+    def fake_block(target, args, isolate, progress, timeout=None):
+        lb, cases = args[0], args[1]
+        rnd = sum(1 for c in calls if c == lb)
+        calls.append(lb)
+        t = fake[lb][rnd]
+        return "result", {"results": [{"median_s": t} for _ in cases], "meta": {}}
+
+    monkeypatch.setattr(bench, "_run_block", fake_block)
+    rep = bench.run(
+        functions=["relu"],
+        sizes=["1K"],
+        libraries=["torch"],
+        families=["activation"],
+        progress=False,
+        rounds=3,
+    )
+    assert calls == ["fastact", "torch", "torch", "fastact", "fastact", "torch"]
+    assert rep["meta"]["rounds"] == 3
+    for r in rep["results"]:
+        assert r["times"] == {"fastact": 2e-6, "torch": 5e-6}
+        assert r["ratios"]["torch"] == pytest.approx(2.5)
+    assert "median of 3 rounds" in bench.format_report(rep, "text")
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="rounds"):
+            bench.run(functions=["relu"], sizes=["1K"], progress=False, rounds=bad)
