@@ -505,7 +505,8 @@ _TWO_FACTOR_ONLY = False  # tests set it to compile the portable path on an AVX-
 
 @intrinsic
 def _ldexp(typingctx, p, k):
-    """p * 2**k, rounded once (the exponent range of the two-factor fallbacks above).
+    """p * 2**k for an integer k (cast to int32), rounded once; k in [-252, 254] for float32,
+    [-2044, 2046] for float64 (the range of the two-factor fallbacks above).
 
     On AVX-512 CPUs ``llvm.ldexp`` (2 vector instructions instead of 9); elsewhere, and on
     CUDA, the two-factor bit construction. Both give identical results."""
@@ -527,27 +528,15 @@ def _ldexp(typingctx, p, k):
 
 
 @register_jitable(**_CORE_OPTS)
-def _ldexp_f32(p, k):
-    """p * 2**k for an integer k in [-252, 254]."""
-    return _ldexp(p, _i32(k))
-
-
-@register_jitable(**_CORE_OPTS)
-def _ldexp_f64(p, k):
-    """p * 2**k for an integer k in [-2044, 2046]."""
-    return _ldexp(p, _i32(k))
-
-
-@register_jitable(**_CORE_OPTS)
 def _exp_f32(x):
     v, k = _exp_f32_kernel(x)
-    return _ldexp_f32(_F1 + v, k)
+    return _ldexp(_F1 + v, k)
 
 
 @register_jitable(**_CORE_OPTS)
 def _exp_f64(x):
     v, k = _exp_f64_kernel(x)
-    return _ldexp_f64(1.0 + v, k)
+    return _ldexp(1.0 + v, k)
 
 
 @register_jitable(**_CORE_OPTS)
@@ -847,7 +836,7 @@ def _erfc_big_f32(a):
     # first-order corrections: products, exp and S low parts, t and w rounding (S'/S = (g-1)/t)
     dt = rt * g + (g - _F1) * (wl * d)
     corr = m2l + ph * m1l + pl * m1 + ph * (t * sl) + m2 * dt
-    return _ldexp_f32(m2 + corr, k)
+    return _ldexp(m2 + corr, k)
 
 
 @register_jitable(**_CORE_OPTS)
@@ -893,7 +882,7 @@ def _erfc_big_f64(a):
     g = _ERFC_F64_G[0] + t * (_ERFC_F64_G[1] + t * (_ERFC_F64_G[2] + t * _ERFC_F64_G[3]))
     dt = rt * g + (g - 1.0) * (wl * d)
     corr = m2l + ph * m1l + pl * m1 + ph * (t * sl) + m2 * dt
-    return _ldexp_f64(m2 + corr, k)
+    return _ldexp(m2 + corr, k)
 
 
 @register_jitable(**_CORE_OPTS)
@@ -1005,7 +994,7 @@ def _gelu_f32(x):
     """x * Phi(x) (``F.gelu``, approximate='none') for float32 x."""
     tm, k, _ = _normal_tail_f32(x)
     neg = x < _f(0.0)
-    r = _ldexp_f32(x * tm if neg else tm, k)  # x*Q scaled once: no double rounding if subnormal
+    r = _ldexp(x * tm if neg else tm, k)  # x*Q scaled once: no double rounding if subnormal
     return r if neg else x * (_F1 - r)
 
 
@@ -1013,9 +1002,9 @@ def _gelu_f32(x):
 def _gelu_deriv_f32(x):
     """d/dx x * Phi(x) = Phi(x) + x exp(-x*x/2) / sqrt(2 pi) for float32 x."""
     tm, k, dv = _normal_tail_f32(x)
-    tail = _ldexp_f32(tm, k)
+    tail = _ldexp(tm, k)
     cdf = tail if x < _f(0.0) else _F1 - tail
-    ex = _ldexp_f32(_F1 + dv, k)
+    ex = _ldexp(_F1 + dv, k)
     return _fma(x, ex * _GELU_INV_SQRT_2PI, cdf)
 
 

@@ -861,8 +861,8 @@ def _rrelu_bounds(lower, upper, dtype):
     return lo, hi
 
 
-_RRELU_CONSTS: dict[tuple, tuple[float, float, float]] = {}
-#: (lower, upper, dtype, consts) of the last cached call, one slot for float32, one for others
+#: (lower, upper, dtype, consts) of the last call with finite Python-float bounds, one slot
+#: for float32, one for float64
 _RRELU_MEMO: list[tuple] = [(None, None, None, None)] * 2
 
 
@@ -870,23 +870,21 @@ def _rrelu_consts(lower, upper, dtype: np.dtype) -> tuple[float, float, float]:
     """``(lower, upper - lower, (lower + upper) / 2)`` of the bounds as ``dtype`` scalars
     (the kernels' arguments and the eval-mode slope), as Python floats, validated.
 
-    Cached for finite Python-float bounds: by identity of the last call's objects (~50 ns;
-    the same slope object each call, so leaky_relu's parameter memo hits too), else by value
-    (zeros excepted: 0.0 == -0.0 as keys but their signs may differ in results)."""
+    Remembered for the last call's bound objects (~50 ns; the same slope object each call,
+    so leaky_relu's parameter memo hits too). Bounds that overflow the dtype are not
+    remembered: they warn on every call."""
     slot = dtype is FLOAT_DTYPES[0]
     memo = _RRELU_MEMO[slot]
     if lower is memo[0] and upper is memo[1] and dtype is memo[2]:
         return memo[3]
-    cacheable = type(lower) is float and type(upper) is float
-    c = _RRELU_CONSTS.get((dtype, lower, upper)) if cacheable else None
-    if c is None:
-        lo, hi = _rrelu_bounds(lower, upper, dtype)
-        c = (float(lo), float(hi - lo), (float(lo) + float(hi)) / 2)
-        # finite only: a bound that overflows dtype warns on each call, as before
-        cacheable = cacheable and math.isfinite(c[0]) and math.isfinite(c[1])
-        if cacheable and lower != 0 and upper != 0 and len(_RRELU_CONSTS) < 256:
-            _RRELU_CONSTS[(dtype, lower, upper)] = c
-    if cacheable:
+    lo, hi = _rrelu_bounds(lower, upper, dtype)
+    c = (float(lo), float(hi - lo), (float(lo) + float(hi)) / 2)
+    if (
+        type(lower) is float
+        and type(upper) is float
+        and math.isfinite(c[0])
+        and math.isfinite(c[1])
+    ):
         _RRELU_MEMO[slot] = (lower, upper, dtype, c)  # immutable objects, held alive here
     return c
 
@@ -991,26 +989,16 @@ def rrelu_backward(
     )
 
 
-def _rrelu_backward_any(
-    grad_output,
-    input=None,
-    lower: float = 1.0 / 8,
-    upper: float = 1.0 / 3,
-    training: bool = False,
-    *,
-    generator=None,
-    noise=None,
-    output=None,
-    out=None,
-):
-    """rrelu_backward without the fast path (any input; device arrays dispatched)."""
+def _rrelu_backward_any(gy, input, lower, upper, training, *, generator, noise, output, out):
+    """rrelu_backward without the fast path (any input; device arrays dispatched); called with
+    every argument of :func:`rrelu_backward`."""
     if not training:
         slope = _rrelu_consts(lower, upper, FLOAT_DTYPES[1])[2]
-        return _LEAKY_RELU.backward(grad_output, input, output, (slope,), out)
+        return _LEAKY_RELU.backward(gy, input, output, (slope,), out)
     if (input is None) == (output is None):
         raise TypeError("rrelu_backward needs exactly one of input= and output=")
     name = "input" if output is None else "output"
-    g, v = _pair_inputs(grad_output, input if output is None else output, "grad_output", name)
+    g, v = _pair_inputs(gy, input if output is None else output, "grad_output", name)
     res, target = _result(out, v.shape, v.dtype, (g, v))
     if noise is not None:
         nz = as_float_array(noise, "noise")

@@ -10,6 +10,7 @@ float64 NumPy references.
 
 from __future__ import annotations
 
+import inspect
 import warnings
 import zlib
 
@@ -645,10 +646,13 @@ from fastact import activations as _act  # noqa: E402
 
 
 def _same_call(name, *args, **kw):
-    """``fastact.<name>`` and its general part give the same bits (dtype, shape) or error."""
+    """``fastact.<name>`` and its general part give the same bits (dtype, shape) or error
+    (the general part is called, as the public function does, with every argument)."""
     fast, general = getattr(fastact, name), getattr(_act, f"_{name}_any")
+    bound = inspect.signature(fast).bind(*args, **kw)
+    bound.apply_defaults()
     try:
-        want = general(*args, **kw)
+        want = general(*bound.args, **bound.kwargs)
     except Exception as e:  # noqa: BLE001 - any error: the fast path must raise it too
         with pytest.raises(type(e)) as info:
             fast(*args, **kw)

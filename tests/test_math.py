@@ -410,7 +410,7 @@ def test_docstrings_state_accuracy():
 
 def _ldexp_kernel():
     """A fresh compile of a loop over ``fastact._math._ldexp`` (the intrinsic's codegen, which
-    picks the path, runs anew; the ``_ldexp_f32/_f64`` cores call it)."""
+    picks the path, runs anew; the exp and erfc cores call it)."""
 
     @numba.njit(cache=False)
     def run(p, k, out):
