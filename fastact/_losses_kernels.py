@@ -36,7 +36,7 @@ from numba import prange, uint64
 from numba.extending import intrinsic
 
 from fastact._jit import jit, specialize
-from fastact._math import _log1p_unit_f32, exp, float32_variant, lit, log, log1p
+from fastact._math import _bce_logs_f32, _log1p_unit_f32, exp, float32_variant, lit, log, log1p
 
 # ----------------------------------------------------------------------------------------
 # scalar definitions: f(a, b, c, w1, w2, prm) -> (value, d1, d2, bad)
@@ -57,6 +57,17 @@ def _log1p_generic(e):
 
 #: log1p(e) for e in [0, 1]: a polynomial in float32, log1p otherwise (and on CUDA)
 _log1p_unit = float32_variant("_log1p_unit", _log1p_unit_f32, _log1p_generic)
+
+
+@jit
+def _bce_logs_generic(p):
+    lo = lit(p, -100.0)
+    return max(log(p), lo), max(log1p(-p), lo)
+
+
+#: (max(log p, -100), max(log1p(-p), -100)) for p in [0, 1]: float32 without the special-value
+#: checks (binary_cross_entropy rejects p outside [0, 1]), the full cores otherwise
+_bce_logs = float32_variant("_bce_logs", _bce_logs_f32, _bce_logs_generic)
 
 
 @jit
@@ -129,9 +140,7 @@ def bce_f(a, b, c, w1, w2, prm):
     p = a
     t = b
     one = lit(p, 1.0)
-    lo = lit(p, -100.0)
-    lp = max(log(p), lo)
-    l1p = max(log1p(-p), lo)
+    lp, l1p = _bce_logs(p)
     v = w1 * ((t - one) * l1p - t * lp)
     g = w1 * (p - t) / max((one - p) * p, lit(p, _BCE_EPS))
     ok = (p >= 0) & (p <= one) & (t >= 0) & (t <= one)

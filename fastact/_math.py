@@ -638,7 +638,8 @@ def _log_tail_f64(f, kf, c):
 
 
 @register_jitable(**_CORE_OPTS)
-def _log_f32(x):
+def _log_finite_f32(x):
+    """log(x) for finite x > 0 (subnormals included); x = 0 gives about -105."""
     # x = 2**k * m, m in [sqrt(1/2), sqrt(2)); log(x) = k ln2 + f + f^2 P(f) with f = m - 1
     # (exact) and P a polynomial (no division: the divider is the bottleneck of the losses
     # that take two logs and a quotient per element)
@@ -647,7 +648,12 @@ def _log_f32(x):
     ix = _i32(_bits(xs) - _F_SQRTH_BITS)
     m = _f32_from_bits((ix & 0x7FFFFF) + _F_SQRTH_BITS)
     kf = _f(ix >> 23) - (_f(25.0) if sub else _f(0.0))
-    y = _log_tail_f32(m - _F1, kf, _FM0)
+    return _log_tail_f32(m - _F1, kf, _FM0)
+
+
+@register_jitable(**_CORE_OPTS)
+def _log_f32(x):
+    y = _log_finite_f32(x)
     y = _FNAN if x < _f(0.0) else y
     y = -_FINF if x == _f(0.0) else y
     return y if x < _FINF else x + x  # inf, or nan made quiet
@@ -1041,6 +1047,25 @@ def _log1p_unit_f32(e):
     p = p * e + c[1]
     p = p * e + c[0]
     return p * e
+
+
+@register_jitable(**_CORE_OPTS)
+def _bce_logs_f32(p):
+    """(max(log p, -100), max(log1p(-p), -100)) for float32 p in [0, 1] (the clamped logs of
+    binary cross-entropy; other p give unspecified values): log and log1p without the checks
+    for negative, infinite and nan arguments that bce never needs. The values of the full
+    cores (a test compares them) with 19% fewer instructions in bce's loop."""
+    lo = _f(-100.0)
+    lp = _log_finite_f32(p)  # p = 0: about -105
+    # log1p(-p) as in _log1p_f32, where 1 - p = q + c needs no exponent clamp
+    q = _F1 - p
+    c = (_F1 - q) - p
+    iq = _i32(_bits(q) - _F_SQRTH_BITS)
+    k = iq >> 23  # q is 0 (p = 1, replaced below) or in [2**-24, 1]
+    fh = _f32_from_bits((iq & 0x7FFFFF) + _F_SQRTH_BITS) - _F1
+    corr = c * _f32_from_bits((127 - k) << 23) * (_F1 + fh * (fh - _F1))  # c/q
+    l1p = lo if q == _f(0.0) else _log_tail_f32(fh, _f(k), corr)
+    return max(lp, lo), max(l1p, lo)
 
 
 def float32_variant(name: str, f32_impl, generic):

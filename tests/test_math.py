@@ -445,3 +445,32 @@ def test_ldexp_both_paths_match_numpy(dtype, monkeypatch):
         np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
         asm = next(iter(run.inspect_asm().values()))
         assert ("vscalef" in asm) == fm._native_ldexp(ctx)
+
+
+def _bce_logs_loop(p, lp, l1p, full_lp, full_l1p):
+    lo = np.float32(-100.0)
+    for i in range(p.size):
+        lp[i], l1p[i] = fm._bce_logs_f32(p[i])
+        full_lp[i] = max(fm.log(p[i]), lo)
+        full_l1p[i] = max(fm.log1p(-p[i]), lo)
+
+
+def test_bce_logs_equal_the_full_cores():
+    """binary_cross_entropy's float32 logs (no special-value checks, 1 - p split exactly)
+    give the values of max(log p, -100) and max(log1p(-p), -100) for every p in [0, 1]."""
+    bits = np.arange(0, 0x3F800000 + 1, 97, dtype=np.uint32)
+    p = np.concatenate(
+        [
+            bits.view(np.float32),  # every 97th float32 in [0, 1), subnormals included
+            np.array([0.0, 1.0, 2.0**-149, 2.0**-126, 0.5, 2.0**-25, 2.0**-24], np.float32),
+            np.nextafter(np.float32(1.0), np.float32(0.0), dtype=np.float32)[None],
+            np.float32(1.0) - np.random.default_rng(3).uniform(0, 1e-5, 4096).astype(np.float32),
+        ]
+    )
+    outs = [np.empty_like(p) for _ in range(4)]
+    specialize(_bce_logs_loop, "test_math_bce_logs")(p, *outs)
+    lp, l1p, full_lp, full_l1p = outs
+    np.testing.assert_array_equal(lp, full_lp)
+    np.testing.assert_array_equal(l1p, full_l1p)
+    k = bits.size  # p[k] = 0, p[k + 1] = 1
+    assert lp[k] == -100.0 and l1p[k + 1] == -100.0 and lp[k + 1] == 0.0 and l1p[k] == 0.0
