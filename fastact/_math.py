@@ -673,17 +673,22 @@ def _log_f64(x):
 
 
 @register_jitable(**_CORE_OPTS)
-def _log1p_f32(x):
-    # 1 + x = u + c exactly (u rounded); u = 2**k * m; log1p(x) = k*ln2 + log(m) + c/u
-    u = _F1 + x
+def _log_sum_f32(u, c):
+    """log(u + c) for normal u > 0 and |c| <= ulp(u) (1 + x or 1 - p split exactly)."""
+    # u = 2**k * m; log(u + c) = k*ln2 + log(m) + c/u
     ix = _i32(_bits(u) - _F_SQRTH_BITS)
     k = ix >> 23
     fh = _f32_from_bits((ix & 0x7FFFFF) + _F_SQRTH_BITS) - _F1
-    c = x - (u - _F1)
     kk = 126 if k > 126 else k
     fl = c * _f32_from_bits((127 - kk) << 23)
     corr = fl * (_F1 + fh * (fh - _F1))  # c/u = fl/m, 1/m ~ 1 - fh + fh**2
-    y = _log_tail_f32(fh, _f(k), corr)
+    return _log_tail_f32(fh, _f(k), corr)
+
+
+@register_jitable(**_CORE_OPTS)
+def _log1p_f32(x):
+    u = _F1 + x
+    y = _log_sum_f32(u, x - (u - _F1))  # 1 + x = u + c exactly
     y = x if abs(x) < _f(2.0**-25) else y
     y = _FNAN if x < -_F1 else y
     y = -_FINF if x == -_F1 else y
@@ -1054,17 +1059,11 @@ def _bce_logs_f32(p):
     """(max(log p, -100), max(log1p(-p), -100)) for float32 p in [0, 1] (the clamped logs of
     binary cross-entropy; other p give unspecified values): log and log1p without the checks
     for negative, infinite and nan arguments that bce never needs. The values of the full
-    cores (a test compares them) with 19% fewer instructions in bce's loop."""
+    cores (a test compares them) with 18% fewer instructions in bce's loop."""
     lo = _f(-100.0)
     lp = _log_finite_f32(p)  # p = 0: about -105
-    # log1p(-p) as in _log1p_f32, where 1 - p = q + c needs no exponent clamp
-    q = _F1 - p
-    c = (_F1 - q) - p
-    iq = _i32(_bits(q) - _F_SQRTH_BITS)
-    k = iq >> 23  # q is 0 (p = 1, replaced below) or in [2**-24, 1]
-    fh = _f32_from_bits((iq & 0x7FFFFF) + _F_SQRTH_BITS) - _F1
-    corr = c * _f32_from_bits((127 - k) << 23) * (_F1 + fh * (fh - _F1))  # c/q
-    l1p = lo if q == _f(0.0) else _log_tail_f32(fh, _f(k), corr)
+    q = _F1 - p  # 0 (p = 1, replaced below) or in [2**-24, 1]
+    l1p = lo if q == _f(0.0) else _log_sum_f32(q, (_F1 - q) - p)  # 1 - p = q + c exactly
     return max(lp, lo), max(l1p, lo)
 
 
