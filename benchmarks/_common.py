@@ -27,6 +27,25 @@ PEERS = ["fastact", "torch", "numpy", "numexpr"]
 #: FASTACT_ASV_SIZES override applies.
 LARGE_SIZES = SIZES if os.environ.get("FASTACT_ASV_SIZES") else [1 << 18, 1 << 22]
 
+
+def _load_tbb() -> None:
+    """Make numba's TBB layer loadable for every commit asv times, also those before fastact
+    loaded the tbb wheel's library itself (fastact._threads): the same layer for all."""
+    import ctypes
+    from importlib import metadata
+
+    try:
+        files = metadata.distribution("tbb").files or []
+    except metadata.PackageNotFoundError:
+        return
+    for f in files:
+        if f.name == "libtbb.so.12":
+            ctypes.CDLL(str(Path(f.locate()).resolve()), mode=getattr(os, "RTLD_GLOBAL", 0))
+            return
+
+
+_load_tbb()
+
 try:  # imported once by asv's fork server (launch_method), not in every benchmark process
     import torch  # noqa: F401
 except ImportError:

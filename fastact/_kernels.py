@@ -26,7 +26,6 @@ import numpy as np
 from numba import prange
 from numba.extending import overload
 from numba.np.numpy_support import as_dtype
-from numba.np.ufunc import parallel as _numba_parallel
 
 from fastact._arrays import (
     as_float_array,
@@ -38,6 +37,7 @@ from fastact._arrays import (
     scalar_param,
 )
 from fastact._jit import ELEMENTWISE_FASTMATH, specialize
+from fastact._threads import num_threads, use_parallel
 from fastact._thresholds import THRESHOLDS
 from fastact.cuda import is_device_array
 
@@ -95,22 +95,25 @@ def _map2_loop(a, b, out, *p):
         out[i] = f(a[i], b[i], *q)  # noqa: F821
 
 
-def num_threads() -> int:
-    """``numba.get_num_threads()`` in ~0.1 us instead of ~1.5 us: once numba's thread pool is
-    up, the threading layer's own getter (numba's public function takes two locks first)."""
-    get = getattr(_numba_parallel, "_get_num_threads", None)
-    if get is not None and _numba_parallel._is_initialized:
-        n = get()
-        if n > 0:
-            return n
-    return numba.get_num_threads()
-
-
 def pick(kernels: tuple, n: int, threshold: int = PARALLEL_THRESHOLD):
     """The serial or the parallel kernel of a ``(serial, parallel)`` pair for ``n`` elements."""
-    if n >= threshold and num_threads() > 1:
-        return kernels[1]
-    return kernels[0]
+    return kernels[1] if use_parallel(n, threshold) else kernels[0]
+
+
+def _probe_loop(x):
+    for i in prange(x.shape[0]):
+        x[i] = 0.0
+
+
+def probe_parallel() -> None:
+    """Run a tiny parallel kernel: starts numba's threading layer (to learn which it is)."""
+    global _PROBE
+    if _PROBE is None:
+        _PROBE = specialize(_probe_loop, "probe_parallel", parallel=True)
+    _PROBE(np.empty(2))
+
+
+_PROBE = None
 
 
 def pair(loop: Callable) -> tuple:

@@ -942,15 +942,9 @@ def _library_meta(lib: str) -> dict:
 
 
 def _threading_layer() -> str:
-    import numba
+    from fastact._threads import report
 
-    try:
-        return numba.threading_layer()
-    except ValueError:
-        copy, _ = _streams()
-        a = np.zeros(1 << 16, np.float32)
-        copy[1](a, np.empty_like(a))
-        return numba.threading_layer()
+    return report()["threading_layer"]
 
 
 def _external_worker(module: str, kwargs: dict, threads: int, out_q) -> None:
@@ -1174,7 +1168,10 @@ def run(
     available = [lb for lb in libs if _library_available(lb)]
     for lb in libs:
         if lb not in available:
-            notes.append(f"{lb} is not installed: its columns are empty")
+            notes.append(
+                f"{lb} is not installed: no {lb} column (pip install -e '.[bench]' installs "
+                "every peer)"
+            )
     total = len(cases) * len(available) + len({(c["size"], c["dtype"]) for c in cases})
     total = total * rounds + len(externals)
     bar = _Progress(total, progress)
@@ -1613,9 +1610,13 @@ def format_report(report: dict, fmt: str = "text") -> str:
         out += [f"### {name}", ""] if fmt == "markdown" else [f"== {name} =="]
         out += _table(header, cells, fmt, set(range(3, len(header)))) + [""]
     summary = _summary_lines(report)
+    # the machine, its threading layer and any missing peer first: they decide how to read
+    # every number below
+    head = [s for s in summary if s.startswith("Machine:") or "is not installed" in s]
+    tail = [s for s in summary if s not in head]
     if fmt == "markdown":
-        summary = [f"{s}  " for s in summary]
-    return "\n".join(out + summary) + "\n"
+        head, tail = [f"{s}  " for s in head], [f"{s}  " for s in tail]
+    return "\n".join(head + ([""] if head else []) + out + tail) + "\n"
 
 
 def _finite(o):
@@ -1716,8 +1717,10 @@ def info() -> dict:
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
+    from fastact._threads import report
+
     d["threads"] = numba.get_num_threads()
-    d["threading_layer"] = _threading_layer()
+    d.update(report())
     d["cpu"] = _cpu_name()
     d["simd_width_bits"], d["simd_features"] = _simd_width()
     d["simd_registers_used"] = _vector_registers()

@@ -14,7 +14,6 @@ import textwrap
 import threading
 from pathlib import Path
 
-import numba
 import numpy as np
 import pytest
 
@@ -43,103 +42,6 @@ def _run(script: str, tmp_path: Path, *args: str, env: dict | None = None, timeo
         timeout=timeout,
         cwd=str(tmp_path),
     )
-
-
-def test_threading_layer_is_tbb():
-    x = np.linspace(-3, 3, BIG, dtype=np.float32)
-    fastact.sigmoid(x)  # a parallel kernel launches the threading layer
-    assert numba.threading_layer() == "tbb"
-
-
-# ---------------------------------------------------------------------------- processes
-
-_POOL_SCRIPT = """
-import multiprocessing as mp
-import sys
-
-import numba
-import numpy as np
-
-import fastact
-
-N = {big}
-
-
-def work(seed):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(N).astype(np.float32)
-    y = fastact.silu(x)  # parallel path in the child
-    z = fastact.relu(x[:100])  # serial path
-    ref = x.astype(np.float64) / (1 + np.exp(-x.astype(np.float64)))
-    err = float(np.max(np.abs(y - ref)))
-    return err, bool(np.array_equal(z, np.maximum(x[:100], 0))), numba.threading_layer()
-
-
-if __name__ == "__main__":
-    method = sys.argv[1]
-    x = np.random.default_rng(0).standard_normal(N).astype(np.float32)
-    fastact.silu(x)
-    fastact.sigmoid(x)  # the parent has run parallel kernels before forking
-    assert numba.threading_layer() == "tbb", numba.threading_layer()
-    ctx = mp.get_context(method)
-    with ctx.Pool(2) as pool:
-        res = pool.map_async(work, range(4)).get(timeout=240)
-    assert len(res) == 4
-    for err, ok, layer in res:
-        assert err < 1e-5, err
-        assert ok
-        assert layer == "tbb", layer
-    print("OK", method, res)
-"""
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
-def test_pool_after_parallel_kernels(tmp_path, method):
-    r = _run(_POOL_SCRIPT.format(big=BIG), tmp_path, method)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert f"OK {method}" in r.stdout
-    assert "unsafe" not in r.stderr
-
-
-_LOADER_SCRIPT = """
-import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
-
-import fastact
-
-
-class DS(Dataset):
-    def __len__(self):
-        return 8
-
-    def __getitem__(self, i):
-        x = np.linspace(-4, 4, {big}, dtype=np.float32) + np.float32(i)
-        return torch.from_numpy(fastact.gelu(x))
-
-
-if __name__ == "__main__":
-    x = np.linspace(-4, 4, {big}, dtype=np.float32)
-    fastact.gelu(x)  # parallel kernel in the parent first
-    dl = DataLoader(DS(), batch_size=2, num_workers=2, timeout=240)
-    got = torch.cat([b.reshape(-1) for b in dl]).numpy()
-    xs = [x + np.float32(i) for i in range(8)]
-    # identical to the parent's own results, and close to torch's float64 gelu
-    np.testing.assert_array_equal(got, np.concatenate([fastact.gelu(v) for v in xs]))
-    want = np.concatenate(
-        [torch.nn.functional.gelu(torch.from_numpy(v.astype(np.float64))).numpy() for v in xs]
-    )
-    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
-    print("OK loader", torch.utils.data.get_worker_info() is None)
-"""
-
-
-@pytest.mark.slow
-def test_torch_dataloader_workers(tmp_path):
-    r = _run(_LOADER_SCRIPT.format(big=BIG), tmp_path)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "OK loader True" in r.stdout
 
 
 # ---------------------------------------------------------------------------- threads

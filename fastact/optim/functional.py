@@ -35,6 +35,7 @@ from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
 from fastact._jit import jit, specialize
+from fastact._threads import use_parallel
 
 __all__ = [
     "sgd",
@@ -544,7 +545,7 @@ def launch(
     if chunks.shape[0] == 0:
         return
     parallel, serial = KERNELS[kind]
-    kernel = serial if n_elements < SERIAL_BELOW else parallel
+    kernel = parallel if use_parallel(n_elements, SERIAL_BELOW) else serial
     kernel(proto, ptrs, chunks, coefs, *scalars)
 
 
@@ -555,7 +556,7 @@ def nonfinite_chunks(
     out = np.zeros(chunks.shape[0], dtype=np.bool_)
     if chunks.shape[0]:
         parallel, serial = KERNELS["nonfinite"]
-        (serial if n_elements < SERIAL_BELOW else parallel)(proto, ptrs, row, chunks, out)
+        (parallel if use_parallel(n_elements, SERIAL_BELOW) else serial)(proto, ptrs, row, chunks, out)
     return out
 
 
