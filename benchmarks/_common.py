@@ -30,7 +30,7 @@ LARGE_SIZES = SIZES if os.environ.get("FASTACT_ASV_SIZES") else [1 << 18, 1 << 2
 
 def _load_tbb() -> None:
     """Make numba's TBB layer loadable for every commit asv times, also those before fastact
-    loaded the tbb wheel's library itself (fastact._threads): the same layer for all."""
+    loaded the tbb wheel's library itself (fastact._core.threads): the same layer for all."""
     import ctypes
     from importlib import metadata
 
