@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from fastact import _losses_kernels as K
-from fastact._core.threads import use_parallel
+from fastact._core.threads import parallel_by_size
 
 __all__ = [
     "mse_loss",
@@ -322,7 +322,7 @@ def _ew_run(
         gb = np.empty(n, dt) if bufs[1] is None else bufs[1]
     bad = np.zeros(partials.size, np.float64) if check else None
     serial, parallel = K.ELEMENTWISE_KERNELS[kernel]
-    fn = parallel if use_parallel(n, PARALLEL_MIN) else serial
+    fn = parallel if parallel_by_size(n, PARALLEL_MIN) else serial
     prm = tuple(dt.type(p) for p in prm)
     fn(a, b, a if c is None else c, w1, w2, prm, gscale, ga, gb, out, want_out, partials, bad, ch)
     nbad = int(bad.sum()) if check else 0
@@ -1007,7 +1007,7 @@ def cosine_embedding_loss(
         g1 = np.empty_like(a) if bufs[0] is None else bufs[0].reshape(a.shape)
         g2 = np.empty_like(b) if bufs[1] is None else bufs[1].reshape(b.shape)
     gscale = 1.0 / R if red == "mean" else 1.0
-    fn = K.cosine_kernels[use_parallel(a.size, PARALLEL_MIN)]
+    fn = K.cosine_kernels[parallel_by_size(a.size, PARALLEL_MIN)]
     fn(a, b, yy, _number(margin, "margin"), dt.type(0), gscale, g1, g2, out, partials, rpc)
     loss = _row_reduce(partials, out, red, R, y.shape, dt)
     if not return_grad:
@@ -1075,7 +1075,7 @@ def triplet_margin_loss(
         gs = [np.empty_like(arrs[0]) if b is None else b.reshape(-1, D) for b in bufs]
     gscale = 1.0 / R if red == "mean" else 1.0
     kind = "p2" if p == 2.0 else ("p1" if p == 1.0 else "pgen")
-    fn = K.triplet_kernels[kind][use_parallel(arrs[0].size, PARALLEL_MIN)]
+    fn = K.triplet_kernels[kind][parallel_by_size(arrs[0].size, PARALLEL_MIN)]
     fn(
         *arrs,
         _number(margin, "margin"),
@@ -1195,7 +1195,7 @@ def cross_entropy(
     if return_grad:
         g = np.empty_like(x3) if buf is None else buf.reshape(N, C, D)
     out = np.empty((N, D), np.float64)
-    par = use_parallel(x3.size, PARALLEL_MIN)
+    par = parallel_by_size(x3.size, PARALLEL_MIN)
     if D == 1:
         rpc = _rows_per_chunk(C)
         partials = np.empty(_chunks(N, rpc), np.float64)
@@ -1274,7 +1274,7 @@ def nll_loss(
     ch = max(1, min(CHUNK, (1 << 16) // C)) if zero else CHUNK  # ~64K gradient entries a task
     out = np.empty((N, D), np.float64)
     partials = np.empty(_chunks(N * D, ch), np.float64)
-    K.nll_kernels[use_parallel(x3.size, PARALLEL_MIN)](
+    K.nll_kernels[parallel_by_size(x3.size, PARALLEL_MIN)](
         x3, y.reshape(N, D), w, int(ignore_index), gscale, return_grad, g, zero, out, partials, ch
     )
     loss = _row_reduce(partials, out, red, div, sample_shape, dt)
