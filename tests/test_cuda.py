@@ -113,8 +113,9 @@ assert not fc.is_available()
 class Dev:  # any object exposing the CUDA array interface
     __cuda_array_interface__ = {"shape": (3,), "typestr": "<f4", "data": (0, False),
                                 "version": 3}
+assert fastact.cuda.sigmoid is fastact.sigmoid  # one front end for both executors
 for call in (lambda: fastact.sigmoid(Dev()), lambda: fastact.relu_backward(Dev(), Dev()),
-             lambda: fastact.cuda.sigmoid):
+             lambda: fastact.cuda.sigmoid(Dev()), lambda: fastact.softmax(Dev(), 0)):
     try:
         call()
     except RuntimeError as exc:
