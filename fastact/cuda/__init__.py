@@ -25,7 +25,7 @@ import importlib
 import importlib.util
 from typing import Any
 
-from fastact._core.backend import is_device_array, on_device
+from fastact._core.backend import is_device_array
 
 __all__ = [
     "is_available",
@@ -76,7 +76,7 @@ def require(what: str = "fastact got a CUDA device array") -> None:
 
 #: Public names of fastact that take device arrays, reached as ``fastact.cuda.<name>`` too
 #: (the same function objects: one front end for both executors).
-_ALIASES: dict[str, str] = {}
+_ALIASES = {"losses": "fastact.losses"}
 
 
 def executor(*arrays: Any):
@@ -101,29 +101,3 @@ def __dir__() -> list[str]:
     front = importlib.import_module("fastact.activations")
     names = set(__all__) | set(_ALIASES)
     return sorted(names | {n for n in front.__all__ if not n.isupper()})
-
-
-def device_aware(fn=None, *, module: str = "fastact.cuda._api", name: str | None = None):
-    """Decorator for a CPU function whose device twin has the same name in ``module``
-    (``fastact.cuda._api`` for activations, ``fastact.cuda.losses`` for losses): a call with
-    a device array among its arguments goes to the twin (one cheap check per argument on the
-    CPU path). Without a twin, such a call raises TypeError naming the function. ``name``:
-    the twin's name when it is not ``fn``'s (a public function's general part)."""
-    import functools
-
-    if fn is None:
-        return functools.partial(device_aware, module=module, name=name)
-    name = name or fn.__name__
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        if not on_device(*args, *kwargs.values()):
-            return fn(*args, **kwargs)
-        require()
-        twin = getattr(importlib.import_module(module), name, None)
-        if twin is None:
-            raise TypeError(f"{name} does not support CUDA device arrays yet; pass NumPy arrays")
-        return twin(*args, **kwargs)
-
-    wrapper.__wrapped_cpu__ = fn
-    return wrapper

@@ -17,7 +17,6 @@ from fastact.cuda._retarget import device_function, kernel_from_source
 UNROLL = 4
 
 
-
 def kernel(op: Any, kind: str):
     """The grid-stride CUDA kernel of ``op.scalars[kind]`` (compiled lazily per dtype)."""
     nparams = len(op.params)

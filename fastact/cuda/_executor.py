@@ -19,6 +19,7 @@ from numba import cuda
 from fastact.cuda import _axis as K
 from fastact.cuda import _elementwise as E
 from fastact.cuda import _runtime as rt
+from fastact.cuda._losses import LossLaunches
 from fastact.cuda._reduce import column_sums
 
 __all__ = ["Executor", "executor"]
@@ -29,7 +30,7 @@ def executor(*arrays: Any) -> Executor:
     return Executor(rt.stream_of(*arrays))
 
 
-class Executor:
+class Executor(LossLaunches):
     """Device versions of the host executor's functions, on one stream."""
 
     NAME = "cuda"

@@ -38,3 +38,23 @@ from fastact.host.edge import (  # noqa: F401
     shape_of,
 )
 from fastact.host.elementwise import elementwise  # noqa: F401
+from fastact.host.losses import (  # noqa: F401
+    class_targets,
+    class_weight,
+    copy_into,
+    cosine_embedding,
+    cross_entropy,
+    flat,
+    float_inputs,
+    float_sum,
+    full,
+    grad_buffer,
+    loss_map,
+    multilabel_soft_margin,
+    nll,
+    real_input,
+    sum_to_shape,
+    triplet_margin,
+    typed_input,
+    unit_interval_message,
+)

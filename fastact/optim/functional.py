@@ -35,7 +35,7 @@ from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
 from fastact._core.jit import jit, specialize
-from fastact._core.threads import use_parallel
+from fastact._core.threads import parallel_by_size
 
 __all__ = [
     "sgd",
@@ -545,7 +545,7 @@ def launch(
     if chunks.shape[0] == 0:
         return
     parallel, serial = KERNELS[kind]
-    kernel = parallel if use_parallel(n_elements, SERIAL_BELOW) else serial
+    kernel = parallel if parallel_by_size(n_elements, SERIAL_BELOW) else serial
     kernel(proto, ptrs, chunks, coefs, *scalars)
 
 
@@ -556,7 +556,7 @@ def nonfinite_chunks(
     out = np.zeros(chunks.shape[0], dtype=np.bool_)
     if chunks.shape[0]:
         parallel, serial = KERNELS["nonfinite"]
-        (parallel if use_parallel(n_elements, SERIAL_BELOW) else serial)(
+        (parallel if parallel_by_size(n_elements, SERIAL_BELOW) else serial)(
             proto, ptrs, row, chunks, out
         )
     return out
