@@ -808,7 +808,7 @@ def _streams():
 def _pick(pair: tuple, n: int):
     import numba
 
-    from fastact._kernels import PARALLEL_THRESHOLD
+    from fastact._core.thresholds import PARALLEL_THRESHOLD
 
     return pair[1] if n >= PARALLEL_THRESHOLD and numba.get_num_threads() > 1 else pair[0]
 

@@ -764,10 +764,11 @@ def compile_only(cc: tuple[int, int], only) -> int:
     import fastact.cuda as fc
 
     fc._AVAILABLE = True  # nothing is launched: only the compiler is needed
-    from fastact._losses_kernels import ELEMENTWISE_SCALARS
     from fastact.activations import ACTIVATIONS
-    from fastact.cuda import _axis, _elementwise, losses, optim
+    from fastact.cuda import _axis, _elementwise, optim
+    from fastact.cuda import _losses as losses
     from fastact.cuda._reduce import _column_sums
+    from fastact.kernels.losses import ELEMENTWISE_SCALARS
 
     failures = 0
     count = 0

@@ -113,8 +113,9 @@ assert not fc.is_available()
 class Dev:  # any object exposing the CUDA array interface
     __cuda_array_interface__ = {"shape": (3,), "typestr": "<f4", "data": (0, False),
                                 "version": 3}
+assert fastact.cuda.sigmoid is fastact.sigmoid  # one front end for both executors
 for call in (lambda: fastact.sigmoid(Dev()), lambda: fastact.relu_backward(Dev(), Dev()),
-             lambda: fastact.cuda.sigmoid):
+             lambda: fastact.cuda.sigmoid(Dev()), lambda: fastact.softmax(Dev(), 0)):
     try:
         call()
     except RuntimeError as exc:
@@ -361,8 +362,20 @@ def test_loss_weights_and_domain_errors():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="between 0 and 1"):
             CL.binary_cross_entropy(D(h["p"] + 1), D(h["q"]))
-    with pytest.raises(ValueError, match="same shape as input"):
+    with pytest.raises(ValueError, match="cannot be broadcast together"):
         CL.mse_loss(D(h["x"]), D(h["t"][:2]))
+    # one front end: the element-wise device losses take grad_out= and broadcast targets too
+    buf = cuda.device_array((4, 5))
+    with pytest.warns(UserWarning, match="target size"):
+        loss, g = CL.mse_loss(D(h["x"]), D(h["t"][:1]), return_grad=True, grad_out=buf)
+    closs, cg = L.mse_loss(h["x"], h["t"][:1], return_grad=True)
+    assert g is buf
+    assert_close(H(loss), closs, np.float64)
+    assert_close(H(buf), cg, np.float64)
+    with pytest.raises(ValueError, match="grad_out for input has shape"):
+        CL.l1_loss(D(h["x"]), D(h["t"]), return_grad=True, grad_out=cuda.device_array((5, 4)))
+    with pytest.raises(ValueError, match="input2 of shape .* gradient"):
+        CL.margin_ranking_loss(D(h["x"]), D(h["t"][:1]), D(h["y"]), return_grad=True)
     with pytest.raises(ValueError, match="reduction must be one of"):
         CL.l1_loss(D(h["x"]), D(h["t"]), reduction="avg")
 
@@ -492,7 +505,7 @@ def test_row_losses_validation_and_edge_cases():
         CL.triplet_margin_loss(D(h["a"]), D(h["b"]), D(h["c"][:2]))
     with pytest.raises(ValueError, match="a 1-d target expects 2-d inputs"):
         CL.cosine_embedding_loss(D(h["x1"]), D(h["x1"]), D(h["s"]))
-    with pytest.raises(ValueError, match="does not broadcast"):
+    with pytest.raises(ValueError, match="cannot be broadcast together"):
         CL.multilabel_soft_margin_loss(D(h["a"]), D(h["m"][:, :4]))
     with pytest.raises(ValueError, match="reduction must be one of"):
         CL.nll_loss(x, D(h["y"]), reduction="avg")
