@@ -609,7 +609,8 @@ def test_optimizer_validation_before_any_write():
 def test_launch_takes_the_cpu_tables():
     """The class-level hook: the CPU optimizer's pointer/chunk/coefficient tables with device
     addresses run the same update as fastact.optim.functional.launch on host arrays."""
-    from fastact.cuda import optim as CO
+    import fastact.host as host
+    from fastact.kernels.optim import chunk_table
 
     rng = np.random.default_rng(8)
     hs = [[rng.standard_normal(n) for n in (5, 9)] for _ in range(3)]  # p, g, buf
@@ -617,14 +618,17 @@ def test_launch_takes_the_cpu_tables():
     sizes = np.array([5, 9])
     coefs = np.array([[1.0], [0.0]])  # tensor 0: first step (buf = g)
     scal = (0.1, 0.01, 0.9, 0.0, False, False, True)
-    hptr = np.array([[OF.address(a) for a in row] for row in hs], dtype=np.int64)
-    OF.launch("sgd", np.empty(0), hptr, OF.chunk_table(sizes), coefs, scal, 14)
-    dptr = np.array([[CO.address(a) for a in row] for row in ds], dtype=np.int64)
-    CO.launch("sgd", np.float64, dptr, OF.chunk_table(sizes, CO.CHUNK), coefs, scal, 14)
+    hptr = np.array([[host.entry(a, "a").addr for a in row] for row in hs], dtype=np.int64)
+    host.optim_launch(
+        "sgd", np.float64, hptr, chunk_table(sizes, host.OPTIM_CHUNK), coefs, scal, 14
+    )
+    ex = fc.executor(ds[0][0])
+    dptr = np.array([[ex.entry(a, "a").addr for a in row] for row in ds], dtype=np.int64)
+    ex.optim_launch("sgd", np.float64, dptr, chunk_table(sizes, ex.OPTIM_CHUNK), coefs, scal, 14)
     for drow, hrow in zip(ds, hs, strict=True):
         for d, h in zip(drow, hrow, strict=True):
             assert_close(H(d), h, np.float64)
-    z = CO.zeros_like(ds[0][1])
+    ((z, _addr),) = ex.new_states([ex.entry(ds[0][1], "p")], 0.0)
     assert H(z).tolist() == [0.0] * 9
 
 

@@ -19,7 +19,10 @@ import numpy as np
 import pytest
 import torch
 
+import fastact.host
 import fastact.optim as fo
+from fastact.host import optim as host_optim
+from fastact.kernels.optim import chunk_table
 from fastact.optim import functional as F
 
 torch.set_num_threads(1)
@@ -189,8 +192,8 @@ def test_trajectory_matches_torch(cfg, dtype):
 @pytest.mark.parametrize("name", NAMES)
 def test_parallel_chunked_path_matches_torch(name, dtype, which, monkeypatch):
     """Force the prange kernel with tiny chunks: tensors span many chunks of one launch."""
-    monkeypatch.setattr(F, "CHUNK", 64)
-    monkeypatch.setattr(F, "SERIAL_BELOW", 0)
+    monkeypatch.setattr(fastact.host, "OPTIM_CHUNK", 64)
+    monkeypatch.setattr(host_optim, "SERIAL_BELOW", 0)
     kw = RICH[name] if which == "rich" else PLAIN[name]
     rng = np.random.default_rng(7)
     ps = _make(rng, dtype, [(9, 30), (300,), (1,), (129,), (64,), (2, 2, 33)])
@@ -210,7 +213,7 @@ def test_chunk_table_covers_every_element_once():
     for chunk in (1, 7, 64, 16384):
         sizes = rng.integers(0, 300, size=25)
         sizes[3] = 0
-        tab = F.chunk_table(sizes, chunk)
+        tab = chunk_table(sizes, chunk)
         assert tab.dtype == np.int64 and tab.flags.c_contiguous and tab.shape[1] == 3
         assert np.all(tab[:, 2] >= 1) and np.all(tab[:, 2] <= chunk)
         seen = [np.zeros(s, dtype=int) for s in sizes]
@@ -221,13 +224,13 @@ def test_chunk_table_covers_every_element_once():
 
 def test_one_kernel_launch_per_group_and_dtype(monkeypatch):
     calls = []
-    real = F.launch
+    real = fastact.host.optim_launch
 
-    def counting(kind, proto, ptrs, chunks, *args):
-        calls.append((kind, proto.dtype, ptrs.shape[1], chunks.shape[0]))
-        return real(kind, proto, ptrs, chunks, *args)
+    def counting(kind, dt, ptrs, chunks, *args):
+        calls.append((kind, np.dtype(dt), ptrs.shape[1], chunks.shape[0]))
+        return real(kind, dt, ptrs, chunks, *args)
 
-    monkeypatch.setattr(F, "launch", counting)
+    monkeypatch.setattr(fastact.host, "optim_launch", counting)
     rng = np.random.default_rng(1)
     ps = [rng.standard_normal(int(n)).astype(np.float32) for n in rng.integers(1, 500, 60)]
     opt = fo.Adam(ps)

@@ -138,3 +138,29 @@ def normalize_dim(dim: Any, ndim: int, name: str = "dim") -> int:
     if not -n <= dim < n:
         raise ValueError(f"{name}={dim} is out of range for an array with {ndim} dimensions")
     return int(dim) % n
+
+
+# ------------------------------------------------------------------------- torch CPU tensors
+def torch_module():
+    """The torch module when it is already imported (fastact never imports torch), else None."""
+    import sys
+
+    return sys.modules.get("torch")
+
+
+def is_tensor(x: Any) -> bool:
+    """``x`` is a torch.Tensor (without importing torch when it is not loaded)."""
+    torch = torch_module()
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def tensor_view(t: Any, name: str) -> np.ndarray:
+    """Zero-copy NumPy view of a CPU torch tensor (TypeError naming ``name`` otherwise)."""
+    if t.device.type != "cpu":
+        raise TypeError(f"{name} is a torch tensor on {t.device}; only CPU tensors are supported")
+    if t.is_sparse or t.layout != torch_module().strided:
+        raise TypeError(f"{name} is a sparse torch tensor; only dense tensors are supported")
+    try:
+        return t.detach().numpy()
+    except (TypeError, RuntimeError) as exc:
+        raise TypeError(f"{name} cannot be viewed as a NumPy array: {exc}") from None

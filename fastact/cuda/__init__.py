@@ -76,7 +76,7 @@ def require(what: str = "fastact got a CUDA device array") -> None:
 
 #: Public names of fastact that take device arrays, reached as ``fastact.cuda.<name>`` too
 #: (the same function objects: one front end for both executors).
-_ALIASES = {"losses": "fastact.losses"}
+_ALIASES = {"losses": "fastact.losses", "optim": "fastact.optim.functional"}
 
 
 def executor(*arrays: Any):

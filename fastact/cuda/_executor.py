@@ -20,6 +20,7 @@ from fastact.cuda import _axis as K
 from fastact.cuda import _elementwise as E
 from fastact.cuda import _runtime as rt
 from fastact.cuda._losses import LossLaunches
+from fastact.cuda._optim import OptimLaunches
 from fastact.cuda._reduce import column_sums
 
 __all__ = ["Executor", "executor"]
@@ -30,7 +31,7 @@ def executor(*arrays: Any) -> Executor:
     return Executor(rt.stream_of(*arrays))
 
 
-class Executor(LossLaunches):
+class Executor(LossLaunches, OptimLaunches):
     """Device versions of the host executor's functions, on one stream."""
 
     NAME = "cuda"

@@ -58,3 +58,16 @@ from fastact.host.losses import (  # noqa: F401
     typed_input,
     unit_interval_message,
 )
+from fastact.host.optim import (  # noqa: F401
+    OPTIM_CHUNK,
+    bump_versions,
+    copy_state,
+    entry,
+    is_param,
+    load_param_state,
+    new_states,
+    no_overlap,
+    optim_launch,
+    optim_nonfinite,
+    state_address,
+)
