@@ -163,8 +163,8 @@ def test_elementwise_matches_cpu(name):
 
 
 def test_cpu_functions_dispatch_device_arrays():
-    """The hook in Elementwise: fastact.sigmoid(d_x) runs the device kernel and returns a
-    device array (fastact/_kernels.py must carry the hook from notes/README_cuda_section.md)."""
+    """One front end: fastact.sigmoid(d_x) hands the device array to the CUDA executor and
+    returns a device array."""
     x = sample(np.float32)
     d = D(x)
     y = fastact.sigmoid(d)
