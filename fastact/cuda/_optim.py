@@ -274,7 +274,7 @@ class DeviceEntry:
     def is_torch(self) -> bool:
         return bool(self.tptr)
 
-    def current(self, name: str) -> bool:
+    def current(self) -> bool:
         """False when a torch tensor's storage or shape was replaced since validation."""
         t = self.obj
         return not self.tptr or (t.data_ptr() == self.tptr and tuple(t.shape) == self.shape)
@@ -324,6 +324,10 @@ class OptimLaunches:
 
     def entry(self, obj: Any, name: str) -> DeviceEntry:
         return DeviceEntry(obj, name, self.stream)
+
+    @staticmethod
+    def stale_entries(ents: list[DeviceEntry], k0: int) -> list[int]:
+        return [j for j, e in enumerate(ents) if not e.current()]
 
     def state_address(self, x: Any, e: DeviceEntry, name: str, pname: str):
         d = _like(x, e.arr, name, pname, True, self.stream)

@@ -69,5 +69,6 @@ from fastact.host.optim import (  # noqa: F401
     no_overlap,
     optim_launch,
     optim_nonfinite,
+    stale_entries,
     state_address,
 )

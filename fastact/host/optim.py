@@ -29,6 +29,7 @@ __all__ = [
     "copy_state",
     "entry",
     "is_param",
+    "stale_entries",
     "load_param_state",
     "new_states",
     "no_overlap",
@@ -59,7 +60,8 @@ def optim_launch(kind, dt, ptrs, chunks, coefs, scalars, n_elements: int) -> Non
         return
     parallel, serial = KERNELS[kind]
     kernel = parallel if parallel_by_size(n_elements, SERIAL_BELOW) else serial
-    kernel(_PROTOS[np.dtype(dt)], ptrs, chunks, coefs, *scalars)
+    proto = _PROTOS.get(dt)
+    kernel(_PROTOS[np.dtype(dt)] if proto is None else proto, ptrs, chunks, coefs, *scalars)
 
 
 def optim_nonfinite(dt, ptrs, row: int, chunks, n_elements: int) -> np.ndarray:
@@ -138,16 +140,6 @@ class Entry:
     def is_torch(self) -> bool:
         return self.tdtype is not None
 
-    def current(self, name: str) -> bool:
-        """False when a tensor's storage, shape or dtype changed since validation (rebuild);
-        ValueError when an array became read-only."""
-        if self.tdtype is not None:
-            t = self.obj
-            return t.data_ptr() == self.tptr and t.shape == self.shape and t.dtype is self.tdtype
-        if not self.arr.flags.writeable:
-            raise ValueError(f"{name} is read-only; parameters are updated in place")
-        return True
-
     def grad(self, g: Any, k: int) -> tuple[Any, int]:
         """Validate gradient ``g`` (grads[k]); return (object to keep alive, address).
         Other memory layouts are copied into the parameter's order."""
@@ -179,6 +171,22 @@ class Entry:
 
 def entry(obj: Any, name: str) -> Entry:
     return Entry(obj, name)
+
+
+def stale_entries(ents: list[Entry], k0: int) -> list[int]:
+    """Indices of the entries whose tensor's storage, shape or dtype changed since they were
+    validated (to rebuild); ValueError when an array became read-only. One call per group and
+    step: the loop stays in one function (a method call per entry costs ~10% of a step over
+    160 small tensors)."""
+    out: list[int] = []
+    for j, e in enumerate(ents):
+        if e.tdtype is not None:
+            t = e.obj
+            if t.data_ptr() != e.tptr or t.shape != e.shape or t.dtype is not e.tdtype:
+                out.append(j)
+        elif not e.arr.flags.writeable:
+            raise ValueError(f"params[{k0 + j}] is read-only; parameters are updated in place")
+    return out
 
 
 def state_address(x: Any, e: Entry, name: str, pname: str) -> tuple[np.ndarray, int]:

@@ -8,7 +8,8 @@ kernel order of :data:`fastact.kernels.optim.OPTIMIZERS`) and a chunk table, the
 the fused kernel once per plan. The executor (:mod:`fastact.host` or the device executor of
 :mod:`fastact.cuda`) supplies the array-specific pieces with the same names: ``entry``
 (a validated parameter with its address), ``state_address``, ``no_overlap``, ``new_states``,
-``optim_launch``, ``optim_nonfinite``, ``bump_versions`` and ``OPTIM_CHUNK``. The classes
+``stale_entries``, ``optim_launch``, ``optim_nonfinite``, ``bump_versions`` and
+``OPTIM_CHUNK``. The classes
 cache their plans between steps (rebuilt when a parameter, its storage or the state changes).
 """
 
@@ -251,11 +252,12 @@ def group_entries(opt: Any, ex: Any, group: dict, k0: int) -> tuple[GroupCache, 
         cache.entries = ents
         cache.plans.clear()
         return cache, ents
-    for j, e in enumerate(ents):
-        if not e.current(f"params[{k0 + j}]"):
-            ents[j] = ex.entry(e.obj, f"params[{k0 + j}]")
-            check_overlap(opt, ex)
-            cache.plans.clear()
+    stale = ex.stale_entries(ents, k0)
+    if stale:
+        for j in stale:
+            ents[j] = ex.entry(ents[j].obj, f"params[{k0 + j}]")
+        check_overlap(opt, ex)
+        cache.plans.clear()
     return cache, ents
 
 
