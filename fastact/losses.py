@@ -892,6 +892,20 @@ def _class_layout(shape: tuple) -> tuple[int, int, int, tuple[int, ...]]:
     return n, c, math.prod(shape[2:]), (n,) + tuple(shape[2:])
 
 
+def _class_views(ex, x, input, target, weight, grad_out, return_grad: bool):
+    """(logits as (N, C, D), the gradient to return, its (N, C, D) view to write or None)."""
+    shape = _shape(ex, x)
+    n_s, n_cls, n_d, _ = _class_layout(shape)
+    (buf,) = _grad_buffers(
+        ex, grad_out, return_grad, [("input", shape)], x.dtype, (input, target, weight)
+    )
+    x3 = ex.contiguous(x).reshape(n_s, n_cls, n_d)
+    if not return_grad:
+        return x3, None, None
+    res, arr = _gradient_array(ex, buf, input, shape, x.dtype)
+    return x3, res, arr.reshape(n_s, n_cls, n_d)
+
+
 def cross_entropy(
     input: Any,
     target: Any,
@@ -941,14 +955,7 @@ def cross_entropy(
         q = None
         y, div, wsum = ex.class_targets(target, sample_shape, n_cls, int(ignore_index), w)
         y = y.reshape(n_s, n_d)
-    (buf,) = _grad_buffers(
-        ex, grad_out, return_grad, [("input", shape)], dt, (input, target, weight)
-    )
-    x3 = ex.contiguous(x).reshape(n_s, n_cls, n_d)
-    res = g3 = None
-    if return_grad:
-        res, arr = _gradient_array(ex, buf, input, shape, dt)
-        g3 = arr.reshape(n_s, n_cls, n_d)
+    x3, res, g3 = _class_views(ex, x, input, target, weight, grad_out, return_grad)
     loss = ex.cross_entropy(
         x3, y, q, w, wsum, eps, int(ignore_index), _gscale(red, div), g3, red, div,
         sample_shape, input,
@@ -983,14 +990,7 @@ def nll_loss(
     n_s, n_cls, n_d, sample_shape = _class_layout(shape)
     w = ex.class_weight(weight, n_cls, dt)
     y, div, _ = ex.class_targets(target, sample_shape, n_cls, int(ignore_index), w)
-    (buf,) = _grad_buffers(
-        ex, grad_out, return_grad, [("input", shape)], dt, (input, target, weight)
-    )
-    x3 = ex.contiguous(x).reshape(n_s, n_cls, n_d)
-    res = g3 = None
-    if return_grad:
-        res, arr = _gradient_array(ex, buf, input, shape, dt)
-        g3 = arr.reshape(n_s, n_cls, n_d)
+    x3, res, g3 = _class_views(ex, x, input, target, weight, grad_out, return_grad)
     loss = ex.nll(
         x3, y.reshape(n_s, n_d), w, int(ignore_index), _gscale(red, div), g3, red, div,
         sample_shape, input,

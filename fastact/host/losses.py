@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fastact._core.arrays import FLOAT_DTYPES
+from fastact._core.arrays import FLOAT_DTYPES, as_array
 from fastact._core.threads import parallel_by_size
 from fastact._core.thresholds import PARALLEL_THRESHOLD
 from fastact.host.launch import pair
@@ -77,14 +77,7 @@ def _row_kernels(name: str) -> tuple:
 # ----------------------------------------------------------------------------- array edge
 def real_input(x: Any, name: str) -> np.ndarray:
     """``x`` as an array of real numbers (any int or float dtype)."""
-    if x is None:
-        raise TypeError(f"{name} must be an array, got None")
-    if isinstance(x, (str, bytes, dict, set)):
-        raise TypeError(f"{name} must be an array of real numbers, got {type(x).__name__}")
-    try:
-        arr = np.asarray(x)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{name} must be an array of real numbers: {e}") from None
+    arr = as_array(x, name)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
     return arr
