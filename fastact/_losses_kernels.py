@@ -768,15 +768,3 @@ triplet_kernels = {
     )
     for kind, pieces in _PNORM_PIECES.items()
 }
-
-
-# ----------------------------------------------------------------------------------------
-# streaming-bandwidth probe for the benchmark's roofline
-# ----------------------------------------------------------------------------------------
-
-
-@jit(parallel=True)
-def stream_triad(x, y, z):
-    """z = x + y: reads two arrays and writes one (the pattern of a fused loss + gradient)."""
-    for i in prange(x.size):
-        z[i] = x[i] + y[i]
