@@ -105,3 +105,41 @@ def test_readme_block_runs_as_a_script(index, tmp_path):
         env=env,
     )
     assert proc.returncode == 0, f"README block {index}:\n{block}\n{proc.stderr[-4000:]}"
+
+
+def _load_example(name: str):
+    import importlib.util
+
+    path = ROOT / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_readme_example_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("name", ["train_digits", "dask_preprocess"])
+def test_example_help_shows_the_whole_first_paragraph(name, capsys):
+    mod = _load_example(name)
+    first = " ".join(mod.__doc__.split("\n\n")[0].split())
+    with pytest.raises(SystemExit):
+        mod.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert first in out
+
+
+def test_train_digits_draws_no_bar_into_a_file(tmp_path):
+    """Redirected stdout: the log lines only, no tqdm redraws between them."""
+    pytest.importorskip("tqdm")
+    pytest.importorskip("sklearn")
+    out = tmp_path / "log.txt"
+    path = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    with open(out, "w") as fh:
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "train_digits.py"), "--epochs", "2",
+             "--out-dir", str(tmp_path)],
+            stdout=fh, stderr=subprocess.STDOUT, timeout=300,
+            env={**os.environ, "PYTHONPATH": path},
+        )  # fmt: skip
+    text = out.read_text()
+    assert proc.returncode == 0, text
+    assert "\r" not in text and "epochs:" not in text and "test accuracy" in text
