@@ -208,6 +208,8 @@ torch: ``F.leaky_relu(input, negative_slope=0.01, inplace=False)``.""",
 
 @jit
 def _hardtanh(x, min_val, max_val):
+    if min_val != min_val or max_val != max_val:  # a NaN bound: torch's clamp gives NaN
+        return min_val + max_val
     return min_val if x < min_val else (max_val if x > max_val else x)
 
 
@@ -260,7 +262,8 @@ torch: ``F.relu6(input, inplace=False)``.""",
 
 @jit
 def _elu(x, alpha):
-    return x if x > 0 else alpha * fm.expm1(x)
+    # x < 0 selects the exponential side (torch's split): +-0 stay themselves for any alpha
+    return alpha * fm.expm1(x) if x < 0 else x
 
 
 @jit
@@ -295,7 +298,7 @@ torch: ``F.elu(input, alpha=1.0, inplace=False)``.""",
 # torch scales by the reciprocal 1/alpha (input_scale); LLVM hoists the division out of loops
 @jit
 def _celu(x, alpha):
-    return x if x > 0 else alpha * fm.expm1(x * (lit(x, 1.0) / alpha))
+    return alpha * fm.expm1(x * (lit(x, 1.0) / alpha)) if x < 0 else x
 
 
 @jit
@@ -713,8 +716,16 @@ _register(
 
 
 def _check_lambd(dtype, lambd):
-    if np.any(lambd < 0):
-        raise ValueError(f"lambd must be non-negative, got {lambd}")
+    """softshrink's lambd: torch's check, 0 <= lambd <= the input dtype's largest value (NaN
+    and inf rejected), with torch's message."""
+    top = np.finfo(dtype).max
+    ok = (lambd >= 0) & (lambd <= top)
+    if not np.all(ok):
+        bad = float(lambd if np.ndim(lambd) == 0 else np.asarray(lambd)[~ok].flat[0])
+        name = {"float32": "Float", "float64": "Double"}.get(np.dtype(dtype).name, str(dtype))
+        raise ValueError(
+            f"lambd: lambda must be in range [0, {top:g}] for input dtype {name}, but found {bad:g}"
+        )
     return (lambd,)
 
 
@@ -752,9 +763,9 @@ _register(
     _hardshrink,
     _shrink_grad,
     params=(("lambd", 0.5),),
-    prepare=_check_lambd,
     doc="""
-``x`` outside [-lambd, lambd], 0 inside. torch: ``F.hardshrink(input, lambd=0.5)``.""",
+``x`` outside [-lambd, lambd], 0 inside (any lambd, like torch: a negative one keeps every
+x). torch: ``F.hardshrink(input, lambd=0.5)``.""",
 )
 
 
@@ -856,6 +867,9 @@ def _rrelu_bounds(lower, upper, dtype):
     hi = scalar_param(upper, "upper", dtype)
     if isinstance(lo, np.ndarray) or isinstance(hi, np.ndarray):
         raise TypeError("lower and upper must be real numbers")
+    for bound, v in (("lower", lower), ("upper", upper)):  # torch's checks and messages
+        if not math.isfinite(float(v)):
+            raise ValueError(f"rrelu: {bound} bound must be finite, got {float(v)}")
     if not lo <= hi:
         raise ValueError(f"lower must be <= upper, got lower={lower} upper={upper}")
     return lo, hi
@@ -1316,6 +1330,18 @@ def _last_axis_fast(a, dim) -> bool:
     )
 
 
+def _numpy_dtype(dtype):
+    """A torch dtype object (``torch.float64``) as the NumPy dtype of the same name; anything
+    else unchanged (``np.dtype`` then reads it)."""
+    if type(dtype).__module__ == "torch" and type(dtype).__name__ == "dtype":
+        name = str(dtype).removeprefix("torch.")
+        try:
+            return np.dtype(name)
+        except TypeError:
+            raise TypeError(f"dtype: {dtype} has no NumPy equivalent") from None
+    return dtype
+
+
 def _softmax_forward(input, dim, dtype, out, log, sign, fname):
     if dtype is None and out is None and _last_axis_fast(input, dim):
         res = np.empty_like(input)
@@ -1325,11 +1351,16 @@ def _softmax_forward(input, dim, dtype, out, log, sign, fname):
     x = as_float_array(input, "input")
     if dtype is not None:
         try:
-            dt = np.dtype(dtype)
+            dt = np.dtype(_numpy_dtype(dtype))
         except TypeError:
-            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+            raise TypeError(f"dtype must be float16, float32 or float64, got {dtype!r}") from None
+        if dt == np.float16:  # torch's dtype=torch.float16: computed in float32, then cast
+            y = _softmax_forward(x, dim, np.float32, None, log, sign, fname)
+            res, target = _result(out, y.shape, dt, (x,))
+            res[...] = y
+            return _finish(res, target)
         if dt not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {dt}")
+            raise TypeError(f"dtype must be float16, float32 or float64, got {dt}")
         x = x.astype(dt, copy=False)
     d = _softmax_dim(dim, x.ndim, fname)
     res, target = _result(out, x.shape, x.dtype, (x,))

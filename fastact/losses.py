@@ -500,8 +500,8 @@ def smooth_l1_loss(
     """
     red = _reduction(reduction, size_average, reduce)
     beta = _number(beta, "beta")
-    if beta < 0:
-        raise ValueError(f"beta must be non-negative, got {beta}")
+    if not beta >= 0:  # torch's check (NaN fails it too) and message
+        raise ValueError(f"smooth_l1_loss does not support negative values for beta, got {beta}")
     inv = math.inf if beta == 0 else 1.0 / beta
     return _weighted_regression(
         "smooth_l1", input, target, red, None, (beta, inv), return_grad, False, grad_out
@@ -525,8 +525,8 @@ def huber_loss(
     """
     red = _reduction(reduction)
     delta = _number(delta, "delta")
-    if not delta > 0:
-        raise ValueError(f"delta must be positive, got {delta}")
+    if not delta > 0:  # torch's message
+        raise ValueError(f"huber_loss does not support non-positive values for delta, got {delta}")
     return _weighted_regression(
         "huber", input, target, red, weight, (delta,), return_grad, False, grad_out
     )
@@ -808,6 +808,10 @@ def gaussian_nll_loss(
         else:
             raise ValueError(f"var is of incorrect size: {vshape} for input {x.shape}")
     vu_shape = v.shape
+    if math.isnan(eps):  # torch clamps var to min=NaN: every variance, so the loss, is NaN
+        if np.any(v < 0):
+            raise ValueError("var has negative entry/entries")
+        v = np.full(v.shape, np.nan, v.dtype)
     k = 0.5 * math.log(2.0 * math.pi) if full else 0.0
     bufs = _grad_buffers(
         grad_out, return_grad, [("input", x.shape), ("var", vshape)], x.dtype, (input, target, var)
@@ -1037,7 +1041,10 @@ def triplet_margin_loss(
 
     torch.nn.functional.triplet_margin_loss: rows along the last axis ((N, D) or (D,));
     ``swap`` uses ``min(d(a, n), d(p, n))``. Gradients
-    ``(grad_anchor, grad_positive, grad_negative)``.
+    ``(grad_anchor, grad_positive, grad_negative)``. ``margin`` must be > 0 (torch's rule);
+    ``p`` is any of torch's norms: p > 0 runs the fused kernels, p = 0 (count of nonzeros,
+    no gradient), p < 0, +-inf (max/min of |d|, gradient shared by ties) and NaN are
+    computed in float64 NumPy.
     """
     red = _reduction(reduction, size_average, reduce)
     an, po, ne = _predictions(("anchor", "positive", "negative"), anchor, positive, negative)
@@ -1054,8 +1061,9 @@ def triplet_margin_loss(
             f"{an.shape}, {po.shape} and {ne.shape}"
         )
     p = _number(p, "p")
-    if not (p > 0 and math.isfinite(p)):
-        raise ValueError(f"p must be a positive finite number, got {p}")
+    margin = _number(margin, "margin")
+    if margin <= 0:  # torch's check and message
+        raise ValueError(f"margin must be greater than 0, got {margin}")
     dt = an.dtype
     bufs = _grad_buffers(
         grad_out,
@@ -1074,11 +1082,21 @@ def triplet_margin_loss(
     if return_grad:
         gs = [np.empty_like(arrs[0]) if b is None else b.reshape(-1, D) for b in bufs]
     gscale = 1.0 / R if red == "mean" else 1.0
+    if not (p > 0 and math.isfinite(p)):  # torch's other norms: 0, negative, +-inf, NaN
+        e = dt.type(_number(eps, "eps"))
+        out[:] = _triplet_any_norm(*arrs, margin, p, e, bool(swap), gscale, gs)
+        partials = np.array([out.sum()])
+        loss = _row_reduce(partials, out, red, R, an.shape[:-1], dt)
+        if not return_grad:
+            return loss
+        return loss, tuple(
+            g.reshape(an.shape) if b is None else b for g, b in zip(gs, bufs, strict=False)
+        )
     kind = "p2" if p == 2.0 else ("p1" if p == 1.0 else "pgen")
     fn = K.triplet_kernels[kind][use_parallel(arrs[0].size, PARALLEL_MIN)]
     fn(
         *arrs,
-        _number(margin, "margin"),
+        margin,
         p,
         _number(eps, "eps"),
         bool(swap),
@@ -1095,6 +1113,55 @@ def triplet_margin_loss(
     return loss, tuple(
         g.reshape(an.shape) if b is None else b for g, b in zip(gs, bufs, strict=False)
     )
+
+
+def _pnorm_and_grad(d: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray]:
+    """torch's vector norm of each row of ``d`` (float64) and its gradient, for the norms the
+    kernels leave out: p = 0 (count of nonzeros, gradient 0), p = +-inf (max/min of |d|,
+    gradient shared by the ties), p < 0 and NaN (``(sum |d|^p)^(1/p)``)."""
+    a = np.abs(d)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if math.isnan(p):
+            n = np.full(d.shape[0], np.nan)
+            return n, np.full(d.shape, np.nan)
+        if p == 0:
+            return np.count_nonzero(a, axis=1).astype(np.float64), np.zeros(d.shape)
+        if math.isinf(p):
+            n = a.max(axis=1) if p > 0 else a.min(axis=1)
+            hit = a == n[:, None]
+            return n, np.sign(d) * hit / np.maximum(hit.sum(axis=1, keepdims=True), 1)
+        n = np.sum(a**p, axis=1) ** (1.0 / p)
+        g = d * a ** (p - 2.0) / n[:, None] ** (p - 1.0)
+        g[n == 0] = 0.0  # torch's norm backward: zero where the norm is zero
+        return n, g
+
+
+def _triplet_any_norm(an, po, ne, margin, p, e, swap, gscale, gs) -> np.ndarray:
+    """triplet_margin_loss rows for the norms without a kernel (see :func:`_pnorm_and_grad`),
+    in float64 like the kernels' sums; fills ``gs`` (when given) and returns the row losses.
+    The differences ``(x - y) + eps`` are rounded in the inputs' dtype, as in the kernels."""
+    dap, uap = _pnorm_and_grad(((an - po) + e).astype(np.float64), p)
+    dan, uan = _pnorm_and_grad(((an - ne) + e).astype(np.float64), p)
+    alpha, beta = np.ones_like(dap), np.zeros_like(dap)
+    dneg = dan
+    if swap:
+        dpn, upn = _pnorm_and_grad(((po - ne) + e).astype(np.float64), p)
+        dneg = np.minimum(dan, dpn)
+        alpha = np.where(dpn < dan, 0.0, np.where(dpn == dan, 0.5, 1.0))
+        beta = 1.0 - alpha
+    z = margin + dap - dneg
+    loss = np.where(z < 0, 0.0, z)  # NaN stays NaN
+    if gs[0] is not None:
+        cf = np.where(z >= 0, gscale, 0.0)[:, None]
+        ga = cf * uap - (cf * alpha[:, None]) * uan
+        gp = -cf * uap
+        gn = (cf * alpha[:, None]) * uan
+        if swap:
+            gp = gp - (cf * beta[:, None]) * upn
+            gn = gn + (cf * beta[:, None]) * upn
+        for g, v in zip(gs, (ga, gp, gn), strict=True):
+            g[...] = v
+    return loss
 
 
 # ----------------------------------------------------------------------------------------
@@ -1160,15 +1227,18 @@ def cross_entropy(
     of input without the class axis; ``ignore_index`` skipped) or class probabilities (same
     shape as input, floating). Index targets: 'mean' = sum w_y l / sum w_y over kept samples
     (NaN if all are ignored). Probability targets: 'mean' divides by the sample count.
-    ``label_smoothing`` eps mixes the target with the uniform distribution. The gradient is
+    ``label_smoothing`` eps mixes the target with the uniform distribution (like torch, eps
+    above 1 is an error and eps <= 0 or NaN smooths nothing). The gradient is
     ``softmax(x) * sum_c w_c q_c - w q`` for the (smoothed) target distribution q, scaled
     like the loss, computed with log-softmax in one pass over each row.
     """
     red = _reduction(reduction, size_average, reduce)
     (x,) = _predictions(("input",), input)
     eps = _number(label_smoothing, "label_smoothing")
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {eps}")
+    if eps > 1.0:  # torch's check and message
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {eps:g}")
+    if not eps > 0.0:  # like torch: zero, negative and NaN smoothing smooth nothing
+        eps = 0.0
     _check_ignore_index(ignore_index)
     dt = x.dtype
     N, C, D, sample_shape = _class_layout(x)
