@@ -17,6 +17,7 @@ cases' rooflines need. With ``rounds=N`` the blocks run N times, the libraries a
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import multiprocessing as mp
@@ -438,7 +439,9 @@ def run(
     meta: dict[str, Any] = {}
     block_s: dict[str, float] = {}
     try:
-        with _ThreadEnv(threads):
+        # the variables reach spawned workers; in this process numba re-reads its own at
+        # each compilation and refuses a thread count other than the one it started with
+        with _ThreadEnv(threads) if isolate else contextlib.nullcontext():
             for rnd in range(rounds):
                 for lb in available if rnd % 2 == 0 else available[::-1]:
                     if rnd and lb not in per_lib:
