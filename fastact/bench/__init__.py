@@ -12,10 +12,10 @@ runners), :mod:`~fastact.bench.peers` (torch calls, NumPy and numexpr formulas),
 
 from __future__ import annotations
 
-from fastact.bench.harness import DEFAULT_SIZES, FAMILIES, LIBRARIES, PEERS, run
-from fastact.bench.report import figure, format_report, plot
-from fastact.bench.rows import parse_size
-from fastact.bench.timing import Runner, Unsupported, measure
+from .harness import DEFAULT_SIZES, FAMILIES, LIBRARIES, PEERS, run
+from .report import figure, format_report, plot
+from .rows import parse_size
+from .timing import Runner, Unsupported, measure
 
 __all__ = [
     "DEFAULT_SIZES",

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from fastact.bench import peers
-from fastact.bench.timing import Runner, Unsupported
+from . import peers
+from .timing import Runner, Unsupported
 
 __all__ = ["BENCH_PARAMS", "GRAD_FROM_OUTPUT", "Inputs", "build", "cases", "names"]
 
@@ -88,7 +88,7 @@ def cases(
     patterns: Sequence[str] | None, sizes: Sequence[int], dtype: str = "float32"
 ) -> list[dict]:
     """Benchmark cases of the activations matching ``patterns`` (names or globs)."""
-    from fastact.bench.rows import matches
+    from .rows import matches
 
     inplace = _inplace_names()
     out = []

@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 from numba import prange
 
-from fastact.bench.timing import Runner, measure
+from .timing import Runner, measure
 
 __all__ = ["PROBES", "measure_probe", "probe_bytes"]
 

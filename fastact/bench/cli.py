@@ -122,7 +122,7 @@ def _have_matplotlib() -> bool:
 
 def write_results(report: dict, folder: str) -> list[str]:
     """Write bench.md, bench.json and (with matplotlib) bench.png into ``folder``."""
-    from fastact.bench.report import format_report, plot
+    from .report import format_report, plot
 
     os.makedirs(folder, exist_ok=True)
     written = []
@@ -137,8 +137,8 @@ def write_results(report: dict, folder: str) -> list[str]:
 
 
 def _run_command(args: argparse.Namespace, prog: str, **fixed: object) -> tuple[int, dict | None]:
-    from fastact.bench.harness import default_threads, run
-    from fastact.bench.report import format_report, plot
+    from .harness import default_threads, run
+    from .report import format_report, plot
 
     if args.plot and not _have_matplotlib():
         sys.stderr.write("--plot needs matplotlib (pip install matplotlib)\n")
@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def family_main(family: str, argv: Sequence[str]) -> int:
     """``python -m fastact.bench.losses`` / ``python -m fastact.bench.optim``: one family with
     its full cases (NumPy's loss formulas; the optimizers' model-like tensor list)."""
-    from fastact.bench import optim
+    from . import optim
 
     mod = {"loss": "losses", "optimizer": "optim"}[family]
     prog = f"python -m fastact.bench.{mod}"

@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from fastact.bench import activations, losses, optim
-from fastact.bench.bandwidth import measure_probe
-from fastact.bench.rows import finish_row, matches, parse_size, size_label
-from fastact.bench.timing import Unsupported, budget, measure, timer_overhead
+from . import activations, losses, optim
+from .bandwidth import measure_probe
+from .rows import finish_row, matches, parse_size, size_label
+from .timing import Unsupported, budget, measure, timer_overhead
 
 __all__ = ["DEFAULT_SIZES", "FAMILIES", "LIBRARIES", "PEERS", "default_threads", "run"]
 

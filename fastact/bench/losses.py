@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from fastact.bench import peers
-from fastact.bench.timing import Runner, Unsupported
+from . import peers
+from .timing import Runner, Unsupported
 
 __all__ = ["LOSSES", "Inputs", "build", "case_inputs", "cases", "main", "names"]
 
@@ -88,7 +88,7 @@ def cases(
 ) -> list[dict]:
     """Benchmark cases of the losses matching ``patterns`` at each size (see the module
     docstring); ``with_numpy=False`` leaves NumPy's formulas out."""
-    from fastact.bench.rows import matches
+    from .rows import matches
 
     dt = np.dtype(dtype)
     out = []
@@ -218,7 +218,7 @@ def _torch_runner(name: str, args: tuple, grads: tuple[int, ...], kw: dict) -> R
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fastact.bench.losses [options of python -m fastact bench]``."""
-    from fastact.bench.cli import family_main
+    from .cli import family_main
 
     return family_main(FAMILY, sys.argv[1:] if argv is None else list(argv))
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from fastact.bench.timing import Runner, Unsupported
+from .timing import Runner, Unsupported
 
 __all__ = ["CONFIGS", "TORCH_FUSED", "Inputs", "build", "cases", "main", "model_shapes", "names"]
 
@@ -81,7 +81,7 @@ def cases(
     """Benchmark cases of the optimizers matching ``patterns``: one tensor of each size, and
     with ``model=True`` the tensors of :func:`model_shapes` (30M elements; below a largest size
     of 30M, a narrower model of about that size)."""
-    from fastact.bench.rows import matches
+    from .rows import matches
 
     dt = np.dtype(dtype)
     layouts: list[tuple[str, int, list[list[int]]]] = [
@@ -191,7 +191,7 @@ def per_element_lines(report: dict) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fastact.bench.optim [options of python -m fastact bench]``."""
-    from fastact.bench.cli import family_main
+    from .cli import family_main
 
     return family_main(FAMILY, sys.argv[1:] if argv is None else list(argv))
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from fastact.bench.rows import size_label, size_text
+from .rows import size_label, size_text
 
 __all__ = ["figure", "format_report", "plot", "summary_rows", "table_rows"]
 
