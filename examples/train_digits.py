@@ -12,7 +12,7 @@ channel), and the optimizer updates ``weight`` in place like every other paramet
 written to ``--out-dir`` shows the learning curves and the learned slopes.
 
 Needs ``scikit-learn`` (the data ships with it: no download) and ``matplotlib``; shows a
-progress bar with ``tqdm`` when it is installed.
+progress bar with ``tqdm`` when it is installed and stdout is a terminal.
 """
 
 from __future__ import annotations
@@ -74,7 +74,9 @@ def evaluate(
 
 
 def _progress(iterable: Any, enabled: bool, total: int) -> Any:
-    if enabled:
+    # a bar only on a terminal: written to a file or a pipe, its redraws would land between
+    # the log lines
+    if enabled and sys.stdout.isatty():
         try:
             from tqdm import tqdm
 
@@ -213,7 +215,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=64)

@@ -329,8 +329,8 @@ def smooth_l1_loss(
     """
     red = _reduction(reduction, size_average, reduce)
     beta = _number(beta, "beta")
-    if beta < 0:
-        raise ValueError(f"beta must be non-negative, got {beta}")
+    if not beta >= 0:  # torch's check (NaN fails it too) and message
+        raise ValueError(f"smooth_l1_loss does not support negative values for beta, got {beta}")
     inv = math.inf if beta == 0 else 1.0 / beta
     return _regression(
         "smooth_l1", input, target, red, None, (beta, inv), return_grad, False, grad_out
@@ -354,8 +354,8 @@ def huber_loss(
     """
     red = _reduction(reduction)
     delta = _number(delta, "delta")
-    if not delta > 0:
-        raise ValueError(f"delta must be positive, got {delta}")
+    if not delta > 0:  # torch's message
+        raise ValueError(f"huber_loss does not support non-positive values for delta, got {delta}")
     return _regression("huber", input, target, red, weight, (delta,), return_grad, False, grad_out)
 
 
@@ -632,6 +632,12 @@ def gaussian_nll_loss(
             sum(s for a, s in zip(xshape, vshape, strict=False) if a != s) != 1
         ):
             raise ValueError(f"var is of incorrect size: {vshape} for input {xshape}")
+    if math.isnan(eps):  # torch clamps var to min=NaN: every variance, so the loss, is NaN
+        if ex is not host:
+            raise ValueError("eps=NaN is supported for host arrays only")
+        if np.any(v < 0):
+            raise ValueError("var has negative entry/entries")
+        v = np.full(v.shape, np.nan, v.dtype)
     k = 0.5 * math.log(2.0 * math.pi) if full else 0.0
     bufs = _grad_buffers(
         ex, grad_out, return_grad, [("input", xshape), ("var", vshape)], dt,
@@ -834,7 +840,10 @@ def triplet_margin_loss(
 
     torch.nn.functional.triplet_margin_loss: rows along the last axis ((N, D) or (D,));
     ``swap`` uses ``min(d(a, n), d(p, n))``. Gradients
-    ``(grad_anchor, grad_positive, grad_negative)``.
+    ``(grad_anchor, grad_positive, grad_negative)``. ``margin`` must be > 0 (torch's rule);
+    ``p`` is any of torch's norms: p > 0 runs the fused kernels, p = 0 (count of nonzeros,
+    no gradient), p < 0, +-inf (max/min of |d|, gradient shared by ties) and NaN are
+    computed in float64 NumPy (host arrays only).
     """
     red = _reduction(reduction, size_average, reduce)
     ex = _executor(anchor, positive, negative, grad_out)
@@ -852,8 +861,9 @@ def triplet_margin_loss(
             f"anchor, positive and negative must have the same shape: got {sa}, {sp} and {sn}"
         )
     p = _number(p, "p")
-    if not (p > 0 and math.isfinite(p)):
-        raise ValueError(f"p must be a positive finite number, got {p}")
+    margin = _number(margin, "margin")
+    if margin <= 0:  # torch's check and message
+        raise ValueError(f"margin must be greater than 0, got {margin}")
     dt = an.dtype
     bufs = _grad_buffers(
         ex, grad_out, return_grad, [("anchor", sa), ("positive", sa), ("negative", sa)], dt,
@@ -869,9 +879,12 @@ def triplet_margin_loss(
             r, arr = _gradient_array(ex, buf, anchor, sa, dt)
             res.append(r)
             grads[j] = arr.reshape(rows, n_d)
-    kind = "p2" if p == 2.0 else ("p1" if p == 1.0 else "pgen")
+    if not (p > 0 and math.isfinite(p)):
+        kind = "any"  # torch's other norms: 0, negative, +-inf, NaN (host NumPy, float64)
+    else:
+        kind = "p2" if p == 2.0 else ("p1" if p == 1.0 else "pgen")
     loss = ex.triplet_margin(
-        kind, arrs, _number(margin, "margin"), p, _number(eps, "eps"), bool(swap),
+        kind, arrs, margin, p, _number(eps, "eps"), bool(swap),
         _gscale(red, rows), tuple(grads), red, rows, sa[:-1], anchor,
     )  # fmt: skip
     return (loss, tuple(res)) if return_grad else loss
@@ -926,7 +939,8 @@ def cross_entropy(
     shape as input, floating). Index targets: 'mean' = sum w_y l / sum w_y over kept samples
     (NaN if all are ignored; on the device the indices are checked there and one count is
     read back). Probability targets: 'mean' divides by the sample count.
-    ``label_smoothing`` eps mixes the target with the uniform distribution. The gradient is
+    ``label_smoothing`` eps mixes the target with the uniform distribution (like torch, eps
+    above 1 is an error and eps <= 0 or NaN smooths nothing). The gradient is
     ``softmax(x) * sum_c w_c q_c - w q`` for the (smoothed) target distribution q, scaled
     like the loss, computed with log-softmax in one pass over each row.
     """
@@ -934,8 +948,10 @@ def cross_entropy(
     ex = _executor(input, target, weight, grad_out)
     (x,) = ex.float_inputs(("input",), input)
     eps = _number(label_smoothing, "label_smoothing")
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {eps}")
+    if eps > 1.0:  # torch's check and message
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {eps:g}")
+    if not eps > 0.0:  # like torch: zero, negative and NaN smoothing smooth nothing
+        eps = 0.0
     _check_ignore_index(ignore_index)
     dt = x.dtype
     shape = _shape(ex, x)
