@@ -456,9 +456,8 @@ def load_param_state(
             if sk not in staged:
                 raise ValueError(f"{label} holds 8-bit codes but {name} has no {sk!r}")
             s, sbf, slabel = staged[sk]
-            nb = s.size
-            block = -(-e.size // nb) if nb else 0
-            if s.ndim != 1 or s.dtype != F32 or (nb and -(-e.size // block) != nb):
+            block = _block_of(e.size, s.size, layout.block if layout.q8 else 0)
+            if s.ndim != 1 or s.dtype != F32 or not block:
                 raise ValueError(f"{slabel} must be a 1-d float32 array of block scales")
             if layout.q8 and layout.block == block:
                 out[key] = _stored(a, CODES, False, e.shape, order, torch_param)
@@ -469,7 +468,9 @@ def load_param_state(
             dequantize_blocks(flat, np.ascontiguousarray(s), block, signed, vals)
             vals = vals.reshape(e.shape, order=order)
         elif a.dtype.kind == "f" or bf16:
-            vals = _as_float32(a, bf16) if (bf16 or layout.state != e.dtype) else a
+            vals = a if (a.dtype.kind == "f" and layout.native and not e.bf16) else None
+            if vals is None:
+                vals = _as_float32(a, bf16)
         else:
             raise TypeError(f"{label} has non-float dtype {a.dtype}")
         if layout.q8:
@@ -480,10 +481,33 @@ def load_param_state(
             out[key] = _stored(codes.reshape(e.shape, order=order), CODES, False, e.shape,
                                order, torch_param)  # fmt: skip
             out[f"{key}_absmax"] = _stored(scales, F32, False, scales.shape, "C", torch_param)
+        elif layout.native:
+            out[key] = _stored(vals, e.dtype, e.bf16, e.shape, order, torch_param)
         else:
             bf = layout.state == BF16
             out[key] = _stored(vals, layout.state, bf, e.shape, order, torch_param)
     return out
+
+
+def _block_of(size: int, n_blocks: int, hint: int) -> int:
+    """The block size of ``n_blocks`` scales over ``size`` elements: ``hint`` when it fits,
+    else a power of two, else a multiple of 16, else the smallest size that fits (0: none)."""
+    if n_blocks <= 0 or size <= 0:
+        return 0
+    if hint and -(-size // hint) == n_blocks:
+        return hint
+    lo = -(-size // n_blocks)
+    hi = (size - 1) // (n_blocks - 1) if n_blocks > 1 else max(size, lo)
+    if lo > hi:
+        return 0
+    fits = range(lo, hi + 1)
+    for b in fits:
+        if b & (b - 1) == 0:
+            return b
+    for b in fits:
+        if b % 16 == 0:
+            return b
+    return lo
 
 
 def _stored(vals: np.ndarray, dt: np.dtype, bf16: bool, shape: tuple, order: str, tp: bool):

@@ -64,6 +64,14 @@ __all__ = [
     "DEFAULT_BLOCK_SIZE",
 ]
 
+#: The storage options and their values when neither a group nor the defaults set them.
+_STORAGE_DEFAULTS = {
+    "state_dtype": None,
+    "block_size": 2048,
+    "min_8bit_size": 4096,
+    "stochastic_rounding": False,
+    "seed": 0,
+}
 #: Default elements per block scale of the 8-bit optimizers (measured: scripts/bench_lowp_optim.py).
 DEFAULT_BLOCK_SIZE = 2048
 #: Tensors with fewer elements keep float32 state in the 8-bit optimizers (like bitsandbytes).
@@ -272,8 +280,8 @@ class Optimizer:
         stochastic_rounding, seed), missing ones taken from the defaults."""
         o = self._options(group, gi)
         d = self.defaults
-        for key in ("state_dtype", "block_size", "min_8bit_size", "stochastic_rounding", "seed"):
-            o[key] = group.get(key, d.get(key))
+        for key, default in _STORAGE_DEFAULTS.items():
+            o[key] = group.get(key, d.get(key, default))
         return o
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -509,10 +517,10 @@ class Optimizer:
             gi = where[id(p)]
             options = self._step_options(new_groups[gi], gi)
             layout = driver.entry_layout(ex, options, ex.entry(p, name), name)
-            if layout.native:
-                new_state[p] = ex.load_param_state(p, value, name)
-            else:
+            if ex.NAME == "host":
                 new_state[p] = ex.load_param_state(p, value, name, layout, rows)
+            else:
+                new_state[p] = ex.load_param_state(p, value, name)
         self.state = new_state
         self.param_groups = new_groups
         self._cache = {}
@@ -653,8 +661,15 @@ _RULES: dict[str, Callable[[Any, str], None]] = {
 def _storage(state_dtype: Any, stochastic_rounding: Any, seed: Any) -> dict:
     """The storage defaults of every class: state_dtype (None: the parameter's dtype;
     'float32', 'bfloat16', and '8bit' in the 8-bit classes), stochastic rounding of bfloat16
-    parameters and its seed."""
-    return {"state_dtype": state_dtype, "stochastic_rounding": stochastic_rounding, "seed": seed}
+    parameters and its seed; only the options that differ from the defaults become group
+    keys (the groups of a default optimizer have torch's keys)."""
+    out: dict = {}
+    if state_dtype is not None:
+        out["state_dtype"] = state_dtype
+    if stochastic_rounding or seed != 0:  # the groups keep torch's keys by default
+        out["stochastic_rounding"] = stochastic_rounding
+        out["seed"] = seed
+    return out
 
 
 def _check_flags(capturable: bool, differentiable: bool, foreach: Any, fused: Any) -> None:
