@@ -86,26 +86,28 @@ def code_values(signed: bool) -> np.ndarray:
     return out
 
 
+_I0 = np.int32(0)
+_I1 = np.int32(1)
+
+
 @jit
 def decode8(code, signed):
-    """The code's value in [-1, 1] (float32); ``signed`` is a compile-time constant."""
-    c = np.int32(code)
-    if signed:
-        m = c & 127
-        g = 6
-    else:
-        m = c
-        g = 7
-    mm = m if m > 0 else 1
-    f = (_bits(np.float32(mm)) >> 23) - 127  # floor(log2 m)
-    e = g - f
+    """The code's value in [-1, 1] (float32); ``signed`` is a compile-time constant.
+    Integer steps are truncated to int32 (``_i32``) so that they stay in 32-bit vector lanes
+    (AVX2 has no vector int64 <-> float conversion)."""
+    c = _i32(code)
+    m = _i32(c & 127) if signed else c
+    g = 6 if signed else 7
+    mm = m if m > _I0 else _I1
+    f = _i32((_bits(np.float32(mm)) >> 23) - 127)  # floor(log2 m)
+    e = _i32(g - f)
     # 2**-F and 8**-E as float32 bit patterns
-    inv2f = _f32_from_bits((127 - f) << 23)
-    p8e = _f32_from_bits((127 - 3 * e) << 23)
-    v = p8e * (_SEVEN8 * np.float32(m + 1) * inv2f - _THREE4)
-    v = v if m > 0 else _F0
+    inv2f = _f32_from_bits(_i32((127 - f) << 23))
+    p8e = _f32_from_bits(_i32((127 - 3 * e) << 23))
+    v = p8e * (_SEVEN8 * (np.float32(m) + _F1) * inv2f - _THREE4)
+    v = v if m > _I0 else _F0
     if signed:
-        return _f32_from_bits(_bits(v) | ((c & 128) << 24))
+        return _f32_from_bits(_i32(_bits(v) | _i32((c & 128) << 24)))
     return v
 
 
@@ -114,31 +116,27 @@ def encode8(y, signed):
     """The nearest code of ``y`` (|y| <= 1 after scaling; larger magnitudes clamp to the top
     code). NaN gives an arbitrary code (its block's scale is NaN then)."""
     b = _bits(y)
-    a = b & 0x7FFFFFFF
-    ay = _f32_from_bits(a)
+    ay = _f32_from_bits(_i32(b & 0x7FFFFFFF))
     ay = ay if ay < _F1 else _F1
-    e2 = ((_bits(ay) >> 23) & 255) - 127  # floor(log2 |y|); -127 for 0 and subnormals
-    k = -e2 - 1
-    k = k if k > 0 else 0
-    k = k if k < 24 else 24
-    e = (k * 11) >> 5  # floor(k / 3) for 0 <= k <= 24
-    if signed:
-        g = 6
-    else:
-        g = 7
+    e2 = _i32(((_bits(ay) >> 23) & 255) - 127)  # floor(log2 |y|); -127 for 0 and subnormals
+    k = _i32(-1 - e2)
+    k = k if k > _I0 else _I0
+    k = k if k < np.int32(24) else np.int32(24)
+    e = _i32((k * 11) >> 5)  # floor(k / 3) for 0 <= k <= 24
+    g = np.int32(6) if signed else np.int32(7)
     e = e if e < g else g
-    f = g - e
-    t = ay * _f32_from_bits((127 + 3 * e) << 23)  # y * 8**E in (1/8, 1]
-    two_f = _f32_from_bits((127 + f) << 23)
+    f = _i32(g - e)
+    t = ay * _f32_from_bits(_i32((127 + 3 * e) << 23))  # y * 8**E in (1/8, 1]
+    two_f = _f32_from_bits(_i32((127 + f) << 23))
     mf = np.floor(t * (two_f * _A) + (two_f * _B - _HALF))
     # the bottom decade holds 0 and 8**-G: round at half of 8**-G (t = 1/2)
     mb = np.floor(t + t)
     mb = mb if mb < _F1 else _F1
     mf = mf if e < g else mb
     mf = mf if mf > _F0 else _F0
-    m = _i32(np.int32(mf))
+    m = np.int32(mf)
     if signed:
-        return np.uint8(m | ((b >> 24) & 128))
+        return np.uint8(_i32(m | _i32((b >> 24) & 128)))
     return np.uint8(m)
 
 
@@ -152,28 +150,28 @@ def abs_bits(x):
 @jit
 def bf16_load(h):
     """bfloat16 bit pattern (uint16) -> float32 (exact)."""
-    return _f32_from_bits(np.int32(h) << 16)
+    return _f32_from_bits(_i32(_i32(h) << 16))
 
 
 @jit
 def bf16_store(x):
     """float32 -> bfloat16 bit pattern, round to nearest even; NaN stays a quiet NaN."""
     b = _bits(x)
-    r = (b + (0x7FFF + ((b >> 16) & 1))) >> 16
-    r = r if x == x else 0x7FC0 | ((b >> 16) & 0x8000)
+    r = _i32(_i32(b + _i32(0x7FFF + _i32((b >> 16) & 1))) >> 16)
+    r = r if x == x else _i32(0x7FC0 | _i32((b >> 16) & 0x8000))
     return np.uint16(r & 0xFFFF)
 
 
 @jit
 def hash32(x):
-    """A 32-bit integer hash (xorshift-multiply finalizer with full avalanche), on the low 32
-    bits of ``x``; every step is truncated to 32 bits, so vector lanes stay 32-bit."""
-    x = np.uint32(x)
-    x = np.uint32(x ^ (x >> 16))
-    x = np.uint32(x * 0x7FEB352D)
-    x = np.uint32(x ^ (x >> 15))
-    x = np.uint32(x * 0x846CA68B)
-    return np.uint32(x ^ (x >> 16))
+    """A 32-bit integer hash (xorshift-multiply finalizer with full avalanche) on the low 32
+    bits of ``x``, in int32 lanes (logical shifts by masking)."""
+    x = _i32(x)
+    x = _i32(x ^ ((x >> 16) & 0xFFFF))
+    x = _i32(x * 0x7FEB352D)
+    x = _i32(x ^ ((x >> 15) & 0x1FFFF))
+    x = _i32(x * _i32(0x846CA68B))
+    return _i32(x ^ ((x >> 16) & 0xFFFF))
 
 
 @jit
@@ -183,11 +181,10 @@ def bf16_store_sr(x, key, i):
     below) / ULP, so the expected result is ``x``. Infinities and NaN are kept (NaN quiet);
     magnitudes above the largest bfloat16 may round to infinity (as round-to-nearest does)."""
     b = _bits(x)
-    rnd = _i32(hash32(np.uint32(key) ^ np.uint32(i * 0x9E3779B9)) >> 16)
-    exp_all = (b & 0x7F800000) == 0x7F800000
-    r = (b + rnd) >> 16
-    r = (b >> 16) if exp_all else r
-    r = r if x == x else 0x7FC0 | ((b >> 16) & 0x8000)
+    rnd = _i32((hash32(_i32(key) ^ _i32(i * _i32(0x9E3779B9))) >> 16) & 0xFFFF)
+    r = _i32(_i32(b + rnd) >> 16)
+    r = _i32(b >> 16) if (b & 0x7F800000) == 0x7F800000 else r
+    r = r if x == x else _i32(0x7FC0 | _i32((b >> 16) & 0x8000))
     return np.uint16(r & 0xFFFF)
 
 
