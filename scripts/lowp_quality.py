@@ -22,8 +22,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import fastact.optim as fo
 
 _ROOT = Path(__file__).resolve().parent.parent
