@@ -16,7 +16,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import io
 import importlib.util
 import sys
 from pathlib import Path
@@ -48,7 +50,8 @@ def digits(seeds=(0, 1, 2), epochs: int = 30) -> list[dict]:
     for seed in seeds:
         row = {"seed": seed}
         for name, make in makers.items():
-            res = td.train(epochs=epochs, seed=seed, progress=False, make_optimizer=make)
+            with contextlib.redirect_stdout(io.StringIO()):  # the trainer's per-epoch lines
+                res = td.train(epochs=epochs, seed=seed, progress=False, make_optimizer=make)
             row[name] = res["test_acc"]
         out.append(row)
     return out
@@ -88,7 +91,7 @@ def twin(steps: int = 500, every: int = 50, seed: int = 0, hidden: int = 256) ->
             loss = torch.nn.functional.cross_entropy(m(x), y)
             loss.backward()
             opts[k].step()
-            losses[k] = float(loss)
+            losses[k] = loss.item()
         if t == 1 or t % every == 0:
             flat = {
                 k: torch.cat([p.detach().flatten() for p in m.parameters()])
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| step | " + " | ".join(others) + " | loss ref | loss 8bit |")
     print("|---:|" + "---:|" * (len(others) + 2))
     for r in res["rows"]:
-        cells = " | ".join(f"{r[k]:.4f}" for k in others)
+        cells = " | ".join(f"{r[k]:.2e}" for k in others)
         print(f"| {r['step']} | {cells} | {r['loss ' + res['reference']]:.4f} | "
               f"{r['loss fastact AdamW8bit']:.4f} |")  # fmt: skip
 

@@ -192,8 +192,11 @@ def functional_step(
                 missing.append(k)
                 continue
             lay = layouts[k]
-            storage = None if lay.native else lay.arrays()[0]
-            a, addr = ex.state_address(s, ents[k], f"{arg}[{k}]", f"params[{k}]", storage)
+            where = (s, ents[k], f"{arg}[{k}]", f"params[{k}]")
+            if lay.native:
+                a, addr = ex.state_address(*where)
+            else:
+                a, addr = ex.state_address(*where, lay.arrays()[0])
             row.append(addr)
             written.append(a)
             wnames.append(f"{arg}[{k}]")
@@ -214,8 +217,10 @@ def functional_step(
     for k in missing:
         if keep[k] is not None:
             lay = layouts[k]
-            storage = None if lay.native else lay.arrays()[0]
-            obj, addr = ex.new_states([ents[k]], 0.0, storage)[0]
+            if lay.native:
+                obj, addr = ex.new_states([ents[k]], 0.0)[0]
+            else:
+                obj, addr = ex.new_states([ents[k]], 0.0, lay.arrays()[0])[0]
             made[k] = obj
             for row in addrs:
                 if row[k] is None:
