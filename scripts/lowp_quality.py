@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import io
 import importlib.util
+import io
 import sys
 from pathlib import Path
 from typing import Any
