@@ -23,6 +23,14 @@ from fastact.kernels.lowp import (
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_rng():
+    """These tests seed torch's global generator: give the next test module its state back."""
+    state = torch.get_rng_state()
+    yield
+    torch.set_rng_state(state)
+
+
 @jit
 def _enc(y, signed, out):
     for i in range(y.size):

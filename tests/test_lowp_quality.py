@@ -12,6 +12,15 @@ import pytest
 pytest.importorskip("sklearn")
 torch = pytest.importorskip("torch")
 
+
+@pytest.fixture(autouse=True)
+def _keep_torch_rng():
+    """These tests seed torch's global generator: give the next test module its state back."""
+    state = torch.get_rng_state()
+    yield
+    torch.set_rng_state(state)
+
+
 _SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "lowp_quality.py"
 
 
