@@ -110,15 +110,19 @@ def train(
     batch_size: int = 64,
     lr: float = 3e-3,
     progress: bool = True,
+    make_optimizer: Any = None,
 ) -> dict[str, Any]:
-    """Train and return the history, the model and the initial PReLU slopes."""
+    """Train and return the history, the model and the initial PReLU slopes.
+
+    ``make_optimizer(params, lr)`` builds the optimizer (default ``fastact.optim.Adam``; the
+    low-precision comparison in scripts/lowp_quality.py passes AdamW and AdamW8bit)."""
     x_tr, x_te, y_tr, y_te = load_data(seed)
     model = build_model(seed)
     prelu = model[1]
     slopes0 = np.array(prelu.weight)
     params = model.parameters()
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
-    opt = optim.Adam(params, lr=lr)
+    opt = optim.Adam(params, lr=lr) if make_optimizer is None else make_optimizer(params, lr)
     warmup = 2
 
     def schedule(epoch: int) -> float:  # LambdaLR: lr = base_lr * schedule(epoch)

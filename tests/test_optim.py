@@ -688,8 +688,12 @@ def test_param_validation():
     cases = [
         (lambda: fo.SGD([]), ValueError, "empty parameter list"),
         (lambda: fo.SGD(a), TypeError, "should be an iterable"),
-        (lambda: fo.SGD([np.zeros(3, np.int64)]), TypeError, "only float32 and float64"),
-        (lambda: fo.SGD([np.zeros(3, np.float16)]), TypeError, "only float32 and float64"),
+        (lambda: fo.SGD([np.zeros(3, np.int64)]), TypeError, "only float32, float64 and bfloat16"),
+        (
+            lambda: fo.SGD([np.zeros(3, np.float16)]),
+            TypeError,
+            "only float32, float64 and bfloat16",
+        ),
         (lambda: fo.SGD([a[:, ::2]]), ValueError, "not contiguous"),
         (lambda: fo.SGD([a[0], a[1], a.reshape(-1)[2:6]]), ValueError, "share memory"),
         (lambda: fo.SGD([a, a]), ValueError, "duplicate parameters"),
@@ -697,7 +701,11 @@ def test_param_validation():
         (lambda: fo.SGD([{"params": {torch.zeros(2, requires_grad=True)}}]), TypeError, "ordered"),
         (lambda: fo.SGD([[1.0, 2.0]]), TypeError, "can only optimize"),
         (lambda: fo.SGD([torch.zeros(2, requires_grad=True) * 2]), ValueError, "non-leaf"),
-        (lambda: fo.SGD([torch.zeros(3, dtype=torch.int32)]), TypeError, "float32 and float64"),
+        (
+            lambda: fo.SGD([torch.zeros(3, dtype=torch.int32)]),
+            TypeError,
+            "float32, float64 and bfloat16",
+        ),
         (lambda: fo.Adam([np.zeros(2)], differentiable=True), ValueError, "differentiable"),
         (lambda: fo.Adam([np.zeros(2)], capturable=True), ValueError, "capturable"),
     ]
