@@ -17,7 +17,7 @@ import numpy as np
 
 import fastact
 from fastact import optim
-from fastact._threads import DEFAULT_LAYER
+from fastact._core.threads import DEFAULT_LAYER
 
 PREFIX = os.path.realpath(sys.prefix) + os.sep
 N = 1 << 20  # above every kernel's serial/parallel crossover

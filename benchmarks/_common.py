@@ -65,7 +65,7 @@ SAMPLE_S = 2e-4
 
 def _load_tbb() -> None:
     """Make numba's TBB layer loadable for every commit asv times, also those before fastact
-    loaded the tbb wheel's library itself (fastact._threads): the same layer for all."""
+    loaded the tbb wheel's library itself (fastact._core.threads): the same layer for all."""
     import ctypes
     from importlib import metadata
 

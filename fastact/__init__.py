@@ -32,8 +32,8 @@ if (
     os.environ["GOMP_SPINCOUNT"] = "1000"
 
 # before anything can start numba's threading layer: make the tbb wheel's library loadable
-from fastact import _threads  # noqa: E402, F401
 from fastact import activations as _activations  # noqa: E402
+from fastact._core import threads as _threads  # noqa: E402, F401
 from fastact.activations import ACTIVATIONS, AXIS_ACTIVATIONS  # noqa: E402
 
 #: Public activation functions: forward, in-place and backward variants.

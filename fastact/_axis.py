@@ -13,10 +13,10 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
-from fastact import _math as fm
-from fastact._jit import jit, specialize
+from fastact._core import math as fm
+from fastact._core.jit import jit, specialize
+from fastact._core.math import lit
 from fastact._kernels import like_dtype, pair
-from fastact._math import lit
 
 BLOCK = 2048  # elements of ``inner`` handled by one parallel task
 

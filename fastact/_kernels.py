@@ -27,7 +27,7 @@ from numba import prange
 from numba.extending import overload
 from numba.np.numpy_support import as_dtype
 
-from fastact._arrays import (
+from fastact._core.arrays import (
     as_float_array,
     check_inplace,
     check_out,
@@ -36,9 +36,9 @@ from fastact._arrays import (
     result_dtype,
     scalar_param,
 )
-from fastact._jit import ELEMENTWISE_FASTMATH, specialize
-from fastact._threads import num_threads, use_parallel
-from fastact._thresholds import THRESHOLDS
+from fastact._core.jit import ELEMENTWISE_FASTMATH, specialize
+from fastact._core.threads import num_threads, use_parallel
+from fastact._core.thresholds import THRESHOLDS
 from fastact.cuda import is_device_array
 
 __all__ = ["Elementwise", "REQUIRED", "make_public", "pick", "PARALLEL_THRESHOLD"]
@@ -98,22 +98,6 @@ def _map2_loop(a, b, out, *p):
 def pick(kernels: tuple, n: int, threshold: int = PARALLEL_THRESHOLD):
     """The serial or the parallel kernel of a ``(serial, parallel)`` pair for ``n`` elements."""
     return kernels[1] if use_parallel(n, threshold) else kernels[0]
-
-
-def _probe_loop(x):
-    for i in prange(x.shape[0]):
-        x[i] = 0.0
-
-
-def probe_parallel() -> None:
-    """Run a tiny parallel kernel: starts numba's threading layer (to learn which it is)."""
-    global _PROBE
-    if _PROBE is None:
-        _PROBE = specialize(_probe_loop, "probe_parallel", parallel=True)
-    _PROBE(np.empty(2))
-
-
-_PROBE = None
 
 
 def pair(loop: Callable) -> tuple:

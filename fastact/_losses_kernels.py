@@ -9,7 +9,7 @@ third per-element input, ``w1``/``w2`` per-element weights, ``prm`` a tuple of p
 the data's float type). ``d_first``/``d_second`` are the derivatives the loss reports (see
 each function), ``bad`` is 1 (in the data's float type, so that the loop keeps one lane
 width) where the element is outside the loss's domain (checked afterwards by the caller).
-:func:`_ew_loop` is the single loop template that :func:`fastact._jit.specialize` turns into
+:func:`_ew_loop` is the single loop template that :func:`fastact._core.jit.specialize` turns into
 a serial and a parallel kernel per loss. Passing ``None`` for the gradients or a weight
 selects, at compile time, the variant without it (numba prunes ``x is None`` branches of
 arguments that are None), so the value-only kernel and the value+gradient kernel come from
@@ -35,8 +35,8 @@ from llvmlite import ir
 from numba import prange, uint64
 from numba.extending import intrinsic
 
-from fastact._jit import jit, specialize
-from fastact._math import _bce_logs_f32, _log1p_unit_f32, exp, float32_variant, lit, log, log1p
+from fastact._core.jit import jit, specialize
+from fastact._core.math import _bce_logs_f32, _log1p_unit_f32, exp, float32_variant, lit, log, log1p
 
 # ----------------------------------------------------------------------------------------
 # scalar definitions: f(a, b, c, w1, w2, prm) -> (value, d1, d2, bad)

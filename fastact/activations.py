@@ -19,14 +19,6 @@ import warnings
 
 import numpy as np
 
-from fastact import _math as fm
-from fastact._arrays import (
-    as_float_array,
-    check_inplace,
-    check_out,
-    normalize_dim,
-    scalar_param,
-)
 from fastact._axis import BLOCK as AXIS_BLOCK
 from fastact._axis import (
     GLU_BACKWARD,
@@ -42,9 +34,17 @@ from fastact._axis import (
     SOFTMAX_BACKWARD,
     maxout_rows_kernels,
 )
-from fastact._jit import jit
+from fastact._core import math as fm
+from fastact._core.arrays import (
+    as_float_array,
+    check_inplace,
+    check_out,
+    normalize_dim,
+    scalar_param,
+)
+from fastact._core.jit import jit
+from fastact._core.math import lit
 from fastact._kernels import FLOAT_DTYPES, REQUIRED, Elementwise, make_public, pick
-from fastact._math import lit
 
 ACTIVATIONS: dict[str, Elementwise] = {}
 __all__: list[str] = ["ACTIVATIONS", "AXIS_ACTIVATIONS"]
@@ -527,7 +527,7 @@ def _gelu_deriv_erfc(x):
     return fm._fma(x, pdf, cdf)
 
 
-# x Phi(x) and its derivative: float32 through fastact._math's own normal-CDF core (about
+# x Phi(x) and its derivative: float32 through fastact._core.math's own normal-CDF core (about
 # half the instructions of composing erfc), float64 (and CUDA) through erfc
 _gelu_value = fm.float32_variant("_gelu_value", fm._gelu_f32, _gelu_erfc)
 _gelu_deriv = fm.float32_variant("_gelu_deriv", fm._gelu_deriv_f32, _gelu_deriv_erfc)

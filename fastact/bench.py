@@ -795,7 +795,7 @@ def _rmw_loop(x, a, b):
 def _streams():
     """(copy, read-modify-write) kernels: (serial, parallel) pairs, compiled by fastact's jit."""
     if not _stream_kernels:
-        from fastact._jit import specialize
+        from fastact._core.jit import specialize
 
         for key, loop in ((False, _copy_loop), (True, _rmw_loop)):
             _stream_kernels[key] = tuple(
@@ -942,7 +942,7 @@ def _library_meta(lib: str) -> dict:
 
 
 def _threading_layer() -> str:
-    from fastact._threads import report
+    from fastact._core.threads import report
 
     return report()["threading_layer"]
 
@@ -1709,7 +1709,7 @@ def info() -> dict:
     import numba
 
     import fastact
-    from fastact._jit import cache_dir
+    from fastact._core.jit import cache_dir
 
     d: dict[str, Any] = {
         "fastact": fastact.__version__,
@@ -1717,7 +1717,7 @@ def info() -> dict:
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
-    from fastact._threads import report
+    from fastact._core.threads import report
 
     d["threads"] = numba.get_num_threads()
     d.update(report())
@@ -1758,7 +1758,7 @@ def _vector_registers() -> str:
     """Register width LLVM uses for a float32 loop compiled like fastact's kernels (with
     fastact's vector-width setting, ``FASTACT_VECTOR_WIDTH``; compiles a tiny kernel)."""
     try:
-        from fastact._jit import jit
+        from fastact._core.jit import jit
 
         @jit(cache=False)
         def axpy(x, out, a):  # pragma: no cover - compiled

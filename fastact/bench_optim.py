@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from numba import prange
 
-from fastact._jit import jit
+from fastact._core.jit import jit
 from fastact.optim import OPTIMIZERS
 
 __all__ = ["run", "scaling", "model_shapes", "format_table", "main"]

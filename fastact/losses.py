@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from fastact import _losses_kernels as K
-from fastact._threads import use_parallel
+from fastact._core.threads import use_parallel
 
 __all__ = [
     "mse_loss",

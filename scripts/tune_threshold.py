@@ -6,7 +6,7 @@ serial one (not a unit test; run on an idle machine).
 
 For sizes 2^12 .. 2^20 it times the forward kernel's serial and parallel loops (warm calls,
 minimum of several repeats) and reports the smallest size from which the parallel loop is
-faster at every larger size. ``fastact/_thresholds.py`` holds the table the library uses
+faster at every larger size. ``fastact/_core/thresholds.py`` holds the table the library uses
 (paste the printed dict there); sizes above the largest one tried keep the default.
 """
 

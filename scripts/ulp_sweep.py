@@ -9,7 +9,7 @@ infinite error.
 
 Usage::
 
-    python scripts/ulp_sweep.py                     # all fastact._math cores, all 2**32 inputs
+    python scripts/ulp_sweep.py                     # all fastact._core.math cores, all 2**32 inputs
     python scripts/ulp_sweep.py --func exp,erfc     # a subset of the cores
     python scripts/ulp_sweep.py --step 257          # every 257th bit pattern (quick run)
     python scripts/ulp_sweep.py --start 0x3f800000 --stop 0x40000000   # a range of patterns
@@ -26,7 +26,7 @@ Reusable from other scripts (e.g. for activations)::
 
 Both functions must be numba-jitted scalar functions (``@numba.njit`` or fastact's ``jit``):
 the first takes and returns float32, the second takes and returns float64. By default the
-reference for the ``fastact._math`` cores is the C library in float64 (``math.exp`` & co.), an
+reference for the ``fastact._core.math`` cores is the C library in float64 (``math.exp`` & co.), an
 implementation independent of fastact.
 """
 
@@ -218,7 +218,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--func",
         default="exp,expm1,log,log1p,tanh,erf,erfc",
-        help="comma-separated fastact._math cores (default: all)",
+        help="comma-separated fastact._core.math cores (default: all)",
     )
     p.add_argument("--step", type=int, default=1, help="test every STEP-th bit pattern")
     p.add_argument("--start", type=lambda s: int(s, 0), default=0, help="first bit pattern")
@@ -240,7 +240,7 @@ def main(argv=None) -> int:
     if args.threads:
         numba.set_num_threads(args.threads)
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-    import fastact._math as fm
+    import fastact._core.math as fm
 
     refs = _references()
     for name in args.func.split(","):

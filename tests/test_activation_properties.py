@@ -7,7 +7,7 @@
 * Accuracy sampling: millions of float32 points (random bit patterns restricted to finite
   values plus dense ranges around the interesting regions) for sigmoid, tanh, softplus,
   logsigmoid, silu, elu and gelu against the float64 references, with the maximum ULP error
-  bounded by the values measured with the current ``fastact._math`` cores.
+  bounded by the values measured with the current ``fastact._core.math`` cores.
 """
 
 from __future__ import annotations
@@ -176,10 +176,11 @@ def test_rrelu_training_finite_differences(x, d, seed):
 
 # ----------------------------------------------------------------------------- ULP sampling
 #: Max float32 ULP errors against the float64 references over the sample below: (forward,
-#: gradient), measured with the polynomial fastact._math cores of 2026-11-27 21:07 (rounded up to
-#: the next quarter ULP; tanh and gelu re-measured 2026-11-28 with their cheaper float32
-#: cores). gelu's float32 core splits x^2 exactly, so its error no longer grows like x^2/2 in
-#: the negative tail; GELU_CONDITIONED (the error divided by max(1, x^2/2)) still checks that.
+#: gradient), measured with the polynomial fastact._core.math cores of 2026-11-27 21:07
+#: (rounded up to the next quarter ULP; tanh and gelu re-measured 2026-11-28 with their
+#: cheaper float32 cores). gelu's float32 core splits x^2 exactly, so its error no longer
+#: grows like x^2/2 in the negative tail; GELU_CONDITIONED (the error divided by
+#: max(1, x^2/2)) still checks that.
 ULP_BOUNDS = {
     "sigmoid": (2.5, 4.5),  # measured 2.475, 4.310
     "tanh": (1.5, 4.0),  # 1.327, 3.848 (single-word core since 2026-11-28; exhaustive: 1.422)

@@ -235,7 +235,7 @@ def test_info():
     assert d["fastact"] == fastact.__version__
     assert d["threads"] >= 1 and d["threading_layer"] in ("tbb", "omp", "workqueue")
     assert d["simd_width_bits"] in (0, 128, 256, 512)
-    assert d["cache_dir"].endswith(fastact._jit.cache_dir().name)
+    assert d["cache_dir"].endswith(fastact._core.jit.cache_dir().name)
     assert isinstance(d["cuda_available"], bool)
     proc = subprocess.run(
         [sys.executable, "-m", "fastact", "info"], capture_output=True, text=True, timeout=60

@@ -1,4 +1,4 @@
-"""Accuracy, special values, typing and SIMD of the scalar math cores in ``fastact._math``.
+"""Accuracy, special values, typing and SIMD of the scalar math cores in ``fastact._core.math``.
 
 float32 cores are checked on millions of points (random bit patterns plus dense edge ranges)
 against the C library in float64; float64 cores against 80-bit long double (exp, expm1, log,
@@ -16,12 +16,12 @@ import numba
 import numpy as np
 import pytest
 
-import fastact._math as fm
-from fastact._jit import specialize
+import fastact._core.math as fm
+from fastact._core.jit import specialize
 
 NAMES = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc"]
 
-# Max ULP errors documented in fastact._math (keep in sync): float32 = exhaustive maxima
+# Max ULP errors documented in fastact._core.math (keep in sync): float32 = exhaustive maxima
 # (scripts/ulp_sweep.py), float64 = documented bounds (sampled maxima plus a margin).
 BOUND_F32 = {
     "exp": 0.88,
@@ -409,7 +409,7 @@ def test_docstrings_state_accuracy():
 
 
 def _ldexp_kernel():
-    """A fresh compile of a loop over ``fastact._math._ldexp`` (the intrinsic's codegen, which
+    """A fresh compile of a loop over ``fastact._core.math._ldexp`` (the intrinsic's codegen, which
     picks the path, runs anew; the exp and erfc cores call it)."""
 
     @numba.njit(cache=False)

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 import fastact
-import fastact._jit as fj
+import fastact._core.jit as fj
 import fastact.losses as L
 import fastact.optim as O
+from fastact._core.thresholds import THRESHOLDS
 from fastact._kernels import PARALLEL_THRESHOLD
-from fastact._thresholds import THRESHOLDS
 
 _REPO = Path(__file__).resolve().parent.parent
 # large enough for every kernel's parallel (prange) path

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from fastact._core.threads import DEFAULT_LAYER
+from fastact._core.thresholds import THRESHOLDS
 from fastact._kernels import PARALLEL_THRESHOLD
-from fastact._threads import DEFAULT_LAYER
-from fastact._thresholds import THRESHOLDS
 
 _REPO = Path(__file__).resolve().parent.parent
 # large enough for every kernel's parallel (prange) path
@@ -80,7 +80,7 @@ import numba
 import numpy as np
 
 import fastact
-from fastact import _threads
+from fastact._core import threads as _threads
 
 x = np.linspace(-3, 3, {big}, dtype=np.float32)
 y = fastact.sigmoid(x)  # a parallel kernel starts numba's threading layer
@@ -126,7 +126,7 @@ import numpy as np
 
 import fastact
 import fastact.losses as L
-from fastact import _threads
+from fastact._core import threads as _threads
 from fastact.optim import functional as F
 
 N = {big}

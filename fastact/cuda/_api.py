@@ -66,7 +66,7 @@ import warnings as _warnings  # noqa: E402
 import numpy as _np  # noqa: E402
 from numba import cuda as _cuda  # noqa: E402
 
-from fastact._arrays import normalize_dim as _normalize_dim  # noqa: E402
+from fastact._core.arrays import normalize_dim as _normalize_dim  # noqa: E402
 from fastact.activations import _rrelu_bounds, _rrelu_key  # noqa: E402
 from fastact.cuda import _axis as _K  # noqa: E402
 from fastact.cuda import _runtime as _rt  # noqa: E402

@@ -2,7 +2,7 @@
 
 Same views as the CPU kernels (:mod:`fastact._axis`): arrays as ``(outer, C, inner)`` with C
 the axis the function works along. Same formulas too: the templates call the CPU scalar
-cores (``sigmoid_core``, ``sigmoid_pair``, ``fastact._math``, the counter RNG ``uniform01``),
+cores (``sigmoid_core``, ``sigmoid_pair``, ``fastact._core.math``, the counter RNG ``uniform01``),
 which :func:`fastact.cuda._retarget.kernel` compiles for the device.
 
 * PReLU's weight gradient: per-channel sums of ``x * g`` (x <= 0) in float64, reduced in each
@@ -20,9 +20,9 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from fastact import _math as fm
 from fastact._axis import uniform01
-from fastact._math import lit
+from fastact._core import math as fm
+from fastact._core.math import lit
 from fastact.activations import sigmoid_core, sigmoid_pair
 from fastact.cuda._reduce import block_max, block_sum
 from fastact.cuda._retarget import kernel
@@ -334,7 +334,7 @@ def _rng_globals(dtype) -> dict:
     simulator, which runs templates as Python, through a CPU-jitted wrapper (the stub has no
     Python body); both give the CPU's bits."""
     if SIMULATOR:
-        from fastact._jit import jit
+        from fastact._core.jit import jit
 
         return {"uniform01": jit(lambda key, i, like: uniform01(key, i, like))}
     from numba import types

@@ -1,7 +1,7 @@
 """Compile fastact's CPU scalar definitions as CUDA device functions (one source, two targets).
 
 Every scalar core of fastact (an activation's forward/grad/grad_output, a loss's
-``f(a, b, c, w1, w2, prm)``) is a ``fastact._jit.jit`` dispatcher of a plain Python function.
+``f(a, b, c, w1, w2, prm)``) is a ``fastact._core.jit.jit`` dispatcher of a plain Python function.
 :func:`device_function` compiles that same Python function (``dispatcher.py_func``) with
 ``numba.cuda.jit(device=True)``:
 
@@ -9,7 +9,7 @@ Every scalar core of fastact (an activation's forward/grad/grad_output, a loss's
   are replaced, recursively, by their own device versions, compiled with *our* CUDA options
   (numba-cuda would otherwise retarget them itself, copying the CPU options: its fast-math
   then means ``ex2.approx.ftz`` exponentials and flushed subnormals);
-* the math cores of :mod:`fastact._math` (``exp``, ``log1p``, ``erfc``, ``lit`` ...) are
+* the math cores of :mod:`fastact._core.math` (``exp``, ``log1p``, ``erfc``, ``lit`` ...) are
   ``numba.extending.overload`` / ``intrinsic`` templates, which numba-cuda resolves on the CUDA
   target too: their implementations call ``math.*``, which the CUDA target lowers to
   libdevice (``__nv_expf``, ``__nv_erfcf`` ...), in the argument's precision.
@@ -18,7 +18,7 @@ Every scalar core of fastact (an activation's forward/grad/grad_output, a loss's
   ULP; FMA contraction is on (NVVM's default), like the CPU's ``contract`` flag.
 
 Under ``NUMBA_ENABLE_CUDASIM=1`` the same calls produce simulator device functions that run
-the Python source directly; there the ``fastact._math`` stubs are swapped for NumPy versions
+the Python source directly; there the ``fastact._core.math`` stubs are swapped for NumPy versions
 (:data:`_SIM_MATH`) that keep float32 in float32 and return NaN/inf instead of raising, like
 the device does.
 """
@@ -35,7 +35,7 @@ import numpy as np
 from numba import cuda
 from numba.core.dispatcher import Dispatcher
 
-from fastact import _math
+from fastact._core import math as _math
 
 #: Options of every fastact device function and kernel (see the module docstring).
 DEVICE_OPTIONS: dict[str, Any] = {"fastmath": False}
@@ -69,7 +69,7 @@ def _sim_fma(a, b, c):
     return type(a)(float(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))))
 
 
-#: Simulator replacements of the ``fastact._math`` cores (NumPy semantics, dtype kept).
+#: Simulator replacements of the ``fastact._core.math`` cores (NumPy semantics, dtype kept).
 _SIM_MATH = {
     "_fma": _sim_fma,
     "exp": _ieee(np.exp),
@@ -147,5 +147,5 @@ def kernel_from_source(src: str, name: str, **glb: Any):
 
 def kernel(template: Callable, name: str, *, rename: dict[str, str] | None = None, **glb: Any):
     """Compile a module-level kernel template with some globals rebound (like
-    ``fastact._jit.specialize``, for the CUDA target); see :func:`rebind`."""
+    ``fastact._core.jit.specialize``, for the CUDA target); see :func:`rebind`."""
     return cuda.jit(**DEVICE_OPTIONS)(rebind(template, name, rename=rename, **glb))

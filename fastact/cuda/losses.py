@@ -33,8 +33,8 @@ import numpy as np
 from numba import cuda, float64
 
 from fastact import _losses_kernels as _LK
+from fastact._core.math import exp, lit
 from fastact._losses_kernels import _diff_eps, _norm_terms
-from fastact._math import exp, lit
 from fastact.cuda import require
 
 require("fastact.cuda.losses was called")
@@ -134,7 +134,7 @@ _KERNELS: dict[str, Any] = {}
 def _get(name: str):
     k = _KERNELS.get(name)
     if k is None:
-        from fastact._math import lit
+        from fastact._core.math import lit
 
         if name == "finalize":
             k = kernel(_finalize, "loss_finalize_cuda")

@@ -34,8 +34,8 @@ from numba import prange, types
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
-from fastact._jit import jit, specialize
-from fastact._threads import use_parallel
+from fastact._core.jit import jit, specialize
+from fastact._core.threads import use_parallel
 
 __all__ = [
     "sgd",
@@ -556,7 +556,9 @@ def nonfinite_chunks(
     out = np.zeros(chunks.shape[0], dtype=np.bool_)
     if chunks.shape[0]:
         parallel, serial = KERNELS["nonfinite"]
-        (parallel if use_parallel(n_elements, SERIAL_BELOW) else serial)(proto, ptrs, row, chunks, out)
+        (parallel if use_parallel(n_elements, SERIAL_BELOW) else serial)(
+            proto, ptrs, row, chunks, out
+        )
     return out
 
 

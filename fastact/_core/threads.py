@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 import numba
+import numpy as np
 from numba.np.ufunc import parallel as _numba_parallel
 
 __all__ = ["DEFAULT_LAYER", "load_tbb", "num_threads", "use_parallel", "forked_serial", "report"]
@@ -133,13 +134,23 @@ def use_parallel(n: int, threshold: int) -> bool:
     return n >= threshold and not _forked_serial and num_threads() > 1
 
 
+def _probe_parallel() -> None:
+    """Run a tiny parallel kernel: starts numba's threading layer (to learn which it is)."""
+    from fastact._core.jit import jit
+
+    @jit(parallel=True, cache=False)
+    def probe(x):  # pragma: no cover - compiled
+        for i in numba.prange(x.shape[0]):
+            x[i] = 0.0
+
+    probe(np.empty(2))
+
+
 def report(start: bool = True) -> dict:
     """The threading facts ``python -m fastact info`` prints. ``start``: start numba's layer
     (one tiny parallel call) when it has not started yet, so that the layer is known."""
     if start and not _numba_parallel._is_initialized and not _forked_serial:
-        from fastact._kernels import probe_parallel
-
-        probe_parallel()
+        _probe_parallel()
     layer = _numba_parallel._threading_layer if _numba_parallel._is_initialized else None
     mapped = _loaded_library(_TBB_SONAME)
     if layer == "omp":

@@ -1093,7 +1093,7 @@ def float32_variant(name: str, f32_impl, generic):
 
 
 def _cache_ok(core) -> bool:
-    from fastact._jit import _cacheable
+    from fastact._core.jit import _cacheable
 
     return _cacheable(core)
 

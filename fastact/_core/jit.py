@@ -40,15 +40,34 @@ FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 #: vs parallel, thread count). Reassociation is only needed to vectorize reductions.
 ELEMENTWISE_FASTMATH = FASTMATH - {"reassoc"}
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+#: Parts of the package that define no disk-cached kernel: editing them never invalidates the
+#: cache (the benchmark harness compiles its few probes in memory; CUDA kernels are not cached).
+_NOT_KERNEL_SOURCES = ("bench", "cuda")
+
+#: Settings that change generated code, read once per process: part of the cache key.
+_VECTOR_WIDTH = os.environ.get("FASTACT_VECTOR_WIDTH", "512").strip()
+
+
+def _kernel_source(path: Path) -> bool:
+    """Whether ``path`` is one of fastact's kernel-defining sources (cached, fingerprinted)."""
+    try:
+        rel = path.resolve().relative_to(_PACKAGE_DIR)
+    except (OSError, ValueError):
+        return False
+    return rel.suffix == ".py" and rel.parts[0].removesuffix(".py") not in _NOT_KERNEL_SOURCES
 
 
 def _fingerprint() -> str:
+    """Hash of what decides the machine code in the cache: the kernel-defining sources, numba's
+    version and the code-generation settings (numba's index adds the target CPU)."""
     h = hashlib.sha1()
     for path in sorted(_PACKAGE_DIR.rglob("*.py")):
-        h.update(str(path.relative_to(_PACKAGE_DIR)).encode())
-        h.update(path.read_bytes())
+        if _kernel_source(path):
+            h.update(str(path.relative_to(_PACKAGE_DIR)).encode())
+            h.update(path.read_bytes())
     h.update(numba.__version__.encode())
+    h.update(f"vector-width={_VECTOR_WIDTH}".encode())
     return h.hexdigest()[:16]
 
 
@@ -89,10 +108,7 @@ class _FastactCacheLocator(caching._CacheLocator):
 
     @classmethod
     def from_function(cls, py_func: Callable, py_file: str):
-        try:
-            if not Path(py_file).resolve().is_relative_to(_PACKAGE_DIR):
-                return None
-        except (OSError, ValueError):
+        if not _kernel_source(Path(py_file)):
             return None
         self = cls(py_func, py_file)
         try:
@@ -156,11 +172,8 @@ def _cacheable(py_func: Callable) -> bool:
     global _warned_no_cache
     if os.environ.get("FASTACT_DISABLE_CACHE"):
         return False
-    try:
-        if not Path(py_func.__code__.co_filename).resolve().is_relative_to(_PACKAGE_DIR):
-            return False  # a user's function: cached only if they ask numba themselves
-    except (OSError, ValueError):
-        return False
+    if not _kernel_source(Path(py_func.__code__.co_filename)):
+        return False  # a user's function (or a benchmark probe): compiled in memory
     if _FastactCacheLocator.from_function(py_func, py_func.__code__.co_filename) is not None:
         return True
     if not _warned_no_cache:
@@ -180,7 +193,6 @@ def _cacheable(py_func: Callable) -> bool:
 #: that gain 1.2-1.4x from 512-bit vectors there (measured on Emerald Rapids). Every LLVM
 #: function fastact compiles is marked "prefer-vector-width"="512" (a per-function setting:
 #: the user's own numba code is not affected). ``FASTACT_VECTOR_WIDTH=256`` turns it off.
-_VECTOR_WIDTH = os.environ.get("FASTACT_VECTOR_WIDTH", "512").strip()
 _WIDE = threading.local()
 
 
