@@ -3,15 +3,19 @@
 Each sample is a new Python process, so nothing is warm: ``ColdCompile`` turns the cache off
 (``FASTACT_DISABLE_CACHE=1``) and times the first call (type inference + LLVM);
 ``CachedFirstCall`` fills a private cache folder first and times the first call of a new
-process that loads the kernel from it; ``Import`` times ``import fastact`` (with NumPy).
+process that loads the kernel from it; ``Import`` times ``import numpy, fastact``.
 
 One process is a noisy sample (eight imports of one commit took 231-308 ms on the development
 VM), so these are asv *timing* benchmarks with several processes per commit: asv reports their
 median and spread (the interquartile range, ``±`` in ``asv compare``, the error bars of the
 graphs), its regression search weighs the spread, and ``asv continuous`` and ``asv compare``
-flag a change only when the samples differ significantly. The time asv records is the one the
-child measured itself around the import or the call (:data:`_clock`, the benchmarks' timer),
-not the life of the whole process.
+flag a change only when the samples differ significantly.
+
+The time asv records is the one the child measured itself around the import or the call
+(:data:`_clock` is the benchmarks' timer), as CPU time of the child process (user + system,
+all threads): for these single-threaded steps that is their wall time on an idle machine, and
+unlike the wall time it does not grow when other processes compete for the cores (the child
+also reports the wall times).
 """
 
 from __future__ import annotations
@@ -26,10 +30,10 @@ from ._common import functions
 
 _CHILD = r"""
 import json, sys, time
-t0 = time.perf_counter()
+w0, c0 = time.perf_counter(), time.process_time()
 import numpy as np
 import fastact
-t1 = time.perf_counter()
+w1, c1 = time.perf_counter(), time.process_time()
 name, kind, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 x = np.linspace(-3.0, 3.0, n).astype(np.float32)
 if name in ("softmax", "log_softmax", "softmin"):
@@ -44,10 +48,11 @@ else:
     f = getattr(fastact, name + "_backward")
     g = np.ones_like(x)
     call = lambda: f(g, x, *extra)
-t2 = time.perf_counter()
+w2, c2 = time.perf_counter(), time.process_time()
 call()
-t3 = time.perf_counter()
-print(json.dumps({"import": t1 - t0, "first_call": t3 - t2}))
+w3, c3 = time.perf_counter(), time.process_time()
+print(json.dumps({"import": c1 - c0, "first_call": c3 - c2,
+                  "import_wall": w1 - w0, "first_call_wall": w3 - w2}))
 """
 
 _FUNCS = [f for f in ("sigmoid", "gelu", "softmax") if f in functions("forward")]
@@ -64,7 +69,8 @@ def _clock() -> float:
 
 
 def _child(name: str, kind: str, path: str, cache: Path, disable: bool) -> dict:
-    """Run one fresh process; its measured ``import`` and ``first_call`` seconds."""
+    """Run one fresh process; its ``import`` and ``first_call`` CPU seconds (and the wall
+    seconds, ``*_wall``)."""
     env = dict(os.environ, FASTACT_CACHE_DIR=str(cache))
     env.pop("FASTACT_DISABLE_CACHE", None)
     if disable:

@@ -5,6 +5,7 @@ without ``fastact.losses``."""
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import numpy as np
 
@@ -25,6 +26,10 @@ LOSSES = [
 ]
 SIZES = LARGE_SIZES
 CLASSES = 1000
+
+# kl_div's reduction='mean' (the default, timed here) warns on every call, in torch and in
+# fastact alike: keep the benchmarks' stderr for real problems
+warnings.filterwarnings("ignore", message="reduction: 'mean' divides", category=UserWarning)
 
 
 def _inputs(name: str, n: int, dtype: str):

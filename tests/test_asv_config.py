@@ -261,7 +261,7 @@ def test_child_process_reports_import_and_first_call(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     r = bcompile._child("relu", "forward", "serial", tmp_path / "cache", False)
-    assert set(r) == {"import", "first_call"}
+    assert set(r) == {"import", "first_call", "import_wall", "first_call_wall"}
     assert r["import"] > 0 and r["first_call"] > 0
     with pytest.raises(NotImplementedError):
         bcompile._child("no_such_activation", "forward", "serial", tmp_path / "c", False)
