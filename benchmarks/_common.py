@@ -56,9 +56,12 @@ LARGE_SIZES = SIZES if os.environ.get("FASTACT_ASV_SIZES") else [1 << 18, 1 << 2
 VARIANTS = ("forward", "backward", "inplace")
 
 #: asv's ``repeat`` of the activation, loss and optimizer benchmarks: at least 10 and at most
-#: 50 samples per round, stopping after 2 s; 2 rounds (asv's default: two processes, run at
-#: different times).
+#: 50 samples per round, stopping after 2 s.
 REPEAT = (10, 50, 2.0)
+#: asv's ``rounds`` of fastact's own suites: 3 rounds (3 processes, run at different times;
+#: asv continuous alternates them between the two commits), so a burst of load from another
+#: process that spoils one round is outvoted by the other two in the median.
+ROUNDS = 3
 #: Target duration of one sample: small calls are repeated back to back (see :class:`Timed`).
 SAMPLE_S = 2e-4
 
@@ -290,6 +293,7 @@ class Timed:
     timer = staticmethod(_per_call_clock)
     number = 1
     repeat = REPEAT
+    rounds = ROUNDS
     timeout = 300
 
     def _use(self, fn, single: bool = False) -> None:

@@ -18,11 +18,18 @@ from .optimizers import SIZES as OPTIM_SIZES
 from .optimizers import TORCH_FUSED, _step
 
 
+class _Peer:
+    """The peers are not in the regression search: 2 rounds (asv's default) instead of the 3
+    of fastact's suites keep a run shorter."""
+
+    rounds = 2
+
+
 def _activations(variant: str, lib: str) -> tuple:
     return (functions(variant, lib), DTYPES, SIZES)
 
 
-class TorchForward(ActivationBench):
+class TorchForward(_Peer, ActivationBench):
     """``torch.nn.functional.name(x)`` (torch.sigmoid, torch.tanh, ...)."""
 
     lib, variant = "torch", "forward"
@@ -32,7 +39,7 @@ class TorchForward(ActivationBench):
         self._run()
 
 
-class TorchBackward(ActivationBench):
+class TorchBackward(_Peer, ActivationBench):
     """torch's aten backward kernel (``torch.ops.aten.*_backward``; autograd where there is
     none)."""
 
@@ -43,7 +50,7 @@ class TorchBackward(ActivationBench):
         self._run()
 
 
-class TorchInplace(ActivationBench):
+class TorchInplace(_Peer, ActivationBench):
     """``F.name(x, inplace=True)`` and friends."""
 
     lib, variant = "torch", "inplace"
@@ -53,7 +60,7 @@ class TorchInplace(ActivationBench):
         self._run()
 
 
-class NumpyForward(ActivationBench):
+class NumpyForward(_Peer, ActivationBench):
     """A NumPy formula of the activation."""
 
     lib, variant = "numpy", "forward"
@@ -63,7 +70,7 @@ class NumpyForward(ActivationBench):
         self._run()
 
 
-class NumpyBackward(ActivationBench):
+class NumpyBackward(_Peer, ActivationBench):
     """A NumPy formula of the gradient."""
 
     lib, variant = "numpy", "backward"
@@ -73,7 +80,7 @@ class NumpyBackward(ActivationBench):
         self._run()
 
 
-class NumpyInplace(ActivationBench):
+class NumpyInplace(_Peer, ActivationBench):
     """NumPy ufuncs with ``out=`` the input."""
 
     lib, variant = "numpy", "inplace"
@@ -83,7 +90,7 @@ class NumpyInplace(ActivationBench):
         self._run()
 
 
-class NumexprForward(ActivationBench):
+class NumexprForward(_Peer, ActivationBench):
     """``numexpr.evaluate`` of the activation's formula."""
 
     lib, variant = "numexpr", "forward"
@@ -93,7 +100,7 @@ class NumexprForward(ActivationBench):
         self._run()
 
 
-class NumexprBackward(ActivationBench):
+class NumexprBackward(_Peer, ActivationBench):
     """``numexpr.evaluate`` of the gradient's formula."""
 
     lib, variant = "numexpr", "backward"
@@ -103,7 +110,7 @@ class NumexprBackward(ActivationBench):
         self._run()
 
 
-class NumexprInplace(ActivationBench):
+class NumexprInplace(_Peer, ActivationBench):
     """``numexpr.evaluate(..., out=x)``."""
 
     lib, variant = "numexpr", "inplace"
@@ -113,13 +120,13 @@ class NumexprInplace(ActivationBench):
         self._run()
 
 
-class TorchLossValueAndGrad(_LossBench):
+class TorchLossValueAndGrad(_Peer, _LossBench):
     """torch.nn.functional's loss (reduction='mean') and ``backward()``."""
 
     lib = "torch"
 
 
-class TorchOptimizerStep(Timed):
+class TorchOptimizerStep(_Peer, Timed):
     """One ``step`` of ``torch.optim.<optimizer>``: the default for-loop implementation and
     ``foreach=True``."""
 
@@ -133,7 +140,7 @@ class TorchOptimizerStep(Timed):
         self._run()
 
 
-class TorchFusedOptimizerStep(Timed):
+class TorchFusedOptimizerStep(_Peer, Timed):
     """One ``step`` of ``torch.optim.<optimizer>(fused=True)`` (the optimizers with a fused
     CPU kernel)."""
 
