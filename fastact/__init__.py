@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 
-__version__ = "0.1.0"
+from fastact._core.version import __version__
 
 # torch's OpenMP workers spin for a while after each parallel region (GNU libgomp's default
 # spin count, 300000), taking the cores that fastact's next kernel needs: alternating torch
@@ -32,8 +32,9 @@ if (
     os.environ["GOMP_SPINCOUNT"] = "1000"
 
 # before anything can start numba's threading layer: make the tbb wheel's library loadable
+from fastact._core import threads as _threads  # noqa: E402, F401, I001
+
 from fastact import activations as _activations  # noqa: E402
-from fastact._core import threads as _threads  # noqa: E402, F401
 from fastact.activations import ACTIVATIONS, AXIS_ACTIVATIONS  # noqa: E402
 
 #: Public activation functions: forward, in-place and backward variants.
@@ -41,7 +42,7 @@ ACTIVATION_FUNCTIONS = [
     n for n in _activations.__all__ if n not in ("ACTIVATIONS", "AXIS_ACTIVATIONS")
 ]
 globals().update({name: getattr(_activations, name) for name in ACTIVATION_FUNCTIONS})
-_SUBMODULES = ("activations", "losses", "optim", "nn", "cuda", "scalar", "bench")
+_SUBMODULES = ("activations", "losses", "optim", "nn", "cuda", "scalar", "info", "bench")
 
 __all__ = ["__version__", "ACTIVATIONS", "AXIS_ACTIVATIONS", *ACTIVATION_FUNCTIONS, *_SUBMODULES]
 

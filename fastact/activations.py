@@ -1,576 +1,256 @@
-"""Activations with ``torch.nn.functional``'s names, parameters and gradients.
+"""Activations with ``torch.nn.functional``'s names, parameters and gradients: the front end.
 
-Each element-wise activation is written once as jitted scalar functions (value, gradient from
-the input, and where possible gradient from the output); :class:`fastact._kernels.Elementwise`
-turns them into serial/parallel/in-place/backward kernels and :func:`make_public` into the
-functions ``name``, ``name_`` and ``name_backward`` of this module. ``ACTIVATIONS`` is the
-registry that drives the tests, the benchmarks and the docs.
+Every public function here is written once for both executors. A call checks its arguments,
+then hands its arrays to the executor that owns them: :mod:`fastact.host` for host arrays,
+:mod:`fastact.cuda` for device arrays (loaded by name on the first one), whose functions have
+the same names. The common call (a C-contiguous float32/float64 NumPy array, scalar
+parameters, no ``out=``) takes a fast path straight to the host's compiled loop.
 
-Conventions at kinks, NaN propagation and saturation follow torch 2.13 (see
-``TORCH_SEMANTICS.md``); where torch loses accuracy (softplus overflow, tails of silu, mish,
-gelu), fastact uses stable forms instead and documents it.
+The element-wise functions (``name``, ``name_`` where torch's module takes ``inplace=``, and
+``name_backward``) are generated with real signatures from the specs of
+:data:`fastact.kernels.activations.ACTIVATIONS`; the ones that work along an axis (rrelu,
+prelu, glu, maxout, softmax, log_softmax, softmin and their backwards) are written out below.
+Conventions at kinks, NaN propagation and saturation follow torch 2.13
+(``docs/torch_semantics.md``).
 """
 
 from __future__ import annotations
 
+import keyword
 import math
+import operator
 import os
+import sys
 import warnings
+from typing import Any
 
 import numpy as np
 
-from fastact._axis import BLOCK as AXIS_BLOCK
-from fastact._axis import (
+from fastact import host
+from fastact._core.arrays import FLOAT_DTYPES, normalize_dim, scalar_param
+from fastact._core.backend import device, on_device
+from fastact._core.threads import num_threads
+from fastact.host.axis import (
     GLU_BACKWARD,
     GLU_FORWARD,
-    MAXOUT_BACKWARD,
-    MAXOUT_FORWARD,
-    MAXOUT_ROW_PIECES,
-    PRELU_BACKWARD,
     PRELU_FORWARD,
-    RRELU_TRAIN,
-    RRELU_TRAIN_GRAD,
     SOFTMAX,
     SOFTMAX_BACKWARD,
     maxout_rows_kernels,
 )
-from fastact._core import math as fm
-from fastact._core.arrays import (
-    as_float_array,
-    check_inplace,
-    check_out,
-    normalize_dim,
-    scalar_param,
-)
-from fastact._core.jit import jit
-from fastact._core.math import lit
-from fastact._kernels import FLOAT_DTYPES, REQUIRED, Elementwise, make_public, pick
+from fastact.host.elementwise import kernels as _host_kernels
+from fastact.host.launch import pick
+from fastact.kernels.activations import ACTIVATIONS, GELU
+from fastact.kernels.axis import MAXOUT_ROW_PIECES
+from fastact.kernels.elementwise import REQUIRED, Elementwise
 
-ACTIVATIONS: dict[str, Elementwise] = {}
 __all__: list[str] = ["ACTIVATIONS", "AXIS_ACTIVATIONS"]
 
-_SQRT1_2 = 0.7071067811865476  # 1/sqrt(2)
-_SQRT1_2_LO = -4.833646656726457e-17  # 1/sqrt(2) - _SQRT1_2
-#: (x - tanh x) / x^3 ~ P(x^2) on |x| < 1.25 (relative error 1.3e-8): Chebyshev-node fit
-_TANHSHRINK_P = (
-    0.3333333289239953,
-    -0.1333328871272291,
-    0.05396065207727255,
-    -0.021818487435183255,
-    0.008687066798305462,
-    -0.0032366165600103466,
-    0.0010062676703859346,
-    -0.00021612142428767964,
-    2.2642827786566873e-05,
-)
-_INV_SQRT_2PI = 0.3989422804014327  # 1/sqrt(2*pi)
-_SQRT_2_PI = 0.7978845608028654  # sqrt(2/pi)
-_GELU_C = 0.044715
-_SELU_ALPHA = 1.6732632423543772848170429916717
-_SELU_SCALE = 1.0507009873554804934193349852946
-_EXP_M32 = math.exp(-32.0)
+_F32, _F64 = FLOAT_DTYPES
 
 
-def _register(name: str, forward, grad, grad_output=None, params=(), inplace=False, **kw):
-    op = Elementwise(name, forward, grad, grad_output, params, inplace, **kw)
-    ACTIVATIONS[name] = op
-    __all__.extend(make_public(op, globals()))
-    return op
+def _executor(*arrays: Any):
+    """The executor owning a call's arrays: the CUDA one if any is a device array."""
+    return device(*arrays) if on_device(*arrays) else host
 
 
-# ----------------------------------------------------------------------------- shared cores
-@jit
-def sigmoid_core(x):
-    """1/(1+exp(-x)) without cancellation or overflow in either tail."""
-    e = fm.exp(-abs(x))
-    r = lit(x, 1.0) / (lit(x, 1.0) + e)
-    return r if x >= 0 else e * r
+# ============================================================================= element-wise
+def scalar_params(op: Elementwise, values: tuple, dtype: np.dtype) -> tuple | None:
+    """``op.kernel_params`` as Python floats for the host loops when they are all scalars
+    (exactly representable in ``dtype``), else None (array parameters).
+
+    Python-number parameters are converted once per (values, types, dtype) and cached (the
+    conversion and checks cost more than a 1K-element kernel); zeros are not cached because
+    0.0 and -0.0 compare equal but may give differently signed results.
+    """
+    if not values and op.prepare is None:
+        return ()
+    # the last call's parameters when they are the very same objects (the defaults, a
+    # caller's constants): ~50 ns instead of ~400 ns for the keyed cache below; identity
+    # also tells 0.0 from -0.0
+    memo = op.param_memo
+    if memo[0] is dtype and values:
+        mv = memo[1]
+        if len(values) == len(mv) and (
+            values[0] is mv[0] if len(mv) == 1 else all(map(operator.is_, values, mv))
+        ):
+            return memo[2]
+    cache = op.param_cache
+    try:
+        key = (dtype, values, *map(type, values))
+        kp = cache.get(key)
+    except TypeError:  # an unhashable parameter (an array)
+        key = kp = None
+    if kp is None:
+        kp = op.kernel_params(values, dtype)
+        if any(type(p) is np.ndarray for p in kp):
+            return None
+        kp = tuple([float(p) for p in kp])  # exact: the loops cast back to dtype
+        if (
+            key is not None
+            and len(cache) < 256
+            and all((type(v) is float or type(v) is int) and v != 0 for v in values)
+        ):
+            cache[key] = kp
+    if values and all(type(v) is float or type(v) is int for v in values):
+        op.param_memo = (dtype, values, kp)  # immutable objects, held alive here
+    return kp
 
 
-@jit
-def sigmoid_pair(x):
-    """(sigmoid(x), sigmoid(-x)), both accurate in both tails."""
-    e = fm.exp(-abs(x))
-    r = lit(x, 1.0) / (lit(x, 1.0) + e)
-    return (r, e * r) if x >= 0 else (e * r, r)
+def forward(op: Elementwise, x: Any, values: tuple, out: Any = None, inplace: bool = False):
+    """``op``'s value into a new array, into ``out``, or into ``x`` itself (``inplace``)."""
+    if type(x) is np.ndarray and (x.dtype is _F32 or x.dtype is _F64) and x.flags.c_contiguous:
+        # fast path for the common call: C-contiguous float array, scalar parameters
+        if inplace:
+            dst = x if out is None and x.flags.writeable else None
+        elif out is None:
+            dst = np.empty_like(x)
+        elif (
+            type(out) is np.ndarray
+            and out.dtype == x.dtype
+            and out.shape == x.shape
+            and out.flags.c_contiguous
+            and out.flags.writeable
+            and (out is x or not np.may_share_memory(out, x))
+        ):
+            dst = out
+        else:
+            dst = None
+        if dst is not None:
+            kp = scalar_params(op, values, x.dtype)
+            if kp is not None:
+                n = x.size
+                if n:
+                    kind = "inplace" if dst is x else "forward"
+                    ks = op.host.get(kind) or _host_kernels(op, kind)
+                    k = ks[1] if n >= op.threshold and num_threads() > 1 else ks[0]
+                    # a view costs 0.25 us by reshape(-1), 0.05 us by ravel (C-contiguous:
+                    # always a view)
+                    xf = x if x.ndim == 1 else x.ravel()
+                    if kind == "inplace":
+                        k(xf, *kp)
+                    else:
+                        k(xf, dst if dst.ndim == 1 else dst.ravel(), *kp)
+                return dst
+    if inplace and out is not None:
+        raise ValueError("out= cannot be combined with inplace=True")
+    return _executor(x, out).elementwise(op, "forward", (x,), values, out, inplace)
 
 
-# ----------------------------------------------------------------------------- sigmoid, tanh
-@jit
-def _sigmoid(x):
-    return sigmoid_core(x)
+def backward(op: Elementwise, grad_output: Any, x: Any, output: Any, values: tuple, out=None):
+    """``grad_output * f'(input)``, from ``input`` or (where the spec allows) from ``output``."""
+    v = x if output is None else output
+    if (
+        out is None
+        and type(v) is np.ndarray
+        and type(grad_output) is np.ndarray
+        and (x is None) != (output is None)
+        and v.dtype in FLOAT_DTYPES
+        and grad_output.dtype == v.dtype
+        and grad_output.shape == v.shape
+        and v.flags.c_contiguous
+        and grad_output.flags.c_contiguous
+        and (output is None or op.check_output is None)
+    ):
+        # fast path: matching C-contiguous float arrays, scalar parameters
+        kind = "grad" if output is None else "grad_output"
+        if op.scalars[kind] is not None:
+            kp = scalar_params(op, values, v.dtype)
+            if kp is not None:
+                res = np.empty_like(v)
+                n = v.size
+                if n:
+                    ks = op.host.get(kind) or _host_kernels(op, kind)
+                    k = ks[1] if n >= op.threshold and num_threads() > 1 else ks[0]
+                    if v.ndim == 1:
+                        k(grad_output, v, res, *kp)
+                    else:
+                        k(grad_output.ravel(), v.ravel(), res.ravel(), *kp)
+                return res
+    if (x is None) == (output is None):
+        raise TypeError(f"{op.name}_backward needs exactly one of input= and output=")
+    kind = "grad" if output is None else "grad_output"
+    if kind == "grad_output" and op.scalars["grad_output"] is None:
+        raise TypeError(f"{op.name}_backward cannot be computed from output=; pass input=")
+    name = "input" if output is None else "output"
+    return _executor(grad_output, v, out).elementwise(
+        op, kind, (grad_output, v), values, out, False, ("grad_output", name)
+    )
 
 
-@jit
-def _sigmoid_grad(g, x):
-    e = fm.exp(-abs(x))
-    r = lit(x, 1.0) / (lit(x, 1.0) + e)
-    return g * (e * r) * r  # sigmoid(x) * sigmoid(-x), no cancellation
+def _signature(params, trailing: str) -> tuple[str, str]:
+    parts, names = [], []
+    for i, (pname, default) in enumerate(params):
+        assert pname.isidentifier() and not keyword.iskeyword(pname)
+        parts.append(pname if default is REQUIRED else f"{pname}=_d{i}")
+        names.append(pname)
+    tup = "(" + "".join(f"{n}, " for n in names) + ")"
+    sig = ", ".join(parts + ([trailing] if trailing else []))
+    return sig, tup
 
 
-@jit
-def _sigmoid_grad_out(g, y):
-    return g * (lit(y, 1.0) - y) * y
-
-
-_register(
-    "sigmoid",
-    _sigmoid,
-    _sigmoid_grad,
-    _sigmoid_grad_out,
-    doc="""
-Logistic sigmoid ``1 / (1 + exp(-x))``, range (0, 1). torch: ``torch.sigmoid``.
-Computed as ``exp(-|x|)`` based so neither tail overflows or cancels.""",
-)
-
-
-@jit
-def _tanh(x):
-    return fm.tanh(x)
-
-
-@jit
-def _tanh_grad(g, x):
-    e = fm.exp(lit(x, -2.0) * abs(x))
-    d = lit(x, 1.0) + e
-    return g * (lit(x, 4.0) * e / (d * d))  # sech^2 x, no cancellation for large |x|
-
-
-@jit
-def _tanh_grad_out(g, y):
-    return g * (lit(y, 1.0) - y * y)
-
-
-_register(
-    "tanh",
-    _tanh,
-    _tanh_grad,
-    _tanh_grad_out,
-    doc="""
-Hyperbolic tangent, range (-1, 1), derivative ``1 - tanh(x)^2``. torch: ``torch.tanh``.""",
-)
-
-
-# ----------------------------------------------------------------------------- ReLU family
-@jit
-def _relu(x):
-    return lit(x, 0.0) if x <= 0 else x
-
-
-@jit
-def _relu_grad(g, x):
-    return lit(x, 0.0) if x <= 0 else g
-
-
-_register(
-    "relu",
-    _relu,
-    _relu_grad,
-    _relu_grad,
-    inplace=True,
-    doc="""
-``max(0, x)``; NaN propagates; gradient 0 for x <= 0 (torch's convention at 0).
-torch: ``F.relu(input, inplace=False)``.""",
-)
-
-
-@jit
-def _leaky_relu(x, negative_slope):
-    return x if x > 0 else x * negative_slope
-
-
-@jit
-def _leaky_relu_grad(g, x, negative_slope):
-    return g if x > 0 else g * negative_slope
-
-
-def _check_nonneg_slope(negative_slope):
-    if negative_slope < 0:
-        raise ValueError(
-            "leaky_relu_backward from output= needs negative_slope >= 0 (a "
-            "negative slope makes the input unrecoverable from the output)"
+def make_public(op: Elementwise, namespace: dict) -> list[str]:
+    """Create ``name``, ``name_`` (if in-place exists) and ``name_backward`` in ``namespace``
+    (real signatures, torch's parameter names and defaults; see ``activations.pyi``)."""
+    ns: dict[str, Any] = {"_op": op, "_fw": forward, "_bw": backward}
+    ns.update({f"_d{i}": d for i, (_, d) in enumerate(op.params)})
+    name, doc = op.name, op.doc.strip()
+    psig, tup = _signature(op.params, "")
+    psig = (", " + psig) if psig else ""
+    created = [name]
+    if op.inplace:
+        src = (
+            f"def {name}(input{psig}, inplace=False, *, out=None):\n"
+            f"    return _fw(_op, input, {tup}, out, inplace)\n"
+            f"def {name}_(input{psig}):\n"
+            f"    return _fw(_op, input, {tup}, None, True)\n"
         )
-
-
-_register(
-    "leaky_relu",
-    _leaky_relu,
-    _leaky_relu_grad,
-    _leaky_relu_grad,
-    params=(("negative_slope", 0.01),),
-    inplace=True,
-    check_output=_check_nonneg_slope,
-    doc="""
-``x if x > 0 else negative_slope * x``; gradient at 0 is negative_slope.
-torch: ``F.leaky_relu(input, negative_slope=0.01, inplace=False)``.""",
-)
-
-
-@jit
-def _hardtanh(x, min_val, max_val):
-    return min_val if x < min_val else (max_val if x > max_val else x)
-
-
-@jit
-def _hardtanh_grad(g, x, min_val, max_val):
-    return lit(x, 0.0) if (x <= min_val or x >= max_val) else g
-
-
-def _check_hardtanh(dtype, min_val, max_val):
-    if np.any(max_val < min_val):
-        raise ValueError("max_val cannot be less than min_val")
-    return min_val, max_val
-
-
-_register(
-    "hardtanh",
-    _hardtanh,
-    _hardtanh_grad,
-    _hardtanh_grad,
-    params=(("min_val", -1.0), ("max_val", 1.0)),
-    inplace=True,
-    prepare=_check_hardtanh,
-    doc="""
-``clamp(x, min_val, max_val)``; gradient g on the open interval, 0 at and beyond the bounds.
-torch: ``F.hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False)``.""",
-)
-
-
-@jit
-def _relu6(x):
-    return _hardtanh(x, lit(x, 0.0), lit(x, 6.0))
-
-
-@jit
-def _relu6_grad(g, x):
-    return _hardtanh_grad(g, x, lit(x, 0.0), lit(x, 6.0))
-
-
-_register(
-    "relu6",
-    _relu6,
-    _relu6_grad,
-    _relu6_grad,
-    inplace=True,
-    doc="""
-``min(max(0, x), 6)`` = hardtanh(x, 0, 6); gradient 0 at 0 and 6.
-torch: ``F.relu6(input, inplace=False)``.""",
-)
-
-
-@jit
-def _elu(x, alpha):
-    return x if x > 0 else alpha * fm.expm1(x)
-
-
-@jit
-def _elu_grad(g, x, alpha):
-    return g if x > 0 else g * alpha * fm.exp(x)
-
-
-@jit
-def _elu_grad_out(g, y, alpha):
-    return g if y > 0 else g * (y + alpha)
-
-
-def _check_nonneg_alpha(alpha):
-    if alpha < 0:
-        raise ValueError("backward from output= needs alpha >= 0")
-
-
-_register(
-    "elu",
-    _elu,
-    _elu_grad,
-    _elu_grad_out,
-    params=(("alpha", 1.0),),
-    inplace=True,
-    check_output=_check_nonneg_alpha,
-    doc="""
-``x if x > 0 else alpha * (exp(x) - 1)``; gradient at 0 is alpha.
-torch: ``F.elu(input, alpha=1.0, inplace=False)``.""",
-)
-
-
-# torch scales by the reciprocal 1/alpha (input_scale); LLVM hoists the division out of loops
-@jit
-def _celu(x, alpha):
-    return x if x > 0 else alpha * fm.expm1(x * (lit(x, 1.0) / alpha))
-
-
-@jit
-def _celu_grad(g, x, alpha):
-    return g if x > 0 else g * fm.exp(x * (lit(x, 1.0) / alpha))
-
-
-@jit
-def _celu_grad_out(g, y, alpha):
-    return g if y > 0 else g * (y * (lit(y, 1.0) / alpha) + lit(y, 1.0))
-
-
-def _celu_params(dtype, alpha):
-    if np.any(alpha == 0):
-        raise ValueError("alpha must be nonzero for celu")
-    return (alpha,)
-
-
-_register(
-    "celu",
-    _celu,
-    _celu_grad,
-    _celu_grad_out,
-    params=(("alpha", 1.0),),
-    inplace=True,
-    prepare=_celu_params,
-    check_output=_check_nonneg_alpha,
-    doc="""
-``max(0, x) + min(0, alpha * (exp(x / alpha) - 1))``; gradient at 0 is 1.
-torch: ``F.celu(input, alpha=1.0, inplace=False)``.""",
-)
-
-
-@jit
-def _selu(x):
-    s = lit(x, _SELU_SCALE)
-    return s * x if x > 0 else lit(x, _SELU_SCALE * _SELU_ALPHA) * fm.expm1(x)
-
-
-@jit
-def _selu_grad(g, x):
-    return g * lit(x, _SELU_SCALE) if x > 0 else g * lit(x, _SELU_SCALE * _SELU_ALPHA) * fm.exp(x)
-
-
-@jit
-def _selu_grad_out(g, y):
-    return g * lit(y, _SELU_SCALE) if y > 0 else g * (y + lit(y, _SELU_SCALE * _SELU_ALPHA))
-
-
-_register(
-    "selu",
-    _selu,
-    _selu_grad,
-    _selu_grad_out,
-    inplace=True,
-    doc="""
-``scale * elu(x, alpha)`` with alpha = 1.6732632423543772, scale = 1.0507009873554805.
-torch: ``F.selu(input, inplace=False)``.""",
-)
-
-
-# ----------------------------------------------------------------------------- smooth ones
-@jit
-def _softplus(x, beta, threshold):
-    bx = x * beta
-    if bx > threshold:
-        return x
-    # log1p(exp(bx)) = max(bx, 0) + log1p(exp(-|bx|)): never overflows (torch's does)
-    return (max(bx, lit(x, 0.0)) + fm.log1p(fm.exp(-abs(bx)))) / beta
-
-
-@jit
-def _softplus_grad(g, x, beta, threshold):
-    bx = x * beta
-    return g if bx > threshold else g * sigmoid_core(bx)
-
-
-_register(
-    "softplus",
-    _softplus,
-    _softplus_grad,
-    params=(("beta", 1.0), ("threshold", 20.0)),
-    doc="""
-``log(1 + exp(beta * x)) / beta``, linear (``x``) where ``beta * x > threshold``.
-torch: ``F.softplus(input, beta=1.0, threshold=20.0)``. Unlike torch, the log-sum is computed
-stably, so a large beta or threshold never overflows to inf/NaN.""",
-)
-
-
-@jit
-def _logsigmoid(x):
-    return min(x, lit(x, 0.0)) - fm.log1p(fm.exp(-abs(x)))
-
-
-@jit
-def _logsigmoid_grad(g, x):
-    return g * sigmoid_core(-x)
-
-
-_register(
-    "logsigmoid",
-    _logsigmoid,
-    _logsigmoid_grad,
-    doc="""
-``log(1 / (1 + exp(-x))) = min(x, 0) - log1p(exp(-|x|))`` (stable for any x).
-torch: ``F.logsigmoid(input)``.""",
-)
-
-
-@jit
-def _exp_neg_abs_scaled(x):
-    """(e, tiny): e = exp(-|x|), or exp(x + 32) when x < -64 (tiny; the true value is
-    e * exp(-32), which would lose precision as a subnormal). One exp for both cases."""
-    tiny = x < lit(x, -64.0)
-    return fm.exp(-abs(x) + (lit(x, 32.0) if tiny else lit(x, 0.0))), tiny
-
-
-@jit
-def _silu(x):
-    e, tiny = _exp_neg_abs_scaled(x)
-    if tiny:  # x e^x / (1 + e^x) = x e^x to float precision
-        return (x * e) * lit(x, _EXP_M32)
-    r = lit(x, 1.0) / (lit(x, 1.0) + e)
-    return x * (r if x >= 0 else e * r)
-
-
-@jit
-def _silu_grad(g, x):
-    e, tiny = _exp_neg_abs_scaled(x)
-    if tiny:  # s (1 + x (1 - s)) = (1 + x) e^x to float precision
-        return g * (((lit(x, 1.0) + x) * e) * lit(x, _EXP_M32))
-    r = lit(x, 1.0) / (lit(x, 1.0) + e)
-    s, sn = (r, e * r) if x >= 0 else (e * r, r)
-    return g * s * (lit(x, 1.0) + x * sn)
-
-
-_register(
-    "silu",
-    _silu,
-    _silu_grad,
-    inplace=True,
-    doc="""
-``x * sigmoid(x)`` (swish). torch: ``F.silu(input, inplace=False)``. Accurate also for very
-negative x, where torch's sigmoid factor underflows.""",
-)
-
-
-@jit
-def _mish_exp(x):
-    """(e, tiny): e = exp(min(x, 20)), or exp(x + 32) when x < -64 (tiny: see silu).
-    tanh(softplus(x)) = n / (n + 2) with n = e^x (e^x + 2); x clamped where tanh(.) == 1."""
-    tiny = x < lit(x, -64.0)
-    return fm.exp(min(x, lit(x, 20.0)) + (lit(x, 32.0) if tiny else lit(x, 0.0))), tiny
-
-
-@jit
-def _mish(x):
-    e, tiny = _mish_exp(x)
-    if tiny:  # x tanh(log1p(e^x)) = x e^x to float precision
-        return (x * e) * lit(x, _EXP_M32)
-    if x > 20:  # tanh(softplus(x)) == 1 (also keeps reassociation from forming x * n)
-        return x
-    n = e * (e + lit(x, 2.0))
-    return x * (n / (n + lit(x, 2.0)))
-
-
-@jit
-def _mish_grad(g, x):
-    e, tiny = _mish_exp(x)
-    if tiny:  # (1 + x) e^x to float precision
-        return g * (((lit(x, 1.0) + x) * e) * lit(x, _EXP_M32))
-    if x > 20:  # torch: NaN at +inf (inf/inf in its formula)
-        return g if x < math.inf else g * lit(x, math.nan)
-    n = e * (e + lit(x, 2.0))
-    d = n + lit(x, 2.0)
-    t = n / d
-    sech2 = lit(x, 4.0) * ((n + lit(x, 1.0)) / d) / d
-    return g * (t + x * sech2 * (e / (lit(x, 1.0) + e)))  # sigmoid(x) = e / (1 + e)
-
-
-_register(
-    "mish",
-    _mish,
-    _mish_grad,
-    inplace=True,
-    doc="""
-``x * tanh(softplus(x))``. torch: ``F.mish(input, inplace=False)``. Written as
-``x * n / (n + 2)``, ``n = e^x (e^x + 2)``: no overflow, accurate in both tails.""",
-)
-
-
-@jit
-def _erfc_neg_scaled(x):
-    """``erfc(-x / sqrt(2))`` with the rounding of the argument compensated.
-
-    erfc's relative slope is about 2t at t = -x/sqrt(2) > 0, so the argument's own rounding
-    (half an ULP) costs ~t^2 ULPs of the result (about 20 ULP at x = -5, 180 at x = -13). The
-    argument is split exactly (t + d, via fma and a two-part 1/sqrt(2)) and the result
-    corrected to first order: erfc(t + d) = erfc(t) (1 - d r(t)), r = 2 e^(-t^2)/(sqrt(pi)
-    erfc(t)) ~ 2t + 1/(t + 0.886) (exact at 0 and for large t, within 5% between)."""
-    c = lit(x, -_SQRT1_2)
-    c_lo = lit(x, (np.float64(c) + _SQRT1_2) + _SQRT1_2_LO)  # -1/sqrt(2) - c, tiny
-    # explicit fmas throughout: left to the contract flag, the serial and the parallel loop
-    # could fuse differently and differ in the last bit
-    t = x * c
-    d = fm._fma(-x, c_lo, fm._fma(x, c, -t))
-    e = fm.erfc(t)
-    if t > 0 and t < lit(x, 27.0):  # beyond, erfc(t) underflows to 0 in both types
-        r = fm._fma(lit(x, 2.0), t, lit(x, 1.0) / (t + lit(x, 0.886226925452758)))
-        e = fm._fma(-e, d * r, e)
-    return e
-
-
-@jit
-def _gelu_erfc(x):
-    return x * lit(x, 0.5) * _erfc_neg_scaled(x)
-
-
-@jit
-def _gelu_deriv_erfc(x):
-    cdf = lit(x, 0.5) * _erfc_neg_scaled(x)
-    # exp(-x^2/2) with x^2 split exactly (h + l): its rounding would cost ~x^2/2 ULPs
-    h = x * x
-    lo = fm._fma(x, x, -h)
-    ex = fm.exp(h * lit(x, -0.5))
-    if h < lit(x, 1500.0):  # beyond, exp(-h/2) is 0 and lo may be infinite
-        ex = fm._fma(-ex, lo * lit(x, 0.5), ex)
-    pdf = lit(x, _INV_SQRT_2PI) * ex
-    return fm._fma(x, pdf, cdf)
-
-
-# x Phi(x) and its derivative: float32 through fastact._core.math's own normal-CDF core (about
-# half the instructions of composing erfc), float64 (and CUDA) through erfc
-_gelu_value = fm.float32_variant("_gelu_value", fm._gelu_f32, _gelu_erfc)
-_gelu_deriv = fm.float32_variant("_gelu_deriv", fm._gelu_deriv_f32, _gelu_deriv_erfc)
-
-
-@jit
-def _gelu(x):
-    return _gelu_value(x)
-
-
-@jit
-def _gelu_grad(g, x):
-    return g * _gelu_deriv(x)
-
-
-@jit
-def _gelu_tanh(x):
-    # 0.5 x (1 + tanh(z)) = x * sigmoid(2z), without the cancellation for negative x
-    z2 = lit(x, 2.0 * _SQRT_2_PI) * (x + lit(x, _GELU_C) * x * x * x)
-    return x * sigmoid_core(z2)
-
-
-@jit
-def _gelu_tanh_grad(g, x):
-    if abs(x) > 30:  # saturated; torch gives NaN at +-inf
-        if math.isinf(x):
-            return g * lit(x, math.nan)
-        return g if x > 0 else lit(x, 0.0) * g
-    x2 = x * x
-    z2 = lit(x, 2.0 * _SQRT_2_PI) * (x + lit(x, _GELU_C) * x2 * x)
-    s, sn = sigmoid_pair(z2)
-    dz2 = lit(x, 2.0 * _SQRT_2_PI) * (lit(x, 1.0) + lit(x, 3.0 * _GELU_C) * x2)
-    return g * (s + x * s * sn * dz2)
-
-
-_GELU = {
-    "none": Elementwise("gelu", _gelu, _gelu_grad, doc="gelu, approximate='none'"),
-    "tanh": Elementwise("gelu_tanh", _gelu_tanh, _gelu_tanh_grad, doc="gelu, approximate='tanh'"),
-}
-
-
-def _gelu_op(approximate):
-    op = _GELU.get(approximate) if isinstance(approximate, str) else None
+        created.append(name + "_")
+    else:
+        src = f"def {name}(input{psig}, *, out=None):\n    return _fw(_op, input, {tup}, out)\n"
+    has_out = op.scalars["grad_output"] is not None
+    all_defaults = all(d is not REQUIRED for _, d in op.params)
+    inp = "input=None" if has_out and all_defaults else "input"
+    kw = "*, output=None, out=None" if has_out else "*, out=None"
+    outarg = "output" if has_out else "None"
+    src += (
+        f"def {name}_backward(grad_output, {inp}{psig}, {kw}):\n"
+        f"    return _bw(_op, grad_output, input, {outarg}, {tup}, out)\n"
+    )
+    created.append(name + "_backward")
+    exec(src, ns)
+    pdoc = ", ".join(op.param_names)
+    ns[name].__doc__ = doc + "\n\nReturns a new array, or ``out`` when given."
+    if op.inplace:
+        ns[name].__doc__ += " ``inplace=True`` overwrites ``input`` and returns it."
+        ns[name + "_"].__doc__ = f"In-place {name}: overwrites ``input`` and returns it."
+    ns[name + "_backward"].__doc__ = (
+        f"Gradient of {name} w.r.t. its input: ``grad_output * {name}'(input)``"
+        + (f" (parameters {pdoc})" if pdoc else "")
+        + (
+            ". Pass ``output=`` instead of ``input`` to differentiate from the forward's result"
+            " (e.g. after the in-place forward)."
+            if has_out
+            else "."
+        )
+    )
+    for fn in created:
+        ns[fn].__module__ = namespace.get("__name__", "fastact")
+        ns[fn].__qualname__ = fn
+        namespace[fn] = ns[fn]
+    return created
+
+
+for _op in ACTIVATIONS.values():
+    if _op.name not in ("gelu", "gelu_tanh"):
+        __all__.extend(make_public(_op, globals()))
+del _op
+
+
+# ----------------------------------------------------------------------------- gelu
+def gelu_op(approximate: Any) -> Elementwise:
+    """gelu's spec for ``approximate`` ('none' or 'tanh'; ValueError otherwise)."""
+    op = GELU.get(approximate) if isinstance(approximate, str) else None
     if op is None:
         raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
     return op
@@ -583,249 +263,49 @@ def gelu(input, approximate: str = "none", *, out=None):
     ``exp(-x^2/2) erfcx(|x|/sqrt 2) / 2`` with ``x^2`` split exactly (float32: max 3.8 ULP over
     all inputs; float64 through erfc), the tanh form as ``x sigmoid(2z)``, so the negative tail
     does not cancel (torch's does)."""
-    return _gelu_op(approximate).forward(input, (), out)
+    return forward(gelu_op(approximate), input, (), out)
 
 
 def gelu_backward(grad_output, input, approximate: str = "none", *, out=None):
     """Gradient of gelu w.r.t. its input: ``grad_output * (Phi(x) + x phi(x))`` (or the
     derivative of the tanh form)."""
-    return _gelu_op(approximate).backward(grad_output, input, None, (), out)
+    return backward(gelu_op(approximate), grad_output, input, None, (), out)
 
 
-ACTIVATIONS["gelu"] = _GELU["none"]
-ACTIVATIONS["gelu_tanh"] = _GELU["tanh"]
 __all__ += ["gelu", "gelu_backward"]
 
 
-# ----------------------------------------------------------------------------- hard ones
-@jit
-def _hardsigmoid(x):
-    t = x + lit(x, 3.0)
-    t = lit(x, 0.0) if t < 0 else (lit(x, 6.0) if t > 6 else t)
-    return t / lit(x, 6.0)
-
-
-@jit
-def _hardsigmoid_grad(g, x):
-    return g / lit(x, 6.0) if (x > -3 and x < 3) else lit(x, 0.0)
-
-
-_register(
-    "hardsigmoid",
-    _hardsigmoid,
-    _hardsigmoid_grad,
-    inplace=True,
-    doc="""
-``relu6(x + 3) / 6``; gradient 1/6 on the open interval (-3, 3). torch:
-``F.hardsigmoid(input, inplace=False)`` (whose float64 gradient uses float32's 1/6; fastact's
-is exact).""",
-)
-
-
-@jit
-def _hardswish(x):
-    t = x + lit(x, 3.0)
-    t = lit(x, 0.0) if t < 0 else (lit(x, 6.0) if t > 6 else t)
-    return x * t / lit(x, 6.0)
-
-
-@jit
-def _hardswish_grad(g, x):
-    if x <= -3:
-        return lit(x, 0.0)
-    if x < 3:
-        return g * (x / lit(x, 3.0) + lit(x, 0.5))
-    return g
-
-
-_register(
-    "hardswish",
-    _hardswish,
-    _hardswish_grad,
-    inplace=True,
-    doc="""
-``x * relu6(x + 3) / 6``; gradient 0 for x <= -3, x/3 + 1/2 inside, 1 for x >= 3 (torch 2.13).
-torch: ``F.hardswish(input, inplace=False)``.""",
-)
-
-
-@jit
-def _softsign(x):
-    return x / (lit(x, 1.0) + abs(x))
-
-
-@jit
-def _softsign_grad(g, x):
-    d = lit(x, 1.0) + abs(x)
-    return g / d / d if not math.isinf(x) else g * lit(x, math.nan)  # torch: NaN at +-inf
-
-
-_register(
-    "softsign",
-    _softsign,
-    _softsign_grad,
-    doc="""
-``x / (1 + |x|)``. torch: ``F.softsign(input)``.""",
-)
-
-
-@jit
-def _tanhshrink(x):
-    # x - tanh(x) cancels for small |x| (float32: all of |x| < 2.4e-4 would give 0, and
-    # |x| < 1 loses up to ~2^24 ULPs): there, x^3 P(x^2) instead. float32: a degree-8 fit of
-    # (x - tanh x)/x^3 on |x| < 1.25 (relative error 1.3e-8) evaluated in float64;
-    # float64: its Taylor series for |x| < 1e-3 (error below 1e-25 relative).
-    a = abs(x)
-    if lit(x, 1.0) + lit(x, 1e-10) == lit(x, 1.0):  # float32 (folded at compile time)
-        if a < lit(x, 1.25):
-            xd = np.float64(x)
-            u = xd * xd
-            p = _TANHSHRINK_P[8]
-            for k in range(7, -1, -1):
-                p = p * u + _TANHSHRINK_P[k]
-            return lit(x, xd * u * p)
-    elif a < lit(x, 1e-3):
-        u = x * x
-        return (
-            x
-            * u
-            * (
-                lit(x, 1 / 3)
-                - u * (lit(x, 2 / 15) - u * (lit(x, 17 / 315) - u * lit(x, 62 / 2835)))
-            )
-        )
-    return x - fm.tanh(x)
-
-
-@jit
-def _tanhshrink_grad(g, x):
-    y = fm.tanh(x)
-    return g * y * y
-
-
-_register(
-    "tanhshrink",
-    _tanhshrink,
-    _tanhshrink_grad,
-    doc="""
-``x - tanh(x)``. torch: ``F.tanhshrink(input)``.""",
-)
-
-
-def _check_lambd(dtype, lambd):
-    if np.any(lambd < 0):
-        raise ValueError(f"lambd must be non-negative, got {lambd}")
-    return (lambd,)
-
-
-@jit
-def _softshrink(x, lambd):
-    if abs(x) <= lambd:
-        return lit(x, 0.0)
-    return x - lambd if x > 0 else x + lambd
-
-
-@jit
-def _shrink_grad(g, x, lambd):
-    return lit(x, 0.0) if abs(x) <= lambd else g
-
-
-_register(
-    "softshrink",
-    _softshrink,
-    _shrink_grad,
-    params=(("lambd", 0.5),),
-    prepare=_check_lambd,
-    doc="""
-``x - lambd`` above lambd, ``x + lambd`` below -lambd, 0 on [-lambd, lambd].
-torch: ``F.softshrink(input, lambd=0.5)``.""",
-)
-
-
-@jit
-def _hardshrink(x, lambd):
-    return lit(x, 0.0) if abs(x) <= lambd else x
-
-
-_register(
-    "hardshrink",
-    _hardshrink,
-    _shrink_grad,
-    params=(("lambd", 0.5),),
-    prepare=_check_lambd,
-    doc="""
-``x`` outside [-lambd, lambd], 0 inside. torch: ``F.hardshrink(input, lambd=0.5)``.""",
-)
-
-
-@jit
-def _threshold(x, threshold, value):
-    return value if x <= threshold else x
-
-
-@jit
-def _threshold_grad(g, x, threshold, value):
-    return lit(x, 0.0) if x <= threshold else g
-
-
-def _check_threshold_output(threshold, value):
-    if np.any(np.asarray(value) > np.asarray(threshold)):
-        raise ValueError(
-            "threshold_backward from output= needs value <= threshold: with a "
-            "larger value the output does not tell which inputs were replaced"
-        )
-
-
-_register(
-    "threshold",
-    _threshold,
-    _threshold_grad,
-    _threshold_grad,
-    check_output=_check_threshold_output,
-    params=(("threshold", REQUIRED), ("value", REQUIRED)),
-    inplace=True,
-    doc="""
-``value if x <= threshold else x``; gradient 0 where x <= threshold.
-torch: ``F.threshold(input, threshold, value, inplace=False)``.""",
-)
-
-
 # ============================================================================= along an axis
-def _view3(a: np.ndarray, dim: int) -> np.ndarray:
-    """A C-contiguous ``a`` as (outer, a.shape[dim], inner) (a view when possible)."""
-    shape = a.shape if a.ndim else (1,)
+def _matching_pair(ex, a: Any, b: Any, name_a: str, name_b: str):
+    """Two inputs of one shape in one float dtype (the executor's rule for mixed dtypes)."""
+    a = ex.float_input(a, name_a)
+    b = ex.float_input(b, name_b)
+    sa, sb = tuple(ex.shape_of(a)), tuple(ex.shape_of(b))
+    if sa != sb:
+        raise ValueError(f"{name_a} has shape {sa} but {name_b} has shape {sb}")
+    return ex.common_dtype(a, b, name_a, name_b)
+
+
+def _view3(ex, a: Any, dim: int):
+    """``a`` as a C-contiguous (outer, a.shape[dim], inner) array (a view when possible)."""
+    shape = tuple(ex.shape_of(a)) or (1,)
     outer = math.prod(shape[:dim])
     inner = math.prod(shape[dim + 1 :])
-    return np.ascontiguousarray(a).reshape(outer, shape[dim], inner)
+    return ex.contiguous(a).reshape(outer, shape[dim], inner)
 
 
-def _result(out, shape, dtype, inputs, name="out"):
-    """A fresh C-contiguous result, or the validated caller buffer (written through a temp
-    when it is not C-contiguous)."""
-    if out is None:
-        return np.empty(shape, dtype), None
-    check_out(out, shape, dtype, inputs, name)
-    if out.flags.c_contiguous and not any(
-        a is not None and np.may_share_memory(a, out) for a in inputs
-    ):
-        return out, None
-    return np.empty(shape, dtype), out
-
-
-def _finish(res, target):
-    if target is None:
-        return res
-    target[...] = res
-    return target
-
-
-def _pair_inputs(a, b, name_a, name_b):
-    a = as_float_array(a, name_a)
-    b = as_float_array(b, name_b)
-    if a.shape != b.shape:
-        raise ValueError(f"{name_a} has shape {a.shape} but {name_b} has shape {b.shape}")
-    dt = np.promote_types(a.dtype, b.dtype)
-    return a.astype(dt, copy=False), b.astype(dt, copy=False)
+def _last_axis_fast(a, dim) -> bool:
+    """A C-contiguous float32/64 ndarray worked on along its last axis: no conversion,
+    no copy, rows of the last axis (the common call, kept to a few microseconds)."""
+    return (
+        type(a) is np.ndarray
+        and a.dtype in FLOAT_DTYPES
+        and a.ndim >= 1
+        and a.size > 0
+        and type(dim) is int
+        and (dim == -1 or dim == a.ndim - 1)
+        and a.flags.c_contiguous
+    )
 
 
 # ----------------------------------------------------------------------------- RReLU
@@ -845,17 +325,14 @@ def _rrelu_key(generator) -> int:
     )
 
 
-def _i64(key: int) -> int:
-    """A 64-bit key as the signed int with the same bits (typed int64 by numba, one
-    signature for every key; the kernels cast it back to uint64)."""
-    return key - (1 << 64) if key >= 1 << 63 else key
-
-
 def _rrelu_bounds(lower, upper, dtype):
     lo = scalar_param(lower, "lower", dtype)
     hi = scalar_param(upper, "upper", dtype)
     if isinstance(lo, np.ndarray) or isinstance(hi, np.ndarray):
         raise TypeError("lower and upper must be real numbers")
+    for bound, v in (("lower", lower), ("upper", upper)):  # torch's checks and messages
+        if not math.isfinite(float(v)):
+            raise ValueError(f"rrelu: {bound} bound must be finite, got {float(v)}")
     if not lo <= hi:
         raise ValueError(f"lower must be <= upper, got lower={lower} upper={upper}")
     return lo, hi
@@ -873,7 +350,7 @@ def _rrelu_consts(lower, upper, dtype: np.dtype) -> tuple[float, float, float]:
     Remembered for the last call's bound objects (~50 ns; the same slope object each call,
     so leaky_relu's parameter memo hits too). Bounds that overflow the dtype are not
     remembered: they warn on every call."""
-    slot = dtype is FLOAT_DTYPES[0]
+    slot = dtype is _F32
     memo = _RRELU_MEMO[slot]
     if lower is memo[0] and upper is memo[1] and dtype is memo[2]:
         return memo[3]
@@ -904,38 +381,41 @@ def rrelu(
     ``training=True``: each element x <= 0 gets its own slope a ~ U(lower, upper).
 
     The slopes come from a counter-based generator indexed by element position (C order), so
-    results are identical whatever the thread count. ``generator`` is an int seed (the same
-    seed reproduces the same slopes, and ``rrelu_backward`` recomputes them from it) or a
-    ``numpy.random.Generator`` (one key drawn from it per call). ``return_noise=True`` also
-    returns the per-element slope array (1 where x > 0), like torch's internal noise buffer.
+    results are identical whatever the thread count (and on the GPU). ``generator`` is an int
+    seed (the same seed reproduces the same slopes, and ``rrelu_backward`` recomputes them
+    from it) or a ``numpy.random.Generator`` (one key drawn from it per call).
+    ``return_noise=True`` also returns the per-element slope array (1 where x > 0), like
+    torch's internal noise buffer.
     torch: ``F.rrelu(input, lower=1/8, upper=1/3, training=False, inplace=False)``.
     """
     if not training:
-        dt = (
-            input.dtype
-            if isinstance(input, np.ndarray) and input.dtype in FLOAT_DTYPES
-            else FLOAT_DTYPES[1]
-        )
-        y = _LEAKY_RELU.forward(input, (_rrelu_consts(lower, upper, dt)[2],), out, inplace)
+        if type(input) is np.ndarray and input.dtype in FLOAT_DTYPES:
+            dt = input.dtype
+        elif on_device(input):  # the slope is rounded to the device array's dtype
+            dt = device(input).float_input(input, "input").dtype
+        else:
+            dt = _F64
+        y = forward(_LEAKY_RELU, input, (_rrelu_consts(lower, upper, dt)[2],), out, inplace)
         return (y, None) if return_noise else y
-    if inplace:
-        if out is not None:
-            raise ValueError("out= cannot be combined with inplace=True")
-        x = check_inplace(input, "input")
-    else:
-        x = as_float_array(input, "input")
+    if inplace and out is not None:
+        raise ValueError("out= cannot be combined with inplace=True")
+    ex = _executor(input, out)
+    x = ex.inplace_input(input, "input") if inplace else ex.float_input(input, "input")
     lo, span, _ = _rrelu_consts(lower, upper, x.dtype)
     key = _rrelu_key(generator)
-    if inplace:
-        res, target = (x, None) if x.flags.c_contiguous else (np.empty(x.shape, x.dtype), x)
-    else:
-        res, target = _result(out, x.shape, x.dtype, (x,))
-    xf = x.ravel()  # a C-order copy when x is not C-contiguous
-    noise = np.empty(x.shape, x.dtype) if return_noise else np.empty(0, x.dtype)
-    k = pick(RRELU_TRAIN, xf.size)
-    k(xf, res.ravel(), noise.ravel(), lo, span, _i64(key), return_noise)
-    res = _finish(res, target)
-    return (res, noise) if return_noise else res
+    shape = tuple(ex.shape_of(x))
+    if not inplace:
+        res, o, target = ex.result(out, input, shape, x.dtype, (x,))
+    elif ex.c_contiguous(x):
+        res, o, target = input, x, None
+    else:  # a strided array modified in place: through a contiguous temporary
+        res, o, target = input, ex.empty(input, shape, x.dtype)[1], x
+    noise_res, noise = ex.empty(input, shape, x.dtype) if return_noise else (None, None)
+    if math.prod(shape):
+        nz = None if noise is None else noise.reshape(-1)
+        ex.rrelu_train(ex.contiguous(x).reshape(-1), o.reshape(-1), nz, lo, span, key)
+    res = ex.finish(res, o, target)
+    return (res, noise_res) if return_noise else res
 
 
 def rrelu_(
@@ -974,8 +454,8 @@ def rrelu_backward(
         and (input is None or output is None)
     ):
         # fast path: eval mode on host arrays (leaky_relu's backward checks the rest)
-        slope = _rrelu_consts(lower, upper, FLOAT_DTYPES[1])[2]
-        return _LEAKY_RELU.backward(grad_output, input, output, (slope,), None)
+        slope = _rrelu_consts(lower, upper, _F64)[2]
+        return backward(_LEAKY_RELU, grad_output, input, output, (slope,), None)
     return _rrelu_backward_any(
         grad_output,
         input,
@@ -990,50 +470,68 @@ def rrelu_backward(
 
 
 def _rrelu_backward_any(gy, input, lower, upper, training, *, generator, noise, output, out):
-    """rrelu_backward without the fast path (any input; device arrays dispatched); called with
-    every argument of :func:`rrelu_backward`."""
+    """rrelu_backward without the fast path (any input, either executor); called with every
+    argument of :func:`rrelu_backward`."""
+    grad_output = gy
     if not training:
-        slope = _rrelu_consts(lower, upper, FLOAT_DTYPES[1])[2]
-        return _LEAKY_RELU.backward(gy, input, output, (slope,), out)
+        slope = _rrelu_consts(lower, upper, _F64)[2]
+        return backward(_LEAKY_RELU, grad_output, input, output, (slope,), out)
     if (input is None) == (output is None):
         raise TypeError("rrelu_backward needs exactly one of input= and output=")
     name = "input" if output is None else "output"
-    g, v = _pair_inputs(gy, input if output is None else output, "grad_output", name)
-    res, target = _result(out, v.shape, v.dtype, (g, v))
+    src = input if output is None else output
+    ex = _executor(grad_output, src, noise, out)
+    g, v = _matching_pair(ex, grad_output, src, "grad_output", name)
+    shape = tuple(ex.shape_of(v))
     if noise is not None:
-        nz = as_float_array(noise, "noise")
-        if nz.shape != v.shape:
-            raise ValueError(f"noise has shape {nz.shape}, expected {v.shape}")
-        np.multiply(g, nz, out=res, casting="unsafe")
-        return _finish(res, target)
+        nz = ex.float_input(noise, "noise")
+        if tuple(ex.shape_of(nz)) != shape:
+            raise ValueError(f"noise has shape {tuple(ex.shape_of(nz))}, expected {shape}")
+        g, nz = ex.common_dtype(g, nz, "grad_output", "noise")
+        res, o, target = ex.result(out, src, shape, v.dtype, (g, v))
+        if math.prod(shape):
+            ex.multiply(ex.contiguous(g), ex.contiguous(nz), o)
+        return ex.finish(res, o, target)
     if not isinstance(generator, (int, np.integer)) or isinstance(generator, bool):
         raise TypeError(
             "rrelu_backward in training mode needs noise= or the forward's integer "
             "seed as generator="
         )
     lo, span, _ = _rrelu_consts(lower, upper, v.dtype)
-    gf, vf = g.ravel(), v.ravel()
-    pick(RRELU_TRAIN_GRAD, vf.size)(gf, vf, res.ravel(), lo, span, _i64(_rrelu_key(generator)))
-    return _finish(res, target)
+    res, o, target = ex.result(out, src, shape, v.dtype, (g, v))
+    if math.prod(shape):
+        ex.rrelu_train_grad(
+            ex.contiguous(g).reshape(-1),
+            ex.contiguous(v).reshape(-1),
+            o.reshape(-1),
+            lo,
+            span,
+            _rrelu_key(generator),
+        )
+    return ex.finish(res, o, target)
 
 
 # ----------------------------------------------------------------------------- PReLU
-def _prelu_args(input, weight, out_dtype=None):
-    x = as_float_array(input, "input")
-    w = as_float_array(weight, "weight")
-    if w.ndim > 1:
-        raise ValueError(f"prelu: weight must be 1-D (num_parameters,), got shape {w.shape}")
-    channels = x.shape[1] if x.ndim >= 2 else 1
-    if w.size not in (1, channels):
+def _prelu_args(ex, input, weight):
+    """(x, w, x3 view, weight per row of x3) of a prelu call."""
+    x = ex.float_input(input, "input")
+    w = ex.float_input(weight, "weight")
+    xs, ws = tuple(ex.shape_of(x)), tuple(ex.shape_of(w))
+    if len(ws) > 1:
+        raise ValueError(f"prelu: weight must be 1-D (num_parameters,), got shape {ws}")
+    channels = xs[1] if len(xs) >= 2 else 1
+    wn = math.prod(ws)
+    if wn not in (1, channels):
         raise ValueError(
             f"Mismatch of parameter numbers and input channel size: weight has "
-            f"{w.size} elements, input has {channels} channels (dim 1)"
+            f"{wn} elements, input has {channels} channels (dim 1)"
         )
-    dt = np.promote_types(x.dtype, w.dtype) if out_dtype is None else out_dtype
-    x = x.astype(dt, copy=False)
-    wf = w.astype(dt, copy=False).reshape(-1)
-    wc = np.ascontiguousarray(wf) if wf.size == channels else np.full(channels, wf[0], dt)
-    return x, w, wc, (1 if x.ndim < 2 else 1)
+    x, w = ex.common_dtype(x, w, "input", "weight")
+    if wn == 1 or len(xs) < 2:  # one slope for everything: a single "channel"
+        x3 = ex.contiguous(x).reshape(1, 1, max(math.prod(xs), 1))
+    else:
+        x3 = _view3(ex, x, 1)
+    return x, w, x3, ex.contiguous(w).reshape(-1)
 
 
 def prelu(input, weight, *, out=None):
@@ -1054,64 +552,54 @@ def prelu(input, weight, *, out=None):
         # fast path (the common call: one slope per channel, or one for all)
         s = input.shape
         if weight.shape[0] == s[1] or weight.shape[0] == 1:
-            wc = weight if weight.shape[0] == s[1] else np.full(s[1], weight[0], input.dtype)
             res = np.empty_like(input)
-            x3 = input.reshape(s[0], s[1], -1)
-            pick(PRELU_FORWARD, input.size)(x3, wc, res.reshape(x3.shape))
+            if weight.shape[0] == s[1]:
+                x3 = input.reshape(s[0], s[1], -1)
+            else:
+                x3 = input.reshape(1, 1, -1)
+            pick(PRELU_FORWARD, input.size)(x3, weight, res.reshape(x3.shape))
             return res
     return _prelu_any(input, weight, out=out)
 
 
 def _prelu_any(input, weight, *, out=None):
-    """prelu without the fast path (any input; device arrays dispatched)."""
-    x, w, wc, _ = _prelu_args(input, weight)
-    res, target = _result(out, x.shape, x.dtype, (x,))
-    if x.size:
-        x3 = _view3(x, 1) if x.ndim >= 2 else np.ascontiguousarray(x).reshape(1, 1, -1)
-        pick(PRELU_FORWARD, x.size)(x3, wc, res.reshape(x3.shape))
-    return _finish(res, target)
+    """prelu without the fast path (any input, either executor)."""
+    ex = _executor(input, weight, out)
+    x, w, x3, wc = _prelu_args(ex, input, weight)
+    res, o, target = ex.result(out, input, tuple(ex.shape_of(x)), x.dtype, (x, w))
+    if x3.size:
+        ex.prelu_forward(x3, wc, o.reshape(x3.shape))
+    return ex.finish(res, o, target)
 
 
 def prelu_backward(grad_output, input, weight, *, out=None):
     """Returns ``(grad_input, grad_weight)``: ``grad_input = g if x > 0 else weight * g`` and
     ``grad_weight[c] = sum over all dims but 1 of (x * g where x <= 0)``, reduced in float64
-    per task in a fixed order (thread-count independent), shaped like ``weight``. The
-    optimizer updates the weight from this gradient like any other parameter."""
-    x, w, wc, _ = _prelu_args(input, weight)
-    g = as_float_array(grad_output, "grad_output").astype(x.dtype, copy=False)
-    if g.shape != x.shape:
-        raise ValueError(f"grad_output has shape {g.shape} but input has shape {x.shape}")
-    res, target = _result(out, x.shape, x.dtype, (x, g))
-    x3 = _view3(x, 1) if x.ndim >= 2 else np.ascontiguousarray(x).reshape(1, 1, -1)
-    g3 = np.ascontiguousarray(g).reshape(x3.shape)
-    outer, c_n, inner = x3.shape
-    if inner == 1:
-        partial = np.zeros((max(1, min(outer, 64)), c_n), np.float64)
-    else:
-        nb = -(-inner // AXIS_BLOCK)
-        partial = np.zeros((outer * c_n * nb, 1), np.float64)
-    if x.size:
-        pick(PRELU_BACKWARD, x.size)(g3, x3, wc, res.reshape(x3.shape), partial)
-    if inner == 1:
-        gw = partial.sum(axis=0)
-    else:
-        gw = partial.reshape(outer, c_n, nb).sum(axis=(0, 2))
-    if w.size == 1:
-        gw = np.array([gw.sum()])
-    return _finish(res, target), gw.astype(w.dtype).reshape(np.shape(weight))
+    in a fixed order (thread-count independent), shaped like ``weight``. The optimizer
+    updates the weight from this gradient like any other parameter."""
+    ex = _executor(grad_output, input, weight, out)
+    x, w, x3, wc = _prelu_args(ex, input, weight)
+    g, _ = _matching_pair(ex, grad_output, x, "grad_output", "input")
+    g = ex.astype(g, x.dtype)
+    shape = tuple(ex.shape_of(x))
+    res, o, target = ex.result(out, input, shape, x.dtype, (x, g, w))
+    gw_res, gw = ex.empty(weight, tuple(ex.shape_of(w)), w.dtype)
+    ex.prelu_backward(
+        ex.contiguous(g).reshape(x3.shape), x3, wc, o.reshape(x3.shape), gw.reshape(-1)
+    )
+    return ex.finish(res, o, target), gw_res
 
 
 # ----------------------------------------------------------------------------- GLU
-def _glu_view(x, dim):
-    if x.ndim == 0:
+def _glu_shape(shape: tuple, dim: Any) -> tuple[int, int, tuple]:
+    """(outer, half, result shape) of glu along ``dim`` of ``shape``."""
+    if len(shape) == 0:
         raise ValueError("glu does not support 0-d input")
-    d = normalize_dim(dim, x.ndim)
-    if x.shape[d] % 2:
-        raise ValueError(f"Halving dimension must be even, but dimension {d} is size {x.shape[d]}")
-    outer = math.prod(x.shape[:d])
-    out_shape = x.shape[:d] + (x.shape[d] // 2,) + x.shape[d + 1 :]
-    half = math.prod(out_shape[d:])
-    return d, np.ascontiguousarray(x).reshape(outer, 2, half), out_shape
+    d = normalize_dim(dim, len(shape))
+    if shape[d] % 2:
+        raise ValueError(f"Halving dimension must be even, but dimension {d} is size {shape[d]}")
+    out_shape = shape[:d] + (shape[d] // 2,) + shape[d + 1 :]
+    return math.prod(shape[:d]), math.prod(out_shape[d:]), out_shape
 
 
 def glu(input, dim: int = -1, *, out=None):
@@ -1127,13 +615,14 @@ def glu(input, dim: int = -1, *, out=None):
 
 
 def _glu_any(input, dim: int = -1, *, out=None):
-    """glu without the fast path (any input; device arrays dispatched)."""
-    x = as_float_array(input, "input")
-    _, x3, out_shape = _glu_view(x, dim)
-    res, target = _result(out, out_shape, x.dtype, (x,))
-    if x.size:
-        pick(GLU_FORWARD, x.size)(x3, res.reshape(x3.shape[0], x3.shape[2]))
-    return _finish(res, target)
+    """glu without the fast path (any input, either executor)."""
+    ex = _executor(input, out)
+    x = ex.float_input(input, "input")
+    outer, half, out_shape = _glu_shape(tuple(ex.shape_of(x)), dim)
+    res, o, target = ex.result(out, input, out_shape, x.dtype, (x,))
+    if outer * half:
+        ex.glu_forward(ex.contiguous(x).reshape(outer, 2, half), o.reshape(outer, half))
+    return ex.finish(res, o, target)
 
 
 def glu_backward(grad_output, input, dim: int = -1, *, out=None):
@@ -1157,37 +646,36 @@ def glu_backward(grad_output, input, dim: int = -1, *, out=None):
 
 
 def _glu_backward_any(grad_output, input, dim: int = -1, *, out=None):
-    """glu_backward without the fast path (any input; device arrays dispatched)."""
-    x = as_float_array(input, "input")
-    _, x3, out_shape = _glu_view(x, dim)
-    g = as_float_array(grad_output, "grad_output")
-    if g.shape != out_shape:
-        raise ValueError(f"grad_output has shape {g.shape}, expected {out_shape}")
-    dt = np.promote_types(x.dtype, g.dtype)
-    x3, g = x3.astype(dt, copy=False), g.astype(dt, copy=False)
-    res, target = _result(out, x.shape, dt, (x, g))
-    if x.size:
-        g2 = np.ascontiguousarray(g).reshape(x3.shape[0], x3.shape[2])
-        pick(GLU_BACKWARD, x.size)(g2, x3, res.reshape(x3.shape))
-    return _finish(res, target)
+    """glu_backward without the fast path (any input, either executor)."""
+    ex = _executor(grad_output, input, out)
+    x = ex.float_input(input, "input")
+    outer, half, out_shape = _glu_shape(tuple(ex.shape_of(x)), dim)
+    g = ex.float_input(grad_output, "grad_output")
+    if tuple(ex.shape_of(g)) != out_shape:
+        raise ValueError(f"grad_output has shape {tuple(ex.shape_of(g))}, expected {out_shape}")
+    x, g = ex.common_dtype(x, g, "input", "grad_output")
+    res, o, target = ex.result(out, input, tuple(ex.shape_of(x)), x.dtype, (x, g))
+    if outer * half:
+        x3 = ex.contiguous(x).reshape(outer, 2, half)
+        ex.glu_backward(ex.contiguous(g).reshape(outer, half), x3, o.reshape(outer, 2, half))
+    return ex.finish(res, o, target)
 
 
 # ----------------------------------------------------------------------------- Maxout
-def _maxout_view(x, pieces, dim):
+def _maxout_shape(shape: tuple, pieces: Any, dim: Any) -> tuple[tuple, tuple]:
+    """((outer, cout, pieces, inner), result shape) of maxout along ``dim`` of ``shape``."""
     if isinstance(pieces, (bool, np.bool_)) or not isinstance(pieces, (int, np.integer)):
         raise TypeError(f"pieces must be an int, got {type(pieces).__name__}")
     if pieces < 1:
         raise ValueError(f"pieces must be >= 1, got {pieces}")
-    if x.ndim == 0:
+    if len(shape) == 0:
         raise ValueError("maxout does not support 0-d input")
-    d = normalize_dim(dim, x.ndim)
-    c = x.shape[d]
+    d = normalize_dim(dim, len(shape))
+    c = shape[d]
     if c % pieces:
         raise ValueError(f"input size {c} along dim {d} is not divisible by pieces={pieces}")
-    x3 = _view3(x, d)
-    x4 = x3.reshape(x3.shape[0], c // pieces, pieces, x3.shape[2])
-    out_shape = x.shape[:d] + (c // pieces,) + x.shape[d + 1 :]
-    return x4, out_shape
+    dims = (math.prod(shape[:d]), c // pieces, int(pieces), math.prod(shape[d + 1 :]))
+    return dims, shape[:d] + (c // pieces,) + shape[d + 1 :]
 
 
 def maxout(input, pieces: int, dim: int = 1, *, out=None):
@@ -1213,18 +701,15 @@ def maxout(input, pieces: int, dim: int = 1, *, out=None):
 
 
 def _maxout_any(input, pieces: int, dim: int = 1, *, out=None):
-    """maxout without the fast path (any input; device arrays dispatched)."""
-    x = as_float_array(input, "input")
-    x4, out_shape = _maxout_view(x, pieces, dim)
-    res, target = _result(out, out_shape, x.dtype, (x,))
-    if x.size:
-        outer, cout, _, inner = x4.shape
-        if inner == 1 and pieces in MAXOUT_ROW_PIECES:
-            fwd, _ = maxout_rows_kernels(pieces)
-            pick(fwd, x.size)(x4.reshape(outer, cout * pieces), res.reshape(outer, cout))
-        else:
-            pick(MAXOUT_FORWARD, x.size)(x4, res.reshape(outer, cout, inner))
-    return _finish(res, target)
+    """maxout without the fast path (any input, either executor)."""
+    ex = _executor(input, out)
+    x = ex.float_input(input, "input")
+    dims, out_shape = _maxout_shape(tuple(ex.shape_of(x)), pieces, dim)
+    res, o, target = ex.result(out, input, out_shape, x.dtype, (x,))
+    if math.prod(dims):
+        x4 = ex.contiguous(x).reshape(*dims)
+        ex.maxout_forward(x4, o.reshape(dims[0], dims[1], dims[3]))
+    return ex.finish(res, o, target)
 
 
 def maxout_backward(grad_output, input, pieces: int, dim: int = 1, *, out=None):
@@ -1253,36 +738,25 @@ def maxout_backward(grad_output, input, pieces: int, dim: int = 1, *, out=None):
 
 
 def _maxout_backward_any(grad_output, input, pieces: int, dim: int = 1, *, out=None):
-    """maxout_backward without the fast path (any input; device arrays dispatched)."""
-    x = as_float_array(input, "input")
-    x4, out_shape = _maxout_view(x, pieces, dim)
-    g = as_float_array(grad_output, "grad_output")
-    if g.shape != out_shape:
-        raise ValueError(f"grad_output has shape {g.shape}, expected {out_shape}")
-    dt = np.promote_types(x.dtype, g.dtype)
-    x4, g = x4.astype(dt, copy=False), g.astype(dt, copy=False)
-    res, target = _result(out, x.shape, dt, (x, g))
-    if x.size:
-        outer, cout, _, inner = x4.shape
-        g3 = np.ascontiguousarray(g).reshape(outer, cout, inner)
-        if inner == 1 and pieces in MAXOUT_ROW_PIECES:
-            _, bwd = maxout_rows_kernels(pieces)
-            pick(bwd, x.size)(
-                g3.reshape(outer, cout),
-                x4.reshape(outer, cout * pieces),
-                res.reshape(outer, cout * pieces),
-            )
-        else:
-            pick(MAXOUT_BACKWARD, x.size)(g3, x4, res.reshape(x4.shape))
-    return _finish(res, target)
+    """maxout_backward without the fast path (any input, either executor)."""
+    ex = _executor(grad_output, input, out)
+    x = ex.float_input(input, "input")
+    dims, out_shape = _maxout_shape(tuple(ex.shape_of(x)), pieces, dim)
+    g = ex.float_input(grad_output, "grad_output")
+    if tuple(ex.shape_of(g)) != out_shape:
+        raise ValueError(f"grad_output has shape {tuple(ex.shape_of(g))}, expected {out_shape}")
+    x, g = ex.common_dtype(x, g, "input", "grad_output")
+    res, o, target = ex.result(out, input, tuple(ex.shape_of(x)), x.dtype, (x, g))
+    if math.prod(dims):
+        x4 = ex.contiguous(x).reshape(*dims)
+        g3 = ex.contiguous(g).reshape(dims[0], dims[1], dims[3])
+        ex.maxout_backward(g3, x4, o.reshape(*dims))
+    return ex.finish(res, o, target)
 
 
 # ----------------------------------------------------------------------------- softmax
 def _user_stacklevel() -> int:
     """The warnings stacklevel of the first frame outside fastact's package."""
-    import os
-    import sys
-
     pkg = os.path.dirname(os.path.abspath(__file__))
     f, level = sys._getframe(1), 1
     while f is not None and os.path.abspath(f.f_code.co_filename).startswith(pkg):
@@ -1302,18 +776,16 @@ def _softmax_dim(dim, ndim, fname):
     return normalize_dim(dim, ndim)
 
 
-def _last_axis_fast(a, dim) -> bool:
-    """A C-contiguous float32/64 ndarray worked on along its last axis: no conversion,
-    no copy, rows of the last axis (the common call, kept to a few microseconds)."""
-    return (
-        type(a) is np.ndarray
-        and a.dtype in FLOAT_DTYPES
-        and a.ndim >= 1
-        and a.size > 0
-        and type(dim) is int
-        and (dim == -1 or dim == a.ndim - 1)
-        and a.flags.c_contiguous
-    )
+def _numpy_dtype(dtype):
+    """A torch dtype object (``torch.float64``) as the NumPy dtype of the same name; anything
+    else unchanged (``np.dtype`` then reads it)."""
+    if type(dtype).__module__ == "torch" and type(dtype).__name__ == "dtype":
+        name = str(dtype).removeprefix("torch.")
+        try:
+            return np.dtype(name)
+        except TypeError:
+            raise TypeError(f"dtype: {dtype} has no NumPy equivalent") from None
+    return dtype
 
 
 def _softmax_forward(input, dim, dtype, out, log, sign, fname):
@@ -1322,21 +794,28 @@ def _softmax_forward(input, dim, dtype, out, log, sign, fname):
         x3 = input.reshape(-1, input.shape[-1], 1)
         pick(SOFTMAX, input.size)(x3, res.reshape(x3.shape), log, float(sign))
         return res
-    x = as_float_array(input, "input")
+    ex = _executor(input, out)
+    x = ex.float_input(input, "input")
     if dtype is not None:
         try:
-            dt = np.dtype(dtype)
+            dt = np.dtype(_numpy_dtype(dtype))
         except TypeError:
-            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-        if dt not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {dt}")
-        x = x.astype(dt, copy=False)
-    d = _softmax_dim(dim, x.ndim, fname)
-    res, target = _result(out, x.shape, x.dtype, (x,))
-    if x.size:
-        x3 = _view3(x, d)
-        pick(SOFTMAX, x.size)(x3, res.reshape(x3.shape), log, float(sign))
-    return _finish(res, target)
+            raise TypeError(f"dtype must be float16, float32 or float64, got {dtype!r}") from None
+        if dt == np.float16 and ex is host:  # torch's dtype=float16: computed in float32, cast
+            y = _softmax_forward(x, dim, np.float32, None, log, sign, fname)
+            res, o, target = ex.result(out, input, y.shape, dt, (x,))
+            o[...] = y
+            return ex.finish(res, o, target)
+        if dt not in FLOAT_DTYPES:
+            raise TypeError(f"dtype must be float16, float32 or float64, got {dt}")
+        x = ex.astype(x, dt)
+    shape = tuple(ex.shape_of(x))
+    d = _softmax_dim(dim, len(shape), fname)
+    res, o, target = ex.result(out, input, shape, x.dtype, (x,))
+    if math.prod(shape):
+        x3 = _view3(ex, x, d)
+        ex.softmax(x3, o.reshape(x3.shape), log, sign)
+    return ex.finish(res, o, target)
 
 
 def _softmax_backward(grad_output, input, output, dim, out, log, sign, fname):
@@ -1352,25 +831,23 @@ def _softmax_backward(grad_output, input, output, dim, out, log, sign, fname):
         res = np.empty_like(output)
         y3 = output.reshape(-1, output.shape[-1], 1)
         pick(SOFTMAX_BACKWARD, output.size)(
-            grad_output.reshape(y3.shape),
-            y3,
-            res.reshape(y3.shape),
-            log,
-            float(sign),
+            grad_output.reshape(y3.shape), y3, res.reshape(y3.shape), log, float(sign)
         )
         return res
     if (input is None) == (output is None):
         raise TypeError(f"{fname}_backward needs exactly one of input= and output=")
     name = "input" if output is None else "output"
-    g, v = _pair_inputs(grad_output, input if output is None else output, "grad_output", name)
-    d = _softmax_dim(dim, v.ndim, fname)
+    src = input if output is None else output
+    ex = _executor(grad_output, src, out)
+    g, v = _matching_pair(ex, grad_output, src, "grad_output", name)
+    shape = tuple(ex.shape_of(v))
+    d = _softmax_dim(dim, len(shape), fname)
     y = _softmax_forward(v, d, None, None, log, sign, fname) if output is None else v
-    res, target = _result(out, v.shape, v.dtype, (g, v))
-    if v.size:
-        y3 = _view3(y, d)
-        g3 = _view3(g, d)
-        pick(SOFTMAX_BACKWARD, v.size)(g3, y3, res.reshape(y3.shape), log, float(sign))
-    return _finish(res, target)
+    res, o, target = ex.result(out, src, shape, v.dtype, (g, v))
+    if math.prod(shape):
+        y3 = _view3(ex, ex.float_input(y, "output"), d)
+        ex.softmax_backward(_view3(ex, g, d), y3, o.reshape(y3.shape), log, sign)
+    return ex.finish(res, o, target)
 
 
 def softmax(input, dim: int | None = None, dtype=None, *, out=None):
@@ -1422,24 +899,3 @@ __all__ += [
     for name in AXIS_ACTIVATIONS
     for suffix in ("", "_backward") + (("_",) if name == "rrelu" else ())
 ]
-
-# Device arrays (__cuda_array_interface__) go to fastact.cuda's kernels. Functions with a fast
-# path (whose conditions admit only host arguments) check it first, then call their general
-# part, which is the device-aware one.
-from fastact.cuda import device_aware as _device_aware  # noqa: E402
-
-for _n in ("prelu", "glu", "glu_backward", "maxout", "maxout_backward", "rrelu_backward"):
-    globals()[f"_{_n}_any"] = _device_aware(globals()[f"_{_n}_any"], name=_n)
-for _n in (
-    "prelu_backward",
-    "rrelu",
-    "rrelu_",
-    "softmax",
-    "log_softmax",
-    "softmin",
-    "softmax_backward",
-    "log_softmax_backward",
-    "softmin_backward",
-):
-    globals()[_n] = _device_aware(globals()[_n])
-del _n

@@ -42,39 +42,16 @@ from typing import Any
 
 import numpy as np
 
-from fastact import _losses_kernels as K
-from fastact._core.threads import use_parallel
+from fastact import host
+from fastact._core.backend import device, on_device
+from fastact.kernels.losses import LOSSES
 
-__all__ = [
-    "mse_loss",
-    "l1_loss",
-    "smooth_l1_loss",
-    "huber_loss",
-    "binary_cross_entropy",
-    "binary_cross_entropy_with_logits",
-    "cross_entropy",
-    "nll_loss",
-    "kl_div",
-    "poisson_nll_loss",
-    "gaussian_nll_loss",
-    "soft_margin_loss",
-    "margin_ranking_loss",
-    "hinge_embedding_loss",
-    "cosine_embedding_loss",
-    "multilabel_soft_margin_loss",
-    "triplet_margin_loss",
-]
+__all__ = list(LOSSES)
 
-#: elements per reduction chunk (fixed, so the summation order does not depend on threads)
-CHUNK = 16384
-#: below this many elements the serial kernel is used (same chunking, same result)
-PARALLEL_MIN = 1 << 15
-#: columns per tile of the (N, C, d1, ...) cross-entropy kernel
-_CE_TILE = 64
 
-_F32 = np.dtype(np.float32)
-_F64 = np.dtype(np.float64)
-_FLOATS = (_F32, _F64)
+def _executor(*arrays: Any):
+    """The executor owning a call's arrays: the CUDA one if any is a device array."""
+    return device(*arrays) if on_device(*arrays) else host
 
 
 # ----------------------------------------------------------------------------------------
@@ -102,45 +79,6 @@ def _reduction(
     return reduction
 
 
-def _array(x: Any, name: str) -> np.ndarray:
-    if x is None:
-        raise TypeError(f"{name} must be an array, got None")
-    if isinstance(x, (str, bytes, dict, set)):
-        raise TypeError(f"{name} must be an array of real numbers, got {type(x).__name__}")
-    try:
-        arr = np.asarray(x)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{name} must be an array of real numbers: {e}") from None
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
-    return arr
-
-
-def _compute_dtype(dtype: np.dtype) -> np.dtype:
-    """float32/float64 as is; other reals by NumPy's float promotion (computed in f32/f64)."""
-    if dtype in (_F32, _F64):
-        return dtype
-    promoted = np.promote_types(dtype, np.float16)
-    return _F32 if promoted.itemsize <= 4 else _F64
-
-
-def _predictions(names: tuple[str, ...], *xs: Any) -> tuple[np.ndarray, ...]:
-    """The prediction arrays, all in their common compute dtype."""
-    if all(type(x) is np.ndarray and x.dtype in _FLOATS for x in xs):
-        dt = xs[0].dtype
-        if all(x.dtype == dt for x in xs):
-            return xs  # fast path: nothing to convert
-    arrs = [_array(x, n) for x, n in zip(xs, names, strict=False)]
-    dt = _compute_dtype(np.result_type(*[a.dtype for a in arrs]))
-    return tuple(a.astype(dt, copy=False) for a in arrs)
-
-
-def _cast(x: Any, name: str, dt: np.dtype) -> np.ndarray:
-    if type(x) is np.ndarray and x.dtype == dt:
-        return x
-    return _array(x, name).astype(dt, copy=False)
-
-
 def _number(v: Any, name: str) -> float:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
         if isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in "iuf":
@@ -156,80 +94,52 @@ def _check_ignore_index(ignore_index: Any) -> None:
         raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
 
 
-def _broadcast(arrays: dict[str, np.ndarray | None]) -> tuple[int, ...]:
-    shapes = [a.shape for a in arrays.values() if a is not None]
-    if all(sh == shapes[0] for sh in shapes):
-        return shapes[0]
+def _broadcast(shapes: dict[str, tuple | None]) -> tuple[int, ...]:
+    present = [s for s in shapes.values() if s is not None]
+    if all(sh == present[0] for sh in present):
+        return present[0]
     # NumPy's broadcast_shapes stops at 32 dimensions; arrays may have up to 64
-    ndim = max(len(sh) for sh in shapes)
+    ndim = max(len(sh) for sh in present)
     out = [1] * ndim
-    for sh in shapes:
+    for sh in present:
         for i, d in enumerate(sh, ndim - len(sh)):
             if d != out[i]:
                 if out[i] != 1 and d != 1:
-                    desc = ", ".join(f"{k} {a.shape}" for k, a in arrays.items() if a is not None)
+                    desc = ", ".join(f"{k} {s}" for k, s in shapes.items() if s is not None)
                     raise ValueError(f"shapes cannot be broadcast together: {desc}")
                 out[i] = max(out[i], d) if d != 0 and out[i] != 0 else 0
     return tuple(out)
 
 
-def _flat(a: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
-    """``a`` broadcast to ``shape`` as a C-contiguous 1-D array (no copy when possible)."""
-    if a is None:
-        return None
-    if a.shape != shape:
-        a = np.broadcast_to(a, shape)
-    return np.ascontiguousarray(a).reshape(-1)
-
-
-def _unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Sum a gradient of the broadcast shape back to an argument's ``shape``."""
-    if g.shape == shape:
-        return g
-    lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1
-    )
-    return np.sum(g, axis=axes, dtype=np.float64).astype(g.dtype).reshape(shape)
-
-
-def _check_broadcasts_to(a: np.ndarray | None, shape: tuple[int, ...], name: str) -> None:
-    if a is None:
+def _check_broadcasts_to(shape: tuple | None, to: tuple, name: str) -> None:
+    if shape is None:
         return
     try:
-        ok = np.broadcast_shapes(a.shape, shape) == shape
+        ok = np.broadcast_shapes(shape, to) == to
     except ValueError:
         ok = False
     if not ok:
-        raise ValueError(f"{name} of shape {a.shape} does not broadcast to input's {shape}")
+        raise ValueError(f"{name} of shape {shape} does not broadcast to input's {to}")
 
 
-def _size_warning(input: np.ndarray, target: np.ndarray) -> None:
-    if target.shape != input.shape:
+def _size_warning(shape: tuple, target_shape: tuple) -> None:
+    if target_shape != shape:
         warnings.warn(
-            f"Using a target size ({target.shape}) that is different to the input size "
-            f"({input.shape}). This will likely lead to incorrect results due to "
+            f"Using a target size ({target_shape}) that is different to the input size "
+            f"({shape}). This will likely lead to incorrect results due to "
             "broadcasting. Please ensure they have the same size.",
             UserWarning,
             stacklevel=3,
         )
 
 
-def _same_shape(input: np.ndarray, other: np.ndarray, name: str) -> None:
-    if other.shape != input.shape:
-        raise ValueError(
-            f"{name} must have the same shape as input: got {other.shape} and {input.shape}"
-        )
+def _shape(ex, a) -> tuple | None:
+    return None if a is None else tuple(ex.shape_of(a))
 
 
-def _grad_buffers(
-    grad_out: Any,
-    return_grad: bool,
-    targets: list[tuple[str, tuple[int, ...]]],
-    dt: np.dtype,
-    inputs: tuple,
-) -> list[np.ndarray | None]:
-    """Validate ``grad_out`` (an array, or a tuple with one array or None per gradient)."""
+def _grad_buffers(ex, grad_out, return_grad: bool, targets: list, dt, inputs: tuple) -> list:
+    """Validate ``grad_out`` (an array, or a tuple with one array or None per gradient):
+    per gradient None or (object to return, array to write)."""
     if grad_out is None:
         return [None] * len(targets)
     if not return_grad:
@@ -241,166 +151,93 @@ def _grad_buffers(
         if not isinstance(grad_out, tuple) or len(grad_out) != len(targets):
             raise TypeError(f"grad_out must be a tuple of {len(targets)} arrays or None ({names})")
         bufs = grad_out
-    checked: list[np.ndarray | None] = []
+    checked: list = []
     for buf, (name, shape) in zip(bufs, targets, strict=False):
         if buf is None:
             checked.append(None)
             continue
-        label = f"grad_out for {name}"
-        if not isinstance(buf, np.ndarray):
-            raise TypeError(f"{label} must be a numpy.ndarray, got {type(buf).__name__}")
-        if buf.shape != shape:
-            raise ValueError(f"{label} has shape {buf.shape}, expected {shape}")
-        if buf.dtype != dt:
-            raise TypeError(f"{label} has dtype {buf.dtype}, expected {dt}")
-        if not buf.flags.writeable:
-            raise ValueError(f"{label} is read-only")
-        if not buf.flags.c_contiguous:
-            raise ValueError(f"{label} must be C-contiguous")
-        for other in tuple(inputs) + tuple(c for c in checked if c is not None):
-            if isinstance(other, np.ndarray) and np.may_share_memory(buf, other):
-                raise ValueError(f"{label} shares memory with an argument or another buffer")
-        checked.append(buf)
+        others = tuple(inputs) + tuple(c[1] for c in checked if c is not None)
+        checked.append(ex.grad_buffer(buf, shape, dt, f"grad_out for {name}", others))
     return checked
 
 
-def _chunks(n: int, ch: int) -> int:
-    return (n + ch - 1) // ch
+def _gradient_array(ex, buf, like, shape: tuple, dt):
+    """(object to return, array the kernel writes) for one gradient: the caller's buffer or a
+    new array."""
+    return buf if buf is not None else ex.empty(like, shape, dt)
 
 
-def _div(a: float, b: float) -> float:
-    """a / b with IEEE results for b == 0 (inf or NaN) instead of an exception."""
-    if b == 0:
-        return (
-            math.nan
-            if a == 0 or math.isnan(a)
-            else math.copysign(math.inf, a) * (math.copysign(1.0, b))
-        )
-    return a / b
-
-
-def _finish(total: float, div: float, dt: np.dtype) -> np.generic:
-    return dt.type(_div(float(total), float(div)))
-
-
-def _gscale(reduction: str, div: float, dt: np.dtype) -> np.generic:
-    return dt.type(_div(1.0, float(div)) if reduction == "mean" else 1.0)
+def _gscale(reduction: str, div: float) -> float:
+    if reduction != "mean":
+        return 1.0
+    return 1.0 / div if div else math.inf
 
 
 # ----------------------------------------------------------------------------------------
-# element-wise engine
+# the element-wise losses
 # ----------------------------------------------------------------------------------------
-
-
-def _ew_run(
-    kernel: str,
-    a: np.ndarray,
-    b: np.ndarray,
-    c: np.ndarray | None,
-    w1: np.ndarray | None,
-    w2: np.ndarray | None,
-    prm: tuple,
-    gscale: np.generic,
-    grads: int,
-    want_out: bool,
-    check: bool,
-    ch: int = CHUNK,
-    bufs: tuple = (None, None),
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None, int]:
-    """Run one fused element-wise kernel on 1-D arrays; returns (partials, out, d1, d2, bad).
-
-    ``bufs``: caller's 1-D gradient buffers (or None to allocate).
-    """
-    n = a.size
-    dt = a.dtype
-    partials = np.empty(_chunks(n, ch), np.float64)
-    out = np.empty(n if want_out else 0, dt)
-    ga = gb = None
-    if grads >= 1:
-        ga = np.empty(n, dt) if bufs[0] is None else bufs[0]
-    if grads >= 2:
-        gb = np.empty(n, dt) if bufs[1] is None else bufs[1]
-    bad = np.zeros(partials.size, np.float64) if check else None
-    serial, parallel = K.ELEMENTWISE_KERNELS[kernel]
-    fn = parallel if use_parallel(n, PARALLEL_MIN) else serial
-    prm = tuple(dt.type(p) for p in prm)
-    fn(a, b, a if c is None else c, w1, w2, prm, gscale, ga, gb, out, want_out, partials, bad, ch)
-    nbad = int(bad.sum()) if check else 0
-    return partials, out, ga, gb, nbad
 
 
 def _elementwise(
+    ex,
     kernel: str,
     reduction: str,
-    args: dict[str, np.ndarray],
+    args: dict,
     grad_of: tuple[str, ...],
     return_grad: bool,
+    like: Any,
     prm: tuple = (0.0,),
-    weights: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
+    weights: tuple = (None, None),
     div: float | None = None,
-    check: bool = False,
-    on_bad: Any = None,
+    check: Any = None,
     bufs: list | None = None,
 ):
     """Broadcast the arguments, run the kernel, reduce, and shape the results.
 
     ``args`` holds the per-element arrays in kernel order (a, b[, c]); ``grad_of`` names the
     arguments that receive the kernel's first and second derivative; ``bufs`` are validated
-    ``grad_out`` buffers for them (or None).
+    ``grad_out`` buffers for them (or None); ``check``: the ValueError message (or a function
+    returning it) for elements outside the loss's domain.
     """
     names = list(args)
-    shape = _broadcast({**args, "weight": weights[0], "pos_weight": weights[1]})
+    shapes = {k: _shape(ex, a) for k, a in args.items()}
+    shape = _broadcast({**shapes, "weight": _shape(ex, weights[0]),
+                        "pos_weight": _shape(ex, weights[1])})  # fmt: skip
     dt = args[names[0]].dtype
     n = math.prod(shape)
-    flats = [_flat(args[k], shape) for k in names]
-    w1, w2 = (_flat(w, shape) for w in weights)
+    flats = [ex.flat(args[k], shape) for k in names]
+    w1, w2 = (ex.flat(w, shape) for w in weights)
     if div is None:
         div = n
-    gscale = _gscale(reduction, div, dt)
     bufs = bufs or [None] * len(grad_of)
-    direct = [
-        b.reshape(-1) if b is not None and args[k].shape == shape else None
-        for b, k in zip(bufs, grad_of, strict=False)
-    ] + [None]
-    partials, out, d1, d2, nbad = _ew_run(
-        kernel,
-        flats[0],
-        flats[1],
-        flats[2] if len(flats) > 2 else None,
-        w1,
-        w2,
-        prm,
-        gscale,
-        len(grad_of) if return_grad else 0,
-        reduction == "none",
-        check,
-        bufs=(direct[0], direct[1]),
-    )
-    if nbad:
-        on_bad()
-    if reduction == "none":
-        loss = out.reshape(shape)
-    else:
-        loss = _finish(partials.sum(), div if reduction != "sum" else 1.0, dt)
+    grads: list = [None, None]
+    outs: list = []  # per gradient: (object to return, array of the broadcast shape, direct)
+    if return_grad:
+        for j, (k, buf) in enumerate(zip(grad_of, bufs, strict=False)):
+            direct = shapes[k] == shape
+            res, arr = _gradient_array(ex, buf if direct else None, like, shape, dt)
+            grads[j] = arr.reshape(-1)
+            outs.append((res, arr, direct))
+    loss = ex.loss_map(
+        kernel, tuple(flats), (w1, w2), prm, _gscale(reduction, div), tuple(grads),
+        reduction, div, check, like, shape,
+    )  # fmt: skip
     if not return_grad:
         return loss
     gs = []
-    for d, k, buf, dr in zip((d1, d2), grad_of, bufs, direct, strict=False):
-        g = _unbroadcast(d.reshape(shape), args[k].shape)
+    for (res, arr, direct), k, buf in zip(outs, grad_of, bufs, strict=False):
+        if direct:
+            gs.append(res)
+            continue
+        g = ex.sum_to_shape(arr, shapes[k], k)  # computed at the broadcast shape, summed
         if buf is not None:
-            if dr is None:  # computed at the broadcast shape, summed, then copied
-                np.copyto(buf, g)
-            g = buf
+            ex.copy_into(buf[1], g)
+            g = buf[0]
         gs.append(g)
     return loss, (gs[0] if len(gs) == 1 else tuple(gs))
 
 
-# ----------------------------------------------------------------------------------------
-# regression losses
-# ----------------------------------------------------------------------------------------
-
-
-def _weighted_regression(
+def _regression(
     kernel: str,
     input: Any,
     target: Any,
@@ -411,33 +248,29 @@ def _weighted_regression(
     weighted_mean: bool,
     grad_out: Any,
 ):
-    (x,) = _predictions(("input",), input)
-    t = _cast(target, "target", x.dtype)
+    ex = _executor(input, target, weight, grad_out)
+    (x,) = ex.float_inputs(("input",), input)
+    dt = x.dtype
+    t = ex.typed_input(target, "target", dt)
+    shape = _shape(ex, x)
     bufs = _grad_buffers(
-        grad_out, return_grad, [("input", x.shape)], x.dtype, (input, target, weight)
+        ex, grad_out, return_grad, [("input", shape)], dt, (input, target, weight, x, t)
     )
-    _size_warning(x, t)
+    _size_warning(shape, _shape(ex, t))
     w = None
     div = None
     if weight is not None:
-        w = _cast(weight, "weight", x.dtype)
-        if w.shape != x.shape:
+        w = ex.typed_input(weight, "weight", dt)
+        if _shape(ex, w) != shape:
             raise ValueError(
-                f"weight must have the same shape as input: got {w.shape} and {x.shape}"
+                f"weight must have the same shape as input: got {_shape(ex, w)} and {shape}"
             )
         if weighted_mean and reduction == "mean":
-            div = float(np.sum(w, dtype=np.float64))
+            div = ex.float_sum(w)
     return _elementwise(
-        kernel,
-        reduction,
-        {"input": x, "target": t},
-        ("input",),
-        return_grad,
-        prm=prm,
-        weights=(w, None),
-        div=div,
-        bufs=bufs,
-    )
+        ex, kernel, reduction, {"input": x, "target": t}, ("input",), return_grad, input,
+        prm=prm, weights=(w, None), div=div, bufs=bufs,
+    )  # fmt: skip
 
 
 def mse_loss(
@@ -457,9 +290,7 @@ def mse_loss(
     Gradient ``2 w (x - t)`` divided like the loss.
     """
     red = _reduction(reduction, size_average, reduce)
-    return _weighted_regression(
-        "mse", input, target, red, weight, (0.0,), return_grad, True, grad_out
-    )
+    return _regression("mse", input, target, red, weight, (0.0,), return_grad, True, grad_out)
 
 
 def l1_loss(
@@ -478,9 +309,7 @@ def l1_loss(
     With ``weight`` the mean is ``sum(w l) / sum(w)`` like torch.
     """
     red = _reduction(reduction, size_average, reduce)
-    return _weighted_regression(
-        "l1", input, target, red, weight, (0.0,), return_grad, True, grad_out
-    )
+    return _regression("l1", input, target, red, weight, (0.0,), return_grad, True, grad_out)
 
 
 def smooth_l1_loss(
@@ -500,10 +329,10 @@ def smooth_l1_loss(
     """
     red = _reduction(reduction, size_average, reduce)
     beta = _number(beta, "beta")
-    if beta < 0:
-        raise ValueError(f"beta must be non-negative, got {beta}")
+    if not beta >= 0:  # torch's check (NaN fails it too) and message
+        raise ValueError(f"smooth_l1_loss does not support negative values for beta, got {beta}")
     inv = math.inf if beta == 0 else 1.0 / beta
-    return _weighted_regression(
+    return _regression(
         "smooth_l1", input, target, red, None, (beta, inv), return_grad, False, grad_out
     )
 
@@ -525,11 +354,9 @@ def huber_loss(
     """
     red = _reduction(reduction)
     delta = _number(delta, "delta")
-    if not delta > 0:
-        raise ValueError(f"delta must be positive, got {delta}")
-    return _weighted_regression(
-        "huber", input, target, red, weight, (delta,), return_grad, False, grad_out
-    )
+    if not delta > 0:  # torch's message
+        raise ValueError(f"huber_loss does not support non-positive values for delta, got {delta}")
+    return _regression("huber", input, target, red, weight, (delta,), return_grad, False, grad_out)
 
 
 # ----------------------------------------------------------------------------------------
@@ -552,48 +379,28 @@ def binary_cross_entropy(
 
     torch.nn.functional.binary_cross_entropy. The gradient is torch's
     ``w (p - t) / max(p (1 - p), 1e-12)`` (finite at p in {0, 1}). input and target must
-    have the same shape and lie in [0, 1]; weight broadcasts to input's shape.
+    have the same shape and lie in [0, 1] (ValueError; on the device one count is read
+    back to check it); weight broadcasts to input's shape.
     """
     red = _reduction(reduction, size_average, reduce)
-    (p,) = _predictions(("input",), input)
-    t = _cast(target, "target", p.dtype)
-    if t.shape != p.shape:
-        raise ValueError(f"target must have the same shape as input: got {t.shape} and {p.shape}")
-    w = None if weight is None else _cast(weight, "weight", p.dtype)
-    _check_broadcasts_to(w, p.shape, "weight")
+    ex = _executor(input, target, weight, grad_out)
+    (p,) = ex.float_inputs(("input",), input)
+    dt = p.dtype
+    t = ex.typed_input(target, "target", dt)
+    shape = _shape(ex, p)
+    if _shape(ex, t) != shape:
+        raise ValueError(
+            f"target must have the same shape as input: got {_shape(ex, t)} and {shape}"
+        )
+    w = None if weight is None else ex.typed_input(weight, "weight", dt)
+    _check_broadcasts_to(_shape(ex, w), shape, "weight")
     bufs = _grad_buffers(
-        grad_out, return_grad, [("input", p.shape)], p.dtype, (input, target, weight)
+        ex, grad_out, return_grad, [("input", shape)], dt, (input, target, weight, p, t)
     )
-
-    def on_bad():
-        for arr, name in ((p, "input"), (t, "target")):
-            if not np.all((arr >= 0) & (arr <= 1)):
-                raise ValueError(f"all elements of {name} should be between 0 and 1")
-
     return _elementwise(
-        "bce",
-        red,
-        {"input": p, "target": t},
-        ("input",),
-        return_grad,
-        weights=(w, None),
-        check=True,
-        on_bad=on_bad,
-        bufs=bufs,
-    )
-
-
-def _bce_logits_args(input: Any, target: Any, weight: Any, pos_weight: Any):
-    (x,) = _predictions(("input",), input)
-    t = _cast(target, "target", x.dtype)
-    if t.shape != x.shape:
-        raise ValueError(f"target must have the same shape as input: got {t.shape} and {x.shape}")
-    ws = []
-    for v, name in ((weight, "weight"), (pos_weight, "pos_weight")):
-        a = None if v is None else _cast(v, name, x.dtype)
-        _check_broadcasts_to(a, x.shape, name)
-        ws.append(a)
-    return x, t, ws[0], ws[1]
+        ex, "bce", red, {"input": p, "target": t}, ("input",), return_grad, input,
+        weights=(w, None), check=lambda: ex.unit_interval_message(p, t), bufs=bufs,
+    )  # fmt: skip
 
 
 def binary_cross_entropy_with_logits(
@@ -615,19 +422,27 @@ def binary_cross_entropy_with_logits(
     Gradient ``w [(1 - t) - (pw t + 1 - t) sigmoid(-x)]`` (= w (sigmoid(x) - t) without pw).
     """
     red = _reduction(reduction, size_average, reduce)
-    x, t, w, pw = _bce_logits_args(input, target, weight, pos_weight)
+    ex = _executor(input, target, weight, pos_weight, grad_out)
+    (x,) = ex.float_inputs(("input",), input)
+    dt = x.dtype
+    t = ex.typed_input(target, "target", dt)
+    shape = _shape(ex, x)
+    if _shape(ex, t) != shape:
+        raise ValueError(
+            f"target must have the same shape as input: got {_shape(ex, t)} and {shape}"
+        )
+    ws = []
+    for v, name in ((weight, "weight"), (pos_weight, "pos_weight")):
+        a = None if v is None else ex.typed_input(v, name, dt)
+        _check_broadcasts_to(_shape(ex, a), shape, name)
+        ws.append(a)
     bufs = _grad_buffers(
-        grad_out, return_grad, [("input", x.shape)], x.dtype, (input, target, weight, pos_weight)
+        ex, grad_out, return_grad, [("input", shape)], dt, (input, target, weight, pos_weight)
     )
     return _elementwise(
-        "bce_logits",
-        red,
-        {"input": x, "target": t},
-        ("input",),
-        return_grad,
-        weights=(w, pw),
-        bufs=bufs,
-    )
+        ex, "bce_logits", red, {"input": x, "target": t}, ("input",), return_grad, input,
+        weights=tuple(ws), bufs=bufs,
+    )  # fmt: skip
 
 
 def multilabel_soft_margin_loss(
@@ -647,52 +462,51 @@ def multilabel_soft_margin_loss(
     shape), weight broadcasting against it; 'none' gives one loss per sample.
     """
     red = _reduction(reduction, size_average, reduce)
-    (x,) = _predictions(("input",), input)
-    if x.ndim == 0:
+    ex = _executor(input, target, weight, grad_out)
+    (x,) = ex.float_inputs(("input",), input)
+    xshape = _shape(ex, x)
+    if len(xshape) == 0:
         raise ValueError("input must have at least one dimension (the classes)")
-    t = _cast(target, "target", x.dtype)
-    w = None if weight is None else _cast(weight, "weight", x.dtype)
-    (buf,) = _grad_buffers(
-        grad_out, return_grad, [("input", x.shape)], x.dtype, (input, target, weight)
-    )
-    shape = _broadcast({"input": x, "target": t, "weight": w})
-    direct = buf.reshape(-1) if buf is not None and shape == x.shape else None
-    C = shape[-1]
-    n = math.prod(shape)
-    rows = n // C if C else 0
     dt = x.dtype
-    if red == "none":
-        gscale = dt.type(1.0 / C) if C else dt.type(0.0)
-        ch = max(C, 1)
-    else:
-        gscale = dt.type(1.0 / (C * rows) if red == "mean" else 1.0 / C) if n else dt.type(0)
-        ch = CHUNK
-    partials, _, d1, _, _ = _ew_run(
-        "bce_logits",
-        _flat(x, shape),
-        _flat(t, shape),
-        None,
-        _flat(w, shape),
-        None,
-        (0.0,),
-        gscale,
-        1 if return_grad else 0,
-        False,
-        False,
-        ch,
-        bufs=(direct, None),
+    t = ex.typed_input(target, "target", dt)
+    w = None if weight is None else ex.typed_input(weight, "weight", dt)
+    (buf,) = _grad_buffers(
+        ex, grad_out, return_grad, [("input", xshape)], dt, (input, target, weight, x, t)
     )
+    shape = _broadcast({"input": xshape, "target": _shape(ex, t), "weight": _shape(ex, w)})
+    n_cls = shape[-1]
+    n = math.prod(shape)
+    rows = n // n_cls if n_cls else 0
     if red == "none":
-        loss = (partials[:rows] / C).astype(dt).reshape(shape[:-1])
+        gscale = 1.0 / n_cls if n_cls else 0.0
+    elif n:
+        gscale = 1.0 / (n_cls * rows) if red == "mean" else 1.0 / n_cls
     else:
-        loss = _finish(partials.sum(), C * rows if red == "mean" else C, dt)
+        gscale = 0.0
+    direct = shape == xshape
+    res = arr = None
+    if return_grad:
+        res, arr = _gradient_array(ex, buf if direct else None, input, shape, dt)
+    x2 = ex.flat(x, shape).reshape(rows, n_cls)
+    t2 = ex.flat(t, shape).reshape(rows, n_cls)
+    if w is not None:
+        ws = _shape(ex, w)
+        if ws and ws[-1] == n_cls and all(s == 1 for s in ws[:-1]):
+            w = ex.contiguous(w).reshape(1, n_cls)  # one weight per class
+        else:
+            w = ex.flat(w, shape).reshape(rows, n_cls)
+    g2 = None if arr is None else arr.reshape(rows, n_cls)
+    loss = ex.multilabel_soft_margin(
+        x2, t2, w, gscale, g2, red, n_cls * rows if red == "mean" else n_cls, shape[:-1], input
+    )
     if not return_grad:
         return loss
-    g = _unbroadcast(d1.reshape(shape), x.shape)
+    if direct:
+        return loss, res
+    g = ex.sum_to_shape(arr, xshape, "input")
     if buf is not None:
-        if direct is None:
-            np.copyto(buf, g)
-        g = buf
+        ex.copy_into(buf[1], g)
+        g = buf[0]
     return loss, g
 
 
@@ -719,8 +533,11 @@ def kl_div(
     Gradient ``-t`` (or ``-exp(t)``) divided like the loss.
     """
     red = _reduction(reduction, size_average, reduce, extra=("batchmean",))
-    (x,) = _predictions(("input",), input)
-    t = _cast(target, "target", x.dtype)
+    ex = _executor(input, target, grad_out)
+    (x,) = ex.float_inputs(("input",), input)
+    dt = x.dtype
+    t = ex.typed_input(target, "target", dt)
+    shape = _shape(ex, x)
     div = None
     if red == "mean":
         warnings.warn(
@@ -732,13 +549,14 @@ def kl_div(
             stacklevel=2,
         )
     elif red == "batchmean":
-        div = x.shape[0] if x.ndim else 1
+        div = shape[0] if shape else 1
         red = "mean"
     kernel = "kl_log" if log_target else "kl"
-    bufs = _grad_buffers(grad_out, return_grad, [("input", x.shape)], x.dtype, (input, target))
+    bufs = _grad_buffers(ex, grad_out, return_grad, [("input", shape)], dt, (input, target))
     return _elementwise(
-        kernel, red, {"input": x, "target": t}, ("input",), return_grad, div=div, bufs=bufs
-    )
+        ex, kernel, red, {"input": x, "target": t}, ("input",), return_grad, input, div=div,
+        bufs=bufs,
+    )  # fmt: skip
 
 
 def poisson_nll_loss(
@@ -759,14 +577,18 @@ def poisson_nll_loss(
     ``full`` adds the Stirling term ``t log t - t + 0.5 log(2 pi t)`` where t > 1.
     """
     red = _reduction(reduction, size_average, reduce)
-    (x,) = _predictions(("input",), input)
-    t = _cast(target, "target", x.dtype)
+    ex = _executor(input, target, grad_out)
+    (x,) = ex.float_inputs(("input",), input)
+    t = ex.typed_input(target, "target", x.dtype)
     eps = _number(eps, "eps")
     kernel = ("poisson_log" if log_input else "poisson") + ("_full" if full else "")
-    bufs = _grad_buffers(grad_out, return_grad, [("input", x.shape)], x.dtype, (input, target))
-    return _elementwise(
-        kernel, red, {"input": x, "target": t}, ("input",), return_grad, prm=(eps,), bufs=bufs
+    bufs = _grad_buffers(
+        ex, grad_out, return_grad, [("input", _shape(ex, x))], x.dtype, (input, target)
     )
+    return _elementwise(
+        ex, kernel, red, {"input": x, "target": t}, ("input",), return_grad, input,
+        prm=(eps,), bufs=bufs,
+    )  # fmt: skip
 
 
 def gaussian_nll_loss(
@@ -787,57 +609,58 @@ def gaussian_nll_loss(
     like torch's autograd, grad_var ignores the clamp: ``0.5 (1/v - (x - t)^2 / v^2)``.
     """
     red = _reduction(reduction)
-    (x,) = _predictions(("input",), input)
-    t = _cast(target, "target", x.dtype)
-    eps = _number(eps, "eps")
     scalar_var = isinstance(var, numbers.Real) and not isinstance(var, (bool, np.bool_))
-    v = _cast(var, "var", x.dtype)
+    ex = _executor(input, target, None if scalar_var else var, grad_out)
+    (x,) = ex.float_inputs(("input",), input)
+    dt = x.dtype
+    xshape = _shape(ex, x)
+    t = ex.typed_input(target, "target", dt)
+    eps = _number(eps, "eps")
     if scalar_var:
         if var < 0:
             raise ValueError("var has negative entry/entries")
-        v = np.full(x.shape, float(var), x.dtype)
-    vshape = v.shape
-    if v.shape != x.shape:
-        if x.ndim >= 1 and v.shape == x.shape[:-1]:
-            v = v[..., None]
-        elif (
-            x.ndim == v.ndim
-            and sum(s for xs, s in zip(x.shape, v.shape, strict=False) if xs != s) == 1
+        v = ex.full(input, xshape, float(var), dt)
+    else:
+        v = ex.typed_input(var, "var", dt)
+    vshape = _shape(ex, v)
+    vu_shape = vshape
+    if vshape != xshape:
+        if len(xshape) >= 1 and vshape == xshape[:-1]:
+            vu_shape = vshape + (1,)
+            v = ex.contiguous(v).reshape(*vu_shape)
+        elif len(xshape) != len(vshape) or (
+            sum(s for a, s in zip(xshape, vshape, strict=False) if a != s) != 1
         ):
-            pass
-        else:
-            raise ValueError(f"var is of incorrect size: {vshape} for input {x.shape}")
-    vu_shape = v.shape
+            raise ValueError(f"var is of incorrect size: {vshape} for input {xshape}")
+    if math.isnan(eps):  # torch clamps var to min=NaN: every variance, so the loss, is NaN
+        if ex is not host:
+            raise ValueError("eps=NaN is supported for host arrays only")
+        if np.any(v < 0):
+            raise ValueError("var has negative entry/entries")
+        v = np.full(v.shape, np.nan, v.dtype)
     k = 0.5 * math.log(2.0 * math.pi) if full else 0.0
     bufs = _grad_buffers(
-        grad_out, return_grad, [("input", x.shape), ("var", vshape)], x.dtype, (input, target, var)
-    )
+        ex, grad_out, return_grad, [("input", xshape), ("var", vshape)], dt,
+        (input, target, None if scalar_var else var),
+    )  # fmt: skip
     if scalar_var and bufs[1] is not None:
         raise ValueError("grad_out for var must be None when var is a float")
     vbuf = bufs[1]
     if vbuf is not None:
-        bufs[1] = vbuf.reshape(vu_shape)
-
-    def on_bad():
-        raise ValueError("var has negative entry/entries")
-
+        bufs[1] = (vbuf[0], vbuf[1].reshape(*vu_shape))
     res = _elementwise(
-        "gaussian_nll",
-        red,
-        {"input": x, "target": t, "var": v},
-        ("input", "var"),
-        return_grad,
-        prm=(eps, k),
-        check=True,
-        on_bad=on_bad,
-        bufs=bufs,
-    )
+        ex, "gaussian_nll", red, {"input": x, "target": t, "var": v}, ("input", "var"),
+        return_grad, input, prm=(eps, k), check="var has negative entry/entries", bufs=bufs,
+    )  # fmt: skip
     if not return_grad:
         return res
     loss, (gx, gv) = res
-    gv = vbuf if vbuf is not None else gv.reshape(vshape)
+    if vbuf is not None:
+        gv = vbuf[0]
+    elif vu_shape != vshape:
+        gv = gv.reshape(vshape)
     if scalar_var:
-        gv = x.dtype.type(np.sum(gv, dtype=np.float64))
+        gv = dt.type(ex.float_sum(gv))
     return loss, (gx, gv)
 
 
@@ -858,12 +681,16 @@ def soft_margin_loss(
 ):
     """``log(1 + exp(-y x))``, computed stably; torch.nn.functional.soft_margin_loss."""
     red = _reduction(reduction, size_average, reduce)
-    (x,) = _predictions(("input",), input)
-    y = _cast(target, "target", x.dtype)
-    bufs = _grad_buffers(grad_out, return_grad, [("input", x.shape)], x.dtype, (input, target))
-    return _elementwise(
-        "soft_margin", red, {"input": x, "target": y}, ("input",), return_grad, bufs=bufs
+    ex = _executor(input, target, grad_out)
+    (x,) = ex.float_inputs(("input",), input)
+    y = ex.typed_input(target, "target", x.dtype)
+    bufs = _grad_buffers(
+        ex, grad_out, return_grad, [("input", _shape(ex, x))], x.dtype, (input, target)
     )
+    return _elementwise(
+        ex, "soft_margin", red, {"input": x, "target": y}, ("input",), return_grad, input,
+        bufs=bufs,
+    )  # fmt: skip
 
 
 def margin_ranking_loss(
@@ -884,29 +711,23 @@ def margin_ranking_loss(
     dimensions, then broadcast).
     """
     red = _reduction(reduction, size_average, reduce)
-    x1, x2 = _predictions(("input1", "input2"), input1, input2)
-    y = _cast(target, "target", x1.dtype)
-    if not x1.ndim == x2.ndim == y.ndim:
+    ex = _executor(input1, input2, target, grad_out)
+    x1, x2 = ex.float_inputs(("input1", "input2"), input1, input2)
+    y = ex.typed_input(target, "target", x1.dtype)
+    s1, s2, sy = _shape(ex, x1), _shape(ex, x2), _shape(ex, y)
+    if not len(s1) == len(s2) == len(sy):
         raise ValueError(
             "input1, input2 and target must have the same number of dimensions: got "
-            f"{x1.shape}, {x2.shape} and {y.shape}"
+            f"{s1}, {s2} and {sy}"
         )
     bufs = _grad_buffers(
-        grad_out,
-        return_grad,
-        [("input1", x1.shape), ("input2", x2.shape)],
-        x1.dtype,
+        ex, grad_out, return_grad, [("input1", s1), ("input2", s2)], x1.dtype,
         (input1, input2, target),
-    )
+    )  # fmt: skip
     return _elementwise(
-        "margin_ranking",
-        red,
-        {"input1": x1, "input2": x2, "target": y},
-        ("input1", "input2"),
-        return_grad,
-        prm=(_number(margin, "margin"),),
-        bufs=bufs,
-    )
+        ex, "margin_ranking", red, {"input1": x1, "input2": x2, "target": y},
+        ("input1", "input2"), return_grad, input1, prm=(_number(margin, "margin"),), bufs=bufs,
+    )  # fmt: skip
 
 
 def hinge_embedding_loss(
@@ -925,33 +746,21 @@ def hinge_embedding_loss(
     torch.nn.functional.hinge_embedding_loss.
     """
     red = _reduction(reduction, size_average, reduce)
-    (x,) = _predictions(("input",), input)
-    y = _cast(target, "target", x.dtype)
-    bufs = _grad_buffers(grad_out, return_grad, [("input", x.shape)], x.dtype, (input, target))
-    return _elementwise(
-        "hinge_embedding",
-        red,
-        {"input": x, "target": y},
-        ("input",),
-        return_grad,
-        prm=(_number(margin, "margin"),),
-        bufs=bufs,
+    ex = _executor(input, target, grad_out)
+    (x,) = ex.float_inputs(("input",), input)
+    y = ex.typed_input(target, "target", x.dtype)
+    bufs = _grad_buffers(
+        ex, grad_out, return_grad, [("input", _shape(ex, x))], x.dtype, (input, target)
     )
+    return _elementwise(
+        ex, "hinge_embedding", red, {"input": x, "target": y}, ("input",), return_grad, input,
+        prm=(_number(margin, "margin"),), bufs=bufs,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------
 # row-wise losses
 # ----------------------------------------------------------------------------------------
-
-
-def _rows_per_chunk(width: int) -> int:
-    return max(1, CHUNK // max(width, 1))
-
-
-def _row_reduce(partials, out, red, rows, out_shape, dt):
-    if red == "none":
-        return out.astype(dt, copy=False).reshape(out_shape)
-    return _finish(partials.sum(), rows if red == "mean" else 1, dt)
 
 
 def cosine_embedding_loss(
@@ -973,49 +782,43 @@ def cosine_embedding_loss(
     ``(grad_input1, grad_input2)``.
     """
     red = _reduction(reduction, size_average, reduce)
-    x1, x2 = _predictions(("input1", "input2"), input1, input2)
-    y = _cast(target, "target", x1.dtype)
-    if y.ndim not in (0, 1):
-        raise ValueError(f"target must be 0-d or 1-d, got shape {y.shape}")
-    want = 2 if y.ndim == 1 else 1
-    for a, name in ((x1, "input1"), (x2, "input2")):
-        if a.ndim != want:
-            raise ValueError(
-                f"a {y.ndim}-d target expects {want}-d inputs, but {name} has shape {a.shape}"
-            )
-    if x1.shape != x2.shape:
-        raise ValueError(f"input1 {x1.shape} and input2 {x2.shape} must have the same shape")
-    if y.ndim == 1 and y.shape[0] != x1.shape[0]:
-        raise ValueError(f"target has shape {y.shape}, expected ({x1.shape[0]},)")
+    ex = _executor(input1, input2, target, grad_out)
+    x1, x2 = ex.float_inputs(("input1", "input2"), input1, input2)
     dt = x1.dtype
+    y = ex.typed_input(target, "target", dt)
+    s1, s2, sy = _shape(ex, x1), _shape(ex, x2), _shape(ex, y)
+    if len(sy) not in (0, 1):
+        raise ValueError(f"target must be 0-d or 1-d, got shape {sy}")
+    want = 2 if len(sy) == 1 else 1
+    for shape, name in ((s1, "input1"), (s2, "input2")):
+        if len(shape) != want:
+            raise ValueError(
+                f"a {len(sy)}-d target expects {want}-d inputs, but {name} has shape {shape}"
+            )
+    if s1 != s2:
+        raise ValueError(f"input1 {s1} and input2 {s2} must have the same shape")
+    if len(sy) == 1 and sy[0] != s1[0]:
+        raise ValueError(f"target has shape {sy}, expected ({s1[0]},)")
     bufs = _grad_buffers(
-        grad_out,
-        return_grad,
-        [("input1", x1.shape), ("input2", x2.shape)],
-        dt,
-        (input1, input2, target),
+        ex, grad_out, return_grad, [("input1", s1), ("input2", s2)], dt, (input1, input2, target)
     )
-    a = np.ascontiguousarray(x1).reshape(-1, x1.shape[-1])
-    b = np.ascontiguousarray(x2).reshape(-1, x2.shape[-1])
-    yy = np.ascontiguousarray(y).reshape(-1)
-    R, D = a.shape
-    rpc = _rows_per_chunk(D)
-    partials = np.empty(_chunks(R, rpc), np.float64)
-    out = np.empty(R, np.float64)
-    g1 = g2 = None
+    n_d = s1[-1]
+    rows = math.prod(s1[:-1])
+    a = ex.contiguous(x1).reshape(rows, n_d)
+    b = ex.contiguous(x2).reshape(rows, n_d)
+    yy = ex.contiguous(y).reshape(max(rows, 1) if len(sy) == 0 else rows)
+    grads = [None, None]
+    res = []
     if return_grad:
-        g1 = np.empty_like(a) if bufs[0] is None else bufs[0].reshape(a.shape)
-        g2 = np.empty_like(b) if bufs[1] is None else bufs[1].reshape(b.shape)
-    gscale = 1.0 / R if red == "mean" else 1.0
-    fn = K.cosine_kernels[use_parallel(a.size, PARALLEL_MIN)]
-    fn(a, b, yy, _number(margin, "margin"), dt.type(0), gscale, g1, g2, out, partials, rpc)
-    loss = _row_reduce(partials, out, red, R, y.shape, dt)
-    if not return_grad:
-        return loss
-    return loss, tuple(
-        g.reshape(x.shape) if buf is None else buf
-        for g, buf, x in zip((g1, g2), bufs, (x1, x2), strict=False)
-    )
+        for j, buf in enumerate(bufs):
+            r, arr = _gradient_array(ex, buf, input1, s1, dt)
+            res.append(r)
+            grads[j] = arr.reshape(rows, n_d)
+    loss = ex.cosine_embedding(
+        a, b, yy, _number(margin, "margin"), _gscale(red, rows), grads[0], grads[1], red, rows,
+        sy, input1,
+    )  # fmt: skip
+    return (loss, tuple(res)) if return_grad else loss
 
 
 def triplet_margin_loss(
@@ -1037,64 +840,54 @@ def triplet_margin_loss(
 
     torch.nn.functional.triplet_margin_loss: rows along the last axis ((N, D) or (D,));
     ``swap`` uses ``min(d(a, n), d(p, n))``. Gradients
-    ``(grad_anchor, grad_positive, grad_negative)``.
+    ``(grad_anchor, grad_positive, grad_negative)``. ``margin`` must be > 0 (torch's rule);
+    ``p`` is any of torch's norms: p > 0 runs the fused kernels, p = 0 (count of nonzeros,
+    no gradient), p < 0, +-inf (max/min of |d|, gradient shared by ties) and NaN are
+    computed in float64 NumPy (host arrays only).
     """
     red = _reduction(reduction, size_average, reduce)
-    an, po, ne = _predictions(("anchor", "positive", "negative"), anchor, positive, negative)
-    if not an.ndim == po.ndim == ne.ndim:
+    ex = _executor(anchor, positive, negative, grad_out)
+    an, po, ne = ex.float_inputs(("anchor", "positive", "negative"), anchor, positive, negative)
+    sa, sp, sn = _shape(ex, an), _shape(ex, po), _shape(ex, ne)
+    if not len(sa) == len(sp) == len(sn):
         raise ValueError(
             "anchor, positive and negative must have the same number of dimensions: got "
-            f"{an.shape}, {po.shape} and {ne.shape}"
+            f"{sa}, {sp} and {sn}"
         )
-    if an.ndim == 0:
+    if len(sa) == 0:
         raise ValueError("anchor must have at least one dimension")
-    if not an.shape == po.shape == ne.shape:
+    if not sa == sp == sn:
         raise ValueError(
-            "anchor, positive and negative must have the same shape: got "
-            f"{an.shape}, {po.shape} and {ne.shape}"
+            f"anchor, positive and negative must have the same shape: got {sa}, {sp} and {sn}"
         )
     p = _number(p, "p")
-    if not (p > 0 and math.isfinite(p)):
-        raise ValueError(f"p must be a positive finite number, got {p}")
+    margin = _number(margin, "margin")
+    if margin <= 0:  # torch's check and message
+        raise ValueError(f"margin must be greater than 0, got {margin}")
     dt = an.dtype
     bufs = _grad_buffers(
-        grad_out,
-        return_grad,
-        [("anchor", an.shape), ("positive", po.shape), ("negative", ne.shape)],
-        dt,
+        ex, grad_out, return_grad, [("anchor", sa), ("positive", sa), ("negative", sa)], dt,
         (anchor, positive, negative),
-    )
-    D = an.shape[-1]
-    arrs = [np.ascontiguousarray(v).reshape(-1, D) for v in (an, po, ne)]
-    R = arrs[0].shape[0]
-    rpc = _rows_per_chunk(D)
-    partials = np.empty(_chunks(R, rpc), np.float64)
-    out = np.empty(R, np.float64)
-    gs = [None] * 3
+    )  # fmt: skip
+    n_d = sa[-1]
+    rows = math.prod(sa[:-1])
+    arrs = tuple(ex.contiguous(v).reshape(rows, n_d) for v in (an, po, ne))
+    grads: list = [None] * 3
+    res = []
     if return_grad:
-        gs = [np.empty_like(arrs[0]) if b is None else b.reshape(-1, D) for b in bufs]
-    gscale = 1.0 / R if red == "mean" else 1.0
-    kind = "p2" if p == 2.0 else ("p1" if p == 1.0 else "pgen")
-    fn = K.triplet_kernels[kind][use_parallel(arrs[0].size, PARALLEL_MIN)]
-    fn(
-        *arrs,
-        _number(margin, "margin"),
-        p,
-        _number(eps, "eps"),
-        bool(swap),
-        dt.type(0),
-        gscale,
-        *gs,
-        out,
-        partials,
-        rpc,
-    )
-    loss = _row_reduce(partials, out, red, R, an.shape[:-1], dt)
-    if not return_grad:
-        return loss
-    return loss, tuple(
-        g.reshape(an.shape) if b is None else b for g, b in zip(gs, bufs, strict=False)
-    )
+        for j, buf in enumerate(bufs):
+            r, arr = _gradient_array(ex, buf, anchor, sa, dt)
+            res.append(r)
+            grads[j] = arr.reshape(rows, n_d)
+    if not (p > 0 and math.isfinite(p)):
+        kind = "any"  # torch's other norms: 0, negative, +-inf, NaN (host NumPy, float64)
+    else:
+        kind = "p2" if p == 2.0 else ("p1" if p == 1.0 else "pgen")
+    loss = ex.triplet_margin(
+        kind, arrs, margin, p, _number(eps, "eps"), bool(swap),
+        _gscale(red, rows), tuple(grads), red, rows, sa[:-1], anchor,
+    )  # fmt: skip
+    return (loss, tuple(res)) if return_grad else loss
 
 
 # ----------------------------------------------------------------------------------------
@@ -1102,43 +895,28 @@ def triplet_margin_loss(
 # ----------------------------------------------------------------------------------------
 
 
-def _class_layout(x: np.ndarray) -> tuple[int, int, int, tuple[int, ...]]:
+def _class_layout(shape: tuple) -> tuple[int, int, int, tuple[int, ...]]:
     """(N, C, D, shape of per-sample results) for torch's (C,), (N, C), (N, C, d1, ...)."""
-    if x.ndim == 0:
+    if len(shape) == 0:
         raise ValueError("input must have at least one dimension (the classes)")
-    if x.ndim == 1:
-        return 1, x.shape[0], 1, ()
-    N, C = x.shape[:2]
-    return N, C, math.prod(x.shape[2:]), (N,) + x.shape[2:]
+    if len(shape) == 1:
+        return 1, shape[0], 1, ()
+    n, c = shape[:2]
+    return n, c, math.prod(shape[2:]), (n,) + tuple(shape[2:])
 
 
-def _class_weight(weight: Any, C: int, dt: np.dtype) -> np.ndarray:
-    """The class weights (ones when ``weight`` is None: a C-vector costs nothing to read)."""
-    if weight is None:
-        return np.ones(C, dt)
-    w = _cast(weight, "weight", dt)
-    if w.shape != (C,):
-        raise ValueError(f"weight must have shape ({C},) (one per class), got {w.shape}")
-    return np.ascontiguousarray(w)
-
-
-def _class_indices(
-    target: Any, sample_shape: tuple, C: int, ignore_index: int, w: np.ndarray
-) -> tuple[np.ndarray, float]:
-    """Validated int64 class indices of ``sample_shape`` and sum of w[y] over kept ones."""
-    y = np.asarray(target)
-    if y.dtype.kind not in "iu":
-        raise TypeError(f"target must hold integer class indices, got dtype {y.dtype}")
-    if y.shape != sample_shape:
-        raise ValueError(f"target has shape {y.shape}, expected {sample_shape}")
-    y = np.ascontiguousarray(y, dtype=np.int64)
-    pos, total = K.class_target_stats(y.reshape(-1), C, ignore_index, w)
-    if pos >= 0:
-        raise ValueError(
-            f"target {y.reshape(-1)[pos]} is out of bounds for {C} classes "
-            f"(ignore_index={ignore_index})"
-        )
-    return y, total
+def _class_views(ex, x, input, target, weight, grad_out, return_grad: bool):
+    """(logits as (N, C, D), the gradient to return, its (N, C, D) view to write or None)."""
+    shape = _shape(ex, x)
+    n_s, n_cls, n_d, _ = _class_layout(shape)
+    (buf,) = _grad_buffers(
+        ex, grad_out, return_grad, [("input", shape)], x.dtype, (input, target, weight)
+    )
+    x3 = ex.contiguous(x).reshape(n_s, n_cls, n_d)
+    if not return_grad:
+        return x3, None, None
+    res, arr = _gradient_array(ex, buf, input, shape, x.dtype)
+    return x3, res, arr.reshape(n_s, n_cls, n_d)
 
 
 def cross_entropy(
@@ -1159,82 +937,46 @@ def cross_entropy(
     torch.nn.functional.cross_entropy. ``target`` is either class indices (integer, shape
     of input without the class axis; ``ignore_index`` skipped) or class probabilities (same
     shape as input, floating). Index targets: 'mean' = sum w_y l / sum w_y over kept samples
-    (NaN if all are ignored). Probability targets: 'mean' divides by the sample count.
-    ``label_smoothing`` eps mixes the target with the uniform distribution. The gradient is
+    (NaN if all are ignored; on the device the indices are checked there and one count is
+    read back). Probability targets: 'mean' divides by the sample count.
+    ``label_smoothing`` eps mixes the target with the uniform distribution (like torch, eps
+    above 1 is an error and eps <= 0 or NaN smooths nothing). The gradient is
     ``softmax(x) * sum_c w_c q_c - w q`` for the (smoothed) target distribution q, scaled
     like the loss, computed with log-softmax in one pass over each row.
     """
     red = _reduction(reduction, size_average, reduce)
-    (x,) = _predictions(("input",), input)
+    ex = _executor(input, target, weight, grad_out)
+    (x,) = ex.float_inputs(("input",), input)
     eps = _number(label_smoothing, "label_smoothing")
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {eps}")
+    if eps > 1.0:  # torch's check and message
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {eps:g}")
+    if not eps > 0.0:  # like torch: zero, negative and NaN smoothing smooth nothing
+        eps = 0.0
     _check_ignore_index(ignore_index)
     dt = x.dtype
-    N, C, D, sample_shape = _class_layout(x)
-    w = _class_weight(weight, C, dt)
-    wsum = float(np.sum(w, dtype=np.float64))
-    t = _array(target, "target")
-    if t.shape == x.shape:
+    shape = _shape(ex, x)
+    n_s, n_cls, n_d, sample_shape = _class_layout(shape)
+    w = ex.class_weight(weight, n_cls, dt)
+    t = ex.real_input(target, "target")
+    if _shape(ex, t) == shape:
         if t.dtype.kind != "f":
             raise TypeError(
                 "target has input's shape, so it holds class probabilities and must be "
                 f"floating point, got dtype {t.dtype}"
             )
-        q = np.ascontiguousarray(t, dtype=dt).reshape(N, C, D)
+        q = ex.contiguous(ex.typed_input(target, "target", dt)).reshape(n_s, n_cls, n_d)
         y = None
-        div = float(N * D)
+        div, wsum = float(n_s * n_d), 0.0  # the weight sum only enters index targets
     else:
         q = None
-        y, div = _class_indices(t, sample_shape, C, int(ignore_index), w)
-        y = y.reshape(N, D)
-    (buf,) = _grad_buffers(grad_out, return_grad, [("input", x.shape)], dt, (input, target, weight))
-    x3 = np.ascontiguousarray(x).reshape(N, C, D)
-    gscale = 1.0 / div if red == "mean" and div else (math.inf if red == "mean" else 1.0)
-    g = np.empty((0, C, 1), dt)  # placeholder: the kernels then use scratch rows
-    if return_grad:
-        g = np.empty_like(x3) if buf is None else buf.reshape(N, C, D)
-    out = np.empty((N, D), np.float64)
-    par = use_parallel(x3.size, PARALLEL_MIN)
-    if D == 1:
-        rpc = _rows_per_chunk(C)
-        partials = np.empty(_chunks(N, rpc), np.float64)
-        K.ce_rows_kernels[par](
-            x3.reshape(N, C),
-            None if y is None else y.reshape(N),
-            None if q is None else q.reshape(N, C),
-            w,
-            wsum,
-            eps,
-            int(ignore_index),
-            gscale,
-            return_grad,
-            g.reshape(g.shape[0], C),
-            out.reshape(N),
-            partials,
-            rpc,
-        )
-    else:
-        partials = np.empty(N * _chunks(D, _CE_TILE), np.float64)
-        K.ce_spatial_kernels[par](
-            x3,
-            y,
-            q,
-            w,
-            wsum,
-            eps,
-            int(ignore_index),
-            gscale,
-            return_grad,
-            g,
-            out,
-            partials,
-            _CE_TILE,
-        )
-    loss = _row_reduce(partials, out, red, div, sample_shape, dt)
-    if not return_grad:
-        return loss
-    return loss, g.reshape(x.shape) if buf is None else buf
+        y, div, wsum = ex.class_targets(target, sample_shape, n_cls, int(ignore_index), w)
+        y = y.reshape(n_s, n_d)
+    x3, res, g3 = _class_views(ex, x, input, target, weight, grad_out, return_grad)
+    loss = ex.cross_entropy(
+        x3, y, q, w, wsum, eps, int(ignore_index), _gscale(red, div), g3, red, div,
+        sample_shape, input,
+    )  # fmt: skip
+    return (loss, res) if return_grad else loss
 
 
 def nll_loss(
@@ -1256,36 +998,17 @@ def nll_loss(
     The gradient is ``-w_y / denominator`` at the target class and 0 elsewhere.
     """
     red = _reduction(reduction, size_average, reduce)
-    (x,) = _predictions(("input",), input)
+    ex = _executor(input, target, weight, grad_out)
+    (x,) = ex.float_inputs(("input",), input)
     _check_ignore_index(ignore_index)
     dt = x.dtype
-    N, C, D, sample_shape = _class_layout(x)
-    w = _class_weight(weight, C, dt)
-    y, div = _class_indices(target, sample_shape, C, int(ignore_index), w)
-    (buf,) = _grad_buffers(grad_out, return_grad, [("input", x.shape)], dt, (input, target, weight))
-    x3 = np.ascontiguousarray(x).reshape(N, C, D)
-    gscale = 1.0 / div if red == "mean" and div else (math.inf if red == "mean" else 1.0)
-    g = np.empty((0, C, 1), dt)  # placeholder when no gradient is wanted
-    zero = return_grad and D == 1  # rows of C: the kernel zeroes them in parallel
-    if return_grad:
-        g = np.empty_like(x3) if buf is None else buf.reshape(N, C, D)
-        if not zero:
-            g.fill(0)
-    ch = max(1, min(CHUNK, (1 << 16) // C)) if zero else CHUNK  # ~64K gradient entries a task
-    out = np.empty((N, D), np.float64)
-    partials = np.empty(_chunks(N * D, ch), np.float64)
-    K.nll_kernels[use_parallel(x3.size, PARALLEL_MIN)](
-        x3, y.reshape(N, D), w, int(ignore_index), gscale, return_grad, g, zero, out, partials, ch
-    )
-    loss = _row_reduce(partials, out, red, div, sample_shape, dt)
-    if not return_grad:
-        return loss
-    return loss, g.reshape(x.shape) if buf is None else buf
-
-
-# Device arrays (__cuda_array_interface__) go to fastact.cuda's kernels.
-from fastact.cuda import device_aware as _device_aware  # noqa: E402
-
-for _n in __all__:
-    globals()[_n] = _device_aware(globals()[_n], module="fastact.cuda.losses")
-del _n
+    shape = _shape(ex, x)
+    n_s, n_cls, n_d, sample_shape = _class_layout(shape)
+    w = ex.class_weight(weight, n_cls, dt)
+    y, div, _ = ex.class_targets(target, sample_shape, n_cls, int(ignore_index), w)
+    x3, res, g3 = _class_views(ex, x, input, target, weight, grad_out, return_grad)
+    loss = ex.nll(
+        x3, y.reshape(n_s, n_d), w, int(ignore_index), _gscale(red, div), g3, red, div,
+        sample_shape, input,
+    )  # fmt: skip
+    return (loss, res) if return_grad else loss

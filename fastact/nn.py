@@ -377,7 +377,7 @@ class GELU(Module):
     ``nn.GELU(approximate='none')``."""
 
     def __init__(self, approximate: str = "none") -> None:
-        F._gelu_op(approximate)  # validates
+        F.gelu_op(approximate)  # validates
         self._args = {"approximate": approximate}
         self._saved = None
 

@@ -18,7 +18,7 @@ erf, erfc`` are vectorizable replacements for the ``math`` functions. Example::
 from __future__ import annotations
 
 from fastact._core.math import erf, erfc, exp, expm1, log, log1p, tanh
-from fastact.activations import ACTIVATIONS, sigmoid_core
+from fastact.kernels.activations import ACTIVATIONS, sigmoid_core
 
 __all__ = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc", "sigmoid_core"]
 

@@ -483,9 +483,9 @@ _STATE_BYTES = {
 
 
 def optim_cases(env: Env, n: int, dtypes, only) -> list[Case]:
-    from fastact.cuda import optim as CO
     from fastact.optim import functional as OF
 
+    CO = OF  # one functional API: device arrays run on the GPU
     cases = []
     if n >= 1 << 16:  # a model-like group: a few big matrices and many small vectors
         sizes = [n // 4, n // 4, n // 8, n // 8] + [n // 512] * 64 + [1024] * 100
@@ -764,10 +764,12 @@ def compile_only(cc: tuple[int, int], only) -> int:
     import fastact.cuda as fc
 
     fc._AVAILABLE = True  # nothing is launched: only the compiler is needed
-    from fastact._losses_kernels import ELEMENTWISE_SCALARS
     from fastact.activations import ACTIVATIONS
-    from fastact.cuda import _axis, _elementwise, losses, optim
+    from fastact.cuda import _axis, _elementwise
+    from fastact.cuda import _losses as losses
+    from fastact.cuda import _optim as optim
     from fastact.cuda._reduce import _column_sums
+    from fastact.kernels.losses import ELEMENTWISE_SCALARS
 
     failures = 0
     count = 0
@@ -853,12 +855,12 @@ def compile_only(cc: tuple[int, int], only) -> int:
         jobs += _row_loss_jobs(losses, ty)
         import inspect
 
-        from fastact.optim import functional as OF
+        from fastact.kernels.optim import TEMPLATES
 
         tables = (a1, types.int64[:, ::1], types.int64[:, ::1], p2)
         bools = {"nesterov", "maximize", "has_buffer", "amsgrad", "centered"}
         for kind in optim.KINDS:
-            names = list(inspect.signature(OF._TEMPLATES[kind]).parameters)[4:]
+            names = list(inspect.signature(TEMPLATES[kind]).parameters)[4:]
             jobs.append(
                 (
                     f"optim.{kind}",

@@ -18,8 +18,10 @@ import timeit
 import numba
 import numpy as np
 
-from fastact._kernels import PARALLEL_THRESHOLD, REQUIRED
-from fastact.activations import ACTIVATIONS
+from fastact._core.thresholds import PARALLEL_THRESHOLD
+from fastact.activations import ACTIVATIONS, scalar_params
+from fastact.host.elementwise import kernels
+from fastact.kernels.elementwise import REQUIRED
 
 
 def _time(k, args) -> float:
@@ -31,8 +33,8 @@ def _time(k, args) -> float:
 def crossover(name: str, sizes: list[int]) -> tuple[int, list[tuple[int, float, float]]]:
     op = ACTIVATIONS[name]
     vals = tuple(0.5 if v is REQUIRED else v for _, v in op.params)
-    kp = op.scalar_params(vals, np.dtype("f4"))
-    serial, parallel = op.kernels("forward")
+    kp = scalar_params(op, vals, np.dtype("f4"))
+    serial, parallel = kernels(op, "forward")
     rows = []
     for n in sizes:
         x = (np.random.default_rng(0).standard_normal(n) * 3).astype(np.float32)

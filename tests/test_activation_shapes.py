@@ -26,7 +26,7 @@ from activation_cases import (
 )
 
 import fastact
-from fastact._kernels import PARALLEL_THRESHOLD
+from fastact._core.thresholds import PARALLEL_THRESHOLD
 
 DT_IDS = ["f32", "f64"]
 NAMES = list(CASES)

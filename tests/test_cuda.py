@@ -113,8 +113,9 @@ assert not fc.is_available()
 class Dev:  # any object exposing the CUDA array interface
     __cuda_array_interface__ = {"shape": (3,), "typestr": "<f4", "data": (0, False),
                                 "version": 3}
+assert fastact.cuda.sigmoid is fastact.sigmoid  # one front end for both executors
 for call in (lambda: fastact.sigmoid(Dev()), lambda: fastact.relu_backward(Dev(), Dev()),
-             lambda: fastact.cuda.sigmoid):
+             lambda: fastact.cuda.sigmoid(Dev()), lambda: fastact.softmax(Dev(), 0)):
     try:
         call()
     except RuntimeError as exc:
@@ -162,8 +163,8 @@ def test_elementwise_matches_cpu(name):
 
 
 def test_cpu_functions_dispatch_device_arrays():
-    """The hook in Elementwise: fastact.sigmoid(d_x) runs the device kernel and returns a
-    device array (fastact/_kernels.py must carry the hook from notes/README_cuda_section.md)."""
+    """One front end: fastact.sigmoid(d_x) hands the device array to the CUDA executor and
+    returns a device array."""
     x = sample(np.float32)
     d = D(x)
     y = fastact.sigmoid(d)
@@ -361,8 +362,20 @@ def test_loss_weights_and_domain_errors():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="between 0 and 1"):
             CL.binary_cross_entropy(D(h["p"] + 1), D(h["q"]))
-    with pytest.raises(ValueError, match="same shape as input"):
+    with pytest.raises(ValueError, match="cannot be broadcast together"):
         CL.mse_loss(D(h["x"]), D(h["t"][:2]))
+    # one front end: the element-wise device losses take grad_out= and broadcast targets too
+    buf = cuda.device_array((4, 5))
+    with pytest.warns(UserWarning, match="target size"):
+        loss, g = CL.mse_loss(D(h["x"]), D(h["t"][:1]), return_grad=True, grad_out=buf)
+    closs, cg = L.mse_loss(h["x"], h["t"][:1], return_grad=True)
+    assert g is buf
+    assert_close(H(loss), closs, np.float64)
+    assert_close(H(buf), cg, np.float64)
+    with pytest.raises(ValueError, match="grad_out for input has shape"):
+        CL.l1_loss(D(h["x"]), D(h["t"]), return_grad=True, grad_out=cuda.device_array((5, 4)))
+    with pytest.raises(ValueError, match="input2 of shape .* gradient"):
+        CL.margin_ranking_loss(D(h["x"]), D(h["t"][:1]), D(h["y"]), return_grad=True)
     with pytest.raises(ValueError, match="reduction must be one of"):
         CL.l1_loss(D(h["x"]), D(h["t"]), reduction="avg")
 
@@ -492,7 +505,7 @@ def test_row_losses_validation_and_edge_cases():
         CL.triplet_margin_loss(D(h["a"]), D(h["b"]), D(h["c"][:2]))
     with pytest.raises(ValueError, match="a 1-d target expects 2-d inputs"):
         CL.cosine_embedding_loss(D(h["x1"]), D(h["x1"]), D(h["s"]))
-    with pytest.raises(ValueError, match="does not broadcast"):
+    with pytest.raises(ValueError, match="cannot be broadcast together"):
         CL.multilabel_soft_margin_loss(D(h["a"]), D(h["m"][:, :4]))
     with pytest.raises(ValueError, match="reduction must be one of"):
         CL.nll_loss(x, D(h["y"]), reduction="avg")
@@ -596,7 +609,8 @@ def test_optimizer_validation_before_any_write():
 def test_launch_takes_the_cpu_tables():
     """The class-level hook: the CPU optimizer's pointer/chunk/coefficient tables with device
     addresses run the same update as fastact.optim.functional.launch on host arrays."""
-    from fastact.cuda import optim as CO
+    import fastact.host as host
+    from fastact.kernels.optim import chunk_table
 
     rng = np.random.default_rng(8)
     hs = [[rng.standard_normal(n) for n in (5, 9)] for _ in range(3)]  # p, g, buf
@@ -604,14 +618,17 @@ def test_launch_takes_the_cpu_tables():
     sizes = np.array([5, 9])
     coefs = np.array([[1.0], [0.0]])  # tensor 0: first step (buf = g)
     scal = (0.1, 0.01, 0.9, 0.0, False, False, True)
-    hptr = np.array([[OF.address(a) for a in row] for row in hs], dtype=np.int64)
-    OF.launch("sgd", np.empty(0), hptr, OF.chunk_table(sizes), coefs, scal, 14)
-    dptr = np.array([[CO.address(a) for a in row] for row in ds], dtype=np.int64)
-    CO.launch("sgd", np.float64, dptr, OF.chunk_table(sizes, CO.CHUNK), coefs, scal, 14)
+    hptr = np.array([[host.entry(a, "a").addr for a in row] for row in hs], dtype=np.int64)
+    host.optim_launch(
+        "sgd", np.float64, hptr, chunk_table(sizes, host.OPTIM_CHUNK), coefs, scal, 14
+    )
+    ex = fc.executor(ds[0][0])
+    dptr = np.array([[ex.entry(a, "a").addr for a in row] for row in ds], dtype=np.int64)
+    ex.optim_launch("sgd", np.float64, dptr, chunk_table(sizes, ex.OPTIM_CHUNK), coefs, scal, 14)
     for drow, hrow in zip(ds, hs, strict=True):
         for d, h in zip(drow, hrow, strict=True):
             assert_close(H(d), h, np.float64)
-    z = CO.zeros_like(ds[0][1])
+    ((z, _addr),) = ex.new_states([ex.entry(ds[0][1], "p")], 0.0)
     assert H(z).tolist() == [0.0] * 9
 
 
@@ -891,3 +908,18 @@ def test_kernels_compile_for_the_real_cuda_target():
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "compiled" in res.stdout
+
+
+def test_low_precision_states_are_host_only():
+    """8-bit and bfloat16 states on device parameters: TypeError at construction (and from
+    a group added later) before any array is written."""
+    p = [D(np.ones(5000, np.float32))]
+    with pytest.raises(TypeError, match="host only"):
+        fastact.optim.AdamW8bit(p)
+    with pytest.raises(TypeError, match="host only"):
+        fastact.optim.Adam(p, state_dtype="bfloat16")
+    opt = fastact.optim.Adam(p)
+    with pytest.raises(TypeError, match="host only"):
+        opt.add_param_group({"params": [D(np.ones(3, np.float32))], "state_dtype": "bfloat16"})
+    assert len(opt.param_groups) == 1
+    np.testing.assert_array_equal(H(p[0]), np.ones(5000, np.float32))

@@ -18,8 +18,7 @@ from pathlib import Path
 import pytest
 
 from fastact._core.threads import DEFAULT_LAYER
-from fastact._core.thresholds import THRESHOLDS
-from fastact._kernels import PARALLEL_THRESHOLD
+from fastact._core.thresholds import PARALLEL_THRESHOLD, THRESHOLDS
 
 _REPO = Path(__file__).resolve().parent.parent
 # large enough for every kernel's parallel (prange) path

@@ -36,10 +36,9 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
     return dtype if dtype in FLOAT_DTYPES else (_F32 if dtype.itemsize <= 4 else FLOAT_DTYPES[1])
 
 
-def as_float_array(x: Any, name: str) -> np.ndarray:
-    """``x`` as an ndarray with a float32/float64 dtype (a view when it already is one)."""
-    if type(x) is np.ndarray and x.dtype in FLOAT_DTYPES:
-        return x
+def as_array(x: Any, name: str) -> np.ndarray:
+    """``x`` as an ndarray (``np.asarray``), TypeError naming ``name`` for what is not an
+    array of numbers."""
     if x is None:
         raise TypeError(f"{name} must be an array, got None")
     if isinstance(x, (str, bytes, dict, set)):
@@ -50,6 +49,14 @@ def as_float_array(x: Any, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be an array of real numbers: {e}") from None
     if arr.dtype == object:
         raise TypeError(f"{name} must be an array of real numbers, got an object array")
+    return arr
+
+
+def as_float_array(x: Any, name: str) -> np.ndarray:
+    """``x`` as an ndarray with a float32/float64 dtype (a view when it already is one)."""
+    if type(x) is np.ndarray and x.dtype in FLOAT_DTYPES:
+        return x
+    arr = as_array(x, name)
     cd = compute_dtype(result_dtype(arr.dtype, name))
     return arr if arr.dtype == cd else arr.astype(cd)
 
@@ -138,3 +145,29 @@ def normalize_dim(dim: Any, ndim: int, name: str = "dim") -> int:
     if not -n <= dim < n:
         raise ValueError(f"{name}={dim} is out of range for an array with {ndim} dimensions")
     return int(dim) % n
+
+
+# ------------------------------------------------------------------------- torch CPU tensors
+def torch_module():
+    """The torch module when it is already imported (fastact never imports torch), else None."""
+    import sys
+
+    return sys.modules.get("torch")
+
+
+def is_tensor(x: Any) -> bool:
+    """``x`` is a torch.Tensor (without importing torch when it is not loaded)."""
+    torch = torch_module()
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def tensor_view(t: Any, name: str) -> np.ndarray:
+    """Zero-copy NumPy view of a CPU torch tensor (TypeError naming ``name`` otherwise)."""
+    if t.device.type != "cpu":
+        raise TypeError(f"{name} is a torch tensor on {t.device}; only CPU tensors are supported")
+    if t.is_sparse or t.layout != torch_module().strided:
+        raise TypeError(f"{name} is a sparse torch tensor; only dense tensors are supported")
+    try:
+        return t.detach().numpy()
+    except (TypeError, RuntimeError) as exc:
+        raise TypeError(f"{name} cannot be viewed as a NumPy array: {exc}") from None

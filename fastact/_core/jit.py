@@ -72,7 +72,7 @@ def _fingerprint() -> str:
 
 
 def _version() -> str:
-    from fastact import __version__
+    from fastact._core.version import __version__
 
     return __version__
 

@@ -29,7 +29,15 @@ import numba
 import numpy as np
 from numba.np.ufunc import parallel as _numba_parallel
 
-__all__ = ["DEFAULT_LAYER", "load_tbb", "num_threads", "use_parallel", "forked_serial", "report"]
+__all__ = [
+    "DEFAULT_LAYER",
+    "forked_serial",
+    "load_tbb",
+    "num_threads",
+    "parallel_by_size",
+    "report",
+    "use_parallel",
+]
 
 #: The layer a process gets when nothing is requested (numba's own order puts TBB first once
 #: :func:`load_tbb` has made it loadable; the measurements behind the choice: README, "Threads").
@@ -130,8 +138,15 @@ def num_threads() -> int:
 
 def use_parallel(n: int, threshold: int) -> bool:
     """Whether a kernel over ``n`` elements runs its parallel build (``threshold``: the
-    measured crossover of that kernel)."""
+    measured crossover of that kernel; one thread: the serial build)."""
     return n >= threshold and not _forked_serial and num_threads() > 1
+
+
+def parallel_by_size(n: int, threshold: int) -> bool:
+    """:func:`use_parallel` by size alone, for kernels whose reductions must give the same
+    bits whatever the thread count (the parallel build also runs on one thread); serial in a
+    forked child that cannot start threads."""
+    return n >= threshold and not _forked_serial
 
 
 def _probe_parallel() -> None:

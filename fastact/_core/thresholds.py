@@ -5,8 +5,13 @@ runs on the 2-core Emerald Rapids development machine; where the runs disagreed 
 size was kept). Cheap functions need large arrays before a second thread pays for Numba's
 parallel launch (~7 us); transcendental ones cross over near 16-32K elements. Backward and
 in-place loops use the same value. An activation not listed uses
-``fastact._kernels.PARALLEL_THRESHOLD``.
+``PARALLEL_THRESHOLD``; losses use it too, optimizer steps ``THRESHOLDS["optimizer"]``.
 """
+
+#: Below this many elements a kernel without a measured crossover runs on the calling thread
+#: (thread start-up costs more than it saves on smaller arrays).
+PARALLEL_THRESHOLD = 1 << 15
+
 
 THRESHOLDS: dict[str, int] = {
     # memory-bound, a few instructions per element
@@ -33,4 +38,7 @@ THRESHOLDS: dict[str, int] = {
     "gelu": 16384,
     "softplus": 16384,
     "logsigmoid": 16384,
+    # one fused optimizer step over all tensors of a group (crossover of the serial and the
+    # 2-thread parallel Adam step, float32: ~48K elements)
+    "optimizer": 49152,
 }

@@ -25,36 +25,19 @@ import importlib
 import importlib.util
 from typing import Any
 
-import numpy as np
+from fastact._core.backend import is_device_array
 
 __all__ = [
     "is_available",
     "is_device_array",
     "require",
+    "executor",
     "CudaUnavailableError",
-    "elementwise_forward",
-    "elementwise_backward",
-    "device_aware",
 ]
-
-
-#: Argument types that are never device arrays (skipped by ``device_aware`` without a lookup).
-_HOST_TYPES = frozenset({np.ndarray, float, int, bool, str, type(None), tuple, list})
 
 
 class CudaUnavailableError(RuntimeError):
     """A CUDA device array was passed but fastact's CUDA path cannot run."""
-
-
-def is_device_array(x: Any) -> bool:
-    """True for an object living in GPU memory: ``__cuda_array_interface__`` (CuPy, torch CUDA
-    tensors, numba device arrays) or a numba (simulator) device array. Cheap; imports nothing."""
-    if getattr(type(x), "__cuda_ndarray__", False):
-        return True
-    try:
-        return hasattr(x, "__cuda_array_interface__")
-    except Exception:  # torch raises RuntimeError for a CUDA tensor that requires grad
-        return True
 
 
 _AVAILABLE: bool | None = None
@@ -91,76 +74,30 @@ def require(what: str = "fastact got a CUDA device array") -> None:
         )
 
 
-_SUBMODULES = ("losses", "optim")
+#: Public names of fastact that take device arrays, reached as ``fastact.cuda.<name>`` too
+#: (the same function objects: one front end for both executors).
+_ALIASES = {"losses": "fastact.losses", "optim": "fastact.optim.functional"}
+
+
+def executor(*arrays: Any):
+    """The CUDA executor for a call with these arrays (see :mod:`fastact.cuda._executor`)."""
+    from fastact.cuda._executor import executor as make
+
+    return make(*arrays)
 
 
 def __getattr__(name: str):
-    if name in _SUBMODULES:
-        return importlib.import_module(f"fastact.cuda.{name}")
+    if name in _ALIASES:
+        return importlib.import_module(_ALIASES[name])
     if name.startswith("_"):  # private submodules are imported, not looked up in the API
         raise AttributeError(f"module 'fastact.cuda' has no attribute {name!r}")
-    api = importlib.import_module("fastact.cuda._api")
-    try:
-        return getattr(api, name)
-    except AttributeError:
-        raise AttributeError(f"module 'fastact.cuda' has no attribute {name!r}") from None
+    front = importlib.import_module("fastact.activations")
+    if name in front.__all__ and name not in ("ACTIVATIONS", "AXIS_ACTIVATIONS"):
+        return getattr(front, name)
+    raise AttributeError(f"module 'fastact.cuda' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    names = set(__all__) | set(_SUBMODULES)
-    if is_available():
-        names |= set(importlib.import_module("fastact.cuda._api").__all__)
-    return sorted(names)
-
-
-# ----------------------------------------------------------------------------- CPU-side hooks
-def elementwise_forward(op: Any, x: Any, values: tuple, out: Any = None, inplace: bool = False):
-    """Hook for ``fastact._kernels.Elementwise.forward``: run ``op`` on device arrays (raises
-    :class:`CudaUnavailableError` when the CUDA path cannot run)."""
-    require()
-    from fastact.cuda._elementwise import forward
-
-    return forward(op, x, values, out, inplace)
-
-
-def elementwise_backward(
-    op: Any, grad_output: Any, x: Any, output: Any, values: tuple, out: Any = None
-):
-    """Hook for ``fastact._kernels.Elementwise.backward`` (see :func:`elementwise_forward`)."""
-    require()
-    from fastact.cuda._elementwise import backward
-
-    return backward(op, grad_output, x, output, values, out)
-
-
-def device_aware(fn=None, *, module: str = "fastact.cuda._api", name: str | None = None):
-    """Decorator for a CPU function whose device twin has the same name in ``module``
-    (``fastact.cuda._api`` for activations, ``fastact.cuda.losses`` for losses): a call with
-    a device array among its arguments goes to the twin (one cheap check per argument on the
-    CPU path). Without a twin, such a call raises TypeError naming the function. ``name``:
-    the twin's name when it is not ``fn``'s (a public function's general part)."""
-    import functools
-
-    if fn is None:
-        return functools.partial(device_aware, module=module, name=name)
-    name = name or fn.__name__
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        for a in args:
-            if type(a) not in _HOST_TYPES and is_device_array(a):
-                break
-        else:
-            for a in kwargs.values():
-                if type(a) not in _HOST_TYPES and is_device_array(a):
-                    break
-            else:
-                return fn(*args, **kwargs)
-        require()
-        twin = getattr(importlib.import_module(module), name, None)
-        if twin is None:
-            raise TypeError(f"{name} does not support CUDA device arrays yet; pass NumPy arrays")
-        return twin(*args, **kwargs)
-
-    wrapper.__wrapped_cpu__ = fn
-    return wrapper
+    front = importlib.import_module("fastact.activations")
+    names = set(__all__) | set(_ALIASES)
+    return sorted(names | {n for n in front.__all__ if not n.isupper()})

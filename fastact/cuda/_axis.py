@@ -1,6 +1,6 @@
 """CUDA kernels of the activations that are not purely element-wise.
 
-Same views as the CPU kernels (:mod:`fastact._axis`): arrays as ``(outer, C, inner)`` with C
+Same views as the CPU kernels (:mod:`fastact.kernels.axis`): arrays as ``(outer, C, inner)`` with C
 the axis the function works along. Same formulas too: the templates call the CPU scalar
 cores (``sigmoid_core``, ``sigmoid_pair``, ``fastact._core.math``, the counter RNG ``uniform01``),
 which :func:`fastact.cuda._retarget.kernel` compiles for the device.
@@ -20,13 +20,13 @@ import math
 import numpy as np
 from numba import cuda, float64
 
-from fastact._axis import uniform01
 from fastact._core import math as fm
 from fastact._core.math import lit
-from fastact.activations import sigmoid_core, sigmoid_pair
 from fastact.cuda._reduce import block_max, block_sum
 from fastact.cuda._retarget import kernel
 from fastact.cuda._runtime import SIMULATOR, THREADS
+from fastact.kernels.activations import sigmoid_core, sigmoid_pair
+from fastact.kernels.axis import uniform01
 
 _NEG_INF = -math.inf
 
@@ -339,8 +339,8 @@ def _rng_globals(dtype) -> dict:
         return {"uniform01": jit(lambda key, i, like: uniform01(key, i, like))}
     from numba import types
 
-    from fastact._axis import _uniform01
     from fastact.cuda._retarget import device_function
+    from fastact.kernels.axis import _uniform01
 
     impl = _uniform01(None, None, types.float32 if dtype == np.float32 else types.float64)
     return {"uniform01": device_function(impl)}

@@ -3,7 +3,7 @@
 Parameters are writable float32/float64 NumPy arrays (any shape, C or Fortran contiguous) or
 CPU torch tensors, which are updated in place through zero-copy NumPy views; or, in the whole
 optimizer, CUDA device arrays (``__cuda_array_interface__``: numba, CuPy, torch CUDA), whose
-steps run on the GPU (:mod:`fastact.cuda._optimizer`, needs ``fastact[cuda]``; state on the
+steps run on the GPU (the CUDA executor, needs ``fastact[cuda]``; state on the
 device; host and device parameters cannot be mixed). ``step(grads)``
 takes a list of gradients aligned with all parameters (groups flattened in order; ``None``
 skips a parameter like a missing ``.grad`` in torch); ``step()`` reads each tensor's ``.grad``.
@@ -32,14 +32,19 @@ Differences from torch.optim, by design:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from itertools import chain
 from typing import Any
 
 import numpy as np
 
-from fastact.cuda import is_device_array as _is_device_array
-from fastact.optim import functional as F
+from fastact import host
+from fastact._core.arrays import is_tensor, torch_module
+from fastact._core.backend import device as _device
+from fastact._core.backend import on_device as _is_device_array
+from fastact.kernels.optim import OPTIMIZERS as SPECS
+from fastact.kernels.optim import Optim
+from fastact.optim import driver
 
 __all__ = [
     "Optimizer",
@@ -51,7 +56,28 @@ __all__ = [
     "Rprop",
     "Adagrad",
     "Adadelta",
+    "SGD8bit",
+    "Adam8bit",
+    "AdamW8bit",
+    "RMSprop8bit",
+    "Adagrad8bit",
+    "DEFAULT_BLOCK_SIZE",
 ]
+
+#: The storage options and their values when neither a group nor the defaults set them.
+_STORAGE_DEFAULTS = {
+    "state_dtype": None,
+    "block_size": 2048,
+    "min_8bit_size": 4096,
+    "stochastic_rounding": False,
+    "seed": 0,
+}
+#: Default elements per block scale of the 8-bit optimizers (measured: scripts/bench_lowp_optim.py).
+DEFAULT_BLOCK_SIZE = 2048
+#: Tensors with fewer elements keep float32 state in the 8-bit optimizers (like bitsandbytes).
+DEFAULT_MIN_8BIT_SIZE = 4096
+#: block_size must be a positive multiple of this (whole 512-bit vectors of float32).
+BLOCK_MULTIPLE = 16
 
 
 class _Required:
@@ -61,15 +87,6 @@ class _Required:
 
 required = _Required()
 
-_F32_LIMIT = float(2**24)
-
-
-def _next_step(s: float) -> float:
-    """s + 1 as torch's float32 step tensor computes it (exact below 2**24)."""
-    if s < _F32_LIMIT:
-        return s + 1.0
-    return float(np.float32(s) + np.float32(1.0))
-
 
 def _typename(x: Any) -> str:
     t = type(x)
@@ -77,26 +94,7 @@ def _typename(x: Any) -> str:
 
 
 def _is_param(x: Any) -> bool:
-    return isinstance(x, np.ndarray) or F.is_tensor(x)
-
-
-def _device_impl():
-    """fastact.cuda's optimizer driver (imported on the first device parameter)."""
-    from fastact.cuda import require
-
-    require("a fastact optimizer got CUDA device parameters")
-    from fastact.cuda import _optimizer
-
-    return _optimizer
-
-
-def _tensor_type() -> type:
-    torch = F._torch()
-    return torch.Tensor if torch is not None else _NoTensor
-
-
-class _NoTensor:
-    pass
+    return host.is_param(x)
 
 
 class _ParamState(dict):
@@ -205,80 +203,6 @@ class _StateMap(MutableMapping):
             self._d[id(p)] = (p, _ParamState(self, st))
 
 
-class _Entry:
-    """Validated view of one parameter: NumPy array, address, layout, torch identity."""
-
-    __slots__ = ("obj", "arr", "addr", "dtype", "shape", "c", "f", "tdtype", "tptr")
-
-    def __init__(self, obj: Any, name: str) -> None:
-        self.obj = obj
-        arr = F.as_array(obj, name)
-        F.check_param(arr, name)
-        self.arr = arr
-        self.addr = F.address(arr)
-        self.dtype = arr.dtype
-        self.shape = arr.shape
-        self.c = arr.flags.c_contiguous
-        self.f = arr.flags.f_contiguous
-        if F.is_tensor(obj):
-            self.tdtype = obj.dtype
-            self.tptr = obj.data_ptr()
-        else:
-            self.tdtype = None
-            self.tptr = 0
-
-    def grad(self, g: Any, k: int, tensor_type: type) -> tuple[Any, int]:
-        """Validate gradient ``g`` (grads[k]); return (object to keep alive, address)."""
-        if type(g) is np.ndarray:
-            if g.dtype == self.dtype and g.shape == self.shape:
-                fl = g.flags
-                if fl.aligned and ((self.c and fl.c_contiguous) or (self.f and fl.f_contiguous)):
-                    return g, F.address(g)
-        elif isinstance(g, tensor_type):
-            if (
-                g.dtype is self.tdtype
-                and self.c
-                and g.shape == self.shape
-                and g.is_cpu
-                and g.layout is F._torch().strided
-                and g.is_contiguous()
-            ):
-                return g, g.data_ptr()
-        a = F.grad_array(g, self.arr, f"grads[{k}]", f"params[{k}]")
-        return a, F.address(a)
-
-
-class _Plan:
-    """Cached launch data of one (group, dtype) bucket: which parameters take part, the
-    pointer table (row 1, the gradients, is refilled every step), the chunk table, the state
-    dicts and their steps. Valid while the state map's version is unchanged."""
-
-    __slots__ = (
-        "js",
-        "keys",
-        "smap",
-        "version",
-        "ptrs",
-        "chunks",
-        "total",
-        "sts",
-        "steps",
-        "missing",
-        "fresh",
-        "proto",
-        "tparams",
-    )
-
-
-class _GroupCache:
-    __slots__ = ("group", "entries", "plans")
-
-    def __init__(self, group: dict) -> None:
-        self.group = group
-        self.entries: list[_Entry] | None = None
-        self.plans: dict = {}
-
-
 def _num(group: dict, key: str, gi: int) -> float:
     try:
         return float(group[key])
@@ -293,15 +217,18 @@ def _num(group: dict, key: str, gi: int) -> float:
 class Optimizer:
     """Base class: param groups, state, step driver, state_dict (torch.optim.Optimizer API).
 
-    Subclasses define ``_kind`` (kernel name), ``_has_step``, ``_state_spec(group)`` (state
-    keys in kernel row order with their initial value, ``None`` for an unused row),
-    ``_scalars(group, gi)`` (the kernel's group arguments) and ``_coefs(group, gi, step)``.
+    Subclasses set ``_spec`` (their entry of :data:`fastact.kernels.optim.OPTIMIZERS`: state
+    rows, kernel scalars, step coefficients) and ``_options(group, gi)`` (the group's options
+    under the functional API's names); :mod:`fastact.optim.driver` runs the steps.
     """
 
-    _kind: str = ""
-    _has_step: bool = True
+    #: the state_dtype values the class accepts (the 8-bit classes add '8bit')
+    _STATE_DTYPES: tuple = (None, "float32", "bfloat16")
+    #: storage defaults of the 8-bit classes (block_size, min_8bit_size), set before __init__
+    _extra_defaults: dict = {}
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        defaults = {**defaults, **self._extra_defaults}
         self._check_group(dict(defaults))
         self.defaults = defaults
         #: True when the parameters are CUDA device arrays (fastact.cuda runs the steps).
@@ -318,7 +245,7 @@ class Optimizer:
             )
         self.state: _StateMap = _StateMap()
         self.param_groups: list[dict[str, Any]] = []
-        self._cache: dict[int, _GroupCache] = {}
+        self._cache: dict[int, driver.GroupCache] = {}
         self._opt_called = False
         #: True when the last ``step(skip_nonfinite=True)`` was skipped (non-finite gradient).
         self.found_inf = False
@@ -340,6 +267,22 @@ class Optimizer:
             rule = _RULES.get(key)
             if rule is not None:
                 rule(value, key)
+        if "state_dtype" in group and group["state_dtype"] not in self._STATE_DTYPES:
+            raise ValueError(
+                f"state_dtype must be one of {self._STATE_DTYPES} for {type(self).__name__}, "
+                f"got {group['state_dtype']!r}"
+                + (" (use the 8-bit classes, e.g. AdamW8bit)" if group["state_dtype"] == "8bit"
+                   else "")
+            )  # fmt: skip
+
+    def _step_options(self, group: dict, gi: int) -> dict:
+        """``_options`` plus the storage options (state_dtype, block_size, min_8bit_size,
+        stochastic_rounding, seed), missing ones taken from the defaults."""
+        o = self._options(group, gi)
+        d = self.defaults
+        for key, default in _STORAGE_DEFAULTS.items():
+            o[key] = group.get(key, d.get(key, default))
+        return o
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group (a dict with 'params' and optional per-group options)."""
@@ -383,14 +326,11 @@ class Optimizer:
                     "optimizer can only optimize NumPy arrays and torch Tensors, but one of the "
                     "params is " + _typename(p)
                 )
-            if F.is_tensor(p) and not (p.is_leaf or p.retains_grad):
+            if is_tensor(p) and not (p.is_leaf or p.retains_grad):
                 raise ValueError("can't optimize a non-leaf Tensor")
         names_k = [f"param_groups[{gi}]['params'][{k}]" for k in range(len(tensors))]
-        if device:
-            dev_impl = _device_impl()
-            entries = dev_impl.entries(tensors, names_k)
-        else:
-            entries = [_Entry(p, n) for p, n in zip(tensors, names_k, strict=True)]
+        ex = _device(*tensors) if device else host
+        entries = [ex.entry(p, n) for p, n in zip(tensors, names_k, strict=True)]
         new_group = dict(param_group)
         new_group["params"] = tensors
         if names:
@@ -418,90 +358,33 @@ class Optimizer:
         existing = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in existing for p in tensors):
             raise ValueError("some parameters appear in more than one parameter group")
-        if device:
-            dev_impl.check_overlap(self, list(zip(entries, names_k, strict=True)))
-        else:
-            self._check_overlap(extra=[(e.arr, n) for e, n in zip(entries, names_k, strict=True)])
+        driver.check_overlap(self, ex, list(zip(entries, names_k, strict=True)))
+        options = self._step_options(new_group, gi)
+        for e, n in zip(entries, names_k, strict=True):
+            driver.entry_layout(ex, options, e, n)  # TypeError for unsupported storage
         # all checks passed: commit (the caller's dict gets the defaults, like torch)
         param_group.clear()
         param_group.update(new_group)
         self._device = device
         self.param_groups.append(param_group)
-        cache = _GroupCache(param_group)
+        cache = driver.GroupCache(param_group)
         cache.entries = entries
         self._cache[id(param_group)] = cache
 
-    def _check_overlap(self, extra: Sequence[tuple[np.ndarray, str]] = ()) -> None:
-        arrays, names = [], []
-        for gi, g in enumerate(self.param_groups):
-            for k, p in enumerate(g["params"]):
-                name = f"param_groups[{gi}]['params'][{k}]"
-                arrays.append(F.as_array(p, name))
-                names.append(name)
-        for a, name in extra:
-            arrays.append(a)
-            names.append(name)
-        F.check_no_overlap(arrays, names)
-
-    def _entries(self, group: dict, k0: int) -> tuple[_GroupCache, list[_Entry]]:
-        """The group's validated entries (rebuilt when the params or their storage changed)."""
-        cache = self._cache.get(id(group))
-        if cache is None or cache.group is not group:
-            cache = _GroupCache(group)
-            self._cache[id(group)] = cache
-        params = group["params"]
-        ents = cache.entries
-        if (
-            ents is None
-            or len(ents) != len(params)
-            or any(e.obj is not p for e, p in zip(ents, params, strict=True))
-        ):
-            ents = [_Entry(p, f"params[{k0 + j}]") for j, p in enumerate(params)]
-            self._check_overlap()
-            cache.entries = ents
-            cache.plans.clear()
-            return cache, ents
-        for j, e in enumerate(ents):
-            if e.tdtype is not None:
-                t = e.obj
-                if t.data_ptr() != e.tptr or t.shape != e.shape or t.dtype is not e.tdtype:
-                    ents[j] = _Entry(t, f"params[{k0 + j}]")
-                    self._check_overlap()
-                    cache.plans.clear()
-            elif not e.arr.flags.writeable:
-                raise ValueError(f"params[{k0 + j}] is read-only; parameters are updated in place")
-        return cache, ents
-
     # ----------------------------------------------------------------------------- step
 
-    def _state_spec(self, group: dict) -> list[tuple[str, Any] | None]:
+    #: the optimizer's spec (state rows, kernel scalars, coefficients)
+    _spec: Optim
+
+    def _options(self, group: dict, gi: int) -> dict:
+        """The group's options as the spec's flat dict (names of the functional API)."""
         raise NotImplementedError
 
-    def _scalars(self, group: dict, gi: int) -> tuple:
-        raise NotImplementedError
-
-    def _coefs(self, group: dict, gi: int, step: float) -> tuple:
-        return (0.0,)
-
-    def _new_states(self, ents: list[_Entry], value: float) -> list[tuple[Any, int]]:
-        """State arrays for ``ents`` (one dtype), filled with ``value``: views into one flat
-        buffer (each start padded to 64 bytes), so big models get few large allocations
-        (huge pages) instead of many small ones. Returns (state object, address) pairs."""
-        if not ents:
-            return []
-        dt = ents[0].dtype
-        pad = max(1, 64 // dt.itemsize)
-        sizes = [e.arr.size for e in ents]
-        offsets = np.cumsum([0] + [-(-n // pad) * pad for n in sizes])
-        buf = np.zeros(int(offsets[-1]), dtype=dt)
-        if value != 0:
-            buf.fill(value)
-        out = []
-        for e, n, off in zip(ents, sizes, offsets[:-1], strict=True):
-            a = buf[int(off) : int(off) + n].reshape(e.shape, order="C" if e.c else "F")
-            obj = F._torch().from_numpy(a) if e.tdtype is not None else a
-            out.append((obj, F.address(a)))
-        return out
+    def _executor(self) -> Any:
+        """The host executor, or the CUDA one bound to the parameters' stream."""
+        if not self._device:
+            return host
+        return _device(*(p for g in self.param_groups for p in g["params"][:1]))
 
     def step(
         self,
@@ -527,212 +410,33 @@ class Optimizer:
         loss = None
         if closure is not None:
             loss = closure()
-        if self._device:
-            skipped = _device_impl().step(self, grads, check_finite, skip_nonfinite)
-            if skipped:
-                self.skipped_steps += 1
-            self.found_inf = skipped
-            self._opt_called = True
-            return loss
-        work = self._prepare(grads)
+        ex = self._executor()
+        work = driver.prepare(self, ex, grads)
         if check_finite or skip_nonfinite:
-            tables, where = [], []
-            for _group, _gi, _scal, _spec, buckets in work:
-                for plan, _gkeep, ks in buckets:
-                    tables.append((plan.proto, plan.ptrs, plan.chunks, plan.total))
-                    where.append(ks)
-            bad = F.first_nonfinite(tables)
-            if bad is not None:
+            k = driver.first_nonfinite(ex, work)
+            if k is not None:
                 if skip_nonfinite:
                     self.found_inf = True
                     self.skipped_steps += 1
                     self._opt_called = True
                     return loss
-                k = where[bad[0]][bad[1]]
                 raise ValueError(f"grads[{k}] contains NaN or infinite values (check_finite=True)")
-        self._apply(work)
+        driver.apply(self, ex, work)
         self.found_inf = False
         self._opt_called = True
         return loss
-
-    def _prepare(self, grads: Any) -> list:
-        """Phase 1: validate everything and build the launch plans; writes no array."""
-        groups = self.param_groups
-        if grads is not None:
-            total = sum(len(g["params"]) for g in groups)
-            if _is_param(grads) or not isinstance(grads, (list, tuple)):
-                raise TypeError(
-                    "grads must be a list or tuple aligned with the parameters, got "
-                    + _typename(grads)
-                )
-            if len(grads) != total:
-                raise ValueError(
-                    f"grads has {len(grads)} entries but the optimizer has {total} parameters"
-                )
-        ttype = _tensor_type()
-        work = []
-        k0 = 0
-        for gi, group in enumerate(groups):
-            cache, ents = self._entries(group, k0)
-            scal = self._scalars(group, gi)
-            spec = self._state_spec(group)
-            keys = tuple(None if s is None else s[0] for s in spec)
-            by_dt: dict = {}
-            for j, e in enumerate(ents):
-                k = k0 + j
-                if grads is not None:
-                    g = grads[k]
-                elif e.tdtype is not None or hasattr(e.obj, "grad"):
-                    g = e.obj.grad  # torch tensors and arrays with .grad (fastact.nn.Parameter)
-                else:
-                    raise TypeError(
-                        f"params[{k}] is a NumPy array: pass its gradient, step(grads=[...])"
-                    )
-                if g is None:
-                    continue
-                keep, gaddr = e.grad(g, k, ttype)
-                b = by_dt.get(e.dtype)
-                if b is None:
-                    b = by_dt[e.dtype] = ([], [], [], [])
-                b[0].append(j)
-                b[1].append(keep)
-                b[2].append(gaddr)
-                b[3].append(k)
-            buckets = []
-            for dt, (js, keep, gaddrs, ks) in by_dt.items():
-                js = tuple(js)
-                plan = cache.plans.get(dt)
-                if (
-                    plan is None
-                    or plan.js != js
-                    or plan.keys != keys
-                    or plan.smap is not self.state
-                    or plan.version != self.state._version
-                ):
-                    plan = self._plan(ents, js, keys, ks, dt)
-                    cache.plans[dt] = plan
-                plan.ptrs[1] = gaddrs
-                buckets.append((plan, keep, ks))
-            work.append((group, gi, scal, spec, buckets))
-            k0 += len(ents)
-        return work
-
-    def _plan(self, ents: list[_Entry], js: tuple, keys: tuple, ks: list, dt: np.dtype) -> _Plan:
-        """Build (and validate) the launch data for the parameters ``js`` of one bucket."""
-        m = len(js)
-        ptrs = np.zeros((2 + len(keys), m), dtype=np.int64)
-        sts, steps, missing, arrays, names = [], [], [], [], []
-        for col, j in enumerate(js):
-            e = ents[j]
-            k = ks[col]
-            ptrs[0, col] = e.addr
-            arrays.append(e.arr)
-            names.append(f"params[{k}]")
-            st = self.state.get(e.obj)
-            sts.append(st)
-            for r, key in enumerate(keys):
-                x = None if (key is None or st is None) else st.get(key)
-                if key is None:
-                    ptrs[2 + r, col] = e.addr
-                elif x is None:
-                    missing.append((col, r))
-                else:
-                    name = f"state[params[{k}]]['{key}']"
-                    a = F.state_array(x, e.arr, name, f"params[{k}]")
-                    ptrs[2 + r, col] = F.address(a)
-                    arrays.append(a)
-                    names.append(name)
-            if self._has_step:
-                s = 0.0 if st is None else st.get("step", 0.0)
-                try:
-                    steps.append(float(s))
-                except (TypeError, ValueError):
-                    raise TypeError(
-                        f"state[params[{k}]]['step'] must be a number, got {s!r}"
-                    ) from None
-        F.check_no_overlap(arrays, names)
-        plan = _Plan()
-        plan.js, plan.keys, plan.smap, plan.version = js, keys, self.state, self.state._version
-        plan.ptrs, plan.sts, plan.missing = ptrs, sts, missing
-        plan.steps = steps if self._has_step else None
-        plan.fresh = bool(missing) or (
-            self._has_step and any(st is None or "step" not in st for st in sts)
-        )
-        plan.proto = np.empty(0, dt)
-        plan.tparams = [ents[j].obj for j in js if ents[j].tdtype is not None]
-        sizes = np.array([ents[j].arr.size for j in js], dtype=np.int64)
-        plan.chunks = F.chunk_table(sizes)
-        plan.total = int(sizes.sum())
-        return plan
-
-    def _apply(self, work: list) -> None:
-        """Phase 2: create missing state, launch one kernel per bucket, advance the steps."""
-        for group, gi, scal, spec, buckets in work:
-            ents = self._cache[id(group)].entries
-            for plan, _keep, _ks in buckets:
-                firsts = None
-                if plan.fresh:
-                    firsts = self._create_state(group, spec, ents, plan)
-                if plan.steps is None:
-                    m = len(plan.js)
-                    coefs = np.zeros((m, 1), dtype=np.float64)
-                    if firsts:
-                        coefs[firsts, 0] = 1.0
-                    new_steps = None
-                else:
-                    new_steps = [_next_step(s) for s in plan.steps]
-                    coefs = self._coef_table(group, gi, new_steps)
-                F.launch(self._kind, plan.proto, plan.ptrs, plan.chunks, coefs, scal, plan.total)
-                if plan.tparams:  # tell autograd the tensors changed in place (as torch does)
-                    F._torch().autograd.graph.increment_version(plan.tparams)
-                if new_steps is not None:
-                    for st, s in zip(plan.sts, new_steps, strict=True):
-                        dict.__setitem__(st, "step", s)
-                    plan.steps = new_steps
-
-    def _create_state(self, group: dict, spec: list, ents: list[_Entry], plan: _Plan) -> list:
-        """Create the state that ``plan`` found missing; return the columns that got any."""
-        cols = sorted({col for col, _r in plan.missing})
-        for col in range(len(plan.js)) if self._has_step else cols:
-            if plan.sts[col] is None:
-                plan.sts[col] = self.state[ents[plan.js[col]].obj]
-            if self._has_step and "step" not in plan.sts[col]:
-                plan.sts[col]["step"] = 0.0
-        rows: dict[int, list[int]] = {}
-        for col, r in plan.missing:
-            rows.setdefault(r, []).append(col)
-        for r, rcols in rows.items():
-            key, init = spec[r]
-            value = init(group) if callable(init) else init
-            made = self._new_states([ents[plan.js[c]] for c in rcols], value)
-            for c, (obj, addr) in zip(rcols, made, strict=True):
-                plan.sts[c][key] = obj
-                plan.ptrs[2 + r, c] = addr
-        plan.missing = []
-        plan.fresh = False
-        plan.version = self.state._version
-        return cols
-
-    def _coef_table(self, group: dict, gi: int, steps: list) -> np.ndarray:
-        uniq = {s: self._coefs(group, gi, s) for s in set(steps)}
-        if len(uniq) == 1:
-            row = next(iter(uniq.values()))
-            out = np.empty((len(steps), len(row)), dtype=np.float64)
-            out[:] = row
-            return out
-        return np.array([uniq[s] for s in steps], dtype=np.float64)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset ``.grad`` of torch parameters and of arrays carrying one (fastact.nn.Parameter):
         None, or zeros."""
         for group in self.param_groups:
             for p in group["params"]:
-                if not F.is_tensor(p) and getattr(p, "grad", None) is not None:
+                if not is_tensor(p) and getattr(p, "grad", None) is not None:
                     if set_to_none:
                         p.grad = None
                     else:
                         p.grad[...] = 0
-                elif F.is_tensor(p) and p.grad is not None:
+                elif is_tensor(p) and p.grad is not None:
                     if set_to_none:
                         p.grad = None
                     else:
@@ -755,24 +459,19 @@ class Optimizer:
                 mapping.setdefault(id(p), len(mapping))
             packed["params"] = [mapping[id(p)] for p in group["params"]]
             groups.append(packed)
-        torch = F._torch()
+        torch = torch_module()
+        ex = self._executor()
         state = {}
         for p, st in self.state._d.values():
             if id(p) not in mapping:
                 continue
-            is_t = F.is_tensor(p)
+            is_t = is_tensor(p)
             out = {}
             for key, v in st.items():
                 if key == "step":
                     out[key] = torch.tensor(float(v), dtype=torch.float32) if is_t else float(v)
-                elif self._device:
-                    out[key] = _device_impl().copy_state(v)
-                elif isinstance(v, np.ndarray):
-                    out[key] = torch.from_numpy(np.copy(v, order="K")) if is_t else v.copy("K")
-                elif F.is_tensor(v):
-                    out[key] = v.detach().clone(memory_format=torch.preserve_format)
                 else:
-                    out[key] = copy.deepcopy(v)
+                    out[key] = ex.copy_state(v, is_t)
             state[mapping[id(p)]] = out
         return {"state": state, "param_groups": groups}
 
@@ -807,47 +506,24 @@ class Optimizer:
             self._check_group(s)
             new_groups.append(s)
         new_state = _StateMap()
+        ex = self._executor()
+        where = {id(p): gi for gi, g in enumerate(new_groups) for p in g["params"]}
+        rows = dict(zip((k for k, _a in self._spec.state), self._spec.signed, strict=True))
         for key, value in state_dict["state"].items():
             if key not in id_map:
                 continue
             p = id_map[key]
             name = f"state_dict['state'][{key!r}]"
-            if self._device:
-                new_state[p] = _device_impl().load_param_state(p, value, name)
+            gi = where[id(p)]
+            options = self._step_options(new_groups[gi], gi)
+            layout = driver.entry_layout(ex, options, ex.entry(p, name), name)
+            if ex.NAME == "host":
+                new_state[p] = ex.load_param_state(p, value, name, layout, rows)
             else:
-                new_state[p] = self._load_param_state(p, value, name)
+                new_state[p] = ex.load_param_state(p, value, name)
         self.state = new_state
         self.param_groups = new_groups
         self._cache = {}
-
-    def _load_param_state(self, p: Any, value: Any, name: str) -> dict:
-        if not isinstance(value, dict):
-            raise TypeError(f"{name} must be a dict, got {_typename(value)}")
-        arr = F.as_array(p, "parameter")
-        out = {}
-        for key, v in value.items():
-            if key == "step":
-                try:
-                    out[key] = float(v)
-                except (TypeError, ValueError):
-                    raise TypeError(f"{name}['step'] must be a number, got {v!r}") from None
-            elif isinstance(v, np.ndarray) or F.is_tensor(v):
-                a = F.as_array(v, f"{name}[{key!r}]")
-                if a.shape != arr.shape:
-                    raise ValueError(
-                        f"{name}[{key!r}] has shape {a.shape} but its parameter has shape "
-                        f"{arr.shape}"
-                    )
-                if a.dtype.kind != "f":
-                    raise TypeError(f"{name}[{key!r}] has non-float dtype {a.dtype}")
-                order = "C" if arr.flags.c_contiguous else "F"
-                a = np.array(a, dtype=arr.dtype, order=order, copy=True)
-                out[key] = F._torch().from_numpy(a) if F.is_tensor(p) else a
-            elif v is None:
-                continue
-            else:
-                out[key] = copy.deepcopy(v)
-        return out
 
     def __getstate__(self) -> dict[str, Any]:
         # the launch caches hold raw addresses: never copy or pickle them
@@ -873,7 +549,7 @@ class Optimizer:
 
 def _real(value: Any, name: str) -> float:
     """``value`` as a float: a real number, a 0-d real array or a 1-element tensor."""
-    if F.is_tensor(value):
+    if is_tensor(value):
         if value.numel() != 1:
             raise ValueError(f"Tensor {name} must be 1-element")
         value = value.item()
@@ -934,6 +610,32 @@ def _any_real(value: Any, name: str) -> None:
     _real(value, name)
 
 
+def _int(value: Any, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {_typename(value)}")
+    return int(value)
+
+
+def _block_size_rule(value: Any, name: str) -> None:
+    b = _int(value, name)
+    if b <= 0 or b % BLOCK_MULTIPLE:
+        raise ValueError(f"{name} must be a positive multiple of {BLOCK_MULTIPLE}, got {b}")
+
+
+def _min_size_rule(value: Any, name: str) -> None:
+    if _int(value, name) < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def _flag_rule(value: Any, name: str) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {_typename(value)}")
+
+
+def _seed_rule(value: Any, name: str) -> None:
+    _int(value, name)
+
+
 #: Validation of each numeric option (constructor arguments and param-group entries alike),
 #: with torch's messages where torch checks the option.
 _RULES: dict[str, Callable[[Any, str], None]] = {
@@ -949,7 +651,25 @@ _RULES: dict[str, Callable[[Any, str], None]] = {
     "betas": _betas_rule,
     "etas": _etas_rule,
     "step_sizes": _step_sizes_rule,
+    "block_size": _block_size_rule,
+    "min_8bit_size": _min_size_rule,
+    "stochastic_rounding": _flag_rule,
+    "seed": _seed_rule,
 }
+
+
+def _storage(state_dtype: Any, stochastic_rounding: Any, seed: Any) -> dict:
+    """The storage defaults of every class: state_dtype (None: the parameter's dtype;
+    'float32', 'bfloat16', and '8bit' in the 8-bit classes), stochastic rounding of bfloat16
+    parameters and its seed; only the options that differ from the defaults become group
+    keys (the groups of a default optimizer have torch's keys)."""
+    out: dict = {}
+    if state_dtype is not None:
+        out["state_dtype"] = state_dtype
+    if stochastic_rounding or seed != 0:  # the groups keep torch's keys by default
+        out["stochastic_rounding"] = stochastic_rounding
+        out["seed"] = seed
+    return out
 
 
 def _check_flags(capturable: bool, differentiable: bool, foreach: Any, fused: Any) -> None:
@@ -985,8 +705,7 @@ class SGD(Optimizer):
     g ← g + μ·buf (nesterov) or buf; p ← p − lr·g.
     """
 
-    _kind = "sgd"
-    _has_step = False
+    _spec = SPECS["SGD"]
 
     def __init__(
         self,
@@ -1001,6 +720,9 @@ class SGD(Optimizer):
         foreach: bool | None = None,
         differentiable: bool = False,
         fused: bool | None = None,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -1013,6 +735,7 @@ class SGD(Optimizer):
             "differentiable": differentiable,
             "fused": fused,
         }
+        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
         _check_flags(False, differentiable, foreach, fused)
         super().__init__(params, defaults)
 
@@ -1021,20 +744,15 @@ class SGD(Optimizer):
         if group["nesterov"] and (float(group["momentum"]) <= 0 or float(group["dampening"]) != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
-    def _state_spec(self, group: dict) -> list:
-        return [("momentum_buffer", 0.0)] if group["momentum"] != 0 else [None]
-
-    def _scalars(self, group: dict, gi: int) -> tuple:
-        mom = _num(group, "momentum", gi)
-        return (
-            _num(group, "lr", gi),
-            _num(group, "weight_decay", gi),
-            mom,
-            _num(group, "dampening", gi),
-            bool(group["nesterov"]),
-            bool(group["maximize"]),
-            mom != 0.0,
-        )
+    def _options(self, group: dict, gi: int) -> dict:
+        return {
+            "lr": _num(group, "lr", gi),
+            "weight_decay": _num(group, "weight_decay", gi),
+            "momentum": _num(group, "momentum", gi),
+            "dampening": _num(group, "dampening", gi),
+            "nesterov": bool(group["nesterov"]),
+            "maximize": bool(group["maximize"]),
+        }
 
 
 class Adam(Optimizer):
@@ -1044,7 +762,7 @@ class Adam(Optimizer):
     p ← p − (lr/(1−β1ᵗ))·m/(√v/√(1−β2ᵗ) + eps); L2 g ← g + wd·p or decoupled p ← p·(1 − lr·wd).
     """
 
-    _kind = "adam"
+    _spec = SPECS["Adam"]
 
     def __init__(
         self,
@@ -1061,9 +779,12 @@ class Adam(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         _RULES["betas"](betas, "betas")
-        if not all(isinstance(b, float) for b in betas) and not all(F.is_tensor(b) for b in betas):
+        if not all(isinstance(b, float) for b in betas) and not all(is_tensor(b) for b in betas):
             raise ValueError("betas must be either both floats or both Tensors")
         betas = tuple(float(b) for b in betas)
         defaults = {
@@ -1079,38 +800,28 @@ class Adam(Optimizer):
             "fused": fused,
             "decoupled_weight_decay": decoupled_weight_decay,
         }
+        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
         _check_flags(capturable, differentiable, foreach, fused)
         super().__init__(params, defaults)
 
-    def _state_spec(self, group: dict) -> list:
-        return [
-            ("exp_avg", 0.0),
-            ("exp_avg_sq", 0.0),
-            ("max_exp_avg_sq", 0.0) if group["amsgrad"] else None,
-        ]
-
-    def _scalars(self, group: dict, gi: int) -> tuple:
-        lr, wd = _num(group, "lr", gi), _num(group, "weight_decay", gi)
+    def _options(self, group: dict, gi: int) -> dict:
         beta1, beta2 = _betas(group, gi)
-        decoupled = bool(group.get("decoupled_weight_decay", False))
-        decay = 1 - lr * wd if (decoupled and wd != 0) else 1.0
-        return (
-            beta1,
-            beta2,
-            _num(group, "eps", gi),
-            0.0 if decoupled else wd,
-            decay,
-            bool(group["amsgrad"]),
-            bool(group["maximize"]),
-        )
-
-    def _coefs(self, group: dict, gi: int, step: float) -> tuple:
-        beta1, beta2 = _betas(group, gi)
-        return F.adam_coefs(step, _num(group, "lr", gi), beta1, beta2)
+        return {
+            "lr": _num(group, "lr", gi),
+            "beta1": beta1,
+            "beta2": beta2,
+            "eps": _num(group, "eps", gi),
+            "weight_decay": _num(group, "weight_decay", gi),
+            "amsgrad": bool(group["amsgrad"]),
+            "maximize": bool(group["maximize"]),
+            "decoupled_weight_decay": bool(group.get("decoupled_weight_decay", False)),
+        }
 
 
 class AdamW(Adam):
     """AdamW (torch.optim.AdamW): Adam with decoupled weight decay p ← p·(1 − lr·wd), wd=1e-2."""
+
+    _spec = SPECS["AdamW"]
 
     def __init__(
         self,
@@ -1126,6 +837,9 @@ class AdamW(Adam):
         capturable: bool = False,
         differentiable: bool = False,
         fused: bool | None = None,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__(
             params,
@@ -1140,6 +854,9 @@ class AdamW(Adam):
             differentiable=differentiable,
             fused=fused,
             decoupled_weight_decay=True,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+            seed=seed,
         )
 
 
@@ -1147,7 +864,7 @@ class Adamax(Optimizer):
     """Adamax (torch.optim.Adamax): m ← lerp(m, g, 1−β1); u ← max(β2·u, |g| + eps);
     p ← p − (lr/(1−β1ᵗ))·m/u."""
 
-    _kind = "adamax"
+    _spec = SPECS["Adamax"]
 
     def __init__(
         self,
@@ -1161,6 +878,9 @@ class Adamax(Optimizer):
         maximize: bool = False,
         differentiable: bool = False,
         capturable: bool = False,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -1172,24 +892,20 @@ class Adamax(Optimizer):
             "differentiable": differentiable,
             "capturable": capturable,
         }
+        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
         _check_flags(capturable, differentiable, foreach, None)
         super().__init__(params, defaults)
 
-    def _state_spec(self, group: dict) -> list:
-        return [("exp_avg", 0.0), ("exp_inf", 0.0)]
-
-    def _scalars(self, group: dict, gi: int) -> tuple:
+    def _options(self, group: dict, gi: int) -> dict:
         beta1, beta2 = _betas(group, gi)
-        return (
-            beta1,
-            beta2,
-            _num(group, "eps", gi),
-            _num(group, "weight_decay", gi),
-            bool(group["maximize"]),
-        )
-
-    def _coefs(self, group: dict, gi: int, step: float) -> tuple:
-        return F.adamax_coefs(step, _num(group, "lr", gi), _betas(group, gi)[0])
+        return {
+            "lr": _num(group, "lr", gi),
+            "beta1": beta1,
+            "beta2": beta2,
+            "eps": _num(group, "eps", gi),
+            "weight_decay": _num(group, "weight_decay", gi),
+            "maximize": bool(group["maximize"]),
+        }
 
 
 class RMSprop(Optimizer):
@@ -1197,7 +913,7 @@ class RMSprop(Optimizer):
     √(v − ḡ²) + eps with ḡ ← lerp(ḡ, g, 1−α)); momentum: buf ← μ·buf + g/avg, p ← p − lr·buf,
     else p ← p − lr·g/avg."""
 
-    _kind = "rmsprop"
+    _spec = SPECS["RMSprop"]
 
     def __init__(
         self,
@@ -1212,6 +928,9 @@ class RMSprop(Optimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -1225,26 +944,20 @@ class RMSprop(Optimizer):
             "maximize": maximize,
             "differentiable": differentiable,
         }
+        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
         _check_flags(capturable, differentiable, foreach, None)
         super().__init__(params, defaults)
 
-    def _state_spec(self, group: dict) -> list:
-        return [
-            ("square_avg", 0.0),
-            ("momentum_buffer", 0.0) if group["momentum"] > 0 else None,
-            ("grad_avg", 0.0) if group["centered"] else None,
-        ]
-
-    def _scalars(self, group: dict, gi: int) -> tuple:
-        return (
-            _num(group, "lr", gi),
-            _num(group, "alpha", gi),
-            _num(group, "eps", gi),
-            _num(group, "weight_decay", gi),
-            _num(group, "momentum", gi),
-            bool(group["centered"]),
-            bool(group["maximize"]),
-        )
+    def _options(self, group: dict, gi: int) -> dict:
+        return {
+            "lr": _num(group, "lr", gi),
+            "alpha": _num(group, "alpha", gi),
+            "eps": _num(group, "eps", gi),
+            "weight_decay": _num(group, "weight_decay", gi),
+            "momentum": _num(group, "momentum", gi),
+            "centered": bool(group["centered"]),
+            "maximize": bool(group["maximize"]),
+        }
 
 
 class Rprop(Optimizer):
@@ -1252,7 +965,7 @@ class Rprop(Optimizer):
     flip (clamped to step_sizes); where the sign flipped the gradient is zeroed;
     p ← p − sign(g)·step_size. No weight decay; ``lr`` only sets the initial step size."""
 
-    _kind = "rprop"
+    _spec = SPECS["Rprop"]
 
     def __init__(
         self,
@@ -1265,6 +978,9 @@ class Rprop(Optimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -1275,23 +991,28 @@ class Rprop(Optimizer):
             "differentiable": differentiable,
             "capturable": capturable,
         }
+        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
         _check_flags(capturable, differentiable, foreach, None)
         super().__init__(params, defaults)
 
-    def _state_spec(self, group: dict) -> list:
-        return [("prev", 0.0), ("step_size", lambda g: float(g["lr"]))]
-
-    def _scalars(self, group: dict, gi: int) -> tuple:
+    def _options(self, group: dict, gi: int) -> dict:
         etaminus, etaplus = (float(x) for x in group["etas"])
         lo, hi = (float(x) for x in group["step_sizes"])
-        return (etaminus, etaplus, lo, hi, bool(group["maximize"]))
+        return {
+            "lr": float(group["lr"]),
+            "etaminus": etaminus,
+            "etaplus": etaplus,
+            "step_size_min": lo,
+            "step_size_max": hi,
+            "maximize": bool(group["maximize"]),
+        }
 
 
 class Adagrad(Optimizer):
     """Adagrad (torch.optim.Adagrad, dense): clr = lr/(1 + (t−1)·lr_decay); sum ← sum + g²;
     p ← p − clr·g/(√sum + eps). State is created in the constructor (sum = init value)."""
 
-    _kind = "adagrad"
+    _spec = SPECS["Adagrad"]
 
     def __init__(
         self,
@@ -1306,6 +1027,9 @@ class Adagrad(Optimizer):
         maximize: bool = False,
         differentiable: bool = False,
         fused: bool | None = None,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -1318,40 +1042,28 @@ class Adagrad(Optimizer):
             "differentiable": differentiable,
             "fused": fused,
         }
+        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
         _check_flags(False, differentiable, foreach, fused)
         super().__init__(params, defaults)
-        if self._device:
-            _device_impl().init_state(self, "sum", float(initial_accumulator_value))
-            return
-        for gi, group in enumerate(self.param_groups):
-            ents = [
-                _Entry(p, f"param_groups[{gi}]['params'][{k}]")
-                for k, p in enumerate(group["params"])
-            ]
-            for dt in dict.fromkeys(e.dtype for e in ents):
-                sub = [e for e in ents if e.dtype == dt]
-                made = self._new_states(sub, float(initial_accumulator_value))
-                for e, (obj, _addr) in zip(sub, made, strict=True):
-                    st = self.state[e.obj]
-                    st["step"] = 0.0
-                    st["sum"] = obj
+        driver.eager_state(self, self._executor())  # torch creates it here too
 
-    def _state_spec(self, group: dict) -> list:
-        # like torch, lazily created state uses the constructor's accumulator value
-        return [("sum", lambda g: float(self.defaults["initial_accumulator_value"]))]
-
-    def _scalars(self, group: dict, gi: int) -> tuple:
-        return (_num(group, "eps", gi), _num(group, "weight_decay", gi), bool(group["maximize"]))
-
-    def _coefs(self, group: dict, gi: int, step: float) -> tuple:
-        return F.adagrad_coefs(step, _num(group, "lr", gi), _num(group, "lr_decay", gi))
+    def _options(self, group: dict, gi: int) -> dict:
+        return {
+            "lr": _num(group, "lr", gi),
+            "lr_decay": _num(group, "lr_decay", gi),
+            "eps": _num(group, "eps", gi),
+            "weight_decay": _num(group, "weight_decay", gi),
+            "maximize": bool(group["maximize"]),
+            # like torch, lazily created state uses the constructor's accumulator value
+            "initial_accumulator_value": float(self.defaults["initial_accumulator_value"]),
+        }
 
 
 class Adadelta(Optimizer):
     """Adadelta (torch.optim.Adadelta): v ← ρv + (1−ρ)g²; δ = √(u + eps)/√(v + eps)·g;
     u ← ρu + (1−ρ)δ²; p ← p − lr·δ."""
 
-    _kind = "adadelta"
+    _spec = SPECS["Adadelta"]
 
     def __init__(
         self,
@@ -1365,6 +1077,9 @@ class Adadelta(Optimizer):
         capturable: bool = False,
         maximize: bool = False,
         differentiable: bool = False,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -1376,21 +1091,180 @@ class Adadelta(Optimizer):
             "foreach": foreach,
             "differentiable": differentiable,
         }
+        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
         _check_flags(capturable, differentiable, foreach, None)
         super().__init__(params, defaults)
 
-    def _state_spec(self, group: dict) -> list:
-        return [("square_avg", 0.0), ("acc_delta", 0.0)]
+    def _options(self, group: dict, gi: int) -> dict:
+        return {
+            "lr": _num(group, "lr", gi),
+            "rho": _num(group, "rho", gi),
+            "eps": _num(group, "eps", gi),
+            "weight_decay": _num(group, "weight_decay", gi),
+            "maximize": bool(group["maximize"]),
+        }
 
-    def _scalars(self, group: dict, gi: int) -> tuple:
-        return (
-            _num(group, "lr", gi),
-            _num(group, "rho", gi),
-            _num(group, "eps", gi),
-            _num(group, "weight_decay", gi),
-            bool(group["maximize"]),
-        )
 
+# --------------------------------------------------------------------------------------------
+# 8-bit states
+# --------------------------------------------------------------------------------------------
+
+_EIGHT_BIT_DOC = """
+
+    8-bit states (Dettmers et al. 2021): every state tensor of at least ``min_8bit_size``
+    elements is stored as one byte per element (a dynamic non-linear code, signed for
+    moments and momentum buffers, unsigned for second moments and sums) plus one float32
+    scale (the block's absolute maximum) per ``block_size`` elements, ``<key>`` and
+    ``<key>_absmax`` in the state dict; smaller tensors keep float32 state. A step decodes a
+    block into float32 registers, applies the update of the float32 class in float32, and
+    re-encodes the block with its new maximum (see :mod:`fastact.kernels.lowp`). Parameters
+    are float32 or bfloat16 (``stochastic_rounding=True``: stochastic write-back)."""
+
+
+class _EightBit:
+    """Mixin: sets the storage defaults before the float32 class's constructor runs."""
+
+    _STATE_DTYPES = (None, "float32", "bfloat16", "8bit")
+
+    def _eight_bit(self, block_size: int, min_8bit_size: int) -> None:
+        _RULES["block_size"](block_size, "block_size")
+        _RULES["min_8bit_size"](min_8bit_size, "min_8bit_size")
+        self._extra_defaults = {"block_size": block_size, "min_8bit_size": min_8bit_size}
+
+
+class SGD8bit(_EightBit, SGD):
+    __doc__ = (SGD.__doc__ or "") + _EIGHT_BIT_DOC
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._eight_bit(block_size, min_8bit_size)
+        super().__init__(
+            params, lr, momentum, dampening, weight_decay, nesterov, maximize=maximize,
+            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
+        )  # fmt: skip
+
+
+class Adam8bit(_EightBit, Adam):
+    __doc__ = (Adam.__doc__ or "") + _EIGHT_BIT_DOC
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._eight_bit(block_size, min_8bit_size)
+        super().__init__(
+            params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+            decoupled_weight_decay=decoupled_weight_decay, state_dtype="8bit",
+            stochastic_rounding=stochastic_rounding, seed=seed,
+        )  # fmt: skip
+
+
+class AdamW8bit(_EightBit, AdamW):
+    __doc__ = (AdamW.__doc__ or "") + _EIGHT_BIT_DOC
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._eight_bit(block_size, min_8bit_size)
+        super().__init__(
+            params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
+        )  # fmt: skip
+
+
+class RMSprop8bit(_EightBit, RMSprop):
+    __doc__ = (RMSprop.__doc__ or "") + _EIGHT_BIT_DOC
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        *,
+        maximize: bool = False,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._eight_bit(block_size, min_8bit_size)
+        super().__init__(
+            params, lr, alpha, eps, weight_decay, momentum, centered, maximize=maximize,
+            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
+        )  # fmt: skip
+
+
+class Adagrad8bit(_EightBit, Adagrad):
+    __doc__ = (Adagrad.__doc__ or "") + _EIGHT_BIT_DOC
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-2,
+        lr_decay: float = 0,
+        weight_decay: float = 0,
+        initial_accumulator_value: float = 0,
+        eps: float = 1e-10,
+        *,
+        maximize: bool = False,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._eight_bit(block_size, min_8bit_size)
+        super().__init__(
+            params, lr, lr_decay, weight_decay, initial_accumulator_value, eps,
+            maximize=maximize, state_dtype="8bit", stochastic_rounding=stochastic_rounding,
+            seed=seed,
+        )  # fmt: skip
+
+
+#: The 8-bit optimizers: name -> class.
+OPTIMIZERS_8BIT: dict[str, type[Optimizer]] = {
+    cls.__name__: cls for cls in (SGD8bit, Adam8bit, AdamW8bit, RMSprop8bit, Adagrad8bit)
+}
 
 #: Registry: name -> class (used by the tests and the benchmark).
 OPTIMIZERS: dict[str, type[Optimizer]] = {

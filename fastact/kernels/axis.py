@@ -1,4 +1,5 @@
-"""Kernels of the activations that are not purely element-wise.
+"""Loop templates of the activations that are not purely element-wise (compiled by the host
+executor, :mod:`fastact.host.axis`).
 
 Arrays are viewed as ``(outer, C, inner)``: ``C`` is the axis the function works along
 (softmax's ``dim``, PReLU's channel dim 1, GLU's halved dim, Maxout's grouped dim). Loops run
@@ -14,9 +15,9 @@ from numba import prange, types
 from numba.extending import overload
 
 from fastact._core import math as fm
-from fastact._core.jit import jit, specialize
+from fastact._core.jit import jit
 from fastact._core.math import lit
-from fastact._kernels import like_dtype, pair
+from fastact.kernels.elementwise import like_dtype
 
 BLOCK = 2048  # elements of ``inner`` handled by one parallel task
 
@@ -278,23 +279,6 @@ def maxout_rows_backward(g2, x2, gx2):
 
 #: group sizes with their own compiled row kernels (others take the generic loops)
 MAXOUT_ROW_PIECES = range(2, 9)
-_MAXOUT_ROWS: dict[int, tuple] = {}
-
-
-def maxout_rows_kernels(pieces: int) -> tuple:
-    """((serial, parallel) forward, (serial, parallel) backward) for groups of ``pieces``
-    along the last axis, compiled on first use."""
-    ks = _MAXOUT_ROWS.get(pieces)
-    if ks is None:
-        ks = tuple(
-            tuple(
-                specialize(loop, f"{loop.__name__}_p{pieces}_{mode}", parallel=par, P=pieces)
-                for mode, par in (("serial", False), ("parallel", True))
-            )
-            for loop in (maxout_rows_forward, maxout_rows_backward)
-        )
-        _MAXOUT_ROWS[pieces] = ks
-    return ks
 
 
 # ----------------------------------------------------------------------------- softmax
@@ -462,16 +446,3 @@ def softmax_rows_backward(g, y, gx, log, sign_f):
                         gx[o, c, s] = g[o, c, s] - fm.exp(y[o, c, s]) * a
                     else:
                         gx[o, c, s] = sign * y[o, c, s] * (g[o, c, s] - a)
-
-
-# (serial, parallel) compiled pairs of every loop above
-RRELU_TRAIN = pair(rrelu_train)
-RRELU_TRAIN_GRAD = pair(rrelu_train_grad)
-PRELU_FORWARD = pair(prelu_forward)
-PRELU_BACKWARD = pair(prelu_backward)
-GLU_FORWARD = pair(glu_forward)
-GLU_BACKWARD = pair(glu_backward)
-MAXOUT_FORWARD = pair(maxout_forward)
-MAXOUT_BACKWARD = pair(maxout_backward)
-SOFTMAX = pair(softmax_rows)
-SOFTMAX_BACKWARD = pair(softmax_rows_backward)

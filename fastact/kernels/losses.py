@@ -1,4 +1,4 @@
-"""Compiled kernels behind :mod:`fastact.losses`.
+"""What the losses compute: scalar definitions, loop templates and the LOSSES spec table.
 
 Every element-wise loss is one scalar function
 
@@ -9,13 +9,14 @@ third per-element input, ``w1``/``w2`` per-element weights, ``prm`` a tuple of p
 the data's float type). ``d_first``/``d_second`` are the derivatives the loss reports (see
 each function), ``bad`` is 1 (in the data's float type, so that the loop keeps one lane
 width) where the element is outside the loss's domain (checked afterwards by the caller).
-:func:`_ew_loop` is the single loop template that :func:`fastact._core.jit.specialize` turns into
-a serial and a parallel kernel per loss. Passing ``None`` for the gradients or a weight
-selects, at compile time, the variant without it (numba prunes ``x is None`` branches of
-arguments that are None), so the value-only kernel and the value+gradient kernel come from
-the same source. Keeping the per-element values (reduction='none') is a runtime flag: else
-they go to a per-chunk scratch that stays in cache, and the same compiled loop serves every
-reduction (half the compiled variants, no measurable cost).
+:func:`ew_loop` is the single loop template that the host executor
+(:mod:`fastact.host.losses`) turns into a serial and a parallel kernel per loss; the CUDA
+executor compiles the same scalars into its grid-stride kernels. Passing ``None`` for the
+gradients or a weight selects, at compile time, the variant without it (numba prunes ``x is
+None`` branches of arguments that are None), so the value-only kernel and the value+gradient
+kernel come from the same source. Keeping the per-element values (reduction='none') is a
+runtime flag: else they go to a per-chunk scratch that stays in cache, and the same compiled
+loop serves every reduction (half the compiled variants, no measurable cost).
 
 Reductions are done per fixed-size chunk of ``ch`` elements into a float64 array, so the
 result does not depend on the number of threads, and float32 data is summed in float64.
@@ -23,19 +24,21 @@ Inner loops index with unsigned integers so that numba emits no negative-index w
 (which would turn contiguous loads and stores into gathers and scatters).
 
 Row-wise losses (cross_entropy, nll_loss, cosine_embedding_loss, triplet_margin_loss) have
-their own kernels below; they reduce per fixed block of rows in the same way.
+their own loops below; they reduce per fixed block of rows in the same way. :data:`LOSSES`
+at the end is the spec table of every loss.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from llvmlite import ir
 from numba import prange, uint64
 from numba.extending import intrinsic
 
-from fastact._core.jit import jit, specialize
+from fastact._core.jit import jit
 from fastact._core.math import _bce_logs_f32, _log1p_unit_f32, exp, float32_variant, lit, log, log1p
 
 # ----------------------------------------------------------------------------------------
@@ -269,7 +272,7 @@ def hinge_embedding_f(a, b, c, w1, w2, prm):
 # ----------------------------------------------------------------------------------------
 
 
-def _ew_loop(a, b, c, w1, w2, prm, gscale, ga, gb, out, per_element, partials, bad, ch):
+def ew_loop(a, b, c, w1, w2, prm, gscale, ga, gb, out, per_element, partials, bad, ch):
     """Fused loss (+ gradient) over 1-D arrays, reduced per chunk of ``ch`` elements.
 
     partials[k] = float64 sum of the values of chunk k; ga/gb/bad (or None) receive
@@ -327,7 +330,7 @@ def _ew_loop(a, b, c, w1, w2, prm, gscale, ga, gb, out, per_element, partials, b
 
 
 #: Losses whose kernel sums inside the element loop (measured faster; see above).
-_FUSED_SUM = frozenset({"mse", "l1", "smooth_l1", "huber", "margin_ranking", "hinge_embedding"})
+FUSED_SUM = frozenset({"mse", "l1", "smooth_l1", "huber", "margin_ranking", "hinge_embedding"})
 
 ELEMENTWISE_SCALARS = {
     "mse": mse_f,
@@ -347,17 +350,6 @@ ELEMENTWISE_SCALARS = {
     "margin_ranking": margin_ranking_f,
     "hinge_embedding": hinge_embedding_f,
 }
-
-#: name -> (serial kernel, parallel kernel), both compiled lazily from ``_ew_loop``.
-ELEMENTWISE_KERNELS = {
-    name: (
-        specialize(_ew_loop, f"ew_{name}_serial", parallel=False, f=fn, FUSED_SUM=fused),
-        specialize(_ew_loop, f"ew_{name}_parallel", parallel=True, f=fn, FUSED_SUM=fused),
-    )
-    for name, fn in ELEMENTWISE_SCALARS.items()
-    for fused in [name in _FUSED_SUM]
-}
-
 
 # ----------------------------------------------------------------------------------------
 # cross_entropy / nll_loss
@@ -449,7 +441,7 @@ def _ce_row(x, buf, want_grad, y, q, w, wsum, eps, gscale):
     return loss
 
 
-def _ce_rows_loop(x, y, q, w, wsum, eps, ignore_index, gscale, want_grad, g, out, partials, rpc):
+def ce_rows_loop(x, y, q, w, wsum, eps, ignore_index, gscale, want_grad, g, out, partials, rpc):
     """cross_entropy over the rows of a C-contiguous (R, C) array, ``rpc`` rows per chunk.
 
     Exactly one of ``y`` (class indices) and ``q`` (probabilities) is an array. ``g`` is the
@@ -477,9 +469,7 @@ def _ce_rows_loop(x, y, q, w, wsum, eps, ignore_index, gscale, want_grad, g, out
         partials[k] = acc
 
 
-def _ce_spatial_loop(
-    x, y, q, w, wsum, eps, ignore_index, gscale, want_grad, g, out, partials, tile
-):
+def ce_spatial_loop(x, y, q, w, wsum, eps, ignore_index, gscale, want_grad, g, out, partials, tile):
     """cross_entropy over an (N, C, D) array (class axis strided), in tiles of ``tile`` columns.
 
     Each tile is transposed into a (tile, C) buffer that stays in cache, processed row by row
@@ -522,7 +512,7 @@ def _ce_spatial_loop(
         partials[k] = acc
 
 
-def _nll_loop(x, y, w, ignore_index, gscale, want_grad, g, zero, out, partials, ch):
+def nll_loop(x, y, w, ignore_index, gscale, want_grad, g, zero, out, partials, ch):
     """nll_loss over (N, C, D): loss[n, d] = -w[y] x[n, y, d]; g gets -w[y] gscale there.
 
     ``zero`` (D == 1 only): each task first zeroes its rows of g (in parallel, and each row
@@ -553,26 +543,12 @@ def _nll_loop(x, y, w, ignore_index, gscale, want_grad, g, zero, out, partials, 
         partials[k] = acc
 
 
-ce_rows_kernels = (
-    specialize(_ce_rows_loop, "ce_rows_serial", parallel=False),
-    specialize(_ce_rows_loop, "ce_rows_parallel", parallel=True),
-)
-ce_spatial_kernels = (
-    specialize(_ce_spatial_loop, "ce_spatial_serial", parallel=False),
-    specialize(_ce_spatial_loop, "ce_spatial_parallel", parallel=True),
-)
-nll_kernels = (
-    specialize(_nll_loop, "nll_serial", parallel=False),
-    specialize(_nll_loop, "nll_parallel", parallel=True),
-)
-
-
 # ----------------------------------------------------------------------------------------
 # cosine_embedding_loss / triplet_margin_loss (rows of D features)
 # ----------------------------------------------------------------------------------------
 
 
-def _cosine_loop(x1, x2, y, margin, z0, gscale, g1, g2, out, partials, rpc):
+def cosine_loop(x1, x2, y, margin, z0, gscale, g1, g2, out, partials, rpc):
     """cosine_embedding_loss per row; cos = x1.x2 / sqrt((|x1|^2 + 1e-12)(|x2|^2 + 1e-12))."""
     R, D = x1.shape
     for k in prange(partials.size):
@@ -674,7 +650,7 @@ def _dnorm_pgen(u, p, inv, lognrm):
 
 
 @jit(fastmath=False)
-def _diff_eps(a, b, e):
+def diff_eps(a, b, e):
     """(a - b) + e rounded as written. Compiled without fast-math flags on purpose: with
     ``reassoc`` LLVM may compute a + (e - b), which for a == b in float32 turns eps = 1e-6
     into 1e-6 +- 6e-8 and the gradient of a zero distance into noise (LLVM keeps the
@@ -683,14 +659,14 @@ def _diff_eps(a, b, e):
 
 
 @jit
-def _norm_terms(nrm):
+def norm_terms(nrm):
     """(1/nrm, log nrm), or (0, 0) for a zero norm."""
     if nrm > 0:
         return 1.0 / nrm, math.log(nrm)
     return 0.0, 0.0
 
 
-def _triplet_loop(an, po, ne, margin, p, eps, swap, z0, gscale, ga, gp, gn, out, partials, rpc):
+def triplet_loop(an, po, ne, margin, p, eps, swap, z0, gscale, ga, gp, gn, out, partials, rpc):
     """triplet_margin_loss per row with d(x, y) = ||x - y + eps||_p (torch.pairwise_distance).
 
     ``swap`` uses min(d(a, n), d(p, n)) (ties split the gradient like torch's minimum).
@@ -709,9 +685,9 @@ def _triplet_loop(an, po, ne, margin, p, eps, swap, z0, gscale, ga, gp, gn, out,
                 a = an[r, j]
                 b = po[r, j]
                 c = ne[r, j]
-                sap += powabs(_diff_eps(a, b, e), p)  # noqa: F821 (specialized)
-                san += powabs(_diff_eps(a, c, e), p)  # noqa: F821
-                spn += powabs(_diff_eps(b, c, e), p)  # noqa: F821
+                sap += powabs(diff_eps(a, b, e), p)  # noqa: F821 (specialized)
+                san += powabs(diff_eps(a, c, e), p)  # noqa: F821
+                spn += powabs(diff_eps(b, c, e), p)  # noqa: F821
             dap = root(sap, p)  # noqa: F821
             dan = root(san, p)  # noqa: F821
             dpn = root(spn, p)  # noqa: F821
@@ -735,48 +711,201 @@ def _triplet_loop(an, po, ne, margin, p, eps, swap, z0, gscale, ga, gp, gn, out,
                 ca = lit(e, cf)
                 cal = lit(e, cf * alpha)
                 cbe = lit(e, cf * beta)
-                iap, lap = _norm_terms(dap)
-                ian, lan = _norm_terms(dan)
-                ipn, lpn = _norm_terms(dpn)
+                iap, lap = norm_terms(dap)
+                ian, lan = norm_terms(dan)
+                ipn, lpn = norm_terms(dpn)
                 for j in range(D):
                     a = an[r, j]
                     b = po[r, j]
                     c = ne[r, j]
-                    uap = dnorm(_diff_eps(a, b, e), p, iap, lap)  # noqa: F821
-                    uan = dnorm(_diff_eps(a, c, e), p, ian, lan)  # noqa: F821
-                    upn = dnorm(_diff_eps(b, c, e), p, ipn, lpn)  # noqa: F821
+                    uap = dnorm(diff_eps(a, b, e), p, iap, lap)  # noqa: F821
+                    uan = dnorm(diff_eps(a, c, e), p, ian, lan)  # noqa: F821
+                    upn = dnorm(diff_eps(b, c, e), p, ipn, lpn)  # noqa: F821
                     ga[r, j] = ca * uap - cal * uan
                     gp[r, j] = -ca * uap - cbe * upn
                     gn[r, j] = cal * uan + cbe * upn
         partials[k] = acc
 
 
-cosine_kernels = (
-    specialize(_cosine_loop, "cosine_serial", parallel=False),
-    specialize(_cosine_loop, "cosine_parallel", parallel=True),
-)
-_PNORM_PIECES = {
+#: the p-norm pieces bound into the triplet template per kind of p ("p2", "p1", "pgen")
+PNORM_PIECES = {
     "p2": dict(powabs=_pow_p2, root=_root_p2, dnorm=_dnorm_p2),
     "p1": dict(powabs=_pow_p1, root=_root_p1, dnorm=_dnorm_p1),
     "pgen": dict(powabs=_pow_pgen, root=_root_pgen, dnorm=_dnorm_pgen),
 }
-#: kind of p ("p2", "p1", "pgen") -> (serial kernel, parallel kernel)
-triplet_kernels = {
-    kind: (
-        specialize(_triplet_loop, f"triplet_{kind}_serial", parallel=False, **pieces),
-        specialize(_triplet_loop, f"triplet_{kind}_parallel", parallel=True, **pieces),
+
+
+# ----------------------------------------------------------------------------------------
+# the spec table: one entry per loss drives the public API, fastact.nn, tests, benchmarks, docs
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A loss's spec: its torch names, its array arguments and what it computes.
+
+    ``inputs``: the differentiable arrays, in the order of the gradients returned with
+    ``return_grad=True``; ``arrays``: the other array arguments; ``kernels``: the scalar
+    definitions of :data:`ELEMENTWISE_SCALARS` it runs (empty for the row-wise losses, which
+    have loops of their own); ``kind``: ``"elementwise"``, ``"rows"`` (rows of the last axis)
+    or ``"classes"`` (class axis 1); ``formula``: one line for the docs."""
+
+    name: str
+    module: str
+    inputs: tuple[str, ...]
+    arrays: tuple[str, ...]
+    kernels: tuple[str, ...]
+    kind: str
+    formula: str
+
+
+LOSSES: dict[str, Loss] = {
+    spec.name: spec
+    for spec in (
+        Loss(
+            "mse_loss",
+            "MSELoss",
+            ("input",),
+            ("target", "weight"),
+            ("mse",),
+            "elementwise",
+            "w (x - t)^2",
+        ),
+        Loss(
+            "l1_loss",
+            "L1Loss",
+            ("input",),
+            ("target", "weight"),
+            ("l1",),
+            "elementwise",
+            "w |x - t|",
+        ),
+        Loss(
+            "smooth_l1_loss",
+            "SmoothL1Loss",
+            ("input",),
+            ("target",),
+            ("smooth_l1",),
+            "elementwise",
+            "0.5 d^2 / beta if |d| < beta else |d| - 0.5 beta",
+        ),
+        Loss(
+            "huber_loss",
+            "HuberLoss",
+            ("input",),
+            ("target", "weight"),
+            ("huber",),
+            "elementwise",
+            "0.5 d^2 if |d| < delta else delta (|d| - 0.5 delta)",
+        ),
+        Loss(
+            "binary_cross_entropy",
+            "BCELoss",
+            ("input",),
+            ("target", "weight"),
+            ("bce",),
+            "elementwise",
+            "-w [t log p + (1 - t) log(1 - p)] (logs clamped at -100)",
+        ),
+        Loss(
+            "binary_cross_entropy_with_logits",
+            "BCEWithLogitsLoss",
+            ("input",),
+            ("target", "weight", "pos_weight"),
+            ("bce_logits",),
+            "elementwise",
+            "-w [pw t log sigmoid(x) + (1 - t) log sigmoid(-x)]",
+        ),
+        Loss(
+            "cross_entropy",
+            "CrossEntropyLoss",
+            ("input",),
+            ("target", "weight"),
+            (),
+            "classes",
+            "-sum_c w_c q_c log_softmax(x)_c (q: one-hot or probabilities)",
+        ),
+        Loss("nll_loss", "NLLLoss", ("input",), ("target", "weight"), (), "classes", "-w_y x_y"),
+        Loss(
+            "kl_div",
+            "KLDivLoss",
+            ("input",),
+            ("target",),
+            ("kl", "kl_log"),
+            "elementwise",
+            "t (log t - x), or exp(t) (t - x) with log_target",
+        ),
+        Loss(
+            "poisson_nll_loss",
+            "PoissonNLLLoss",
+            ("input",),
+            ("target",),
+            ("poisson_log", "poisson_log_full", "poisson", "poisson_full"),
+            "elementwise",
+            "exp(x) - t x (log_input), else x - t log(x + eps)",
+        ),
+        Loss(
+            "gaussian_nll_loss",
+            "GaussianNLLLoss",
+            ("input", "var"),
+            ("target",),
+            ("gaussian_nll",),
+            "elementwise",
+            "0.5 (log v + (x - t)^2 / v), v = max(var, eps)",
+        ),
+        Loss(
+            "soft_margin_loss",
+            "SoftMarginLoss",
+            ("input",),
+            ("target",),
+            ("soft_margin",),
+            "elementwise",
+            "log(1 + exp(-y x))",
+        ),
+        Loss(
+            "margin_ranking_loss",
+            "MarginRankingLoss",
+            ("input1", "input2"),
+            ("target",),
+            ("margin_ranking",),
+            "elementwise",
+            "max(0, -y (x1 - x2) + margin)",
+        ),
+        Loss(
+            "hinge_embedding_loss",
+            "HingeEmbeddingLoss",
+            ("input",),
+            ("target",),
+            ("hinge_embedding",),
+            "elementwise",
+            "x if y = 1, max(0, margin - x) if y = -1",
+        ),
+        Loss(
+            "cosine_embedding_loss",
+            "CosineEmbeddingLoss",
+            ("input1", "input2"),
+            ("target",),
+            (),
+            "rows",
+            "1 - cos(x1, x2) if y = 1, max(0, cos(x1, x2) - margin) if y = -1",
+        ),
+        Loss(
+            "multilabel_soft_margin_loss",
+            "MultiLabelSoftMarginLoss",
+            ("input",),
+            ("target", "weight"),
+            ("bce_logits",),
+            "rows",
+            "mean over classes of the BCE-with-logits terms",
+        ),
+        Loss(
+            "triplet_margin_loss",
+            "TripletMarginLoss",
+            ("anchor", "positive", "negative"),
+            (),
+            (),
+            "rows",
+            "max(0, margin + d(a, p) - d(a, n)), d(x, y) = ||x - y + eps||_p",
+        ),
     )
-    for kind, pieces in _PNORM_PIECES.items()
 }
-
-
-# ----------------------------------------------------------------------------------------
-# streaming-bandwidth probe for the benchmark's roofline
-# ----------------------------------------------------------------------------------------
-
-
-@jit(parallel=True)
-def stream_triad(x, y, z):
-    """z = x + y: reads two arrays and writes one (the pattern of a fused loss + gradient)."""
-    for i in prange(x.size):
-        z[i] = x[i] + y[i]

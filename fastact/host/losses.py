@@ -1,0 +1,411 @@
+"""Losses on host arrays: the array edge the loss front end needs and the kernel launches.
+
+The templates of :mod:`fastact.kernels.losses` are compiled here into (serial, parallel)
+pairs (lazily, cached on disk); each launch below takes the views the front end prepared
+(C-contiguous, the compute dtype) and returns the loss: a NumPy scalar of the data's dtype
+for a reduced loss (float64 chunk sums divided by ``div``), an array for ``'none'``. The CUDA
+executor has the same functions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from fastact._core.arrays import FLOAT_DTYPES, as_array
+from fastact._core.threads import parallel_by_size
+from fastact._core.thresholds import PARALLEL_THRESHOLD
+from fastact.host.launch import pair
+from fastact.kernels import losses as K
+
+__all__ = [
+    "CHUNK",
+    "copy_into",
+    "full",
+    "unit_interval_message",
+    "class_targets",
+    "class_weight",
+    "cosine_embedding",
+    "cross_entropy",
+    "flat",
+    "float_inputs",
+    "float_sum",
+    "grad_buffer",
+    "loss_map",
+    "multilabel_soft_margin",
+    "nll",
+    "real_input",
+    "sum_to_shape",
+    "triplet_margin",
+    "typed_input",
+]
+
+#: elements per reduction chunk (fixed, so the summation order does not depend on threads)
+CHUNK = 16384
+#: columns per tile of the (N, C, d1, ...) cross-entropy kernel
+_CE_TILE = 64
+
+_EW: dict[str, tuple] = {}
+_ROWS: dict[str, tuple] = {}
+
+
+def _ew_kernels(name: str) -> tuple:
+    ks = _EW.get(name)
+    if ks is None:
+        ks = _EW[name] = pair(
+            K.ew_loop,
+            f"ew_{name}",
+            f=K.ELEMENTWISE_SCALARS[name],
+            FUSED_SUM=name in K.FUSED_SUM,
+        )
+    return ks
+
+
+def _row_kernels(name: str) -> tuple:
+    ks = _ROWS.get(name)
+    if ks is None:
+        if name.startswith("triplet_"):
+            ks = pair(K.triplet_loop, name, **K.PNORM_PIECES[name.split("_", 1)[1]])
+        else:
+            ks = pair(getattr(K, f"{name}_loop"), name)
+        _ROWS[name] = ks
+    return ks
+
+
+# ----------------------------------------------------------------------------- array edge
+def real_input(x: Any, name: str) -> np.ndarray:
+    """``x`` as an array of real numbers (any int or float dtype)."""
+    arr = as_array(x, name)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
+    return arr
+
+
+def _compute_dtype(dtype: np.dtype) -> np.dtype:
+    """float32/float64 as is; other reals by NumPy's float promotion (computed in f32/f64)."""
+    if dtype in FLOAT_DTYPES:
+        return dtype
+    promoted = np.promote_types(dtype, np.float16)
+    return FLOAT_DTYPES[0] if promoted.itemsize <= 4 else FLOAT_DTYPES[1]
+
+
+def float_inputs(names: tuple[str, ...], *xs: Any) -> tuple[np.ndarray, ...]:
+    """The prediction arrays, all in their common compute dtype."""
+    if all(type(x) is np.ndarray and x.dtype in FLOAT_DTYPES for x in xs):
+        dt = xs[0].dtype
+        if all(x.dtype == dt for x in xs):
+            return xs  # fast path: nothing to convert
+    arrs = [real_input(x, n) for x, n in zip(xs, names, strict=False)]
+    dt = _compute_dtype(np.result_type(*[a.dtype for a in arrs]))
+    return tuple(a.astype(dt, copy=False) for a in arrs)
+
+
+def typed_input(x: Any, name: str, dt: np.dtype) -> np.ndarray:
+    """A target or weight in the compute dtype (cast)."""
+    if type(x) is np.ndarray and x.dtype == dt:
+        return x
+    return real_input(x, name).astype(dt, copy=False)
+
+
+def flat(a: np.ndarray | None, shape: tuple) -> np.ndarray | None:
+    """``a`` broadcast to ``shape`` as a C-contiguous 1-D array (no copy when possible)."""
+    if a is None:
+        return None
+    if a.shape != shape:
+        a = np.broadcast_to(a, shape)
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+def sum_to_shape(g: np.ndarray, shape: tuple, name: str) -> np.ndarray:
+    """Sum a gradient of the broadcast shape back to an argument's ``shape``."""
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1
+    )
+    return np.sum(g, axis=axes, dtype=np.float64).astype(g.dtype).reshape(shape)
+
+
+def unit_interval_message(p: np.ndarray, t: np.ndarray) -> str:
+    """The ValueError message naming the first of ``p``, ``t`` with an element outside [0, 1]."""
+    for arr, name in ((p, "input"), (t, "target")):
+        if not np.all((arr >= 0) & (arr <= 1)):
+            return f"all elements of {name} should be between 0 and 1"
+    return "all elements of input and target should be between 0 and 1"
+
+
+def full(like: Any, shape: tuple, value: float, dt: np.dtype) -> np.ndarray:
+    return np.full(shape, value, dt)
+
+
+def copy_into(dst: np.ndarray, src: np.ndarray) -> None:
+    np.copyto(dst, src)
+
+
+def float_sum(a: np.ndarray) -> float:
+    """The float64 sum of ``a`` (a weighted mean's divisor)."""
+    return float(np.sum(a, dtype=np.float64))
+
+
+def grad_buffer(buf: Any, shape: tuple, dt: np.dtype, label: str, inputs: tuple):
+    """A caller's ``grad_out`` buffer, validated: (object to return, array to write)."""
+    if not isinstance(buf, np.ndarray):
+        raise TypeError(f"{label} must be a numpy.ndarray, got {type(buf).__name__}")
+    if buf.shape != shape:
+        raise ValueError(f"{label} has shape {buf.shape}, expected {shape}")
+    if buf.dtype != dt:
+        raise TypeError(f"{label} has dtype {buf.dtype}, expected {dt}")
+    if not buf.flags.writeable:
+        raise ValueError(f"{label} is read-only")
+    if not buf.flags.c_contiguous:
+        raise ValueError(f"{label} must be C-contiguous")
+    for other in inputs:
+        if isinstance(other, np.ndarray) and np.may_share_memory(buf, other):
+            raise ValueError(f"{label} shares memory with an argument or another buffer")
+    return buf, buf
+
+
+def _finish(total: float, div: float, dt: np.dtype) -> np.generic:
+    """``total / div`` in ``dt`` with IEEE results for div == 0 (inf or NaN)."""
+    a, b = float(total), float(div)
+    if b == 0:
+        q = math.nan if a == 0 or math.isnan(a) else math.copysign(math.inf, a)
+        return dt.type(q)
+    return dt.type(a / b)
+
+
+def _rows_per_chunk(width: int) -> int:
+    return max(1, CHUNK // max(width, 1))
+
+
+def _chunks(n: int, ch: int) -> int:
+    return (n + ch - 1) // ch
+
+
+def pick(kernels: tuple, n: int, threshold: int) -> Any:
+    """The serial or parallel build by size (the same chunk sums whatever the thread count)."""
+    return kernels[1] if parallel_by_size(n, threshold) else kernels[0]
+
+
+def _row_loss(partials, out, reduction: str, div: float, out_shape: tuple, dt: np.dtype):
+    if reduction == "none":
+        return out.astype(dt, copy=False).reshape(out_shape)
+    return _finish(partials.sum(), div if reduction == "mean" else 1.0, dt)
+
+
+# ----------------------------------------------------------------------------- launches
+def loss_map(
+    kernel: str,
+    arrays: tuple,
+    weights: tuple,
+    prm: tuple,
+    gscale: float,
+    grads: tuple,
+    reduction: str,
+    div: float,
+    check: Any,
+    like: Any,
+    shape: tuple,
+):
+    """An element-wise loss over flat ``arrays`` (a, b[, c]) of ``shape``; ``grads``: flat
+    arrays (or None) receiving ``gscale * d1`` and ``gscale * d2``. Returns the loss (the
+    per-element array for ``'none'``); ValueError(``check``) if an element is out of the
+    loss's domain."""
+    a = arrays[0]
+    c = arrays[2] if len(arrays) > 2 else a
+    n = a.size
+    dt = a.dtype
+    partials = np.empty(_chunks(n, CHUNK), np.float64)
+    out = np.empty(n if reduction == "none" else 0, dt)
+    bad = np.zeros(partials.size, np.float64) if check else None
+    fn = pick(_ew_kernels(kernel), n, PARALLEL_THRESHOLD)
+    prm = tuple(dt.type(p) for p in prm)
+    w1, w2 = weights
+    ga, gb = grads
+    fn(a, arrays[1], c, w1, w2, prm, dt.type(gscale), ga, gb, out, reduction == "none",
+       partials, bad, CHUNK)  # fmt: skip
+    if check and bad.sum():
+        raise ValueError(check() if callable(check) else check)
+    if reduction == "none":
+        return out.reshape(shape)
+    return _finish(partials.sum(), div if reduction == "mean" else 1.0, dt)
+
+
+def multilabel_soft_margin(x2, t2, w, gscale, g2, reduction, div, out_shape, like):
+    """Per row of (rows, C) logits the BCE-with-logits terms' sum (the front end divides by C
+    through ``div`` and ``gscale``); ``w`` broadcasts to (rows, C)."""
+    rows, n_cls = x2.shape
+    n = rows * n_cls
+    dt = x2.dtype
+    ch = max(n_cls, 1) if reduction == "none" else CHUNK
+    partials = np.empty(_chunks(n, ch), np.float64)
+    fn = pick(_ew_kernels("bce_logits"), n, PARALLEL_THRESHOLD)
+    wf = flat(w, x2.shape)  # w: (1, C) or (rows, C)
+    gf = None if g2 is None else g2.reshape(-1)
+    fn(x2.reshape(-1), t2.reshape(-1), x2.reshape(-1), wf, None, (dt.type(0.0),),
+       dt.type(gscale), gf, None, np.empty(0, dt), False, partials, None, ch)  # fmt: skip
+    if reduction == "none":
+        return (partials[:rows] / n_cls).astype(dt).reshape(out_shape)
+    return _finish(partials.sum(), div, dt)
+
+
+def class_weight(weight: Any, n_cls: int, dt: np.dtype) -> np.ndarray:
+    """The class weights (ones when ``weight`` is None: a C-vector costs nothing to read)."""
+    if weight is None:
+        return np.ones(n_cls, dt)
+    w = typed_input(weight, "weight", dt)
+    if w.shape != (n_cls,):
+        raise ValueError(f"weight must have shape ({n_cls},) (one per class), got {w.shape}")
+    return np.ascontiguousarray(w)
+
+
+def class_targets(target: Any, sample_shape: tuple, n_cls: int, ignore_index: int, w):
+    """(validated int64 class indices of ``sample_shape``, sum of w[y] over kept targets,
+    sum of w)."""
+    y = np.asarray(target)
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"target must hold integer class indices, got dtype {y.dtype}")
+    if y.shape != sample_shape:
+        raise ValueError(f"target has shape {y.shape}, expected {sample_shape}")
+    y = np.ascontiguousarray(y, dtype=np.int64)
+    pos, total = K.class_target_stats(y.reshape(-1), n_cls, ignore_index, w)
+    if pos >= 0:
+        raise ValueError(
+            f"target {y.reshape(-1)[pos]} is out of bounds for {n_cls} classes "
+            f"(ignore_index={ignore_index})"
+        )
+    return y, total, float_sum(w)
+
+
+def cross_entropy(x3, y, q, w, wsum, eps, ignore_index, gscale, g3, reduction, div, shape, like):
+    """Softmax cross-entropy over (N, C, D) logits: class indices ``y`` (N, D) or
+    probabilities ``q`` (N, C, D); ``g3`` (or None) receives the gradient."""
+    n_s, n_cls, n_d = x3.shape
+    dt = x3.dtype
+    want = g3 is not None
+    g = g3 if want else np.empty((0, n_cls, 1), dt)  # placeholder: the loops use scratch rows
+    out = np.empty((n_s, n_d), np.float64)
+    par = parallel_by_size(x3.size, PARALLEL_THRESHOLD)
+    if n_d == 1:
+        rpc = _rows_per_chunk(n_cls)
+        partials = np.empty(_chunks(n_s, rpc), np.float64)
+        _row_kernels("ce_rows")[par](
+            x3.reshape(n_s, n_cls),
+            None if y is None else y.reshape(n_s),
+            None if q is None else q.reshape(n_s, n_cls),
+            w,
+            wsum,
+            eps,
+            ignore_index,
+            gscale,
+            want,
+            g.reshape(g.shape[0], n_cls),
+            out.reshape(n_s),
+            partials,
+            rpc,
+        )
+    else:
+        partials = np.empty(n_s * _chunks(n_d, _CE_TILE), np.float64)
+        _row_kernels("ce_spatial")[par](
+            x3, y, q, w, wsum, eps, ignore_index, gscale, want, g, out, partials, _CE_TILE
+        )
+    return _row_loss(partials, out, reduction, div, shape, dt)
+
+
+def nll(x3, y2, w, ignore_index, gscale, g3, reduction, div, shape, like):
+    """nll_loss over (N, C, D); ``g3`` (or None) receives the gradient (zeroed here)."""
+    n_s, n_cls, n_d = x3.shape
+    dt = x3.dtype
+    want = g3 is not None
+    zero = want and n_d == 1  # rows of C: the kernel zeroes them in parallel
+    g = g3 if want else np.empty((0, n_cls, 1), dt)
+    if want and not zero:
+        g.fill(0)
+    ch = max(1, min(CHUNK, (1 << 16) // max(n_cls, 1))) if zero else CHUNK  # ~64K entries a task
+    out = np.empty((n_s, n_d), np.float64)
+    partials = np.empty(_chunks(n_s * n_d, ch), np.float64)
+    pick(_row_kernels("nll"), x3.size, PARALLEL_THRESHOLD)(
+        x3, y2, w, ignore_index, gscale, want, g, zero, out, partials, ch
+    )
+    return _row_loss(partials, out, reduction, div, shape, dt)
+
+
+def cosine_embedding(a, b, yy, margin, gscale, g1, g2, reduction, div, shape, like):
+    """cosine_embedding_loss over rows of (R, D) inputs; ``g1``/``g2`` (or None)."""
+    n_r, n_d = a.shape
+    rpc = _rows_per_chunk(n_d)
+    partials = np.empty(_chunks(n_r, rpc), np.float64)
+    out = np.empty(n_r, np.float64)
+    pick(_row_kernels("cosine"), a.size, PARALLEL_THRESHOLD)(
+        a, b, yy, margin, a.dtype.type(0), gscale, g1, g2, out, partials, rpc
+    )
+    return _row_loss(partials, out, reduction, div, shape, a.dtype)
+
+
+def triplet_margin(kind, arrs, margin, p, eps, swap, gscale, gs, reduction, div, shape, like):
+    """triplet_margin_loss over rows of (R, D) inputs; ``kind`` of p: p2, p1, pgen, or any
+    (torch's norms without a kernel, in float64 NumPy)."""
+    n_r, n_d = arrs[0].shape
+    if kind == "any":
+        out = _triplet_any_norm(*arrs, margin, p, arrs[0].dtype.type(eps), swap, gscale, gs)
+        return _row_loss(np.array([out.sum()]), out, reduction, div, shape, arrs[0].dtype)
+    rpc = _rows_per_chunk(n_d)
+    partials = np.empty(_chunks(n_r, rpc), np.float64)
+    out = np.empty(n_r, np.float64)
+    dt = arrs[0].dtype
+    pick(_row_kernels(f"triplet_{kind}"), arrs[0].size, PARALLEL_THRESHOLD)(
+        *arrs, margin, p, eps, swap, dt.type(0), gscale, *gs, out, partials, rpc
+    )
+    return _row_loss(partials, out, reduction, div, shape, dt)
+
+
+def _pnorm_and_grad(d: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray]:
+    """torch's vector norm of each row of ``d`` (float64) and its gradient, for the norms the
+    kernels leave out: p = 0 (count of nonzeros, gradient 0), p = +-inf (max/min of |d|,
+    gradient shared by the ties), p < 0 and NaN (``(sum |d|^p)^(1/p)``)."""
+    a = np.abs(d)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if math.isnan(p):
+            n = np.full(d.shape[0], np.nan)
+            return n, np.full(d.shape, np.nan)
+        if p == 0:
+            return np.count_nonzero(a, axis=1).astype(np.float64), np.zeros(d.shape)
+        if math.isinf(p):
+            n = a.max(axis=1) if p > 0 else a.min(axis=1)
+            hit = a == n[:, None]
+            return n, np.sign(d) * hit / np.maximum(hit.sum(axis=1, keepdims=True), 1)
+        n = np.sum(a**p, axis=1) ** (1.0 / p)
+        g = d * a ** (p - 2.0) / n[:, None] ** (p - 1.0)
+        g[n == 0] = 0.0  # torch's norm backward: zero where the norm is zero
+        return n, g
+
+
+def _triplet_any_norm(an, po, ne, margin, p, e, swap, gscale, gs) -> np.ndarray:
+    """triplet_margin_loss rows for the norms without a kernel (see :func:`_pnorm_and_grad`),
+    in float64 like the kernels' sums; fills ``gs`` (when given) and returns the row losses.
+    The differences ``(x - y) + eps`` are rounded in the inputs' dtype, as in the kernels."""
+    dap, uap = _pnorm_and_grad(((an - po) + e).astype(np.float64), p)
+    dan, uan = _pnorm_and_grad(((an - ne) + e).astype(np.float64), p)
+    alpha, beta = np.ones_like(dap), np.zeros_like(dap)
+    dneg = dan
+    if swap:
+        dpn, upn = _pnorm_and_grad(((po - ne) + e).astype(np.float64), p)
+        dneg = np.minimum(dan, dpn)
+        alpha = np.where(dpn < dan, 0.0, np.where(dpn == dan, 0.5, 1.0))
+        beta = 1.0 - alpha
+    z = margin + dap - dneg
+    loss = np.where(z < 0, 0.0, z)  # NaN stays NaN
+    if gs[0] is not None:
+        cf = np.where(z >= 0, gscale, 0.0)[:, None]
+        ga = cf * uap - (cf * alpha[:, None]) * uan
+        gp = -cf * uap
+        gn = (cf * alpha[:, None]) * uan
+        if swap:
+            gp = gp - (cf * beta[:, None]) * upn
+            gn = gn + (cf * beta[:, None]) * upn
+        for g, v in zip(gs, (ga, gp, gn), strict=True):
+            g[...] = v
+    return loss

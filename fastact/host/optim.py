@@ -1,0 +1,519 @@
+"""Optimizer steps on host arrays (NumPy arrays, CPU torch tensors through zero-copy views).
+
+The loop templates of :mod:`fastact.kernels.optim` compiled serial and parallel, and the
+host side of the optimizer driver (:mod:`fastact.optim.driver`): validated parameter entries
+(with their addresses), gradient and state checks, new state arrays, the launches. The CUDA
+executor has the same functions (:mod:`fastact.cuda._optim`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from fastact._core.arrays import FLOAT_DTYPES, is_tensor, tensor_view, torch_module
+from fastact._core.jit import specialize
+from fastact._core.threads import parallel_by_size
+from fastact._core.thresholds import THRESHOLDS
+from fastact.kernels.lowp import dequantize_blocks, quantize_blocks
+from fastact.kernels.optim import (
+    BF16,
+    CODES,
+    F32,
+    LOWP_TEMPLATES,
+    TEMPLATES,
+    UPDATES,
+    Layout,
+    Storage,
+    address,
+)
+
+__all__ = [
+    "OPTIM_CHUNK",
+    "SERIAL_BELOW",
+    "Entry",
+    "as_array",
+    "host_view",
+    "bump_versions",
+    "copy_state",
+    "entry",
+    "is_param",
+    "stale_entries",
+    "load_param_state",
+    "new_states",
+    "no_overlap",
+    "optim_launch",
+    "optim_nonfinite",
+    "state_address",
+]
+
+#: Elements per chunk of the chunk table (16K: a few arrays of a chunk stay in L2).
+OPTIM_CHUNK = 16384
+#: Launches over fewer elements than this run the serial build of the kernel.
+SERIAL_BELOW = THRESHOLDS["optimizer"]
+
+#: name -> (parallel kernel, serial kernel); compiled lazily per dtype on first use.
+KERNELS: dict[str, tuple[Any, Any]] = {
+    name: (
+        specialize(tpl, f"optim_{name}_parallel", parallel=True),
+        specialize(tpl, f"optim_{name}_serial"),
+    )
+    for name, tpl in TEMPLATES.items()
+}
+_PROTOS = {dt: np.empty(0, dt) for dt in (*FLOAT_DTYPES, BF16, CODES)}
+
+
+_LOWP: dict[tuple, Any] = {}
+
+
+def _lowp_kernel(kind: str, layout: Layout, rows: tuple, sr: bool, parallel: bool) -> Any:
+    """The low-precision loop of kernel ``kind`` for the used rows (``rows[r]``: None when
+    unused, else whether the row's code is signed) and rounding ``sr``, compiled lazily."""
+    storage = "8bit" if layout.q8 else "elementwise"
+    key = (storage, kind, rows, sr, parallel)
+    k = _LOWP.get(key)
+    if k is None:
+        rows = tuple(rows) + (None,) * (3 - len(rows))
+        tag = "".join("x" if r is None else ("s" if r else "u") for r in rows)
+        name = f"optim_{storage[:2]}_{kind}_{tag}_{int(sr)}_{'par' if parallel else 'ser'}"
+        consts = {f"U{r}": rows[r] is not None for r in range(3)}
+        consts.update({f"S{r}": bool(rows[r]) for r in range(3)})
+        k = specialize(
+            LOWP_TEMPLATES[storage], name, parallel=parallel, _update=UPDATES[kind], SR=sr,
+            **consts,
+        )  # fmt: skip
+        _LOWP[key] = k
+    return k
+
+
+def optim_launch(
+    kind, layout, ptrs, chunks, coefs, scalars, n_elements: int, rows: tuple = (), key: int = -1
+) -> None:
+    """Run kernel ``kind`` over a pointer and chunk table (serial below SERIAL_BELOW).
+
+    ``layout``: a :class:`~fastact.kernels.optim.Layout` (or a dtype: native storage). The
+    low-precision loops also take ``rows`` (per state row None when unused, else whether its
+    8-bit code is signed) and ``key`` (>= 0: stochastic rounding of bfloat16 parameters with
+    this 32-bit key; -1: round to nearest even)."""
+    if chunks.shape[0] == 0:
+        return
+    par = parallel_by_size(n_elements, SERIAL_BELOW)
+    if not isinstance(layout, Layout):
+        layout = Layout(np.dtype(layout), np.dtype(layout))
+    if layout.native:
+        parallel, serial = KERNELS[kind]
+        kernel = parallel if par else serial
+        proto = _PROTOS.get(layout.param)
+        if proto is None:
+            proto = _PROTOS[np.dtype(layout.param)]
+        kernel(proto, ptrs, chunks, coefs, *scalars)
+        return
+    kernel = _lowp_kernel(kind, layout, tuple(rows), key >= 0, par)
+    kernel(
+        _PROTOS[layout.param], _PROTOS[layout.state], ptrs, chunks, coefs, layout.block,
+        max(key, 0), tuple(scalars),
+    )  # fmt: skip
+
+
+def optim_nonfinite(dt, ptrs, row: int, chunks, n_elements: int) -> np.ndarray:
+    """Boolean per chunk: array ``row`` of the chunk holds a NaN or an infinity (``dt``: the
+    array's dtype or a Layout, whose parameter dtype is the gradient's)."""
+    if isinstance(dt, Layout):
+        dt = dt.param
+    out = np.zeros(chunks.shape[0], dtype=np.bool_)
+    if chunks.shape[0]:
+        parallel, serial = KERNELS["nonfinite"]
+        kernel = parallel if parallel_by_size(n_elements, SERIAL_BELOW) else serial
+        kernel(_PROTOS[np.dtype(dt)], ptrs, row, chunks, out)
+    return out
+
+
+# ----------------------------------------------------------------------------- arrays
+def is_param(x: Any) -> bool:
+    """A host parameter: a NumPy array or a torch tensor."""
+    return isinstance(x, np.ndarray) or is_tensor(x)
+
+
+def _is_bf16_dtype(dt: np.dtype) -> bool:
+    """ml_dtypes' bfloat16 (checked by name: ml_dtypes is only imported when present)."""
+    return dt.name == "bfloat16" and dt.itemsize == 2
+
+
+def host_view(x: Any, name: str) -> tuple[np.ndarray, bool]:
+    """NumPy array or torch tensor -> (NumPy array, is bfloat16); bfloat16 data (torch
+    bfloat16 tensors, NumPy arrays of ml_dtypes.bfloat16) is viewed as its uint16 bits."""
+    if isinstance(x, np.ndarray):
+        if _is_bf16_dtype(x.dtype):
+            return x.view(np.uint16), True
+        return x, False
+    if is_tensor(x):
+        if x.dtype is torch_module().bfloat16:
+            return tensor_view(x.view(torch_module().int16), name).view(np.uint16), True
+        return tensor_view(x, name), False
+    raise TypeError(f"{name} must be a NumPy array or a torch tensor, got {type(x).__name__}")
+
+
+def as_array(x: Any, name: str) -> np.ndarray:
+    """NumPy array or torch tensor -> NumPy array (a zero-copy view for tensors; bfloat16
+    data as its uint16 bits)."""
+    if isinstance(x, np.ndarray) and not _is_bf16_dtype(x.dtype):
+        return x
+    return host_view(x, name)[0]
+
+
+def _dtype_name(dt: np.dtype, bf16: bool) -> str:
+    return "bfloat16" if bf16 else str(dt)
+
+
+def _layout_ok(a: np.ndarray) -> bool:
+    f = a.flags
+    return (f.c_contiguous or f.f_contiguous) and f.aligned
+
+
+def _same_layout(a: np.ndarray, p: np.ndarray) -> bool:
+    """``a`` enumerates its elements in the same memory order as ``p`` (both contiguous)."""
+    fa, fp = a.flags, p.flags
+    return fa.aligned and (
+        (fa.c_contiguous and fp.c_contiguous) or (fa.f_contiguous and fp.f_contiguous)
+    )
+
+
+class Entry:
+    """A validated parameter: its NumPy view (bfloat16: uint16 bits), address, layout and
+    torch identity."""
+
+    __slots__ = ("obj", "arr", "addr", "dtype", "shape", "c", "f", "tdtype", "tptr", "bf16")
+
+    def __init__(self, obj: Any, name: str) -> None:
+        self.obj = obj
+        arr, bf16 = host_view(obj, name)
+        if arr.dtype not in FLOAT_DTYPES and not bf16:
+            raise TypeError(
+                f"{name} has dtype {arr.dtype}; only float32, float64 and bfloat16 are supported"
+            )
+        if not arr.flags.writeable:
+            raise ValueError(f"{name} is read-only; parameters are updated in place")
+        if not _layout_ok(arr):
+            raise ValueError(
+                f"{name} is not contiguous in memory (shape {arr.shape}, strides {arr.strides}); "
+                "pass a contiguous array (np.ascontiguousarray) or tensor (.contiguous())"
+            )
+        self.arr = arr
+        self.bf16 = bf16
+        self.addr = address(arr)
+        self.dtype = arr.dtype
+        self.shape = arr.shape
+        self.c = arr.flags.c_contiguous
+        self.f = arr.flags.f_contiguous
+        if is_tensor(obj):
+            self.tdtype = obj.dtype
+            self.tptr = obj.data_ptr()
+        else:
+            self.tdtype = None
+            self.tptr = 0
+
+    @property
+    def size(self) -> int:
+        return self.arr.size
+
+    @property
+    def is_torch(self) -> bool:
+        return self.tdtype is not None
+
+    @property
+    def dtype_name(self) -> str:
+        return _dtype_name(self.dtype, self.bf16)
+
+    def grad(self, g: Any, k: int) -> tuple[Any, int]:
+        """Validate gradient ``g`` (grads[k]); return (object to keep alive, address).
+        Other memory layouts are copied into the parameter's order."""
+        if type(g) is np.ndarray:
+            if g.dtype == self.dtype and g.shape == self.shape:
+                fl = g.flags
+                if fl.aligned and ((self.c and fl.c_contiguous) or (self.f and fl.f_contiguous)):
+                    return g, address(g)
+        elif self.tdtype is not None and is_tensor(g):
+            if (
+                g.dtype is self.tdtype
+                and self.c
+                and g.shape == self.shape
+                and g.is_cpu
+                and g.layout is torch_module().strided
+                and g.is_contiguous()
+            ):
+                return g, g.data_ptr()
+        name, pname = f"grads[{k}]", f"params[{k}]"
+        a, bf16 = host_view(g, name)
+        if a.dtype != self.dtype or bf16 != self.bf16:
+            raise TypeError(
+                f"{name} has dtype {_dtype_name(a.dtype, bf16)} but {pname} has dtype "
+                f"{self.dtype_name}"
+            )
+        if a.shape != self.shape:
+            raise ValueError(f"{name} has shape {a.shape} but {pname} has shape {self.shape}")
+        if not _same_layout(a, self.arr):
+            a = np.array(a, order="C" if self.c else "F")
+        return a, address(a)
+
+
+def entry(obj: Any, name: str) -> Entry:
+    return Entry(obj, name)
+
+
+def stale_entries(ents: list[Entry], k0: int) -> list[int]:
+    """Indices of the entries whose tensor's storage, shape or dtype changed since they were
+    validated (to rebuild); ValueError when an array became read-only. One call per group and
+    step: the loop stays in one function (a method call per entry costs ~10% of a step over
+    160 small tensors)."""
+    out: list[int] = []
+    for j, e in enumerate(ents):
+        if e.tdtype is not None:
+            t = e.obj
+            if t.data_ptr() != e.tptr or t.shape != e.shape or t.dtype is not e.tdtype:
+                out.append(j)
+        elif not e.arr.flags.writeable:
+            raise ValueError(f"params[{k0 + j}] is read-only; parameters are updated in place")
+    return out
+
+
+def state_address(
+    x: Any, e: Entry, name: str, pname: str, storage: Storage | None = None
+) -> tuple[np.ndarray, int]:
+    """A state array for parameter ``e``, writable: by default of the parameter's dtype,
+    shape and memory order; with ``storage``, of its dtype (bfloat16: a torch bfloat16
+    tensor, an ml_dtypes.bfloat16 array or uint16 bits) and shape (block scales: 1-d)."""
+    a, bf16 = host_view(x, name)
+    if storage is None:
+        want, want_bf16, shape = e.dtype, e.bf16, e.shape
+    else:
+        want, want_bf16 = storage.dtype, storage.bf16
+        shape = storage.shape(e.shape, e.size)
+        if want_bf16 and a.dtype == BF16:
+            bf16 = True  # uint16 arrays hold bfloat16 bits (NumPy without ml_dtypes)
+    if a.dtype != want or bf16 != want_bf16:
+        raise TypeError(
+            f"{name} has dtype {_dtype_name(a.dtype, bf16)} but {_dtype_name(want, want_bf16)} "
+            f"is expected for {pname}"
+            + ("" if storage is None else f" ({'block scales' if storage.block else 'state'})")
+        )
+    if a.shape != shape:
+        raise ValueError(f"{name} has shape {a.shape} but {shape} is expected for {pname}")
+    if not a.flags.writeable:
+        raise ValueError(f"{name} is read-only; optimizer state is updated in place")
+    ok = _layout_ok(a) if (storage is not None and storage.block) else _same_layout(a, e.arr)
+    if not ok:
+        raise ValueError(f"{name} does not have the memory layout of {pname} (shape {e.shape})")
+    return a, address(a)
+
+
+def no_overlap(arrays: Sequence[np.ndarray], names: Sequence[str]) -> None:
+    """ValueError if two of the (contiguous) arrays share memory: a parallel update would race."""
+    spans = [(address(a), a.nbytes, k) for k, a in enumerate(arrays) if a.nbytes]
+    if len(spans) < 2:
+        return
+    tab = np.array(spans, dtype=np.int64)
+    order = np.argsort(tab[:, 0], kind="stable")
+    start, end = tab[order, 0], tab[order, 0] + tab[order, 1]
+    bad = np.nonzero(start[1:] < end[:-1])[0]
+    if bad.size:
+        a, b = names[tab[order[bad[0]], 2]], names[tab[order[bad[0] + 1], 2]]
+        raise ValueError(f"{a} and {b} share memory; every updated array must be distinct")
+
+
+def _bf16_numpy_dtype() -> np.dtype:
+    """ml_dtypes.bfloat16 when ml_dtypes is installed, else uint16 (the bits)."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return BF16
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def _wrap(a: np.ndarray, bf16: bool, torch_param: bool) -> Any:
+    """The user-visible object of a new state array (a view of ``a``)."""
+    if torch_param:
+        t = torch_module().from_numpy(a)
+        return t.view(torch_module().bfloat16) if bf16 else t
+    return a.view(_bf16_numpy_dtype()) if bf16 else a
+
+
+def new_states(
+    ents: list[Entry], value: float, storage: Storage | None = None
+) -> list[tuple[Any, int]]:
+    """State arrays for ``ents`` (one dtype), filled with ``value``: views into one flat buffer
+    (each start padded to 64 bytes), so big models get few large allocations (huge pages)
+    instead of many small ones. Returns (state object, address) pairs; torch parameters get
+    torch tensors. ``storage``: the arrays' dtype and shape (default: the parameter's;
+    bfloat16: torch bfloat16 tensors, or ml_dtypes.bfloat16 arrays when ml_dtypes is
+    installed, else uint16 bits; ``value`` is rounded to nearest even)."""
+    if not ents:
+        return []
+    dt = ents[0].dtype if storage is None else storage.dtype
+    bf16 = ents[0].bf16 if storage is None else storage.bf16
+    shapes = [e.shape if storage is None else storage.shape(e.shape, e.size) for e in ents]
+    pad = max(1, 64 // dt.itemsize)
+    sizes = [int(np.prod(sh, dtype=np.int64)) for sh in shapes]
+    offsets = np.cumsum([0] + [-(-n // pad) * pad for n in sizes])
+    buf = np.zeros(int(offsets[-1]), dtype=dt)
+    if value != 0:
+        buf.fill(_bf16_bits(value) if bf16 else value)
+    out = []
+    for e, n, sh, off in zip(ents, sizes, shapes, offsets[:-1], strict=True):
+        order = "C" if (e.c or len(sh) == 1) else "F"
+        a = buf[int(off) : int(off) + n].reshape(sh, order=order)
+        out.append((_wrap(a, bf16, e.tdtype is not None), address(a)))
+    return out
+
+
+def _bf16_bits(x: Any) -> np.ndarray:
+    """float32 values -> bfloat16 bits, round to nearest even (NaN stays NaN)."""
+    b = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    r = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint16)
+    nan = np.isnan(np.asarray(x, dtype=np.float32))
+    return np.where(nan, np.uint16(0x7FC0) | (b >> 16).astype(np.uint16) & 0x8000, r)
+
+
+def _bf16_float(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def bump_versions(params: list) -> None:
+    """Tell autograd that these torch tensors changed in place (as torch's own steps do)."""
+    if params:
+        torch_module().autograd.graph.increment_version(params)
+
+
+def copy_state(v: Any, tensor_param: bool) -> Any:
+    """A copy of one state value for ``state_dict`` (torch tensors for torch parameters, so
+    that torch.optim can load it)."""
+    torch = torch_module()
+    if isinstance(v, np.ndarray):
+        if tensor_param:
+            a, bf16 = host_view(v, "state")
+            return _wrap(np.copy(a, order="K"), bf16, True)
+        return v.copy("K")
+    if is_tensor(v):
+        return v.detach().clone(memory_format=torch.preserve_format)
+    return copy.deepcopy(v)
+
+
+def _as_float32(a: np.ndarray, bf16: bool) -> np.ndarray:
+    return _bf16_float(a) if bf16 else a.astype(np.float32, copy=False)
+
+
+def load_param_state(
+    p: Any, value: Any, name: str, layout: Layout | None = None, rows: dict | None = None
+) -> dict:
+    """``load_state_dict``'s state for parameter ``p``: arrays copied in ``p``'s dtype and
+    memory order (torch tensors for torch parameters), ``step`` a float. Validates all first.
+
+    With ``layout`` (the parameter's state storage) and ``rows`` (state key -> the row's
+    code is signed), the state rows are converted to that storage: float arrays (any float
+    dtype, bfloat16 included) are cast or rounded, or quantized block-wise for 8-bit
+    storage; 8-bit codes with their ``<key>_absmax`` scales are copied (same block size) or
+    decoded for float storage."""
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} must be a dict, got {type(value).__name__}")
+    e = entry(p, "parameter")
+    rows = rows or {}
+    torch_param = is_tensor(p)
+    order = "C" if e.c else "F"
+    out: dict = {}
+    staged: dict = {}
+    for key, v in value.items():
+        label = f"{name}[{key!r}]"
+        if key == "step":
+            try:
+                out[key] = float(v)
+            except (TypeError, ValueError):
+                raise TypeError(f"{name}['step'] must be a number, got {v!r}") from None
+        elif isinstance(v, np.ndarray) or is_tensor(v):
+            staged[key] = (*host_view(v, label), label)
+        elif v is not None:
+            out[key] = copy.deepcopy(v)
+    for key, (a, bf16, label) in staged.items():
+        base = key[: -len("_absmax")] if key.endswith("_absmax") else None
+        if base is not None and base in rows:
+            continue  # handled with its codes
+        if layout is None or key not in rows:
+            if a.shape != e.shape:
+                raise ValueError(
+                    f"{label} has shape {a.shape} but its parameter has shape {e.shape}"
+                )
+            if a.dtype.kind != "f" and not bf16:
+                raise TypeError(f"{label} has non-float dtype {a.dtype}")
+            vals = _as_float32(a, bf16) if (bf16 or e.bf16) else a
+            out[key] = _stored(vals, e.dtype, e.bf16, e.shape, order, torch_param)
+            continue
+        signed = rows[key]
+        if a.shape != e.shape:
+            raise ValueError(f"{label} has shape {a.shape} but its parameter has shape {e.shape}")
+        if a.dtype == CODES and not bf16:
+            sk = f"{key}_absmax"
+            if sk not in staged:
+                raise ValueError(f"{label} holds 8-bit codes but {name} has no {sk!r}")
+            s, sbf, slabel = staged[sk]
+            block = _block_of(e.size, s.size, layout.block if layout.q8 else 0)
+            if s.ndim != 1 or s.dtype != F32 or not block:
+                raise ValueError(f"{slabel} must be a 1-d float32 array of block scales")
+            if layout.q8 and layout.block == block:
+                out[key] = _stored(a, CODES, False, e.shape, order, torch_param)
+                out[sk] = _stored(s, F32, False, s.shape, "C", torch_param)
+                continue
+            flat = np.ascontiguousarray(a).reshape(-1, order=order)
+            vals = np.empty(flat.size, np.float32)
+            dequantize_blocks(flat, np.ascontiguousarray(s), block, signed, vals)
+            vals = vals.reshape(e.shape, order=order)
+        elif a.dtype.kind == "f" or bf16:
+            vals = a if (a.dtype.kind == "f" and layout.native and not e.bf16) else None
+            if vals is None:
+                vals = _as_float32(a, bf16)
+        else:
+            raise TypeError(f"{label} has non-float dtype {a.dtype}")
+        if layout.q8:
+            flat = np.ascontiguousarray(vals, dtype=np.float32).reshape(-1, order=order)
+            codes = np.empty(flat.size, np.uint8)
+            scales = np.empty(-(-flat.size // layout.block), np.float32)
+            quantize_blocks(flat, layout.block, signed, codes, scales)
+            out[key] = _stored(codes.reshape(e.shape, order=order), CODES, False, e.shape,
+                               order, torch_param)  # fmt: skip
+            out[f"{key}_absmax"] = _stored(scales, F32, False, scales.shape, "C", torch_param)
+        elif layout.native:
+            out[key] = _stored(vals, e.dtype, e.bf16, e.shape, order, torch_param)
+        else:
+            bf = layout.state == BF16
+            out[key] = _stored(vals, layout.state, bf, e.shape, order, torch_param)
+    return out
+
+
+def _block_of(size: int, n_blocks: int, hint: int) -> int:
+    """The block size of ``n_blocks`` scales over ``size`` elements: ``hint`` when it fits,
+    else a power of two, else a multiple of 16, else the smallest size that fits (0: none)."""
+    if n_blocks <= 0 or size <= 0:
+        return 0
+    if hint and -(-size // hint) == n_blocks:
+        return hint
+    lo = -(-size // n_blocks)
+    hi = (size - 1) // (n_blocks - 1) if n_blocks > 1 else max(size, lo)
+    if lo > hi:
+        return 0
+    fits = range(lo, hi + 1)
+    for b in fits:
+        if b & (b - 1) == 0:
+            return b
+    for b in fits:
+        if b % 16 == 0:
+            return b
+    return lo
+
+
+def _stored(vals: np.ndarray, dt: np.dtype, bf16: bool, shape: tuple, order: str, tp: bool):
+    """A new array of dtype ``dt`` (bfloat16 bits when ``bf16``) holding ``vals``."""
+    if bf16:
+        a = np.array(_bf16_bits(vals) if vals.dtype != BF16 else vals, order=order, copy=True)
+    else:
+        a = np.array(vals, dtype=dt, order=order, copy=True)
+    return _wrap(a.reshape(shape, order=order), bf16, tp)

@@ -1,0 +1,756 @@
+"""What the activations compute: one scalar definition per element-wise activation.
+
+Each element-wise activation is written once as jitted scalar functions (value, gradient from
+the input, and where possible gradient from the output) and registered as an
+:class:`~fastact.kernels.elementwise.Elementwise` spec in :data:`ACTIVATIONS`, the registry
+that drives the public functions (:mod:`fastact.activations`), both executors (host loops,
+CUDA kernels), the tests, the benchmarks and the docs.
+
+Conventions at kinks, NaN propagation and saturation follow torch 2.13 (see
+``docs/torch_semantics.md``); where torch loses accuracy (softplus overflow, tails of silu,
+mish, gelu), fastact uses stable forms instead and documents it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fastact._core import math as fm
+from fastact._core.jit import jit
+from fastact._core.math import lit
+from fastact.kernels.elementwise import REQUIRED, Elementwise
+
+__all__ = ["ACTIVATIONS", "GELU", "REQUIRED", "sigmoid_core", "sigmoid_pair"]
+
+#: name -> spec of every element-wise activation (gelu's tanh form as ``gelu_tanh``)
+ACTIVATIONS: dict[str, Elementwise] = {}
+
+_SQRT1_2 = 0.7071067811865476  # 1/sqrt(2)
+_SQRT1_2_LO = -4.833646656726457e-17  # 1/sqrt(2) - _SQRT1_2
+#: (x - tanh x) / x^3 ~ P(x^2) on |x| < 1.25 (relative error 1.3e-8): Chebyshev-node fit
+_TANHSHRINK_P = (
+    0.3333333289239953,
+    -0.1333328871272291,
+    0.05396065207727255,
+    -0.021818487435183255,
+    0.008687066798305462,
+    -0.0032366165600103466,
+    0.0010062676703859346,
+    -0.00021612142428767964,
+    2.2642827786566873e-05,
+)
+_INV_SQRT_2PI = 0.3989422804014327  # 1/sqrt(2*pi)
+_SQRT_2_PI = 0.7978845608028654  # sqrt(2/pi)
+_GELU_C = 0.044715
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+_EXP_M32 = math.exp(-32.0)
+
+
+def _register(name: str, forward, grad, grad_output=None, params=(), inplace=False, **kw):
+    """Define the element-wise activation ``name`` (its spec) in :data:`ACTIVATIONS`."""
+    op = Elementwise(name, forward, grad, grad_output, params, inplace, **kw)
+    ACTIVATIONS[name] = op
+    return op
+
+
+# ----------------------------------------------------------------------------- shared cores
+@jit
+def sigmoid_core(x):
+    """1/(1+exp(-x)) without cancellation or overflow in either tail."""
+    e = fm.exp(-abs(x))
+    r = lit(x, 1.0) / (lit(x, 1.0) + e)
+    return r if x >= 0 else e * r
+
+
+@jit
+def sigmoid_pair(x):
+    """(sigmoid(x), sigmoid(-x)), both accurate in both tails."""
+    e = fm.exp(-abs(x))
+    r = lit(x, 1.0) / (lit(x, 1.0) + e)
+    return (r, e * r) if x >= 0 else (e * r, r)
+
+
+# ----------------------------------------------------------------------------- sigmoid, tanh
+@jit
+def _sigmoid(x):
+    return sigmoid_core(x)
+
+
+@jit
+def _sigmoid_grad(g, x):
+    e = fm.exp(-abs(x))
+    r = lit(x, 1.0) / (lit(x, 1.0) + e)
+    return g * (e * r) * r  # sigmoid(x) * sigmoid(-x), no cancellation
+
+
+@jit
+def _sigmoid_grad_out(g, y):
+    return g * (lit(y, 1.0) - y) * y
+
+
+_register(
+    "sigmoid",
+    _sigmoid,
+    _sigmoid_grad,
+    _sigmoid_grad_out,
+    doc="""
+Logistic sigmoid ``1 / (1 + exp(-x))``, range (0, 1). torch: ``torch.sigmoid``.
+Computed as ``exp(-|x|)`` based so neither tail overflows or cancels.""",
+)
+
+
+@jit
+def _tanh(x):
+    return fm.tanh(x)
+
+
+@jit
+def _tanh_grad(g, x):
+    e = fm.exp(lit(x, -2.0) * abs(x))
+    d = lit(x, 1.0) + e
+    return g * (lit(x, 4.0) * e / (d * d))  # sech^2 x, no cancellation for large |x|
+
+
+@jit
+def _tanh_grad_out(g, y):
+    return g * (lit(y, 1.0) - y * y)
+
+
+_register(
+    "tanh",
+    _tanh,
+    _tanh_grad,
+    _tanh_grad_out,
+    doc="""
+Hyperbolic tangent, range (-1, 1), derivative ``1 - tanh(x)^2``. torch: ``torch.tanh``.""",
+)
+
+
+# ----------------------------------------------------------------------------- ReLU family
+@jit
+def _relu(x):
+    return lit(x, 0.0) if x <= 0 else x
+
+
+@jit
+def _relu_grad(g, x):
+    return lit(x, 0.0) if x <= 0 else g
+
+
+_register(
+    "relu",
+    _relu,
+    _relu_grad,
+    _relu_grad,
+    inplace=True,
+    doc="""
+``max(0, x)``; NaN propagates; gradient 0 for x <= 0 (torch's convention at 0).
+torch: ``F.relu(input, inplace=False)``.""",
+)
+
+
+@jit
+def _leaky_relu(x, negative_slope):
+    return x if x > 0 else x * negative_slope
+
+
+@jit
+def _leaky_relu_grad(g, x, negative_slope):
+    return g if x > 0 else g * negative_slope
+
+
+def _check_nonneg_slope(negative_slope):
+    if negative_slope < 0:
+        raise ValueError(
+            "leaky_relu_backward from output= needs negative_slope >= 0 (a "
+            "negative slope makes the input unrecoverable from the output)"
+        )
+
+
+_register(
+    "leaky_relu",
+    _leaky_relu,
+    _leaky_relu_grad,
+    _leaky_relu_grad,
+    params=(("negative_slope", 0.01),),
+    inplace=True,
+    check_output=_check_nonneg_slope,
+    doc="""
+``x if x > 0 else negative_slope * x``; gradient at 0 is negative_slope.
+torch: ``F.leaky_relu(input, negative_slope=0.01, inplace=False)``.""",
+)
+
+
+@jit
+def _hardtanh(x, min_val, max_val):
+    if min_val != min_val or max_val != max_val:  # a NaN bound: torch's clamp gives NaN
+        return min_val + max_val
+    return min_val if x < min_val else (max_val if x > max_val else x)
+
+
+@jit
+def _hardtanh_grad(g, x, min_val, max_val):
+    return lit(x, 0.0) if (x <= min_val or x >= max_val) else g
+
+
+def _check_hardtanh(dtype, min_val, max_val):
+    if np.any(max_val < min_val):
+        raise ValueError("max_val cannot be less than min_val")
+    return min_val, max_val
+
+
+_register(
+    "hardtanh",
+    _hardtanh,
+    _hardtanh_grad,
+    _hardtanh_grad,
+    params=(("min_val", -1.0), ("max_val", 1.0)),
+    inplace=True,
+    prepare=_check_hardtanh,
+    doc="""
+``clamp(x, min_val, max_val)``; gradient g on the open interval, 0 at and beyond the bounds.
+torch: ``F.hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False)``.""",
+)
+
+
+@jit
+def _relu6(x):
+    return _hardtanh(x, lit(x, 0.0), lit(x, 6.0))
+
+
+@jit
+def _relu6_grad(g, x):
+    return _hardtanh_grad(g, x, lit(x, 0.0), lit(x, 6.0))
+
+
+_register(
+    "relu6",
+    _relu6,
+    _relu6_grad,
+    _relu6_grad,
+    inplace=True,
+    doc="""
+``min(max(0, x), 6)`` = hardtanh(x, 0, 6); gradient 0 at 0 and 6.
+torch: ``F.relu6(input, inplace=False)``.""",
+)
+
+
+@jit
+def _elu(x, alpha):
+    # x < 0 selects the exponential side (torch's split): +-0 stay themselves for any alpha
+    return alpha * fm.expm1(x) if x < 0 else x
+
+
+@jit
+def _elu_grad(g, x, alpha):
+    return g if x > 0 else g * alpha * fm.exp(x)
+
+
+@jit
+def _elu_grad_out(g, y, alpha):
+    return g if y > 0 else g * (y + alpha)
+
+
+def _check_nonneg_alpha(alpha):
+    if alpha < 0:
+        raise ValueError("backward from output= needs alpha >= 0")
+
+
+_register(
+    "elu",
+    _elu,
+    _elu_grad,
+    _elu_grad_out,
+    params=(("alpha", 1.0),),
+    inplace=True,
+    check_output=_check_nonneg_alpha,
+    doc="""
+``x if x > 0 else alpha * (exp(x) - 1)``; gradient at 0 is alpha.
+torch: ``F.elu(input, alpha=1.0, inplace=False)``.""",
+)
+
+
+# torch scales by the reciprocal 1/alpha (input_scale); LLVM hoists the division out of loops
+@jit
+def _celu(x, alpha):
+    return alpha * fm.expm1(x * (lit(x, 1.0) / alpha)) if x < 0 else x
+
+
+@jit
+def _celu_grad(g, x, alpha):
+    return g if x > 0 else g * fm.exp(x * (lit(x, 1.0) / alpha))
+
+
+@jit
+def _celu_grad_out(g, y, alpha):
+    return g if y > 0 else g * (y * (lit(y, 1.0) / alpha) + lit(y, 1.0))
+
+
+def _celu_params(dtype, alpha):
+    if np.any(alpha == 0):
+        raise ValueError("alpha must be nonzero for celu")
+    return (alpha,)
+
+
+_register(
+    "celu",
+    _celu,
+    _celu_grad,
+    _celu_grad_out,
+    params=(("alpha", 1.0),),
+    inplace=True,
+    prepare=_celu_params,
+    check_output=_check_nonneg_alpha,
+    doc="""
+``max(0, x) + min(0, alpha * (exp(x / alpha) - 1))``; gradient at 0 is 1.
+torch: ``F.celu(input, alpha=1.0, inplace=False)``.""",
+)
+
+
+@jit
+def _selu(x):
+    s = lit(x, _SELU_SCALE)
+    return s * x if x > 0 else lit(x, _SELU_SCALE * _SELU_ALPHA) * fm.expm1(x)
+
+
+@jit
+def _selu_grad(g, x):
+    return g * lit(x, _SELU_SCALE) if x > 0 else g * lit(x, _SELU_SCALE * _SELU_ALPHA) * fm.exp(x)
+
+
+@jit
+def _selu_grad_out(g, y):
+    return g * lit(y, _SELU_SCALE) if y > 0 else g * (y + lit(y, _SELU_SCALE * _SELU_ALPHA))
+
+
+_register(
+    "selu",
+    _selu,
+    _selu_grad,
+    _selu_grad_out,
+    inplace=True,
+    doc="""
+``scale * elu(x, alpha)`` with alpha = 1.6732632423543772, scale = 1.0507009873554805.
+torch: ``F.selu(input, inplace=False)``.""",
+)
+
+
+# ----------------------------------------------------------------------------- smooth ones
+@jit
+def _softplus(x, beta, threshold):
+    bx = x * beta
+    if bx > threshold:
+        return x
+    # log1p(exp(bx)) = max(bx, 0) + log1p(exp(-|bx|)): never overflows (torch's does)
+    return (max(bx, lit(x, 0.0)) + fm.log1p(fm.exp(-abs(bx)))) / beta
+
+
+@jit
+def _softplus_grad(g, x, beta, threshold):
+    bx = x * beta
+    return g if bx > threshold else g * sigmoid_core(bx)
+
+
+_register(
+    "softplus",
+    _softplus,
+    _softplus_grad,
+    params=(("beta", 1.0), ("threshold", 20.0)),
+    doc="""
+``log(1 + exp(beta * x)) / beta``, linear (``x``) where ``beta * x > threshold``.
+torch: ``F.softplus(input, beta=1.0, threshold=20.0)``. Unlike torch, the log-sum is computed
+stably, so a large beta or threshold never overflows to inf/NaN.""",
+)
+
+
+@jit
+def _logsigmoid(x):
+    return min(x, lit(x, 0.0)) - fm.log1p(fm.exp(-abs(x)))
+
+
+@jit
+def _logsigmoid_grad(g, x):
+    return g * sigmoid_core(-x)
+
+
+_register(
+    "logsigmoid",
+    _logsigmoid,
+    _logsigmoid_grad,
+    doc="""
+``log(1 / (1 + exp(-x))) = min(x, 0) - log1p(exp(-|x|))`` (stable for any x).
+torch: ``F.logsigmoid(input)``.""",
+)
+
+
+@jit
+def _exp_neg_abs_scaled(x):
+    """(e, tiny): e = exp(-|x|), or exp(x + 32) when x < -64 (tiny; the true value is
+    e * exp(-32), which would lose precision as a subnormal). One exp for both cases."""
+    tiny = x < lit(x, -64.0)
+    return fm.exp(-abs(x) + (lit(x, 32.0) if tiny else lit(x, 0.0))), tiny
+
+
+@jit
+def _silu(x):
+    e, tiny = _exp_neg_abs_scaled(x)
+    if tiny:  # x e^x / (1 + e^x) = x e^x to float precision
+        return (x * e) * lit(x, _EXP_M32)
+    r = lit(x, 1.0) / (lit(x, 1.0) + e)
+    return x * (r if x >= 0 else e * r)
+
+
+@jit
+def _silu_grad(g, x):
+    e, tiny = _exp_neg_abs_scaled(x)
+    if tiny:  # s (1 + x (1 - s)) = (1 + x) e^x to float precision
+        return g * (((lit(x, 1.0) + x) * e) * lit(x, _EXP_M32))
+    r = lit(x, 1.0) / (lit(x, 1.0) + e)
+    s, sn = (r, e * r) if x >= 0 else (e * r, r)
+    return g * s * (lit(x, 1.0) + x * sn)
+
+
+_register(
+    "silu",
+    _silu,
+    _silu_grad,
+    inplace=True,
+    doc="""
+``x * sigmoid(x)`` (swish). torch: ``F.silu(input, inplace=False)``. Accurate also for very
+negative x, where torch's sigmoid factor underflows.""",
+)
+
+
+@jit
+def _mish_exp(x):
+    """(e, tiny): e = exp(min(x, 20)), or exp(x + 32) when x < -64 (tiny: see silu).
+    tanh(softplus(x)) = n / (n + 2) with n = e^x (e^x + 2); x clamped where tanh(.) == 1."""
+    tiny = x < lit(x, -64.0)
+    return fm.exp(min(x, lit(x, 20.0)) + (lit(x, 32.0) if tiny else lit(x, 0.0))), tiny
+
+
+@jit
+def _mish(x):
+    e, tiny = _mish_exp(x)
+    if tiny:  # x tanh(log1p(e^x)) = x e^x to float precision
+        return (x * e) * lit(x, _EXP_M32)
+    if x > 20:  # tanh(softplus(x)) == 1 (also keeps reassociation from forming x * n)
+        return x
+    n = e * (e + lit(x, 2.0))
+    return x * (n / (n + lit(x, 2.0)))
+
+
+@jit
+def _mish_grad(g, x):
+    e, tiny = _mish_exp(x)
+    if tiny:  # (1 + x) e^x to float precision
+        return g * (((lit(x, 1.0) + x) * e) * lit(x, _EXP_M32))
+    if x > 20:  # torch: NaN at +inf (inf/inf in its formula)
+        return g if x < math.inf else g * lit(x, math.nan)
+    n = e * (e + lit(x, 2.0))
+    d = n + lit(x, 2.0)
+    t = n / d
+    sech2 = lit(x, 4.0) * ((n + lit(x, 1.0)) / d) / d
+    return g * (t + x * sech2 * (e / (lit(x, 1.0) + e)))  # sigmoid(x) = e / (1 + e)
+
+
+_register(
+    "mish",
+    _mish,
+    _mish_grad,
+    inplace=True,
+    doc="""
+``x * tanh(softplus(x))``. torch: ``F.mish(input, inplace=False)``. Written as
+``x * n / (n + 2)``, ``n = e^x (e^x + 2)``: no overflow, accurate in both tails.""",
+)
+
+
+@jit
+def _erfc_neg_scaled(x):
+    """``erfc(-x / sqrt(2))`` with the rounding of the argument compensated.
+
+    erfc's relative slope is about 2t at t = -x/sqrt(2) > 0, so the argument's own rounding
+    (half an ULP) costs ~t^2 ULPs of the result (about 20 ULP at x = -5, 180 at x = -13). The
+    argument is split exactly (t + d, via fma and a two-part 1/sqrt(2)) and the result
+    corrected to first order: erfc(t + d) = erfc(t) (1 - d r(t)), r = 2 e^(-t^2)/(sqrt(pi)
+    erfc(t)) ~ 2t + 1/(t + 0.886) (exact at 0 and for large t, within 5% between)."""
+    c = lit(x, -_SQRT1_2)
+    c_lo = lit(x, (np.float64(c) + _SQRT1_2) + _SQRT1_2_LO)  # -1/sqrt(2) - c, tiny
+    # explicit fmas throughout: left to the contract flag, the serial and the parallel loop
+    # could fuse differently and differ in the last bit
+    t = x * c
+    d = fm._fma(-x, c_lo, fm._fma(x, c, -t))
+    e = fm.erfc(t)
+    if t > 0 and t < lit(x, 27.0):  # beyond, erfc(t) underflows to 0 in both types
+        r = fm._fma(lit(x, 2.0), t, lit(x, 1.0) / (t + lit(x, 0.886226925452758)))
+        e = fm._fma(-e, d * r, e)
+    return e
+
+
+@jit
+def _gelu_erfc(x):
+    return x * lit(x, 0.5) * _erfc_neg_scaled(x)
+
+
+@jit
+def _gelu_deriv_erfc(x):
+    cdf = lit(x, 0.5) * _erfc_neg_scaled(x)
+    # exp(-x^2/2) with x^2 split exactly (h + l): its rounding would cost ~x^2/2 ULPs
+    h = x * x
+    lo = fm._fma(x, x, -h)
+    ex = fm.exp(h * lit(x, -0.5))
+    if h < lit(x, 1500.0):  # beyond, exp(-h/2) is 0 and lo may be infinite
+        ex = fm._fma(-ex, lo * lit(x, 0.5), ex)
+    pdf = lit(x, _INV_SQRT_2PI) * ex
+    return fm._fma(x, pdf, cdf)
+
+
+# x Phi(x) and its derivative: float32 through fastact._core.math's own normal-CDF core (about
+# half the instructions of composing erfc), float64 (and CUDA) through erfc
+_gelu_value = fm.float32_variant("_gelu_value", fm._gelu_f32, _gelu_erfc)
+_gelu_deriv = fm.float32_variant("_gelu_deriv", fm._gelu_deriv_f32, _gelu_deriv_erfc)
+
+
+@jit
+def _gelu(x):
+    return _gelu_value(x)
+
+
+@jit
+def _gelu_grad(g, x):
+    return g * _gelu_deriv(x)
+
+
+@jit
+def _gelu_tanh(x):
+    # 0.5 x (1 + tanh(z)) = x * sigmoid(2z), without the cancellation for negative x
+    z2 = lit(x, 2.0 * _SQRT_2_PI) * (x + lit(x, _GELU_C) * x * x * x)
+    return x * sigmoid_core(z2)
+
+
+@jit
+def _gelu_tanh_grad(g, x):
+    if abs(x) > 30:  # saturated; torch gives NaN at +-inf
+        if math.isinf(x):
+            return g * lit(x, math.nan)
+        return g if x > 0 else lit(x, 0.0) * g
+    x2 = x * x
+    z2 = lit(x, 2.0 * _SQRT_2_PI) * (x + lit(x, _GELU_C) * x2 * x)
+    s, sn = sigmoid_pair(z2)
+    dz2 = lit(x, 2.0 * _SQRT_2_PI) * (lit(x, 1.0) + lit(x, 3.0 * _GELU_C) * x2)
+    return g * (s + x * s * sn * dz2)
+
+
+#: gelu's two forms by ``approximate``
+GELU = {
+    "none": Elementwise("gelu", _gelu, _gelu_grad, doc="gelu, approximate='none'"),
+    "tanh": Elementwise("gelu_tanh", _gelu_tanh, _gelu_tanh_grad, doc="gelu, approximate='tanh'"),
+}
+
+
+ACTIVATIONS["gelu"] = GELU["none"]
+ACTIVATIONS["gelu_tanh"] = GELU["tanh"]
+
+
+# ----------------------------------------------------------------------------- hard ones
+@jit
+def _hardsigmoid(x):
+    t = x + lit(x, 3.0)
+    t = lit(x, 0.0) if t < 0 else (lit(x, 6.0) if t > 6 else t)
+    return t / lit(x, 6.0)
+
+
+@jit
+def _hardsigmoid_grad(g, x):
+    return g / lit(x, 6.0) if (x > -3 and x < 3) else lit(x, 0.0)
+
+
+_register(
+    "hardsigmoid",
+    _hardsigmoid,
+    _hardsigmoid_grad,
+    inplace=True,
+    doc="""
+``relu6(x + 3) / 6``; gradient 1/6 on the open interval (-3, 3). torch:
+``F.hardsigmoid(input, inplace=False)`` (whose float64 gradient uses float32's 1/6; fastact's
+is exact).""",
+)
+
+
+@jit
+def _hardswish(x):
+    t = x + lit(x, 3.0)
+    t = lit(x, 0.0) if t < 0 else (lit(x, 6.0) if t > 6 else t)
+    return x * t / lit(x, 6.0)
+
+
+@jit
+def _hardswish_grad(g, x):
+    if x <= -3:
+        return lit(x, 0.0)
+    if x < 3:
+        return g * (x / lit(x, 3.0) + lit(x, 0.5))
+    return g
+
+
+_register(
+    "hardswish",
+    _hardswish,
+    _hardswish_grad,
+    inplace=True,
+    doc="""
+``x * relu6(x + 3) / 6``; gradient 0 for x <= -3, x/3 + 1/2 inside, 1 for x >= 3 (torch 2.13).
+torch: ``F.hardswish(input, inplace=False)``.""",
+)
+
+
+@jit
+def _softsign(x):
+    return x / (lit(x, 1.0) + abs(x))
+
+
+@jit
+def _softsign_grad(g, x):
+    d = lit(x, 1.0) + abs(x)
+    return g / d / d if not math.isinf(x) else g * lit(x, math.nan)  # torch: NaN at +-inf
+
+
+_register(
+    "softsign",
+    _softsign,
+    _softsign_grad,
+    doc="""
+``x / (1 + |x|)``. torch: ``F.softsign(input)``.""",
+)
+
+
+@jit
+def _tanhshrink(x):
+    # x - tanh(x) cancels for small |x| (float32: all of |x| < 2.4e-4 would give 0, and
+    # |x| < 1 loses up to ~2^24 ULPs): there, x^3 P(x^2) instead. float32: a degree-8 fit of
+    # (x - tanh x)/x^3 on |x| < 1.25 (relative error 1.3e-8) evaluated in float64;
+    # float64: its Taylor series for |x| < 1e-3 (error below 1e-25 relative).
+    a = abs(x)
+    if lit(x, 1.0) + lit(x, 1e-10) == lit(x, 1.0):  # float32 (folded at compile time)
+        if a < lit(x, 1.25):
+            xd = np.float64(x)
+            u = xd * xd
+            p = _TANHSHRINK_P[8]
+            for k in range(7, -1, -1):
+                p = p * u + _TANHSHRINK_P[k]
+            return lit(x, xd * u * p)
+    elif a < lit(x, 1e-3):
+        u = x * x
+        return (
+            x
+            * u
+            * (
+                lit(x, 1 / 3)
+                - u * (lit(x, 2 / 15) - u * (lit(x, 17 / 315) - u * lit(x, 62 / 2835)))
+            )
+        )
+    return x - fm.tanh(x)
+
+
+@jit
+def _tanhshrink_grad(g, x):
+    y = fm.tanh(x)
+    return g * y * y
+
+
+_register(
+    "tanhshrink",
+    _tanhshrink,
+    _tanhshrink_grad,
+    doc="""
+``x - tanh(x)``. torch: ``F.tanhshrink(input)``.""",
+)
+
+
+def _check_lambd(dtype, lambd):
+    """softshrink's lambd: torch's check, 0 <= lambd <= the input dtype's largest value (NaN
+    and inf rejected), with torch's message."""
+    top = np.finfo(dtype).max
+    ok = (lambd >= 0) & (lambd <= top)
+    if not np.all(ok):
+        bad = float(lambd if np.ndim(lambd) == 0 else np.asarray(lambd)[~ok].flat[0])
+        name = {"float32": "Float", "float64": "Double"}.get(np.dtype(dtype).name, str(dtype))
+        raise ValueError(
+            f"lambd: lambda must be in range [0, {top:g}] for input dtype {name}, but found {bad:g}"
+        )
+    return (lambd,)
+
+
+@jit
+def _softshrink(x, lambd):
+    if abs(x) <= lambd:
+        return lit(x, 0.0)
+    return x - lambd if x > 0 else x + lambd
+
+
+@jit
+def _shrink_grad(g, x, lambd):
+    return lit(x, 0.0) if abs(x) <= lambd else g
+
+
+_register(
+    "softshrink",
+    _softshrink,
+    _shrink_grad,
+    params=(("lambd", 0.5),),
+    prepare=_check_lambd,
+    doc="""
+``x - lambd`` above lambd, ``x + lambd`` below -lambd, 0 on [-lambd, lambd].
+torch: ``F.softshrink(input, lambd=0.5)``.""",
+)
+
+
+@jit
+def _hardshrink(x, lambd):
+    return lit(x, 0.0) if abs(x) <= lambd else x
+
+
+_register(
+    "hardshrink",
+    _hardshrink,
+    _shrink_grad,
+    params=(("lambd", 0.5),),
+    doc="""
+``x`` outside [-lambd, lambd], 0 inside (any lambd, like torch: a negative one keeps every
+x). torch: ``F.hardshrink(input, lambd=0.5)``.""",
+)
+
+
+@jit
+def _threshold(x, threshold, value):
+    return value if x <= threshold else x
+
+
+@jit
+def _threshold_grad(g, x, threshold, value):
+    return lit(x, 0.0) if x <= threshold else g
+
+
+def _check_threshold_output(threshold, value):
+    if np.any(np.asarray(value) > np.asarray(threshold)):
+        raise ValueError(
+            "threshold_backward from output= needs value <= threshold: with a "
+            "larger value the output does not tell which inputs were replaced"
+        )
+
+
+_register(
+    "threshold",
+    _threshold,
+    _threshold_grad,
+    _threshold_grad,
+    check_output=_check_threshold_output,
+    params=(("threshold", REQUIRED), ("value", REQUIRED)),
+    inplace=True,
+    doc="""
+``value if x <= threshold else x``; gradient 0 where x <= threshold.
+torch: ``F.threshold(input, threshold, value, inplace=False)``.""",
+)

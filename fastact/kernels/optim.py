@@ -1,0 +1,1129 @@
+"""What the optimizers compute: fused update loops, their tables, and the OPTIMIZERS specs.
+
+Every update is one pass over memory. The tensors of one step (an optimizer param group and
+dtype, or one functional call) are described by two small int64 tables:
+
+* a **pointer table** ``ptrs[row, j]``: the data address of array ``row`` of tensor ``j``
+  (row 0 the parameter, row 1 the gradient, rows 2.. the state arrays in kernel order);
+* a **chunk table** ``chunks[c] = (j, start, length)`` (:func:`chunk_table`) that cuts the
+  concatenation of all tensors into pieces (a piece never spans two tensors).
+
+A loop template is a ``prange`` over chunks; each chunk turns addresses into arrays
+(``inttoptr`` + ``numba.carray``, :func:`_view`) and runs one vectorised loop that reads and
+writes every array once, so a model of hundreds of small tensors is one kernel launch.
+Scalar coefficients that depend on the step (bias corrections, decayed lr) are computed once
+per step in float64 Python, exactly as torch computes them (:func:`adam_coefs` ...), and
+passed in per tensor (``coefs[j, :]``); the arithmetic runs in the parameter's dtype, with
+the constants rounded to it, in the same operation order as torch's single-tensor path.
+
+:data:`OPTIMIZERS` declares each optimizer once: its state rows (the classes' state keys and
+the functional API's argument names, in kernel order), when a row is used and its initial
+value, the kernel's scalar arguments and the per-step coefficients, all from one flat dict of
+options named like the functional API's keywords. The classes, the functional API, both
+executors, the tests and the benchmarks read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba import prange, types
+from numba.extending import intrinsic, overload
+from numba.np.numpy_support import as_dtype
+
+from fastact._core.jit import jit
+from fastact._core.math import _f32_from_bits
+from fastact.kernels.lowp import (
+    abs_bits,
+    bf16_load,
+    bf16_store,
+    bf16_store_sr,
+    decode8,
+    encode8,
+    hash32,
+)
+
+# ---------------------------------------------------------------------------------------------
+# jit helpers: address -> array view, constant in the array's dtype, NaN-propagating maximum
+# ---------------------------------------------------------------------------------------------
+
+
+@intrinsic
+def _pointer(typingctx, address, proto):
+    """``(T*) address`` where T is ``proto``'s element type (an int64 address from a table)."""
+    if not isinstance(address, types.Integer) or not isinstance(proto, types.Array):
+        return None
+    ptr_type = types.CPointer(proto.dtype)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(ptr_type))
+
+    return ptr_type(address, proto), codegen
+
+
+def _as(proto, value):
+    """``value`` converted to ``proto``'s element type (jit code only)."""
+    return value
+
+
+@overload(_as, inline="always")
+def _as_impl(proto, value):
+    if isinstance(proto, types.Array):
+        cast = as_dtype(proto.dtype).type
+
+        def impl(proto, value):
+            return cast(value)
+
+        return impl
+
+
+@jit
+def _view(ptrs, row, j, start, n, proto):
+    """Elements ``[start, start + n)`` of array ``row`` of tensor ``j`` as a 1-d array."""
+    return numba.carray(_pointer(ptrs[row, j] + start * proto.itemsize, proto), n)
+
+
+@jit
+def address(a):
+    """Data address of a NumPy array (several times faster than ``a.ctypes.data``)."""
+    return a.ctypes.data
+
+
+@jit
+def _maximum(a, b):
+    """torch.maximum for scalars: NaN if either is NaN."""
+    return a if (a > b or a != a) else b
+
+
+# ---------------------------------------------------------------------------------------------
+# kernel templates: (proto, ptrs, chunks, coefs, *group scalars); compiled serial and parallel.
+# Each has a branch-free fast loop for its common configuration (no L2 weight decay, no
+# maximize, ...) chosen per chunk, and a general loop; both use the same operation order.
+# Loop-invariant flags inside one loop cost ~10% of memory speed (LLVM does not unswitch them
+# all), hence the explicit fast loops.
+# ---------------------------------------------------------------------------------------------
+
+
+def sgd_loop(
+    proto,
+    ptrs,
+    chunks,
+    coefs,
+    lr,
+    weight_decay,
+    momentum,
+    dampening,
+    nesterov,
+    maximize,
+    has_buffer,
+):
+    """SGD. Rows p, g, buf. ``coefs[j, 0] != 0``: first step of tensor j (buf = g)."""
+    nlr = _as(proto, -lr)
+    wd = _as(proto, weight_decay)
+    mu = _as(proto, momentum)
+    d1 = _as(proto, 1.0 - dampening)
+    gs = _as(proto, -1.0 if maximize else 1.0)
+    l2 = weight_decay != 0.0
+    plain = not l2 and not maximize
+    for c in prange(chunks.shape[0]):
+        j = chunks[c, 0]
+        start = chunks[c, 1]
+        n = chunks[c, 2]
+        pa = _view(ptrs, 0, j, start, n, proto)
+        ga = _view(ptrs, 1, j, start, n, proto)
+        ba = _view(ptrs, 2, j, start, n, proto)
+        first = coefs[j, 0] != 0.0
+        if plain and has_buffer and not first and not nesterov:
+            for i in range(n):
+                b = ba[i] * mu + d1 * ga[i]
+                ba[i] = b
+                pa[i] = pa[i] + nlr * b
+        elif plain and has_buffer and not first:
+            for i in range(n):
+                g = ga[i]
+                b = ba[i] * mu + d1 * g
+                ba[i] = b
+                pa[i] = pa[i] + nlr * (g + mu * b)
+        elif plain and not has_buffer:
+            for i in range(n):
+                pa[i] = pa[i] + nlr * ga[i]
+        else:
+            for i in range(n):
+                g = ga[i] * gs
+                p = pa[i]
+                if l2:
+                    g = g + wd * p
+                if has_buffer:
+                    if first:
+                        b = g
+                    else:
+                        b = ba[i] * mu + d1 * g
+                    ba[i] = b
+                    if nesterov:
+                        g = g + mu * b
+                    else:
+                        g = b
+                pa[i] = p + nlr * g
+
+
+def adam_loop(
+    proto, ptrs, chunks, coefs, beta1, beta2, eps, weight_decay, decay, amsgrad, maximize
+):
+    """Adam/AdamW. Rows p, g, m, v, vmax. coefs[j] = (lr / bc1, sqrt(bc2)).
+
+    ``decay`` multiplies p first (decoupled weight decay 1 - lr*wd; 1.0 is exact for every p);
+    ``weight_decay`` is L2. ``maximize`` multiplies g by -1 (exact).
+    """
+    w = _as(proto, 1.0 - beta1)
+    small = abs(w) < _as(proto, 0.5)
+    wm1 = w - _as(proto, 1.0)
+    b2 = _as(proto, beta2)
+    c2 = _as(proto, 1.0 - beta2)
+    e = _as(proto, eps)
+    wd = _as(proto, weight_decay)
+    dec = _as(proto, decay)
+    gs = _as(proto, -1.0 if maximize else 1.0)
+    l2 = weight_decay != 0.0
+    plain = not l2 and not maximize and not amsgrad and small
+    for c in prange(chunks.shape[0]):
+        j = chunks[c, 0]
+        start = chunks[c, 1]
+        n = chunks[c, 2]
+        pa = _view(ptrs, 0, j, start, n, proto)
+        ga = _view(ptrs, 1, j, start, n, proto)
+        ma = _view(ptrs, 2, j, start, n, proto)
+        va = _view(ptrs, 3, j, start, n, proto)
+        xa = _view(ptrs, 4, j, start, n, proto)
+        nss = _as(proto, -coefs[j, 0])
+        bc2s = _as(proto, coefs[j, 1])
+        if plain:
+            for i in range(n):
+                g = ga[i]
+                m = ma[i]
+                m = m + w * (g - m)
+                ma[i] = m
+                v = va[i] * b2 + c2 * g * g
+                va[i] = v
+                pa[i] = pa[i] * dec + nss * m / (np.sqrt(v) / bc2s + e)
+        else:
+            for i in range(n):
+                g = ga[i] * gs
+                p = pa[i] * dec
+                if l2:
+                    g = g + wd * p
+                m = ma[i]
+                if small:
+                    m = m + w * (g - m)
+                else:
+                    m = g + wm1 * (g - m)
+                ma[i] = m
+                v = va[i] * b2 + c2 * g * g
+                va[i] = v
+                if amsgrad:
+                    v = _maximum(xa[i], v)
+                    xa[i] = v
+                pa[i] = p + nss * m / (np.sqrt(v) / bc2s + e)
+
+
+def adamax_loop(proto, ptrs, chunks, coefs, beta1, beta2, eps, weight_decay, maximize):
+    """Adamax. Rows p, g, m, u. coefs[j] = (lr / bc1,)."""
+    w = _as(proto, 1.0 - beta1)
+    small = abs(w) < _as(proto, 0.5)
+    wm1 = w - _as(proto, 1.0)
+    b2 = _as(proto, beta2)
+    e = _as(proto, eps)
+    wd = _as(proto, weight_decay)
+    gs = _as(proto, -1.0 if maximize else 1.0)
+    l2 = weight_decay != 0.0
+    plain = not l2 and not maximize and small
+    for c in prange(chunks.shape[0]):
+        j = chunks[c, 0]
+        start = chunks[c, 1]
+        n = chunks[c, 2]
+        pa = _view(ptrs, 0, j, start, n, proto)
+        ga = _view(ptrs, 1, j, start, n, proto)
+        ma = _view(ptrs, 2, j, start, n, proto)
+        ua = _view(ptrs, 3, j, start, n, proto)
+        nclr = _as(proto, -coefs[j, 0])
+        if plain:
+            for i in range(n):
+                g = ga[i]
+                m = ma[i]
+                m = m + w * (g - m)
+                ma[i] = m
+                u = _maximum(ua[i] * b2, abs(g) + e)
+                ua[i] = u
+                pa[i] = pa[i] + nclr * m / u
+        else:
+            for i in range(n):
+                g = ga[i] * gs
+                p = pa[i]
+                if l2:
+                    g = g + wd * p
+                m = ma[i]
+                if small:
+                    m = m + w * (g - m)
+                else:
+                    m = g + wm1 * (g - m)
+                ma[i] = m
+                u = _maximum(ua[i] * b2, abs(g) + e)
+                ua[i] = u
+                pa[i] = p + nclr * m / u
+
+
+def rmsprop_loop(
+    proto, ptrs, chunks, coefs, lr, alpha, eps, weight_decay, momentum, centered, maximize
+):
+    """RMSprop. Rows p, g, v, buf, grad_avg (the last two only read when used)."""
+    nlr = _as(proto, -lr)
+    al = _as(proto, alpha)
+    w = _as(proto, 1.0 - alpha)
+    small = abs(w) < _as(proto, 0.5)
+    wm1 = w - _as(proto, 1.0)
+    e = _as(proto, eps)
+    wd = _as(proto, weight_decay)
+    mu = _as(proto, momentum)
+    gs = _as(proto, -1.0 if maximize else 1.0)
+    use_buf = momentum > 0.0
+    l2 = weight_decay != 0.0
+    plain = not l2 and not maximize and not centered
+    for c in prange(chunks.shape[0]):
+        j = chunks[c, 0]
+        start = chunks[c, 1]
+        n = chunks[c, 2]
+        pa = _view(ptrs, 0, j, start, n, proto)
+        ga = _view(ptrs, 1, j, start, n, proto)
+        va = _view(ptrs, 2, j, start, n, proto)
+        ba = _view(ptrs, 3, j, start, n, proto)
+        aa = _view(ptrs, 4, j, start, n, proto)
+        if plain and not use_buf:
+            for i in range(n):
+                g = ga[i]
+                v = va[i] * al + w * g * g
+                va[i] = v
+                pa[i] = pa[i] + nlr * g / (np.sqrt(v) + e)
+        elif plain:
+            for i in range(n):
+                g = ga[i]
+                v = va[i] * al + w * g * g
+                va[i] = v
+                b = ba[i] * mu + g / (np.sqrt(v) + e)
+                ba[i] = b
+                pa[i] = pa[i] + nlr * b
+        else:
+            for i in range(n):
+                g = ga[i] * gs
+                p = pa[i]
+                if l2:
+                    g = g + wd * p
+                v = va[i] * al + w * g * g
+                va[i] = v
+                if centered:
+                    a = aa[i]
+                    if small:
+                        a = a + w * (g - a)
+                    else:
+                        a = g + wm1 * (g - a)
+                    aa[i] = a
+                    avg = np.sqrt(v + (-a) * a) + e
+                else:
+                    avg = np.sqrt(v) + e
+                if use_buf:
+                    b = ba[i] * mu + g / avg
+                    ba[i] = b
+                    pa[i] = p + nlr * b
+                else:
+                    pa[i] = p + nlr * g / avg
+
+
+def rprop_loop(
+    proto, ptrs, chunks, coefs, etaminus, etaplus, step_size_min, step_size_max, maximize
+):
+    """Rprop. Rows p, g, prev, step_size. sign() is torch's: 0 for NaN."""
+    em = _as(proto, etaminus)
+    ep = _as(proto, etaplus)
+    lo = _as(proto, step_size_min)
+    hi = _as(proto, step_size_max)
+    zero = _as(proto, 0.0)
+    one = _as(proto, 1.0)
+    gs = _as(proto, -1.0 if maximize else 1.0)
+    for c in prange(chunks.shape[0]):
+        j = chunks[c, 0]
+        start = chunks[c, 1]
+        n = chunks[c, 2]
+        pa = _view(ptrs, 0, j, start, n, proto)
+        ga = _view(ptrs, 1, j, start, n, proto)
+        qa = _view(ptrs, 2, j, start, n, proto)
+        sa = _view(ptrs, 3, j, start, n, proto)
+        if not maximize:
+            for i in range(n):
+                g = ga[i]
+                s = g * qa[i]
+                ss = sa[i]
+                if s > zero:
+                    ss = ss * ep
+                elif s < zero:
+                    ss = ss * em
+                    g = zero
+                ss = lo if ss < lo else ss
+                ss = hi if ss > hi else ss
+                sa[i] = ss
+                sg = one if g > zero else (-one if g < zero else zero)
+                pa[i] = pa[i] + (-sg) * ss
+                qa[i] = g
+        else:
+            for i in range(n):
+                g = ga[i] * gs
+                s = g * qa[i]
+                ss = sa[i]
+                if s > zero:
+                    ss = ss * ep
+                elif s < zero:
+                    ss = ss * em
+                    g = zero
+                ss = lo if ss < lo else ss
+                ss = hi if ss > hi else ss
+                sa[i] = ss
+                sg = one if g > zero else (-one if g < zero else zero)
+                pa[i] = pa[i] + (-sg) * ss
+                qa[i] = g
+
+
+def adagrad_loop(proto, ptrs, chunks, coefs, eps, weight_decay, maximize):
+    """Adagrad. Rows p, g, sum. coefs[j] = (lr / (1 + (t - 1) * lr_decay),)."""
+    e = _as(proto, eps)
+    wd = _as(proto, weight_decay)
+    gs = _as(proto, -1.0 if maximize else 1.0)
+    l2 = weight_decay != 0.0
+    plain = not l2 and not maximize
+    for c in prange(chunks.shape[0]):
+        j = chunks[c, 0]
+        start = chunks[c, 1]
+        n = chunks[c, 2]
+        pa = _view(ptrs, 0, j, start, n, proto)
+        ga = _view(ptrs, 1, j, start, n, proto)
+        sa = _view(ptrs, 2, j, start, n, proto)
+        nclr = _as(proto, -coefs[j, 0])
+        if plain:
+            for i in range(n):
+                g = ga[i]
+                s = sa[i] + g * g
+                sa[i] = s
+                pa[i] = pa[i] + nclr * g / (np.sqrt(s) + e)
+        else:
+            for i in range(n):
+                g = ga[i] * gs
+                p = pa[i]
+                if l2:
+                    g = g + wd * p
+                s = sa[i] + g * g
+                sa[i] = s
+                pa[i] = p + nclr * g / (np.sqrt(s) + e)
+
+
+def adadelta_loop(proto, ptrs, chunks, coefs, lr, rho, eps, weight_decay, maximize):
+    """Adadelta. Rows p, g, square_avg, acc_delta (eps inside both roots)."""
+    nlr = _as(proto, -lr)
+    r = _as(proto, rho)
+    c1 = _as(proto, 1.0 - rho)
+    e = _as(proto, eps)
+    wd = _as(proto, weight_decay)
+    gs = _as(proto, -1.0 if maximize else 1.0)
+    l2 = weight_decay != 0.0
+    plain = not l2 and not maximize
+    for c in prange(chunks.shape[0]):
+        j = chunks[c, 0]
+        start = chunks[c, 1]
+        n = chunks[c, 2]
+        pa = _view(ptrs, 0, j, start, n, proto)
+        ga = _view(ptrs, 1, j, start, n, proto)
+        va = _view(ptrs, 2, j, start, n, proto)
+        ua = _view(ptrs, 3, j, start, n, proto)
+        if plain:
+            for i in range(n):
+                g = ga[i]
+                v = va[i] * r + c1 * g * g
+                va[i] = v
+                u = ua[i]
+                d = np.sqrt(u + e) / np.sqrt(v + e) * g
+                ua[i] = u * r + c1 * d * d
+                pa[i] = pa[i] + nlr * d
+        else:
+            for i in range(n):
+                g = ga[i] * gs
+                p = pa[i]
+                if l2:
+                    g = g + wd * p
+                v = va[i] * r + c1 * g * g
+                va[i] = v
+                u = ua[i]
+                d = np.sqrt(u + e) / np.sqrt(v + e) * g
+                ua[i] = u * r + c1 * d * d
+                pa[i] = p + nlr * d
+
+
+def nonfinite_loop(proto, ptrs, row, chunks, out):
+    """out[c] = chunk c of array ``row`` holds a NaN or an infinity (x * 0 is NaN then)."""
+    for c in prange(chunks.shape[0]):
+        j = chunks[c, 0]
+        start = chunks[c, 1]
+        n = chunks[c, 2]
+        xa = _view(ptrs, row, j, start, n, proto)
+        acc = _calc(proto, 0.0)
+        zero = _calc(proto, 0.0)
+        for i in range(n):
+            acc += _val(xa[i]) * zero
+        out[c] = acc != acc
+
+
+# ---------------------------------------------------------------------------------------------
+# low-precision states and parameters: bfloat16 (uint16 bit patterns) and 8-bit codes with
+# per-block float32 scales (fastact.kernels.lowp). One loop template per storage kind; the
+# update of each optimizer is a scalar function (the general loop of its fp32 template, same
+# operation order, float32 arithmetic) inlined into it.
+#
+# Pointer table of a low-precision launch: row 0 the parameter, 1 the gradient (float32 or
+# bfloat16 bits), 2..4 the state arrays (float32, bfloat16 bits or 8-bit codes), 5..7 the
+# 8-bit rows' block scales (float32, one per ``block`` elements of the tensor: a chunk starts
+# on a block boundary). Which state rows are used, whether each row's code is signed, and
+# stochastic rounding of the parameter are compile-time constants of each specialization
+# (U0..U2, S0..S2, SR; the update function is _update), bound by the host executor.
+# ---------------------------------------------------------------------------------------------
+
+
+def _val(x):
+    """A stored element as a number to compute with (bfloat16 bits -> float32)."""
+    return x
+
+
+@overload(_val, inline="always")
+def _val_impl(x):
+    if isinstance(x, types.Float):
+        return lambda x: x
+    if x == types.uint16:
+        return lambda x: bf16_load(x)
+
+
+def _calc(proto, value):
+    """``value`` in the compute type of ``proto``'s storage (float32 for bfloat16 and codes)."""
+    return value
+
+
+@overload(_calc, inline="always")
+def _calc_impl(proto, value):
+    if isinstance(proto, types.Array):
+        if isinstance(proto.dtype, types.Float):
+            cast = as_dtype(proto.dtype).type
+        else:
+            cast = np.float32
+
+        def impl(proto, value):
+            return cast(value)
+
+        return impl
+
+
+def _put(proto, x):
+    """Number -> stored element of ``proto``'s dtype (bfloat16: round to nearest even)."""
+    return x
+
+
+@overload(_put, inline="always")
+def _put_impl(proto, x):
+    if isinstance(proto, types.Array):
+        if isinstance(proto.dtype, types.Float):
+            cast = as_dtype(proto.dtype).type
+            return lambda proto, x: cast(x)
+        if proto.dtype == types.uint16:
+            return lambda proto, x: bf16_store(x)
+
+
+def _put_param(proto, x, key, i, sr):
+    """The parameter's write-back; bfloat16 with ``sr`` (a constant): stochastic rounding
+    with the random bits of (``key``, element ``i``)."""
+    return x
+
+
+@overload(_put_param, inline="always")
+def _put_param_impl(proto, x, key, i, sr):
+    if isinstance(proto, types.Array):
+        if isinstance(proto.dtype, types.Float):
+            cast = as_dtype(proto.dtype).type
+            return lambda proto, x, key, i, sr: cast(x)
+        if proto.dtype == types.uint16:
+
+            def impl(proto, x, key, i, sr):
+                if sr:
+                    return bf16_store_sr(x, key, i)
+                return bf16_store(x)
+
+            return impl
+
+
+_F32_PROTO = np.empty(0, np.float32)
+_Z = np.float32(0.0)
+
+
+@jit
+def _sgd_update(p, g, b, s1, s2, c0, c1, sc):
+    lr, weight_decay, momentum, dampening, nesterov, maximize, has_buffer = sc
+    if maximize:
+        g = -g
+    if weight_decay != 0.0:
+        g = g + np.float32(weight_decay) * p
+    if has_buffer:
+        if c0 != 0.0:
+            b = g
+        else:
+            b = b * np.float32(momentum) + np.float32(1.0 - dampening) * g
+        if nesterov:
+            g = g + np.float32(momentum) * b
+        else:
+            g = b
+    return p + np.float32(-lr) * g, b, s1, s2
+
+
+@jit
+def _adam_update(p, g, m, v, x, c0, c1, sc):
+    beta1, beta2, eps, weight_decay, decay, amsgrad, maximize = sc
+    w = np.float32(1.0 - beta1)
+    if maximize:
+        g = -g
+    p = p * np.float32(decay)
+    if weight_decay != 0.0:
+        g = g + np.float32(weight_decay) * p
+    if abs(w) < np.float32(0.5):
+        m = m + w * (g - m)
+    else:
+        m = g + (w - np.float32(1.0)) * (g - m)
+    v = v * np.float32(beta2) + np.float32(1.0 - beta2) * g * g
+    vv = v
+    if amsgrad:
+        x = _maximum(x, v)
+        vv = x
+    den = np.sqrt(vv) / np.float32(c1) + np.float32(eps)
+    return p + np.float32(-c0) * m / den, m, v, x
+
+
+@jit
+def _adamax_update(p, g, m, u, s2, c0, c1, sc):
+    beta1, beta2, eps, weight_decay, maximize = sc
+    w = np.float32(1.0 - beta1)
+    if maximize:
+        g = -g
+    if weight_decay != 0.0:
+        g = g + np.float32(weight_decay) * p
+    if abs(w) < np.float32(0.5):
+        m = m + w * (g - m)
+    else:
+        m = g + (w - np.float32(1.0)) * (g - m)
+    u = _maximum(u * np.float32(beta2), abs(g) + np.float32(eps))
+    return p + np.float32(-c0) * m / u, m, u, s2
+
+
+@jit
+def _rmsprop_update(p, g, v, b, a, c0, c1, sc):
+    lr, alpha, eps, weight_decay, momentum, centered, maximize = sc
+    w = np.float32(1.0 - alpha)
+    if maximize:
+        g = -g
+    if weight_decay != 0.0:
+        g = g + np.float32(weight_decay) * p
+    v = v * np.float32(alpha) + w * g * g
+    if centered:
+        if abs(w) < np.float32(0.5):
+            a = a + w * (g - a)
+        else:
+            a = g + (w - np.float32(1.0)) * (g - a)
+        avg = np.sqrt(v + (-a) * a) + np.float32(eps)
+    else:
+        avg = np.sqrt(v) + np.float32(eps)
+    if momentum > 0.0:
+        b = b * np.float32(momentum) + g / avg
+        return p + np.float32(-lr) * b, v, b, a
+    return p + np.float32(-lr) * g / avg, v, b, a
+
+
+@jit
+def _rprop_update(p, g, q, ss, s2, c0, c1, sc):
+    etaminus, etaplus, step_size_min, step_size_max, maximize = sc
+    if maximize:
+        g = -g
+    s = g * q
+    if s > _Z:
+        ss = ss * np.float32(etaplus)
+    elif s < _Z:
+        ss = ss * np.float32(etaminus)
+        g = _Z
+    lo = np.float32(step_size_min)
+    hi = np.float32(step_size_max)
+    ss = lo if ss < lo else ss
+    ss = hi if ss > hi else ss
+    one = np.float32(1.0)
+    sg = one if g > _Z else (-one if g < _Z else _Z)
+    return p + (-sg) * ss, g, ss, s2
+
+
+@jit
+def _adagrad_update(p, g, s, s1, s2, c0, c1, sc):
+    eps, weight_decay, maximize = sc
+    if maximize:
+        g = -g
+    if weight_decay != 0.0:
+        g = g + np.float32(weight_decay) * p
+    s = s + g * g
+    return p + np.float32(-c0) * g / (np.sqrt(s) + np.float32(eps)), s, s1, s2
+
+
+@jit
+def _adadelta_update(p, g, v, u, s2, c0, c1, sc):
+    lr, rho, eps, weight_decay, maximize = sc
+    r = np.float32(rho)
+    c = np.float32(1.0 - rho)
+    e = np.float32(eps)
+    if maximize:
+        g = -g
+    if weight_decay != 0.0:
+        g = g + np.float32(weight_decay) * p
+    v = v * r + c * g * g
+    d = np.sqrt(u + e) / np.sqrt(v + e) * g
+    u = u * r + c * d * d
+    return p + np.float32(-lr) * d, v, u, s2
+
+
+#: kernel name -> the scalar update of its low-precision loops
+UPDATES = {
+    "sgd": _sgd_update,
+    "adam": _adam_update,
+    "adamax": _adamax_update,
+    "rmsprop": _rmsprop_update,
+    "rprop": _rprop_update,
+    "adagrad": _adagrad_update,
+    "adadelta": _adadelta_update,
+}
+
+
+def lowp_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
+    """Element-wise update with float32 arithmetic: parameter and gradient float32 or
+    bfloat16 (``pp``), states float32 or bfloat16 (``sp``, round to nearest even); ``block``
+    unused. coefs[j] = the optimizer's per-tensor coefficients (c0, c1)."""
+    last = coefs.shape[1] - 1
+    for c in prange(chunks.shape[0]):
+        j = chunks[c, 0]
+        start = chunks[c, 1]
+        n = chunks[c, 2]
+        pa = _view(ptrs, 0, j, start, n, pp)
+        ga = _view(ptrs, 1, j, start, n, pp)
+        a0 = _view(ptrs, 2, j, start, n, sp)
+        a1 = _view(ptrs, 3, j, start, n, sp)
+        a2 = _view(ptrs, 4, j, start, n, sp)
+        c0 = coefs[j, 0]
+        c1 = coefs[j, last]
+        kj = hash32(key + j * 0x632BE5AB)
+        for i in range(n):
+            s0 = _val(a0[i]) if U0 else _Z  # noqa: F821 (constants bound per specialization)
+            s1 = _val(a1[i]) if U1 else _Z  # noqa: F821
+            s2 = _val(a2[i]) if U2 else _Z  # noqa: F821
+            p, s0, s1, s2 = _update(_val(pa[i]), _val(ga[i]), s0, s1, s2, c0, c1, sc)  # noqa: F821
+            pa[i] = _put_param(pp, p, kj, start + i, SR)  # noqa: F821
+            if U0:  # noqa: F821
+                a0[i] = _put(sp, s0)
+            if U1:  # noqa: F821
+                a1[i] = _put(sp, s1)
+            if U2:  # noqa: F821
+                a2[i] = _put(sp, s2)
+
+
+def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
+    """Blockwise update of 8-bit states (``sp`` uint8 codes, rows 5..7 the block scales):
+    per block of ``block`` elements, pass 1 decodes the codes (code value * block scale),
+    updates in float32, writes the parameter and keeps the new states in a block-sized
+    scratch (in L1) while taking their absolute maximum (float32 bit patterns as integers:
+    vectorizes, and NaN wins); pass 2 encodes the new states with the new maximum as scale.
+    S0..S2 choose the signed or unsigned code per row."""
+    last = coefs.shape[1] - 1
+    for c in prange(chunks.shape[0]):
+        j = chunks[c, 0]
+        start = chunks[c, 1]
+        n = chunks[c, 2]
+        pa = _view(ptrs, 0, j, start, n, pp)
+        ga = _view(ptrs, 1, j, start, n, pp)
+        a0 = _view(ptrs, 2, j, start, n, sp)
+        a1 = _view(ptrs, 3, j, start, n, sp)
+        a2 = _view(ptrs, 4, j, start, n, sp)
+        nb = (n + block - 1) // block
+        b0 = start // block
+        k0 = _view(ptrs, 5, j, b0, nb, _F32_PROTO)
+        k1 = _view(ptrs, 6, j, b0, nb, _F32_PROTO)
+        k2 = _view(ptrs, 7, j, b0, nb, _F32_PROTO)
+        c0 = coefs[j, 0]
+        c1 = coefs[j, last]
+        kj = hash32(key + j * 0x632BE5AB)
+        buf = np.empty((3, block), dtype=np.float32)
+        for b in range(nb):
+            o = b * block
+            m = min(block, n - o)
+            q0 = k0[b] if U0 else _Z  # noqa: F821
+            q1 = k1[b] if U1 else _Z  # noqa: F821
+            q2 = k2[b] if U2 else _Z  # noqa: F821
+            x0 = np.int32(0)
+            x1 = np.int32(0)
+            x2 = np.int32(0)
+            for i in range(m):
+                s0 = decode8(a0[o + i], S0) * q0 if U0 else _Z  # noqa: F821
+                s1 = decode8(a1[o + i], S1) * q1 if U1 else _Z  # noqa: F821
+                s2 = decode8(a2[o + i], S2) * q2 if U2 else _Z  # noqa: F821
+                p, s0, s1, s2 = _update(  # noqa: F821
+                    _val(pa[o + i]), _val(ga[o + i]), s0, s1, s2, c0, c1, sc
+                )
+                pa[o + i] = _put_param(pp, p, kj, start + o + i, SR)  # noqa: F821
+                if U0:  # noqa: F821
+                    buf[0, i] = s0
+                    x0 = max(x0, abs_bits(s0))
+                if U1:  # noqa: F821
+                    buf[1, i] = s1
+                    x1 = max(x1, abs_bits(s1))
+                if U2:  # noqa: F821
+                    buf[2, i] = s2
+                    x2 = max(x2, abs_bits(s2))
+            if U0:  # noqa: F821
+                s = _f32_from_bits(x0)
+                inv = np.float32(1.0) / s if s > _Z else _Z
+                for i in range(m):
+                    a0[o + i] = encode8(buf[0, i] * inv, S0)  # noqa: F821
+                k0[b] = s
+            if U1:  # noqa: F821
+                s = _f32_from_bits(x1)
+                inv = np.float32(1.0) / s if s > _Z else _Z
+                for i in range(m):
+                    a1[o + i] = encode8(buf[1, i] * inv, S1)  # noqa: F821
+                k1[b] = s
+            if U2:  # noqa: F821
+                s = _f32_from_bits(x2)
+                inv = np.float32(1.0) / s if s > _Z else _Z
+                for i in range(m):
+                    a2[o + i] = encode8(buf[2, i] * inv, S2)  # noqa: F821
+                k2[b] = s
+
+
+#: low-precision loop templates: state storage kind -> template (specialized per kernel,
+#: used rows, code signs and rounding by the host executor)
+LOWP_TEMPLATES = {"elementwise": lowp_loop, "8bit": q8_loop}
+
+
+#: kernel name -> loop template (compiled serial and parallel by the host executor, for the
+#: device by the CUDA executor)
+TEMPLATES = {
+    "sgd": sgd_loop,
+    "adam": adam_loop,
+    "adamax": adamax_loop,
+    "rmsprop": rmsprop_loop,
+    "rprop": rprop_loop,
+    "adagrad": adagrad_loop,
+    "adadelta": adadelta_loop,
+    "nonfinite": nonfinite_loop,
+}
+
+
+#: Number of pointer-table rows (param, grad, state...) each kernel reads.
+ROWS = {"sgd": 3, "adam": 5, "adamax": 4, "rmsprop": 5, "rprop": 4, "adagrad": 3, "adadelta": 4}
+
+# ---------------------------------------------------------------------------------------------
+# tables and step-dependent coefficients (float64, exactly like torch's Python code)
+# ---------------------------------------------------------------------------------------------
+
+
+def chunk_table(sizes: Sequence[int] | np.ndarray, chunk: int) -> np.ndarray:
+    """(n_chunks, 3) int64 table of (tensor, start, length) covering every tensor in order."""
+    chunk = int(chunk)
+    sizes = np.asarray(sizes, dtype=np.int64).reshape(-1)
+    counts = (sizes + (chunk - 1)) // chunk
+    total = int(counts.sum())
+    tensor = np.repeat(np.arange(sizes.size, dtype=np.int64), counts)
+    first = np.cumsum(counts) - counts
+    start = (np.arange(total, dtype=np.int64) - np.repeat(first, counts)) * chunk
+    length = np.minimum(chunk, sizes[tensor] - start)
+    return np.ascontiguousarray(np.stack([tensor, start, length], axis=1))
+
+
+def adam_coefs(step: float, lr: float, beta1: float, beta2: float) -> tuple[float, float]:
+    """(lr / (1 - beta1**t), sqrt(1 - beta2**t)) as torch's single-tensor Adam computes them."""
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    return lr / bias_correction1, bias_correction2**0.5
+
+
+def adamax_coefs(step: float, lr: float, beta1: float) -> tuple[float]:
+    """(lr / (1 - beta1**t),)."""
+    return (lr / (1 - beta1**step),)
+
+
+def adagrad_coefs(step: float, lr: float, lr_decay: float) -> tuple[float]:
+    """(lr / (1 + (t - 1) * lr_decay),)."""
+    return (lr / (1 + (step - 1) * lr_decay),)
+
+
+_F32_LIMIT = float(2**24)
+
+
+def next_step(s: float) -> float:
+    """s + 1 as torch's float32 step tensor computes it (exact below 2**24)."""
+    if s < _F32_LIMIT:
+        return s + 1.0
+    return float(np.float32(s) + np.float32(1.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# state storage: how a parameter and its state arrays are stored
+# ---------------------------------------------------------------------------------------------
+
+F32 = np.dtype(np.float32)
+#: bfloat16 values are stored and passed to the kernels as their uint16 bit patterns
+BF16 = np.dtype(np.uint16)
+CODES = np.dtype(np.uint8)
+#: state_dtype option values (None: the parameter's dtype)
+STATE_DTYPES = (None, "float32", "bfloat16", "8bit")
+#: pointer-table rows of a low-precision launch: param, grad, 3 state rows, 3 scale rows
+LOWP_ROWS = 8
+
+
+@dataclass(frozen=True)
+class Storage:
+    """One state array of a parameter: the state key's ``suffix`` ('' for the row's main
+    array, '_absmax' for 8-bit block scales), the stored dtype (``BF16``: bfloat16 bits) and,
+    for block scales, the block size (shape ``(ceil(size / block),)``; else the parameter's
+    shape and memory order)."""
+
+    suffix: str
+    dtype: np.dtype
+    block: int = 0
+
+    @property
+    def bf16(self) -> bool:
+        return self.dtype == BF16
+
+    def shape(self, shape: tuple, size: int) -> tuple:
+        return (-(-size // self.block),) if self.block else tuple(shape)
+
+    def fill(self, init: float, signed: bool) -> float:
+        """The value new arrays of a row with initial value ``init`` are filled with (8-bit
+        codes: the top code when init != 0, with the block scale = init)."""
+        if self.dtype == CODES:
+            return 0.0 if init == 0 else (127.0 if signed else 255.0)
+        return init
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one bucket of parameters is stored: ``param`` the dtype of the parameter and its
+    gradient (float32, float64 or ``BF16``), ``state`` the dtype of the state rows
+    (``param`` itself: the fp32/fp64 kernels above; float32, ``BF16`` or ``CODES``: the
+    low-precision loops), ``block`` the elements per scale of 8-bit states."""
+
+    param: np.dtype
+    state: np.dtype
+    block: int = 0
+
+    @property
+    def native(self) -> bool:
+        return self.state == self.param and self.param.kind == "f"
+
+    @property
+    def q8(self) -> bool:
+        return self.state == CODES
+
+    def arrays(self) -> tuple[Storage, ...]:
+        """The arrays of one state row."""
+        if self.q8:
+            return (Storage("", CODES), Storage("_absmax", F32, self.block))
+        return (Storage("", self.state),)
+
+    def chunk(self, chunk: int) -> int:
+        """Elements per chunk: a multiple of the block size near ``chunk``."""
+        if not self.block:
+            return chunk
+        return self.block * max(1, round(chunk / self.block))
+
+    def describe(self) -> str:
+        names = {F32: "float32", BF16: "bfloat16", CODES: "8-bit"}
+        return names.get(self.state, str(self.state))
+
+
+def layout_of(options: dict, param: np.dtype, size: int) -> Layout:
+    """The storage of a parameter of dtype ``param`` (``BF16`` for bfloat16) and ``size``
+    elements under the options ``state_dtype`` (None: the parameter's dtype; 'float32',
+    'bfloat16', '8bit'), ``block_size`` and ``min_8bit_size`` (smaller tensors keep float32
+    state)."""
+    fmt = options.get("state_dtype")
+    if fmt is None:
+        return Layout(param, param)
+    if fmt == "8bit":
+        if size < options.get("min_8bit_size", 0):
+            return Layout(param, F32 if param == BF16 else param)
+        return Layout(param, CODES, int(options["block_size"]))
+    state = BF16 if fmt == "bfloat16" else F32
+    return Layout(param, param if state == param else state)
+
+
+# ---------------------------------------------------------------------------------------------
+# the spec table
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Optim:
+    """An optimizer's spec. ``state``: per kernel state row, (the class's state key, the
+    functional API's argument); ``rows(o)``: per row its initial value (a number) or None
+    when the options ``o`` leave it unused; ``scalars(o)``: the kernel's group arguments;
+    ``coefs(o, step)``: the per-tensor coefficients of a step (None: the first-step flag of
+    SGD's momentum buffer, or nothing); ``has_step``: the state counts steps; ``signed``:
+    per state row, whether its values can be negative (8-bit states use the signed or the
+    unsigned code)."""
+
+    name: str
+    functional: str
+    kernel: str
+    state: tuple[tuple[str, str], ...]
+    rows: Callable[[dict], tuple]
+    scalars: Callable[[dict], tuple]
+    coefs: Callable[[dict, float], tuple] | None
+    has_step: bool = True
+    #: per state row: its values can be negative (the signed 8-bit code) or not (unsigned)
+    signed: tuple[bool, ...] = ()
+
+
+def _adam_scalars(o: dict) -> tuple:
+    lr, wd = o["lr"], o["weight_decay"]
+    decoupled = bool(o.get("decoupled_weight_decay", False))
+    decay = 1 - lr * wd if (decoupled and wd != 0) else 1.0
+    return (o["beta1"], o["beta2"], o["eps"], 0.0 if decoupled else wd, decay,
+            bool(o["amsgrad"]), bool(o["maximize"]))  # fmt: skip
+
+
+_ADAM_STATE = (("exp_avg", "exp_avgs"), ("exp_avg_sq", "exp_avg_sqs"),
+               ("max_exp_avg_sq", "max_exp_avg_sqs"))  # fmt: skip
+
+
+def _adam_rows(o: dict) -> tuple:
+    return (0.0, 0.0, 0.0 if o["amsgrad"] else None)
+
+
+def _adam_coefs(o: dict, step: float) -> tuple:
+    return adam_coefs(step, o["lr"], o["beta1"], o["beta2"])
+
+
+OPTIMIZERS: dict[str, Optim] = {
+    spec.name: spec
+    for spec in (
+        Optim(
+            "SGD",
+            "sgd",
+            "sgd",
+            (("momentum_buffer", "momentum_buffers"),),
+            lambda o: (0.0 if o["momentum"] != 0 else None,),
+            lambda o: (
+                o["lr"],
+                o["weight_decay"],
+                o["momentum"],
+                o["dampening"],
+                bool(o["nesterov"]),
+                bool(o["maximize"]),
+                o["momentum"] != 0.0,
+            ),
+            None,
+            has_step=False,
+            signed=(True,),
+        ),
+        Optim(
+            "Adam",
+            "adam",
+            "adam",
+            _ADAM_STATE,
+            _adam_rows,
+            _adam_scalars,
+            _adam_coefs,
+            signed=(True, False, False),
+        ),
+        Optim(
+            "AdamW",
+            "adamw",
+            "adam",
+            _ADAM_STATE,
+            _adam_rows,
+            _adam_scalars,
+            _adam_coefs,
+            signed=(True, False, False),
+        ),
+        Optim(
+            "Adamax",
+            "adamax",
+            "adamax",
+            (("exp_avg", "exp_avgs"), ("exp_inf", "exp_infs")),
+            lambda o: (0.0, 0.0),
+            lambda o: (o["beta1"], o["beta2"], o["eps"], o["weight_decay"], bool(o["maximize"])),
+            lambda o, step: adamax_coefs(step, o["lr"], o["beta1"]),
+            signed=(True, False),
+        ),
+        Optim(
+            "RMSprop",
+            "rmsprop",
+            "rmsprop",
+            (
+                ("square_avg", "square_avgs"),
+                ("momentum_buffer", "momentum_buffers"),
+                ("grad_avg", "grad_avgs"),
+            ),
+            lambda o: (0.0, 0.0 if o["momentum"] > 0 else None, 0.0 if o["centered"] else None),
+            lambda o: (
+                o["lr"],
+                o["alpha"],
+                o["eps"],
+                o["weight_decay"],
+                o["momentum"],
+                bool(o["centered"]),
+                bool(o["maximize"]),
+            ),
+            None,
+            signed=(False, True, True),
+        ),
+        Optim(
+            "Rprop",
+            "rprop",
+            "rprop",
+            (("prev", "prevs"), ("step_size", "step_sizes")),
+            lambda o: (0.0, o["lr"]),
+            lambda o: (
+                o["etaminus"],
+                o["etaplus"],
+                o["step_size_min"],
+                o["step_size_max"],
+                bool(o["maximize"]),
+            ),
+            None,
+            signed=(True, False),
+        ),
+        Optim(
+            "Adagrad",
+            "adagrad",
+            "adagrad",
+            (("sum", "state_sums"),),
+            lambda o: (o["initial_accumulator_value"],),
+            lambda o: (o["eps"], o["weight_decay"], bool(o["maximize"])),
+            lambda o, step: adagrad_coefs(step, o["lr"], o["lr_decay"]),
+            signed=(False,),
+        ),
+        Optim(
+            "Adadelta",
+            "adadelta",
+            "adadelta",
+            (("square_avg", "square_avgs"), ("acc_delta", "acc_deltas")),
+            lambda o: (0.0, 0.0),
+            lambda o: (o["lr"], o["rho"], o["eps"], o["weight_decay"], bool(o["maximize"])),
+            None,
+            signed=(False, False),
+        ),
+    )
+}

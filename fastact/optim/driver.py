@@ -1,0 +1,597 @@
+"""The one optimizer step driver: prepare, plan, apply, for the classes and the functional API,
+on the host executor or the CUDA one.
+
+A step validates every parameter, gradient and state array first (``TypeError`` /
+``ValueError`` naming it; nothing is written before all checks pass), builds a launch plan
+per (param group, dtype): a pointer table (rows: parameter, gradient, state arrays in the
+kernel order of :data:`fastact.kernels.optim.OPTIMIZERS`) and a chunk table, then launches
+the fused kernel once per plan. The executor (:mod:`fastact.host` or the device executor of
+:mod:`fastact.cuda`) supplies the array-specific pieces with the same names: ``entry``
+(a validated parameter with its address), ``state_address``, ``no_overlap``, ``new_states``,
+``stale_entries``, ``optim_launch``, ``optim_nonfinite``, ``bump_versions`` and
+``OPTIM_CHUNK``. The classes
+cache their plans between steps (rebuilt when a parameter, its storage or the state changes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fastact import host
+from fastact._core.backend import device, on_device
+from fastact.kernels.optim import BF16, LOWP_ROWS, Layout, Optim, chunk_table, layout_of, next_step
+
+__all__ = [
+    "executor_of",
+    "functional_step",
+    "positive_steps",
+    "seq",
+    "per_tensor",
+    "entry_layout",
+    "row_signs",
+    "rounding_key",
+]
+
+
+def executor_of(objs: list, what: str = "params") -> Any:
+    """The executor of a list of parameters: all on the host or all on one CUDA device."""
+    flags = [on_device(p) for p in objs]
+    if not any(flags):
+        return host
+    if not all(flags):
+        raise ValueError(
+            f"{what} mixes CUDA device arrays and host arrays (NumPy arrays, CPU tensors); "
+            "one step runs on one of them"
+        )
+    return device(*objs)
+
+
+def seq(x: Any, name: str) -> list:
+    """An array or a list/tuple of arrays as a list (TypeError naming ``name`` otherwise)."""
+    if x is None:
+        raise TypeError(f"{name} must be a sequence of arrays, got None")
+    if isinstance(x, np.ndarray) or host.is_param(x) or on_device(x):
+        return [x]
+    if not isinstance(x, (list, tuple)):
+        raise TypeError(
+            f"{name} must be an array or a list/tuple of arrays, got {type(x).__name__}"
+        )
+    return list(x)
+
+
+def per_tensor(x: Any, n: int, name: str) -> list[float]:
+    """A number, or one number per tensor."""
+
+    def num(v: Any, where: str) -> float:
+        if isinstance(v, (str, bytes, complex)):
+            raise TypeError(f"{where} must be a real number, got {type(v).__name__}")
+        try:
+            return float(v)
+        except (TypeError, ValueError):
+            raise TypeError(f"{where} must be a real number, got {type(v).__name__}") from None
+
+    if isinstance(x, (list, tuple)) or (
+        (isinstance(x, np.ndarray) or host.is_param(x)) and x.ndim > 0
+    ):
+        if len(x) != n:
+            raise ValueError(f"{name} has {len(x)} entries but there are {n} parameters")
+        return [num(v, f"{name}[{k}]") for k, v in enumerate(x)]
+    if isinstance(x, (str, bytes)) or x is None:
+        raise TypeError(f"{name} must be a number or a sequence of numbers, got {type(x).__name__}")
+    return [num(x, name)] * n
+
+
+def positive_steps(step: Any, n: int) -> list[float]:
+    steps = per_tensor(step, n, "step")
+    for s in steps:
+        if not s >= 1:
+            raise ValueError(f"step must be >= 1 (the step count after its increment), got {s}")
+    return steps
+
+
+# ============================================================================ storage
+def entry_layout(ex: Any, options: dict, e: Any, name: str) -> Layout:
+    """The storage of parameter entry ``e`` under ``options`` (see
+    :func:`fastact.kernels.optim.layout_of`); TypeError when the executor or the parameter's
+    dtype cannot have it (low-precision states and bfloat16 parameters are host-only; they
+    need float32 or bfloat16 parameters)."""
+    layout = layout_of(options, e.dtype if not getattr(e, "bf16", False) else BF16, e.size)
+    if layout.native:
+        return layout
+    if ex.NAME != "host":
+        raise TypeError(
+            f"{name}: {layout.describe()} optimizer states and bfloat16 parameters are "
+            "supported on the host only (NumPy arrays, CPU tensors), not on CUDA devices"
+        )
+    if layout.param == np.float64:
+        raise TypeError(
+            f"{name} has dtype float64; {layout.describe()} optimizer states need float32 or "
+            "bfloat16 parameters"
+        )
+    return layout
+
+
+def row_signs(spec: Optim, inits: tuple) -> tuple:
+    """Per state row: None when unused, else whether its values can be negative."""
+    signs = spec.signed or (True,) * len(spec.state)
+    return tuple(None if init is None else sg for init, sg in zip(inits, signs, strict=True))
+
+
+def rounding_key(options: dict, counter: int) -> int:
+    """The 32-bit key of stochastic rounding (-1: round to nearest even) for a seed and a
+    step counter: a different stream of random bits for every step."""
+    if not options.get("stochastic_rounding", False):
+        return -1
+    seed = int(options.get("seed", 0))
+    return ((seed * 0x9E3779B1) ^ (counter * 0x85EBCA77 + 0x165667B1)) & 0xFFFFFFFF
+
+
+def _ptr_rows(layout: Layout, n_state: int) -> int:
+    return 2 + n_state if layout.native else LOWP_ROWS
+
+
+def _state_rows(layout: Layout, r: int) -> list[int]:
+    """Pointer-table rows of state row ``r``'s arrays (main array, block scales)."""
+    if layout.native or not layout.q8:
+        return [2 + r]
+    return [2 + r, 5 + r]
+
+
+# ============================================================================ functional
+def functional_step(
+    spec: Optim,
+    options: dict,
+    params: Any,
+    grads: Any,
+    states: dict[str, Any],
+    steps: Any,
+    check_finite: bool,
+    skip_nonfinite: bool,
+) -> bool:
+    """One functional step of ``spec`` (see :mod:`fastact.optim.functional`): validate
+    everything, then one launch per storage layout; True when ``skip_nonfinite`` skipped it.
+
+    ``states``: the functional argument of each state row (a sequence, or None for an unused
+    row); SGD's momentum rows accept None entries, which receive new buffers (a list is
+    required then, like torch's functional sgd). ``steps``: the ``step=`` argument of the
+    optimizers with step-dependent coefficients. ``options['state_dtype']`` (None, 'float32'
+    or 'bfloat16') is the states' storage; bfloat16 parameters take bfloat16 states by
+    default, like torch."""
+    plist = seq(params, "params")
+    n = len(plist)
+    if n == 0:
+        return False
+    glist = seq(grads, "grads")
+    if len(glist) != n:
+        raise ValueError(f"grads has {len(glist)} entries but params has {n}")
+    step_list = positive_steps(steps, n) if spec.coefs is not None else None
+    ex = executor_of(plist)
+    ents = [ex.entry(p, f"params[{k}]") for k, p in enumerate(plist)]
+    layouts = [entry_layout(ex, options, e, f"params[{k}]") for k, e in enumerate(ents)]
+    inits = spec.rows(options)
+    allocate = not spec.has_step  # SGD: None buffers are created (first step: buf = g)
+    addrs: list[list] = []
+    written = [e.arr for e in ents]
+    wnames = [f"params[{k}]" for k in range(n)]
+    missing: list[int] = []
+    for (_key, arg), init in zip(spec.state, inits, strict=True):
+        if init is None:
+            addrs.append([e.addr for e in ents])  # an unused row points at the parameter
+            continue
+        slist = seq(states[arg], arg)
+        if len(slist) != n:
+            raise ValueError(f"{arg} has {len(slist)} entries but params has {n}")
+        if allocate and any(s is None for s in slist) and not isinstance(states[arg], list):
+            raise TypeError(f"{arg} must be a list to receive new buffers for None")
+        row = []
+        for k, s in enumerate(slist):
+            if s is None and allocate:
+                row.append(None)  # created below
+                missing.append(k)
+                continue
+            lay = layouts[k]
+            where = (s, ents[k], f"{arg}[{k}]", f"params[{k}]")
+            if lay.native:
+                a, addr = ex.state_address(*where)
+            else:
+                a, addr = ex.state_address(*where, lay.arrays()[0])
+            row.append(addr)
+            written.append(a)
+            wnames.append(f"{arg}[{k}]")
+        addrs.append(row)
+    keep = [None if g is None else ents[k].grad(g, k) for k, g in enumerate(glist)]
+    ex.no_overlap(written, wnames)
+    if step_list is not None:
+        coefs_all = [spec.coefs(options, s) for s in step_list]  # may raise before any write
+    else:
+        created = set(missing)
+        coefs_all = [(1.0 if k in created else 0.0,) for k in range(n)]
+    by_layout: dict[Layout, list[int]] = {}
+    for k in range(n):
+        if keep[k] is not None:
+            by_layout.setdefault(layouts[k], []).append(k)
+    # all checks done: allocate missing buffers, then launch
+    made: dict[int, Any] = {}
+    for k in missing:
+        if keep[k] is not None:
+            lay = layouts[k]
+            if lay.native:
+                obj, addr = ex.new_states([ents[k]], 0.0)[0]
+            else:
+                obj, addr = ex.new_states([ents[k]], 0.0, lay.arrays()[0])[0]
+            made[k] = obj
+            for row in addrs:
+                if row[k] is None:
+                    row[k] = addr
+    plans = []
+    for lay, idx in by_layout.items():
+        ptrs = np.empty((_ptr_rows(lay, len(addrs)), len(idx)), dtype=np.int64)
+        for jj, k in enumerate(idx):
+            ptrs[:, jj] = ents[k].addr
+            ptrs[1, jj] = keep[k][1]
+            for r, row in enumerate(addrs):
+                ptrs[2 + r, jj] = row[k]
+        sizes = np.array([ents[k].size for k in idx], dtype=np.int64)
+        chunks = chunk_table(sizes, lay.chunk(ex.OPTIM_CHUNK))
+        plans.append((lay, ptrs, chunks, int(sizes.sum()), idx))
+    if check_finite or skip_nonfinite:
+        for lay, ptrs, chunks, total, idx in plans:
+            bad = ex.optim_nonfinite(lay.param, ptrs, 1, chunks, total)
+            if bad.any():
+                if skip_nonfinite:
+                    return True
+                k = idx[int(chunks[int(np.argmax(bad)), 0])]
+                raise ValueError(f"grads[{k}] contains NaN or infinite values (check_finite=True)")
+    scalars = spec.scalars(options)
+    rows = row_signs(spec, inits)
+    key = rounding_key(options, 0)
+    for lay, ptrs, chunks, total, idx in plans:
+        coefs = np.array([coefs_all[k] for k in idx], dtype=np.float64).reshape(len(idx), -1)
+        if lay.native:
+            ex.optim_launch(spec.kernel, lay.param, ptrs, chunks, coefs, scalars, total)
+        else:
+            ex.optim_launch(spec.kernel, lay, ptrs, chunks, coefs, scalars, total, rows, key)
+    ex.bump_versions([plist[k] for idx in by_layout.values() for k in idx if ents[k].is_torch])
+    for k, obj in made.items():
+        for (_key, arg), init in zip(spec.state, inits, strict=True):
+            if init is not None and states[arg][k] is None:
+                states[arg][k] = obj
+    return False
+
+
+# ============================================================================ classes
+class GroupCache:
+    """A param group's validated entries, their storage layouts (for the group's storage
+    options ``fmt``) and its launch plans per layout."""
+
+    __slots__ = ("group", "entries", "plans", "fmt", "layouts")
+
+    def __init__(self, group: dict) -> None:
+        self.group = group
+        self.entries: list | None = None
+        self.plans: dict = {}
+        self.fmt: tuple | None = None
+        self.layouts: list = []
+
+
+class Plan:
+    """Cached launch data of one (group, layout) bucket: which parameters take part, the
+    pointer table (row 1, the gradients, is refilled every step), the chunk table, the state
+    dicts and their steps. Valid while the state map's version is unchanged."""
+
+    __slots__ = (
+        "dt",
+        "js",
+        "keys",
+        "smap",
+        "version",
+        "ptrs",
+        "chunks",
+        "total",
+        "sts",
+        "steps",
+        "missing",
+        "fresh",
+        "tparams",
+    )
+
+
+_FMT_KEYS = ("state_dtype", "block_size", "min_8bit_size")
+
+
+def check_overlap(opt: Any, ex: Any, extra: list = ()) -> None:
+    """ValueError if two parameters of the optimizer (plus ``extra``: (entry, name)) share
+    memory."""
+    arrays, names = [], []
+    for gi, g in enumerate(opt.param_groups):
+        for k, p in enumerate(g["params"]):
+            name = f"param_groups[{gi}]['params'][{k}]"
+            arrays.append(ex.entry(p, name).arr)
+            names.append(name)
+    for e, name in extra:
+        arrays.append(e.arr)
+        names.append(name)
+    ex.no_overlap(arrays, names)
+
+
+def group_entries(opt: Any, ex: Any, group: dict, k0: int) -> tuple[GroupCache, list]:
+    """The group's validated entries (rebuilt when the params or their storage changed)."""
+    cache = opt._cache.get(id(group))
+    if cache is None or cache.group is not group:
+        cache = opt._cache[id(group)] = GroupCache(group)
+    params = group["params"]
+    ents = cache.entries
+    if (
+        ents is None
+        or len(ents) != len(params)
+        or any(e.obj is not p for e, p in zip(ents, params, strict=True))
+    ):
+        ents = [ex.entry(p, f"params[{k0 + j}]") for j, p in enumerate(params)]
+        check_overlap(opt, ex)
+        cache.entries = ents
+        cache.plans.clear()
+        cache.fmt = None
+        return cache, ents
+    stale = ex.stale_entries(ents, k0)
+    if stale:
+        for j in stale:
+            ents[j] = ex.entry(ents[j].obj, f"params[{k0 + j}]")
+        check_overlap(opt, ex)
+        cache.plans.clear()
+        cache.fmt = None
+    return cache, ents
+
+
+def group_layouts(ex: Any, cache: GroupCache, options: dict, k0: int) -> list:
+    """The storage layout of each entry of the group (cached per storage options)."""
+    fmt = tuple(options.get(k) for k in _FMT_KEYS)
+    if cache.fmt != fmt:
+        cache.layouts = [
+            entry_layout(ex, options, e, f"params[{k0 + j}]") for j, e in enumerate(cache.entries)
+        ]
+        cache.fmt = fmt
+    return cache.layouts
+
+
+def prepare(opt: Any, ex: Any, grads: Any) -> list:
+    """Phase 1: validate every gradient (and, when the state changed, every state array) and
+    fill the launch tables; writes no array."""
+    groups = opt.param_groups
+    if grads is not None:
+        total = sum(len(g["params"]) for g in groups)
+        if host.is_param(grads) or not isinstance(grads, (list, tuple)):
+            raise TypeError(
+                "grads must be a list or tuple aligned with the parameters, got "
+                + type(grads).__name__
+            )
+        if len(grads) != total:
+            raise ValueError(
+                f"grads has {len(grads)} entries but the optimizer has {total} parameters"
+            )
+    work = []
+    k0 = 0
+    for gi, group in enumerate(groups):
+        cache, ents = group_entries(opt, ex, group, k0)
+        options = opt._step_options(group, gi)
+        layouts = group_layouts(ex, cache, options, k0)
+        inits = opt._spec.rows(options)
+        keys = tuple(
+            None if init is None else key
+            for (key, _arg), init in zip(opt._spec.state, inits, strict=True)
+        )
+        by_dt: dict = {}
+        for j, e in enumerate(ents):
+            k = k0 + j
+            if grads is not None:
+                g = grads[k]
+            elif e.is_torch or hasattr(e.obj, "grad"):
+                g = e.obj.grad  # torch tensors and arrays with .grad (fastact.nn.Parameter)
+            else:
+                what = "a NumPy array" if ex.NAME == "host" else "a device array without .grad"
+                raise TypeError(f"params[{k}] is {what}: pass its gradient, step(grads=[...])")
+            if g is None:
+                continue
+            keep, gaddr = e.grad(g, k)
+            lay = layouts[j]
+            b = by_dt.get(lay)
+            if b is None:
+                b = by_dt[lay] = ([], [], [], [])
+            b[0].append(j)
+            b[1].append(keep)
+            b[2].append(gaddr)
+            b[3].append(k)
+        buckets = []
+        for dt, (js, keep, gaddrs, ks) in by_dt.items():
+            js = tuple(js)
+            plan = cache.plans.get(dt)
+            if (
+                plan is None
+                or plan.js != js
+                or plan.keys != keys
+                or plan.smap is not opt.state
+                or plan.version != opt.state._version
+            ):
+                plan = _plan(opt, ex, ents, js, keys, ks, dt)
+                cache.plans[dt] = plan
+            plan.ptrs[1] = gaddrs
+            buckets.append((plan, keep, ks))
+        work.append((group, gi, options, inits, ents, buckets))
+        k0 += len(ents)
+    return work
+
+
+def _plan(opt: Any, ex: Any, ents: list, js: tuple, keys: tuple, ks: list, lay: Layout) -> Plan:
+    """Build (and validate) the launch data for the parameters ``js`` of one bucket."""
+    m = len(js)
+    ptrs = np.zeros((_ptr_rows(lay, len(keys)), m), dtype=np.int64)
+    sts, steps, missing, arrays, names = [], [], [], [], []
+    has_step = opt._spec.has_step
+    storages = None if lay.native else lay.arrays()
+    for col, j in enumerate(js):
+        e = ents[j]
+        k = ks[col]
+        ptrs[:, col] = e.addr
+        arrays.append(e.arr)
+        names.append(f"params[{k}]")
+        st = opt.state.get(e.obj)
+        sts.append(st)
+        for r, key in enumerate(keys):
+            if key is None:
+                continue
+            if storages is None:
+                x = None if st is None else st.get(key)
+                if x is None:
+                    missing.append((col, r))
+                    continue
+                name = f"state[params[{k}]]['{key}']"
+                a, ptrs[2 + r, col] = ex.state_address(x, e, name, f"params[{k}]")
+                arrays.append(a)
+                names.append(name)
+                continue
+            xs = [None if st is None else st.get(key + sto.suffix) for sto in storages]
+            if any(x is None for x in xs):
+                missing.append((col, r))
+                continue
+            for x, sto, row in zip(xs, storages, _state_rows(lay, r), strict=True):
+                name = f"state[params[{k}]]['{key + sto.suffix}']"
+                a, ptrs[row, col] = ex.state_address(x, e, name, f"params[{k}]", sto)
+                arrays.append(a)
+                names.append(name)
+        if has_step:
+            s = 0.0 if st is None else st.get("step", 0.0)
+            try:
+                steps.append(float(s))
+            except (TypeError, ValueError):
+                raise TypeError(f"state[params[{k}]]['step'] must be a number, got {s!r}") from None
+    ex.no_overlap(arrays, names)
+    plan = Plan()
+    plan.dt, plan.js, plan.keys = lay, js, keys
+    plan.smap, plan.version = opt.state, opt.state._version
+    plan.ptrs, plan.sts, plan.missing = ptrs, sts, missing
+    plan.steps = steps if has_step else None
+    plan.fresh = bool(missing) or (has_step and any(st is None or "step" not in st for st in sts))
+    plan.tparams = [ents[j].obj for j in js if ents[j].is_torch]
+    sizes = np.array([ents[j].size for j in js], dtype=np.int64)
+    plan.chunks = chunk_table(sizes, lay.chunk(ex.OPTIM_CHUNK))
+    plan.total = int(sizes.sum())
+    return plan
+
+
+def first_nonfinite(ex: Any, work: list) -> int | None:
+    """The index of the first gradient holding NaN or inf (``grads[k]``), or None."""
+    for *_, buckets in work:
+        for plan, _keep, ks in buckets:
+            bad = ex.optim_nonfinite(plan.dt.param, plan.ptrs, 1, plan.chunks, plan.total)
+            if bad.any():
+                return ks[int(plan.chunks[int(np.argmax(bad)), 0])]
+    return None
+
+
+def apply(opt: Any, ex: Any, work: list) -> None:
+    """Phase 2: create missing state, launch one kernel per bucket, advance the steps."""
+    spec = opt._spec
+    scalars_of = spec.scalars
+    touched = []
+    for group, _gi, options, inits, ents, buckets in work:
+        scal = scalars_of(options)
+        rows = None
+        key = -1
+        for plan, _keep, _ks in buckets:
+            firsts = None
+            if plan.fresh:
+                firsts = _create_state(opt, ex, inits, ents, plan, spec)
+            if plan.steps is None:
+                coefs = np.zeros((len(plan.js), 1), dtype=np.float64)
+                if firsts:
+                    coefs[firsts, 0] = 1.0
+                new_steps = None
+            else:
+                new_steps = [next_step(s) for s in plan.steps]
+                coefs = _coef_table(spec, options, new_steps)
+            lay = plan.dt
+            if lay.native:
+                ex.optim_launch(spec.kernel, lay.param, plan.ptrs, plan.chunks, coefs, scal,
+                                plan.total)  # fmt: skip
+            else:
+                if rows is None:
+                    rows = row_signs(spec, inits)
+                    key = rounding_key(options, int(group.get("rounding_step", 0)))
+                ex.optim_launch(spec.kernel, lay, plan.ptrs, plan.chunks, coefs, scal,
+                                plan.total, rows, key)  # fmt: skip
+            touched += plan.tparams
+            if new_steps is not None:
+                for st, s in zip(plan.sts, new_steps, strict=True):
+                    dict.__setitem__(st, "step", s)
+                plan.steps = new_steps
+        if key >= 0:
+            group["rounding_step"] = int(group.get("rounding_step", 0)) + 1
+    ex.bump_versions(touched)
+
+
+def _create_state(opt: Any, ex: Any, inits: tuple, ents: list, plan: Plan, spec: Optim) -> list:
+    """Create the state that ``plan`` found missing; return the columns that got any."""
+    has_step = spec.has_step
+    cols = sorted({col for col, _r in plan.missing})
+    for col in range(len(plan.js)) if has_step else cols:
+        if plan.sts[col] is None:
+            plan.sts[col] = opt.state[ents[plan.js[col]].obj]
+        if has_step and "step" not in plan.sts[col]:
+            plan.sts[col]["step"] = 0.0
+    rows: dict[int, list[int]] = {}
+    for col, r in plan.missing:
+        rows.setdefault(r, []).append(col)
+    lay = plan.dt
+    signs = row_signs(spec, inits)
+    for r, rcols in rows.items():
+        key = plan.keys[r]
+        sub = [ents[plan.js[c]] for c in rcols]
+        if lay.native:
+            made = ex.new_states(sub, float(inits[r]))
+            for c, (obj, addr) in zip(rcols, made, strict=True):
+                plan.sts[c][key] = obj
+                plan.ptrs[2 + r, c] = addr
+            continue
+        for sto, prow in zip(lay.arrays(), _state_rows(lay, r), strict=True):
+            made = ex.new_states(sub, sto.fill(float(inits[r]), bool(signs[r])), sto)
+            for c, (obj, addr) in zip(rcols, made, strict=True):
+                plan.sts[c][key + sto.suffix] = obj
+                plan.ptrs[prow, c] = addr
+    plan.missing = []
+    plan.fresh = False
+    plan.version = opt.state._version
+    return cols
+
+
+def eager_state(opt: Any, ex: Any) -> None:
+    """Create every parameter's state now (Adagrad does in its constructor, like torch), in
+    each parameter's storage layout."""
+    spec = opt._spec
+    k0 = 0
+    for gi, group in enumerate(opt.param_groups):
+        cache, ents = group_entries(opt, ex, group, k0)
+        options = opt._step_options(group, gi)
+        layouts = group_layouts(ex, cache, options, k0)
+        inits = spec.rows(options)
+        keys = tuple(None if i is None else k for (k, _a), i in zip(spec.state, inits, strict=True))
+        by: dict = {}
+        for j, lay in enumerate(layouts):
+            by.setdefault(lay, []).append(j)
+        for lay, js in by.items():
+            plan = _plan(opt, ex, ents, tuple(js), keys, [k0 + j for j in js], lay)
+            if plan.fresh:
+                _create_state(opt, ex, inits, ents, plan, spec)
+        k0 += len(ents)
+
+
+def _coef_table(spec: Optim, options: dict, steps: list) -> np.ndarray:
+    if spec.coefs is None:
+        return np.zeros((len(steps), 1), dtype=np.float64)
+    uniq = {s: spec.coefs(options, s) for s in set(steps)}
+    if len(uniq) == 1:
+        row = next(iter(uniq.values()))
+        out = np.empty((len(steps), len(row)), dtype=np.float64)
+        out[:] = row
+        return out
+    return np.array([uniq[s] for s in steps], dtype=np.float64)
