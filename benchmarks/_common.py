@@ -17,8 +17,10 @@ the harness:
   ``fastact.bench``: a harness package may import its own submodules by absolute or relative
   name.
 
-Everything else in the suites uses only ``activation_cases``, ``build`` and ``Unsupported``
-of the harness.
+Everything else in the suites uses only :func:`activation_cases`, :func:`build` and
+:func:`unsupported` below, which accept both harness layouts: the package (``fastact/bench/``:
+``activations.cases`` / ``activations.build``, ``timing.Unsupported``) and the older module
+(``fastact/bench.py``: ``activation_cases`` / ``build`` / ``Unsupported`` at its top level).
 """
 
 from __future__ import annotations
@@ -153,21 +155,52 @@ def harness():
     return _harness
 
 
+def _activations_module():
+    """The harness's activation family: ``fastact.bench.activations`` (the package) or the
+    harness module itself (the older ``fastact/bench.py``)."""
+    h = harness()
+    if hasattr(h, "__path__"):  # loaded with submodule_search_locations: the tree's package
+        return importlib.import_module("fastact.bench.activations")
+    return h
+
+
+def activation_cases(patterns, sizes, dtype: str) -> list[dict]:
+    """The harness's activation cases (``activations.cases`` or ``activation_cases``)."""
+    acts = _activations_module()
+    fn = getattr(acts, "cases", None) or acts.activation_cases
+    return fn(patterns, sizes, dtype)
+
+
+def build(lib: str, case: dict):
+    """The harness's Runner of ``lib`` for an activation ``case`` (``.fn``, ``.reset``)."""
+    return _activations_module().build(lib, case)
+
+
+def unsupported() -> type[Exception]:
+    """The harness's exception for a case a library has no equivalent of."""
+    return harness().Unsupported
+
+
 # ---------------------------------------------------------------------------- the catalog
 #: Run by :func:`catalog` in a child process whose ``fastact`` is the working tree's.
 _CATALOG_CHILD = r"""
-import json, sys
+import importlib, json, sys
 sys.path.insert(0, sys.argv[1])
 import fastact
 import fastact.bench as h
+if hasattr(h, "__path__"):  # the package: its activation family module
+    acts = importlib.import_module("fastact.bench.activations")
+else:  # the older module fastact/bench.py
+    acts = h
+cases = getattr(acts, "cases", None) or acts.activation_cases
 peers = sys.argv[2].split(",")
 out = {"fastact_file": fastact.__file__, "variants": {}}
-for case in h.activation_cases(None, [1024], "float32"):
+for case in cases(None, [1024], "float32"):
     v = out["variants"].setdefault(case["variant"], {"fastact": [], **{p: [] for p in peers}})
     v["fastact"].append(case["function"])
     for peer in peers:
         try:
-            h.build(peer, case)
+            acts.build(peer, case)
         except (h.Unsupported, ImportError):
             continue
         v[peer].append(case["function"])
@@ -179,15 +212,14 @@ _catalog: dict | None = None
 
 def _catalog_here() -> dict:
     """The same catalog from the harness in this process (installed fastact's registry)."""
-    h = harness()
     out: dict = {"fastact_file": None, "variants": {}}
-    for case in h.activation_cases(None, [1024], "float32"):
+    for case in activation_cases(None, [1024], "float32"):
         v = out["variants"].setdefault(case["variant"], {"fastact": [], **{p: [] for p in PEERS}})
         v["fastact"].append(case["function"])
         for peer in PEERS:
             try:
-                h.build(peer, case)
-            except (h.Unsupported, ImportError):
+                build(peer, case)
+            except (unsupported(), ImportError):
                 continue
             v[peer].append(case["function"])
     return out
@@ -251,17 +283,16 @@ def runner(lib: str, function: str, variant: str, size: int, dtype: str):
     if key in _runners:
         return _runners[key]
     require(lib)
-    h = harness()
     cases = [
         c
-        for c in h.activation_cases([function], [size], dtype)
+        for c in activation_cases([function], [size], dtype)
         if c["function"] == function and c["variant"] == variant
     ]
     if not cases:
         raise NotImplementedError(f"{function} {variant} is not in this fastact")
     try:
-        r = h.build(lib, cases[0])
-    except h.Unsupported as e:
+        r = build(lib, cases[0])
+    except unsupported() as e:
         raise NotImplementedError(str(e)) from None
     except (AttributeError, TypeError) as e:  # an older fastact without this API
         raise NotImplementedError(f"{type(e).__name__}: {e}") from None

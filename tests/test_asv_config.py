@@ -156,20 +156,19 @@ def test_catalog_is_the_working_trees_registry():
 def test_peer_lists_hold_exactly_the_functions_the_peer_has(variant, lib):
     """Every listed (function, peer) builds, every other one is Unsupported: the peers'
     benchmarks have no combination that is never run, and leave out none that can run."""
-    h = _common.harness()
     listed = set(_common.functions(variant, lib))
     assert listed <= set(_common.functions(variant))
     for name in _common.functions(variant):
         case = [
             c
-            for c in h.activation_cases([name], [1024], "float64")
+            for c in _common.activation_cases([name], [1024], "float64")
             if c["function"] == name and c["variant"] == variant
         ][0]
         if name in listed:
-            h.build(lib, case)
+            _common.build(lib, case)
         else:
-            with pytest.raises(h.Unsupported):
-                h.build(lib, case)
+            with pytest.raises(_common.unsupported()):
+                _common.build(lib, case)
 
 
 def test_every_listed_activation_combination_runs(benchmarks):
@@ -280,11 +279,14 @@ def test_child_process_reports_import_and_first_call(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- harness layouts
-_FAKE_CASES = textwrap.dedent(
+_FAKE_UNSUPPORTED = textwrap.dedent(
     """
     class Unsupported(Exception):
         pass
-
+    """
+)
+_FAKE_CASES = textwrap.dedent(
+    """
     def activation_cases(functions, sizes, dtype="float32"):
         names = ["alpha", "beta"]
         return [{"function": n, "variant": v, "size": s, "dtype": dtype}
@@ -300,17 +302,23 @@ _FAKE_CASES = textwrap.dedent(
 
 
 def _fake_tree(root: Path, layout: str) -> None:
+    """A tree whose harness has one of the two layouts fastact's history holds: the module
+    ``fastact/bench.py`` (everything at its top level), or the package ``fastact/bench/`` as
+    on main (``timing.Unsupported``, the family module ``activations`` with ``cases`` and
+    ``build``, imported relatively and not by the package's ``__init__``)."""
     pkg = root / "fastact"
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     if layout == "module":
-        (pkg / "bench.py").write_text(_FAKE_CASES)
-    else:  # a package whose __init__ imports its submodule by absolute name
+        (pkg / "bench.py").write_text(_FAKE_UNSUPPORTED + _FAKE_CASES)
+    else:
         (pkg / "bench").mkdir()
-        (pkg / "bench" / "_cases.py").write_text(_FAKE_CASES)
-        (pkg / "bench" / "__init__.py").write_text(
-            "from fastact.bench._cases import Unsupported, activation_cases, build\n"
+        (pkg / "bench" / "timing.py").write_text(_FAKE_UNSUPPORTED)
+        (pkg / "bench" / "activations.py").write_text(
+            "from .timing import Unsupported\n"
+            + _FAKE_CASES.replace("def activation_cases(", "def cases(")
         )
+        (pkg / "bench" / "__init__.py").write_text("from .timing import Unsupported\n")
 
 
 @pytest.mark.parametrize("layout", ["module", "package"])
@@ -338,10 +346,14 @@ def test_harness_loads_either_layout_as_fastact_bench(tmp_path, monkeypatch, lay
     try:
         h = _common.harness()
         assert h is sys.modules["fastact.bench"]
-        assert [c["function"] for c in h.activation_cases(["beta"], [8])] == ["beta", "beta"]
-        with pytest.raises(h.Unsupported):
-            h.build("numexpr", {"function": "beta"})
+        got = _common.activation_cases(["beta"], [8], "float32")
+        assert [c["function"] for c in got] == ["beta", "beta"]
+        assert _common.build("numexpr", {"function": "alpha"}) == "numexpr"
+        with pytest.raises(_common.unsupported()):
+            _common.build("numexpr", {"function": "beta"})
         assert Path(h.__file__).resolve().is_relative_to(tmp_path)
+        acts = _common._activations_module()
+        assert Path(acts.__file__).resolve().is_relative_to(tmp_path)
     finally:
         for k in [k for k in sys.modules if k.split(".")[:2] == ["fastact", "bench"]]:
             del sys.modules[k]
