@@ -94,7 +94,7 @@ def test_fastact_suites_take_three_rounds(benchmarks):
     checked = 0
     for name, (_, _, rounds) in benchmarks.items():
         if name.startswith(("compile.", "activations.InplaceMemory")):
-            continue  # fresh processes / peak memory: rounds of their own
+            continue  # fresh processes / allocated bytes: rounds of their own
         assert rounds == (2 if name.startswith("peers.") else 3), name
         checked += 1
     assert checked >= 17
@@ -189,6 +189,20 @@ def test_every_listed_activation_combination_runs(benchmarks):
         classes.add(name)
     assert len(classes) == 3 * (1 + len(_common.PEERS))  # forward, backward, in place
     assert checked > 200
+
+
+def test_inplace_memory_is_the_calls_own_allocation(benchmarks):
+    """InplaceMemory reports what the call allocated (exact, whatever the process did
+    before): nothing in place, the 64 MiB result out of place."""
+    assert "activations.InplaceMemory.track_allocated_bytes" in benchmarks
+    mod = importlib.import_module("benchmarks.activations")
+    bench = mod.InplaceMemory()
+    got = {}
+    for mode in ("inplace", "out_of_place"):
+        bench.setup("relu", mode)
+        got[mode] = bench.track_allocated_bytes("relu", mode)
+    assert got["inplace"] < 1 << 16
+    assert (1 << 26) <= got["out_of_place"] < (1 << 26) + (1 << 20)
 
 
 # ---------------------------------------------------------------- timing through asv_runner
