@@ -82,7 +82,11 @@ for (const c of cs) {
     for (let i = 3; i < d.length; i += 4) if (d[i] !== 0) painted++;
   } catch (e) {}
 }
-const table = document.querySelector('#regressions-body table');
+// the regressions table of the branch shown (asv builds one hidden div per branch)
+const shown = Array.from(document.querySelectorAll('#regressions-body [id^="regression-div-"]'))
+  .filter(d => d.offsetParent !== null);
+const table = shown.length ? shown[0].querySelector('table')
+                           : document.querySelector('#regressions-body table');
 const rows = table ? table.querySelectorAll('tbody tr').length : -1;
 return {canvases: cs.length, painted: painted, title: document.title,
         regression_rows: rows,
@@ -370,6 +374,25 @@ def regressions(html: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------ headless check
+def _regressions_per_branch(html: Path) -> dict[str, int]:
+    """Entries of ``regressions.json`` per branch of the dashboard (every published branch,
+    0 where it has none; ``""`` when the results name no branch); empty without the file."""
+    f = html / "regressions.json"
+    if not f.is_file():
+        return {}
+    index = json.loads((html / "index.json").read_text()) if (html / "index.json").is_file() else {}
+    counts = {b: 0 for b in index.get("params", {}).get("branch", []) or [""]}
+    for entry in json.loads(f.read_text()).get("regressions", []):
+        b = entry[2].get("branch", "") or ""
+        counts[b] = counts.get(b, 0) + 1
+    return counts
+
+
+def _rows_ready(n: int):
+    """Ready when the shown regressions table has exactly ``n`` rows (one per entry)."""
+    return lambda s: s["regression_rows"] == n
+
+
 def _pick_graph(html: Path) -> str:
     """A benchmark with results to open as a graph page (its name, for the URL fragment)."""
     index = json.loads((html / "index.json").read_text())
@@ -409,18 +432,16 @@ def check(
     try:
         drv = WebDriver(driver, chromium, profile)
         name = benchmark or _pick_graph(html)
-        has_regressions = (html / "regressions.json").is_file()
+        expected = _regressions_per_branch(html)
         pages = [
             ("summary", f"{base}/index.html", lambda s: s["canvases"] > 0),
             ("graph", f"{base}/index.html#{name}", lambda s: s["painted"] > 500),
         ]
-        if has_regressions:
+        for branch in expected:  # one page per branch, each must list its entries
+            label = "regressions" + (f"-{branch}" if branch and len(expected) > 1 else "")
+            query = f"?branch={urllib.parse.quote(branch)}" if branch else ""
             pages.append(
-                (
-                    "regressions",
-                    f"{base}/index.html#regressions",
-                    lambda s: s["regression_rows"] >= 0,  # the table is built (maybe empty)
-                )
+                (label, f"{base}/index.html#regressions{query}", _rows_ready(expected[branch]))
             )
         for label, url, ready in pages:
             drv.get(url)
@@ -433,7 +454,7 @@ def check(
             drv.screenshot(shot)
             detail = (
                 f"table rows={state['regression_rows']}"
-                if label == "regressions"
+                if label.startswith("regressions")
                 else f"canvases={state['canvases']} painted_pixels={state['painted']}"
             )
             print(f"{label}: {url}\n  {detail} title={state['title']!r}\n  screenshot: {shot}")

@@ -496,3 +496,20 @@ def test_regressions_lines(tmp_path):
         "activations.Forward.time_forward('gelu', 'float32', 1024): 1.20x of best; "
         "steps: aaaaaaaa 1.20x"
     ]
+
+
+def test_regressions_counted_per_published_branch(tmp_path):
+    """The headless check expects each branch's page to show exactly its entries (a branch
+    without any, 0 rows)."""
+    index = {"params": {"branch": ["main", "demo"]}, "revision_to_hash": {}}
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    entries = [
+        ["a.B.time_x(1)", "g", {"branch": "demo"}, 1, 2.0, 1.0, [[None, 3, 1.0, 2.0]]],
+        ["a.B.time_x(2)", "g", {"branch": "demo"}, 2, 2.0, 1.0, [[None, 3, 1.0, 2.0]]],
+    ]
+    (tmp_path / "regressions.json").write_text(json.dumps({"regressions": entries}))
+    assert dash._regressions_per_branch(tmp_path) == {"main": 0, "demo": 2}
+    ready = dash._rows_ready(2)
+    assert ready({"regression_rows": 2}) and not ready({"regression_rows": 0})
+    (tmp_path / "regressions.json").unlink()
+    assert dash._regressions_per_branch(tmp_path) == {}
