@@ -57,7 +57,7 @@ from numba.core.dispatcher import Dispatcher
 
 from fastact import host
 from fastact._core.backend import device, on_device
-from fastact._core.jit import FASTMATH, cache_dir, jit
+from fastact._core.jit import ELEMENTWISE_FASTMATH, cache_dir, jit
 from fastact._core.math import erf, erfc, exp, expm1, log, log1p, tanh
 from fastact._core.threads import num_threads
 from fastact._core.thresholds import THRESHOLDS
@@ -308,7 +308,9 @@ def _typed_function(py: Callable, dtype: np.dtype, ints: bool, done: dict) -> Ca
         if type(v) is float or (ints and type(v) is int):
             glb[n] = cast(v)
         elif (inner := _user_function(v)) is not None and inner is not py:
-            glb[n] = jit(_typed_function(inner, dtype, ints, done), fastmath=set(FASTMATH))
+            glb[n] = jit(
+                _typed_function(inner, dtype, ints, done), fastmath=set(ELEMENTWISE_FASTMATH)
+            )
     closure = None
     if py.__closure__ is not None:
         cells = []
@@ -322,7 +324,7 @@ def _typed_function(py: Callable, dtype: np.dtype, ints: bool, done: dict) -> Ca
                 cell = types.CellType(cast(v))
             elif (inner := _user_function(v)) is not None and inner is not py:
                 fn = _typed_function(inner, dtype, ints, done)
-                cell = types.CellType(jit(fn, fastmath=set(FASTMATH)))
+                cell = types.CellType(jit(fn, fastmath=set(ELEMENTWISE_FASTMATH)))
             cells.append(cell)
         closure = tuple(cells)
     fn = types.FunctionType(code, glb, py.__name__, py.__defaults__, closure)
@@ -377,7 +379,7 @@ class _Scalar:
         memo = self._memo(dtype)
         if memo is not None:
             ints, msg = memo
-            disp = jit(self._typed(dtype, ints), fastmath=set(FASTMATH))
+            disp = jit(self._typed(dtype, ints), fastmath=set(ELEMENTWISE_FASTMATH))
         else:
             disp, ints, msg = self._compile_checked(dtype)
             self._remember(dtype, ints, msg)
@@ -418,7 +420,7 @@ class _Scalar:
         sig = (_NB[dtype],) * len(self.arg_names)
         err: BaseException | None = None
         for ints in (True, False):  # ints typed too, unless an int must stay one (range())
-            disp = jit(self._typed(dtype, ints), fastmath=set(FASTMATH))
+            disp = jit(self._typed(dtype, ints), fastmath=set(ELEMENTWISE_FASTMATH))
             try:
                 disp.compile(sig)
                 err = None
@@ -499,7 +501,7 @@ class _Scalar:
         wname = f"fused_{_ident(self.name)}_{self.key}_{tag}"
         ns: dict[str, Any] = {"v": v}
         exec(f"def {wname}({', '.join(a + s)}):\n    return {call}\n", ns)
-        w = jit(ns[wname], fastmath=set(FASTMATH))
+        w = jit(ns[wname], fastmath=set(ELEMENTWISE_FASTMATH))
         params = tuple((self.arg_names[i], REQUIRED) for i, c in enumerate(pattern) if c == "s")
         sp = Elementwise(
             wname,
