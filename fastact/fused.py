@@ -245,6 +245,8 @@ def _threshold(py: Callable) -> int:
         if isinstance(v, types.ModuleType) and v.__name__.startswith("fastact"):
             vals = list(vars(v).values())
         for u in vals:
+            if isinstance(u, Dispatcher) and u.py_func.__module__ == "fastact.scalar":
+                u = u.py_func.__globals__.get("_f", u)  # a form with typed parameters
             if id(u) in _OP_OF:
                 t = THRESHOLDS.get(_OP_OF[id(u)], _CORE_THRESHOLD)
             elif id(u) in _CORES:

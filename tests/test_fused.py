@@ -66,12 +66,18 @@ def test_fused_chain_is_bit_identical_to_separate_calls(dtype, n):
     np.testing.assert_array_equal(got, want)
 
 
-def test_float32_stays_float32_in_the_loop():
+def test_float32_stays_float32_in_the_loop(monkeypatch):
+    monkeypatch.setenv("FASTACT_DISABLE_CACHE", "1")  # compiled here: its IR can be read
+    f = fastact.elementwise(prep.__wrapped__)
     x = rand(4096)
-    y = prep(x)
+    y = f(x)
     assert y.dtype == F32
-    sp = prep._forward.specs[("a", np.dtype(F32))]
-    for k in sp.host["forward"]:
+    np.testing.assert_array_equal(y, prep(x))
+    sp = f._forward.specs[("a", np.dtype(F32))]
+    f(rand(1 << 20))  # the parallel loop too
+    compiled = [k for k in sp.host["forward"] if k.signatures]
+    assert compiled
+    for k in compiled:
         body = loop_ir_body(k)
         assert "float" in body
         assert not _DOUBLE_OP.search(body), "float64 arithmetic in the float32 loop"
@@ -456,3 +462,32 @@ def test_repr_and_public_api():
     )
     assert "elementwise" in fastact.__all__
     assert re.search(r"fused", fastact.fused.__doc__)
+
+
+# ------------------------------------------------------------------------- fastact.scalar
+def test_scalar_cores_take_python_numbers_in_the_input_dtype():
+    import numba
+
+    @numba.njit
+    def user(x):
+        return S.leaky_relu(x, 0.1) + S.elu(x) + S.softplus(x, 2, 20) + S.hardtanh_grad(x, x)
+
+    x = F32(-0.7)
+    got = user(x)
+    assert user.nopython_signatures[0].return_type == numba.float32
+    want = (  # each part in float32, summed in float32
+        F32(S.leaky_relu(x, F32(0.1)))
+        + F32(S.elu(x, F32(1.0)))
+        + F32(S.softplus(x, F32(2), F32(20)))
+        + F32(S.hardtanh_grad(x, x, F32(-1), F32(1)))
+    )
+    assert got == want
+    assert S.leaky_relu(-2.0) == -0.02  # torch's default parameter
+    names = set(S.__all__)
+    for core in ("exp", "expm1", "log", "log1p", "tanh", "erf", "erfc", "sigmoid", "softplus"):
+        assert core in names
+    for name, op in fastact.ACTIVATIONS.items():
+        assert name in names and f"{name}_grad" in names
+        assert (f"{name}_grad_output" in names) == (op.scalars["grad_output"] is not None)
+    for row in ("sigmoid", "gelu_tanh", "mish", "exp", "erfc"):
+        assert re.search(rf"^{row}\s+\d", S.__doc__, re.M), f"{row}: accuracy not documented"
