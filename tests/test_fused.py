@@ -491,3 +491,19 @@ def test_scalar_cores_take_python_numbers_in_the_input_dtype():
         assert (f"{name}_grad_output" in names) == (op.scalars["grad_output"] is not None)
     for row in ("sigmoid", "gelu_tanh", "mish", "exp", "erfc"):
         assert re.search(rf"^{row}\s+\d", S.__doc__, re.M), f"{row}: accuracy not documented"
+
+
+def test_int_literals_in_loops_and_powers():
+    @fastact.elementwise
+    def halve3(x):
+        for _ in range(3):  # an int that must stay one
+            x = x * 0.5
+        return x**2 + 3 * x
+
+    x = rand(100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = halve3(x)
+    h = x * F32(0.125)
+    assert y.dtype == F32
+    np.testing.assert_allclose(y, h * h + F32(3) * h, rtol=2e-7, atol=1e-7)
