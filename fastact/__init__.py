@@ -42,9 +42,18 @@ ACTIVATION_FUNCTIONS = [
     n for n in _activations.__all__ if n not in ("ACTIVATIONS", "AXIS_ACTIVATIONS")
 ]
 globals().update({name: getattr(_activations, name) for name in ACTIVATION_FUNCTIONS})
-_SUBMODULES = ("activations", "losses", "optim", "nn", "cuda", "scalar", "info", "bench")
+from fastact.fused import elementwise  # noqa: E402
 
-__all__ = ["__version__", "ACTIVATIONS", "AXIS_ACTIVATIONS", *ACTIVATION_FUNCTIONS, *_SUBMODULES]
+_SUBMODULES = ("activations", "losses", "optim", "nn", "cuda", "scalar", "info", "bench", "fused")
+
+__all__ = [
+    "__version__",
+    "ACTIVATIONS",
+    "AXIS_ACTIVATIONS",
+    "elementwise",
+    *ACTIVATION_FUNCTIONS,
+    *_SUBMODULES,
+]
 
 
 def __getattr__(name: str):

@@ -751,6 +751,23 @@ def summarize(rows: list[dict], timing: bool) -> tuple[int, list[str]]:
 
 
 # ============================================================================= compile only
+def _fused_examples() -> list[tuple[str, Any, str]]:
+    """``@fastact.elementwise`` functions whose device kernels the checks compile: (label,
+    function, argument pattern)."""
+    import fastact
+    from fastact.scalar import exp, gelu, leaky_relu
+
+    @fastact.elementwise
+    def prep(x):
+        return gelu(leaky_relu(2 * x + 1, 0.1))
+
+    @fastact.elementwise
+    def mul_exp(x, y, a):
+        return x * y + exp(x) * a
+
+    return [("prep", prep, "a"), ("mul_exp", mul_exp, "aas")]
+
+
 def compile_only(cc: tuple[int, int], only) -> int:
     """Compile every fastact CUDA kernel to PTX for ``cc`` without a GPU."""
     import numba.cuda.dispatcher as dispatcher
@@ -788,6 +805,15 @@ def compile_only(cc: tuple[int, int], only) -> int:
                             (a1,) * (nin + 1) + (ty,) * len(op.params),
                         )
                     )
+        for label, fn, pattern in _fused_examples():  # @fastact.elementwise functions
+            spec = fn._forward.spec(pattern, np.dtype(str(ty)))
+            jobs.append(
+                (
+                    f"fused.{label}",
+                    _elementwise.kernel(spec, "forward"),
+                    (a1,) * (spec.arity + 1) + (ty,) * len(spec.params),
+                )
+            )
         a2, a3, a4 = ty[:, ::1], ty[:, :, ::1], ty[:, :, :, ::1]
         i64, f64 = types.int64, types.float64
         p2 = types.float64[:, ::1]

@@ -273,6 +273,17 @@ def test_family_commands(tmp_path):
     table = _section(proc.stdout.splitlines(), "== Optimizers ==")
     assert [ln.split()[1:3] for ln in table[2:]] == [["1", "tensor"], ["160", "tensors"]]
     assert "ns/element" in proc.stdout
+    proc = _cli("-m", "fastact", "bench", "fused", "-s", "4K", "--quick", "--no-files",
+                "--no-progress", "--threads", "1")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    table = _section(proc.stdout.splitlines(), "== Fused chains (@fastact.elementwise) ==")
+    assert "separate/fastact" in table[0] and "numba.vectorize/fastact" in table[0]
+    assert [ln.split()[0] for ln in table[2:]] == [
+        "gelu_chain",
+        "gelu_tanh_chain",
+        "relu_alone",
+        "gelu_alone",
+    ]
 
 
 def test_parse_size():
@@ -366,6 +377,36 @@ def test_activation_peers_compute_the_same_function(lib):
         np.testing.assert_allclose(got, ref, rtol=2e-3, atol=2e-4, err_msg=str(case))
         checked += 1
     assert checked >= {"torch": 60, "numpy": 35, "numexpr": 30}[lib]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_family_columns_compute_the_same_chain(dtype):
+    """Every column of the fused family (the @fastact.elementwise chain, the separate fastact
+    calls, numba.vectorize, torch, NumPy, numexpr, the built-in activation) gives the same
+    values; the fused chain and the separate calls are bit-identical."""
+    from fastact.bench import fused
+
+    inputs = fused.Inputs()
+    seen = set()
+    for case in fused.cases(None, [3000], dtype):
+        ref = _as_numpy(_result(fused.build("fastact", case, inputs)))
+        assert ref.dtype == np.dtype(dtype)
+        for column in ("builtin", "separate", "separate in place", "numba.vectorize", "torch",
+                       "numpy", "numexpr"):  # fmt: skip
+            try:
+                runner = fused.build(column, case, inputs)
+            except Unsupported:
+                continue
+            except ImportError:
+                continue
+            got = _as_numpy(_result(runner))
+            assert got.dtype == ref.dtype, (case, column)
+            if column in ("builtin", "separate", "separate in place"):
+                np.testing.assert_array_equal(got, ref, err_msg=f"{case} {column}")
+            else:
+                np.testing.assert_allclose(got, ref, rtol=2e-5, atol=1e-6, err_msg=column)
+            seen.add(column)
+    assert {"builtin", "separate", "separate in place", "numba.vectorize"} <= seen
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -899,7 +899,7 @@ def test_kernels_compile_for_the_real_cuda_target():
             "--only",
             "sigmoid,gelu,softmax_rows,prelu_backward_channels,rrelu_train,bce_logits,adam,sgd,"
             "nonfinite,loss_finalize,class_stats,ce_rows,ce_columns,nll,cosine_rows,"
-            "triplet_pgen,msm_rows",
+            "triplet_pgen,msm_rows,fused",
         ],
         capture_output=True,
         text=True,
@@ -923,3 +923,41 @@ def test_low_precision_states_are_host_only():
         opt.add_param_group({"params": [D(np.ones(3, np.float32))], "state_dtype": "bfloat16"})
     assert len(opt.param_groups) == 1
     np.testing.assert_array_equal(H(p[0]), np.ones(5000, np.float32))
+
+
+# ------------------------------------------------------------------ @fastact.elementwise
+def test_fused_elementwise_on_device_matches_cpu():
+    """A user's ``@fastact.elementwise`` function runs through the CUDA executor: one array,
+    several arrays with a Python-number scalar, out=, in place, backward; errors name the
+    argument."""
+    from fastact.scalar import exp, gelu, leaky_relu
+
+    @fastact.elementwise
+    def prep(x):
+        return gelu(leaky_relu(2 * x + 1, 0.1))
+
+    @fastact.elementwise(grad=lambda g, x, y, a: (g * (y + exp(x) * a), g * x, g))
+    def mul_exp(x, y, a):
+        return x * y + exp(x) * a
+
+    for dt in DTYPES:
+        x, y = sample(dt), sample(dt, seed=1)
+        dx, dy = D(x), D(y)
+        r = prep(dx)
+        assert type(r) is type(dx) and r.dtype == dt
+        assert_close(H(r), prep(x), dt)
+        assert_close(H(mul_exp(dx, dy, 0.5)), mul_exp(x, y, 0.5), dt)
+        o = cuda.device_array(x.shape, dt)
+        assert mul_exp(dx, dy, 2, out=o) is o
+        assert_close(H(o), mul_exp(x, y, 2), dt)
+        gx, gy, ga = mul_exp.backward(D(np.ones_like(x)), dx, dy, 0.5)
+        assert ga is None
+        want_gx, want_gy, _ = mul_exp.backward(np.ones_like(x), x, y, 0.5)
+        assert_close(H(gx), want_gx, dt)
+        assert_close(H(gy), want_gy, dt)
+        prep.inplace(dx)
+        assert_close(H(dx), prep(x), dt)
+    with pytest.raises(TypeError, match="device arrays must share one dtype"):
+        mul_exp(D(sample(np.float32)), D(sample(np.float64)), 1.0)
+    with pytest.raises(ValueError, match="must share one shape"):
+        mul_exp(D(np.ones(5, np.float32)), D(np.ones(6, np.float32)), 1.0)

@@ -258,12 +258,14 @@ def specialize(
     *,
     parallel: bool = False,
     fastmath: frozenset | None = None,
+    cache: bool | None = None,
     **globals_: Any,
 ):
     """Compile a copy of ``template`` whose globals are updated with ``globals_``.
 
     The copy is named ``name`` (it must be unique per module) so that it gets its own cache
     index. Typical use: ``specialize(_map_loop, "sigmoid_forward", f=sigmoid_scalar)``.
+    ``cache=False`` compiles in memory (for globals whose code ``name`` does not identify).
     """
     fn = types.FunctionType(
         template.__code__,
@@ -275,6 +277,9 @@ def specialize(
     fn.__qualname__ = name
     fn.__doc__ = template.__doc__
     fn.__module__ = template.__module__
-    if fastmath is None:
-        return jit(fn, parallel=parallel)
-    return jit(fn, parallel=parallel, fastmath=set(fastmath))
+    opts: dict[str, Any] = {}
+    if cache is False:
+        opts["cache"] = False  # globals the cache key does not cover: compile in memory
+    if fastmath is not None:
+        opts["fastmath"] = set(fastmath)
+    return jit(fn, parallel=parallel, **opts)

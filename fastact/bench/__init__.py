@@ -4,8 +4,9 @@ numexpr on this machine). Nothing in fastact's runtime imports this package.
 Modules: :mod:`~fastact.bench.harness` (cases of every family, one process per library,
 rounds, rows; :func:`run`), :mod:`~fastact.bench.timing` (the one timer, :func:`measure`),
 :mod:`~fastact.bench.rows` (the row schema), :mod:`~fastact.bench.activations`,
-:mod:`~fastact.bench.losses` and :mod:`~fastact.bench.optim` (the families: cases and
-runners), :mod:`~fastact.bench.peers` (torch calls, NumPy and numexpr formulas),
+:mod:`~fastact.bench.losses`, :mod:`~fastact.bench.optim` and :mod:`~fastact.bench.fused`
+(the families: cases and runners), :mod:`~fastact.bench.peers` (torch calls, NumPy and
+numexpr formulas),
 :mod:`~fastact.bench.bandwidth` (the roofline's probes), :mod:`~fastact.bench.report`
 (tables, JSON, plot) and :mod:`~fastact.bench.cli` (the command line).
 """

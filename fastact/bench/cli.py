@@ -54,7 +54,7 @@ def parser(prog: str = "python -m fastact bench", description: str = _DESCRIPTIO
         "--families",
         default=None,
         metavar="LIST",
-        help="activation,loss,optimizer (default: all that match --functions)",
+        help="activation,loss,optimizer,fused (default: all that match --functions)",
     )
     b.add_argument(
         "--libraries",
@@ -198,12 +198,12 @@ def _run_command(args: argparse.Namespace, prog: str, **fixed: object) -> tuple[
     return 0, report
 
 
-FAMILY_COMMANDS = {"losses": "loss", "optim": "optimizer"}
+FAMILY_COMMANDS = {"losses": "loss", "optim": "optimizer", "fused": "fused"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m fastact bench [options]``; ``python -m fastact bench losses|optim [options]``
-    runs one family with its full cases."""
+    """``python -m fastact bench [options]``; ``python -m fastact bench losses|optim|fused
+    [options]`` runs one family with its full cases."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in FAMILY_COMMANDS:
         return family_main(FAMILY_COMMANDS[argv[0]], argv[1:])
@@ -216,7 +216,7 @@ def family_main(family: str, argv: Sequence[str]) -> int:
     its full cases (NumPy's loss formulas; the optimizers' model-like tensor list)."""
     from . import optim
 
-    mod = {"loss": "losses", "optimizer": "optim"}[family]
+    mod = {"loss": "losses", "optimizer": "optim", "fused": "fused"}[family]
     prog = f"python -m fastact bench {mod}"
     p = parser(prog, f"The {family} family of the fastact benchmark, with its full cases.")
     args = p.parse_args(list(argv))

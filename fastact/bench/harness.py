@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from . import activations, losses, optim
+from . import activations, fused, losses, optim
 from .bandwidth import measure_probe
 from .rows import finish_row, matches, parse_size, size_label
 from .timing import Unsupported, budget, measure, timer_overhead
@@ -46,7 +46,12 @@ DEFAULT_SIZES = (1 << 10, 1 << 18, 1 << 24)
 LIBRARIES = ("fastact", "torch", "numpy", "numexpr")
 PEERS = LIBRARIES[1:]
 #: Benchmark families and their modules (``cases``, ``build``, ``COLUMNS``, ``Inputs``).
-FAMILIES: dict[str, ModuleType] = {"activation": activations, "loss": losses, "optimizer": optim}
+FAMILIES: dict[str, ModuleType] = {
+    "activation": activations,
+    "loss": losses,
+    "optimizer": optim,
+    "fused": fused,
+}
 _FAMILY_ALIASES = {
     "activation": "activation",
     "activations": "activation",
@@ -55,6 +60,7 @@ _FAMILY_ALIASES = {
     "optimizer": "optimizer",
     "optimizers": "optimizer",
     "optim": "optimizer",
+    "fused": "fused",
 }
 _THREAD_ENV = (
     "OMP_NUM_THREADS",
@@ -365,8 +371,8 @@ def run(
 
     ``functions``: names or globs (``'gelu*'``, ``'Adam*'``); ``sizes``: element counts or
     ``'256K'``; ``libraries``: subset of :data:`LIBRARIES` (fastact is always timed);
-    ``families``: subset of ``activation``, ``loss``, ``optimizer`` (default: those with a
-    name matching ``functions``); ``isolate``: one spawned process per library (default) or
+    ``families``: subset of ``activation``, ``loss``, ``optimizer``, ``fused`` (default: those
+    with a name matching ``functions``); ``isolate``: one spawned process per library (default) or
     one block per library in this process; ``rounds``: every block runs that many times,
     libraries alternating, and each time is the median over the rounds, so a slow phase of a
     shared machine weighs on every library alike; ``model``: also step the optimizers over a
@@ -420,6 +426,8 @@ def run(
             )
     if "optimizer" in fams:
         cases += optim.cases(patterns, size_list if sizes_given else big, dtype, model)
+    if "fused" in fams:
+        cases += fused.cases(patterns, size_list, dtype)
     if not cases:
         listing = "; ".join(f"{f}: {', '.join(n)}" for f, n in all_names().items())
         raise ValueError(f"functions: {patterns} match no benchmark ({listing})")

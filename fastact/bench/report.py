@@ -23,7 +23,12 @@ __all__ = ["figure", "format_report", "plot", "summary_rows", "table_rows"]
 
 #: Peer columns in display order (others follow in the order they appear).
 _PEER_ORDER = ("torch", "numpy", "numexpr", "torch_foreach", "torch_fused")
-_TITLES = {"activation": "Activations", "loss": "Losses", "optimizer": "Optimizers"}
+_TITLES = {
+    "activation": "Activations",
+    "loss": "Losses",
+    "optimizer": "Optimizers",
+    "fused": "Fused chains (@fastact.elementwise)",
+}
 _COLORS = {
     "torch": "#ee4c2c",
     "numpy": "#4d77cf",

@@ -24,7 +24,12 @@ def kernel(op: Any, kind: str):
     if k is None:
         f = device_function(op.scalars[kind])
         ps = "".join(f", p{i}" for i in range(nparams))
-        arrays = ("x",) if kind == "forward" else ("g", "v")
+        if kind != "forward":
+            arrays: tuple[str, ...] = ("g", "v")
+        elif op.arity == 1:
+            arrays = ("x",)
+        else:  # a user's fastact.elementwise function of several arrays
+            arrays = tuple(f"x{j}" for j in range(op.arity))
         name = f"{op.name}_{kind}_cuda"
         # UNROLL elements per thread and trip, all loads issued before the first store (the
         # arrays may alias, so the compiler could not hoist them itself): enough bytes in

@@ -132,6 +132,47 @@ class Executor(LossLaunches, OptimLaunches):
         E.run(op, kind, views, kp, o, stream)
         return res
 
+    def map_call(self, fn: Any, args: tuple, out: Any, inplace: bool, names: tuple):
+        """A ``fastact.elementwise`` function over device arrays (see
+        :func:`fastact.host.elementwise.map_call`): the array arguments share one shape and
+        one float dtype; Python numbers are scalars of that dtype."""
+        stream = self.stream
+        pattern, views, values, first = [], [], [], None
+        for a, n in zip(args, names, strict=True):
+            if type(a) is float or type(a) is int:
+                pattern.append("s")
+                values.append(a)
+                continue
+            v = rt.float_view(a, n)
+            if first is None:
+                first = (v, n)
+            else:
+                self.common_dtype(first[0], v, first[1], n)
+                if tuple(v.shape) != tuple(first[0].shape):
+                    raise ValueError(
+                        f"{n} has shape {tuple(v.shape)} but {first[1]} has shape "
+                        f"{tuple(first[0].shape)}; device arrays must share one shape"
+                    )
+            pattern.append("a")
+            views.append(v)
+        if first is None or pattern[0] != "a" and inplace:
+            raise TypeError(f"{names[0]} must be an array to be modified in place")
+        d = first[0]
+        spec = fn.spec("".join(pattern), d.dtype)
+        kp = spec.kernel_params(tuple(values), d.dtype)
+        if inplace:
+            if rt.readonly(args[0]):
+                raise ValueError(f"{names[0]} is read-only and cannot be modified in place")
+            E.run(spec, "forward", tuple(views), kp, views[0], stream)
+            return args[0]
+        if out is not None:
+            o = rt.check_out(out, d.shape, d.dtype, tuple(views))
+            E.run(spec, "forward", tuple(views), kp, o, stream)
+            return out
+        res, o = rt.empty(args[pattern.index("a")], d.shape, d.dtype, stream)
+        E.run(spec, "forward", tuple(views), kp, o, stream)
+        return res
+
     # ------------------------------------------------------------------ along an axis
     def _grid(self, n: int) -> int:
         return rt.blocks(n)

@@ -37,7 +37,7 @@ from fastact.host.edge import (  # noqa: F401
     result,
     shape_of,
 )
-from fastact.host.elementwise import elementwise  # noqa: F401
+from fastact.host.elementwise import elementwise, map_call  # noqa: F401
 from fastact.host.losses import (  # noqa: F401
     class_targets,
     class_weight,

@@ -17,9 +17,11 @@ import numba
 import numpy as np
 
 from fastact._core.arrays import (
+    as_array,
     as_float_array,
     check_inplace,
     check_out,
+    compute_dtype,
     flat_pair,
     is_dask,
     result_dtype,
@@ -27,9 +29,15 @@ from fastact._core.arrays import (
 from fastact._core.jit import ELEMENTWISE_FASTMATH, specialize
 from fastact.host.launch import pick
 from fastact.kernels.activations import ACTIVATIONS
-from fastact.kernels.elementwise import Elementwise, map2_loop, map_inplace_loop, map_loop
+from fastact.kernels.elementwise import (
+    MAP_LOOPS,
+    Elementwise,
+    map2_loop,
+    map_inplace_loop,
+    map_loop,
+)
 
-__all__ = ["elementwise", "kernels", "ufunc"]
+__all__ = ["elementwise", "kernels", "map_call", "ufunc"]
 
 _TEMPLATES = {"forward": map_loop, "inplace": map_inplace_loop}
 
@@ -38,7 +46,10 @@ def kernels(op: Elementwise, kind: str) -> tuple:
     """(serial, parallel) compiled loops of ``op`` for ``kind``."""
     ks = op.host.get(kind)
     if ks is None:
-        template = _TEMPLATES.get(kind, map2_loop)
+        if op.arity > 1 and kind == "forward":
+            template = MAP_LOOPS[op.arity]
+        else:
+            template = _TEMPLATES.get(kind, map2_loop)
         f = op.scalars["forward" if kind == "inplace" else kind]
         ks = tuple(
             specialize(
@@ -46,6 +57,7 @@ def kernels(op: Elementwise, kind: str) -> tuple:
                 f"{op.name}_{kind}_{mode}",
                 parallel=par,
                 fastmath=ELEMENTWISE_FASTMATH,
+                cache=op.cache,
                 f=f,
             )
             for mode, par in (("serial", False), ("parallel", True))
@@ -140,7 +152,7 @@ def run(op: Elementwise, kind: str, arrays: tuple, kp: tuple, out: np.ndarray) -
     flats = [flat_pair(a, out) for a in arrays]
     if all(f is not None for f in flats):
         a0, o = flats[0][0], flats[0][1]
-        if kind == "forward" and a0.ctypes.data == o.ctypes.data:  # in place
+        if kind == "forward" and len(arrays) == 1 and a0.ctypes.data == o.ctypes.data:
             pick(kernels(op, "inplace"), n, op.threshold)(o, *kp)
             return
         kernel = pick(kernels(op, kind), n, op.threshold)
@@ -193,3 +205,94 @@ def _broadcast_shape(x: np.ndarray, kp: tuple, name: str, pnames: tuple = ()) ->
             f"parameters {', '.join(pnames)} (shapes {shapes}) do not broadcast "
             f"against {name} of shape {x.shape}"
         ) from None
+
+
+# ------------------------------------------------------------------- a user's fused function
+def map_call(fn: Any, args: tuple, out: Any, inplace: bool, names: tuple):
+    """A ``fastact.elementwise`` function over host arguments, with a NumPy ufunc's rules.
+
+    ``fn.spec(pattern, dtype)`` gives the :class:`Elementwise` spec of the function for a
+    pattern of array (``"a"``) and scalar (``"s"``) arguments and a compute dtype. Python
+    numbers are scalars of the arrays' dtype (NumPy's weak scalars); 0-d arrays and NumPy
+    scalars take part in the dtype and are passed as scalars; the other arrays broadcast.
+    Everything is checked before anything is written."""
+    if not inplace and out is None and any(is_dask(a) for a in args):
+        return _dask_map(fn, args, names)
+    pattern, arrays, values, dtypes, weak = [], [], [], [], []
+    for a, n in zip(args, names, strict=True):
+        t = type(a)
+        if t is float or t is int:
+            pattern.append("s")
+            values.append(a)
+            weak.append(a)
+            continue
+        if isinstance(a, (bool, np.bool_)):
+            raise TypeError(f"{n} must be a real number or array, got bool")
+        arr = as_array(a, n)
+        result_dtype(arr.dtype, n)  # TypeError naming the argument for non-real dtypes
+        dtypes.append(arr.dtype)
+        if arr.ndim == 0 and not (inplace and not arrays):
+            pattern.append("s")
+            values.append(arr)
+        else:
+            pattern.append("a")
+            arrays.append(arr)
+    if inplace:
+        x = check_inplace(args[0], names[0])
+        rdt = cd = x.dtype
+    else:
+        rdt = result_dtype(np.result_type(*dtypes, *weak), names[0])
+        cd = compute_dtype(rdt)
+    scalar_result = not arrays
+    if scalar_result:  # numbers only: a 0-d computation, a NumPy scalar back
+        pattern[0] = "a"
+        arrays.append(np.asarray(values.pop(0)))
+    try:
+        shape = np.broadcast_shapes(*(a.shape for a in arrays))
+    except ValueError:
+        shapes = ", ".join(f"{n} {np.shape(a)}" for a, n in zip(args, names, strict=True))
+        raise ValueError(f"the arguments do not broadcast together: {shapes}") from None
+    if inplace and shape != args[0].shape:
+        raise ValueError(
+            f"the arguments broadcast to shape {shape}, not to the shape {args[0].shape} of "
+            f"{names[0]} modified in place"
+        )
+    spec = fn.spec("".join(pattern), cd)
+    kp = tuple([float(p) for p in spec.kernel_params(tuple(values), cd)])
+    arrays = [a.astype(cd, copy=False) for a in arrays]
+    if inplace:
+        out = args[0]
+        arrays[0] = out
+    elif out is not None:
+        out = check_out(out, shape, rdt, tuple(arrays))
+    arrays = [a if a.shape == shape else np.broadcast_to(a, shape) for a in arrays]
+    if out is None or out.dtype != cd:
+        res = np.empty(shape, cd)
+        run(spec, "forward", tuple(arrays), kp, res)
+        if out is not None:
+            out[...] = res
+            return out
+        res = res if rdt == cd else res.astype(rdt)
+        return res[()] if scalar_result else res
+    run(spec, "forward", tuple(arrays), kp, out)
+    return out
+
+
+def _dask_map(fn: Any, args: tuple, names: tuple):
+    import dask.array as da
+
+    dtypes = []
+    for a, n in zip(args, names, strict=True):
+        if type(a) is float or type(a) is int:
+            continue
+        dt = np.dtype(a.dtype) if is_dask(a) else as_array(a, n).dtype
+        result_dtype(dt, n)
+        dtypes.append(dt)
+    weak = [a for a in args if type(a) is float or type(a) is int]
+    rdt = result_dtype(np.result_type(*dtypes, *weak), names[0])
+    # one task per block, each a call of the compiled function on NumPy blocks
+    return da.core.elemwise(functools.partial(_dask_map_block, fn, names), *args, dtype=rdt)
+
+
+def _dask_map_block(fn: Any, names: tuple, *blocks: Any):
+    return map_call(fn, blocks, None, False, names)

@@ -27,7 +27,18 @@ from numba.np.numpy_support import as_dtype
 from fastact._core.arrays import scalar_param
 from fastact._core.thresholds import PARALLEL_THRESHOLD, THRESHOLDS
 
-__all__ = ["Elementwise", "REQUIRED", "like_dtype", "map_loop", "map_inplace_loop", "map2_loop"]
+__all__ = [
+    "Elementwise",
+    "MAP_LOOPS",
+    "REQUIRED",
+    "like_dtype",
+    "map_loop",
+    "map_inplace_loop",
+    "map2_loop",
+    "map3_loop",
+    "map4_loop",
+    "map5_loop",
+]
 
 REQUIRED = object()  # marks a parameter without a default (torch's threshold(x, threshold, value))
 
@@ -55,6 +66,8 @@ class Elementwise:
         threshold: int | None = None,
         doc: str = "",
         torch_name: str | None = None,
+        arity: int = 1,
+        cache: bool | None = None,
     ) -> None:
         self.name = name
         self.scalars = {"forward": forward, "grad": grad, "grad_output": grad_output}
@@ -68,6 +81,11 @@ class Elementwise:
         self.threshold = threshold
         self.doc = doc
         self.torch_name = torch_name or name
+        #: array inputs of ``forward`` (1 for activations; a user's ``fastact.elementwise``
+        #: function of several arrays has more, see :data:`MAP_LOOPS`)
+        self.arity = arity
+        #: disk cache of the host loops (None: fastact's rule, False: compiled in memory)
+        self.cache = cache
         self.host: dict[str, Any] = {}  # kind -> (serial, parallel) compiled loops
         self.cuda: dict[Any, Any] = {}  # compiled device kernels
         self.param_cache: dict[tuple, tuple] = {}  # converted Python-number parameters
@@ -161,3 +179,28 @@ def map2_loop(a, b, out, *p):
     q = like_dtype(a, p)
     for i in prange(a.shape[0]):
         out[i] = f(a[i], b[i], *q)  # noqa: F821
+
+
+def map3_loop(a, b, c, out, *p):
+    """out[i] = f(a[i], b[i], c[i], *p)."""
+    q = like_dtype(a, p)
+    for i in prange(a.shape[0]):
+        out[i] = f(a[i], b[i], c[i], *q)  # noqa: F821
+
+
+def map4_loop(a, b, c, d, out, *p):
+    """out[i] = f(a[i], b[i], c[i], d[i], *p)."""
+    q = like_dtype(a, p)
+    for i in prange(a.shape[0]):
+        out[i] = f(a[i], b[i], c[i], d[i], *q)  # noqa: F821
+
+
+def map5_loop(a, b, c, d, e, out, *p):
+    """out[i] = f(a[i], b[i], c[i], d[i], e[i], *p)."""
+    q = like_dtype(a, p)
+    for i in prange(a.shape[0]):
+        out[i] = f(a[i], b[i], c[i], d[i], e[i], *q)  # noqa: F821
+
+
+#: The out-of-place loop template of a forward function of ``n`` array inputs.
+MAP_LOOPS = {1: map_loop, 2: map2_loop, 3: map3_loop, 4: map4_loop, 5: map5_loop}
