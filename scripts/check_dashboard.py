@@ -381,8 +381,12 @@ def _regressions_per_branch(html: Path) -> dict[str, int]:
     if not f.is_file():
         return {}
     index = json.loads((html / "index.json").read_text()) if (html / "index.json").is_file() else {}
-    counts = {b: 0 for b in index.get("params", {}).get("branch", []) or [""]}
-    for entry in json.loads(f.read_text()).get("regressions", []):
+    entries = json.loads(f.read_text()).get("regressions", [])
+    branches = index.get("params", {}).get("branch", []) or []
+    if len(branches) <= 1:  # one page; asv names no branch in the entries then
+        return {"": len(entries)}
+    counts = {b: 0 for b in branches}
+    for entry in entries:
         b = entry[2].get("branch", "") or ""
         counts[b] = counts.get(b, 0) + 1
     return counts

@@ -511,5 +511,11 @@ def test_regressions_counted_per_published_branch(tmp_path):
     assert dash._regressions_per_branch(tmp_path) == {"main": 0, "demo": 2}
     ready = dash._rows_ready(2)
     assert ready({"regression_rows": 2}) and not ready({"regression_rows": 0})
+    index["params"]["branch"] = ["main"]  # one branch: asv's entries name none
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    for e in entries:
+        e[2].pop("branch")
+    (tmp_path / "regressions.json").write_text(json.dumps({"regressions": entries}))
+    assert dash._regressions_per_branch(tmp_path) == {"": 2}
     (tmp_path / "regressions.json").unlink()
     assert dash._regressions_per_branch(tmp_path) == {}
