@@ -3,31 +3,26 @@
 The cases and columns are those of ``python -m fastact bench fused``
 (:mod:`fastact.bench.fused`): ``gelu(leaky_relu(2*x + 1, 0.1))`` with the exact and the tanh
 gelu, and one activation as a fused function against the built-in one (call overhead).
+The peers' ways (numba.vectorize, torch, NumPy, numexpr) are ``peers.FusedPeers``.
 Commits without ``fastact.elementwise`` skip (asv: NotImplementedError in ``setup``).
 """
 
 from __future__ import annotations
 
-from ._common import DTYPES, SIZES, require
+from ._common import DTYPES, ROUNDS, SIZES, require
 
-_CHAINS = ["gelu_chain", "gelu_tanh_chain", "relu_alone", "gelu_alone"]
-_COLUMNS = [
-    "fastact",
-    "builtin",
-    "separate",
-    "separate in place",
-    "numba.vectorize",
-    "torch",
-    "numpy",
-    "numexpr",
-]
+CHAINS = ["gelu_chain", "gelu_tanh_chain", "relu_alone", "gelu_alone"]
+#: fastact's own ways of computing a chain (the peers' columns are in peers.FusedPeers)
+COLUMNS = ["fastact", "builtin", "separate", "separate in place"]
 
 
 class Fused:
-    """The fused chain (column ``fastact``) and each other way of computing it."""
+    """The fused chain (column ``fastact``) and fastact's other ways of computing it: the
+    built-in activation, the chain as separate calls, and as separate calls in place."""
 
-    params = (_CHAINS, DTYPES, SIZES, _COLUMNS)
+    params = (CHAINS, DTYPES, SIZES, COLUMNS)
     param_names = ["chain", "dtype", "size", "column"]
+    rounds = ROUNDS
     timeout = 300
 
     def setup(self, chain, dtype, size, column):

@@ -11,6 +11,7 @@ the aten backward kernels, NumPy and numexpr formulas; see ``benchmarks/_common.
 
 from __future__ import annotations
 
+from . import fused as _fused
 from ._common import DTYPES, SIZES, ActivationBench, Timed, functions
 from .losses import _LossBench
 from .optimizers import CONFIGS as OPTIM_CONFIGS
@@ -152,3 +153,17 @@ class TorchFusedOptimizerStep(_Peer, Timed):
 
     def time_step(self, optimizer, size):
         self._run()
+
+
+class FusedPeers(_Peer, _fused.Fused):
+    """The fused chains computed by the peers: a plain ``numba.vectorize(target='parallel')``
+    with ``math`` functions, torch, NumPy and numexpr (the last two without erf: tanh form)."""
+
+    params = (_fused.CHAINS, DTYPES, SIZES, ["numba.vectorize", "torch", "numpy", "numexpr"])
+    param_names = ["chain", "dtype", "size", "peer"]
+
+    def setup(self, chain, dtype, size, peer):
+        super().setup(chain, dtype, size, peer)
+
+    def time_fused(self, chain, dtype, size, peer):
+        self.fn()

@@ -113,7 +113,13 @@ def test_peers_are_left_out_of_the_regression_search(conf, benchmarks):
 
 def test_fastact_benchmarks_stay_in_the_regression_search(conf, benchmarks):
     own = [n for n in benchmarks if not n.startswith("peers.")]
-    assert {n.split(".")[0] for n in own} == {"activations", "compile", "losses", "optimizers"}
+    assert {n.split(".")[0] for n in own} == {
+        "activations",
+        "compile",
+        "fused",
+        "losses",
+        "optimizers",
+    }
     for name in own:
         params = benchmarks[name][0]
         kept = _searched(conf, name, params)
