@@ -818,20 +818,21 @@ def lowp_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
 
 
 @jit
-def _decode_block(codes, o, m, scale, signed, out):
-    """``out[:m]`` = the values of ``codes[o:o + m]`` times ``scale`` (one vector loop)."""
-    for i in range(m):
-        out[i] = decode8(codes[o + i], signed) * scale
+def _decode_block(codes, scale, signed, out):
+    """``out[:n]`` = the values of the ``n`` codes times ``scale`` (one vector loop; indices
+    from 0 so that no negative-index wraparound check makes the loads scalar)."""
+    for i in range(codes.shape[0]):
+        out[i] = decode8(codes[i], signed) * scale
 
 
 @jit
-def _encode_block(vals, m, top, signed, codes, o):
-    """``codes[o:o + m]`` = the nearest codes of ``vals[:m] / s``, ``s`` the float32 whose bit
+def _encode_block(vals, top, signed, codes):
+    """``codes[:n]`` = the nearest codes of ``vals[:n] / s``, ``s`` the float32 whose bit
     pattern is ``top`` (the block's largest magnitude); returns ``s``, the block's scale."""
     s = _f32_from_bits(top)
     inv = np.float32(1.0) / s if s > _Z else _Z
-    for i in range(m):
-        codes[o + i] = encode8(vals[i] * inv, signed)
+    for i in range(codes.shape[0]):
+        codes[i] = encode8(vals[i] * inv, signed)
     return s
 
 
@@ -872,11 +873,11 @@ def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
             pb = pa[o : o + m]
             gb = ga[o : o + m]
             if U0:  # noqa: F821
-                _decode_block(a0, o, m, k0[b], S0, t0)  # noqa: F821
+                _decode_block(a0[o : o + m], k0[b], S0, t0)  # noqa: F821
             if U1:  # noqa: F821
-                _decode_block(a1, o, m, k1[b], S1, t1)  # noqa: F821
+                _decode_block(a1[o : o + m], k1[b], S1, t1)  # noqa: F821
             if U2:  # noqa: F821
-                _decode_block(a2, o, m, k2[b], S2, t2)  # noqa: F821
+                _decode_block(a2[o : o + m], k2[b], S2, t2)  # noqa: F821
             x0 = np.int32(0)
             x1 = np.int32(0)
             x2 = np.int32(0)
@@ -913,11 +914,11 @@ def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
                         t2[i] = s2
                         x2 = max(x2, abs_bits(s2))
             if U0:  # noqa: F821
-                k0[b] = _encode_block(t0, m, x0, S0, a0, o)  # noqa: F821
+                k0[b] = _encode_block(t0, x0, S0, a0[o : o + m])  # noqa: F821
             if U1:  # noqa: F821
-                k1[b] = _encode_block(t1, m, x1, S1, a1, o)  # noqa: F821
+                k1[b] = _encode_block(t1, x1, S1, a1[o : o + m])  # noqa: F821
             if U2:  # noqa: F821
-                k2[b] = _encode_block(t2, m, x2, S2, a2, o)  # noqa: F821
+                k2[b] = _encode_block(t2, x2, S2, a2[o : o + m])  # noqa: F821
 
 
 #: low-precision loop templates: state storage kind -> template (specialized per kernel,
