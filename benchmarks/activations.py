@@ -1,95 +1,84 @@
-"""Activations: forward, backward and in-place calls, fastact next to its peers.
+"""fastact's activations: forward, backward and in-place calls, and the memory a call allocates.
 
-Generated from fastact's registries (``ACTIVATIONS`` and ``AXIS_ACTIVATIONS``): every
-function x dtype x size, with the peer library as a parameter (a peer without an equivalent
-is skipped). ``setup`` builds the call and runs it once, so the JIT is warm (compiled or
-loaded from the cache) before anything is timed.
+Generated from the working tree's registries (``ACTIVATIONS`` and ``AXIS_ACTIVATIONS``, through
+the benchmark harness): every function x dtype x size. fastact alone: the peers' timings of
+the same calls are the ``peers`` suite (one benchmark per peer), so these graphs show
+fastact's own times on their own scale, and the regression search sees only fastact here.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ._common import DTYPES, PEERS, SIZES, activation_names, inplace_names, runner
-
-_NAMES = activation_names()
-_INPLACE = inplace_names() + (["rrelu"] if "rrelu" in _NAMES else [])
+from ._common import DTYPES, SIZES, ActivationBench, functions
 
 
-class Forward:
-    """``fastact.name(x, *defaults)`` against ``torch``/``F.name``, NumPy and numexpr."""
+class Forward(ActivationBench):
+    """``fastact.name(x, *defaults)``."""
 
-    params = (_NAMES, DTYPES, SIZES, PEERS)
-    param_names = ["function", "dtype", "size", "peer"]
-    timeout = 300
+    variant = "forward"
+    params = (functions("forward"), DTYPES, SIZES)
 
-    def setup(self, function, dtype, size, peer):
-        self.fn = runner(peer, function, "forward", size, dtype).fn
-        self.fn()  # warm: compile or load the kernel, first-touch the pages
-
-    def time_forward(self, function, dtype, size, peer):
-        self.fn()
+    def time_forward(self, function, dtype, size):
+        self._run()
 
 
-class Backward:
-    """``fastact.name_backward(g, x)`` (from the output where torch's autograd saves it)
-    against torch's aten backward kernel (``torch.ops.aten.*_backward``; autograd where
-    there is none) and NumPy/numexpr gradient formulas."""
+class Backward(ActivationBench):
+    """``fastact.name_backward(g, x)`` (from the output where torch's autograd saves it)."""
 
-    params = (_NAMES, DTYPES, SIZES, PEERS)
-    param_names = ["function", "dtype", "size", "peer"]
-    timeout = 300
+    variant = "backward"
+    params = (functions("backward"), DTYPES, SIZES)
 
-    def setup(self, function, dtype, size, peer):
-        self.fn = runner(peer, function, "backward", size, dtype).fn
-        self.fn()
-
-    def time_backward(self, function, dtype, size, peer):
-        self.fn()
+    def time_backward(self, function, dtype, size):
+        self._run()
 
 
-class Inplace:
-    """``fastact.name_(x)`` against ``F.name(x, inplace=True)`` and friends. ``number = 1``
-    makes asv call ``setup`` before every sample, which restores the input, so repeated
-    application never drifts (e.g. into denormals)."""
+class Inplace(ActivationBench):
+    """``fastact.name_(x)``; the input is restored (untimed) before every call."""
 
-    params = (_INPLACE, DTYPES, SIZES, PEERS)
-    param_names = ["function", "dtype", "size", "peer"]
-    number = 1
-    repeat = (10, 200, 10.0)
-    timeout = 300
+    variant = "inplace"
+    params = (functions("inplace"), DTYPES, SIZES)
 
-    def setup(self, function, dtype, size, peer):
-        r = runner(peer, function, "inplace", size, dtype)
-        if getattr(self, "_warm", None) is not r:
-            r.reset()
-            r.fn()
-            self._warm = r
-        r.reset()
-        self.fn = r.fn
-
-    def time_inplace(self, function, dtype, size, peer):
-        self.fn()
+    def time_inplace(self, function, dtype, size):
+        self._run()
 
 
 class InplaceMemory:
-    """Peak memory of one call on 16M float32 elements: in place (no new array) against
-    out of place (one 64 MiB result)."""
+    """Memory one call allocates on 16M float32 elements: in place (nothing) against out of
+    place (the 64 MiB result). The value is the peak of NumPy's allocations during the call
+    (``tracemalloc``; NumPy reports its array buffers to it), so it is exact and repeatable.
+    asv's ``peakmem_`` (the process's peak RSS) is not used: a process forked from asv's
+    fork server starts with the server's high-water mark, which moves with what the server
+    did before forking (every in-place function's peak moved 280 -> 333 MB between two
+    commits that did not touch them), a step the regression search would list."""
 
-    params = (inplace_names(), ["inplace", "out_of_place"])
+    params = (functions("inplace"), ["inplace", "out_of_place"])
     param_names = ["function", "mode"]
+    unit = "bytes"
     timeout = 300
 
     def setup(self, function, mode):
         import fastact
 
+        name = function + ("_" if mode == "inplace" else "")
+        if not hasattr(fastact, name):
+            raise NotImplementedError(f"fastact.{name} is not in this commit")
         small = np.linspace(-3, 3, 1 << 16, dtype=np.float32)
-        self.f = getattr(fastact, function + ("_" if mode == "inplace" else ""))
-        args = (0.1, 20.0) if function == "threshold" else ()
-        self.args = args
-        self.f(small.copy(), *args)  # compile/load serial and parallel kernels first
-        self.f(small[:64].copy(), *args)
+        self.f = getattr(fastact, name)
+        self.args = (0.1, 20.0) if function == "threshold" else ()
+        self.f(small.copy(), *self.args)  # compile/load serial and parallel kernels first
+        self.f(small[:64].copy(), *self.args)
         self.x = np.resize(np.linspace(-3, 3, 1 << 16, dtype=np.float32), 1 << 24)
+        self.f(self.x, *self.args)  # first touch of the input, thread pool started
 
-    def peakmem_forward(self, function, mode):
-        self.f(self.x, *self.args)
+    def track_allocated_bytes(self, function, mode):
+        import tracemalloc
+
+        tracemalloc.start()
+        try:
+            out = self.f(self.x, *self.args)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        del out
+        return peak

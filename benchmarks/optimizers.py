@@ -1,6 +1,5 @@
-"""Optimizers: one ``step`` of fastact's fused optimizers against torch.optim's default
-(for-loop), ``foreach=True`` and ``fused=True`` (where torch has it on CPU). Skipped for
-commits without ``fastact.optim``."""
+"""Optimizers: one ``step`` of fastact's fused optimizers; torch.optim's for-loop, foreach and
+fused steps are in ``peers``. Skipped for commits without ``fastact.optim``."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ import importlib
 
 import numpy as np
 
-from ._common import LARGE_SIZES, require
+from ._common import LARGE_SIZES, Timed, require
 
 CONFIGS = {
     "SGD": {"lr": 1e-3, "momentum": 0.9},
@@ -20,43 +19,60 @@ CONFIGS = {
     "Adagrad": {},
     "Adadelta": {},
 }
-TORCH_FUSED = ("SGD", "Adam", "AdamW", "Adagrad")
+#: torch.optim classes with a fused CPU step
+TORCH_FUSED = ["SGD", "Adam", "AdamW", "Adagrad"]
 SIZES = LARGE_SIZES
+#: torch.optim flags of each torch implementation
+TORCH_IMPLS = {
+    "for_loop": {"foreach": False},
+    "foreach": {"foreach": True},
+    "fused": {"fused": True},
+}
+
+_steps: dict[tuple, object] = {}
 
 
-class OptimizerStep:
-    """One step on one float32 parameter of ``size`` elements."""
+def _step(impl: str, optimizer: str, size: int):
+    """One step on one float32 parameter of ``size`` elements: ``impl`` is "fastact" or one
+    of :data:`TORCH_IMPLS` (cached per process, run once)."""
+    key = (impl, optimizer, size)
+    if key in _steps:
+        return _steps[key]
+    rng = np.random.default_rng(0)
+    p = np.resize(rng.standard_normal(1 << 16), size).astype(np.float32)
+    g = (np.resize(rng.standard_normal(1 << 16), size) * 1e-3).astype(np.float32)
+    kwargs = CONFIGS[optimizer]
+    if impl == "fastact":
+        try:
+            optim = importlib.import_module("fastact.optim")
+            cls = optim.OPTIMIZERS[optimizer]
+        except (ImportError, AttributeError, KeyError):
+            raise NotImplementedError(f"fastact.optim.{optimizer} is not here") from None
+        opt = cls([p], **kwargs)
 
-    params = (list(CONFIGS), SIZES, ["fastact", "torch", "torch_foreach", "torch_fused"])
-    param_names = ["optimizer", "size", "peer"]
-    timeout = 300
+        def fn():
+            opt.step([g])
 
-    def setup(self, optimizer, size, peer):
-        require(peer)
-        rng = np.random.default_rng(0)
-        p = np.resize(rng.standard_normal(1 << 16), size).astype(np.float32)
-        g = (np.resize(rng.standard_normal(1 << 16), size) * 1e-3).astype(np.float32)
-        kwargs = CONFIGS[optimizer]
-        if peer == "fastact":
-            try:
-                optim = importlib.import_module("fastact.optim")
-                cls = optim.OPTIMIZERS[optimizer]
-            except (ImportError, AttributeError, KeyError):
-                raise NotImplementedError(f"fastact.optim.{optimizer} is not here") from None
-            opt = cls([p], **kwargs)
-            self.fn = lambda: opt.step([g])
-        else:
-            import torch
+    else:
+        require("torch")
+        import torch
 
-            if peer == "torch_fused" and optimizer not in TORCH_FUSED:
-                raise NotImplementedError(f"torch has no fused CPU {optimizer}")
-            flags = {"torch": {"foreach": False}, "torch_foreach": {"foreach": True},
-                     "torch_fused": {"fused": True}}[peer]  # fmt: skip
-            pt = torch.from_numpy(p).requires_grad_(True)
-            pt.grad = torch.from_numpy(g)
-            opt = getattr(torch.optim, optimizer)([pt], **kwargs, **flags)
-            self.fn = opt.step
-        self.fn()
+        pt = torch.from_numpy(p).requires_grad_(True)
+        pt.grad = torch.from_numpy(g)
+        fn = getattr(torch.optim, optimizer)([pt], **kwargs, **TORCH_IMPLS[impl]).step
+    fn()
+    _steps[key] = fn
+    return fn
 
-    def time_step(self, optimizer, size, peer):
-        self.fn()
+
+class OptimizerStep(Timed):
+    """One ``step`` of ``fastact.optim.<optimizer>`` on one float32 parameter."""
+
+    params = (list(CONFIGS), SIZES)
+    param_names = ["optimizer", "size"]
+
+    def setup(self, optimizer, size):
+        self._use(_step("fastact", optimizer, size))
+
+    def time_step(self, optimizer, size):
+        self._run()

@@ -1,25 +1,33 @@
 #!/usr/bin/env python3
-"""Open the dashboard that ``asv publish`` wrote in headless Chromium and check it renders.
+"""Serve the dashboard that ``asv publish`` wrote, offline, or check it in headless Chromium.
 
-Serves the HTML folder on 127.0.0.1 (an ephemeral port, this process only), drives Debian's
-``chromium`` through ``chromedriver`` (package ``chromium-driver``) with the W3C WebDriver
-protocol (plain HTTP, no Python dependency), and
+The pages asv writes load jQuery, flot, bootstrap, stupidtable and blueimp-md5 from public
+CDNs; without internet ``asv preview`` shows asv's "external (JavaScript) dependencies failed
+to load" page. This script serves ``.asv/html`` with those scripts taken from local copies of
+the same npm packages (the CDN URLs in the HTML are rewritten while serving, nothing on disk
+changes)::
 
-1. loads the summary page and one benchmark's graph page,
-2. waits until the graph is drawn and checks that its canvas has painted pixels,
+    python scripts/check_dashboard.py --fetch-deps   # once: npm packages -> .asv/dashboard-deps
+    python scripts/check_dashboard.py --serve        # http://127.0.0.1:8080/ until Ctrl-C
+    python scripts/check_dashboard.py                # headless check (below)
+
+Needs: Python 3.10+ (standard library only). ``--fetch-deps`` (and the first ``--serve`` or
+check when ``.asv/dashboard-deps`` is missing) needs ``npm`` and the npm registry: it runs
+``npm pack`` for 6 packages (11 MB unpacked). After that the folder makes it work without any
+network; it can be copied from another machine. ``--deps cdn`` serves the pages unchanged.
+
+The check (the default) serves the folder on an ephemeral port, drives Debian's ``chromium``
+through ``chromedriver`` (``apt-get install -y chromium chromium-driver``) with the W3C
+WebDriver protocol (plain HTTP), and
+
+1. loads the summary page, one benchmark's graph page and the Regressions page,
+2. waits until the graphs are drawn (painted canvas pixels) and the regressions table is built,
 3. fails on any JavaScript error (the browser's SEVERE console entries, and errors caught by
    a ``window.onerror`` hook),
-4. saves screenshots of both pages.
-
-    python scripts/check_dashboard.py [--html .asv/html] [--out .asv/dashboard]
+4. saves screenshots of the pages and prints the Regressions page's entries
+   (from ``regressions.json``).
 
 Exit status 0 when every check passes, 1 otherwise (the reasons are printed).
-Setup: ``apt-get update && apt-get install -y chromium chromium-driver``.
-
-The pages asv writes load jQuery, flot, bootstrap, ... from public CDNs. Where those cannot be
-reached (``--deps auto`` finds out; ``--deps npm`` forces it), the same packages are fetched
-once from the npm registry with ``npm pack`` into ``.asv/dashboard-deps`` and the served HTML
-points at those copies instead (the files on disk are not changed).
 """
 
 from __future__ import annotations
@@ -64,7 +72,7 @@ window.addEventListener('error', e => window.__errors.push(String(e.message)));
 window.addEventListener('unhandledrejection', e => window.__errors.push(String(e.reason)));
 """
 
-_GRAPH_STATE = """
+_PAGE_STATE = """
 const cs = Array.from(document.querySelectorAll('canvas'));
 let painted = 0;
 for (const c of cs) {
@@ -74,7 +82,14 @@ for (const c of cs) {
     for (let i = 3; i < d.length; i += 4) if (d[i] !== 0) painted++;
   } catch (e) {}
 }
+// the regressions table of the branch shown (asv builds one hidden div per branch)
+const shown = Array.from(document.querySelectorAll('#regressions-body [id^="regression-div-"]'))
+  .filter(d => d.offsetParent !== null);
+const table = shown.length ? shown[0].querySelector('table')
+                           : document.querySelector('#regressions-body table');
+const rows = table ? table.querySelectorAll('tbody tr').length : -1;
 return {canvases: cs.length, painted: painted, title: document.title,
+        regression_rows: rows,
         errors: window.__errors || [],
         text: document.body ? document.body.innerText.slice(0, 300) : ''};
 """
@@ -159,76 +174,122 @@ def _free_port() -> int:
 
 
 # ------------------------------------------------------------------ offline dependencies
-_CDN = re.compile(
+CDN = re.compile(
     r"https://(?:code\.jquery\.com|cdnjs\.cloudflare\.com|cdn\.jsdelivr\.net)/[^\"'\s)]+"
 )
 #: cdnjs library name -> npm package name, where they differ
 _NPM_NAMES = {"stupidtable": "stupid-table-plugin"}
+#: where the local copies are served from
+DEPS_PREFIX = "/__deps__/"
 
 
-def _npm_source(url: str) -> tuple[str, str, str]:
-    """(npm package, version, path inside the package) of a CDN URL."""
+def npm_source(url: str) -> tuple[str, str, str]:
+    """(npm package, version, path inside the package) of a CDN URL in asv's pages."""
     u = urllib.parse.urlparse(url)
     parts = u.path.strip("/").split("/")
-    if u.netloc == "cdn.jsdelivr.net" and parts[0] == "npm":
+    if u.netloc == "cdn.jsdelivr.net" and parts[0] == "npm" and len(parts) > 2:
+        if parts[1].startswith("@"):  # a scoped package: @scope/name@version
+            name, _, ver = f"{parts[1]}/{parts[2]}".rpartition("@")
+            return name, ver, "/".join(parts[3:])
         name, _, ver = parts[1].rpartition("@")
         return name, ver, "/".join(parts[2:])
     if u.netloc == "code.jquery.com":
-        m = re.match(r"jquery-([\d.]+)(\.min)?\.js", parts[-1])
+        m = re.fullmatch(r"jquery-([\d.]+)(\.min)?\.js", parts[-1])
         if m:
             return "jquery", m.group(1), f"dist/jquery{m.group(2) or ''}.js"
-    if u.netloc == "cdnjs.cloudflare.com" and parts[:2] == ["ajax", "libs"]:
+    if u.netloc == "cdnjs.cloudflare.com" and parts[:2] == ["ajax", "libs"] and len(parts) > 4:
         return _NPM_NAMES.get(parts[2], parts[2]), parts[3], "/".join(parts[4:])
     raise ValueError(f"no npm source known for {url}")
 
 
-_fetch_lock = threading.Lock()
+class Deps:
+    """Local copies of the npm packages asv's pages load, in ``root`` (one folder per
+    ``name@version``, as ``npm pack`` unpacked them)."""
 
+    def __init__(self, root: Path, fetch: bool = True) -> None:
+        self.root = root
+        self.fetch = fetch
+        self._lock = threading.Lock()
 
-def _npm_fetch(name: str, version: str, deps: Path) -> Path:
-    with _fetch_lock:  # the browser asks for several files of one package at once
-        return _npm_fetch_locked(name, version, deps)
+    def package(self, name: str, version: str) -> Path:
+        """The unpacked package, fetched once with ``npm pack`` (if ``fetch``): this version,
+        else the newest one of the same major version (``^version``: stupidtable 1.0.1 of
+        cdnjs is 1.1.3 on npm)."""
+        with self._lock:  # the browser may ask for several files of one package at once
+            dest = self.root / f"{name}@{version}".replace("/", "_")
+            if (dest / "package").is_dir():
+                return dest / "package"
+            if not self.fetch:
+                raise FileNotFoundError(f"{name}@{version} is not in {self.root}")
+            npm = shutil.which("npm")
+            if npm is None:
+                raise RuntimeError(
+                    f"{name}@{version} is not in {self.root}, and npm (needed once to fetch "
+                    "it from the npm registry) is not installed"
+                )
+            errors = []
+            for spec in (f"{name}@{version}", f"{name}@^{version}"):
+                dest.mkdir(parents=True, exist_ok=True)
+                proc = subprocess.run(
+                    [npm, "pack", spec, "--silent", "--pack-destination", str(dest)],
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                )
+                tgz = sorted(dest.glob("*.tgz"))
+                if proc.returncode == 0 and tgz:
+                    with tarfile.open(tgz[0]) as tf:
+                        tf.extractall(dest, filter="data")
+                    tgz[0].unlink()
+                    return dest / "package"
+                shutil.rmtree(dest, ignore_errors=True)
+                errors.append(f"{spec}: {proc.stderr.strip().splitlines()[:1]}")
+            raise RuntimeError(
+                f"npm pack failed (the npm registry is needed once): {'; '.join(errors)}"
+            )
 
-
-def _npm_fetch_locked(name: str, version: str, deps: Path) -> Path:
-    """The unpacked npm package (fetched once with ``npm pack``; the nearest published
-    version when this one is not on npm)."""
-    for spec in (f"{name}@{version}", name):
-        dest = deps / spec.replace("/", "_")
-        if (dest / "package").is_dir():
-            return dest / "package"
-        npm = shutil.which("npm")
-        if npm is None:
-            raise RuntimeError("npm is needed to fetch the dashboard's scripts offline")
-        dest.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run(
-            [npm, "pack", spec, "--silent", "--pack-destination", str(dest)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        tgz = sorted(dest.glob("*.tgz"))
-        if proc.returncode == 0 and tgz:
-            with tarfile.open(tgz[0]) as tf:
-                tf.extractall(dest, filter="data")
-            return dest / "package"
-        shutil.rmtree(dest, ignore_errors=True)
-    raise RuntimeError(f"npm pack {name}@{version} failed")
-
-
-def _local_file(url: str, deps: Path) -> Path:
-    name, version, path = _npm_source(url)
-    pkg = _npm_fetch(name, version, deps)
-    candidates = [
-        path,
-        path.replace(".min.", "."),
-        f"dist/{path}",
-        f"dist/{path.replace('.min.', '.')}",
-    ]
-    for c in candidates:
+    def local_path(self, url: str) -> str:
+        """``name@version/path`` of the file that replaces a CDN URL (npm ships some files
+        only unminified, some under ``dist/``)."""
+        name, version, path = npm_source(url)
+        pkg = self.package(name, version)
+        for c in (path, path.replace(".min.", "."), f"dist/{path}"):
+            if (pkg / c).is_file():
+                return f"{name}@{version}/{c}"
+        c = f"dist/{path.replace('.min.', '.')}"
         if (pkg / c).is_file():
-            return pkg / c
-    raise FileNotFoundError(f"{path} not in npm package {name}@{version}")
+            return f"{name}@{version}/{c}"
+        raise FileNotFoundError(f"{path} is not in the npm package {name}@{version}")
+
+    def file(self, rel: str) -> Path:
+        """The file served at ``DEPS_PREFIX + rel`` (``name@version/path``), inside the
+        package folder (relative URLs in CSS, such as bootstrap's fonts, work too)."""
+        m = re.fullmatch(r"((?:@[^/]+/)?[^/@]+)@([^/]+)/(.+)", rel)
+        if not m:
+            raise FileNotFoundError(rel)
+        pkg = self.package(m.group(1), m.group(2)).resolve()
+        f = (pkg / m.group(3)).resolve()
+        if not f.is_relative_to(pkg) or not f.is_file():
+            raise FileNotFoundError(rel)
+        return f
+
+    def rewrite(self, html: str) -> str:
+        """``html`` with its CDN URLs pointing at the local copies. The subresource-integrity
+        hashes of the CDN files are dropped: the npm files are the same releases but not the
+        same bytes (cdnjs minifies them itself)."""
+        html = CDN.sub(lambda m: DEPS_PREFIX + self.local_path(m.group(0)), html)
+        return re.sub(r'\s+integrity="[^"]*"', "", html)
+
+    def prepare(self, html_dir: Path) -> list[str]:
+        """Fetch (or find) every package the pages in ``html_dir`` load; the problems."""
+        problems = []
+        for page in sorted(html_dir.glob("*.html")):
+            for url in sorted(set(CDN.findall(page.read_text(encoding="utf-8")))):
+                try:
+                    self.local_path(url)
+                except Exception as e:
+                    problems.append(f"cannot provide {url} offline: {e}")
+        return problems
 
 
 def _cdn_reachable(timeout: float = 3.0) -> bool:
@@ -239,13 +300,13 @@ def _cdn_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _serve(
-    directory: Path, deps: Path | None = None
+def serve(
+    directory: Path, deps: Deps | None = None, host: str = "127.0.0.1", port: int = 0
 ) -> tuple[http.server.ThreadingHTTPServer, str]:
-    """Serve ``directory`` on 127.0.0.1; with ``deps``, CDN URLs in HTML point at local
-    copies of the same npm packages (served under ``/__deps__/``)."""
+    """Serve ``directory`` (in a daemon thread); with ``deps``, the HTML pages' CDN URLs
+    point at the local copies, served under :data:`DEPS_PREFIX`. (server, base URL)."""
 
-    class Quiet(http.server.SimpleHTTPRequestHandler):
+    class Handler(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:
             pass
 
@@ -253,41 +314,83 @@ def _serve(
             self.send_response(200)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-cache")
             self.end_headers()
             self.wfile.write(body)
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            path = urllib.parse.urlparse(self.path).path
-            if deps is not None and path.startswith("/__deps__/"):
-                url = urllib.parse.unquote(path[len("/__deps__/") :])
+            path = urllib.parse.unquote(urllib.parse.urlparse(self.path).path)
+            if deps is not None and path.startswith(DEPS_PREFIX):
                 try:
-                    f = _local_file(url, deps)
+                    f = deps.file(path[len(DEPS_PREFIX) :])
                 except Exception as e:
                     self.send_error(404, str(e))
                     return
-                ctype = "text/css" if f.suffix == ".css" else "application/javascript"
-                self._send(f.read_bytes(), ctype)
+                self._send(f.read_bytes(), self.guess_type(str(f)))
                 return
             if deps is not None and (path.endswith(".html") or path.endswith("/")):
                 f = Path(self.translate_path(path))
                 if f.is_dir():
                     f = f / "index.html"
                 if f.is_file():
-                    html = f.read_text(encoding="utf-8")
-                    html = _CDN.sub(
-                        lambda m: "/__deps__/" + urllib.parse.quote(m.group(0), safe=""), html
-                    )
-                    # the local copies are not byte-identical (npm ships some files only
-                    # unminified): drop the subresource-integrity hashes of the CDN files
-                    html = re.sub(r'\s+integrity="[^"]*"', "", html)
+                    try:
+                        html = deps.rewrite(f.read_text(encoding="utf-8"))
+                    except Exception as e:
+                        self.send_error(500, f"cannot provide the page's scripts offline: {e}")
+                        return
                     self._send(html.encode(), "text/html; charset=utf-8")
                     return
             super().do_GET()
 
-    handler = functools.partial(Quiet, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    handler = functools.partial(Handler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer((host, port), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
+    shown = "127.0.0.1" if host in ("", "0.0.0.0") else host
+    return server, f"http://{shown}:{server.server_address[1]}"
+
+
+# ------------------------------------------------------------------ regressions page
+def regressions(html: Path) -> list[str]:
+    """The Regressions page's entries (``regressions.json``), one line each: benchmark with
+    parameters, latest / best value, and the commits of each step."""
+    f = html / "regressions.json"
+    if not f.is_file():
+        return []
+    data = json.loads(f.read_text())
+    index = json.loads((html / "index.json").read_text()) if (html / "index.json").is_file() else {}
+    rev = {int(k): v for k, v in index.get("revision_to_hash", {}).items()}
+    lines = []
+    for name, _path, params, _idx, last, best, jumps in data.get("regressions", []):
+        steps = []
+        for r1, r2, v1, v2 in jumps:
+            a = rev.get(r1, str(r1))[:8] if r1 is not None else None
+            b = rev.get(r2, str(r2))[:8]
+            steps.append(f"{a}..{b}" if a else b)
+            steps[-1] += f" {v2 / v1:.2f}x" if v1 else ""
+        branch = params.get("branch", "")
+        where = f" @{branch}" if branch else ""
+        lines.append(f"{name}{where}: {last / best:.2f}x of best; steps: {', '.join(steps)}")
+    return lines
+
+
+# ------------------------------------------------------------------ headless check
+def _regressions_per_branch(html: Path) -> dict[str, int]:
+    """Entries of ``regressions.json`` per branch of the dashboard (every published branch,
+    0 where it has none; ``""`` when the results name no branch); empty without the file."""
+    f = html / "regressions.json"
+    if not f.is_file():
+        return {}
+    index = json.loads((html / "index.json").read_text()) if (html / "index.json").is_file() else {}
+    counts = {b: 0 for b in index.get("params", {}).get("branch", []) or [""]}
+    for entry in json.loads(f.read_text()).get("regressions", []):
+        b = entry[2].get("branch", "") or ""
+        counts[b] = counts.get(b, 0) + 1
+    return counts
+
+
+def _rows_ready(n: int):
+    """Ready when the shown regressions table has exactly ``n`` rows (one per entry)."""
+    return lambda s: s["regression_rows"] == n
 
 
 def _pick_graph(html: Path) -> str:
@@ -305,15 +408,15 @@ def _pick_graph(html: Path) -> str:
 
 def _wait(drv: WebDriver, ready, timeout: float):
     deadline = time.monotonic() + timeout
-    state = drv.js(_GRAPH_STATE)
+    state = drv.js(_PAGE_STATE)
     while not ready(state) and time.monotonic() < deadline:
         time.sleep(0.5)
-        state = drv.js(_GRAPH_STATE)
+        state = drv.js(_PAGE_STATE)
     return state
 
 
 def check(
-    html: Path, out: Path, timeout: float, benchmark: str | None, deps: Path | None = None
+    html: Path, out: Path, timeout: float, benchmark: str | None, deps: Deps | None = None
 ) -> list[str]:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
@@ -322,24 +425,24 @@ def check(
     if not (html / "index.html").exists():
         return [f"{html}/index.html not found: run `asv publish` first"]
     out.parent.mkdir(parents=True, exist_ok=True)
-    problems: list[str] = []
-    if deps is not None:  # fetch every package before the browser asks for it
-        for page in html.glob("*.html"):
-            for url in sorted(set(_CDN.findall(page.read_text(encoding="utf-8")))):
-                try:
-                    _local_file(url, deps)
-                except Exception as e:
-                    problems.append(f"cannot provide {url} offline: {e}")
-    server, base = _serve(html, deps)
+    problems: list[str] = deps.prepare(html) if deps is not None else []
+    server, base = serve(html, deps)
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     drv = None
     try:
         drv = WebDriver(driver, chromium, profile)
         name = benchmark or _pick_graph(html)
+        expected = _regressions_per_branch(html)
         pages = [
             ("summary", f"{base}/index.html", lambda s: s["canvases"] > 0),
             ("graph", f"{base}/index.html#{name}", lambda s: s["painted"] > 500),
         ]
+        for branch in expected:  # one page per branch, each must list its entries
+            label = "regressions" + (f"-{branch}" if branch and len(expected) > 1 else "")
+            query = f"?branch={urllib.parse.quote(branch)}" if branch else ""
+            pages.append(
+                (label, f"{base}/index.html#regressions{query}", _rows_ready(expected[branch]))
+            )
         for label, url, ready in pages:
             drv.get(url)
             drv.js(_HOOK)
@@ -349,14 +452,15 @@ def check(
             state = _wait(drv, ready, timeout)
             shot = out.with_name(f"{out.name}-{label}.png")
             drv.screenshot(shot)
-            print(
-                f"{label}: {url}\n  canvases={state['canvases']} painted_pixels="
-                f"{state['painted']} title={state['title']!r}\n  screenshot: {shot}"
+            detail = (
+                f"table rows={state['regression_rows']}"
+                if label.startswith("regressions")
+                else f"canvases={state['canvases']} painted_pixels={state['painted']}"
             )
+            print(f"{label}: {url}\n  {detail} title={state['title']!r}\n  screenshot: {shot}")
             if not ready(state):
                 problems.append(
-                    f"{label} page: graph not drawn within {timeout:.0f} s "
-                    f"(canvases={state['canvases']}, painted={state['painted']}); "
+                    f"{label} page: not drawn within {timeout:.0f} s ({detail}); "
                     f"page text: {state['text']!r}"
                 )
             for e in state["errors"]:
@@ -382,36 +486,86 @@ def check(
 
 def main(argv: list[str] | None = None) -> int:
     root = Path(__file__).resolve().parents[1]
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--serve",
+        action="store_true",
+        help="serve the dashboard (scripts from the local copies) until Ctrl-C",
+    )
+    mode.add_argument(
+        "--fetch-deps",
+        action="store_true",
+        help="only fetch the pages' npm packages into --deps-dir (needs npm and its registry)",
+    )
     p.add_argument(
         "--html",
         type=Path,
         default=root / ".asv" / "html",
         help="the folder `asv publish` wrote (default .asv/html)",
     )
+    p.add_argument("--host", default="127.0.0.1", help="--serve: address to bind (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="--serve: port (8080; 0: any free)")
     p.add_argument(
         "--out",
         type=Path,
         default=root / ".asv" / "dashboard",
-        help="screenshot path prefix: PREFIX-summary.png, PREFIX-graph.png",
+        help="check: screenshot path prefix: PREFIX-summary.png, PREFIX-graph.png, ...",
     )
-    p.add_argument("--benchmark", default=None, help="benchmark whose graph page to open")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a graph")
+    p.add_argument("--benchmark", default=None, help="check: benchmark whose graph page to open")
+    p.add_argument("--timeout", type=float, default=30.0, help="check: seconds to wait per page")
     p.add_argument(
         "--deps",
         choices=["auto", "cdn", "npm"],
-        default="auto",
-        help="where the pages' scripts come from: the CDNs, or npm packages "
-        "fetched into --deps-dir (auto: npm when the CDNs are unreachable)",
+        default=None,
+        help="where the pages' scripts come from: local copies of the npm packages in "
+        "--deps-dir (npm; the default of --serve), the CDNs (cdn), or for the check: npm "
+        "when the CDNs are unreachable (auto, its default)",
     )
     p.add_argument("--deps-dir", type=Path, default=root / ".asv" / "dashboard-deps")
     args = p.parse_args(argv)
+    html = args.html.resolve()
+    choice = args.deps or ("npm" if args.serve or args.fetch_deps else "auto")
     deps = None
-    if args.deps == "npm" or (args.deps == "auto" and not _cdn_reachable()):
-        deps = args.deps_dir.resolve()
-        deps.mkdir(parents=True, exist_ok=True)
-        print(f"scripts from npm packages in {deps} (CDN URLs rewritten while serving)")
-    problems = check(args.html.resolve(), args.out.resolve(), args.timeout, args.benchmark, deps)
+    if choice == "npm" or (choice == "auto" and not _cdn_reachable()):
+        args.deps_dir.mkdir(parents=True, exist_ok=True)
+        deps = Deps(args.deps_dir.resolve())
+        print(f"scripts: local copies of the npm packages in {deps.root}")
+    if not (html / "index.html").is_file():
+        print(f"FAIL: {html}/index.html not found: run `asv publish` first", file=sys.stderr)
+        return 1
+
+    if args.fetch_deps or args.serve:
+        problems = deps.prepare(html) if deps is not None else []
+        for pr in problems:
+            print(f"FAIL: {pr}", file=sys.stderr)
+        if problems:
+            return 1
+        if args.fetch_deps:
+            print(f"dashboard scripts ready in {deps.root}" if deps else "nothing to fetch")
+            return 0
+        if deps is not None:
+            deps.fetch = False  # everything is local now: serving never calls npm
+        server, base = serve(html, deps, args.host, args.port)
+        print(f"serving {html} at {base}/  (Ctrl-C stops)", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.shutdown()
+        return 0
+
+    problems = check(html, args.out.resolve(), args.timeout, args.benchmark, deps)
+    entries = regressions(html)
+    print(f"Regressions page: {len(entries)} entries")
+    for line in entries:
+        print(f"  {line}")
     for pr in problems:
         print(f"FAIL: {pr}", file=sys.stderr)
     if not problems:
