@@ -1,0 +1,663 @@
+"""fastact's fused optimizer steps as ``torch.optim.Optimizer`` subclasses.
+
+``fastact.torch.optim.AdamW(model.parameters(), lr=...)`` is a ``torch.optim.Optimizer``:
+torch's schedulers (``torch.optim.lr_scheduler.*``, ``torch.optim.swa_utils.SWALR``), step
+and state-dict hooks, ``add_param_group``, ``zero_grad``, closures, and wrappers that take an
+``optimizer_class`` (``torch.distributed.optim.ZeroRedundancyOptimizer``) drive it
+unchanged. Constructor signatures and defaults are torch's (torch 2.13); the update rules are
+torch's single-tensor ones (``docs/torch_semantics.md``, section 3).
+
+What differs from ``torch.optim`` is how a step runs: every param group is updated by one
+fused parallel kernel per dtype (:mod:`fastact.optim.driver` over the host executor, the
+kernels of :data:`fastact.kernels.optim.OPTIMIZERS`), in place through zero-copy NumPy views
+of the parameters, gradients and state tensors; the launch tables are cached between steps
+and rebuilt when a parameter's storage or the state changes.
+
+The state is torch's own format, so state dicts go both ways between ``torch.optim.X`` and
+``fastact.torch.optim.X`` (``state[p]['step']`` a 0-d float32 tensor, ``exp_avg`` ... tensors
+shaped like the parameter): a run can switch implementations mid-training. Inside, the step
+counts of the tensors stepped together are 0-d views of one small buffer, advanced in float32
+like torch's ``step_t += 1`` in one vector operation.
+
+Parameters must be CPU tensors of float32 or float64 (strided, C or Fortran contiguous);
+others raise ``TypeError`` at construction (keep them in a ``torch.optim`` optimizer).
+Options torch has and fastact does not (``differentiable=True``, ``capturable=True``) raise
+``ValueError``; ``foreach`` and ``fused`` are accepted, stored and ignored (every step is
+fused). Like :mod:`fastact.optim`, a step validates every gradient and state tensor before it
+writes anything, and a parameter listed twice (or two sharing memory) raises instead of
+warning. ``step`` also takes ``check_finite=True`` / ``skip_nonfinite=True``
+(:meth:`fastact.optim.Optimizer.step`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from fastact import host
+from fastact.kernels.optim import OPTIMIZERS as SPECS
+from fastact.kernels.optim import Optim
+from fastact.optim import driver
+from fastact.optim import optimizers as _fa
+
+__all__ = [
+    "Optimizer",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "RMSprop",
+    "Rprop",
+    "Adagrad",
+    "Adadelta",
+    "OPTIMIZERS",
+]
+
+_NP_OF = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+
+
+def _scalar_dtype() -> torch.dtype:
+    """The dtype of torch's step tensors (float64 only under a float64 default dtype)."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+class StateMap(defaultdict):
+    """``optimizer.state`` in torch's form (a ``defaultdict(dict)`` keyed by parameter) that
+    counts its mutations in ``_version``: the driver's cached launch tables are revalidated
+    only when a state entry was added, replaced or removed. Per-parameter values are
+    :class:`fastact.optim.driver.ParamState` dicts (pickled as plain dicts)."""
+
+    def __init__(self, default_factory: Any = None, items: Any = ()) -> None:
+        super().__init__(dict)
+        self._version = 0
+        for k, v in items.items() if isinstance(items, dict) else items:
+            self[k] = v
+
+    def _wrap(self, value: Any) -> Any:
+        if isinstance(value, driver.ParamState) and value._owner is self:
+            return value
+        if isinstance(value, dict):
+            return driver.ParamState(self, value)
+        return value
+
+    def __missing__(self, key: Any) -> driver.ParamState:
+        value = driver.ParamState(self)
+        dict.__setitem__(self, key, value)
+        self._version += 1
+        return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        dict.__setitem__(self, key, self._wrap(value))
+        self._version += 1
+
+    def __delitem__(self, key: Any) -> None:
+        dict.__delitem__(self, key)
+        self._version += 1
+
+    def pop(self, *args: Any) -> Any:
+        self._version += 1
+        return dict.pop(self, *args)
+
+    def popitem(self) -> tuple:
+        self._version += 1
+        return dict.popitem(self)
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self._version += 1
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for k, v in dict(*args, **kwargs).items():
+            self[k] = v
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return dict.__getitem__(self, key)
+
+    def __reduce__(self) -> tuple:
+        return (StateMap, (dict, list(self.items())))
+
+
+class TensorSteps:
+    """``state['step']`` as torch's 0-d step tensor (the driver's ``_steps``; see
+    :class:`fastact.optim.driver.FloatSteps` for the four functions).
+
+    The counts of one launch (a param group and dtype) are 0-d views of one NumPy buffer,
+    made when the launch tables are built (loaded or new counts are copied in): a step reads
+    them, adds 1 in the counts' dtype (float32: torch's ``step_t += 1``) and writes them back
+    with one vector operation each. A count replaced in the state (``load_state_dict``, a
+    user) is copied into a new buffer when the tables are rebuilt; one changed in place is
+    read at the next step."""
+
+    @staticmethod
+    def load(plan: driver.Plan, names: list[str]) -> bool:
+        steps: list[float] = []
+        base: Any = None
+        homed = True
+        for col, (st, name) in enumerate(zip(plan.sts, names, strict=True)):
+            s = None if st is None else st.get("step")
+            if s is None:
+                steps.append(0.0)
+                homed = False
+                continue
+            if isinstance(s, torch.Tensor):
+                if s.numel() != 1:
+                    raise TypeError(
+                        f"state[{name}]['step'] must be a number or a one-element tensor, "
+                        f"got a tensor of shape {tuple(s.shape)}"
+                    )
+                steps.append(float(s))
+                b = s._base
+                if col == 0:
+                    base = b
+                if b is None or b is not base or s.storage_offset() != col:
+                    homed = False
+                continue
+            try:
+                steps.append(float(s))
+            except (TypeError, ValueError):
+                raise TypeError(f"state[{name}]['step'] must be a number, got {s!r}") from None
+            homed = False
+        buf = None if base is None else getattr(base, "_fastact_steps", None)
+        if homed and buf is not None and buf.size == len(steps):
+            plan.counter = buf
+        else:
+            homed = False
+        plan.steps = steps
+        return not homed
+
+    @staticmethod
+    def create(plan: driver.Plan) -> None:
+        buf = np.array(plan.steps, dtype=_NP_OF[_scalar_dtype()])
+        base = torch.from_numpy(buf)
+        base._fastact_steps = buf  # the buffer the views below share (see load)
+        for col, st in enumerate(plan.sts):
+            dict.__setitem__(st, "step", base[col])  # a count moved, not a state change
+        plan.counter = buf
+
+    @staticmethod
+    def advance(plan: driver.Plan) -> list[float]:
+        buf = plan.counter
+        return (buf + buf.dtype.type(1)).tolist()
+
+    @staticmethod
+    def store(plan: driver.Plan, steps: list[float]) -> None:
+        plan.counter[...] = steps
+        plan.steps = steps
+
+
+def _entry(p: Any, name: str) -> Any:
+    """The host executor's entry of parameter ``p`` (TypeError / ValueError naming it)."""
+    hint = f"fastact.torch.optim steps CPU float32/float64 tensors: keep {name} in a torch.optim"
+    if isinstance(p, torch.Tensor):
+        if p.device.type != "cpu":
+            raise TypeError(f"{name} is on {p.device}; {hint} optimizer")
+        if p.dtype not in _NP_OF:
+            raise TypeError(f"{name} has dtype {p.dtype}; {hint} optimizer")
+    return host.entry(p, name)
+
+
+class Optimizer(torch.optim.Optimizer):
+    """Base class: a ``torch.optim.Optimizer`` whose ``step`` is fastact's fused driver.
+
+    Subclasses set ``_spec`` (their entry of :data:`fastact.kernels.optim.OPTIMIZERS`) and
+    ``_fastact`` (the :mod:`fastact.optim` class whose ``_options`` reads a param group)."""
+
+    _spec: Optim
+    _fastact: type
+    #: ``state['step']`` is torch's 0-d step tensor
+    _steps = TensorSteps
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        self._cache: dict[int, driver.GroupCache] = {}
+        #: True when the last ``step(skip_nonfinite=True)`` was skipped (non-finite gradient).
+        self.found_inf = False
+        #: Steps skipped by ``skip_nonfinite=True`` since construction.
+        self.skipped_steps = 0
+        self._check_group(dict(defaults))
+        super().__init__(params, defaults)
+        self.state = StateMap(dict, self.state)
+        # GradScaler: unscale and skip in Python (the generic path), never pass grad_scale
+        self._step_supports_amp_scaling = False
+
+    # ------------------------------------------------------------------------- groups
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Validate a group's numeric options like the constructor's arguments (torch's
+        messages; torch checks only the constructor's)."""
+        for key, value in group.items():
+            rule = _fa._RULES.get(key)
+            if rule is not None:
+                rule(value, key)
+        if group.get("differentiable"):
+            raise ValueError("differentiable=True is not supported: fastact steps are not autograd")
+        if group.get("capturable"):
+            raise ValueError("capturable=True is not supported: it needs a CUDA-like device")
+
+    def _options(self, group: dict, gi: int) -> dict:
+        """The group's options under the functional API's names (the spec's input)."""
+        return self._fastact._options(self, group, gi)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group`` (defaults filled in, names, checks), then fastact's
+        checks of the new group: its options, every parameter a CPU float32/float64 tensor in
+        a contiguous layout, no parameter twice and none sharing memory with another. The
+        group is not added when a check fails."""
+        with warnings.catch_warnings():  # fastact raises for duplicates (below)
+            warnings.filterwarnings("ignore", "optimizer contains a parameter group with dup")
+            super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        gi = len(self.param_groups) - 1
+        try:
+            self._check_group(group)
+            names = [f"param_groups[{gi}]['params'][{k}]" for k in range(len(group["params"]))]
+            entries = [_entry(p, name) for p, name in zip(group["params"], names, strict=True)]
+            if len({id(p) for p in group["params"]}) != len(group["params"]):
+                raise ValueError(
+                    "optimizer contains a parameter group with duplicate parameters; fused "
+                    "parallel updates need each parameter once"
+                )
+            driver.check_overlap(self, host)
+        except Exception:
+            self.param_groups.pop()
+            raise
+        cache = driver.GroupCache(group)
+        cache.entries = entries
+        self._cache[id(group)] = cache
+        if isinstance(self.state, StateMap):  # not during torch's __init__ (no state yet)
+            self._added_group(group)
+
+    def _added_group(self, group: dict) -> None:
+        """Hook for classes that create state with the group (Adagrad)."""
+
+    # ------------------------------------------------------------------------- step
+    def step(
+        self,
+        closure: Callable[[], Any] | None = None,
+        *,
+        check_finite: bool = False,
+        skip_nonfinite: bool = False,
+    ) -> Any:
+        """One step over every param group (fastact's fused kernels, in place); returns
+        ``closure()``'s value when a closure is given (called with grad enabled, like
+        torch). Parameters whose ``.grad`` is None are skipped. ``check_finite=True`` raises
+        ValueError on a NaN/inf gradient before any update; ``skip_nonfinite=True`` skips the
+        whole step instead (``found_inf`` tells, ``skipped_steps`` counts)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = driver.prepare(self, host, None)
+        if check_finite or skip_nonfinite:
+            k = driver.first_nonfinite(host, work)
+            if k is not None:
+                if skip_nonfinite:
+                    self.found_inf = True
+                    self.skipped_steps += 1
+                    return loss
+                raise ValueError(f"grads[{k}] contains NaN or infinite values (check_finite=True)")
+        driver.apply(self, host, work)
+        self.found_inf = False
+        return loss
+
+    # ------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """torch's ``state_dict`` (references to the state tensors, step counts included),
+        each parameter's state a plain dict, so that ``torch.load(weights_only=True)``
+        reads a saved one."""
+        sd = super().state_dict()
+        state = sd.get("state") if isinstance(sd, dict) else None
+        if isinstance(state, dict):
+            sd["state"] = {
+                k: dict(v) if isinstance(v, driver.ParamState) else v for k, v in state.items()
+            }
+        return sd
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """torch's (unpickling, ``load_state_dict``), then the state as a :class:`StateMap`,
+        group options missing from an older state dict filled from the defaults, and the
+        launch caches dropped."""
+        super().__setstate__(state)
+        if not isinstance(self.state, StateMap):
+            self.state = StateMap(dict, self.state)
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+        self.__dict__["_cache"] = {}
+        self.__dict__.setdefault("found_inf", False)
+        self.__dict__.setdefault("skipped_steps", 0)
+        self._step_supports_amp_scaling = False
+
+
+# --------------------------------------------------------------------------------------------
+# the optimizers: torch's signatures and defaults
+# --------------------------------------------------------------------------------------------
+
+
+def _flags(capturable: bool, differentiable: bool, foreach: Any, fused: Any) -> None:
+    _fa._check_flags(capturable, differentiable, foreach, fused)
+
+
+class SGD(Optimizer):
+    """torch.optim.SGD: ``g <- +-g + wd p``; with momentum ``buf <- g`` on the first step,
+    else ``mu buf + (1 - dampening) g``; ``g <- g + mu buf`` (nesterov) or ``buf``;
+    ``p <- p - lr g``."""
+
+    _spec = SPECS["SGD"]
+    _fastact = _fa.SGD
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float | torch.Tensor = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        _flags(False, differentiable, foreach, fused)
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "maximize": maximize,
+            "foreach": foreach,
+            "differentiable": differentiable,
+            "fused": fused,
+        }
+        super().__init__(params, defaults)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        super()._check_group(group)
+        if group.get("nesterov") and (
+            float(group["momentum"]) <= 0 or float(group["dampening"]) != 0
+        ):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+
+
+class Adam(Optimizer):
+    """torch.optim.Adam (``decoupled_weight_decay=True`` is AdamW): ``m <- lerp(m, g, 1-b1)``,
+    ``v <- b2 v + (1-b2) g^2`` (amsgrad: the running max of v),
+    ``p <- p - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)``."""
+
+    _spec = SPECS["Adam"]
+    _fastact = _fa.Adam
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float | torch.Tensor, float | torch.Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
+        _flags(capturable, differentiable, foreach, fused)
+        _fa._RULES["betas"](betas, "betas")
+        if not all(isinstance(b, float) for b in betas) and not all(
+            isinstance(b, torch.Tensor) for b in betas
+        ):
+            raise ValueError("betas must be either both floats or both Tensors")
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "maximize": maximize,
+            "foreach": foreach,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "fused": fused,
+            "decoupled_weight_decay": decoupled_weight_decay,
+        }
+        super().__init__(params, defaults)
+
+
+class AdamW(Adam):
+    """torch.optim.AdamW: Adam with the decoupled weight decay ``p <- p (1 - lr wd)`` applied
+    first (``weight_decay=1e-2``)."""
+
+    _spec = SPECS["AdamW"]
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float | torch.Tensor, float | torch.Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            foreach=foreach,
+            maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=True,
+        )
+
+
+class Adamax(Optimizer):
+    """torch.optim.Adamax: ``m <- lerp(m, g, 1-b1)``, ``u <- max(b2 u, |g| + eps)``,
+    ``p <- p - (lr / (1 - b1^t)) m / u``."""
+
+    _spec = SPECS["Adamax"]
+    _fastact = _fa.Adamax
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        capturable: bool = False,
+    ) -> None:
+        _flags(capturable, differentiable, foreach, None)
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+            "capturable": capturable,
+        }
+        super().__init__(params, defaults)
+
+
+class RMSprop(Optimizer):
+    """torch.optim.RMSprop: ``v <- a v + (1-a) g^2``; ``avg = sqrt(v) + eps`` (centered:
+    ``sqrt(v - gbar^2) + eps``); momentum ``buf <- mu buf + g / avg``, ``p <- p - lr buf``,
+    else ``p <- p - lr g / avg``."""
+
+    _spec = SPECS["RMSprop"]
+    _fastact = _fa.RMSprop
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        _flags(capturable, differentiable, foreach, None)
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "alpha": alpha,
+            "eps": eps,
+            "centered": centered,
+            "weight_decay": weight_decay,
+            "capturable": capturable,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+        }
+        super().__init__(params, defaults)
+
+
+class Rprop(Optimizer):
+    """torch.optim.Rprop: per-element step sizes grow by eta+ / shrink by eta- where the
+    gradient keeps / flips its sign (clamped to ``step_sizes``); ``p <- p - sign(g) step``."""
+
+    _spec = SPECS["Rprop"]
+    _fastact = _fa.Rprop
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-2,
+        etas: tuple[float, float] = (0.5, 1.2),
+        step_sizes: tuple[float, float] = (1e-6, 50),
+        *,
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        _flags(capturable, differentiable, foreach, None)
+        defaults = {
+            "lr": lr,
+            "etas": etas,
+            "step_sizes": step_sizes,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+            "capturable": capturable,
+        }
+        super().__init__(params, defaults)
+
+
+class Adagrad(Optimizer):
+    """torch.optim.Adagrad (dense): ``clr = lr / (1 + (t-1) lr_decay)``, ``sum <- sum + g^2``,
+    ``p <- p - clr g / (sqrt(sum) + eps)``; the state (``step`` 0, ``sum`` the initial
+    accumulator value) is created with the parameters, as torch does."""
+
+    _spec = SPECS["Adagrad"]
+    _fastact = _fa.Adagrad
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-2,
+        lr_decay: float = 0,
+        weight_decay: float = 0,
+        initial_accumulator_value: float = 0,
+        eps: float = 1e-10,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        _flags(False, differentiable, foreach, fused)
+        defaults = {
+            "lr": lr,
+            "lr_decay": lr_decay,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "initial_accumulator_value": initial_accumulator_value,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+            "fused": fused,
+        }
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            self._added_group(group)
+
+    def _added_group(self, group: dict) -> None:
+        value = float(self.defaults["initial_accumulator_value"])
+        ents = self._cache[id(group)].entries
+        for dt in dict.fromkeys(e.dtype for e in ents):
+            sub = [e for e in ents if e.dtype == dt]
+            for e, (obj, _addr) in zip(sub, host.new_states(sub, value), strict=True):
+                st = self.state[e.obj]
+                st["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
+                st["sum"] = obj
+
+
+class Adadelta(Optimizer):
+    """torch.optim.Adadelta: ``v <- rho v + (1-rho) g^2``,
+    ``d = sqrt(u + eps) / sqrt(v + eps) g``, ``u <- rho u + (1-rho) d^2``, ``p <- p - lr d``."""
+
+    _spec = SPECS["Adadelta"]
+    _fastact = _fa.Adadelta
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1.0,
+        rho: float = 0.9,
+        eps: float = 1e-6,
+        weight_decay: float = 0,
+        foreach: bool | None = None,
+        *,
+        capturable: bool = False,
+        maximize: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        _flags(capturable, differentiable, foreach, None)
+        defaults = {
+            "lr": lr,
+            "rho": rho,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "maximize": maximize,
+            "capturable": capturable,
+            "foreach": foreach,
+            "differentiable": differentiable,
+        }
+        super().__init__(params, defaults)
+
+
+#: name -> class (the tests and the benchmark iterate it).
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    cls.__name__: cls for cls in (SGD, Adam, AdamW, Adamax, RMSprop, Rprop, Adagrad, Adadelta)
+}
