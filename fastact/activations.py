@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from fastact import host
-from fastact._core.arrays import FLOAT_DTYPES, normalize_dim, scalar_param
+from fastact._core.arrays import FLOAT_DTYPES, is_tensor, normalize_dim, scalar_param
 from fastact._core.backend import device, on_device
 from fastact._core.threads import num_threads
 from fastact.host.axis import (
@@ -47,6 +47,11 @@ from fastact.kernels.elementwise import REQUIRED, Elementwise
 __all__: list[str] = ["ACTIVATIONS", "AXIS_ACTIVATIONS"]
 
 _F32, _F64 = FLOAT_DTYPES
+
+
+def _is_torch(obj: Any) -> bool:
+    """A torch object (a dtype here), recognised without importing torch."""
+    return type(obj).__module__.split(".", 1)[0] == "torch"
 
 
 def _executor(*arrays: Any):
@@ -390,6 +395,8 @@ def rrelu(
             dt = input.dtype
         elif on_device(input):  # the slope is rounded to the device array's dtype
             dt = device(input).float_input(input, "input").dtype
+        elif is_tensor(input):  # the dtype its NumPy view computes in
+            dt = host.float_input(input, "input").dtype
         else:
             dt = _F64
         y = forward(_LEAKY_RELU, input, (_rrelu_consts(lower, upper, dt)[2],), out, inplace)
@@ -782,8 +789,8 @@ def _softmax_forward(input, dim, dtype, out, log, sign, fname):
     ex = _executor(input, out)
     x = ex.float_input(input, "input")
     if dtype is not None:
-        try:
-            dt = np.dtype(dtype)
+        try:  # a NumPy dtype, or a torch dtype (torch.float64 -> float64)
+            dt = np.dtype(str(dtype).removeprefix("torch.") if _is_torch(dtype) else dtype)
         except TypeError:
             raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
         if dt not in FLOAT_DTYPES:
