@@ -12,6 +12,6 @@ The plain API (``fastact.relu(tensor)``, ``fastact.losses.*``, ``fastact.optim.f
 takes CPU tensors too, without autograd.
 """
 
-from fastact.torch import optim
+from fastact.torch import autograd, nn, optim
 
-__all__ = ["optim"]
+__all__ = ["autograd", "nn", "optim"]
