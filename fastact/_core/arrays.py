@@ -8,11 +8,13 @@ shape, read-only, overlapping memory), and name the argument.
 from __future__ import annotations
 
 import numbers
+import sys
 from typing import Any
 
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_MODULES = sys.modules
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
 
@@ -143,9 +145,7 @@ def normalize_dim(dim: Any, ndim: int, name: str = "dim") -> int:
 # ------------------------------------------------------------------------- torch CPU tensors
 def torch_module():
     """The torch module when it is already imported (fastact never imports torch), else None."""
-    import sys
-
-    return sys.modules.get("torch")
+    return _MODULES.get("torch")
 
 
 def any_tensor(*xs: Any) -> bool:

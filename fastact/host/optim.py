@@ -105,7 +105,19 @@ def _same_layout(a: np.ndarray, p: np.ndarray) -> bool:
 class Entry:
     """A validated parameter: its NumPy view, address, layout and torch identity."""
 
-    __slots__ = ("obj", "arr", "addr", "dtype", "shape", "c", "f", "tdtype", "tptr")
+    __slots__ = (
+        "obj",
+        "arr",
+        "addr",
+        "dtype",
+        "shape",
+        "c",
+        "f",
+        "tdtype",
+        "tptr",
+        "tcls",
+        "tlayout",
+    )
 
     def __init__(self, obj: Any, name: str) -> None:
         self.obj = obj
@@ -126,11 +138,14 @@ class Entry:
         self.c = arr.flags.c_contiguous
         self.f = arr.flags.f_contiguous
         if is_tensor(obj):
+            torch = torch_module()
             self.tdtype = obj.dtype
             self.tptr = obj.data_ptr()
+            self.tcls, self.tlayout = torch.Tensor, torch.strided
         else:
             self.tdtype = None
             self.tptr = 0
+            self.tcls = self.tlayout = None
 
     @property
     def size(self) -> int:
@@ -148,13 +163,13 @@ class Entry:
                 fl = g.flags
                 if fl.aligned and ((self.c and fl.c_contiguous) or (self.f and fl.f_contiguous)):
                     return g, address(g)
-        elif self.tdtype is not None and is_tensor(g):
+        elif self.tdtype is not None and isinstance(g, self.tcls):
             if (
                 g.dtype is self.tdtype
                 and self.c
                 and g.shape == self.shape
                 and g.is_cpu
-                and g.layout is torch_module().strided
+                and g.layout is self.tlayout
                 and g.is_contiguous()
             ):
                 return g, g.data_ptr()
