@@ -65,7 +65,7 @@ def pipeline(x: Any, t: Any) -> tuple[Any, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--rows", type=int, default=400_000)
     ap.add_argument("--cols", type=int, default=16)
     ap.add_argument("--rows-per-chunk", type=int, default=50_000)

@@ -12,7 +12,7 @@ channel), and the optimizer updates ``weight`` in place like every other paramet
 written to ``--out-dir`` shows the learning curves and the learned slopes.
 
 Needs ``scikit-learn`` (the data ships with it: no download) and ``matplotlib``; shows a
-progress bar with ``tqdm`` when it is installed.
+progress bar with ``tqdm`` when it is installed and stdout is a terminal.
 """
 
 from __future__ import annotations
@@ -74,7 +74,9 @@ def evaluate(
 
 
 def _progress(iterable: Any, enabled: bool, total: int) -> Any:
-    if enabled:
+    # a bar only on a terminal: written to a file or a pipe, its redraws would land between
+    # the log lines
+    if enabled and sys.stdout.isatty():
         try:
             from tqdm import tqdm
 
@@ -108,15 +110,19 @@ def train(
     batch_size: int = 64,
     lr: float = 3e-3,
     progress: bool = True,
+    make_optimizer: Any = None,
 ) -> dict[str, Any]:
-    """Train and return the history, the model and the initial PReLU slopes."""
+    """Train and return the history, the model and the initial PReLU slopes.
+
+    ``make_optimizer(params, lr)`` builds the optimizer (default ``fastact.optim.Adam``; the
+    low-precision comparison in scripts/lowp_quality.py passes AdamW and AdamW8bit)."""
     x_tr, x_te, y_tr, y_te = load_data(seed)
     model = build_model(seed)
     prelu = model[1]
     slopes0 = np.array(prelu.weight)
     params = model.parameters()
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
-    opt = optim.Adam(params, lr=lr)
+    opt = optim.Adam(params, lr=lr) if make_optimizer is None else make_optimizer(params, lr)
     warmup = 2
 
     def schedule(epoch: int) -> float:  # LambdaLR: lr = base_lr * schedule(epoch)
@@ -213,7 +219,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch-size", type=int, default=64)

@@ -42,7 +42,7 @@ ACTIVATION_FUNCTIONS = [
     n for n in _activations.__all__ if n not in ("ACTIVATIONS", "AXIS_ACTIVATIONS")
 ]
 globals().update({name: getattr(_activations, name) for name in ACTIVATION_FUNCTIONS})
-_SUBMODULES = ("activations", "losses", "optim", "nn", "cuda", "scalar", "bench")
+_SUBMODULES = ("activations", "losses", "optim", "nn", "cuda", "scalar", "info", "bench")
 
 __all__ = ["__version__", "ACTIVATIONS", "AXIS_ACTIVATIONS", *ACTIVATION_FUNCTIONS, *_SUBMODULES]
 

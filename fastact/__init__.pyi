@@ -5,12 +5,13 @@ from typing import Any
 from fastact import activations as activations
 from fastact import bench as bench
 from fastact import cuda as cuda
+from fastact import info as info
 from fastact import losses as losses
 from fastact import nn as nn
 from fastact import optim as optim
 from fastact import scalar as scalar
 
-__all__ = ['__version__', 'ACTIVATIONS', 'AXIS_ACTIVATIONS', 'sigmoid', 'sigmoid_backward', 'tanh', 'tanh_backward', 'relu', 'relu_', 'relu_backward', 'leaky_relu', 'leaky_relu_', 'leaky_relu_backward', 'hardtanh', 'hardtanh_', 'hardtanh_backward', 'relu6', 'relu6_', 'relu6_backward', 'elu', 'elu_', 'elu_backward', 'celu', 'celu_', 'celu_backward', 'selu', 'selu_', 'selu_backward', 'softplus', 'softplus_backward', 'logsigmoid', 'logsigmoid_backward', 'silu', 'silu_', 'silu_backward', 'mish', 'mish_', 'mish_backward', 'hardsigmoid', 'hardsigmoid_', 'hardsigmoid_backward', 'hardswish', 'hardswish_', 'hardswish_backward', 'softsign', 'softsign_backward', 'tanhshrink', 'tanhshrink_backward', 'softshrink', 'softshrink_backward', 'hardshrink', 'hardshrink_backward', 'threshold', 'threshold_', 'threshold_backward', 'gelu', 'gelu_backward', 'rrelu', 'rrelu_backward', 'rrelu_', 'prelu', 'prelu_backward', 'glu', 'glu_backward', 'maxout', 'maxout_backward', 'softmax', 'softmax_backward', 'log_softmax', 'log_softmax_backward', 'softmin', 'softmin_backward', 'activations', 'losses', 'optim', 'nn', 'cuda', 'scalar', 'bench']
+__all__ = ['__version__', 'ACTIVATIONS', 'AXIS_ACTIVATIONS', 'sigmoid', 'sigmoid_backward', 'tanh', 'tanh_backward', 'relu', 'relu_', 'relu_backward', 'leaky_relu', 'leaky_relu_', 'leaky_relu_backward', 'hardtanh', 'hardtanh_', 'hardtanh_backward', 'relu6', 'relu6_', 'relu6_backward', 'elu', 'elu_', 'elu_backward', 'celu', 'celu_', 'celu_backward', 'selu', 'selu_', 'selu_backward', 'softplus', 'softplus_backward', 'logsigmoid', 'logsigmoid_backward', 'silu', 'silu_', 'silu_backward', 'mish', 'mish_', 'mish_backward', 'hardsigmoid', 'hardsigmoid_', 'hardsigmoid_backward', 'hardswish', 'hardswish_', 'hardswish_backward', 'softsign', 'softsign_backward', 'tanhshrink', 'tanhshrink_backward', 'softshrink', 'softshrink_backward', 'hardshrink', 'hardshrink_backward', 'threshold', 'threshold_', 'threshold_backward', 'gelu', 'gelu_backward', 'rrelu', 'rrelu_backward', 'rrelu_', 'prelu', 'prelu_backward', 'glu', 'glu_backward', 'maxout', 'maxout_backward', 'softmax', 'softmax_backward', 'log_softmax', 'log_softmax_backward', 'softmin', 'softmin_backward', 'activations', 'losses', 'optim', 'nn', 'cuda', 'scalar', 'info', 'bench']
 
 __version__: Any
 ACTIVATIONS: Any

@@ -335,6 +335,9 @@ def _rrelu_bounds(lower, upper, dtype):
     hi = scalar_param(upper, "upper", dtype)
     if isinstance(lo, np.ndarray) or isinstance(hi, np.ndarray):
         raise TypeError("lower and upper must be real numbers")
+    for bound, v in (("lower", lower), ("upper", upper)):  # torch's checks and messages
+        if not math.isfinite(float(v)):
+            raise ValueError(f"rrelu: {bound} bound must be finite, got {float(v)}")
     if not lo <= hi:
         raise ValueError(f"lower must be <= upper, got lower={lower} upper={upper}")
     return lo, hi
@@ -780,6 +783,18 @@ def _softmax_dim(dim, ndim, fname):
     return normalize_dim(dim, ndim)
 
 
+def _numpy_dtype(dtype):
+    """A torch dtype object (``torch.float64``) as the NumPy dtype of the same name; anything
+    else unchanged (``np.dtype`` then reads it)."""
+    if type(dtype).__module__ == "torch" and type(dtype).__name__ == "dtype":
+        name = str(dtype).removeprefix("torch.")
+        try:
+            return np.dtype(name)
+        except TypeError:
+            raise TypeError(f"dtype: {dtype} has no NumPy equivalent") from None
+    return dtype
+
+
 def _softmax_forward(input, dim, dtype, out, log, sign, fname):
     if dtype is None and out is None and _last_axis_fast(input, dim):
         res = np.empty_like(input)
@@ -789,12 +804,17 @@ def _softmax_forward(input, dim, dtype, out, log, sign, fname):
     ex = _executor(input, out)
     x = ex.float_input(input, "input")
     if dtype is not None:
-        try:  # a NumPy dtype, or a torch dtype (torch.float64 -> float64)
-            dt = np.dtype(str(dtype).removeprefix("torch.") if _is_torch(dtype) else dtype)
+        try:
+            dt = np.dtype(_numpy_dtype(dtype))
         except TypeError:
-            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+            raise TypeError(f"dtype must be float16, float32 or float64, got {dtype!r}") from None
+        if dt == np.float16 and ex is host:  # torch's dtype=float16: computed in float32, cast
+            y = _softmax_forward(x, dim, np.float32, None, log, sign, fname)
+            res, o, target = ex.result(out, input, y.shape, dt, (x,))
+            o[...] = y
+            return ex.finish(res, o, target)
         if dt not in FLOAT_DTYPES:
-            raise TypeError(f"dtype must be float32 or float64, got {dt}")
+            raise TypeError(f"dtype must be float16, float32 or float64, got {dt}")
         x = ex.astype(x, dt)
     shape = tuple(ex.shape_of(x))
     d = _softmax_dim(dim, len(shape), fname)

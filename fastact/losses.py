@@ -329,8 +329,8 @@ def smooth_l1_loss(
     """
     red = _reduction(reduction, size_average, reduce)
     beta = _number(beta, "beta")
-    if beta < 0:
-        raise ValueError(f"beta must be non-negative, got {beta}")
+    if not beta >= 0:  # torch's check (NaN fails it too) and message
+        raise ValueError(f"smooth_l1_loss does not support negative values for beta, got {beta}")
     inv = math.inf if beta == 0 else 1.0 / beta
     return _regression(
         "smooth_l1", input, target, red, None, (beta, inv), return_grad, False, grad_out
@@ -354,8 +354,8 @@ def huber_loss(
     """
     red = _reduction(reduction)
     delta = _number(delta, "delta")
-    if not delta > 0:
-        raise ValueError(f"delta must be positive, got {delta}")
+    if not delta > 0:  # torch's message
+        raise ValueError(f"huber_loss does not support non-positive values for delta, got {delta}")
     return _regression("huber", input, target, red, weight, (delta,), return_grad, False, grad_out)
 
 
@@ -632,6 +632,12 @@ def gaussian_nll_loss(
             sum(s for a, s in zip(xshape, vshape, strict=False) if a != s) != 1
         ):
             raise ValueError(f"var is of incorrect size: {vshape} for input {xshape}")
+    if math.isnan(eps):  # torch clamps var to min=NaN: every variance, so the loss, is NaN
+        if ex is not host:
+            raise ValueError("eps=NaN is supported for host arrays only")
+        if np.any(v < 0):
+            raise ValueError("var has negative entry/entries")
+        v = np.full(v.shape, np.nan, v.dtype)
     k = 0.5 * math.log(2.0 * math.pi) if full else 0.0
     bufs = _grad_buffers(
         ex, grad_out, return_grad, [("input", xshape), ("var", vshape)], dt,
@@ -834,7 +840,10 @@ def triplet_margin_loss(
 
     torch.nn.functional.triplet_margin_loss: rows along the last axis ((N, D) or (D,));
     ``swap`` uses ``min(d(a, n), d(p, n))``. Gradients
-    ``(grad_anchor, grad_positive, grad_negative)``.
+    ``(grad_anchor, grad_positive, grad_negative)``. ``margin`` must be > 0 (torch's rule);
+    ``p`` is any of torch's norms: p > 0 runs the fused kernels, p = 0 (count of nonzeros,
+    no gradient), p < 0, +-inf (max/min of |d|, gradient shared by ties) and NaN are
+    computed in float64 NumPy (host arrays only).
     """
     red = _reduction(reduction, size_average, reduce)
     ex = _executor(anchor, positive, negative, grad_out)
@@ -852,8 +861,9 @@ def triplet_margin_loss(
             f"anchor, positive and negative must have the same shape: got {sa}, {sp} and {sn}"
         )
     p = _number(p, "p")
-    if not (p > 0 and math.isfinite(p)):
-        raise ValueError(f"p must be a positive finite number, got {p}")
+    margin = _number(margin, "margin")
+    if margin <= 0:  # torch's check and message
+        raise ValueError(f"margin must be greater than 0, got {margin}")
     dt = an.dtype
     bufs = _grad_buffers(
         ex, grad_out, return_grad, [("anchor", sa), ("positive", sa), ("negative", sa)], dt,
@@ -869,9 +879,12 @@ def triplet_margin_loss(
             r, arr = _gradient_array(ex, buf, anchor, sa, dt)
             res.append(r)
             grads[j] = arr.reshape(rows, n_d)
-    kind = "p2" if p == 2.0 else ("p1" if p == 1.0 else "pgen")
+    if not (p > 0 and math.isfinite(p)):
+        kind = "any"  # torch's other norms: 0, negative, +-inf, NaN (host NumPy, float64)
+    else:
+        kind = "p2" if p == 2.0 else ("p1" if p == 1.0 else "pgen")
     loss = ex.triplet_margin(
-        kind, arrs, _number(margin, "margin"), p, _number(eps, "eps"), bool(swap),
+        kind, arrs, margin, p, _number(eps, "eps"), bool(swap),
         _gscale(red, rows), tuple(grads), red, rows, sa[:-1], anchor,
     )  # fmt: skip
     return (loss, tuple(res)) if return_grad else loss
@@ -890,6 +903,20 @@ def _class_layout(shape: tuple) -> tuple[int, int, int, tuple[int, ...]]:
         return 1, shape[0], 1, ()
     n, c = shape[:2]
     return n, c, math.prod(shape[2:]), (n,) + tuple(shape[2:])
+
+
+def _class_views(ex, x, input, target, weight, grad_out, return_grad: bool):
+    """(logits as (N, C, D), the gradient to return, its (N, C, D) view to write or None)."""
+    shape = _shape(ex, x)
+    n_s, n_cls, n_d, _ = _class_layout(shape)
+    (buf,) = _grad_buffers(
+        ex, grad_out, return_grad, [("input", shape)], x.dtype, (input, target, weight)
+    )
+    x3 = ex.contiguous(x).reshape(n_s, n_cls, n_d)
+    if not return_grad:
+        return x3, None, None
+    res, arr = _gradient_array(ex, buf, input, shape, x.dtype)
+    return x3, res, arr.reshape(n_s, n_cls, n_d)
 
 
 def cross_entropy(
@@ -912,7 +939,8 @@ def cross_entropy(
     shape as input, floating). Index targets: 'mean' = sum w_y l / sum w_y over kept samples
     (NaN if all are ignored; on the device the indices are checked there and one count is
     read back). Probability targets: 'mean' divides by the sample count.
-    ``label_smoothing`` eps mixes the target with the uniform distribution. The gradient is
+    ``label_smoothing`` eps mixes the target with the uniform distribution (like torch, eps
+    above 1 is an error and eps <= 0 or NaN smooths nothing). The gradient is
     ``softmax(x) * sum_c w_c q_c - w q`` for the (smoothed) target distribution q, scaled
     like the loss, computed with log-softmax in one pass over each row.
     """
@@ -920,8 +948,10 @@ def cross_entropy(
     ex = _executor(input, target, weight, grad_out)
     (x,) = ex.float_inputs(("input",), input)
     eps = _number(label_smoothing, "label_smoothing")
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {eps}")
+    if eps > 1.0:  # torch's check and message
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {eps:g}")
+    if not eps > 0.0:  # like torch: zero, negative and NaN smoothing smooth nothing
+        eps = 0.0
     _check_ignore_index(ignore_index)
     dt = x.dtype
     shape = _shape(ex, x)
@@ -941,14 +971,7 @@ def cross_entropy(
         q = None
         y, div, wsum = ex.class_targets(target, sample_shape, n_cls, int(ignore_index), w)
         y = y.reshape(n_s, n_d)
-    (buf,) = _grad_buffers(
-        ex, grad_out, return_grad, [("input", shape)], dt, (input, target, weight)
-    )
-    x3 = ex.contiguous(x).reshape(n_s, n_cls, n_d)
-    res = g3 = None
-    if return_grad:
-        res, arr = _gradient_array(ex, buf, input, shape, dt)
-        g3 = arr.reshape(n_s, n_cls, n_d)
+    x3, res, g3 = _class_views(ex, x, input, target, weight, grad_out, return_grad)
     loss = ex.cross_entropy(
         x3, y, q, w, wsum, eps, int(ignore_index), _gscale(red, div), g3, red, div,
         sample_shape, input,
@@ -983,14 +1006,7 @@ def nll_loss(
     n_s, n_cls, n_d, sample_shape = _class_layout(shape)
     w = ex.class_weight(weight, n_cls, dt)
     y, div, _ = ex.class_targets(target, sample_shape, n_cls, int(ignore_index), w)
-    (buf,) = _grad_buffers(
-        ex, grad_out, return_grad, [("input", shape)], dt, (input, target, weight)
-    )
-    x3 = ex.contiguous(x).reshape(n_s, n_cls, n_d)
-    res = g3 = None
-    if return_grad:
-        res, arr = _gradient_array(ex, buf, input, shape, dt)
-        g3 = arr.reshape(n_s, n_cls, n_d)
+    x3, res, g3 = _class_views(ex, x, input, target, weight, grad_out, return_grad)
     loss = ex.nll(
         x3, y.reshape(n_s, n_d), w, int(ignore_index), _gscale(red, div), g3, red, div,
         sample_shape, input,

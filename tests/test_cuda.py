@@ -908,3 +908,18 @@ def test_kernels_compile_for_the_real_cuda_target():
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "compiled" in res.stdout
+
+
+def test_low_precision_states_are_host_only():
+    """8-bit and bfloat16 states on device parameters: TypeError at construction (and from
+    a group added later) before any array is written."""
+    p = [D(np.ones(5000, np.float32))]
+    with pytest.raises(TypeError, match="host only"):
+        fastact.optim.AdamW8bit(p)
+    with pytest.raises(TypeError, match="host only"):
+        fastact.optim.Adam(p, state_dtype="bfloat16")
+    opt = fastact.optim.Adam(p)
+    with pytest.raises(TypeError, match="host only"):
+        opt.add_param_group({"params": [D(np.ones(3, np.float32))], "state_dtype": "bfloat16"})
+    assert len(opt.param_groups) == 1
+    np.testing.assert_array_equal(H(p[0]), np.ones(5000, np.float32))

@@ -275,10 +275,12 @@ def test_cache_folder_changes_with_version(monkeypatch, tmp_path):
     before = fj.cache_dir()
     assert before.parent == tmp_path
     assert before.name.startswith(fastact.__version__ + "-")
-    monkeypatch.setattr(fastact, "__version__", fastact.__version__ + ".post1")
+    import fastact._core.version as fv
+
+    monkeypatch.setattr(fv, "__version__", fastact.__version__ + ".post1")
     after = fj.cache_dir()
     assert after != before
-    assert after.name.startswith(fastact.__version__ + "-")
+    assert after.name.startswith(fv.__version__ + "-")
     assert after.name.split("-")[-1] == before.name.split("-")[-1]  # same source fingerprint
 
 

@@ -38,10 +38,9 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
     return dtype if dtype in FLOAT_DTYPES else (_F32 if dtype.itemsize <= 4 else FLOAT_DTYPES[1])
 
 
-def as_float_array(x: Any, name: str) -> np.ndarray:
-    """``x`` as an ndarray with a float32/float64 dtype (a view when it already is one)."""
-    if type(x) is np.ndarray and x.dtype in FLOAT_DTYPES:
-        return x
+def as_array(x: Any, name: str) -> np.ndarray:
+    """``x`` as an ndarray (``np.asarray``), TypeError naming ``name`` for what is not an
+    array of numbers."""
     if x is None:
         raise TypeError(f"{name} must be an array, got None")
     if isinstance(x, (str, bytes, dict, set)):
@@ -52,6 +51,14 @@ def as_float_array(x: Any, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be an array of real numbers: {e}") from None
     if arr.dtype == object:
         raise TypeError(f"{name} must be an array of real numbers, got an object array")
+    return arr
+
+
+def as_float_array(x: Any, name: str) -> np.ndarray:
+    """``x`` as an ndarray with a float32/float64 dtype (a view when it already is one)."""
+    if type(x) is np.ndarray and x.dtype in FLOAT_DTYPES:
+        return x
+    arr = as_array(x, name)
     cd = compute_dtype(result_dtype(arr.dtype, name))
     return arr if arr.dtype == cd else arr.astype(cd)
 

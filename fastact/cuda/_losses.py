@@ -784,6 +784,10 @@ class LossLaunches:
 
     def triplet_margin(self, kind, arrs, margin, p, eps, swap, gscale, gs, reduction, div,
                        shape, like):  # fmt: skip
+        if kind == "any":
+            raise ValueError(
+                f"p={p} (not a positive finite norm) is supported for host arrays only"
+            )
         rows = arrs[0].shape[0]
         dt = arrs[0].dtype
         out_res, out = self._out(reduction, like, shape, dt, rows)

@@ -18,7 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from fastact._core.arrays import FLOAT_DTYPES, as_tensor, is_tensor, tensor_input, tensor_view
+from fastact._core.arrays import (
+    FLOAT_DTYPES,
+    as_array,
+    as_tensor,
+    is_tensor,
+    tensor_input,
+    tensor_view,
+)
 from fastact._core.threads import parallel_by_size
 from fastact._core.thresholds import PARALLEL_THRESHOLD
 from fastact.host.edge import output_view
@@ -92,15 +99,7 @@ def _like(value: Any, like: Any) -> Any:
 
 def real_input(x: Any, name: str) -> np.ndarray:
     """``x`` as an array of real numbers (any int or float dtype)."""
-    x = _plain(x, name)
-    if x is None:
-        raise TypeError(f"{name} must be an array, got None")
-    if isinstance(x, (str, bytes, dict, set)):
-        raise TypeError(f"{name} must be an array of real numbers, got {type(x).__name__}")
-    try:
-        arr = np.asarray(x)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"{name} must be an array of real numbers: {e}") from None
+    arr = as_array(_plain(x, name), name)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
     return arr
@@ -378,8 +377,13 @@ def cosine_embedding(a, b, yy, margin, gscale, g1, g2, reduction, div, shape, li
 
 
 def triplet_margin(kind, arrs, margin, p, eps, swap, gscale, gs, reduction, div, shape, like):
-    """triplet_margin_loss over rows of (R, D) inputs; ``kind`` of p: p2, p1 or pgen."""
+    """triplet_margin_loss over rows of (R, D) inputs; ``kind`` of p: p2, p1, pgen, or any
+    (torch's norms without a kernel, in float64 NumPy)."""
     n_r, n_d = arrs[0].shape
+    if kind == "any":
+        out = _triplet_any_norm(*arrs, margin, p, arrs[0].dtype.type(eps), swap, gscale, gs)
+        loss = _row_loss(np.array([out.sum()]), out, reduction, div, shape, arrs[0].dtype)
+        return _like(loss, like)
     rpc = _rows_per_chunk(n_d)
     partials = np.empty(_chunks(n_r, rpc), np.float64)
     out = np.empty(n_r, np.float64)
@@ -388,3 +392,52 @@ def triplet_margin(kind, arrs, margin, p, eps, swap, gscale, gs, reduction, div,
         *arrs, margin, p, eps, swap, dt.type(0), gscale, *gs, out, partials, rpc
     )
     return _like(_row_loss(partials, out, reduction, div, shape, dt), like)
+
+
+def _pnorm_and_grad(d: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray]:
+    """torch's vector norm of each row of ``d`` (float64) and its gradient, for the norms the
+    kernels leave out: p = 0 (count of nonzeros, gradient 0), p = +-inf (max/min of |d|,
+    gradient shared by the ties), p < 0 and NaN (``(sum |d|^p)^(1/p)``)."""
+    a = np.abs(d)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if math.isnan(p):
+            n = np.full(d.shape[0], np.nan)
+            return n, np.full(d.shape, np.nan)
+        if p == 0:
+            return np.count_nonzero(a, axis=1).astype(np.float64), np.zeros(d.shape)
+        if math.isinf(p):
+            n = a.max(axis=1) if p > 0 else a.min(axis=1)
+            hit = a == n[:, None]
+            return n, np.sign(d) * hit / np.maximum(hit.sum(axis=1, keepdims=True), 1)
+        n = np.sum(a**p, axis=1) ** (1.0 / p)
+        g = d * a ** (p - 2.0) / n[:, None] ** (p - 1.0)
+        g[n == 0] = 0.0  # torch's norm backward: zero where the norm is zero
+        return n, g
+
+
+def _triplet_any_norm(an, po, ne, margin, p, e, swap, gscale, gs) -> np.ndarray:
+    """triplet_margin_loss rows for the norms without a kernel (see :func:`_pnorm_and_grad`),
+    in float64 like the kernels' sums; fills ``gs`` (when given) and returns the row losses.
+    The differences ``(x - y) + eps`` are rounded in the inputs' dtype, as in the kernels."""
+    dap, uap = _pnorm_and_grad(((an - po) + e).astype(np.float64), p)
+    dan, uan = _pnorm_and_grad(((an - ne) + e).astype(np.float64), p)
+    alpha, beta = np.ones_like(dap), np.zeros_like(dap)
+    dneg = dan
+    if swap:
+        dpn, upn = _pnorm_and_grad(((po - ne) + e).astype(np.float64), p)
+        dneg = np.minimum(dan, dpn)
+        alpha = np.where(dpn < dan, 0.0, np.where(dpn == dan, 0.5, 1.0))
+        beta = 1.0 - alpha
+    z = margin + dap - dneg
+    loss = np.where(z < 0, 0.0, z)  # NaN stays NaN
+    if gs[0] is not None:
+        cf = np.where(z >= 0, gscale, 0.0)[:, None]
+        ga = cf * uap - (cf * alpha[:, None]) * uan
+        gp = -cf * uap
+        gn = (cf * alpha[:, None]) * uan
+        if swap:
+            gp = gp - (cf * beta[:, None]) * upn
+            gn = gn + (cf * beta[:, None]) * upn
+        for g, v in zip(gs, (ga, gp, gn), strict=True):
+            g[...] = v
+    return loss

@@ -18,13 +18,25 @@ from fastact._core.arrays import FLOAT_DTYPES, is_tensor, tensor_view, torch_mod
 from fastact._core.jit import specialize
 from fastact._core.threads import parallel_by_size
 from fastact._core.thresholds import THRESHOLDS
-from fastact.kernels.optim import TEMPLATES, address
+from fastact.kernels.lowp import dequantize_blocks, quantize_blocks
+from fastact.kernels.optim import (
+    BF16,
+    CODES,
+    F32,
+    LOWP_TEMPLATES,
+    TEMPLATES,
+    UPDATES,
+    Layout,
+    Storage,
+    address,
+)
 
 __all__ = [
     "OPTIM_CHUNK",
     "SERIAL_BELOW",
     "Entry",
     "as_array",
+    "host_view",
     "bump_versions",
     "copy_state",
     "entry",
@@ -51,21 +63,66 @@ KERNELS: dict[str, tuple[Any, Any]] = {
     )
     for name, tpl in TEMPLATES.items()
 }
-_PROTOS = {dt: np.empty(0, dt) for dt in FLOAT_DTYPES}
+_PROTOS = {dt: np.empty(0, dt) for dt in (*FLOAT_DTYPES, BF16, CODES)}
 
 
-def optim_launch(kind, dt, ptrs, chunks, coefs, scalars, n_elements: int) -> None:
-    """Run kernel ``kind`` over a pointer and chunk table (serial below SERIAL_BELOW)."""
+_LOWP: dict[tuple, Any] = {}
+
+
+def _lowp_kernel(kind: str, layout: Layout, rows: tuple, sr: bool, parallel: bool) -> Any:
+    """The low-precision loop of kernel ``kind`` for the used rows (``rows[r]``: None when
+    unused, else whether the row's code is signed) and rounding ``sr``, compiled lazily."""
+    storage = "8bit" if layout.q8 else "elementwise"
+    key = (storage, kind, rows, sr, parallel)
+    k = _LOWP.get(key)
+    if k is None:
+        rows = tuple(rows) + (None,) * (3 - len(rows))
+        tag = "".join("x" if r is None else ("s" if r else "u") for r in rows)
+        name = f"optim_{storage[:2]}_{kind}_{tag}_{int(sr)}_{'par' if parallel else 'ser'}"
+        consts = {f"U{r}": rows[r] is not None for r in range(3)}
+        consts.update({f"S{r}": bool(rows[r]) for r in range(3)})
+        k = specialize(
+            LOWP_TEMPLATES[storage], name, parallel=parallel, _update=UPDATES[kind], SR=sr,
+            **consts,
+        )  # fmt: skip
+        _LOWP[key] = k
+    return k
+
+
+def optim_launch(
+    kind, layout, ptrs, chunks, coefs, scalars, n_elements: int, rows: tuple = (), key: int = -1
+) -> None:
+    """Run kernel ``kind`` over a pointer and chunk table (serial below SERIAL_BELOW).
+
+    ``layout``: a :class:`~fastact.kernels.optim.Layout` (or a dtype: native storage). The
+    low-precision loops also take ``rows`` (per state row None when unused, else whether its
+    8-bit code is signed) and ``key`` (>= 0: stochastic rounding of bfloat16 parameters with
+    this 32-bit key; -1: round to nearest even)."""
     if chunks.shape[0] == 0:
         return
-    parallel, serial = KERNELS[kind]
-    kernel = parallel if parallel_by_size(n_elements, SERIAL_BELOW) else serial
-    proto = _PROTOS.get(dt)
-    kernel(_PROTOS[np.dtype(dt)] if proto is None else proto, ptrs, chunks, coefs, *scalars)
+    par = parallel_by_size(n_elements, SERIAL_BELOW)
+    if not isinstance(layout, Layout):
+        layout = Layout(np.dtype(layout), np.dtype(layout))
+    if layout.native:
+        parallel, serial = KERNELS[kind]
+        kernel = parallel if par else serial
+        proto = _PROTOS.get(layout.param)
+        if proto is None:
+            proto = _PROTOS[np.dtype(layout.param)]
+        kernel(proto, ptrs, chunks, coefs, *scalars)
+        return
+    kernel = _lowp_kernel(kind, layout, tuple(rows), key >= 0, par)
+    kernel(
+        _PROTOS[layout.param], _PROTOS[layout.state], ptrs, chunks, coefs, layout.block,
+        max(key, 0), tuple(scalars),
+    )  # fmt: skip
 
 
 def optim_nonfinite(dt, ptrs, row: int, chunks, n_elements: int) -> np.ndarray:
-    """Boolean per chunk: array ``row`` of the chunk holds a NaN or an infinity."""
+    """Boolean per chunk: array ``row`` of the chunk holds a NaN or an infinity (``dt``: the
+    array's dtype or a Layout, whose parameter dtype is the gradient's)."""
+    if isinstance(dt, Layout):
+        dt = dt.param
     out = np.zeros(chunks.shape[0], dtype=np.bool_)
     if chunks.shape[0]:
         parallel, serial = KERNELS["nonfinite"]
@@ -80,13 +137,35 @@ def is_param(x: Any) -> bool:
     return isinstance(x, np.ndarray) or is_tensor(x)
 
 
-def as_array(x: Any, name: str) -> np.ndarray:
-    """NumPy array or torch tensor -> NumPy array (a zero-copy view for tensors)."""
+def _is_bf16_dtype(dt: np.dtype) -> bool:
+    """ml_dtypes' bfloat16 (checked by name: ml_dtypes is only imported when present)."""
+    return dt.name == "bfloat16" and dt.itemsize == 2
+
+
+def host_view(x: Any, name: str) -> tuple[np.ndarray, bool]:
+    """NumPy array or torch tensor -> (NumPy array, is bfloat16); bfloat16 data (torch
+    bfloat16 tensors, NumPy arrays of ml_dtypes.bfloat16) is viewed as its uint16 bits."""
     if isinstance(x, np.ndarray):
-        return x
+        if _is_bf16_dtype(x.dtype):
+            return x.view(np.uint16), True
+        return x, False
     if is_tensor(x):
-        return tensor_view(x, name)
+        if x.dtype is torch_module().bfloat16:
+            return tensor_view(x.view(torch_module().int16), name).view(np.uint16), True
+        return tensor_view(x, name), False
     raise TypeError(f"{name} must be a NumPy array or a torch tensor, got {type(x).__name__}")
+
+
+def as_array(x: Any, name: str) -> np.ndarray:
+    """NumPy array or torch tensor -> NumPy array (a zero-copy view for tensors; bfloat16
+    data as its uint16 bits)."""
+    if isinstance(x, np.ndarray) and not _is_bf16_dtype(x.dtype):
+        return x
+    return host_view(x, name)[0]
+
+
+def _dtype_name(dt: np.dtype, bf16: bool) -> str:
+    return "bfloat16" if bf16 else str(dt)
 
 
 def _layout_ok(a: np.ndarray) -> bool:
@@ -103,7 +182,8 @@ def _same_layout(a: np.ndarray, p: np.ndarray) -> bool:
 
 
 class Entry:
-    """A validated parameter: its NumPy view, address, layout and torch identity."""
+    """A validated parameter: its NumPy view (bfloat16: uint16 bits), address, layout and
+    torch identity."""
 
     __slots__ = (
         "obj",
@@ -117,13 +197,16 @@ class Entry:
         "tptr",
         "tcls",
         "tlayout",
+        "bf16",
     )
 
     def __init__(self, obj: Any, name: str) -> None:
         self.obj = obj
-        arr = as_array(obj, name)
-        if arr.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{name} has dtype {arr.dtype}; only float32 and float64 are supported")
+        arr, bf16 = host_view(obj, name)
+        if arr.dtype not in FLOAT_DTYPES and not bf16:
+            raise TypeError(
+                f"{name} has dtype {arr.dtype}; only float32, float64 and bfloat16 are supported"
+            )
         if not arr.flags.writeable:
             raise ValueError(f"{name} is read-only; parameters are updated in place")
         if not _layout_ok(arr):
@@ -132,6 +215,7 @@ class Entry:
                 "pass a contiguous array (np.ascontiguousarray) or tensor (.contiguous())"
             )
         self.arr = arr
+        self.bf16 = bf16
         self.addr = address(arr)
         self.dtype = arr.dtype
         self.shape = arr.shape
@@ -155,6 +239,10 @@ class Entry:
     def is_torch(self) -> bool:
         return self.tdtype is not None
 
+    @property
+    def dtype_name(self) -> str:
+        return _dtype_name(self.dtype, self.bf16)
+
     def grad(self, g: Any, k: int) -> tuple[Any, int]:
         """Validate gradient ``g`` (grads[k]); return (object to keep alive, address).
         Other memory layouts are copied into the parameter's order."""
@@ -174,9 +262,12 @@ class Entry:
             ):
                 return g, g.data_ptr()
         name, pname = f"grads[{k}]", f"params[{k}]"
-        a = as_array(g, name)
-        if a.dtype != self.dtype:
-            raise TypeError(f"{name} has dtype {a.dtype} but {pname} has dtype {self.dtype}")
+        a, bf16 = host_view(g, name)
+        if a.dtype != self.dtype or bf16 != self.bf16:
+            raise TypeError(
+                f"{name} has dtype {_dtype_name(a.dtype, bf16)} but {pname} has dtype "
+                f"{self.dtype_name}"
+            )
         if a.shape != self.shape:
             raise ValueError(f"{name} has shape {a.shape} but {pname} has shape {self.shape}")
         if not _same_layout(a, self.arr):
@@ -204,16 +295,32 @@ def stale_entries(ents: list[Entry], k0: int) -> list[int]:
     return out
 
 
-def state_address(x: Any, e: Entry, name: str, pname: str) -> tuple[np.ndarray, int]:
-    """A state array for parameter ``e``: same dtype, shape and memory order, writable."""
-    a = as_array(x, name)
-    if a.dtype != e.dtype:
-        raise TypeError(f"{name} has dtype {a.dtype} but {pname} has dtype {e.dtype}")
-    if a.shape != e.shape:
-        raise ValueError(f"{name} has shape {a.shape} but {pname} has shape {e.shape}")
+def state_address(
+    x: Any, e: Entry, name: str, pname: str, storage: Storage | None = None
+) -> tuple[np.ndarray, int]:
+    """A state array for parameter ``e``, writable: by default of the parameter's dtype,
+    shape and memory order; with ``storage``, of its dtype (bfloat16: a torch bfloat16
+    tensor, an ml_dtypes.bfloat16 array or uint16 bits) and shape (block scales: 1-d)."""
+    a, bf16 = host_view(x, name)
+    if storage is None:
+        want, want_bf16, shape = e.dtype, e.bf16, e.shape
+    else:
+        want, want_bf16 = storage.dtype, storage.bf16
+        shape = storage.shape(e.shape, e.size)
+        if want_bf16 and a.dtype == BF16:
+            bf16 = True  # uint16 arrays hold bfloat16 bits (NumPy without ml_dtypes)
+    if a.dtype != want or bf16 != want_bf16:
+        raise TypeError(
+            f"{name} has dtype {_dtype_name(a.dtype, bf16)} but {_dtype_name(want, want_bf16)} "
+            f"is expected for {pname}"
+            + ("" if storage is None else f" ({'block scales' if storage.block else 'state'})")
+        )
+    if a.shape != shape:
+        raise ValueError(f"{name} has shape {a.shape} but {shape} is expected for {pname}")
     if not a.flags.writeable:
         raise ValueError(f"{name} is read-only; optimizer state is updated in place")
-    if not _same_layout(a, e.arr):
+    ok = _layout_ok(a) if (storage is not None and storage.block) else _same_layout(a, e.arr)
+    if not ok:
         raise ValueError(f"{name} does not have the memory layout of {pname} (shape {e.shape})")
     return a, address(a)
 
@@ -232,26 +339,61 @@ def no_overlap(arrays: Sequence[np.ndarray], names: Sequence[str]) -> None:
         raise ValueError(f"{a} and {b} share memory; every updated array must be distinct")
 
 
-def new_states(ents: list[Entry], value: float) -> list[tuple[Any, int]]:
+def _bf16_numpy_dtype() -> np.dtype:
+    """ml_dtypes.bfloat16 when ml_dtypes is installed, else uint16 (the bits)."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return BF16
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def _wrap(a: np.ndarray, bf16: bool, torch_param: bool) -> Any:
+    """The user-visible object of a new state array (a view of ``a``)."""
+    if torch_param:
+        t = torch_module().from_numpy(a)
+        return t.view(torch_module().bfloat16) if bf16 else t
+    return a.view(_bf16_numpy_dtype()) if bf16 else a
+
+
+def new_states(
+    ents: list[Entry], value: float, storage: Storage | None = None
+) -> list[tuple[Any, int]]:
     """State arrays for ``ents`` (one dtype), filled with ``value``: views into one flat buffer
     (each start padded to 64 bytes), so big models get few large allocations (huge pages)
     instead of many small ones. Returns (state object, address) pairs; torch parameters get
-    torch tensors."""
+    torch tensors. ``storage``: the arrays' dtype and shape (default: the parameter's;
+    bfloat16: torch bfloat16 tensors, or ml_dtypes.bfloat16 arrays when ml_dtypes is
+    installed, else uint16 bits; ``value`` is rounded to nearest even)."""
     if not ents:
         return []
-    dt = ents[0].dtype
+    dt = ents[0].dtype if storage is None else storage.dtype
+    bf16 = ents[0].bf16 if storage is None else storage.bf16
+    shapes = [e.shape if storage is None else storage.shape(e.shape, e.size) for e in ents]
     pad = max(1, 64 // dt.itemsize)
-    sizes = [e.arr.size for e in ents]
+    sizes = [int(np.prod(sh, dtype=np.int64)) for sh in shapes]
     offsets = np.cumsum([0] + [-(-n // pad) * pad for n in sizes])
     buf = np.zeros(int(offsets[-1]), dtype=dt)
     if value != 0:
-        buf.fill(value)
+        buf.fill(_bf16_bits(value) if bf16 else value)
     out = []
-    for e, n, off in zip(ents, sizes, offsets[:-1], strict=True):
-        a = buf[int(off) : int(off) + n].reshape(e.shape, order="C" if e.c else "F")
-        obj = torch_module().from_numpy(a) if e.tdtype is not None else a
-        out.append((obj, address(a)))
+    for e, n, sh, off in zip(ents, sizes, shapes, offsets[:-1], strict=True):
+        order = "C" if (e.c or len(sh) == 1) else "F"
+        a = buf[int(off) : int(off) + n].reshape(sh, order=order)
+        out.append((_wrap(a, bf16, e.tdtype is not None), address(a)))
     return out
+
+
+def _bf16_bits(x: Any) -> np.ndarray:
+    """float32 values -> bfloat16 bits, round to nearest even (NaN stays NaN)."""
+    b = np.asarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    r = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16).astype(np.uint16)
+    nan = np.isnan(np.asarray(x, dtype=np.float32))
+    return np.where(nan, np.uint16(0x7FC0) | (b >> 16).astype(np.uint16) & 0x8000, r)
+
+
+def _bf16_float(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
 def bump_versions(params: list) -> None:
@@ -265,38 +407,129 @@ def copy_state(v: Any, tensor_param: bool) -> Any:
     that torch.optim can load it)."""
     torch = torch_module()
     if isinstance(v, np.ndarray):
-        return torch.from_numpy(np.copy(v, order="K")) if tensor_param else v.copy("K")
+        if tensor_param:
+            a, bf16 = host_view(v, "state")
+            return _wrap(np.copy(a, order="K"), bf16, True)
+        return v.copy("K")
     if is_tensor(v):
         return v.detach().clone(memory_format=torch.preserve_format)
     return copy.deepcopy(v)
 
 
-def load_param_state(p: Any, value: Any, name: str) -> dict:
+def _as_float32(a: np.ndarray, bf16: bool) -> np.ndarray:
+    return _bf16_float(a) if bf16 else a.astype(np.float32, copy=False)
+
+
+def load_param_state(
+    p: Any, value: Any, name: str, layout: Layout | None = None, rows: dict | None = None
+) -> dict:
     """``load_state_dict``'s state for parameter ``p``: arrays copied in ``p``'s dtype and
-    memory order (torch tensors for torch parameters), ``step`` a float. Validates all first."""
+    memory order (torch tensors for torch parameters), ``step`` a float. Validates all first.
+
+    With ``layout`` (the parameter's state storage) and ``rows`` (state key -> the row's
+    code is signed), the state rows are converted to that storage: float arrays (any float
+    dtype, bfloat16 included) are cast or rounded, or quantized block-wise for 8-bit
+    storage; 8-bit codes with their ``<key>_absmax`` scales are copied (same block size) or
+    decoded for float storage."""
     if not isinstance(value, dict):
         raise TypeError(f"{name} must be a dict, got {type(value).__name__}")
-    arr = as_array(p, "parameter")
-    out = {}
+    e = entry(p, "parameter")
+    rows = rows or {}
+    torch_param = is_tensor(p)
+    order = "C" if e.c else "F"
+    out: dict = {}
+    staged: dict = {}
     for key, v in value.items():
+        label = f"{name}[{key!r}]"
         if key == "step":
             try:
                 out[key] = float(v)
             except (TypeError, ValueError):
                 raise TypeError(f"{name}['step'] must be a number, got {v!r}") from None
         elif isinstance(v, np.ndarray) or is_tensor(v):
-            a = as_array(v, f"{name}[{key!r}]")
-            if a.shape != arr.shape:
-                raise ValueError(
-                    f"{name}[{key!r}] has shape {a.shape} but its parameter has shape {arr.shape}"
-                )
-            if a.dtype.kind != "f":
-                raise TypeError(f"{name}[{key!r}] has non-float dtype {a.dtype}")
-            order = "C" if arr.flags.c_contiguous else "F"
-            a = np.array(a, dtype=arr.dtype, order=order, copy=True)
-            out[key] = torch_module().from_numpy(a) if is_tensor(p) else a
-        elif v is None:
-            continue
-        else:
+            staged[key] = (*host_view(v, label), label)
+        elif v is not None:
             out[key] = copy.deepcopy(v)
+    for key, (a, bf16, label) in staged.items():
+        base = key[: -len("_absmax")] if key.endswith("_absmax") else None
+        if base is not None and base in rows:
+            continue  # handled with its codes
+        if layout is None or key not in rows:
+            if a.shape != e.shape:
+                raise ValueError(
+                    f"{label} has shape {a.shape} but its parameter has shape {e.shape}"
+                )
+            if a.dtype.kind != "f" and not bf16:
+                raise TypeError(f"{label} has non-float dtype {a.dtype}")
+            vals = _as_float32(a, bf16) if (bf16 or e.bf16) else a
+            out[key] = _stored(vals, e.dtype, e.bf16, e.shape, order, torch_param)
+            continue
+        signed = rows[key]
+        if a.shape != e.shape:
+            raise ValueError(f"{label} has shape {a.shape} but its parameter has shape {e.shape}")
+        if a.dtype == CODES and not bf16:
+            sk = f"{key}_absmax"
+            if sk not in staged:
+                raise ValueError(f"{label} holds 8-bit codes but {name} has no {sk!r}")
+            s, sbf, slabel = staged[sk]
+            block = _block_of(e.size, s.size, layout.block if layout.q8 else 0)
+            if s.ndim != 1 or s.dtype != F32 or not block:
+                raise ValueError(f"{slabel} must be a 1-d float32 array of block scales")
+            if layout.q8 and layout.block == block:
+                out[key] = _stored(a, CODES, False, e.shape, order, torch_param)
+                out[sk] = _stored(s, F32, False, s.shape, "C", torch_param)
+                continue
+            flat = np.ascontiguousarray(a).reshape(-1, order=order)
+            vals = np.empty(flat.size, np.float32)
+            dequantize_blocks(flat, np.ascontiguousarray(s), block, signed, vals)
+            vals = vals.reshape(e.shape, order=order)
+        elif a.dtype.kind == "f" or bf16:
+            vals = a if (a.dtype.kind == "f" and layout.native and not e.bf16) else None
+            if vals is None:
+                vals = _as_float32(a, bf16)
+        else:
+            raise TypeError(f"{label} has non-float dtype {a.dtype}")
+        if layout.q8:
+            flat = np.ascontiguousarray(vals, dtype=np.float32).reshape(-1, order=order)
+            codes = np.empty(flat.size, np.uint8)
+            scales = np.empty(-(-flat.size // layout.block), np.float32)
+            quantize_blocks(flat, layout.block, signed, codes, scales)
+            out[key] = _stored(codes.reshape(e.shape, order=order), CODES, False, e.shape,
+                               order, torch_param)  # fmt: skip
+            out[f"{key}_absmax"] = _stored(scales, F32, False, scales.shape, "C", torch_param)
+        elif layout.native:
+            out[key] = _stored(vals, e.dtype, e.bf16, e.shape, order, torch_param)
+        else:
+            bf = layout.state == BF16
+            out[key] = _stored(vals, layout.state, bf, e.shape, order, torch_param)
     return out
+
+
+def _block_of(size: int, n_blocks: int, hint: int) -> int:
+    """The block size of ``n_blocks`` scales over ``size`` elements: ``hint`` when it fits,
+    else a power of two, else a multiple of 16, else the smallest size that fits (0: none)."""
+    if n_blocks <= 0 or size <= 0:
+        return 0
+    if hint and -(-size // hint) == n_blocks:
+        return hint
+    lo = -(-size // n_blocks)
+    hi = (size - 1) // (n_blocks - 1) if n_blocks > 1 else max(size, lo)
+    if lo > hi:
+        return 0
+    fits = range(lo, hi + 1)
+    for b in fits:
+        if b & (b - 1) == 0:
+            return b
+    for b in fits:
+        if b % 16 == 0:
+            return b
+    return lo
+
+
+def _stored(vals: np.ndarray, dt: np.dtype, bf16: bool, shape: tuple, order: str, tp: bool):
+    """A new array of dtype ``dt`` (bfloat16 bits when ``bf16``) holding ``vals``."""
+    if bf16:
+        a = np.array(_bf16_bits(vals) if vals.dtype != BF16 else vals, order=order, copy=True)
+    else:
+        a = np.array(vals, dtype=dt, order=order, copy=True)
+    return _wrap(a.reshape(shape, order=order), bf16, tp)

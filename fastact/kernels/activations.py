@@ -186,6 +186,8 @@ torch: ``F.leaky_relu(input, negative_slope=0.01, inplace=False)``.""",
 
 @jit
 def _hardtanh(x, min_val, max_val):
+    if min_val != min_val or max_val != max_val:  # a NaN bound: torch's clamp gives NaN
+        return min_val + max_val
     return min_val if x < min_val else (max_val if x > max_val else x)
 
 
@@ -238,7 +240,8 @@ torch: ``F.relu6(input, inplace=False)``.""",
 
 @jit
 def _elu(x, alpha):
-    return x if x > 0 else alpha * fm.expm1(x)
+    # x < 0 selects the exponential side (torch's split): +-0 stay themselves for any alpha
+    return alpha * fm.expm1(x) if x < 0 else x
 
 
 @jit
@@ -273,7 +276,7 @@ torch: ``F.elu(input, alpha=1.0, inplace=False)``.""",
 # torch scales by the reciprocal 1/alpha (input_scale); LLVM hoists the division out of loops
 @jit
 def _celu(x, alpha):
-    return x if x > 0 else alpha * fm.expm1(x * (lit(x, 1.0) / alpha))
+    return alpha * fm.expm1(x * (lit(x, 1.0) / alpha)) if x < 0 else x
 
 
 @jit
@@ -668,8 +671,16 @@ _register(
 
 
 def _check_lambd(dtype, lambd):
-    if np.any(lambd < 0):
-        raise ValueError(f"lambd must be non-negative, got {lambd}")
+    """softshrink's lambd: torch's check, 0 <= lambd <= the input dtype's largest value (NaN
+    and inf rejected), with torch's message."""
+    top = np.finfo(dtype).max
+    ok = (lambd >= 0) & (lambd <= top)
+    if not np.all(ok):
+        bad = float(lambd if np.ndim(lambd) == 0 else np.asarray(lambd)[~ok].flat[0])
+        name = {"float32": "Float", "float64": "Double"}.get(np.dtype(dtype).name, str(dtype))
+        raise ValueError(
+            f"lambd: lambda must be in range [0, {top:g}] for input dtype {name}, but found {bad:g}"
+        )
     return (lambd,)
 
 
@@ -707,9 +718,9 @@ _register(
     _hardshrink,
     _shrink_grad,
     params=(("lambd", 0.5),),
-    prepare=_check_lambd,
     doc="""
-``x`` outside [-lambd, lambd], 0 inside. torch: ``F.hardshrink(input, lambd=0.5)``.""",
+``x`` outside [-lambd, lambd], 0 inside (any lambd, like torch: a negative one keeps every
+x). torch: ``F.hardshrink(input, lambd=0.5)``.""",
 )
 
 

@@ -35,6 +35,16 @@ from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
 from fastact._core.jit import jit
+from fastact._core.math import _f32_from_bits
+from fastact.kernels.lowp import (
+    abs_bits,
+    bf16_load,
+    bf16_store,
+    bf16_store_sr,
+    decode8,
+    encode8,
+    hash32,
+)
 
 # ---------------------------------------------------------------------------------------------
 # jit helpers: address -> array view, constant in the array's dtype, NaN-propagating maximum
@@ -462,11 +472,346 @@ def nonfinite_loop(proto, ptrs, row, chunks, out):
         start = chunks[c, 1]
         n = chunks[c, 2]
         xa = _view(ptrs, row, j, start, n, proto)
-        acc = _as(proto, 0.0)
-        zero = _as(proto, 0.0)
+        acc = _calc(proto, 0.0)
+        zero = _calc(proto, 0.0)
         for i in range(n):
-            acc += xa[i] * zero
+            acc += _val(xa[i]) * zero
         out[c] = acc != acc
+
+
+# ---------------------------------------------------------------------------------------------
+# low-precision states and parameters: bfloat16 (uint16 bit patterns) and 8-bit codes with
+# per-block float32 scales (fastact.kernels.lowp). One loop template per storage kind; the
+# update of each optimizer is a scalar function (the general loop of its fp32 template, same
+# operation order, float32 arithmetic) inlined into it.
+#
+# Pointer table of a low-precision launch: row 0 the parameter, 1 the gradient (float32 or
+# bfloat16 bits), 2..4 the state arrays (float32, bfloat16 bits or 8-bit codes), 5..7 the
+# 8-bit rows' block scales (float32, one per ``block`` elements of the tensor: a chunk starts
+# on a block boundary). Which state rows are used, whether each row's code is signed, and
+# stochastic rounding of the parameter are compile-time constants of each specialization
+# (U0..U2, S0..S2, SR; the update function is _update), bound by the host executor.
+# ---------------------------------------------------------------------------------------------
+
+
+def _val(x):
+    """A stored element as a number to compute with (bfloat16 bits -> float32)."""
+    return x
+
+
+@overload(_val, inline="always")
+def _val_impl(x):
+    if isinstance(x, types.Float):
+        return lambda x: x
+    if x == types.uint16:
+        return lambda x: bf16_load(x)
+
+
+def _calc(proto, value):
+    """``value`` in the compute type of ``proto``'s storage (float32 for bfloat16 and codes)."""
+    return value
+
+
+@overload(_calc, inline="always")
+def _calc_impl(proto, value):
+    if isinstance(proto, types.Array):
+        if isinstance(proto.dtype, types.Float):
+            cast = as_dtype(proto.dtype).type
+        else:
+            cast = np.float32
+
+        def impl(proto, value):
+            return cast(value)
+
+        return impl
+
+
+def _put(proto, x):
+    """Number -> stored element of ``proto``'s dtype (bfloat16: round to nearest even)."""
+    return x
+
+
+@overload(_put, inline="always")
+def _put_impl(proto, x):
+    if isinstance(proto, types.Array):
+        if isinstance(proto.dtype, types.Float):
+            cast = as_dtype(proto.dtype).type
+            return lambda proto, x: cast(x)
+        if proto.dtype == types.uint16:
+            return lambda proto, x: bf16_store(x)
+
+
+def _put_param(proto, x, key, i, sr):
+    """The parameter's write-back; bfloat16 with ``sr`` (a constant): stochastic rounding
+    with the random bits of (``key``, element ``i``)."""
+    return x
+
+
+@overload(_put_param, inline="always")
+def _put_param_impl(proto, x, key, i, sr):
+    if isinstance(proto, types.Array):
+        if isinstance(proto.dtype, types.Float):
+            cast = as_dtype(proto.dtype).type
+            return lambda proto, x, key, i, sr: cast(x)
+        if proto.dtype == types.uint16:
+
+            def impl(proto, x, key, i, sr):
+                if sr:
+                    return bf16_store_sr(x, key, i)
+                return bf16_store(x)
+
+            return impl
+
+
+_F32_PROTO = np.empty(0, np.float32)
+_Z = np.float32(0.0)
+
+
+@jit
+def _sgd_update(p, g, b, s1, s2, c0, c1, sc):
+    lr, weight_decay, momentum, dampening, nesterov, maximize, has_buffer = sc
+    if maximize:
+        g = -g
+    if weight_decay != 0.0:
+        g = g + np.float32(weight_decay) * p
+    if has_buffer:
+        if c0 != 0.0:
+            b = g
+        else:
+            b = b * np.float32(momentum) + np.float32(1.0 - dampening) * g
+        if nesterov:
+            g = g + np.float32(momentum) * b
+        else:
+            g = b
+    return p + np.float32(-lr) * g, b, s1, s2
+
+
+@jit
+def _adam_update(p, g, m, v, x, c0, c1, sc):
+    beta1, beta2, eps, weight_decay, decay, amsgrad, maximize = sc
+    w = np.float32(1.0 - beta1)
+    if maximize:
+        g = -g
+    p = p * np.float32(decay)
+    if weight_decay != 0.0:
+        g = g + np.float32(weight_decay) * p
+    if abs(w) < np.float32(0.5):
+        m = m + w * (g - m)
+    else:
+        m = g + (w - np.float32(1.0)) * (g - m)
+    v = v * np.float32(beta2) + np.float32(1.0 - beta2) * g * g
+    vv = v
+    if amsgrad:
+        x = _maximum(x, v)
+        vv = x
+    den = np.sqrt(vv) / np.float32(c1) + np.float32(eps)
+    return p + np.float32(-c0) * m / den, m, v, x
+
+
+@jit
+def _adamax_update(p, g, m, u, s2, c0, c1, sc):
+    beta1, beta2, eps, weight_decay, maximize = sc
+    w = np.float32(1.0 - beta1)
+    if maximize:
+        g = -g
+    if weight_decay != 0.0:
+        g = g + np.float32(weight_decay) * p
+    if abs(w) < np.float32(0.5):
+        m = m + w * (g - m)
+    else:
+        m = g + (w - np.float32(1.0)) * (g - m)
+    u = _maximum(u * np.float32(beta2), abs(g) + np.float32(eps))
+    return p + np.float32(-c0) * m / u, m, u, s2
+
+
+@jit
+def _rmsprop_update(p, g, v, b, a, c0, c1, sc):
+    lr, alpha, eps, weight_decay, momentum, centered, maximize = sc
+    w = np.float32(1.0 - alpha)
+    if maximize:
+        g = -g
+    if weight_decay != 0.0:
+        g = g + np.float32(weight_decay) * p
+    v = v * np.float32(alpha) + w * g * g
+    if centered:
+        if abs(w) < np.float32(0.5):
+            a = a + w * (g - a)
+        else:
+            a = g + (w - np.float32(1.0)) * (g - a)
+        avg = np.sqrt(v + (-a) * a) + np.float32(eps)
+    else:
+        avg = np.sqrt(v) + np.float32(eps)
+    if momentum > 0.0:
+        b = b * np.float32(momentum) + g / avg
+        return p + np.float32(-lr) * b, v, b, a
+    return p + np.float32(-lr) * g / avg, v, b, a
+
+
+@jit
+def _rprop_update(p, g, q, ss, s2, c0, c1, sc):
+    etaminus, etaplus, step_size_min, step_size_max, maximize = sc
+    if maximize:
+        g = -g
+    s = g * q
+    if s > _Z:
+        ss = ss * np.float32(etaplus)
+    elif s < _Z:
+        ss = ss * np.float32(etaminus)
+        g = _Z
+    lo = np.float32(step_size_min)
+    hi = np.float32(step_size_max)
+    ss = lo if ss < lo else ss
+    ss = hi if ss > hi else ss
+    one = np.float32(1.0)
+    sg = one if g > _Z else (-one if g < _Z else _Z)
+    return p + (-sg) * ss, g, ss, s2
+
+
+@jit
+def _adagrad_update(p, g, s, s1, s2, c0, c1, sc):
+    eps, weight_decay, maximize = sc
+    if maximize:
+        g = -g
+    if weight_decay != 0.0:
+        g = g + np.float32(weight_decay) * p
+    s = s + g * g
+    return p + np.float32(-c0) * g / (np.sqrt(s) + np.float32(eps)), s, s1, s2
+
+
+@jit
+def _adadelta_update(p, g, v, u, s2, c0, c1, sc):
+    lr, rho, eps, weight_decay, maximize = sc
+    r = np.float32(rho)
+    c = np.float32(1.0 - rho)
+    e = np.float32(eps)
+    if maximize:
+        g = -g
+    if weight_decay != 0.0:
+        g = g + np.float32(weight_decay) * p
+    v = v * r + c * g * g
+    d = np.sqrt(u + e) / np.sqrt(v + e) * g
+    u = u * r + c * d * d
+    return p + np.float32(-lr) * d, v, u, s2
+
+
+#: kernel name -> the scalar update of its low-precision loops
+UPDATES = {
+    "sgd": _sgd_update,
+    "adam": _adam_update,
+    "adamax": _adamax_update,
+    "rmsprop": _rmsprop_update,
+    "rprop": _rprop_update,
+    "adagrad": _adagrad_update,
+    "adadelta": _adadelta_update,
+}
+
+
+def lowp_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
+    """Element-wise update with float32 arithmetic: parameter and gradient float32 or
+    bfloat16 (``pp``), states float32 or bfloat16 (``sp``, round to nearest even); ``block``
+    unused. coefs[j] = the optimizer's per-tensor coefficients (c0, c1)."""
+    last = coefs.shape[1] - 1
+    for c in prange(chunks.shape[0]):
+        j = chunks[c, 0]
+        start = chunks[c, 1]
+        n = chunks[c, 2]
+        pa = _view(ptrs, 0, j, start, n, pp)
+        ga = _view(ptrs, 1, j, start, n, pp)
+        a0 = _view(ptrs, 2, j, start, n, sp)
+        a1 = _view(ptrs, 3, j, start, n, sp)
+        a2 = _view(ptrs, 4, j, start, n, sp)
+        c0 = coefs[j, 0]
+        c1 = coefs[j, last]
+        kj = hash32(key + j * 0x632BE5AB)
+        for i in range(n):
+            s0 = _val(a0[i]) if U0 else _Z  # noqa: F821 (constants bound per specialization)
+            s1 = _val(a1[i]) if U1 else _Z  # noqa: F821
+            s2 = _val(a2[i]) if U2 else _Z  # noqa: F821
+            p, s0, s1, s2 = _update(_val(pa[i]), _val(ga[i]), s0, s1, s2, c0, c1, sc)  # noqa: F821
+            pa[i] = _put_param(pp, p, kj, start + i, SR)  # noqa: F821
+            if U0:  # noqa: F821
+                a0[i] = _put(sp, s0)
+            if U1:  # noqa: F821
+                a1[i] = _put(sp, s1)
+            if U2:  # noqa: F821
+                a2[i] = _put(sp, s2)
+
+
+def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
+    """Blockwise update of 8-bit states (``sp`` uint8 codes, rows 5..7 the block scales):
+    per block of ``block`` elements, pass 1 decodes the codes (code value * block scale),
+    updates in float32, writes the parameter and keeps the new states in a block-sized
+    scratch (in L1) while taking their absolute maximum (float32 bit patterns as integers:
+    vectorizes, and NaN wins); pass 2 encodes the new states with the new maximum as scale.
+    S0..S2 choose the signed or unsigned code per row."""
+    last = coefs.shape[1] - 1
+    for c in prange(chunks.shape[0]):
+        j = chunks[c, 0]
+        start = chunks[c, 1]
+        n = chunks[c, 2]
+        pa = _view(ptrs, 0, j, start, n, pp)
+        ga = _view(ptrs, 1, j, start, n, pp)
+        a0 = _view(ptrs, 2, j, start, n, sp)
+        a1 = _view(ptrs, 3, j, start, n, sp)
+        a2 = _view(ptrs, 4, j, start, n, sp)
+        nb = (n + block - 1) // block
+        b0 = start // block
+        k0 = _view(ptrs, 5, j, b0, nb, _F32_PROTO)
+        k1 = _view(ptrs, 6, j, b0, nb, _F32_PROTO)
+        k2 = _view(ptrs, 7, j, b0, nb, _F32_PROTO)
+        c0 = coefs[j, 0]
+        c1 = coefs[j, last]
+        kj = hash32(key + j * 0x632BE5AB)
+        buf = np.empty((3, block), dtype=np.float32)
+        for b in range(nb):
+            o = b * block
+            m = min(block, n - o)
+            q0 = k0[b] if U0 else _Z  # noqa: F821
+            q1 = k1[b] if U1 else _Z  # noqa: F821
+            q2 = k2[b] if U2 else _Z  # noqa: F821
+            x0 = np.int32(0)
+            x1 = np.int32(0)
+            x2 = np.int32(0)
+            for i in range(m):
+                s0 = decode8(a0[o + i], S0) * q0 if U0 else _Z  # noqa: F821
+                s1 = decode8(a1[o + i], S1) * q1 if U1 else _Z  # noqa: F821
+                s2 = decode8(a2[o + i], S2) * q2 if U2 else _Z  # noqa: F821
+                p, s0, s1, s2 = _update(  # noqa: F821
+                    _val(pa[o + i]), _val(ga[o + i]), s0, s1, s2, c0, c1, sc
+                )
+                pa[o + i] = _put_param(pp, p, kj, start + o + i, SR)  # noqa: F821
+                if U0:  # noqa: F821
+                    buf[0, i] = s0
+                    x0 = max(x0, abs_bits(s0))
+                if U1:  # noqa: F821
+                    buf[1, i] = s1
+                    x1 = max(x1, abs_bits(s1))
+                if U2:  # noqa: F821
+                    buf[2, i] = s2
+                    x2 = max(x2, abs_bits(s2))
+            if U0:  # noqa: F821
+                s = _f32_from_bits(x0)
+                inv = np.float32(1.0) / s if s > _Z else _Z
+                for i in range(m):
+                    a0[o + i] = encode8(buf[0, i] * inv, S0)  # noqa: F821
+                k0[b] = s
+            if U1:  # noqa: F821
+                s = _f32_from_bits(x1)
+                inv = np.float32(1.0) / s if s > _Z else _Z
+                for i in range(m):
+                    a1[o + i] = encode8(buf[1, i] * inv, S1)  # noqa: F821
+                k1[b] = s
+            if U2:  # noqa: F821
+                s = _f32_from_bits(x2)
+                inv = np.float32(1.0) / s if s > _Z else _Z
+                for i in range(m):
+                    a2[o + i] = encode8(buf[2, i] * inv, S2)  # noqa: F821
+                k2[b] = s
+
+
+#: low-precision loop templates: state storage kind -> template (specialized per kernel,
+#: used rows, code signs and rounding by the host executor)
+LOWP_TEMPLATES = {"elementwise": lowp_loop, "8bit": q8_loop}
 
 
 #: kernel name -> loop template (compiled serial and parallel by the host executor, for the
@@ -532,6 +877,98 @@ def next_step(s: float) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
+# state storage: how a parameter and its state arrays are stored
+# ---------------------------------------------------------------------------------------------
+
+F32 = np.dtype(np.float32)
+#: bfloat16 values are stored and passed to the kernels as their uint16 bit patterns
+BF16 = np.dtype(np.uint16)
+CODES = np.dtype(np.uint8)
+#: state_dtype option values (None: the parameter's dtype)
+STATE_DTYPES = (None, "float32", "bfloat16", "8bit")
+#: pointer-table rows of a low-precision launch: param, grad, 3 state rows, 3 scale rows
+LOWP_ROWS = 8
+
+
+@dataclass(frozen=True)
+class Storage:
+    """One state array of a parameter: the state key's ``suffix`` ('' for the row's main
+    array, '_absmax' for 8-bit block scales), the stored dtype (``BF16``: bfloat16 bits) and,
+    for block scales, the block size (shape ``(ceil(size / block),)``; else the parameter's
+    shape and memory order)."""
+
+    suffix: str
+    dtype: np.dtype
+    block: int = 0
+
+    @property
+    def bf16(self) -> bool:
+        return self.dtype == BF16
+
+    def shape(self, shape: tuple, size: int) -> tuple:
+        return (-(-size // self.block),) if self.block else tuple(shape)
+
+    def fill(self, init: float, signed: bool) -> float:
+        """The value new arrays of a row with initial value ``init`` are filled with (8-bit
+        codes: the top code when init != 0, with the block scale = init)."""
+        if self.dtype == CODES:
+            return 0.0 if init == 0 else (127.0 if signed else 255.0)
+        return init
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one bucket of parameters is stored: ``param`` the dtype of the parameter and its
+    gradient (float32, float64 or ``BF16``), ``state`` the dtype of the state rows
+    (``param`` itself: the fp32/fp64 kernels above; float32, ``BF16`` or ``CODES``: the
+    low-precision loops), ``block`` the elements per scale of 8-bit states."""
+
+    param: np.dtype
+    state: np.dtype
+    block: int = 0
+
+    @property
+    def native(self) -> bool:
+        return self.state == self.param and self.param.kind == "f"
+
+    @property
+    def q8(self) -> bool:
+        return self.state == CODES
+
+    def arrays(self) -> tuple[Storage, ...]:
+        """The arrays of one state row."""
+        if self.q8:
+            return (Storage("", CODES), Storage("_absmax", F32, self.block))
+        return (Storage("", self.state),)
+
+    def chunk(self, chunk: int) -> int:
+        """Elements per chunk: a multiple of the block size near ``chunk``."""
+        if not self.block:
+            return chunk
+        return self.block * max(1, round(chunk / self.block))
+
+    def describe(self) -> str:
+        names = {F32: "float32", BF16: "bfloat16", CODES: "8-bit"}
+        return names.get(self.state, str(self.state))
+
+
+def layout_of(options: dict, param: np.dtype, size: int) -> Layout:
+    """The storage of a parameter of dtype ``param`` (``BF16`` for bfloat16) and ``size``
+    elements under the options ``state_dtype`` (None: the parameter's dtype; 'float32',
+    'bfloat16', '8bit'), ``block_size`` and ``min_8bit_size`` (smaller tensors keep float32
+    state)."""
+    fmt = options.get("state_dtype")
+    if fmt is None:
+        return Layout(param, param)
+    if fmt == "8bit":
+        if size < options.get("min_8bit_size", 0):
+            return Layout(param, F32 if param == BF16 else param)
+        return Layout(param, CODES, int(options["block_size"]))
+    state = BF16 if fmt == "bfloat16" else F32
+    return Layout(param, param if state == param else state)
+
+
+# ---------------------------------------------------------------------------------------------
 # the spec table
 # ---------------------------------------------------------------------------------------------
 
@@ -542,7 +979,9 @@ class Optim:
     functional API's argument); ``rows(o)``: per row its initial value (a number) or None
     when the options ``o`` leave it unused; ``scalars(o)``: the kernel's group arguments;
     ``coefs(o, step)``: the per-tensor coefficients of a step (None: the first-step flag of
-    SGD's momentum buffer, or nothing); ``has_step``: the state counts steps."""
+    SGD's momentum buffer, or nothing); ``has_step``: the state counts steps; ``signed``:
+    per state row, whether its values can be negative (8-bit states use the signed or the
+    unsigned code)."""
 
     name: str
     functional: str
@@ -552,6 +991,8 @@ class Optim:
     scalars: Callable[[dict], tuple]
     coefs: Callable[[dict, float], tuple] | None
     has_step: bool = True
+    #: per state row: its values can be negative (the signed 8-bit code) or not (unsigned)
+    signed: tuple[bool, ...] = ()
 
 
 def _adam_scalars(o: dict) -> tuple:
@@ -594,9 +1035,28 @@ OPTIMIZERS: dict[str, Optim] = {
             ),
             None,
             has_step=False,
+            signed=(True,),
         ),
-        Optim("Adam", "adam", "adam", _ADAM_STATE, _adam_rows, _adam_scalars, _adam_coefs),
-        Optim("AdamW", "adamw", "adam", _ADAM_STATE, _adam_rows, _adam_scalars, _adam_coefs),
+        Optim(
+            "Adam",
+            "adam",
+            "adam",
+            _ADAM_STATE,
+            _adam_rows,
+            _adam_scalars,
+            _adam_coefs,
+            signed=(True, False, False),
+        ),
+        Optim(
+            "AdamW",
+            "adamw",
+            "adam",
+            _ADAM_STATE,
+            _adam_rows,
+            _adam_scalars,
+            _adam_coefs,
+            signed=(True, False, False),
+        ),
         Optim(
             "Adamax",
             "adamax",
@@ -605,6 +1065,7 @@ OPTIMIZERS: dict[str, Optim] = {
             lambda o: (0.0, 0.0),
             lambda o: (o["beta1"], o["beta2"], o["eps"], o["weight_decay"], bool(o["maximize"])),
             lambda o, step: adamax_coefs(step, o["lr"], o["beta1"]),
+            signed=(True, False),
         ),
         Optim(
             "RMSprop",
@@ -626,6 +1087,7 @@ OPTIMIZERS: dict[str, Optim] = {
                 bool(o["maximize"]),
             ),
             None,
+            signed=(False, True, True),
         ),
         Optim(
             "Rprop",
@@ -641,6 +1103,7 @@ OPTIMIZERS: dict[str, Optim] = {
                 bool(o["maximize"]),
             ),
             None,
+            signed=(True, False),
         ),
         Optim(
             "Adagrad",
@@ -650,6 +1113,7 @@ OPTIMIZERS: dict[str, Optim] = {
             lambda o: (o["initial_accumulator_value"],),
             lambda o: (o["eps"], o["weight_decay"], bool(o["maximize"])),
             lambda o, step: adagrad_coefs(step, o["lr"], o["lr_decay"]),
+            signed=(False,),
         ),
         Optim(
             "Adadelta",
@@ -659,6 +1123,7 @@ OPTIMIZERS: dict[str, Optim] = {
             lambda o: (0.0, 0.0),
             lambda o: (o["lr"], o["rho"], o["eps"], o["weight_decay"], bool(o["maximize"])),
             None,
+            signed=(False, False),
         ),
     )
 }

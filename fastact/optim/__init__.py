@@ -11,15 +11,21 @@ from fastact.optim import functional, lr_scheduler
 from fastact.optim.checkpoint import load, save
 from fastact.optim.optimizers import (
     OPTIMIZERS,
+    OPTIMIZERS_8BIT,
     SGD,
     Adadelta,
     Adagrad,
+    Adagrad8bit,
     Adam,
+    Adam8bit,
     Adamax,
     AdamW,
+    AdamW8bit,
     Optimizer,
     RMSprop,
+    RMSprop8bit,
     Rprop,
+    SGD8bit,
 )
 
 __all__ = [
@@ -32,7 +38,13 @@ __all__ = [
     "Rprop",
     "Adagrad",
     "Adadelta",
+    "SGD8bit",
+    "Adam8bit",
+    "AdamW8bit",
+    "RMSprop8bit",
+    "Adagrad8bit",
     "OPTIMIZERS",
+    "OPTIMIZERS_8BIT",
     "functional",
     "lr_scheduler",
     "save",

@@ -25,7 +25,7 @@ import numpy as np
 
 from fastact import host
 from fastact._core.backend import device, on_device
-from fastact.kernels.optim import Optim, chunk_table, next_step
+from fastact.kernels.optim import BF16, LOWP_ROWS, Layout, Optim, chunk_table, layout_of, next_step
 
 __all__ = [
     "FloatSteps",
@@ -35,6 +35,9 @@ __all__ = [
     "positive_steps",
     "seq",
     "per_tensor",
+    "entry_layout",
+    "row_signs",
+    "rounding_key",
 ]
 
 
@@ -94,6 +97,54 @@ def positive_steps(step: Any, n: int) -> list[float]:
     return steps
 
 
+# ============================================================================ storage
+def entry_layout(ex: Any, options: dict, e: Any, name: str) -> Layout:
+    """The storage of parameter entry ``e`` under ``options`` (see
+    :func:`fastact.kernels.optim.layout_of`); TypeError when the executor or the parameter's
+    dtype cannot have it (low-precision states and bfloat16 parameters are host-only; they
+    need float32 or bfloat16 parameters)."""
+    layout = layout_of(options, e.dtype if not getattr(e, "bf16", False) else BF16, e.size)
+    if layout.native:
+        return layout
+    if ex.NAME != "host":
+        raise TypeError(
+            f"{name}: {layout.describe()} optimizer states and bfloat16 parameters are "
+            "supported on the host only (NumPy arrays, CPU tensors), not on CUDA devices"
+        )
+    if layout.param == np.float64:
+        raise TypeError(
+            f"{name} has dtype float64; {layout.describe()} optimizer states need float32 or "
+            "bfloat16 parameters"
+        )
+    return layout
+
+
+def row_signs(spec: Optim, inits: tuple) -> tuple:
+    """Per state row: None when unused, else whether its values can be negative."""
+    signs = spec.signed or (True,) * len(spec.state)
+    return tuple(None if init is None else sg for init, sg in zip(inits, signs, strict=True))
+
+
+def rounding_key(options: dict, counter: int) -> int:
+    """The 32-bit key of stochastic rounding (-1: round to nearest even) for a seed and a
+    step counter: a different stream of random bits for every step."""
+    if not options.get("stochastic_rounding", False):
+        return -1
+    seed = int(options.get("seed", 0))
+    return ((seed * 0x9E3779B1) ^ (counter * 0x85EBCA77 + 0x165667B1)) & 0xFFFFFFFF
+
+
+def _ptr_rows(layout: Layout, n_state: int) -> int:
+    return 2 + n_state if layout.native else LOWP_ROWS
+
+
+def _state_rows(layout: Layout, r: int) -> list[int]:
+    """Pointer-table rows of state row ``r``'s arrays (main array, block scales)."""
+    if layout.native or not layout.q8:
+        return [2 + r]
+    return [2 + r, 5 + r]
+
+
 # ============================================================================ functional
 def functional_step(
     spec: Optim,
@@ -106,12 +157,14 @@ def functional_step(
     skip_nonfinite: bool,
 ) -> bool:
     """One functional step of ``spec`` (see :mod:`fastact.optim.functional`): validate
-    everything, then one launch per dtype; True when ``skip_nonfinite`` skipped the step.
+    everything, then one launch per storage layout; True when ``skip_nonfinite`` skipped it.
 
     ``states``: the functional argument of each state row (a sequence, or None for an unused
     row); SGD's momentum rows accept None entries, which receive new buffers (a list is
     required then, like torch's functional sgd). ``steps``: the ``step=`` argument of the
-    optimizers with step-dependent coefficients."""
+    optimizers with step-dependent coefficients. ``options['state_dtype']`` (None, 'float32'
+    or 'bfloat16') is the states' storage; bfloat16 parameters take bfloat16 states by
+    default, like torch."""
     plist = seq(params, "params")
     n = len(plist)
     if n == 0:
@@ -122,6 +175,7 @@ def functional_step(
     step_list = positive_steps(steps, n) if spec.coefs is not None else None
     ex = executor_of(plist)
     ents = [ex.entry(p, f"params[{k}]") for k, p in enumerate(plist)]
+    layouts = [entry_layout(ex, options, e, f"params[{k}]") for k, e in enumerate(ents)]
     inits = spec.rows(options)
     allocate = not spec.has_step  # SGD: None buffers are created (first step: buf = g)
     addrs: list[list] = []
@@ -143,7 +197,12 @@ def functional_step(
                 row.append(None)  # created below
                 missing.append(k)
                 continue
-            a, addr = ex.state_address(s, ents[k], f"{arg}[{k}]", f"params[{k}]")
+            lay = layouts[k]
+            where = (s, ents[k], f"{arg}[{k}]", f"params[{k}]")
+            if lay.native:
+                a, addr = ex.state_address(*where)
+            else:
+                a, addr = ex.state_address(*where, lay.arrays()[0])
             row.append(addr)
             written.append(a)
             wnames.append(f"{arg}[{k}]")
@@ -155,42 +214,52 @@ def functional_step(
     else:
         created = set(missing)
         coefs_all = [(1.0 if k in created else 0.0,) for k in range(n)]
-    by_dtype: dict[np.dtype, list[int]] = {}
+    by_layout: dict[Layout, list[int]] = {}
     for k in range(n):
         if keep[k] is not None:
-            by_dtype.setdefault(ents[k].dtype, []).append(k)
+            by_layout.setdefault(layouts[k], []).append(k)
     # all checks done: allocate missing buffers, then launch
     made: dict[int, Any] = {}
     for k in missing:
         if keep[k] is not None:
-            obj, addr = ex.new_states([ents[k]], 0.0)[0]
+            lay = layouts[k]
+            if lay.native:
+                obj, addr = ex.new_states([ents[k]], 0.0)[0]
+            else:
+                obj, addr = ex.new_states([ents[k]], 0.0, lay.arrays()[0])[0]
             made[k] = obj
             for row in addrs:
                 if row[k] is None:
                     row[k] = addr
     plans = []
-    for dt, idx in by_dtype.items():
-        ptrs = np.empty((2 + len(addrs), len(idx)), dtype=np.int64)
+    for lay, idx in by_layout.items():
+        ptrs = np.empty((_ptr_rows(lay, len(addrs)), len(idx)), dtype=np.int64)
         for jj, k in enumerate(idx):
-            ptrs[0, jj] = ents[k].addr
+            ptrs[:, jj] = ents[k].addr
             ptrs[1, jj] = keep[k][1]
             for r, row in enumerate(addrs):
                 ptrs[2 + r, jj] = row[k]
         sizes = np.array([ents[k].size for k in idx], dtype=np.int64)
-        plans.append((dt, ptrs, chunk_table(sizes, ex.OPTIM_CHUNK), int(sizes.sum()), idx))
+        chunks = chunk_table(sizes, lay.chunk(ex.OPTIM_CHUNK))
+        plans.append((lay, ptrs, chunks, int(sizes.sum()), idx))
     if check_finite or skip_nonfinite:
-        for dt, ptrs, chunks, total, idx in plans:
-            bad = ex.optim_nonfinite(dt, ptrs, 1, chunks, total)
+        for lay, ptrs, chunks, total, idx in plans:
+            bad = ex.optim_nonfinite(lay.param, ptrs, 1, chunks, total)
             if bad.any():
                 if skip_nonfinite:
                     return True
                 k = idx[int(chunks[int(np.argmax(bad)), 0])]
                 raise ValueError(f"grads[{k}] contains NaN or infinite values (check_finite=True)")
     scalars = spec.scalars(options)
-    for dt, ptrs, chunks, total, idx in plans:
+    rows = row_signs(spec, inits)
+    key = rounding_key(options, 0)
+    for lay, ptrs, chunks, total, idx in plans:
         coefs = np.array([coefs_all[k] for k in idx], dtype=np.float64).reshape(len(idx), -1)
-        ex.optim_launch(spec.kernel, dt, ptrs, chunks, coefs, scalars, total)
-    ex.bump_versions([plist[k] for idx in by_dtype.values() for k in idx if ents[k].is_torch])
+        if lay.native:
+            ex.optim_launch(spec.kernel, lay.param, ptrs, chunks, coefs, scalars, total)
+        else:
+            ex.optim_launch(spec.kernel, lay, ptrs, chunks, coefs, scalars, total, rows, key)
+    ex.bump_versions([plist[k] for idx in by_layout.values() for k in idx if ents[k].is_torch])
     for k, obj in made.items():
         for (_key, arg), init in zip(spec.state, inits, strict=True):
             if init is not None and states[arg][k] is None:
@@ -286,18 +355,21 @@ class FloatSteps:
 
 
 class GroupCache:
-    """A param group's validated entries and its launch plans per dtype."""
+    """A param group's validated entries, their storage layouts (for the group's storage
+    options ``fmt``) and its launch plans per layout."""
 
-    __slots__ = ("group", "entries", "plans")
+    __slots__ = ("group", "entries", "plans", "fmt", "layouts")
 
     def __init__(self, group: dict) -> None:
         self.group = group
         self.entries: list | None = None
         self.plans: dict = {}
+        self.fmt: tuple | None = None
+        self.layouts: list = []
 
 
 class Plan:
-    """Cached launch data of one (group, dtype) bucket: which parameters take part, the
+    """Cached launch data of one (group, layout) bucket: which parameters take part, the
     pointer table (row 1, the gradients, is refilled every step), the chunk table, the state
     dicts and their steps. Valid while the state map's version is unchanged."""
 
@@ -317,6 +389,9 @@ class Plan:
         "tparams",
         "counter",
     )
+
+
+_FMT_KEYS = ("state_dtype", "block_size", "min_8bit_size")
 
 
 def check_overlap(opt: Any, ex: Any, extra: list = ()) -> None:
@@ -350,6 +425,7 @@ def group_entries(opt: Any, ex: Any, group: dict, k0: int) -> tuple[GroupCache, 
         check_overlap(opt, ex)
         cache.entries = ents
         cache.plans.clear()
+        cache.fmt = None
         return cache, ents
     stale = ex.stale_entries(ents, k0)
     if stale:
@@ -357,7 +433,19 @@ def group_entries(opt: Any, ex: Any, group: dict, k0: int) -> tuple[GroupCache, 
             ents[j] = ex.entry(ents[j].obj, f"params[{k0 + j}]")
         check_overlap(opt, ex)
         cache.plans.clear()
+        cache.fmt = None
     return cache, ents
+
+
+def group_layouts(ex: Any, cache: GroupCache, options: dict, k0: int) -> list:
+    """The storage layout of each entry of the group (cached per storage options)."""
+    fmt = tuple(options.get(k) for k in _FMT_KEYS)
+    if cache.fmt != fmt:
+        cache.layouts = [
+            entry_layout(ex, options, e, f"params[{k0 + j}]") for j, e in enumerate(cache.entries)
+        ]
+        cache.fmt = fmt
+    return cache.layouts
 
 
 def prepare(opt: Any, ex: Any, grads: Any) -> list:
@@ -379,7 +467,8 @@ def prepare(opt: Any, ex: Any, grads: Any) -> list:
     k0 = 0
     for gi, group in enumerate(groups):
         cache, ents = group_entries(opt, ex, group, k0)
-        options = opt._options(group, gi)
+        options = opt._step_options(group, gi)
+        layouts = group_layouts(ex, cache, options, k0)
         inits = opt._spec.rows(options)
         keys = tuple(
             None if init is None else key
@@ -398,9 +487,10 @@ def prepare(opt: Any, ex: Any, grads: Any) -> list:
             if g is None:
                 continue
             keep, gaddr = e.grad(g, k)
-            b = by_dt.get(e.dtype)
+            lay = layouts[j]
+            b = by_dt.get(lay)
             if b is None:
-                b = by_dt[e.dtype] = ([], [], [], [])
+                b = by_dt[lay] = ([], [], [], [])
             b[0].append(j)
             b[1].append(keep)
             b[2].append(gaddr)
@@ -425,34 +515,46 @@ def prepare(opt: Any, ex: Any, grads: Any) -> list:
     return work
 
 
-def _plan(opt: Any, ex: Any, ents: list, js: tuple, keys: tuple, ks: list, dt) -> Plan:
+def _plan(opt: Any, ex: Any, ents: list, js: tuple, keys: tuple, ks: list, lay: Layout) -> Plan:
     """Build (and validate) the launch data for the parameters ``js`` of one bucket."""
     m = len(js)
-    ptrs = np.zeros((2 + len(keys), m), dtype=np.int64)
+    ptrs = np.zeros((_ptr_rows(lay, len(keys)), m), dtype=np.int64)
     sts, missing, arrays, names = [], [], [], []
     has_step = opt._spec.has_step
+    storages = None if lay.native else lay.arrays()
     for col, j in enumerate(js):
         e = ents[j]
         k = ks[col]
-        ptrs[0, col] = e.addr
+        ptrs[:, col] = e.addr
         arrays.append(e.arr)
         names.append(f"params[{k}]")
         st = opt.state.get(e.obj)
         sts.append(st)
         for r, key in enumerate(keys):
-            x = None if (key is None or st is None) else st.get(key)
             if key is None:
-                ptrs[2 + r, col] = e.addr
-            elif x is None:
-                missing.append((col, r))
-            else:
+                continue
+            if storages is None:
+                x = None if st is None else st.get(key)
+                if x is None:
+                    missing.append((col, r))
+                    continue
                 name = f"state[params[{k}]]['{key}']"
                 a, ptrs[2 + r, col] = ex.state_address(x, e, name, f"params[{k}]")
                 arrays.append(a)
                 names.append(name)
+                continue
+            xs = [None if st is None else st.get(key + sto.suffix) for sto in storages]
+            if any(x is None for x in xs):
+                missing.append((col, r))
+                continue
+            for x, sto, row in zip(xs, storages, _state_rows(lay, r), strict=True):
+                name = f"state[params[{k}]]['{key + sto.suffix}']"
+                a, ptrs[row, col] = ex.state_address(x, e, name, f"params[{k}]", sto)
+                arrays.append(a)
+                names.append(name)
     ex.no_overlap(arrays, names)
     plan = Plan()
-    plan.dt, plan.js, plan.keys = dt, js, keys
+    plan.dt, plan.js, plan.keys = lay, js, keys
     plan.smap, plan.version = opt.state, opt.state._version
     plan.ptrs, plan.sts, plan.missing = ptrs, sts, missing
     plan.steps = plan.counter = None
@@ -460,7 +562,7 @@ def _plan(opt: Any, ex: Any, ents: list, js: tuple, keys: tuple, ks: list, dt) -
     plan.fresh = bool(missing) or counts_missing
     plan.tparams = [ents[j].obj for j in js if ents[j].is_torch]
     sizes = np.array([ents[j].size for j in js], dtype=np.int64)
-    plan.chunks = chunk_table(sizes, ex.OPTIM_CHUNK)
+    plan.chunks = chunk_table(sizes, lay.chunk(ex.OPTIM_CHUNK))
     plan.total = int(sizes.sum())
     return plan
 
@@ -469,7 +571,7 @@ def first_nonfinite(ex: Any, work: list) -> int | None:
     """The index of the first gradient holding NaN or inf (``grads[k]``), or None."""
     for *_, buckets in work:
         for plan, _keep, ks in buckets:
-            bad = ex.optim_nonfinite(plan.dt, plan.ptrs, 1, plan.chunks, plan.total)
+            bad = ex.optim_nonfinite(plan.dt.param, plan.ptrs, 1, plan.chunks, plan.total)
             if bad.any():
                 return ks[int(plan.chunks[int(np.argmax(bad)), 0])]
     return None
@@ -481,12 +583,14 @@ def apply(opt: Any, ex: Any, work: list) -> None:
     scalars_of = spec.scalars
     steps = opt._steps
     touched = []
-    for _group, _gi, options, inits, ents, buckets in work:
+    for group, _gi, options, inits, ents, buckets in work:
         scal = scalars_of(options)
+        rows = None
+        key = -1
         for plan, _keep, _ks in buckets:
             firsts = None
             if plan.fresh:
-                firsts = _create_state(opt, ex, inits, ents, plan)
+                firsts = _create_state(opt, ex, inits, ents, plan, spec)
             if plan.steps is None:
                 coefs = np.zeros((len(plan.js), 1), dtype=np.float64)
                 if firsts:
@@ -495,16 +599,27 @@ def apply(opt: Any, ex: Any, work: list) -> None:
             else:
                 new_steps = steps.advance(plan)
                 coefs = _coef_table(spec, options, new_steps)
-            ex.optim_launch(spec.kernel, plan.dt, plan.ptrs, plan.chunks, coefs, scal, plan.total)
+            lay = plan.dt
+            if lay.native:
+                ex.optim_launch(spec.kernel, lay.param, plan.ptrs, plan.chunks, coefs, scal,
+                                plan.total)  # fmt: skip
+            else:
+                if rows is None:
+                    rows = row_signs(spec, inits)
+                    key = rounding_key(options, int(group.get("rounding_step", 0)))
+                ex.optim_launch(spec.kernel, lay, plan.ptrs, plan.chunks, coefs, scal,
+                                plan.total, rows, key)  # fmt: skip
             touched += plan.tparams
             if new_steps is not None:
                 steps.store(plan, new_steps)
+        if key >= 0:
+            group["rounding_step"] = int(group.get("rounding_step", 0)) + 1
     ex.bump_versions(touched)
 
 
-def _create_state(opt: Any, ex: Any, inits: tuple, ents: list, plan: Plan) -> list:
+def _create_state(opt: Any, ex: Any, inits: tuple, ents: list, plan: Plan, spec: Optim) -> list:
     """Create the state that ``plan`` found missing; return the columns that got any."""
-    has_step = opt._spec.has_step
+    has_step = spec.has_step
     cols = sorted({col for col, _r in plan.missing})
     for col in range(len(plan.js)) if has_step else cols:
         if plan.sts[col] is None:
@@ -514,16 +629,47 @@ def _create_state(opt: Any, ex: Any, inits: tuple, ents: list, plan: Plan) -> li
     rows: dict[int, list[int]] = {}
     for col, r in plan.missing:
         rows.setdefault(r, []).append(col)
+    lay = plan.dt
+    signs = row_signs(spec, inits)
     for r, rcols in rows.items():
         key = plan.keys[r]
-        made = ex.new_states([ents[plan.js[c]] for c in rcols], float(inits[r]))
-        for c, (obj, addr) in zip(rcols, made, strict=True):
-            plan.sts[c][key] = obj
-            plan.ptrs[2 + r, c] = addr
+        sub = [ents[plan.js[c]] for c in rcols]
+        if lay.native:
+            made = ex.new_states(sub, float(inits[r]))
+            for c, (obj, addr) in zip(rcols, made, strict=True):
+                plan.sts[c][key] = obj
+                plan.ptrs[2 + r, c] = addr
+            continue
+        for sto, prow in zip(lay.arrays(), _state_rows(lay, r), strict=True):
+            made = ex.new_states(sub, sto.fill(float(inits[r]), bool(signs[r])), sto)
+            for c, (obj, addr) in zip(rcols, made, strict=True):
+                plan.sts[c][key + sto.suffix] = obj
+                plan.ptrs[prow, c] = addr
     plan.missing = []
     plan.fresh = False
     plan.version = opt.state._version
     return cols
+
+
+def eager_state(opt: Any, ex: Any) -> None:
+    """Create every parameter's state now (Adagrad does in its constructor, like torch), in
+    each parameter's storage layout."""
+    spec = opt._spec
+    k0 = 0
+    for gi, group in enumerate(opt.param_groups):
+        cache, ents = group_entries(opt, ex, group, k0)
+        options = opt._step_options(group, gi)
+        layouts = group_layouts(ex, cache, options, k0)
+        inits = spec.rows(options)
+        keys = tuple(None if i is None else k for (k, _a), i in zip(spec.state, inits, strict=True))
+        by: dict = {}
+        for j, lay in enumerate(layouts):
+            by.setdefault(lay, []).append(j)
+        for lay, js in by.items():
+            plan = _plan(opt, ex, ents, tuple(js), keys, [k0 + j for j in js], lay)
+            if plan.fresh:
+                _create_state(opt, ex, inits, ents, plan, spec)
+        k0 += len(ents)
 
 
 def _coef_table(spec: Optim, options: dict, steps: list) -> np.ndarray:

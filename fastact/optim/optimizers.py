@@ -56,7 +56,28 @@ __all__ = [
     "Rprop",
     "Adagrad",
     "Adadelta",
+    "SGD8bit",
+    "Adam8bit",
+    "AdamW8bit",
+    "RMSprop8bit",
+    "Adagrad8bit",
+    "DEFAULT_BLOCK_SIZE",
 ]
+
+#: The storage options and their values when neither a group nor the defaults set them.
+_STORAGE_DEFAULTS = {
+    "state_dtype": None,
+    "block_size": 2048,
+    "min_8bit_size": 4096,
+    "stochastic_rounding": False,
+    "seed": 0,
+}
+#: Default elements per block scale of the 8-bit optimizers (measured: scripts/bench_lowp_optim.py).
+DEFAULT_BLOCK_SIZE = 2048
+#: Tensors with fewer elements keep float32 state in the 8-bit optimizers (like bitsandbytes).
+DEFAULT_MIN_8BIT_SIZE = 4096
+#: block_size must be a positive multiple of this (whole 512-bit vectors of float32).
+BLOCK_MULTIPLE = 16
 
 
 class _Required:
@@ -159,7 +180,13 @@ class Optimizer:
     under the functional API's names); :mod:`fastact.optim.driver` runs the steps.
     """
 
+    #: the state_dtype values the class accepts (the 8-bit classes add '8bit')
+    _STATE_DTYPES: tuple = (None, "float32", "bfloat16")
+    #: storage defaults of the 8-bit classes (block_size, min_8bit_size), set before __init__
+    _extra_defaults: dict = {}
+
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        defaults = {**defaults, **self._extra_defaults}
         self._check_group(dict(defaults))
         self.defaults = defaults
         #: True when the parameters are CUDA device arrays (fastact.cuda runs the steps).
@@ -198,6 +225,22 @@ class Optimizer:
             rule = _RULES.get(key)
             if rule is not None:
                 rule(value, key)
+        if "state_dtype" in group and group["state_dtype"] not in self._STATE_DTYPES:
+            raise ValueError(
+                f"state_dtype must be one of {self._STATE_DTYPES} for {type(self).__name__}, "
+                f"got {group['state_dtype']!r}"
+                + (" (use the 8-bit classes, e.g. AdamW8bit)" if group["state_dtype"] == "8bit"
+                   else "")
+            )  # fmt: skip
+
+    def _step_options(self, group: dict, gi: int) -> dict:
+        """``_options`` plus the storage options (state_dtype, block_size, min_8bit_size,
+        stochastic_rounding, seed), missing ones taken from the defaults."""
+        o = self._options(group, gi)
+        d = self.defaults
+        for key, default in _STORAGE_DEFAULTS.items():
+            o[key] = group.get(key, d.get(key, default))
+        return o
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group (a dict with 'params' and optional per-group options)."""
@@ -274,6 +317,9 @@ class Optimizer:
         if any(id(p) in existing for p in tensors):
             raise ValueError("some parameters appear in more than one parameter group")
         driver.check_overlap(self, ex, list(zip(entries, names_k, strict=True)))
+        options = self._step_options(new_group, gi)
+        for e, n in zip(entries, names_k, strict=True):
+            driver.entry_layout(ex, options, e, n)  # TypeError for unsupported storage
         # all checks passed: commit (the caller's dict gets the defaults, like torch)
         param_group.clear()
         param_group.update(new_group)
@@ -421,12 +467,20 @@ class Optimizer:
             new_groups.append(s)
         new_state = _StateMap()
         ex = self._executor()
+        where = {id(p): gi for gi, g in enumerate(new_groups) for p in g["params"]}
+        rows = dict(zip((k for k, _a in self._spec.state), self._spec.signed, strict=True))
         for key, value in state_dict["state"].items():
             if key not in id_map:
                 continue
             p = id_map[key]
             name = f"state_dict['state'][{key!r}]"
-            new_state[p] = ex.load_param_state(p, value, name)
+            gi = where[id(p)]
+            options = self._step_options(new_groups[gi], gi)
+            layout = driver.entry_layout(ex, options, ex.entry(p, name), name)
+            if ex.NAME == "host":
+                new_state[p] = ex.load_param_state(p, value, name, layout, rows)
+            else:
+                new_state[p] = ex.load_param_state(p, value, name)
         self.state = new_state
         self.param_groups = new_groups
         self._cache = {}
@@ -516,6 +570,32 @@ def _any_real(value: Any, name: str) -> None:
     _real(value, name)
 
 
+def _int(value: Any, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {_typename(value)}")
+    return int(value)
+
+
+def _block_size_rule(value: Any, name: str) -> None:
+    b = _int(value, name)
+    if b <= 0 or b % BLOCK_MULTIPLE:
+        raise ValueError(f"{name} must be a positive multiple of {BLOCK_MULTIPLE}, got {b}")
+
+
+def _min_size_rule(value: Any, name: str) -> None:
+    if _int(value, name) < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def _flag_rule(value: Any, name: str) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {_typename(value)}")
+
+
+def _seed_rule(value: Any, name: str) -> None:
+    _int(value, name)
+
+
 #: Validation of each numeric option (constructor arguments and param-group entries alike),
 #: with torch's messages where torch checks the option.
 _RULES: dict[str, Callable[[Any, str], None]] = {
@@ -531,7 +611,25 @@ _RULES: dict[str, Callable[[Any, str], None]] = {
     "betas": _betas_rule,
     "etas": _etas_rule,
     "step_sizes": _step_sizes_rule,
+    "block_size": _block_size_rule,
+    "min_8bit_size": _min_size_rule,
+    "stochastic_rounding": _flag_rule,
+    "seed": _seed_rule,
 }
+
+
+def _storage(state_dtype: Any, stochastic_rounding: Any, seed: Any) -> dict:
+    """The storage defaults of every class: state_dtype (None: the parameter's dtype;
+    'float32', 'bfloat16', and '8bit' in the 8-bit classes), stochastic rounding of bfloat16
+    parameters and its seed; only the options that differ from the defaults become group
+    keys (the groups of a default optimizer have torch's keys)."""
+    out: dict = {}
+    if state_dtype is not None:
+        out["state_dtype"] = state_dtype
+    if stochastic_rounding or seed != 0:  # the groups keep torch's keys by default
+        out["stochastic_rounding"] = stochastic_rounding
+        out["seed"] = seed
+    return out
 
 
 def _check_flags(capturable: bool, differentiable: bool, foreach: Any, fused: Any) -> None:
@@ -582,6 +680,9 @@ class SGD(Optimizer):
         foreach: bool | None = None,
         differentiable: bool = False,
         fused: bool | None = None,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -594,6 +695,7 @@ class SGD(Optimizer):
             "differentiable": differentiable,
             "fused": fused,
         }
+        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
         _check_flags(False, differentiable, foreach, fused)
         super().__init__(params, defaults)
 
@@ -637,6 +739,9 @@ class Adam(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         _RULES["betas"](betas, "betas")
         if not all(isinstance(b, float) for b in betas) and not all(is_tensor(b) for b in betas):
@@ -655,6 +760,7 @@ class Adam(Optimizer):
             "fused": fused,
             "decoupled_weight_decay": decoupled_weight_decay,
         }
+        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
         _check_flags(capturable, differentiable, foreach, fused)
         super().__init__(params, defaults)
 
@@ -691,6 +797,9 @@ class AdamW(Adam):
         capturable: bool = False,
         differentiable: bool = False,
         fused: bool | None = None,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__(
             params,
@@ -705,6 +814,9 @@ class AdamW(Adam):
             differentiable=differentiable,
             fused=fused,
             decoupled_weight_decay=True,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+            seed=seed,
         )
 
 
@@ -726,6 +838,9 @@ class Adamax(Optimizer):
         maximize: bool = False,
         differentiable: bool = False,
         capturable: bool = False,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -737,6 +852,7 @@ class Adamax(Optimizer):
             "differentiable": differentiable,
             "capturable": capturable,
         }
+        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
         _check_flags(capturable, differentiable, foreach, None)
         super().__init__(params, defaults)
 
@@ -772,6 +888,9 @@ class RMSprop(Optimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -785,6 +904,7 @@ class RMSprop(Optimizer):
             "maximize": maximize,
             "differentiable": differentiable,
         }
+        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
         _check_flags(capturable, differentiable, foreach, None)
         super().__init__(params, defaults)
 
@@ -818,6 +938,9 @@ class Rprop(Optimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -828,6 +951,7 @@ class Rprop(Optimizer):
             "differentiable": differentiable,
             "capturable": capturable,
         }
+        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
         _check_flags(capturable, differentiable, foreach, None)
         super().__init__(params, defaults)
 
@@ -863,6 +987,9 @@ class Adagrad(Optimizer):
         maximize: bool = False,
         differentiable: bool = False,
         fused: bool | None = None,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -875,21 +1002,10 @@ class Adagrad(Optimizer):
             "differentiable": differentiable,
             "fused": fused,
         }
+        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
         _check_flags(False, differentiable, foreach, fused)
         super().__init__(params, defaults)
-        ex = self._executor()
-        for gi, group in enumerate(self.param_groups):
-            ents = [
-                ex.entry(p, f"param_groups[{gi}]['params'][{k}]")
-                for k, p in enumerate(group["params"])
-            ]
-            for dt in dict.fromkeys(e.dtype for e in ents):
-                sub = [e for e in ents if e.dtype == dt]
-                made = ex.new_states(sub, float(initial_accumulator_value))
-                for e, (obj, _addr) in zip(sub, made, strict=True):
-                    st = self.state[e.obj]
-                    st["step"] = 0.0
-                    st["sum"] = obj
+        driver.eager_state(self, self._executor())  # torch creates it here too
 
     def _options(self, group: dict, gi: int) -> dict:
         return {
@@ -921,6 +1037,9 @@ class Adadelta(Optimizer):
         capturable: bool = False,
         maximize: bool = False,
         differentiable: bool = False,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         defaults = {
             "lr": lr,
@@ -932,6 +1051,7 @@ class Adadelta(Optimizer):
             "foreach": foreach,
             "differentiable": differentiable,
         }
+        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
         _check_flags(capturable, differentiable, foreach, None)
         super().__init__(params, defaults)
 
@@ -944,6 +1064,167 @@ class Adadelta(Optimizer):
             "maximize": bool(group["maximize"]),
         }
 
+
+# --------------------------------------------------------------------------------------------
+# 8-bit states
+# --------------------------------------------------------------------------------------------
+
+_EIGHT_BIT_DOC = """
+
+    8-bit states (Dettmers et al. 2021): every state tensor of at least ``min_8bit_size``
+    elements is stored as one byte per element (a dynamic non-linear code, signed for
+    moments and momentum buffers, unsigned for second moments and sums) plus one float32
+    scale (the block's absolute maximum) per ``block_size`` elements, ``<key>`` and
+    ``<key>_absmax`` in the state dict; smaller tensors keep float32 state. A step decodes a
+    block into float32 registers, applies the update of the float32 class in float32, and
+    re-encodes the block with its new maximum (see :mod:`fastact.kernels.lowp`). Parameters
+    are float32 or bfloat16 (``stochastic_rounding=True``: stochastic write-back)."""
+
+
+class _EightBit:
+    """Mixin: sets the storage defaults before the float32 class's constructor runs."""
+
+    _STATE_DTYPES = (None, "float32", "bfloat16", "8bit")
+
+    def _eight_bit(self, block_size: int, min_8bit_size: int) -> None:
+        _RULES["block_size"](block_size, "block_size")
+        _RULES["min_8bit_size"](min_8bit_size, "min_8bit_size")
+        self._extra_defaults = {"block_size": block_size, "min_8bit_size": min_8bit_size}
+
+
+class SGD8bit(_EightBit, SGD):
+    __doc__ = (SGD.__doc__ or "") + _EIGHT_BIT_DOC
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._eight_bit(block_size, min_8bit_size)
+        super().__init__(
+            params, lr, momentum, dampening, weight_decay, nesterov, maximize=maximize,
+            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
+        )  # fmt: skip
+
+
+class Adam8bit(_EightBit, Adam):
+    __doc__ = (Adam.__doc__ or "") + _EIGHT_BIT_DOC
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._eight_bit(block_size, min_8bit_size)
+        super().__init__(
+            params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+            decoupled_weight_decay=decoupled_weight_decay, state_dtype="8bit",
+            stochastic_rounding=stochastic_rounding, seed=seed,
+        )  # fmt: skip
+
+
+class AdamW8bit(_EightBit, AdamW):
+    __doc__ = (AdamW.__doc__ or "") + _EIGHT_BIT_DOC
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._eight_bit(block_size, min_8bit_size)
+        super().__init__(
+            params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
+        )  # fmt: skip
+
+
+class RMSprop8bit(_EightBit, RMSprop):
+    __doc__ = (RMSprop.__doc__ or "") + _EIGHT_BIT_DOC
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        *,
+        maximize: bool = False,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._eight_bit(block_size, min_8bit_size)
+        super().__init__(
+            params, lr, alpha, eps, weight_decay, momentum, centered, maximize=maximize,
+            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
+        )  # fmt: skip
+
+
+class Adagrad8bit(_EightBit, Adagrad):
+    __doc__ = (Adagrad.__doc__ or "") + _EIGHT_BIT_DOC
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-2,
+        lr_decay: float = 0,
+        weight_decay: float = 0,
+        initial_accumulator_value: float = 0,
+        eps: float = 1e-10,
+        *,
+        maximize: bool = False,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._eight_bit(block_size, min_8bit_size)
+        super().__init__(
+            params, lr, lr_decay, weight_decay, initial_accumulator_value, eps,
+            maximize=maximize, state_dtype="8bit", stochastic_rounding=stochastic_rounding,
+            seed=seed,
+        )  # fmt: skip
+
+
+#: The 8-bit optimizers: name -> class.
+OPTIMIZERS_8BIT: dict[str, type[Optimizer]] = {
+    cls.__name__: cls for cls in (SGD8bit, Adam8bit, AdamW8bit, RMSprop8bit, Adagrad8bit)
+}
 
 #: Registry: name -> class (used by the tests and the benchmark).
 OPTIMIZERS: dict[str, type[Optimizer]] = {

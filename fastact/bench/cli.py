@@ -1,0 +1,230 @@
+"""``python -m fastact bench``: the command line of the benchmark (and of its families).
+
+A run prints its tables and, unless ``--no-files``, writes them as Markdown and JSON plus the
+ratio plot (PNG, with matplotlib) into one results folder, named at the end of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+__all__ = ["family_main", "main", "parser"]
+
+_DESCRIPTION = (
+    "Time fastact against torch, NumPy and numexpr on this machine: every activation's "
+    "forward, backward and in-place call, every loss's value plus gradient, every optimizer's "
+    "step. For each case: the median time of fastact and of each installed peer, the ratio "
+    "peer time / fastact time (above 1: fastact is faster), and the fraction of the memory "
+    "bandwidth roofline fastact reaches. Each library runs in its own process."
+)
+_FILES = ("bench.md", "bench.json", "bench.png")
+
+
+def parser(prog: str = "python -m fastact bench", description: str = _DESCRIPTION):
+    """The argument parser of the bench command."""
+    b = argparse.ArgumentParser(prog=prog, description=description)
+    b.add_argument(
+        "--functions",
+        "-f",
+        action="append",
+        metavar="NAMES",
+        help="comma-separated names or globs (repeatable), e.g. 'sigmoid,gelu*,Adam'",
+    )
+    b.add_argument(
+        "--sizes",
+        "-s",
+        default=None,
+        metavar="LIST",
+        help="comma-separated element counts (1K = 1024, 16M = 16*2**20); default 1K,256K,16M "
+        "for activations and the largest of them for losses and optimizers",
+    )
+    b.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    b.add_argument(
+        "--threads",
+        "-t",
+        type=int,
+        default=None,
+        help="threads for every library (default: the CPUs this process may use)",
+    )
+    b.add_argument(
+        "--families",
+        default=None,
+        metavar="LIST",
+        help="activation,loss,optimizer (default: all that match --functions)",
+    )
+    b.add_argument(
+        "--libraries",
+        default=None,
+        metavar="LIST",
+        help="peers to time: torch,numpy,numexpr (default: all installed)",
+    )
+    b.add_argument(
+        "--format", default="text", choices=["text", "markdown", "json"], help="stdout format"
+    )
+    b.add_argument(
+        "--output", "-o", default=None, metavar="FILE", help="write the table there, not stdout"
+    )
+    b.add_argument(
+        "--output-dir",
+        default=None,
+        metavar="DIR",
+        help="results folder for bench.md, bench.json and bench.png "
+        "(default: fastact-bench-results/<date>_<time> in the current folder)",
+    )
+    b.add_argument(
+        "--no-files", action="store_true", help="write no results folder (tables on stdout only)"
+    )
+    b.add_argument(
+        "--plot",
+        default=None,
+        metavar="FILE.png",
+        help="also draw the ratios there (needs matplotlib)",
+    )
+    b.add_argument("--quick", action="store_true", help="fewer repetitions (noisier)")
+    b.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run every library's block N times, libraries alternating, and report the median "
+        "over rounds (steadier ratios on a shared or noisy machine); default 1",
+    )
+    b.add_argument(
+        "--model-like",
+        action="store_true",
+        help="also step the optimizers over a transformer-like list of ~160 tensors",
+    )
+    b.add_argument(
+        "--in-process",
+        action="store_true",
+        help="time every library in this process (one block each) instead of "
+        "one spawned process per library",
+    )
+    b.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    return b
+
+
+def _split(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _have_matplotlib() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def write_results(report: dict, folder: str) -> list[str]:
+    """Write bench.md, bench.json and (with matplotlib) bench.png into ``folder``."""
+    from .report import format_report, plot
+
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    for name, fmt in (("bench.md", "markdown"), ("bench.json", "json")):
+        path = os.path.join(folder, name)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(format_report(report, fmt))
+        written.append(path)
+    if _have_matplotlib() and any(r.get("ratios") for r in report["results"]):
+        written.append(plot(report, os.path.join(folder, "bench.png")))
+    return written
+
+
+def _run_command(args: argparse.Namespace, prog: str, **fixed: object) -> tuple[int, dict | None]:
+    from .harness import default_threads, run
+    from .report import format_report, plot
+
+    if args.plot and not _have_matplotlib():
+        sys.stderr.write("--plot needs matplotlib (pip install matplotlib)\n")
+        return 2, None
+    cpus = default_threads()
+    if args.threads and args.threads > cpus:
+        sys.stderr.write(
+            f"{prog}: warning: --threads {args.threads} on {cpus} CPUs oversubscribes the cores "
+            "(every parallel call time-shares them); the report says so at the top\n"
+        )
+    kwargs = dict(
+        functions=args.functions,
+        sizes=_split(args.sizes),
+        dtype=args.dtype,
+        threads=args.threads,
+        libraries=_split(args.libraries),
+        families=_split(args.families),
+        quick=args.quick,
+        isolate=not args.in_process,
+        progress=not args.no_progress,
+        rounds=args.rounds,
+        model=args.model_like,
+    )
+    kwargs.update(fixed)
+    try:
+        report = run(**kwargs)
+    except ValueError as e:
+        sys.stderr.write(f"{prog}: {e}\n")
+        return 2, None
+    text = format_report(report, args.format)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        sys.stderr.write(f"wrote {args.output}\n")
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    if args.plot:
+        plot(report, args.plot)
+        sys.stderr.write(f"wrote {args.plot}\n")
+    if not args.no_files:
+        folder = args.output_dir or os.path.join(
+            "fastact-bench-results", time.strftime("%Y-%m-%d_%H%M%S")
+        )
+        try:
+            written = write_results(report, folder)
+        except OSError as e:
+            sys.stderr.write(f"{prog}: could not write the results folder {folder}: {e}\n")
+            return 1, report
+        names = ", ".join(os.path.basename(p) for p in written)
+        missing = (
+            ""
+            if any(p.endswith(".png") for p in written)
+            else (" (no plot: pip install matplotlib)" if not _have_matplotlib() else "")
+        )
+        sys.stderr.write(f"Results: {os.path.abspath(folder)}/ ({names}){missing}\n")
+    return 0, report
+
+
+FAMILY_COMMANDS = {"losses": "loss", "optim": "optimizer"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fastact bench [options]``; ``python -m fastact bench losses|optim [options]``
+    runs one family with its full cases."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in FAMILY_COMMANDS:
+        return family_main(FAMILY_COMMANDS[argv[0]], argv[1:])
+    args = parser().parse_args(argv)
+    return _run_command(args, "python -m fastact bench")[0]
+
+
+def family_main(family: str, argv: Sequence[str]) -> int:
+    """``python -m fastact bench losses`` / ``python -m fastact bench optim``: one family with
+    its full cases (NumPy's loss formulas; the optimizers' model-like tensor list)."""
+    from . import optim
+
+    mod = {"loss": "losses", "optimizer": "optim"}[family]
+    prog = f"python -m fastact bench {mod}"
+    p = parser(prog, f"The {family} family of the fastact benchmark, with its full cases.")
+    args = p.parse_args(list(argv))
+    fixed: dict[str, object] = {"families": [family]}
+    if family == "optimizer":
+        fixed["model"] = True
+    rc, report = _run_command(args, prog, **fixed)
+    if report is not None and family == "optimizer" and args.format == "text":
+        sys.stdout.write("\nfastact's step cost per element:\n")
+        sys.stdout.write("\n".join(optim.per_element_lines(report)) + "\n")
+    return rc

@@ -1,0 +1,152 @@
+"""Benchmark: low-precision optimizer states (8-bit, bfloat16) against float32 states, torch's
+fused AdamW and, when installed, bitsandbytes' CPU optimizers.
+
+For one tensor of 2**24 parameters and a 160-tensor model-like set of the same total
+(``fastact.bench.optim.model_shapes``), each implementation's step is timed round-robin in
+one process (median of ``--repeat`` steps after warm-up, a pause before each step so that
+the previous library's worker threads stop spinning) and its state bytes per parameter are
+counted. Float32 parameters and gradients, then bfloat16 ones (torch bfloat16 tensors).
+
+    flock -x /work/wt/cpu.lock python scripts/bench_lowp_optim.py [--repeat 9] [--blocks]
+
+``--blocks`` also times AdamW8bit over block sizes (the default block size is the best).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+import fastact.optim as fo
+from fastact.bench.optim import model_shapes
+
+_QUIET = 0.03
+
+
+def _state_bytes(opt) -> int:
+    total = 0
+    for st in opt.state.values():
+        for k, v in st.items():
+            if k != "step" and hasattr(v, "nbytes"):
+                total += int(v.nbytes)
+            elif k != "step" and torch.is_tensor(v):
+                total += v.numel() * v.element_size()
+    return total
+
+
+def _median(fn: Callable[[], None], repeat: int) -> float:
+    for _ in range(2):
+        fn()
+    ts = []
+    for _ in range(repeat):
+        time.sleep(_QUIET)
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def _tensors(shapes, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ps = [torch.nn.Parameter(torch.randn(s, generator=g).to(dtype)) for s in shapes]
+    for p in ps:
+        p.grad = (torch.randn(p.shape, generator=g) * 1e-3).to(dtype)
+    return ps
+
+
+def _cases(bf16: bool, with_bnb: bool) -> list[tuple[str, Callable]]:
+    cases = [
+        ("torch AdamW fused", lambda ps: torch.optim.AdamW(ps, fused=True)),
+        ("fastact AdamW", lambda ps: fo.AdamW(ps)),
+        ("fastact AdamW state_dtype=bfloat16", lambda ps: fo.AdamW(ps, state_dtype="bfloat16")),
+        ("fastact AdamW8bit", lambda ps: fo.AdamW8bit(ps)),
+    ]  # fmt: skip
+    if bf16:
+        f32 = ("fastact AdamW state_dtype=float32", lambda ps: fo.AdamW(ps, state_dtype="float32"))
+        cases.insert(2, f32)
+    if with_bnb:
+        import bitsandbytes as bnb
+
+        cases.append(("bitsandbytes AdamW8bit (CPU)", lambda ps: bnb.optim.AdamW8bit(ps)))
+    return cases
+
+
+def run(repeat: int, with_bnb: bool, bnb_repeat: int, log2: int = 24) -> list[dict]:
+    n = 1 << log2
+    sets = {
+        "one tensor": [(n,)],
+        "160-tensor model": model_shapes(target=n, d=288 if log2 >= 24 else 16),
+    }
+    rows = []
+    for dtype in (torch.float32, torch.bfloat16):
+        for set_name, shapes in sets.items():
+            cases = _cases(dtype == torch.bfloat16, with_bnb)
+            opts = []
+            for name, make in cases:
+                ps = _tensors(shapes, dtype)
+                opt = make(ps)
+                opt.step()  # creates the state
+                opts.append((name, opt, ps))
+            total = sum(math.prod(s) for s in shapes)
+            times = {}
+            for name, opt, _ps in opts:
+                r = bnb_repeat if name.startswith("bitsandbytes") else repeat
+                times[name] = _median(opt.step, r)
+            base = times[cases[0][0]]
+            for name, opt, _ps in opts:
+                rows.append({
+                    "params": str(dtype).replace("torch.", ""),
+                    "set": f"{set_name} ({len(shapes)} tensors, {total / 1e6:.1f}M)",
+                    "impl": name,
+                    "ms": times[name] * 1e3,
+                    "vs_torch": base / times[name],
+                    "bytes": _state_bytes(opt) / total,
+                })  # fmt: skip
+            del opts
+    return rows
+
+
+def blocks(repeat: int, sizes=(256, 512, 1024, 2048, 4096, 8192)) -> dict[int, float]:
+    ps = _tensors([(1 << 24,)], torch.float32)
+    out = {}
+    opts = {b: fo.AdamW8bit(ps, block_size=b) for b in sizes}
+    for b, opt in opts.items():
+        out[b] = _median(opt.step, repeat) * 1e3
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=9)
+    ap.add_argument("--bnb-repeat", type=int, default=3)
+    ap.add_argument("--no-bnb", action="store_true")
+    ap.add_argument("--blocks", action="store_true")
+    ap.add_argument("--log2", type=int, default=24, help="parameters: 2**log2 (smoke tests)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    try:
+        import bitsandbytes  # noqa: F401
+
+        with_bnb = not args.no_bnb
+    except ImportError:
+        with_bnb = False
+    print(f"# {platform.processor() or platform.machine()}, torch threads 2, "
+          f"bitsandbytes {'yes' if with_bnb else 'not installed'}")  # fmt: skip
+    if args.blocks and args.log2 == 24:
+        print("AdamW8bit block size sweep (2**24 float32 params, ms):", blocks(args.repeat))
+    rows = run(args.repeat, with_bnb, args.bnb_repeat, args.log2)
+    print("| params | set | implementation | step ms | vs torch fused | state B/param |")
+    print("|---|---|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['params']} | {r['set']} | {r['impl']} | {r['ms']:.1f} | "
+              f"{r['vs_torch']:.2f}x | {r['bytes']:.3f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

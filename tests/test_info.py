@@ -1,0 +1,122 @@
+"""``python -m fastact info`` (fastact.info): the facts it reports, the GPU path's reason, and
+that the vector width it reports is the one the cached kernels were compiled with (the width
+is part of the compile cache's key)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import fastact
+from fastact import info
+
+ROOT = os.path.dirname(os.path.dirname(fastact.__file__))
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    e = {k: v for k, v in os.environ.items() if k != "FASTACT_VECTOR_WIDTH"}
+    e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
+    e.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=e
+    )
+
+
+def test_report_fields():
+    d = info.report()
+    assert d["fastact"] == fastact.__version__
+    assert d["threads"] >= 1 and d["cpus"] >= 1
+    assert d["threading_layer"] in ("tbb", "omp", "workqueue")
+    assert d["simd_width_bits"] in (0, 128, 256, 512)
+    assert d["vector_width"].split()[0] in ("128", "256", "512")
+    assert d["simd_registers"].split()[0] in ("zmm", "ymm", "xmm", "v0.4s", "scalar")
+    assert d["cache_dir"].endswith(fastact._core.jit.cache_dir().name)
+    assert isinstance(d["cuda_available"], bool)
+    text = info.format(d)
+    assert len(text.splitlines()) == len(d) and text.startswith("fastact ")
+
+
+def test_cuda_detail_says_why():
+    """Without a usable GPU, ``cuda_detail`` is the reason (not a module name)."""
+    import fastact.cuda as fc
+
+    d = info.report()
+    if d["cuda_available"]:
+        assert d["cuda_detail"].startswith("numba-cuda")
+    else:
+        assert d["cuda_detail"] == fc._REASON and d["cuda_detail"]
+        assert d["cuda_detail"] != "fastact.cuda"
+    proc = _python(
+        "import sys; sys.modules['numba_cuda'] = None\n"  # numba-cuda not importable
+        "from fastact import info; print(info.report()['cuda_detail'])"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "numba-cuda is not installed (pip install fastact[cuda])"
+
+
+def test_cli():
+    proc = _python("import sys; from fastact.__main__ import _main; sys.exit(_main(['info']))")
+    assert proc.returncode == 0, proc.stderr
+    for key in ("threading_layer", "simd_width_bits", "vector_width", "simd_registers"):
+        assert key in proc.stdout
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastact", "info", "--bogus"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": ROOT},
+    )
+    assert proc.returncode == 2 and "--bogus" in proc.stderr
+
+
+_PROBE = textwrap.dedent(
+    """
+    import json, re
+    import numpy as np
+    import fastact
+    from fastact import info
+    from fastact.activations import ACTIVATIONS
+    from fastact.host.elementwise import kernels
+
+    kernel = kernels(ACTIVATIONS["sigmoid"], "forward")[0]  # the serial float32 loop
+    y = fastact.sigmoid(np.linspace(-3, 3, 16, dtype=np.float32))
+    hits = sum(kernel.stats.cache_hits.values())
+    misses = sum(kernel.stats.cache_misses.values())
+    ir = kernel.inspect_llvm(kernel.signatures[0]) if misses else ""
+    d = info.report()
+    print(json.dumps({
+        "cache_dir": d["cache_dir"], "hits": hits, "misses": misses,
+        "compiled_width": sorted(set(re.findall(r'"prefer-vector-width"="(\\d+)"', ir))),
+        "info_width": d["vector_width"], "y": y.tolist(),
+    }))
+    """
+)
+
+
+def test_vector_width_is_in_the_cache_key(tmp_path):
+    """Compile with the default width, then run with FASTACT_VECTOR_WIDTH=256: no cache hit
+    (the 512-bit kernel is not loaded), the kernel compiled then carries the 256 setting and
+    ``info`` reports 256; back at the default, the first run's kernel is loaded from the
+    cache and ``info`` reports 512."""
+    cache = str(tmp_path / "cache")
+    runs = []
+    for width in (None, "256", None):
+        env = {"FASTACT_CACHE_DIR": cache}
+        if width:
+            env["FASTACT_VECTOR_WIDTH"] = width
+        proc = _python(_PROBE, **env)
+        assert proc.returncode == 0, proc.stderr
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    first, narrow, again = runs
+    assert (first["misses"], first["hits"]) == (1, 0) and first["compiled_width"] == ["512"]
+    assert first["info_width"].startswith("512 (default")
+    assert narrow["cache_dir"] != first["cache_dir"]
+    assert (narrow["misses"], narrow["hits"]) == (1, 0) and narrow["compiled_width"] == ["256"]
+    assert narrow["info_width"].startswith("256 (FASTACT_VECTOR_WIDTH=256")
+    assert again["cache_dir"] == first["cache_dir"]
+    assert (again["misses"], again["hits"]) == (0, 1)
+    assert again["info_width"].startswith("512")
+    assert first["y"] == again["y"]

@@ -1,0 +1,538 @@
+"""Low-precision optimizer states and parameters: the 8-bit code, bfloat16 rounding, the 8-bit
+and bfloat16-state optimizers against float64 NumPy references, bfloat16 parameters, state
+dicts and checkpoints (exact resume), validation."""
+
+from __future__ import annotations
+
+import ml_dtypes  # the test extra installs it
+import numpy as np
+import pytest
+import torch
+
+import fastact.optim as fo
+from fastact._core.jit import jit
+from fastact.kernels.lowp import (
+    bf16_store,
+    bf16_store_sr,
+    code_values,
+    decode8,
+    dequantize_blocks,
+    encode8,
+    quantize_blocks,
+)
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_rng():
+    """These tests seed torch's global generator: give the next test module its state back."""
+    state = torch.get_rng_state()
+    yield
+    torch.set_rng_state(state)
+
+
+@jit
+def _enc(y, signed, out):
+    for i in range(y.size):
+        out[i] = encode8(y[i], signed)
+
+
+@jit
+def _dec(c, signed, out):
+    for i in range(c.size):
+        out[i] = decode8(c[i], signed)
+
+
+@jit
+def _rne(x, out):
+    for i in range(x.size):
+        out[i] = bf16_store(x[i])
+
+
+@jit
+def _sr(x, key, out):
+    for i in range(x.size):
+        out[i] = bf16_store_sr(x[i], key, i)
+
+
+def _nearest(y: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Distance from each y to the nearest value of ``table`` (float64)."""
+    vals = np.unique(table)
+    i = np.clip(np.searchsorted(vals, y), 1, len(vals) - 1)
+    return np.minimum(np.abs(y - vals[i - 1]), np.abs(y - vals[i]))
+
+
+def _gap(y: np.ndarray, table: np.ndarray) -> np.ndarray:
+    vals = np.unique(table)
+    i = np.clip(np.searchsorted(vals, y), 1, len(vals) - 1)
+    return vals[i] - vals[i - 1]
+
+
+# ------------------------------------------------------------------------------- the code
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
+def test_code_table_shape(signed):
+    v = code_values(signed)
+    mags = v[:128] if signed else v
+    assert np.all(np.diff(mags) > 0)  # monotone, no duplicate
+    assert mags[0] == 0.0 and mags[-1] == 1.0
+    assert mags[1] == 8.0 ** -(6 if signed else 7)
+    if signed:
+        np.testing.assert_array_equal(v[128:], -v[:128])
+    # decade tops are powers of 1/8 and the relative spacing at the top decade is <= 1/64
+    assert np.isin(8.0 ** -np.arange(1, 6), mags).all()
+    top = mags[mags > 0.125]
+    assert np.max(np.diff(top)) <= 0.875 / (64 if signed else 128) + 1e-12
+
+
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
+def test_decode_matches_table_and_encode_is_nearest(signed):
+    table = code_values(signed)
+    codes = np.arange(256, dtype=np.uint8)
+    got = np.empty(256, np.float32)
+    _dec(codes, signed, got)
+    np.testing.assert_array_equal(got.astype(np.float64), table.astype(np.float32))
+    # every code encodes to itself
+    back = np.empty(256, np.uint8)
+    _enc(got, signed, back)
+    want = codes.copy()
+    if signed:
+        want[128] = 0  # -0 encodes to +0 (same value)
+    np.testing.assert_array_equal(table[back], table[want])
+    rng = np.random.default_rng(1)
+    y = np.concatenate(
+        [rng.uniform(-1, 1, 200_000), 10 ** rng.uniform(-9, 0, 200_000), [0.0, 1.0, 1e-30]]
+    ).astype(np.float32)
+    if signed:
+        y[::3] *= -1
+    else:
+        y = np.abs(y)
+    c = np.empty(y.size, np.uint8)
+    _enc(y, signed, c)
+    y64 = y.astype(np.float64)
+    err = np.abs(table[c] - y64)
+    best = _nearest(y64, table)
+    # the nearest code, up to float32 rounding at exact midpoints
+    assert np.all(err <= best + 1e-4 * _gap(y64, table))
+    assert np.mean(err == best) > 0.9999
+
+
+@pytest.mark.parametrize("block", [16, 64, 2048])
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
+def test_block_round_trip_error_is_bounded(block, signed):
+    rng = np.random.default_rng(block)
+    n = 5 * block + 7
+    x = (rng.standard_normal(n) * np.exp(rng.uniform(-8, 3, n))).astype(np.float32)
+    if not signed:
+        x = x * x
+    codes = np.empty(n, np.uint8)
+    absmax = np.empty(-(-n // block), np.float32)
+    quantize_blocks(x, block, signed, codes, absmax)
+    out = np.empty(n, np.float32)
+    dequantize_blocks(codes, absmax, block, signed, out)
+    table = code_values(signed)
+    for b in range(absmax.size):
+        xb = x[b * block : (b + 1) * block].astype(np.float64)
+        s = np.abs(xb).max()
+        assert absmax[b] == np.float32(s)
+        y = xb / s
+        # per element: at most half the gap between the neighbouring codes (times the scale)
+        bound = 0.5 * _gap(y, table) * s * (1 + 1e-4) + 1e-7 * s
+        assert np.all(np.abs(out[b * block : (b + 1) * block] - xb) <= bound)
+        # the block's largest element is exact
+        k = np.argmax(np.abs(xb))
+        assert out[b * block + k] == x[b * block + k]
+        # relative error of the elements in the top decade is below 1/128 (signed) or 1/256
+        top = np.abs(y) > 0.125
+        rel = np.abs(out[b * block : (b + 1) * block][top] - xb[top]) / np.abs(xb[top])
+        assert rel.max() <= (0.875 / 64 / 2 if signed else 0.875 / 128 / 2) / 0.125 + 1e-6
+
+
+# ------------------------------------------------------------------------------- bfloat16
+def test_bf16_round_to_nearest_even_matches_torch():
+    rng = np.random.default_rng(2)
+    x = np.concatenate(
+        [
+            rng.standard_normal(100_000) * 10 ** rng.uniform(-40, 38, 100_000),
+            [0.0, -0.0, np.inf, -np.inf, np.nan, 3.4e38, 1e-45, -1e-40],
+        ]
+    ).astype(np.float32)
+    # exact ties: the bit 15 set, the rest of the low half zero
+    ties = (rng.integers(0, 2**31, 1000, dtype=np.int64) & ~0xFFFF | 0x8000).astype(np.uint32)
+    x = np.concatenate([x, ties.view(np.float32)])
+    got = np.empty(x.size, np.uint16)
+    _rne(x, got)
+    want = torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    nan = np.isnan(x)
+    np.testing.assert_array_equal(got[~nan], want[~nan])
+    assert np.all((got[nan] & 0x7FC0) == 0x7FC0)
+
+
+def test_bf16_stochastic_rounding_is_unbiased_and_reproducible():
+    rng = np.random.default_rng(3)
+    vals = rng.standard_normal(8).astype(np.float32)
+    x = np.repeat(vals, 20_000)
+    a = np.empty(x.size, np.uint16)
+    b = np.empty(x.size, np.uint16)
+    _sr(x, 1234, a)
+    _sr(x, 1234, b)
+    np.testing.assert_array_equal(a, b)  # same key, same bits
+    _sr(x, 999, b)
+    assert not np.array_equal(a, b)
+    f = (a.astype(np.uint32) << 16).view(np.float32).astype(np.float64).reshape(8, -1)
+    lo = np.floor  # the two neighbours of each value
+    down = ((x.view(np.uint32) >> 16) << 16).view(np.float32).reshape(8, -1)[:, 0]
+    ulp = np.abs(((down.view(np.uint32) + 0x10000).view(np.float32)) - down)
+    assert lo is np.floor
+    # only the two neighbours occur, with the mean within 4 standard errors of the value
+    for r in range(8):
+        assert set(np.unique(f[r])) <= {float(down[r]), float(down[r]) + np.sign(vals[r]) * ulp[r]}
+        se = ulp[r] * 0.5 / np.sqrt(f.shape[1])
+        assert abs(f[r].mean() - float(vals[r])) <= 4 * se + 1e-12
+    # representable values are kept exactly
+    exact = (rng.standard_normal(1000).astype(np.float32).view(np.uint32) & 0xFFFF0000).view(
+        np.float32
+    )
+    out = np.empty(exact.size, np.uint16)
+    _sr(exact, 7, out)
+    np.testing.assert_array_equal(out, (exact.view(np.uint32) >> 16).astype(np.uint16))
+
+
+# ------------------------------------------------------------------------------- references
+def _q(x: np.ndarray, block: int, signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """float64 reference quantization: per block the absmax (float32) and the nearest code."""
+    table = code_values(signed).astype(np.float32).astype(np.float64)
+    order = np.argsort(table, kind="stable")
+    sv = table[order]
+    codes = np.empty(x.size, np.int64)
+    scales = np.empty(-(-x.size // block), np.float32)
+    for b in range(scales.size):
+        xb = x[b * block : (b + 1) * block]
+        s = np.float32(np.abs(xb).max())
+        scales[b] = s
+        y = xb / np.float64(s) if s > 0 else np.zeros_like(xb)
+        i = np.clip(np.searchsorted(sv, y), 1, len(sv) - 1)
+        pick = np.where(np.abs(y - sv[i - 1]) <= np.abs(y - sv[i]), i - 1, i)
+        codes[b * block : (b + 1) * block] = order[pick]
+    return codes, scales
+
+
+def _dq(codes: np.ndarray, scales: np.ndarray, block: int, signed: bool) -> np.ndarray:
+    table = code_values(signed).astype(np.float32).astype(np.float64)
+    return table[codes] * np.repeat(scales.astype(np.float64), block)[: codes.size]
+
+
+def test_adamw8bit_matches_a_float64_reference_of_the_8bit_rule():
+    """AdamW8bit = AdamW's update in float arithmetic on dequantized states, states then
+    re-quantized block-wise with the new absmax; a float64 NumPy reference of that rule."""
+    rng = np.random.default_rng(4)
+    n, block = 1000, 64
+    p = rng.standard_normal(n).astype(np.float32)
+    ps = [p.copy()]
+    opt = fo.AdamW8bit(ps, lr=1e-2, weight_decay=0.1, block_size=block, min_8bit_size=0)
+    lr, b1, b2, eps, wd = 1e-2, 0.9, 0.999, 1e-8, 0.1
+    pr = p.astype(np.float64)
+    mc, ms = _q(np.zeros(n), block, True)
+    vc, vs = _q(np.zeros(n), block, False)
+    for t in range(1, 31):
+        g = (rng.standard_normal(n) * np.exp(rng.uniform(-3, 1, n))).astype(np.float32)
+        opt.step([g])
+        m = _dq(mc, ms, block, True)
+        v = _dq(vc, vs, block, False)
+        g64 = g.astype(np.float64)
+        pr = pr * (1 - lr * wd)
+        m = m + (1 - b1) * (g64 - m)
+        v = b2 * v + (1 - b2) * g64 * g64
+        pr = pr - lr / (1 - b1**t) * m / (np.sqrt(v) / np.sqrt(1 - b2**t) + eps)
+        mc, ms = _q(m, block, True)
+        vc, vs = _q(v, block, False)
+        st = opt.state[ps[0]]
+        np.testing.assert_allclose(st["exp_avg_absmax"], ms, rtol=1e-5)
+        np.testing.assert_allclose(st["exp_avg_sq_absmax"], vs, rtol=1e-5)
+        # codes agree except at float32 midpoint ties (then they differ by one step)
+        same = (st["exp_avg"] == mc).mean(), (st["exp_avg_sq"] == vc).mean()
+        assert min(same) > 0.99
+        np.testing.assert_allclose(ps[0], pr, rtol=2e-4, atol=2e-5)
+        mc = st["exp_avg"].astype(np.int64)  # follow fastact's codes (ties)
+        vc = st["exp_avg_sq"].astype(np.int64)
+        ms, vs = st["exp_avg_absmax"].copy(), st["exp_avg_sq_absmax"].copy()
+        pr = ps[0].astype(np.float64)
+
+
+CASES_8BIT = [
+    ("SGD8bit", "SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
+    ("Adam8bit", "Adam", {"lr": 1e-2, "amsgrad": True, "weight_decay": 0.01}),
+    ("AdamW8bit", "AdamW", {"lr": 1e-2}),
+    ("RMSprop8bit", "RMSprop", {"lr": 1e-3, "momentum": 0.5, "centered": True}),
+    ("Adagrad8bit", "Adagrad", {"lr": 0.05, "initial_accumulator_value": 0.1}),
+]
+
+
+@pytest.mark.parametrize("cfg", CASES_8BIT, ids=lambda c: c[0])
+def test_8bit_optimizers_track_their_float32_twins(cfg):
+    """Same trajectory as the float32 class within the code's precision (short run)."""
+    name8, name, kw = cfg
+    rng = np.random.default_rng(5)
+    shapes = [(64, 80), (5000,), (30,)]  # the last one keeps float32 state (min_8bit_size)
+    ps = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    qs = [p.copy() for p in ps]
+    o8 = getattr(fo, name8)(ps, block_size=256, min_8bit_size=1000, **kw)
+    o32 = getattr(fo, name)(qs, **kw)
+    for _ in range(20):
+        gs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        o8.step(gs)
+        o32.step(gs)
+    for p, q, q0 in zip(ps, qs, [rng.standard_normal(1)] * 3, strict=True):
+        moved = np.abs(q).max()
+        assert np.abs(p - q).max() <= 0.05 * moved, (name8, np.abs(p - q).max())
+        del q0
+    np.testing.assert_array_equal(ps[2], qs[2])  # float32 state: the float32 kernel, exactly
+    st = o8.state[ps[0]]
+    keys = [k for k in st if k != "step"]
+    assert all(st[k].dtype in (np.uint8, np.float32) for k in keys)
+    assert any(st[k].dtype == np.uint8 for k in keys)
+    assert all(o8.state[ps[2]][k].dtype == np.float32 for k in o8.state[ps[2]] if k != "step")
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "Adamax", "RMSprop", "Rprop", "Adagrad",
+                                  "Adadelta"])  # fmt: skip
+def test_bfloat16_states_are_the_float32_rule_with_rounded_states(name):
+    """state_dtype='bfloat16': each step = the float32 update on the bfloat16 states, the new
+    states rounded to nearest even: compared with the float32 class stepping from the same
+    (rounded) states, one step at a time."""
+    kw = {"SGD": {"lr": 0.05, "momentum": 0.9}, "RMSprop": {"momentum": 0.3, "centered": True},
+          "Adagrad": {"initial_accumulator_value": 0.1}}.get(name, {})  # fmt: skip
+    rng = np.random.default_rng(6)
+    shapes = [(40, 50), (77,)]
+    ps = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    qs = [p.copy() for p in ps]
+    ob = fo.OPTIMIZERS[name](ps, state_dtype="bfloat16", **kw)
+    of = fo.OPTIMIZERS[name](qs, **kw)
+    ob.step([rng.standard_normal(s).astype(np.float32) for s in shapes])  # bf16 states exist
+    for _ in range(5):
+        gs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        # give the float32 optimizer the bfloat16 optimizer's states (exactly representable)
+        for p, q in zip(ps, qs, strict=True):
+            for key, val in ob.state.get(p, {}).items():
+                if key != "step":
+                    of.state[q][key] = val.astype(np.float32)
+                else:
+                    of.state[q][key] = val
+            q[...] = p
+        ob.step(gs)
+        of.step(gs)
+        for p, q in zip(ps, qs, strict=True):
+            # the same float32 rule (the loops may contract or order a multiply differently)
+            np.testing.assert_allclose(p, q, rtol=3e-6, atol=1e-7)
+            for key, val in ob.state[p].items():
+                if key == "step":
+                    continue
+                assert val.dtype == np.dtype(ml_dtypes.bfloat16)
+                want = of.state[q][key].astype(ml_dtypes.bfloat16)  # RNE
+                d = val.view(np.uint16).astype(np.int64) - want.view(np.uint16).astype(np.int64)
+                assert np.abs(d).max() <= 1 and np.mean(d == 0) > 0.99  # ties may flip
+
+
+def test_bfloat16_torch_params_match_torch_fused_adamw():
+    """bfloat16 parameters and gradients, bfloat16 states (torch's layout): torch's fused
+    AdamW also computes in float32; both round the results to bfloat16."""
+    torch.manual_seed(0)
+    a = [torch.randn(s, dtype=torch.bfloat16, requires_grad=True) for s in [(64, 33), (100,)]]
+    b = [x.detach().clone().requires_grad_() for x in a]
+    fopt = fo.AdamW(a, lr=1e-2)
+    topt = torch.optim.AdamW(b, lr=1e-2, fused=True)
+    for _ in range(10):
+        gs = [torch.randn(x.shape).to(torch.bfloat16) for x in a]
+        for x, y, g in zip(a, b, gs, strict=True):
+            x.grad, y.grad = g.clone(), g.clone()
+        fopt.step()
+        topt.step()
+    for x, y in zip(a, b, strict=True):
+        assert x.dtype == torch.bfloat16
+        d = (x.float() - y.float()).abs().max().item()
+        assert d <= 2 * 2.0**-8 * y.float().abs().max().item()
+        st = fopt.state[x]
+        assert st["exp_avg"].dtype == torch.bfloat16 and st["exp_avg_sq"].dtype == torch.bfloat16
+
+
+def test_bfloat16_params_with_8bit_states_and_stochastic_rounding():
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal(6000).astype(np.float32)
+    runs = []
+    for threads in (1, 2):
+        import numba
+
+        numba.set_num_threads(threads)
+        p = torch.from_numpy(base.copy()).to(torch.bfloat16).requires_grad_()
+        opt = fo.AdamW8bit([p], lr=1e-3, stochastic_rounding=True, seed=5, block_size=512)
+        g_rng = np.random.default_rng(8)
+        for _ in range(5):
+            p.grad = torch.from_numpy(g_rng.standard_normal(6000).astype(np.float32)).bfloat16()
+            opt.step()
+        runs.append(p.detach().clone())
+        assert opt.param_groups[0]["rounding_step"] == 5
+    assert torch.equal(runs[0], runs[1])  # the same bits whatever the thread count
+    # a float32 master copy with the same 8-bit states stays within a few bfloat16 ULPs
+    q = torch.from_numpy(base.copy()).to(torch.bfloat16).float().numpy()
+    opt = fo.AdamW8bit([q], lr=1e-3, block_size=512)
+    g_rng = np.random.default_rng(8)
+    for _ in range(5):
+        opt.step([torch.from_numpy(g_rng.standard_normal(6000).astype(np.float32)).bfloat16()
+                  .float().numpy()])  # fmt: skip
+    err = np.abs(runs[0].float().numpy() - q)
+    assert err.max() <= 8 * 2.0**-8 * np.abs(q).max()
+
+
+def test_ml_dtypes_bfloat16_numpy_params():
+    rng = np.random.default_rng(9)
+    p = rng.standard_normal((30, 40)).astype(ml_dtypes.bfloat16)
+    ref = p.astype(np.float32)
+    opt = fo.Adam([p], lr=0.1, state_dtype="float32")
+    g = rng.standard_normal((30, 40)).astype(np.float32)
+    opt.step([g.astype(ml_dtypes.bfloat16)])
+    r = [ref]
+    fo.Adam(r, lr=0.1).step([g.astype(ml_dtypes.bfloat16).astype(np.float32)])
+    np.testing.assert_array_equal(
+        p.view(np.uint16), r[0].astype(ml_dtypes.bfloat16).view(np.uint16)
+    )
+    assert opt.state[p]["exp_avg"].dtype == np.float32
+    with pytest.raises(
+        TypeError, match=r"grads\[0\] has dtype float32 but params\[0\] has dtype bfloat16"
+    ):
+        opt.step([g])
+
+
+# ------------------------------------------------------------------------------- state dicts
+@pytest.mark.parametrize("cfg", CASES_8BIT, ids=lambda c: c[0])
+@pytest.mark.parametrize("torch_params", [False, True], ids=["numpy", "torch"])
+def test_8bit_state_dict_and_checkpoint_resume_exactly(cfg, torch_params, tmp_path):
+    name8, _name, kw = cfg
+    rng = np.random.default_rng(10)
+    shapes = [(50, 70), (20,)]
+    init = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(8)]
+
+    def make():
+        ps = [torch.from_numpy(x.copy()) if torch_params else x.copy() for x in init]
+        return ps, getattr(fo, name8)(ps, block_size=128, min_8bit_size=100, **kw)
+
+    def run(ps, opt, gs):
+        for g in gs:
+            opt.step([torch.from_numpy(x) if torch_params else x for x in g])
+
+    a, oa = make()
+    run(a, oa, grads)
+    b, ob = make()
+    run(b, ob, grads[:4])
+    path = tmp_path / "opt.fa"
+    fo.save(ob.state_dict(), path)
+    c, oc = make()
+    sd = fo.load(path)
+    oc.load_state_dict(sd)
+    for x, y in zip(b, c, strict=True):
+        y[...] = x
+    run(c, oc, grads[4:])
+    for x, y in zip(a, c, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    for x, y in zip(a, c, strict=True):
+        for key, val in oa.state[x].items():
+            other = oc.state[y][key]
+            if key == "step":
+                assert val == other
+            else:
+                np.testing.assert_array_equal(np.asarray(val), np.asarray(other))
+
+
+def test_float32_state_loads_into_8bit_and_back():
+    """A float32 AdamW state dict loads into AdamW8bit (quantized on load) and an 8-bit one
+    into AdamW (decoded), within the code's precision."""
+    rng = np.random.default_rng(11)
+    p = [rng.standard_normal(5000).astype(np.float32)]
+    o32 = fo.AdamW(p)
+    for _ in range(3):
+        o32.step([rng.standard_normal(5000).astype(np.float32)])
+    q = [p[0].copy()]
+    o8 = fo.AdamW8bit(q, block_size=256)
+    o8.load_state_dict(o32.state_dict())
+    st = o8.state[q[0]]
+    assert st["exp_avg"].dtype == np.uint8 and st["exp_avg_absmax"].shape == (20,)
+    back = fo.AdamW([q[0].copy()])
+    back.load_state_dict(o8.state_dict())
+    m32 = o32.state[p[0]]["exp_avg"]
+    mb = next(iter(back.state._d.values()))[1]["exp_avg"]
+    assert mb.dtype == np.float32
+    assert np.abs(mb - m32).max() <= np.abs(m32).max() * 0.875 / 64
+
+
+# ------------------------------------------------------------------------------- validation
+def test_bad_storage_options_are_rejected():
+    p = [np.zeros(10, np.float32)]
+    for bad, err in [(0, ValueError), (24, ValueError), (-16, ValueError), (16.0, TypeError)]:
+        with pytest.raises(err, match="block_size"):
+            fo.AdamW8bit(p, block_size=bad)
+    with pytest.raises(ValueError, match="state_dtype"):
+        fo.Adam(p, state_dtype="float16")
+    with pytest.raises(ValueError, match="8-bit classes"):
+        fo.Adam(p, state_dtype="8bit")
+    with pytest.raises(TypeError, match="stochastic_rounding"):
+        fo.Adam(p, stochastic_rounding=1)
+    with pytest.raises(TypeError, match="float64"):
+        fo.AdamW8bit([np.zeros(5000)])
+    with pytest.raises(TypeError, match="float64"):
+        fo.SGD([np.zeros(3)], state_dtype="bfloat16", momentum=0.9)
+
+
+def test_bad_8bit_state_is_rejected_before_writing():
+    rng = np.random.default_rng(12)
+    p = [rng.standard_normal(5000).astype(np.float32), rng.standard_normal(6000).astype(np.float32)]
+    opt = fo.AdamW8bit(p, block_size=256)
+    g = [np.ones(5000, np.float32), np.ones(6000, np.float32)]
+    opt.step(g)
+    before = [x.copy() for x in p]
+    st_before = {k: v.copy() for k, v in opt.state[p[0]].items() if k != "step"}
+    opt.state[p[1]]["exp_avg_sq_absmax"] = np.zeros(3, np.float32)  # wrong block count
+    with pytest.raises(ValueError, match=r"exp_avg_sq_absmax.*shape"):
+        opt.step(g)
+    opt.state[p[1]]["exp_avg_sq_absmax"] = np.zeros(24, np.float64)
+    with pytest.raises(TypeError, match="exp_avg_sq_absmax"):
+        opt.step(g)
+    opt.state[p[1]]["exp_avg_sq_absmax"] = np.zeros(24, np.float32)
+    opt.state[p[1]]["exp_avg"] = np.zeros(6000, np.float32)  # not codes
+    with pytest.raises(TypeError, match="exp_avg"):
+        opt.step(g)
+    for x, y in zip(p, before, strict=True):
+        np.testing.assert_array_equal(x, y)
+    for k, v in st_before.items():
+        np.testing.assert_array_equal(opt.state[p[0]][k], v)
+
+
+def test_skip_nonfinite_and_schedulers_with_8bit_states():
+    rng = np.random.default_rng(13)
+    p = [rng.standard_normal(5000).astype(np.float32)]
+    opt = fo.AdamW8bit(p, lr=0.1)
+    sched = fo.lr_scheduler.StepLR(opt, step_size=1, gamma=0.0)
+    g = rng.standard_normal(5000).astype(np.float32)
+    bad = g.copy()
+    bad[17] = np.nan
+    before = p[0].copy()
+    opt.step([bad], skip_nonfinite=True)
+    assert opt.found_inf
+    np.testing.assert_array_equal(p[0], before)
+    assert not opt.state[p[0]] or "exp_avg" not in opt.state[p[0]]
+    opt.step([g])
+    moved = p[0].copy()
+    assert not np.array_equal(moved, before)
+    sched.step()  # lr 0: only the states move
+    opt.step([g])
+    np.testing.assert_array_equal(p[0], moved)
+
+
+def test_state_bytes_per_parameter():
+    n = 1 << 16
+    for cls, kw, most in [
+        (fo.AdamW8bit, {}, 2.1),
+        (fo.AdamW, {"state_dtype": "bfloat16"}, 4.0),
+    ]:
+        p = [np.zeros(n, np.float32)]
+        opt = cls(p, **kw)
+        opt.step([np.ones(n, np.float32)])
+        nbytes = sum(v.nbytes for k, v in opt.state[p[0]].items() if k != "step")
+        assert nbytes / n <= most
