@@ -19,8 +19,18 @@ shaped like the parameter): a run can switch implementations mid-training. Insid
 counts of the tensors stepped together are 0-d views of one small buffer, advanced in float32
 like torch's ``step_t += 1`` in one vector operation.
 
-Parameters must be CPU tensors of float32 or float64 (strided, C or Fortran contiguous);
-others raise ``TypeError`` at construction (keep them in a ``torch.optim`` optimizer).
+Parameters must be CPU tensors of float32, float64 or bfloat16 (strided, C or Fortran
+contiguous); others raise ``TypeError`` at construction (keep them in a ``torch.optim``
+optimizer). bfloat16 parameters are updated in float32 arithmetic and rounded back (to
+nearest even, or stochastically with ``stochastic_rounding=True``), like torch's fused steps.
+
+Low-precision states, as in :mod:`fastact.optim`: every class takes ``state_dtype``
+('float32', 'bfloat16'; default the parameter's dtype), and ``SGD8bit``, ``Adam8bit``,
+``AdamW8bit``, ``RMSprop8bit``, ``Adagrad8bit`` keep block-wise 8-bit states (``<key>`` uint8
+codes and ``<key>_absmax`` float32 scales). Their state dicts are plain tensors
+(``torch.load(weights_only=True)``); :meth:`Optimizer.load_state_dict` converts a loaded
+state to the optimizer's own storage, so torch's float32 states load into the 8-bit classes
+and 8-bit states into the float32 ones.
 Options torch has and fastact does not (``differentiable=True``, ``capturable=True``) raise
 ``ValueError``; ``foreach`` and ``fused`` are accepted, stored and ignored (every step is
 fused). Like :mod:`fastact.optim`, a step validates every gradient and state tensor before it
@@ -31,9 +41,11 @@ warning. ``step`` also takes ``check_finite=True`` / ``skip_nonfinite=True``
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -55,10 +67,20 @@ __all__ = [
     "Rprop",
     "Adagrad",
     "Adadelta",
+    "SGD8bit",
+    "Adam8bit",
+    "AdamW8bit",
+    "RMSprop8bit",
+    "Adagrad8bit",
     "OPTIMIZERS",
+    "OPTIMIZERS_8BIT",
 ]
 
 _NP_OF = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+#: the parameter dtypes a step takes (bfloat16: the low-precision loops, float32 arithmetic)
+_PARAM_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+#: the group options that say how the state is stored (kept by load_state_dict)
+_STORAGE_KEYS = ("state_dtype", "block_size", "min_8bit_size")
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -194,11 +216,14 @@ class TensorSteps:
 
 def _entry(p: Any, name: str) -> Any:
     """The host executor's entry of parameter ``p`` (TypeError / ValueError naming it)."""
-    hint = f"fastact.torch.optim steps CPU float32/float64 tensors: keep {name} in a torch.optim"
+    hint = (
+        "fastact.torch.optim steps CPU float32/float64/bfloat16 tensors: keep "
+        f"{name} in a torch.optim"
+    )
     if isinstance(p, torch.Tensor):
         if p.device.type != "cpu":
             raise TypeError(f"{name} is on {p.device}; {hint} optimizer")
-        if p.dtype not in _NP_OF:
+        if p.dtype not in _PARAM_DTYPES:
             raise TypeError(f"{name} has dtype {p.dtype}; {hint} optimizer")
     return host.entry(p, name)
 
@@ -213,8 +238,13 @@ class Optimizer(torch.optim.Optimizer):
     _fastact: type
     #: ``state['step']`` is torch's 0-d step tensor
     _steps = TensorSteps
+    #: the state_dtype values the class accepts (the 8-bit classes add '8bit')
+    _STATE_DTYPES: tuple = (None, "float32", "bfloat16")
+    #: storage defaults of the 8-bit classes (block_size, min_8bit_size), set before __init__
+    _extra_defaults: dict = {}
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        defaults = {**defaults, **self._extra_defaults}
         self._cache: dict[int, driver.GroupCache] = {}
         #: True when the last ``step(skip_nonfinite=True)`` was skipped (non-finite gradient).
         self.found_inf = False
@@ -238,10 +268,30 @@ class Optimizer(torch.optim.Optimizer):
             raise ValueError("differentiable=True is not supported: fastact steps are not autograd")
         if group.get("capturable"):
             raise ValueError("capturable=True is not supported: it needs a CUDA-like device")
+        if "state_dtype" in group and group["state_dtype"] not in self._STATE_DTYPES:
+            raise ValueError(
+                f"state_dtype must be one of {self._STATE_DTYPES} for {type(self).__name__}, "
+                f"got {group['state_dtype']!r}"
+                + (" (use the 8-bit classes, e.g. AdamW8bit)" if group["state_dtype"] == "8bit"
+                   else "")
+            )  # fmt: skip
 
     def _options(self, group: dict, gi: int) -> dict:
         """The group's options under the functional API's names (the spec's input)."""
         return self._fastact._options(self, group, gi)
+
+    def _step_options(self, group: dict, gi: int) -> dict:
+        """``_options`` plus the storage options (state_dtype, block_size, min_8bit_size,
+        stochastic_rounding, seed), missing ones taken from the defaults."""
+        o = self._options(group, gi)
+        d = self.defaults
+        for key, default in _fa._STORAGE_DEFAULTS.items():
+            o[key] = group.get(key, d.get(key, default))
+        return o
+
+    def _layout(self, options: dict, e: Any, name: str) -> Any:
+        """The storage layout of entry ``e`` (TypeError when its dtype cannot have it)."""
+        return driver.entry_layout(host, options, e, name)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """torch's ``add_param_group`` (defaults filled in, names, checks), then fastact's
@@ -263,6 +313,9 @@ class Optimizer(torch.optim.Optimizer):
                     "parallel updates need each parameter once"
                 )
             driver.check_overlap(self, host)
+            options = self._step_options(group, gi)
+            for e, name in zip(entries, names, strict=True):
+                self._layout(options, e, name)  # TypeError for unsupported storage
         except Exception:
             self.param_groups.pop()
             raise
@@ -318,6 +371,83 @@ class Optimizer(torch.optim.Optimizer):
             }
         return sd
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict`` (pre- and post-hooks, the group checks, the options of
+        the saved groups), with each parameter's state converted to the storage that the
+        loaded options give it (:func:`fastact.host.optim.load_param_state`) instead of
+        torch's cast to the parameter's dtype: a float32 state loads into
+        ``state_dtype='bfloat16'`` or an 8-bit class (rounded to nearest even, quantized
+        block-wise), 8-bit codes with their ``<key>_absmax`` scales into a float32 class
+        (decoded). State tensors are copied in the parameter's memory order, step counts
+        stay what they were (tensors copied), other values are deep-copied. All-or-nothing:
+        every state is converted and checked before the optimizer changes. The storage
+        options (``state_dtype``, ``block_size``, ``min_8bit_size``) stay this optimizer's:
+        an 8-bit state dict loads into ``AdamW`` as float32 state and back."""
+        state_dict = state_dict.copy()
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            hooked = pre_hook(self, state_dict)
+            if hooked is not None:
+                state_dict = hooked
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= state_dict.keys():
+            raise TypeError("state_dict must be a dict with 'state' and 'param_groups'")
+        groups = self.param_groups
+        saved_groups = copy.deepcopy(state_dict["param_groups"])
+        if len(groups) != len(saved_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        if any(
+            len(g["params"]) != len(s["params"]) for g, s in zip(groups, saved_groups, strict=True)
+        ):
+            raise ValueError(
+                "loaded state dict contains a parameter group "
+                "that doesn't match the size of optimizer's group"
+            )
+        id_map = dict(
+            zip(
+                chain.from_iterable(g["params"] for g in saved_groups),
+                chain.from_iterable(g["params"] for g in groups),
+                strict=True,
+            )
+        )
+        new_groups = []
+        for g, sg in zip(groups, saved_groups, strict=True):
+            sg["params"] = g["params"]
+            if "param_names" in g and "param_names" not in sg:
+                sg["param_names"] = g["param_names"]
+            for key in _STORAGE_KEYS:  # the storage is this optimizer's: the state converts
+                if key in g:
+                    sg[key] = g[key]
+                else:
+                    sg.pop(key, None)
+            for key, value in self.defaults.items():
+                sg.setdefault(key, value)
+            self._check_group(sg)
+            new_groups.append(sg)
+        where = {id(p): gi for gi, g in enumerate(new_groups) for p in g["params"]}
+        keys = [k for k, _a in self._spec.state]
+        rows = dict(zip(keys, self._spec.signed or (True,) * len(keys), strict=True))
+        state = StateMap()
+        for k, value in state_dict["state"].items():
+            if k not in id_map:  # torch keeps state of unknown parameters as it is
+                state[k] = value
+                continue
+            p = id_map[k]
+            name = f"state_dict['state'][{k!r}]"
+            if not isinstance(value, dict):
+                raise TypeError(f"{name} must be a dict, got {type(value).__name__}")
+            gi = where[id(p)]
+            layout = self._layout(self._step_options(new_groups[gi], gi), _entry(p, name), name)
+            arrays = {key: v for key, v in value.items() if key != "step" and v is not None}
+            st = host.load_param_state(p, arrays, name, layout, rows)
+            for key, v in value.items():
+                if key == "step":
+                    st[key] = v.detach().clone() if isinstance(v, torch.Tensor) else copy.copy(v)
+                elif v is None:
+                    st[key] = None
+            state[p] = st
+        self.__setstate__({"state": state, "param_groups": new_groups})
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         """torch's (unpickling, ``load_state_dict``), then the state as a :class:`StateMap`,
         group options missing from an older state dict filled from the defaults, and the
@@ -364,6 +494,9 @@ class SGD(Optimizer):
         foreach: bool | None = None,
         differentiable: bool = False,
         fused: bool | None = None,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         _flags(False, differentiable, foreach, fused)
         defaults = {
@@ -377,6 +510,7 @@ class SGD(Optimizer):
             "differentiable": differentiable,
             "fused": fused,
         }
+        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
         super().__init__(params, defaults)
 
     def _check_group(self, group: dict[str, Any]) -> None:
@@ -410,6 +544,9 @@ class Adam(Optimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         _flags(capturable, differentiable, foreach, fused)
         _fa._RULES["betas"](betas, "betas")
@@ -430,6 +567,7 @@ class Adam(Optimizer):
             "fused": fused,
             "decoupled_weight_decay": decoupled_weight_decay,
         }
+        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
         super().__init__(params, defaults)
 
 
@@ -453,6 +591,9 @@ class AdamW(Adam):
         capturable: bool = False,
         differentiable: bool = False,
         fused: bool | None = None,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__(
             params,
@@ -467,6 +608,9 @@ class AdamW(Adam):
             differentiable=differentiable,
             fused=fused,
             decoupled_weight_decay=True,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+            seed=seed,
         )
 
 
@@ -489,6 +633,9 @@ class Adamax(Optimizer):
         maximize: bool = False,
         differentiable: bool = False,
         capturable: bool = False,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         _flags(capturable, differentiable, foreach, None)
         defaults = {
@@ -501,6 +648,7 @@ class Adamax(Optimizer):
             "differentiable": differentiable,
             "capturable": capturable,
         }
+        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
         super().__init__(params, defaults)
 
 
@@ -525,6 +673,10 @@ class RMSprop(Optimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        *,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         _flags(capturable, differentiable, foreach, None)
         defaults = {
@@ -539,6 +691,7 @@ class RMSprop(Optimizer):
             "maximize": maximize,
             "differentiable": differentiable,
         }
+        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
         super().__init__(params, defaults)
 
 
@@ -560,6 +713,9 @@ class Rprop(Optimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         _flags(capturable, differentiable, foreach, None)
         defaults = {
@@ -571,6 +727,7 @@ class Rprop(Optimizer):
             "differentiable": differentiable,
             "capturable": capturable,
         }
+        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
         super().__init__(params, defaults)
 
 
@@ -595,6 +752,9 @@ class Adagrad(Optimizer):
         maximize: bool = False,
         differentiable: bool = False,
         fused: bool | None = None,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         _flags(False, differentiable, foreach, fused)
         defaults = {
@@ -608,19 +768,12 @@ class Adagrad(Optimizer):
             "differentiable": differentiable,
             "fused": fused,
         }
+        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
         super().__init__(params, defaults)
-        for group in self.param_groups:
-            self._added_group(group)
+        driver.eager_state(self, host)
 
     def _added_group(self, group: dict) -> None:
-        value = float(self.defaults["initial_accumulator_value"])
-        ents = self._cache[id(group)].entries
-        for dt in dict.fromkeys(e.dtype for e in ents):
-            sub = [e for e in ents if e.dtype == dt]
-            for e, (obj, _addr) in zip(sub, host.new_states(sub, value), strict=True):
-                st = self.state[e.obj]
-                st["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
-                st["sum"] = obj
+        driver.eager_state(self, host)  # the new group's (the others have theirs)
 
 
 class Adadelta(Optimizer):
@@ -642,6 +795,9 @@ class Adadelta(Optimizer):
         capturable: bool = False,
         maximize: bool = False,
         differentiable: bool = False,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
     ) -> None:
         _flags(capturable, differentiable, foreach, None)
         defaults = {
@@ -654,10 +810,163 @@ class Adadelta(Optimizer):
             "foreach": foreach,
             "differentiable": differentiable,
         }
+        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
         super().__init__(params, defaults)
+
+
+# --------------------------------------------------------------------------------------------
+# 8-bit states: fastact.optim's 8-bit classes as torch.optim.Optimizers
+# --------------------------------------------------------------------------------------------
+
+_EIGHT_BIT_DOC = """
+
+    8-bit states (as in :class:`fastact.optim.AdamW8bit`): every state tensor of at
+    least ``min_8bit_size`` elements is one byte per element (a dynamic code, signed for
+    moments and momentum buffers, unsigned for second moments and sums) plus one float32
+    scale per ``block_size`` elements, ``<key>`` (a uint8 tensor) and ``<key>_absmax`` (a 1-d
+    float32 tensor) in the state dict; smaller tensors keep float32 state. The update is the
+    float32 class's, in float32 on the decoded block. Parameters are float32 or bfloat16
+    tensors (``stochastic_rounding=True``: stochastic write-back). The state dict saves and
+    loads with ``torch.save`` / ``torch.load(weights_only=True)``; it loads into any
+    ``fastact.torch.optim`` class of the same rule (decoded for float32 states), and a
+    ``torch.optim`` state dict loads into an 8-bit class (quantized on load)."""
+
+
+class SGD8bit(_fa._EightBit, SGD):
+    __doc__ = (SGD.__doc__ or "") + _EIGHT_BIT_DOC
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        block_size: int = _fa.DEFAULT_BLOCK_SIZE,
+        min_8bit_size: int = _fa.DEFAULT_MIN_8BIT_SIZE,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._eight_bit(block_size, min_8bit_size)
+        super().__init__(
+            params, lr, momentum, dampening, weight_decay, nesterov, maximize=maximize,
+            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
+        )  # fmt: skip
+
+
+class Adam8bit(_fa._EightBit, Adam):
+    __doc__ = (Adam.__doc__ or "") + _EIGHT_BIT_DOC
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        block_size: int = _fa.DEFAULT_BLOCK_SIZE,
+        min_8bit_size: int = _fa.DEFAULT_MIN_8BIT_SIZE,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._eight_bit(block_size, min_8bit_size)
+        super().__init__(
+            params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+            decoupled_weight_decay=decoupled_weight_decay, state_dtype="8bit",
+            stochastic_rounding=stochastic_rounding, seed=seed,
+        )  # fmt: skip
+
+
+class AdamW8bit(_fa._EightBit, AdamW):
+    __doc__ = (AdamW.__doc__ or "") + _EIGHT_BIT_DOC
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        block_size: int = _fa.DEFAULT_BLOCK_SIZE,
+        min_8bit_size: int = _fa.DEFAULT_MIN_8BIT_SIZE,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._eight_bit(block_size, min_8bit_size)
+        super().__init__(
+            params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
+        )  # fmt: skip
+
+
+class RMSprop8bit(_fa._EightBit, RMSprop):
+    __doc__ = (RMSprop.__doc__ or "") + _EIGHT_BIT_DOC
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        *,
+        maximize: bool = False,
+        block_size: int = _fa.DEFAULT_BLOCK_SIZE,
+        min_8bit_size: int = _fa.DEFAULT_MIN_8BIT_SIZE,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._eight_bit(block_size, min_8bit_size)
+        super().__init__(
+            params, lr, alpha, eps, weight_decay, momentum, centered, maximize=maximize,
+            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
+        )  # fmt: skip
+
+
+class Adagrad8bit(_fa._EightBit, Adagrad):
+    __doc__ = (Adagrad.__doc__ or "") + _EIGHT_BIT_DOC
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-2,
+        lr_decay: float = 0,
+        weight_decay: float = 0,
+        initial_accumulator_value: float = 0,
+        eps: float = 1e-10,
+        *,
+        maximize: bool = False,
+        block_size: int = _fa.DEFAULT_BLOCK_SIZE,
+        min_8bit_size: int = _fa.DEFAULT_MIN_8BIT_SIZE,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._eight_bit(block_size, min_8bit_size)
+        super().__init__(
+            params, lr, lr_decay, weight_decay, initial_accumulator_value, eps,
+            maximize=maximize, state_dtype="8bit", stochastic_rounding=stochastic_rounding,
+            seed=seed,
+        )  # fmt: skip
 
 
 #: name -> class (the tests and the benchmark iterate it).
 OPTIMIZERS: dict[str, type[Optimizer]] = {
     cls.__name__: cls for cls in (SGD, Adam, AdamW, Adamax, RMSprop, Rprop, Adagrad, Adadelta)
+}
+
+#: The 8-bit optimizers: name -> class.
+OPTIMIZERS_8BIT: dict[str, type[Optimizer]] = {
+    cls.__name__: cls for cls in (SGD8bit, Adam8bit, AdamW8bit, RMSprop8bit, Adagrad8bit)
 }
