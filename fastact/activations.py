@@ -49,11 +49,6 @@ __all__: list[str] = ["ACTIVATIONS", "AXIS_ACTIVATIONS"]
 _F32, _F64 = FLOAT_DTYPES
 
 
-def _is_torch(obj: Any) -> bool:
-    """A torch object (a dtype here), recognised without importing torch."""
-    return type(obj).__module__.split(".", 1)[0] == "torch"
-
-
 def _executor(*arrays: Any):
     """The executor owning a call's arrays: the CUDA one if any is a device array."""
     return device(*arrays) if on_device(*arrays) else host
