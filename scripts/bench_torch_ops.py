@@ -1,6 +1,7 @@
-"""fastact inside torch programs, per operation: optimizer steps of ``fastact.torch.optim``
-against torch's default, foreach and fused steps, and activations inside autograd
-(``fastact.torch.autograd``) against ``torch.nn.functional``, forward + backward.
+"""fastact inside torch programs: optimizer steps of ``fastact.torch.optim`` against torch's
+default, foreach and fused steps, activations inside autograd (``fastact.torch.autograd``)
+against ``torch.nn.functional``, forward + backward, and a torch MLP training step with
+fastact's GELU and AdamW against all-torch, end to end and by parts.
 
 Every case alternates the implementations within each round (so drifting machine load hits
 them alike) and reports the median per-call time over the rounds; ratio = torch / fastact
@@ -9,6 +10,7 @@ streaming bandwidth measured in the same run (``a += b`` by torch, 2 threads): t
 
     python scripts/bench_torch_ops.py --part optim   # 4 x 2048^2 MLP params, 160 small tensors
     python scripts/bench_torch_ops.py --part act     # 1K, 1M, 4M elements, float32
+    python scripts/bench_torch_ops.py --part mlp     # MLP training step, end to end + parts
 
 Run it on a quiet machine (``flock -x /work/wt/cpu.lock ...`` in this project).
 """
@@ -38,6 +40,12 @@ TRAFFIC = {
     "Rprop": 7,
     "Adagrad": 5,
     "Adadelta": 7,
+}
+#: low-precision rows (against torch's float32 class): (torch class, fastact options, bytes
+#: moved per parameter: p and g read, p written, each state's storage read and written)
+LOWP = {
+    "AdamW bf16 states": ("AdamW", {"state_dtype": "bfloat16"}, 12 + 2 * 2 * 2),
+    "AdamW8bit": ("AdamW", {}, 12 + 2 * 2 * 1),
 }
 FUSED = {"SGD", "Adam", "AdamW", "Adagrad"}  # torch has a fused CPU step for these
 OPTIONS = {"SGD": dict(lr=1e-3, momentum=0.9)}
@@ -89,9 +97,11 @@ def bench_optim(rounds: int, kinds: list[str]) -> None:
     for kind in kinds:
         n = sum(p.numel() for p in _params(kind))
         number = 3 if kind == "mlp" else 50
-        for name in FO.OPTIMIZERS:
+        for row in list(FO.OPTIMIZERS) + list(LOWP):
+            name, fextra, traffic = LOWP[row] if row in LOWP else (row, {}, TRAFFIC[row] * 4)
             kw = OPTIONS.get(name, {})
-            variants = {"fastact": (FO.OPTIMIZERS[name], {})}
+            fcls = FO.OPTIMIZERS_8BIT[row] if row in FO.OPTIMIZERS_8BIT else FO.OPTIMIZERS[name]
+            variants = {"fastact": (fcls, fextra)}
             tcls = getattr(torch.optim, name)
             variants["default"] = (tcls, {})
             variants["foreach"] = (tcls, {"foreach": True})
@@ -103,14 +113,14 @@ def bench_optim(rounds: int, kinds: list[str]) -> None:
                 steps[label] = opt.step
             t = _rounds(steps, rounds, number)
             fa = t["fastact"]
-            roof = TRAFFIC[name] * 4 * n / bw
+            roof = traffic * n / bw
             cells = [f"{t[k] * 1e3:.3f} ms" if k in t else "-" for k in
                      ("fastact", "default", "foreach", "fused")]  # fmt: skip
             ratios = [
                 f"{t[k] / fa:.2f}x" if k in t else "-" for k in ("default", "foreach", "fused")
             ]
             label = "4 x 2048^2 (16.8M)" if kind == "mlp" else f"160 small ({n})"
-            print(f"| {name} | {label} | " + " | ".join(cells + ratios) +
+            print(f"| {row} | {label} | " + " | ".join(cells + ratios) +
                   f" | {roof / fa:.0%} |")  # fmt: skip
 
 
@@ -144,6 +154,103 @@ def bench_act(rounds: int, sizes: list[int], names: list[str]) -> None:
                   f"{us(t['tfb'])} | {us(t['afb'])} | {t['tfb'] / t['afb']:.2f}x |")  # fmt: skip
 
 
+def _mlp(width: int, depth: int, seed: int = 0) -> torch.nn.Sequential:
+    """``depth`` x Linear(width, width) with torch's GELU between them."""
+    torch.manual_seed(seed)
+    layers: list[torch.nn.Module] = []
+    for i in range(depth):
+        layers.append(torch.nn.Linear(width, width))
+        if i < depth - 1:
+            layers.append(torch.nn.GELU())
+    return torch.nn.Sequential(*layers)
+
+
+def bench_mlp(rounds: int, width: int, depth: int, batch: int) -> None:
+    """One training step of the MLP (zero_grad, forward, MSE loss, backward, AdamW step),
+    all-torch (torch.nn.GELU, torch.optim.AdamW default and fused) against fastact's GELU
+    (fastact.torch.nn) and AdamW (fastact.torch.optim) in the same torch model, with the same
+    weights and batch; then the parts of a step timed alone in the same run: the linear
+    layers forward + backward without activations (the matmuls, bias gradients and the loss),
+    the activations forward + backward (``depth - 1`` GELUs of ``batch x width``), and the
+    optimizer step."""
+    import fastact.torch.nn as FN
+
+    x = torch.randn(batch, width, generator=torch.Generator().manual_seed(1))
+    y = torch.randn(batch, width, generator=torch.Generator().manual_seed(2))
+    base = _mlp(width, depth)
+    variants = {
+        "all-torch (AdamW default)": (torch.nn.GELU, lambda ps: torch.optim.AdamW(ps, lr=1e-4)),
+        "all-torch (AdamW fused)": (
+            torch.nn.GELU,
+            lambda ps: torch.optim.AdamW(ps, lr=1e-4, fused=True),
+        ),
+        "fastact GELU + AdamW": (FN.GELU, lambda ps: FO.AdamW(ps, lr=1e-4)),
+    }
+    models, opts, steps = {}, {}, {}
+    for label, (act, make_opt) in variants.items():
+        m = _mlp(width, depth)
+        m.load_state_dict(base.state_dict())
+        for i, mod in enumerate(m):
+            if isinstance(mod, torch.nn.GELU):
+                m[i] = act()
+        opt = make_opt(m.parameters())
+        models[label], opts[label] = m, opt
+
+        def step(m=m, opt=opt) -> None:
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(m(x), y).backward()
+            opt.step()
+
+        steps[label] = step
+    total = _rounds(steps, rounds, 2)
+
+    # the parts, alone
+    lin = torch.nn.Sequential(
+        *[mod for mod in _mlp(width, depth) if isinstance(mod, torch.nn.Linear)]
+    )
+
+    def linear_part() -> None:
+        lin.zero_grad()
+        torch.nn.functional.mse_loss(lin(x), y).backward()
+
+    h = torch.randn(batch, width).requires_grad_(True)
+    gh = torch.randn(batch, width)
+    tg, fg = torch.nn.GELU(), FN.GELU()
+
+    def act_part(f) -> None:
+        for _ in range(depth - 1):
+            torch.autograd.backward(f(h), gh)
+
+    parts = {
+        "linear": linear_part,
+        "act torch": lambda: act_part(tg),
+        "act fastact": lambda: act_part(fg),
+    }
+    for label, opt in opts.items():  # gradients from one step; the steps keep moving
+        parts["opt " + label] = opt.step
+    part = _rounds(parts, rounds, 2)
+    n_params = sum(p.numel() for p in base.parameters())
+    print(f"MLP: {depth} x Linear({width}, {width}), GELU between, batch {batch}, float32, "
+          f"{n_params / 1e6:.1f}M parameters, MSE loss; step = zero_grad + forward + loss + "
+          "backward + AdamW step\n")  # fmt: skip
+    print("| variant | step | vs all-torch default | linear layers fwd+bwd | "
+          "activations fwd+bwd | optimizer step | rest |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    ref = total["all-torch (AdamW default)"]
+    for label in variants:
+        t = total[label]
+        a = part["act fastact" if label.startswith("fastact") else "act torch"]
+        o = part["opt " + label]
+        ln = part["linear"]
+        rest = t - ln - a - o
+
+        def cell(v: float, t: float = t) -> str:
+            return f"{v * 1e3:.1f} ms ({v / t:.0%})"
+
+        print(f"| {label} | {t * 1e3:.1f} ms | {ref / t:.2f}x | {cell(ln)} | {cell(a)} | "
+              f"{cell(o)} | {cell(rest)} |")  # fmt: skip
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -157,12 +264,13 @@ def cpu_name() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["optim", "act", "all"], default="all")
+    ap.add_argument("--part", choices=["optim", "act", "mlp", "all"], default="all")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--params", default="mlp,small", help="optimizer parameter sets")
     ap.add_argument("--sizes", default="1024,1048576,4194304", help="activation sizes")
     ap.add_argument("--activations", default=",".join(ACTIVATIONS))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--mlp", default="2048,4,256", help="MLP width,depth,batch")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     import numba
@@ -176,6 +284,10 @@ def main(argv: list[str] | None = None) -> None:
         print()
     if a.part in ("act", "all"):
         bench_act(a.rounds, [int(s) for s in a.sizes.split(",")], a.activations.split(","))
+        print()
+    if a.part in ("mlp", "all"):
+        width, depth, batch = (int(v) for v in a.mlp.split(","))
+        bench_mlp(a.rounds, width, depth, batch)
 
 
 if __name__ == "__main__":
