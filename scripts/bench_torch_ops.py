@@ -22,10 +22,12 @@ import platform
 import statistics
 import time
 
+# isort: off
+import fastact  # before torch: torch's OpenMP workers then spin briefly (README, Threads)
 import numpy as np
 import torch
 
-import fastact  # noqa: F401, I001  (first: torch's OpenMP workers then spin briefly; see README)
+# isort: on
 import fastact.torch.autograd as AF
 import fastact.torch.optim as FO
 
