@@ -60,7 +60,12 @@ def main(argv: list[str] | None = None) -> None:
         for tree in order:
             env = {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
             out = subprocess.run(
-                [sys.executable, "-c", WORKER], env=env, capture_output=True, text=True, check=True
+                [sys.executable, "-c", WORKER],
+                env=env,
+                cwd=os.path.abspath(tree),  # python -c puts the working folder first on sys.path
+                capture_output=True,
+                text=True,
+                check=True,
             )
             res = json.loads(out.stdout.strip().splitlines()[-1])
             assert res.pop("fastact").startswith(os.path.abspath(tree)), tree

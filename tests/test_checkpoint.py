@@ -18,6 +18,7 @@ import sys
 import tracemalloc
 import warnings
 
+import ml_dtypes
 import numpy as np
 import pytest
 import torch
@@ -579,7 +580,6 @@ def test_torch_tensors_of_every_dtype_round_trip(tmp_path, dtype):
 
 
 def test_bfloat16_numpy_arrays_round_trip_with_ml_dtypes(tmp_path):
-    ml_dtypes = pytest.importorskip("ml_dtypes")
     a = np.array([[1.5, -2.0, np.inf], [np.nan, 3e38, 1e-40]], dtype=ml_dtypes.bfloat16)
     out = _round_trip({"a": a, "f": np.asfortranarray(a), "s": a[0, 0]}, tmp_path)
     assert out["a"].dtype == np.dtype(ml_dtypes.bfloat16)
@@ -865,6 +865,72 @@ def test_every_optimizer_resumes_bit_identically(tmp_path, name, kind, dtype):
         _step(opt2, params2, g)
     for a, b in zip(params, params2, strict=True):
         _same(np.asarray(a), np.asarray(b)) if kind == "numpy" else _same(a, b)
+    _same(opt.state_dict(), opt2.state_dict())
+
+
+def _lowp_cases() -> dict:
+    """The low-precision layouts an optimizer can hold: each 8-bit class (uint8 codes and
+    float32 block scales; min_8bit_size=1 so these small tensors are quantized, blocks of 64
+    so several blocks per tensor), bfloat16 states, and bfloat16 parameters with stochastic
+    rounding."""
+    q8 = dict(block_size=64, min_8bit_size=1)
+    return {
+        **{name: (lambda p, c=cls: c(p, lr=1e-2, **q8)) for name, cls in O.OPTIMIZERS_8BIT.items()},
+        "AdamW-bf16-states": lambda p: O.AdamW(p, lr=1e-2, state_dtype="bfloat16"),
+        "SGD-bf16-states": lambda p: O.SGD(p, lr=1e-2, momentum=0.9, state_dtype="bfloat16"),
+        "AdamW-bf16-params-sr": lambda p: O.AdamW(
+            p, lr=1e-2, state_dtype="bfloat16", stochastic_rounding=True, seed=7
+        ),
+    }
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+@pytest.mark.parametrize("case", list(_lowp_cases()))
+def test_low_precision_optimizers_resume_bit_identically(tmp_path, case, kind):
+    """8-bit and bfloat16 optimizer states (and bfloat16 parameters) saved mid-run resume
+    bit-identically: the step after loading is the step the original run takes."""
+    make = _lowp_cases()[case]
+    rng = np.random.default_rng(3)
+    shapes = [(40, 9), (130,), (5,)]
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    if case.endswith("params-sr"):
+        if kind == "numpy":
+            arrays = [a.astype(ml_dtypes.bfloat16) for a in arrays]
+            params = arrays
+        else:
+            params = [torch.from_numpy(a).to(torch.bfloat16) for a in arrays]
+    else:
+        params = arrays if kind == "numpy" else [torch.from_numpy(a) for a in arrays]
+    opt = make(params)
+
+    def grads():
+        return [rng.standard_normal(s).astype(np.float32) for s in shapes]
+
+    def step(o, ps, gs):
+        if kind == "torch":
+            for p, g in zip(ps, gs, strict=True):
+                p.grad = torch.from_numpy(g.copy()).to(p.dtype)
+            o.step()
+        elif case.endswith("params-sr"):
+            o.step([g.astype(ml_dtypes.bfloat16) for g in gs])
+        else:
+            o.step([g.copy() for g in gs])
+
+    for _ in range(3):
+        step(opt, params, grads())
+    path = tmp_path / "lowp.ckpt"
+    O.save({"params": params, "opt": opt.state_dict()}, path)
+    ck = O.load(path)
+    _same(opt.state_dict(), ck["opt"])
+    params2 = ck["params"]
+    opt2 = make(params2)
+    opt2.load_state_dict(ck["opt"])
+    for _ in range(4):
+        g = grads()
+        step(opt, params, g)
+        step(opt2, params2, g)
+    for a, b in zip(params, params2, strict=True):
+        _same(a, b)
     _same(opt.state_dict(), opt2.state_dict())
 
 
