@@ -441,9 +441,14 @@ def group_layouts(ex: Any, cache: GroupCache, options: dict, k0: int) -> list:
     """The storage layout of each entry of the group (cached per storage options)."""
     fmt = tuple(options.get(k) for k in _FMT_KEYS)
     if cache.fmt != fmt:
-        cache.layouts = [
-            entry_layout(ex, options, e, f"params[{k0 + j}]") for j, e in enumerate(cache.entries)
-        ]
+        # equal layouts interned to one object: a step buckets its entries by id() (a frozen
+        # dataclass hashes and compares its fields on every lookup, ~1 us per parameter)
+        interned: dict = {}
+        layouts = []
+        for j, e in enumerate(cache.entries):
+            lay = entry_layout(ex, options, e, f"params[{k0 + j}]")
+            layouts.append(interned.setdefault(lay, lay))
+        cache.layouts = layouts
         cache.fmt = fmt
     return cache.layouts
 
@@ -488,15 +493,15 @@ def prepare(opt: Any, ex: Any, grads: Any) -> list:
                 continue
             keep, gaddr = e.grad(g, k)
             lay = layouts[j]
-            b = by_dt.get(lay)
+            b = by_dt.get(id(lay))
             if b is None:
-                b = by_dt[lay] = ([], [], [], [])
-            b[0].append(j)
-            b[1].append(keep)
-            b[2].append(gaddr)
-            b[3].append(k)
+                b = by_dt[id(lay)] = (lay, [], [], [], [])
+            b[1].append(j)
+            b[2].append(keep)
+            b[3].append(gaddr)
+            b[4].append(k)
         buckets = []
-        for dt, (js, keep, gaddrs, ks) in by_dt.items():
+        for dt, js, keep, gaddrs, ks in by_dt.values():
             js = tuple(js)
             plan = cache.plans.get(dt)
             if (
