@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from fastact import host
-from fastact._core.arrays import FLOAT_DTYPES, normalize_dim, scalar_param
+from fastact._core.arrays import FLOAT_DTYPES, is_tensor, normalize_dim, scalar_param
 from fastact._core.backend import device, on_device
 from fastact._core.threads import num_threads
 from fastact.host.axis import (
@@ -393,6 +393,8 @@ def rrelu(
             dt = input.dtype
         elif on_device(input):  # the slope is rounded to the device array's dtype
             dt = device(input).float_input(input, "input").dtype
+        elif is_tensor(input):  # the dtype its NumPy view computes in
+            dt = host.float_input(input, "input").dtype
         else:
             dt = _F64
         y = forward(_LEAKY_RELU, input, (_rrelu_consts(lower, upper, dt)[2],), out, inplace)

@@ -225,11 +225,11 @@ def _elementwise(
     if not return_grad:
         return loss
     gs = []
-    for (res, arr, direct), k, buf in zip(outs, grad_of, bufs, strict=False):
+    for (res, _arr, direct), k, buf in zip(outs, grad_of, bufs, strict=False):
         if direct:
             gs.append(res)
             continue
-        g = ex.sum_to_shape(arr, shapes[k], k)  # computed at the broadcast shape, summed
+        g = ex.sum_to_shape(res, shapes[k], k)  # computed at the broadcast shape, summed
         if buf is not None:
             ex.copy_into(buf[1], g)
             g = buf[0]
@@ -503,7 +503,7 @@ def multilabel_soft_margin_loss(
         return loss
     if direct:
         return loss, res
-    g = ex.sum_to_shape(arr, xshape, "input")
+    g = ex.sum_to_shape(res, xshape, "input")
     if buf is not None:
         ex.copy_into(buf[1], g)
         g = buf[0]

@@ -8,11 +8,13 @@ shape, read-only, overlapping memory), and name the argument.
 from __future__ import annotations
 
 import numbers
+import sys
 from typing import Any
 
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_MODULES = sys.modules
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
 
@@ -150,9 +152,13 @@ def normalize_dim(dim: Any, ndim: int, name: str = "dim") -> int:
 # ------------------------------------------------------------------------- torch CPU tensors
 def torch_module():
     """The torch module when it is already imported (fastact never imports torch), else None."""
-    import sys
+    return _MODULES.get("torch")
 
-    return sys.modules.get("torch")
+
+def any_tensor(*xs: Any) -> bool:
+    """Some argument is a torch.Tensor (False at once when torch is not loaded)."""
+    torch = torch_module()
+    return torch is not None and any(isinstance(x, torch.Tensor) for x in xs)
 
 
 def is_tensor(x: Any) -> bool:
@@ -171,3 +177,66 @@ def tensor_view(t: Any, name: str) -> np.ndarray:
         return t.detach().numpy()
     except (TypeError, RuntimeError) as exc:
         raise TypeError(f"{name} cannot be viewed as a NumPy array: {exc}") from None
+
+
+# The plain API on CPU tensors: an argument becomes a NumPy view at the host executor's edge,
+# a result is allocated (or wrapped) as a tensor when the call's first array was one.
+_GRAD_HINT = (
+    "fastact's plain functions are not recorded by autograd: use fastact.torch (autograd "
+    "functions and torch.nn modules) or pass {name}.detach()"
+)
+
+
+def _check_tensor(t: Any, name: str) -> None:
+    if t.requires_grad:
+        raise TypeError(
+            f"{name} is a torch tensor that requires grad; " + _GRAD_HINT.format(name=name)
+        )
+    if t.device.type != "cpu":
+        raise TypeError(f"{name} is a torch tensor on {t.device}; only CPU tensors are supported")
+    if t.layout != torch_module().strided:
+        raise TypeError(f"{name} is a sparse torch tensor; only dense tensors are supported")
+
+
+def tensor_input(t: Any, name: str) -> np.ndarray:
+    """A CPU tensor argument as a NumPy array: a zero-copy view, or a float32 copy of a
+    bfloat16 tensor (NumPy has no bfloat16; computed in float32 like float16 is). TypeError
+    naming ``name`` for a tensor that requires grad, a non-CPU or a sparse tensor."""
+    _check_tensor(t, name)
+    torch = torch_module()
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    try:
+        return t.resolve_conj().resolve_neg().numpy()
+    except (TypeError, RuntimeError) as exc:
+        raise TypeError(f"{name} cannot be viewed as a NumPy array: {exc}") from None
+
+
+def tensor_output(t: Any, name: str) -> np.ndarray:
+    """A CPU tensor to be written (``out=``, in place) as a writable zero-copy NumPy view."""
+    _check_tensor(t, name)
+    if t.dtype == torch_module().bfloat16:
+        raise TypeError(
+            f"{name} is a bfloat16 tensor and cannot be written in place (NumPy has no "
+            "bfloat16): write float32/float64 tensors, or use fastact.torch"
+        )
+    if t.is_conj() or t.is_neg():
+        raise TypeError(f"{name} has a lazy conjugate/negative bit; cannot be written in place")
+    try:
+        return t.numpy()
+    except (TypeError, RuntimeError) as exc:
+        raise TypeError(f"{name} cannot be written as a NumPy array: {exc}") from None
+
+
+def as_tensor(a: Any) -> Any:
+    """A NumPy result (array or scalar) as a CPU tensor sharing its memory."""
+    torch = torch_module()
+    return torch.from_numpy(a if isinstance(a, np.ndarray) else np.asarray(a))
+
+
+def torch_dtype(dtype: np.dtype) -> Any:
+    """The torch dtype of a NumPy float dtype (float16, float32, float64)."""
+    torch = torch_module()
+    return {np.float64: torch.float64, np.float32: torch.float32}.get(
+        np.dtype(dtype).type, torch.float16
+    )

@@ -3,6 +3,11 @@
 The same functions exist in the CUDA executor (:mod:`fastact.cuda`) with the device's rules;
 the host follows NumPy's: any array-like is accepted, non-float inputs are cast like NumPy's
 float ufuncs, and two inputs of different float types meet in the wider one.
+
+CPU torch tensors are NumPy arrays here: an argument is viewed without copying
+(:func:`fastact._core.arrays.tensor_input`; a tensor that requires grad is refused with a
+pointer to :mod:`fastact.torch`), and a result is allocated as a tensor when the call's
+``like`` argument (its first array) is one, so tensor input gives tensor output.
 """
 
 from __future__ import annotations
@@ -11,7 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from fastact._core.arrays import as_float_array, check_inplace, check_out
+from fastact._core.arrays import (
+    as_float_array,
+    check_inplace,
+    check_out,
+    is_tensor,
+    tensor_input,
+    tensor_output,
+    torch_dtype,
+    torch_module,
+)
 
 __all__ = [
     "NAME",
@@ -21,6 +35,7 @@ __all__ = [
     "finish",
     "float_input",
     "inplace_input",
+    "output_view",
     "common_dtype",
     "c_contiguous",
     "result",
@@ -33,12 +48,23 @@ NAME = "host"
 
 def float_input(x: Any, name: str) -> np.ndarray:
     """``x`` as a float32/float64 array (a view when it already is one); errors name ``name``."""
+    if type(x) is not np.ndarray and is_tensor(x):
+        x = tensor_input(x, name)
     return as_float_array(x, name)
 
 
 def inplace_input(x: Any, name: str = "input") -> np.ndarray:
-    """``x`` itself, checked to be a writeable float32/float64 array."""
+    """``x`` itself (a view of a tensor), checked to be a writeable float32/float64 array."""
+    if type(x) is not np.ndarray and is_tensor(x):
+        x = tensor_output(x, name)
     return check_inplace(x, name)
+
+
+def output_view(out: Any, name: str = "out") -> Any:
+    """A caller's output argument as the array to validate and write (a tensor's view)."""
+    if out is not None and type(out) is not np.ndarray and is_tensor(out):
+        return tensor_output(out, name)
+    return out
 
 
 def common_dtype(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str):
@@ -65,8 +91,12 @@ def contiguous(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def empty(like: Any, shape: tuple, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """A new C-contiguous array: (object to return, array to write), the same array here."""
+def empty(like: Any, shape: tuple, dtype: np.dtype) -> tuple[Any, np.ndarray]:
+    """A new C-contiguous array: (object to return, array to write), the same array, or a
+    tensor and its view when ``like`` is a tensor."""
+    if type(like) is not np.ndarray and is_tensor(like):
+        t = torch_module().empty(shape, dtype=torch_dtype(dtype))
+        return t, t.numpy()
     a = np.empty(shape, dtype)
     return a, a
 
@@ -76,14 +106,15 @@ def result(out: Any, like: Any, shape: tuple, dtype: np.dtype, inputs: tuple):
     or the caller's validated ``out`` (written through a temporary when it is not
     C-contiguous or shares memory with an input)."""
     if out is None:
-        a = np.empty(shape, dtype)
-        return a, a, None
-    check_out(out, shape, dtype, inputs)
-    if out.flags.c_contiguous and not any(
-        a is not None and np.may_share_memory(a, out) for a in inputs
+        res, a = empty(like, shape, dtype)
+        return res, a, None
+    o = output_view(out)
+    check_out(o, shape, dtype, inputs)
+    if o.flags.c_contiguous and not any(
+        a is not None and np.may_share_memory(a, o) for a in inputs
     ):
-        return out, out, None
-    return out, np.empty(shape, dtype), out
+        return out, o, None
+    return out, np.empty(shape, dtype), o
 
 
 def finish(res: Any, written: np.ndarray, target: np.ndarray | None) -> Any:

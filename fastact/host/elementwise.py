@@ -17,16 +17,21 @@ import numba
 import numpy as np
 
 from fastact._core.arrays import (
+    any_tensor,
     as_array,
     as_float_array,
+    as_tensor,
     check_inplace,
     check_out,
     compute_dtype,
     flat_pair,
     is_dask,
+    is_tensor,
     result_dtype,
+    tensor_input,
 )
 from fastact._core.jit import ELEMENTWISE_FASTMATH, specialize
+from fastact.host.edge import output_view
 from fastact.host.launch import pick
 from fastact.kernels.activations import ACTIVATIONS
 from fastact.kernels.elementwise import (
@@ -91,7 +96,10 @@ def elementwise(
 ):
     """``op``'s ``kind`` (``forward``, ``grad`` or ``grad_output``) over host ``inputs``
     (``(x,)`` or ``(grad_output, v)``) into a new array, ``out``, or ``x`` itself
-    (``inplace``). The front end has checked the arguments that do not depend on arrays."""
+    (``inplace``). The front end has checked the arguments that do not depend on arrays.
+    CPU tensors are viewed as arrays; with a tensor among the inputs the result is one."""
+    if any_tensor(out, *inputs):
+        return _on_tensors(op, kind, inputs, values, out, inplace, names)
     if kind == "forward":
         return _forward(op, inputs[0], values, out, inplace)
     g = as_float_array(inputs[0], "grad_output")
@@ -111,6 +119,22 @@ def elementwise(
         out = np.empty_like(v)
     run(op, kind, (g, v), tuple([float(p) for p in kp]), out)
     return out
+
+
+def _on_tensors(op, kind, inputs, values, out, inplace, names):
+    """:func:`elementwise` with CPU tensors among the arrays: run on their NumPy views."""
+    views = tuple(
+        tensor_input(a, n) if is_tensor(a) else a for a, n in zip(inputs, names, strict=False)
+    )
+    if inplace:  # the front end already refused out= with inplace
+        elementwise(op, kind, (check_inplace(output_view(inputs[0], names[0]), names[0]),),
+                    values, None, True, names)  # fmt: skip
+        return inputs[0]
+    if out is not None:
+        elementwise(op, kind, views, values, output_view(out), False, names)
+        return out
+    res = elementwise(op, kind, views, values, None, False, names)
+    return as_tensor(res) if any(is_tensor(a) for a in inputs) else res
 
 
 def _forward(op: Elementwise, x: Any, values: tuple, out: Any, inplace: bool):

@@ -5,6 +5,10 @@ pairs (lazily, cached on disk); each launch below takes the views the front end 
 (C-contiguous, the compute dtype) and returns the loss: a NumPy scalar of the data's dtype
 for a reduced loss (float64 chunk sums divided by ``div``), an array for ``'none'``. The CUDA
 executor has the same functions.
+
+CPU torch tensors are viewed as NumPy arrays at this edge (a tensor that requires grad is
+refused); when the prediction (``like``) is a tensor, the loss is a tensor (0-d when reduced)
+and so are the gradients the front end allocates through :func:`fastact.host.edge.empty`.
 """
 
 from __future__ import annotations
@@ -14,9 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from fastact._core.arrays import FLOAT_DTYPES, as_array
+from fastact._core.arrays import (
+    FLOAT_DTYPES,
+    as_array,
+    as_tensor,
+    is_tensor,
+    tensor_input,
+    tensor_view,
+)
 from fastact._core.threads import parallel_by_size
 from fastact._core.thresholds import PARALLEL_THRESHOLD
+from fastact.host.edge import output_view
 from fastact.host.launch import pair
 from fastact.kernels import losses as K
 
@@ -75,9 +87,19 @@ def _row_kernels(name: str) -> tuple:
 
 
 # ----------------------------------------------------------------------------- array edge
+def _plain(x: Any, name: str) -> Any:
+    """A CPU tensor argument as its NumPy view (anything else as is)."""
+    return tensor_input(x, name) if type(x) is not np.ndarray and is_tensor(x) else x
+
+
+def _like(value: Any, like: Any) -> Any:
+    """A loss (NumPy scalar or array) as a tensor when the prediction ``like`` is one."""
+    return as_tensor(value) if type(like) is not np.ndarray and is_tensor(like) else value
+
+
 def real_input(x: Any, name: str) -> np.ndarray:
     """``x`` as an array of real numbers (any int or float dtype)."""
-    arr = as_array(x, name)
+    arr = as_array(_plain(x, name), name)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
     return arr
@@ -118,10 +140,13 @@ def flat(a: np.ndarray | None, shape: tuple) -> np.ndarray | None:
     return np.ascontiguousarray(a).reshape(-1)
 
 
-def sum_to_shape(g: np.ndarray, shape: tuple, name: str) -> np.ndarray:
-    """Sum a gradient of the broadcast shape back to an argument's ``shape``."""
-    if g.shape == shape:
+def sum_to_shape(g: Any, shape: tuple, name: str) -> Any:
+    """Sum a gradient of the broadcast shape back to an argument's ``shape`` (a tensor for a
+    tensor)."""
+    if tuple(g.shape) == shape:
         return g
+    if type(g) is not np.ndarray and is_tensor(g):
+        return as_tensor(sum_to_shape(g.numpy(), shape, name))
     lead = g.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(
         lead + i for i, s in enumerate(shape) if s == 1 and g.shape[lead + i] != 1
@@ -141,17 +166,18 @@ def full(like: Any, shape: tuple, value: float, dt: np.dtype) -> np.ndarray:
     return np.full(shape, value, dt)
 
 
-def copy_into(dst: np.ndarray, src: np.ndarray) -> None:
-    np.copyto(dst, src)
+def copy_into(dst: np.ndarray, src: Any) -> None:
+    np.copyto(dst, _plain(src, "gradient"))
 
 
-def float_sum(a: np.ndarray) -> float:
+def float_sum(a: Any) -> float:
     """The float64 sum of ``a`` (a weighted mean's divisor)."""
-    return float(np.sum(a, dtype=np.float64))
+    return float(np.sum(_plain(a, "array"), dtype=np.float64))
 
 
 def grad_buffer(buf: Any, shape: tuple, dt: np.dtype, label: str, inputs: tuple):
     """A caller's ``grad_out`` buffer, validated: (object to return, array to write)."""
+    res, buf = buf, output_view(buf, label)
     if not isinstance(buf, np.ndarray):
         raise TypeError(f"{label} must be a numpy.ndarray, got {type(buf).__name__}")
     if buf.shape != shape:
@@ -163,9 +189,14 @@ def grad_buffer(buf: Any, shape: tuple, dt: np.dtype, label: str, inputs: tuple)
     if not buf.flags.c_contiguous:
         raise ValueError(f"{label} must be C-contiguous")
     for other in inputs:
+        if type(other) is not np.ndarray and is_tensor(other):
+            try:
+                other = tensor_view(other, "argument")
+            except TypeError:  # not viewable, so not our memory
+                other = None
         if isinstance(other, np.ndarray) and np.may_share_memory(buf, other):
             raise ValueError(f"{label} shares memory with an argument or another buffer")
-    return buf, buf
+    return res, buf
 
 
 def _finish(total: float, div: float, dt: np.dtype) -> np.generic:
@@ -230,8 +261,8 @@ def loss_map(
     if check and bad.sum():
         raise ValueError(check() if callable(check) else check)
     if reduction == "none":
-        return out.reshape(shape)
-    return _finish(partials.sum(), div if reduction == "mean" else 1.0, dt)
+        return _like(out.reshape(shape), like)
+    return _like(_finish(partials.sum(), div if reduction == "mean" else 1.0, dt), like)
 
 
 def multilabel_soft_margin(x2, t2, w, gscale, g2, reduction, div, out_shape, like):
@@ -248,8 +279,8 @@ def multilabel_soft_margin(x2, t2, w, gscale, g2, reduction, div, out_shape, lik
     fn(x2.reshape(-1), t2.reshape(-1), x2.reshape(-1), wf, None, (dt.type(0.0),),
        dt.type(gscale), gf, None, np.empty(0, dt), False, partials, None, ch)  # fmt: skip
     if reduction == "none":
-        return (partials[:rows] / n_cls).astype(dt).reshape(out_shape)
-    return _finish(partials.sum(), div, dt)
+        return _like((partials[:rows] / n_cls).astype(dt).reshape(out_shape), like)
+    return _like(_finish(partials.sum(), div, dt), like)
 
 
 def class_weight(weight: Any, n_cls: int, dt: np.dtype) -> np.ndarray:
@@ -265,7 +296,7 @@ def class_weight(weight: Any, n_cls: int, dt: np.dtype) -> np.ndarray:
 def class_targets(target: Any, sample_shape: tuple, n_cls: int, ignore_index: int, w):
     """(validated int64 class indices of ``sample_shape``, sum of w[y] over kept targets,
     sum of w)."""
-    y = np.asarray(target)
+    y = np.asarray(_plain(target, "target"))
     if y.dtype.kind not in "iu":
         raise TypeError(f"target must hold integer class indices, got dtype {y.dtype}")
     if y.shape != sample_shape:
@@ -312,7 +343,7 @@ def cross_entropy(x3, y, q, w, wsum, eps, ignore_index, gscale, g3, reduction, d
         _row_kernels("ce_spatial")[par](
             x3, y, q, w, wsum, eps, ignore_index, gscale, want, g, out, partials, _CE_TILE
         )
-    return _row_loss(partials, out, reduction, div, shape, dt)
+    return _like(_row_loss(partials, out, reduction, div, shape, dt), like)
 
 
 def nll(x3, y2, w, ignore_index, gscale, g3, reduction, div, shape, like):
@@ -330,7 +361,7 @@ def nll(x3, y2, w, ignore_index, gscale, g3, reduction, div, shape, like):
     pick(_row_kernels("nll"), x3.size, PARALLEL_THRESHOLD)(
         x3, y2, w, ignore_index, gscale, want, g, zero, out, partials, ch
     )
-    return _row_loss(partials, out, reduction, div, shape, dt)
+    return _like(_row_loss(partials, out, reduction, div, shape, dt), like)
 
 
 def cosine_embedding(a, b, yy, margin, gscale, g1, g2, reduction, div, shape, like):
@@ -342,7 +373,7 @@ def cosine_embedding(a, b, yy, margin, gscale, g1, g2, reduction, div, shape, li
     pick(_row_kernels("cosine"), a.size, PARALLEL_THRESHOLD)(
         a, b, yy, margin, a.dtype.type(0), gscale, g1, g2, out, partials, rpc
     )
-    return _row_loss(partials, out, reduction, div, shape, a.dtype)
+    return _like(_row_loss(partials, out, reduction, div, shape, a.dtype), like)
 
 
 def triplet_margin(kind, arrs, margin, p, eps, swap, gscale, gs, reduction, div, shape, like):
@@ -351,7 +382,8 @@ def triplet_margin(kind, arrs, margin, p, eps, swap, gscale, gs, reduction, div,
     n_r, n_d = arrs[0].shape
     if kind == "any":
         out = _triplet_any_norm(*arrs, margin, p, arrs[0].dtype.type(eps), swap, gscale, gs)
-        return _row_loss(np.array([out.sum()]), out, reduction, div, shape, arrs[0].dtype)
+        loss = _row_loss(np.array([out.sum()]), out, reduction, div, shape, arrs[0].dtype)
+        return _like(loss, like)
     rpc = _rows_per_chunk(n_d)
     partials = np.empty(_chunks(n_r, rpc), np.float64)
     out = np.empty(n_r, np.float64)
@@ -359,7 +391,7 @@ def triplet_margin(kind, arrs, margin, p, eps, swap, gscale, gs, reduction, div,
     pick(_row_kernels(f"triplet_{kind}"), arrs[0].size, PARALLEL_THRESHOLD)(
         *arrs, margin, p, eps, swap, dt.type(0), gscale, *gs, out, partials, rpc
     )
-    return _row_loss(partials, out, reduction, div, shape, dt)
+    return _like(_row_loss(partials, out, reduction, div, shape, dt), like)
 
 
 def _pnorm_and_grad(d: np.ndarray, p: float) -> tuple[np.ndarray, np.ndarray]:

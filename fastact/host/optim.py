@@ -186,7 +186,20 @@ class Entry:
     """A validated parameter: its NumPy view (bfloat16: uint16 bits), address, layout and
     torch identity."""
 
-    __slots__ = ("obj", "arr", "addr", "dtype", "shape", "c", "f", "tdtype", "tptr", "bf16")
+    __slots__ = (
+        "obj",
+        "arr",
+        "addr",
+        "dtype",
+        "shape",
+        "c",
+        "f",
+        "tdtype",
+        "tptr",
+        "tcls",
+        "tlayout",
+        "bf16",
+    )
 
     def __init__(self, obj: Any, name: str) -> None:
         self.obj = obj
@@ -210,11 +223,14 @@ class Entry:
         self.c = arr.flags.c_contiguous
         self.f = arr.flags.f_contiguous
         if is_tensor(obj):
+            torch = torch_module()
             self.tdtype = obj.dtype
             self.tptr = obj.data_ptr()
+            self.tcls, self.tlayout = torch.Tensor, torch.strided
         else:
             self.tdtype = None
             self.tptr = 0
+            self.tcls = self.tlayout = None
 
     @property
     def size(self) -> int:
@@ -236,13 +252,13 @@ class Entry:
                 fl = g.flags
                 if fl.aligned and ((self.c and fl.c_contiguous) or (self.f and fl.f_contiguous)):
                     return g, address(g)
-        elif self.tdtype is not None and is_tensor(g):
+        elif self.tdtype is not None and isinstance(g, self.tcls):
             if (
                 g.dtype is self.tdtype
                 and self.c
                 and g.shape == self.shape
                 and g.is_cpu
-                and g.layout is torch_module().strided
+                and g.layout is self.tlayout
                 and g.is_contiguous()
             ):
                 return g, g.data_ptr()

@@ -11,6 +11,10 @@ the fused kernel once per plan. The executor (:mod:`fastact.host` or the device 
 ``stale_entries``, ``optim_launch``, ``optim_nonfinite``, ``bump_versions`` and
 ``OPTIM_CHUNK``. The classes
 cache their plans between steps (rebuilt when a parameter, its storage or the state changes).
+
+Where a class keeps ``state['step']`` is its ``_steps`` (:class:`FloatSteps`: a Python float,
+fastact.optim's classes; fastact.torch.optim's classes keep torch's 0-d step tensors), and
+its state map counts mutations in ``_version`` (per-parameter dicts are :class:`ParamState`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from fastact._core.backend import device, on_device
 from fastact.kernels.optim import BF16, LOWP_ROWS, Layout, Optim, chunk_table, layout_of, next_step
 
 __all__ = [
+    "FloatSteps",
+    "ParamState",
     "executor_of",
     "functional_step",
     "positive_steps",
@@ -262,6 +268,92 @@ def functional_step(
 
 
 # ============================================================================ classes
+class ParamState(dict):
+    """One parameter's state dict. Any mutation bumps the owning map's ``_version``, so a step
+    revalidates its cached pointer tables only when some state entry was replaced (the driver
+    itself writes the step counts with ``dict.__setitem__``, which does not count)."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: Any, *args: Any, **kwargs: Any) -> None:
+        dict.__init__(self, *args, **kwargs)
+        self._owner = owner
+
+    def _touch(self) -> None:
+        if self._owner is not None:
+            self._owner._version += 1
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        dict.__setitem__(self, key, value)
+        self._touch()
+
+    def __delitem__(self, key: Any) -> None:
+        dict.__delitem__(self, key)
+        self._touch()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        dict.update(self, *args, **kwargs)
+        self._touch()
+
+    def pop(self, *args: Any) -> Any:
+        self._touch()
+        return dict.pop(self, *args)
+
+    def popitem(self) -> tuple:
+        self._touch()
+        return dict.popitem(self)
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self._touch()
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        self._touch()
+        return dict.setdefault(self, key, default)
+
+    def __reduce__(self) -> tuple:
+        return (dict, (dict(self),))
+
+
+class FloatSteps:
+    """``state['step']`` as a Python float (fastact.optim's classes), advanced like torch's
+    float32 step tensor (:func:`fastact.kernels.optim.next_step`).
+
+    A class's ``_steps`` has these four functions, called with a bucket's :class:`Plan`:
+    ``load`` (phase 1, writes nothing: ``plan.steps`` from ``plan.sts``; True when some state
+    lacks its count and :func:`apply` must call ``create``), ``create`` (make the missing
+    counts, at 0), ``advance`` (the counts after this step, as floats for the coefficients)
+    and ``store`` (write them, after the launch)."""
+
+    @staticmethod
+    def load(plan: Plan, names: list[str]) -> bool:
+        steps = []
+        for st, name in zip(plan.sts, names, strict=True):
+            s = 0.0 if st is None else st.get("step", 0.0)
+            try:
+                steps.append(float(s))
+            except (TypeError, ValueError):
+                raise TypeError(f"state[{name}]['step'] must be a number, got {s!r}") from None
+        plan.steps = steps
+        return any(st is None or "step" not in st for st in plan.sts)
+
+    @staticmethod
+    def create(plan: Plan) -> None:
+        for st in plan.sts:
+            if "step" not in st:
+                st["step"] = 0.0
+
+    @staticmethod
+    def advance(plan: Plan) -> list[float]:
+        return [next_step(s) for s in plan.steps]
+
+    @staticmethod
+    def store(plan: Plan, steps: list[float]) -> None:
+        for st, s in zip(plan.sts, steps, strict=True):
+            dict.__setitem__(st, "step", s)
+        plan.steps = steps
+
+
 class GroupCache:
     """A param group's validated entries, their storage layouts (for the group's storage
     options ``fmt``) and its launch plans per layout."""
@@ -295,6 +387,7 @@ class Plan:
         "missing",
         "fresh",
         "tparams",
+        "counter",
     )
 
 
@@ -431,7 +524,7 @@ def _plan(opt: Any, ex: Any, ents: list, js: tuple, keys: tuple, ks: list, lay: 
     """Build (and validate) the launch data for the parameters ``js`` of one bucket."""
     m = len(js)
     ptrs = np.zeros((_ptr_rows(lay, len(keys)), m), dtype=np.int64)
-    sts, steps, missing, arrays, names = [], [], [], [], []
+    sts, missing, arrays, names = [], [], [], []
     has_step = opt._spec.has_step
     storages = None if lay.native else lay.arrays()
     for col, j in enumerate(js):
@@ -464,19 +557,14 @@ def _plan(opt: Any, ex: Any, ents: list, js: tuple, keys: tuple, ks: list, lay: 
                 a, ptrs[row, col] = ex.state_address(x, e, name, f"params[{k}]", sto)
                 arrays.append(a)
                 names.append(name)
-        if has_step:
-            s = 0.0 if st is None else st.get("step", 0.0)
-            try:
-                steps.append(float(s))
-            except (TypeError, ValueError):
-                raise TypeError(f"state[params[{k}]]['step'] must be a number, got {s!r}") from None
     ex.no_overlap(arrays, names)
     plan = Plan()
     plan.dt, plan.js, plan.keys = lay, js, keys
     plan.smap, plan.version = opt.state, opt.state._version
     plan.ptrs, plan.sts, plan.missing = ptrs, sts, missing
-    plan.steps = steps if has_step else None
-    plan.fresh = bool(missing) or (has_step and any(st is None or "step" not in st for st in sts))
+    plan.steps = plan.counter = None
+    counts_missing = has_step and opt._steps.load(plan, [f"params[{k}]" for k in ks])
+    plan.fresh = bool(missing) or counts_missing
     plan.tparams = [ents[j].obj for j in js if ents[j].is_torch]
     sizes = np.array([ents[j].size for j in js], dtype=np.int64)
     plan.chunks = chunk_table(sizes, lay.chunk(ex.OPTIM_CHUNK))
@@ -498,6 +586,7 @@ def apply(opt: Any, ex: Any, work: list) -> None:
     """Phase 2: create missing state, launch one kernel per bucket, advance the steps."""
     spec = opt._spec
     scalars_of = spec.scalars
+    steps = opt._steps
     touched = []
     for group, _gi, options, inits, ents, buckets in work:
         scal = scalars_of(options)
@@ -513,7 +602,7 @@ def apply(opt: Any, ex: Any, work: list) -> None:
                     coefs[firsts, 0] = 1.0
                 new_steps = None
             else:
-                new_steps = [next_step(s) for s in plan.steps]
+                new_steps = steps.advance(plan)
                 coefs = _coef_table(spec, options, new_steps)
             lay = plan.dt
             if lay.native:
@@ -527,9 +616,7 @@ def apply(opt: Any, ex: Any, work: list) -> None:
                                 plan.total, rows, key)  # fmt: skip
             touched += plan.tparams
             if new_steps is not None:
-                for st, s in zip(plan.sts, new_steps, strict=True):
-                    dict.__setitem__(st, "step", s)
-                plan.steps = new_steps
+                steps.store(plan, new_steps)
         if key >= 0:
             group["rounding_step"] = int(group.get("rounding_step", 0)) + 1
     ex.bump_versions(touched)
@@ -542,8 +629,8 @@ def _create_state(opt: Any, ex: Any, inits: tuple, ents: list, plan: Plan, spec:
     for col in range(len(plan.js)) if has_step else cols:
         if plan.sts[col] is None:
             plan.sts[col] = opt.state[ents[plan.js[col]].obj]
-        if has_step and "step" not in plan.sts[col]:
-            plan.sts[col]["step"] = 0.0
+    if has_step:
+        opt._steps.create(plan)
     rows: dict[int, list[int]] = {}
     for col, r in plan.missing:
         rows.setdefault(r, []).append(col)

@@ -97,50 +97,8 @@ def _is_param(x: Any) -> bool:
     return host.is_param(x)
 
 
-class _ParamState(dict):
-    """One parameter's state dict. Any mutation bumps the owning map's version, so a step
-    revalidates its cached pointer tables only when some state entry was replaced."""
-
-    __slots__ = ("_owner",)
-
-    def __init__(self, owner: _StateMap | None, *args: Any, **kwargs: Any) -> None:
-        dict.__init__(self, *args, **kwargs)
-        self._owner = owner
-
-    def _touch(self) -> None:
-        if self._owner is not None:
-            self._owner._version += 1
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        dict.__setitem__(self, key, value)
-        self._touch()
-
-    def __delitem__(self, key: Any) -> None:
-        dict.__delitem__(self, key)
-        self._touch()
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        dict.update(self, *args, **kwargs)
-        self._touch()
-
-    def pop(self, *args: Any) -> Any:
-        self._touch()
-        return dict.pop(self, *args)
-
-    def popitem(self) -> tuple:
-        self._touch()
-        return dict.popitem(self)
-
-    def clear(self) -> None:
-        dict.clear(self)
-        self._touch()
-
-    def setdefault(self, key: Any, default: Any = None) -> Any:
-        self._touch()
-        return dict.setdefault(self, key, default)
-
-    def __reduce__(self) -> tuple:
-        return (dict, (dict(self),))
+#: one parameter's state dict (mutations bump the state map's version)
+_ParamState = driver.ParamState
 
 
 class _StateMap(MutableMapping):
@@ -375,6 +333,8 @@ class Optimizer:
 
     #: the optimizer's spec (state rows, kernel scalars, coefficients)
     _spec: Optim
+    #: where ``state['step']`` lives: a Python float
+    _steps = driver.FloatSteps
 
     def _options(self, group: dict, gi: int) -> dict:
         """The group's options as the spec's flat dict (names of the functional API)."""

@@ -1,0 +1,704 @@
+"""fastact's activations and losses as ``torch.autograd.Function``s, with functional wrappers
+named and called like ``torch.nn.functional``'s.
+
+``fastact.torch.autograd.gelu(x)`` computes ``F.gelu(x)`` with fastact's kernel and records
+one node in the autograd graph whose backward is fastact's ``gelu_backward``. Each Function
+saves what its backward needs: the output where torch saves the output (sigmoid, tanh, relu,
+the softmax family), otherwise the input. In place (``inplace=True``, ``relu_``) the input
+tensor is overwritten and marked dirty; the backward then works from the output where the
+derivative is a function of it (relu, leaky_relu, hardtanh, elu, celu, selu, threshold with
+parameters that allow it), else from a copy of the input taken first (silu, mish, ...: torch
+keeps the original input too).
+
+A backward runs fastact's kernels when it is not itself recorded; with
+``create_graph=True`` (a gradient penalty, a Hessian-vector product) it is computed by torch's
+own differentiable ops from the same saved tensors instead, so higher derivatives are
+torch's and never silently missing.
+
+The losses run fastact's fused value-and-gradient pass in the forward (only when an input
+needs a gradient) and keep the gradient; the backward scales it by the upstream gradient
+(for ``reduction='none'`` element by element; where an argument was broadcast against the
+others, that case recomputes the gradient with torch). Targets, weights and other
+non-prediction arguments get no gradient from fastact: when one of them requires grad, the
+call is torch's.
+
+What the Functions take: CPU tensors of float32 or float64. Anything else (CUDA tensors,
+float16, bfloat16, sparse tensors) is computed by torch's own function with the same
+arguments, so a model keeps working on any input. Non-contiguous inputs are copied for the
+element-wise functions (in place on a non-contiguous tensor is torch's).
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as TF
+
+from fastact import activations as A
+from fastact import losses as L
+from fastact._core.threads import num_threads
+from fastact.host.elementwise import kernels as host_kernels
+from fastact.kernels.activations import ACTIVATIONS, GELU
+from fastact.kernels.elementwise import REQUIRED
+from fastact.kernels.elementwise import Elementwise as Spec
+from fastact.kernels.losses import LOSSES
+
+__all__: list[str] = ["Elementwise", "Loss", "supported", "ACTIVATION_FUNCTIONS", "LOSS_FUNCTIONS"]
+
+_F32, _F64 = torch.float32, torch.float64
+_STRIDED = torch.strided
+
+#: element-wise functions whose backward torch computes from the saved output
+_SAVES_OUTPUT = frozenset({"sigmoid", "tanh", "relu"})
+
+
+def supported(x: Any) -> bool:
+    """``x`` is a tensor fastact's host kernels take: CPU, float32/float64, strided."""
+    return (
+        isinstance(x, torch.Tensor)
+        and x.is_cpu
+        and (x.dtype is _F32 or x.dtype is _F64)
+        and x.layout is _STRIDED
+    )
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    """A zero-copy NumPy view (of the data only: autograd is not involved)."""
+    return t.detach().numpy()
+
+
+def _tensor(a: Any) -> torch.Tensor:
+    return torch.from_numpy(a if isinstance(a, np.ndarray) else np.asarray(a))
+
+
+def _grad_np(g: torch.Tensor) -> np.ndarray:
+    """The upstream gradient as a C-contiguous NumPy array (``sum().backward()`` sends an
+    expanded, stride-0 one)."""
+    if not g.is_contiguous():
+        g = g.contiguous()
+    return g.detach().numpy()
+
+
+# ============================================================================= element-wise
+def _loop(op: Spec, kind: str, n: int) -> Any:
+    """The compiled loop of ``kind`` for ``n`` elements (serial or parallel by size), as the
+    front end's fast path picks it."""
+    ks = op.host.get(kind) or host_kernels(op, kind)
+    return ks[1] if n >= op.threshold and num_threads() > 1 else ks[0]
+
+
+def _kernel_params(op: Spec, values: tuple, dtype: np.dtype) -> tuple:
+    """The parameters as the loops take them (validated; TypeError/ValueError naming them)."""
+    kp = A.scalar_params(op, values, dtype)
+    if kp is None:
+        raise TypeError(f"{op.name}: parameters must be numbers for fastact.torch")
+    return kp
+
+
+class Elementwise(torch.autograd.Function):
+    """One element-wise activation of :data:`fastact.kernels.activations.ACTIVATIONS`:
+    ``apply(x, op, values, inplace)`` with ``x`` a C-contiguous supported tensor and
+    ``values`` the activation's parameters. The loops run on zero-copy views; results are
+    allocated by torch (its allocator, its memory format)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, op: Spec, values: tuple, inplace: bool):
+        xv = x.detach().numpy().ravel()
+        kp = _kernel_params(op, values, xv.dtype)
+        ctx.op, ctx.kp, ctx.values = op, kp, values
+        n = xv.size
+        if inplace:
+            from_output = op.scalars["grad_output"] is not None
+            if from_output and op.check_output is not None:
+                try:
+                    op.check_output(*values)
+                except ValueError:  # e.g. a negative slope: the input cannot be recovered
+                    from_output = False
+            saved = None if from_output else x.detach().clone()
+            if n:
+                _loop(op, "inplace", n)(xv, *kp)
+            ctx.mark_dirty(x)
+            ctx.from_output, ctx.copied = from_output, not from_output
+            ctx.save_for_backward(x if from_output else saved)
+            return x
+        y = torch.empty_like(x)
+        if n:
+            _loop(op, "forward", n)(xv, y.numpy().ravel(), *kp)
+        ctx.from_output = from_output = op.name in _SAVES_OUTPUT
+        ctx.copied = False
+        ctx.save_for_backward(y if from_output else x)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor):
+        (v,) = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a backward torch can differentiate
+            return _elementwise_graph(ctx, grad_output, v), None, None, None
+        g = grad_output if grad_output.is_contiguous() else grad_output.contiguous()
+        out = torch.empty_like(v)
+        n = out.numel()
+        if n:
+            kind = "grad_output" if ctx.from_output else "grad"
+            _loop(ctx.op, kind, n)(
+                g.numpy().ravel(),
+                v.detach().numpy().ravel(),
+                out.numpy().ravel(),
+                *ctx.kp,
+            )
+        return out, None, None, None
+
+
+def _direct_apply(fn: type) -> Any:
+    """``fn.apply`` without torch's Python preamble (default-argument binding and a pytree
+    walk for functorch's dead wrappers, ~3 us of a 1K-element call): the C entry point, used
+    only while no functorch transform (vmap, grad, ...) is active; ``fn.apply`` otherwise
+    and wherever this torch has no such entry point."""
+    base = getattr(torch._C, "_FunctionBase", None)
+    raw = getattr(base, "__dict__", {}).get("apply")
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    if raw is None or active is None:
+        return fn.apply
+    c_apply = raw.__get__(None, fn)
+    py_apply = fn.apply
+
+    def apply(*args: Any) -> Any:
+        return py_apply(*args) if active() else c_apply(*args)
+
+    return apply
+
+
+_apply_elementwise = _direct_apply(Elementwise)
+
+
+def _torch_fn(op: Spec) -> Any:
+    """torch.nn.functional's function of an element-wise spec (parameters positional)."""
+    if op.name == "gelu_tanh":
+        return lambda x: TF.gelu(x, approximate="tanh")
+    return getattr(TF, op.torch_name)
+
+
+_SELU = (1.6732632423543772848170429916717, 1.0507009873554804934193349852946)
+
+
+def _elementwise_graph(ctx: Any, g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The input gradient as torch ops (differentiable): torch's function recomputed from the
+    saved input, or torch's backward op of the saved output."""
+    op, values, aten = ctx.op, ctx.values, torch.ops.aten
+    if not ctx.from_output:
+        if ctx.copied:
+            raise RuntimeError(
+                f"double backward through an in-place fastact {op.name} is not supported (its "
+                "input was overwritten); use inplace=False or torch's function"
+            )
+        with torch.enable_grad():
+            y = _torch_fn(op)(v, *values)
+            return torch.autograd.grad(y, v, g, create_graph=True)[0]
+    name = op.name
+    if name == "sigmoid":
+        return aten.sigmoid_backward(g, v)
+    if name == "tanh":
+        return aten.tanh_backward(g, v)
+    if name in ("relu", "threshold"):
+        return aten.threshold_backward(g, v, values[0] if values else 0.0)
+    if name == "leaky_relu":
+        return aten.leaky_relu_backward(g, v, values[0], True)
+    if name in ("hardtanh", "relu6"):
+        return aten.hardtanh_backward(g, v, *(values or (0.0, 6.0)))
+    alpha, scale, input_scale = {
+        "elu": lambda: (values[0], 1.0, 1.0),
+        "celu": lambda: (values[0], 1.0, 1.0 / values[0]),
+        "selu": lambda: (*_SELU, 1.0),
+    }[name]()
+    return aten.elu_backward(g, alpha, scale, input_scale, True, v)
+
+
+def _check_leaf(x: torch.Tensor) -> None:
+    """torch's refusal of an in-place write to a leaf that requires grad (before writing)."""
+    if x.requires_grad and x.is_leaf and torch.is_grad_enabled():
+        raise RuntimeError(
+            "a leaf Variable that requires grad is being used in an in-place operation."
+        )
+
+
+def _elementwise(op: Spec, x: Any, values: tuple, inplace: bool, fallback: Any) -> Any:
+    """Run ``op`` through :class:`Elementwise` when fastact takes ``x``, else torch's. Without
+    autograd (no grad needed) the kernel runs directly, with no graph node."""
+    if supported(x):
+        if x.is_contiguous():
+            if not (x.requires_grad and torch.is_grad_enabled()):
+                if inplace:
+                    A.forward(op, x.detach().numpy(), values, None, True)
+                    torch.autograd.graph.increment_version(x)
+                    return x
+                y = torch.empty_like(x)
+                A.forward(op, x.detach().numpy(), values, y.numpy())
+                return y
+            if inplace:
+                _check_leaf(x)
+            return _apply_elementwise(x, op, values, inplace)
+        if not inplace:
+            return _apply_elementwise(x.contiguous(), op, values, False)
+    return fallback(x, *values, inplace) if op.inplace else fallback(x, *values)
+
+
+def _make_elementwise(op: Spec, namespace: dict) -> str:
+    """``name(input, *params[, inplace])`` with torch.nn.functional's signature."""
+    name = op.name
+    ns: dict[str, Any] = {"_op": op, "_run": _elementwise, "_tf": getattr(TF, op.torch_name)}
+    parts, names = [], []
+    for i, (pname, default) in enumerate(op.params):
+        parts.append(pname if default is REQUIRED else f"{pname}=_d{i}")
+        ns[f"_d{i}"] = default
+        names.append(pname)
+    tup = "(" + "".join(f"{n}, " for n in names) + ")"
+    psig = "".join(f", {p}" for p in parts)
+    if op.inplace:
+        src = (
+            f"def {name}(input{psig}, inplace=False):\n"
+            f"    return _run(_op, input, {tup}, bool(inplace), _tf)\n"
+        )
+    else:
+        src = f"def {name}(input{psig}):\n    return _run(_op, input, {tup}, False, _tf)\n"
+    exec(src, ns)
+    fn = ns[name]
+    fn.__doc__ = (
+        f"``torch.nn.functional.{op.torch_name}`` computed by :func:`fastact.{name}` as an "
+        "autograd Function (torch's for tensors fastact does not take)."
+    )
+    fn.__module__ = namespace["__name__"]
+    namespace[name] = fn
+    return name
+
+
+#: public element-wise wrappers, created below
+ACTIVATION_FUNCTIONS: list[str] = []
+for _op in ACTIVATIONS.values():
+    if _op.name not in ("gelu", "gelu_tanh"):
+        ACTIVATION_FUNCTIONS.append(_make_elementwise(_op, globals()))
+del _op
+
+
+def gelu(input: Any, approximate: str = "none") -> Any:
+    """``torch.nn.functional.gelu`` (``approximate='none'`` or ``'tanh'``) computed by
+    :func:`fastact.gelu` as an autograd Function."""
+    op = GELU.get(approximate) if isinstance(approximate, str) else None
+    if op is None:
+        raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    if supported(input):
+        x = input if input.is_contiguous() else input.contiguous()
+        return _apply_elementwise(x, op, (), False)
+    return TF.gelu(input, approximate=approximate)
+
+
+def _inplace(fn_name: str) -> Any:
+    fn = globals()[fn_name]
+
+    def inplace_fn(input: Any, *args: Any) -> Any:
+        return fn(input, *args, inplace=True)
+
+    inplace_fn.__name__ = inplace_fn.__qualname__ = fn_name + "_"
+    inplace_fn.__doc__ = f"In-place :func:`{fn_name}` (``inplace=True``)."
+    return inplace_fn
+
+
+for _name in list(ACTIVATION_FUNCTIONS):
+    if ACTIVATIONS[_name].inplace:
+        globals()[_name + "_"] = _inplace(_name)
+        ACTIVATION_FUNCTIONS.append(_name + "_")
+del _name
+ACTIVATION_FUNCTIONS.append("gelu")
+
+
+# ============================================================================= along an axis
+def _recompute(fn: Any, saved: tuple, grad_output: torch.Tensor, want: tuple) -> tuple:
+    """The gradients (where ``want``) of torch's ``fn`` at the saved inputs: with
+    ``create_graph=True`` a differentiable expression of the graph-connected inputs, else of
+    detached copies."""
+    create = torch.is_grad_enabled()
+    with torch.enable_grad():
+        if not create:
+            saved = tuple(
+                t.detach().requires_grad_(bool(w)) for t, w in zip(saved, want, strict=True)
+            )
+        y = fn(*saved)
+        wanted = [t for t, w in zip(saved, want, strict=True) if w]
+        got = iter(torch.autograd.grad(y, wanted, grad_output, create_graph=create))
+    return tuple(next(got) if w else None for w in want)
+
+
+class Softmax(torch.autograd.Function):
+    """softmax (``log=False, sign=1``), log_softmax (``log=True``), softmin (``sign=-1``)
+    along ``dim``; the backward works from the saved output, as torch's."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, dim: int, log: bool, sign: int):
+        f = A.log_softmax if log else (A.softmin if sign < 0 else A.softmax)
+        y = _tensor(f(_np(x), dim))
+        ctx.dim, ctx.log, ctx.sign = dim, log, sign
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor):
+        (y,) = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: torch's differentiable backward
+            if ctx.log:
+                return (
+                    torch._log_softmax_backward_data(grad_output, y, ctx.dim, y.dtype),
+                    None,
+                    None,
+                    None,
+                )
+            gx = torch._softmax_backward_data(grad_output, y, ctx.dim, y.dtype)
+            return (-gx if ctx.sign < 0 else gx), None, None, None
+        f = (
+            A.log_softmax_backward
+            if ctx.log
+            else (A.softmin_backward if ctx.sign < 0 else A.softmax_backward)
+        )
+        res = f(_grad_np(grad_output), dim=ctx.dim, output=_np(y))
+        return _tensor(res), None, None, None
+
+
+def _implicit_dim(name: str, ndim: int, stacklevel: int) -> int:
+    warnings.warn(
+        f"Implicit dimension choice for {name} has been deprecated. Change the call to "
+        "include dim=X as an argument.",
+        UserWarning,
+        stacklevel=stacklevel,
+    )
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+def _softmax(name, input, dim, stacklevel, dtype, log, sign):
+    if dim is None:
+        dim = _implicit_dim(name, input.dim(), stacklevel + 1)
+    if dtype is not None:
+        input = input.to(dtype)
+    if supported(input):
+        return Softmax.apply(input, dim, log, sign)
+    return getattr(TF, name)(input, dim)
+
+
+def softmax(input: Any, dim: int | None = None, _stacklevel: int = 3, dtype: Any = None) -> Any:
+    """``torch.nn.functional.softmax`` by :func:`fastact.softmax`; dtype= casts first."""
+    return _softmax("softmax", input, dim, _stacklevel, dtype, False, 1)
+
+
+def log_softmax(input: Any, dim: int | None = None, _stacklevel: int = 3, dtype: Any = None) -> Any:
+    """``torch.nn.functional.log_softmax`` by :func:`fastact.log_softmax`."""
+    return _softmax("log_softmax", input, dim, _stacklevel, dtype, True, 1)
+
+
+def softmin(input: Any, dim: int | None = None, _stacklevel: int = 3, dtype: Any = None) -> Any:
+    """``torch.nn.functional.softmin`` by :func:`fastact.softmin`."""
+    return _softmax("softmin", input, dim, _stacklevel, dtype, False, -1)
+
+
+class GLU(torch.autograd.Function):
+    """glu along ``dim``: ``a sigmoid(b)`` of the two halves."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, dim: int):
+        ctx.dim = dim
+        ctx.save_for_backward(x)
+        return _tensor(A.glu(_np(x), dim))
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            fn = lambda t: TF.glu(t, ctx.dim)  # noqa: E731
+            return _recompute(fn, (x,), grad_output, ctx.needs_input_grad[:1])[0], None
+        return _tensor(A.glu_backward(_grad_np(grad_output), _np(x), ctx.dim)), None
+
+
+def glu(input: Any, dim: int = -1) -> Any:
+    """``torch.nn.functional.glu`` by :func:`fastact.glu`."""
+    if supported(input):
+        return GLU.apply(input, dim)
+    return TF.glu(input, dim)
+
+
+class Maxout(torch.autograd.Function):
+    """maxout: the maximum of each group of ``pieces`` channels along ``dim``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, pieces: int, dim: int):
+        ctx.pieces, ctx.dim = pieces, dim
+        ctx.save_for_backward(x)
+        return _tensor(A.maxout(_np(x), pieces, dim))
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            fn = lambda t: _torch_maxout(t, ctx.pieces, ctx.dim)  # noqa: E731
+            return _recompute(fn, (x,), grad_output, ctx.needs_input_grad[:1])[0], None, None
+        g = A.maxout_backward(_grad_np(grad_output), _np(x), ctx.pieces, ctx.dim)
+        return _tensor(g), None, None
+
+
+def _torch_maxout(input: torch.Tensor, pieces: int, dim: int) -> torch.Tensor:
+    d = dim % max(input.dim(), 1)
+    shape = input.shape[:d] + (input.shape[d] // pieces, pieces) + input.shape[d + 1 :]
+    return input.reshape(shape).amax(d + 1)
+
+
+def maxout(input: Any, pieces: int, dim: int = 1) -> Any:
+    """:func:`fastact.maxout` (torch has no maxout: other tensors use ``amax`` of a view)."""
+    if supported(input):
+        return Maxout.apply(input, pieces, dim)
+    return _torch_maxout(input, pieces, dim)
+
+
+class PReLU(torch.autograd.Function):
+    """prelu with a slope per channel (dim 1) or one slope; gradients for input and weight."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor):
+        ctx.save_for_backward(x, weight)
+        return _tensor(A.prelu(_np(x), _np(weight)))
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor):
+        x, w = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return _recompute(TF.prelu, (x, w), grad_output, ctx.needs_input_grad)
+        gi, gw = A.prelu_backward(_grad_np(grad_output), _np(x), _np(w))
+        return _tensor(gi), _tensor(gw).reshape(w.shape)
+
+
+def prelu(input: Any, weight: Any) -> Any:
+    """``torch.nn.functional.prelu`` by :func:`fastact.prelu`."""
+    if supported(input) and supported(weight) and weight.dtype is input.dtype and input.dim():
+        return PReLU.apply(input, weight)
+    return TF.prelu(input, weight)
+
+
+class RReLU(torch.autograd.Function):
+    """rrelu in training mode: a slope from U(lower, upper) per element x <= 0 (fastact's
+    counter-based generator, keyed from torch's generator), saved for the backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, lower: float, upper: float, inplace: bool):
+        key = int(torch.randint(0, 2**62, (1,)).item())
+        xv = _np(x)
+        y, noise = A.rrelu(xv, lower, upper, True, inplace, generator=key, return_noise=True)
+        ctx.save_for_backward(_tensor(noise))
+        if inplace:
+            ctx.mark_dirty(x)
+            return x
+        return _tensor(y)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor):
+        (noise,) = ctx.saved_tensors
+        return grad_output * noise, None, None, None  # a torch op: differentiable as is
+
+
+def rrelu(
+    input: Any,
+    lower: float = 1.0 / 8,
+    upper: float = 1.0 / 3,
+    training: bool = False,
+    inplace: bool = False,
+) -> Any:
+    """``torch.nn.functional.rrelu``: in training a random slope per element (fastact's
+    generator keyed from torch's, so ``torch.manual_seed`` reproduces it), in eval
+    leaky_relu with the slope ``(lower + upper) / 2`` as torch computes it."""
+    if not training:
+        return leaky_relu(input, (lower + upper) / 2, inplace)  # noqa: F821 (made above)
+    if supported(input) and (input.is_contiguous() or not inplace):
+        if inplace:
+            _check_leaf(input)
+        return RReLU.apply(input, float(lower), float(upper), bool(inplace))
+    return TF.rrelu(input, lower, upper, True, inplace)
+
+
+def rrelu_(input: Any, lower: float = 1.0 / 8, upper: float = 1.0 / 3, training: bool = False):
+    """In-place :func:`rrelu`."""
+    return rrelu(input, lower, upper, training, True)
+
+
+ACTIVATION_FUNCTIONS += ["softmax", "log_softmax", "softmin", "glu", "maxout", "prelu", "rrelu",
+                         "rrelu_"]  # fmt: skip
+
+
+# ============================================================================= losses
+class Loss(torch.autograd.Function):
+    """One loss of :data:`fastact.kernels.losses.LOSSES`: ``apply(name, call, *inputs)``
+    with ``inputs`` its differentiable tensors (in the order of the gradients fastact
+    returns) and ``call(*inputs, return_grad)`` the fastact call on their detached values.
+    The forward runs the fused value-and-gradient pass when an input needs a gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, name: str, call: Any, *inputs: torch.Tensor):
+        want = any(ctx.needs_input_grad[2:])
+        res = call(*(t.detach() for t in inputs), return_grad=want)
+        if not want:
+            ctx.grads = ()
+            return _as_tensor(res, inputs[0])
+        loss, grads = res
+        loss = _as_tensor(loss, inputs[0])
+        ctx.name, ctx.loss_shape, ctx.call, ctx.n = name, tuple(loss.shape), call, len(inputs)
+        # the gradients, and the inputs (as torch's losses save them) for a torch backward
+        grads = tuple(_as_tensor(g, t) for g, t in zip(grads, inputs, strict=True))
+        ctx.save_for_backward(*grads, *inputs)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor):
+        saved = ctx.saved_tensors
+        grads, inputs = saved[: ctx.n], saved[ctx.n :]
+        if torch.is_grad_enabled():  # create_graph=True: torch's differentiable gradients
+            return (None, None, *_torch_grads(ctx, inputs, grad_output))
+        out = [None, None]
+        if grad_output.dim() == 0:
+            one = float(grad_output) == 1.0
+            out += [g if one else g * grad_output for g in grads]
+            return tuple(out)
+        for g in grads:
+            s = _scale_none(g, grad_output, ctx.loss_shape)
+            if s is None:
+                return (None, None, *_torch_grads(ctx, inputs, grad_output))
+            out.append(s)
+        return tuple(out)
+
+
+def _as_tensor(v: Any, like: torch.Tensor) -> torch.Tensor:
+    """A loss or gradient as a tensor of ``like``'s dtype (NumPy scalars from a float var)."""
+    if isinstance(v, torch.Tensor):
+        return v
+    return torch.as_tensor(np.asarray(v), dtype=like.dtype)
+
+
+def _scale_none(g: torch.Tensor, go: torch.Tensor, loss_shape: tuple) -> torch.Tensor | None:
+    """The gradient of ``sum(go * loss)`` from the gradient ``g`` of ``sum(loss)`` for an
+    unreduced loss, where each gradient element belongs to one loss element; None where an
+    argument was broadcast (its gradient was summed over loss elements)."""
+    gs = tuple(g.shape)
+    if gs == loss_shape:
+        return g * go
+    if len(gs) == len(loss_shape) + 1:
+        if gs[:1] + gs[2:] == loss_shape:  # the class axis 1 (cross_entropy, nll_loss)
+            return g * go.unsqueeze(1) if go.dim() else g * go
+        if gs[:-1] == loss_shape:  # rows of the last axis (cosine, triplet, multilabel)
+            return g * go.unsqueeze(-1)
+    return None
+
+
+def _torch_grads(ctx: Any, inputs: tuple, grad_output: torch.Tensor) -> tuple:
+    """The input gradients computed by torch's loss at the saved inputs: for
+    ``create_graph=True`` (connected to the graph) and for an unreduced loss whose arguments
+    were broadcast (fastact's gradient is summed over loss elements)."""
+    fn = lambda *xs: ctx.call(*xs, torch_fn=True)  # noqa: E731
+    return _recompute(fn, inputs, grad_output, ctx.needs_input_grad[2:])
+
+
+def _make_loss(spec: Any, namespace: dict) -> str:
+    """``name(...)`` with torch.nn.functional's signature (fastact.losses' without
+    return_grad/grad_out)."""
+    fn = getattr(L, spec.name)
+    tfn = getattr(TF, spec.name)
+    sig = inspect.signature(fn)
+    params = [p for n, p in sig.parameters.items() if n not in ("return_grad", "grad_out")]
+    wsig = sig.replace(parameters=params)
+    diff = spec.inputs
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = wsig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        a = bound.arguments
+        # the differentiable arguments given as tensors (gaussian_nll's var may be a float)
+        names = [n for n in diff if isinstance(a[n], torch.Tensor)]
+        inputs = [a[n] for n in names]
+        ours = (
+            bool(inputs)
+            and all(supported(t) for t in inputs)
+            and len({t.dtype for t in inputs}) == 1
+            and all(
+                not isinstance(a[n], torch.Tensor)
+                or (not a[n].requires_grad and a[n].device.type == "cpu")
+                for n in wsig.parameters
+                if n not in names
+            )
+        )
+        if not ours:
+            return tfn(*bound.args, **bound.kwargs)
+        fixed = {n: a[n] for n in wsig.parameters if n not in names}
+        pick = [diff.index(n) for n in names]
+
+        def call(*xs: Any, return_grad: bool = False, torch_fn: bool = False) -> Any:
+            kw = dict(fixed, **dict(zip(names, xs, strict=True)))
+            if torch_fn:
+                return tfn(**kw)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # warned once below, from the caller's line
+                res = fn(**kw, return_grad=return_grad)
+            if not return_grad:
+                return res
+            loss, grads = res
+            grads = grads if isinstance(grads, tuple) else (grads,)
+            return loss, tuple(grads[i] for i in pick)
+
+        _warnings(spec.name, a)
+        return Loss.apply(spec.name, call, *inputs)
+
+    wrapper.__signature__ = wsig  # type: ignore[attr-defined]
+    wrapper.__name__ = wrapper.__qualname__ = spec.name
+    wrapper.__module__ = namespace["__name__"]
+    wrapper.__doc__ = (
+        f"``torch.nn.functional.{spec.name}`` computed by :func:`fastact.losses.{spec.name}` "
+        "(value and gradient in one pass) as an autograd Function; torch's own call for "
+        "tensors fastact does not take or when a target/weight requires grad."
+    )
+    namespace[spec.name] = wrapper
+    return spec.name
+
+
+def _warnings(name: str, a: dict) -> None:
+    """torch's warnings of a loss call (deprecated arguments, broadcast targets, kl_div's
+    'mean'), raised at the caller's line."""
+    level = 4  # the caller of the functional wrapper
+    if a.get("size_average") is not None or a.get("reduce") is not None:
+        sa = True if a.get("size_average") is None else bool(a["size_average"])
+        rd = True if a.get("reduce") is None else bool(a["reduce"])
+        red = "mean" if (sa and rd) else ("sum" if rd else "none")
+        warnings.warn(
+            f"size_average and reduce args will be deprecated, please use reduction='{red}' "
+            "instead.",
+            UserWarning,
+            stacklevel=level,
+        )
+    x, t = a.get("input"), a.get("target")
+    if (
+        name in ("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss")
+        and isinstance(t, torch.Tensor)
+        and t.shape != x.shape
+    ):
+        warnings.warn(
+            f"Using a target size ({t.shape}) that is different to the input size "
+            f"({x.shape}). This will likely lead to incorrect results due to broadcasting. "
+            "Please ensure they have the same size.",
+            UserWarning,
+            stacklevel=level,
+        )
+    if name == "kl_div" and a.get("reduction") == "mean" and a.get("size_average") is None:
+        warnings.warn(
+            "reduction: 'mean' divides the total loss by both the batch size and the support "
+            "size.'batchmean' divides only by the batch size, and aligns with the KL div math "
+            "definition.'mean' will be changed to behave the same as 'batchmean' in the next "
+            "major release.",
+            UserWarning,
+            stacklevel=level,
+        )
+
+
+LOSS_FUNCTIONS: list[str] = [_make_loss(spec, globals()) for spec in LOSSES.values()]
+
+__all__ += ACTIVATION_FUNCTIONS + LOSS_FUNCTIONS + ["Softmax", "GLU", "Maxout", "PReLU", "RReLU"]

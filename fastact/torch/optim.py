@@ -1,0 +1,972 @@
+"""fastact's fused optimizer steps as ``torch.optim.Optimizer`` subclasses.
+
+``fastact.torch.optim.AdamW(model.parameters(), lr=...)`` is a ``torch.optim.Optimizer``:
+torch's schedulers (``torch.optim.lr_scheduler.*``, ``torch.optim.swa_utils.SWALR``), step
+and state-dict hooks, ``add_param_group``, ``zero_grad``, closures, and wrappers that take an
+``optimizer_class`` (``torch.distributed.optim.ZeroRedundancyOptimizer``) drive it
+unchanged. Constructor signatures and defaults are torch's (torch 2.13); the update rules are
+torch's single-tensor ones (``docs/torch_semantics.md``, section 3).
+
+What differs from ``torch.optim`` is how a step runs: every param group is updated by one
+fused parallel kernel per dtype (:mod:`fastact.optim.driver` over the host executor, the
+kernels of :data:`fastact.kernels.optim.OPTIMIZERS`), in place through zero-copy NumPy views
+of the parameters, gradients and state tensors; the launch tables are cached between steps
+and rebuilt when a parameter's storage or the state changes.
+
+The state is torch's own format, so state dicts go both ways between ``torch.optim.X`` and
+``fastact.torch.optim.X`` (``state[p]['step']`` a 0-d float32 tensor, ``exp_avg`` ... tensors
+shaped like the parameter): a run can switch implementations mid-training. Inside, the step
+counts of the tensors stepped together are 0-d views of one small buffer, advanced in float32
+like torch's ``step_t += 1`` in one vector operation.
+
+Parameters must be CPU tensors of float32, float64 or bfloat16 (strided, C or Fortran
+contiguous); others raise ``TypeError`` at construction (keep them in a ``torch.optim``
+optimizer). bfloat16 parameters are updated in float32 arithmetic and rounded back (to
+nearest even, or stochastically with ``stochastic_rounding=True``), like torch's fused steps.
+
+Low-precision states, as in :mod:`fastact.optim`: every class takes ``state_dtype``
+('float32', 'bfloat16'; default the parameter's dtype), and ``SGD8bit``, ``Adam8bit``,
+``AdamW8bit``, ``RMSprop8bit``, ``Adagrad8bit`` keep block-wise 8-bit states (``<key>`` uint8
+codes and ``<key>_absmax`` float32 scales). Their state dicts are plain tensors
+(``torch.load(weights_only=True)``); :meth:`Optimizer.load_state_dict` converts a loaded
+state to the optimizer's own storage, so torch's float32 states load into the 8-bit classes
+and 8-bit states into the float32 ones.
+Options torch has and fastact does not (``differentiable=True``, ``capturable=True``) raise
+``ValueError``; ``foreach`` and ``fused`` are accepted, stored and ignored (every step is
+fused). Like :mod:`fastact.optim`, a step validates every gradient and state tensor before it
+writes anything, and a parameter listed twice (or two sharing memory) raises instead of
+warning. ``step`` also takes ``check_finite=True`` / ``skip_nonfinite=True``
+(:meth:`fastact.optim.Optimizer.step`).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections import defaultdict
+from collections.abc import Callable
+from itertools import chain
+from typing import Any
+
+import numpy as np
+import torch
+
+from fastact import host
+from fastact.kernels.optim import OPTIMIZERS as SPECS
+from fastact.kernels.optim import Optim
+from fastact.optim import driver
+from fastact.optim import optimizers as _fa
+
+__all__ = [
+    "Optimizer",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "RMSprop",
+    "Rprop",
+    "Adagrad",
+    "Adadelta",
+    "SGD8bit",
+    "Adam8bit",
+    "AdamW8bit",
+    "RMSprop8bit",
+    "Adagrad8bit",
+    "OPTIMIZERS",
+    "OPTIMIZERS_8BIT",
+]
+
+_NP_OF = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
+#: the parameter dtypes a step takes (bfloat16: the low-precision loops, float32 arithmetic)
+_PARAM_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+#: the group options that say how the state is stored (kept by load_state_dict)
+_STORAGE_KEYS = ("state_dtype", "block_size", "min_8bit_size")
+
+
+def _scalar_dtype() -> torch.dtype:
+    """The dtype of torch's step tensors (float64 only under a float64 default dtype)."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+class StateMap(defaultdict):
+    """``optimizer.state`` in torch's form (a ``defaultdict(dict)`` keyed by parameter) that
+    counts its mutations in ``_version``: the driver's cached launch tables are revalidated
+    only when a state entry was added, replaced or removed. Per-parameter values are
+    :class:`fastact.optim.driver.ParamState` dicts (pickled as plain dicts)."""
+
+    def __init__(self, default_factory: Any = None, items: Any = ()) -> None:
+        super().__init__(dict)
+        self._version = 0
+        for k, v in items.items() if isinstance(items, dict) else items:
+            self[k] = v
+
+    def _wrap(self, value: Any) -> Any:
+        if isinstance(value, driver.ParamState) and value._owner is self:
+            return value
+        if isinstance(value, dict):
+            return driver.ParamState(self, value)
+        return value
+
+    def __missing__(self, key: Any) -> driver.ParamState:
+        value = driver.ParamState(self)
+        dict.__setitem__(self, key, value)
+        self._version += 1
+        return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        dict.__setitem__(self, key, self._wrap(value))
+        self._version += 1
+
+    def __delitem__(self, key: Any) -> None:
+        dict.__delitem__(self, key)
+        self._version += 1
+
+    def pop(self, *args: Any) -> Any:
+        self._version += 1
+        return dict.pop(self, *args)
+
+    def popitem(self) -> tuple:
+        self._version += 1
+        return dict.popitem(self)
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self._version += 1
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for k, v in dict(*args, **kwargs).items():
+            self[k] = v
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return dict.__getitem__(self, key)
+
+    def __reduce__(self) -> tuple:
+        return (StateMap, (dict, list(self.items())))
+
+
+class TensorSteps:
+    """``state['step']`` as torch's 0-d step tensor (the driver's ``_steps``; see
+    :class:`fastact.optim.driver.FloatSteps` for the four functions).
+
+    The counts of one launch (a param group and dtype) are 0-d views of one NumPy buffer,
+    made when the launch tables are built (loaded or new counts are copied in): a step reads
+    them, adds 1 in the counts' dtype (float32: torch's ``step_t += 1``) and writes them back
+    with one vector operation each. A count replaced in the state (``load_state_dict``, a
+    user) is copied into a new buffer when the tables are rebuilt; one changed in place is
+    read at the next step."""
+
+    @staticmethod
+    def load(plan: driver.Plan, names: list[str]) -> bool:
+        steps: list[float] = []
+        base: Any = None
+        homed = True
+        for col, (st, name) in enumerate(zip(plan.sts, names, strict=True)):
+            s = None if st is None else st.get("step")
+            if s is None:
+                steps.append(0.0)
+                homed = False
+                continue
+            if isinstance(s, torch.Tensor):
+                if s.numel() != 1:
+                    raise TypeError(
+                        f"state[{name}]['step'] must be a number or a one-element tensor, "
+                        f"got a tensor of shape {tuple(s.shape)}"
+                    )
+                steps.append(float(s))
+                b = s._base
+                if col == 0:
+                    base = b
+                if b is None or b is not base or s.storage_offset() != col:
+                    homed = False
+                continue
+            try:
+                steps.append(float(s))
+            except (TypeError, ValueError):
+                raise TypeError(f"state[{name}]['step'] must be a number, got {s!r}") from None
+            homed = False
+        buf = None if base is None else getattr(base, "_fastact_steps", None)
+        if homed and buf is not None and buf.size == len(steps):
+            plan.counter = buf
+        else:
+            homed = False
+        plan.steps = steps
+        return not homed
+
+    @staticmethod
+    def create(plan: driver.Plan) -> None:
+        buf = np.array(plan.steps, dtype=_NP_OF[_scalar_dtype()])
+        base = torch.from_numpy(buf)
+        base._fastact_steps = buf  # the buffer the views below share (see load)
+        for col, st in enumerate(plan.sts):
+            dict.__setitem__(st, "step", base[col])  # a count moved, not a state change
+        plan.counter = buf
+
+    @staticmethod
+    def advance(plan: driver.Plan) -> list[float]:
+        buf = plan.counter
+        return (buf + buf.dtype.type(1)).tolist()
+
+    @staticmethod
+    def store(plan: driver.Plan, steps: list[float]) -> None:
+        plan.counter[...] = steps
+        plan.steps = steps
+
+
+def _entry(p: Any, name: str) -> Any:
+    """The host executor's entry of parameter ``p`` (TypeError / ValueError naming it)."""
+    hint = (
+        "fastact.torch.optim steps CPU float32/float64/bfloat16 tensors: keep "
+        f"{name} in a torch.optim"
+    )
+    if isinstance(p, torch.Tensor):
+        if p.device.type != "cpu":
+            raise TypeError(f"{name} is on {p.device}; {hint} optimizer")
+        if p.dtype not in _PARAM_DTYPES:
+            raise TypeError(f"{name} has dtype {p.dtype}; {hint} optimizer")
+    return host.entry(p, name)
+
+
+class Optimizer(torch.optim.Optimizer):
+    """Base class: a ``torch.optim.Optimizer`` whose ``step`` is fastact's fused driver.
+
+    Subclasses set ``_spec`` (their entry of :data:`fastact.kernels.optim.OPTIMIZERS`) and
+    ``_fastact`` (the :mod:`fastact.optim` class whose ``_options`` reads a param group)."""
+
+    _spec: Optim
+    _fastact: type
+    #: ``state['step']`` is torch's 0-d step tensor
+    _steps = TensorSteps
+    #: the state_dtype values the class accepts (the 8-bit classes add '8bit')
+    _STATE_DTYPES: tuple = (None, "float32", "bfloat16")
+    #: storage defaults of the 8-bit classes (block_size, min_8bit_size), set before __init__
+    _extra_defaults: dict = {}
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        defaults = {**defaults, **self._extra_defaults}
+        self._cache: dict[int, driver.GroupCache] = {}
+        #: True when the last ``step(skip_nonfinite=True)`` was skipped (non-finite gradient).
+        self.found_inf = False
+        #: Steps skipped by ``skip_nonfinite=True`` since construction.
+        self.skipped_steps = 0
+        self._check_group(dict(defaults))
+        super().__init__(params, defaults)
+        self.state = StateMap(dict, self.state)
+        # GradScaler: unscale and skip in Python (the generic path), never pass grad_scale
+        self._step_supports_amp_scaling = False
+
+    # ------------------------------------------------------------------------- groups
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Validate a group's numeric options like the constructor's arguments (torch's
+        messages; torch checks only the constructor's)."""
+        for key, value in group.items():
+            rule = _fa._RULES.get(key)
+            if rule is not None:
+                rule(value, key)
+        if group.get("differentiable"):
+            raise ValueError("differentiable=True is not supported: fastact steps are not autograd")
+        if group.get("capturable"):
+            raise ValueError("capturable=True is not supported: it needs a CUDA-like device")
+        if "state_dtype" in group and group["state_dtype"] not in self._STATE_DTYPES:
+            raise ValueError(
+                f"state_dtype must be one of {self._STATE_DTYPES} for {type(self).__name__}, "
+                f"got {group['state_dtype']!r}"
+                + (" (use the 8-bit classes, e.g. AdamW8bit)" if group["state_dtype"] == "8bit"
+                   else "")
+            )  # fmt: skip
+
+    def _options(self, group: dict, gi: int) -> dict:
+        """The group's options under the functional API's names (the spec's input)."""
+        return self._fastact._options(self, group, gi)
+
+    def _step_options(self, group: dict, gi: int) -> dict:
+        """``_options`` plus the storage options (state_dtype, block_size, min_8bit_size,
+        stochastic_rounding, seed), missing ones taken from the defaults."""
+        o = self._options(group, gi)
+        d = self.defaults
+        for key, default in _fa._STORAGE_DEFAULTS.items():
+            o[key] = group.get(key, d.get(key, default))
+        return o
+
+    def _layout(self, options: dict, e: Any, name: str) -> Any:
+        """The storage layout of entry ``e`` (TypeError when its dtype cannot have it)."""
+        return driver.entry_layout(host, options, e, name)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """torch's ``add_param_group`` (defaults filled in, names, checks), then fastact's
+        checks of the new group: its options, every parameter a CPU float32/float64 tensor in
+        a contiguous layout, no parameter twice and none sharing memory with another. The
+        group is not added when a check fails."""
+        with warnings.catch_warnings():  # fastact raises for duplicates (below)
+            warnings.filterwarnings("ignore", "optimizer contains a parameter group with dup")
+            super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        gi = len(self.param_groups) - 1
+        try:
+            self._check_group(group)
+            names = [f"param_groups[{gi}]['params'][{k}]" for k in range(len(group["params"]))]
+            entries = [_entry(p, name) for p, name in zip(group["params"], names, strict=True)]
+            if len({id(p) for p in group["params"]}) != len(group["params"]):
+                raise ValueError(
+                    "optimizer contains a parameter group with duplicate parameters; fused "
+                    "parallel updates need each parameter once"
+                )
+            driver.check_overlap(self, host)
+            options = self._step_options(group, gi)
+            for e, name in zip(entries, names, strict=True):
+                self._layout(options, e, name)  # TypeError for unsupported storage
+        except Exception:
+            self.param_groups.pop()
+            raise
+        cache = driver.GroupCache(group)
+        cache.entries = entries
+        self._cache[id(group)] = cache
+        if isinstance(self.state, StateMap):  # not during torch's __init__ (no state yet)
+            self._added_group(group)
+
+    def _added_group(self, group: dict) -> None:
+        """Hook for classes that create state with the group (Adagrad)."""
+
+    # ------------------------------------------------------------------------- step
+    def step(
+        self,
+        closure: Callable[[], Any] | None = None,
+        *,
+        check_finite: bool = False,
+        skip_nonfinite: bool = False,
+    ) -> Any:
+        """One step over every param group (fastact's fused kernels, in place); returns
+        ``closure()``'s value when a closure is given (called with grad enabled, like
+        torch). Parameters whose ``.grad`` is None are skipped. ``check_finite=True`` raises
+        ValueError on a NaN/inf gradient before any update; ``skip_nonfinite=True`` skips the
+        whole step instead (``found_inf`` tells, ``skipped_steps`` counts)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        work = driver.prepare(self, host, None)
+        if check_finite or skip_nonfinite:
+            k = driver.first_nonfinite(host, work)
+            if k is not None:
+                if skip_nonfinite:
+                    self.found_inf = True
+                    self.skipped_steps += 1
+                    return loss
+                raise ValueError(f"grads[{k}] contains NaN or infinite values (check_finite=True)")
+        driver.apply(self, host, work)
+        self.found_inf = False
+        return loss
+
+    # ------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """torch's ``state_dict`` (references to the state tensors, step counts included),
+        each parameter's state a plain dict, so that ``torch.load(weights_only=True)``
+        reads a saved one."""
+        sd = super().state_dict()
+        state = sd.get("state") if isinstance(sd, dict) else None
+        if isinstance(state, dict):
+            sd["state"] = {
+                k: dict(v) if isinstance(v, driver.ParamState) else v for k, v in state.items()
+            }
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict`` (pre- and post-hooks, the group checks, the options of
+        the saved groups), with each parameter's state converted to the storage that the
+        loaded options give it (:func:`fastact.host.optim.load_param_state`) instead of
+        torch's cast to the parameter's dtype: a float32 state loads into
+        ``state_dtype='bfloat16'`` or an 8-bit class (rounded to nearest even, quantized
+        block-wise), 8-bit codes with their ``<key>_absmax`` scales into a float32 class
+        (decoded). State tensors are copied in the parameter's memory order, step counts
+        stay what they were (tensors copied), other values are deep-copied. All-or-nothing:
+        every state is converted and checked before the optimizer changes. The storage
+        options (``state_dtype``, ``block_size``, ``min_8bit_size``) stay this optimizer's:
+        an 8-bit state dict loads into ``AdamW`` as float32 state and back."""
+        state_dict = state_dict.copy()
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            hooked = pre_hook(self, state_dict)
+            if hooked is not None:
+                state_dict = hooked
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= state_dict.keys():
+            raise TypeError("state_dict must be a dict with 'state' and 'param_groups'")
+        groups = self.param_groups
+        saved_groups = copy.deepcopy(state_dict["param_groups"])
+        if len(groups) != len(saved_groups):
+            raise ValueError("loaded state dict has a different number of parameter groups")
+        if any(
+            len(g["params"]) != len(s["params"]) for g, s in zip(groups, saved_groups, strict=True)
+        ):
+            raise ValueError(
+                "loaded state dict contains a parameter group "
+                "that doesn't match the size of optimizer's group"
+            )
+        id_map = dict(
+            zip(
+                chain.from_iterable(g["params"] for g in saved_groups),
+                chain.from_iterable(g["params"] for g in groups),
+                strict=True,
+            )
+        )
+        new_groups = []
+        for g, sg in zip(groups, saved_groups, strict=True):
+            sg["params"] = g["params"]
+            if "param_names" in g and "param_names" not in sg:
+                sg["param_names"] = g["param_names"]
+            for key in _STORAGE_KEYS:  # the storage is this optimizer's: the state converts
+                if key in g:
+                    sg[key] = g[key]
+                else:
+                    sg.pop(key, None)
+            for key, value in self.defaults.items():
+                sg.setdefault(key, value)
+            self._check_group(sg)
+            new_groups.append(sg)
+        where = {id(p): gi for gi, g in enumerate(new_groups) for p in g["params"]}
+        keys = [k for k, _a in self._spec.state]
+        rows = dict(zip(keys, self._spec.signed or (True,) * len(keys), strict=True))
+        state = StateMap()
+        for k, value in state_dict["state"].items():
+            if k not in id_map:  # torch keeps state of unknown parameters as it is
+                state[k] = value
+                continue
+            p = id_map[k]
+            name = f"state_dict['state'][{k!r}]"
+            if not isinstance(value, dict):
+                raise TypeError(f"{name} must be a dict, got {type(value).__name__}")
+            gi = where[id(p)]
+            layout = self._layout(self._step_options(new_groups[gi], gi), _entry(p, name), name)
+            arrays = {key: v for key, v in value.items() if key != "step" and v is not None}
+            st = host.load_param_state(p, arrays, name, layout, rows)
+            for key, v in value.items():
+                if key == "step":
+                    st[key] = v.detach().clone() if isinstance(v, torch.Tensor) else copy.copy(v)
+                elif v is None:
+                    st[key] = None
+            state[p] = st
+        self.__setstate__({"state": state, "param_groups": new_groups})
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """torch's (unpickling, ``load_state_dict``), then the state as a :class:`StateMap`,
+        group options missing from an older state dict filled from the defaults, and the
+        launch caches dropped."""
+        super().__setstate__(state)
+        if not isinstance(self.state, StateMap):
+            self.state = StateMap(dict, self.state)
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
+        self.__dict__["_cache"] = {}
+        self.__dict__.setdefault("found_inf", False)
+        self.__dict__.setdefault("skipped_steps", 0)
+        self._step_supports_amp_scaling = False
+
+
+# --------------------------------------------------------------------------------------------
+# the optimizers: torch's signatures and defaults
+# --------------------------------------------------------------------------------------------
+
+
+def _flags(capturable: bool, differentiable: bool, foreach: Any, fused: Any) -> None:
+    _fa._check_flags(capturable, differentiable, foreach, fused)
+
+
+class SGD(Optimizer):
+    """torch.optim.SGD: ``g <- +-g + wd p``; with momentum ``buf <- g`` on the first step,
+    else ``mu buf + (1 - dampening) g``; ``g <- g + mu buf`` (nesterov) or ``buf``;
+    ``p <- p - lr g``."""
+
+    _spec = SPECS["SGD"]
+    _fastact = _fa.SGD
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float | torch.Tensor = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        _flags(False, differentiable, foreach, fused)
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "maximize": maximize,
+            "foreach": foreach,
+            "differentiable": differentiable,
+            "fused": fused,
+        }
+        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
+        super().__init__(params, defaults)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        super()._check_group(group)
+        if group.get("nesterov") and (
+            float(group["momentum"]) <= 0 or float(group["dampening"]) != 0
+        ):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+
+
+class Adam(Optimizer):
+    """torch.optim.Adam (``decoupled_weight_decay=True`` is AdamW): ``m <- lerp(m, g, 1-b1)``,
+    ``v <- b2 v + (1-b2) g^2`` (amsgrad: the running max of v),
+    ``p <- p - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)``."""
+
+    _spec = SPECS["Adam"]
+    _fastact = _fa.Adam
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float | torch.Tensor, float | torch.Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        _flags(capturable, differentiable, foreach, fused)
+        _fa._RULES["betas"](betas, "betas")
+        if not all(isinstance(b, float) for b in betas) and not all(
+            isinstance(b, torch.Tensor) for b in betas
+        ):
+            raise ValueError("betas must be either both floats or both Tensors")
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+            "maximize": maximize,
+            "foreach": foreach,
+            "capturable": capturable,
+            "differentiable": differentiable,
+            "fused": fused,
+            "decoupled_weight_decay": decoupled_weight_decay,
+        }
+        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
+        super().__init__(params, defaults)
+
+
+class AdamW(Adam):
+    """torch.optim.AdamW: Adam with the decoupled weight decay ``p <- p (1 - lr wd)`` applied
+    first (``weight_decay=1e-2``)."""
+
+    _spec = SPECS["AdamW"]
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float | torch.Tensor, float | torch.Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            foreach=foreach,
+            maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=True,
+            state_dtype=state_dtype,
+            stochastic_rounding=stochastic_rounding,
+            seed=seed,
+        )
+
+
+class Adamax(Optimizer):
+    """torch.optim.Adamax: ``m <- lerp(m, g, 1-b1)``, ``u <- max(b2 u, |g| + eps)``,
+    ``p <- p - (lr / (1 - b1^t)) m / u``."""
+
+    _spec = SPECS["Adamax"]
+    _fastact = _fa.Adamax
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        capturable: bool = False,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        _flags(capturable, differentiable, foreach, None)
+        defaults = {
+            "lr": lr,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+            "capturable": capturable,
+        }
+        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
+        super().__init__(params, defaults)
+
+
+class RMSprop(Optimizer):
+    """torch.optim.RMSprop: ``v <- a v + (1-a) g^2``; ``avg = sqrt(v) + eps`` (centered:
+    ``sqrt(v - gbar^2) + eps``); momentum ``buf <- mu buf + g / avg``, ``p <- p - lr buf``,
+    else ``p <- p - lr g / avg``."""
+
+    _spec = SPECS["RMSprop"]
+    _fastact = _fa.RMSprop
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+        *,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        _flags(capturable, differentiable, foreach, None)
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "alpha": alpha,
+            "eps": eps,
+            "centered": centered,
+            "weight_decay": weight_decay,
+            "capturable": capturable,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+        }
+        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
+        super().__init__(params, defaults)
+
+
+class Rprop(Optimizer):
+    """torch.optim.Rprop: per-element step sizes grow by eta+ / shrink by eta- where the
+    gradient keeps / flips its sign (clamped to ``step_sizes``); ``p <- p - sign(g) step``."""
+
+    _spec = SPECS["Rprop"]
+    _fastact = _fa.Rprop
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-2,
+        etas: tuple[float, float] = (0.5, 1.2),
+        step_sizes: tuple[float, float] = (1e-6, 50),
+        *,
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        _flags(capturable, differentiable, foreach, None)
+        defaults = {
+            "lr": lr,
+            "etas": etas,
+            "step_sizes": step_sizes,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+            "capturable": capturable,
+        }
+        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
+        super().__init__(params, defaults)
+
+
+class Adagrad(Optimizer):
+    """torch.optim.Adagrad (dense): ``clr = lr / (1 + (t-1) lr_decay)``, ``sum <- sum + g^2``,
+    ``p <- p - clr g / (sqrt(sum) + eps)``; the state (``step`` 0, ``sum`` the initial
+    accumulator value) is created with the parameters, as torch does."""
+
+    _spec = SPECS["Adagrad"]
+    _fastact = _fa.Adagrad
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-2,
+        lr_decay: float = 0,
+        weight_decay: float = 0,
+        initial_accumulator_value: float = 0,
+        eps: float = 1e-10,
+        foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        _flags(False, differentiable, foreach, fused)
+        defaults = {
+            "lr": lr,
+            "lr_decay": lr_decay,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "initial_accumulator_value": initial_accumulator_value,
+            "foreach": foreach,
+            "maximize": maximize,
+            "differentiable": differentiable,
+            "fused": fused,
+        }
+        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
+        super().__init__(params, defaults)
+        driver.eager_state(self, host)
+
+    def _added_group(self, group: dict) -> None:
+        driver.eager_state(self, host)  # the new group's (the others have theirs)
+
+
+class Adadelta(Optimizer):
+    """torch.optim.Adadelta: ``v <- rho v + (1-rho) g^2``,
+    ``d = sqrt(u + eps) / sqrt(v + eps) g``, ``u <- rho u + (1-rho) d^2``, ``p <- p - lr d``."""
+
+    _spec = SPECS["Adadelta"]
+    _fastact = _fa.Adadelta
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1.0,
+        rho: float = 0.9,
+        eps: float = 1e-6,
+        weight_decay: float = 0,
+        foreach: bool | None = None,
+        *,
+        capturable: bool = False,
+        maximize: bool = False,
+        differentiable: bool = False,
+        state_dtype: str | None = None,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        _flags(capturable, differentiable, foreach, None)
+        defaults = {
+            "lr": lr,
+            "rho": rho,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "maximize": maximize,
+            "capturable": capturable,
+            "foreach": foreach,
+            "differentiable": differentiable,
+        }
+        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
+        super().__init__(params, defaults)
+
+
+# --------------------------------------------------------------------------------------------
+# 8-bit states: fastact.optim's 8-bit classes as torch.optim.Optimizers
+# --------------------------------------------------------------------------------------------
+
+_EIGHT_BIT_DOC = """
+
+    8-bit states (as in :class:`fastact.optim.AdamW8bit`): every state tensor of at
+    least ``min_8bit_size`` elements is one byte per element (a dynamic code, signed for
+    moments and momentum buffers, unsigned for second moments and sums) plus one float32
+    scale per ``block_size`` elements, ``<key>`` (a uint8 tensor) and ``<key>_absmax`` (a 1-d
+    float32 tensor) in the state dict; smaller tensors keep float32 state. The update is the
+    float32 class's, in float32 on the decoded block. Parameters are float32 or bfloat16
+    tensors (``stochastic_rounding=True``: stochastic write-back). The state dict saves and
+    loads with ``torch.save`` / ``torch.load(weights_only=True)``; it loads into any
+    ``fastact.torch.optim`` class of the same rule (decoded for float32 states), and a
+    ``torch.optim`` state dict loads into an 8-bit class (quantized on load)."""
+
+
+class SGD8bit(_fa._EightBit, SGD):
+    __doc__ = (SGD.__doc__ or "") + _EIGHT_BIT_DOC
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        block_size: int = _fa.DEFAULT_BLOCK_SIZE,
+        min_8bit_size: int = _fa.DEFAULT_MIN_8BIT_SIZE,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._eight_bit(block_size, min_8bit_size)
+        super().__init__(
+            params, lr, momentum, dampening, weight_decay, nesterov, maximize=maximize,
+            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
+        )  # fmt: skip
+
+
+class Adam8bit(_fa._EightBit, Adam):
+    __doc__ = (Adam.__doc__ or "") + _EIGHT_BIT_DOC
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        block_size: int = _fa.DEFAULT_BLOCK_SIZE,
+        min_8bit_size: int = _fa.DEFAULT_MIN_8BIT_SIZE,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._eight_bit(block_size, min_8bit_size)
+        super().__init__(
+            params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+            decoupled_weight_decay=decoupled_weight_decay, state_dtype="8bit",
+            stochastic_rounding=stochastic_rounding, seed=seed,
+        )  # fmt: skip
+
+
+class AdamW8bit(_fa._EightBit, AdamW):
+    __doc__ = (AdamW.__doc__ or "") + _EIGHT_BIT_DOC
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        block_size: int = _fa.DEFAULT_BLOCK_SIZE,
+        min_8bit_size: int = _fa.DEFAULT_MIN_8BIT_SIZE,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._eight_bit(block_size, min_8bit_size)
+        super().__init__(
+            params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
+        )  # fmt: skip
+
+
+class RMSprop8bit(_fa._EightBit, RMSprop):
+    __doc__ = (RMSprop.__doc__ or "") + _EIGHT_BIT_DOC
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        *,
+        maximize: bool = False,
+        block_size: int = _fa.DEFAULT_BLOCK_SIZE,
+        min_8bit_size: int = _fa.DEFAULT_MIN_8BIT_SIZE,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._eight_bit(block_size, min_8bit_size)
+        super().__init__(
+            params, lr, alpha, eps, weight_decay, momentum, centered, maximize=maximize,
+            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
+        )  # fmt: skip
+
+
+class Adagrad8bit(_fa._EightBit, Adagrad):
+    __doc__ = (Adagrad.__doc__ or "") + _EIGHT_BIT_DOC
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | torch.Tensor = 1e-2,
+        lr_decay: float = 0,
+        weight_decay: float = 0,
+        initial_accumulator_value: float = 0,
+        eps: float = 1e-10,
+        *,
+        maximize: bool = False,
+        block_size: int = _fa.DEFAULT_BLOCK_SIZE,
+        min_8bit_size: int = _fa.DEFAULT_MIN_8BIT_SIZE,
+        stochastic_rounding: bool = False,
+        seed: int = 0,
+    ) -> None:
+        self._eight_bit(block_size, min_8bit_size)
+        super().__init__(
+            params, lr, lr_decay, weight_decay, initial_accumulator_value, eps,
+            maximize=maximize, state_dtype="8bit", stochastic_rounding=stochastic_rounding,
+            seed=seed,
+        )  # fmt: skip
+
+
+#: name -> class (the tests and the benchmark iterate it).
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    cls.__name__: cls for cls in (SGD, Adam, AdamW, Adamax, RMSprop, Rprop, Adagrad, Adadelta)
+}
+
+#: The 8-bit optimizers: name -> class.
+OPTIMIZERS_8BIT: dict[str, type[Optimizer]] = {
+    cls.__name__: cls for cls in (SGD8bit, Adam8bit, AdamW8bit, RMSprop8bit, Adagrad8bit)
+}

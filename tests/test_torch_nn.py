@@ -1,0 +1,505 @@
+"""fastact.torch.autograd and fastact.torch.nn: fastact's kernels inside torch's autograd.
+
+* ``torch.autograd.gradcheck`` (float64) for every autograd Function: every element-wise
+  activation (default and other parameters, in place on a non-leaf), the softmax family,
+  GLU, Maxout, PReLU (input and weight), RReLU (training, seeded), and every loss case of
+  tests/test_losses.py with every reduction (the unreduced ones check the scaling by the
+  upstream gradient, broadcast arguments included).
+* Values and gradients against torch.nn.functional in float32 and float64.
+* The modules: subclasses of torch's with torch's constructors; outputs and gradients as
+  torch's modules'; in place; nn.Sequential; ``convert``.
+* A small CNN trained with fastact.torch.nn activations and loss (and with fastact's
+  optimizer) matches the all-torch run step for step.
+* What fastact does not take (float16, bfloat16, other devices) is torch's; in place on a
+  leaf that requires grad is refused before anything is written; no graph without grad;
+  the saved tensors are torch's (output or input); no double backward.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from test_losses import SPECS as LOSS_SPECS
+from test_losses import build
+from torch.autograd import gradcheck
+
+import fastact
+import fastact.torch.autograd as AF
+import fastact.torch.nn as fnn
+import fastact.torch.optim as FO
+from fastact.kernels.activations import ACTIVATIONS
+
+torch.set_num_threads(1)
+
+#: non-default parameters per element-wise activation (defaults are tested too)
+OTHER = {
+    "leaky_relu": (0.2,),
+    "hardtanh": (-0.5, 2.0),
+    "elu": (0.7,),
+    "celu": (1.3,),
+    "softplus": (2.0, 5.0),
+    "softshrink": (0.4,),
+    "hardshrink": (0.4,),
+    "threshold": (0.3, -1.5),
+}
+NAMES = [n for n in ACTIVATIONS if n not in ("gelu", "gelu_tanh")]
+
+
+def _x(shape=(4, 6), dtype=torch.float64, seed=0):
+    """Off the kinks: a random normal sample scaled by 3 (no value within 1e-3 of one)."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * 3 + 0.0123).to(dtype)
+
+
+def _fns(name: str):
+    """(fastact.torch function, torch function, parameter sets) of an element-wise name."""
+    vals = [()] if name != "threshold" else []
+    if name in OTHER:
+        vals.append(OTHER[name])
+    return getattr(AF, name), getattr(F, name), vals
+
+
+# ----------------------------------------------------------------------------- gradcheck
+@pytest.mark.parametrize("name", NAMES)
+def test_gradcheck_elementwise(name):
+    f, _, sets = _fns(name)
+    x = _x().requires_grad_(True)
+    for vals in sets:
+        assert gradcheck(lambda t, v=vals: f(t, *v), (x,))
+        if ACTIVATIONS[name].inplace:  # in place on a non-leaf (the graph goes through it)
+            assert gradcheck(lambda t, v=vals: f(t * 1.0, *v, inplace=True), (x,))
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gradcheck_gelu(approximate):
+    assert gradcheck(lambda t: AF.gelu(t, approximate), (_x().requires_grad_(True),))
+
+
+def test_gradcheck_along_an_axis():
+    x = _x((3, 4, 6)).requires_grad_(True)
+    for f in (AF.softmax, AF.log_softmax, AF.softmin):
+        for dim in (0, 1, -1):
+            assert gradcheck(lambda t, f=f, d=dim: f(t, d), (x,))
+    assert gradcheck(lambda t: AF.softmax(t, -1, dtype=torch.float64), (x,))
+    for dim in (1, -1):
+        assert gradcheck(lambda t, d=dim: AF.glu(t, d), (x,))
+    assert gradcheck(lambda t: AF.maxout(t, 2, -1), (x,))
+    assert gradcheck(lambda t: AF.maxout(t, 2, 1), (x,))
+    for w in (torch.linspace(0.1, 0.5, 4), torch.tensor([0.25])):
+        w = w.double().requires_grad_(True)
+        assert gradcheck(AF.prelu, (x, w))
+
+    def rrelu(t):
+        torch.manual_seed(0)  # the same slopes at every evaluation
+        return AF.rrelu(t, 0.1, 0.4, training=True)
+
+    assert gradcheck(rrelu, (x,))
+    assert gradcheck(lambda t: AF.rrelu(t * 1.0, 0.1, 0.4, False, True), (x,))
+
+
+def _smooth(spec, args):
+    """A loss case moved off its kinks (test_losses puts values on them) for gradcheck."""
+    rng = np.random.default_rng(1)
+    args = [np.array(a) for a in args]
+    for i in spec.grads:
+        args[i] = args[i] + rng.uniform(0.05, 0.2, args[i].shape)
+    if spec.name == "binary_cross_entropy":
+        args[0] = np.clip(args[0], 0.02, 0.98)
+    if spec.name == "gaussian_nll_loss":
+        args[2] = np.abs(args[2]) + 0.1
+    return args
+
+
+LOSS_CASES = [
+    pytest.param(spec, opt, id=f"{spec.name}-{i}")
+    for spec in LOSS_SPECS
+    for i, opt in enumerate(spec.opts)
+]
+
+
+def _torch_kw(kw):
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+
+
+@pytest.mark.parametrize("spec,opt", LOSS_CASES)
+def test_gradcheck_every_loss(spec, opt):
+    args, kw = build(spec, opt, np.float64)
+    args = [torch.from_numpy(a) for a in _smooth(spec, args)]
+    kw = _torch_kw(kw)
+    fn = getattr(AF, spec.name)
+    for red in spec.reductions:
+        diff = [args[i].clone().requires_grad_(True) for i in spec.grads]
+
+        def call(*xs, red=red):
+            full = list(args)
+            for i, x in zip(spec.grads, xs, strict=True):
+                full[i] = x
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return fn(*full, reduction=red, **kw)
+
+        assert gradcheck(call, tuple(diff)), f"{spec.name} {red}"
+        out = call(*diff)
+        assert out.grad_fn is not None and "LossBackward" in type(out.grad_fn).__name__
+
+
+# ----------------------------------------------------------------------------- against torch
+@pytest.mark.parametrize("dt", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", NAMES)
+def test_elementwise_values_and_gradients_match_torch(name, dt):
+    f, tf, sets = _fns(name)
+    if name == "threshold":
+        sets = [OTHER[name]]
+    tol = dict(rtol=1e-5, atol=1e-6) if dt == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    gtol = tol
+    if dt == torch.float64 and name in ("celu", "hardsigmoid"):
+        # torch's float64 backward rounds a constant to float32 (1/6; celu's 1/alpha): its
+        # gradients are off by ~1e-7 relative where fastact's are exact to an ulp
+        gtol = dict(rtol=3e-7, atol=1e-12)
+    for vals in sets:
+        x = _x(dtype=dt).requires_grad_(True)
+        tx = x.detach().clone().requires_grad_(True)
+        g = _x(seed=1, dtype=dt)
+        y, ty = f(x, *vals), tf(tx, *vals)
+        torch.testing.assert_close(y, ty, **tol)
+        np.testing.assert_array_equal(
+            y.detach().numpy(), getattr(fastact, name)(x.detach().numpy(), *vals)
+        )
+        y.backward(g)
+        ty.backward(g)
+        torch.testing.assert_close(x.grad, tx.grad, **gtol)
+        assert "ElementwiseBackward" in type(y.grad_fn).__name__
+
+
+def test_axis_values_and_gradients_match_torch():
+    x = _x((3, 4, 6)).float().requires_grad_(True)
+    tx = x.detach().clone().requires_grad_(True)
+    w = torch.linspace(0.1, 0.5, 4).requires_grad_(True)
+    tw = w.detach().clone().requires_grad_(True)
+    pairs = [
+        (AF.softmax(x, 1), F.softmax(tx, 1)),
+        (AF.log_softmax(x, -1), F.log_softmax(tx, -1)),
+        (AF.softmin(x, 0), F.softmin(tx, 0)),
+        (AF.glu(x, -1), F.glu(tx, -1)),
+        (AF.prelu(x, w), F.prelu(tx, tw)),
+        (AF.rrelu(x), F.rrelu(tx)),
+    ]
+    for y, ty in pairs:
+        torch.testing.assert_close(y, ty, rtol=1e-5, atol=1e-6)
+    g = [torch.randn(y.shape, generator=torch.Generator().manual_seed(k)) for k, (y, _) in
+         enumerate(pairs)]  # fmt: skip
+    torch.autograd.backward([y for y, _ in pairs], g)
+    torch.autograd.backward([ty for _, ty in pairs], g)
+    torch.testing.assert_close(x.grad, tx.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(w.grad, tw.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_rrelu_training_slopes_follow_torchs_seed():
+    x = _x((5, 8)).float()
+    torch.manual_seed(3)
+    a = AF.rrelu(x, training=True)
+    torch.manual_seed(3)
+    b = AF.rrelu(x, training=True)
+    c = AF.rrelu(x, training=True)
+    assert torch.equal(a, b) and not torch.equal(b, c)
+    neg = x < 0
+    slopes = a[neg] / x[neg]
+    assert torch.all((slopes >= 1 / 8) & (slopes <= 1 / 3)) and torch.equal(a[~neg], x[~neg])
+
+
+@pytest.mark.parametrize("spec,opt", LOSS_CASES)
+def test_every_loss_matches_torch(spec, opt):
+    args, kw = build(spec, opt, np.float32)
+    kw = _torch_kw(kw)
+    for red in spec.reductions:
+        xs = [torch.from_numpy(a.copy()) for a in args]
+        txs = [torch.from_numpy(a.copy()) for a in args]
+        for i in spec.grads:
+            xs[i].requires_grad_(True)
+            txs[i].requires_grad_(True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            y = getattr(AF, spec.name)(*xs, reduction=red, **kw)
+            ty = getattr(F, spec.name)(*txs, reduction=red, **kw)
+        torch.testing.assert_close(y, ty, rtol=2e-5, atol=2e-6, equal_nan=True)
+        if y.isnan().any():
+            continue
+        g = torch.rand(y.shape, generator=torch.Generator().manual_seed(0)) + 0.5
+        y.backward(g)
+        ty.backward(g)
+        for i in spec.grads:
+            torch.testing.assert_close(xs[i].grad, txs[i].grad, rtol=1e-4, atol=1e-5)
+
+
+def test_loss_with_a_target_that_requires_grad_is_torchs():
+    x = _x().requires_grad_(True)
+    t = _x(seed=2).requires_grad_(True)
+    loss = AF.mse_loss(x, t)
+    assert type(loss.grad_fn).__name__ == "MseLossBackward0"
+    loss.backward()
+    torch.testing.assert_close(t.grad, -x.grad)
+
+
+# ----------------------------------------------------------------------------- semantics
+def test_fallback_to_torch_for_what_fastact_does_not_take():
+    x = _x()
+    for t in (x.half(), x.bfloat16(), torch.empty(4, 6, device="meta")):
+        y = AF.gelu(t)
+        assert y.dtype == t.dtype and y.device == t.device
+        if t.device.type == "cpu":
+            assert torch.equal(y, F.gelu(t))
+            assert torch.equal(AF.cross_entropy(t, torch.zeros(4, dtype=torch.long)),
+                               F.cross_entropy(t, torch.zeros(4, dtype=torch.long)))  # fmt: skip
+    # a non-contiguous tensor is copied; in place on it is torch's (a copy would be wrong)
+    s = x.t()
+    torch.testing.assert_close(AF.silu(s), F.silu(s))
+    u = x.clone().t()
+    ref = F.silu(u.clone())
+    assert AF.silu(u, inplace=True) is u
+    torch.testing.assert_close(u, ref)
+
+
+def test_in_place_on_a_leaf_that_requires_grad_is_refused_before_writing():
+    x = _x().requires_grad_(True)
+    before = x.detach().clone()
+    for call in (
+        lambda: AF.relu_(x),
+        lambda: AF.elu(x, 1.0, True),
+        lambda: AF.rrelu_(x, training=True),
+    ):
+        with pytest.raises(RuntimeError, match="leaf Variable"):
+            call()
+    assert torch.equal(x.detach(), before)
+
+
+def test_no_graph_without_grad_and_in_place_bumps_the_version():
+    x = _x().requires_grad_(True)
+    with torch.no_grad():
+        y = AF.gelu(x)
+        assert y.grad_fn is None and not y.requires_grad
+        z = x * 1.0
+        v = z._version
+        assert AF.relu_(z) is z and z._version > v
+    torch.testing.assert_close(y, F.gelu(x.detach()))
+    a = torch.randn(5)
+    v = a._version
+    AF.hardtanh(a, inplace=True)
+    assert a._version > v and a.abs().max() <= 1
+
+
+def test_saved_tensors_are_torchs_output_or_input():
+    # sigmoid saves its output: changing the input afterwards is fine, as in torch
+    a = _x().requires_grad_(True)
+    b = a * 2
+    y = AF.sigmoid(b)
+    b.add_(1)
+    y.sum().backward()
+    torch.testing.assert_close(
+        a.grad, 2 * torch.sigmoid(2 * a.detach()) * torch.sigmoid(-2 * a.detach())
+    )
+    # gelu saves its input: torch refuses a backward through a modified input
+    c = a * 2
+    y = AF.gelu(c)
+    c.add_(1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+
+
+def test_double_backward_is_torchs():
+    """create_graph=True: the backward is torch's differentiable one (from the same saved
+    tensors), so second derivatives are right (not silently zero), and where torch has none
+    (hardsigmoid) it says so, as torch does."""
+    x = _x((3, 4)).requires_grad_(True)
+    w = torch.linspace(0.1, 0.4, 4, dtype=torch.float64).requires_grad_(True)
+    y = torch.randint(0, 4, (3,))
+    pairs = [
+        *(
+            (lambda t, n=n: getattr(AF, n)(t, *OTHER.get(n, ())),
+             lambda t, n=n: getattr(F, n)(t, *OTHER.get(n, ())))
+            for n in NAMES if n != "threshold"
+        ),
+        (lambda t: AF.threshold(t * 1.0, 0.3, -1.5, True), lambda t: F.threshold(t, 0.3, -1.5)),
+        (lambda t: AF.elu(t * 1.0, 0.7, True), lambda t: F.elu(t, 0.7)),
+        (lambda t: AF.gelu(t, "tanh"), lambda t: F.gelu(t, approximate="tanh")),
+        (lambda t: AF.softmin(t, 1), lambda t: F.softmin(t, 1)),
+        (lambda t: AF.log_softmax(t, 0), lambda t: F.log_softmax(t, 0)),
+        (lambda t: AF.glu(t, 1), lambda t: F.glu(t, 1)),
+        (lambda t: AF.maxout(t, 2, 1), None),
+        (lambda t: AF.prelu(t, w), lambda t: F.prelu(t, w)),
+        (lambda t: AF.cross_entropy(t, y, label_smoothing=0.1),
+         lambda t: F.cross_entropy(t, y, label_smoothing=0.1)),
+        (lambda t: AF.mse_loss(t, torch.ones(3, 4, dtype=torch.float64), reduction="none"),
+         None),
+    ]  # fmt: skip
+    for f, tf in pairs:
+        try:
+            torch_has_it = tf is None or torch.autograd.gradgradcheck(tf, (x,))
+        except RuntimeError as exc:
+            assert "not implemented" in str(exc)
+            torch_has_it = False
+        if torch_has_it:
+            assert torch.autograd.gradgradcheck(f, (x,))
+        else:
+            with pytest.raises(RuntimeError, match="not implemented"):
+                torch.autograd.gradgradcheck(f, (x,))
+    (g,) = torch.autograd.grad(AF.gelu(x).sum(), x, create_graph=True)
+    (h,) = torch.autograd.grad(g.sum(), x)
+    (tg,) = torch.autograd.grad(F.gelu(x).sum(), x, create_graph=True)
+    torch.testing.assert_close(h, torch.autograd.grad(tg.sum(), x)[0])
+    with pytest.raises(RuntimeError, match="double backward through an in-place"):
+        torch.autograd.grad(AF.silu(x * 1.0, inplace=True).sum(), x, create_graph=True)
+
+
+# ----------------------------------------------------------------------------- modules
+MODULE_ARGS = {
+    "LeakyReLU": (0.2,),
+    "Hardtanh": (-0.5, 2.0),
+    "ELU": (0.7,),
+    "CELU": (1.3,),
+    "Softplus": (2.0, 5.0),
+    "Softshrink": (0.4,),
+    "Hardshrink": (0.4,),
+    "Threshold": (0.3, -1.5),
+    "GELU": ("tanh",),
+    "GLU": (1,),
+    "PReLU": (4,),
+    "Softmax": (1,),
+    "LogSoftmax": (0,),
+    "Softmin": (-1,),
+}
+
+
+@pytest.mark.parametrize("name", [n for n in fnn.ACTIVATION_MODULES if n != "Maxout"])
+def test_activation_modules_are_torchs_with_fastacts_forward(name):
+    cls, tcls = fnn.ACTIVATION_MODULES[name], getattr(torch.nn, name)
+    assert issubclass(cls, tcls) and inspect.signature(cls) == inspect.signature(tcls)
+    args = MODULE_ARGS.get(name, ())
+    m, tm = cls(*args), tcls(*args)
+    m.load_state_dict(tm.state_dict())
+    assert repr(m) == repr(tm)
+    x = _x((3, 4, 6)).float().requires_grad_(True)
+    tx = x.detach().clone().requires_grad_(True)
+    m.eval(), tm.eval()
+    y, ty = m(x), tm(tx)
+    torch.testing.assert_close(y, ty, rtol=1e-5, atol=1e-6)
+    assert y.grad_fn is not None and type(y.grad_fn) is not type(ty.grad_fn)
+    y.backward(torch.ones_like(y))
+    ty.backward(torch.ones_like(ty))
+    torch.testing.assert_close(x.grad, tx.grad, rtol=1e-5, atol=1e-5)
+    for p, q in zip(m.parameters(), tm.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-5)
+    if "inplace" in inspect.signature(tcls).parameters:
+        mi = cls(*args, inplace=True).eval()
+        z = x.detach().clone()
+        assert mi(z) is z
+        torch.testing.assert_close(z, ty.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_maxout_softmax2d_and_convert():
+    x = _x((2, 6, 3, 3)).float()
+    torch.testing.assert_close(fnn.Maxout(3)(x), x.reshape(2, 2, 3, 3, 3).amax(2))
+    torch.testing.assert_close(fnn.Softmax2d()(x), torch.nn.Softmax2d()(x))
+    with pytest.raises(ValueError, match="3D or 4D"):
+        fnn.Softmax2d()(x[0, 0])
+    nn = torch.nn
+    model = nn.Sequential(nn.Linear(3, 4), nn.GELU(), nn.ReLU(True), nn.Sequential(nn.Tanh()),
+                          nn.CrossEntropyLoss())  # fmt: skip
+    twin = copy.deepcopy(model)
+    assert fnn.convert(model) is model
+    assert [type(m) for m in model.modules()][2:] == [fnn.GELU, fnn.ReLU, torch.nn.Sequential,
+                                                       fnn.Tanh, fnn.CrossEntropyLoss]  # fmt: skip
+    assert model[2].inplace and isinstance(model[1], torch.nn.GELU)
+    xi = torch.randn(5, 3)
+    torch.testing.assert_close(model[:4](xi), twin[:4](xi))
+
+
+LOSS_MODULE_ARGS = {
+    "CrossEntropyLoss": dict(weight=torch.linspace(0.5, 1.5, 5), label_smoothing=0.1),
+    "NLLLoss": dict(weight=torch.linspace(0.5, 1.5, 5), ignore_index=1),
+    "BCEWithLogitsLoss": dict(pos_weight=torch.full((5,), 2.0)),
+    "HuberLoss": dict(delta=0.5),
+    "SmoothL1Loss": dict(beta=0.5),
+    "TripletMarginLoss": dict(margin=0.5, p=1.0, swap=True),
+    "MarginRankingLoss": dict(margin=0.2),
+    "KLDivLoss": dict(reduction="batchmean", log_target=True),
+    "PoissonNLLLoss": dict(full=True),
+    "GaussianNLLLoss": dict(full=True),
+}
+
+
+@pytest.mark.parametrize("spec,opt", [pytest.param(s, s.opts[0], id=s.name) for s in LOSS_SPECS])
+def test_loss_modules_are_torchs_with_fastacts_forward(spec, opt):
+    name = next(
+        n for n, c in fnn.LOSS_MODULES.items() if c.__doc__ and f".{spec.name}`" in c.__doc__
+    )
+    cls, tcls = fnn.LOSS_MODULES[name], getattr(torch.nn, name)
+    assert issubclass(cls, tcls) and inspect.signature(cls) == inspect.signature(tcls)
+    kw = LOSS_MODULE_ARGS.get(name, {})
+    args, _ = build(spec, opt, np.float32)
+    for red in ("mean", "none"):
+        m, tm = (
+            cls(**kw) if "reduction" in kw else cls(**kw, reduction=red),
+            tcls(**kw) if "reduction" in kw else tcls(**kw, reduction=red),
+        )
+        xs = [torch.from_numpy(a.copy()) for a in args]
+        txs = [torch.from_numpy(a.copy()) for a in args]
+        for i in spec.grads:
+            xs[i].requires_grad_(True)
+            txs[i].requires_grad_(True)
+        y, ty = m(*xs), tm(*txs)
+        torch.testing.assert_close(y, ty, rtol=2e-5, atol=2e-6)
+        assert "LossBackward" in type(y.grad_fn).__name__
+        y.sum().backward()
+        ty.sum().backward()
+        for i in spec.grads:
+            torch.testing.assert_close(xs[i].grad, txs[i].grad, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- training
+def _cnn(seed: int, nn) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 6, 3),
+        nn.ReLU(inplace=True),
+        torch.nn.Conv2d(6, 8, 3, stride=2),
+        nn.GELU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 3 * 3, 16),
+        nn.SiLU(),
+        torch.nn.Linear(16, 4),
+    )
+
+
+@pytest.mark.parametrize("optimizer", ["torch.optim.SGD", "fastact.torch.optim.SGD"])
+def test_cnn_trained_with_fastact_modules_matches_all_torch(optimizer):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 1, 9, 9, generator=g)
+    y = (x.flatten(1) @ torch.randn(81, 4, generator=g)).argmax(1)  # a learnable labelling
+    model, ref = _cnn(0, fnn), _cnn(0, torch.nn)
+    assert any(isinstance(m, fnn.GELU) for m in model.modules())
+    opt_cls = FO.SGD if optimizer.startswith("fastact") else torch.optim.SGD
+    opt = opt_cls(model.parameters(), lr=0.1, momentum=0.9)
+    t_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    crit, t_crit = (
+        fnn.CrossEntropyLoss(label_smoothing=0.05),
+        torch.nn.CrossEntropyLoss(label_smoothing=0.05),
+    )
+    losses = []
+    for step in range(40):
+        idx = torch.randperm(64, generator=g)[:32]
+        for m, o, c in ((model, opt, crit), (ref, t_opt, t_crit)):
+            o.zero_grad()
+            loss = c(m(x[idx]), y[idx])
+            loss.backward()
+            o.step()
+            losses.append(loss.item())
+        assert abs(losses[-2] - losses[-1]) <= 1e-4 * abs(losses[-1]), f"step {step}: {losses[-2:]}"
+        for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=2e-5)
+    assert sum(losses[-10:]) / 10 < 0.6 * losses[0]  # it learned (the last 5 steps, twice)

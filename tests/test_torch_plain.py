@@ -1,0 +1,261 @@
+"""The plain API on CPU torch tensors (no autograd): tensors in, tensors out.
+
+* Every element-wise activation, its in-place form and its backward take CPU tensors and
+  return tensors of the same dtype holding exactly what the NumPy call returns; ``out=``
+  takes a tensor (contiguous or not) and in place keeps the tensor's storage.
+* The axis activations (softmax family, GLU, PReLU, Maxout, RReLU) likewise.
+* Every loss case of tests/test_losses.py, with every array argument a tensor: the loss is a
+  tensor (0-d when reduced) and the gradients are tensors, equal to the NumPy results;
+  ``grad_out=`` takes tensors.
+* The functional optimizers update tensors in place, like the NumPy call.
+* A tensor that requires grad is refused with a TypeError naming it and pointing to
+  fastact.torch / .detach(); float16 and bfloat16 tensors are computed in float32.
+* ``import fastact`` (and its submodules below fastact.torch) does not import torch.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from test_losses import SPECS as LOSS_SPECS
+from test_losses import build
+
+import fastact
+import fastact.losses as L
+from fastact.kernels.activations import ACTIVATIONS
+from fastact.kernels.elementwise import REQUIRED
+from fastact.optim import functional as OF
+
+RNG = np.random.default_rng(0)
+X64 = RNG.standard_normal((6, 7)) * 3
+PARAMS = {"threshold": (0.1, -2.0)}
+
+
+def _public(op) -> str:
+    return "gelu" if op.name == "gelu_tanh" else op.name
+
+
+def _values(op) -> tuple:
+    if op.name in PARAMS:
+        return PARAMS[op.name]
+    return tuple(d for _, d in op.params if d is not REQUIRED)
+
+
+def _extra(op) -> dict:
+    return {"approximate": "tanh"} if op.name == "gelu_tanh" else {}
+
+
+def _same(t: torch.Tensor, a: np.ndarray) -> None:
+    assert isinstance(t, torch.Tensor)
+    assert t.dtype == torch.from_numpy(np.asarray(a)).dtype and tuple(t.shape) == a.shape
+    np.testing.assert_array_equal(t.numpy(), a)
+
+
+# ----------------------------------------------------------------------------- element-wise
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_elementwise_activation_on_tensors(name, dt):
+    op = ACTIVATIONS[name]
+    fwd = getattr(fastact, _public(op))
+    bwd = getattr(fastact, _public(op) + "_backward")
+    vals, kw = _values(op), _extra(op)
+    x = X64.astype(dt)
+    t = torch.from_numpy(x.copy())
+    ref = fwd(x, *vals, **kw)
+    _same(fwd(t, *vals, **kw), ref)
+    # a non-contiguous tensor and a non-contiguous out= tensor
+    _same(fwd(t.t(), *vals, **kw), fwd(np.ascontiguousarray(x.T), *vals, **kw))
+    out = torch.empty(7, 6, dtype=t.dtype).t()
+    assert fwd(t, *vals, **kw, out=out) is out
+    _same(out.contiguous(), ref)
+    g = torch.from_numpy(RNG.standard_normal(x.shape).astype(dt))
+    _same(bwd(g, t, *vals, **kw), bwd(g.numpy(), x, *vals, **kw))
+    if op.scalars["grad_output"] is not None:
+        y = torch.from_numpy(ref)
+        _same(bwd(g, None, *vals, output=y), bwd(g.numpy(), None, *vals, output=ref))
+    if op.inplace:
+        u = torch.from_numpy(x.copy())
+        ptr = u.data_ptr()
+        assert getattr(fastact, op.name + "_")(u, *vals) is u and u.data_ptr() == ptr
+        _same(u, ref)
+        v = torch.from_numpy(x.copy())
+        assert fwd(v, *vals, True) is v
+        _same(v, ref)
+
+
+def test_spec_example_calls_from_the_issue():
+    t = torch.tensor([-1.0, 0.0, 2.0])
+    assert torch.equal(fastact.relu(t), torch.tensor([0.0, 0.0, 2.0]))
+    u = t.clone()
+    assert fastact.relu_(u) is u and torch.equal(u, torch.tensor([0.0, 0.0, 2.0]))
+    w = t.clone()
+    assert fastact.leaky_relu(w, 0.1, inplace=True) is w
+    assert torch.allclose(w, torch.tensor([-0.1, 0.0, 2.0]))
+
+
+def test_half_precision_tensors_compute_in_float32():
+    x = torch.linspace(-3, 3, 11)
+    h = fastact.gelu(x.half())
+    assert h.dtype == torch.float16  # NumPy's rule: float16 in, float16 out
+    torch.testing.assert_close(h.float(), fastact.gelu(x), rtol=1e-3, atol=1e-3)
+    b = fastact.gelu(x.bfloat16())  # NumPy has no bfloat16: computed and returned in float32
+    assert b.dtype == torch.float32
+    torch.testing.assert_close(b, fastact.gelu(x.bfloat16().float()))
+    with pytest.raises(TypeError, match="bfloat16 tensor and cannot be written in place"):
+        fastact.relu_(x.bfloat16())
+
+
+# ----------------------------------------------------------------------------- along an axis
+def test_axis_activations_on_tensors():
+    x = RNG.standard_normal((4, 6, 5)).astype(np.float32)
+    t = torch.from_numpy(x)
+    g = RNG.standard_normal((4, 6, 5)).astype(np.float32)
+    for f in (fastact.softmax, fastact.log_softmax, fastact.softmin):
+        for dim in (-1, 1):
+            y = f(x, dim)
+            _same(f(t, dim), y)
+            bw = getattr(fastact, f.__name__ + "_backward")
+            _same(bw(torch.from_numpy(g), dim=dim, output=torch.from_numpy(y)),
+                  bw(g, dim=dim, output=y))  # fmt: skip
+    _same(fastact.softmax(t, 1, dtype=torch.float64), fastact.softmax(x, 1, dtype=np.float64))
+    _same(fastact.glu(t, 1), fastact.glu(x, 1))
+    g3 = g[:, :3]
+    _same(fastact.glu_backward(torch.from_numpy(g3), t, 1), fastact.glu_backward(g3, x, 1))
+    _same(fastact.maxout(t, 3, 1), fastact.maxout(x, 3, 1))
+    w = np.linspace(0.1, 0.6, 6).astype(np.float32)
+    _same(fastact.prelu(t, torch.from_numpy(w)), fastact.prelu(x, w))
+    gi, gw = fastact.prelu_backward(torch.from_numpy(g), t, torch.from_numpy(w))
+    ri, rw = fastact.prelu_backward(g, x, w)
+    _same(gi, ri)
+    _same(gw, rw)
+    y, noise = fastact.rrelu(t, training=True, generator=7, return_noise=True)
+    ry, rnoise = fastact.rrelu(x, training=True, generator=7, return_noise=True)
+    _same(y, ry)
+    _same(noise, rnoise)
+    _same(fastact.rrelu(t), fastact.rrelu(x))  # eval: the slope rounded to float32
+    u = t.clone()
+    assert fastact.rrelu_(u, training=True, generator=7) is u
+    _same(u, ry)
+
+
+# ----------------------------------------------------------------------------- losses
+LOSS_CASES = [
+    pytest.param(spec, opt, id=f"{spec.name}-{i}")
+    for spec in LOSS_SPECS
+    for i, opt in enumerate(spec.opts)
+]
+
+
+def _tensors(v):
+    return torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+
+
+@pytest.mark.parametrize("spec,opt", LOSS_CASES)
+def test_every_loss_on_tensors(spec, opt):
+    args, kw = build(spec, opt, np.float32)
+    targs = [_tensors(a) for a in args]
+    tkw = {k: _tensors(v) for k, v in kw.items()}
+    fn = getattr(L, spec.name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for red in spec.reductions:
+            loss, grad = fn(*targs, reduction=red, return_grad=True, **tkw)
+            rloss, rgrad = fn(*args, reduction=red, return_grad=True, **kw)
+            if red == "none":
+                _same(loss, rloss)
+            else:
+                assert loss.shape == () and loss.dtype == torch.float32
+                assert float(loss) == float(rloss) or (np.isnan(rloss) and loss.isnan())
+            grads = grad if isinstance(grad, tuple) else (grad,)
+            rgrads = rgrad if isinstance(rgrad, tuple) else (rgrad,)
+            for a, b in zip(grads, rgrads, strict=True):
+                if isinstance(b, np.ndarray):
+                    _same(a, b)
+                else:  # gaussian_nll with a float var: its gradient is a number
+                    assert float(a) == float(b)
+        # grad_out= tensors (one per differentiable argument)
+        bufs = tuple(torch.empty(tuple(np.shape(args[i]))) for i in spec.grads)
+        loss, grad = fn(*targs, return_grad=True, grad_out=bufs if len(bufs) > 1 else bufs[0],
+                        **tkw)  # fmt: skip
+        grads = grad if isinstance(grad, tuple) else (grad,)
+        assert all(a is b for a, b in zip(grads, bufs, strict=True))
+
+
+def test_loss_results_follow_the_prediction():
+    x, y = RNG.standard_normal((5, 3)).astype(np.float32), np.array([0, 2, 1, 1, 0])
+    assert isinstance(L.cross_entropy(x, torch.from_numpy(y)), np.float32)
+    assert isinstance(L.cross_entropy(torch.from_numpy(x), y), torch.Tensor)
+    torch.testing.assert_close(
+        L.cross_entropy(torch.from_numpy(x), torch.from_numpy(y)),
+        torch.nn.functional.cross_entropy(torch.from_numpy(x), torch.from_numpy(y)),
+    )
+
+
+# ----------------------------------------------------------------------------- optimizers
+def test_functional_optimizers_update_tensors_in_place():
+    shapes = [(4, 3), (5,)]
+    ps = [RNG.standard_normal(s).astype(np.float32) for s in shapes]
+    gs = [RNG.standard_normal(s).astype(np.float32) for s in shapes]
+    tp = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in ps]
+    tg = [torch.from_numpy(g) for g in gs]
+    m, v = [np.zeros_like(p) for p in ps], [np.zeros_like(p) for p in ps]
+    tm, tv = [torch.zeros_like(p) for p in tp], [torch.zeros_like(p) for p in tp]
+    ptrs = [p.data_ptr() for p in tp]
+    for step in (1, 2, 3):
+        OF.adamw(ps, gs, m, v, step=step, lr=0.1)
+        OF.adamw(tp, tg, tm, tv, step=step, lr=0.1)
+    for a, b in zip(tp + tm + tv, ps + m + v, strict=True):
+        np.testing.assert_array_equal(a.detach().numpy(), b)
+    assert [p.data_ptr() for p in tp] == ptrs
+    bufs = [None, None]
+    OF.sgd(tp, tg, bufs, lr=0.1, momentum=0.9)
+    for b, g in zip(bufs, tg, strict=True):
+        assert isinstance(b, torch.Tensor) and torch.equal(b, g)
+
+
+# ----------------------------------------------------------------------------- errors
+def test_tensors_that_require_grad_are_refused_with_a_pointer_to_fastact_torch():
+    t = torch.randn(4, requires_grad=True)
+    plain = torch.randn(4)
+    calls = [
+        ("input", lambda: fastact.gelu(t)),
+        ("input", lambda: fastact.relu_(t)),
+        ("out", lambda: fastact.relu(plain, out=torch.empty(4, requires_grad=True))),
+        ("grad_output", lambda: fastact.tanh_backward(t, plain)),
+        ("input", lambda: fastact.softmax(t, 0)),
+        ("input", lambda: L.mse_loss(t, plain)),
+        ("target", lambda: L.mse_loss(plain, t)),
+        ("weight", lambda: L.binary_cross_entropy(plain.sigmoid(), plain.sigmoid(), weight=t)),
+    ]
+    for name, call in calls:
+        with pytest.raises(TypeError, match=rf"^{name} is a torch tensor that requires grad.*"
+                           r"fastact\.torch.*\.detach\(\)"):  # fmt: skip
+            call()
+    assert not t.grad  # nothing was computed
+
+
+def test_non_cpu_or_sparse_tensors_are_refused():
+    with pytest.raises(TypeError, match="sparse"):
+        fastact.relu(torch.eye(3).to_sparse())
+    meta = torch.empty(3, device="meta")
+    with pytest.raises(TypeError, match="meta"):
+        L.mse_loss(meta, meta)
+
+
+def test_import_fastact_does_not_import_torch():
+    code = (
+        "import sys, fastact, fastact.losses, fastact.optim, fastact.optim.functional, "
+        "fastact.nn, fastact.scalar\n"
+        "import numpy as np\n"
+        "fastact.relu(np.ones(3)); fastact.losses.mse_loss(np.ones(3), np.zeros(3))\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "import fastact.torch\n"
+        "assert 'torch' in sys.modules\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
