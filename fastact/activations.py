@@ -44,7 +44,32 @@ from fastact.kernels.activations import ACTIVATIONS, GELU
 from fastact.kernels.axis import MAXOUT_ROW_PIECES
 from fastact.kernels.elementwise import REQUIRED, Elementwise
 
-__all__: list[str] = ["ACTIVATIONS", "AXIS_ACTIVATIONS"]
+__all__: list[str] = ["ACTIVATIONS", "AXIS_ACTIVATIONS", "MODULE_FUNCTIONS"]
+
+#: torch.nn module name -> the element-wise function its forward computes (fastact.nn's and
+#: fastact.torch.nn's modules are made from it)
+MODULE_FUNCTIONS: dict[str, str] = {
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "ReLU": "relu",
+    "ReLU6": "relu6",
+    "LeakyReLU": "leaky_relu",
+    "Hardtanh": "hardtanh",
+    "ELU": "elu",
+    "CELU": "celu",
+    "SELU": "selu",
+    "SiLU": "silu",
+    "Mish": "mish",
+    "Hardsigmoid": "hardsigmoid",
+    "Hardswish": "hardswish",
+    "Softsign": "softsign",
+    "Tanhshrink": "tanhshrink",
+    "Softshrink": "softshrink",
+    "Hardshrink": "hardshrink",
+    "Threshold": "threshold",
+    "Softplus": "softplus",
+    "LogSigmoid": "logsigmoid",
+}
 
 _F32, _F64 = FLOAT_DTYPES
 

@@ -311,28 +311,7 @@ def _activation_module(cls_name: str, fname: str) -> type:
     return _make_class(cls_name, body, doc)
 
 
-_ELEMENTWISE = {
-    "Sigmoid": "sigmoid",
-    "Tanh": "tanh",
-    "ReLU": "relu",
-    "ReLU6": "relu6",
-    "LeakyReLU": "leaky_relu",
-    "Hardtanh": "hardtanh",
-    "ELU": "elu",
-    "CELU": "celu",
-    "SELU": "selu",
-    "SiLU": "silu",
-    "Mish": "mish",
-    "Hardsigmoid": "hardsigmoid",
-    "Hardswish": "hardswish",
-    "Softsign": "softsign",
-    "Tanhshrink": "tanhshrink",
-    "Softshrink": "softshrink",
-    "Hardshrink": "hardshrink",
-    "Threshold": "threshold",
-    "Softplus": "softplus",
-    "LogSigmoid": "logsigmoid",
-}
+_ELEMENTWISE = F.MODULE_FUNCTIONS
 for _cls, _fname in _ELEMENTWISE.items():
     globals()[_cls] = _activation_module(_cls, _fname)
     __all__.append(_cls)

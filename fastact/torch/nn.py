@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from fastact.activations import MODULE_FUNCTIONS
 from fastact.kernels.losses import LOSSES
 from fastact.torch import autograd as AF
 
@@ -27,26 +28,7 @@ __all__ = ["Maxout", "Softmax2d", "convert", "ACTIVATION_MODULES", "LOSS_MODULES
 
 #: torch module -> the functional of fastact.torch.autograd its forward calls
 _ELEMENTWISE = {
-    "Sigmoid": "sigmoid",
-    "Tanh": "tanh",
-    "ReLU": "relu",
-    "ReLU6": "relu6",
-    "LeakyReLU": "leaky_relu",
-    "Hardtanh": "hardtanh",
-    "ELU": "elu",
-    "CELU": "celu",
-    "SELU": "selu",
-    "SiLU": "silu",
-    "Mish": "mish",
-    "Hardsigmoid": "hardsigmoid",
-    "Hardswish": "hardswish",
-    "Softsign": "softsign",
-    "Tanhshrink": "tanhshrink",
-    "Softshrink": "softshrink",
-    "Hardshrink": "hardshrink",
-    "Threshold": "threshold",
-    "Softplus": "softplus",
-    "LogSigmoid": "logsigmoid",
+    **MODULE_FUNCTIONS,
     "GELU": "gelu",
     "GLU": "glu",
     "PReLU": "prelu",
