@@ -35,12 +35,11 @@ if (
 from fastact._core import threads as _threads  # noqa: E402, F401, I001
 
 from fastact import activations as _activations  # noqa: E402
-from fastact.activations import ACTIVATIONS, AXIS_ACTIVATIONS  # noqa: E402
+from fastact.activations import ACTIVATIONS, AXIS_ACTIVATIONS, MODULE_FUNCTIONS  # noqa: E402
 
-#: Public activation functions: forward, in-place and backward variants.
-ACTIVATION_FUNCTIONS = [
-    n for n in _activations.__all__ if n not in ("ACTIVATIONS", "AXIS_ACTIVATIONS")
-]
+_ACTIVATION_TABLES = ("ACTIVATIONS", "AXIS_ACTIVATIONS", "MODULE_FUNCTIONS")
+#: Public activation functions: forward, in-place and backward variants (the tables excluded).
+ACTIVATION_FUNCTIONS = [n for n in _activations.__all__ if n not in _ACTIVATION_TABLES]
 globals().update({name: getattr(_activations, name) for name in ACTIVATION_FUNCTIONS})
 from fastact.fused import elementwise  # noqa: E402
 
@@ -50,6 +49,7 @@ __all__ = [
     "__version__",
     "ACTIVATIONS",
     "AXIS_ACTIVATIONS",
+    "MODULE_FUNCTIONS",
     "elementwise",
     *ACTIVATION_FUNCTIONS,
     *_SUBMODULES,

@@ -155,6 +155,14 @@ def test_registry_has_every_torch_elementwise_activation():
             assert callable(getattr(fastact, pub + suffix)), pub + suffix
 
 
+def test_activation_function_list_holds_functions_and_tables_stay_exported():
+    """ACTIVATION_FUNCTIONS drives the fuzzer: functions only; the tables are exported apart."""
+    assert fastact.ACTIVATION_FUNCTIONS
+    assert all(callable(getattr(fastact, n)) for n in fastact.ACTIVATION_FUNCTIONS)
+    for table in ("ACTIVATIONS", "AXIS_ACTIVATIONS", "MODULE_FUNCTIONS"):
+        assert table in fastact.__all__ and table not in fastact.ACTIVATION_FUNCTIONS
+
+
 @pytest.mark.parametrize("name", list(TORCH_MODULES))
 def test_signature_matches_torch(name):
     """Parameter names and defaults as torch's module; name_ exactly where it has inplace."""
