@@ -381,6 +381,28 @@ def test_torch_param_storage_swap_is_followed():
     np.testing.assert_array_equal(t.detach().numpy(), 9.0)
 
 
+@pytest.mark.parametrize("second_group", [False, True])
+def test_param_replaced_in_group_is_followed(second_group):
+    """A parameter object swapped into group['params'] after steps is validated and updated
+    (the cached plan must notice; groups from the constructor and add_param_group)."""
+    a, b = np.zeros(5, np.float32), np.zeros(3, np.float32)
+    opt = fo.Adam([np.zeros(2, np.float32)] if second_group else [a, b], lr=0.1)
+    if second_group:
+        opt.add_param_group({"params": [a, b]})
+    g = opt.param_groups[-1]
+    grads = [np.ones(2, np.float32)] * second_group + [
+        np.ones(5, np.float32),
+        np.ones(3, np.float32),
+    ]
+    opt.step(grads)
+    c = np.zeros(3, np.float32)
+    g["params"][1] = c
+    opt.step(grads)
+    np.testing.assert_allclose(c, -0.1, rtol=1e-6)  # a fresh Adam state: first step is -lr
+    np.testing.assert_allclose(b, -0.1, rtol=1e-6)  # b left after one step
+    assert opt.state[c]["step"] == 1.0
+
+
 def test_torch_grads_with_other_layout_are_handled():
     t = torch.zeros(4, 3, requires_grad=True)
     opt = fo.SGD([t], lr=1.0)

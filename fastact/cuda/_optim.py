@@ -326,6 +326,18 @@ class OptimLaunches:
         return DeviceEntry(obj, name, self.stream)
 
     @staticmethod
+    def gradients(ents: list[DeviceEntry], grads: Any, k0: int) -> tuple[list, list, list]:
+        """Validate a group's gradients (None skips): indices, objects to keep, addresses."""
+        js, keeps, addrs = [], [], []
+        for j, (e, g) in enumerate(zip(ents, grads, strict=True)):
+            if g is not None:
+                keep, addr = e.grad(g, k0 + j)
+                js.append(j)
+                keeps.append(keep)
+                addrs.append(addr)
+        return js, keeps, addrs
+
+    @staticmethod
     def stale_entries(ents: list[DeviceEntry], k0: int) -> list[int]:
         return [j for j, e in enumerate(ents) if not e.current()]
 

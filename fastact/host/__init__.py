@@ -63,6 +63,7 @@ from fastact.host.optim import (  # noqa: F401
     bump_versions,
     copy_state,
     entry,
+    gradients,
     is_param,
     load_param_state,
     new_states,

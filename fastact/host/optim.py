@@ -42,6 +42,7 @@ __all__ = [
     "entry",
     "is_param",
     "stale_entries",
+    "gradients",
     "load_param_state",
     "new_states",
     "no_overlap",
@@ -277,6 +278,33 @@ class Entry:
 
 def entry(obj: Any, name: str) -> Entry:
     return Entry(obj, name)
+
+
+def gradients(ents: list[Entry], grads: Any, k0: int) -> tuple[list, list, list]:
+    """Validate a group's gradients (``grads[j]`` belongs to ``ents[j]``, named
+    ``grads[k0 + j]``; None skips the parameter): the indices that have one, the objects to
+    keep alive and their addresses. One call per group and step, the common case (a NumPy
+    array matching its parameter) inlined: a method call per parameter costs ~5% of a step
+    over 160 small tensors."""
+    js: list[int] = []
+    keeps: list = []
+    addrs: list[int] = []
+    ndarray = np.ndarray
+    for j, (e, g) in enumerate(zip(ents, grads, strict=True)):
+        if g is None:
+            continue
+        if type(g) is ndarray and g.dtype == e.dtype and g.shape == e.shape:
+            fl = g.flags
+            if fl.aligned and ((e.c and fl.c_contiguous) or (e.f and fl.f_contiguous)):
+                js.append(j)
+                keeps.append(g)
+                addrs.append(address(g))
+                continue
+        keep, addr = e.grad(g, k0 + j)
+        js.append(j)
+        keeps.append(keep)
+        addrs.append(addr)
+    return js, keeps, addrs
 
 
 def stale_entries(ents: list[Entry], k0: int) -> list[int]:

@@ -19,6 +19,9 @@ its state map counts mutations in ``_version`` (per-parameter dicts are :class:`
 
 from __future__ import annotations
 
+from collections import deque
+from itertools import repeat
+from operator import is_
 from typing import Any
 
 import numpy as np
@@ -345,12 +348,16 @@ class FloatSteps:
 
     @staticmethod
     def advance(plan: Plan) -> list[float]:
-        return [next_step(s) for s in plan.steps]
+        steps = plan.steps
+        if steps and steps.count(steps[0]) == len(steps):  # the usual case: all equal
+            return [next_step(steps[0])] * len(steps)
+        return [next_step(s) for s in steps]
 
     @staticmethod
     def store(plan: Plan, steps: list[float]) -> None:
-        for st, s in zip(plan.sts, steps, strict=True):
-            dict.__setitem__(st, "step", s)
+        # dict.__setitem__ bypasses ParamState's version bump (the plan stays valid); map()
+        # runs the loop in C
+        deque(map(dict.__setitem__, plan.sts, repeat("step"), steps), 0)
         plan.steps = steps
 
 
@@ -358,14 +365,17 @@ class GroupCache:
     """A param group's validated entries, their storage layouts (for the group's storage
     options ``fmt``) and its launch plans per layout."""
 
-    __slots__ = ("group", "entries", "plans", "fmt", "layouts")
+    __slots__ = ("group", "entries", "objs", "plans", "fmt", "layouts", "single")
 
-    def __init__(self, group: dict) -> None:
+    def __init__(self, group: dict, entries: list | None = None) -> None:
         self.group = group
-        self.entries: list | None = None
+        self.entries = entries
+        # the entries' parameter objects, compared by identity with the group's every step
+        self.objs: list = [] if entries is None else [e.obj for e in entries]
         self.plans: dict = {}
         self.fmt: tuple | None = None
         self.layouts: list = []
+        self.single: Layout | None = None  # the layout when every entry has the same
 
 
 class Plan:
@@ -416,14 +426,11 @@ def group_entries(opt: Any, ex: Any, group: dict, k0: int) -> tuple[GroupCache, 
         cache = opt._cache[id(group)] = GroupCache(group)
     params = group["params"]
     ents = cache.entries
-    if (
-        ents is None
-        or len(ents) != len(params)
-        or any(e.obj is not p for e, p in zip(ents, params, strict=True))
-    ):
+    if ents is None or len(ents) != len(params) or not all(map(is_, cache.objs, params)):
         ents = [ex.entry(p, f"params[{k0 + j}]") for j, p in enumerate(params)]
         check_overlap(opt, ex)
         cache.entries = ents
+        cache.objs = [e.obj for e in ents]
         cache.plans.clear()
         cache.fmt = None
         return cache, ents
@@ -449,6 +456,7 @@ def group_layouts(ex: Any, cache: GroupCache, options: dict, k0: int) -> list:
             lay = entry_layout(ex, options, e, f"params[{k0 + j}]")
             layouts.append(interned.setdefault(lay, lay))
         cache.layouts = layouts
+        cache.single = layouts[0] if len(interned) == 1 else None
         cache.fmt = fmt
     return cache.layouts
 
@@ -479,29 +487,27 @@ def prepare(opt: Any, ex: Any, grads: Any) -> list:
             None if init is None else key
             for (key, _arg), init in zip(opt._spec.state, inits, strict=True)
         )
-        by_dt: dict = {}
-        for j, e in enumerate(ents):
-            k = k0 + j
-            if grads is not None:
-                g = grads[k]
-            elif e.is_torch or hasattr(e.obj, "grad"):
-                g = e.obj.grad  # torch tensors and arrays with .grad (fastact.nn.Parameter)
-            else:
-                what = "a NumPy array" if ex.NAME == "host" else "a device array without .grad"
-                raise TypeError(f"params[{k}] is {what}: pass its gradient, step(grads=[...])")
-            if g is None:
-                continue
-            keep, gaddr = e.grad(g, k)
-            lay = layouts[j]
-            b = by_dt.get(id(lay))
-            if b is None:
-                b = by_dt[id(lay)] = (lay, [], [], [], [])
-            b[1].append(j)
-            b[2].append(keep)
-            b[3].append(gaddr)
-            b[4].append(k)
+        n = len(ents)
+        if grads is not None:
+            glist = grads[k0 : k0 + n]
+        else:
+            glist = [attached_grad(ex, e, k0 + j) for j, e in enumerate(ents)]
+        js_all, keeps, gaddrs = ex.gradients(ents, glist, k0)
+        if cache.single is not None:  # one storage layout in the group: one bucket
+            split = [(cache.single, js_all, keeps, gaddrs)] if js_all else []
+        else:
+            by_lay: dict = {}
+            for i, j in enumerate(js_all):
+                lay = layouts[j]
+                b = by_lay.get(id(lay))
+                if b is None:
+                    b = by_lay[id(lay)] = (lay, [], [], [])
+                b[1].append(j)
+                b[2].append(keeps[i])
+                b[3].append(gaddrs[i])
+            split = list(by_lay.values())
         buckets = []
-        for dt, js, keep, gaddrs, ks in by_dt.values():
+        for dt, js, keep, addrs in split:
             js = tuple(js)
             plan = cache.plans.get(dt)
             if (
@@ -511,17 +517,27 @@ def prepare(opt: Any, ex: Any, grads: Any) -> list:
                 or plan.smap is not opt.state
                 or plan.version != opt.state._version
             ):
-                plan = _plan(opt, ex, ents, js, keys, ks, dt)
+                plan = _plan(opt, ex, ents, js, keys, k0, dt)
                 cache.plans[dt] = plan
-            plan.ptrs[1] = gaddrs
-            buckets.append((plan, keep, ks))
+            plan.ptrs[1] = addrs
+            buckets.append((plan, keep, k0))
         work.append((group, gi, options, inits, ents, buckets))
         k0 += len(ents)
     return work
 
 
-def _plan(opt: Any, ex: Any, ents: list, js: tuple, keys: tuple, ks: list, lay: Layout) -> Plan:
-    """Build (and validate) the launch data for the parameters ``js`` of one bucket."""
+def attached_grad(ex: Any, e: Any, k: int) -> Any:
+    """The gradient attached to parameter ``e`` (params[k]): a torch tensor's or a
+    fastact.nn.Parameter's ``.grad``; TypeError for a plain array."""
+    if e.is_torch or hasattr(e.obj, "grad"):
+        return e.obj.grad
+    what = "a NumPy array" if ex.NAME == "host" else "a device array without .grad"
+    raise TypeError(f"params[{k}] is {what}: pass its gradient, step(grads=[...])")
+
+
+def _plan(opt: Any, ex: Any, ents: list, js: tuple, keys: tuple, k0: int, lay: Layout) -> Plan:
+    """Build (and validate) the launch data for the parameters ``js`` of one bucket (the
+    group's parameters start at ``params[k0]``)."""
     m = len(js)
     ptrs = np.zeros((_ptr_rows(lay, len(keys)), m), dtype=np.int64)
     sts, missing, arrays, names = [], [], [], []
@@ -529,7 +545,7 @@ def _plan(opt: Any, ex: Any, ents: list, js: tuple, keys: tuple, ks: list, lay: 
     storages = None if lay.native else lay.arrays()
     for col, j in enumerate(js):
         e = ents[j]
-        k = ks[col]
+        k = k0 + j
         ptrs[:, col] = e.addr
         arrays.append(e.arr)
         names.append(f"params[{k}]")
@@ -563,7 +579,7 @@ def _plan(opt: Any, ex: Any, ents: list, js: tuple, keys: tuple, ks: list, lay: 
     plan.smap, plan.version = opt.state, opt.state._version
     plan.ptrs, plan.sts, plan.missing = ptrs, sts, missing
     plan.steps = plan.counter = None
-    counts_missing = has_step and opt._steps.load(plan, [f"params[{k}]" for k in ks])
+    counts_missing = has_step and opt._steps.load(plan, [f"params[{k0 + j}]" for j in js])
     plan.fresh = bool(missing) or counts_missing
     plan.tparams = [ents[j].obj for j in js if ents[j].is_torch]
     sizes = np.array([ents[j].size for j in js], dtype=np.int64)
@@ -575,10 +591,10 @@ def _plan(opt: Any, ex: Any, ents: list, js: tuple, keys: tuple, ks: list, lay: 
 def first_nonfinite(ex: Any, work: list) -> int | None:
     """The index of the first gradient holding NaN or inf (``grads[k]``), or None."""
     for *_, buckets in work:
-        for plan, _keep, ks in buckets:
+        for plan, _keep, k0 in buckets:
             bad = ex.optim_nonfinite(plan.dt.param, plan.ptrs, 1, plan.chunks, plan.total)
             if bad.any():
-                return ks[int(plan.chunks[int(np.argmax(bad)), 0])]
+                return k0 + plan.js[int(plan.chunks[int(np.argmax(bad)), 0])]
     return None
 
 
@@ -592,7 +608,7 @@ def apply(opt: Any, ex: Any, work: list) -> None:
         scal = scalars_of(options)
         rows = None
         key = -1
-        for plan, _keep, _ks in buckets:
+        for plan, _keep, _k0 in buckets:
             firsts = None
             if plan.fresh:
                 firsts = _create_state(opt, ex, inits, ents, plan, spec)
@@ -671,7 +687,7 @@ def eager_state(opt: Any, ex: Any) -> None:
         for j, lay in enumerate(layouts):
             by.setdefault(lay, []).append(j)
         for lay, js in by.items():
-            plan = _plan(opt, ex, ents, tuple(js), keys, [k0 + j for j in js], lay)
+            plan = _plan(opt, ex, ents, tuple(js), keys, k0, lay)
             if plan.fresh:
                 _create_state(opt, ex, inits, ents, plan, spec)
         k0 += len(ents)

@@ -325,9 +325,7 @@ class Optimizer:
         param_group.update(new_group)
         self._device = device
         self.param_groups.append(param_group)
-        cache = driver.GroupCache(param_group)
-        cache.entries = entries
-        self._cache[id(param_group)] = cache
+        self._cache[id(param_group)] = driver.GroupCache(param_group, entries)
 
     # ----------------------------------------------------------------------------- step
 

@@ -319,9 +319,7 @@ class Optimizer(torch.optim.Optimizer):
         except Exception:
             self.param_groups.pop()
             raise
-        cache = driver.GroupCache(group)
-        cache.entries = entries
-        self._cache[id(group)] = cache
+        self._cache[id(group)] = driver.GroupCache(group, entries)
         if isinstance(self.state, StateMap):  # not during torch's __init__ (no state yet)
             self._added_group(group)
 
