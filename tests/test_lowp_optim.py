@@ -115,6 +115,33 @@ def test_decode_matches_table_and_encode_is_nearest(signed):
     assert np.mean(err == best) > 0.9999
 
 
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
+def test_encode_is_nearest_around_every_midpoint(signed):
+    """Float32 values within 64 ULP of each midpoint between two neighbouring codes (both
+    sides, both signs) encode to the nearer code in float64, except within 4 ULP of the
+    midpoint (float32 rounding of 8/7 in the encoder: such near-ties may go either way)."""
+    table = code_values(signed)
+    vals = np.unique(np.abs(table))
+    mids = ((vals[:-1] + vals[1:]) / 2).astype(np.float32)
+    off = np.arange(-64, 65, dtype=np.int32)
+    bits = mids.view(np.int32)[:, None] + off[None, :]
+    y = bits.reshape(-1).view(np.float32)
+    ulps = np.abs(np.broadcast_to(off, bits.shape).reshape(-1))
+    keep = (y >= 0) & (y <= 1)
+    y, ulps = y[keep], ulps[keep]
+    if signed:
+        y, ulps = np.concatenate([y, -y]), np.concatenate([ulps, ulps])
+    c = np.empty(y.size, np.uint8)
+    _enc(y, signed, c)
+    y64 = y.astype(np.float64)
+    err = np.abs(table[c] - y64)
+    best = _nearest(y64, table)
+    far = ulps > 4
+    np.testing.assert_array_equal(err[far], best[far])
+    # near-ties: one step off at most
+    assert np.all(err <= best + _gap(y64, table) * 1e-4)
+
+
 @pytest.mark.parametrize("block", [16, 64, 2048])
 @pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
 def test_block_round_trip_error_is_bounded(block, signed):

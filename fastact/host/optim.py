@@ -82,9 +82,10 @@ def _lowp_kernel(kind: str, layout: Layout, rows: tuple, sr: bool, parallel: boo
         name = f"optim_{storage[:2]}_{kind}_{tag}_{int(sr)}_{'par' if parallel else 'ser'}"
         consts = {f"U{r}": rows[r] is not None for r in range(3)}
         consts.update({f"S{r}": bool(rows[r]) for r in range(3)})
+        update, plain = UPDATES[kind]
         k = specialize(
-            LOWP_TEMPLATES[storage], name, parallel=parallel, _update=UPDATES[kind], SR=sr,
-            **consts,
+            LOWP_TEMPLATES[storage], name, parallel=parallel, _update=update, _plain=plain,
+            SR=sr, **consts,
         )  # fmt: skip
         _LOWP[key] = k
     return k

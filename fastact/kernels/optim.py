@@ -567,13 +567,27 @@ _F32_PROTO = np.empty(0, np.float32)
 _Z = np.float32(0.0)
 
 
+# Each update takes ``plain`` (a constant of the loop that calls it): True when the group's
+# options are the common ones its ``_plain_*`` predicate checks (no L2 weight decay, no
+# maximize, ...), so that the inlined update has no loop-invariant branch left (LLVM does not
+# unswitch them all; each one costs registers and instructions in the vector loop). The plain
+# path is the general one with those options, in the same operation order.
+
+
 @jit
-def _sgd_update(p, g, b, s1, s2, c0, c1, sc):
+def _plain_sgd(sc):
     lr, weight_decay, momentum, dampening, nesterov, maximize, has_buffer = sc
-    if maximize:
-        g = -g
-    if weight_decay != 0.0:
-        g = g + np.float32(weight_decay) * p
+    return weight_decay == 0.0 and not maximize
+
+
+@jit
+def _sgd_update(p, g, b, s1, s2, c0, c1, sc, plain):
+    lr, weight_decay, momentum, dampening, nesterov, maximize, has_buffer = sc
+    if not plain:
+        if maximize:
+            g = -g
+        if weight_decay != 0.0:
+            g = g + np.float32(weight_decay) * p
     if has_buffer:
         if c0 != 0.0:
             b = g
@@ -587,21 +601,32 @@ def _sgd_update(p, g, b, s1, s2, c0, c1, sc):
 
 
 @jit
-def _adam_update(p, g, m, v, x, c0, c1, sc):
+def _plain_adam(sc):
+    beta1, beta2, eps, weight_decay, decay, amsgrad, maximize = sc
+    return (
+        weight_decay == 0.0
+        and not amsgrad
+        and not maximize
+        and abs(np.float32(1.0 - beta1)) < np.float32(0.5)
+    )
+
+
+@jit
+def _adam_update(p, g, m, v, x, c0, c1, sc, plain):
     beta1, beta2, eps, weight_decay, decay, amsgrad, maximize = sc
     w = np.float32(1.0 - beta1)
-    if maximize:
+    if not plain and maximize:
         g = -g
     p = p * np.float32(decay)
-    if weight_decay != 0.0:
+    if not plain and weight_decay != 0.0:
         g = g + np.float32(weight_decay) * p
-    if abs(w) < np.float32(0.5):
+    if plain or abs(w) < np.float32(0.5):
         m = m + w * (g - m)
     else:
         m = g + (w - np.float32(1.0)) * (g - m)
     v = v * np.float32(beta2) + np.float32(1.0 - beta2) * g * g
     vv = v
-    if amsgrad:
+    if not plain and amsgrad:
         x = _maximum(x, v)
         vv = x
     den = np.sqrt(vv) / np.float32(c1) + np.float32(eps)
@@ -609,14 +634,21 @@ def _adam_update(p, g, m, v, x, c0, c1, sc):
 
 
 @jit
-def _adamax_update(p, g, m, u, s2, c0, c1, sc):
+def _plain_adamax(sc):
+    beta1, beta2, eps, weight_decay, maximize = sc
+    return weight_decay == 0.0 and not maximize and abs(np.float32(1.0 - beta1)) < np.float32(0.5)
+
+
+@jit
+def _adamax_update(p, g, m, u, s2, c0, c1, sc, plain):
     beta1, beta2, eps, weight_decay, maximize = sc
     w = np.float32(1.0 - beta1)
-    if maximize:
-        g = -g
-    if weight_decay != 0.0:
-        g = g + np.float32(weight_decay) * p
-    if abs(w) < np.float32(0.5):
+    if not plain:
+        if maximize:
+            g = -g
+        if weight_decay != 0.0:
+            g = g + np.float32(weight_decay) * p
+    if plain or abs(w) < np.float32(0.5):
         m = m + w * (g - m)
     else:
         m = g + (w - np.float32(1.0)) * (g - m)
@@ -625,15 +657,22 @@ def _adamax_update(p, g, m, u, s2, c0, c1, sc):
 
 
 @jit
-def _rmsprop_update(p, g, v, b, a, c0, c1, sc):
+def _plain_rmsprop(sc):
+    lr, alpha, eps, weight_decay, momentum, centered, maximize = sc
+    return weight_decay == 0.0 and not maximize and not centered
+
+
+@jit
+def _rmsprop_update(p, g, v, b, a, c0, c1, sc, plain):
     lr, alpha, eps, weight_decay, momentum, centered, maximize = sc
     w = np.float32(1.0 - alpha)
-    if maximize:
-        g = -g
-    if weight_decay != 0.0:
-        g = g + np.float32(weight_decay) * p
+    if not plain:
+        if maximize:
+            g = -g
+        if weight_decay != 0.0:
+            g = g + np.float32(weight_decay) * p
     v = v * np.float32(alpha) + w * g * g
-    if centered:
+    if not plain and centered:
         if abs(w) < np.float32(0.5):
             a = a + w * (g - a)
         else:
@@ -648,9 +687,15 @@ def _rmsprop_update(p, g, v, b, a, c0, c1, sc):
 
 
 @jit
-def _rprop_update(p, g, q, ss, s2, c0, c1, sc):
+def _plain_rprop(sc):
     etaminus, etaplus, step_size_min, step_size_max, maximize = sc
-    if maximize:
+    return not maximize
+
+
+@jit
+def _rprop_update(p, g, q, ss, s2, c0, c1, sc, plain):
+    etaminus, etaplus, step_size_min, step_size_max, maximize = sc
+    if not plain and maximize:
         g = -g
     s = g * q
     if s > _Z:
@@ -668,49 +713,66 @@ def _rprop_update(p, g, q, ss, s2, c0, c1, sc):
 
 
 @jit
-def _adagrad_update(p, g, s, s1, s2, c0, c1, sc):
+def _plain_adagrad(sc):
     eps, weight_decay, maximize = sc
-    if maximize:
-        g = -g
-    if weight_decay != 0.0:
-        g = g + np.float32(weight_decay) * p
+    return weight_decay == 0.0 and not maximize
+
+
+@jit
+def _adagrad_update(p, g, s, s1, s2, c0, c1, sc, plain):
+    eps, weight_decay, maximize = sc
+    if not plain:
+        if maximize:
+            g = -g
+        if weight_decay != 0.0:
+            g = g + np.float32(weight_decay) * p
     s = s + g * g
     return p + np.float32(-c0) * g / (np.sqrt(s) + np.float32(eps)), s, s1, s2
 
 
 @jit
-def _adadelta_update(p, g, v, u, s2, c0, c1, sc):
+def _plain_adadelta(sc):
+    lr, rho, eps, weight_decay, maximize = sc
+    return weight_decay == 0.0 and not maximize
+
+
+@jit
+def _adadelta_update(p, g, v, u, s2, c0, c1, sc, plain):
     lr, rho, eps, weight_decay, maximize = sc
     r = np.float32(rho)
     c = np.float32(1.0 - rho)
     e = np.float32(eps)
-    if maximize:
-        g = -g
-    if weight_decay != 0.0:
-        g = g + np.float32(weight_decay) * p
+    if not plain:
+        if maximize:
+            g = -g
+        if weight_decay != 0.0:
+            g = g + np.float32(weight_decay) * p
     v = v * r + c * g * g
     d = np.sqrt(u + e) / np.sqrt(v + e) * g
     u = u * r + c * d * d
     return p + np.float32(-lr) * d, v, u, s2
 
 
-#: kernel name -> the scalar update of its low-precision loops
+#: kernel name -> (the scalar update of its low-precision loops, its ``plain`` predicate)
 UPDATES = {
-    "sgd": _sgd_update,
-    "adam": _adam_update,
-    "adamax": _adamax_update,
-    "rmsprop": _rmsprop_update,
-    "rprop": _rprop_update,
-    "adagrad": _adagrad_update,
-    "adadelta": _adadelta_update,
+    "sgd": (_sgd_update, _plain_sgd),
+    "adam": (_adam_update, _plain_adam),
+    "adamax": (_adamax_update, _plain_adamax),
+    "rmsprop": (_rmsprop_update, _plain_rmsprop),
+    "rprop": (_rprop_update, _plain_rprop),
+    "adagrad": (_adagrad_update, _plain_adagrad),
+    "adadelta": (_adadelta_update, _plain_adadelta),
 }
 
 
 def lowp_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
     """Element-wise update with float32 arithmetic: parameter and gradient float32 or
     bfloat16 (``pp``), states float32 or bfloat16 (``sp``, round to nearest even); ``block``
-    unused. coefs[j] = the optimizer's per-tensor coefficients (c0, c1)."""
+    unused. coefs[j] = the optimizer's per-tensor coefficients (c0, c1). The loop is
+    duplicated for the plain options (``_plain(sc)``: the update without its option
+    branches)."""
     last = coefs.shape[1] - 1
+    plain = _plain(sc)  # noqa: F821 (bound per specialization, like U0..U2, S0..S2, SR)
     for c in prange(chunks.shape[0]):
         j = chunks[c, 0]
         start = chunks[c, 1]
@@ -723,28 +785,67 @@ def lowp_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
         c0 = coefs[j, 0]
         c1 = coefs[j, last]
         kj = hash32(key + j * 0x632BE5AB)
-        for i in range(n):
-            s0 = _val(a0[i]) if U0 else _Z  # noqa: F821 (constants bound per specialization)
-            s1 = _val(a1[i]) if U1 else _Z  # noqa: F821
-            s2 = _val(a2[i]) if U2 else _Z  # noqa: F821
-            p, s0, s1, s2 = _update(_val(pa[i]), _val(ga[i]), s0, s1, s2, c0, c1, sc)  # noqa: F821
-            pa[i] = _put_param(pp, p, kj, start + i, SR)  # noqa: F821
-            if U0:  # noqa: F821
-                a0[i] = _put(sp, s0)
-            if U1:  # noqa: F821
-                a1[i] = _put(sp, s1)
-            if U2:  # noqa: F821
-                a2[i] = _put(sp, s2)
+        if plain:
+            for i in range(n):
+                s0 = _val(a0[i]) if U0 else _Z  # noqa: F821
+                s1 = _val(a1[i]) if U1 else _Z  # noqa: F821
+                s2 = _val(a2[i]) if U2 else _Z  # noqa: F821
+                p, s0, s1, s2 = _update(  # noqa: F821
+                    _val(pa[i]), _val(ga[i]), s0, s1, s2, c0, c1, sc, True
+                )
+                pa[i] = _put_param(pp, p, kj, start + i, SR)  # noqa: F821
+                if U0:  # noqa: F821
+                    a0[i] = _put(sp, s0)
+                if U1:  # noqa: F821
+                    a1[i] = _put(sp, s1)
+                if U2:  # noqa: F821
+                    a2[i] = _put(sp, s2)
+        else:
+            for i in range(n):
+                s0 = _val(a0[i]) if U0 else _Z  # noqa: F821
+                s1 = _val(a1[i]) if U1 else _Z  # noqa: F821
+                s2 = _val(a2[i]) if U2 else _Z  # noqa: F821
+                p, s0, s1, s2 = _update(  # noqa: F821
+                    _val(pa[i]), _val(ga[i]), s0, s1, s2, c0, c1, sc, False
+                )
+                pa[i] = _put_param(pp, p, kj, start + i, SR)  # noqa: F821
+                if U0:  # noqa: F821
+                    a0[i] = _put(sp, s0)
+                if U1:  # noqa: F821
+                    a1[i] = _put(sp, s1)
+                if U2:  # noqa: F821
+                    a2[i] = _put(sp, s2)
+
+
+@jit
+def _decode_block(codes, scale, signed, out):
+    """``out[:n]`` = the values of the ``n`` codes times ``scale`` (one vector loop; indices
+    from 0 so that no negative-index wraparound check makes the loads scalar)."""
+    for i in range(codes.shape[0]):
+        out[i] = decode8(codes[i], signed) * scale
+
+
+@jit
+def _encode_block(vals, top, signed, codes):
+    """``codes[:n]`` = the nearest codes of ``vals[:n] / s``, ``s`` the float32 whose bit
+    pattern is ``top`` (the block's largest magnitude); returns ``s``, the block's scale."""
+    s = _f32_from_bits(top)
+    inv = np.float32(1.0) / s if s > _Z else _Z
+    for i in range(codes.shape[0]):
+        codes[i] = encode8(vals[i] * inv, signed)
+    return s
 
 
 def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
-    """Blockwise update of 8-bit states (``sp`` uint8 codes, rows 5..7 the block scales):
-    per block of ``block`` elements, pass 1 decodes the codes (code value * block scale),
-    updates in float32, writes the parameter and keeps the new states in a block-sized
-    scratch (in L1) while taking their absolute maximum (float32 bit patterns as integers:
-    vectorizes, and NaN wins); pass 2 encodes the new states with the new maximum as scale.
-    S0..S2 choose the signed or unsigned code per row."""
+    """Blockwise update of 8-bit states (``sp`` uint8 codes, rows 5..7 the block scales),
+    in three vector passes per block of ``block`` elements over a block-sized float32
+    scratch per state row (in L1/L2): decode (code value * block scale), update (float32;
+    writes the parameter, keeps the new states in the scratch and takes their absolute
+    maximum as float32 bit patterns compared as integers: vectorizes, and NaN wins), encode
+    with the new maximum as scale. S0..S2 choose the signed or unsigned code per row; the
+    update loop is duplicated for the plain options (``_plain(sc)``)."""
     last = coefs.shape[1] - 1
+    plain = _plain(sc)  # noqa: F821
     for c in prange(chunks.shape[0]):
         j = chunks[c, 0]
         start = chunks[c, 1]
@@ -763,50 +864,61 @@ def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
         c1 = coefs[j, last]
         kj = hash32(key + j * 0x632BE5AB)
         buf = np.empty((3, block), dtype=np.float32)
+        t0 = buf[0]
+        t1 = buf[1]
+        t2 = buf[2]
         for b in range(nb):
             o = b * block
             m = min(block, n - o)
-            q0 = k0[b] if U0 else _Z  # noqa: F821
-            q1 = k1[b] if U1 else _Z  # noqa: F821
-            q2 = k2[b] if U2 else _Z  # noqa: F821
+            pb = pa[o : o + m]
+            gb = ga[o : o + m]
+            if U0:  # noqa: F821
+                _decode_block(a0[o : o + m], k0[b], S0, t0)  # noqa: F821
+            if U1:  # noqa: F821
+                _decode_block(a1[o : o + m], k1[b], S1, t1)  # noqa: F821
+            if U2:  # noqa: F821
+                _decode_block(a2[o : o + m], k2[b], S2, t2)  # noqa: F821
             x0 = np.int32(0)
             x1 = np.int32(0)
             x2 = np.int32(0)
-            for i in range(m):
-                s0 = decode8(a0[o + i], S0) * q0 if U0 else _Z  # noqa: F821
-                s1 = decode8(a1[o + i], S1) * q1 if U1 else _Z  # noqa: F821
-                s2 = decode8(a2[o + i], S2) * q2 if U2 else _Z  # noqa: F821
-                p, s0, s1, s2 = _update(  # noqa: F821
-                    _val(pa[o + i]), _val(ga[o + i]), s0, s1, s2, c0, c1, sc
-                )
-                pa[o + i] = _put_param(pp, p, kj, start + o + i, SR)  # noqa: F821
-                if U0:  # noqa: F821
-                    buf[0, i] = s0
-                    x0 = max(x0, abs_bits(s0))
-                if U1:  # noqa: F821
-                    buf[1, i] = s1
-                    x1 = max(x1, abs_bits(s1))
-                if U2:  # noqa: F821
-                    buf[2, i] = s2
-                    x2 = max(x2, abs_bits(s2))
+            if plain:
+                for i in range(m):
+                    p, s0, s1, s2 = _update(  # noqa: F821
+                        _val(pb[i]), _val(gb[i]), t0[i] if U0 else _Z,  # noqa: F821
+                        t1[i] if U1 else _Z, t2[i] if U2 else _Z, c0, c1, sc, True,  # noqa: F821
+                    )  # fmt: skip
+                    pb[i] = _put_param(pp, p, kj, start + o + i, SR)  # noqa: F821
+                    if U0:  # noqa: F821
+                        t0[i] = s0
+                        x0 = max(x0, abs_bits(s0))
+                    if U1:  # noqa: F821
+                        t1[i] = s1
+                        x1 = max(x1, abs_bits(s1))
+                    if U2:  # noqa: F821
+                        t2[i] = s2
+                        x2 = max(x2, abs_bits(s2))
+            else:
+                for i in range(m):
+                    p, s0, s1, s2 = _update(  # noqa: F821
+                        _val(pb[i]), _val(gb[i]), t0[i] if U0 else _Z,  # noqa: F821
+                        t1[i] if U1 else _Z, t2[i] if U2 else _Z, c0, c1, sc, False,  # noqa: F821
+                    )  # fmt: skip
+                    pb[i] = _put_param(pp, p, kj, start + o + i, SR)  # noqa: F821
+                    if U0:  # noqa: F821
+                        t0[i] = s0
+                        x0 = max(x0, abs_bits(s0))
+                    if U1:  # noqa: F821
+                        t1[i] = s1
+                        x1 = max(x1, abs_bits(s1))
+                    if U2:  # noqa: F821
+                        t2[i] = s2
+                        x2 = max(x2, abs_bits(s2))
             if U0:  # noqa: F821
-                s = _f32_from_bits(x0)
-                inv = np.float32(1.0) / s if s > _Z else _Z
-                for i in range(m):
-                    a0[o + i] = encode8(buf[0, i] * inv, S0)  # noqa: F821
-                k0[b] = s
+                k0[b] = _encode_block(t0, x0, S0, a0[o : o + m])  # noqa: F821
             if U1:  # noqa: F821
-                s = _f32_from_bits(x1)
-                inv = np.float32(1.0) / s if s > _Z else _Z
-                for i in range(m):
-                    a1[o + i] = encode8(buf[1, i] * inv, S1)  # noqa: F821
-                k1[b] = s
+                k1[b] = _encode_block(t1, x1, S1, a1[o : o + m])  # noqa: F821
             if U2:  # noqa: F821
-                s = _f32_from_bits(x2)
-                inv = np.float32(1.0) / s if s > _Z else _Z
-                for i in range(m):
-                    a2[o + i] = encode8(buf[2, i] * inv, S2)  # noqa: F821
-                k2[b] = s
+                k2[b] = _encode_block(t2, x2, S2, a2[o : o + m])  # noqa: F821
 
 
 #: low-precision loop templates: state storage kind -> template (specialized per kernel,
