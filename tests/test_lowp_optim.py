@@ -284,6 +284,80 @@ def test_adamw8bit_matches_a_float64_reference_of_the_8bit_rule():
         pr = ps[0].astype(np.float64)
 
 
+
+# ------------------------------------------------------------------- the same bits on every path
+PATH_CASES = [
+    ("AdamW8bit", {"lr": 1e-2}),  # the plain loop
+    ("Adam8bit", {"lr": 1e-2}),
+    ("Adam8bit", {"lr": 1e-2, "amsgrad": True, "weight_decay": 0.01, "maximize": True}),
+    ("SGD8bit", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
+    ("SGD8bit", {"lr": 0.05, "momentum": 0.9, "dampening": 0.1}),
+    ("RMSprop8bit", {"lr": 1e-3, "momentum": 0.5}),
+    ("Adagrad8bit", {"lr": 0.05, "initial_accumulator_value": 0.1}),
+    ("Adam", {"lr": 1e-2, "state_dtype": "bfloat16"}),
+    ("SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True, "state_dtype": "bfloat16"}),
+]
+_BLOCK = 64
+
+
+def _pieces_run(name: str, kw: dict, p0: np.ndarray, grads: list, cuts: list) -> tuple:
+    """Step ``p0`` cut at ``cuts`` into separate tensors, each with its own optimizer (like
+    the shards of a ZeRO rank); the parameters and every state array, concatenated as bytes."""
+    ps = [p0[a:b].copy() for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    extra = {"block_size": _BLOCK, "min_8bit_size": 0} if name.endswith("8bit") else {}
+    opts = [getattr(fo, name)([p], **extra, **kw) for p in ps]
+    for g in grads:
+        for o, a, b in zip(opts, cuts[:-1], cuts[1:], strict=True):
+            o.step([g[a:b]])
+    states: dict = {}
+    for o, p in zip(opts, ps, strict=True):
+        for key, val in o.state[p].items():
+            if key != "step":
+                states.setdefault(key, []).append(np.ascontiguousarray(val).view(np.uint8))
+    return np.concatenate(ps).view(np.uint32), {k: np.concatenate(v) for k, v in states.items()}
+
+
+@pytest.mark.parametrize("cfg", PATH_CASES, ids=lambda c: c[0] + str(sorted(c[1])))
+def test_low_precision_steps_give_the_same_bits_on_every_path(cfg, monkeypatch):
+    """An element's 8-bit (or bfloat16-state) update depends on its inputs and its block only,
+    never on the code path: one tensor in one serial launch; the parallel build; chunks of
+    two blocks; the tensor cut at block boundaries into pieces stepped by separate optimizers
+    (a ZeRO rank's shard); the general loop for the plain options; all of these at once. The
+    parameters, codes and block scales agree bit for bit. (With implicit fast-math
+    contraction, the plain and the general loop fused different multiply-adds: parameters
+    one ULP and codes one step apart.)"""
+    import fastact.host
+    import fastact.host.optim as hopt
+
+    name, kw = cfg
+    rng = np.random.default_rng(11)
+    n = 9 * _BLOCK + 23
+    p0 = rng.standard_normal(n).astype(np.float32)
+    grads = [
+        (rng.standard_normal(n) * np.exp(rng.uniform(-6, 2, n))).astype(np.float32)
+        for _ in range(12)
+    ]
+    cuts = [0, 2 * _BLOCK, 3 * _BLOCK, 7 * _BLOCK, n]
+    want_p, want_s = _pieces_run(name, kw, p0, grads, [0, n])
+    assert np.all(np.isfinite(want_p.view(np.float32)))
+
+    def check(what: str, got: tuple) -> None:
+        np.testing.assert_array_equal(got[0], want_p, err_msg=f"{what}: parameters")
+        assert got[1].keys() == want_s.keys()
+        for key, val in want_s.items():
+            np.testing.assert_array_equal(got[1][key], val, err_msg=f"{what}: {key}")
+
+    check("pieces", _pieces_run(name, kw, p0, grads, cuts))
+    monkeypatch.setattr(hopt, "LOWP_GENERAL_ONLY", True)
+    check("general loop", _pieces_run(name, kw, p0, grads, [0, n]))
+    monkeypatch.setattr(hopt, "LOWP_GENERAL_ONLY", False)
+    monkeypatch.setattr(hopt, "SERIAL_BELOW", 0)
+    check("parallel", _pieces_run(name, kw, p0, grads, [0, n]))
+    monkeypatch.setattr(fastact.host, "OPTIM_CHUNK", 2 * _BLOCK)
+    check("parallel, chunks of 2 blocks", _pieces_run(name, kw, p0, grads, [0, n]))
+    monkeypatch.setattr(hopt, "LOWP_GENERAL_ONLY", True)
+    check("all", _pieces_run(name, kw, p0, grads, cuts))
+
 CASES_8BIT = [
     ("SGD8bit", "SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
     ("Adam8bit", "Adam", {"lr": 1e-2, "amsgrad": True, "weight_decay": 0.01}),

@@ -7,7 +7,8 @@ a small MLP trained for 50 steps, each rank on its half of every batch.
 * ZeRO with ``AdamW8bit`` (every tensor 8-bit) trains like float32: its loss after 50 steps
   is within 5% of float32's, at a quarter of the state bytes.
 * A state dict consolidated from the 2-rank ZeRO run at step 25 resumes in one process
-  (a plain fastact optimizer, the full batch) on the 2-rank trajectory.
+  (a plain fastact optimizer over every parameter, the gradient DDP computes) on the 2-rank
+  trajectory, bit for bit.
 """
 
 from __future__ import annotations
@@ -185,9 +186,27 @@ def test_consolidated_state_resumes_in_one_process(runs, name):
     assert float(opt.state[next(iter(model.parameters()))]["step"]) == HALF
     x, y = _data()
     want = ranks[0][name]["params"]
-    for t in range(HALF, STEPS):
-        opt.zero_grad()
-        # the mean over both halves: the gradient DDP averages over the ranks
-        torch.nn.functional.mse_loss(model(x[t]), y[t]).backward()
-        opt.step()
-        torch.testing.assert_close(_flat(model), want[t], **TOL, msg=lambda m, t=t: f"{t}: {m}")
+    params = list(model.parameters())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the ranks ran
+    try:
+        for t in range(HALF, STEPS):
+            # the gradient DDP gives every rank: each rank's half-batch gradient times
+            # 1 / WORLD, summed (the mean over the full batch rounds differently, and an 8-bit
+            # state that lands near a midpoint between two codes then takes the other one)
+            grads = [torch.zeros_like(p) for p in params]
+            for r in range(WORLD):
+                opt.zero_grad()
+                half = slice(r * BATCH, (r + 1) * BATCH)
+                torch.nn.functional.mse_loss(model(x[t, half]), y[t, half]).backward()
+                for acc, p in zip(grads, params, strict=True):
+                    acc += p.grad * (1.0 / WORLD)
+            for acc, p in zip(grads, params, strict=True):
+                p.grad = acc
+            opt.step()
+            # bit for bit: the ranks' shards and the one process take the same 8-bit steps
+            torch.testing.assert_close(
+                _flat(model), want[t], rtol=0, atol=0, msg=lambda m, t=t: f"{t}: {m}"
+            )
+    finally:
+        torch.set_num_threads(threads)

@@ -32,13 +32,22 @@ from numba.core import caching
 from numba.core.codegen import CPUCodeLibrary
 from numba.core.compiler import Compiler
 
-__all__ = ["FASTMATH", "jit", "specialize", "cache_dir"]
+__all__ = ["FASTMATH", "ELEMENTWISE_FASTMATH", "EXACT_FASTMATH", "jit", "specialize", "cache_dir"]
 
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 #: For element-wise loops: without ``reassoc``, the vectorized body and the scalar remainder
 #: compute each element identically, so results do not depend on where chunks start (serial
 #: vs parallel, thread count). Reassociation is only needed to vectorize reductions.
 ELEMENTWISE_FASTMATH = FASTMATH - {"reassoc"}
+#: For loops whose results must be the same bits on every code path that computes them (the
+#: low-precision optimizer loops: an 8-bit code or a bfloat16 rounds at midpoints, so one ULP
+#: of difference in the float32 value can move a stored code by one step): no flags, IEEE
+#: arithmetic. Without ``contract`` no multiply-add is fused in one loop variant and kept
+#: apart in another (LLVM fuses ``a * b + c`` only when the product has no other use, which
+#: depends on the surrounding code: a plain loop vs a general one, an inlined branch); without
+#: ``arcp``/``reassoc`` no division or sum is rewritten where an operand happens to be
+#: loop-invariant; without ``nsz`` the sign of a zero (the sign bit of a signed code) is kept.
+EXACT_FASTMATH: frozenset = frozenset()
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 #: Parts of the package that define no disk-cached kernel: editing them never invalidates the
@@ -236,6 +245,8 @@ def jit(func: Callable | None = None, *, parallel: bool = False, **options):
     def wrap(py_func: Callable):
         opts = dict(error_model="numpy", fastmath=set(FASTMATH), parallel=parallel)
         opts.update(options)
+        if isinstance(opts["fastmath"], frozenset):
+            opts["fastmath"] = set(opts["fastmath"])  # numba takes a set (or a bool, a dict)
         opts.setdefault("nogil", True)
         opts.setdefault("pipeline_class", _FastactCompiler)
         if not parallel:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from fastact._core.arrays import FLOAT_DTYPES, is_tensor, tensor_view, torch_module
-from fastact._core.jit import specialize
+from fastact._core.jit import EXACT_FASTMATH, specialize
 from fastact._core.threads import parallel_by_size
 from fastact._core.thresholds import THRESHOLDS
 from fastact.kernels.lowp import dequantize_blocks, quantize_blocks
@@ -29,6 +29,7 @@ from fastact.kernels.optim import (
     Layout,
     Storage,
     address,
+    general_only,
 )
 
 __all__ = [
@@ -68,24 +69,31 @@ _PROTOS = {dt: np.empty(0, dt) for dt in (*FLOAT_DTYPES, BF16, CODES)}
 
 
 _LOWP: dict[tuple, Any] = {}
+#: True: the low-precision launches run the general loop even for the plain options (for
+#: tests: the low-precision loops are compiled without fast-math, so both loops, serial and
+#: parallel builds and any chunking give the same bits; tests/test_lowp_optim.py checks it).
+LOWP_GENERAL_ONLY = False
 
 
 def _lowp_kernel(kind: str, layout: Layout, rows: tuple, sr: bool, parallel: bool) -> Any:
     """The low-precision loop of kernel ``kind`` for the used rows (``rows[r]``: None when
     unused, else whether the row's code is signed) and rounding ``sr``, compiled lazily."""
     storage = "8bit" if layout.q8 else "elementwise"
-    key = (storage, kind, rows, sr, parallel)
+    general = LOWP_GENERAL_ONLY
+    key = (storage, kind, rows, sr, parallel, general)
     k = _LOWP.get(key)
     if k is None:
         rows = tuple(rows) + (None,) * (3 - len(rows))
         tag = "".join("x" if r is None else ("s" if r else "u") for r in rows)
         name = f"optim_{storage[:2]}_{kind}_{tag}_{int(sr)}_{'par' if parallel else 'ser'}"
+        name += "_gen" if general else ""
         consts = {f"U{r}": rows[r] is not None for r in range(3)}
         consts.update({f"S{r}": bool(rows[r]) for r in range(3)})
         update, plain = UPDATES[kind]
+        plain = general_only if general else plain
         k = specialize(
-            LOWP_TEMPLATES[storage], name, parallel=parallel, _update=update, _plain=plain,
-            SR=sr, **consts,
+            LOWP_TEMPLATES[storage], name, parallel=parallel, fastmath=EXACT_FASTMATH,
+            _update=update, _plain=plain, SR=sr, **consts,
         )  # fmt: skip
         _LOWP[key] = k
     return k

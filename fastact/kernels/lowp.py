@@ -39,8 +39,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastact._core.jit import jit
-from fastact._core.math import _bits, _f32_from_bits, _i32
+from fastact._core.jit import EXACT_FASTMATH, jit
+from fastact._core.math import _bits, _f32_from_bits, _fma, _i32
 
 __all__ = [
     "SIGNED_MAX_EXP",
@@ -87,7 +87,7 @@ def code_values(signed: bool) -> np.ndarray:
 _I0 = np.int32(0)
 
 
-@jit
+@jit(fastmath=EXACT_FASTMATH)
 def decode8(code, signed):
     """The code's value in [-1, 1] (float32); ``signed`` is a compile-time constant.
 
@@ -111,7 +111,7 @@ def decode8(code, signed):
     return v
 
 
-@jit
+@jit(fastmath=EXACT_FASTMATH)
 def encode8(y, signed):
     """The nearest code of ``y`` (|y| <= 1 after scaling; larger magnitudes clamp to the top
     code). NaN gives an arbitrary code (its block's scale is NaN then).
@@ -135,26 +135,26 @@ def encode8(y, signed):
     top = e < g
     a = two_f * _A if top else np.float32(2.0)
     c = (two_f * _B - _HALF) if top else _F0
-    m = np.int32(np.floor(t * a + c))
+    m = np.int32(np.floor(_fma(t, a, c)))  # one rounding (explicit: no fast-math here)
     if signed:
         return np.uint8(_i32(m | _i32((b >> 24) & 128)))
     return np.uint8(m)
 
 
-@jit
+@jit(fastmath=EXACT_FASTMATH)
 def abs_bits(x):
     """|x|'s float32 bit pattern as int32: ordered like |x| (NaN above inf), for max-reductions
     that vectorize without fast-math's no-NaN flag."""
     return _i32(_bits(x) & 0x7FFFFFFF)
 
 
-@jit
+@jit(fastmath=EXACT_FASTMATH)
 def bf16_load(h):
     """bfloat16 bit pattern (uint16) -> float32 (exact)."""
     return _f32_from_bits(_i32(_i32(h) << 16))
 
 
-@jit
+@jit(fastmath=EXACT_FASTMATH)
 def bf16_store(x):
     """float32 -> bfloat16 bit pattern, round to nearest even; NaN stays a quiet NaN."""
     b = _bits(x)
@@ -163,7 +163,7 @@ def bf16_store(x):
     return np.uint16(r & 0xFFFF)
 
 
-@jit
+@jit(fastmath=EXACT_FASTMATH)
 def hash32(x):
     """A 32-bit integer hash (xorshift-multiply finalizer with full avalanche) on the low 32
     bits of ``x``, in int32 lanes (logical shifts by masking)."""
@@ -175,7 +175,7 @@ def hash32(x):
     return _i32(x ^ ((x >> 16) & 0xFFFF))
 
 
-@jit
+@jit(fastmath=EXACT_FASTMATH)
 def bf16_store_sr(x, key, i):
     """float32 -> bfloat16 bit pattern, rounded stochastically with the random bits of
     (``key``, element ``i``): the magnitude rounds up with probability (distance to the value
@@ -189,7 +189,7 @@ def bf16_store_sr(x, key, i):
     return np.uint16(r & 0xFFFF)
 
 
-@jit
+@jit(fastmath=EXACT_FASTMATH)
 def quantize_blocks(x, block, signed, codes, absmax):
     """Block-wise 8-bit quantization of the float32 1-d array ``x``: ``absmax[b]`` = the
     largest magnitude of block ``b`` (``block`` elements), ``codes[i]`` = the nearest code of
@@ -208,7 +208,7 @@ def quantize_blocks(x, block, signed, codes, absmax):
         absmax[b] = s
 
 
-@jit
+@jit(fastmath=EXACT_FASTMATH)
 def dequantize_blocks(codes, absmax, block, signed, out):
     """``out[i]`` = value of ``codes[i]`` times its block's ``absmax`` (float32)."""
     for i in range(codes.shape[0]):

@@ -34,8 +34,8 @@ from numba import prange, types
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
-from fastact._core.jit import jit
-from fastact._core.math import _f32_from_bits
+from fastact._core.jit import EXACT_FASTMATH, jit
+from fastact._core.math import _f32_from_bits, _fma
 from fastact.kernels.lowp import (
     abs_bits,
     bf16_load,
@@ -563,6 +563,18 @@ def _put_param_impl(proto, x, key, i, sr):
             return impl
 
 
+#: the low-precision loops and everything inlined into them: no fast-math flags (the same
+#: bits on every path, see fastact._core.jit.EXACT_FASTMATH); multiply-adds are explicit
+#: (``_fma``: one rounding, wherever the update is inlined)
+_exact = jit(fastmath=EXACT_FASTMATH)
+
+
+@_exact
+def _max_nan(a, b):
+    """torch.maximum for scalars: NaN if either is NaN (:func:`_maximum` without fast-math)."""
+    return a if (a > b or a != a) else b
+
+
 _F32_PROTO = np.empty(0, np.float32)
 _Z = np.float32(0.0)
 
@@ -571,17 +583,24 @@ _Z = np.float32(0.0)
 # options are the common ones its ``_plain_*`` predicate checks (no L2 weight decay, no
 # maximize, ...), so that the inlined update has no loop-invariant branch left (LLVM does not
 # unswitch them all; each one costs registers and instructions in the vector loop). The plain
-# path is the general one with those options, in the same operation order.
+# path is the general one with those options, in the same operations: the loops are compiled
+# without fast-math and every multiply-add is an explicit ``_fma`` (the float32 templates
+# above let LLVM contract, and it fuses ``a * b + c`` only where the product has no other
+# use, which differs between loop variants), so both paths give the same bits.
 
 
-@jit
+@_exact
 def _plain_sgd(sc):
     lr, weight_decay, momentum, dampening, nesterov, maximize, has_buffer = sc
     return weight_decay == 0.0 and not maximize
 
 
-@jit
+@_exact
 def _sgd_update(p, g, b, s1, s2, c0, c1, sc, plain):
+    """b = momentum * b + (1 - dampening) * g (b = g on the first step); p -= lr * (g +
+    momentum * b if nesterov else b); L2 decay g += weight_decay * p; maximize: g = -g.
+    Every product and sum rounded on its own, as torch's SGD on float32 tensors (no fused
+    multiply-add: the bfloat16-parameter tests compare with that rule exactly)."""
     lr, weight_decay, momentum, dampening, nesterov, maximize, has_buffer = sc
     if not plain:
         if maximize:
@@ -600,7 +619,7 @@ def _sgd_update(p, g, b, s1, s2, c0, c1, sc, plain):
     return p + np.float32(-lr) * g, b, s1, s2
 
 
-@jit
+@_exact
 def _plain_adam(sc):
     beta1, beta2, eps, weight_decay, decay, amsgrad, maximize = sc
     return (
@@ -611,89 +630,100 @@ def _plain_adam(sc):
     )
 
 
-@jit
+@_exact
 def _adam_update(p, g, m, v, x, c0, c1, sc, plain):
+    """torch's Adam/AdamW: m += (1 - beta1) (g - m); v = beta2 v + (1 - beta2) g**2 (amsgrad:
+    x = max(x, v) is used); p = decay * p - c0 * m / (sqrt(v) / c1 + eps) with c0 = lr / bc1,
+    c1 = sqrt(bc2), decay = 1 - lr * wd (AdamW) or L2 g += wd * p (Adam)."""
     beta1, beta2, eps, weight_decay, decay, amsgrad, maximize = sc
     w = np.float32(1.0 - beta1)
+    dec = np.float32(decay)
     if not plain and maximize:
         g = -g
-    p = p * np.float32(decay)
     if not plain and weight_decay != 0.0:
-        g = g + np.float32(weight_decay) * p
+        g = _fma(np.float32(weight_decay), p * dec, g)
+    d = g - m
     if plain or abs(w) < np.float32(0.5):
-        m = m + w * (g - m)
+        m = _fma(w, d, m)
     else:
-        m = g + (w - np.float32(1.0)) * (g - m)
-    v = v * np.float32(beta2) + np.float32(1.0 - beta2) * g * g
+        m = _fma(w - np.float32(1.0), d, g)
+    v = _fma(v, np.float32(beta2), np.float32(1.0 - beta2) * g * g)
     vv = v
     if not plain and amsgrad:
-        x = _maximum(x, v)
+        x = _max_nan(x, v)
         vv = x
     den = np.sqrt(vv) / np.float32(c1) + np.float32(eps)
-    return p + np.float32(-c0) * m / den, m, v, x
+    return _fma(p, dec, np.float32(-c0) * m / den), m, v, x
 
 
-@jit
+@_exact
 def _plain_adamax(sc):
     beta1, beta2, eps, weight_decay, maximize = sc
     return weight_decay == 0.0 and not maximize and abs(np.float32(1.0 - beta1)) < np.float32(0.5)
 
 
-@jit
+@_exact
 def _adamax_update(p, g, m, u, s2, c0, c1, sc, plain):
+    """m += (1 - beta1) (g - m); u = max(beta2 u, |g| + eps); p -= c0 * m / u (c0 = lr / bc1)."""
     beta1, beta2, eps, weight_decay, maximize = sc
     w = np.float32(1.0 - beta1)
     if not plain:
         if maximize:
             g = -g
         if weight_decay != 0.0:
-            g = g + np.float32(weight_decay) * p
+            g = _fma(np.float32(weight_decay), p, g)
+    d = g - m
     if plain or abs(w) < np.float32(0.5):
-        m = m + w * (g - m)
+        m = _fma(w, d, m)
     else:
-        m = g + (w - np.float32(1.0)) * (g - m)
-    u = _maximum(u * np.float32(beta2), abs(g) + np.float32(eps))
+        m = _fma(w - np.float32(1.0), d, g)
+    u = _max_nan(u * np.float32(beta2), abs(g) + np.float32(eps))
     return p + np.float32(-c0) * m / u, m, u, s2
 
 
-@jit
+@_exact
 def _plain_rmsprop(sc):
     lr, alpha, eps, weight_decay, momentum, centered, maximize = sc
     return weight_decay == 0.0 and not maximize and not centered
 
 
-@jit
+@_exact
 def _rmsprop_update(p, g, v, b, a, c0, c1, sc, plain):
+    """v = alpha v + (1 - alpha) g**2; centered: a += (1 - alpha) (g - a), v - a**2 under the
+    root; b = momentum b + g / (sqrt(.) + eps), p -= lr * b (or lr * g / (sqrt(.) + eps))."""
     lr, alpha, eps, weight_decay, momentum, centered, maximize = sc
     w = np.float32(1.0 - alpha)
     if not plain:
         if maximize:
             g = -g
         if weight_decay != 0.0:
-            g = g + np.float32(weight_decay) * p
-    v = v * np.float32(alpha) + w * g * g
+            g = _fma(np.float32(weight_decay), p, g)
+    v = _fma(v, np.float32(alpha), w * g * g)
     if not plain and centered:
+        d = g - a
         if abs(w) < np.float32(0.5):
-            a = a + w * (g - a)
+            a = _fma(w, d, a)
         else:
-            a = g + (w - np.float32(1.0)) * (g - a)
-        avg = np.sqrt(v + (-a) * a) + np.float32(eps)
+            a = _fma(w - np.float32(1.0), d, g)
+        avg = np.sqrt(_fma(-a, a, v)) + np.float32(eps)
     else:
         avg = np.sqrt(v) + np.float32(eps)
     if momentum > 0.0:
-        b = b * np.float32(momentum) + g / avg
-        return p + np.float32(-lr) * b, v, b, a
+        b = _fma(b, np.float32(momentum), g / avg)
+        return _fma(np.float32(-lr), b, p), v, b, a
     return p + np.float32(-lr) * g / avg, v, b, a
 
 
-@jit
+@_exact
 def _plain_rprop(sc):
     etaminus, etaplus, step_size_min, step_size_max, maximize = sc
     return not maximize
 
 
-@jit
+@_exact
 def _rprop_update(p, g, q, ss, s2, c0, c1, sc, plain):
+    """Step sizes grow by etaplus where g keeps its sign, shrink by etaminus (and g = 0)
+    where it flips, clamped; p -= sign(g) * step size."""
     etaminus, etaplus, step_size_min, step_size_max, maximize = sc
     if not plain and maximize:
         g = -g
@@ -712,32 +742,35 @@ def _rprop_update(p, g, q, ss, s2, c0, c1, sc, plain):
     return p + (-sg) * ss, g, ss, s2
 
 
-@jit
+@_exact
 def _plain_adagrad(sc):
     eps, weight_decay, maximize = sc
     return weight_decay == 0.0 and not maximize
 
 
-@jit
+@_exact
 def _adagrad_update(p, g, s, s1, s2, c0, c1, sc, plain):
+    """s += g**2; p -= c0 * g / (sqrt(s) + eps) (c0 = lr / (1 + (t - 1) lr_decay))."""
     eps, weight_decay, maximize = sc
     if not plain:
         if maximize:
             g = -g
         if weight_decay != 0.0:
-            g = g + np.float32(weight_decay) * p
-    s = s + g * g
+            g = _fma(np.float32(weight_decay), p, g)
+    s = _fma(g, g, s)
     return p + np.float32(-c0) * g / (np.sqrt(s) + np.float32(eps)), s, s1, s2
 
 
-@jit
+@_exact
 def _plain_adadelta(sc):
     lr, rho, eps, weight_decay, maximize = sc
     return weight_decay == 0.0 and not maximize
 
 
-@jit
+@_exact
 def _adadelta_update(p, g, v, u, s2, c0, c1, sc, plain):
+    """v = rho v + (1 - rho) g**2; d = sqrt(u + eps) / sqrt(v + eps) * g; u = rho u +
+    (1 - rho) d**2; p -= lr * d."""
     lr, rho, eps, weight_decay, maximize = sc
     r = np.float32(rho)
     c = np.float32(1.0 - rho)
@@ -746,11 +779,18 @@ def _adadelta_update(p, g, v, u, s2, c0, c1, sc, plain):
         if maximize:
             g = -g
         if weight_decay != 0.0:
-            g = g + np.float32(weight_decay) * p
-    v = v * r + c * g * g
+            g = _fma(np.float32(weight_decay), p, g)
+    v = _fma(v, r, c * g * g)
     d = np.sqrt(u + e) / np.sqrt(v + e) * g
-    u = u * r + c * d * d
-    return p + np.float32(-lr) * d, v, u, s2
+    u = _fma(u, r, c * d * d)
+    return _fma(np.float32(-lr), d, p), v, u, s2
+
+
+@_exact
+def general_only(sc):
+    """A ``plain`` predicate that is always False: the loops run their general update only
+    (the host's ``LOWP_GENERAL_ONLY``; tests check that both loops give the same bits)."""
+    return False
 
 
 #: kernel name -> (the scalar update of its low-precision loops, its ``plain`` predicate)
@@ -817,7 +857,7 @@ def lowp_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
                     a2[i] = _put(sp, s2)
 
 
-@jit
+@_exact
 def _decode_block(codes, scale, signed, out):
     """``out[:n]`` = the values of the ``n`` codes times ``scale`` (one vector loop; indices
     from 0 so that no negative-index wraparound check makes the loads scalar)."""
@@ -825,7 +865,7 @@ def _decode_block(codes, scale, signed, out):
         out[i] = decode8(codes[i], signed) * scale
 
 
-@jit
+@_exact
 def _encode_block(vals, top, signed, codes):
     """``codes[:n]`` = the nearest codes of ``vals[:n] / s``, ``s`` the float32 whose bit
     pattern is ``top`` (the block's largest magnitude); returns ``s``, the block's scale."""
