@@ -284,7 +284,6 @@ def test_adamw8bit_matches_a_float64_reference_of_the_8bit_rule():
         pr = ps[0].astype(np.float64)
 
 
-
 # ------------------------------------------------------------------- the same bits on every path
 PATH_CASES = [
     ("AdamW8bit", {"lr": 1e-2}),  # the plain loop
@@ -357,6 +356,7 @@ def test_low_precision_steps_give_the_same_bits_on_every_path(cfg, monkeypatch):
     check("parallel, chunks of 2 blocks", _pieces_run(name, kw, p0, grads, [0, n]))
     monkeypatch.setattr(hopt, "LOWP_GENERAL_ONLY", True)
     check("all", _pieces_run(name, kw, p0, grads, cuts))
+
 
 CASES_8BIT = [
     ("SGD8bit", "SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),

@@ -482,8 +482,10 @@ def nonfinite_loop(proto, ptrs, row, chunks, out):
 # ---------------------------------------------------------------------------------------------
 # low-precision states and parameters: bfloat16 (uint16 bit patterns) and 8-bit codes with
 # per-block float32 scales (fastact.kernels.lowp). One loop template per storage kind; the
-# update of each optimizer is a scalar function (the general loop of its fp32 template, same
-# operation order, float32 arithmetic) inlined into it.
+# update of each optimizer is a scalar function (the rule of its fp32 template in float32
+# arithmetic) inlined into it. These loops compile without fast-math and write multiply-adds
+# as explicit ``_fma``: an element's result is the same bits on every path (plain or general
+# loop, serial or parallel build, any chunking or sharding), since one ULP can move a code.
 #
 # Pointer table of a low-precision launch: row 0 the parameter, 1 the gradient (float32 or
 # bfloat16 bits), 2..4 the state arrays (float32, bfloat16 bits or 8-bit codes), 5..7 the
