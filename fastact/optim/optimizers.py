@@ -32,6 +32,7 @@ Differences from torch.optim, by design:
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from itertools import chain
 from typing import Any
@@ -1090,133 +1091,56 @@ class _EightBit:
         self._extra_defaults = {"block_size": block_size, "min_8bit_size": min_8bit_size}
 
 
-class SGD8bit(_EightBit, SGD):
-    __doc__ = (SGD.__doc__ or "") + _EIGHT_BIT_DOC
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-3,
-        momentum: float = 0,
-        dampening: float = 0,
-        weight_decay: float = 0,
-        nesterov: bool = False,
-        *,
-        maximize: bool = False,
-        block_size: int = DEFAULT_BLOCK_SIZE,
-        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self._eight_bit(block_size, min_8bit_size)
-        super().__init__(
-            params, lr, momentum, dampening, weight_decay, nesterov, maximize=maximize,
-            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
-        )  # fmt: skip
+#: the float32 classes' arguments that an 8-bit class does not take (its states are 8-bit; the
+#: torch flags have no other value here)
+_NOT_EIGHT_BIT = ("foreach", "capturable", "differentiable", "fused", "state_dtype")
 
 
-class Adam8bit(_EightBit, Adam):
-    __doc__ = (Adam.__doc__ or "") + _EIGHT_BIT_DOC
+def eight_bit_variant(base: type, doc: str, module: str) -> type:
+    """The 8-bit class of the float32 optimizer class ``base`` (``<base>8bit`` of ``module``):
+    ``base``'s signature without :data:`_NOT_EIGHT_BIT` (keyword-only from the first of them
+    on), with ``block_size`` and ``min_8bit_size`` before ``stochastic_rounding``; it runs
+    ``base``'s constructor with ``state_dtype='8bit'``. Declared once for fastact.optim and
+    fastact.torch.optim."""
+    name = base.__name__ + "8bit"
+    sig = inspect.signature(base.__init__)
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params, dropped = [], False
+    for p in sig.parameters.values():  # keyword-only from the first dropped one on
+        dropped = dropped or p.name in _NOT_EIGHT_BIT
+        if p.name not in _NOT_EIGHT_BIT:
+            params.append(p.replace(kind=kw) if dropped else p)
+    at = next(i for i, p in enumerate(params) if p.name == "stochastic_rounding")
+    params[at:at] = [
+        inspect.Parameter("block_size", kw, default=DEFAULT_BLOCK_SIZE, annotation="int"),
+        inspect.Parameter("min_8bit_size", kw, default=DEFAULT_MIN_8BIT_SIZE, annotation="int"),
+    ]
+    sig8 = sig.replace(parameters=params)
 
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0,
-        amsgrad: bool = False,
-        *,
-        maximize: bool = False,
-        decoupled_weight_decay: bool = False,
-        block_size: int = DEFAULT_BLOCK_SIZE,
-        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self._eight_bit(block_size, min_8bit_size)
-        super().__init__(
-            params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-            decoupled_weight_decay=decoupled_weight_decay, state_dtype="8bit",
-            stochastic_rounding=stochastic_rounding, seed=seed,
-        )  # fmt: skip
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            bound = sig8.bind(self, *args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{name}(): {e}") from None
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        del arguments["self"]
+        self._eight_bit(arguments.pop("block_size"), arguments.pop("min_8bit_size"))
+        base.__init__(self, **arguments, state_dtype="8bit")
 
-
-class AdamW8bit(_EightBit, AdamW):
-    __doc__ = (AdamW.__doc__ or "") + _EIGHT_BIT_DOC
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
-        amsgrad: bool = False,
-        *,
-        maximize: bool = False,
-        block_size: int = DEFAULT_BLOCK_SIZE,
-        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self._eight_bit(block_size, min_8bit_size)
-        super().__init__(
-            params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
-        )  # fmt: skip
+    __init__.__signature__ = sig8  # type: ignore[attr-defined]
+    __init__.__qualname__ = f"{name}.__init__"
+    __init__.__module__ = module
+    namespace = {"__init__": __init__, "__doc__": (base.__doc__ or "") + doc}
+    namespace.update(__module__=module, __qualname__=name)
+    return type(name, (_EightBit, base), namespace)
 
 
-class RMSprop8bit(_EightBit, RMSprop):
-    __doc__ = (RMSprop.__doc__ or "") + _EIGHT_BIT_DOC
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-2,
-        alpha: float = 0.99,
-        eps: float = 1e-8,
-        weight_decay: float = 0,
-        momentum: float = 0,
-        centered: bool = False,
-        *,
-        maximize: bool = False,
-        block_size: int = DEFAULT_BLOCK_SIZE,
-        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self._eight_bit(block_size, min_8bit_size)
-        super().__init__(
-            params, lr, alpha, eps, weight_decay, momentum, centered, maximize=maximize,
-            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
-        )  # fmt: skip
-
-
-class Adagrad8bit(_EightBit, Adagrad):
-    __doc__ = (Adagrad.__doc__ or "") + _EIGHT_BIT_DOC
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-2,
-        lr_decay: float = 0,
-        weight_decay: float = 0,
-        initial_accumulator_value: float = 0,
-        eps: float = 1e-10,
-        *,
-        maximize: bool = False,
-        block_size: int = DEFAULT_BLOCK_SIZE,
-        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self._eight_bit(block_size, min_8bit_size)
-        super().__init__(
-            params, lr, lr_decay, weight_decay, initial_accumulator_value, eps,
-            maximize=maximize, state_dtype="8bit", stochastic_rounding=stochastic_rounding,
-            seed=seed,
-        )  # fmt: skip
+SGD8bit = eight_bit_variant(SGD, _EIGHT_BIT_DOC, __name__)
+Adam8bit = eight_bit_variant(Adam, _EIGHT_BIT_DOC, __name__)
+AdamW8bit = eight_bit_variant(AdamW, _EIGHT_BIT_DOC, __name__)
+RMSprop8bit = eight_bit_variant(RMSprop, _EIGHT_BIT_DOC, __name__)
+Adagrad8bit = eight_bit_variant(Adagrad, _EIGHT_BIT_DOC, __name__)
 
 
 #: The 8-bit optimizers: name -> class.
