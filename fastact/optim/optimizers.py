@@ -185,6 +185,24 @@ class Optimizer:
     _STATE_DTYPES: tuple = (None, "float32", "bfloat16")
     #: storage defaults of the 8-bit classes (block_size, min_8bit_size), set before __init__
     _extra_defaults: dict = {}
+    #: group defaults a class fixes whatever its arguments (AdamW: the decoupled decay)
+    _FIXED: dict = {}
+    #: betas must be both floats or both tensors (torch's Adam and AdamW check it)
+    _PAIRED_BETAS = False
+    #: the state is made with the parameters, in the constructor (torch's Adagrad does)
+    _EAGER_STATE = False
+
+    @staticmethod
+    def _check_options(group: dict) -> None:
+        """A class's checks of a group's options beyond the per-option rules."""
+
+    def _construct(self, args: dict[str, Any]) -> None:
+        """The constructors' one body: ``args`` are a constructor's arguments (its
+        ``locals()``), every one but ``params`` and the storage options a group default."""
+        params, defaults = constructor_defaults(type(self), args)
+        Optimizer.__init__(self, params, defaults)
+        if self._EAGER_STATE:
+            driver.eager_state(self, self._executor())
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         defaults = {**defaults, **self._extra_defaults}
@@ -233,6 +251,7 @@ class Optimizer:
                 + (" (use the 8-bit classes, e.g. AdamW8bit)" if group["state_dtype"] == "8bit"
                    else "")
             )  # fmt: skip
+        self._check_options(group)
 
     def _step_options(self, group: dict, gi: int) -> dict:
         """``_options`` plus the storage options (state_dtype, block_size, min_8bit_size,
@@ -631,6 +650,30 @@ def _storage(state_dtype: Any, stochastic_rounding: Any, seed: Any) -> dict:
     return out
 
 
+def constructor_defaults(cls: type, args: dict[str, Any], float_betas: bool = True) -> tuple:
+    """``(params, defaults)`` from the arguments of a constructor of class ``cls`` (a
+    fastact.optim class; fastact.torch.optim's classes pass theirs' with
+    ``float_betas=False``: tensor betas stay tensors, as in torch). Every argument but
+    ``params`` is a group default; the storage options are checked and merged
+    (:func:`_storage`), the class's fixed defaults applied, the torch flags checked."""
+    args = {k: v for k, v in args.items() if k != "self"}
+    params = args.pop("params")
+    storage = _storage(args.pop("state_dtype"), args.pop("stochastic_rounding"), args.pop("seed"))
+    args.update(cls._FIXED)
+    if cls._PAIRED_BETAS:
+        betas = args["betas"]
+        _RULES["betas"](betas, "betas")
+        if not all(isinstance(b, float) for b in betas) and not all(is_tensor(b) for b in betas):
+            raise ValueError("betas must be either both floats or both Tensors")
+        if float_betas:
+            args["betas"] = tuple(float(b) for b in betas)
+    _check_flags(
+        args.get("capturable", False), args.get("differentiable", False), args.get("foreach"),
+        args.get("fused"),
+    )  # fmt: skip
+    return params, {**args, **storage}
+
+
 def _check_flags(capturable: bool, differentiable: bool, foreach: Any, fused: Any) -> None:
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
@@ -683,24 +726,13 @@ class SGD(Optimizer):
         stochastic_rounding: bool = False,
         seed: int = 0,
     ) -> None:
-        defaults = {
-            "lr": lr,
-            "momentum": momentum,
-            "dampening": dampening,
-            "weight_decay": weight_decay,
-            "nesterov": nesterov,
-            "maximize": maximize,
-            "foreach": foreach,
-            "differentiable": differentiable,
-            "fused": fused,
-        }
-        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
-        _check_flags(False, differentiable, foreach, fused)
-        super().__init__(params, defaults)
+        self._construct(locals())
 
-    def _check_group(self, group: dict) -> None:
-        super()._check_group(group)
-        if group["nesterov"] and (float(group["momentum"]) <= 0 or float(group["dampening"]) != 0):
+    @staticmethod
+    def _check_options(group: dict) -> None:
+        if group.get("nesterov") and (
+            float(group["momentum"]) <= 0 or float(group["dampening"]) != 0
+        ):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
     def _options(self, group: dict, gi: int) -> dict:
@@ -722,6 +754,7 @@ class Adam(Optimizer):
     """
 
     _spec = SPECS["Adam"]
+    _PAIRED_BETAS = True
 
     def __init__(
         self,
@@ -742,26 +775,7 @@ class Adam(Optimizer):
         stochastic_rounding: bool = False,
         seed: int = 0,
     ) -> None:
-        _RULES["betas"](betas, "betas")
-        if not all(isinstance(b, float) for b in betas) and not all(is_tensor(b) for b in betas):
-            raise ValueError("betas must be either both floats or both Tensors")
-        betas = tuple(float(b) for b in betas)
-        defaults = {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "amsgrad": amsgrad,
-            "maximize": maximize,
-            "foreach": foreach,
-            "capturable": capturable,
-            "differentiable": differentiable,
-            "fused": fused,
-            "decoupled_weight_decay": decoupled_weight_decay,
-        }
-        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
-        _check_flags(capturable, differentiable, foreach, fused)
-        super().__init__(params, defaults)
+        self._construct(locals())
 
     def _options(self, group: dict, gi: int) -> dict:
         beta1, beta2 = _betas(group, gi)
@@ -781,6 +795,7 @@ class AdamW(Adam):
     """AdamW (torch.optim.AdamW): Adam with decoupled weight decay p ← p·(1 − lr·wd), wd=1e-2."""
 
     _spec = SPECS["AdamW"]
+    _FIXED = {"decoupled_weight_decay": True}
 
     def __init__(
         self,
@@ -800,23 +815,7 @@ class AdamW(Adam):
         stochastic_rounding: bool = False,
         seed: int = 0,
     ) -> None:
-        super().__init__(
-            params,
-            lr,
-            betas,
-            eps,
-            weight_decay,
-            amsgrad,
-            foreach=foreach,
-            maximize=maximize,
-            capturable=capturable,
-            differentiable=differentiable,
-            fused=fused,
-            decoupled_weight_decay=True,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            seed=seed,
-        )
+        self._construct(locals())
 
 
 class Adamax(Optimizer):
@@ -841,19 +840,7 @@ class Adamax(Optimizer):
         stochastic_rounding: bool = False,
         seed: int = 0,
     ) -> None:
-        defaults = {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "foreach": foreach,
-            "maximize": maximize,
-            "differentiable": differentiable,
-            "capturable": capturable,
-        }
-        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
-        _check_flags(capturable, differentiable, foreach, None)
-        super().__init__(params, defaults)
+        self._construct(locals())
 
     def _options(self, group: dict, gi: int) -> dict:
         beta1, beta2 = _betas(group, gi)
@@ -887,25 +874,12 @@ class RMSprop(Optimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        *,
         state_dtype: str | None = None,
         stochastic_rounding: bool = False,
         seed: int = 0,
     ) -> None:
-        defaults = {
-            "lr": lr,
-            "momentum": momentum,
-            "alpha": alpha,
-            "eps": eps,
-            "centered": centered,
-            "weight_decay": weight_decay,
-            "capturable": capturable,
-            "foreach": foreach,
-            "maximize": maximize,
-            "differentiable": differentiable,
-        }
-        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
-        _check_flags(capturable, differentiable, foreach, None)
-        super().__init__(params, defaults)
+        self._construct(locals())
 
     def _options(self, group: dict, gi: int) -> dict:
         return {
@@ -941,18 +915,7 @@ class Rprop(Optimizer):
         stochastic_rounding: bool = False,
         seed: int = 0,
     ) -> None:
-        defaults = {
-            "lr": lr,
-            "etas": etas,
-            "step_sizes": step_sizes,
-            "foreach": foreach,
-            "maximize": maximize,
-            "differentiable": differentiable,
-            "capturable": capturable,
-        }
-        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
-        _check_flags(capturable, differentiable, foreach, None)
-        super().__init__(params, defaults)
+        self._construct(locals())
 
     def _options(self, group: dict, gi: int) -> dict:
         etaminus, etaplus = (float(x) for x in group["etas"])
@@ -972,6 +935,7 @@ class Adagrad(Optimizer):
     p ← p − clr·g/(√sum + eps). State is created in the constructor (sum = init value)."""
 
     _spec = SPECS["Adagrad"]
+    _EAGER_STATE = True  # torch creates it in the constructor too
 
     def __init__(
         self,
@@ -990,21 +954,7 @@ class Adagrad(Optimizer):
         stochastic_rounding: bool = False,
         seed: int = 0,
     ) -> None:
-        defaults = {
-            "lr": lr,
-            "lr_decay": lr_decay,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "initial_accumulator_value": initial_accumulator_value,
-            "foreach": foreach,
-            "maximize": maximize,
-            "differentiable": differentiable,
-            "fused": fused,
-        }
-        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
-        _check_flags(False, differentiable, foreach, fused)
-        super().__init__(params, defaults)
-        driver.eager_state(self, self._executor())  # torch creates it here too
+        self._construct(locals())
 
     def _options(self, group: dict, gi: int) -> dict:
         return {
@@ -1040,19 +990,7 @@ class Adadelta(Optimizer):
         stochastic_rounding: bool = False,
         seed: int = 0,
     ) -> None:
-        defaults = {
-            "lr": lr,
-            "rho": rho,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "maximize": maximize,
-            "capturable": capturable,
-            "foreach": foreach,
-            "differentiable": differentiable,
-        }
-        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
-        _check_flags(capturable, differentiable, foreach, None)
-        super().__init__(params, defaults)
+        self._construct(locals())
 
     def _options(self, group: dict, gi: int) -> dict:
         return {
