@@ -283,8 +283,13 @@ _DOUBLE_OP = re.compile(
 )
 
 
-def _float64_ops(disp: Any, sig: tuple) -> bool:
-    """Whether the compiled function (not its CPython wrapper) does float64 arithmetic."""
+def _float64_ops(disp: Any, sig: tuple, source: Callable[[], Callable]) -> bool:
+    """Whether the compiled function (not its CPython wrapper) does float64 arithmetic.
+    numba cannot show the IR of a function it loaded from its cache (a warning and an
+    invalid result): then a copy made by ``source()`` is compiled in memory to read it."""
+    if getattr(disp.overloads[sig].library, "_disable_inspection", False):
+        disp = jit(source(), cache=False, fastmath=set(ELEMENTWISE_FASTMATH))
+        disp.compile(sig)
     ir = disp.inspect_llvm(sig)
     body = []
     keep = False
@@ -436,7 +441,7 @@ class _Scalar:
             ) from None
         rtype = disp.overloads[sig].signature.return_type
         msg = self._check_return(rtype, dtype)
-        if not msg and dtype == _F32 and _float64_ops(disp, sig):
+        if not msg and dtype == _F32 and _float64_ops(disp, sig, lambda: self._typed(dtype, ints)):
             msg = (
                 f"fastact.elementwise: {self.name} computes in float64 for float32 arguments "
                 "(a float64 value inside a function it calls, or a NumPy float64 constant); "

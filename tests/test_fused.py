@@ -445,6 +445,48 @@ def test_disk_cache_is_used_by_a_new_process(tmp_path):
     assert any(p.name.startswith("fused-") for p in tmp_path.rglob("*.check"))
 
 
+def test_float64_check_reads_ir_when_numba_loaded_the_function_from_its_cache(tmp_path):
+    """A numba function with cache=True (a user's, or fastact.scalar's cores), its check memo
+    lost but numba's cache kept: numba cannot show the IR of a function it loaded from its
+    cache (a warning and an invalid result), so the check compiles a copy in memory. The
+    float64 warning comes every time, numba's 'Inspection disabled' warning never."""
+    (tmp_path / "usermod.py").write_text(
+        "import numba, numpy as np\n\n\n"
+        "@numba.njit(cache=True)\n"
+        "def wide(x):\n"
+        "    return x * np.float64(0.1)\n"
+    )
+    script = textwrap.dedent(
+        """
+        import warnings, numpy as np, fastact, usermod
+
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            fastact.elementwise(usermod.wide)(np.ones(8, np.float32))
+            fastact.elementwise(fastact.scalar.relu)(np.ones(8, np.float32))
+        print("|".join(str(w.message)[:60] for w in got))
+        """
+    )
+    cache = tmp_path / "cache"
+    env = {**os.environ, "FASTACT_CACHE_DIR": str(cache)}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(tmp_path)])
+    env.pop("FASTACT_DISABLE_CACHE", None)
+
+    def run() -> str:
+        cmd = [sys.executable, "-c", script]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+
+    outs = [run(), run()]  # compiled and checked; then both from the caches
+    memos = [p for p in cache.rglob("*.check") if p.name.startswith("fused-")]
+    assert len(memos) == 2 and list(cache.rglob("*wide*.nbi"))
+    for p in memos:
+        p.unlink()
+    outs.append(run())  # numba's cache only: the checks run again on loaded functions
+    for out in outs:
+        assert out.count("computes in float64") == 1, out
+        assert "Inspection disabled" not in out, out
+
+
 def test_serial_and_parallel_loops_agree():
     x = rand(100_000, F64)
     par = fastact.elementwise(threshold=0)(prep.__wrapped__)

@@ -8,7 +8,7 @@ kernel order of :data:`fastact.kernels.optim.OPTIMIZERS`) and a chunk table, the
 the fused kernel once per plan. The executor (:mod:`fastact.host` or the device executor of
 :mod:`fastact.cuda`) supplies the array-specific pieces with the same names: ``entry``
 (a validated parameter with its address), ``state_address``, ``no_overlap``, ``new_states``,
-``stale_entries``, ``optim_launch``, ``optim_nonfinite``, ``bump_versions`` and
+``stale_entries``, ``gradients``, ``optim_launch``, ``optim_nonfinite``, ``bump_versions`` and
 ``OPTIM_CHUNK``. The classes
 cache their plans between steps (rebuilt when a parameter, its storage or the state changes).
 

@@ -32,6 +32,7 @@ Differences from torch.optim, by design:
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from itertools import chain
 from typing import Any
@@ -184,6 +185,24 @@ class Optimizer:
     _STATE_DTYPES: tuple = (None, "float32", "bfloat16")
     #: storage defaults of the 8-bit classes (block_size, min_8bit_size), set before __init__
     _extra_defaults: dict = {}
+    #: group defaults a class fixes whatever its arguments (AdamW: the decoupled decay)
+    _FIXED: dict = {}
+    #: betas must be both floats or both tensors (torch's Adam and AdamW check it)
+    _PAIRED_BETAS = False
+    #: the state is made with the parameters, in the constructor (torch's Adagrad does)
+    _EAGER_STATE = False
+
+    @staticmethod
+    def _check_options(group: dict) -> None:
+        """A class's checks of a group's options beyond the per-option rules."""
+
+    def _construct(self, args: dict[str, Any]) -> None:
+        """The constructors' one body: ``args`` are a constructor's arguments (its
+        ``locals()``), every one but ``params`` and the storage options a group default."""
+        params, defaults = constructor_defaults(type(self), args)
+        Optimizer.__init__(self, params, defaults)
+        if self._EAGER_STATE:
+            driver.eager_state(self, self._executor())
 
     def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
         defaults = {**defaults, **self._extra_defaults}
@@ -232,6 +251,7 @@ class Optimizer:
                 + (" (use the 8-bit classes, e.g. AdamW8bit)" if group["state_dtype"] == "8bit"
                    else "")
             )  # fmt: skip
+        self._check_options(group)
 
     def _step_options(self, group: dict, gi: int) -> dict:
         """``_options`` plus the storage options (state_dtype, block_size, min_8bit_size,
@@ -630,6 +650,30 @@ def _storage(state_dtype: Any, stochastic_rounding: Any, seed: Any) -> dict:
     return out
 
 
+def constructor_defaults(cls: type, args: dict[str, Any], float_betas: bool = True) -> tuple:
+    """``(params, defaults)`` from the arguments of a constructor of class ``cls`` (a
+    fastact.optim class; fastact.torch.optim's classes pass theirs' with
+    ``float_betas=False``: tensor betas stay tensors, as in torch). Every argument but
+    ``params`` is a group default; the storage options are checked and merged
+    (:func:`_storage`), the class's fixed defaults applied, the torch flags checked."""
+    args = {k: v for k, v in args.items() if k != "self"}
+    params = args.pop("params")
+    storage = _storage(args.pop("state_dtype"), args.pop("stochastic_rounding"), args.pop("seed"))
+    args.update(cls._FIXED)
+    if cls._PAIRED_BETAS:
+        betas = args["betas"]
+        _RULES["betas"](betas, "betas")
+        if not all(isinstance(b, float) for b in betas) and not all(is_tensor(b) for b in betas):
+            raise ValueError("betas must be either both floats or both Tensors")
+        if float_betas:
+            args["betas"] = tuple(float(b) for b in betas)
+    _check_flags(
+        args.get("capturable", False), args.get("differentiable", False), args.get("foreach"),
+        args.get("fused"),
+    )  # fmt: skip
+    return params, {**args, **storage}
+
+
 def _check_flags(capturable: bool, differentiable: bool, foreach: Any, fused: Any) -> None:
     if fused and foreach:
         raise RuntimeError("`fused` and `foreach` cannot be `True` together.")
@@ -682,24 +726,13 @@ class SGD(Optimizer):
         stochastic_rounding: bool = False,
         seed: int = 0,
     ) -> None:
-        defaults = {
-            "lr": lr,
-            "momentum": momentum,
-            "dampening": dampening,
-            "weight_decay": weight_decay,
-            "nesterov": nesterov,
-            "maximize": maximize,
-            "foreach": foreach,
-            "differentiable": differentiable,
-            "fused": fused,
-        }
-        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
-        _check_flags(False, differentiable, foreach, fused)
-        super().__init__(params, defaults)
+        self._construct(locals())
 
-    def _check_group(self, group: dict) -> None:
-        super()._check_group(group)
-        if group["nesterov"] and (float(group["momentum"]) <= 0 or float(group["dampening"]) != 0):
+    @staticmethod
+    def _check_options(group: dict) -> None:
+        if group.get("nesterov") and (
+            float(group["momentum"]) <= 0 or float(group["dampening"]) != 0
+        ):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
     def _options(self, group: dict, gi: int) -> dict:
@@ -721,6 +754,7 @@ class Adam(Optimizer):
     """
 
     _spec = SPECS["Adam"]
+    _PAIRED_BETAS = True
 
     def __init__(
         self,
@@ -741,26 +775,7 @@ class Adam(Optimizer):
         stochastic_rounding: bool = False,
         seed: int = 0,
     ) -> None:
-        _RULES["betas"](betas, "betas")
-        if not all(isinstance(b, float) for b in betas) and not all(is_tensor(b) for b in betas):
-            raise ValueError("betas must be either both floats or both Tensors")
-        betas = tuple(float(b) for b in betas)
-        defaults = {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "amsgrad": amsgrad,
-            "maximize": maximize,
-            "foreach": foreach,
-            "capturable": capturable,
-            "differentiable": differentiable,
-            "fused": fused,
-            "decoupled_weight_decay": decoupled_weight_decay,
-        }
-        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
-        _check_flags(capturable, differentiable, foreach, fused)
-        super().__init__(params, defaults)
+        self._construct(locals())
 
     def _options(self, group: dict, gi: int) -> dict:
         beta1, beta2 = _betas(group, gi)
@@ -780,6 +795,7 @@ class AdamW(Adam):
     """AdamW (torch.optim.AdamW): Adam with decoupled weight decay p ← p·(1 − lr·wd), wd=1e-2."""
 
     _spec = SPECS["AdamW"]
+    _FIXED = {"decoupled_weight_decay": True}
 
     def __init__(
         self,
@@ -799,23 +815,7 @@ class AdamW(Adam):
         stochastic_rounding: bool = False,
         seed: int = 0,
     ) -> None:
-        super().__init__(
-            params,
-            lr,
-            betas,
-            eps,
-            weight_decay,
-            amsgrad,
-            foreach=foreach,
-            maximize=maximize,
-            capturable=capturable,
-            differentiable=differentiable,
-            fused=fused,
-            decoupled_weight_decay=True,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            seed=seed,
-        )
+        self._construct(locals())
 
 
 class Adamax(Optimizer):
@@ -840,19 +840,7 @@ class Adamax(Optimizer):
         stochastic_rounding: bool = False,
         seed: int = 0,
     ) -> None:
-        defaults = {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "foreach": foreach,
-            "maximize": maximize,
-            "differentiable": differentiable,
-            "capturable": capturable,
-        }
-        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
-        _check_flags(capturable, differentiable, foreach, None)
-        super().__init__(params, defaults)
+        self._construct(locals())
 
     def _options(self, group: dict, gi: int) -> dict:
         beta1, beta2 = _betas(group, gi)
@@ -886,25 +874,12 @@ class RMSprop(Optimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        *,
         state_dtype: str | None = None,
         stochastic_rounding: bool = False,
         seed: int = 0,
     ) -> None:
-        defaults = {
-            "lr": lr,
-            "momentum": momentum,
-            "alpha": alpha,
-            "eps": eps,
-            "centered": centered,
-            "weight_decay": weight_decay,
-            "capturable": capturable,
-            "foreach": foreach,
-            "maximize": maximize,
-            "differentiable": differentiable,
-        }
-        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
-        _check_flags(capturable, differentiable, foreach, None)
-        super().__init__(params, defaults)
+        self._construct(locals())
 
     def _options(self, group: dict, gi: int) -> dict:
         return {
@@ -940,18 +915,7 @@ class Rprop(Optimizer):
         stochastic_rounding: bool = False,
         seed: int = 0,
     ) -> None:
-        defaults = {
-            "lr": lr,
-            "etas": etas,
-            "step_sizes": step_sizes,
-            "foreach": foreach,
-            "maximize": maximize,
-            "differentiable": differentiable,
-            "capturable": capturable,
-        }
-        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
-        _check_flags(capturable, differentiable, foreach, None)
-        super().__init__(params, defaults)
+        self._construct(locals())
 
     def _options(self, group: dict, gi: int) -> dict:
         etaminus, etaplus = (float(x) for x in group["etas"])
@@ -971,6 +935,7 @@ class Adagrad(Optimizer):
     p ← p − clr·g/(√sum + eps). State is created in the constructor (sum = init value)."""
 
     _spec = SPECS["Adagrad"]
+    _EAGER_STATE = True  # torch creates it in the constructor too
 
     def __init__(
         self,
@@ -989,21 +954,7 @@ class Adagrad(Optimizer):
         stochastic_rounding: bool = False,
         seed: int = 0,
     ) -> None:
-        defaults = {
-            "lr": lr,
-            "lr_decay": lr_decay,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "initial_accumulator_value": initial_accumulator_value,
-            "foreach": foreach,
-            "maximize": maximize,
-            "differentiable": differentiable,
-            "fused": fused,
-        }
-        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
-        _check_flags(False, differentiable, foreach, fused)
-        super().__init__(params, defaults)
-        driver.eager_state(self, self._executor())  # torch creates it here too
+        self._construct(locals())
 
     def _options(self, group: dict, gi: int) -> dict:
         return {
@@ -1039,19 +990,7 @@ class Adadelta(Optimizer):
         stochastic_rounding: bool = False,
         seed: int = 0,
     ) -> None:
-        defaults = {
-            "lr": lr,
-            "rho": rho,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "maximize": maximize,
-            "capturable": capturable,
-            "foreach": foreach,
-            "differentiable": differentiable,
-        }
-        defaults.update(_storage(state_dtype, stochastic_rounding, seed))
-        _check_flags(capturable, differentiable, foreach, None)
-        super().__init__(params, defaults)
+        self._construct(locals())
 
     def _options(self, group: dict, gi: int) -> dict:
         return {
@@ -1090,133 +1029,56 @@ class _EightBit:
         self._extra_defaults = {"block_size": block_size, "min_8bit_size": min_8bit_size}
 
 
-class SGD8bit(_EightBit, SGD):
-    __doc__ = (SGD.__doc__ or "") + _EIGHT_BIT_DOC
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-3,
-        momentum: float = 0,
-        dampening: float = 0,
-        weight_decay: float = 0,
-        nesterov: bool = False,
-        *,
-        maximize: bool = False,
-        block_size: int = DEFAULT_BLOCK_SIZE,
-        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self._eight_bit(block_size, min_8bit_size)
-        super().__init__(
-            params, lr, momentum, dampening, weight_decay, nesterov, maximize=maximize,
-            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
-        )  # fmt: skip
+#: the float32 classes' arguments that an 8-bit class does not take (its states are 8-bit; the
+#: torch flags have no other value here)
+_NOT_EIGHT_BIT = ("foreach", "capturable", "differentiable", "fused", "state_dtype")
 
 
-class Adam8bit(_EightBit, Adam):
-    __doc__ = (Adam.__doc__ or "") + _EIGHT_BIT_DOC
+def eight_bit_variant(base: type, doc: str, module: str) -> type:
+    """The 8-bit class of the float32 optimizer class ``base`` (``<base>8bit`` of ``module``):
+    ``base``'s signature without :data:`_NOT_EIGHT_BIT` (keyword-only from the first of them
+    on), with ``block_size`` and ``min_8bit_size`` before ``stochastic_rounding``; it runs
+    ``base``'s constructor with ``state_dtype='8bit'``. Declared once for fastact.optim and
+    fastact.torch.optim."""
+    name = base.__name__ + "8bit"
+    sig = inspect.signature(base.__init__)
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params, dropped = [], False
+    for p in sig.parameters.values():  # keyword-only from the first dropped one on
+        dropped = dropped or p.name in _NOT_EIGHT_BIT
+        if p.name not in _NOT_EIGHT_BIT:
+            params.append(p.replace(kind=kw) if dropped else p)
+    at = next(i for i, p in enumerate(params) if p.name == "stochastic_rounding")
+    params[at:at] = [
+        inspect.Parameter("block_size", kw, default=DEFAULT_BLOCK_SIZE, annotation="int"),
+        inspect.Parameter("min_8bit_size", kw, default=DEFAULT_MIN_8BIT_SIZE, annotation="int"),
+    ]
+    sig8 = sig.replace(parameters=params)
 
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0,
-        amsgrad: bool = False,
-        *,
-        maximize: bool = False,
-        decoupled_weight_decay: bool = False,
-        block_size: int = DEFAULT_BLOCK_SIZE,
-        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self._eight_bit(block_size, min_8bit_size)
-        super().__init__(
-            params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-            decoupled_weight_decay=decoupled_weight_decay, state_dtype="8bit",
-            stochastic_rounding=stochastic_rounding, seed=seed,
-        )  # fmt: skip
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            bound = sig8.bind(self, *args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{name}(): {e}") from None
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        del arguments["self"]
+        self._eight_bit(arguments.pop("block_size"), arguments.pop("min_8bit_size"))
+        base.__init__(self, **arguments, state_dtype="8bit")
 
-
-class AdamW8bit(_EightBit, AdamW):
-    __doc__ = (AdamW.__doc__ or "") + _EIGHT_BIT_DOC
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
-        amsgrad: bool = False,
-        *,
-        maximize: bool = False,
-        block_size: int = DEFAULT_BLOCK_SIZE,
-        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self._eight_bit(block_size, min_8bit_size)
-        super().__init__(
-            params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
-        )  # fmt: skip
+    __init__.__signature__ = sig8  # type: ignore[attr-defined]
+    __init__.__qualname__ = f"{name}.__init__"
+    __init__.__module__ = module
+    namespace = {"__init__": __init__, "__doc__": (base.__doc__ or "") + doc}
+    namespace.update(__module__=module, __qualname__=name)
+    return type(name, (_EightBit, base), namespace)
 
 
-class RMSprop8bit(_EightBit, RMSprop):
-    __doc__ = (RMSprop.__doc__ or "") + _EIGHT_BIT_DOC
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-2,
-        alpha: float = 0.99,
-        eps: float = 1e-8,
-        weight_decay: float = 0,
-        momentum: float = 0,
-        centered: bool = False,
-        *,
-        maximize: bool = False,
-        block_size: int = DEFAULT_BLOCK_SIZE,
-        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self._eight_bit(block_size, min_8bit_size)
-        super().__init__(
-            params, lr, alpha, eps, weight_decay, momentum, centered, maximize=maximize,
-            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
-        )  # fmt: skip
-
-
-class Adagrad8bit(_EightBit, Adagrad):
-    __doc__ = (Adagrad.__doc__ or "") + _EIGHT_BIT_DOC
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float = 1e-2,
-        lr_decay: float = 0,
-        weight_decay: float = 0,
-        initial_accumulator_value: float = 0,
-        eps: float = 1e-10,
-        *,
-        maximize: bool = False,
-        block_size: int = DEFAULT_BLOCK_SIZE,
-        min_8bit_size: int = DEFAULT_MIN_8BIT_SIZE,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self._eight_bit(block_size, min_8bit_size)
-        super().__init__(
-            params, lr, lr_decay, weight_decay, initial_accumulator_value, eps,
-            maximize=maximize, state_dtype="8bit", stochastic_rounding=stochastic_rounding,
-            seed=seed,
-        )  # fmt: skip
+SGD8bit = eight_bit_variant(SGD, _EIGHT_BIT_DOC, __name__)
+Adam8bit = eight_bit_variant(Adam, _EIGHT_BIT_DOC, __name__)
+AdamW8bit = eight_bit_variant(AdamW, _EIGHT_BIT_DOC, __name__)
+RMSprop8bit = eight_bit_variant(RMSprop, _EIGHT_BIT_DOC, __name__)
+Adagrad8bit = eight_bit_variant(Adagrad, _EIGHT_BIT_DOC, __name__)
 
 
 #: The 8-bit optimizers: name -> class.

@@ -42,6 +42,7 @@ warning. ``step`` also takes ``check_finite=True`` / ``skip_nonfinite=True``
 from __future__ import annotations
 
 import copy
+import inspect
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
@@ -52,7 +53,6 @@ import numpy as np
 import torch
 
 from fastact import host
-from fastact.kernels.optim import OPTIMIZERS as SPECS
 from fastact.kernels.optim import Optim
 from fastact.optim import driver
 from fastact.optim import optimizers as _fa
@@ -275,6 +275,7 @@ class Optimizer(torch.optim.Optimizer):
                 + (" (use the 8-bit classes, e.g. AdamW8bit)" if group["state_dtype"] == "8bit"
                    else "")
             )  # fmt: skip
+        self._fastact._check_options(group)
 
     def _options(self, group: dict, gi: int) -> dict:
         """The group's options under the functional API's names (the spec's input)."""
@@ -324,7 +325,9 @@ class Optimizer(torch.optim.Optimizer):
             self._added_group(group)
 
     def _added_group(self, group: dict) -> None:
-        """Hook for classes that create state with the group (Adagrad)."""
+        """Create the new group's state when the class makes it eagerly (Adagrad)."""
+        if self._fastact._EAGER_STATE:
+            driver.eager_state(self, host)  # the new group's (the others have theirs)
 
     # ------------------------------------------------------------------------- step
     def step(
@@ -467,349 +470,41 @@ class Optimizer(torch.optim.Optimizer):
 # --------------------------------------------------------------------------------------------
 
 
-def _flags(capturable: bool, differentiable: bool, foreach: Any, fused: Any) -> None:
-    _fa._check_flags(capturable, differentiable, foreach, fused)
+def torch_variant(fa: type, base: type) -> type:
+    """The ``torch.optim.Optimizer`` class of fastact.optim class ``fa``: its signature,
+    defaults and checks (:func:`fastact.optim.optimizers.constructor_defaults`, tensor
+    betas kept as torch keeps them), with ``base`` (:class:`Optimizer` or the variant of
+    ``fa``'s base: AdamW is an Adam, as in torch)."""
+    name = fa.__name__
+    sig = inspect.signature(fa.__init__)
+
+    def __init__(self: Optimizer, *args: Any, **kwargs: Any) -> None:
+        try:
+            bound = sig.bind(self, *args, **kwargs)
+        except TypeError as e:
+            raise TypeError(f"{name}(): {e}") from None
+        bound.apply_defaults()
+        params, defaults = _fa.constructor_defaults(fa, bound.arguments, float_betas=False)
+        Optimizer.__init__(self, params, defaults)
+        if fa._EAGER_STATE:
+            driver.eager_state(self, host)
+
+    __init__.__signature__ = sig  # type: ignore[attr-defined]
+    __init__.__qualname__ = f"{name}.__init__"
+    doc = f"torch.optim.{name} as a ``torch.optim.Optimizer`` (fastact's fused step). "
+    namespace = {"__init__": __init__, "__doc__": doc + (fa.__doc__ or "")}
+    namespace.update(_spec=fa._spec, _fastact=fa, __module__=__name__, __qualname__=name)
+    return type(name, (base,), namespace)
 
 
-class SGD(Optimizer):
-    """torch.optim.SGD: ``g <- +-g + wd p``; with momentum ``buf <- g`` on the first step,
-    else ``mu buf + (1 - dampening) g``; ``g <- g + mu buf`` (nesterov) or ``buf``;
-    ``p <- p - lr g``."""
-
-    _spec = SPECS["SGD"]
-    _fastact = _fa.SGD
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor = 1e-3,
-        momentum: float = 0,
-        dampening: float = 0,
-        weight_decay: float | torch.Tensor = 0,
-        nesterov: bool = False,
-        *,
-        maximize: bool = False,
-        foreach: bool | None = None,
-        differentiable: bool = False,
-        fused: bool | None = None,
-        state_dtype: str | None = None,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        _flags(False, differentiable, foreach, fused)
-        defaults = {
-            "lr": lr,
-            "momentum": momentum,
-            "dampening": dampening,
-            "weight_decay": weight_decay,
-            "nesterov": nesterov,
-            "maximize": maximize,
-            "foreach": foreach,
-            "differentiable": differentiable,
-            "fused": fused,
-        }
-        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
-        super().__init__(params, defaults)
-
-    def _check_group(self, group: dict[str, Any]) -> None:
-        super()._check_group(group)
-        if group.get("nesterov") and (
-            float(group["momentum"]) <= 0 or float(group["dampening"]) != 0
-        ):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-
-
-class Adam(Optimizer):
-    """torch.optim.Adam (``decoupled_weight_decay=True`` is AdamW): ``m <- lerp(m, g, 1-b1)``,
-    ``v <- b2 v + (1-b2) g^2`` (amsgrad: the running max of v),
-    ``p <- p - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps)``."""
-
-    _spec = SPECS["Adam"]
-    _fastact = _fa.Adam
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor = 1e-3,
-        betas: tuple[float | torch.Tensor, float | torch.Tensor] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0,
-        amsgrad: bool = False,
-        *,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        capturable: bool = False,
-        differentiable: bool = False,
-        fused: bool | None = None,
-        decoupled_weight_decay: bool = False,
-        state_dtype: str | None = None,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        _flags(capturable, differentiable, foreach, fused)
-        _fa._RULES["betas"](betas, "betas")
-        if not all(isinstance(b, float) for b in betas) and not all(
-            isinstance(b, torch.Tensor) for b in betas
-        ):
-            raise ValueError("betas must be either both floats or both Tensors")
-        defaults = {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "amsgrad": amsgrad,
-            "maximize": maximize,
-            "foreach": foreach,
-            "capturable": capturable,
-            "differentiable": differentiable,
-            "fused": fused,
-            "decoupled_weight_decay": decoupled_weight_decay,
-        }
-        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
-        super().__init__(params, defaults)
-
-
-class AdamW(Adam):
-    """torch.optim.AdamW: Adam with the decoupled weight decay ``p <- p (1 - lr wd)`` applied
-    first (``weight_decay=1e-2``)."""
-
-    _spec = SPECS["AdamW"]
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor = 1e-3,
-        betas: tuple[float | torch.Tensor, float | torch.Tensor] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
-        amsgrad: bool = False,
-        *,
-        maximize: bool = False,
-        foreach: bool | None = None,
-        capturable: bool = False,
-        differentiable: bool = False,
-        fused: bool | None = None,
-        state_dtype: str | None = None,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(
-            params,
-            lr,
-            betas,
-            eps,
-            weight_decay,
-            amsgrad,
-            foreach=foreach,
-            maximize=maximize,
-            capturable=capturable,
-            differentiable=differentiable,
-            fused=fused,
-            decoupled_weight_decay=True,
-            state_dtype=state_dtype,
-            stochastic_rounding=stochastic_rounding,
-            seed=seed,
-        )
-
-
-class Adamax(Optimizer):
-    """torch.optim.Adamax: ``m <- lerp(m, g, 1-b1)``, ``u <- max(b2 u, |g| + eps)``,
-    ``p <- p - (lr / (1 - b1^t)) m / u``."""
-
-    _spec = SPECS["Adamax"]
-    _fastact = _fa.Adamax
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor = 2e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0,
-        foreach: bool | None = None,
-        *,
-        maximize: bool = False,
-        differentiable: bool = False,
-        capturable: bool = False,
-        state_dtype: str | None = None,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        _flags(capturable, differentiable, foreach, None)
-        defaults = {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "foreach": foreach,
-            "maximize": maximize,
-            "differentiable": differentiable,
-            "capturable": capturable,
-        }
-        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
-        super().__init__(params, defaults)
-
-
-class RMSprop(Optimizer):
-    """torch.optim.RMSprop: ``v <- a v + (1-a) g^2``; ``avg = sqrt(v) + eps`` (centered:
-    ``sqrt(v - gbar^2) + eps``); momentum ``buf <- mu buf + g / avg``, ``p <- p - lr buf``,
-    else ``p <- p - lr g / avg``."""
-
-    _spec = SPECS["RMSprop"]
-    _fastact = _fa.RMSprop
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor = 1e-2,
-        alpha: float = 0.99,
-        eps: float = 1e-8,
-        weight_decay: float = 0,
-        momentum: float = 0,
-        centered: bool = False,
-        capturable: bool = False,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        differentiable: bool = False,
-        *,
-        state_dtype: str | None = None,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        _flags(capturable, differentiable, foreach, None)
-        defaults = {
-            "lr": lr,
-            "momentum": momentum,
-            "alpha": alpha,
-            "eps": eps,
-            "centered": centered,
-            "weight_decay": weight_decay,
-            "capturable": capturable,
-            "foreach": foreach,
-            "maximize": maximize,
-            "differentiable": differentiable,
-        }
-        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
-        super().__init__(params, defaults)
-
-
-class Rprop(Optimizer):
-    """torch.optim.Rprop: per-element step sizes grow by eta+ / shrink by eta- where the
-    gradient keeps / flips its sign (clamped to ``step_sizes``); ``p <- p - sign(g) step``."""
-
-    _spec = SPECS["Rprop"]
-    _fastact = _fa.Rprop
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor = 1e-2,
-        etas: tuple[float, float] = (0.5, 1.2),
-        step_sizes: tuple[float, float] = (1e-6, 50),
-        *,
-        capturable: bool = False,
-        foreach: bool | None = None,
-        maximize: bool = False,
-        differentiable: bool = False,
-        state_dtype: str | None = None,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        _flags(capturable, differentiable, foreach, None)
-        defaults = {
-            "lr": lr,
-            "etas": etas,
-            "step_sizes": step_sizes,
-            "foreach": foreach,
-            "maximize": maximize,
-            "differentiable": differentiable,
-            "capturable": capturable,
-        }
-        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
-        super().__init__(params, defaults)
-
-
-class Adagrad(Optimizer):
-    """torch.optim.Adagrad (dense): ``clr = lr / (1 + (t-1) lr_decay)``, ``sum <- sum + g^2``,
-    ``p <- p - clr g / (sqrt(sum) + eps)``; the state (``step`` 0, ``sum`` the initial
-    accumulator value) is created with the parameters, as torch does."""
-
-    _spec = SPECS["Adagrad"]
-    _fastact = _fa.Adagrad
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor = 1e-2,
-        lr_decay: float = 0,
-        weight_decay: float = 0,
-        initial_accumulator_value: float = 0,
-        eps: float = 1e-10,
-        foreach: bool | None = None,
-        *,
-        maximize: bool = False,
-        differentiable: bool = False,
-        fused: bool | None = None,
-        state_dtype: str | None = None,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        _flags(False, differentiable, foreach, fused)
-        defaults = {
-            "lr": lr,
-            "lr_decay": lr_decay,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "initial_accumulator_value": initial_accumulator_value,
-            "foreach": foreach,
-            "maximize": maximize,
-            "differentiable": differentiable,
-            "fused": fused,
-        }
-        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
-        super().__init__(params, defaults)
-        driver.eager_state(self, host)
-
-    def _added_group(self, group: dict) -> None:
-        driver.eager_state(self, host)  # the new group's (the others have theirs)
-
-
-class Adadelta(Optimizer):
-    """torch.optim.Adadelta: ``v <- rho v + (1-rho) g^2``,
-    ``d = sqrt(u + eps) / sqrt(v + eps) g``, ``u <- rho u + (1-rho) d^2``, ``p <- p - lr d``."""
-
-    _spec = SPECS["Adadelta"]
-    _fastact = _fa.Adadelta
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor = 1.0,
-        rho: float = 0.9,
-        eps: float = 1e-6,
-        weight_decay: float = 0,
-        foreach: bool | None = None,
-        *,
-        capturable: bool = False,
-        maximize: bool = False,
-        differentiable: bool = False,
-        state_dtype: str | None = None,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        _flags(capturable, differentiable, foreach, None)
-        defaults = {
-            "lr": lr,
-            "rho": rho,
-            "eps": eps,
-            "weight_decay": weight_decay,
-            "maximize": maximize,
-            "capturable": capturable,
-            "foreach": foreach,
-            "differentiable": differentiable,
-        }
-        defaults.update(_fa._storage(state_dtype, stochastic_rounding, seed))
-        super().__init__(params, defaults)
+SGD = torch_variant(_fa.SGD, Optimizer)
+Adam = torch_variant(_fa.Adam, Optimizer)
+AdamW = torch_variant(_fa.AdamW, Adam)
+Adamax = torch_variant(_fa.Adamax, Optimizer)
+RMSprop = torch_variant(_fa.RMSprop, Optimizer)
+Rprop = torch_variant(_fa.Rprop, Optimizer)
+Adagrad = torch_variant(_fa.Adagrad, Optimizer)
+Adadelta = torch_variant(_fa.Adadelta, Optimizer)
 
 
 # --------------------------------------------------------------------------------------------
@@ -830,133 +525,11 @@ _EIGHT_BIT_DOC = """
     ``torch.optim`` state dict loads into an 8-bit class (quantized on load)."""
 
 
-class SGD8bit(_fa._EightBit, SGD):
-    __doc__ = (SGD.__doc__ or "") + _EIGHT_BIT_DOC
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor = 1e-3,
-        momentum: float = 0,
-        dampening: float = 0,
-        weight_decay: float = 0,
-        nesterov: bool = False,
-        *,
-        maximize: bool = False,
-        block_size: int = _fa.DEFAULT_BLOCK_SIZE,
-        min_8bit_size: int = _fa.DEFAULT_MIN_8BIT_SIZE,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self._eight_bit(block_size, min_8bit_size)
-        super().__init__(
-            params, lr, momentum, dampening, weight_decay, nesterov, maximize=maximize,
-            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
-        )  # fmt: skip
-
-
-class Adam8bit(_fa._EightBit, Adam):
-    __doc__ = (Adam.__doc__ or "") + _EIGHT_BIT_DOC
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0,
-        amsgrad: bool = False,
-        *,
-        maximize: bool = False,
-        decoupled_weight_decay: bool = False,
-        block_size: int = _fa.DEFAULT_BLOCK_SIZE,
-        min_8bit_size: int = _fa.DEFAULT_MIN_8BIT_SIZE,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self._eight_bit(block_size, min_8bit_size)
-        super().__init__(
-            params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-            decoupled_weight_decay=decoupled_weight_decay, state_dtype="8bit",
-            stochastic_rounding=stochastic_rounding, seed=seed,
-        )  # fmt: skip
-
-
-class AdamW8bit(_fa._EightBit, AdamW):
-    __doc__ = (AdamW.__doc__ or "") + _EIGHT_BIT_DOC
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
-        amsgrad: bool = False,
-        *,
-        maximize: bool = False,
-        block_size: int = _fa.DEFAULT_BLOCK_SIZE,
-        min_8bit_size: int = _fa.DEFAULT_MIN_8BIT_SIZE,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self._eight_bit(block_size, min_8bit_size)
-        super().__init__(
-            params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
-        )  # fmt: skip
-
-
-class RMSprop8bit(_fa._EightBit, RMSprop):
-    __doc__ = (RMSprop.__doc__ or "") + _EIGHT_BIT_DOC
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor = 1e-2,
-        alpha: float = 0.99,
-        eps: float = 1e-8,
-        weight_decay: float = 0,
-        momentum: float = 0,
-        centered: bool = False,
-        *,
-        maximize: bool = False,
-        block_size: int = _fa.DEFAULT_BLOCK_SIZE,
-        min_8bit_size: int = _fa.DEFAULT_MIN_8BIT_SIZE,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self._eight_bit(block_size, min_8bit_size)
-        super().__init__(
-            params, lr, alpha, eps, weight_decay, momentum, centered, maximize=maximize,
-            state_dtype="8bit", stochastic_rounding=stochastic_rounding, seed=seed,
-        )  # fmt: skip
-
-
-class Adagrad8bit(_fa._EightBit, Adagrad):
-    __doc__ = (Adagrad.__doc__ or "") + _EIGHT_BIT_DOC
-
-    def __init__(
-        self,
-        params: Any,
-        lr: float | torch.Tensor = 1e-2,
-        lr_decay: float = 0,
-        weight_decay: float = 0,
-        initial_accumulator_value: float = 0,
-        eps: float = 1e-10,
-        *,
-        maximize: bool = False,
-        block_size: int = _fa.DEFAULT_BLOCK_SIZE,
-        min_8bit_size: int = _fa.DEFAULT_MIN_8BIT_SIZE,
-        stochastic_rounding: bool = False,
-        seed: int = 0,
-    ) -> None:
-        self._eight_bit(block_size, min_8bit_size)
-        super().__init__(
-            params, lr, lr_decay, weight_decay, initial_accumulator_value, eps,
-            maximize=maximize, state_dtype="8bit", stochastic_rounding=stochastic_rounding,
-            seed=seed,
-        )  # fmt: skip
+SGD8bit = _fa.eight_bit_variant(SGD, _EIGHT_BIT_DOC, __name__)
+Adam8bit = _fa.eight_bit_variant(Adam, _EIGHT_BIT_DOC, __name__)
+AdamW8bit = _fa.eight_bit_variant(AdamW, _EIGHT_BIT_DOC, __name__)
+RMSprop8bit = _fa.eight_bit_variant(RMSprop, _EIGHT_BIT_DOC, __name__)
+Adagrad8bit = _fa.eight_bit_variant(Adagrad, _EIGHT_BIT_DOC, __name__)
 
 
 #: name -> class (the tests and the benchmark iterate it).
