@@ -104,7 +104,7 @@ def decode8(code, signed):
     a = _f32_from_bits(_i32(0x7EE00000 - fb))
     # 8**-E = 2**(3F - 3G): exponent field 3 * (127 + F) - (254 + 3G) (mod 2**32)
     p8e = _f32_from_bits(_i32(fb * 3 - ((254 + 3 * (6 if signed else 7)) << 23)))
-    v = ((mf + _F1) * a - _THREE4) * p8e
+    v = _fma(mf + _F1, a, -_THREE4) * p8e  # the product is exact: the fma is one operation less
     v = v if m != _I0 else _F0
     if signed:
         return _f32_from_bits(_i32(_bits(v) | _i32((c & 128) << 24)))
@@ -134,7 +134,7 @@ def encode8(y, signed):
     two_f = _f32_from_bits(_i32(((127 + g) << 23) - (e << 23)))  # 2**F, F = G - E
     top = e < g
     a = two_f * _A if top else np.float32(2.0)
-    c = (two_f * _B - _HALF) if top else _F0
+    c = _fma(two_f, _B, -_HALF) if top else _F0  # two_f * _B is exact (two_f a power of 2)
     m = np.int32(np.floor(_fma(t, a, c)))  # one rounding (explicit: no fast-math here)
     if signed:
         return np.uint8(_i32(m | _i32((b >> 24) & 128)))

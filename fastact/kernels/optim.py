@@ -635,7 +635,7 @@ def _plain_adam(sc):
 @_exact
 def _adam_update(p, g, m, v, x, c0, c1, sc, plain):
     """torch's Adam/AdamW: m += (1 - beta1) (g - m); v = beta2 v + (1 - beta2) g**2 (amsgrad:
-    x = max(x, v) is used); p = decay * p - c0 * m / (sqrt(v) / c1 + eps) with c0 = lr / bc1,
+    x = max(x, v) is used); p = decay * p - c0 * m / (sqrt(v) * (1 / c1) + eps), c0 = lr / bc1,
     c1 = sqrt(bc2), decay = 1 - lr * wd (AdamW) or L2 g += wd * p (Adam)."""
     beta1, beta2, eps, weight_decay, decay, amsgrad, maximize = sc
     w = np.float32(1.0 - beta1)
@@ -654,7 +654,8 @@ def _adam_update(p, g, m, v, x, c0, c1, sc, plain):
     if not plain and amsgrad:
         x = _max_nan(x, v)
         vv = x
-    den = np.sqrt(vv) / np.float32(c1) + np.float32(eps)
+    # / c1 as * (1 / c1) (c1 is per tensor: one division per element less)
+    den = np.sqrt(vv) * (np.float32(1.0) / np.float32(c1)) + np.float32(eps)
     return _fma(p, dec, np.float32(-c0) * m / den), m, v, x
 
 
