@@ -362,9 +362,33 @@ CASES_8BIT = [
     ("SGD8bit", "SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
     ("Adam8bit", "Adam", {"lr": 1e-2, "amsgrad": True, "weight_decay": 0.01}),
     ("AdamW8bit", "AdamW", {"lr": 1e-2}),
-    ("RMSprop8bit", "RMSprop", {"lr": 1e-3, "momentum": 0.5, "centered": True}),
+    ("RMSprop8bit", "RMSprop", {"lr": 1e-3, "momentum": 0.5}),
     ("Adagrad8bit", "Adagrad", {"lr": 0.05, "initial_accumulator_value": 0.1}),
 ]
+
+
+def test_centered_rmsprop_with_8bit_states_is_refused():
+    """sqrt(v - mean^2) of quantized v and mean goes NaN (near-constant gradients: after ~400
+    steps on main before the check), so RMSprop8bit refuses centered=True, in the
+    constructor, add_param_group and load_state_dict, before changing anything."""
+    import torch
+
+    import fastact.torch.optim as fto
+
+    p = np.zeros(8, np.float32)
+    with pytest.raises(ValueError, match="centered=True is not supported with 8-bit states"):
+        fo.RMSprop8bit([p], centered=True)
+    with pytest.raises(ValueError, match="centered=True is not supported with 8-bit states"):
+        fto.RMSprop8bit([torch.zeros(8, requires_grad=True)], centered=True)
+    opt = fo.RMSprop8bit([p], min_8bit_size=0)
+    with pytest.raises(ValueError, match="centered=True"):
+        opt.add_param_group({"params": [np.zeros(3, np.float32)], "centered": True})
+    sd = opt.state_dict()
+    sd["param_groups"][0]["centered"] = True
+    with pytest.raises(ValueError, match="centered=True"):
+        opt.load_state_dict(sd)
+    assert len(opt.param_groups) == 1 and opt.param_groups[0]["centered"] is False
+    fo.RMSprop([p], centered=True, state_dtype="bfloat16")  # bfloat16 states keep it
 
 
 @pytest.mark.parametrize("cfg", CASES_8BIT, ids=lambda c: c[0])

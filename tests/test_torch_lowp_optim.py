@@ -27,7 +27,7 @@ CASES_8BIT = [
     ("SGD8bit", "SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
     ("Adam8bit", "Adam", {"lr": 1e-2, "amsgrad": True, "weight_decay": 0.01}),
     ("AdamW8bit", "AdamW", {"lr": 1e-2}),
-    ("RMSprop8bit", "RMSprop", {"lr": 1e-3, "momentum": 0.5, "centered": True}),
+    ("RMSprop8bit", "RMSprop", {"lr": 1e-3, "momentum": 0.5}),
     ("Adagrad8bit", "Adagrad", {"lr": 0.05, "initial_accumulator_value": 0.1}),
 ]
 STORAGE = {"block_size": 128, "min_8bit_size": 1000}

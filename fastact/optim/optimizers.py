@@ -881,6 +881,15 @@ class RMSprop(Optimizer):
     ) -> None:
         self._construct(locals())
 
+    @staticmethod
+    def _check_options(group: dict) -> None:
+        if group.get("centered") and group.get("state_dtype") == "8bit":
+            raise ValueError(
+                "centered=True is not supported with 8-bit states: the quantized second "
+                "moment can fall below the squared quantized mean, whose square root is NaN "
+                "(bitsandbytes' 8-bit RMSprop refuses it too); use state_dtype='bfloat16'"
+            )
+
     def _options(self, group: dict, gi: int) -> dict:
         return {
             "lr": _num(group, "lr", gi),
