@@ -1,0 +1,298 @@
+"""The references of the float32 activation sweep (``scripts/ulp_reference.py``, used by
+``scripts/ulp_sweep_activations.py``) are exact to far below a float32 ULP.
+
+Every reference (forward, gradient from the input, gradient from the output) is compared with
+mpmath at 256 bits (more where ``x - tanh x`` cancels) on random points in each region that
+matters: log-uniform magnitudes over the whole float32 range, the core [-12, 12], dense bands
+and the float32 neighbours of each derivative's root (gelu', gelu-tanh', silu', mish',
+hardswish'), tanhshrink near 0, the kinks and the special values. The bound is 1e-4 float32
+ULPs of the exact value (subnormal spacing below 2^-126); exact zeros must be exactly 0 and NaN
+inputs give NaN. The mpmath formulas here are written independently of the module's (closed
+forms, checked against ``mpmath.diff``), so a broken reference or a broken band fails here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+import zlib
+from pathlib import Path
+
+import mpmath
+import numpy as np
+import pytest
+
+_SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def _load():
+    if str(_SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(_SCRIPTS))
+    spec = importlib.util.spec_from_file_location("ulp_reference", _SCRIPTS / "ulp_reference.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+R = _load()
+BOUND = 1e-4  # float32 ULPs
+PREC = 256
+mp = mpmath.mp
+
+with mpmath.workprec(PREC):  # the decimal constants, not their float64 roundings
+    ALPHA = mpmath.mpf("1.6732632423543772848170429916717")
+    SCALE = mpmath.mpf("1.0507009873554804934193349852946")
+    GC = mpmath.mpf("0.044715")
+    LEAKY = mpmath.mpf("0.01")
+
+
+# ----------------------------------------------------------------------------- exact values
+def _sig(x):
+    return 1 / (1 + mpmath.exp(-x))
+
+
+def _tanhshrink(x):
+    # x - tanh x loses about 2 log2(1/|x|) bits: raise the precision by that much
+    extra = max(0, -2 * int(mpmath.floor(mpmath.log(abs(x), 2)))) if x != 0 else 0
+    with mpmath.extraprec(extra + 16):
+        return +(x - mpmath.tanh(x))
+
+
+def _gelu_tanh_z(x):
+    return mpmath.sqrt(2 / mpmath.pi) * (x + GC * x**3)
+
+
+FWD = {
+    "sigmoid": _sig,
+    "tanh": mpmath.tanh,
+    "relu": lambda x: x if x > 0 else mpmath.mpf(0),
+    "leaky_relu": lambda x: x if x > 0 else x * LEAKY,
+    "hardtanh": lambda x: min(max(x, -1), 1),
+    "relu6": lambda x: min(max(x, 0), 6),
+    "elu": lambda x: x if x > 0 else mpmath.expm1(x),
+    "celu": lambda x: x if x > 0 else mpmath.expm1(x),
+    "selu": lambda x: SCALE * (x if x > 0 else ALPHA * mpmath.expm1(x)),
+    "softplus": lambda x: x if x > 20 else mpmath.log1p(mpmath.exp(x)),
+    "logsigmoid": lambda x: -mpmath.log1p(mpmath.exp(-x)),
+    "silu": lambda x: x * _sig(x),
+    "mish": lambda x: x * mpmath.tanh(mpmath.log1p(mpmath.exp(x))),
+    "gelu": lambda x: x * mpmath.erfc(-x / mpmath.sqrt(2)) / 2,
+    "gelu_tanh": lambda x: x * _sig(2 * _gelu_tanh_z(x)),  # 0.5 (1 + tanh z) = sigmoid(2z)
+    "hardsigmoid": lambda x: min(max(x + 3, 0), 6) / 6,
+    "hardswish": lambda x: x * min(max(x + 3, 0), 6) / 6,
+    "softsign": lambda x: x / (1 + abs(x)),
+    "tanhshrink": _tanhshrink,
+    "softshrink": lambda x: x - mpmath.mpf(0.5) if x > 0.5 else (x + 0.5 if x < -0.5 else 0 * x),
+    "hardshrink": lambda x: x if abs(x) > 0.5 else 0 * x,
+    "threshold": lambda x: x if x > 1 else mpmath.mpf(0.5),
+}
+
+
+def _mish_d(x):  # closed form: e^x w / d^2
+    e = mpmath.exp(x)
+    w = 4 * (x + 1) + 4 * e**2 + e**3 + e * (4 * x + 6)
+    d = 2 * e + e**2 + 2
+    return e * w / d**2
+
+
+def _gelu_tanh_d(x):
+    z = _gelu_tanh_z(x)
+    dz = mpmath.sqrt(2 / mpmath.pi) * (1 + 3 * GC * x**2)
+    return _sig(2 * z) + x / 2 * mpmath.sech(z) ** 2 * dz
+
+
+def _step(cond, a, b):
+    return mpmath.mpf(a) if cond else mpmath.mpf(b)
+
+
+GRAD = {
+    "sigmoid": lambda x: _sig(x) * _sig(-x),
+    "tanh": lambda x: mpmath.sech(x) ** 2,
+    "relu": lambda x: _step(x > 0, 1, 0),
+    "leaky_relu": lambda x: 1 if x > 0 else LEAKY,
+    "hardtanh": lambda x: _step(-1 < x < 1, 1, 0),
+    "relu6": lambda x: _step(0 < x < 6, 1, 0),
+    "elu": lambda x: 1 if x > 0 else mpmath.exp(x),
+    "celu": lambda x: 1 if x > 0 else mpmath.exp(x),
+    "selu": lambda x: SCALE if x > 0 else SCALE * ALPHA * mpmath.exp(x),
+    "softplus": lambda x: 1 if x > 20 else _sig(x),
+    "logsigmoid": lambda x: _sig(-x),
+    "silu": lambda x: (1 + mpmath.exp(-x) * (1 + x)) / (1 + mpmath.exp(-x)) ** 2,
+    "mish": _mish_d,
+    "gelu": lambda x: mpmath.erfc(-x / mpmath.sqrt(2)) / 2 + x * mpmath.npdf(x),
+    "gelu_tanh": _gelu_tanh_d,
+    "hardsigmoid": lambda x: _step(-3 < x < 3, 1, 0) / 6,
+    "hardswish": lambda x: 0 if x <= -3 else (x / 3 + mpmath.mpf(0.5) if x < 3 else 1),
+    "softsign": lambda x: 1 / (1 + abs(x)) ** 2,
+    "tanhshrink": lambda x: mpmath.tanh(x) ** 2,
+    "softshrink": lambda x: _step(abs(x) > 0.5, 1, 0),
+    "hardshrink": lambda x: _step(abs(x) > 0.5, 1, 0),
+    "threshold": lambda x: _step(x > 1, 1, 0),
+}
+
+# the exact gradient as a function of the output y
+GRAD_OUTPUT = {
+    "sigmoid": lambda y: y * (1 - y),
+    "tanh": lambda y: 1 - y * y,
+    "relu": GRAD["relu"],
+    "leaky_relu": GRAD["leaky_relu"],
+    "hardtanh": GRAD["hardtanh"],
+    "relu6": GRAD["relu6"],
+    "elu": lambda y: 1 if y > 0 else y + 1,
+    "celu": lambda y: 1 if y > 0 else y + 1,
+    "selu": lambda y: SCALE if y > 0 else y + SCALE * ALPHA,
+    "logsigmoid": lambda y: -mpmath.expm1(y),
+    "threshold": GRAD["threshold"],
+}
+
+ROOTS = {"silu": -1.2785, "mish": -1.1924, "gelu": -0.7518, "gelu_tanh": -0.7522}
+KINKS = [0.0, 0.5, 1.0, 1.5, 3.0, 6.0, 20.0, -0.5, -1.0, -1.5, -3.0, -6.0, -20.0]
+
+
+# ----------------------------------------------------------------------------- sampling
+def _f32(v):
+    return np.asarray(v, dtype=np.float32)
+
+
+def _neighbours(v, k):
+    """float32(v) and its k float32 neighbours on either side."""
+    lo = hi = np.float32(v)
+    out = [lo]
+    for _ in range(k):
+        lo = np.nextafter(lo, np.float32(-np.inf))
+        hi = np.nextafter(hi, np.float32(np.inf))
+        out += [lo, hi]
+    return np.array(out, np.float32)
+
+
+def _regions(name, rng):
+    """name -> float32 sample points, by region."""
+    n = 1000
+    mag = np.exp2(rng.uniform(-149, 127.99, n))
+    out = {
+        "wide": _f32(mag * rng.choice([-1.0, 1.0], n)),
+        "core": _f32(rng.uniform(-12, 12, n)),
+        "special": np.concatenate(
+            [_neighbours(k, 3) for k in KINKS]
+            + [_f32([np.finfo(np.float32).max, -np.finfo(np.float32).max, 1e-45, -1e-45])]
+        ),
+    }
+    if name in ROOTS:
+        r = ROOTS[name]
+        w = 2 * 0.0625
+        out["root band"] = _f32(rng.uniform(r - w, r + w, 2500))
+        out["root neighbours"] = _neighbours(R.ROOTS[name][0], 100)
+        out["band edges"] = np.concatenate(
+            [_neighbours(r + s * 0.0625, 50) for s in (-1, 1)]
+        )  # either side of the switch
+    if name == "hardswish":
+        out["root neighbours"] = _neighbours(-1.5, 200)
+    if name == "tanhshrink":
+        m = np.exp2(rng.uniform(-50, 1, 2500))
+        out["near 0"] = _f32(m * rng.choice([-1.0, 1.0], m.size))
+        out["series edge"] = np.concatenate([_neighbours(s * 0.125, 50) for s in (-1, 1)])
+    return out
+
+
+def _ulps(ref, exact):
+    """|ref - exact| in float32 ULPs of exact (subnormal spacing below 2^-126)."""
+    if exact == 0:
+        return 0.0 if ref == 0 else math.inf
+    e = int(mpmath.floor(mpmath.log(abs(exact), 2)))
+    ulp = mpmath.ldexp(1, max(e, -126) - 23)
+    return float(abs(mpmath.mpf(ref) - exact) / ulp)
+
+
+def _worst(fn, exact, xs):
+    worst, at = 0.0, None
+    with mpmath.workprec(PREC):
+        for x in xs:
+            xv = float(x)
+            err = _ulps(fn(xv), exact(mpmath.mpf(xv)))
+            if not err <= worst:
+                worst, at = err, xv
+    return worst, at
+
+
+# ----------------------------------------------------------------------------- the tests
+NAMES = sorted(R.FORWARD)
+
+
+def test_every_activation_has_references():
+    from fastact.kernels.activations import ACTIVATIONS
+
+    assert set(R.FORWARD) == set(ACTIVATIONS) == set(R.GRAD) == set(FWD) == set(GRAD)
+    with_output = {n for n, op in ACTIVATIONS.items() if op.scalars["grad_output"] is not None}
+    assert with_output <= set(R.GRAD_OUTPUT) <= set(GRAD_OUTPUT)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_reference(name):
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    for region, xs in _regions(name, rng).items():
+        worst, at = _worst(R.FORWARD[name], FWD[name], xs)
+        assert worst <= BOUND, f"{name} forward, {region}: {worst:.3g} ULP at x={at!r}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradient_reference(name):
+    rng = np.random.default_rng(zlib.crc32(name.encode()) + 1)
+    for region, xs in _regions(name, rng).items():
+        if name in ("tanhshrink",) and region == "near 0":
+            xs = xs[:300]  # tanh^2: no cancellation, fewer points
+        worst, at = _worst(R.GRAD[name], GRAD[name], xs)
+        assert worst <= BOUND, f"{name} gradient, {region}: {worst:.3g} ULP at x={at!r}"
+
+
+@pytest.mark.parametrize("name", sorted(R.GRAD_OUTPUT))
+def test_gradient_from_output_reference(name):
+    rng = np.random.default_rng(zlib.crc32(name.encode()) + 2)
+    for region, xs in _regions(name, rng).items():
+        with np.errstate(over="ignore"):
+            ys = np.array([R.FORWARD[name](float(x)) for x in xs]).astype(np.float32)
+            ys = np.concatenate([ys, np.nextafter(ys, np.float32(np.inf))])
+        worst, at = _worst(R.GRAD_OUTPUT[name], GRAD_OUTPUT[name], ys)
+        assert worst <= BOUND, f"{name} from output, {region}: {worst:.3g} ULP at y={at!r}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_special_values(name):
+    """NaN in, NaN out; +-inf give the limits."""
+    nan, inf = math.nan, math.inf
+    assert math.isnan(R.FORWARD[name](nan)) and math.isnan(R.GRAD[name](nan))
+    if name in R.GRAD_OUTPUT:
+        assert math.isnan(R.GRAD_OUTPUT[name](nan))
+    with mpmath.workprec(PREC):
+        for x in (-inf, inf):
+            big = mpmath.mpf(float(np.finfo(np.float32).max)) * (1 if x > 0 else -1)
+            fwd, grad = R.FORWARD[name](x), R.GRAD[name](x)
+            ef, eg = FWD[name](big), GRAD[name](big)
+            if abs(ef) > 1e30:  # unbounded: the limit is the signed infinity
+                assert fwd == math.copysign(inf, float(ef)), (name, x, fwd)
+            else:
+                assert abs(fwd - float(ef)) <= 1e-15 * abs(float(ef)) + 1e-30, (name, x, fwd)
+            assert abs(grad - float(eg)) <= 1e-15 * abs(float(eg)) + 1e-30, (name, x, grad)
+
+
+def test_closed_forms_match_numerical_derivatives():
+    """The hand-written exact gradients above equal mpmath.diff of the exact forwards."""
+    rng = np.random.default_rng(7)
+    xs = [float(v) for v in rng.uniform(-8, 8, 12)] + [-1.2785, -1.1924, -0.7518, 2.5e-3]
+    with mpmath.workprec(PREC):
+        for name, d in GRAD.items():
+            for x in xs:
+                if any(abs(x - k) < 1e-3 for k in KINKS) or (name == "softplus" and x > 20):
+                    continue
+                exact = d(mpmath.mpf(x))
+                num = mpmath.diff(FWD[name], mpmath.mpf(x))
+                assert abs(num - exact) <= mpmath.mpf(2) ** -120 * (1 + abs(exact)), (name, x)
+
+
+@pytest.mark.parametrize("name", sorted(ROOTS))
+def test_band_is_needed(name):
+    """Without the series band, float64 loses far more than the bound near the root (so the
+    tests above would catch a band that is switched off or misplaced)."""
+    xs = _neighbours(R.ROOTS[name][0], 100)
+    worst, _ = _worst(R.naive_grad(name), GRAD[name], xs)
+    assert worst > 100 * BOUND
