@@ -16,9 +16,9 @@ in :data:`fastact.kernels.activations.ACTIVATIONS` at torch's default parameters
 
 Both libraries run their public array functions on the same arrays, chunk by chunk
 (``--chunk``, 2^23 elements by default: about 0.6 GB at a time). Each result is compared with
-the references of ``scripts/ulp_reference.py`` (exact to ~1e-6 float32 ULP: double-double /
-Taylor-series bands near the derivatives' roots, checked against mpmath by
-``tests/test_ulp_reference.py``). The error is in float32 ULPs of the exact result, ``|y -
+the references of ``scripts/ulp_reference.py`` (within 3.6e-7 float32 ULP of mpmath, Taylor
+series about the derivatives' roots with the root in two words where float64 cancels; checked
+by ``tests/test_ulp_reference.py``). The error is in float32 ULPs of the exact result, ``|y -
 ref| / 2^(max(floor(log2|ref|), -126) - 23)`` (subnormal spacing below the smallest normal).
 Reported apart from the ULP figures, each with a count and an example:
 
@@ -36,10 +36,15 @@ Usage::
     python scripts/ulp_sweep_activations.py                               # all 2**32 inputs
 
 writes ``DIR/sweep.md`` (the table) and ``DIR/sweep.json`` (all figures, examples, timings)
-under ``--out`` (default ``ulp_sweep_out``) and prints the table. Runtime on 2 Zen 3 cores:
-about 0.3 s per million inputs and function for all three directions of both libraries
-(``--step 101``, 42.5M inputs: about 5 minutes for the whole table; one function over all
-2^32 inputs, forward and backward, both libraries: about 20 to 40 minutes).
+under ``--out`` (default: ``fastact_ulp_sweep`` in the temporary folder) and prints the
+table.
+
+Runtime (2 Zen 3 cores shared with other jobs, ``--threads 2``): ``--step 101`` (42.5M
+inputs per function) gives the whole table in about 4 minutes (1.1 GB peak memory with the
+default chunk). One function over all 2^32 inputs: gelu forward and backward, both
+libraries, 237 s wall (6 CPU-minutes, 0.76 GB); at about 2 minutes per function and
+direction, the whole table over all 2^32 inputs (51 function-directions) takes roughly
+2 hours, up to about 4 on a loaded machine.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 
 import numba
@@ -459,14 +465,17 @@ def _machine() -> str:
 
 
 def _commit() -> str:
-    try:
+    """The last commit that changed fastact/ (the code measured), and whether it is edited."""
+    root = os.path.join(_HERE, "..")
+
+    def git(*a):
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=_HERE,
-            capture_output=True,
-            text=True,
-            check=True,
+            ["git", *a], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
+
+    try:
+        c = git("log", "-1", "--format=%h", "--", "fastact")
+        return c + (" (with uncommitted edits)" if git("status", "--porcelain", "fastact") else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -479,7 +488,11 @@ def main(argv=None) -> int:
     ap.add_argument("--direction", choices=("forward", "backward", "all"), default="all")
     ap.add_argument("--torch", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--chunk", type=int, default=1 << 23, help="inputs per chunk")
-    ap.add_argument("--out", default="ulp_sweep_out", help="folder for sweep.md, sweep.json")
+    ap.add_argument(
+        "--out",
+        default=os.path.join(tempfile.gettempdir(), "fastact_ulp_sweep"),
+        help="folder for sweep.md and sweep.json",
+    )
     args = ap.parse_args(argv)
     if args.step < 1 or args.chunk < 1:
         ap.error("--step and --chunk must be >= 1")
@@ -511,19 +524,24 @@ def main(argv=None) -> int:
             print(f"{name:12s} {d:18s} fastact {fu:>9s} at {fw:28s} torch {tu:>9s} at {tw}")
         print(f"{name:12s} {seconds[name]:.1f} s", flush=True)
     elapsed = time.perf_counter() - t_start
-    import torch as _t
+    if args.torch:
+        import torch as _t
 
+        versions = f"torch {_t.__version__}, "
+    else:
+        versions = "without torch, "
     cmd = "python scripts/ulp_sweep_activations.py " + " ".join(argv or sys.argv[1:])
     sampled = (
         "all 2^32 float32 inputs"
         if args.step == 1
-        else f"a SAMPLED run: every {args.step}th bit pattern ({total} inputs of 2^32), plus "
+        else f"a SAMPLED run: every {args.step}-th bit pattern ({total} inputs of 2^32), plus "
         f"{special_inputs().size} special inputs (kinks, roots of the derivatives and their "
         "float32 neighbours, +-0, +-inf, NaN, extremes)"
     )
     header = (
         f"{sampled}; grad_output = 1; parameters at torch's defaults (threshold: 1.0, 0.5). "
-        f"Command: `{cmd}`. fastact commit {_commit()}, torch {_t.__version__}, "
+        f"Command: `{cmd}`. fastact at {_commit()} (last change to fastact/), "
+        f"{versions}"
         f"{_machine()}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. "
         "Errors in float32 ULPs of the exact result (subnormal spacing below 2^-126), against "
         "the references of scripts/ulp_reference.py (checked against mpmath by "

@@ -296,3 +296,62 @@ def test_band_is_needed(name):
     xs = _neighbours(R.ROOTS[name][0], 100)
     worst, _ = _worst(R.naive_grad(name), GRAD[name], xs)
     assert worst > 100 * BOUND
+
+
+def _sweep_module():
+    spec = importlib.util.spec_from_file_location(
+        "ulp_sweep_activations", _SCRIPTS / "ulp_sweep_activations.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_sweep_error_measure():
+    """The sweep's statistics: ULPs of the exact value (subnormal spacing at the bottom), NaN
+    inputs, non-finite mismatches and exact zeros counted apart."""
+    S = _sweep_module()
+    f32 = np.float32
+    big = float(np.finfo(f32).max)
+    cases = [  # (result, exact): what it counts as
+        (1.0, 1.0),  # 0 ULP
+        (1.0 + 2.0**-23, 1.0),  # 1 ULP
+        (1.0, 1.0 + 2.0**-25),  # 0.25 ULP
+        (0.75, 0.75 + 2.0**-22),  # 4 ULP (spacing 2^-24 below 1)
+        (2.0**-140, 2.0**-140 + 2.0**-148),  # 2 subnormal spacings
+        (np.nan, 1.0),  # non-finite mismatch
+        (1.0, np.nan),  # NaN in, number out
+        (np.nan, np.nan),  # fine
+        (np.inf, 1e300),  # overflow as the exact value rounds: fine
+        (big, 1e300),  # non-finite mismatch
+        (0.0, 0.0),  # an exact zero, right
+        (-0.0, 0.0),  # right
+        (2.0**-149, 0.0),  # an exact zero, wrong: 1 ULP
+    ]
+    y = np.array([c[0] for c in cases], f32)
+    ref = np.array([c[1] for c in cases], np.float64)
+    x = np.arange(y.size, dtype=f32)
+    a = S.Acc()
+    a.add(x, x, y, ref, 0.0)
+    assert a.max_ulp == 4.0 and a.at["x"] == 3.0
+    assert a.over == {"0.5": 4, "1": 2, "2": 1, "4": 0}
+    assert (a.nan_in, a.nan_in_example["x"]) == (1, 6.0)
+    assert (a.nonfinite, a.nonfinite_example["x"]) == (2, 5.0)
+    assert (a.zeros, a.zeros_wrong, a.zeros_wrong_example["x"]) == (3, 1, 12.0)
+
+
+def test_sweep_tool_runs(tmp_path):
+    """A coarse run of two activations writes the table and the JSON; relu is exact."""
+    import json
+
+    S = _sweep_module()
+    S.main(["--func", "relu,hardswish", "--step", "4000037", "--out", str(tmp_path)])
+    blob = json.loads((tmp_path / "sweep.json").read_text())
+    res = blob["results"]
+    n = blob["meta"]["inputs"] + S.special_inputs().size
+    for d in ("forward", "backward (input)", "backward (output)"):
+        for lib in ("fastact", "torch"):
+            assert res["relu"][d][lib]["max_ulp"] == 0 and res["relu"][d][lib]["count"] == n
+    assert "backward (output)" not in res["hardswish"]
+    assert res["hardswish"]["backward (input)"]["torch"]["zeros"] >= 1  # -1.5 is a special
+    assert "| hardswish | backward (input) |" in (tmp_path / "sweep.md").read_text()
