@@ -40,11 +40,11 @@ under ``--out`` (default: ``fastact_ulp_sweep`` in the temporary folder) and pri
 table.
 
 Runtime (2 Zen 3 cores shared with other jobs, ``--threads 2``): ``--step 101`` (42.5M
-inputs per function) gives the whole table in about 4 minutes (1.1 GB peak memory with the
-default chunk). One function over all 2^32 inputs: gelu forward and backward, both
-libraries, 237 s wall (6 CPU-minutes, 0.76 GB); at about 2 minutes per function and
-direction, the whole table over all 2^32 inputs (51 function-directions) takes roughly
-2 hours, up to about 4 on a loaded machine.
+inputs per function) gives the whole table in 1.5 to 4 minutes depending on the load (98 s
+on a quiet machine; 1.1 GB peak memory with the default chunk). One function over all 2^32
+inputs: gelu forward and backward, both libraries, 237 s wall (6 CPU-minutes, 0.76 GB); at
+about 2 minutes per function and direction, the whole table over all 2^32 inputs (51
+function-directions) takes roughly 2 hours, up to about 4 on a loaded machine.
 """
 
 from __future__ import annotations
