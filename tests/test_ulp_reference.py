@@ -168,7 +168,7 @@ def _neighbours(v, k):
 
 def _regions(name, rng):
     """name -> float32 sample points, by region."""
-    n = 1000
+    n = 2000
     mag = np.exp2(rng.uniform(-149, 127.99, n))
     out = {
         "wide": _f32(mag * rng.choice([-1.0, 1.0], n)),
