@@ -13,6 +13,7 @@ Usage::
 
     python scripts/activation_series.py            # both
     python scripts/activation_series.py silu
+    python scripts/activation_series.py tanhshrink   # float64 tanhshrink's P(x^2)
 """
 
 from __future__ import annotations
@@ -66,7 +67,43 @@ def band(name: str) -> tuple[float, float, list[float], float]:
     return r_hi, r_lo, coeffs, float(worst)
 
 
+def tanhshrink(deg: int = 16, top: float = 1.0) -> tuple[list[float], float]:
+    """float64 tanhshrink for |x| < 1: x - tanh x = x^3 P(x^2), P a Chebyshev fit of
+    (x - tanh x) / x^3 on u = x^2 in [0, top] (coefficients lowest first, max rel. error)."""
+    with mpmath.workprec(400):
+
+        def p(u):
+            if u == 0:
+                return mpmath.mpf(1) / 3
+            x = mpmath.sqrt(u)
+            return (x - mpmath.tanh(x)) / (x * u)
+
+        poly, _ = mpmath.chebyfit(p, [0, top], deg + 1, error=True)
+        coeffs = [float(c) for c in reversed(poly)]
+        worst = mpmath.mpf(0)
+        for i in range(1, 2001):
+            u = mpmath.mpf(top) * i / 2000
+            approx = mpmath.mpf(0)
+            for c in reversed(coeffs):
+                approx = approx * u + c
+            worst = max(worst, abs(approx / p(u) - 1))
+    return coeffs, float(worst)
+
+
 def main(argv: list[str]) -> None:
+    if not argv or "tanhshrink" in argv:
+        coeffs, worst = tanhshrink()
+        print(
+            f"# tanhshrink: (x - tanh x) / x^3 = P(x^2) on |x| <= 1, degree {len(coeffs) - 1}"
+            f" in x^2, max relative error {worst:.2e}"
+        )
+        print("_TANHSHRINK_P64 = (")
+        for c in coeffs:
+            print(f"    {c!r},")
+        print(")")
+        argv = [a for a in argv if a != "tanhshrink"]
+        if not argv and "tanhshrink" in sys.argv[1:]:
+            return
     for name in argv or list(BANDS):
         r_hi, r_lo, coeffs, worst = band(name)
         a, b = BANDS[name][2]

@@ -110,7 +110,10 @@ def _d_mish(x):
 
 
 def _tanhshrink(x):
-    return x - mpmath.tanh(x)
+    # x - tanh x ~ x^3 / 3 cancels 2 log2(1/|x|) bits: work with that many more
+    extra = 3 * max(0, -int(mpmath.floor(mpmath.log(abs(x), 2)))) if x else 0
+    with mpmath.workprec(PREC + extra):
+        return +(x - mpmath.tanh(x))
 
 
 def _d_tanhshrink(x):
@@ -154,3 +157,138 @@ def test_gradient_from_input_within_4_ulp(name, dtype):
     got = getattr(fastact, name + "_backward")(np.ones_like(x), x)
     err = ulp_err(got, ref, dtype)
     assert err.max() <= 4.0, _report(err, x, f"{name}_backward {np.dtype(dtype).name}")
+
+
+#: forwards: name -> (reference, sample options)
+FORWARDS = {
+    "tanhshrink": (
+        _tanhshrink,
+        dict(roots=(1e-3, -1e-3, 1.0, -1.0), lin=((-20, 20, 4001), (-1.3, 1.3, 4001))),
+    ),
+}
+
+
+@functools.cache
+def _fwd_case(name, dtype):
+    fn, opts = FORWARDS[name]
+    x = samples(dtype, **opts)
+    return x, _mp(fn, x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+@pytest.mark.parametrize("name", sorted(FORWARDS))
+def test_forward_within_2_ulp(name, dtype):
+    x, ref = _fwd_case(name, dtype)
+    got = getattr(fastact, name)(x)
+    err = ulp_err(got, ref, dtype)
+    assert err.max() <= 2.0, _report(err, x, f"{name} {np.dtype(dtype).name}")
+
+
+# ------------------------------------------------------------------------------ NaN inputs
+#: torch 2.13's gradient at a NaN input depends on the element's position for these (its
+#: vectorized loop and scalar tail disagree); fastact returns NaN (docs/torch_semantics.md)
+NAN_POSITIONAL = {
+    "relu6",
+    "hardtanh",
+    "softshrink",
+    "hardshrink",
+    "elu",
+    "selu",
+    "celu",
+    "hardswish",
+}
+
+
+def _nan_cases():
+    from activation_cases import CASES
+
+    return [(n, c) for n, c in CASES.items()]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+def test_nan_input_rule_against_torch(dtype):
+    """A NaN at several positions of arrays of length 1, 7, 8, 17, 64 (grad_output 1.25, 0):
+    where every torch result is the same, fastact gives it; where torch's result depends on
+    the position, fastact gives NaN. Also checks which activations are position-dependent."""
+    from activation_cases import torch_forward_backward
+
+    positional = set()
+    for name, c in _nan_cases():
+        p = c.param_sets[0]
+        full = c.full_params(p)
+        for gv in (1.25, 0.0):
+            torch_vals, ours = set(), set()
+            for n in (1, 7, 8, 17, 64):
+                for pos in sorted({0, n // 2, n - 1, max(n - 3, 0)}):
+                    x = np.full(n, 0.3, dtype)
+                    x[pos] = np.nan
+                    g = np.full(n, gv, dtype)
+                    _, tg = torch_forward_backward(c, x, g, p)
+                    gx = c.backward(g, x, **full)
+                    torch_vals.add(repr(float(tg[pos])))
+                    ours.add(repr(float(gx[pos])))
+                    assert np.isnan(c.forward(x, **full)[pos])
+            assert len(ours) == 1, (name, gv, ours)
+            if len(torch_vals) > 1:
+                positional.add(name)
+                assert ours == {"nan"}, (name, gv, torch_vals, ours)
+            else:
+                assert ours == torch_vals, (name, gv, torch_vals, ours)
+    assert positional == NAN_POSITIONAL
+
+
+# ------------------------------------------------------------------------------ from output
+def _d_sigmoid_out(y):
+    return y * (1 - y)
+
+
+def _d_logsigmoid_out(y):
+    return -mpmath.expm1(y)
+
+
+#: name -> reference of the gradient as a function of the (rounded) output y
+GRADS_OUT = {
+    "sigmoid": (_d_sigmoid_out, dict(lin=((-40, 40, 4001),))),
+    "logsigmoid": (_d_logsigmoid_out, dict(lin=((-40, 40, 4001),))),
+}
+
+
+@functools.cache
+def _out_case(name, dtype):
+    fn, opts = GRADS_OUT[name]
+    x = samples(dtype, **opts)
+    y = getattr(fastact, name)(x)
+    return y, _mp(fn, y)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+@pytest.mark.parametrize("name", sorted(GRADS_OUT))
+def test_gradient_from_output_within_4_ulp(name, dtype):
+    """name_backward(1, output=y) against the exact derivative written with that y."""
+    y, ref = _out_case(name, dtype)
+    got = getattr(fastact, name + "_backward")(np.ones_like(y), output=y)
+    err = ulp_err(got, ref, dtype)
+    assert err.max() <= 4.0, _report(err, y, f"{name}_backward(output=) {np.dtype(dtype).name}")
+
+
+def test_logsigmoid_backward_from_output_is_sigmoid_of_minus_x():
+    """-expm1(logsigmoid(x)) = sigmoid(-x): the two gradients agree to a few ULP (the
+    output's own rounding moves -expm1(y) by a relative |y| e^y / (1 - e^y) < 1 of it)."""
+    x = np.linspace(-30, 30, 10001)
+    y = fastact.logsigmoid(x)
+    a = fastact.logsigmoid_backward(np.ones_like(x), output=y)
+    b = fastact.logsigmoid_backward(np.ones_like(x), x)
+    rel = np.abs(a - b) / b
+    assert rel.max() < 8 * np.finfo(np.float64).eps, rel.max()
+
+
+def test_sigmoid_backward_issue_reproduction():
+    """Issue 18: sigmoid_backward(grad_output=0.39820173..., input=-8.1225...) was 4.9 ULP off
+    in float32 (torch: 0.12)."""
+    g = np.float32([0.39820173382759094])
+    x = np.float32([-8.122519493103027])
+    got = fastact.sigmoid_backward(g, x)
+    with mpmath.workprec(PREC):
+        exact = mpmath.mpf(float(g[0])) * _d_sigmoid(mpmath.mpf(float(x[0])))
+    err = ulp_err(got, (np.array([float(exact)]), np.array([0.0])), np.float32)
+    assert err.max() <= 1.0, err

@@ -41,6 +41,28 @@ _TANHSHRINK_P = (
     -0.00021612142428767964,
     2.2642827786566873e-05,
 )
+#: float64 (x - tanh x) / x^3 = P(x^2) on |x| < 1 (scripts/activation_series.py tanhshrink;
+#: relative error 1e-16 with the leading 1/3 rounded, which the kernel adds in two words)
+_TANHSHRINK_P64 = (
+    0.3333333333333333,
+    -0.1333333333333331,
+    0.053968253968231523,
+    -0.021869488535296695,
+    0.008863235512566054,
+    -0.003592127823422879,
+    0.0014558326516768139,
+    -0.0005900175685254319,
+    0.0002390884367049363,
+    -9.67910218266933e-05,
+    3.8991741215043214e-05,
+    -1.541627724102249e-05,
+    5.777484136865915e-06,
+    -1.9216974143833895e-06,
+    5.122767150793262e-07,
+    -9.364144622965759e-08,
+    8.538161901212156e-09,
+)
+_THIRD_LO = 1.850371707708594e-17  # 1/3 - fl(1/3)
 _INV_SQRT_2PI = 0.3989422804014327  # 1/sqrt(2*pi)
 _SQRT_2_PI = 0.7978845608028654  # sqrt(2/pi)
 _GELU_C = 0.044715
@@ -252,9 +274,10 @@ def _hardtanh(x, min_val, max_val):
 
 @jit
 def _hardtanh_grad(g, x, min_val, max_val):
-    # NaN input: NaN (torch 2.13 gives 0 or g by the element's position)
+    # NaN input: torch 2.13 gives 0 or g by the element's position, so NaN, except that
+    # g = 0 gives 0 in both of torch's loops
     d = lit(x, 0.0) if (x <= min_val or x >= max_val) else g
-    return d if x == x else x
+    return d if x == x else (g if g == 0 else x)
 
 
 def _check_hardtanh(dtype, min_val, max_val):
@@ -437,13 +460,22 @@ def _logsigmoid_grad(g, x):
     return g * sigmoid_core(-x)
 
 
+@jit
+def _logsigmoid_grad_out(g, y):
+    # sigmoid(-x) = 1 - exp(y) = -expm1(y) for y = logsigmoid(x) <= 0: no cancellation
+    return g * -fm.expm1(y)
+
+
 _register(
     "logsigmoid",
     _logsigmoid,
     _logsigmoid_grad,
+    _logsigmoid_grad_out,
     doc="""
 ``log(1 / (1 + exp(-x))) = min(x, 0) - log1p(exp(-|x|))`` (stable for any x).
-torch: ``F.logsigmoid(input)``.""",
+torch: ``F.logsigmoid(input)``. From the output ``y`` the gradient is ``g * -expm1(y)``
+(``= sigmoid(-x)``, no cancellation, no exponential of the input): what ``fastact.nn``'s
+LogSigmoid uses.""",
 )
 
 
@@ -767,32 +799,50 @@ _register(
 )
 
 
+@jit(fastmath=EXACT_FASTMATH)
+def _tanhshrink_f64(x):
+    """float64 x - tanh x within 1.5 ULP: x^3 P(x^2) for |x| < 1, where x - tanh x cancels
+    (x^3 as a double-word, P's leading 1/3 in two words); beyond, (|x| - 1) + 2 / (e^(2|x|)
+    + 1) with the exponential and the quotient as double-words (the tanh core's method),
+    sign of x."""
+    u = x * x
+    ul = fm._fma(x, x, -u)
+    c = x * u
+    cl = fm._fma(x, u, -c) + x * ul  # x^3 = c + cl
+    p = _TANHSHRINK_P64[16]
+    for k in range(15, 0, -1):
+        p = fm._fma(p, u, _TANHSHRINK_P64[k])
+    p = fm._fma(p, u, _THIRD_LO)  # P(u) - fl(1/3)
+    small = fm._fma(c, _TANHSHRINK_P64[0], fm._fma(c, p, cl * _TANHSHRINK_P64[0]))
+    a = abs(x)
+    a2 = min(a + a, 40.0)
+    ph, pl, k = fm._exp_f64_dw(a2, -0.0)
+    sc = fm._f64_from_bits((k + 1023) << 52)
+    eh = ph * sc
+    dh = eh + 1.0
+    dl = ((eh - dh) + 1.0) + pl * sc
+    y = 2.0 / dh  # 1 - tanh|x| = y + yl
+    yl = (fm._fma(-y, dh, 2.0) - y * dl) * (y * 0.5)
+    big = fm._copysign(((a - 1.0) + y) + yl, x)
+    return small if a < 1.0 else big
+
+
 @jit
 def _tanhshrink(x):
     # x - tanh(x) cancels for small |x| (float32: all of |x| < 2.4e-4 would give 0, and
     # |x| < 1 loses up to ~2^24 ULPs): there, x^3 P(x^2) instead. float32: a degree-8 fit of
     # (x - tanh x)/x^3 on |x| < 1.25 (relative error 1.3e-8) evaluated in float64;
-    # float64: its Taylor series for |x| < 1e-3 (error below 1e-25 relative).
-    a = abs(x)
+    # float64: see _tanhshrink_f64.
     if lit(x, 1.0) + lit(x, 1e-10) == lit(x, 1.0):  # float32 (folded at compile time)
-        if a < lit(x, 1.25):
+        if abs(x) < lit(x, 1.25):
             xd = np.float64(x)
             u = xd * xd
             p = _TANHSHRINK_P[8]
             for k in range(7, -1, -1):
                 p = p * u + _TANHSHRINK_P[k]
             return lit(x, xd * u * p)
-    elif a < lit(x, 1e-3):
-        u = x * x
-        return (
-            x
-            * u
-            * (
-                lit(x, 1 / 3)
-                - u * (lit(x, 2 / 15) - u * (lit(x, 17 / 315) - u * lit(x, 62 / 2835)))
-            )
-        )
-    return x - fm.tanh(x)
+        return x - fm.tanh(x)
+    return lit(x, _tanhshrink_f64(np.float64(x)))
 
 
 @jit
@@ -833,9 +883,10 @@ def _softshrink(x, lambd):
 
 @jit
 def _shrink_grad(g, x, lambd):
-    # NaN input: NaN (torch 2.13 gives 0 or g by the element's position)
+    # NaN input: torch 2.13 gives 0 or g by the element's position, so NaN, except that
+    # g = 0 gives 0 in both of torch's loops
     d = lit(x, 0.0) if abs(x) <= lambd else g
-    return d if x == x else x
+    return d if x == x else (g if g == 0 else x)
 
 
 _register(
