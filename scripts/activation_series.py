@@ -42,9 +42,14 @@ BANDS = {
 }
 
 
-def band(name: str) -> tuple[float, float, list[float], float]:
+#: degree of the float32 kernels' polynomials (evaluated in float32) on the same bands
+DEGREE_F32 = 6
+
+
+def band(name: str, deg: int | None = None) -> tuple[float, float, list[float], float]:
     """(r_hi, r_lo, coefficients lowest first, max relative error on the band)."""
-    f, guess, (a, b), deg = BANDS[name]
+    f, guess, (a, b), deg64 = BANDS[name]
+    deg = deg64 if deg is None else deg
     with mpmath.workprec(400):
         r = mpmath.findroot(f, mpmath.mpf(guess))
         r_hi = float(r)
@@ -105,17 +110,19 @@ def main(argv: list[str]) -> None:
         if not argv and "tanhshrink" in sys.argv[1:]:
             return
     for name in argv or list(BANDS):
-        r_hi, r_lo, coeffs, worst = band(name)
-        a, b = BANDS[name][2]
-        print(
-            f"# {name}': root {r_hi!r} + {r_lo!r}; band t in [{a}, {b}], degree "
-            f"{len(coeffs) - 1}, max relative error {worst:.2e}"
-        )
-        print(f"_{name.upper()}_ROOT = ({r_hi!r}, {r_lo!r})")
-        print(f"_{name.upper()}_BAND_P = (")
-        for c in coeffs:
-            print(f"    {c!r},")
-        print(")")
+        for deg, suffix in ((None, ""), (DEGREE_F32, "32")):
+            r_hi, r_lo, coeffs, worst = band(name, deg)
+            a, b = BANDS[name][2]
+            print(
+                f"# {name}': root {r_hi!r} + {r_lo!r}; band t in [{a}, {b}], degree "
+                f"{len(coeffs) - 1}, max relative error {worst:.2e}"
+            )
+            if not suffix:
+                print(f"_{name.upper()}_ROOT = ({r_hi!r}, {r_lo!r})")
+            print(f"_{name.upper()}_BAND_P{suffix} = (")
+            for c in coeffs:
+                print(f"    {c!r},")
+            print(")")
 
 
 if __name__ == "__main__":
