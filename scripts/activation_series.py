@@ -1,17 +1,18 @@
-"""Coefficients of the root-band polynomials in fastact/kernels/activations.py (not a test).
+"""Coefficients of the polynomials in fastact/kernels/_series.py (not a test).
 
 silu' and mish' have a zero on the negative axis (silu' at r = -1.27846..., mish' at
-r = -1.19240...) where their closed forms cancel: near it the kernels evaluate the derivative
+r = -1.19243...) where their closed forms cancel: near it the kernels evaluate the derivative
 as ``t * P(t)`` with ``t = (x - r_hi) - r_lo`` (r split into two float64 words, so t is exact
 up to one rounding and the zero falls exactly at r). P(t) = f'(r + t) / t is a near-minimax
 polynomial: mpmath's ``chebyfit`` (interpolation at Chebyshev nodes) on the band, at 400 bits
 (P is a quotient that cancels near t = 0). The script prints the root split and P's
 coefficients (lowest degree first) with the relative error of the float64-rounded polynomial
-on a dense grid, ready to paste.
+on a dense grid, ready to paste: float64 fits (``_P``) and lower-degree float32 ones
+(``_P32``, evaluated in float32 by the float32 kernels).
 
 Usage::
 
-    python scripts/activation_series.py            # both
+    python scripts/activation_series.py            # all tables
     python scripts/activation_series.py silu
     python scripts/activation_series.py tanhshrink   # float64 tanhshrink's P(x^2)
 """
