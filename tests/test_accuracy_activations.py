@@ -292,3 +292,17 @@ def test_sigmoid_backward_issue_reproduction():
         exact = mpmath.mpf(float(g[0])) * _d_sigmoid(mpmath.mpf(float(x[0])))
     err = ulp_err(got, (np.array([float(exact)]), np.array([0.0])), np.float32)
     assert err.max() <= 1.0, err
+
+
+def test_nn_logsigmoid_differentiates_from_its_output():
+    """fastact.nn.LogSigmoid keeps the output and its backward is -expm1(y) g."""
+    from fastact import nn
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(1000) * 10
+    g = rng.standard_normal(1000)
+    m = nn.LogSigmoid()
+    y = m.forward(x)
+    got = m.backward(g)
+    np.testing.assert_array_equal(got, fastact.logsigmoid_backward(g, output=y))
+    np.testing.assert_allclose(got, fastact.logsigmoid_backward(g, x), rtol=1e-14)
