@@ -258,6 +258,10 @@ def _make_class(name: str, body: dict, doc: str) -> type:
 
 
 # ----------------------------------------------------------------------------- activations
+#: activations whose modules differentiate from the saved output even out of place
+_FROM_OUTPUT = frozenset({"logsigmoid"})
+
+
 def _activation_module(cls_name: str, fname: str) -> type:
     """A module class for the elementwise activation ``fastact.<fname>``: constructor
     arguments are the function's parameters in the function's (= torch's) order."""
@@ -265,6 +269,9 @@ def _activation_module(cls_name: str, fname: str) -> type:
     bwd = getattr(F, fname + "_backward")
     bwd_params = inspect.signature(bwd).parameters
     from_output = "output" in bwd_params
+    # the gradient from the output is cheaper and as accurate: keep the output (logsigmoid:
+    # -expm1(y) instead of exp(-|x|) and a division; torch keeps a buffer for it)
+    from_output_first = fname in _FROM_OUTPUT
     params = [
         p.replace(kind=_P.POSITIONAL_OR_KEYWORD)
         for n, p in inspect.signature(fwd).parameters.items()
@@ -286,7 +293,7 @@ def _activation_module(cls_name: str, fname: str) -> type:
         params = {k: v for k, v in self._args.items() if k != "inplace"}
         if not inplace:
             y = fwd(x, **params)
-            self._saved = ("input", x)
+            self._saved = ("output", y) if from_output_first else ("input", x)
         elif from_output:  # the derivative is recovered from the output (torch: ...Backward1)
             y = fwd(x, **params, inplace=True)
             self._saved = ("output", y)

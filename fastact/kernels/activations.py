@@ -18,8 +18,20 @@ import math
 import numpy as np
 
 from fastact._core import math as fm
-from fastact._core.jit import jit
+from fastact._core.jit import EXACT_FASTMATH, jit
 from fastact._core.math import lit
+from fastact.kernels._series import (
+    _MISH_BAND_P,
+    _MISH_BAND_P32,
+    _MISH_BAND_W,
+    _MISH_ROOT,
+    _SILU_BAND_P,
+    _SILU_BAND_P32,
+    _SILU_BAND_W,
+    _SILU_ROOT,
+    _TANHSHRINK_P64,
+    _THIRD_LO,
+)
 from fastact.kernels.elementwise import REQUIRED, Elementwise
 
 __all__ = ["ACTIVATIONS", "GELU", "REQUIRED", "sigmoid_core", "sigmoid_pair"]
@@ -79,16 +91,25 @@ def _sigmoid(x):
     return sigmoid_core(x)
 
 
+@jit(fastmath=EXACT_FASTMATH)
+def _sigmoid_deriv(x):
+    """sigmoid(x) sigmoid(-x) = e / (1 + e (2 + e)), e = exp(-|x|): one fma and one division
+    (torch: ``y (1 - y)``, which cancels for large |x|). exp's error is weighted by
+    (1 - e) / (1 + e) <= 1 (none at x = 0). IEEE arithmetic."""
+    e = fm.exp(-abs(x))
+    return e / fm._fma(e, lit(x, 2.0) + e, lit(x, 1.0))
+
+
 @jit
 def _sigmoid_grad(g, x):
-    e = fm.exp(-abs(x))
-    r = lit(x, 1.0) / (lit(x, 1.0) + e)
-    return g * (e * r) * r  # sigmoid(x) * sigmoid(-x), no cancellation
+    return g * _sigmoid_deriv(x)
 
 
-@jit
+@jit(fastmath=EXACT_FASTMATH)
 def _sigmoid_grad_out(g, y):
-    return g * (lit(y, 1.0) - y) * y
+    # y (1 - y) = y - y^2 with one rounding (fma), then g: at most 1 ULP of the exact
+    # y (1 - y) of the given y
+    return g * fm._fma(-y, y, y)
 
 
 _register(
@@ -98,7 +119,9 @@ _register(
     _sigmoid_grad_out,
     doc="""
 Logistic sigmoid ``1 / (1 + exp(-x))``, range (0, 1). torch: ``torch.sigmoid``.
-Computed as ``exp(-|x|)`` based so neither tail overflows or cancels.""",
+Computed as ``exp(-|x|)`` based so neither tail overflows or cancels. Gradient
+``sigmoid(x) sigmoid(-x)`` within 2.1 ULP from the input, ``y (1 - y)`` within 0.5 ULP of
+the given output (against mpmath, both dtypes).""",
 )
 
 
@@ -193,7 +216,10 @@ def _hardtanh(x, min_val, max_val):
 
 @jit
 def _hardtanh_grad(g, x, min_val, max_val):
-    return lit(x, 0.0) if (x <= min_val or x >= max_val) else g
+    # NaN input: torch 2.13 gives 0 or g by the element's position, so NaN, except that
+    # g = 0 gives 0 in both of torch's loops
+    d = lit(x, 0.0) if (x <= min_val or x >= max_val) else g
+    return d if x == x else (g if g == 0 else x)
 
 
 def _check_hardtanh(dtype, min_val, max_val):
@@ -376,13 +402,22 @@ def _logsigmoid_grad(g, x):
     return g * sigmoid_core(-x)
 
 
+@jit
+def _logsigmoid_grad_out(g, y):
+    # sigmoid(-x) = 1 - exp(y) = -expm1(y) for y = logsigmoid(x) <= 0: no cancellation
+    return g * -fm.expm1(y)
+
+
 _register(
     "logsigmoid",
     _logsigmoid,
     _logsigmoid_grad,
+    _logsigmoid_grad_out,
     doc="""
 ``log(1 / (1 + exp(-x))) = min(x, 0) - log1p(exp(-|x|))`` (stable for any x).
-torch: ``F.logsigmoid(input)``.""",
+torch: ``F.logsigmoid(input)``. From the output ``y`` the gradient is ``g * -expm1(y)``
+(``= sigmoid(-x)``, no cancellation, no exponential of the input): what ``fastact.nn``'s
+LogSigmoid uses.""",
 )
 
 
@@ -403,14 +438,48 @@ def _silu(x):
     return x * (r if x >= 0 else e * r)
 
 
+@jit(fastmath=EXACT_FASTMATH)
+def _band(x, root, coeffs):
+    """t P(t), t = (x - root[0]) - root[1]: a derivative near its zero (see _SILU_BAND_P)."""
+    rh = lit(x, root[0])
+    t = (x - rh) - lit(x, (root[0] - np.float64(rh)) + root[1])  # float32: its own split
+    n = len(coeffs)
+    p = lit(x, coeffs[n - 1])
+    for k in range(n - 2, -1, -1):
+        p = fm._fma(p, t, lit(x, coeffs[k]))
+    return t * p, t
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _silu_deriv(x):
+    """silu'(x) = s (1 + x (1 - s)), s = sigmoid(x), within 3 ULP (float32: 2.4).
+
+    With e = exp(-|x|) and (1 + e)^2 an exact double-word, silu' is
+    (1 + e + x e) / (1 + e)^2 for x >= 0 and e (1 + x + e) / (1 + e)^2 for x < 0, where
+    1 + x + e cancels towards the zero r = -1.27846 of silu': for |x - r| < 5/16 the
+    derivative is t P(t) instead (see _SILU_BAND_P), selected per element."""
+    one = lit(x, 1.0)
+    e, tiny = _exp_neg_abs_scaled(x)
+    d = one + e
+    dl = (one - d) + e  # 1 + e = d + dl exactly
+    dd = d * d
+    ddl = fm._fma(d, d, -dd) + lit(x, 2.0) * d * dl
+    num = (fm._fma(x, e, d) + dl) if x >= 0 else e * ((one + x) + e)
+    rinv = one / dd
+    q = num * rinv
+    q = fm._fma(fm._fma(-q, dd, num) - q * ddl, rinv, q)
+    if lit(x, 1.0) + lit(x, 1e-10) == lit(x, 1.0):  # float32 (folded at compile time)
+        band, t = _band(x, _SILU_ROOT, _SILU_BAND_P32)
+    else:
+        band, t = _band(x, _SILU_ROOT, _SILU_BAND_P)
+    q = band if abs(t) < lit(x, _SILU_BAND_W) else q
+    # x < -64: s (1 + x (1 - s)) = (1 + x) e^x to float precision (e = e^(x + 32))
+    return (((one + x) * e) * lit(x, _EXP_M32)) if tiny else q
+
+
 @jit
 def _silu_grad(g, x):
-    e, tiny = _exp_neg_abs_scaled(x)
-    if tiny:  # s (1 + x (1 - s)) = (1 + x) e^x to float precision
-        return g * (((lit(x, 1.0) + x) * e) * lit(x, _EXP_M32))
-    r = lit(x, 1.0) / (lit(x, 1.0) + e)
-    s, sn = (r, e * r) if x >= 0 else (e * r, r)
-    return g * s * (lit(x, 1.0) + x * sn)
+    return g * _silu_deriv(x)
 
 
 _register(
@@ -420,7 +489,9 @@ _register(
     inplace=True,
     doc="""
 ``x * sigmoid(x)`` (swish). torch: ``F.silu(input, inplace=False)``. Accurate also for very
-negative x, where torch's sigmoid factor underflows.""",
+negative x, where torch's sigmoid factor underflows. Gradient ``s (1 + x (1 - s))`` within
+3 ULP (float32 2.4, float64 2.8) everywhere, also at its zero x = -1.27846 (a polynomial in
+x - r there).""",
 )
 
 
@@ -443,18 +514,62 @@ def _mish(x):
     return x * (n / (n + lit(x, 2.0)))
 
 
+@jit(fastmath=EXACT_FASTMATH)
+def _mish_deriv(x):
+    """mish'(x) = tanh(sp) + x sech^2(sp) sigmoid(x), sp = softplus(x), within 2.5 ULP.
+
+    With e = e^x, u = 1 + e and v = u^2 + 1 (= n + 2 of the forward): mish' = e K / v^2,
+    K = v (u + 1) + 4 x u, whose two products cancel towards the zero r = -1.19243 of mish'
+    (and by a factor up to ~5 on all of x < -1). float64: K, v^2 and e K as double-words, the
+    quotient corrected with its residual; float32: K = 4 (1 + x) + e ((6 + 4x) + e (4 + e))
+    and the quotient in plain float64 (exp in float32). For |x - r| < 1/4 the derivative is
+    t P(t) instead (see _MISH_BAND_P), selected per element."""
+    one = lit(x, 1.0)
+    e, tiny = _mish_exp(x)
+    if lit(x, 1.0) + lit(x, 1e-10) == lit(x, 1.0):  # float32 (folded at compile time)
+        # e K / v^2 in plain float64 (exp in float32): its roundings are far below float32's
+        ed = np.float64(e)
+        xd = np.float64(x)
+        kd = fm._fma(ed, fm._fma(ed, 4.0 + ed, 6.0 + 4.0 * xd), 4.0 * (1.0 + xd))
+        vd = fm._fma(ed, 2.0 + ed, 2.0)
+        q = np.float32(ed * kd / (vd * vd))
+        band, t = _band(x, _MISH_ROOT, _MISH_BAND_P32)
+    else:
+        # float64: u = 1 + e, v, w = u + 1 and K = v w + 4 x u as double-words (hi + lo)
+        hi, lo = max(e, one), min(e, one)
+        u = hi + lo
+        ul = (hi - u) + lo
+        s2 = u * u
+        s2l = fm._fma(u, u, -s2) + lit(x, 2.0) * u * ul
+        v = s2 + one  # s2 >= 1
+        vl = ((s2 - v) + one) + s2l
+        w = u + one
+        wl = ((u - w) + one) + ul
+        p1 = v * w
+        p1l = fm._fma(v, w, -p1) + (v * wl + vl * w)
+        x4 = lit(x, 4.0) * x
+        p2 = x4 * u
+        p2l = fm._fma(x4, u, -p2) + x4 * ul
+        k = p1 + p2
+        bb = k - p1
+        kl = ((p1 - (k - bb)) + (p2 - bb)) + (p1l + p2l)
+        n = e * k
+        nl = fm._fma(e, k, -n) + e * kl  # e K = n + nl
+        dd = v * v
+        ddl = fm._fma(v, v, -dd) + lit(x, 2.0) * v * vl  # v^2 = dd + ddl
+        rinv = one / dd
+        q = n * rinv
+        q = fm._fma((fm._fma(-q, dd, n) + nl) - q * ddl, rinv, q)
+        band, t = _band(x, _MISH_ROOT, _MISH_BAND_P)
+    q = band if abs(t) < lit(x, _MISH_BAND_W) else q
+    # x > 20: 1 (torch: NaN at +inf, inf/inf in its formula); x < -64: (1 + x) e^x
+    q = q if x <= 20 else (one if x < math.inf else lit(x, math.nan))
+    return (((one + x) * e) * lit(x, _EXP_M32)) if tiny else q
+
+
 @jit
 def _mish_grad(g, x):
-    e, tiny = _mish_exp(x)
-    if tiny:  # (1 + x) e^x to float precision
-        return g * (((lit(x, 1.0) + x) * e) * lit(x, _EXP_M32))
-    if x > 20:  # torch: NaN at +inf (inf/inf in its formula)
-        return g if x < math.inf else g * lit(x, math.nan)
-    n = e * (e + lit(x, 2.0))
-    d = n + lit(x, 2.0)
-    t = n / d
-    sech2 = lit(x, 4.0) * ((n + lit(x, 1.0)) / d) / d
-    return g * (t + x * sech2 * (e / (lit(x, 1.0) + e)))  # sigmoid(x) = e / (1 + e)
+    return g * _mish_deriv(x)
 
 
 _register(
@@ -464,7 +579,9 @@ _register(
     inplace=True,
     doc="""
 ``x * tanh(softplus(x))``. torch: ``F.mish(input, inplace=False)``. Written as
-``x * n / (n + 2)``, ``n = e^x (e^x + 2)``: no overflow, accurate in both tails.""",
+``x * n / (n + 2)``, ``n = e^x (e^x + 2)``: no overflow, accurate in both tails. Gradient
+``tanh(sp) + x sech^2(sp) sigmoid(x)`` within 2.4 ULP (both dtypes) everywhere,
+also at its zero x = -1.19243 (a polynomial in x - r there).""",
 )
 
 
@@ -587,13 +704,30 @@ def _hardswish(x):
     return x * t / lit(x, 6.0)
 
 
+@jit(fastmath=EXACT_FASTMATH)
+def _third_plus_half(x):
+    """x/3 + 1/2 = (x + 3/2) / 3, correctly rounded but for rare near-ties; exactly 0 at
+    x = -1.5 and exact wherever the result is representable.
+
+    x + 3/2 as an exact pair (TwoSum), the quotient by 3 corrected with its residual. IEEE
+    arithmetic: under fast-math, ``x / 3 + 0.5`` becomes ``fma(x, fl(1/3), 0.5)`` (-1.49e-8 in
+    float32 at x = -1.5) and the pair's error term folds to 0."""
+    h = lit(x, 1.5)
+    s = x + h
+    bb = s - x
+    sl = (x - (s - bb)) + (h - bb)  # x + 1.5 = s + sl exactly
+    q = s * lit(x, 1.0 / 3.0)
+    r = fm._fma(-q, lit(x, 3.0), s) + sl  # (s + sl) - 3 q
+    return fm._fma(r, lit(x, 1.0 / 3.0), q)
+
+
 @jit
 def _hardswish_grad(g, x):
-    if x <= -3:
-        return lit(x, 0.0)
-    if x < 3:
-        return g * (x / lit(x, 3.0) + lit(x, 0.5))
-    return g
+    # x <= -3: 0; inside: g (x/3 + 1/2); x >= 3: g; NaN: NaN (torch 2.13 gives NaN or g by
+    # the element's position, see docs/torch_semantics.md)
+    d = g * _third_plus_half(x) if x < 3 else g
+    d = lit(x, 0.0) if x <= -3 else d
+    return d if x == x else x
 
 
 _register(
@@ -603,7 +737,8 @@ _register(
     inplace=True,
     doc="""
 ``x * relu6(x + 3) / 6``; gradient 0 for x <= -3, x/3 + 1/2 inside, 1 for x >= 3 (torch 2.13).
-torch: ``F.hardswish(input, inplace=False)``.""",
+torch: ``F.hardswish(input, inplace=False)``. The gradient inside is correctly rounded
+(exactly 0 at x = -1.5); NaN at a NaN input.""",
 )
 
 
@@ -627,32 +762,50 @@ _register(
 )
 
 
+@jit(fastmath=EXACT_FASTMATH)
+def _tanhshrink_f64(x):
+    """float64 x - tanh x within 1.5 ULP: x^3 P(x^2) for |x| < 1, where x - tanh x cancels
+    (x^3 as a double-word, P's leading 1/3 in two words); beyond, (|x| - 1) + 2 / (e^(2|x|)
+    + 1) with the exponential and the quotient as double-words (the tanh core's method),
+    sign of x."""
+    u = x * x
+    ul = fm._fma(x, x, -u)
+    c = x * u
+    cl = fm._fma(x, u, -c) + x * ul  # x^3 = c + cl
+    p = _TANHSHRINK_P64[16]
+    for k in range(15, 0, -1):
+        p = fm._fma(p, u, _TANHSHRINK_P64[k])
+    p = fm._fma(p, u, _THIRD_LO)  # P(u) - fl(1/3)
+    small = fm._fma(c, _TANHSHRINK_P64[0], fm._fma(c, p, cl * _TANHSHRINK_P64[0]))
+    a = abs(x)
+    a2 = min(a + a, 40.0)
+    ph, pl, k = fm._exp_f64_dw(a2, -0.0)
+    sc = fm._f64_from_bits((k + 1023) << 52)
+    eh = ph * sc
+    dh = eh + 1.0
+    dl = ((eh - dh) + 1.0) + pl * sc
+    y = 2.0 / dh  # 1 - tanh|x| = y + yl
+    yl = (fm._fma(-y, dh, 2.0) - y * dl) * (y * 0.5)
+    big = fm._copysign(((a - 1.0) + y) + yl, x)
+    return small if a < 1.0 else big
+
+
 @jit
 def _tanhshrink(x):
     # x - tanh(x) cancels for small |x| (float32: all of |x| < 2.4e-4 would give 0, and
     # |x| < 1 loses up to ~2^24 ULPs): there, x^3 P(x^2) instead. float32: a degree-8 fit of
     # (x - tanh x)/x^3 on |x| < 1.25 (relative error 1.3e-8) evaluated in float64;
-    # float64: its Taylor series for |x| < 1e-3 (error below 1e-25 relative).
-    a = abs(x)
+    # float64: see _tanhshrink_f64.
     if lit(x, 1.0) + lit(x, 1e-10) == lit(x, 1.0):  # float32 (folded at compile time)
-        if a < lit(x, 1.25):
+        if abs(x) < lit(x, 1.25):
             xd = np.float64(x)
             u = xd * xd
             p = _TANHSHRINK_P[8]
             for k in range(7, -1, -1):
                 p = p * u + _TANHSHRINK_P[k]
             return lit(x, xd * u * p)
-    elif a < lit(x, 1e-3):
-        u = x * x
-        return (
-            x
-            * u
-            * (
-                lit(x, 1 / 3)
-                - u * (lit(x, 2 / 15) - u * (lit(x, 17 / 315) - u * lit(x, 62 / 2835)))
-            )
-        )
-    return x - fm.tanh(x)
+        return x - fm.tanh(x)
+    return lit(x, _tanhshrink_f64(np.float64(x)))
 
 
 @jit
@@ -666,7 +819,8 @@ _register(
     _tanhshrink,
     _tanhshrink_grad,
     doc="""
-``x - tanh(x)``. torch: ``F.tanhshrink(input)``.""",
+``x - tanh(x)``. torch: ``F.tanhshrink(input)``. Within 1.5 ULP in both dtypes, also where
+``x - tanh(x)`` cancels (a polynomial x^3 P(x^2) for small |x|); gradient ``tanh(x)^2``.""",
 )
 
 
@@ -693,7 +847,10 @@ def _softshrink(x, lambd):
 
 @jit
 def _shrink_grad(g, x, lambd):
-    return lit(x, 0.0) if abs(x) <= lambd else g
+    # NaN input: torch 2.13 gives 0 or g by the element's position, so NaN, except that
+    # g = 0 gives 0 in both of torch's loops
+    d = lit(x, 0.0) if abs(x) <= lambd else g
+    return d if x == x else (g if g == 0 else x)
 
 
 _register(
