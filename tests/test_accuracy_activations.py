@@ -26,10 +26,6 @@ PREC = 160
 DTYPES = (np.float32, np.float64)
 IDS = ("f32", "f64")
 
-#: roots of the derivatives (to float64 precision; the bands only need their location)
-SILU_ROOT = -1.2784645427610738
-MISH_ROOT = -1.1924312145154952
-
 
 # ------------------------------------------------------------------------------ reference
 def _mp(fn, xs) -> tuple[np.ndarray, np.ndarray]:
@@ -99,16 +95,6 @@ def _d_sigmoid(x):
     return s * _sig(-x)
 
 
-def _d_silu(x):
-    return _sig(x) * (1 + x * _sig(-x))
-
-
-def _d_mish(x):
-    sp = mpmath.log1p(mpmath.exp(x))
-    t = mpmath.tanh(sp)
-    return t + x * (1 - t * t) * _sig(x)
-
-
 def _tanhshrink(x):
     # x - tanh x ~ x^3 / 3 cancels 2 log2(1/|x|) bits: work with that many more
     extra = 3 * max(0, -int(mpmath.floor(mpmath.log(abs(x), 2)))) if x else 0
@@ -131,8 +117,6 @@ def _d_hardswish(x):
 #: name -> (fastact call on x, reference, sample options, bound in ULP)
 GRADS = {
     "sigmoid": (_d_sigmoid, dict(lin=((-30, 30, 3001),))),
-    "silu": (_d_silu, dict(roots=(SILU_ROOT,), lin=((-110, 110, 4001), (-4, 2, 4001)))),
-    "mish": (_d_mish, dict(roots=(MISH_ROOT,), lin=((-110, 30, 4001), (-4, 2, 4001)))),
     "tanhshrink": (_d_tanhshrink, dict(lin=((-20, 20, 4001),))),
     "hardswish": (_d_hardswish, dict(roots=(-1.5,), lin=((-3.5, 3.5, 7001),))),
 }

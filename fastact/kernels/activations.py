@@ -21,14 +21,6 @@ from fastact._core import math as fm
 from fastact._core.jit import EXACT_FASTMATH, jit
 from fastact._core.math import lit
 from fastact.kernels._series import (
-    _MISH_BAND_P,
-    _MISH_BAND_P32,
-    _MISH_BAND_W,
-    _MISH_ROOT,
-    _SILU_BAND_P,
-    _SILU_BAND_P32,
-    _SILU_BAND_W,
-    _SILU_ROOT,
     _TANHSHRINK_P64,
     _THIRD_LO,
 )
@@ -438,48 +430,14 @@ def _silu(x):
     return x * (r if x >= 0 else e * r)
 
 
-@jit(fastmath=EXACT_FASTMATH)
-def _band(x, root, coeffs):
-    """t P(t), t = (x - root[0]) - root[1]: a derivative near its zero (see _SILU_BAND_P)."""
-    rh = lit(x, root[0])
-    t = (x - rh) - lit(x, (root[0] - np.float64(rh)) + root[1])  # float32: its own split
-    n = len(coeffs)
-    p = lit(x, coeffs[n - 1])
-    for k in range(n - 2, -1, -1):
-        p = fm._fma(p, t, lit(x, coeffs[k]))
-    return t * p, t
-
-
-@jit(fastmath=EXACT_FASTMATH)
-def _silu_deriv(x):
-    """silu'(x) = s (1 + x (1 - s)), s = sigmoid(x), within 3 ULP (float32: 2.4).
-
-    With e = exp(-|x|) and (1 + e)^2 an exact double-word, silu' is
-    (1 + e + x e) / (1 + e)^2 for x >= 0 and e (1 + x + e) / (1 + e)^2 for x < 0, where
-    1 + x + e cancels towards the zero r = -1.27846 of silu': for |x - r| < 5/16 the
-    derivative is t P(t) instead (see _SILU_BAND_P), selected per element."""
-    one = lit(x, 1.0)
-    e, tiny = _exp_neg_abs_scaled(x)
-    d = one + e
-    dl = (one - d) + e  # 1 + e = d + dl exactly
-    dd = d * d
-    ddl = fm._fma(d, d, -dd) + lit(x, 2.0) * d * dl
-    num = (fm._fma(x, e, d) + dl) if x >= 0 else e * ((one + x) + e)
-    rinv = one / dd
-    q = num * rinv
-    q = fm._fma(fm._fma(-q, dd, num) - q * ddl, rinv, q)
-    if lit(x, 1.0) + lit(x, 1e-10) == lit(x, 1.0):  # float32 (folded at compile time)
-        band, t = _band(x, _SILU_ROOT, _SILU_BAND_P32)
-    else:
-        band, t = _band(x, _SILU_ROOT, _SILU_BAND_P)
-    q = band if abs(t) < lit(x, _SILU_BAND_W) else q
-    # x < -64: s (1 + x (1 - s)) = (1 + x) e^x to float precision (e = e^(x + 32))
-    return (((one + x) * e) * lit(x, _EXP_M32)) if tiny else q
-
-
 @jit
 def _silu_grad(g, x):
-    return g * _silu_deriv(x)
+    e, tiny = _exp_neg_abs_scaled(x)
+    if tiny:  # s (1 + x (1 - s)) = (1 + x) e^x to float precision
+        return g * (((lit(x, 1.0) + x) * e) * lit(x, _EXP_M32))
+    r = lit(x, 1.0) / (lit(x, 1.0) + e)
+    s, sn = (r, e * r) if x >= 0 else (e * r, r)
+    return g * s * (lit(x, 1.0) + x * sn)
 
 
 _register(
@@ -489,9 +447,7 @@ _register(
     inplace=True,
     doc="""
 ``x * sigmoid(x)`` (swish). torch: ``F.silu(input, inplace=False)``. Accurate also for very
-negative x, where torch's sigmoid factor underflows. Gradient ``s (1 + x (1 - s))`` within
-3 ULP (float32 2.4, float64 2.8) everywhere, also at its zero x = -1.27846 (a polynomial in
-x - r there).""",
+negative x, where torch's sigmoid factor underflows.""",
 )
 
 
@@ -514,62 +470,18 @@ def _mish(x):
     return x * (n / (n + lit(x, 2.0)))
 
 
-@jit(fastmath=EXACT_FASTMATH)
-def _mish_deriv(x):
-    """mish'(x) = tanh(sp) + x sech^2(sp) sigmoid(x), sp = softplus(x), within 2.5 ULP.
-
-    With e = e^x, u = 1 + e and v = u^2 + 1 (= n + 2 of the forward): mish' = e K / v^2,
-    K = v (u + 1) + 4 x u, whose two products cancel towards the zero r = -1.19243 of mish'
-    (and by a factor up to ~5 on all of x < -1). float64: K, v^2 and e K as double-words, the
-    quotient corrected with its residual; float32: K = 4 (1 + x) + e ((6 + 4x) + e (4 + e))
-    and the quotient in plain float64 (exp in float32). For |x - r| < 1/4 the derivative is
-    t P(t) instead (see _MISH_BAND_P), selected per element."""
-    one = lit(x, 1.0)
-    e, tiny = _mish_exp(x)
-    if lit(x, 1.0) + lit(x, 1e-10) == lit(x, 1.0):  # float32 (folded at compile time)
-        # e K / v^2 in plain float64 (exp in float32): its roundings are far below float32's
-        ed = np.float64(e)
-        xd = np.float64(x)
-        kd = fm._fma(ed, fm._fma(ed, 4.0 + ed, 6.0 + 4.0 * xd), 4.0 * (1.0 + xd))
-        vd = fm._fma(ed, 2.0 + ed, 2.0)
-        q = np.float32(ed * kd / (vd * vd))
-        band, t = _band(x, _MISH_ROOT, _MISH_BAND_P32)
-    else:
-        # float64: u = 1 + e, v, w = u + 1 and K = v w + 4 x u as double-words (hi + lo)
-        hi, lo = max(e, one), min(e, one)
-        u = hi + lo
-        ul = (hi - u) + lo
-        s2 = u * u
-        s2l = fm._fma(u, u, -s2) + lit(x, 2.0) * u * ul
-        v = s2 + one  # s2 >= 1
-        vl = ((s2 - v) + one) + s2l
-        w = u + one
-        wl = ((u - w) + one) + ul
-        p1 = v * w
-        p1l = fm._fma(v, w, -p1) + (v * wl + vl * w)
-        x4 = lit(x, 4.0) * x
-        p2 = x4 * u
-        p2l = fm._fma(x4, u, -p2) + x4 * ul
-        k = p1 + p2
-        bb = k - p1
-        kl = ((p1 - (k - bb)) + (p2 - bb)) + (p1l + p2l)
-        n = e * k
-        nl = fm._fma(e, k, -n) + e * kl  # e K = n + nl
-        dd = v * v
-        ddl = fm._fma(v, v, -dd) + lit(x, 2.0) * v * vl  # v^2 = dd + ddl
-        rinv = one / dd
-        q = n * rinv
-        q = fm._fma((fm._fma(-q, dd, n) + nl) - q * ddl, rinv, q)
-        band, t = _band(x, _MISH_ROOT, _MISH_BAND_P)
-    q = band if abs(t) < lit(x, _MISH_BAND_W) else q
-    # x > 20: 1 (torch: NaN at +inf, inf/inf in its formula); x < -64: (1 + x) e^x
-    q = q if x <= 20 else (one if x < math.inf else lit(x, math.nan))
-    return (((one + x) * e) * lit(x, _EXP_M32)) if tiny else q
-
-
 @jit
 def _mish_grad(g, x):
-    return g * _mish_deriv(x)
+    e, tiny = _mish_exp(x)
+    if tiny:  # (1 + x) e^x to float precision
+        return g * (((lit(x, 1.0) + x) * e) * lit(x, _EXP_M32))
+    if x > 20:  # torch: NaN at +inf (inf/inf in its formula)
+        return g if x < math.inf else g * lit(x, math.nan)
+    n = e * (e + lit(x, 2.0))
+    d = n + lit(x, 2.0)
+    t = n / d
+    sech2 = lit(x, 4.0) * ((n + lit(x, 1.0)) / d) / d
+    return g * (t + x * sech2 * (e / (lit(x, 1.0) + e)))  # sigmoid(x) = e / (1 + e)
 
 
 _register(
@@ -579,9 +491,7 @@ _register(
     inplace=True,
     doc="""
 ``x * tanh(softplus(x))``. torch: ``F.mish(input, inplace=False)``. Written as
-``x * n / (n + 2)``, ``n = e^x (e^x + 2)``: no overflow, accurate in both tails. Gradient
-``tanh(sp) + x sech^2(sp) sigmoid(x)`` within 2.4 ULP (both dtypes) everywhere,
-also at its zero x = -1.19243 (a polynomial in x - r there).""",
+``x * n / (n + 2)``, ``n = e^x (e^x + 2)``: no overflow, accurate in both tails.""",
 )
 
 
