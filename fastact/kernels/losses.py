@@ -229,7 +229,7 @@ def _bce_logits_plain(x, t, w, pw):
     return w * ((one - t) * x + lw * sp), w * ((one - t) - lw * sig)
 
 
-@jit
+@jit(fastmath=False)
 def _bce_logits_wide(x, t, w, pw):
     """float32: the cancellation-free forms of bce_logits_f evaluated in float64."""
     xd = np.float64(x)
@@ -283,11 +283,35 @@ def bce_logits_f(a, b, c, w1, w2, prm):
 
 
 @jit
-def kl_f(a, b, c, w1, w2, prm):
-    """xlogy(t, t) - t x (0 where t == 0); d/dx = -t."""
-    t = b
+def _kl_plain(x, t, c, d):
     xl = t * log(t) if t != 0 else lit(t, 0.0)
-    return xl - t * a, -t, lit(a, 0.0), lit(a, 0.0)
+    return xl - t * x
+
+
+@jit(fastmath=False)
+def _kl_wide(x, t, c, d):
+    td = np.float64(t)
+    v = td * (log(td) - np.float64(x))
+    return np.float32(v) if t != 0 else -(t * x)
+
+
+@jit(fastmath=False)
+def _kl_dw(x, t, c, d):
+    h, lo = _log_dw(t)
+    v = t * ((h - x) + lo)
+    return v if t != 0 else -(t * x)
+
+
+_kl_value = _by_dtype("_kl_value", _kl_wide, _kl_dw, _kl_plain)
+
+
+@jit
+def kl_f(a, b, c, w1, w2, prm):
+    """xlogy(t, t) - t x = t (log t - x) (0 x where t == 0); d/dx = -t.
+
+    log t - x cancels where x ~ log t: float32 evaluates it in float64, float64 with a
+    double-word log."""
+    return _kl_value(a, b, a, a), -b, lit(a, 0.0), lit(a, 0.0)
 
 
 @jit
@@ -306,47 +330,147 @@ def _stirling(t):
 
 
 @jit
+def _poisson_log_plain(x, t, c, full):
+    ex = exp(x)
+    st = _stirling(t) if full else lit(t, 0.0)
+    return ex - t * x + st, ex - t
+
+
+@jit(fastmath=False)
+def _poisson_log_wide(x, t, c, full):
+    xd = np.float64(x)
+    td = np.float64(t)
+    ex = exp(xd)
+    st = _stirling(td) if full else 0.0
+    return np.float32(ex - td * xd + st), np.float32(ex - td)
+
+
+@jit(fastmath=False)
+def _poisson_log_dw(x, t, c, full):
+    eh, el = _exp_dw(x)
+    ph, pl = _two_prod(t, x)
+    st = _stirling(t) if full else 0.0
+    return (eh - ph) + (el - pl) + st, (eh - t) + el
+
+
+_poisson_log_vg = _by_dtype(
+    "_poisson_log_vg", _poisson_log_wide, _poisson_log_dw, _poisson_log_plain
+)
+
+
+@jit
 def poisson_log_f(a, b, c, w1, w2, prm):
-    """exp(x) - t x; d/dx = exp(x) - t."""
-    ex = exp(a)
-    return ex - b * a, ex - b, lit(a, 0.0), lit(a, 0.0)
+    """exp(x) - t x; d/dx = exp(x) - t. Both cancel (near the root x = log t, and where
+    exp(x) ~ t x): float32 evaluates them in float64, float64 with a double-word exp and
+    exact products."""
+    v, g = _poisson_log_vg(a, b, a, False)
+    return v, g, lit(a, 0.0), lit(a, 0.0)
 
 
 @jit
 def poisson_log_full_f(a, b, c, w1, w2, prm):
-    """exp(x) - t x + Stirling(t); d/dx = exp(x) - t."""
-    ex = exp(a)
-    return ex - b * a + _stirling(b), ex - b, lit(a, 0.0), lit(a, 0.0)
+    """exp(x) - t x + Stirling(t); d/dx = exp(x) - t (as poisson_log_f)."""
+    v, g = _poisson_log_vg(a, b, a, True)
+    return v, g, lit(a, 0.0), lit(a, 0.0)
+
+
+@jit
+def _poisson_plain(x, t, eps, full):
+    xe = x + eps
+    st = _stirling(t) if full else lit(t, 0.0)
+    return x - t * log(xe) + st, lit(x, 1.0) - t / xe
+
+
+@jit(fastmath=False)
+def _poisson_wide(x, t, eps, full):
+    xd = np.float64(x)
+    td = np.float64(t)
+    ed = np.float64(eps)
+    xe = xd + ed
+    # 1 - t / (x + eps) = ((x - t) + eps) / (x + eps), x - t exact
+    st = _stirling(td) if full else 0.0
+    return np.float32(xd - td * log(xe) + st), np.float32(((xd - td) + ed) / xe)
+
+
+@jit(fastmath=False)
+def _poisson_dw(x, t, eps, full):
+    xh, xl = _two_sum(x, eps)
+    q = t / xh
+    ql = (_fma(-q, xh, t) - q * xl) / xh  # t / (xh + xl) = q + ql
+    h, lo = _log_dw(xh)
+    lo = lo + xl / xh
+    ph, pl = _two_prod(t, h)
+    st = _stirling(t) if full else 0.0
+    return (x - ph) - (pl + t * lo) + st, (1.0 - q) - ql
+
+
+_poisson_vg = _by_dtype("_poisson_vg", _poisson_wide, _poisson_dw, _poisson_plain)
 
 
 @jit
 def poisson_f(a, b, c, w1, w2, prm):
-    """x - t log(x + eps); d/dx = 1 - t / (x + eps); prm = (eps,)."""
-    xe = a + prm[0]
-    return a - b * log(xe), lit(a, 1.0) - b / xe, lit(a, 0.0), lit(a, 0.0)
+    """x - t log(x + eps); d/dx = 1 - t / (x + eps); prm = (eps,). Both cancel where
+    x ~ t: float32 evaluates them in float64, float64 in double-word arithmetic (the sum
+    x + eps exact, a double-word log and quotient)."""
+    v, g = _poisson_vg(a, b, prm[0], False)
+    return v, g, lit(a, 0.0), lit(a, 0.0)
 
 
 @jit
 def poisson_full_f(a, b, c, w1, w2, prm):
     """x - t log(x + eps) + Stirling(t); d/dx = 1 - t / (x + eps)."""
-    xe = a + prm[0]
-    return a - b * log(xe) + _stirling(b), lit(a, 1.0) - b / xe, lit(a, 0.0), lit(a, 0.0)
+    v, g = _poisson_vg(a, b, prm[0], True)
+    return v, g, lit(a, 0.0), lit(a, 0.0)
+
+
+@jit
+def _gaussian_plain(x, t, v, k):
+    d = x - t
+    half = lit(x, 0.5)
+    iv = lit(x, 1.0) / v
+    q = d * iv
+    return half * (log(v) + d * q) + k, q, half * (iv - q * q)
+
+
+@jit(fastmath=False)
+def _gaussian_wide(x, t, v, k):
+    d = np.float64(x) - np.float64(t)
+    vd = np.float64(v)
+    q = d / vd
+    loss = 0.5 * (log(vd) + d * q) + np.float64(k)
+    g2 = 0.5 * ((vd - d * d) / vd) / vd
+    return np.float32(loss), np.float32(q), np.float32(g2)
+
+
+@jit(fastmath=False)
+def _gaussian_dw(x, t, v, k):
+    dh, dl = _two_sum(x, -t)
+    sh, sl = _two_prod(dh, dh)
+    sl = sl + 2.0 * dh * dl  # (x - t)^2 = sh + sl
+    g2 = 0.5 * (((v - sh) - sl) / v) / v
+    q = dh / v
+    g1 = q + dl / v
+    r1 = sh / v
+    r2 = (_fma(-r1, v, sh) + sl) / v  # (x - t)^2 / v = r1 + r2
+    h, lo = _log_dw(v)
+    s1, s2 = _two_sum(h, r1)
+    return 0.5 * (s1 + (s2 + (lo + r2))) + k, g1, g2
+
+
+_gaussian_vg = _by_dtype("_gaussian_vg", _gaussian_wide, _gaussian_dw, _gaussian_plain)
 
 
 @jit
 def gaussian_nll_f(a, b, c, w1, w2, prm):
     """0.5 (log v + (x - t)^2 / v) + k, v = max(var, eps); prm = (eps, k).
 
-    d1 = d/dx = (x - t) / v, d2 = d/dvar = 0.5 (1/v - (x - t)^2 / v^2) (the clamp is ignored
-    by torch's autograd). bad: var < 0.
-    """
+    d1 = d/dx = (x - t) / v, d2 = d/dvar = 0.5 (v - (x - t)^2) / v^2 (the clamp is ignored
+    by torch's autograd). bad: var < 0. The value (log v < 0) and d2 (var ~ (x - t)^2)
+    cancel: float32 evaluates them in float64, float64 in double-word arithmetic (exact
+    difference and square, double-word log)."""
     v = max(c, prm[0])
-    d = a - b
-    half = lit(a, 0.5)
-    iv = lit(a, 1.0) / v
-    q = d * iv
-    loss = half * (log(v) + d * q) + prm[1]
-    return loss, q, half * (iv - q * q), lit(a, 1.0) if c < 0 else lit(a, 0.0)
+    loss, g1, g2 = _gaussian_vg(a, b, v, prm[1])
+    return loss, g1, g2, lit(a, 1.0) if c < 0 else lit(a, 0.0)
 
 
 @jit
@@ -357,10 +481,32 @@ def soft_margin_f(a, b, c, w1, w2, prm):
 
 
 @jit
+def _margin_plain(x1, x2, y, margin):
+    return -y * (x1 - x2) + margin
+
+
+@jit(fastmath=False)
+def _margin_wide(x1, x2, y, margin):
+    return np.float32(-np.float64(y) * (np.float64(x1) - np.float64(x2)) + np.float64(margin))
+
+
+@jit(fastmath=False)
+def _margin_dw(x1, x2, y, margin):
+    dh, dl = _two_sum(x1, -x2)
+    return _fma(-y, dh, margin) - y * dl
+
+
+_margin_z = _by_dtype("_margin_z", _margin_wide, _margin_dw, _margin_plain)
+
+
+@jit
 def margin_ranking_f(a, b, c, w1, w2, prm):
-    """max(0, -y (x1 - x2) + margin); d/dx1 = -y, d/dx2 = y where the hinge is active (>= 0)."""
+    """max(0, -y (x1 - x2) + margin); d/dx1 = -y, d/dx2 = y where the hinge is active (>= 0).
+
+    The argument is rounded once (float64 for float32; an exact difference and an FMA for
+    float64): x1 - x2 + margin cancels."""
     y = c
-    z = -y * (a - b) + prm[0]
+    z = _margin_z(a, b, y, prm[0])
     zero = lit(a, 0.0)
     v = zero if z < 0 else z
     act = z >= 0
