@@ -341,8 +341,9 @@ def _poisson_log_wide(x, t, c, full):
     xd = np.float64(x)
     td = np.float64(t)
     ex = exp(xd)
-    st = _stirling(td) if full else 0.0
-    return np.float32(ex - td * xd + st), np.float32(ex - td)
+    if full:
+        return np.float32(ex - td * xd + _stirling(td)), np.float32(ex - td)
+    return np.float32(ex - td * xd), np.float32(ex - td)
 
 
 @jit(fastmath=False)
@@ -388,8 +389,10 @@ def _poisson_wide(x, t, eps, full):
     ed = np.float64(eps)
     xe = xd + ed
     # 1 - t / (x + eps) = ((x - t) + eps) / (x + eps), x - t exact
-    st = _stirling(td) if full else 0.0
-    return np.float32(xd - td * log(xe) + st), np.float32(((xd - td) + ed) / xe)
+    g = np.float32(((xd - td) + ed) / xe)
+    if full:  # a branch, not a select: the Stirling logs cost 2x where not wanted
+        return np.float32(xd - td * log(xe) + _stirling(td)), g
+    return np.float32(xd - td * log(xe)), g
 
 
 @jit(fastmath=False)
