@@ -231,18 +231,20 @@ def _bce_logits_plain(x, t, w, pw):
 
 @jit(fastmath=False)
 def _bce_logits_wide(x, t, w, pw):
-    """float32: the cancellation-free forms of bce_logits_f evaluated in float64."""
+    """float32: the value (two terms >= 0) in float32; the gradient's numerator, which
+    cancels near its root, in float64 from a float64 exp (products of float32 exact)."""
+    one = lit(x, 1.0)
     xd = np.float64(x)
-    td = np.float64(t)
-    pwd = np.float64(pw)
-    e = exp(-abs(xd))
-    lg = log1p(e)
-    omt = 1.0 - td
-    pt = pwd * td
-    v = np.float64(w) * (omt * (max(xd, 0.0) + lg) + pt * (max(-xd, 0.0) + lg))
-    num = omt * e - pt if xd <= 0 else omt - pt * e
-    g = np.float64(w) * (num / (1.0 + e))
-    return np.float32(v), np.float32(g)
+    ed = exp(-abs(xd))
+    e = np.float32(ed)
+    lg = _log1p_unit(e)
+    omt = one - t
+    pt = pw * t
+    v = w * (omt * (max(x, lit(x, 0.0)) + lg) + pt * (max(-x, lit(x, 0.0)) + lg))
+    omd = 1.0 - np.float64(t)
+    ptd = np.float64(pw) * np.float64(t)
+    num = np.float32(omd * ed - ptd if xd <= 0 else omd - ptd * ed)
+    return v, w * (num / (one + e))
 
 
 @jit(fastmath=False)
@@ -489,25 +491,21 @@ def _margin_plain(x1, x2, y, margin):
 
 
 @jit(fastmath=False)
-def _margin_wide(x1, x2, y, margin):
-    return np.float32(-np.float64(y) * (np.float64(x1) - np.float64(x2)) + np.float64(margin))
-
-
-@jit(fastmath=False)
 def _margin_dw(x1, x2, y, margin):
+    """-y (x1 - x2) + margin with x1 - x2 = dh + dl exact and one FMA (any float type)."""
     dh, dl = _two_sum(x1, -x2)
     return _fma(-y, dh, margin) - y * dl
 
 
-_margin_z = _by_dtype("_margin_z", _margin_wide, _margin_dw, _margin_plain)
+_margin_z = _by_dtype("_margin_z", _margin_dw, _margin_dw, _margin_plain)
 
 
 @jit
 def margin_ranking_f(a, b, c, w1, w2, prm):
     """max(0, -y (x1 - x2) + margin); d/dx1 = -y, d/dx2 = y where the hinge is active (>= 0).
 
-    The argument is rounded once (float64 for float32; an exact difference and an FMA for
-    float64): x1 - x2 + margin cancels."""
+    x1 - x2 + margin cancels: the argument is computed from the exact difference
+    x1 - x2 = dh + dl as fma(-y, dh, margin) - y dl (in the data's type)."""
     y = c
     z = _margin_z(a, b, y, prm[0])
     zero = lit(a, 0.0)
