@@ -304,12 +304,27 @@ EW_CASES = [(name, dt) for name in EW_LOSSES for dt in DTYPES]
 #: (cancels against exp(x) - t x; not yet in double-word). The limits are the measured worst
 #: errors of this sample (before this work: 4.5e11, 1.5e7 / 3.2e8, 2.5e8, 2.9e4 ULP), so that
 #: a regression fails; they must come down to TARGET.
+#: float32: computed in float32 (the speed rule: a float64 exp or log per element cost
+#: 1.6-2.2x at 16M elements), cancellation-free formulas and exact products/differences but a
+#: once-rounded exp/log, so near a root the error grows as (larger term) / result. Before the
+#: accuracy work: BCE-with-logits d1 7.4e11, kl_div value 8.9e8. Reaching TARGET without the
+#: float64 cost needs float32 double-word exp/log cores (about 2**-40) so that the float64
+#: evaluation is confined to a narrow band.
 RESIDUAL = {
     ("binary_cross_entropy_with_logits", np.float64, "d1"): 1e9,
     ("kl_div", np.float64, "value"): 1.6e7,
     ("poisson_nll_loss", np.float64, "d1"): 2.8e7,
     ("poisson_nll_loss(full)", np.float64, "d1"): 2.8e7,
     ("poisson_nll_loss(full)", np.float64, "value"): 3.3e4,
+    ("binary_cross_entropy_with_logits", np.float32, "d1"): 2.2e7,
+    ("binary_cross_entropy_with_logits(no pw)", np.float32, "d1"): 14.0,
+    ("kl_div", np.float32, "value"): 1.6e7,
+    ("poisson_nll_loss", np.float32, "value"): 12.0,
+    ("poisson_nll_loss", np.float32, "d1"): 1.1e7,
+    ("poisson_nll_loss(full)", np.float32, "value"): 3.4e4,
+    ("poisson_nll_loss(full)", np.float32, "d1"): 1.1e7,
+    ("poisson_nll_loss(log_input=False)", np.float32, "value"): 5.6,
+    ("gaussian_nll_loss", np.float32, "value"): 4.7,
 }
 
 

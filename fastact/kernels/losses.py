@@ -229,22 +229,22 @@ def _bce_logits_plain(x, t, w, pw):
     return w * ((one - t) * x + lw * sp), w * ((one - t) - lw * sig)
 
 
-@jit(fastmath=False)
-def _bce_logits_wide(x, t, w, pw):
-    """float32: the value (two terms >= 0) in float32; the gradient's numerator, which
-    cancels near its root, in float64 from a float64 exp (products of float32 exact)."""
+@jit
+def _bce_logits_f32(x, t, w, pw):
+    """float32 in float32 (speed: a float64 or double-word exp costs 1.4-1.8x): the value's
+    two terms >= 0; the gradient's numerator (1 - t) e - pw t (x <= 0) or (1 - t) - pw t e
+    with one FMA (near its root the error is about 2**-24 of the larger product)."""
     one = lit(x, 1.0)
-    xd = np.float64(x)
-    ed = exp(-abs(xd))
-    e = np.float32(ed)
+    zero = lit(x, 0.0)
+    e = exp(-abs(x))
     lg = _log1p_unit(e)
     omt = one - t
     pt = pw * t
-    v = w * (omt * (max(x, lit(x, 0.0)) + lg) + pt * (max(-x, lit(x, 0.0)) + lg))
-    omd = 1.0 - np.float64(t)
-    ptd = np.float64(pw) * np.float64(t)
-    num = np.float32(omd * ed - ptd if xd <= 0 else omd - ptd * ed)
-    return v, w * (num / (one + e))
+    v = w * (omt * (max(x, zero) + lg) + pt * (max(-x, zero) + lg))
+    neg = x <= 0
+    p1 = omt if neg else -pt
+    q1 = pt if neg else -omt
+    return v, w * (_fma(p1, e, -q1) / (one + e))
 
 
 @jit(fastmath=False)
@@ -268,7 +268,7 @@ def _bce_logits_dw(x, t, w, pw):
     return v, w * (num / (1.0 + eh))
 
 
-_bce_logits_vg = _by_dtype("_bce_logits_vg", _bce_logits_wide, _bce_logits_dw, _bce_logits_plain)
+_bce_logits_vg = _by_dtype("_bce_logits_vg", _bce_logits_f32, _bce_logits_dw, _bce_logits_plain)
 
 
 @jit
@@ -277,8 +277,9 @@ def bce_logits_f(a, b, c, w1, w2, prm):
 
     = w [(1 - t) softplus(x) + pw t softplus(-x)] (two terms >= 0: no cancellation);
     d/dx = w [(1 - t) sigmoid(x) - pw t sigmoid(-x)] = w [(1 - t) e^x - pw t] / (1 + e^x),
-    whose numerator cancels near the gradient's root: float32 evaluates it in float64,
-    float64 in double-word arithmetic. Both within 4 ULP of the exact values (tests).
+    whose numerator cancels near the gradient's root: float64 evaluates it in double-word
+    arithmetic (within 4 ULP except inside ~1e-11 of the root); float32 with one FMA on a
+    once-rounded exp (speed rule), so near the root its error grows (tests: RESIDUAL).
     """
     v, g = _bce_logits_vg(a, b, w1, w2)
     return v, g, lit(a, 0.0), lit(a, 0.0)
@@ -290,11 +291,11 @@ def _kl_plain(x, t, c, d):
     return xl - t * x
 
 
-@jit(fastmath=False)
-def _kl_wide(x, t, c, d):
-    td = np.float64(t)
-    v = td * (log(td) - np.float64(x))
-    return np.float32(v) if t != 0 else -(t * x)
+@jit
+def _kl_f32(x, t, c, d):
+    """float32 in float32: t (log t - x) (a float64 log costs 1.9x)."""
+    v = t * (log(t) - x)
+    return v if t != 0 else -(t * x)
 
 
 @jit(fastmath=False)
@@ -304,15 +305,15 @@ def _kl_dw(x, t, c, d):
     return v if t != 0 else -(t * x)
 
 
-_kl_value = _by_dtype("_kl_value", _kl_wide, _kl_dw, _kl_plain)
+_kl_value = _by_dtype("_kl_value", _kl_f32, _kl_dw, _kl_plain)
 
 
 @jit
 def kl_f(a, b, c, w1, w2, prm):
     """xlogy(t, t) - t x = t (log t - x) (0 x where t == 0); d/dx = -t.
 
-    log t - x cancels where x ~ log t: float32 evaluates it in float64, float64 with a
-    double-word log."""
+    log t - x cancels where x ~ log t: float64 uses a double-word log; float32 a float32
+    log (speed rule: a float64 log costs 1.9x), so there its error grows (tests: RESIDUAL)."""
     return _kl_value(a, b, a, a), -b, lit(a, 0.0), lit(a, 0.0)
 
 
@@ -338,14 +339,15 @@ def _poisson_log_plain(x, t, c, full):
     return ex - t * x + st, ex - t
 
 
-@jit(fastmath=False)
-def _poisson_log_wide(x, t, c, full):
-    xd = np.float64(x)
-    td = np.float64(t)
-    ex = exp(xd)
-    if full:
-        return np.float32(ex - td * xd + _stirling(td)), np.float32(ex - td)
-    return np.float32(ex - td * xd), np.float32(ex - td)
+@jit
+def _poisson_log_f32(x, t, c, full):
+    """float32 in float32 (speed: a float64 or double-word exp costs 1.15-1.8x): exp(x)
+    rounded once, the product t x exact."""
+    e = exp(x)
+    ph, pl = _two_prod(t, x)
+    if full:  # a branch, not a select: the Stirling logs cost 2x where not wanted
+        return (e - ph) + (_stirling(t) - pl), e - t
+    return (e - ph) - pl, e - t
 
 
 @jit(fastmath=False)
@@ -357,15 +359,15 @@ def _poisson_log_dw(x, t, c, full):
 
 
 _poisson_log_vg = _by_dtype(
-    "_poisson_log_vg", _poisson_log_wide, _poisson_log_dw, _poisson_log_plain
+    "_poisson_log_vg", _poisson_log_f32, _poisson_log_dw, _poisson_log_plain
 )
 
 
 @jit
 def poisson_log_f(a, b, c, w1, w2, prm):
     """exp(x) - t x; d/dx = exp(x) - t. Both cancel (near the root x = log t, and where
-    exp(x) ~ t x): float32 evaluates them in float64, float64 with a double-word exp and
-    exact products."""
+    exp(x) ~ t x): float64 uses a double-word exp and exact products; float32 an exact
+    product and a float32 exp (speed rule), whose error the cancellation magnifies."""
     v, g = _poisson_log_vg(a, b, a, False)
     return v, g, lit(a, 0.0), lit(a, 0.0)
 
@@ -384,17 +386,16 @@ def _poisson_plain(x, t, eps, full):
     return x - t * log(xe) + st, lit(x, 1.0) - t / xe
 
 
-@jit(fastmath=False)
-def _poisson_wide(x, t, eps, full):
-    xd = np.float64(x)
-    td = np.float64(t)
-    ed = np.float64(eps)
-    xe = xd + ed
-    # 1 - t / (x + eps) = ((x - t) + eps) / (x + eps), x - t exact
-    g = np.float32(((xd - td) + ed) / xe)
+@jit
+def _poisson_f32(x, t, eps, full):
+    """float32 in float32 (a float64 log costs 1.8x): the value x - t log(x + eps); the
+    gradient ((x - t) + eps) / (x + eps) from the exact difference x - t = dh + dl."""
+    dh, dl = _two_sum(x, -t)
+    xe = x + eps
+    g = (dh + (dl + eps)) / xe
     if full:  # a branch, not a select: the Stirling logs cost 2x where not wanted
-        return np.float32(xd - td * log(xe) + _stirling(td)), g
-    return np.float32(xd - td * log(xe)), g
+        return x - t * log(xe) + _stirling(t), g
+    return x - t * log(xe), g
 
 
 @jit(fastmath=False)
@@ -409,14 +410,14 @@ def _poisson_dw(x, t, eps, full):
     return (x - ph) - (pl + t * lo) + st, (1.0 - q) - ql
 
 
-_poisson_vg = _by_dtype("_poisson_vg", _poisson_wide, _poisson_dw, _poisson_plain)
+_poisson_vg = _by_dtype("_poisson_vg", _poisson_f32, _poisson_dw, _poisson_plain)
 
 
 @jit
 def poisson_f(a, b, c, w1, w2, prm):
     """x - t log(x + eps); d/dx = 1 - t / (x + eps); prm = (eps,). Both cancel where
-    x ~ t: float32 evaluates them in float64, float64 in double-word arithmetic (the sum
-    x + eps exact, a double-word log and quotient)."""
+    x ~ t: float64 in double-word arithmetic (the sum x + eps exact, a double-word log and
+    quotient); float32 the gradient from the exact x - t, the value with a float32 log."""
     v, g = _poisson_vg(a, b, prm[0], False)
     return v, g, lit(a, 0.0), lit(a, 0.0)
 
@@ -437,14 +438,17 @@ def _gaussian_plain(x, t, v, k):
     return half * (log(v) + d * q) + k, q, half * (iv - q * q)
 
 
-@jit(fastmath=False)
-def _gaussian_wide(x, t, v, k):
-    d = np.float64(x) - np.float64(t)
-    vd = np.float64(v)
-    q = d / vd
-    loss = 0.5 * (log(vd) + d * q) + np.float64(k)
-    g2 = 0.5 * ((vd - d * d) / vd) / vd
-    return np.float32(loss), np.float32(q), np.float32(g2)
+@jit
+def _gaussian_f32(x, t, v, k):
+    """float32 in float32 (speed: a float64 log costs 1.8x): the value as in float64 but
+    with a float32 log; d/dvar = 0.5 (v - (x - t)^2) / v^2 with x - t = dh + dl exact and
+    v - (x - t)^2 = fma(-dh, dh, v) - 2 dh dl (its cancellation in one rounding)."""
+    half = lit(x, 0.5)
+    iv = lit(x, 1.0) / v
+    dh, dl = _two_sum(x, -t)
+    q = dh * iv
+    num = _fma(-dh, dh, v) - lit(x, 2.0) * dh * dl
+    return half * (log(v) + dh * q) + k, q, half * (num * iv) * iv
 
 
 @jit(fastmath=False)
@@ -462,7 +466,7 @@ def _gaussian_dw(x, t, v, k):
     return 0.5 * (s1 + (s2 + (lo + r2))) + k, g1, g2
 
 
-_gaussian_vg = _by_dtype("_gaussian_vg", _gaussian_wide, _gaussian_dw, _gaussian_plain)
+_gaussian_vg = _by_dtype("_gaussian_vg", _gaussian_f32, _gaussian_dw, _gaussian_plain)
 
 
 @jit
@@ -471,8 +475,8 @@ def gaussian_nll_f(a, b, c, w1, w2, prm):
 
     d1 = d/dx = (x - t) / v, d2 = d/dvar = 0.5 (v - (x - t)^2) / v^2 (the clamp is ignored
     by torch's autograd). bad: var < 0. The value (log v < 0) and d2 (var ~ (x - t)^2)
-    cancel: float32 evaluates them in float64, float64 in double-word arithmetic (exact
-    difference and square, double-word log)."""
+    cancel: float64 in double-word arithmetic (exact difference and square, double-word
+    log); float32 d2 with an FMA on the exact difference, the value with a float32 log."""
     v = max(c, prm[0])
     loss, g1, g2 = _gaussian_vg(a, b, v, prm[1])
     return loss, g1, g2, lit(a, 1.0) if c < 0 else lit(a, 0.0)
