@@ -235,13 +235,13 @@ def _bce_logits_f32(x, t, w, pw):
     two terms >= 0; the gradient's numerator (1 - t) e - pw t (x <= 0) or (1 - t) - pw t e
     with one FMA (near its root the error is about 2**-24 of the larger product)."""
     one = lit(x, 1.0)
-    zero = lit(x, 0.0)
     e = exp(-abs(x))
     lg = _log1p_unit(e)
     omt = one - t
     pt = pw * t
-    v = w * (omt * (max(x, zero) + lg) + pt * (max(-x, zero) + lg))
     neg = x <= 0
+    # (1 - t) max(x, 0) + pw t max(-x, 0) + (1 - t + pw t) log1p(e): terms >= 0
+    v = w * _fma(omt + pt, lg, (-pt if neg else omt) * x)
     p1 = omt if neg else -pt
     q1 = pt if neg else -omt
     return v, w * (_fma(p1, e, -q1) / (one + e))
