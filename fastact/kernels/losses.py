@@ -80,17 +80,6 @@ def _exp_dw(x):
     return _ldexp(ph, k), _ldexp(pl, k)
 
 
-@jit(fastmath=False)
-def _log_dw(x):
-    """log(x) as a double-word (h, l) for float64 x: h = log(x), l = (x - exp(h)) / x from
-    one double-word exp (Sterbenz: x - exp(h) is exact); l = 0 for x = 0, inf, NaN."""
-    h = log(x)
-    eh, el = _exp_dw(h)
-    lo = ((x - eh) - el) / x
-    fin = (x > 0) & (x < math.inf)
-    return h, lo if fin else 0.0
-
-
 def _by_dtype(name: str, f32_impl, f64_impl, device_impl):
     """A 4-argument function for jit code: ``f32_impl`` on float32 (typically the float64
     formula on widened arguments), ``f64_impl`` (double-word) on float64; CUDA compiles
@@ -292,28 +281,21 @@ def _kl_plain(x, t, c, d):
 
 
 @jit
-def _kl_f32(x, t, c, d):
-    """float32 in float32: t (log t - x) (a float64 log costs 1.9x)."""
+def _kl_fast(x, t, c, d):
+    """t (log t - x) in the data's type (speed: a float64 or double-word log costs 1.9-2.4x)."""
     v = t * (log(t) - x)
     return v if t != 0 else -(t * x)
 
 
-@jit(fastmath=False)
-def _kl_dw(x, t, c, d):
-    h, lo = _log_dw(t)
-    v = t * ((h - x) + lo)
-    return v if t != 0 else -(t * x)
-
-
-_kl_value = _by_dtype("_kl_value", _kl_f32, _kl_dw, _kl_plain)
+_kl_value = _by_dtype("_kl_value", _kl_fast, _kl_fast, _kl_plain)
 
 
 @jit
 def kl_f(a, b, c, w1, w2, prm):
     """xlogy(t, t) - t x = t (log t - x) (0 x where t == 0); d/dx = -t.
 
-    log t - x cancels where x ~ log t: float64 uses a double-word log; float32 a float32
-    log (speed rule: a float64 log costs 1.9x), so there its error grows (tests: RESIDUAL)."""
+    log t - x cancels where x ~ log t: computed with a once-rounded log (speed rule: a
+    float64 or double-word log cost 1.9-2.4x), so there the error grows (tests: RESIDUAL)."""
     return _kl_value(a, b, a, a), -b, lit(a, 0.0), lit(a, 0.0)
 
 
@@ -340,8 +322,8 @@ def _poisson_log_plain(x, t, c, full):
 
 
 @jit
-def _poisson_log_f32(x, t, c, full):
-    """float32 in float32 (speed: a float64 or double-word exp costs 1.15-1.8x): exp(x)
+def _poisson_log_fast(x, t, c, full):
+    """In the data's type (speed: a float64 or double-word exp costs 1.15-1.8x): exp(x)
     rounded once, the product t x exact."""
     e = exp(x)
     ph, pl = _two_prod(t, x)
@@ -350,24 +332,16 @@ def _poisson_log_f32(x, t, c, full):
     return (e - ph) - pl, e - t
 
 
-@jit(fastmath=False)
-def _poisson_log_dw(x, t, c, full):
-    eh, el = _exp_dw(x)
-    ph, pl = _two_prod(t, x)
-    st = _stirling(t) if full else 0.0
-    return (eh - ph) + (el - pl) + st, (eh - t) + el
-
-
 _poisson_log_vg = _by_dtype(
-    "_poisson_log_vg", _poisson_log_f32, _poisson_log_dw, _poisson_log_plain
+    "_poisson_log_vg", _poisson_log_fast, _poisson_log_fast, _poisson_log_plain
 )
 
 
 @jit
 def poisson_log_f(a, b, c, w1, w2, prm):
     """exp(x) - t x; d/dx = exp(x) - t. Both cancel (near the root x = log t, and where
-    exp(x) ~ t x): float64 uses a double-word exp and exact products; float32 an exact
-    product and a float32 exp (speed rule), whose error the cancellation magnifies."""
+    exp(x) ~ t x): an exact product and a once-rounded exp (speed rule: a float64 or
+    double-word exp cost 1.25-1.8x), whose error the cancellation magnifies (RESIDUAL)."""
     v, g = _poisson_log_vg(a, b, a, False)
     return v, g, lit(a, 0.0), lit(a, 0.0)
 
@@ -387,8 +361,8 @@ def _poisson_plain(x, t, eps, full):
 
 
 @jit
-def _poisson_f32(x, t, eps, full):
-    """float32 in float32 (a float64 log costs 1.8x): the value x - t log(x + eps); the
+def _poisson_fast(x, t, eps, full):
+    """In the data's type (a float64 or double-word log costs 1.8-2.5x): x - t log(x + eps); the
     gradient ((x - t) + eps) / (x + eps) from the exact difference x - t = dh + dl."""
     dh, dl = _two_sum(x, -t)
     xe = x + eps
@@ -398,26 +372,14 @@ def _poisson_f32(x, t, eps, full):
     return x - t * log(xe), g
 
 
-@jit(fastmath=False)
-def _poisson_dw(x, t, eps, full):
-    xh, xl = _two_sum(x, eps)
-    q = t / xh
-    ql = (_fma(-q, xh, t) - q * xl) / xh  # t / (xh + xl) = q + ql
-    h, lo = _log_dw(xh)
-    lo = lo + xl / xh
-    ph, pl = _two_prod(t, h)
-    st = _stirling(t) if full else 0.0
-    return (x - ph) - (pl + t * lo) + st, (1.0 - q) - ql
-
-
-_poisson_vg = _by_dtype("_poisson_vg", _poisson_f32, _poisson_dw, _poisson_plain)
+_poisson_vg = _by_dtype("_poisson_vg", _poisson_fast, _poisson_fast, _poisson_plain)
 
 
 @jit
 def poisson_f(a, b, c, w1, w2, prm):
     """x - t log(x + eps); d/dx = 1 - t / (x + eps); prm = (eps,). Both cancel where
-    x ~ t: float64 in double-word arithmetic (the sum x + eps exact, a double-word log and
-    quotient); float32 the gradient from the exact x - t, the value with a float32 log."""
+    x ~ t: the gradient from the exact x - t (within 4 ULP), the value with a once-rounded
+    log (speed rule: a float64 or double-word log cost 1.8-2.5x; tests: RESIDUAL)."""
     v, g = _poisson_vg(a, b, prm[0], False)
     return v, g, lit(a, 0.0), lit(a, 0.0)
 
@@ -439,9 +401,9 @@ def _gaussian_plain(x, t, v, k):
 
 
 @jit
-def _gaussian_f32(x, t, v, k):
-    """float32 in float32 (speed: a float64 log costs 1.8x): the value as in float64 but
-    with a float32 log; d/dvar = 0.5 (v - (x - t)^2) / v^2 with x - t = dh + dl exact and
+def _gaussian_fast(x, t, v, k):
+    """In the data's type (speed: a float64 or double-word log costs 1.8-2x): the value
+    with a once-rounded log; d/dvar = 0.5 (v - (x - t)^2) / v^2 with x - t = dh + dl exact and
     v - (x - t)^2 = fma(-dh, dh, v) - 2 dh dl (its cancellation in one rounding)."""
     half = lit(x, 0.5)
     iv = lit(x, 1.0) / v
@@ -451,22 +413,7 @@ def _gaussian_f32(x, t, v, k):
     return half * (log(v) + dh * q) + k, q, half * (num * iv) * iv
 
 
-@jit(fastmath=False)
-def _gaussian_dw(x, t, v, k):
-    dh, dl = _two_sum(x, -t)
-    sh, sl = _two_prod(dh, dh)
-    sl = sl + 2.0 * dh * dl  # (x - t)^2 = sh + sl
-    g2 = 0.5 * (((v - sh) - sl) / v) / v
-    q = dh / v
-    g1 = q + dl / v
-    r1 = sh / v
-    r2 = (_fma(-r1, v, sh) + sl) / v  # (x - t)^2 / v = r1 + r2
-    h, lo = _log_dw(v)
-    s1, s2 = _two_sum(h, r1)
-    return 0.5 * (s1 + (s2 + (lo + r2))) + k, g1, g2
-
-
-_gaussian_vg = _by_dtype("_gaussian_vg", _gaussian_f32, _gaussian_dw, _gaussian_plain)
+_gaussian_vg = _by_dtype("_gaussian_vg", _gaussian_fast, _gaussian_fast, _gaussian_plain)
 
 
 @jit
@@ -475,8 +422,8 @@ def gaussian_nll_f(a, b, c, w1, w2, prm):
 
     d1 = d/dx = (x - t) / v, d2 = d/dvar = 0.5 (v - (x - t)^2) / v^2 (the clamp is ignored
     by torch's autograd). bad: var < 0. The value (log v < 0) and d2 (var ~ (x - t)^2)
-    cancel: float64 in double-word arithmetic (exact difference and square, double-word
-    log); float32 d2 with an FMA on the exact difference, the value with a float32 log."""
+    cancel: d2 with an FMA on the exact difference (within 4 ULP), the value with a
+    once-rounded log (speed rule: a float64 or double-word log cost 1.8-2x)."""
     v = max(c, prm[0])
     loss, g1, g2 = _gaussian_vg(a, b, v, prm[1])
     return loss, g1, g2, lit(a, 1.0) if c < 0 else lit(a, 0.0)
