@@ -35,11 +35,70 @@ from dataclasses import dataclass
 
 import numpy as np
 from llvmlite import ir
-from numba import prange, uint64
-from numba.extending import intrinsic
+from numba import prange, types, uint64
+from numba.extending import intrinsic, overload
 
 from fastact._core.jit import jit
-from fastact._core.math import _bce_logs_f32, _log1p_unit_f32, exp, float32_variant, lit, log, log1p
+from fastact._core.math import (
+    _bce_logs_f32,
+    _exp_f64_dw,
+    _fma,
+    _ldexp,
+    _log1p_unit_f32,
+    exp,
+    float32_variant,
+    lit,
+    log,
+    log1p,
+)
+
+# ----------------------------------------------------------------------------------------
+# exact arithmetic: error-free transformations and double-word pieces (float64), compiled
+# without fast-math flags (LLVM keeps per-instruction flags when it inlines them)
+# ----------------------------------------------------------------------------------------
+
+
+@jit(fastmath=False)
+def _two_sum(a, b):
+    """(s, e) with s = fl(a + b) and s + e = a + b exactly."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+@jit(fastmath=False)
+def _two_prod(a, b):
+    """(p, e) with p = fl(a b) and p + e = a b exactly (no overflow/underflow)."""
+    p = a * b
+    return p, _fma(a, b, -p)
+
+
+@jit(fastmath=False)
+def _exp_dw(x):
+    """exp(x) as a double-word (h, l) (float64; relative error about 2**-70)."""
+    ph, pl, k = _exp_f64_dw(x, 0.0)
+    return _ldexp(ph, k), _ldexp(pl, k)
+
+
+def _by_dtype(name: str, f32_impl, f64_impl, device_impl):
+    """A 4-argument function for jit code: ``f32_impl`` on float32 (typically the float64
+    formula on widened arguments), ``f64_impl`` (double-word) on float64; CUDA compiles
+    ``device_impl`` (``device_impl`` attribute, see :mod:`fastact.cuda._retarget`)."""
+
+    def stub(a, b, c, d):
+        raise NotImplementedError(f"{name} is only callable from jitted code")
+
+    stub.__name__ = stub.__qualname__ = name
+    stub.device_impl = device_impl  # type: ignore[attr-defined]
+
+    @overload(stub, inline="always")
+    def _ol(a, b, c, d):
+        if a == types.float32:
+            return lambda a, b, c, d: f32_impl(a, b, c, d)
+        return lambda a, b, c, d: f64_impl(a, b, c, d)
+
+    return stub
+
 
 # ----------------------------------------------------------------------------------------
 # scalar definitions: f(a, b, c, w1, w2, prm) -> (value, d1, d2, bad)
@@ -151,27 +210,93 @@ def bce_f(a, b, c, w1, w2, prm):
 
 
 @jit
+def _bce_logits_plain(x, t, w, pw):
+    """(value, gradient) of BCE with logits in the data's type (CUDA): see bce_logits_f."""
+    one = lit(x, 1.0)
+    sp, sig = _softplus_parts(-x)
+    lw = pw * t + one - t
+    return w * ((one - t) * x + lw * sp), w * ((one - t) - lw * sig)
+
+
+@jit
+def _bce_logits_f32(x, t, w, pw):
+    """float32 in float32 (speed: a float64 or double-word exp costs 1.4-1.8x): the value's
+    two terms >= 0; the gradient's numerator (1 - t) e - pw t (x <= 0) or (1 - t) - pw t e
+    with one FMA (near its root the error is about 2**-24 of the larger product)."""
+    one = lit(x, 1.0)
+    e = exp(-abs(x))
+    lg = _log1p_unit(e)
+    omt = one - t
+    pt = pw * t
+    neg = x <= 0
+    # (1 - t) max(x, 0) + pw t max(-x, 0) + (1 - t + pw t) log1p(e): terms >= 0
+    v = w * _fma(omt + pt, lg, (-pt if neg else omt) * x)
+    p1 = omt if neg else -pt
+    q1 = pt if neg else -omt
+    return v, w * (_fma(p1, e, -q1) / (one + e))
+
+
+@jit(fastmath=False)
+def _bce_logits_dw(x, t, w, pw):
+    """float64: the gradient's numerator (1 - t) e - pw t (x <= 0) or (1 - t) - pw t e
+    (x > 0), e = exp(-|x|), in double-word arithmetic (it vanishes at the gradient's root)."""
+    eh, el = _exp_dw(-abs(x))
+    lg = log1p(eh)
+    omh, oml = _two_sum(1.0, -t)
+    pth, ptl = _two_prod(pw, t)
+    v = w * (omh * (max(x, 0.0) + lg) + pth * (max(-x, 0.0) + lg))
+    neg = x <= 0
+    p1 = omh if neg else pth
+    p2 = oml if neg else ptl
+    q1 = pth if neg else omh
+    q2 = ptl if neg else oml
+    m = p1 * eh
+    me = _fma(p1, eh, -m)
+    num = (m - q1) + ((me - q2) + (p1 * el + p2 * eh))
+    num = num if neg else -num
+    return v, w * (num / (1.0 + eh))
+
+
+_bce_logits_vg = _by_dtype("_bce_logits_vg", _bce_logits_f32, _bce_logits_dw, _bce_logits_plain)
+
+
+@jit
 def bce_logits_f(a, b, c, w1, w2, prm):
     """-w [pw t log sigmoid(x) + (1 - t) log sigmoid(-x)], stable for any |x|.
 
-    = w [(1 - t) x + (pw t + 1 - t) softplus(-x)];  d/dx = w [(1 - t) - (pw t + 1 - t) sigmoid(-x)].
+    = w [(1 - t) softplus(x) + pw t softplus(-x)] (two terms >= 0: no cancellation);
+    d/dx = w [(1 - t) sigmoid(x) - pw t sigmoid(-x)] = w [(1 - t) e^x - pw t] / (1 + e^x),
+    whose numerator cancels near the gradient's root: float64 evaluates it in double-word
+    arithmetic (within 4 ULP except inside ~1e-11 of the root); float32 with one FMA on a
+    once-rounded exp (speed rule), so near the root its error grows (tests: RESIDUAL).
     """
-    x = a
-    t = b
-    one = lit(x, 1.0)
-    sp, sig = _softplus_parts(-x)
-    lw = w2 * t + one - t
-    v = w1 * ((one - t) * x + lw * sp)
-    g = w1 * ((one - t) - lw * sig)
-    return v, g, lit(x, 0.0), lit(x, 0.0)
+    v, g = _bce_logits_vg(a, b, w1, w2)
+    return v, g, lit(a, 0.0), lit(a, 0.0)
+
+
+@jit
+def _kl_plain(x, t, c, d):
+    xl = t * log(t) if t != 0 else lit(t, 0.0)
+    return xl - t * x
+
+
+@jit
+def _kl_fast(x, t, c, d):
+    """t (log t - x) in the data's type (speed: a float64 or double-word log costs 1.9-2.4x)."""
+    v = t * (log(t) - x)
+    return v if t != 0 else -(t * x)
+
+
+_kl_value = _by_dtype("_kl_value", _kl_fast, _kl_fast, _kl_plain)
 
 
 @jit
 def kl_f(a, b, c, w1, w2, prm):
-    """xlogy(t, t) - t x (0 where t == 0); d/dx = -t."""
-    t = b
-    xl = t * log(t) if t != 0 else lit(t, 0.0)
-    return xl - t * a, -t, lit(a, 0.0), lit(a, 0.0)
+    """xlogy(t, t) - t x = t (log t - x) (0 x where t == 0); d/dx = -t.
+
+    log t - x cancels where x ~ log t: computed with a once-rounded log (speed rule: a
+    float64 or double-word log cost 1.9-2.4x), so there the error grows (tests: RESIDUAL)."""
+    return _kl_value(a, b, a, a), -b, lit(a, 0.0), lit(a, 0.0)
 
 
 @jit
@@ -190,47 +315,118 @@ def _stirling(t):
 
 
 @jit
+def _poisson_log_plain(x, t, c, full):
+    ex = exp(x)
+    st = _stirling(t) if full else lit(t, 0.0)
+    return ex - t * x + st, ex - t
+
+
+@jit
+def _poisson_log_fast(x, t, c, full):
+    """In the data's type (speed: a float64 or double-word exp costs 1.15-1.8x): exp(x)
+    rounded once, the product t x exact."""
+    e = exp(x)
+    ph, pl = _two_prod(t, x)
+    if full:  # a branch, not a select: the Stirling logs cost 2x where not wanted
+        return (e - ph) + (_stirling(t) - pl), e - t
+    return (e - ph) - pl, e - t
+
+
+_poisson_log_vg = _by_dtype(
+    "_poisson_log_vg", _poisson_log_fast, _poisson_log_fast, _poisson_log_plain
+)
+
+
+@jit
 def poisson_log_f(a, b, c, w1, w2, prm):
-    """exp(x) - t x; d/dx = exp(x) - t."""
-    ex = exp(a)
-    return ex - b * a, ex - b, lit(a, 0.0), lit(a, 0.0)
+    """exp(x) - t x; d/dx = exp(x) - t. Both cancel (near the root x = log t, and where
+    exp(x) ~ t x): an exact product and a once-rounded exp (speed rule: a float64 or
+    double-word exp cost 1.25-1.8x), whose error the cancellation magnifies (RESIDUAL)."""
+    v, g = _poisson_log_vg(a, b, a, False)
+    return v, g, lit(a, 0.0), lit(a, 0.0)
 
 
 @jit
 def poisson_log_full_f(a, b, c, w1, w2, prm):
-    """exp(x) - t x + Stirling(t); d/dx = exp(x) - t."""
-    ex = exp(a)
-    return ex - b * a + _stirling(b), ex - b, lit(a, 0.0), lit(a, 0.0)
+    """exp(x) - t x + Stirling(t); d/dx = exp(x) - t (as poisson_log_f)."""
+    v, g = _poisson_log_vg(a, b, a, True)
+    return v, g, lit(a, 0.0), lit(a, 0.0)
+
+
+@jit
+def _poisson_plain(x, t, eps, full):
+    xe = x + eps
+    st = _stirling(t) if full else lit(t, 0.0)
+    return x - t * log(xe) + st, lit(x, 1.0) - t / xe
+
+
+@jit
+def _poisson_fast(x, t, eps, full):
+    """In the data's type (a float64 or double-word log costs 1.8-2.5x): x - t log(x + eps); the
+    gradient ((x - t) + eps) / (x + eps) from the exact difference x - t = dh + dl."""
+    dh, dl = _two_sum(x, -t)
+    xe = x + eps
+    g = (dh + (dl + eps)) / xe
+    if full:  # a branch, not a select: the Stirling logs cost 2x where not wanted
+        return x - t * log(xe) + _stirling(t), g
+    return x - t * log(xe), g
+
+
+_poisson_vg = _by_dtype("_poisson_vg", _poisson_fast, _poisson_fast, _poisson_plain)
 
 
 @jit
 def poisson_f(a, b, c, w1, w2, prm):
-    """x - t log(x + eps); d/dx = 1 - t / (x + eps); prm = (eps,)."""
-    xe = a + prm[0]
-    return a - b * log(xe), lit(a, 1.0) - b / xe, lit(a, 0.0), lit(a, 0.0)
+    """x - t log(x + eps); d/dx = 1 - t / (x + eps); prm = (eps,). Both cancel where
+    x ~ t: the gradient from the exact x - t (within 4 ULP), the value with a once-rounded
+    log (speed rule: a float64 or double-word log cost 1.8-2.5x; tests: RESIDUAL)."""
+    v, g = _poisson_vg(a, b, prm[0], False)
+    return v, g, lit(a, 0.0), lit(a, 0.0)
 
 
 @jit
 def poisson_full_f(a, b, c, w1, w2, prm):
     """x - t log(x + eps) + Stirling(t); d/dx = 1 - t / (x + eps)."""
-    xe = a + prm[0]
-    return a - b * log(xe) + _stirling(b), lit(a, 1.0) - b / xe, lit(a, 0.0), lit(a, 0.0)
+    v, g = _poisson_vg(a, b, prm[0], True)
+    return v, g, lit(a, 0.0), lit(a, 0.0)
+
+
+@jit
+def _gaussian_plain(x, t, v, k):
+    d = x - t
+    half = lit(x, 0.5)
+    iv = lit(x, 1.0) / v
+    q = d * iv
+    return half * (log(v) + d * q) + k, q, half * (iv - q * q)
+
+
+@jit
+def _gaussian_fast(x, t, v, k):
+    """In the data's type (speed: a float64 or double-word log costs 1.8-2x): the value
+    with a once-rounded log; d/dvar = 0.5 (v - (x - t)^2) / v^2 with x - t = dh + dl exact and
+    v - (x - t)^2 = fma(-dh, dh, v) - 2 dh dl (its cancellation in one rounding)."""
+    half = lit(x, 0.5)
+    iv = lit(x, 1.0) / v
+    dh, dl = _two_sum(x, -t)
+    q = dh * iv
+    num = _fma(-dh, dh, v) - lit(x, 2.0) * dh * dl
+    return half * (log(v) + dh * q) + k, q, half * (num * iv) * iv
+
+
+_gaussian_vg = _by_dtype("_gaussian_vg", _gaussian_fast, _gaussian_fast, _gaussian_plain)
 
 
 @jit
 def gaussian_nll_f(a, b, c, w1, w2, prm):
     """0.5 (log v + (x - t)^2 / v) + k, v = max(var, eps); prm = (eps, k).
 
-    d1 = d/dx = (x - t) / v, d2 = d/dvar = 0.5 (1/v - (x - t)^2 / v^2) (the clamp is ignored
-    by torch's autograd). bad: var < 0.
-    """
+    d1 = d/dx = (x - t) / v, d2 = d/dvar = 0.5 (v - (x - t)^2) / v^2 (the clamp is ignored
+    by torch's autograd). bad: var < 0. The value (log v < 0) and d2 (var ~ (x - t)^2)
+    cancel: d2 with an FMA on the exact difference (within 4 ULP), the value with a
+    once-rounded log (speed rule: a float64 or double-word log cost 1.8-2x)."""
     v = max(c, prm[0])
-    d = a - b
-    half = lit(a, 0.5)
-    iv = lit(a, 1.0) / v
-    q = d * iv
-    loss = half * (log(v) + d * q) + prm[1]
-    return loss, q, half * (iv - q * q), lit(a, 1.0) if c < 0 else lit(a, 0.0)
+    loss, g1, g2 = _gaussian_vg(a, b, v, prm[1])
+    return loss, g1, g2, lit(a, 1.0) if c < 0 else lit(a, 0.0)
 
 
 @jit
@@ -241,10 +437,28 @@ def soft_margin_f(a, b, c, w1, w2, prm):
 
 
 @jit
+def _margin_plain(x1, x2, y, margin):
+    return -y * (x1 - x2) + margin
+
+
+@jit(fastmath=False)
+def _margin_dw(x1, x2, y, margin):
+    """-y (x1 - x2) + margin with x1 - x2 = dh + dl exact and one FMA (any float type)."""
+    dh, dl = _two_sum(x1, -x2)
+    return _fma(-y, dh, margin) - y * dl
+
+
+_margin_z = _by_dtype("_margin_z", _margin_dw, _margin_dw, _margin_plain)
+
+
+@jit
 def margin_ranking_f(a, b, c, w1, w2, prm):
-    """max(0, -y (x1 - x2) + margin); d/dx1 = -y, d/dx2 = y where the hinge is active (>= 0)."""
+    """max(0, -y (x1 - x2) + margin); d/dx1 = -y, d/dx2 = y where the hinge is active (>= 0).
+
+    x1 - x2 + margin cancels: the argument is computed from the exact difference
+    x1 - x2 = dh + dl as fma(-y, dh, margin) - y dl (in the data's type)."""
     y = c
-    z = -y * (a - b) + prm[0]
+    z = _margin_z(a, b, y, prm[0])
     zero = lit(a, 0.0)
     v = zero if z < 0 else z
     act = z >= 0
@@ -385,6 +599,16 @@ def class_target_stats(y, C, ignore_index, w):
 
 
 @jit
+def _exp_diff(xj, m):
+    """exp(xj - m) with the difference's rounding error restored: xj - m = r + rl exactly,
+    exp(r + rl) ~ exp(r) (1 + rl) (else a logit 8 below the maximum loses 3 bits)."""
+    r, rl = _two_sum(xj, -m)
+    rl = rl if abs(r) < math.inf else lit(r, 0.0)
+    e = exp(r)
+    return _fma(e, rl, e)
+
+
+@jit
 def _ce_row(x, buf, want_grad, y, q, w, wsum, eps, gscale):
     """Cross-entropy of one row of logits ``x`` (float64 result).
 
@@ -393,39 +617,50 @@ def _ce_row(x, buf, want_grad, y, q, w, wsum, eps, gscale):
     W = ``wsum``. Probability target ``q`` (a row of C): with q' = (1 - eps) q + eps / C,
     sum_c w_c q'_c (lse - x_c), gradient p_j sum_c w_c q'_c - w_j q'_j.
 
-    ``buf`` (C values, may be ``x`` itself) receives exp(x - max), then the gradient if
-    ``want_grad``. Every loop is either a pure map or a lone reduction, so each vectorizes.
+    Without cancellation: with m the maximum, e_j = exp(x_j - m) (exact differences),
+    s = sum e_j and S = sum_{j != y} e_j (summed directly where e_y dominates),
+    lse - x_c = (m - x_c) + log s (two terms >= 0), lse - x_y = log1p(S / e_y) where e_y
+    dominates, and p_y - 1 = -S / s. ``buf`` (C values, may be ``x`` itself) receives the
+    e_j, then the gradient if ``want_grad``. Every loop is a pure map or a lone reduction,
+    so each vectorizes.
     """
     C = x.size
-    xy = x[y]
+    xy = x[y]  # read before buf (possibly x itself) is overwritten
     m = x[0]
     for j in range(1, C):
         m = _maxnum(m, x[j])  # a NaN logit is skipped here but makes s, hence the loss, NaN
     keep = lit(m, 1.0 - eps)
     spread = lit(m, eps / C)
-    sx = 0.0
+    sx = 0.0  # sum of weights * (m - x_c), terms >= 0
     sq = 0.0
     if q is None:
         if eps != 0:
             for j in range(C):
-                sx += w[j] * x[j]
+                sx += w[j] * (m - x[j])
     else:
         for j in range(C):
             wq = w[j] * (q[j] * keep + spread)
-            sx += wq * x[j]
+            sx += wq * (m - x[j])
             sq += wq
     for j in range(C):
-        buf[j] = exp(x[j] - m)
+        buf[j] = _exp_diff(x[j], m)
     s = 0.0
     for j in range(C):
         s += buf[j]
-    lse = m + log(s)
+    ls = log(s)
     wy = float(w[y])
+    ey = float(buf[y])
+    so = s - ey
+    if q is None and ey > 0.5 * s:  # y dominates: s - e_y cancels, sum the others directly
+        so = 0.0
+        for j in range(C):
+            so += buf[j] if j != y else lit(m, 0.0)
     if q is None:
-        loss = (1.0 - eps) * wy * (lse - xy) + (eps / C) * (lse * wsum - sx)
+        ly = math.log1p(so / ey) if ey > 0.5 * s else float(m - xy) + ls
+        loss = (1.0 - eps) * wy * ly + (eps / C) * (sx + ls * wsum)
         coef = gscale * ((1.0 - eps) * wy + eps * wsum / C)
     else:
-        loss = sq * lse - sx
+        loss = sq * ls + sx
         coef = gscale * sq
     if want_grad:
         a = lit(m, coef / s)
@@ -433,7 +668,9 @@ def _ce_row(x, buf, want_grad, y, q, w, wsum, eps, gscale):
             b = lit(m, gscale * eps / C)
             for j in range(C):
                 buf[j] = buf[j] * a - b * w[j]
-            buf[y] -= lit(m, gscale * (1.0 - eps) * wy)
+            # coef p_y - (1 - eps) w_y gscale with p_y - 1 = -S / s
+            gy = -(gscale * (1.0 - eps) * wy) * (so / s) + (gscale * eps * wsum / C) * (ey / s)
+            buf[y] = lit(m, gy) - b * w[y]
         else:
             gs = lit(m, gscale)
             for j in range(C):
