@@ -106,6 +106,10 @@ def _d_tanhshrink(x):
     return mpmath.tanh(x) ** 2
 
 
+def _d_softsign(x):
+    return 1 / (1 + abs(x)) ** 2
+
+
 def _d_hardswish(x):
     if x <= -3:
         return mpmath.mpf(0)
@@ -119,6 +123,8 @@ GRADS = {
     "sigmoid": (_d_sigmoid, dict(lin=((-30, 30, 3001),))),
     "tanhshrink": (_d_tanhshrink, dict(lin=((-20, 20, 4001),))),
     "hardswish": (_d_hardswish, dict(roots=(-1.5,), lin=((-3.5, 3.5, 7001),))),
+    # the log-uniform samples reach |x| >= 1.8e19, where (1 + |x|)^2 overflows float32
+    "softsign": (_d_softsign, dict(lin=((-50, 50, 4001),))),
 }
 
 

@@ -616,19 +616,10 @@ def _hardswish(x):
 
 @jit(fastmath=EXACT_FASTMATH)
 def _third_plus_half(x):
-    """x/3 + 1/2 = (x + 3/2) / 3, correctly rounded but for rare near-ties; exactly 0 at
-    x = -1.5 and exact wherever the result is representable.
-
-    x + 3/2 as an exact pair (TwoSum), the quotient by 3 corrected with its residual. IEEE
-    arithmetic: under fast-math, ``x / 3 + 0.5`` becomes ``fma(x, fl(1/3), 0.5)`` (-1.49e-8 in
-    float32 at x = -1.5) and the pair's error term folds to 0."""
-    h = lit(x, 1.5)
-    s = x + h
-    bb = s - x
-    sl = (x - (s - bb)) + (h - bb)  # x + 1.5 = s + sl exactly
-    q = s * lit(x, 1.0 / 3.0)
-    r = fm._fma(-q, lit(x, 3.0), s) + sl  # (s + sl) - 3 q
-    return fm._fma(r, lit(x, 1.0 / 3.0), q)
+    """x/3 + 1/2 as (x + 3/2) * fl(1/3): within 1.5 ULP, exactly 0 at x = -1.5 (x + 3/2 is
+    exact near there). IEEE arithmetic: under fast-math, ``x / 3 + 0.5`` becomes
+    ``fma(x, fl(1/3), 0.5)``, -1.49e-8 in float32 at x = -1.5."""
+    return (x + lit(x, 1.5)) * lit(x, 1.0 / 3.0)
 
 
 @jit
@@ -647,8 +638,8 @@ _register(
     inplace=True,
     doc="""
 ``x * relu6(x + 3) / 6``; gradient 0 for x <= -3, x/3 + 1/2 inside, 1 for x >= 3 (torch 2.13).
-torch: ``F.hardswish(input, inplace=False)``. The gradient inside is correctly rounded
-(exactly 0 at x = -1.5); NaN at a NaN input.""",
+torch: ``F.hardswish(input, inplace=False)``. The gradient inside is within 1.5 ULP, exactly
+0 at x = -1.5; NaN at a NaN input.""",
 )
 
 
@@ -657,10 +648,12 @@ def _softsign(x):
     return x / (lit(x, 1.0) + abs(x))
 
 
-@jit
+@jit(fastmath=EXACT_FASTMATH)
 def _softsign_grad(g, x):
-    d = lit(x, 1.0) + abs(x)
-    return g / d / d if not math.isinf(x) else g * lit(x, math.nan)  # torch: NaN at +-inf
+    """g / (1 + |x|)^2 as (g r) r, r = 1 / (1 + |x|): no fast-math, which turned g / d / d
+    into g / (d d), and d d overflows (gradient 0) for |x| >= 1.8e19 (float32)."""
+    r = lit(x, 1.0) / (lit(x, 1.0) + abs(x))
+    return (g * r) * r if not math.isinf(x) else g * lit(x, math.nan)  # torch: NaN at +-inf
 
 
 _register(
