@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba.extending import overload
 
 from fastact._core import math as fm
 from fastact._core.jit import EXACT_FASTMATH, jit
@@ -666,7 +667,7 @@ _register(
 
 
 @jit(fastmath=EXACT_FASTMATH)
-def _tanhshrink_f64(x):
+def _tanhshrink_f64_dw(x):
     """float64 x - tanh x within 1.5 ULP: x^3 P(x^2) for |x| < 1, where x - tanh x cancels
     (x^3 as a double-word, P's leading 1/3 in two words); beyond, (|x| - 1) + 2 / (e^(2|x|)
     + 1) with the exponential and the quotient as double-words (the tanh core's method),
@@ -694,11 +695,36 @@ def _tanhshrink_f64(x):
 
 
 @jit
+def _tanhshrink_f64_device(x):
+    """The CUDA executor's float64 x - tanh x (no double-word exponential on the device):
+    x^3 P(x^2) for |x| < 1 in plain arithmetic, x - tanh x beyond (a few ULP)."""
+    u = x * x
+    p = _TANHSHRINK_P64[16]
+    for k in range(15, -1, -1):
+        p = fm._fma(p, u, _TANHSHRINK_P64[k])
+    return x * u * p if abs(x) < 1.0 else x - fm.tanh(x)
+
+
+def _tanhshrink_f64(x):
+    raise NotImplementedError("_tanhshrink_f64 is only callable from jitted code")
+
+
+_tanhshrink_f64.device_impl = _tanhshrink_f64_device  # type: ignore[attr-defined]
+
+
+@overload(_tanhshrink_f64, inline="always")
+def _tanhshrink_f64_ol(x):
+    """On the CPU: the double-word version (:func:`_tanhshrink_f64_dw`); CUDA compiles
+    ``device_impl`` (see fastact.cuda._retarget)."""
+    return lambda x: _tanhshrink_f64_dw(x)
+
+
+@jit
 def _tanhshrink(x):
     # x - tanh(x) cancels for small |x| (float32: all of |x| < 2.4e-4 would give 0, and
     # |x| < 1 loses up to ~2^24 ULPs): there, x^3 P(x^2) instead. float32: a degree-8 fit of
     # (x - tanh x)/x^3 on |x| < 1.25 (relative error 1.3e-8) evaluated in float64;
-    # float64: see _tanhshrink_f64.
+    # float64: see _tanhshrink_f64_dw (the device: _tanhshrink_f64_device).
     if lit(x, 1.0) + lit(x, 1e-10) == lit(x, 1.0):  # float32 (folded at compile time)
         if abs(x) < lit(x, 1.25):
             xd = np.float64(x)
