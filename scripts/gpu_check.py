@@ -67,6 +67,7 @@ class Env:
         self.cuda = cuda
         self.simulate = simulate
         self.rng = np.random.default_rng(seed)
+        self._pool: dict = {}
         self.torch = None
         if not simulate:
             try:
@@ -76,6 +77,17 @@ class Env:
                     self.torch = torch
             except ImportError:
                 pass
+
+    def normal(self, n: int, dtype, scale: float = 1.0) -> np.ndarray:
+        """``n`` standard normal samples times ``scale`` as ``dtype``: a copy of a slice at a
+        random offset of one cached draw per (n, dtype), so that a check over ~70 arrays of
+        64M elements spends seconds, not minutes, drawing random numbers."""
+        dt = np.dtype(dtype)
+        base = self._pool.get((n, dt))
+        if base is None:
+            base = self._pool[(n, dt)] = self.rng.standard_normal(n + 4096).astype(dt)
+        off = int(self.rng.integers(0, 4097))
+        return base[off : off + n] * dt.type(scale)
 
     def dev(self, a: np.ndarray):
         if self.torch is not None:
@@ -118,8 +130,8 @@ def activation_cases(env: Env, n: int, dtypes, only) -> list[Case]:
         gelu = name.startswith("gelu")
         approx = "tanh" if name == "gelu_tanh" else "none"
         for dt in dtypes:
-            xh = (env.rng.standard_normal(n) * 4).astype(dt)
-            gh = env.rng.standard_normal(n).astype(dt)
+            xh = env.normal(n, dt, 4.0)
+            gh = env.normal(n, dt)
             x, g = env.dev(xh), env.dev(gh)
             if gelu:
                 fwd_g = lambda x=x, a=approx: fc.gelu(x, a)  # noqa: E731
@@ -681,9 +693,33 @@ class CopyBandwidth:
         return bw
 
 
+class _GpuLock:
+    """An exclusive file lock (path in ``GPU_CHECK_LOCK``) held while a case is timed, so that
+    two checks (e.g. one per dtype) can share a GPU: they compile and compute their CPU
+    references at the same time but never time kernels at the same time. A no-op without
+    the variable."""
+
+    def __init__(self) -> None:
+        path = os.environ.get("GPU_CHECK_LOCK")
+        self.fd = os.open(path, os.O_CREAT | os.O_RDWR) if path else None
+
+    def __enter__(self) -> None:
+        if self.fd is not None:
+            import fcntl
+
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            import fcntl
+
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+
 def run(cases: list[Case], env: Env, reps: int, timing: bool) -> list[dict]:
     rows = []
     copy_bw = CopyBandwidth(env.cuda, reps) if timing else None
+    lock = _GpuLock()
     for c in cases:
         row = {"name": c.name, "group": c.group, "dtype": c.dtype.name, "n": c.n}
         try:
@@ -693,11 +729,12 @@ def run(cases: list[Case], env: Env, reps: int, timing: bool) -> list[dict]:
             ok, err = compare(got, want, c.dtype, c.tol, env.host)
             row.update(ok=ok, err=err)
             if timing:
-                ms = time_ms(env.cuda, c.gpu, reps)
-                bw = c.nbytes / (ms * 1e-3)
-                row.update(ms=ms, gbs=bw / 1e9, pct=bw / copy_bw(c.nbytes))
-                if c.torch is not None:
-                    row["torch_ms"] = time_ms(env.cuda, c.torch, reps)
+                with lock:
+                    ms = time_ms(env.cuda, c.gpu, reps)
+                    bw = c.nbytes / (ms * 1e-3)
+                    row.update(ms=ms, gbs=bw / 1e9, pct=bw / copy_bw(c.nbytes))
+                    if c.torch is not None:
+                        row["torch_ms"] = time_ms(env.cuda, c.torch, reps)
         except Exception as exc:  # report and go on: the summary exits non-zero
             row.update(ok=False, err=math.inf, error=f"{type(exc).__name__}: {exc}")
             if os.environ.get("GPU_CHECK_TRACEBACK"):

@@ -910,6 +910,60 @@ def test_kernels_compile_for_the_real_cuda_target():
     assert "compiled" in res.stdout
 
 
+def test_none_arguments_launch_on_the_real_cuda_target():
+    """Optional arrays are passed to kernels as ``None``; numba-cuda's launcher has no rule
+    for them (``NotImplementedError: (none, None)`` at every loss launch on an H200), so
+    fastact's kernels carry a launch extension. Checked without a GPU: the launcher's own
+    argument marshalling, with the extension, turns a ``None`` into one 8-byte integer, and
+    the PTX of a kernel taking ``None`` has exactly one ``.u64`` parameter in that place."""
+    code = """
+import ctypes
+from numba import cuda, types
+from numba.cuda.dispatcher import _Kernel
+from fastact.cuda._retarget import KERNEL_OPTIONS, NoneArguments
+
+assert any(isinstance(e, NoneArguments) for e in KERNEL_OPTIONS["extensions"])
+
+class Launcher:  # numba-cuda's marshalling, with fastact's kernel options
+    extensions = KERNEL_OPTIONS["extensions"]
+    _prepare_args = _Kernel._prepare_args
+
+args = []
+sig = types.Tuple((types.none, types.float32))
+Launcher()._prepare_args(sig, (None, 1.5), 0, [], args)
+assert [type(a) for a in args] == [ctypes.c_uint64, ctypes.c_float], args
+assert args[0].value == 0 and ctypes.sizeof(args[0]) == 8
+bare = type("Bare", (), {"extensions": [], "_prepare_args": _Kernel._prepare_args})
+try:
+    bare()._prepare_args(types.none, None, 0, [], [])
+except NotImplementedError:
+    pass
+else:
+    raise AssertionError("numba-cuda passes None itself now: the extension can go")
+
+def k(a, w, b):
+    i = cuda.grid(1)
+    if i < a.shape[0]:
+        a[i] = b if w is None else w[i]
+
+def params(sig):
+    ptx, _ = cuda.compile_ptx(k, sig, cc=(9, 0))
+    return [line.split()[1] for line in ptx.splitlines() if line.strip().startswith(".param")]
+
+with_none = params((types.float32[::1], types.none, types.float32))
+with_array = params((types.float32[::1], types.float32[::1], types.float32))
+assert len(with_array) == 7 + 7 + 1, with_array
+assert with_none == with_array[:7] + [".u64"] + with_array[-1:], with_none
+print("ok")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert res.stdout.strip() == "ok"
+
+
 def test_low_precision_states_are_host_only():
     """8-bit and bfloat16 states on device parameters: TypeError at construction (and from
     a group added later) before any array is written."""

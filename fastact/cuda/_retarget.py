@@ -33,12 +33,38 @@ from typing import Any
 
 import numpy as np
 from numba import cuda
+from numba.core import types as nbtypes
 from numba.core.dispatcher import Dispatcher
 
 from fastact._core import math as _math
 
 #: Options of every fastact device function and kernel (see the module docstring).
 DEVICE_OPTIONS: dict[str, Any] = {"fastmath": False}
+
+
+class NoneArguments:
+    """A numba-cuda launch extension that passes ``None`` arguments.
+
+    fastact's kernels take optional arrays as ``None`` (``w is None`` is resolved when the
+    kernel compiles for that signature), but numba-cuda's launcher has no rule for a
+    ``none`` argument and raised ``NotImplementedError: (none, None)`` at every such launch
+    (every loss on an H200, numba-cuda 0.30.4; the CUDA simulator and PTX compilation never
+    launch, so they did not see it). The CUDA target lays a ``none`` parameter out as one
+    opaque pointer (``i8*``, a ``.u64`` kernel parameter) that the kernel never reads: a null
+    pointer-sized integer fills it (tests/test_cuda.py checks that layout)."""
+
+    def prepare_args(self, ty, val, stream=None, retr=None):
+        if isinstance(ty, nbtypes.NoneType):
+            return nbtypes.uintp, 0
+        return ty, val
+
+
+#: Options of every fastact kernel (launch extensions are not part of the simulator's API).
+KERNEL_OPTIONS: dict[str, Any] = (
+    DEVICE_OPTIONS
+    if cuda.config.ENABLE_CUDASIM
+    else {**DEVICE_OPTIONS, "extensions": [NoneArguments()]}
+)
 
 _DEVICE: dict[int, Any] = {}
 
@@ -142,10 +168,10 @@ def kernel_from_source(src: str, name: str, **glb: Any):
     """Compile the kernel ``name`` defined by ``src`` with globals ``glb`` (plus ``cuda``)."""
     ns: dict[str, Any] = {"cuda": cuda, **glb}
     exec(compile(src, f"<fastact.cuda:{name}>", "exec"), ns)
-    return cuda.jit(**DEVICE_OPTIONS)(ns[name])
+    return cuda.jit(**KERNEL_OPTIONS)(ns[name])
 
 
 def kernel(template: Callable, name: str, *, rename: dict[str, str] | None = None, **glb: Any):
     """Compile a module-level kernel template with some globals rebound (like
     ``fastact._core.jit.specialize``, for the CUDA target); see :func:`rebind`."""
-    return cuda.jit(**DEVICE_OPTIONS)(rebind(template, name, rename=rename, **glb))
+    return cuda.jit(**KERNEL_OPTIONS)(rebind(template, name, rename=rename, **glb))

@@ -17,6 +17,26 @@ from typing import Any
 import numpy as np
 from numba import cuda
 
+
+def _load_array_support() -> None:
+    """Import numba-cuda's NumPy array support before the first kernel compiles, under NumPy
+    2.5 too: numba-cuda (0.30.4 and earlier) registers an overload of ``np.row_stack`` when its
+    CUDA target first loads ``numba.cuda.np.arrayobj``, and NumPy 2.5 removed that alias of
+    ``np.vstack``, so every first compile failed with ``AttributeError: module 'numpy' has
+    no attribute 'row_stack'`` (seen on an H200 machine: numpy 2.5.2). The alias exists only
+    while that module is imported, and the overload it registers is numba-cuda's vstack."""
+    alias = "row_stack"
+    if SIMULATOR or hasattr(np, alias):
+        return
+    setattr(np, alias, np.vstack)
+    try:
+        import numba.cuda.np.arrayobj  # noqa: F401
+    except ImportError:  # an older numba-cuda layout: nothing registered there
+        pass
+    finally:
+        delattr(np, alias)
+
+
 #: True under ``NUMBA_ENABLE_CUDASIM=1`` (numba's CUDA simulator: Python threads, tiny sizes).
 SIMULATOR = bool(cuda.config.ENABLE_CUDASIM)
 #: Threads per block of every kernel (a power of two: the block reductions rely on it).
@@ -26,6 +46,8 @@ THREADS = 4 if SIMULATOR else 256
 BLOCKS_PER_SM = 8
 #: In the simulator at most this many blocks (so the grid-stride loops are still exercised).
 _SIM_BLOCKS = 2
+
+_load_array_support()
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _SM_COUNT: dict[int, int] = {}
