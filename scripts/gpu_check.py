@@ -888,6 +888,32 @@ def compile_only(cc: tuple[int, int], only) -> int:
                 _axis.get("softmax_columns_backward"),
                 (a3, a3, a3, types.boolean, ty),
             ),
+            (
+                "softmax_columns_chunk_max",
+                _axis.get("softmax_columns_chunk_max"),
+                (a3, p2, ty, i64),
+            ),
+            ("column_max", _axis.get("column_max"), (p2, types.float64[::1])),
+            (
+                "softmax_columns_chunk_sum",
+                _axis.get("softmax_columns_chunk_sum"),
+                (a3, types.float64[::1], p2, ty, i64),
+            ),
+            (
+                "softmax_columns_write",
+                _axis.get("softmax_columns_write"),
+                (a3, a3, types.float64[::1], types.float64[::1], types.boolean, ty),
+            ),
+            (
+                "softmax_columns_backward_chunk_sum",
+                _axis.get("softmax_columns_backward_chunk_sum"),
+                (a3, a3, p2, types.boolean, i64),
+            ),
+            (
+                "softmax_columns_backward_write",
+                _axis.get("softmax_columns_backward_write"),
+                (a3, a3, a3, types.float64[::1], types.boolean, ty),
+            ),
             ("mul", _axis.get("mul"), (a1, a1, a1)),
             (
                 "cast",

@@ -259,6 +259,45 @@ def test_softmax_family(dim):
         )
 
 
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize(("shape", "dim"), [((150, 3), 0), ((2, 97, 3), 1)])
+def test_softmax_family_with_columns_split_into_chunks(monkeypatch, dt, shape, dim):
+    """Few long columns (softmax over dim 0 of a tall array): C is cut into chunks of at
+    least 32 rows, one thread per (chunk, column), and combined per column. The simulator's
+    grid is tiny, so the device is made to look large enough for the split to be taken (a
+    column with a NaN and one with -inf values included)."""
+    from fastact.cuda import _axis
+    from fastact.cuda import _runtime as rt
+
+    used = []
+    real = _axis.get
+
+    def spy(name, dtype=None):
+        used.append(name)
+        return real(name, dtype)
+
+    monkeypatch.setattr(rt, "max_blocks", lambda: 64)
+    monkeypatch.setattr(_axis, "get", spy)
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(shape) * 4).astype(dt)
+    x.reshape(-1, shape[-1])[7, 0] = np.nan
+    x.reshape(-1, shape[-1])[:, 1] = -np.inf
+    x.reshape(-1, shape[-1])[5, 1] = 2.0
+    g = rng.standard_normal(shape).astype(dt)
+    for f in ("softmax", "log_softmax", "softmin"):
+        y = getattr(fastact, f)(x, dim)
+        assert_close(H(getattr(fc, f)(D(x), dim)), y, dt)
+        yf = np.where(np.isfinite(y), y, 0).astype(dt)  # a backward needs finite outputs
+        assert_close(
+            H(getattr(fc, f + "_backward")(D(g), dim=dim, output=D(yf))),
+            getattr(fastact, f + "_backward")(g, dim=dim, output=yf),
+            dt,
+        )
+    assert {"softmax_columns_chunk_max", "softmax_columns_write"} <= set(used)
+    assert "softmax_columns_backward_chunk_sum" in used
+    assert "softmax_columns" not in used and "softmax_columns_backward" not in used
+
+
 def test_softmax_dtype_rows_with_nan_and_implicit_dim_warning():
     x = np.array([[1.0, 2.0, np.nan, 0.5], [3.0, -1.0, 0.0, 2.0]], np.float32)
     got = H(fc.softmax(D(x), -1, dtype=np.float64))
@@ -897,7 +936,8 @@ def test_kernels_compile_for_the_real_cuda_target():
             str(ROOT / "scripts" / "gpu_check.py"),
             "--compile-only",
             "--only",
-            "sigmoid,gelu,softmax_rows,prelu_backward_channels,rrelu_train,bce_logits,adam,sgd,"
+            "sigmoid,gelu,softmax_rows,softmax_columns*,column_max,prelu_backward_channels,"
+            "rrelu_train,bce_logits,adam,sgd,"
             "nonfinite,loss_finalize,class_stats,ce_rows,ce_columns,nll,cosine_rows,"
             "triplet_pgen,msm_rows,fused",
         ],

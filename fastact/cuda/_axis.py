@@ -10,7 +10,10 @@ which :func:`fastact.cuda._retarget.kernel` compiles for the device.
   launch; with ``inner == 1`` ((N, C) inputs) each thread owns one channel of a block of
   rows, so reads stay coalesced and the block reduction is not needed.
 * Softmax family: one block per row when the softmax axis is contiguous (``inner == 1``:
-  block max, block float64 sum, write), else one thread per (outer, inner) column.
+  block max, block float64 sum, write), else one thread per (outer, inner) column, or, when
+  the columns are too few to fill the device, one thread per (chunk of C, column) with the
+  chunks' maxima and sums combined per column by a second launch and the result written by a
+  third, element-parallel one.
 """
 
 from __future__ import annotations
@@ -243,6 +246,123 @@ def softmax_columns(x, out, log, sign):
         j += stride
 
 
+# Columns split across threads: when there are too few (outer, inner) columns to fill the
+# device (softmax over dim 0 of a (65536, 1024) array has 1024), each column's C values are
+# cut into chunks, one thread per (chunk, column); the chunks' float64 maxima and sums are
+# combined per column by a second launch, and a last, fully parallel launch writes the result.
+def softmax_columns_chunk_max(x, part, sign, chunk):
+    """part[k, j] = max over the rows c of chunk k of sign * x[o, c, s], j = o * inner + s
+    (float64; a NaN wins, as in the row kernels)."""
+    outer, c_n, inner = x.shape
+    ncol = outer * inner
+    w = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while w < part.shape[0] * ncol:
+        k = w // ncol
+        j = w - k * ncol
+        o = j // inner
+        s = j - o * inner
+        m = _NEG_INF
+        for c in range(k * chunk, min(k * chunk + chunk, c_n)):
+            v = float64(sign * x[o, c, s])
+            if v > m or v != v:
+                m = v
+        part[k, j] = m
+        w += stride
+
+
+def column_max(part, out):
+    """out[j] = max over k of part[k, j] (a NaN wins)."""
+    j = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while j < part.shape[1]:
+        m = _NEG_INF
+        for k in range(part.shape[0]):
+            v = part[k, j]
+            if v > m or v != v:
+                m = v
+        out[j] = m
+        j += stride
+
+
+def softmax_columns_chunk_sum(x, colmax, part, sign, chunk):
+    """part[k, j] = float64 sum over chunk k of exp(sign * x - max) (max in the data's type)."""
+    outer, c_n, inner = x.shape
+    ncol = outer * inner
+    w = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while w < part.shape[0] * ncol:
+        k = w // ncol
+        j = w - k * ncol
+        o = j // inner
+        s = j - o * inner
+        mt = lit(sign, colmax[j])
+        acc = 0.0
+        for c in range(k * chunk, min(k * chunk + chunk, c_n)):
+            acc += float64(fm.exp(sign * x[o, c, s] - mt))
+        part[k, j] = acc
+        w += stride
+
+
+def softmax_columns_write(x, out, colmax, colsum, log, sign):
+    """out = exp(sign x - max) / sum, or sign x - (max + log sum): the formulas of
+    softmax_columns, over every element in parallel."""
+    outer, c_n, inner = x.shape
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < x.size:
+        q = i // inner
+        s = i - q * inner
+        o = q // c_n
+        c = q - o * c_n
+        j = o * inner + s
+        mt = lit(sign, colmax[j])
+        if log:
+            out[o, c, s] = sign * x[o, c, s] - (mt + lit(sign, math.log(colsum[j])))
+        else:
+            out[o, c, s] = fm.exp(sign * x[o, c, s] - mt) * lit(sign, 1.0 / colsum[j])
+        i += stride
+
+
+def softmax_columns_backward_chunk_sum(g, y, part, log, chunk):
+    """part[k, j] = float64 sum over chunk k of g (log-softmax) or g * y (softmax)."""
+    outer, c_n, inner = y.shape
+    ncol = outer * inner
+    w = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while w < part.shape[0] * ncol:
+        k = w // ncol
+        j = w - k * ncol
+        o = j // inner
+        s = j - o * inner
+        acc = 0.0
+        for c in range(k * chunk, min(k * chunk + chunk, c_n)):
+            if log:
+                acc += float64(g[o, c, s])
+            else:
+                acc += float64(g[o, c, s]) * float64(y[o, c, s])
+        part[k, j] = acc
+        w += stride
+
+
+def softmax_columns_backward_write(g, y, gx, colsum, log, sign):
+    """The formulas of softmax_columns_backward, over every element in parallel."""
+    outer, c_n, inner = y.shape
+    i = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    while i < y.size:
+        q = i // inner
+        s = i - q * inner
+        o = q // c_n
+        c = q - o * c_n
+        a = lit(sign, colsum[o * inner + s])
+        if log:
+            gx[o, c, s] = g[o, c, s] - fm.exp(y[o, c, s]) * a
+        else:
+            gx[o, c, s] = sign * y[o, c, s] * (g[o, c, s] - a)
+        i += stride
+
+
 def softmax_rows_backward(g, y, gx, log, sign):
     """From the output y: softmax: sign*y*(g - sum(g*y)); log-softmax: g - exp(y)*sum(g)."""
     sh = cuda.shared.array(THREADS, float64)
@@ -319,6 +439,12 @@ _TEMPLATES = {
         softmax_columns,
         softmax_rows_backward,
         softmax_columns_backward,
+        softmax_columns_chunk_max,
+        column_max,
+        softmax_columns_chunk_sum,
+        softmax_columns_write,
+        softmax_columns_backward_chunk_sum,
+        softmax_columns_backward_write,
         mul,
         cast,
     )

@@ -25,6 +25,9 @@ from fastact.cuda._reduce import column_sums
 
 __all__ = ["Executor", "executor"]
 
+#: Fewest rows of C per thread when a softmax over a strided axis is split into chunks.
+SOFTMAX_MIN_CHUNK = 32
+
 
 def executor(*arrays: Any) -> Executor:
     """The executor for a call with these arrays (bound to their stream)."""
@@ -243,9 +246,45 @@ class Executor(LossLaunches, OptimLaunches):
             k[max(1, min(outer, rt.max_blocks())), rt.THREADS, self.stream](
                 *(a.reshape(outer, c_n) for a in arrays), log, s
             )
+        elif c_n >= 2 * SOFTMAX_MIN_CHUNK and 0 < outer * inner * 4 < rt.max_blocks() * rt.THREADS:
+            self._softmax_chunked(kind, arrays, log, s)
         else:
             k = K.get(f"softmax_columns{kind}")
             k[self._grid(outer * inner), rt.THREADS, self.stream](*arrays, log, s)
+
+    def _softmax_chunked(self, kind: str, arrays: tuple, log: bool, s) -> None:
+        """Few columns (outer * inner under a quarter of the device's threads), long ones:
+        split C into chunks, one thread per (chunk, column); float64 per-chunk maxima and
+        sums combined per column, then an element-parallel write (see fastact.cuda._axis)."""
+        stream = self.stream
+        outer, c_n, inner = arrays[0].shape
+        ncol = outer * inner
+        nk = min(rt.ceil_div(rt.max_blocks() * rt.THREADS, ncol), c_n // SOFTMAX_MIN_CHUNK)
+        chunk = rt.ceil_div(c_n, nk)
+        nk = rt.ceil_div(c_n, chunk)
+        part = cuda.device_array((nk, ncol), dtype=np.float64, stream=stream)
+        colsum = cuda.device_array(ncol, dtype=np.float64, stream=stream)
+        grid = self._grid(nk * ncol)
+        n = arrays[0].size
+        if kind == "_backward":
+            g3, y3, out3 = arrays
+            K.get("softmax_columns_backward_chunk_sum")[grid, rt.THREADS, stream](
+                g3, y3, part, log, chunk
+            )
+            column_sums(part, colsum, stream)
+            K.get("softmax_columns_backward_write")[self._grid(n), rt.THREADS, stream](
+                g3, y3, out3, colsum, log, s
+            )
+            return
+        x3, out3 = arrays
+        colmax = cuda.device_array(ncol, dtype=np.float64, stream=stream)
+        K.get("softmax_columns_chunk_max")[grid, rt.THREADS, stream](x3, part, s, chunk)
+        K.get("column_max")[self._grid(ncol), rt.THREADS, stream](part, colmax)
+        K.get("softmax_columns_chunk_sum")[grid, rt.THREADS, stream](x3, colmax, part, s, chunk)
+        column_sums(part, colsum, stream)
+        K.get("softmax_columns_write")[self._grid(n), rt.THREADS, stream](
+            x3, out3, colmax, colsum, log, s
+        )
 
     def softmax(self, x3, out3, log: bool, sign: float) -> None:
         self._softmax("", (x3, out3), log, sign)
