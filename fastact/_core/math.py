@@ -1067,18 +1067,20 @@ def _bce_logs_f32(p):
     return max(lp, lo), max(l1p, lo)
 
 
-def float32_variant(name: str, f32_impl, generic):
+def float32_variant(name: str, f32_impl, generic, device_impl=None):
     """A function for jit code that runs ``f32_impl`` (a float32 core of this module) on
     float32 and the fastact ``jit`` function ``generic`` on other types.
 
     For cores that need a different algorithm in float32 (not a public core: see
-    :func:`_public`). ``fastact.cuda`` compiles ``generic`` (the stub's ``device_impl``)."""
+    :func:`_public`), or a host-only algorithm (then ``device_impl`` is what the CUDA
+    executor compiles instead; default ``generic``: the stub's ``device_impl`` attribute,
+    see ``fastact.cuda._retarget``)."""
 
     def stub(x):
         raise NotImplementedError(f"{name} is only callable from jitted code")
 
     stub.__name__ = stub.__qualname__ = name
-    stub.device_impl = generic  # type: ignore[attr-defined]
+    stub.device_impl = generic if device_impl is None else device_impl  # type: ignore[attr-defined]
 
     @overload(stub, inline="always")
     def _ol(x):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba.extending import overload
 
 from fastact._core import math as fm
 from fastact._core.jit import EXACT_FASTMATH, jit
@@ -705,18 +704,10 @@ def _tanhshrink_f64_device(x):
     return x * u * p if abs(x) < 1.0 else x - fm.tanh(x)
 
 
-def _tanhshrink_f64(x):
-    raise NotImplementedError("_tanhshrink_f64 is only callable from jitted code")
-
-
-_tanhshrink_f64.device_impl = _tanhshrink_f64_device  # type: ignore[attr-defined]
-
-
-@overload(_tanhshrink_f64, inline="always")
-def _tanhshrink_f64_ol(x):
-    """On the CPU: the double-word version (:func:`_tanhshrink_f64_dw`); CUDA compiles
-    ``device_impl`` (see fastact.cuda._retarget)."""
-    return lambda x: _tanhshrink_f64_dw(x)
+#: float64 x - tanh x: the double-word version on the CPU, the plain one on the CUDA executor
+_tanhshrink_f64 = fm.float32_variant(
+    "_tanhshrink_f64", _tanhshrink_f64_dw, _tanhshrink_f64_dw, device_impl=_tanhshrink_f64_device
+)
 
 
 @jit
