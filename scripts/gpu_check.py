@@ -889,16 +889,11 @@ def compile_only(cc: tuple[int, int], only) -> int:
                 (a3, a3, a3, types.boolean, ty),
             ),
             (
-                "softmax_columns_chunk_max",
-                _axis.get("softmax_columns_chunk_max"),
-                (a3, p2, ty, i64),
+                "softmax_columns_chunk_stats",
+                _axis.get("softmax_columns_chunk_stats"),
+                (a3, types.float64[::1], p2, ty, i64, types.boolean),
             ),
             ("column_max", _axis.get("column_max"), (p2, types.float64[::1])),
-            (
-                "softmax_columns_chunk_sum",
-                _axis.get("softmax_columns_chunk_sum"),
-                (a3, types.float64[::1], p2, ty, i64),
-            ),
             (
                 "softmax_columns_write",
                 _axis.get("softmax_columns_write"),

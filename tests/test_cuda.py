@@ -293,7 +293,7 @@ def test_softmax_family_with_columns_split_into_chunks(monkeypatch, dt, shape, d
             getattr(fastact, f + "_backward")(g, dim=dim, output=yf),
             dt,
         )
-    assert {"softmax_columns_chunk_max", "softmax_columns_write"} <= set(used)
+    assert {"softmax_columns_chunk_stats", "softmax_columns_write"} <= set(used)
     assert "softmax_columns_backward_chunk_sum" in used
     assert "softmax_columns" not in used and "softmax_columns_backward" not in used
 

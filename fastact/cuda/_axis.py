@@ -26,7 +26,7 @@ from numba import cuda, float64
 from fastact._core import math as fm
 from fastact._core.math import lit
 from fastact.cuda._reduce import block_max, block_sum
-from fastact.cuda._retarget import kernel
+from fastact.cuda._retarget import DEVICE_OPTIONS, kernel
 from fastact.cuda._runtime import SIMULATOR, THREADS
 from fastact.kernels.activations import sigmoid_core, sigmoid_pair
 from fastact.kernels.axis import uniform01
@@ -250,31 +250,48 @@ def softmax_columns(x, out, log, sign):
 # device (softmax over dim 0 of a (65536, 1024) array has 1024), each column's C values are
 # cut into chunks, one thread per (chunk, column); the chunks' float64 maxima and sums are
 # combined per column by a second launch, and a last, fully parallel launch writes the result.
-def softmax_columns_chunk_max(x, part, sign, chunk):
-    """part[k, j] = max over the rows c of chunk k of sign * x[o, c, s], j = o * inner + s
-    (float64; a NaN wins, as in the row kernels)."""
+@cuda.jit(device=True, inline="always", **DEVICE_OPTIONS)
+def _chunk_column(w, ncol, inner):
+    """Work item ``w`` of a chunked launch: (chunk k, column j = o * inner + s, o, s)."""
+    k = w // ncol
+    j = w - k * ncol
+    o = j // inner
+    return k, j, o, j - o * inner
+
+
+@cuda.jit(device=True, inline="always", **DEVICE_OPTIONS)
+def _position(i, c_n, inner):
+    """(o, c, s) of flat element ``i`` of an (outer, C, inner) array."""
+    q = i // inner
+    o = q // c_n
+    return o, q - o * c_n, i - q * inner
+
+
+def softmax_columns_chunk_stats(x, colmax, part, sign, chunk, want_max):
+    """part[k, j] = over the rows c of chunk k of column j: the maximum of sign * x
+    (``want_max``; float64, a NaN wins as in the row kernels), else the float64 sum of
+    exp(sign * x - colmax[j]) (the maximum in the data's type)."""
     outer, c_n, inner = x.shape
     ncol = outer * inner
     w = cuda.grid(1)
-    stride = cuda.gridsize(1)
     while w < part.shape[0] * ncol:
-        k = w // ncol
-        j = w - k * ncol
-        o = j // inner
-        s = j - o * inner
-        m = _NEG_INF
+        k, j, o, s = _chunk_column(w, ncol, inner)
+        mt = lit(sign, colmax[j])
+        acc = _NEG_INF if want_max else 0.0
         for c in range(k * chunk, min(k * chunk + chunk, c_n)):
-            v = float64(sign * x[o, c, s])
-            if v > m or v != v:
-                m = v
-        part[k, j] = m
-        w += stride
+            if want_max:
+                v = float64(sign * x[o, c, s])
+                if v > acc or v != v:
+                    acc = v
+            else:
+                acc += float64(fm.exp(sign * x[o, c, s] - mt))
+        part[k, j] = acc
+        w += cuda.gridsize(1)
 
 
 def column_max(part, out):
     """out[j] = max over k of part[k, j] (a NaN wins)."""
     j = cuda.grid(1)
-    stride = cuda.gridsize(1)
     while j < part.shape[1]:
         m = _NEG_INF
         for k in range(part.shape[0]):
@@ -282,26 +299,7 @@ def column_max(part, out):
             if v > m or v != v:
                 m = v
         out[j] = m
-        j += stride
-
-
-def softmax_columns_chunk_sum(x, colmax, part, sign, chunk):
-    """part[k, j] = float64 sum over chunk k of exp(sign * x - max) (max in the data's type)."""
-    outer, c_n, inner = x.shape
-    ncol = outer * inner
-    w = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    while w < part.shape[0] * ncol:
-        k = w // ncol
-        j = w - k * ncol
-        o = j // inner
-        s = j - o * inner
-        mt = lit(sign, colmax[j])
-        acc = 0.0
-        for c in range(k * chunk, min(k * chunk + chunk, c_n)):
-            acc += float64(fm.exp(sign * x[o, c, s] - mt))
-        part[k, j] = acc
-        w += stride
+        j += cuda.gridsize(1)
 
 
 def softmax_columns_write(x, out, colmax, colsum, log, sign):
@@ -309,19 +307,15 @@ def softmax_columns_write(x, out, colmax, colsum, log, sign):
     softmax_columns, over every element in parallel."""
     outer, c_n, inner = x.shape
     i = cuda.grid(1)
-    stride = cuda.gridsize(1)
     while i < x.size:
-        q = i // inner
-        s = i - q * inner
-        o = q // c_n
-        c = q - o * c_n
+        o, c, s = _position(i, c_n, inner)
         j = o * inner + s
         mt = lit(sign, colmax[j])
         if log:
             out[o, c, s] = sign * x[o, c, s] - (mt + lit(sign, math.log(colsum[j])))
         else:
             out[o, c, s] = fm.exp(sign * x[o, c, s] - mt) * lit(sign, 1.0 / colsum[j])
-        i += stride
+        i += cuda.gridsize(1)
 
 
 def softmax_columns_backward_chunk_sum(g, y, part, log, chunk):
@@ -329,38 +323,28 @@ def softmax_columns_backward_chunk_sum(g, y, part, log, chunk):
     outer, c_n, inner = y.shape
     ncol = outer * inner
     w = cuda.grid(1)
-    stride = cuda.gridsize(1)
     while w < part.shape[0] * ncol:
-        k = w // ncol
-        j = w - k * ncol
-        o = j // inner
-        s = j - o * inner
+        k, j, o, s = _chunk_column(w, ncol, inner)
         acc = 0.0
         for c in range(k * chunk, min(k * chunk + chunk, c_n)):
-            if log:
-                acc += float64(g[o, c, s])
-            else:
-                acc += float64(g[o, c, s]) * float64(y[o, c, s])
+            gi = float64(g[o, c, s])
+            acc += gi if log else gi * float64(y[o, c, s])
         part[k, j] = acc
-        w += stride
+        w += cuda.gridsize(1)
 
 
 def softmax_columns_backward_write(g, y, gx, colsum, log, sign):
     """The formulas of softmax_columns_backward, over every element in parallel."""
     outer, c_n, inner = y.shape
     i = cuda.grid(1)
-    stride = cuda.gridsize(1)
     while i < y.size:
-        q = i // inner
-        s = i - q * inner
-        o = q // c_n
-        c = q - o * c_n
+        o, c, s = _position(i, c_n, inner)
         a = lit(sign, colsum[o * inner + s])
         if log:
             gx[o, c, s] = g[o, c, s] - fm.exp(y[o, c, s]) * a
         else:
             gx[o, c, s] = sign * y[o, c, s] * (g[o, c, s] - a)
-        i += stride
+        i += cuda.gridsize(1)
 
 
 def softmax_rows_backward(g, y, gx, log, sign):
@@ -439,9 +423,8 @@ _TEMPLATES = {
         softmax_columns,
         softmax_rows_backward,
         softmax_columns_backward,
-        softmax_columns_chunk_max,
+        softmax_columns_chunk_stats,
         column_max,
-        softmax_columns_chunk_sum,
         softmax_columns_write,
         softmax_columns_backward_chunk_sum,
         softmax_columns_backward_write,

@@ -278,9 +278,10 @@ class Executor(LossLaunches, OptimLaunches):
             return
         x3, out3 = arrays
         colmax = cuda.device_array(ncol, dtype=np.float64, stream=stream)
-        K.get("softmax_columns_chunk_max")[grid, rt.THREADS, stream](x3, part, s, chunk)
+        stats = K.get("softmax_columns_chunk_stats")
+        stats[grid, rt.THREADS, stream](x3, colmax, part, s, chunk, True)  # colmax not read
         K.get("column_max")[self._grid(ncol), rt.THREADS, stream](part, colmax)
-        K.get("softmax_columns_chunk_sum")[grid, rt.THREADS, stream](x3, colmax, part, s, chunk)
+        stats[grid, rt.THREADS, stream](x3, colmax, part, s, chunk, False)
         column_sums(part, colsum, stream)
         K.get("softmax_columns_write")[self._grid(n), rt.THREADS, stream](
             x3, out3, colmax, colsum, log, s
