@@ -450,6 +450,10 @@ class Case:
     grad_ulp32: float = 4
     torch_fn: Callable | None = None
     exact_kinks: bool = True  # False: the "kink" only switches formulas (softplus threshold)
+    # > 0: at the kinks within this many ULP of torch instead of bitwise (selu: torch's float64
+    # alpha * scale is the product of the rounded constants, fastact's the rounded product;
+    # the other side of the kink would be off by a factor 1.67)
+    kink_ulp: float = 0.0
     api_params: tuple = ()  # ((name, default), ...) as the public function takes them
 
     @property
@@ -573,7 +577,7 @@ _add(
         torch_bad_grad=_bad_grad_celu,
     )
 )
-_add(Case("selu", r_selu, d_selu, kinks=_kink_list(0.0)))
+_add(Case("selu", r_selu, d_selu, kinks=_kink_list(0.0), kink_ulp=1.0))
 _add(
     Case(
         "softplus",
