@@ -440,11 +440,13 @@ def _exp_neg_abs_scaled(x):
 
 @jit
 def _silu(x):
-    e, tiny = _exp_neg_abs_scaled(x)
+    """x / (1 + exp(-x)): one exponential, one addition, one division (x * sigmoid(x) rounded
+    four times was 3.5 ULP in float32, 3.0 in float64); below -64, x e^(x + 32) e^-32."""
+    tiny = x < lit(x, -64.0)
+    e = fm.exp((x + lit(x, 32.0)) if tiny else -x)
     if tiny:  # x e^x / (1 + e^x) = x e^x to float precision
         return (x * e) * lit(x, _EXP_M32)
-    r = lit(x, 1.0) / (lit(x, 1.0) + e)
-    return x * (r if x >= 0 else e * r)
+    return x / (lit(x, 1.0) + e)
 
 
 @jit
