@@ -271,6 +271,7 @@ def test_large_tensors_in_parallel_against_torch(dt, monkeypatch):
     tensors' memory, out of place and in place (from the output, and from a copy of the
     input), forward and backward, with an expanded upstream gradient."""
     monkeypatch.setattr(AF, "num_threads", lambda: 2)  # the parallel loops on any machine
+    monkeypatch.setattr(AF, "HUGE_PAGES_FROM", 1 << 22)  # outputs advised (4 MB, not 32)
     n = (1 << 20) + 3
     assert n >= max(ACTIVATIONS[k].threshold for k in ("relu", "sigmoid", "silu", "leaky_relu"))
     tol = dict(rtol=1e-5, atol=1e-6) if dt == torch.float32 else dict(rtol=1e-10, atol=1e-12)
@@ -306,6 +307,7 @@ def test_large_tensors_in_parallel_against_torch(dt, monkeypatch):
 def test_large_outputs_are_advised_into_huge_pages(monkeypatch):
     calls = []
     monkeypatch.setattr(AF, "_MADVISE", lambda *a: calls.append(a) or 0)
+    monkeypatch.setattr(AF, "HUGE_PAGES_FROM", 1 << 22)  # 4 MB instead of 32 (test memory)
     x = _x((1 << 20,), dtype=torch.float32)
     y = AF.relu(x)
     ((start, length, advice),) = calls

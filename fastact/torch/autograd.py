@@ -87,8 +87,12 @@ def _grad_np(g: torch.Tensor) -> np.ndarray:
 
 
 # ============================================================================= element-wise
-#: allocations of at least this many bytes are advised into transparent huge pages (Linux)
-HUGE_PAGES_FROM = 1 << 22
+#: outputs of at least this many bytes are advised into transparent huge pages (Linux):
+#: glibc serves allocations from 32 MB (its largest dynamic mmap threshold) with fresh
+#: mappings, which fault page by page on first touch; smaller ones come back from its heap
+#: already mapped (measured: no faults per call at 4-16 MB), where the advice only costs
+#: (relu/sigmoid forward at 1M float32: 10-20% slower with it)
+HUGE_PAGES_FROM = 1 << 25
 _HUGE = 1 << 21  # the x86-64/arm64 huge page
 
 
@@ -112,11 +116,12 @@ _MADV_HUGEPAGE = 14
 def _empty_like(t: torch.Tensor, n: int) -> torch.Tensor:
     """``torch.empty_like(t)`` (torch's allocator, ``t``'s dtype and layout), its aligned
     interior advised into transparent huge pages when it spans ``HUGE_PAGES_FROM`` bytes or
-    more, as NumPy does with its own arrays. A fresh buffer of 64 MB then takes 32 page
-    faults instead of 16384: on the development VM (THP ``madvise`` mode) a 4 KB fault
-    costs ~2.5 us, and at 16M float32 elements the faults of the output were most of the
-    time of torch's own relu (33 ms, of which ~9 ms the loop). Memory use is unchanged (the
-    huge pages lie inside the allocation)."""
+    more (NumPy advises its own arrays from 4 MB). A fresh buffer of 64 MB then takes 32
+    page faults instead of 16384: on the development VM (THP in ``madvise`` mode) a 4 KB
+    fault costs ~2.5 us, and at 16M float32 elements the faults of the output were most of
+    the time of torch's own relu (33 ms, of which ~9 ms the loop). Memory use is unchanged
+    (the huge pages lie inside the allocation). ``FASTACT_HUGE_PAGES=0`` turns it off;
+    torch's own ``THP_MEM_ALLOC_ENABLE=1`` does the same for every torch allocation."""
     y = torch.empty_like(t)
     if n * t.element_size() >= HUGE_PAGES_FROM and _MADVISE is not None:
         a = y.data_ptr()
