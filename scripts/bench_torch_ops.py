@@ -126,6 +126,21 @@ def bench_optim(rounds: int, kinds: list[str]) -> None:
                   f" | {roof / fa:.0%} |")  # fmt: skip
 
 
+class _Bare(torch.autograd.Function):
+    """The floor of any Python autograd node: allocates its output, saves it, passes the
+    gradient through (no arithmetic)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.empty_like(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
 ACTIVATIONS = ["relu", "gelu", "silu", "tanh", "sigmoid", "elu", "leaky_relu", "mish",
                "hardswish", "softplus"]  # fmt: skip
 
@@ -139,7 +154,9 @@ def bench_act(rounds: int, sizes: list[int], names: list[str], dtype: torch.dtyp
     accumulation reads x.grad and it and writes x.grad: 8 arrays of n elements. The
     roofline is a plain copy of n elements into a preallocated tensor by torch (``y.copy_``,
     2 arrays), measured per size in the same run: it moves no fresh memory, so it also shows
-    what page faults of fresh outputs cost."""
+    what page faults of fresh outputs cost. The last row of a small size, "(bare Function)",
+    is a Python ``torch.autograd.Function`` that computes nothing (:class:`_Bare`), in the
+    fastact columns against torch's relu: the call overhead of any such node."""
     size = torch.tensor([], dtype=dtype).element_size()
     print("| activation | elements | torch fwd | fastact fwd | fwd ratio | torch fwd+bwd | "
           "fastact fwd+bwd | fwd+bwd ratio | torch GB/s | fastact GB/s | copy GB/s |")  # fmt: skip
@@ -152,8 +169,11 @@ def bench_act(rounds: int, sizes: list[int], names: list[str], dtype: torch.dtyp
         src, dst = torch.randn(n, dtype=dtype), torch.empty(n, dtype=dtype)
         copy = _rounds({"copy": lambda s=src, d=dst: d.copy_(s)}, rounds, number)["copy"]
         copy_bw = 2 * n * size / copy
-        for name in names:
-            tf, af = getattr(torch.nn.functional, name), getattr(AF, name)
+        for name in [*names, "(bare Function)"] if n <= 4096 else names:
+            if name == "(bare Function)":
+                tf, af = torch.nn.functional.relu, AF._direct_apply(_Bare)  # as fastact calls
+            else:
+                tf, af = getattr(torch.nn.functional, name), getattr(AF, name)
             fns = {
                 "tf": lambda tf=tf, x=x: tf(x),
                 "af": lambda af=af, x=x: af(x),
