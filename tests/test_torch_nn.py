@@ -324,9 +324,29 @@ def test_elementwise_function_takes_only_what_its_loops_can():
     what the wrappers send to torch or copy."""
     op = ACTIVATIONS["relu"]
     x = _x()
-    for t in (x.t(), x[:, ::2], x.half()):
+    for t in (x.t(), x[:, ::2], x.half(), torch._neg_view(x)):
         with pytest.raises(TypeError, match="contiguous CPU tensor"):
             AF.Elementwise.apply(t, op, (), False)
+
+
+def test_lazily_negated_tensors_are_computed_from_their_values():
+    """A negative-bit view (``torch._neg_view``) keeps the un-negated values in memory: the
+    wrappers give it to torch, and a negated upstream gradient is resolved first."""
+    x = _x()
+    v = torch._neg_view(x)
+    assert torch.equal(AF.relu(v), F.relu(-x))
+    xr = x.clone().requires_grad_(True)
+    y = AF.silu(torch._neg_view(xr))
+    torch.testing.assert_close(y, F.silu(-x))
+    a = x.clone().requires_grad_(True)
+    g = _x(seed=1)
+    AF.sigmoid(a).backward(torch._neg_view(g))
+    torch.testing.assert_close(a.grad, -g * torch.sigmoid(x) * torch.sigmoid(-x))
+    b = x.clone().requires_grad_(True)
+    AF.softmax(b, dim=1).backward(torch._neg_view(g))
+    tb = x.clone().requires_grad_(True)
+    F.softmax(tb, dim=1).backward(-g)
+    torch.testing.assert_close(b.grad, tb.grad)
 
 
 def test_in_place_on_a_leaf_that_requires_grad_is_refused_before_writing():

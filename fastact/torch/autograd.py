@@ -60,12 +60,14 @@ _SAVES_OUTPUT = frozenset({"sigmoid", "tanh", "relu"})
 
 
 def supported(x: Any) -> bool:
-    """``x`` is a tensor fastact's host kernels take: CPU, float32/float64, strided."""
+    """``x`` is a tensor fastact's host kernels take: CPU, float32/float64, strided, its
+    memory holding its values (not a lazily negated view: ``torch._neg_view``)."""
     return (
         isinstance(x, torch.Tensor)
         and x.is_cpu
         and (x.dtype is _F32 or x.dtype is _F64)
         and x.layout is _STRIDED
+        and not x.is_neg()
     )
 
 
@@ -80,9 +82,9 @@ def _tensor(a: Any) -> torch.Tensor:
 
 def _grad_np(g: torch.Tensor) -> np.ndarray:
     """The upstream gradient as a C-contiguous NumPy array (``sum().backward()`` sends an
-    expanded, stride-0 one)."""
-    if not g.is_contiguous():
-        g = g.contiguous()
+    expanded, stride-0 one; a lazily negated one is resolved)."""
+    if not g.is_contiguous() or g.is_neg():
+        g = g.resolve_neg().contiguous()
     return g.detach().numpy()
 
 
@@ -156,9 +158,15 @@ def _kernel_params(op: Spec, values: tuple, dtype: np.dtype) -> tuple:
 
 def _np_dtype(x: torch.Tensor) -> np.dtype:
     """The NumPy dtype of ``x``, checked to be a tensor the loops over raw memory may take:
-    a C-contiguous CPU tensor of float32 or float64."""
+    a C-contiguous CPU tensor of float32 or float64 whose memory holds its values."""
     dt = _NP_DTYPE.get(x.dtype)
-    if dt is None or not x.is_cpu or x.layout is not _STRIDED or not x.is_contiguous():
+    if (
+        dt is None
+        or not x.is_cpu
+        or x.layout is not _STRIDED
+        or not x.is_contiguous()
+        or x.is_neg()
+    ):
         raise TypeError(
             "fastact.torch.autograd.Elementwise takes a contiguous CPU tensor of float32 or "
             f"float64, got {x.dtype} on {x.device}"
@@ -211,9 +219,9 @@ class Elementwise(torch.autograd.Function):
             return _elementwise_graph(ctx, grad_output, v), None, None, None
         op, kp, _, from_output, _ = ctx.state
         g = grad_output
-        if not g.is_contiguous() or g.dtype is not v.dtype:
+        if not g.is_contiguous() or g.dtype is not v.dtype or g.is_neg():
             # sum().backward() sends an expanded, stride-0 gradient
-            g = g.to(v.dtype).contiguous()
+            g = g.to(v.dtype).resolve_neg().contiguous()
         n = v.numel()
         out = _empty_like(v, n)
         if n:
