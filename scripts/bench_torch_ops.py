@@ -9,7 +9,7 @@ them alike) and reports the median per-call time over the rounds; ratio = torch 
 streaming bandwidth measured in the same run (``a += b`` by torch, 2 threads): the roofline.
 
     python scripts/bench_torch_ops.py --part optim   # 4 x 2048^2 MLP params, 160 small tensors
-    python scripts/bench_torch_ops.py --part act     # 1K, 1M, 4M elements, float32
+    python scripts/bench_torch_ops.py --part act     # 1K, 1M, 16M elements (--dtype float64)
     python scripts/bench_torch_ops.py --part mlp     # MLP training step, end to end + parts
 
 Run it on a quiet machine (``flock -x /work/wt/cpu.lock ...`` in this project).
@@ -126,20 +126,54 @@ def bench_optim(rounds: int, kinds: list[str]) -> None:
                   f" | {roof / fa:.0%} |")  # fmt: skip
 
 
+class _Bare(torch.autograd.Function):
+    """The floor of any Python autograd node: allocates its output, saves it, passes the
+    gradient through (no arithmetic)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.empty_like(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
 ACTIVATIONS = ["relu", "gelu", "silu", "tanh", "sigmoid", "elu", "leaky_relu", "mish",
                "hardswish", "softplus"]  # fmt: skip
 
 
-def bench_act(rounds: int, sizes: list[int], names: list[str]) -> None:
+def bench_act(rounds: int, sizes: list[int], names: list[str], dtype: torch.dtype) -> None:
+    """Forward alone and forward + backward (``torch.autograd.backward(f(x), g)``, which
+    also accumulates into ``x.grad``) of each activation by torch.nn.functional and by
+    fastact.torch.autograd, alternating within each round. The effective bandwidth of a
+    forward + backward counts the arrays it must stream: the forward reads x and writes y,
+    the backward reads g and the saved tensor and writes the input gradient, the
+    accumulation reads x.grad and it and writes x.grad: 8 arrays of n elements. The
+    roofline is a plain copy of n elements into a preallocated tensor by torch (``y.copy_``,
+    2 arrays), measured per size in the same run: it moves no fresh memory, so it also shows
+    what page faults of fresh outputs cost. The last row of a small size, "(bare Function)",
+    is a Python ``torch.autograd.Function`` that computes nothing (:class:`_Bare`), in the
+    fastact columns against torch's relu: the call overhead of any such node."""
+    size = torch.tensor([], dtype=dtype).element_size()
     print("| activation | elements | torch fwd | fastact fwd | fwd ratio | torch fwd+bwd | "
-          "fastact fwd+bwd | fwd+bwd ratio |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          "fastact fwd+bwd | fwd+bwd ratio | torch GB/s | fastact GB/s | copy GB/s |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in sizes:
-        x = torch.randn(n, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
-        g = torch.randn(n)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(n, generator=gen, dtype=dtype).requires_grad_(True)
+        g = torch.randn(n, dtype=dtype)
         number = 2000 if n <= 4096 else max(3, int(3e6 // n))
-        for name in names:
-            tf, af = getattr(torch.nn.functional, name), getattr(AF, name)
+        src, dst = torch.randn(n, dtype=dtype), torch.empty(n, dtype=dtype)
+        copy = _rounds({"copy": lambda s=src, d=dst: d.copy_(s)}, rounds, number)["copy"]
+        copy_bw = 2 * n * size / copy
+        for name in [*names, "(bare Function)"] if n <= 4096 else names:
+            if name == "(bare Function)":
+                tf, af = torch.nn.functional.relu, AF._direct_apply(_Bare)  # as fastact calls
+            else:
+                tf, af = getattr(torch.nn.functional, name), getattr(AF, name)
             fns = {
                 "tf": lambda tf=tf, x=x: tf(x),
                 "af": lambda af=af, x=x: af(x),
@@ -152,8 +186,12 @@ def bench_act(rounds: int, sizes: list[int], names: list[str]) -> None:
             def us(v: float) -> str:
                 return f"{v * 1e6:.1f} us"
 
+            def bw(v: float, nbytes: int = 8 * n * size) -> str:
+                return f"{nbytes / v / 1e9:.1f}"
+
             print(f"| {name} | {n} | {us(t['tf'])} | {us(t['af'])} | {t['tf'] / t['af']:.2f}x | "
-                  f"{us(t['tfb'])} | {us(t['afb'])} | {t['tfb'] / t['afb']:.2f}x |")  # fmt: skip
+                  f"{us(t['tfb'])} | {us(t['afb'])} | {t['tfb'] / t['afb']:.2f}x | "
+                  f"{bw(t['tfb'])} | {bw(t['afb'])} | {copy_bw / 1e9:.1f} |")  # fmt: skip
 
 
 def _mlp(width: int, depth: int, seed: int = 0) -> torch.nn.Sequential:
@@ -269,8 +307,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--part", choices=["optim", "act", "mlp", "all"], default="all")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--params", default="mlp,small", help="optimizer parameter sets")
-    ap.add_argument("--sizes", default="1024,1048576,4194304", help="activation sizes")
+    ap.add_argument("--sizes", default="1024,1048576,16777216", help="activation sizes")
     ap.add_argument("--activations", default=",".join(ACTIVATIONS))
+    ap.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                    help="activations' dtype")  # fmt: skip
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--mlp", default="2048,4,256", help="MLP width,depth,batch")
     a = ap.parse_args(argv)
@@ -279,13 +319,14 @@ def main(argv: list[str] | None = None) -> None:
 
     numba.set_num_threads(a.threads)
     print(f"machine: {cpu_name()}, {a.threads} threads; "
-          f"torch {torch.__version__}, fastact {fastact.__version__}; float32; "
+          f"torch {torch.__version__}, fastact {fastact.__version__}; {a.dtype} activations; "
           f"median of {a.rounds} rounds\n")  # fmt: skip
     if a.part in ("optim", "all"):
         bench_optim(a.rounds, a.params.split(","))
         print()
     if a.part in ("act", "all"):
-        bench_act(a.rounds, [int(s) for s in a.sizes.split(",")], a.activations.split(","))
+        sizes = [int(s) for s in a.sizes.split(",")]
+        bench_act(a.rounds, sizes, a.activations.split(","), getattr(torch, a.dtype))
         print()
     if a.part in ("mlp", "all"):
         width, depth, batch = (int(v) for v in a.mlp.split(","))

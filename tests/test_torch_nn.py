@@ -265,6 +265,90 @@ def test_fallback_to_torch_for_what_fastact_does_not_take():
     torch.testing.assert_close(u, ref)
 
 
+@pytest.mark.parametrize("dt", [torch.float32, torch.float64])
+def test_large_tensors_in_parallel_against_torch(dt, monkeypatch):
+    """Past the parallel threshold and the huge-page size: the parallel loops over the
+    tensors' memory, out of place and in place (from the output, and from a copy of the
+    input), forward and backward, with an expanded upstream gradient."""
+    monkeypatch.setattr(AF, "num_threads", lambda: 2)  # the parallel loops on any machine
+    monkeypatch.setattr(AF, "HUGE_PAGES_FROM", 1 << 22)  # outputs advised (4 MB, not 32)
+    n = (1 << 20) + 3
+    assert n >= max(ACTIVATIONS[k].threshold for k in ("relu", "sigmoid", "silu", "leaky_relu"))
+    tol = dict(rtol=1e-5, atol=1e-6) if dt == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    base = _x((n,), dtype=dt)
+    g = _x((n,), dtype=dt, seed=1)
+    for name, vals, inplace in (
+        ("relu", (), False),
+        ("sigmoid", (), False),
+        ("silu", (), False),
+        ("leaky_relu", (0.2,), True),
+        ("silu", (), True),
+    ):
+        f, tf = getattr(AF, name), getattr(F, name)
+        x = base.clone().requires_grad_(True)
+        tx = base.clone().requires_grad_(True)
+        kw = {"inplace": True} if inplace else {}
+        y = f(x * 1.0, *vals, **kw)
+        ty = tf(tx * 1.0, *vals, **kw)
+        torch.testing.assert_close(y, ty, **tol)
+        (y * g).sum().backward()
+        (ty * g).sum().backward()
+        torch.testing.assert_close(x.grad, tx.grad, **tol)
+        x.grad = tx.grad = None
+        y = f(x, *vals) if not inplace else f(x * 1.0, *vals, **kw)
+        y.sum().backward()  # an expanded (stride 0) upstream gradient
+        ty = tf(tx, *vals) if not inplace else tf(tx * 1.0, *vals, **kw)
+        ty.sum().backward()
+        torch.testing.assert_close(x.grad, tx.grad, **tol)
+    with torch.no_grad():
+        torch.testing.assert_close(AF.gelu(base), F.gelu(base), **tol)
+
+
+def test_large_outputs_are_advised_into_huge_pages(monkeypatch):
+    calls = []
+    monkeypatch.setattr(AF, "_MADVISE", lambda *a: calls.append(a) or 0)
+    monkeypatch.setattr(AF, "HUGE_PAGES_FROM", 1 << 22)  # 4 MB instead of 32 (test memory)
+    x = _x((1 << 20,), dtype=torch.float32)
+    y = AF.relu(x)
+    ((start, length, advice),) = calls
+    assert advice == 14 and start % (1 << 21) == 0 and length % (1 << 21) == 0 and length
+    assert y.data_ptr() <= start and start + length <= y.data_ptr() + 4 * y.numel()
+    assert torch.equal(y, F.relu(x))
+    calls.clear()
+    AF.relu(_x((1000,)))  # small: no advice
+    assert not calls
+
+
+def test_elementwise_function_takes_only_what_its_loops_can():
+    """The Function runs its loops on raw memory: it refuses (before anything is written)
+    what the wrappers send to torch or copy."""
+    op = ACTIVATIONS["relu"]
+    x = _x()
+    for t in (x.t(), x[:, ::2], x.half(), torch._neg_view(x)):
+        with pytest.raises(TypeError, match="contiguous CPU tensor"):
+            AF.Elementwise.apply(t, op, (), False)
+
+
+def test_lazily_negated_tensors_are_computed_from_their_values():
+    """A negative-bit view (``torch._neg_view``) keeps the un-negated values in memory: the
+    wrappers give it to torch, and a negated upstream gradient is resolved first."""
+    x = _x()
+    v = torch._neg_view(x)
+    assert torch.equal(AF.relu(v), F.relu(-x))
+    xr = x.clone().requires_grad_(True)
+    y = AF.silu(torch._neg_view(xr))
+    torch.testing.assert_close(y, F.silu(-x))
+    a = x.clone().requires_grad_(True)
+    g = _x(seed=1)
+    AF.sigmoid(a).backward(torch._neg_view(g))
+    torch.testing.assert_close(a.grad, -g * torch.sigmoid(x) * torch.sigmoid(-x))
+    b = x.clone().requires_grad_(True)
+    AF.softmax(b, dim=1).backward(torch._neg_view(g))
+    tb = x.clone().requires_grad_(True)
+    F.softmax(tb, dim=1).backward(-g)
+    torch.testing.assert_close(b.grad, tb.grad)
+
+
 def test_in_place_on_a_leaf_that_requires_grad_is_refused_before_writing():
     x = _x().requires_grad_(True)
     before = x.detach().clone()

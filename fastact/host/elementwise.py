@@ -35,14 +35,17 @@ from fastact.host.edge import output_view
 from fastact.host.launch import pick
 from fastact.kernels.activations import ACTIVATIONS
 from fastact.kernels.elementwise import (
+    ADDRESS_LOOPS,
     MAP_LOOPS,
     Elementwise,
+    f32_at,
+    f64_at,
     map2_loop,
     map_inplace_loop,
     map_loop,
 )
 
-__all__ = ["elementwise", "kernels", "map_call", "ufunc"]
+__all__ = ["address_kernels", "elementwise", "kernels", "map_call", "ufunc"]
 
 _TEMPLATES = {"forward": map_loop, "inplace": map_inplace_loop}
 
@@ -68,6 +71,38 @@ def kernels(op: Elementwise, kind: str) -> tuple:
             for mode, par in (("serial", False), ("parallel", True))
         )
         op.host[kind] = ks
+    return ks
+
+
+_AT = {"float32": f32_at, "float64": f64_at}
+
+
+def address_kernels(op: Elementwise, kind: str, dtype: str) -> tuple:
+    """(serial, parallel) loops of ``op``'s ``kind`` over raw addresses of C-contiguous
+    ``dtype`` (``'float32'`` or ``'float64'``) data: ``forward(x_addr, out_addr, n, *p)``,
+    ``inplace(x_addr, n, *p)``, ``grad``/``grad_output(g_addr, v_addr, out_addr, n, *p)``,
+    ``p`` the parameters as Python floats (:func:`fastact.activations.scalar_params`).
+    For callers that hold torch tensors (``fastact.torch``): no NumPy views to build. The
+    caller guarantees that each address holds ``n`` elements of ``dtype``. The parallel
+    ones call the parallel array loop from jitted code, which ran 1.2-1.35x slower than the
+    same loop called from Python (gelu, silu forward at 1M float32, 2 threads):
+    ``fastact.torch`` uses the serial ones only, and NumPy views past the crossover."""
+    key = f"address_{kind}_{dtype}"
+    ks = op.host.get(key)
+    if ks is None:
+        if op.arity != 1:
+            raise ValueError(f"{op.name}: address loops take functions of one input")
+        ks = tuple(
+            specialize(
+                ADDRESS_LOOPS[kind],
+                f"{op.name}_{kind}_address_{dtype}_{mode}",
+                cache=op.cache,
+                loop=loop,
+                at=_AT[dtype],
+            )
+            for mode, loop in zip(("serial", "parallel"), kernels(op, kind), strict=True)
+        )
+        op.host[key] = ks
     return ks
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from llvmlite import ir
-from numba import prange, types
+from numba import carray, prange, types
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
@@ -38,6 +38,9 @@ __all__ = [
     "map3_loop",
     "map4_loop",
     "map5_loop",
+    "ADDRESS_LOOPS",
+    "f32_at",
+    "f64_at",
 ]
 
 REQUIRED = object()  # marks a parameter without a default (torch's threshold(x, threshold, value))
@@ -204,3 +207,55 @@ def map5_loop(a, b, c, d, e, out, *p):
 
 #: The out-of-place loop template of a forward function of ``n`` array inputs.
 MAP_LOOPS = {1: map_loop, 2: map2_loop, 3: map3_loop, 4: map4_loop, 5: map5_loop}
+
+
+# ------------------------------------------------------------------- loops over addresses
+def _typed_address(dtype: types.Float):
+    """An intrinsic ``at(address)``: the integer ``address`` as a pointer to ``dtype``."""
+
+    @intrinsic
+    def at(typingctx, address):
+        if not isinstance(address, types.Integer):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return builder.inttoptr(args[0], context.get_value_type(sig.return_type))
+
+        return types.CPointer(dtype)(address), codegen
+
+    return at
+
+
+#: ``f32_at(address)``, ``f64_at(address)``: a raw address as a typed pointer, for
+#: ``carray(f32_at(address), n)`` (the caller guarantees ``n`` contiguous elements there)
+f32_at = _typed_address(types.float32)
+f64_at = _typed_address(types.float64)
+
+
+def address_loop(xa, oa, n, *p):
+    """``loop`` (:func:`map_loop`, compiled serial or parallel, bound with ``at``) over ``n``
+    contiguous elements at the addresses ``xa`` (input) and ``oa`` (output). Callers that
+    hold tensors pass ``t.data_ptr()``: ~0.1 us instead of ~1.5 us for each NumPy view of a
+    tensor, most of an autograd node's cost at 1K elements. (The arrays are handed to the
+    array loop rather than looped over here: numba's parfor pass drops the stores of a
+    prange loop into an array made by ``carray`` in the same function.)"""
+    loop(carray(at(xa), n), carray(at(oa), n), *p)  # noqa: F821  (bound by specialize)
+
+
+def address_inplace_loop(xa, n, *p):
+    """:func:`map_inplace_loop` over ``n`` contiguous elements at the address ``xa``."""
+    loop(carray(at(xa), n), *p)  # noqa: F821
+
+
+def address2_loop(ga, va, oa, n, *p):
+    """:func:`map2_loop` (a gradient) over ``n`` contiguous elements at three addresses."""
+    loop(carray(at(ga), n), carray(at(va), n), carray(at(oa), n), *p)  # noqa: F821
+
+
+#: The loop over addresses of each kind of an element-wise function of one input.
+ADDRESS_LOOPS = {
+    "forward": address_loop,
+    "inplace": address_inplace_loop,
+    "grad": address2_loop,
+    "grad_output": address2_loop,
+}
