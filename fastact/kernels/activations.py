@@ -485,8 +485,8 @@ def _mish(x):
         return (x * e) * lit(x, _EXP_M32)
     if x > 20:  # tanh(softplus(x)) == 1 (also keeps reassociation from forming x * n)
         return x
-    n = e * (e + lit(x, 2.0))
-    return x * (n / (n + lit(x, 2.0)))
+    n = fm._fma(e, e, e + e)  # e (e + 2) rounded once
+    return (x * n) / (n + lit(x, 2.0))
 
 
 @jit
