@@ -54,9 +54,9 @@ def _range(signed: bool) -> float:
 
 
 def _f_of(codes: np.ndarray, signed: bool) -> np.ndarray:
-    """F(a) of each byte (float64): 2**e (1 + f/8), a = |int8| (signed) or the byte."""
+    """F(a) of each byte (float64): 2**e (1 + f/8), a = the low 7 bits (signed) or the byte."""
     c = codes.astype(np.int64)
-    a = np.abs(np.where(c >= 128, c - 256, c)) if signed else c
+    a = c & 127 if signed else c
     return 2.0 ** (a >> FRAC_BITS) * (1 + (a & 7) / 8)
 
 
@@ -86,7 +86,7 @@ def _gap(y: np.ndarray, table: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------- the code
-#: bytes the encoder writes (the signed code never writes -128)
+#: bytes the encoder writes (the signed code writes 0 for -0)
 def _valid(signed: bool) -> np.ndarray:
     c = np.arange(256)
     return c[c != 128] if signed else c
@@ -102,7 +102,7 @@ def test_code_table_shape(signed):
     assert mags[1] == 0.125 / d  # the bottom binade: steps of 1/8 (before the scaling)
     np.testing.assert_allclose(mags[:8] * d, np.arange(8) / 8, rtol=1e-15)
     if signed:
-        np.testing.assert_array_equal(v[129:], -v[1:128][::-1])  # int8 bytes: 255 is -1
+        np.testing.assert_array_equal(v[128:], -v[:128])  # bit 7 the sign (byte 128: -0)
         assert mags[1] < 2.0**-18.5
     else:
         assert mags[1] < 2.0**-34.5

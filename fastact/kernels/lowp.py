@@ -11,8 +11,8 @@ are an exponent field ``e = a >> 3`` and three fraction bits ``f = a & 7``,
 
     F(a) = 2**e * (1 + f / 8),        value(a) = (F(a) - 1) / D,        D = F(top) - 1,
 
-* signed code (first moments, momentum buffers): the byte is a two's-complement int8 ``c``
-  in [-127, 127], ``a = |c|`` (4 exponent bits), the value has the sign of ``c``;
+* signed code (first moments, momentum buffers): bit 7 the sign, ``a`` = the 7 other bits
+  (4 exponent bits);
   ``D = 1.875 * 2**15 - 1``; the smallest non-zero magnitude is ``1/8 / D`` (2**-18.9);
 * unsigned code (second moments, square averages, sums: never negative): ``a`` = the byte
   (5 exponent bits), ``D = 1.875 * 2**31 - 1``; smallest non-zero value ``1/8 / D``
@@ -30,7 +30,7 @@ Encoding takes ``z = |x| inv + 1`` (``inv = fl(fl(D) / s)``, one rounding) and r
 the nearest ``F(a)`` on its bit pattern (``a = (bits(z) - bits(1) + 2**19) >> 20``): the
 nearest code, up to ties within float32 rounding of a midpoint. Both directions are a few
 vector integer operations and one fused multiply-add per value, without table lookups
-(decode: 4 operations per 8 unsigned codes, 7 signed; encode 4 and 6 plus the packing).
+(decode: 4 operations per 8 unsigned codes, 7 signed; encode 4 and 8 with the packing).
 
 **bfloat16**: the top 16 bits of a float32 (stored as uint16 bit patterns); written with
 round-to-nearest-even (NaN stays NaN), or stochastically: add 16 random bits below the kept
@@ -81,21 +81,23 @@ _ONE_BITS = np.int32(0x3F800000)  # bits of 1.0f
 _SHIFT = 23 - FRAC_BITS
 _ROUND = np.int32((1 << (_SHIFT - 1)) - 0x3F800000)  # half a code step, minus bits(1.0)
 _SIGN = np.int32(-0x80000000)
+_SIGN_MAG = np.int32(-0x78100000)  # 0x87F00000: the sign bit and a << 20
 _D_S = np.float32(SIGNED_RANGE)  # exact
 _D_U = np.float32(UNSIGNED_RANGE)  # 1.875 * 2**31 (the float32 nearest D)
 _BIG = np.float32(3.4028234663852886e38)
 
 
 def code_values(signed: bool) -> np.ndarray:
-    """The 256 values of the signed or unsigned code in [-1, 1] (float64, index = byte, the
-    signed code's byte read as a two's-complement int8), for tests and docs."""
+    """The 256 values of the signed or unsigned code in [-1, 1] (float64, index = byte; the
+    signed code's bit 7 is the sign, so byte 128 is -0), for tests and docs."""
     d = SIGNED_RANGE if signed else UNSIGNED_RANGE
     out = np.zeros(256)
     for c in range(256):
-        q = c - 256 if (signed and c >= 128) else c
-        a = abs(q)
+        a = c & 127 if signed else c
         f = 2.0 ** (a >> FRAC_BITS) * (1.0 + (a & 7) / 8.0)  # F(a)
-        out[c] = np.copysign((f - 1.0) / d, q)
+        out[c] = (f - 1.0) / d
+        if signed and c & 128:
+            out[c] = -out[c]
     return out
 
 
@@ -113,19 +115,19 @@ def block_scales(top, signed):
 
 @jit(fastmath=EXACT_FASTMATH)
 def decode8(code, q, signed):
-    """The value of ``code`` in a block of decode scale ``q``: ``(F(a) - 1) q`` with the sign
-    of the code, as one fused multiply-add ``F q - q`` (so exactly the float32 rounding of
-    ``(F(a) - 1) q``); ``F(a)`` is the float32 with bit pattern ``(a << 20) + bits(1.0)``.
-    ``signed`` is a compile-time constant. Unsigned: 4 vector operations per 8 codes (widen,
-    shift, add, fma), signed 7 (+ abs, and, xor)."""
-    c = _i32(code)
+    """The value of ``code`` in a block of decode scale ``q`` (:func:`block_scales`):
+    ``(F(a) - 1) q`` with the code's sign, as one fused multiply-add ``F q - q`` (so exactly
+    the float32 rounding of ``(F(a) - 1) q``); ``F(a)`` is the float32 with bit pattern
+    ``(a << 20) + bits(1.0)``. ``signed`` is a compile-time constant. Unsigned: 4 vector
+    operations per 8 codes (widen, shift, add, fma); signed 7: the byte sign-extended and
+    shifted puts the sign on bit 31 and ``a`` on bits 20..26, so ``±F(a)`` is one mask and
+    one add, and ``fma(±F, q, ∓q)`` takes ``∓q`` from the same sign bit (and, xor)."""
     if signed:
-        c = _i32(_i32(c << 24) >> 24)  # the byte as int8 (sign-extending load)
-        a = c if c >= _I0 else _i32(-c)
-        f = _f32_from_bits(_i32(_i32(a << _SHIFT) + _ONE_BITS))
-        v = _fma(f, q, -q)
-        return _f32_from_bits(_i32(_bits(v) ^ _i32(c & _SIGN)))
-    f = _f32_from_bits(_i32(_i32(c << _SHIFT) + _ONE_BITS))
+        t = _i32(_i32(np.int8(code)) << _SHIFT)  # the byte on bits 20..27, its sign above
+        fs = _f32_from_bits(_i32(_i32(t & _SIGN_MAG) + _ONE_BITS))  # ±F(a)
+        nq = _f32_from_bits(_i32(_bits(-q) ^ _i32(t & _SIGN)))  # ∓q
+        return _fma(fs, q, nq)
+    f = _f32_from_bits(_i32(_i32(_i32(code) << _SHIFT) + _ONE_BITS))
     return _fma(f, q, -q)
 
 
@@ -133,19 +135,19 @@ def decode8(code, q, signed):
 def encode8(x, inv, signed):
     """The code nearest ``x`` in a block of encode factor ``inv`` (:func:`block_scales`):
     ``z = |x| inv + 1`` (one rounding), rounded to the nearest ``F(a)`` on its bit pattern
-    (``(bits(z) - bits(1) + 2**19) >> 20``: ties in ``z`` go up), clamped to the top code
-    (the vector packs saturate), the sign applied (signed: two's complement). NaN gives an
-    arbitrary code (its block's scale is NaN then). Unsigned: 4 vector operations per 8
-    values (fma, add, shift, pack), signed 6 (+ and, sign)."""
+    (``a = (bits(z) - bits(1) + 2**19) >> 20``: ties in ``z`` go up), clamped to the top code
+    by the saturating vector packs, the sign bit of ``x`` put on bit 7 (signed code). NaN
+    gives an arbitrary code (its block's scale is NaN then). Unsigned: 4 vector operations
+    per 8 values (fma, add, shift, pack), signed 7 (+ and, shift, and, or)."""
     b = _bits(x)
     if signed:
         ax = _f32_from_bits(_i32(b & np.int32(0x7FFFFFFF)))
         z = _fma(ax, inv, _F1)
         a = _i32(_i32(_bits(z) + _ROUND) >> _SHIFT)
-        c = a if b >= _I0 else _i32(-a)
-        c = c if c < np.int32(127) else np.int32(127)  # a saturating pack
-        c = c if c > np.int32(-128) else np.int32(-128)
-        return np.uint8(np.int8(c))
+        c = _i32(a | _i32(_i32(b >> 24) & 128))  # finite x: a <= 127
+        c = c if c > _I0 else _I0  # (never below 0: the saturating pack)
+        c = c if c < np.int32(255) else np.int32(255)
+        return np.uint8(c)
     z = _fma(x, inv, _F1)
     a = _i32(_i32(_bits(z) + _ROUND) >> _SHIFT)
     a = a if a > _I0 else _I0

@@ -861,25 +861,15 @@ def lowp_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
                     a2[i] = _put(sp, s2)
 
 
-@_exact
-def _encode_block(vals, top, signed, codes):
-    """``codes[:n]`` = the nearest codes of ``vals[:n]`` in a block whose largest magnitude
-    has the bit pattern ``top``; returns the block's scale (that magnitude)."""
-    q, inv = block_scales(top, signed)
-    for i in range(codes.shape[0]):
-        codes[i] = encode8(vals[i], inv, signed)
-    return _f32_from_bits(top)
-
-
 def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
     """Blockwise update of 8-bit states (``sp`` uint8 codes, rows 5..7 the block scales),
     in two vector passes per block of ``block`` elements: decode the codes (one fused
     multiply-add per value with the block's decode scale) and update in float32 registers,
     write the parameter, keep the new states in a block-sized float32 scratch per state row
     (in L1/L2) and take their absolute maximum (float32 bit patterns compared as integers:
-    vectorizes, and NaN wins); then encode the scratch with the new maximum as the block's
-    scale. S0..S2 choose the signed or unsigned code per row; the loop is duplicated for the
-    plain options (``_plain(sc)``)."""
+    vectorizes, and NaN wins); then encode the scratch rows in one loop with the new maxima
+    as the blocks' scales. S0..S2 choose the signed or unsigned code per row; the update
+    loop is duplicated for the plain options (``_plain(sc)``)."""
     last = coefs.shape[1] - 1
     plain = _plain(sc)  # noqa: F821
     for c in prange(chunks.shape[0]):
@@ -955,12 +945,23 @@ def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
                     if U2:  # noqa: F821
                         t2[i] = s2
                         x2 = max(x2, abs_bits(s2))
+            # the encode pass: every row in one loop
+            i0 = block_scales(x0, S0)[1] if U0 else _Z  # noqa: F821
+            i1 = block_scales(x1, S1)[1] if U1 else _Z  # noqa: F821
+            i2 = block_scales(x2, S2)[1] if U2 else _Z  # noqa: F821
+            for i in range(m):
+                if U0:  # noqa: F821
+                    cb0[i] = encode8(t0[i], i0, S0)  # noqa: F821
+                if U1:  # noqa: F821
+                    cb1[i] = encode8(t1[i], i1, S1)  # noqa: F821
+                if U2:  # noqa: F821
+                    cb2[i] = encode8(t2[i], i2, S2)  # noqa: F821
             if U0:  # noqa: F821
-                k0[b] = _encode_block(t0, x0, S0, cb0)  # noqa: F821
+                k0[b] = _f32_from_bits(x0)
             if U1:  # noqa: F821
-                k1[b] = _encode_block(t1, x1, S1, cb1)  # noqa: F821
+                k1[b] = _f32_from_bits(x1)
             if U2:  # noqa: F821
-                k2[b] = _encode_block(t2, x2, S2, cb2)  # noqa: F821
+                k2[b] = _f32_from_bits(x2)
 
 
 #: low-precision loop templates: state storage kind -> template (specialized per kernel,
