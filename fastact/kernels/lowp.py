@@ -20,17 +20,19 @@ are an exponent field ``e = a >> 3`` and three fraction bits ``f = a & 7``,
 
 Code 0 is exactly 0, the top code exactly 1 (times ``s``); subtracting 1 = F(0) turns the
 bottom binade into evenly spaced "subnormal" steps of 1/8, so no value needs special cases.
-Above it, each binade has 8 codes (relative spacing 1/8 to 1/15: the nearest code is within
-6.25% of the value, 12.5% in the first binades above the bottom one), like the paper's code
-the spacing grows with the magnitude, and the code spans 6 (signed) or 10 (unsigned) orders
-of magnitude. In a block of scale ``s`` an element's value is ``value(a) * s``, computed as
-``F q - q`` with ``q = fl(s / fl(D))`` in one fused multiply-add (so exactly the float32
-rounding of ``(F(a) - 1) q``; the block's largest element comes back within one ULP).
-Encoding takes ``z = |x| inv + 1`` (``inv = fl(fl(D) / s)``, one rounding) and rounds it to
-the nearest ``F(a)`` on its bit pattern (``a = (bits(z) - bits(1) + 2**19) >> 20``): the
-nearest code, up to ties within float32 rounding of a midpoint. Both directions are a few
-vector integer operations and one fused multiply-add per value, without table lookups
-(decode: 4 operations per 8 unsigned codes, 7 signed; encode 4 and 8 with the packing).
+Above it, each binade has 8 codes: the nearest code is within half a step of 2**e / 8 of a
+value of at least 2**e - 1 (relative 1/8 in the binade e = 1, at most 1/15 from e = 4 on,
+tending to 1/16); like the paper's code, the spacing grows with the magnitude, and the code
+spans 6 (signed) or 10 (unsigned) orders of magnitude.
+
+In a block of scale ``s`` an element's value is ``value(a) * s``, computed as ``F q - q``
+with ``q = fl(s / fl(D))`` in one fused multiply-add (so exactly the float32 rounding of
+``(F(a) - 1) q``; the block's largest element comes back within one ULP). Encoding takes
+``z = |x| inv + 1`` (``inv = fl(fl(D) / s)``, one rounding) and rounds it to the nearest
+``F(a)`` on its bit pattern (``a = (bits(z) - bits(1) + 2**19) >> 20``): the nearest code,
+up to ties within float32 rounding of a midpoint. Both directions are a few vector integer
+operations and one fused multiply-add per value, without table lookups (decode: 4 operations
+per 8 unsigned codes, 7 signed; encode 4 and 7 plus the packing).
 
 **bfloat16**: the top 16 bits of a float32 (stored as uint16 bit patterns); written with
 round-to-nearest-even (NaN stays NaN), or stochastically: add 16 random bits below the kept
