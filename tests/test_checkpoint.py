@@ -688,9 +688,9 @@ def test_low_precision_optimizer_states_round_trip(tmp_path):
             0: {
                 "step": 10.0,
                 "exp_avg_codes": rng.integers(0, 256, 4096, dtype=np.uint8),
-                "exp_avg_absmax": rng.random(16, dtype=np.float32),
+                "exp_avg_f8absmax": rng.random(16, dtype=np.float32),
                 "exp_avg_sq_codes": rng.integers(0, 256, 4096, dtype=np.uint8),
-                "exp_avg_sq_absmax": rng.random(16, dtype=np.float32),
+                "exp_avg_sq_f8absmax": rng.random(16, dtype=np.float32),
                 "signed_codes": rng.integers(-128, 128, 100, dtype=np.int8),
                 "bf16_bits": rng.integers(0, 2**16, 300, dtype=np.uint16),
             }

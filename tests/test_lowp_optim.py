@@ -12,8 +12,12 @@ import torch
 import fastact.optim as fo
 from fastact._core.jit import jit
 from fastact.kernels.lowp import (
+    FRAC_BITS,
+    SIGNED_RANGE,
+    UNSIGNED_RANGE,
     bf16_store,
     bf16_store_sr,
+    block_scales,
     code_values,
     decode8,
     dequantize_blocks,
@@ -31,15 +35,29 @@ def _keep_torch_rng():
 
 
 @jit
-def _enc(y, signed, out):
+def _enc(y, scale, signed, out):
+    """Codes of ``y`` in a block of scale ``scale`` (float32)."""
+    q, inv = block_scales(np.int32(np.float32(scale).view(np.int32)), signed)
     for i in range(y.size):
-        out[i] = encode8(y[i], signed)
+        out[i] = encode8(y[i], inv, signed)
 
 
 @jit
-def _dec(c, signed, out):
+def _dec(c, scale, signed, out):
+    q, inv = block_scales(np.int32(np.float32(scale).view(np.int32)), signed)
     for i in range(c.size):
-        out[i] = decode8(c[i], signed)
+        out[i] = decode8(c[i], q, signed)
+
+
+def _range(signed: bool) -> float:
+    return SIGNED_RANGE if signed else UNSIGNED_RANGE
+
+
+def _f_of(codes: np.ndarray, signed: bool) -> np.ndarray:
+    """F(a) of each byte (float64): 2**e (1 + f/8), a = the low 7 bits (signed) or the byte."""
+    c = codes.astype(np.int64)
+    a = c & 127 if signed else c
+    return 2.0 ** (a >> FRAC_BITS) * (1 + (a & 7) / 8)
 
 
 @jit
@@ -68,78 +86,107 @@ def _gap(y: np.ndarray, table: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------- the code
+#: bytes the encoder writes (the signed code writes 0 for -0)
+def _valid(signed: bool) -> np.ndarray:
+    c = np.arange(256)
+    return c[c != 128] if signed else c
+
+
 @pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
 def test_code_table_shape(signed):
     v = code_values(signed)
     mags = v[:128] if signed else v
     assert np.all(np.diff(mags) > 0)  # monotone, no duplicate
     assert mags[0] == 0.0 and mags[-1] == 1.0
-    assert mags[1] == 8.0 ** -(6 if signed else 7)
+    d = _range(signed)
+    assert mags[1] == 0.125 / d  # the bottom binade: steps of 1/8 (before the scaling)
+    np.testing.assert_allclose(mags[:8] * d, np.arange(8) / 8, rtol=1e-15)
     if signed:
-        np.testing.assert_array_equal(v[128:], -v[:128])
-    # decade tops are powers of 1/8 and the relative spacing at the top decade is <= 1/64
-    assert np.isin(8.0 ** -np.arange(1, 6), mags).all()
-    top = mags[mags > 0.125]
-    assert np.max(np.diff(top)) <= 0.875 / (64 if signed else 128) + 1e-12
+        np.testing.assert_array_equal(v[128:], -v[:128])  # bit 7 the sign (byte 128: -0)
+        assert mags[1] < 2.0**-18.5
+    else:
+        assert mags[1] < 2.0**-34.5
+    # the relative gap between neighbours: at most 1/8 of the lower one once F >= 16, and
+    # every binade from F = 2 on holds 8 codes
+    f = _f_of(np.arange(128 if signed else 256), signed)
+    gap = np.diff(mags)
+    big = f[:-1] >= 16
+    assert np.all(gap[big] <= mags[:-1][big] / 8 * (1 + 1 / 15) + 1e-18)
 
 
+@pytest.mark.parametrize("scale", [1.0, 3.25e-5, 7.5e3])
 @pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
-def test_decode_matches_table_and_encode_is_nearest(signed):
+def test_decode_is_the_rounded_definition_and_encode_is_nearest(signed, scale):
     table = code_values(signed)
+    d = _range(signed)
+    s = np.float32(scale)
     codes = np.arange(256, dtype=np.uint8)
     got = np.empty(256, np.float32)
-    _dec(codes, signed, got)
-    np.testing.assert_array_equal(got.astype(np.float64), table.astype(np.float32))
-    # every code encodes to itself
-    back = np.empty(256, np.uint8)
-    _enc(got, signed, back)
-    want = codes.copy()
-    if signed:
-        want[128] = 0  # -0 encodes to +0 (same value)
-    np.testing.assert_array_equal(table[back], table[want])
+    _dec(codes, s, signed, got)
+    # decode = fl((F(a) - 1) q), q = fl(s / fl(D)), with the sign of the code: exactly
+    q = np.float64(np.float32(np.float64(s) / np.float64(np.float32(d))))
+    sign = np.where(signed & (codes >= 128), -1.0, 1.0)
+    want = (sign * (_f_of(codes, signed) - 1) * q).astype(np.float32)
+    np.testing.assert_array_equal(got, want)
+    # ... which is the code's value times the scale within one float32 ULP (q's rounding)
+    exact = table * np.float64(s)
+    assert np.all(np.abs(got - exact) <= np.abs(exact) * 2.0**-23 + 1e-45)
+    # every code the encoder writes encodes back to itself
+    ok = _valid(signed)
+    back = np.empty(ok.size, np.uint8)
+    _enc(got[ok], s, signed, back)
+    np.testing.assert_array_equal(back, codes[ok])
     rng = np.random.default_rng(1)
     y = np.concatenate(
-        [rng.uniform(-1, 1, 200_000), 10 ** rng.uniform(-9, 0, 200_000), [0.0, 1.0, 1e-30]]
-    ).astype(np.float32)
-    if signed:
-        y[::3] *= -1
-    else:
-        y = np.abs(y)
-    c = np.empty(y.size, np.uint8)
-    _enc(y, signed, c)
-    y64 = y.astype(np.float64)
-    err = np.abs(table[c] - y64)
-    best = _nearest(y64, table)
+        [rng.uniform(-1, 1, 200_000), 10 ** rng.uniform(-12, 0, 200_000), [0.0, 1.0, 1e-30]]
+    )
+    y = np.abs(y) if not signed else np.where(np.arange(y.size) % 3 == 0, -y, y)
+    x = (y * np.float64(s)).astype(np.float32)
+    c = np.empty(x.size, np.uint8)
+    _enc(x, s, signed, c)
+    assert signed or c.max() <= 255
+    yv = x.astype(np.float64) / np.float64(s)
+    err = np.abs(table[c] - yv)
+    best = _nearest(yv, table[_valid(signed)])
     # the nearest code, up to float32 rounding at exact midpoints
-    assert np.all(err <= best + 1e-4 * _gap(y64, table))
+    assert np.all(err <= best + 1e-4 * _gap(yv, table[_valid(signed)]))
     assert np.mean(err == best) > 0.9999
 
 
 @pytest.mark.parametrize("signed", [True, False], ids=["signed", "unsigned"])
 def test_encode_is_nearest_around_every_midpoint(signed):
     """Float32 values within 64 ULP of each midpoint between two neighbouring codes (both
-    sides, both signs) encode to the nearer code in float64, except within 4 ULP of the
-    midpoint (float32 rounding of 8/7 in the encoder: such near-ties may go either way)."""
+    sides, both signs; block scale 1) encode to the nearer code in float64, except near-ties:
+    where ``y D + 1`` is within 2 ULP (float32, at that magnitude) of the midpoint of two
+    neighbouring ``F(a)`` (the encoder rounds ``z = y fl(D) + 1`` to float32 once, then
+    rounds z to the code; such near-ties may go either way)."""
     table = code_values(signed)
-    vals = np.unique(np.abs(table))
+    vals = np.unique(np.abs(table[_valid(signed)]))
     mids = ((vals[:-1] + vals[1:]) / 2).astype(np.float32)
     off = np.arange(-64, 65, dtype=np.int32)
     bits = mids.view(np.int32)[:, None] + off[None, :]
     y = bits.reshape(-1).view(np.float32)
-    ulps = np.abs(np.broadcast_to(off, bits.shape).reshape(-1))
     keep = (y >= 0) & (y <= 1)
-    y, ulps = y[keep], ulps[keep]
+    y = y[keep]
     if signed:
-        y, ulps = np.concatenate([y, -y]), np.concatenate([ulps, ulps])
+        y = np.concatenate([y, -y])
     c = np.empty(y.size, np.uint8)
-    _enc(y, signed, c)
+    _enc(y, 1.0, signed, c)
     y64 = y.astype(np.float64)
     err = np.abs(table[c] - y64)
-    best = _nearest(y64, table)
-    far = ulps > 4
+    best = _nearest(y64, vals if not signed else np.concatenate([-vals, vals]))
+    d = _range(signed)
+    z = np.abs(y64) * d + 1
+    fs = np.unique(_f_of(np.arange(128 if signed else 256), signed))
+    fmid = (fs[:-1] + fs[1:]) / 2
+    i = np.clip(np.searchsorted(fmid, z), 1, len(fmid) - 1)
+    dist = np.minimum(np.abs(z - fmid[i - 1]), np.abs(z - fmid[i]))
+    ulp = np.spacing(np.float32(z)).astype(np.float64)
+    far = dist > 2 * ulp
+    assert far.mean() > 0.8
     np.testing.assert_array_equal(err[far], best[far])
     # near-ties: one step off at most
-    assert np.all(err <= best + _gap(y64, table) * 1e-4)
+    assert np.all(err <= best + _gap(y64, table[_valid(signed)]) * 1e-4)
 
 
 @pytest.mark.parametrize("block", [16, 64, 2048])
@@ -156,21 +203,27 @@ def test_block_round_trip_error_is_bounded(block, signed):
     out = np.empty(n, np.float32)
     dequantize_blocks(codes, absmax, block, signed, out)
     table = code_values(signed)
+    d = _range(signed)
     for b in range(absmax.size):
         xb = x[b * block : (b + 1) * block].astype(np.float64)
+        ob = out[b * block : (b + 1) * block].astype(np.float64)
         s = np.abs(xb).max()
         assert absmax[b] == np.float32(s)
         y = xb / s
-        # per element: at most half the gap between the neighbouring codes (times the scale)
-        bound = 0.5 * _gap(y, table) * s * (1 + 1e-4) + 1e-7 * s
-        assert np.all(np.abs(out[b * block : (b + 1) * block] - xb) <= bound)
-        # the block's largest element is exact
+        # per element: at most half the gap between the neighbouring codes (times the
+        # scale), plus the float32 roundings of the decode (one ULP)
+        bound = 0.5 * _gap(y, table[_valid(signed)]) * s * (1 + 1e-4) + np.abs(xb) * 2.0**-22
+        assert np.all(np.abs(ob - xb) <= bound)
+        # the block's largest element comes back within one ULP
         k = np.argmax(np.abs(xb))
-        assert out[b * block + k] == x[b * block + k]
-        # relative error of the elements in the top decade is below 1/128 (signed) or 1/256
-        top = np.abs(y) > 0.125
-        rel = np.abs(out[b * block : (b + 1) * block][top] - xb[top]) / np.abs(xb[top])
-        assert rel.max() <= (0.875 / 64 / 2 if signed else 0.875 / 128 / 2) / 0.125 + 1e-6
+        assert abs(ob[k] - xb[k]) <= np.spacing(np.float32(abs(xb[k])))
+        # relative error where F >= 16 (|y| >= 15 / D): half a gap of 2**e / 8 over a value
+        # of at least 2**e - 1, e >= 4: at most 1/15
+        top = np.abs(y) >= 15 / d
+        rel = np.abs(ob[top] - xb[top]) / np.abs(xb[top])
+        assert rel.max() <= 1 / 15 + 1e-6
+        # exact zeros stay exact zeros
+        assert np.all(ob[xb == 0] == 0)
 
 
 # ------------------------------------------------------------------------------- bfloat16
@@ -272,15 +325,15 @@ def test_adamw8bit_matches_a_float64_reference_of_the_8bit_rule():
         mc, ms = _q(m, block, True)
         vc, vs = _q(v, block, False)
         st = opt.state[ps[0]]
-        np.testing.assert_allclose(st["exp_avg_absmax"], ms, rtol=1e-5)
-        np.testing.assert_allclose(st["exp_avg_sq_absmax"], vs, rtol=1e-5)
+        np.testing.assert_allclose(st["exp_avg_f8absmax"], ms, rtol=1e-5)
+        np.testing.assert_allclose(st["exp_avg_sq_f8absmax"], vs, rtol=1e-5)
         # codes agree except at float32 midpoint ties (then they differ by one step)
         same = (st["exp_avg"] == mc).mean(), (st["exp_avg_sq"] == vc).mean()
         assert min(same) > 0.99
         np.testing.assert_allclose(ps[0], pr, rtol=2e-4, atol=2e-5)
         mc = st["exp_avg"].astype(np.int64)  # follow fastact's codes (ties)
         vc = st["exp_avg_sq"].astype(np.int64)
-        ms, vs = st["exp_avg_absmax"].copy(), st["exp_avg_sq_absmax"].copy()
+        ms, vs = st["exp_avg_f8absmax"].copy(), st["exp_avg_sq_f8absmax"].copy()
         pr = ps[0].astype(np.float64)
 
 
@@ -578,13 +631,14 @@ def test_float32_state_loads_into_8bit_and_back():
     o8 = fo.AdamW8bit(q, block_size=256)
     o8.load_state_dict(o32.state_dict())
     st = o8.state[q[0]]
-    assert st["exp_avg"].dtype == np.uint8 and st["exp_avg_absmax"].shape == (20,)
+    assert st["exp_avg"].dtype == np.uint8 and st["exp_avg_f8absmax"].shape == (20,)
     back = fo.AdamW([q[0].copy()])
     back.load_state_dict(o8.state_dict())
     m32 = o32.state[p[0]]["exp_avg"]
     mb = next(iter(back.state._d.values()))[1]["exp_avg"]
     assert mb.dtype == np.float32
-    assert np.abs(mb - m32).max() <= np.abs(m32).max() * 0.875 / 64
+    # half the largest gap of the signed code (the top binade: 2**15 / 8 of D) per block
+    assert np.abs(mb - m32).max() <= np.abs(m32).max() * 2.0**15 / 16 / SIGNED_RANGE * 1.0001
 
 
 # ------------------------------------------------------------------------------- validation
@@ -613,13 +667,13 @@ def test_bad_8bit_state_is_rejected_before_writing():
     opt.step(g)
     before = [x.copy() for x in p]
     st_before = {k: v.copy() for k, v in opt.state[p[0]].items() if k != "step"}
-    opt.state[p[1]]["exp_avg_sq_absmax"] = np.zeros(3, np.float32)  # wrong block count
-    with pytest.raises(ValueError, match=r"exp_avg_sq_absmax.*shape"):
+    opt.state[p[1]]["exp_avg_sq_f8absmax"] = np.zeros(3, np.float32)  # wrong block count
+    with pytest.raises(ValueError, match=r"exp_avg_sq_f8absmax.*shape"):
         opt.step(g)
-    opt.state[p[1]]["exp_avg_sq_absmax"] = np.zeros(24, np.float64)
-    with pytest.raises(TypeError, match="exp_avg_sq_absmax"):
+    opt.state[p[1]]["exp_avg_sq_f8absmax"] = np.zeros(24, np.float64)
+    with pytest.raises(TypeError, match="exp_avg_sq_f8absmax"):
         opt.step(g)
-    opt.state[p[1]]["exp_avg_sq_absmax"] = np.zeros(24, np.float32)
+    opt.state[p[1]]["exp_avg_sq_f8absmax"] = np.zeros(24, np.float32)
     opt.state[p[1]]["exp_avg"] = np.zeros(6000, np.float32)  # not codes
     with pytest.raises(TypeError, match="exp_avg"):
         opt.step(g)
@@ -661,3 +715,27 @@ def test_state_bytes_per_parameter():
         opt.step([np.ones(n, np.float32)])
         nbytes = sum(v.nbytes for k, v in opt.state[p[0]].items() if k != "step")
         assert nbytes / n <= most
+
+
+def test_state_of_the_earlier_8bit_code_is_refused():
+    """Codes saved with fastact's earlier (base-8 dynamic) 8-bit code had their scales under
+    '<key>_absmax'; their bytes mean other values in the float8-like code, so loading them
+    is a clear ValueError (into an 8-bit or a float32 class), before anything changes."""
+    rng = np.random.default_rng(14)
+    p = [rng.standard_normal(5000).astype(np.float32)]
+    opt = fo.AdamW8bit(p, block_size=256)
+    opt.step([rng.standard_normal(5000).astype(np.float32)])
+    sd = opt.state_dict()
+    st = sd["state"][0]
+    for key in ("exp_avg", "exp_avg_sq"):
+        st[key + "_absmax"] = st.pop(key + "_f8absmax")
+    before = {k: np.copy(v) for k, v in opt.state[p[0]].items() if k != "step"}
+    with pytest.raises(ValueError, match=r"earlier 8-bit code.*_absmax"):
+        opt.load_state_dict(sd)
+    for g in sd["param_groups"]:  # the float32 class takes the groups without 8-bit options
+        for k in ("state_dtype", "block_size", "min_8bit_size"):
+            g.pop(k, None)
+    with pytest.raises(ValueError, match=r"earlier 8-bit code.*_absmax"):
+        fo.AdamW([p[0].copy()]).load_state_dict(sd)
+    for k, v in before.items():
+        np.testing.assert_array_equal(opt.state[p[0]][k], v)

@@ -22,6 +22,7 @@ import torch
 
 import fastact.optim as fo
 import fastact.torch.optim as FO
+from fastact.kernels.lowp import SIGNED_RANGE
 
 CASES_8BIT = [
     ("SGD8bit", "SGD", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
@@ -115,9 +116,9 @@ def test_8bit_steps_are_fastact_optims_exactly_and_track_torchs_float32(cfg):
     for p, a in zip(ps, arrays, strict=True):
         _same_state(opt.state[p], fopt.state[a])
     st = opt.state[ps[0]]
-    codes = [k for k in st if k != "step" and not k.endswith("_absmax")]
+    codes = [k for k in st if k != "step" and not k.endswith("_f8absmax")]
     assert codes and all(st[k].dtype == torch.uint8 for k in codes)
-    assert all(st[k + "_absmax"].shape == (-(-2000 // 128),) for k in codes)
+    assert all(st[k + "_f8absmax"].shape == (-(-2000 // 128),) for k in codes)
     assert all(v.dtype == torch.float32 for k, v in opt.state[ps[2]].items())
     for p, r in zip(ps, ref, strict=True):  # the 8-bit code's precision, 20 steps
         assert (p - r).abs().max().item() <= 0.05 * r.abs().max().item(), name8
@@ -276,7 +277,7 @@ def test_state_dicts_convert_between_torch_float32_8bit_and_bfloat16_states():
     o8 = FO.AdamW8bit([p], lr=1e-2, block_size=256, min_8bit_size=0)
     o8.load_state_dict(_saved(topt.state_dict()))
     st = o8.state[p]
-    assert st["exp_avg"].dtype == torch.uint8 and st["exp_avg_absmax"].shape == (12,)
+    assert st["exp_avg"].dtype == torch.uint8 and st["exp_avg_f8absmax"].shape == (12,)
     assert o8.param_groups[0]["block_size"] == 256 and o8.param_groups[0]["state_dtype"] == "8bit"
     assert torch.equal(st["step"], topt.state[p]["step"])
     # the 8-bit state into the float32 class: decoded, within the code's precision
@@ -285,7 +286,9 @@ def test_state_dicts_convert_between_torch_float32_8bit_and_bfloat16_states():
     assert "state_dtype" not in o32.param_groups[0] and "block_size" not in o32.param_groups[0]
     m = o32.state[p]["exp_avg"]
     assert m.dtype == torch.float32 and m.shape == p.shape
-    assert (m - m32).abs().max().item() <= m32.abs().max().item() * 0.875 / 64
+    # half the largest gap of the signed code (its top binade: 2**15 / 8 of D) per block
+    bound = m32.abs().max().item() * 2.0**15 / 16 / SIGNED_RANGE * 1.0001
+    assert (m - m32).abs().max().item() <= bound
     # and on into torch's own optimizer, which steps it like fastact's float32 class
     back = torch.optim.AdamW([torch.nn.Parameter(p.detach().clone())], lr=1e-2)
     back.load_state_dict(_saved(o32.state_dict()))
@@ -346,9 +349,9 @@ def test_bad_storage_options_and_parameters_raise_and_change_nothing():
     opt.step()
     before = {k: v.clone() for k, v in opt.state[p].items()}
     sd = opt.state_dict()
-    del sd["state"][0]["exp_avg_absmax"]
-    with pytest.raises(ValueError, match="exp_avg_absmax"):
+    del sd["state"][0]["exp_avg_f8absmax"]
+    with pytest.raises(ValueError, match="exp_avg_f8absmax"):
         FO.AdamW8bit([p], block_size=256).load_state_dict(sd)
-    with pytest.raises(ValueError, match="exp_avg_absmax"):
+    with pytest.raises(ValueError, match="exp_avg_f8absmax"):
         opt.load_state_dict(sd)
     assert all(torch.equal(v, before[k]) for k, v in opt.state[p].items())

@@ -23,7 +23,9 @@ from fastact.kernels.optim import (
     BF16,
     CODES,
     F32,
+    LEGACY_SCALE_SUFFIX,
     LOWP_TEMPLATES,
+    SCALE_SUFFIX,
     TEMPLATES,
     UPDATES,
     Layout,
@@ -466,8 +468,9 @@ def load_param_state(
     With ``layout`` (the parameter's state storage) and ``rows`` (state key -> the row's
     code is signed), the state rows are converted to that storage: float arrays (any float
     dtype, bfloat16 included) are cast or rounded, or quantized block-wise for 8-bit
-    storage; 8-bit codes with their ``<key>_absmax`` scales are copied (same block size) or
-    decoded for float storage."""
+    storage; 8-bit codes with their ``<key>_f8absmax`` scales are copied (same block size)
+    or decoded for float storage. Codes with ``<key>_absmax`` scales (fastact's earlier
+    8-bit code) are refused: their bytes mean other values."""
     if not isinstance(value, dict):
         raise TypeError(f"{name} must be a dict, got {type(value).__name__}")
     e = entry(p, "parameter")
@@ -487,8 +490,17 @@ def load_param_state(
             staged[key] = (*host_view(v, label), label)
         elif v is not None:
             out[key] = copy.deepcopy(v)
+    for key in staged:
+        base = key[: -len(LEGACY_SCALE_SUFFIX)] if key.endswith(LEGACY_SCALE_SUFFIX) else None
+        if base is not None and base in rows:
+            raise ValueError(
+                f"{name}[{key!r}]: 8-bit state saved with fastact's earlier 8-bit code (block "
+                f"scales under '<key>{LEGACY_SCALE_SUFFIX}'), whose codes this version reads "
+                f"differently; load it with the fastact version that saved it into a float32 "
+                f"or bfloat16 optimizer and save that state dict instead"
+            )
     for key, (a, bf16, label) in staged.items():
-        base = key[: -len("_absmax")] if key.endswith("_absmax") else None
+        base = key[: -len(SCALE_SUFFIX)] if key.endswith(SCALE_SUFFIX) else None
         if base is not None and base in rows:
             continue  # handled with its codes
         if layout is None or key not in rows:
@@ -505,7 +517,7 @@ def load_param_state(
         if a.shape != e.shape:
             raise ValueError(f"{label} has shape {a.shape} but its parameter has shape {e.shape}")
         if a.dtype == CODES and not bf16:
-            sk = f"{key}_absmax"
+            sk = f"{key}{SCALE_SUFFIX}"
             if sk not in staged:
                 raise ValueError(f"{label} holds 8-bit codes but {name} has no {sk!r}")
             s, sbf, slabel = staged[sk]
@@ -533,7 +545,9 @@ def load_param_state(
             quantize_blocks(flat, layout.block, signed, codes, scales)
             out[key] = _stored(codes.reshape(e.shape, order=order), CODES, False, e.shape,
                                order, torch_param)  # fmt: skip
-            out[f"{key}_absmax"] = _stored(scales, F32, False, scales.shape, "C", torch_param)
+            out[f"{key}{SCALE_SUFFIX}"] = _stored(
+                scales, F32, False, scales.shape, "C", torch_param
+            )
         elif layout.native:
             out[key] = _stored(vals, e.dtype, e.bf16, e.shape, order, torch_param)
         else:

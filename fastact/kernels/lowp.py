@@ -5,28 +5,34 @@ that document the code, for tests and docs).
 
 **The 8-bit code** (after Dettmers et al., "8-bit Optimizers via Block-wise Quantization",
 2021: block-wise absmax scaling and a *dynamic* non-linear code). A state tensor is cut into
-blocks of ``block_size`` elements; each block stores one float32 scale (its absolute maximum
-``s``) and one byte per element that codes ``x / s`` in [-1, 1]. Like the paper's dynamic
-tree code, a byte holds an exponent written as a run of leading zeros, an indicator bit 1,
-and a linear fraction in the remaining bits, so large values get more fraction bits than
-small ones and the code spans six to seven orders of magnitude:
+blocks of ``block_size`` elements; each block stores one float32 scale ``s`` (its largest
+magnitude) and one byte per element. The code is float8-like: a byte's magnitude bits ``a``
+are an exponent field ``e = a >> 3`` and three fraction bits ``f = a & 7``,
 
-* signed code (first moments, momentum buffers): bit 7 the sign, 7 magnitude bits ``m``;
-* unsigned code (second moments, square averages, sums: never negative): 8 magnitude bits.
+    F(a) = 2**e * (1 + f / 8),        value(a) = (F(a) - 1) / D,        D = F(top) - 1,
 
-With ``G`` = magnitude bits - 1 (6 signed, 7 unsigned), a magnitude ``m >= 1`` has ``F =
-floor(log2 m)`` fraction bits after its indicator bit and exponent ``E = G - F``; its value is
+* signed code (first moments, momentum buffers): bit 7 the sign, ``a`` = the 7 other bits
+  (4 exponent bits);
+  ``D = 1.875 * 2**15 - 1``; the smallest non-zero magnitude is ``1/8 / D`` (2**-18.9);
+* unsigned code (second moments, square averages, sums: never negative): ``a`` = the byte
+  (5 exponent bits), ``D = 1.875 * 2**31 - 1``; smallest non-zero value ``1/8 / D``
+  (2**-34.9: a second moment is flushed to 0 only far below where the first moment is).
 
-    8**-E * (1/8 + 7/8 * (m - 2**F + 1) / 2**F)           (m = 0 codes 0)
+Code 0 is exactly 0, the top code exactly 1 (times ``s``); subtracting 1 = F(0) turns the
+bottom binade into evenly spaced "subnormal" steps of 1/8, so no value needs special cases.
+Above it, each binade has 8 codes: the nearest code is within half a step of 2**e / 8 of a
+value of at least 2**e - 1 (relative 1/8 in the binade e = 1, at most 1/15 from e = 4 on,
+tending to 1/16); like the paper's code, the spacing grows with the magnitude, and the code
+spans 6 (signed) or 10 (unsigned) orders of magnitude.
 
-i.e. ``2**F`` evenly spaced values on (8**-(E+1), 8**-E] (the paper uses base 10; base 8
-keeps the same shape, 11% instead of 14% relative spacing at the bottom of a decade, and makes
-both directions exponent-bit arithmetic that vectorizes, with no table lookup). The largest
-code is exactly 1 (a block's largest element is stored exactly), the smallest non-zero one
-8**-6 (signed) or 8**-7 (unsigned). Encoding rounds to the nearest code (ties within a few
-float32 ULP of a midpoint may go either way). Because the value is linear in ``m`` inside a
-decade and the bottom of decade E is the top of decade E+1, ``m = round(t * A_F + B_F)`` with
-``t = y * 8**E`` lands on the right code across decade boundaries too.
+In a block of scale ``s`` an element's value is ``value(a) * s``, computed as ``F q - q``
+with ``q = fl(s / fl(D))`` in one fused multiply-add (so exactly the float32 rounding of
+``(F(a) - 1) q``; the block's largest element comes back within one ULP). Encoding takes
+``z = |x| inv + 1`` (``inv = fl(fl(D) / s)``, one rounding) and rounds it to the nearest
+``F(a)`` on its bit pattern (``a = (bits(z) - bits(1) + 2**19) >> 20``): the nearest code,
+up to ties within float32 rounding of a midpoint. Both directions are a few vector integer
+operations and one fused multiply-add per value, without table lookups (decode: 4 operations
+per 8 unsigned codes, 7 signed; encode 4 and 7 plus the packing).
 
 **bfloat16**: the top 16 bits of a float32 (stored as uint16 bit patterns); written with
 round-to-nearest-even (NaN stays NaN), or stochastically: add 16 random bits below the kept
@@ -43,9 +49,13 @@ from fastact._core.jit import EXACT_FASTMATH, jit
 from fastact._core.math import _bits, _f32_from_bits, _fma, _i32
 
 __all__ = [
-    "SIGNED_MAX_EXP",
-    "UNSIGNED_MAX_EXP",
+    "SIGNED_EXP_BITS",
+    "UNSIGNED_EXP_BITS",
+    "FRAC_BITS",
+    "SIGNED_RANGE",
+    "UNSIGNED_RANGE",
     "code_values",
+    "block_scales",
     "decode8",
     "encode8",
     "bf16_load",
@@ -57,88 +67,94 @@ __all__ = [
     "dequantize_blocks",
 ]
 
-#: Largest exponent E (leading zeros) of the signed and the unsigned code.
-SIGNED_MAX_EXP = 6
-UNSIGNED_MAX_EXP = 7
+#: exponent and fraction bits of the signed code's magnitude (7 bits) and of the unsigned
+#: code (8 bits); the fraction bits of both
+SIGNED_EXP_BITS = 4
+UNSIGNED_EXP_BITS = 5
+FRAC_BITS = 3
+#: D = F(top) - 1 of the signed and unsigned code (float64, exact), see the module docstring
+SIGNED_RANGE = 2.0**15 * 1.875 - 1.0
+UNSIGNED_RANGE = 2.0**31 * 1.875 - 1.0
 
 _F1 = np.float32(1.0)
 _F0 = np.float32(0.0)
-_THREE4 = np.float32(0.75)
-_A = np.float32(8.0 / 7.0)  # t * 2**F * 8/7 ...
-_B = np.float32(6.0 / 7.0)  # ... + 2**F * 6/7 - 1/2, then floor: the nearest m
-_HALF = np.float32(0.5)
+_I0 = np.int32(0)
+_ONE_BITS = np.int32(0x3F800000)  # bits of 1.0f
+_SHIFT = 23 - FRAC_BITS
+_ROUND = np.int32((1 << (_SHIFT - 1)) - 0x3F800000)  # half a code step, minus bits(1.0)
+_SIGN = np.int32(-0x80000000)
+_SIGN_MAG = np.int32(-0x78100000)  # 0x87F00000: the sign bit and a << 20
+_D_S = np.float32(SIGNED_RANGE)  # exact
+_D_U = np.float32(UNSIGNED_RANGE)  # 1.875 * 2**31 (the float32 nearest D)
+_BIG = np.float32(3.4028234663852886e38)
 
 
 def code_values(signed: bool) -> np.ndarray:
-    """The 256 values of the signed or unsigned code (float64, index = byte), for tests/docs."""
-    g = SIGNED_MAX_EXP if signed else UNSIGNED_MAX_EXP
+    """The 256 values of the signed or unsigned code in [-1, 1] (float64, index = byte; the
+    signed code's bit 7 is the sign, so byte 128 is -0), for tests and docs."""
+    d = SIGNED_RANGE if signed else UNSIGNED_RANGE
     out = np.zeros(256)
     for c in range(256):
-        m = c & 127 if signed else c
-        if m:
-            f = m.bit_length() - 1
-            e = g - f
-            out[c] = 8.0**-e * (0.125 + 0.875 * (m - 2**f + 1) / 2**f)
+        a = c & 127 if signed else c
+        f = 2.0 ** (a >> FRAC_BITS) * (1.0 + (a & 7) / 8.0)  # F(a)
+        out[c] = (f - 1.0) / d
         if signed and c & 128:
             out[c] = -out[c]
     return out
 
 
-_I0 = np.int32(0)
+@jit(fastmath=EXACT_FASTMATH)
+def block_scales(top, signed):
+    """(``q``, ``inv``) of a block whose largest magnitude has the float32 bit pattern ``top``
+    (``s``): the decode scale ``q = s / D`` and the encode factor ``inv = D / s`` (0 for
+    ``s = 0``; at most the largest float32, so that zeros stay code 0 for subnormal ``s``)."""
+    s = _f32_from_bits(top)
+    d = _D_S if signed else _D_U
+    inv = d / s if s > _F0 else _F0
+    inv = inv if inv < _BIG else _BIG
+    return s / d, inv
 
 
 @jit(fastmath=EXACT_FASTMATH)
-def decode8(code, signed):
-    """The code's value in [-1, 1] (float32); ``signed`` is a compile-time constant.
-
-    With ``fb`` = the exponent field of float32(m) (``(127 + F) << 23``), ``7/8 * 2**-F`` and
-    ``8**-E = 2**(3F - 3G)`` are single integer operations on ``fb``; every step is exact, so
-    the result is the float32 rounding of the float64 definition (:func:`code_values`).
-    Integer steps are truncated to int32 (``_i32``) so that they stay in 32-bit vector lanes
-    (AVX2 has no vector int64 <-> float conversion); ~13 vector operations per 8 codes."""
-    c = _i32(code)
-    m = _i32(c & 127) if signed else c
-    mf = np.float32(m)
-    fb = _i32(_bits(mf) & 0x7F800000)  # (127 + F) << 23; 0 for m = 0
-    # 7/8 * 2**-F = 1.75 * 2**(-1 - F): exponent field 253 - (127 + F), fraction 0.75
-    a = _f32_from_bits(_i32(0x7EE00000 - fb))
-    # 8**-E = 2**(3F - 3G): exponent field 3 * (127 + F) - (254 + 3G) (mod 2**32)
-    p8e = _f32_from_bits(_i32(fb * 3 - ((254 + 3 * (6 if signed else 7)) << 23)))
-    v = _fma(mf + _F1, a, -_THREE4) * p8e  # the product is exact: the fma is one operation less
-    v = v if m != _I0 else _F0
+def decode8(code, q, signed):
+    """The value of ``code`` in a block of decode scale ``q`` (:func:`block_scales`):
+    ``(F(a) - 1) q`` with the code's sign, as one fused multiply-add ``F q - q`` (so exactly
+    the float32 rounding of ``(F(a) - 1) q``); ``F(a)`` is the float32 with bit pattern
+    ``(a << 20) + bits(1.0)``. ``signed`` is a compile-time constant. Unsigned: 4 vector
+    operations per 8 codes (widen, shift, add, fma); signed 7: the byte sign-extended and
+    shifted puts the sign on bit 31 and ``a`` on bits 20..26, so ``±F(a)`` is one mask and
+    one add, and ``fma(±F, q, ∓q)`` takes ``∓q`` from the same sign bit (and, xor)."""
     if signed:
-        return _f32_from_bits(_i32(_bits(v) | _i32((c & 128) << 24)))
-    return v
+        t = _i32(_i32(np.int8(code)) << _SHIFT)  # the byte on bits 20..27, its sign above
+        fs = _f32_from_bits(_i32(_i32(t & _SIGN_MAG) + _ONE_BITS))  # ±F(a)
+        nq = _f32_from_bits(_i32(_bits(-q) ^ _i32(t & _SIGN)))  # ∓q
+        return _fma(fs, q, nq)
+    f = _f32_from_bits(_i32(_i32(_i32(code) << _SHIFT) + _ONE_BITS))
+    return _fma(f, q, -q)
 
 
 @jit(fastmath=EXACT_FASTMATH)
-def encode8(y, signed):
-    """The nearest code of ``y`` (|y| <= 1 after scaling; larger magnitudes clamp to the top
-    code). NaN gives an arbitrary code (its block's scale is NaN then).
-
-    ``k = -1 - floor(log2 |y|)`` (clamped to [0, 3G]) gives the decade ``E = floor(k / 3)``;
-    ``t = |y| * 8**E`` in [1/8, 1] is an exponent-field addition (exact for normal |y|;
-    zero and subnormals land in the bottom decade and round to code 0 either way), and
-    ``m = floor(t * 2**F * 8/7 + 2**F * 6/7 - 1/2)`` (bottom decade: ``floor(2t)``, the
-    midpoint between 0 and 8**-G). ~22 vector operations per 8 values."""
-    b = _bits(y)
-    ay = _f32_from_bits(_i32(b & 0x7FFFFFFF))
-    ay = ay if ay < _F1 else _F1
-    ab = _bits(ay)
-    g = np.int32(6) if signed else np.int32(7)
-    k = _i32(126 - (ab >> 23))
-    k = k if k > _I0 else _I0
-    k = k if k < 3 * g else _i32(3 * g)
-    e = _i32((k * 11) >> 5)  # floor(k / 3) for 0 <= k <= 24
-    t = _f32_from_bits(_i32(ab + e * (3 << 23)))  # |y| * 8**E
-    two_f = _f32_from_bits(_i32(((127 + g) << 23) - (e << 23)))  # 2**F, F = G - E
-    top = e < g
-    a = two_f * _A if top else np.float32(2.0)
-    c = _fma(two_f, _B, -_HALF) if top else _F0  # two_f * _B is exact (two_f a power of 2)
-    m = np.int32(np.floor(_fma(t, a, c)))  # one rounding (explicit: no fast-math here)
+def encode8(x, inv, signed):
+    """The code nearest ``x`` in a block of encode factor ``inv`` (:func:`block_scales`):
+    ``z = |x| inv + 1`` (one rounding), rounded to the nearest ``F(a)`` on its bit pattern
+    (``a = (bits(z) - bits(1) + 2**19) >> 20``: ties in ``z`` go up), clamped to the top code
+    by the saturating vector packs, the sign bit of ``x`` put on bit 7 (signed code). NaN
+    gives an arbitrary code (its block's scale is NaN then). Unsigned: 4 vector operations
+    per 8 values (fma, add, shift, pack), signed 7 (+ and, shift, and, or)."""
+    b = _bits(x)
     if signed:
-        return np.uint8(_i32(m | _i32((b >> 24) & 128)))
-    return np.uint8(m)
+        ax = _f32_from_bits(_i32(b & np.int32(0x7FFFFFFF)))
+        z = _fma(ax, inv, _F1)
+        a = _i32(_i32(_bits(z) + _ROUND) >> _SHIFT)
+        c = _i32(a | _i32(_i32(b >> 24) & 128))  # finite x: a <= 127
+        c = c if c > _I0 else _I0  # (never below 0: the saturating pack)
+        c = c if c < np.int32(255) else np.int32(255)
+        return np.uint8(c)
+    z = _fma(x, inv, _F1)
+    a = _i32(_i32(_bits(z) + _ROUND) >> _SHIFT)
+    a = a if a > _I0 else _I0
+    a = a if a < np.int32(255) else np.int32(255)
+    return np.uint8(a)
 
 
 @jit(fastmath=EXACT_FASTMATH)
@@ -193,7 +209,7 @@ def bf16_store_sr(x, key, i):
 def quantize_blocks(x, block, signed, codes, absmax):
     """Block-wise 8-bit quantization of the float32 1-d array ``x``: ``absmax[b]`` = the
     largest magnitude of block ``b`` (``block`` elements), ``codes[i]`` = the nearest code of
-    ``x[i] / absmax``. (The optimizer loops fuse this with the update.)"""
+    ``x[i]`` in its block. (The optimizer loops fuse this with the update.)"""
     n = x.shape[0]
     for b in range((n + block - 1) // block):
         o = b * block
@@ -201,15 +217,18 @@ def quantize_blocks(x, block, signed, codes, absmax):
         mx = np.int32(0)
         for i in range(m):
             mx = max(mx, abs_bits(x[o + i]))
-        s = _f32_from_bits(mx)
-        inv = np.float32(1.0) / s if s > _F0 else _F0
+        q, inv = block_scales(mx, signed)
         for i in range(m):
-            codes[o + i] = encode8(x[o + i] * inv, signed)
-        absmax[b] = s
+            codes[o + i] = encode8(x[o + i], inv, signed)
+        absmax[b] = _f32_from_bits(mx)
 
 
 @jit(fastmath=EXACT_FASTMATH)
 def dequantize_blocks(codes, absmax, block, signed, out):
-    """``out[i]`` = value of ``codes[i]`` times its block's ``absmax`` (float32)."""
-    for i in range(codes.shape[0]):
-        out[i] = decode8(codes[i], signed) * absmax[i // block]
+    """``out[i]`` = the value of ``codes[i]`` in its block (scale ``absmax[i // block]``)."""
+    n = codes.shape[0]
+    for b in range((n + block - 1) // block):
+        o = b * block
+        q, inv = block_scales(abs_bits(absmax[b]), signed)
+        for i in range(min(block, n - o)):
+            out[o + i] = decode8(codes[o + i], q, signed)

@@ -41,6 +41,7 @@ from fastact.kernels.lowp import (
     bf16_load,
     bf16_store,
     bf16_store_sr,
+    block_scales,
     decode8,
     encode8,
     hash32,
@@ -860,33 +861,15 @@ def lowp_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
                     a2[i] = _put(sp, s2)
 
 
-@_exact
-def _decode_block(codes, scale, signed, out):
-    """``out[:n]`` = the values of the ``n`` codes times ``scale`` (one vector loop; indices
-    from 0 so that no negative-index wraparound check makes the loads scalar)."""
-    for i in range(codes.shape[0]):
-        out[i] = decode8(codes[i], signed) * scale
-
-
-@_exact
-def _encode_block(vals, top, signed, codes):
-    """``codes[:n]`` = the nearest codes of ``vals[:n] / s``, ``s`` the float32 whose bit
-    pattern is ``top`` (the block's largest magnitude); returns ``s``, the block's scale."""
-    s = _f32_from_bits(top)
-    inv = np.float32(1.0) / s if s > _Z else _Z
-    for i in range(codes.shape[0]):
-        codes[i] = encode8(vals[i] * inv, signed)
-    return s
-
-
 def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
     """Blockwise update of 8-bit states (``sp`` uint8 codes, rows 5..7 the block scales),
-    in three vector passes per block of ``block`` elements over a block-sized float32
-    scratch per state row (in L1/L2): decode (code value * block scale), update (float32;
-    writes the parameter, keeps the new states in the scratch and takes their absolute
-    maximum as float32 bit patterns compared as integers: vectorizes, and NaN wins), encode
-    with the new maximum as scale. S0..S2 choose the signed or unsigned code per row; the
-    update loop is duplicated for the plain options (``_plain(sc)``)."""
+    in two vector passes per block of ``block`` elements: decode the codes (one fused
+    multiply-add per value with the block's decode scale) and update in float32 registers,
+    write the parameter, keep the new states in a block-sized float32 scratch per state row
+    (in L1/L2) and take their absolute maximum (float32 bit patterns compared as integers:
+    vectorizes, and NaN wins); then encode the scratch rows in one loop with the new maxima
+    as the blocks' scales. S0..S2 choose the signed or unsigned code per row; the update
+    loop is duplicated for the plain options (``_plain(sc)``)."""
     last = coefs.shape[1] - 1
     plain = _plain(sc)  # noqa: F821
     for c in prange(chunks.shape[0]):
@@ -915,20 +898,23 @@ def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
             m = min(block, n - o)
             pb = pa[o : o + m]
             gb = ga[o : o + m]
-            if U0:  # noqa: F821
-                _decode_block(a0[o : o + m], k0[b], S0, t0)  # noqa: F821
-            if U1:  # noqa: F821
-                _decode_block(a1[o : o + m], k1[b], S1, t1)  # noqa: F821
-            if U2:  # noqa: F821
-                _decode_block(a2[o : o + m], k2[b], S2, t2)  # noqa: F821
+            cb0 = a0[o : o + m]
+            cb1 = a1[o : o + m]
+            cb2 = a2[o : o + m]
+            q0 = block_scales(abs_bits(k0[b]), S0)[0] if U0 else _Z  # noqa: F821
+            q1 = block_scales(abs_bits(k1[b]), S1)[0] if U1 else _Z  # noqa: F821
+            q2 = block_scales(abs_bits(k2[b]), S2)[0] if U2 else _Z  # noqa: F821
             x0 = np.int32(0)
             x1 = np.int32(0)
             x2 = np.int32(0)
             if plain:
                 for i in range(m):
                     p, s0, s1, s2 = _update(  # noqa: F821
-                        _val(pb[i]), _val(gb[i]), t0[i] if U0 else _Z,  # noqa: F821
-                        t1[i] if U1 else _Z, t2[i] if U2 else _Z, c0, c1, sc, True,  # noqa: F821
+                        _val(pb[i]), _val(gb[i]),
+                        decode8(cb0[i], q0, S0) if U0 else _Z,  # noqa: F821
+                        decode8(cb1[i], q1, S1) if U1 else _Z,  # noqa: F821
+                        decode8(cb2[i], q2, S2) if U2 else _Z,  # noqa: F821
+                        c0, c1, sc, True,
                     )  # fmt: skip
                     pb[i] = _put_param(pp, p, kj, start + o + i, SR)  # noqa: F821
                     if U0:  # noqa: F821
@@ -943,8 +929,11 @@ def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
             else:
                 for i in range(m):
                     p, s0, s1, s2 = _update(  # noqa: F821
-                        _val(pb[i]), _val(gb[i]), t0[i] if U0 else _Z,  # noqa: F821
-                        t1[i] if U1 else _Z, t2[i] if U2 else _Z, c0, c1, sc, False,  # noqa: F821
+                        _val(pb[i]), _val(gb[i]),
+                        decode8(cb0[i], q0, S0) if U0 else _Z,  # noqa: F821
+                        decode8(cb1[i], q1, S1) if U1 else _Z,  # noqa: F821
+                        decode8(cb2[i], q2, S2) if U2 else _Z,  # noqa: F821
+                        c0, c1, sc, False,
                     )  # fmt: skip
                     pb[i] = _put_param(pp, p, kj, start + o + i, SR)  # noqa: F821
                     if U0:  # noqa: F821
@@ -956,12 +945,23 @@ def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
                     if U2:  # noqa: F821
                         t2[i] = s2
                         x2 = max(x2, abs_bits(s2))
+            # the encode pass: every row in one loop
+            i0 = block_scales(x0, S0)[1] if U0 else _Z  # noqa: F821
+            i1 = block_scales(x1, S1)[1] if U1 else _Z  # noqa: F821
+            i2 = block_scales(x2, S2)[1] if U2 else _Z  # noqa: F821
+            for i in range(m):
+                if U0:  # noqa: F821
+                    cb0[i] = encode8(t0[i], i0, S0)  # noqa: F821
+                if U1:  # noqa: F821
+                    cb1[i] = encode8(t1[i], i1, S1)  # noqa: F821
+                if U2:  # noqa: F821
+                    cb2[i] = encode8(t2[i], i2, S2)  # noqa: F821
             if U0:  # noqa: F821
-                k0[b] = _encode_block(t0, x0, S0, a0[o : o + m])  # noqa: F821
+                k0[b] = _f32_from_bits(x0)
             if U1:  # noqa: F821
-                k1[b] = _encode_block(t1, x1, S1, a1[o : o + m])  # noqa: F821
+                k1[b] = _f32_from_bits(x1)
             if U2:  # noqa: F821
-                k2[b] = _encode_block(t2, x2, S2, a2[o : o + m])  # noqa: F821
+                k2[b] = _f32_from_bits(x2)
 
 
 #: low-precision loop templates: state storage kind -> template (specialized per kernel,
@@ -1043,12 +1043,18 @@ CODES = np.dtype(np.uint8)
 STATE_DTYPES = (None, "float32", "bfloat16", "8bit")
 #: pointer-table rows of a low-precision launch: param, grad, 3 state rows, 3 scale rows
 LOWP_ROWS = 8
+#: state-dict key suffix of the block scales of 8-bit states (``<key>`` holds the codes). It
+#: names the code (the float8-like one of fastact.kernels.lowp): states saved with the
+#: earlier dynamic code, whose scales were ``<key>_absmax`` (LEGACY_SCALE_SUFFIX), are
+#: refused on load instead of being misread.
+SCALE_SUFFIX = "_f8absmax"
+LEGACY_SCALE_SUFFIX = "_absmax"
 
 
 @dataclass(frozen=True)
 class Storage:
     """One state array of a parameter: the state key's ``suffix`` ('' for the row's main
-    array, '_absmax' for 8-bit block scales), the stored dtype (``BF16``: bfloat16 bits) and,
+    array, SCALE_SUFFIX for 8-bit block scales), the stored dtype (``BF16``: bfloat16 bits) and,
     for block scales, the block size (shape ``(ceil(size / block),)``; else the parameter's
     shape and memory order)."""
 
@@ -1093,7 +1099,7 @@ class Layout:
     def arrays(self) -> tuple[Storage, ...]:
         """The arrays of one state row."""
         if self.q8:
-            return (Storage("", CODES), Storage("_absmax", F32, self.block))
+            return (Storage("", CODES), Storage(SCALE_SUFFIX, F32, self.block))
         return (Storage("", self.state),)
 
     def chunk(self, chunk: int) -> int:

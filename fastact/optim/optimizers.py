@@ -1018,10 +1018,11 @@ class Adadelta(Optimizer):
 _EIGHT_BIT_DOC = """
 
     8-bit states (Dettmers et al. 2021): every state tensor of at least ``min_8bit_size``
-    elements is stored as one byte per element (a dynamic non-linear code, signed for
-    moments and momentum buffers, unsigned for second moments and sums) plus one float32
-    scale (the block's absolute maximum) per ``block_size`` elements, ``<key>`` and
-    ``<key>_absmax`` in the state dict; smaller tensors keep float32 state. A step decodes a
+    elements is stored as one byte per element (a dynamic non-linear, float8-like code:
+    sign + 4 exponent + 3 fraction bits for moments and momentum buffers, 5 exponent + 3
+    fraction bits for second moments and sums) plus one float32 scale (the block's absolute
+    maximum) per ``block_size`` elements, ``<key>`` and ``<key>_f8absmax`` in the state
+    dict; smaller tensors keep float32 state. A step decodes a
     block into float32 registers, applies the update of the float32 class in float32, and
     re-encodes the block with its new maximum (see :mod:`fastact.kernels.lowp`). Parameters
     are float32 or bfloat16 (``stochastic_rounding=True``: stochastic write-back)."""

@@ -27,7 +27,7 @@ nearest even, or stochastically with ``stochastic_rounding=True``), like torch's
 Low-precision states, as in :mod:`fastact.optim`: every class takes ``state_dtype``
 ('float32', 'bfloat16'; default the parameter's dtype), and ``SGD8bit``, ``Adam8bit``,
 ``AdamW8bit``, ``RMSprop8bit``, ``Adagrad8bit`` keep block-wise 8-bit states (``<key>`` uint8
-codes and ``<key>_absmax`` float32 scales). Their state dicts are plain tensors
+codes and ``<key>_f8absmax`` float32 scales). Their state dicts are plain tensors
 (``torch.load(weights_only=True)``); :meth:`Optimizer.load_state_dict` converts a loaded
 state to the optimizer's own storage, so torch's float32 states load into the 8-bit classes
 and 8-bit states into the float32 ones.
@@ -378,7 +378,7 @@ class Optimizer(torch.optim.Optimizer):
         loaded options give it (:func:`fastact.host.optim.load_param_state`) instead of
         torch's cast to the parameter's dtype: a float32 state loads into
         ``state_dtype='bfloat16'`` or an 8-bit class (rounded to nearest even, quantized
-        block-wise), 8-bit codes with their ``<key>_absmax`` scales into a float32 class
+        block-wise), 8-bit codes with their ``<key>_f8absmax`` scales into a float32 class
         (decoded). State tensors are copied in the parameter's memory order, step counts
         stay what they were (tensors copied), other values are deep-copied. All-or-nothing:
         every state is converted and checked before the optimizer changes. The storage
@@ -514,9 +514,10 @@ Adadelta = torch_variant(_fa.Adadelta, Optimizer)
 _EIGHT_BIT_DOC = """
 
     8-bit states (as in :class:`fastact.optim.AdamW8bit`): every state tensor of at
-    least ``min_8bit_size`` elements is one byte per element (a dynamic code, signed for
-    moments and momentum buffers, unsigned for second moments and sums) plus one float32
-    scale per ``block_size`` elements, ``<key>`` (a uint8 tensor) and ``<key>_absmax`` (a 1-d
+    least ``min_8bit_size`` elements is one byte per element (a dynamic float8-like code,
+    signed for moments and momentum buffers, unsigned for second moments and sums; see
+    :mod:`fastact.kernels.lowp`) plus one float32
+    scale per ``block_size`` elements, ``<key>`` (a uint8 tensor) and ``<key>_f8absmax`` (a 1-d
     float32 tensor) in the state dict; smaller tensors keep float32 state. The update is the
     float32 class's, in float32 on the decoded block. Parameters are float32 or bfloat16
     tensors (``stochastic_rounding=True``: stochastic write-back). The state dict saves and
