@@ -15,6 +15,7 @@ Usage::
     python scripts/activation_series.py            # all tables
     python scripts/activation_series.py silu
     python scripts/activation_series.py tanhshrink   # float64 tanhshrink's P(x^2)
+    python scripts/activation_series.py silu_root    # silu's zero in two words, e^r
 """
 
 from __future__ import annotations
@@ -96,7 +97,23 @@ def tanhshrink(deg: int = 16, top: float = 1.0) -> tuple[list[float], float]:
     return coeffs, float(worst)
 
 
+def silu_root() -> tuple[float, float, float]:
+    """(r_hi, r_lo, rho): silu's zero r = -1 - W(1/e) (1 + r + e^r = 0) in two float64 words
+    and rho = e^r = -(1 + r), for fastact/kernels/_series.py's _SILU_ROOT and _SILU_RHO."""
+    with mpmath.workprec(400):
+        r = mpmath.findroot(lambda x: 1 + x + mpmath.exp(x), mpmath.mpf(-1.28))
+        r_hi = float(r)
+        return r_hi, float(r - r_hi), float(mpmath.exp(r))
+
+
 def main(argv: list[str]) -> None:
+    if "silu_root" in argv:
+        r_hi, r_lo, rho = silu_root()
+        print(f"_SILU_ROOT = ({r_hi!r}, {r_lo!r})")
+        print(f"_SILU_RHO = {rho!r}")
+        argv = [a for a in argv if a != "silu_root"]
+        if not argv:
+            return
     if not argv or "tanhshrink" in argv:
         coeffs, worst = tanhshrink()
         print(

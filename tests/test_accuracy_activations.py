@@ -27,6 +27,13 @@ DTYPES = (np.float32, np.float64)
 IDS = ("f32", "f64")
 
 
+#: silu''s zero (to float64 precision; the band only needs its location) and the half-width of
+#: the band around it where fastact's host gradient is not held to 4 ULP (see
+#: test_silu_gradient_near_its_root)
+SILU_ROOT = -1.2784645427610738
+SILU_BAND = {np.float32: 2.0**-8, np.float64: 2.0**-10}
+
+
 # ------------------------------------------------------------------------------ reference
 def _mp(fn, xs) -> tuple[np.ndarray, np.ndarray]:
     """fn at each x (float) with mpmath at PREC bits, as a float64 double-word (hi, lo)."""
@@ -41,17 +48,22 @@ def _mp(fn, xs) -> tuple[np.ndarray, np.ndarray]:
     return hi, lo
 
 
+def _ulp(hi, dtype) -> np.ndarray:
+    """The ULP of ``dtype`` at the values ``hi`` (the subnormal spacing below the smallest
+    normal)."""
+    fi = np.finfo(dtype)
+    _, e = np.frexp(hi)  # |hi| = m 2^e, m in [0.5, 1)
+    e = np.maximum(e, fi.minexp + 1)
+    ulp = np.ldexp(1.0, e - fi.nmant - 1)
+    return np.where(hi == 0, np.ldexp(1.0, fi.minexp - fi.nmant), ulp)
+
+
 def ulp_err(got, ref, dtype) -> np.ndarray:
     """|got - exact| in ULP of the exact value in ``dtype`` (subnormal spacing below the
     smallest normal); ``ref`` is the (hi, lo) pair from :func:`_mp`."""
     hi, lo = ref
     got = np.asarray(got, np.float64)
-    fi = np.finfo(dtype)
-    _, e = np.frexp(hi)  # |hi| = m 2^e, m in [0.5, 1)
-    e = np.maximum(e, fi.minexp + 1)  # below the smallest normal: the subnormal spacing
-    ulp = np.ldexp(1.0, e - fi.nmant - 1)
-    ulp = np.where(hi == 0, np.ldexp(1.0, fi.minexp - fi.nmant), ulp)
-    return np.abs((got - hi) - lo) / ulp
+    return np.abs((got - hi) - lo) / _ulp(hi, dtype)
 
 
 def _bits_band(center, n, dtype) -> np.ndarray:
@@ -93,6 +105,10 @@ def _sig(x):
 def _d_sigmoid(x):
     s = _sig(x)
     return s * _sig(-x)
+
+
+def _d_silu(x):
+    return _sig(x) * (1 + x * _sig(-x))
 
 
 def _tanhshrink(x):
@@ -225,6 +241,43 @@ FORWARD_BOUND = {
     ("mish", np.float32): 3.5,
     ("mish", np.float64): 3.0,
 }
+
+
+# ------------------------------------------------------------------------------ silu'
+@functools.cache
+def _silu_case(dtype):
+    x = samples(dtype, roots=(SILU_ROOT,), lin=((-110, 110, 4001), (-4, 2, 4001)))
+    x = np.concatenate([x, np.linspace(-800, -60, 2001).astype(dtype)])
+    return x, _mp(_d_silu, x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+def test_silu_gradient_within_4_ulp_outside_its_root_band(dtype):
+    """silu' within 4 ULP on both tails, x < 0 (where s (1 + x (1 - s)) lost 5-13 ULP) and up
+    to 2^-8 (float32) / 2^-10 (float64) from its zero."""
+    x, ref = _silu_case(dtype)
+    got = fastact.silu_backward(np.ones_like(x), x)
+    err = ulp_err(got, ref, dtype)
+    far = np.abs(x.astype(np.float64) - SILU_ROOT) >= SILU_BAND[dtype]
+    assert far.sum() > 10000
+    assert err[far].max() <= 4.0, _report(err[far], x[far], f"silu_backward {dtype.__name__}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+def test_silu_gradient_near_its_root(dtype):
+    """Inside the band the host gradient's error beyond 4 ULP is absolute and small: 1 + x +
+    e^x comes from the exponential's parts, within about 2^-12 eps (times e/(1 + e)^2 < 1/4),
+    so the error is at most 4 ULP + 2^-10 eps (the former formula, and torch: up to about
+    eps / 8, 3e6 / 1e9 ULP at the floats nearest the zero)."""
+    x, ref = _silu_case(dtype)
+    got = fastact.silu_backward(np.ones_like(x), x)
+    near = np.abs(x.astype(np.float64) - SILU_ROOT) < SILU_BAND[dtype]
+    assert near.sum() > 2000
+    hi, lo = ref[0][near], ref[1][near]
+    err = ulp_err(got[near], (hi, lo), dtype)
+    excess = np.maximum(err - 4.0, 0.0) * _ulp(hi, dtype) / np.finfo(dtype).eps
+    i = int(np.argmax(excess))
+    assert excess[i] <= 2.0**-10, f"{excess[i]:.3g} eps beyond 4 ULP at x = {x[near][i]!r}"
 
 
 # ------------------------------------------------------------------------------ NaN inputs

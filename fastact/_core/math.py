@@ -221,6 +221,16 @@ _EXP_F64 = (
     2.7630764657586006e-07,
     2.5008760749588095e-08,
 )
+#: a degree higher than _EXP_F32 (mpmath chebyfit of (e^r - 1 - r)/r^2, coefficients rounded
+#: to float32): r^2 E(r) within 2**-30.4 of e^r - 1 - r, for :func:`_exp_parts_f32`
+_EXP_PARTS_F32 = _f32s(
+    0.5,
+    0.1666666716337204,
+    0.04166645556688309,
+    0.00833331048488617,
+    0.0013934541493654251,
+    0.00019891980628017336,
+)
 _EXPM1_F32 = _f32s(
     0.5,
     0.1666666567325592,
@@ -537,6 +547,75 @@ def _exp_f32(x):
 def _exp_f64(x):
     v, k = _exp_f64_kernel(x)
     return _ldexp(1.0 + v, k)
+
+
+@register_jitable(**_CORE_OPTS)
+def _exp_parts_f32(x):
+    """(vh, vl, k, sc): exp(x) = 2**k (1 + vh + vl), vh + vl = expm1(x - k ln2) to about
+    2**-30 (|vl| <= ulp(vh)/2), sc = 2**k (0 below the normal range), for sums such as
+    1 + x + exp(x) that cancel: sc + sc vh is exact where they do (silu'). x clamped as in
+    exp. The polynomial has one degree more than exp's (_EXP_PARTS_F32)."""
+    x = _f(-104.0) if x < _f(-104.0) else x
+    x = _f(89.0) if x > _f(89.0) else x
+    t = x * _F_INVLN2 + _F_MAGIC
+    n = t - _F_MAGIC
+    rh = x - n * _F_LN2HI  # exact
+    r = rh - n * _F_LN2LO
+    rl = _fma(-n, _F_LN2LO, rh - r)  # x - n*ln2 = r + rl
+    c = _EXP_PARTS_F32
+    q = c[5]
+    q = q * r + c[4]
+    q = q * r + c[3]
+    q = q * r + c[2]
+    q = q * r + c[1]
+    q = q * r + c[0]
+    w = r * r * q + rl
+    vh = r + w
+    vl = (r - vh) + w  # |w| < |r|/5: Fast2Sum
+    k = _i32(_bits(t) - _F_MAGIC_BITS)
+    return vh, vl, k, _f32_from_bits((k + 127) << 23) if k > -127 else _f(0.0)
+
+
+@register_jitable(**_CORE_OPTS)
+def _exp_parts_f64(x):
+    """float64 :func:`_exp_parts_f32`: vh + vl to about 2**-58, sc = 2**k (0 below 2**-1022)."""
+    x = -746.0 if x < -746.0 else x
+    x = 710.0 if x > 710.0 else x
+    t = x * _D_INVLN2 + _D_MAGIC
+    n = t - _D_MAGIC
+    rh = x - n * _D_LN2HI
+    r = rh - n * _D_LN2LO
+    rl = _fma(-n, _D_LN2LO, rh - r)
+    c = _EXP_F64
+    q = c[9]
+    q = q * r + c[8]
+    q = q * r + c[7]
+    q = q * r + c[6]
+    q = q * r + c[5]
+    q = q * r + c[4]
+    q = q * r + c[3]
+    q = q * r + c[2]
+    q = q * r + c[1]
+    q = q * r + c[0]
+    w = r * r * q + rl
+    vh = r + w
+    vl = (r - vh) + w
+    k = _bits(t) - _D_MAGIC_BITS
+    return vh, vl, k, _f64_from_bits((k + 1023) << 52) if k > -1023 else 0.0
+
+
+def _exp_parts(x):
+    """``(vh, vl, k, sc)`` of :func:`_exp_parts_f32` / ``_f64`` by dtype (jit code only)."""
+    raise NotImplementedError("_exp_parts is only callable from jitted code")
+
+
+@overload(_exp_parts, jit_options=_CORE_OPTS)
+def _exp_parts_ol(x):
+    if x == types.float32:
+        return _exp_parts_f32
+    if x == types.float64:
+        return _exp_parts_f64
+    return None
 
 
 @register_jitable(**_CORE_OPTS)

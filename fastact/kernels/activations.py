@@ -21,6 +21,8 @@ from fastact._core import math as fm
 from fastact._core.jit import EXACT_FASTMATH, jit
 from fastact._core.math import lit
 from fastact.kernels._series import (
+    _SILU_RHO,
+    _SILU_ROOT,
     _TANHSHRINK_P64,
     _THIRD_LO,
 )
@@ -57,6 +59,7 @@ _SELU_AS_HI, _SELU_AS_LO = 1.7580993408473768, 1.41535193800845e-17
 _SELU_AS_HI32 = float(np.float32(_SELU_AS_HI))
 _SELU_AS_LO32 = float(np.float32(_SELU_AS_HI - _SELU_AS_HI32 + _SELU_AS_LO))
 _EXP_M32 = math.exp(-32.0)
+_EXP_M128 = math.exp(-128.0)
 
 
 def _register(name: str, forward, grad, grad_output=None, params=(), inplace=False, **kw):
@@ -67,6 +70,12 @@ def _register(name: str, forward, grad, grad_output=None, params=(), inplace=Fal
 
 
 # ----------------------------------------------------------------------------- shared cores
+@jit
+def _is_f32(x):
+    """Whether x is a float32 (a constant: LLVM folds the test and the branch not taken)."""
+    return lit(x, 1.0) + lit(x, 1e-10) == lit(x, 1.0)
+
+
 @jit
 def sigmoid_core(x):
     """1/(1+exp(-x)) without cancellation or overflow in either tail: (1 or e) / (1 + e),
@@ -449,14 +458,96 @@ def _silu(x):
     return x / (lit(x, 1.0) + e)
 
 
+#: silu' near its zero r (1 + r + e^r = 0): 1 + x + e^x = t (1 + rho) + rho (e^t - 1 - t),
+#: t = x - r, rho = e^r; the Taylor coefficients of that sum in t, lowest first (the CUDA
+#: executor's band |x - r| < 1/256, see _silu_deriv_device)
+_SILU_A = (1.0 + _SILU_RHO, *(_SILU_RHO / math.factorial(j) for j in range(2, 9)))
+_SILU_BAND = 1.0 / 256.0
+_SILU_ROOT32 = (np.float32(_SILU_ROOT[0]), np.float32(1.2979282537628478e-08))  # r to 1e-16
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _silu_band(x):
+    """1 + x + e^x for x near silu's root r: t (1 + rho) + t^2 P(t), t = (x - r_hi) - r_lo
+    (x - r_hi is exact: Sterbenz), the leading coefficient 1 + rho = -r in two words; float32
+    in float32 with r in float32 words (t within 0.6 ULP at the nearest float32 to r, 1.3e-8
+    from it), degree 3 (float64: 7) for |x - r| < 1/256 (the next term is below 2^-30)."""
+    if _is_f32(x):
+        t = (x - lit(x, _SILU_ROOT32[0])) - lit(x, _SILU_ROOT32[1])
+        p = fm._fma(t, lit(x, _SILU_A[2]), lit(x, _SILU_A[1]))
+        return fm._fma(t, lit(x, -_SILU_ROOT32[0]), t * fm._fma(p, t, lit(x, -_SILU_ROOT32[1])))
+    t = (x - _SILU_ROOT[0]) - _SILU_ROOT[1]
+    p = _SILU_A[6]
+    for j in range(5, 0, -1):
+        p = fm._fma(p, t, _SILU_A[j])
+    return lit(x, fm._fma(t, -_SILU_ROOT[0], t * fm._fma(p, t, -_SILU_ROOT[1])))
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _silu_parts(x):
+    """(e, a, tiny): e = exp(-|x|), or exp(x + s) when x < -64 (tiny; s = 32 for float32, 128
+    for float64: e stays a normal number), and a = 1 + x + e^x for x < 0 from the
+    exponential's parts e = sc (1 + vh + vl) (:func:`fastact._core.math._exp_parts`):
+    (1 + x) + sc is exact, and near silu's root so is the sum with sc vh (Sterbenz), so a's
+    error is that of sc vl and of the polynomial, about 2^-30 (float32) / 2^-58 (float64) of
+    e: below 1 ULP of a unless |x - r| < 2^-8 (float32) / 2^-10 (float64), where a -> 0.
+    Where x < -64, a = 1 + x."""
+    one = lit(x, 1.0)
+    tiny = x < lit(x, -64.0)
+    shift = lit(x, 32.0) if _is_f32(x) else lit(x, 128.0)
+    vh, vl, k, sc = fm._exp_parts(-abs(x) + (shift if tiny else lit(x, 0.0)))
+    sa = lit(x, 0.0) if tiny else sc
+    a = fm._fma(sa, vl, fm._fma(sa, vh, (one + x) + sa))
+    return (one + vh) * sc, a, tiny
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _silu_finish(x, e, a, tiny):
+    """silu' = s (1 + x (1 - s)) = N / (1 + e)^2 with N = 1 + e (1 + x) (x >= 0) or e a
+    (x < 0); (1 + e)^2 from 1 + e = d + dl exactly. IEEE arithmetic."""
+    one = lit(x, 1.0)
+    d = one + e
+    dl = (one - d) + e  # e <= 1: Fast2Sum
+    pos = x >= 0
+    num = fm._fma(e, (one + x) if pos else a, one if pos else lit(x, -0.0))
+    dd = fm._fma(d, d, lit(x, 2.0) * d * dl)
+    # x < -64: silu' = (1 + x) e^x to the type's precision (e = e^(x + s))
+    return num * (lit(x, _EXP_M32) if _is_f32(x) else lit(x, _EXP_M128)) if tiny else num / dd
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _silu_deriv_host(x):
+    """silu'(x): within 3.3 ULP (float32) / 2.6 ULP (float64) of the exact value except for
+    |x - r| < 2^-8 / 2^-10 around its zero r = -1.27846, where the error grows as 1/|x - r|
+    (worst 1.3e5 / 2.2e6 ULP at the floats nearest r; main's formula: 3.2e6 / 9.8e8, and 5 to
+    13 ULP on all of x < 0). The root band's polynomial (:func:`_silu_band`) would cost
+    +16-30% on every element (notes/perf_experiments.md)."""
+    e, a, tiny = _silu_parts(x)
+    return _silu_finish(x, e, a, tiny)
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _silu_deriv_device(x):
+    """The CUDA executor's silu': a = (1 + x) + exp(x) (no exponential in parts on the
+    device), and near the root :func:`_silu_band` (a select costs little on a GPU)."""
+    one = lit(x, 1.0)
+    tiny = x < lit(x, -64.0)
+    shift = lit(x, 32.0) if _is_f32(x) else lit(x, 128.0)
+    e = fm.exp(-abs(x) + (shift if tiny else lit(x, 0.0)))
+    near = abs(x - lit(x, _SILU_ROOT[0])) < lit(x, _SILU_BAND)
+    a = _silu_band(x) if near else (one + x) + (lit(x, 0.0) if tiny else e)
+    return _silu_finish(x, e, a, tiny)
+
+
+#: silu': :func:`_silu_deriv_host` on the CPU, :func:`_silu_deriv_device` on the CUDA executor
+_silu_deriv = fm.float32_variant(
+    "_silu_deriv", _silu_deriv_host, _silu_deriv_host, device_impl=_silu_deriv_device
+)
+
+
 @jit
 def _silu_grad(g, x):
-    e, tiny = _exp_neg_abs_scaled(x)
-    if tiny:  # s (1 + x (1 - s)) = (1 + x) e^x to float precision
-        return g * (((lit(x, 1.0) + x) * e) * lit(x, _EXP_M32))
-    r = lit(x, 1.0) / (lit(x, 1.0) + e)
-    s, sn = (r, e * r) if x >= 0 else (e * r, r)
-    return g * s * (lit(x, 1.0) + x * sn)
+    return g * _silu_deriv(x)
 
 
 _register(
@@ -466,7 +557,11 @@ _register(
     inplace=True,
     doc="""
 ``x * sigmoid(x)`` (swish). torch: ``F.silu(input, inplace=False)``. Accurate also for very
-negative x, where torch's sigmoid factor underflows.""",
+negative x, where torch's sigmoid factor underflows. Gradient ``s (1 + x (1 - s))`` as
+``N / (1 + e)^2`` with the cancelling ``1 + x + e^x`` taken from the exponential's parts:
+within 3.3 ULP (float32) / 2.6 ULP (float64) except within 2^-8 / 2^-10 of its zero
+x = -1.27846, where the error grows towards it (1.3e5 / 2.2e6 ULP at the nearest floats;
+torch and the former formula lose 3e6 / 1e9 there and 5-13 ULP on all of x < 0).""",
 )
 
 
