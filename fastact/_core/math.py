@@ -411,8 +411,9 @@ def _exp_f32_kernel(x):
 
 
 @register_jitable(**_CORE_OPTS)
-def _exp_f64_kernel(x):
-    """exp(x) = (1 + v) * 2**k; x is clamped to [-746, 710] (nan stays nan)."""
+def _exp_f64_reduced(x):
+    """(r, w, t): exp(x) = (1 + r + w) * 2**k with w = r^2 q(r) + rl (rl the reduction's low
+    part) and k from t's bits; x is clamped to [-746, 710] (nan stays nan)."""
     x = -746.0 if x < -746.0 else x
     x = 710.0 if x > 710.0 else x
     t = x * _D_INVLN2 + _D_MAGIC
@@ -431,7 +432,14 @@ def _exp_f64_kernel(x):
     q = q * r + c[2]
     q = q * r + c[1]
     q = q * r + c[0]
-    return r + (r * r * q + rl), _bits(t) - _D_MAGIC_BITS
+    return r, r * r * q + rl, t
+
+
+@register_jitable(**_CORE_OPTS)
+def _exp_f64_kernel(x):
+    """exp(x) = (1 + v) * 2**k; x is clamped to [-746, 710] (nan stays nan)."""
+    r, w, t = _exp_f64_reduced(x)
+    return r + w, _bits(t) - _D_MAGIC_BITS
 
 
 @register_jitable(**_CORE_OPTS)
@@ -579,25 +587,7 @@ def _exp_parts_f32(x):
 @register_jitable(**_CORE_OPTS)
 def _exp_parts_f64(x):
     """float64 :func:`_exp_parts_f32`: vh + vl to about 2**-58, sc = 2**k (0 below 2**-1022)."""
-    x = -746.0 if x < -746.0 else x
-    x = 710.0 if x > 710.0 else x
-    t = x * _D_INVLN2 + _D_MAGIC
-    n = t - _D_MAGIC
-    rh = x - n * _D_LN2HI
-    r = rh - n * _D_LN2LO
-    rl = _fma(-n, _D_LN2LO, rh - r)
-    c = _EXP_F64
-    q = c[9]
-    q = q * r + c[8]
-    q = q * r + c[7]
-    q = q * r + c[6]
-    q = q * r + c[5]
-    q = q * r + c[4]
-    q = q * r + c[3]
-    q = q * r + c[2]
-    q = q * r + c[1]
-    q = q * r + c[0]
-    w = r * r * q + rl
+    r, w, t = _exp_f64_reduced(x)
     vh = r + w
     vl = (r - vh) + w
     k = _bits(t) - _D_MAGIC_BITS
