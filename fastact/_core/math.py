@@ -392,15 +392,22 @@ _ERFC_F64_G = (1.0106216436319444, 1.6600940580969283, 6.297088911615209, -9.373
 
 
 @register_jitable(**_CORE_OPTS)
-def _exp_f32_kernel(x):
-    """exp(x) = (1 + v) * 2**k; x is clamped to [-104, 89] (nan stays nan)."""
-    x = _f(-104.0) if x < _f(-104.0) else x
-    x = _f(89.0) if x > _f(89.0) else x
+def _ln2_reduce_f32(x):
+    """(r, rl, t): x - n ln2 = r + rl (|r| <= ln2/2, Cody-Waite with ln2 in two words, the
+    low part by fma), n = round(x / ln2) also in t's low bits (t = x / ln2 + magic)."""
     t = x * _F_INVLN2 + _F_MAGIC
     n = t - _F_MAGIC
     rh = x - n * _F_LN2HI  # exact
     r = rh - n * _F_LN2LO
-    rl = _fma(-n, _F_LN2LO, rh - r)  # x - n*ln2 = r + rl
+    return r, _fma(-n, _F_LN2LO, rh - r), t
+
+
+@register_jitable(**_CORE_OPTS)
+def _exp_f32_kernel(x):
+    """exp(x) = (1 + v) * 2**k; x is clamped to [-104, 89] (nan stays nan)."""
+    x = _f(-104.0) if x < _f(-104.0) else x
+    x = _f(89.0) if x > _f(89.0) else x
+    r, rl, t = _ln2_reduce_f32(x)
     c = _EXP_F32
     q = c[4]
     q = q * r + c[3]
@@ -565,11 +572,7 @@ def _exp_parts_f32(x):
     exp. The polynomial has one degree more than exp's (_EXP_PARTS_F32)."""
     x = _f(-104.0) if x < _f(-104.0) else x
     x = _f(89.0) if x > _f(89.0) else x
-    t = x * _F_INVLN2 + _F_MAGIC
-    n = t - _F_MAGIC
-    rh = x - n * _F_LN2HI  # exact
-    r = rh - n * _F_LN2LO
-    rl = _fma(-n, _F_LN2LO, rh - r)  # x - n*ln2 = r + rl
+    r, rl, t = _ln2_reduce_f32(x)
     c = _EXP_PARTS_F32
     q = c[5]
     q = q * r + c[4]
@@ -614,11 +617,7 @@ def _expm1_f32(x):
     # summed in double-word so that only the last addition rounds
     xc = _f(-18.0) if x < _f(-18.0) else x
     xc = _f(88.8) if xc > _f(88.8) else xc
-    t = xc * _F_INVLN2 + _F_MAGIC
-    n = t - _F_MAGIC
-    rh = xc - n * _F_LN2HI  # exact
-    r = rh - n * _F_LN2LO
-    rl = _fma(-n, _F_LN2LO, rh - r)  # x - n*ln2 = r + rl
+    r, rl, t = _ln2_reduce_f32(xc)
     c = _EXPM1_F32
     q = c[5]
     q = q * r + c[4]
