@@ -392,13 +392,20 @@ def _mp_gelu_tanh_d(x):
     return (1 + mpmath.tanh(z)) / 2 + x / 2 * mpmath.sech(z) ** 2 * k * (1 + 3 * c * x**2)
 
 
-def _root_series(mp_d, guess):
-    """(r_hi, r_lo, (c_1, ..., c_N)): root of mp_d near guess and mp_d's Taylor coefficients."""
+def root_taylor(mp_d, guess, nterms):
+    """(r, (c_1, ..., c_nterms)): the root of mp_d near guess and mp_d's Taylor coefficients
+    about it, mpmath numbers at 200 bits (also for the float64 references)."""
     with mpmath.workprec(200):
         r = mpmath.findroot(mp_d, mpmath.mpf(guess))
-        coeffs = mpmath.taylor(mp_d, r, _NTERMS)
+        return r, tuple(mpmath.taylor(mp_d, r, nterms)[1:])
+
+
+def _root_series(mp_d, guess):
+    """(r_hi, r_lo, (c_1, ..., c_N)): root of mp_d near guess and mp_d's Taylor coefficients."""
+    r, coeffs = root_taylor(mp_d, guess, _NTERMS)
+    with mpmath.workprec(200):
         r_hi, r_lo = _two_words(r)
-        return r_hi, r_lo, tuple(float(c) for c in coeffs[1:])
+    return r_hi, r_lo, tuple(float(c) for c in coeffs)
 
 
 def _banded(d64, r_hi, r_lo, coeffs):

@@ -360,11 +360,9 @@ def _gelu_tanh_d(x):
 
 def _root_series(mp_d, guess):
     """(r_hi, r_lo, (c_1..c_N)) in long double: root of mp_d near guess, Taylor coefficients."""
-    with mpmath.workprec(200):
-        r = mpmath.findroot(mp_d, mpmath.mpf(guess))
-        coeffs = mpmath.taylor(mp_d, r, _NTERMS)
-        hi, lo = _two_ld(r)
-        return hi, lo, tuple(ld(c) for c in coeffs[1:])
+    r, coeffs = R32.root_taylor(mp_d, guess, _NTERMS)
+    hi, lo = _two_ld(r)
+    return hi, lo, tuple(ld(c) for c in coeffs)
 
 
 def _banded(plain, r_hi, r_lo, coeffs):
@@ -451,64 +449,22 @@ def o_logsigmoid(y):
     return -np.expm1(_x(y))
 
 
-FORWARD64 = {
-    "sigmoid": f_sigmoid,
-    "tanh": f_tanh,
-    "relu": f_relu,
-    "leaky_relu": f_leaky_relu,
-    "hardtanh": f_hardtanh,
-    "relu6": f_relu6,
-    "elu": f_elu,
-    "celu": f_elu,
-    "selu": f_selu,
-    "softplus": f_softplus,
-    "logsigmoid": f_logsigmoid,
-    "silu": f_silu,
-    "mish": f_mish,
-    "gelu": f_gelu,
-    "gelu_tanh": f_gelu_tanh,
-    "hardsigmoid": f_hardsigmoid,
-    "hardswish": f_hardswish,
-    "softsign": f_softsign,
-    "tanhshrink": f_tanhshrink,
-    "softshrink": f_softshrink,
-    "hardshrink": f_hardshrink,
-    "threshold": f_threshold,
-}
-GRAD64 = {
-    "sigmoid": g_sigmoid,
-    "tanh": g_tanh,
-    "relu": g_relu,
-    "leaky_relu": g_leaky_relu,
-    "hardtanh": g_hardtanh,
-    "relu6": g_relu6,
-    "elu": g_elu,
-    "celu": g_elu,
-    "selu": g_selu,
-    "softplus": g_softplus,
-    "logsigmoid": g_logsigmoid,
-    "silu": g_silu,
-    "mish": g_mish,
-    "gelu": g_gelu,
-    "gelu_tanh": g_gelu_tanh,
-    "hardsigmoid": g_hardsigmoid,
-    "hardswish": g_hardswish,
-    "softsign": g_softsign,
-    "tanhshrink": g_tanhshrink,
-    "softshrink": g_softshrink,
-    "hardshrink": g_softshrink,
-    "threshold": g_threshold,
-}
-GRAD_OUTPUT64 = {
-    "sigmoid": o_sigmoid,
-    "tanh": o_tanh,
-    "relu": g_relu,
-    "leaky_relu": g_leaky_relu,
-    "hardtanh": g_hardtanh,
-    "relu6": g_relu6,
-    "elu": o_elu,
-    "celu": o_elu,
-    "selu": o_selu,
-    "logsigmoid": o_logsigmoid,
-    "threshold": g_threshold,
-}
+_ALIASES = {"f_celu": f_elu, "g_celu": g_elu, "g_hardshrink": g_softshrink, "o_celu": o_elu}
+
+
+def _table(prefix: str, names, fallback: str | None = None) -> dict:
+    """{name: the function ``{prefix}_{name}`` of this module} for the float32 references'
+    names (one list of activations for both sweeps); ``fallback`` for the piecewise ones whose
+    gradient reads the same on the output (relu' of y is relu' of x)."""
+    ns = globals()
+
+    def find(n):
+        key = f"{prefix}_{n}"
+        return _ALIASES.get(key) or ns.get(key) or ns[f"{fallback}_{n}"]
+
+    return {n: find(n) for n in names}
+
+
+FORWARD64 = _table("f", R32.FORWARD)
+GRAD64 = _table("g", R32.GRAD)
+GRAD_OUTPUT64 = _table("o", R32.GRAD_OUTPUT, fallback="g")

@@ -7,8 +7,9 @@ matters: log-uniform magnitudes over the whole float32 range, the core [-12, 12]
 and the float32 neighbours of each derivative's root (gelu', gelu-tanh', silu', mish',
 hardswish'), tanhshrink near 0, the kinks and the special values. The bound is 1e-4 float32
 ULPs of the exact value (subnormal spacing below 2^-126); exact zeros must be exactly 0 and NaN
-inputs give NaN. The mpmath formulas here are written independently of the module's (closed
-forms, checked against ``mpmath.diff``), so a broken reference or a broken band fails here.
+inputs give NaN. The mpmath formulas (``tests/activation_mp.py``, shared with the float64
+test) are written independently of the module's (closed forms, checked against
+``mpmath.diff`` here), so a broken reference or a broken band fails here.
 """
 
 from __future__ import annotations
@@ -40,111 +41,7 @@ BOUND = 1e-4  # float32 ULPs
 PREC = 256
 mp = mpmath.mp
 
-with mpmath.workprec(PREC):  # the decimal constants, not their float64 roundings
-    ALPHA = mpmath.mpf("1.6732632423543772848170429916717")
-    SCALE = mpmath.mpf("1.0507009873554804934193349852946")
-    GC = mpmath.mpf("0.044715")
-    LEAKY = mpmath.mpf("0.01")
-
-
-# ----------------------------------------------------------------------------- exact values
-def _sig(x):
-    return 1 / (1 + mpmath.exp(-x))
-
-
-def _tanhshrink(x):
-    # x - tanh x loses about 2 log2(1/|x|) bits: raise the precision by that much
-    extra = max(0, -2 * int(mpmath.floor(mpmath.log(abs(x), 2)))) if x != 0 else 0
-    with mpmath.extraprec(extra + 16):
-        return +(x - mpmath.tanh(x))
-
-
-def _gelu_tanh_z(x):
-    return mpmath.sqrt(2 / mpmath.pi) * (x + GC * x**3)
-
-
-FWD = {
-    "sigmoid": _sig,
-    "tanh": mpmath.tanh,
-    "relu": lambda x: x if x > 0 else mpmath.mpf(0),
-    "leaky_relu": lambda x: x if x > 0 else x * LEAKY,
-    "hardtanh": lambda x: min(max(x, -1), 1),
-    "relu6": lambda x: min(max(x, 0), 6),
-    "elu": lambda x: x if x > 0 else mpmath.expm1(x),
-    "celu": lambda x: x if x > 0 else mpmath.expm1(x),
-    "selu": lambda x: SCALE * (x if x > 0 else ALPHA * mpmath.expm1(x)),
-    "softplus": lambda x: x if x > 20 else mpmath.log1p(mpmath.exp(x)),
-    "logsigmoid": lambda x: -mpmath.log1p(mpmath.exp(-x)),
-    "silu": lambda x: x * _sig(x),
-    "mish": lambda x: x * mpmath.tanh(mpmath.log1p(mpmath.exp(x))),
-    "gelu": lambda x: x * mpmath.erfc(-x / mpmath.sqrt(2)) / 2,
-    "gelu_tanh": lambda x: x * _sig(2 * _gelu_tanh_z(x)),  # 0.5 (1 + tanh z) = sigmoid(2z)
-    "hardsigmoid": lambda x: min(max(x + 3, 0), 6) / 6,
-    "hardswish": lambda x: x * min(max(x + 3, 0), 6) / 6,
-    "softsign": lambda x: x / (1 + abs(x)),
-    "tanhshrink": _tanhshrink,
-    "softshrink": lambda x: x - mpmath.mpf(0.5) if x > 0.5 else (x + 0.5 if x < -0.5 else 0 * x),
-    "hardshrink": lambda x: x if abs(x) > 0.5 else 0 * x,
-    "threshold": lambda x: x if x > 1 else mpmath.mpf(0.5),
-}
-
-
-def _mish_d(x):  # closed form: e^x w / d^2
-    e = mpmath.exp(x)
-    w = 4 * (x + 1) + 4 * e**2 + e**3 + e * (4 * x + 6)
-    d = 2 * e + e**2 + 2
-    return e * w / d**2
-
-
-def _gelu_tanh_d(x):
-    z = _gelu_tanh_z(x)
-    dz = mpmath.sqrt(2 / mpmath.pi) * (1 + 3 * GC * x**2)
-    return _sig(2 * z) + x / 2 * mpmath.sech(z) ** 2 * dz
-
-
-def _step(cond, a, b):
-    return mpmath.mpf(a) if cond else mpmath.mpf(b)
-
-
-GRAD = {
-    "sigmoid": lambda x: _sig(x) * _sig(-x),
-    "tanh": lambda x: mpmath.sech(x) ** 2,
-    "relu": lambda x: _step(x > 0, 1, 0),
-    "leaky_relu": lambda x: 1 if x > 0 else LEAKY,
-    "hardtanh": lambda x: _step(-1 < x < 1, 1, 0),
-    "relu6": lambda x: _step(0 < x < 6, 1, 0),
-    "elu": lambda x: 1 if x > 0 else mpmath.exp(x),
-    "celu": lambda x: 1 if x > 0 else mpmath.exp(x),
-    "selu": lambda x: SCALE if x > 0 else SCALE * ALPHA * mpmath.exp(x),
-    "softplus": lambda x: 1 if x > 20 else _sig(x),
-    "logsigmoid": lambda x: _sig(-x),
-    "silu": lambda x: (1 + mpmath.exp(-x) * (1 + x)) / (1 + mpmath.exp(-x)) ** 2,
-    "mish": _mish_d,
-    "gelu": lambda x: mpmath.erfc(-x / mpmath.sqrt(2)) / 2 + x * mpmath.npdf(x),
-    "gelu_tanh": _gelu_tanh_d,
-    "hardsigmoid": lambda x: _step(-3 < x < 3, 1, 0) / 6,
-    "hardswish": lambda x: 0 if x <= -3 else (x / 3 + mpmath.mpf(0.5) if x < 3 else 1),
-    "softsign": lambda x: 1 / (1 + abs(x)) ** 2,
-    "tanhshrink": lambda x: mpmath.tanh(x) ** 2,
-    "softshrink": lambda x: _step(abs(x) > 0.5, 1, 0),
-    "hardshrink": lambda x: _step(abs(x) > 0.5, 1, 0),
-    "threshold": lambda x: _step(x > 1, 1, 0),
-}
-
-# the exact gradient as a function of the output y
-GRAD_OUTPUT = {
-    "sigmoid": lambda y: y * (1 - y),
-    "tanh": lambda y: 1 - y * y,
-    "relu": GRAD["relu"],
-    "leaky_relu": GRAD["leaky_relu"],
-    "hardtanh": GRAD["hardtanh"],
-    "relu6": GRAD["relu6"],
-    "elu": lambda y: 1 if y > 0 else y + 1,
-    "celu": lambda y: 1 if y > 0 else y + 1,
-    "selu": lambda y: SCALE if y > 0 else y + SCALE * ALPHA,
-    "logsigmoid": lambda y: -mpmath.expm1(y),
-    "threshold": GRAD["threshold"],
-}
+from activation_mp import FWD, GRAD, GRAD_OUTPUT  # noqa: E402  (the exact definitions)
 
 ROOTS = {"silu": -1.2785, "mish": -1.1924, "gelu": -0.7518, "gelu_tanh": -0.7522}
 KINKS = [0.0, 0.5, 1.0, 1.5, 3.0, 6.0, 20.0, -0.5, -1.0, -1.5, -3.0, -6.0, -20.0]

@@ -19,115 +19,11 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import ulp_reference as R32  # noqa: E402
 import ulp_reference_f64 as R  # noqa: E402
+from activation_mp import FWD, GRAD  # noqa: E402  (the exact definitions, shared)
+from activation_mp import GRAD_OUTPUT as FROM_OUTPUT  # noqa: E402
 
 mp = mpmath.mpf
-with mpmath.workprec(200):  # constants at 200 bits, not at mpmath's default 53
-    ALPHA, SCALE = mp(R32._SELU_ALPHA_S), mp(R32._SELU_SCALE_S)
-    K, C = mpmath.sqrt(2 / mpmath.pi), mp("0.044715")
-SLOPE = mp(0.01)  # the float64 value torch receives (exact)
-
-
-def _sig(x):
-    return 1 / (1 + mpmath.exp(-x))
-
-
-def _gelu_tanh(x):
-    # x/2 (1 + tanh z) = x sigmoid(2z): 1 + tanh z would cancel below z ~ -100 even at 200 bits
-    if abs(x) > 60:
-        return x if x > 0 else mp(0)  # 0: the true value is below 1e-780 (0 in float64)
-    return x * _sig(2 * K * (x + C * x**3))
-
-
-def _gelu_tanh_d(x):
-    if abs(x) > 60:
-        return mp(1) if x > 0 else mp(0)
-    z2 = 2 * K * (x + C * x**3)
-    return _sig(z2) + x * _sig(z2) * _sig(-z2) * 2 * K * (1 + 3 * C * x**2)
-
-
-def _gelu(x):
-    if abs(x) > 60:
-        return x if x > 0 else mp(0)
-    return x * mpmath.ncdf(x)
-
-
-def _gelu_d(x):
-    if abs(x) > 60:
-        return mp(1) if x > 0 else mp(0)
-    return mpmath.ncdf(x) + x * mpmath.npdf(x)
-
-
-def _tanhshrink(x):
-    # x - tanh x loses ~2 log2(1/|x|) bits: work with that many more
-    extra = int(-2 * mpmath.log(abs(x), 2)) if 0 < abs(x) < 1 else 0
-    with mpmath.workprec(200 + extra):
-        return +(x - mpmath.tanh(x))
-
-
-def _clamp(x, lo, hi):
-    return min(max(x, mp(lo)), mp(hi))
-
-
-FWD = {
-    "sigmoid": _sig,
-    "tanh": mpmath.tanh,
-    "relu": lambda x: max(x, mp(0)),
-    "leaky_relu": lambda x: x if x > 0 else x * SLOPE,
-    "hardtanh": lambda x: _clamp(x, -1, 1),
-    "relu6": lambda x: _clamp(x, 0, 6),
-    "elu": lambda x: x if x > 0 else mpmath.expm1(x),
-    "celu": lambda x: x if x > 0 else mpmath.expm1(x),
-    "selu": lambda x: SCALE * (x if x > 0 else ALPHA * mpmath.expm1(x)),
-    "softplus": lambda x: x if x > 20 else mpmath.log1p(mpmath.exp(x)),
-    "logsigmoid": lambda x: -mpmath.log1p(mpmath.exp(-x)),
-    "silu": lambda x: x * _sig(x),
-    "mish": lambda x: x * mpmath.tanh(mpmath.log1p(mpmath.exp(x))),
-    "gelu": _gelu,
-    "gelu_tanh": _gelu_tanh,
-    "hardsigmoid": lambda x: _clamp(x + 3, 0, 6) / 6,
-    "hardswish": lambda x: x * _clamp(x + 3, 0, 6) / 6,
-    "softsign": lambda x: x / (1 + abs(x)),
-    "tanhshrink": _tanhshrink,
-    "softshrink": lambda x: mp(0) if abs(x) <= 0.5 else (x - 0.5 if x > 0 else x + 0.5),
-    "hardshrink": lambda x: mp(0) if abs(x) <= 0.5 else x,
-    "threshold": lambda x: mp(0.5) if x <= 1 else x,
-}
-GRAD = {
-    "sigmoid": lambda x: _sig(x) * _sig(-x),
-    "tanh": lambda x: mpmath.sech(x) ** 2,
-    "relu": lambda x: mp(1) if x > 0 else mp(0),
-    "leaky_relu": lambda x: mp(1) if x > 0 else SLOPE,
-    "hardtanh": lambda x: mp(1) if -1 < x < 1 else mp(0),
-    "relu6": lambda x: mp(1) if 0 < x < 6 else mp(0),
-    "elu": lambda x: mp(1) if x > 0 else mpmath.exp(x),
-    "celu": lambda x: mp(1) if x > 0 else mpmath.exp(x),
-    "selu": lambda x: SCALE if x > 0 else SCALE * ALPHA * mpmath.exp(x),
-    "softplus": lambda x: mp(1) if x > 20 else _sig(x),
-    "logsigmoid": lambda x: _sig(-x),
-    "silu": R32._mp_silu_d,
-    "mish": R32._mp_mish_d,
-    "gelu": _gelu_d,
-    "gelu_tanh": _gelu_tanh_d,
-    "hardsigmoid": lambda x: mp(1) / 6 if -3 < x < 3 else mp(0),
-    "hardswish": lambda x: mp(0) if x <= -3 else ((x + mp(1.5)) / 3 if x < 3 else mp(1)),
-    "softsign": lambda x: 1 / (1 + abs(x)) ** 2,
-    "tanhshrink": lambda x: mpmath.tanh(x) ** 2,
-    "softshrink": lambda x: mp(0) if abs(x) <= 0.5 else mp(1),
-    "hardshrink": lambda x: mp(0) if abs(x) <= 0.5 else mp(1),
-    "threshold": lambda x: mp(0) if x <= 1 else mp(1),
-}
-FROM_OUTPUT = {
-    "sigmoid": lambda y: y * (1 - y),
-    "tanh": lambda y: 1 - y * y,
-    "elu": lambda y: mp(1) if y > 0 else y + 1,
-    "celu": lambda y: mp(1) if y > 0 else y + 1,
-    "selu": lambda y: SCALE if y > 0 else y + ALPHA * SCALE,
-    "logsigmoid": lambda y: -mpmath.expm1(y),
-}
-for _n in ("relu", "leaky_relu", "hardtanh", "relu6", "threshold"):
-    FROM_OUTPUT[_n] = GRAD[_n]
 assert set(FROM_OUTPUT) == set(R.GRAD_OUTPUT64)
 
 

@@ -392,6 +392,17 @@ _ERFC_F64_G = (1.0106216436319444, 1.6600940580969283, 6.297088911615209, -9.373
 
 
 @register_jitable(**_CORE_OPTS)
+def _horner5(c, r):
+    """c[0] + c[1] r + ... + c[5] r**5 by Horner's rule (c: a tuple of 6 coefficients)."""
+    q = c[5]
+    q = q * r + c[4]
+    q = q * r + c[3]
+    q = q * r + c[2]
+    q = q * r + c[1]
+    return q * r + c[0]
+
+
+@register_jitable(**_CORE_OPTS)
 def _ln2_reduce_f32(x):
     """(r, rl, t): x - n ln2 = r + rl (|r| <= ln2/2, Cody-Waite with ln2 in two words, the
     low part by fma), n = round(x / ln2) also in t's low bits (t = x / ln2 + magic)."""
@@ -573,13 +584,7 @@ def _exp_parts_f32(x):
     x = _f(-104.0) if x < _f(-104.0) else x
     x = _f(89.0) if x > _f(89.0) else x
     r, rl, t = _ln2_reduce_f32(x)
-    c = _EXP_PARTS_F32
-    q = c[5]
-    q = q * r + c[4]
-    q = q * r + c[3]
-    q = q * r + c[2]
-    q = q * r + c[1]
-    q = q * r + c[0]
+    q = _horner5(_EXP_PARTS_F32, r)
     w = r * r * q + rl
     vh = r + w
     vl = (r - vh) + w  # |w| < |r|/5: Fast2Sum
@@ -618,13 +623,7 @@ def _expm1_f32(x):
     xc = _f(-18.0) if x < _f(-18.0) else x
     xc = _f(88.8) if xc > _f(88.8) else xc
     r, rl, t = _ln2_reduce_f32(xc)
-    c = _EXPM1_F32
-    q = c[5]
-    q = q * r + c[4]
-    q = q * r + c[3]
-    q = q * r + c[2]
-    q = q * r + c[1]
-    q = q * r + c[0]
+    q = _horner5(_EXPM1_F32, r)
     s = _f32_from_bits((_bits(t) - (_F_MAGIC_BITS - 126)) << 23)
     sm = s - _FH
     e0 = (s - sm) - _FH  # -1/2 when s - 1/2 rounds back to s (large n), else 0
