@@ -349,7 +349,7 @@ def _plus_selu_as(y):
     """y + scale * alpha, exact up to one rounding also where y is near -scale * alpha (the
     saturated output, where the sum cancels): (y + c_hi) + c_lo, c_hi + c_lo the constant in
     two words of y's type (y + c_hi is exact there)."""
-    if lit(y, 1.0) + lit(y, 1e-10) == lit(y, 1.0):  # float32 (folded at compile time)
+    if _is_f32(y):
         return (y + lit(y, _SELU_AS_HI32)) + lit(y, _SELU_AS_LO32)
     return (y + lit(y, _SELU_AS_HI)) + lit(y, _SELU_AS_LO)
 
@@ -832,7 +832,7 @@ def _tanhshrink(x):
     # |x| < 1 loses up to ~2^24 ULPs): there, x^3 P(x^2) instead. float32: a degree-8 fit of
     # (x - tanh x)/x^3 on |x| < 1.25 (relative error 1.3e-8) evaluated in float64;
     # float64: see _tanhshrink_f64_dw (the device: _tanhshrink_f64_device).
-    if lit(x, 1.0) + lit(x, 1e-10) == lit(x, 1.0):  # float32 (folded at compile time)
+    if _is_f32(x):
         if abs(x) < lit(x, 1.25):
             xd = np.float64(x)
             u = xd * xd
