@@ -34,10 +34,15 @@ Usage::
     python scripts/ulp_sweep_activations.py --func gelu,silu --direction backward --step 101
     python scripts/ulp_sweep_activations.py --no-torch --threads 2 --out /tmp/sweep
     python scripts/ulp_sweep_activations.py                               # all 2**32 inputs
+    python scripts/ulp_sweep_activations.py --shard 3/64 --out /tmp/s3   # 1/64 of them
+    python scripts/ulp_sweep_activations.py --merge /tmp/s0 ... /tmp/s63 --out /tmp/all
 
 writes ``DIR/sweep.md`` (the table) and ``DIR/sweep.json`` (all figures, examples, timings)
 under ``--out`` (default: ``fastact_ulp_sweep`` in the temporary folder) and prints the
-table.
+table. A run over all inputs can be cut into ``--shard K/N`` parts (separate processes,
+machines or sessions) whose folders ``--merge`` puts together: the merged table is the one a
+run in one part gives (same maxima at the same inputs, same counts), and parts of different
+fastact commits, repeated parts or missing parts are refused.
 
 Runtime (2 Zen 3 cores shared with other jobs, ``--threads 2``): ``--step 101`` (42.5M
 inputs per function) gives the whole table in 1.5 to 4 minutes depending on the load (98 s
@@ -238,6 +243,28 @@ class Acc:
     def as_dict(self):
         return {k: v for k, v in vars(self).items()}
 
+    @classmethod
+    def from_dict(cls, d):
+        a = cls()
+        for k, v in d.items():
+            setattr(a, k, dict(v) if isinstance(v, dict) and k == "over" else v)
+        return a
+
+    def merge(self, other):
+        """Fold in the statistics of ``other`` (another part of the inputs): the larger
+        maximum with its input, counts added, each example from the first part that has one."""
+        if other.max_ulp > self.max_ulp:
+            self.max_ulp, self.at = other.max_ulp, other.at
+        self.count += other.count
+        self.seconds += other.seconds
+        self.zeros += other.zeros
+        for key in self.over:
+            self.over[key] += other.over[key]
+        for attr in ("nan_in", "nonfinite", "zeros_wrong"):
+            if getattr(other, attr) and not getattr(self, attr):
+                setattr(self, attr + "_example", getattr(other, attr + "_example"))
+            setattr(self, attr, getattr(self, attr) + getattr(other, attr))
+
 
 # ----------------------------------------------------------------------------- the libraries
 def _fastact_ops(name, params):
@@ -308,8 +335,21 @@ def special_inputs() -> np.ndarray:
     return np.unique(np.array(out, f32).view(np.uint32)).view(f32)
 
 
-def sweep_function(name, step, chunk, directions, with_torch, log=print):
-    """{direction: {"fastact": Acc, "torch": Acc or None}} for activation ``name``."""
+def pattern_count(step: int) -> int:
+    """How many bit patterns a run with ``step`` tests (0, step, 2 step, ... below 2^32)."""
+    return ((1 << 32) + step - 1) // step
+
+
+def shard_range(step: int, shard: int, shards: int) -> tuple[int, int]:
+    """The pattern indexes [lo, hi) of part ``shard`` (0-based) of ``shards`` equal parts."""
+    total = pattern_count(step)
+    return shard * total // shards, (shard + 1) * total // shards
+
+
+def sweep_function(name, step, chunk, directions, with_torch, lo=0, hi=None, specials=None):
+    """{direction: {"fastact": Acc, "torch": Acc or None}} for activation ``name``, over the
+    bit patterns ``(lo + i) * step`` below ``hi * step`` (default: all), plus the special
+    inputs (default: when sampling, ``step > 1``)."""
     if name not in R.FORWARD or name not in R.GRAD:
         raise KeyError(f"{name}: no reference in scripts/ulp_reference.py (add one)")
     params = R.PARAMS.get(name, {})
@@ -328,8 +368,9 @@ def sweep_function(name, step, chunk, directions, with_torch, log=print):
     res = {d: {"fastact": Acc(), "torch": Acc() if with_torch else None} for d in dirs}
     if "backward (output)" in dirs and t_out is None:
         res["backward (output)"]["torch"] = None
-    total = ((1 << 32) + step - 1) // step
-    x = np.empty(min(chunk, total), np.float32)
+    hi = pattern_count(step) if hi is None else hi
+    total = hi - lo
+    x = np.empty(max(1, min(chunk, total)), np.float32)
     ref = np.empty(x.size)
 
     def run_chunk(xs, rs):
@@ -373,9 +414,9 @@ def sweep_function(name, step, chunk, directions, with_torch, log=print):
 
     for first in range(0, total, chunk):
         n = min(chunk, total - first)
-        _patterns(0, step, first, n, x[:n])
+        _patterns(0, step, lo + first, n, x[:n])
         run_chunk(x[:n], ref[:n])
-    if step > 1:  # a sampled run: add the kinks, roots and special values
+    if step > 1 if specials is None else specials:  # add the kinks, roots, special values
         sp = special_inputs()
         run_chunk(sp, np.empty(sp.size))
     return res
@@ -480,6 +521,109 @@ def _commit() -> str:
         return "unknown"
 
 
+def _parse_shard(text: str) -> tuple[int, int]:
+    k, _, n = text.partition("/")
+    shard, shards = int(k), int(n)
+    if not 0 <= shard < shards:
+        raise ValueError(f"--shard {text}: need 0 <= K < N")
+    return shard, shards
+
+
+def merge_runs(blobs: list[dict]) -> tuple[dict, dict]:
+    """(results, meta) of the shard runs ``blobs`` (their sweep.json contents) taken together.
+    Every run must use the same step and shard count and measure the same fastact commit;
+    a function enters the result only where the runs cover all its shards (ValueError
+    otherwise, naming what is missing or repeated)."""
+    if not blobs:
+        raise ValueError("nothing to merge")
+    metas = [b["meta"] for b in blobs]
+    for key in ("step", "shards", "commit"):
+        values = {str(m.get(key)) for m in metas}
+        if len(values) > 1:
+            raise ValueError(f"the runs differ in {key}: {sorted(values)}")
+    shards = int(metas[0].get("shards", 1))
+    parts: dict[str, dict[int, dict]] = {}
+    for b in blobs:
+        k = int(b["meta"].get("shard", 0))
+        for name, by_dir in b["results"].items():
+            if k in parts.setdefault(name, {}):
+                raise ValueError(f"{name}: shard {k}/{shards} is in two runs")
+            parts[name][k] = by_dir
+    results, seconds = {}, {}
+    for name, by_shard in parts.items():
+        missing = sorted(set(range(shards)) - set(by_shard))
+        if missing:
+            raise ValueError(f"{name}: shards {missing} of {shards} are missing")
+        merged: dict = {}
+        for k in range(shards):
+            for d, libs in by_shard[k].items():
+                slot = merged.setdefault(d, {})
+                for lib, a in libs.items():
+                    if a is None:
+                        slot.setdefault(lib, None)
+                    elif slot.get(lib) is None:
+                        slot[lib] = Acc.from_dict(a)
+                    else:
+                        slot[lib].merge(Acc.from_dict(a))
+        results[name] = merged
+        seconds[name] = sum(
+            sum(a["seconds"] for libs in by_shard[k].values() for a in libs.values() if a)
+            for k in range(shards)
+        )
+    m0 = metas[0]
+    meta = {
+        "step": m0["step"],
+        "inputs": m0.get("total_inputs", m0["inputs"]),
+        "commit": m0["commit"],
+        "machines": sorted({m["machine"] for m in metas}),
+        "versions": sorted({m.get("versions", "") for m in metas}),
+        "shards": shards,
+        "runs": len(blobs),
+        "kernel_seconds": seconds,
+        "seconds": sum(m["seconds"] for m in metas),
+    }
+    return results, meta
+
+
+def _write(out: str, results: dict, header: str, footer: str, meta: dict) -> str:
+    os.makedirs(out, exist_ok=True)
+    md = markdown(results, {"header": header, "footer": footer})
+    with open(os.path.join(out, "sweep.md"), "w") as fh:
+        fh.write(md)
+    blob = {
+        "meta": meta,
+        "results": {
+            n: {
+                d: {lib: (a.as_dict() if a is not None else None) for lib, a in libs.items()}
+                for d, libs in by_dir.items()
+            }
+            for n, by_dir in results.items()
+        },
+    }
+    with open(os.path.join(out, "sweep.json"), "w") as fh:
+        json.dump(blob, fh, indent=1)
+    return md
+
+
+_REFERENCE_NOTE = (
+    "Errors in float32 ULPs of the exact result (subnormal spacing below 2^-126), against "
+    "the references of scripts/ulp_reference.py (checked against mpmath by "
+    "tests/test_ulp_reference.py). 'backward (output)': fastact's gradient from its own "
+    "float32 forward result y, measured against the exact gradient at that y; torch's "
+    "result-based op on the same y."
+)
+
+
+def _describe_inputs(step: int) -> str:
+    if step == 1:
+        return "all 2^32 float32 inputs"
+    return (
+        f"a SAMPLED run: every {step}-th bit pattern ({pattern_count(step)} inputs of 2^32), "
+        f"plus {special_inputs().size} special inputs (kinks, roots of the derivatives and "
+        "their float32 neighbours, +-0, +-inf, NaN, extremes)"
+    )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--func", default="", help="comma-separated activations (default: all)")
@@ -489,13 +633,53 @@ def main(argv=None) -> int:
     ap.add_argument("--torch", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--chunk", type=int, default=1 << 23, help="inputs per chunk")
     ap.add_argument(
+        "--shard",
+        default="0/1",
+        help="K/N: only the K-th (0-based) of N equal parts of the inputs (the special "
+        "inputs go with the last part); --merge puts the parts together",
+    )
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="DIR",
+        help="no sweep: merge the sweep.json of these --out folders (shard runs) into --out",
+    )
+    ap.add_argument(
         "--out",
         default=os.path.join(tempfile.gettempdir(), "fastact_ulp_sweep"),
         help="folder for sweep.md and sweep.json",
     )
     args = ap.parse_args(argv)
+    cmd = "python scripts/ulp_sweep_activations.py " + " ".join(argv or sys.argv[1:])
+    if args.merge:
+        blobs = []
+        for d in args.merge:
+            with open(os.path.join(d, "sweep.json")) as fh:
+                blobs.append(json.load(fh))
+        try:
+            results, meta = merge_runs(blobs)
+        except ValueError as exc:
+            ap.error(str(exc))
+        header = (
+            f"{_describe_inputs(meta['step'])}, in {meta['shards']} parts run separately "
+            f"and merged (`{cmd}`); grad_output = 1; parameters at torch's defaults "
+            f"(threshold: 1.0, 0.5). fastact at {meta['commit']} (last change to fastact/), "
+            f"{'; '.join(v for v in meta['versions'] if v)}{', '.join(meta['machines'])}. "
+            + _REFERENCE_NOTE
+        )
+        per = ", ".join(f"{k} {v:.0f} s" for k, v in meta["kernel_seconds"].items())
+        footer = (
+            f"Runtime: {meta['seconds']:.0f} s in {meta['runs']} runs; time inside the "
+            f"libraries' calls: {per}."
+        )
+        print(_write(args.out, results, header, footer, meta))
+        return 0
     if args.step < 1 or args.chunk < 1:
         ap.error("--step and --chunk must be >= 1")
+    try:
+        shard, shards = _parse_shard(args.shard)
+    except ValueError as exc:
+        ap.error(str(exc))
     if args.threads:
         numba.set_num_threads(args.threads)
         if args.torch:
@@ -511,12 +695,15 @@ def main(argv=None) -> int:
         "backward": DIRECTIONS[1:],
         "all": DIRECTIONS,
     }[args.direction]
-    total = ((1 << 32) + args.step - 1) // args.step
+    lo, hi = shard_range(args.step, shard, shards)
+    specials = args.step > 1 and shard == shards - 1  # last, as in a run in one part
     t_start = time.perf_counter()
     results, seconds = {}, {}
     for name in names:
         t0 = time.perf_counter()
-        results[name] = sweep_function(name, args.step, args.chunk, directions, args.torch)
+        results[name] = sweep_function(
+            name, args.step, args.chunk, directions, args.torch, lo, hi, specials
+        )
         seconds[name] = time.perf_counter() - t0
         for d, libs in results[name].items():
             fu, fw = _fmt_ulp(libs["fastact"])
@@ -530,53 +717,29 @@ def main(argv=None) -> int:
         versions = f"torch {_t.__version__}, "
     else:
         versions = "without torch, "
-    cmd = "python scripts/ulp_sweep_activations.py " + " ".join(argv or sys.argv[1:])
-    sampled = (
-        "all 2^32 float32 inputs"
-        if args.step == 1
-        else f"a SAMPLED run: every {args.step}-th bit pattern ({total} inputs of 2^32), plus "
-        f"{special_inputs().size} special inputs (kinks, roots of the derivatives and their "
-        "float32 neighbours, +-0, +-inf, NaN, extremes)"
-    )
+    part = "" if shards == 1 else f" (part {shard} of {shards}: patterns {lo} to {hi - 1})"
     header = (
-        f"{sampled}; grad_output = 1; parameters at torch's defaults (threshold: 1.0, 0.5). "
-        f"Command: `{cmd}`. fastact at {_commit()} (last change to fastact/), "
-        f"{versions}"
-        f"{_machine()}, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. "
-        "Errors in float32 ULPs of the exact result (subnormal spacing below 2^-126), against "
-        "the references of scripts/ulp_reference.py (checked against mpmath by "
-        "tests/test_ulp_reference.py). 'backward (output)': fastact's gradient from its own "
-        "float32 forward result y, measured against the exact gradient at that y; torch's "
-        "result-based op on the same y."
+        f"{_describe_inputs(args.step)}{part}; grad_output = 1; parameters at torch's "
+        f"defaults (threshold: 1.0, 0.5). Command: `{cmd}`. fastact at {_commit()} (last "
+        f"change to fastact/), {versions}{_machine()}, "
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. " + _REFERENCE_NOTE
     )
     per = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
     footer = f"Runtime: {elapsed:.0f} s ({per})."
-    meta = {"header": header, "footer": footer}
-    os.makedirs(args.out, exist_ok=True)
-    md = markdown(results, meta)
-    with open(os.path.join(args.out, "sweep.md"), "w") as fh:
-        fh.write(md)
-    blob = {
-        "meta": {
-            "command": cmd,
-            "step": args.step,
-            "inputs": total,
-            "commit": _commit(),
-            "machine": _machine(),
-            "seconds": elapsed,
-            "seconds_per_function": seconds,
-        },
-        "results": {
-            n: {
-                d: {lib: (a.as_dict() if a is not None else None) for lib, a in libs.items()}
-                for d, libs in by_dir.items()
-            }
-            for n, by_dir in results.items()
-        },
+    meta = {
+        "command": cmd,
+        "step": args.step,
+        "inputs": hi - lo,
+        "total_inputs": pattern_count(args.step),
+        "shard": shard,
+        "shards": shards,
+        "commit": _commit(),
+        "machine": _machine(),
+        "versions": versions,
+        "seconds": elapsed,
+        "seconds_per_function": seconds,
     }
-    with open(os.path.join(args.out, "sweep.json"), "w") as fh:
-        json.dump(blob, fh, indent=1)
-    print(md)
+    print(_write(args.out, results, header, footer, meta))
     return 0
 
 

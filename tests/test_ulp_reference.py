@@ -252,3 +252,32 @@ def test_sweep_tool_runs(tmp_path):
     assert "backward (output)" not in res["hardswish"]
     assert res["hardswish"]["backward (input)"]["torch"]["zeros"] >= 1  # -1.5 is a special
     assert "| hardswish | backward (input) |" in (tmp_path / "sweep.md").read_text()
+
+
+def test_sweep_shards_merge_to_the_whole_run(tmp_path):
+    """A run in three parts, merged, gives the figures of the same run in one part: the same
+    maxima at the same inputs, the same counts; parts that overlap or are missing are
+    refused."""
+    import json
+
+    S = _sweep_module()
+    args = ["--func", "sigmoid,hardswish", "--step", "3000017", "--no-torch"]
+    S.main([*args, "--out", str(tmp_path / "whole")])
+    for k in range(3):
+        S.main([*args, "--shard", f"{k}/3", "--out", str(tmp_path / f"part{k}")])
+    parts = [str(tmp_path / f"part{k}") for k in range(3)]
+    S.main(["--merge", *parts, "--out", str(tmp_path / "merged")])
+    whole = json.loads((tmp_path / "whole" / "sweep.json").read_text())["results"]
+    merged = json.loads((tmp_path / "merged" / "sweep.json").read_text())["results"]
+    assert whole.keys() == merged.keys()
+    for name, by_dir in whole.items():
+        for d, libs in by_dir.items():
+            w, m = libs["fastact"], merged[name][d]["fastact"]
+            for key in ("max_ulp", "at", "count", "over", "zeros", "zeros_wrong", "nan_in"):
+                assert w[key] == m[key], (name, d, key)
+            assert w["count"] > 1400  # every part contributed
+    blobs = [json.loads((tmp_path / p / "sweep.json").read_text()) for p in ("part0", "part1")]
+    with pytest.raises(ValueError, match="missing"):
+        S.merge_runs(blobs)
+    with pytest.raises(ValueError, match="two runs"):
+        S.merge_runs([blobs[0], blobs[0]])
