@@ -266,7 +266,7 @@ def _bce_logits_f32(x, t, w, pw):
     bh = pt if neg else omt
     bl = ptl if neg else oml
     ash = ah * sc
-    num = _fma(ash, vh, ash - bh) + ((ash * vl + (al * sc) * (one + vh)) - bl)
+    num = _fma(ash, vh, ash - bh) + ((ash * vl + al * e) - bl)
     num = num if k > -126 else _fma(ah, e, -bh)  # e subnormal: s = 0
     num = num if neg else -num
     return v, w * (num / (one + e))
@@ -302,9 +302,10 @@ def bce_logits_f(a, b, c, w1, w2, prm):
 
     = w [(1 - t) softplus(x) + pw t softplus(-x)] (two terms >= 0: no cancellation);
     d/dx = w [(1 - t) sigmoid(x) - pw t sigmoid(-x)] = w [(1 - t) e^x - pw t] / (1 + e^x),
-    whose numerator cancels near the gradient's root: float32 evaluates it in float64 (within
-    4 ULP unless within 2**-27 of the root, relatively), float64 in double-word arithmetic on
-    a double-word exp whose 2**-57 bound limits it near the root (tests: RESIDUAL).
+    whose numerator cancels near the gradient's root: float32 from the exp's parts (2**-30)
+    and exact double-word products, float64 in double-word arithmetic on a double-word exp
+    (2**-57); near the root the error still grows as that bound over the relative distance
+    (tests: RESIDUAL; a float64 evaluation for float32 cost +30% at 16M elements).
     """
     v, g = _bce_logits_vg(a, b, w1, w2)
     return v, g, lit(a, 0.0), lit(a, 0.0)
@@ -330,9 +331,9 @@ _kl_value = _by_dtype("_kl_value", _kl_fast, _kl_fast, _kl_plain)
 def kl_f(a, b, c, w1, w2, prm):
     """xlogy(t, t) - t x = t (log t - x) (0 x where t == 0); d/dx = -t.
 
-    log t - x cancels where x ~ log t: float32 computes it in float64 (within 4 ULP unless
-    x is within 2**-27 of log t, relatively); float64 with a once-rounded log, so near the
-    root its error grows as |log t| / |log t - x| (tests: RESIDUAL)."""
+    log t - x cancels where x ~ log t: computed with a once-rounded log, so near the root
+    the error grows as |log t| / |log t - x| (tests: RESIDUAL; a float64 log for float32
+    reached 4 ULP on the tests' sample but cost +51% at 16M elements)."""
     return _kl_value(a, b, a, a), -b, lit(a, 0.0), lit(a, 0.0)
 
 
@@ -378,6 +379,7 @@ def _poisson_log_f32(x, t, c, full):
     tiny = k <= -126
     v = ((e - ph) - pl) if tiny else v
     g = (e - t) if tiny else g
+    v = v if abs(ph) < lit(x, np.inf) else e - ph  # t x infinite or nan: no low part
     if full:  # a branch, not a select: the Stirling logs cost 2x where not wanted
         return v + _stirling(t), g
     return v, g
@@ -392,6 +394,7 @@ def _poisson_log_f64(x, t, c, full):
     g = (eh - t) + el
     ph, pl = _two_prod(t, x)
     v = (eh - ph) + (el - pl)
+    v = v if abs(ph) < np.inf else eh - ph  # t x infinite or nan: no low part
     if full:  # a branch, not a select: the Stirling logs cost 2x where not wanted
         return v + _stirling(t), g
     return v, g
@@ -405,9 +408,9 @@ _poisson_log_vg = _by_dtype(
 @jit
 def poisson_log_f(a, b, c, w1, w2, prm):
     """exp(x) - t x; d/dx = exp(x) - t. Both cancel (near the root x = log t, and where
-    exp(x) ~ t x): float32 evaluates them in float64 (within 4 ULP unless the result is
-    2**-27 of exp(x)); float64 from a double-word exp and an exact product, whose 2**-57
-    bound the cancellation magnifies (tests: RESIDUAL)."""
+    exp(x) ~ t x): from the exp's parts (float32, 2**-30) or a double-word exp (float64,
+    2**-57) and an exact product; near the zeros the error grows as that bound over the
+    result's relative size (tests: RESIDUAL)."""
     v, g = _poisson_log_vg(a, b, a, False)
     return v, g, lit(a, 0.0), lit(a, 0.0)
 
@@ -451,7 +454,9 @@ def _poisson_f32(x, t, eps, full):
     p1, e1 = _two_prod(t, a)
     p2, e2 = _two_prod(t, b)
     v = ((x - p1) - p2) - (e1 + e2)
-    v = v if abs(a) < np.float32(np.inf) else x - t * a  # x + eps = 0, < 0, inf or nan
+    inf = np.float32(np.inf)
+    ok = (abs(a) < inf) & (abs(p1) < inf) & (abs(p2) < inf)
+    v = v if ok else x - t * (a + b)  # x + eps = 0, < 0, inf or nan; t inf; overflow
     if full:  # a branch, not a select: the Stirling logs cost 2x where not wanted
         return v + _stirling(t), g
     return v, g
@@ -463,8 +468,8 @@ _poisson_vg = _by_dtype("_poisson_vg", _poisson_f32, _poisson_fast, _poisson_pla
 @jit
 def poisson_f(a, b, c, w1, w2, prm):
     """x - t log(x + eps); d/dx = 1 - t / (x + eps); prm = (eps,). Both cancel where
-    x ~ t: the gradient from the exact x - t (within 4 ULP), the value in float64 (float32)
-    or with a double-word log (float64)."""
+    x ~ t: the gradient from the exact x - t (within 4 ULP); the value (float32) from the
+    split log (:func:`_poisson_f32`), (float64) with a once-rounded log."""
     v, g = _poisson_vg(a, b, prm[0], False)
     return v, g, lit(a, 0.0), lit(a, 0.0)
 
@@ -511,7 +516,8 @@ def _gaussian_value_f32(x, t, v, k):
     qh = ph * iv
     ql = (_fma(-qh, v, ph) + pl) * iv
     val = half * ((a + qh) + (b + ql)) + k
-    return val if abs(a) < np.float32(np.inf) else half * (a + qh) + k  # v = 0, inf, nan
+    ok = (abs(a) < np.float32(np.inf)) & (abs(ph) < np.float32(np.inf))
+    return val if ok else half * ((a + b) + qh) + k  # v = 0, inf or nan; d^2 overflows
 
 
 @jit
@@ -532,8 +538,8 @@ def gaussian_nll_f(a, b, c, w1, w2, prm):
 
     d1 = d/dx = (x - t) / v, d2 = d/dvar = 0.5 (v - (x - t)^2) / v^2 (the clamp is ignored
     by torch's autograd). bad: var < 0. The value (log v < 0) and d2 (var ~ (x - t)^2)
-    cancel: d2 with an FMA on the exact difference (within 4 ULP), the value with a
-    once-rounded log (speed rule: a float64 or double-word log cost 1.8-2x)."""
+    cancel: d2 with an FMA on the exact difference (within 4 ULP); the value (float32) from
+    the split log (:func:`_gaussian_f32`), (float64) with a once-rounded log."""
     v = max(c, prm[0])
     loss, g1, g2 = _gaussian_vg(a, b, v, prm[1])
     return loss, g1, g2, lit(a, 1.0) if c < 0 else lit(a, 0.0)
