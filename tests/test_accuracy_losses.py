@@ -300,32 +300,31 @@ EW_CASES = [(name, dt) for name in EW_LOSSES for dt in DTYPES]
 
 #: Not yet at the target (issue 18 item 2 remains open for these). The limits are the measured
 #: worst errors of this sample, so that a regression fails; they must come down to TARGET.
-#: - BCE-with-logits d1 float64: inside about 1e-11 of the root the double-word exp (2**-57)
-#:   is not precise enough (main: 4.5e11).
-#: - The others are computed in the data's type (the speed rule: a float64 exp/log per float32
-#:   element, or a double-word exp/log per float64 element, cost 1.25-2.5x at 16M elements):
-#:   cancellation-free formulas with exact products/differences but a once-rounded exp/log, so
-#:   near a root the error grows as (larger term) / result. Main: BCE-with-logits d1 7.4e11
-#:   (float32), kl_div value 8.9e8 / 3.2e8. Reaching TARGET at that speed needs exp/log cores
-#:   returning a second word cheaply (about 2**-40 for float32) so that the wide evaluation is
-#:   confined to a narrow band around the roots.
+#: All are results near a zero of a difference of an exp or log and a product (the gradient
+#: roots of BCE with logits and poisson, x ~ log t in kl_div, the Stirling sum): any formula
+#: then needs exp/log to about 2**-53 of the result, i.e. far beyond the data's precision.
+#: - float32: the exp's parts (2**-30, one more polynomial degree) with exact double-word
+#:   products took BCE-with-logits d1 from 2.2e7 to 7.2e5 and poisson d1 from 1.1e7 to 3.2e5.
+#:   Evaluating in float64 reaches TARGET on this sample but cost (16M elements, 2 threads,
+#:   value+gradient, against main): BCE-with-logits +30%, kl_div +51%, poisson log_input +39%,
+#:   full +115%, log_input=False +64% (and 2x at 1M), over the issue's 10%.
+#: - float64: the double-word exp/log are bounded by 2**-57 (their polynomial and the
+#:   rounding of r^2 q), so near a root the error grows as 2**-57 / (relative distance);
+#:   TARGET needs a double-double exp/log in a narrow band. The full Stirling value as
+#:   t (exp(u) - 1 - u) + 0.5 log(2 pi t) with u = x - log t (double-word log) reached 1.8 ULP
+#:   but cost 2.8x at 16M; the double-word log for log_input=False (9.8 -> 1.0) 1.95x.
 RESIDUAL = {
     ("binary_cross_entropy_with_logits", np.float64, "d1"): 1e9,
-    ("binary_cross_entropy_with_logits", np.float32, "d1"): 2.2e7,
-    ("binary_cross_entropy_with_logits(no pw)", np.float32, "d1"): 14.0,
+    ("binary_cross_entropy_with_logits", np.float32, "d1"): 7.2e5,
     ("kl_div", np.float32, "value"): 1.6e7,
     ("kl_div", np.float64, "value"): 4.2e7,
-    ("poisson_nll_loss", np.float32, "value"): 12.0,
-    ("poisson_nll_loss", np.float32, "d1"): 1.1e7,
-    ("poisson_nll_loss", np.float64, "value"): 12.0,
-    ("poisson_nll_loss", np.float64, "d1"): 2.6e8,
+    ("poisson_nll_loss", np.float32, "d1"): 3.2e5,
+    ("poisson_nll_loss", np.float64, "d1"): 2.8e7,
     ("poisson_nll_loss(full)", np.float32, "value"): 3.4e4,
-    ("poisson_nll_loss(full)", np.float32, "d1"): 1.1e7,
+    ("poisson_nll_loss(full)", np.float32, "d1"): 3.2e5,
     ("poisson_nll_loss(full)", np.float64, "value"): 3.3e4,
-    ("poisson_nll_loss(full)", np.float64, "d1"): 2.6e8,
-    ("poisson_nll_loss(log_input=False)", np.float32, "value"): 5.6,
+    ("poisson_nll_loss(full)", np.float64, "d1"): 2.8e7,
     ("poisson_nll_loss(log_input=False)", np.float64, "value"): 9.8,
-    ("gaussian_nll_loss", np.float32, "value"): 4.7,
 }
 
 
@@ -393,6 +392,64 @@ def test_bce_with_logits_reproduction(dt):
     rv, rg, _ = R.bce_logits(*(_m(a[0]) for a in (x, t, w, pw)))
     assert R.ulp_err(loss, rv, dt) <= TARGET
     assert R.ulp_err(g[0], rg, dt) <= TARGET
+
+
+def _near_zero_cases(rng, n, dt):
+    """Dense float32/float64 inputs where the values of poisson_nll_loss (exp(x) ~ t x at
+    x ~ 1, t ~ e; x ~ t log x at x ~ e) and gaussian_nll_loss (log v ~ -d^2/v at v ~ 1/e)
+    and the gradient of BCE with logits without pos_weight cancel (the regions of the
+    sampled tests' worst errors before the split formulas: 12, 5.6, 4.7 and 14 ULP in
+    float32), down to relative distances of 1e-7 from the zeros."""
+    one = 1 + rng.standard_normal(n) * _logu(rng, 1e-4, 1e-1, n)
+    x1 = one.astype(dt)
+    t1 = (np.e * (1 + rng.standard_normal(n) * _logu(rng, 1e-4, 1e-1, n))).astype(dt)
+    x2 = (np.e * one).astype(dt)
+    t2 = (x2.astype(np.float64) * (1 + rng.standard_normal(n) * 1e-3)).astype(dt)
+    v = (np.exp(-1) * one).astype(dt)
+    d = np.sqrt(-np.log(v.astype(np.float64)) * v) * (1 + rng.standard_normal(n) * 1e-4)
+    t = rng.uniform(0.05, 0.95, n)
+    xb = np.log(t / (1 - t)) * (1 + rng.standard_normal(n) * _logu(rng, 1e-7, 1e-2, n))
+    return {
+        "poisson_nll_loss": {"input": x1, "target": t1},
+        "poisson_nll_loss(log_input=False)": {"input": x2, "target": t2},
+        "gaussian_nll_loss": {"input": d.astype(dt), "target": np.zeros(n, dt), "var": v},
+        "binary_cross_entropy_with_logits(no pw)": {
+            "input": xb.astype(dt),
+            "target": t.astype(dt),
+            "weight": np.ones(n, dt),
+        },
+    }
+
+
+#: Worst (value, d1) errors of :func:`_near_zero_cases` (measured at this commit; main:
+#: float32 1.8e5 / 1.1e4, 4.5e4, 1.9e6, d1 2.6e8): the zeros themselves are still open
+#: (see RESIDUAL's comment), so these are regression limits, not the target.
+NEAR_ZERO = {
+    ("poisson_nll_loss", np.float32): (3e4, 2e3),
+    ("poisson_nll_loss", np.float64): (5e4, 6e3),
+    ("poisson_nll_loss(log_input=False)", np.float32): (1.7e4, TARGET),
+    ("poisson_nll_loss(log_input=False)", np.float64): (3e4, TARGET),
+    ("gaussian_nll_loss", np.float32): (5e5, TARGET),
+    ("gaussian_nll_loss", np.float64): (3e7, TARGET),
+    ("binary_cross_entropy_with_logits(no pw)", np.float32): (TARGET, 6e6),
+    ("binary_cross_entropy_with_logits(no pw)", np.float64): (TARGET, 4e6),
+}
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+def test_near_zero_values(dt):
+    """Dense samples at the zeros of the values / gradient: within the measured limits."""
+    rng = np.random.default_rng(7)
+    for name, arrs in _near_zero_cases(rng, 200, dt).items():
+        spec = EW_LOSSES[name]
+        extra = {"dt": dt} if "dt" in inspect.signature(spec.ref).parameters else {}
+        loss, grads = spec.call("none", **arrs)
+        lim_v, lim_g = NEAR_ZERO[(name, dt)]
+        for i in range(len(loss)):
+            ref = spec.ref(**{k: _m(a[i]) for k, a in arrs.items()}, **extra)
+            args = {k: repr(a[i]) for k, a in arrs.items()}
+            assert R.ulp_err(loss[i], ref[0], dt) <= lim_v, (name, args)
+            assert R.ulp_err(grads[0][i], ref[1], dt) <= lim_g, (name, args)
 
 
 if __name__ == "__main__":

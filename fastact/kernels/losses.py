@@ -40,11 +40,19 @@ from numba.extending import intrinsic, overload
 
 from fastact._core.jit import jit
 from fastact._core.math import (
+    _F_LN2HI,
+    _F_LN2LO,
+    _F_SQRTH_BITS,
     _bce_logs_f32,
+    _bits,
     _exp_f64_dw,
+    _exp_parts_f32,
+    _f32_from_bits,
     _fma,
+    _i32,
     _ldexp,
     _log1p_unit_f32,
+    _log_tail_f32,
     exp,
     float32_variant,
     lit,
@@ -78,6 +86,23 @@ def _exp_dw(x):
     """exp(x) as a double-word (h, l) (float64; relative error about 2**-70)."""
     ph, pl, k = _exp_f64_dw(x, 0.0)
     return _ldexp(ph, k), _ldexp(pl, k)
+
+
+@jit(fastmath=False)
+def _log_split_f32(x):
+    """log(x) = a + b for float32 x: a = k ln2_hi (exact: ln2_hi has 15 bits), b = log(m) +
+    k ln2_lo rounded once (m = x 2**-k in [sqrt(1/2), sqrt(2)): |b| < 0.35), so that a sum
+    such as a + y that cancels is exact and only b's rounding (half an ULP of |b|, not of
+    |log x|) remains. x = 0: (-inf, 0); x < 0 or nan: (nan, 0); x = inf: (inf, 0)."""
+    sub = x < np.float32(2.0**-126)
+    xs = x * np.float32(2.0**25) if sub else x
+    ix = _i32(_bits(xs) - _F_SQRTH_BITS)
+    m = _f32_from_bits((ix & 0x7FFFFF) + _F_SQRTH_BITS)
+    kf = np.float32(ix >> 23) - (np.float32(25.0) if sub else np.float32(0.0))
+    b = _log_tail_f32(m - np.float32(1.0), np.float32(0.0), kf * _F_LN2LO)
+    ok = (x > 0) & (x < np.float32(np.inf))
+    sp = -np.float32(np.inf) if x == 0 else (x if x > 0 else np.float32(np.nan))
+    return (kf * _F_LN2HI) if ok else sp, b if ok else np.float32(0.0)
 
 
 def _by_dtype(name: str, f32_impl, f64_impl, device_impl):
@@ -218,22 +243,33 @@ def _bce_logits_plain(x, t, w, pw):
     return w * ((one - t) * x + lw * sp), w * ((one - t) - lw * sig)
 
 
-@jit
+@jit(fastmath=False)
 def _bce_logits_f32(x, t, w, pw):
-    """float32 in float32 (speed: a float64 or double-word exp costs 1.4-1.8x): the value's
-    two terms >= 0; the gradient's numerator (1 - t) e - pw t (x <= 0) or (1 - t) - pw t e
-    with one FMA (near its root the error is about 2**-24 of the larger product)."""
+    """float32 in float32: the value's two terms >= 0 (within 2.1 ULP). The gradient's
+    numerator a e - b, (a, b) = (1 - t, pw t) for x <= 0 and (pw t, 1 - t) negated for x > 0,
+    with e = exp(-|x|) = s (1 + vh + vl) in parts (s = 2**k, vh + vl to about 2**-30), a and b
+    exact double-words: a_h s - b_h is exact near the root (Sterbenz) and one FMA adds
+    a_h s vh, so there the error is about 2**-30 of a e instead of 2**-24."""
     one = lit(x, 1.0)
-    e = exp(-abs(x))
+    vh, vl, k, sc = _exp_parts_f32(-abs(x))
+    e = _ldexp(one + vh, k)
     lg = _log1p_unit(e)
     omt = one - t
     pt = pw * t
     neg = x <= 0
     # (1 - t) max(x, 0) + pw t max(-x, 0) + (1 - t + pw t) log1p(e): terms >= 0
     v = w * _fma(omt + pt, lg, (-pt if neg else omt) * x)
-    p1 = omt if neg else -pt
-    q1 = pt if neg else -omt
-    return v, w * (_fma(p1, e, -q1) / (one + e))
+    oml = (one - omt) - t  # 1 - t = omt + oml exactly (Sterbenz in both steps)
+    ptl = _fma(pw, t, -pt)
+    ah = omt if neg else pt
+    al = oml if neg else ptl
+    bh = pt if neg else omt
+    bl = ptl if neg else oml
+    ash = ah * sc
+    num = _fma(ash, vh, ash - bh) + ((ash * vl + al * e) - bl)
+    num = num if k > -126 else _fma(ah, e, -bh)  # e subnormal: s = 0
+    num = num if neg else -num
+    return v, w * (num / (one + e))
 
 
 @jit(fastmath=False)
@@ -266,9 +302,10 @@ def bce_logits_f(a, b, c, w1, w2, prm):
 
     = w [(1 - t) softplus(x) + pw t softplus(-x)] (two terms >= 0: no cancellation);
     d/dx = w [(1 - t) sigmoid(x) - pw t sigmoid(-x)] = w [(1 - t) e^x - pw t] / (1 + e^x),
-    whose numerator cancels near the gradient's root: float64 evaluates it in double-word
-    arithmetic (within 4 ULP except inside ~1e-11 of the root); float32 with one FMA on a
-    once-rounded exp (speed rule), so near the root its error grows (tests: RESIDUAL).
+    whose numerator cancels near the gradient's root: float32 from the exp's parts (2**-30)
+    and exact double-word products, float64 in double-word arithmetic on a double-word exp
+    (2**-57); near the root the error still grows as that bound over the relative distance
+    (tests: RESIDUAL; a float64 evaluation for float32 cost +30% at 16M elements).
     """
     v, g = _bce_logits_vg(a, b, w1, w2)
     return v, g, lit(a, 0.0), lit(a, 0.0)
@@ -282,7 +319,7 @@ def _kl_plain(x, t, c, d):
 
 @jit
 def _kl_fast(x, t, c, d):
-    """t (log t - x) in the data's type (speed: a float64 or double-word log costs 1.9-2.4x)."""
+    """t (log t - x) in the data's type (a float64 log for float32 costs +50% at 16M)."""
     v = t * (log(t) - x)
     return v if t != 0 else -(t * x)
 
@@ -294,8 +331,9 @@ _kl_value = _by_dtype("_kl_value", _kl_fast, _kl_fast, _kl_plain)
 def kl_f(a, b, c, w1, w2, prm):
     """xlogy(t, t) - t x = t (log t - x) (0 x where t == 0); d/dx = -t.
 
-    log t - x cancels where x ~ log t: computed with a once-rounded log (speed rule: a
-    float64 or double-word log cost 1.9-2.4x), so there the error grows (tests: RESIDUAL)."""
+    log t - x cancels where x ~ log t: computed with a once-rounded log, so near the root
+    the error grows as |log t| / |log t - x| (tests: RESIDUAL; a float64 log for float32
+    reached 4 ULP on the tests' sample but cost +51% at 16M elements)."""
     return _kl_value(a, b, a, a), -b, lit(a, 0.0), lit(a, 0.0)
 
 
@@ -321,27 +359,58 @@ def _poisson_log_plain(x, t, c, full):
     return ex - t * x + st, ex - t
 
 
-@jit
-def _poisson_log_fast(x, t, c, full):
-    """In the data's type (speed: a float64 or double-word exp costs 1.15-1.8x): exp(x)
-    rounded once, the product t x exact."""
-    e = exp(x)
+@jit(fastmath=False)
+def _poisson_log_f32(x, t, c, full):
+    """float32 in float32: exp(x) = 2 h (1 + vh + vl) in parts (h = 2**(k-1), vh + vl to
+    about 2**-30), t x = ph + pl exact; value 2 [((h - ph/2) + h vh) + (h vl - pl/2)],
+    gradient 2 [((h - t/2) + h vh) + h vl]: h - ph/2 and h - t/2 are exact near the zeros
+    (Sterbenz), so there the error is about 2**-30 of exp(x) instead of 2**-24. Below
+    exp(x) = 2**-125 the rounded exp. ``full`` adds the Stirling term (rounded: it cancels)."""
+    one = lit(x, 1.0)
+    half = lit(x, 0.5)
+    vh, vl, k, sc = _exp_parts_f32(x)
+    h = _f32_from_bits((k + 126) << 23) if k > -126 else lit(x, 0.0)
     ph, pl = _two_prod(t, x)
+    hvh = h * vh
+    hvl = h * vl
+    v = lit(x, 2.0) * (((h - half * ph) + hvh) + (hvl - half * pl))
+    g = lit(x, 2.0) * (((h - half * t) + hvh) + hvl)
+    e = _ldexp(one + vh, k)
+    tiny = k <= -126
+    v = ((e - ph) - pl) if tiny else v
+    g = (e - t) if tiny else g
+    v = v if abs(ph) < lit(x, np.inf) else e - ph  # t x infinite or nan: no low part
     if full:  # a branch, not a select: the Stirling logs cost 2x where not wanted
-        return (e - ph) + (_stirling(t) - pl), e - t
-    return (e - ph) - pl, e - t
+        return v + _stirling(t), g
+    return v, g
+
+
+@jit(fastmath=False)
+def _poisson_log_f64(x, t, c, full):
+    """float64: exp(x) = eh + el (double-word, 2**-57), t x = ph + pl exact: value
+    (eh - ph) + (el - pl), gradient (eh - t) + el (the exp's bound limits both at their
+    zeros). ``full`` adds the Stirling term (rounded: it cancels)."""
+    eh, el = _exp_dw(x)
+    g = (eh - t) + el
+    ph, pl = _two_prod(t, x)
+    v = (eh - ph) + (el - pl)
+    v = v if abs(ph) < np.inf else eh - ph  # t x infinite or nan: no low part
+    if full:  # a branch, not a select: the Stirling logs cost 2x where not wanted
+        return v + _stirling(t), g
+    return v, g
 
 
 _poisson_log_vg = _by_dtype(
-    "_poisson_log_vg", _poisson_log_fast, _poisson_log_fast, _poisson_log_plain
+    "_poisson_log_vg", _poisson_log_f32, _poisson_log_f64, _poisson_log_plain
 )
 
 
 @jit
 def poisson_log_f(a, b, c, w1, w2, prm):
     """exp(x) - t x; d/dx = exp(x) - t. Both cancel (near the root x = log t, and where
-    exp(x) ~ t x): an exact product and a once-rounded exp (speed rule: a float64 or
-    double-word exp cost 1.25-1.8x), whose error the cancellation magnifies (RESIDUAL)."""
+    exp(x) ~ t x): from the exp's parts (float32, 2**-30) or a double-word exp (float64,
+    2**-57) and an exact product; near the zeros the error grows as that bound over the
+    result's relative size (tests: RESIDUAL)."""
     v, g = _poisson_log_vg(a, b, a, False)
     return v, g, lit(a, 0.0), lit(a, 0.0)
 
@@ -362,7 +431,7 @@ def _poisson_plain(x, t, eps, full):
 
 @jit
 def _poisson_fast(x, t, eps, full):
-    """In the data's type (a float64 or double-word log costs 1.8-2.5x): x - t log(x + eps); the
+    """In the data's type (a double-word log costs 2x at 16M): x - t log(x + eps); the
     gradient ((x - t) + eps) / (x + eps) from the exact difference x - t = dh + dl."""
     dh, dl = _two_sum(x, -t)
     xe = x + eps
@@ -372,14 +441,35 @@ def _poisson_fast(x, t, eps, full):
     return x - t * log(xe), g
 
 
-_poisson_vg = _by_dtype("_poisson_vg", _poisson_fast, _poisson_fast, _poisson_plain)
+@jit(fastmath=False)
+def _poisson_f32(x, t, eps, full):
+    """float32: x - t (a + b) with log(x + eps) = a + b split (:func:`_log_split_f32`),
+    t a = p1 + e1 and t b = p2 + e2 exact: ((x - p1) - p2) - (e1 + e2), whose first
+    difference is exact near the zero, so only b's rounding remains (about 1/3 of the
+    log's). The gradient as :func:`_poisson_fast`."""
+    dh, dl = _two_sum(x, -t)
+    xe = x + eps
+    g = (dh + (dl + eps)) / xe
+    a, b = _log_split_f32(xe)
+    p1, e1 = _two_prod(t, a)
+    p2, e2 = _two_prod(t, b)
+    v = ((x - p1) - p2) - (e1 + e2)
+    inf = np.float32(np.inf)
+    ok = (abs(a) < inf) & (abs(p1) < inf) & (abs(p2) < inf)
+    v = v if ok else x - t * (a + b)  # x + eps = 0, < 0, inf or nan; t inf; overflow
+    if full:  # a branch, not a select: the Stirling logs cost 2x where not wanted
+        return v + _stirling(t), g
+    return v, g
+
+
+_poisson_vg = _by_dtype("_poisson_vg", _poisson_f32, _poisson_fast, _poisson_plain)
 
 
 @jit
 def poisson_f(a, b, c, w1, w2, prm):
     """x - t log(x + eps); d/dx = 1 - t / (x + eps); prm = (eps,). Both cancel where
-    x ~ t: the gradient from the exact x - t (within 4 ULP), the value with a once-rounded
-    log (speed rule: a float64 or double-word log cost 1.8-2.5x; tests: RESIDUAL)."""
+    x ~ t: the gradient from the exact x - t (within 4 ULP); the value (float32) from the
+    split log (:func:`_poisson_f32`), (float64) with a once-rounded log."""
     v, g = _poisson_vg(a, b, prm[0], False)
     return v, g, lit(a, 0.0), lit(a, 0.0)
 
@@ -402,9 +492,9 @@ def _gaussian_plain(x, t, v, k):
 
 @jit
 def _gaussian_fast(x, t, v, k):
-    """In the data's type (speed: a float64 or double-word log costs 1.8-2x): the value
-    with a once-rounded log; d/dvar = 0.5 (v - (x - t)^2) / v^2 with x - t = dh + dl exact and
-    v - (x - t)^2 = fma(-dh, dh, v) - 2 dh dl (its cancellation in one rounding)."""
+    """In the data's type: the value with a once-rounded log; d/dvar = 0.5 (v - (x - t)^2) /
+    v^2 with x - t = dh + dl exact and v - (x - t)^2 = fma(-dh, dh, v) - 2 dh dl (its
+    cancellation in one rounding)."""
     half = lit(x, 0.5)
     iv = lit(x, 1.0) / v
     dh, dl = _two_sum(x, -t)
@@ -413,7 +503,33 @@ def _gaussian_fast(x, t, v, k):
     return half * (log(v) + dh * q) + k, q, half * (num * iv) * iv
 
 
-_gaussian_vg = _by_dtype("_gaussian_vg", _gaussian_fast, _gaussian_fast, _gaussian_plain)
+@jit(fastmath=False)
+def _gaussian_value_f32(x, t, v, k):
+    """float32 0.5 ((a + qh) + (b + ql)) + k: log v = a + b split (:func:`_log_split_f32`),
+    (x - t)^2 / v = qh + ql (the quotient's residual by FMA)."""
+    half = lit(x, 0.5)
+    iv = lit(x, 1.0) / v
+    dh, dl = _two_sum(x, -t)
+    a, b = _log_split_f32(v)
+    ph = dh * dh
+    pl = _fma(dh, dh, -ph) + (dh + dh) * dl
+    qh = ph * iv
+    ql = (_fma(-qh, v, ph) + pl) * iv
+    val = half * ((a + qh) + (b + ql)) + k
+    ok = (abs(a) < np.float32(np.inf)) & (abs(ph) < np.float32(np.inf))
+    return val if ok else half * ((a + b) + qh) + k  # v = 0, inf or nan; d^2 overflows
+
+
+@jit
+def _gaussian_f32(x, t, v, k):
+    """float32: the gradients as :func:`_gaussian_fast`, the value from
+    :func:`_gaussian_value_f32`: a + qh is exact where log v + d^2 / v cancels, so only b's
+    rounding remains (about 1/3 of the log's)."""
+    _, q, g2 = _gaussian_fast(x, t, v, k)
+    return _gaussian_value_f32(x, t, v, k), q, g2
+
+
+_gaussian_vg = _by_dtype("_gaussian_vg", _gaussian_f32, _gaussian_fast, _gaussian_plain)
 
 
 @jit
@@ -422,8 +538,8 @@ def gaussian_nll_f(a, b, c, w1, w2, prm):
 
     d1 = d/dx = (x - t) / v, d2 = d/dvar = 0.5 (v - (x - t)^2) / v^2 (the clamp is ignored
     by torch's autograd). bad: var < 0. The value (log v < 0) and d2 (var ~ (x - t)^2)
-    cancel: d2 with an FMA on the exact difference (within 4 ULP), the value with a
-    once-rounded log (speed rule: a float64 or double-word log cost 1.8-2x)."""
+    cancel: d2 with an FMA on the exact difference (within 4 ULP); the value (float32) from
+    the split log (:func:`_gaussian_f32`), (float64) with a once-rounded log."""
     v = max(c, prm[0])
     loss, g1, g2 = _gaussian_vg(a, b, v, prm[1])
     return loss, g1, g2, lit(a, 1.0) if c < 0 else lit(a, 0.0)
