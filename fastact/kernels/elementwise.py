@@ -205,8 +205,7 @@ def map2_split_loop(a, b, out, *p):
     n = a.shape[0]
     o0 = out.ctypes.data
     b0 = b.ctypes.data
-    size = n * b.itemsize
-    if o0 < b0 + size and b0 < o0 + size:
+    if o0 < b0 + n * b.itemsize and b0 < o0 + n * out.itemsize:
         for i in prange(n):
             out[i] = f(a[i], b[i], *q)  # noqa: F821  (f is bound by specialize)
     else:
