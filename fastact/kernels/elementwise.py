@@ -200,12 +200,13 @@ def map2_split_loop(a, b, out, *p):
     of SPLIT_BLOCK elements one vectorized pass stores ``wide`` and notes whether any element
     is ``near``; only then a scalar pass over the block stores ``f`` at those elements (rare:
     a narrow band, where ``f`` takes an accurate form that would cost every element a
-    select). Where ``out`` overlaps ``b`` (the second pass could not read it), ``f`` for all."""
+    select). Where ``out`` overlaps ``a`` or ``b`` (the second pass could not read them),
+    ``f`` for all elements."""
     q = like_dtype(a, p)
     n = a.shape[0]
-    o0 = out.ctypes.data
-    b0 = b.ctypes.data
-    if o0 < b0 + n * b.itemsize and b0 < o0 + n * out.itemsize:
+    o0, o1 = out.ctypes.data, out.ctypes.data + n * out.itemsize
+    a0, b0 = a.ctypes.data, b.ctypes.data
+    if (o0 < a0 + n * a.itemsize and a0 < o1) or (o0 < b0 + n * b.itemsize and b0 < o1):
         for i in prange(n):
             out[i] = f(a[i], b[i], *q)  # noqa: F821  (f is bound by specialize)
     else:
