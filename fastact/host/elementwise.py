@@ -41,6 +41,7 @@ from fastact.kernels.elementwise import (
     f32_at,
     f64_at,
     map2_loop,
+    map2_split_loop,
     map_inplace_loop,
     map_loop,
 )
@@ -59,6 +60,10 @@ def kernels(op: Elementwise, kind: str) -> tuple:
         else:
             template = _TEMPLATES.get(kind, map2_loop)
         f = op.scalars["forward" if kind == "inplace" else kind]
+        extra = {}
+        if kind in op.split and template is map2_loop:
+            template = map2_split_loop
+            extra = dict(zip(("near", "wide"), op.split[kind], strict=True))
         ks = tuple(
             specialize(
                 template,
@@ -67,6 +72,7 @@ def kernels(op: Elementwise, kind: str) -> tuple:
                 fastmath=ELEMENTWISE_FASTMATH,
                 cache=op.cache,
                 f=f,
+                **extra,
             )
             for mode, par in (("serial", False), ("parallel", True))
         )

@@ -460,9 +460,10 @@ def _silu(x):
 
 #: silu' near its zero r (1 + r + e^r = 0): 1 + x + e^x = t (1 + rho) + rho (e^t - 1 - t),
 #: t = x - r, rho = e^r; the Taylor coefficients of that sum in t, lowest first (the CUDA
-#: executor's band |x - r| < 1/256, see _silu_deriv_device)
+#: executor's band |x - r| < 1/256, see _silu_deriv_device; the host's is 2^-9, _SILU_NEAR)
 _SILU_A = (1.0 + _SILU_RHO, *(_SILU_RHO / math.factorial(j) for j in range(2, 9)))
 _SILU_BAND = 1.0 / 256.0
+_SILU_NEAR = 2.0**-9  # the host's band: beyond it the exponential's parts are within 3.5 ULP
 _SILU_ROOT32 = (np.float32(_SILU_ROOT[0]), np.float32(1.2979282537628478e-08))  # r to 1e-16
 
 
@@ -516,13 +517,31 @@ def _silu_finish(x, e, a, tiny):
 
 
 @jit(fastmath=EXACT_FASTMATH)
-def _silu_deriv_host(x):
-    """silu'(x): within 3.3 ULP (float32) / 2.6 ULP (float64) of the exact value except for
-    |x - r| < 2^-8 / 2^-10 around its zero r = -1.27846, where the error grows as 1/|x - r|
-    (worst 1.3e5 / 2.2e6 ULP at the floats nearest r; main's formula: 3.2e6 / 9.8e8, and 5 to
-    13 ULP on all of x < 0). The root band's polynomial (:func:`_silu_band`) would cost
-    +16-30% on every element (notes/perf_experiments.md)."""
+def _silu_deriv_wide(x):
+    """silu'(x) without the root band: within 3.8 ULP (float32) / 3.5 ULP (float64) of the
+    exact value for |x - r| >= 2^-9 around its zero r = -1.27846; inside, the error grows as
+    1/|x - r| (1.3e5 / 2.2e6 ULP at the floats nearest r)."""
     e, a, tiny = _silu_parts(x)
+    return _silu_finish(x, e, a, tiny)
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _silu_near(x):
+    """Whether x is in silu''s host root band |x - r| < 2^-9 (where :func:`_silu_band`
+    replaces the exponential's parts)."""
+    return (x > lit(x, _SILU_ROOT[0] - _SILU_NEAR)) & (x < lit(x, _SILU_ROOT[0] + _SILU_NEAR))
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _silu_deriv_host(x):
+    """silu'(x) within 3.72 ULP (float32: all 2^32 inputs) / 3.5 ULP (float64, dense samples)
+    of the exact value everywhere: :func:`_silu_deriv_wide`, and in the band |x - r| < 2^-9
+    around the zero r = -1.27846 1 + x + e^x from the series :func:`_silu_band` (main's
+    formula lost 3.2e6 / 9.8e8 ULP at the floats nearest r, and 5 to 13 ULP on all of x < 0).
+    The host loops evaluate the band only for blocks that hold an element of it
+    (:func:`_silu_grad_wide`, ``fastact.kernels.elementwise.map2_split_loop``)."""
+    e, a, tiny = _silu_parts(x)
+    a = _silu_band(x) if _silu_near(x) else a
     return _silu_finish(x, e, a, tiny)
 
 
@@ -545,9 +564,20 @@ _silu_deriv = fm.float32_variant(
 )
 
 
-@jit
+@jit(fastmath=EXACT_FASTMATH)
 def _silu_grad(g, x):
     return g * _silu_deriv(x)
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _silu_grad_wide(g, x):
+    """The host loops' silu gradient outside the root band (see :func:`_silu_deriv_host`)."""
+    return g * _silu_deriv_wide(x)
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _silu_grad_near(g, x):
+    return _silu_near(x)
 
 
 _register(
@@ -555,13 +585,14 @@ _register(
     _silu,
     _silu_grad,
     inplace=True,
+    split={"grad": (_silu_grad_near, _silu_grad_wide)},
     doc="""
 ``x * sigmoid(x)`` (swish). torch: ``F.silu(input, inplace=False)``. Accurate also for very
 negative x, where torch's sigmoid factor underflows. Gradient ``s (1 + x (1 - s))`` as
-``N / (1 + e)^2`` with the cancelling ``1 + x + e^x`` taken from the exponential's parts:
-within 3.3 ULP (float32) / 2.6 ULP (float64) except within 2^-8 / 2^-10 of its zero
-x = -1.27846, where the error grows towards it (1.3e5 / 2.2e6 ULP at the nearest floats;
-torch and the former formula lose 3e6 / 1e9 there and 5-13 ULP on all of x < 0).""",
+``N / (1 + e)^2`` with the cancelling ``1 + x + e^x`` taken from the exponential's parts,
+and within 2^-9 of its zero x = -1.27846 from a series in x - r: within 3.72 ULP (float32,
+all 2^32 inputs) / 3.5 ULP (float64, sampled) everywhere (torch and the former formula lose
+3e6 / 1e9 ULP near the zero and 5-13 ULP on all of x < 0).""",
 )
 
 

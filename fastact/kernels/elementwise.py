@@ -35,6 +35,8 @@ __all__ = [
     "map_loop",
     "map_inplace_loop",
     "map2_loop",
+    "map2_split_loop",
+    "SPLIT_BLOCK",
     "map3_loop",
     "map4_loop",
     "map5_loop",
@@ -71,6 +73,7 @@ class Elementwise:
         torch_name: str | None = None,
         arity: int = 1,
         cache: bool | None = None,
+        split: dict[str, tuple[Callable, Callable]] | None = None,
     ) -> None:
         self.name = name
         self.scalars = {"forward": forward, "grad": grad, "grad_output": grad_output}
@@ -89,6 +92,10 @@ class Elementwise:
         self.arity = arity
         #: disk cache of the host loops (None: fastact's rule, False: compiled in memory)
         self.cache = cache
+        #: kind -> (near, wide) for the host loops' per-block fix-up (:func:`map2_split_loop`):
+        #: ``wide(*args)`` equals the scalar of ``kind`` wherever ``near(*args)`` is false and
+        #: costs less (it leaves out a narrow band where the scalar takes an accurate form)
+        self.split = dict(split or {})
         self.host: dict[str, Any] = {}  # kind -> (serial, parallel) compiled loops
         self.cuda: dict[Any, Any] = {}  # compiled device kernels
         self.param_cache: dict[tuple, tuple] = {}  # converted Python-number parameters
@@ -182,6 +189,42 @@ def map2_loop(a, b, out, *p):
     q = like_dtype(a, p)
     for i in prange(a.shape[0]):
         out[i] = f(a[i], b[i], *q)  # noqa: F821
+
+
+#: elements per block of :func:`map2_split_loop`
+SPLIT_BLOCK = 64
+
+
+def map2_split_loop(a, b, out, *p):
+    """out[i] = f(a[i], b[i], *p) with a cheaper ``wide`` where ``near`` is false: per block
+    of SPLIT_BLOCK elements one vectorized pass stores ``wide`` and notes whether any element
+    is ``near``; only then a scalar pass over the block stores ``f`` at those elements (rare:
+    a narrow band, where ``f`` takes an accurate form that would cost every element a
+    select). Where ``out`` overlaps ``a`` or ``b`` (the second pass could not read them),
+    ``f`` for all elements."""
+    q = like_dtype(a, p)
+    n = a.shape[0]
+    o0, o1 = out.ctypes.data, out.ctypes.data + n * out.itemsize
+    a0, b0 = a.ctypes.data, b.ctypes.data
+    if (o0 < a0 + n * a.itemsize and a0 < o1) or (o0 < b0 + n * b.itemsize and b0 < o1):
+        for i in prange(n):
+            out[i] = f(a[i], b[i], *q)  # noqa: F821  (f is bound by specialize)
+    else:
+        for j in prange((n + SPLIT_BLOCK - 1) // SPLIT_BLOCK):
+            lo = j * SPLIT_BLOCK
+            hi = min(lo + SPLIT_BLOCK, n)
+            # views indexed from 0: with range(lo, hi) numba cannot prove the index >= 0, and
+            # its wraparound select turns the vector loads and stores into gathers
+            ab, bb, ob = a[lo:hi], b[lo:hi], out[lo:hi]
+            hits = False
+            for i in range(ob.shape[0]):
+                v = bb[i]
+                hits |= near(ab[i], v, *q)  # noqa: F821
+                ob[i] = wide(ab[i], v, *q)  # noqa: F821
+            if hits:
+                for i in range(ob.shape[0]):
+                    if near(ab[i], bb[i], *q):  # noqa: F821
+                        ob[i] = f(ab[i], bb[i], *q)  # noqa: F821
 
 
 def map3_loop(a, b, c, out, *p):
