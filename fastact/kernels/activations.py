@@ -138,11 +138,13 @@ def _tanh(x):
     return fm.tanh(x)
 
 
-@jit
+@jit(fastmath=EXACT_FASTMATH)
 def _tanh_grad(g, x):
+    # sech^2 x = 4 sigmoid'(2x) = 4 e / (1 + e (2 + e)), e = exp(-2|x|) (2|x| exact): no
+    # cancellation for large |x|, and one fma instead of (1 + e)^2 rounded twice (4.22 ULP
+    # in float32 over all inputs; this: the sigmoid' formula's 2.4)
     e = fm.exp(lit(x, -2.0) * abs(x))
-    d = lit(x, 1.0) + e
-    return g * (lit(x, 4.0) * e / (d * d))  # sech^2 x, no cancellation for large |x|
+    return g * (lit(x, 4.0) * e / fm._fma(e, lit(x, 2.0) + e, lit(x, 1.0)))
 
 
 @jit
