@@ -301,7 +301,10 @@ def test_large_tensors_in_parallel_against_torch(dt, monkeypatch):
         ty.sum().backward()
         torch.testing.assert_close(x.grad, tx.grad, **tol)
     with torch.no_grad():
-        torch.testing.assert_close(AF.gelu(base), F.gelu(base), **tol)
+        # against torch's float64 gelu: torch's own float32 gelu differs from it by up to 0.13%
+        # in the tail with its AVX-512 kernels (11 of these elements above the tolerance on an
+        # Intel Xeon), fastact's by a few ULP
+        torch.testing.assert_close(AF.gelu(base), F.gelu(base.double()).to(dt), **tol)
 
 
 def test_large_outputs_are_advised_into_huge_pages(monkeypatch):
