@@ -50,6 +50,8 @@ on a quiet machine; 1.1 GB peak memory with the default chunk). One function ove
 inputs: gelu forward and backward, both libraries, 237 s wall (6 CPU-minutes, 0.76 GB); at
 about 2 minutes per function and direction, the whole table over all 2^32 inputs (51
 function-directions) takes roughly 2 hours, up to about 4 on a loaded machine.
+On a 2-core Intel Xeon VM (2026-12-04, shared with other work) all 22 activations over all
+2^32 inputs took 88 minutes in 84 parts (``notes/ulp_sweep_float32_all.md``).
 """
 
 from __future__ import annotations
