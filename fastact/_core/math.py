@@ -705,17 +705,36 @@ def _log_tail_f64(f, kf, c):
 
 
 @register_jitable(**_CORE_OPTS)
-def _log_finite_f32(x):
-    """log(x) for finite x > 0 (subnormals included); x = 0 gives about -105."""
-    # x = 2**k * m, m in [sqrt(1/2), sqrt(2)); log(x) = k ln2 + f + f^2 P(f) with f = m - 1
-    # (exact) and P a polynomial (no division: the divider is the bottleneck of the losses
-    # that take two logs and a quotient per element)
+def _log_reduce_f32(x):
+    """(f, kf) for float32 x > 0 (subnormals included): x = 2**kf (1 + f), 1 + f in
+    [sqrt(1/2), sqrt(2)) (f exact)."""
     sub = x < _f(2.0**-126)
     xs = x * _f(2.0**25) if sub else x
     ix = _i32(_bits(xs) - _F_SQRTH_BITS)
     m = _f32_from_bits((ix & 0x7FFFFF) + _F_SQRTH_BITS)
-    kf = _f(ix >> 23) - (_f(25.0) if sub else _f(0.0))
-    return _log_tail_f32(m - _F1, kf, _FM0)
+    return m - _F1, _f(ix >> 23) - (_f(25.0) if sub else _f(0.0))
+
+
+@register_jitable(**_CORE_OPTS)
+def _log_finite_f32(x):
+    """log(x) for finite x > 0 (subnormals included); x = 0 gives about -105."""
+    # log(x) = k ln2 + f + f^2 P(f) with P a polynomial (no division: the divider is the
+    # bottleneck of the losses that take two logs and a quotient per element)
+    f, kf = _log_reduce_f32(x)
+    return _log_tail_f32(f, kf, _FM0)
+
+
+@register_jitable(**_CORE_OPTS)
+def _log_split_f32(x):
+    """log(x) = a + b for float32 x: a = k ln2_hi (exact: ln2_hi has 15 bits), b = log1p(f) +
+    k ln2_lo rounded once (|b| < 0.35), so that a sum such as a + y that cancels is exact and
+    only b's rounding (half an ULP of |b|, not of |log x|) remains. x = 0: (-inf, 0); x < 0
+    or nan: (nan, 0); x = inf: (inf, 0)."""
+    f, kf = _log_reduce_f32(x)
+    b = _log_tail_f32(f, _f(0.0), kf * _F_LN2LO)
+    ok = (x > _f(0.0)) & (x < _FINF)
+    sp = -_FINF if x == _f(0.0) else (x if x > _f(0.0) else _FNAN)
+    return (kf * _F_LN2HI) if ok else sp, b if ok else _f(0.0)
 
 
 @register_jitable(**_CORE_OPTS)

@@ -40,19 +40,14 @@ from numba.extending import intrinsic, overload
 
 from fastact._core.jit import jit
 from fastact._core.math import (
-    _F_LN2HI,
-    _F_LN2LO,
-    _F_SQRTH_BITS,
     _bce_logs_f32,
-    _bits,
     _exp_f64_dw,
     _exp_parts_f32,
     _f32_from_bits,
     _fma,
-    _i32,
     _ldexp,
     _log1p_unit_f32,
-    _log_tail_f32,
+    _log_split_f32,
     exp,
     float32_variant,
     lit,
@@ -86,23 +81,6 @@ def _exp_dw(x):
     """exp(x) as a double-word (h, l) (float64; relative error about 2**-70)."""
     ph, pl, k = _exp_f64_dw(x, 0.0)
     return _ldexp(ph, k), _ldexp(pl, k)
-
-
-@jit(fastmath=False)
-def _log_split_f32(x):
-    """log(x) = a + b for float32 x: a = k ln2_hi (exact: ln2_hi has 15 bits), b = log(m) +
-    k ln2_lo rounded once (m = x 2**-k in [sqrt(1/2), sqrt(2)): |b| < 0.35), so that a sum
-    such as a + y that cancels is exact and only b's rounding (half an ULP of |b|, not of
-    |log x|) remains. x = 0: (-inf, 0); x < 0 or nan: (nan, 0); x = inf: (inf, 0)."""
-    sub = x < np.float32(2.0**-126)
-    xs = x * np.float32(2.0**25) if sub else x
-    ix = _i32(_bits(xs) - _F_SQRTH_BITS)
-    m = _f32_from_bits((ix & 0x7FFFFF) + _F_SQRTH_BITS)
-    kf = np.float32(ix >> 23) - (np.float32(25.0) if sub else np.float32(0.0))
-    b = _log_tail_f32(m - np.float32(1.0), np.float32(0.0), kf * _F_LN2LO)
-    ok = (x > 0) & (x < np.float32(np.inf))
-    sp = -np.float32(np.inf) if x == 0 else (x if x > 0 else np.float32(np.nan))
-    return (kf * _F_LN2HI) if ok else sp, b if ok else np.float32(0.0)
 
 
 def _by_dtype(name: str, f32_impl, f64_impl, device_impl):
