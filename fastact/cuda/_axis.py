@@ -193,7 +193,9 @@ def rrelu_train_grad(g, v, out, lower, span, key):
 
 # ----------------------------------------------------------------------------- softmax
 def softmax_rows(x, out, log, sign):
-    """(R, C) rows, one block per row: block max, float64 block sum of exp, write."""
+    """(R, C) rows, one block per row: block max, float64 block sums, write. As on the CPU:
+    t = x - max is split exactly (TwoSum: t + tl) and exp(t + tl) = exp(t) (1 + tl);
+    log-softmax subtracts log1p(sum of the terms below the max + ties - 1) from t."""
     sh = cuda.shared.array(THREADS, float64)
     rows, c_n = x.shape
     tid = cuda.threadIdx.x
@@ -206,22 +208,41 @@ def softmax_rows(x, out, log, sign):
                 m = v
         mt = lit(sign, block_max(m, sh))
         acc = 0.0
+        cnt = 0.0
         for c in range(tid, c_n, THREADS):
-            acc += float64(fm.exp(sign * x[r, c] - mt))
+            v = sign * x[r, c]
+            t = v - mt
+            bb = t - v
+            tl = (v - (t - bb)) + (-mt - bb)  # t + tl = v - mt exactly
+            tl = tl if tl == tl else lit(v, 0.0)
+            e = fm.exp(t)
+            e = e + e * tl
+            if log:
+                acc += 0.0 if t == 0 else float64(e)
+                cnt += 1.0 if t == 0 else 0.0
+            else:
+                acc += float64(e)
         total = block_sum(acc, sh)
         if log:
-            lse = mt + lit(sign, math.log(total))
+            ties = block_sum(cnt, sh)
+            lse = lit(sign, math.log1p(total + (ties - 1.0)))
             for c in range(tid, c_n, THREADS):
-                out[r, c] = sign * x[r, c] - lse
+                out[r, c] = (sign * x[r, c] - mt) - lse
         else:
             inv = lit(sign, 1.0 / total)
             for c in range(tid, c_n, THREADS):
-                out[r, c] = fm.exp(sign * x[r, c] - mt) * inv
+                v = sign * x[r, c]
+                t = v - mt
+                bb = t - v
+                tl = (v - (t - bb)) + (-mt - bb)
+                tl = tl if tl == tl else lit(v, 0.0)
+                e = fm.exp(t)
+                out[r, c] = (e + e * tl) * inv
         r += cuda.gridDim.x
 
 
 def softmax_columns(x, out, log, sign):
-    """(outer, C, inner), inner > 1: one thread per (outer, inner) column."""
+    """(outer, C, inner), inner > 1: one thread per (outer, inner) column (as softmax_rows)."""
     outer, c_n, inner = x.shape
     j = cuda.grid(1)
     stride = cuda.gridsize(1)
@@ -233,16 +254,34 @@ def softmax_columns(x, out, log, sign):
             v = sign * x[o, c, s]
             m = v if v > m else m
         acc = 0.0
+        cnt = 0.0
         for c in range(c_n):
-            acc += float64(fm.exp(sign * x[o, c, s] - m))
+            v = sign * x[o, c, s]
+            t = v - m
+            bb = t - v
+            tl = (v - (t - bb)) + (-m - bb)
+            tl = tl if tl == tl else lit(v, 0.0)
+            e = fm.exp(t)
+            e = e + e * tl
+            if log:
+                acc += 0.0 if t == 0 else float64(e)
+                cnt += 1.0 if t == 0 else 0.0
+            else:
+                acc += float64(e)
         if log:
-            lse = m + lit(m, math.log(acc))
+            lse = lit(m, math.log1p(acc + (cnt - 1.0)))
             for c in range(c_n):
-                out[o, c, s] = sign * x[o, c, s] - lse
+                out[o, c, s] = (sign * x[o, c, s] - m) - lse
         else:
             inv = lit(m, 1.0 / acc)
             for c in range(c_n):
-                out[o, c, s] = fm.exp(sign * x[o, c, s] - m) * inv
+                v = sign * x[o, c, s]
+                t = v - m
+                bb = t - v
+                tl = (v - (t - bb)) + (-m - bb)
+                tl = tl if tl == tl else lit(v, 0.0)
+                e = fm.exp(t)
+                out[o, c, s] = (e + e * tl) * inv
         j += stride
 
 
@@ -348,7 +387,9 @@ def softmax_columns_backward_write(g, y, gx, colsum, log, sign):
 
 
 def softmax_rows_backward(g, y, gx, log, sign):
-    """From the output y: softmax: sign*y*(g - sum(g*y)); log-softmax: g - exp(y)*sum(g)."""
+    """From the output y: softmax: sign*y*(g - sum(g*y)); log-softmax: g - exp(y)*sum(g);
+    the float64 sum is used unrounded and the element's formula evaluated in float64 (for
+    float32 one rounding at the end, as on the CPU; float64 sums are not compensated here)."""
     sh = cuda.shared.array(THREADS, float64)
     rows, c_n = y.shape
     tid = cuda.threadIdx.x
@@ -360,12 +401,12 @@ def softmax_rows_backward(g, y, gx, log, sign):
                 acc += float64(g[r, c])
             else:
                 acc += float64(g[r, c]) * float64(y[r, c])
-        a = lit(sign, block_sum(acc, sh))
+        a = block_sum(acc, sh)
         for c in range(tid, c_n, THREADS):
             if log:
-                gx[r, c] = g[r, c] - fm.exp(y[r, c]) * a
+                gx[r, c] = float64(g[r, c]) - fm.exp(float64(y[r, c])) * a
             else:
-                gx[r, c] = sign * y[r, c] * (g[r, c] - a)
+                gx[r, c] = float64(sign) * float64(y[r, c]) * (float64(g[r, c]) - a)
         r += cuda.gridDim.x
 
 
@@ -382,12 +423,11 @@ def softmax_columns_backward(g, y, gx, log, sign):
                 acc += float64(g[o, c, s])
             else:
                 acc += float64(g[o, c, s]) * float64(y[o, c, s])
-        a = lit(sign, acc)
         for c in range(c_n):
             if log:
-                gx[o, c, s] = g[o, c, s] - fm.exp(y[o, c, s]) * a
+                gx[o, c, s] = float64(g[o, c, s]) - fm.exp(float64(y[o, c, s])) * acc
             else:
-                gx[o, c, s] = sign * y[o, c, s] * (g[o, c, s] - a)
+                gx[o, c, s] = float64(sign) * float64(y[o, c, s]) * (float64(g[o, c, s]) - acc)
         j += stride
 
 

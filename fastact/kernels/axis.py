@@ -6,16 +6,23 @@ Arrays are viewed as ``(outer, C, inner)``: ``C`` is the axis the function works
 in parallel over ``outer`` x blocks of ``inner`` and vectorize along ``inner`` (or along ``C``
 when ``inner == 1``). Reductions accumulate in float64 in a fixed order, so results do not
 depend on the number of threads.
+
+Accuracy of the softmax family and GLU (tests/test_accuracy_axis.py, against exact values of
+torch's definitions): forwards and GLU within 4 ULP (x - max is split exactly, so exp does
+not inherit its rounding; log-softmax takes log1p of the terms below the maximum); softmax
+backwards within 4 ULP plus the bound of their sum (float32: float64 accumulation; float64:
+a compensated double-word, so g - sum(g y) does not cancel); log-softmax's backward the same,
+with exp(y) in float64 (float32) or as a double-word accurate to about 2**-58 (float64).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import prange, types
-from numba.extending import overload
+from numba.extending import overload, register_jitable
 
 from fastact._core import math as fm
-from fastact._core.jit import jit
+from fastact._core.jit import FASTMATH, jit
 from fastact._core.math import lit
 from fastact.kernels.elementwise import like_dtype
 
@@ -169,6 +176,35 @@ def prelu_backward(g, x, w, gx, partial):
 
 
 # ----------------------------------------------------------------------------- GLU
+@register_jitable(fastmath=False, error_model="numpy", forceinline=True)
+def _glu_q_f64(e):
+    """sigmoid(b) sigmoid(-b) = e / (1 + e)**2 for e = exp(-|b|) (float64): 1 + e as the
+    exact double-word d + dl, so (1 + e)**2 rounds once (no fast-math: dl would fold to 0)."""
+    d = 1.0 + e
+    dl = e - (d - 1.0)
+    return e / fm._fma(d, d, 2.0 * d * dl)
+
+
+def _glu_gb(g, a, e, r):
+    """GLU's gradient for the gate, g a sigmoid(b) sigmoid(-b), from e = exp(-|b|) and
+    r = 1 / (1 + e) (jit). float32: in float64, 1 / (1 + e) from r by one Newton step (no
+    float64 division; 2**-46), one rounding at the end; float64: :func:`_glu_q_f64`."""
+
+
+@overload(_glu_gb, inline="always")
+def _glu_gb_impl(g, a, e, r):
+    if g == types.float32:
+
+        def impl32(g, a, e, r):
+            e64 = np.float64(e)
+            r64 = np.float64(r)
+            r64 = fm._fma(r64, fm._fma(-(1.0 + e64), r64, 1.0), r64)
+            return np.float32(np.float64(g) * (np.float64(a) * (e64 * r64 * r64)))
+
+        return impl32
+    return lambda g, a, e, r: g * (a * _glu_q_f64(e))
+
+
 def glu_forward(x, out):
     """x: (outer, 2, m) -> out: (outer, m) = a * sigmoid(b)."""
     outer, _, m = x.shape
@@ -201,11 +237,8 @@ def glu_backward(g, x, gx):
             bv = br[s]
             e = fm.exp(-abs(bv))
             r = lit(bv, 1.0) / (lit(bv, 1.0) + e)
-            sp = r if bv >= 0 else e * r  # sigmoid(b)
-            sn = e * r if bv >= 0 else r  # sigmoid(-b)
-            gs = gr[s] * sp
-            ga[s] = gs
-            gb[s] = gs * ar[s] * sn
+            ga[s] = gr[s] * (r if bv >= 0 else e * r)  # g sigmoid(b)
+            gb[s] = _glu_gb(gr[s], ar[s], e, r)
 
 
 # ----------------------------------------------------------------------------- Maxout
@@ -282,6 +315,326 @@ MAXOUT_ROW_PIECES = range(2, 9)
 
 
 # ----------------------------------------------------------------------------- softmax
+# Error-free transformations for the softmax family. They are compiled as functions of their
+# own with IEEE arithmetic (no fast-math flag: ``reassoc`` would fold (a + b) - a - b to 0)
+# and forced inline: LLVM keeps each instruction's flags when it inlines, so the kernels'
+# FASTMATH (needed to vectorize their reductions) does not reach them.
+_EXACT_OPTS = {"fastmath": False, "error_model": "numpy", "forceinline": True}
+
+
+@register_jitable(**_EXACT_OPTS)
+def _two_sum(a, b):
+    """(s, e) with s = fl(a + b) and s + e = a + b exactly (Knuth's TwoSum, 6 operations)."""
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+@register_jitable(**_EXACT_OPTS)
+def _shift(v, m):
+    """(t, e): t = fl(v - m), t + e = v - m exactly; e = 0 where t is not finite (-inf
+    inputs, NaN), so that it never turns a finite result into NaN."""
+    t, e = _two_sum(v, -m)
+    return t, (e if e == e else lit(e, 0.0))
+
+
+@register_jitable(**_EXACT_OPTS)
+def _sub(a, b):
+    """a - b without fast-math flags (LLVM folds (a - m) - lse into a - (m + lse), which
+    cancels, when either subtraction carries ``reassoc``)."""
+    return a - b
+
+
+@register_jitable(**_EXACT_OPTS)
+def _sub2(a, b, c):
+    """(a - b) - c, each subtraction rounded, no fast-math flags (see :func:`_sub`)."""
+    return (a - b) - c
+
+
+@register_jitable(**_EXACT_OPTS)
+def _lse_tail(d, cnt):
+    """log(cnt + d) as log1p(d + (cnt - 1)): d = the sum of exp(x - max) below the maximum,
+    cnt = the number of maxima (exact; a caller's ``reassoc`` would turn this into
+    (d + cnt) - 1, which cancels)."""
+    return np.log1p(d + (cnt - 1.0))
+
+
+@register_jitable(**_EXACT_OPTS)
+def _extractor(a):
+    """sigma = 2**(e+2) for 2**e <= a < 2**(e+1) (a >= 0 float64): a power of two > 2a."""
+    b = (fm._bits(a) & 0x7FF0000000000000) + (2 << 52)
+    return fm._f64_from_bits(min(b, 0x7FE0000000000000))
+
+
+@register_jitable(**_EXACT_OPTS)
+def _split(p, sigma):
+    """p = ph + pl exactly, ph a multiple of ulp(sigma) / 2 (Rump's ExtractScalar; needs
+    |p| <= sigma / 2): sums of such ph below sigma are exact in any order."""
+    ph = (sigma + p) - sigma
+    return ph, p - ph
+
+
+@register_jitable(**_EXACT_OPTS)
+def _two_sum_hi_lo(a, b):
+    return _two_sum(a, b)
+
+
+@register_jitable(fastmath=set(FASTMATH), error_model="numpy", forceinline=True)
+def _csum_f64(v, n):
+    """sum(v[:n]) (float64) as a double-word (hi, lo) in any summation order (vectorized):
+    with sigma a power of two above 2 sum|v|, each v = vh + vl (:func:`_split`); the vh sum
+    exactly (multiples of ulp(sigma)/2, partial sums below sigma), the vl (each below
+    ulp(sigma) ~ 8 eps sum|v|) with error below 8 (n eps)**2 sum|v|: as accurate as a
+    compensated (Sum2) summation, independent of the order, hence of the thread count."""
+    a = 0.0
+    for j in range(n):
+        a += abs(v[j])
+    return _csum_below_f64(v, n, a)
+
+
+@register_jitable(fastmath=set(FASTMATH), error_model="numpy", forceinline=True)
+def _csum_below_f64(v, n, a):
+    """:func:`_csum_f64` given a >= sum|v[:n]| (the softmax terms: a = n; the error bound
+    then scales with a instead of the sum)."""
+    sigma = _extractor(a)
+    sh = 0.0
+    sl = 0.0
+    for j in range(n):
+        ph, pl = _split(v[j], sigma)
+        sh += ph
+        sl += pl
+    # an infinite term makes its low part inf - inf: the sum is then sh (inf or NaN)
+    return _two_sum_hi_lo(sh, sl if sl == sl else 0.0)
+
+
+@register_jitable(fastmath=set(FASTMATH), error_model="numpy", forceinline=True)
+def _cdot_f64(g, y, n):
+    """sum(g[:n] * y[:n]) (float64) as a double-word (hi, lo): each product split exactly
+    by FMA (TwoProduct) and its rounded part by :func:`_split` (as :func:`_csum_f64`)."""
+    a = 0.0
+    for j in range(n):
+        a += abs(g[j] * y[j])
+    sigma = _extractor(a)
+    sh = 0.0
+    sl = 0.0
+    for j in range(n):
+        p = g[j] * y[j]
+        ph, pl = _split(p, sigma)
+        sh += ph
+        sl += pl + fm._fma(g[j], y[j], -p)
+    return _two_sum_hi_lo(sh, sl if sl == sl else 0.0)  # (see _csum_below_f64)
+
+
+def _exp2(t, e):
+    """exp(t + e) for |e| <= ulp(t)/2 (the low word of x - max): exp(t) (1 + e) with one
+    FMA (the next term, e**2/2, is below 2**-50 of the result); jit code."""
+
+
+@overload(_exp2, inline="always")
+def _exp2_impl(t, e):
+    def impl(t, e):
+        v = fm.exp(t)
+        return fm._fma(v, e, v)
+
+    return impl
+
+
+@register_jitable(fastmath=set(FASTMATH), error_model="numpy", forceinline=True)
+def _sum_f32(v, n):
+    """sum(v[:n]) of float32 values in float64 (vectorized; order-independent to ~n 2**-53)."""
+    acc = 0.0
+    for j in range(n):
+        acc += np.float64(v[j])
+    return acc, 0.0
+
+
+@register_jitable(fastmath=set(FASTMATH), error_model="numpy", forceinline=True)
+def _dot_f32(g, y, n):
+    """sum(g[:n] * y[:n]) of float32 values in float64 (each product exact)."""
+    acc = 0.0
+    for j in range(n):
+        acc += np.float64(g[j]) * np.float64(y[j])
+    return acc, 0.0
+
+
+def _row_sum(v, n):
+    """sum(v[:n]) as (hi, lo) float64: float64 accumulation of float32 rows, compensated
+    (:func:`_csum_f64`) for float64 rows."""
+
+
+@overload(_row_sum, inline="always")
+def _row_sum_impl(v, n):
+    if v.dtype == types.float32:
+        return lambda v, n: _sum_f32(v, n)
+    return lambda v, n: _csum_f64(v, n)
+
+
+def _row_sum_unit(v, n):
+    """:func:`_row_sum` of terms in [0, 1 + 2**-50] whose sum is at least 1 (softmax)."""
+
+
+@overload(_row_sum_unit, inline="always")
+def _row_sum_unit_impl(v, n):
+    if v.dtype == types.float32:
+        return lambda v, n: _sum_f32(v, n)
+    # with a = 2n the low parts' error is below n**3 2**-103 <= 2**-58 of the sum (>= 1)
+    # up to n = 2**15; longer rows measure sum|v| first
+    return lambda v, n: _csum_below_f64(v, n, 2.0 * n) if n <= 32768 else _csum_f64(v, n)
+
+
+def _row_dot(g, y, n):
+    """sum(g[:n] * y[:n]) as (hi, lo) float64 (as :func:`_row_sum`)."""
+
+
+@overload(_row_dot, inline="always")
+def _row_dot_impl(g, y, n):
+    if g.dtype == types.float32:
+        return lambda g, y, n: _dot_f32(g, y, n)
+    return lambda g, y, n: _cdot_f64(g, y, n)
+
+
+@register_jitable(**_EXACT_OPTS)
+def _sm_grad_f64(g, y, hi, lo, sign):
+    # g - s with s = hi + lo: g - hi is exact where they cancel (Sterbenz), and otherwise
+    # |g - hi| >= |hi| / 2 >> |lo|; lo is NaN only beside an infinite hi (inf - inf in the
+    # error term): dropped, so an infinite sum gives torch's -+inf, not NaN
+    lo = lo if lo == lo else 0.0
+    return sign * y * ((g - hi) - lo)
+
+
+@register_jitable(**_EXACT_OPTS)
+def _lsm_grad_f64(g, y, hi, lo):
+    # exp(y) as a double-word eh + el (fm's double-word exp, scaled by 2**k in two exact
+    # factors), times s = hi + lo with the product's low part from FMA: g - exp(y) s loses
+    # nothing where g ~ exp(y) s
+    ph, pl, k = fm._exp_f64_dw(y, 0.0)
+    k1 = k >> 1
+    f = fm._f64_from_bits((k1 + 1023) << 52) * fm._f64_from_bits((k - k1 + 1023) << 52)
+    eh = ph * f
+    el = pl * f
+    p = eh * hi
+    pe = fm._fma(eh, hi, -p) + (eh * lo + el * hi)
+    pe = pe if pe == pe else 0.0  # NaN only beside an infinite p (see _sm_grad_f64)
+    return (g - p) - pe
+
+
+def _sm_grad(g, y, hi, lo, sign):
+    """sign * y * (g - s), s = hi + lo (float64) = sum(g * y): float32 with s in two float32
+    words, float64 with s's low word (no cancellation error where g ~ s)."""
+
+
+@register_jitable(**_EXACT_OPTS)
+def _split_sum_f32(hi):
+    """A float64 sum as two float32 words sh + sl (to 2**-48; sl = 0 where sh is not finite)."""
+    sh = np.float32(hi)
+    sl = np.float32(hi - np.float64(sh))
+    return sh, (sl if sl - sl == sl - sl else np.float32(0.0))
+
+
+@register_jitable(**_EXACT_OPTS)
+def _sm_grad_f32(g, y, hi, sign):
+    # g - s in float32 with s in two words: g - sh is exact where they cancel (Sterbenz)
+    sh, sl = _split_sum_f32(hi)
+    return np.float32(sign) * y * ((g - sh) - sl)
+
+
+@overload(_sm_grad, inline="always")
+def _sm_grad_impl(g, y, hi, lo, sign):
+    if g == types.float32:
+        return lambda g, y, hi, lo, sign: _sm_grad_f32(g, y, hi, sign)
+    return lambda g, y, hi, lo, sign: _sm_grad_f64(g, y, hi, lo, sign)
+
+
+#: 1/k! for k = 11..2 (Taylor coefficients of exp, highest first)
+_EXP_TAYLOR = tuple(1.0 / float(np.prod(np.arange(1, k + 1))) for k in range(11, 1, -1))
+
+
+@register_jitable(fastmath={"contract"}, error_model="numpy", forceinline=True)
+def _exp_of_f32(y):
+    """exp(y) in float64 for a float32 y, to 2**-46.7 relative (measured; Taylor to degree
+    11 on |r| <= ln2/2, 2**n from bits, normal for the clamped range): enough for
+    log-softmax's g - exp(y) sum(g) in float32, and lighter than the full float64 core. Above
+    float32's exp overflow (88.72) it returns inf, as float32 arithmetic would; below -700
+    it returns exp(-700) (invisible next to any float32 term)."""
+    x = np.float64(y)
+    xc = -700.0 if x < -700.0 else x
+    xc = 700.0 if xc > 700.0 else xc
+    t = xc * fm._D_INVLN2 + fm._D_MAGIC
+    n = t - fm._D_MAGIC
+    r = (xc - n * fm._D_LN2HI) - n * fm._D_LN2LO
+    c = _EXP_TAYLOR
+    q = c[0]
+    q = q * r + c[1]
+    q = q * r + c[2]
+    q = q * r + c[3]
+    q = q * r + c[4]
+    q = q * r + c[5]
+    q = q * r + c[6]
+    q = q * r + c[7]
+    q = q * r + c[8]
+    q = q * r + c[9]
+    p = 1.0 + (r + r * r * q)
+    e = p * fm._f64_from_bits((fm._bits(t) - fm._D_MAGIC_BITS + 1023) << 52)
+    return np.inf if x > 88.72283935546875 else e
+
+
+def _lsm_grad(g, y, hi, lo):
+    """g - exp(y) * s, s = hi + lo (float64) = sum(g): float32 in float64 arithmetic
+    (float64 exp), float64 with a double-word exp(y) and s's low word."""
+
+
+@overload(_lsm_grad, inline="always")
+def _lsm_grad_impl(g, y, hi, lo):
+    if g == types.float32:
+        return lambda g, y, hi, lo: np.float32(np.float64(g) - _exp_of_f32(y) * hi)
+    return lambda g, y, hi, lo: _lsm_grad_f64(g, y, hi, lo)
+
+
+@register_jitable(**_EXACT_OPTS)
+def _acc_f64(ah, al, i, v):
+    h, e = _two_sum(ah[i], v)
+    ah[i] = h
+    al[i] += e
+
+
+@register_jitable(**_EXACT_OPTS)
+def _acc_dot_f64(ah, al, i, g, y):
+    p = g * y
+    h, e = _two_sum(ah[i], p)
+    ah[i] = h
+    al[i] += e + fm._fma(g, y, -p)
+
+
+def _acc(ah, al, i, v):
+    """(ah[i], al[i]) += v: float64 accumulation of a float32 v, compensated for float64."""
+
+
+@overload(_acc, inline="always")
+def _acc_impl(ah, al, i, v):
+    if v == types.float32:
+
+        def impl32(ah, al, i, v):
+            ah[i] += np.float64(v)
+
+        return impl32
+    return lambda ah, al, i, v: _acc_f64(ah, al, i, v)
+
+
+def _acc_dot(ah, al, i, g, y):
+    """(ah[i], al[i]) += g * y (float32: exact product in float64; float64: TwoProduct)."""
+
+
+@overload(_acc_dot, inline="always")
+def _acc_dot_impl(ah, al, i, g, y):
+    if g == types.float32:
+
+        def impl32(ah, al, i, g, y):
+            ah[i] += np.float64(g) * np.float64(y)
+
+        return impl32
+    return lambda ah, al, i, g, y: _acc_dot_f64(ah, al, i, g, y)
+
+
 def _row_max(xr, sign):
     """max(sign * xr) for jitted code (a NaN with the sign bit clear is the maximum)."""
 
@@ -322,7 +675,13 @@ def _row_max_impl(xr, sign):
 
 def softmax_rows(x, out, log, sign_f):
     """Softmax (``log``: log-softmax) of ``sign * x`` along axis 1 of (outer, C, inner);
-    ``sign_f`` is +-1.0 as a Python float (a NumPy scalar argument costs ~1 us per call)."""
+    ``sign_f`` is +-1.0 as a Python float (a NumPy scalar argument costs ~1 us per call).
+
+    softmax: exp(t) / sum(exp(t)) with t = x - max split exactly into t_hi + t_lo (rounding
+    t would cost |t|/2 ULP) and exp(t_hi + t_lo) rounded once; log-softmax: t - lse with
+    lse = log1p(sum of the terms below the maximum + (ties - 1)), so a result near 0 (one
+    dominant logit) keeps its relative precision. Sums: float64 for float32 rows, compensated
+    (double-word) for float64 rows."""
     sign = like_dtype(x, (sign_f,))[0]
     outer, c_n, inner = x.shape
     if inner == 1:
@@ -332,36 +691,32 @@ def softmax_rows(x, out, log, sign_f):
             xr = x2[o]
             orow = o2[o]
             m = _row_max(xr, sign)
-            acc = 0.0
-            # exp in a loop of its own (float32 SIMD), then the float64 sum in another: fused,
-            # the float64 accumulator halved the exp loop's speed. Summed in float64, the
-            # order (which differs between the serial and the parallel kernel's SIMD code)
-            # does not change the result: thread-count independent.
+            # exp in a loop of its own (float32 SIMD), the float64 sum in another: fused, the
+            # float64 accumulator halved the exp loop's speed. Each kernel sums in a fixed
+            # way (float64 for float32 rows, compensated for float64 rows): the result does
+            # not depend on the thread count.
             if log:
-                # (x - m) is stored before log(sum) is subtracted: in one expression the
-                # reassociation flag would fold it into x - (m + log(sum)), less precise
+                # the terms below the maximum only (the maximum's exp(0) = 1 is counted
+                # apart): lse = log1p(their sum + ties - 1) without 1 + sum's rounding
+                cnt = lit(m, 0.0)
                 for c in range(c_n):
-                    orow[c] = sign * xr[c] - m
-                if c_n >= 64:  # exp into scratch, then the sum (as below)
-                    tmp = np.empty(c_n, orow.dtype)
-                    for c in range(c_n):
-                        tmp[c] = fm.exp(orow[c])
-                    for c in range(c_n):
-                        acc += np.float64(tmp[c])
-                else:
-                    for c in range(c_n):
-                        acc += np.float64(fm.exp(orow[c]))
+                    cnt += lit(m, 1.0) if sign * xr[c] == m else lit(m, 0.0)
+                for c in range(c_n):
+                    th, tl = _shift(sign * xr[c], m)
+                    v = _exp2(th, tl)
+                    orow[c] = lit(m, 0.0) if th == 0 else v
+                hi, lo = _row_sum(orow, c_n)
+                lse = lit(m, _lse_tail(hi, np.float64(cnt)))
+                # t recomputed; without fast-math flags (_sub2): reassociated, x - m - lse
+                # would become x - (m + lse), which cancels
+                for c in range(c_n):
+                    orow[c] = _sub2(sign * xr[c], m, lse)
             else:
                 for c in range(c_n):
-                    orow[c] = fm.exp(sign * xr[c] - m)
-                for c in range(c_n):
-                    acc += np.float64(orow[c])
-            if log:
-                lse = lit(m, np.log(acc))
-                for c in range(c_n):
-                    orow[c] -= lse
-            else:
-                inv = lit(m, 1.0 / acc)
+                    th, tl = _shift(sign * xr[c], m)
+                    orow[c] = _exp2(th, tl)
+                hi, lo = _row_sum_unit(orow, c_n)
+                inv = lit(m, 1.0 / hi)
                 for c in range(c_n):
                     orow[c] *= inv
     else:
@@ -372,7 +727,9 @@ def softmax_rows(x, out, log, sign_f):
             lo = b * BLOCK
             hi = min(inner, lo + BLOCK)
             m = np.empty(hi - lo, x.dtype)
-            acc = np.zeros(hi - lo, np.float64)
+            ah = np.zeros(hi - lo, np.float64)
+            al = np.zeros(hi - lo, np.float64)
+            cnt = np.zeros(hi - lo, np.float64)
             for s in range(lo, hi):
                 m[s - lo] = sign * x[o, 0, s]
             for c in range(1, c_n):
@@ -381,26 +738,36 @@ def softmax_rows(x, out, log, sign_f):
                     m[s - lo] = v if v > m[s - lo] else m[s - lo]
             for c in range(c_n):
                 for s in range(lo, hi):
-                    t = sign * x[o, c, s] - m[s - lo]
-                    e = fm.exp(t)
-                    out[o, c, s] = t if log else e
-                    acc[s - lo] += np.float64(e)
+                    th, tl = _shift(sign * x[o, c, s], m[s - lo])
+                    e = _exp2(th, tl)
+                    if log:
+                        z = th == 0
+                        out[o, c, s] = th
+                        cnt[s - lo] += 1.0 if z else 0.0
+                        _acc(ah, al, s - lo, lit(e, 0.0) if z else e)
+                    else:
+                        out[o, c, s] = e
+                        _acc(ah, al, s - lo, e)
             scale = np.empty(hi - lo, x.dtype)
             for s in range(lo, hi):
                 if log:
-                    scale[s - lo] = lit(m[0], np.log(acc[s - lo]))
+                    scale[s - lo] = lit(m[0], _lse_tail(ah[s - lo], cnt[s - lo]))
                 else:
-                    scale[s - lo] = lit(m[0], 1.0 / acc[s - lo])
+                    scale[s - lo] = lit(m[0], 1.0 / ah[s - lo])
             for c in range(c_n):
                 for s in range(lo, hi):
                     if log:
-                        out[o, c, s] -= scale[s - lo]
+                        out[o, c, s] = _sub(out[o, c, s], scale[s - lo])
                     else:
                         out[o, c, s] *= scale[s - lo]
 
 
 def softmax_rows_backward(g, y, gx, log, sign_f):
-    """From the output y: softmax: sign*y*(g - sum(g*y)); log-softmax: g - exp(y)*sum(g)."""
+    """From the output y: softmax: sign*y*(g - sum(g*y)); log-softmax: g - exp(y)*sum(g).
+
+    float32: the sum and the element's formula in float64 (one rounding at the end);
+    float64: the sum compensated (Dot2 / Sum2) and kept as a double-word, so g - s does not
+    cancel where g ~ s, and log-softmax's exp(y) * s as a double-word product."""
     sign = like_dtype(y, (sign_f,))[0]
     outer, c_n, inner = y.shape
     if inner == 1:
@@ -411,20 +778,14 @@ def softmax_rows_backward(g, y, gx, log, sign_f):
             gr = g2[o]
             yr = y2[o]
             gxr = gx2[o]
-            acc = 0.0
             if log:
+                shi, slo = _row_sum(gr, c_n)
                 for c in range(c_n):
-                    acc += np.float64(gr[c])
+                    gxr[c] = _lsm_grad(gr[c], yr[c], shi, slo)
             else:
+                shi, slo = _row_dot(gr, yr, c_n)
                 for c in range(c_n):
-                    acc += np.float64(gr[c]) * np.float64(yr[c])
-            a = lit(yr[0], acc)
-            if log:
-                for c in range(c_n):
-                    gxr[c] = gr[c] - fm.exp(yr[c]) * a
-            else:
-                for c in range(c_n):
-                    gxr[c] = sign * yr[c] * (gr[c] - a)
+                    gxr[c] = _sm_grad(gr[c], yr[c], shi, slo, sign)
     else:
         nb = (inner + BLOCK - 1) // BLOCK
         for t in prange(outer * nb):
@@ -432,17 +793,17 @@ def softmax_rows_backward(g, y, gx, log, sign_f):
             b = t - o * nb
             lo = b * BLOCK
             hi = min(inner, lo + BLOCK)
-            acc = np.zeros(hi - lo, np.float64)
+            ah = np.zeros(hi - lo, np.float64)
+            al = np.zeros(hi - lo, np.float64)
             for c in range(c_n):
                 for s in range(lo, hi):
                     if log:
-                        acc[s - lo] += np.float64(g[o, c, s])
+                        _acc(ah, al, s - lo, g[o, c, s])
                     else:
-                        acc[s - lo] += np.float64(g[o, c, s]) * np.float64(y[o, c, s])
+                        _acc_dot(ah, al, s - lo, g[o, c, s], y[o, c, s])
             for c in range(c_n):
                 for s in range(lo, hi):
-                    a = lit(y[o, c, s], acc[s - lo])
                     if log:
-                        gx[o, c, s] = g[o, c, s] - fm.exp(y[o, c, s]) * a
+                        gx[o, c, s] = _lsm_grad(g[o, c, s], y[o, c, s], ah[s - lo], al[s - lo])
                     else:
-                        gx[o, c, s] = sign * y[o, c, s] * (g[o, c, s] - a)
+                        gx[o, c, s] = _sm_grad(g[o, c, s], y[o, c, s], ah[s - lo], al[s - lo], sign)
