@@ -545,48 +545,18 @@ def _sm_grad_impl(g, y, hi, lo, sign):
     return lambda g, y, hi, lo, sign: _sm_grad_f64(g, y, hi, lo, sign)
 
 
-#: 1/k! for k = 11..2 (Taylor coefficients of exp, highest first)
-_EXP_TAYLOR = tuple(1.0 / float(np.prod(np.arange(1, k + 1))) for k in range(11, 1, -1))
-
-
-@register_jitable(fastmath={"contract"}, error_model="numpy", forceinline=True)
-def _exp_of_f32(y):
-    """exp(y) in float64 for a float32 y, to 2**-46.7 relative (measured; Taylor to degree
-    11 on |r| <= ln2/2, 2**n from bits, normal for the clamped range): enough for
-    log-softmax's g - exp(y) sum(g) in float32, and lighter than the full float64 core. Above
-    float32's exp overflow (88.72) it returns inf, as float32 arithmetic would; below -700
-    it returns exp(-700) (invisible next to any float32 term)."""
-    x = np.float64(y)
-    xc = -700.0 if x < -700.0 else x
-    xc = 700.0 if xc > 700.0 else xc
-    t = xc * fm._D_INVLN2 + fm._D_MAGIC
-    n = t - fm._D_MAGIC
-    r = (xc - n * fm._D_LN2HI) - n * fm._D_LN2LO
-    c = _EXP_TAYLOR
-    q = c[0]
-    q = q * r + c[1]
-    q = q * r + c[2]
-    q = q * r + c[3]
-    q = q * r + c[4]
-    q = q * r + c[5]
-    q = q * r + c[6]
-    q = q * r + c[7]
-    q = q * r + c[8]
-    q = q * r + c[9]
-    p = 1.0 + (r + r * r * q)
-    e = p * fm._f64_from_bits((fm._bits(t) - fm._D_MAGIC_BITS + 1023) << 52)
-    return np.inf if x > 88.72283935546875 else e
-
-
 def _lsm_grad(g, y, hi, lo):
-    """g - exp(y) * s, s = hi + lo (float64) = sum(g): float32 in float64 arithmetic
-    (float64 exp), float64 with a double-word exp(y) and s's low word."""
+    """g - exp(y) * s, s = hi + lo (float64) = sum(g): float32 as one fused multiply-add with
+    a float32 exp(y) and s rounded to float32 (where g cancels exp(y) s by a factor C, the
+    exponential's rounding costs up to about C ULP, as in torch: a float64 exp(y) removes it
+    but made the float32 backward 1.9-2.2x slower, notes/perf_experiments.md); float64 with a
+    double-word exp(y) and s's low word."""
 
 
 @overload(_lsm_grad, inline="always")
 def _lsm_grad_impl(g, y, hi, lo):
     if g == types.float32:
-        return lambda g, y, hi, lo: np.float32(np.float64(g) - _exp_of_f32(y) * hi)
+        return lambda g, y, hi, lo: fm._fma(-fm.exp(y), np.float32(hi), g)
     return lambda g, y, hi, lo: _lsm_grad_f64(g, y, hi, lo)
 
 
