@@ -545,19 +545,95 @@ def _sm_grad_impl(g, y, hi, lo, sign):
     return lambda g, y, hi, lo, sign: _sm_grad_f64(g, y, hi, lo, sign)
 
 
+#: 1/k! for k = 11..2 (Taylor coefficients of exp, highest first)
+_EXP_TAYLOR = tuple(1.0 / float(np.prod(np.arange(1, k + 1))) for k in range(11, 1, -1))
+
+
+@register_jitable(fastmath={"contract"}, error_model="numpy", forceinline=True)
+def _exp_of_f32(y):
+    """exp(y) in float64 for a float32 y, to 2**-46.7 relative (measured; Taylor to degree
+    11 on |r| <= ln2/2, 2**n from bits, normal for the clamped range): enough for
+    log-softmax's g - exp(y) sum(g) in float32, and lighter than the full float64 core. Above
+    float32's exp overflow (88.72) it returns inf, as float32 arithmetic would; below -700
+    it returns exp(-700) (invisible next to any float32 term)."""
+    x = np.float64(y)
+    xc = -700.0 if x < -700.0 else x
+    xc = 700.0 if xc > 700.0 else xc
+    t = xc * fm._D_INVLN2 + fm._D_MAGIC
+    n = t - fm._D_MAGIC
+    r = (xc - n * fm._D_LN2HI) - n * fm._D_LN2LO
+    c = _EXP_TAYLOR
+    q = c[0]
+    q = q * r + c[1]
+    q = q * r + c[2]
+    q = q * r + c[3]
+    q = q * r + c[4]
+    q = q * r + c[5]
+    q = q * r + c[6]
+    q = q * r + c[7]
+    q = q * r + c[8]
+    q = q * r + c[9]
+    p = 1.0 + (r + r * r * q)
+    e = p * fm._f64_from_bits((fm._bits(t) - fm._D_MAGIC_BITS + 1023) << 52)
+    return np.inf if x > 88.72283935546875 else e
+
+
 def _lsm_grad(g, y, hi, lo):
-    """g - exp(y) * s, s = hi + lo (float64) = sum(g): float32 as one fused multiply-add with
-    a float32 exp(y) and s rounded to float32 (where g cancels exp(y) s by a factor C, the
-    exponential's rounding costs up to about C ULP, as in torch: a float64 exp(y) removes it
-    but made the float32 backward 1.9-2.2x slower, notes/perf_experiments.md); float64 with a
-    double-word exp(y) and s's low word."""
+    """g - exp(y) * s, s = hi + lo (float64) = sum(g), accurate also where g cancels
+    exp(y) s: float32 in float64 arithmetic (float64 exp), float64 with a double-word exp(y)
+    and s's low word. The loops use it only for blocks that need it (:func:`_lsm_block`)."""
 
 
 @overload(_lsm_grad, inline="always")
 def _lsm_grad_impl(g, y, hi, lo):
     if g == types.float32:
-        return lambda g, y, hi, lo: fm._fma(-fm.exp(y), np.float32(hi), g)
+        return lambda g, y, hi, lo: np.float32(np.float64(g) - _exp_of_f32(y) * hi)
     return lambda g, y, hi, lo: _lsm_grad_f64(g, y, hi, lo)
+
+
+def _at(h, i):
+    """h[i] for an array, h for a scalar (jit code only)."""
+
+
+@overload(_at, inline="always")
+def _at_impl(h, i):
+    if isinstance(h, types.Array):
+        return lambda h, i: h[i]
+    return lambda h, i: h
+
+
+#: elements per block of the log-softmax backward's accurate pass (:func:`_lsm_block`)
+LSM_BLOCK = 64
+
+
+@register_jitable(fastmath=set(FASTMATH) - {"reassoc"}, error_model="numpy", forceinline=True)
+def _lsm_block(gb, yb, ob, hi, lo):
+    """ob = g - exp(y) s over 1-d views (hi, lo: the sum's words, scalars or per element).
+
+    Per block of LSM_BLOCK elements a vector pass stores the plain form fma(-exp(y), s, g)
+    (s = hi + lo rounded to the dtype) and notes whether any element cancels (|r| < |g - r|:
+    exp(y) s at least |r|); only such blocks are recomputed with :func:`_lsm_grad`. Where it
+    does not cancel the plain form is within 1.5 ULP of exp(y) s plus the final rounding:
+    within 4 ULP of the result. A row of a trained classifier has one such element (the confident
+    class)."""
+    n = ob.shape[0]
+    for b0 in range(0, n, LSM_BLOCK):
+        b1 = min(b0 + LSM_BLOCK, n)
+        g1 = gb[b0:b1]
+        y1 = yb[b0:b1]
+        o1 = ob[b0:b1]
+        hits = False
+        for c in range(o1.shape[0]):
+            v = g1[c]
+            sh = _at(hi, b0 + c)
+            sv = sh + _at(lo, b0 + c)
+            sv = sv if sv == sv else sh  # lo is NaN only beside an infinite hi
+            r = fm._fma(-fm.exp(y1[c]), lit(v, sv), v)
+            o1[c] = r
+            hits |= abs(r) < abs(v - r)
+        if hits:
+            for c in range(o1.shape[0]):
+                o1[c] = _lsm_grad(g1[c], y1[c], _at(hi, b0 + c), _at(lo, b0 + c))
 
 
 @register_jitable(**_EXACT_OPTS)
@@ -750,8 +826,7 @@ def softmax_rows_backward(g, y, gx, log, sign_f):
             gxr = gx2[o]
             if log:
                 shi, slo = _row_sum(gr, c_n)
-                for c in range(c_n):
-                    gxr[c] = _lsm_grad(gr[c], yr[c], shi, slo)
+                _lsm_block(gr, yr, gxr, shi, slo)
             else:
                 shi, slo = _row_dot(gr, yr, c_n)
                 for c in range(c_n):
@@ -772,8 +847,8 @@ def softmax_rows_backward(g, y, gx, log, sign_f):
                     else:
                         _acc_dot(ah, al, s - lo, g[o, c, s], y[o, c, s])
             for c in range(c_n):
-                for s in range(lo, hi):
-                    if log:
-                        gx[o, c, s] = _lsm_grad(g[o, c, s], y[o, c, s], ah[s - lo], al[s - lo])
-                    else:
+                if log:
+                    _lsm_block(g[o, c, lo:hi], y[o, c, lo:hi], gx[o, c, lo:hi], ah, al)
+                else:
+                    for s in range(lo, hi):
                         gx[o, c, s] = _sm_grad(g[o, c, s], y[o, c, s], ah[s - lo], al[s - lo], sign)
