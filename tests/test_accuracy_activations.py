@@ -482,7 +482,7 @@ def test_forward_split_loop_blocks_match_the_scalar():
         return np.where(x < -4.5, full_u(x), wide_u(x))
 
     rng = np.random.default_rng(7)
-    for n in (1, 63, 64, 65, 1000, 70001):
+    for n in (1, 63, 64, 65, 255, 256, 257, 1000, 70001):
         x = rng.standard_normal(n).astype(np.float32) * 2
         x[rng.integers(0, n, max(1, n // 500))] = -6.25  # tail elements in a few blocks
         want = full(x)
@@ -494,3 +494,26 @@ def test_forward_split_loop_blocks_match_the_scalar():
             got = x.copy()
             k(got)
             np.testing.assert_array_equal(got, want)
+
+
+def _gelu_mp(x):
+    return x * mpmath.erfc(-x / mpmath.sqrt(2)) / 2
+
+
+def test_gelu_float64_forward_subnormal_tail():
+    """float64 gelu where the result is subnormal (x < -37.5): x erfc(t)/2 scaled once by
+    2^k; main rounded erfc into the subnormals and then multiplied by x (13 subnormal
+    spacings at -37.73). Also blocks of the split loop that mix tail and ordinary elements,
+    out of place and in place."""
+    rng = np.random.default_rng(37)
+    x = np.concatenate([np.linspace(-38.9, -36.5, 1201), rng.uniform(-38.9, -37, 300)])
+    x = np.concatenate([x, rng.standard_normal(1501)])  # mixed blocks
+    ref = _mp(_gelu_mp, x)
+    for form in ("new", "inplace"):
+        if form == "new":
+            got = fastact.gelu(x)
+        else:
+            got = x.copy()
+            fastact.gelu(got, out=got)
+        err = ulp_err(got, ref, np.float64)
+        assert err.max() <= 2.0, _report(err, x, f"gelu float64 ({form})")

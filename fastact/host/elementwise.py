@@ -69,8 +69,13 @@ def kernels(op: Elementwise, kind: str) -> tuple:
         split_fw = {map_loop: map_split_loop, map_inplace_loop: map_inplace_split_loop}
         if "forward" in op.split and template in split_fw:
             template = split_fw[template]
-            near, wide, *only = op.split["forward"]  # (near, wide[, "float32"])
-            extra = dict(near=near, wide=wide, f32_only=only == ["float32"])
+            near, wide, *only = op.split["forward"]  # (near, wide[, "float32"|"float64"])
+            extra = dict(
+                near=near,
+                wide=wide,
+                split_f32=only in ([], ["float32"]),
+                split_f64=only in ([], ["float64"]),
+            )
         ks = tuple(
             specialize(
                 template,

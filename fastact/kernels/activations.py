@@ -689,7 +689,49 @@ _gelu_deriv = fm.float32_variant("_gelu_deriv", fm._gelu_deriv_f32, _gelu_deriv_
 
 
 @jit
+def _gelu_tail_f64(x):
+    """gelu for float64 x < -37 (results below 2^-1022): x erfc(t) / 2 with erfc(t) = m 2^k
+    and t = -x/sqrt(2) compensated as in :func:`_erfc_neg_scaled`, scaled by 2^k once (the
+    erfc rounded into the subnormals first, then multiplied by x, was 13 subnormal spacings
+    off at x = -37.73)."""
+    c = -_SQRT1_2
+    c_lo = (c + _SQRT1_2) + _SQRT1_2_LO
+    t = x * c
+    if not t < 27.5:  # below 2^-1074 / |x| (and -inf: NaN, as 0.5 x erfc(t))
+        return x * 0.0
+    d = fm._fma(-x, c_lo, fm._fma(x, c, -t))
+    m, k = fm._erfc_big_f64_mk(t)
+    r = fm._fma(2.0, t, 1.0 / (t + 0.886226925452758))
+    m = fm._fma(-m, d * r, m)
+    return fm._ldexp((x * 0.5) * m, k)
+
+
+@jit
+def _gelu_host(x):
+    """gelu on the host: float64 below -37 through :func:`_gelu_tail_f64` (the host loops
+    evaluate it only for the blocks of 256 that hold such an element: ``_gelu_near``)."""
+    if _is_f32(x):
+        return _gelu_value(x)
+    return _gelu_tail_f64(x) if x < -37.0 else _gelu_value(x)
+
+
+@jit
+def _gelu_near(x):
+    return x < lit(x, -37.0)
+
+
+#: gelu: :func:`_gelu_host` on the CPU; the CUDA executor compiles :func:`_gelu_erfc`
+_gelu_fw = fm.float32_variant("_gelu_fw", fm._gelu_f32, _gelu_host, device_impl=_gelu_erfc)
+
+
+@jit
 def _gelu(x):
+    return _gelu_fw(x)
+
+
+@jit
+def _gelu_wide(x):
+    """The host loops' gelu for blocks without an element below -37 (float64)."""
     return _gelu_value(x)
 
 
@@ -762,16 +804,77 @@ def _gelu_tanh_finish(x, z2, zl):
 
 
 @jit(fastmath=EXACT_FASTMATH)
-def _gelu_tanh(x):
-    """0.5 x (1 + tanh(z)) = x sigmoid(2z) (no cancellation for negative x), with 2z = z2 +
-    zl from :func:`_gelu_tanh_arg` and sigmoid(z2 + zl) = s (1 + zl sigmoid(-z2)) to first
-    order: the sigmoid's own error passes through (see the README's table); the single-word
-    argument lost up to 206 (float32) / 1390 (float64) ULP in the negative tail. The host
-    loops use :func:`_gelu_tanh_wide` where no element of a block of 64 is below -4.5."""
-    if not _is_f32(x):  # float64: main's formula (the compensated one cost +38% at 16M)
+def _exp_parts_wide_f32(y):
+    """(vh, vl, k): exp(y) = 2^k (1 + vh + vl) (``fastact._core.math._exp_parts_f32``) for
+    float32 y <= 0 down to -112 (k = -162, below the normal range: for results scaled by 2^k
+    once; _exp_parts clamps at -104)."""
+    y = lit(y, -112.0) if y < lit(y, -112.0) else y
+    r, rl, t = fm._ln2_reduce_f32(y)
+    q = fm._horner5(fm._EXP_PARTS_F32, r)
+    w = r * r * q + rl
+    vh = r + w
+    return vh, (r - vh) + w, fm._i32(fm._bits(t) - fm._F_MAGIC_BITS)
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _gelu_tanh_finish_scaled(x, z2, zl):
+    """:func:`_gelu_tanh_finish` with e^-|z2| = 2^k (1 + vh + vl) (:func:`_exp_parts_wide_f32`)
+    and, for z2 < 0, x s = 2^k x (1 + vh + vl) / (1 + e) scaled by 2^k once: where x s is
+    subnormal (x < -9.9 in float32) the exponential rounded into the subnormals, multiplied
+    by x, was 6.6 subnormal spacings off."""
+    one = lit(x, 1.0)
+    vh, vl, k = _exp_parts_wide_f32(-abs(z2))
+    e = fm._ldexp(one + vh, k)  # only in 1 + e
+    neg = z2 < lit(x, 0.0)
+    q = ((one + vh) + vl if neg else one) / (one + e)
+    kk = k if neg else 0
+    # 1 - sigmoid(z2) to a few digits for the first-order correction
+    p = x * q
+    r = fm._fma(p, zl * (one - fm._ldexp(q, kk)), p)
+    r = fm._ldexp(r if abs(x) < lit(x, 1e10) else p, kk)
+    # below, x s underflows (the exponential's parts clamp its argument; -inf: NaN, as x s)
+    return r if z2 > lit(x, -110.0) else x * lit(x, 0.0)
+
+
+@jit
+def _gelu_tanh_plain(x):
+    """x sigmoid(2z) with the argument in one word (main's formula; fast-math flags)."""
+    z2 = lit(x, 2.0 * _SQRT_2_PI) * (x + lit(x, _GELU_C) * x * x * x)
+    return x * sigmoid_core(z2)
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _gelu_tanh_f32(x):
+    """float32 0.5 x (1 + tanh(z)) = x sigmoid(2z) (no cancellation for negative x) on the
+    host, with 2z = z2 + zl from :func:`_gelu_tanh_arg` and sigmoid(z2 + zl) = s (1 + zl
+    sigmoid(-z2)) to first order, scaled once into the subnormals
+    (:func:`_gelu_tanh_finish_scaled`): the sigmoid's own error passes through; the
+    single-word argument lost up to 206 ULP in the negative tail. The host loops use
+    :func:`_gelu_tanh_wide` where no element of a block of 256 is below -4.5."""
+    z2, zl = _gelu_tanh_arg(x)
+    return _gelu_tanh_finish_scaled(x, z2, zl)
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _gelu_tanh_device(x):
+    """The CUDA executor's gelu_tanh: float32 with the double-word argument (without the
+    scaling into the subnormals), float64 main's formula."""
+    if not _is_f32(x):
         return _gelu_tanh_plain(x)
     z2, zl = _gelu_tanh_arg(x)
     return _gelu_tanh_finish(x, z2, zl)
+
+
+#: gelu_tanh: float32 :func:`_gelu_tanh_f32`, float64 main's formula (the compensated one
+#: cost +38% at 16M float64), :func:`_gelu_tanh_device` on the CUDA executor
+_gelu_tanh_fw = fm.float32_variant(
+    "_gelu_tanh_fw", _gelu_tanh_f32, _gelu_tanh_plain, device_impl=_gelu_tanh_device
+)
+
+
+@jit
+def _gelu_tanh(x):
+    return _gelu_tanh_fw(x)
 
 
 @jit(fastmath=EXACT_FASTMATH)
@@ -783,13 +886,6 @@ def _gelu_tanh_wide(x):
         z2, zl = _gelu_tanh_arg_wide(x)
         return _gelu_tanh_finish(x, z2, zl)
     return _gelu_tanh_plain(x)
-
-
-@jit
-def _gelu_tanh_plain(x):
-    """x sigmoid(2z) with the argument in one word (main's formula; fast-math flags)."""
-    z2 = lit(x, 2.0 * _SQRT_2_PI) * (x + lit(x, _GELU_C) * x * x * x)
-    return x * sigmoid_core(z2)
 
 
 @jit(fastmath=EXACT_FASTMATH)
@@ -812,7 +908,13 @@ def _gelu_tanh_grad(g, x):
 
 #: gelu's two forms by ``approximate``
 GELU = {
-    "none": Elementwise("gelu", _gelu, _gelu_grad, doc="gelu, approximate='none'"),
+    "none": Elementwise(
+        "gelu",
+        _gelu,
+        _gelu_grad,
+        doc="gelu, approximate='none'",
+        split={"forward": (_gelu_near, _gelu_wide, "float64")},
+    ),
     "tanh": Elementwise(
         "gelu_tanh",
         _gelu_tanh,
