@@ -750,9 +750,9 @@ _GELU_K3_32 = (0.07135481387376785, 2.3988324659995897e-09)
 
 @jit(fastmath=EXACT_FASTMATH)
 def _gelu_tanh_arg(x):
-    """(z, zl): 2 sqrt(2/pi) (x + 0.044715 x^3) = z + zl to about 2^-44 (float32) / 2^-100
-    (float64) relative: the constants in two words, x^2 and the products split by fma, the
-    sum K1 + K3 x^2 by TwoSum. The rounding of z alone (and of the once-rounded constants)
+    """(z, zl): 2 sqrt(2/pi) (x + 0.044715 x^3) = z + zl, exact but for products of two
+    low parts (second order): the constants in two words, x^2 and the products split by fma,
+    the sum K1 + K3 x^2 by TwoSum. The rounding of z alone (and of the once-rounded constants)
     costs |z| ULPs of sigmoid(z) where z << 0 (206 ULP in the float32 tail, 1390 in float64).
     IEEE arithmetic."""
     if _is_f32(x):

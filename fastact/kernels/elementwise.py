@@ -256,8 +256,8 @@ def map_split_loop(x, out, *p):
     stores ``wide`` and notes whether any element is ``near``; then a scalar pass stores
     ``f`` at those). Where ``out`` overlaps ``x`` without being ``x`` itself, ``f`` for all
     elements (``x`` itself: :func:`map_inplace_split_loop`); also for a dtype the spec does
-    not split (``split_f32``, ``split_f64``: a spec's split may be for one dtype only; the
-    blocks cost float64 gelu_tanh 27% at 16M)."""
+    not split (``split_f32``, ``split_f64``: a spec's split may be for one dtype only; blocks
+    of 64 cost float64 gelu_tanh 27% at 16M)."""
     q = like_dtype(x, p)
     n = x.shape[0]
     o0, o1 = out.ctypes.data, out.ctypes.data + n * out.itemsize
