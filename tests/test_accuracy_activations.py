@@ -435,3 +435,85 @@ def test_nn_logsigmoid_differentiates_from_its_output():
     got = m.backward(g)
     np.testing.assert_array_equal(got, fastact.logsigmoid_backward(g, output=y))
     np.testing.assert_allclose(got, fastact.logsigmoid_backward(g, x), rtol=1e-14)
+
+
+# ------------------------------------------------------------------- gelu (tanh form) forward
+def _gelu_tanh_mp(x):
+    k = 2 * mpmath.sqrt(2 / mpmath.pi)
+    return x / (1 + mpmath.exp(-k * (x + mpmath.mpf("0.044715") * x**3)))
+
+
+def test_gelu_tanh_float32_forward_tail():
+    """float32 gelu(approximate='tanh') on [-10.5, 3] and its far tail: main's single-word
+    argument lost 126 ULP at -9.44 and 20 near -3.5 (the argument's rounding, and the
+    once-rounded constants, weighed by |2z|); the double-word argument leaves the sigmoid's
+    own error (4.74 ULP worst at normal results, 5.6 subnormal spacings below)."""
+    rng = np.random.default_rng(18)
+    x = np.concatenate([np.linspace(-10.5, 3, 2701), rng.uniform(-10.5, -4.5, 300)])
+    x = x.astype(np.float32)
+    ref = _mp(_gelu_tanh_mp, x)
+    for out in (None, "new", "inplace"):
+        if out is None:
+            got = fastact.gelu(x, approximate="tanh")
+        elif out == "new":
+            got = fastact.gelu(x, approximate="tanh", out=np.empty_like(x))
+        else:
+            got = x.copy()
+            fastact.gelu(got, approximate="tanh", out=got)
+        err = ulp_err(got, ref, np.float32)
+        assert err.max() <= 6.0, _report(err, x, f"gelu_tanh float32 ({out})")
+
+
+def test_forward_split_loop_blocks_match_the_scalar():
+    """The per-block split of a forward (map_split_loop, map_inplace_split_loop): blocks with
+    and without elements below -4.5, lengths that are not multiples of the block, serial and
+    parallel, out of place and in place, give the full scalar's value at the elements below
+    -4.5 and the wide one's elsewhere (the two may differ by an ULP)."""
+    import numba
+
+    from fastact.host.elementwise import kernels, ufunc
+    from fastact.kernels.activations import GELU, _gelu_tanh_wide
+
+    op = GELU["tanh"]
+    full_u = ufunc(op, "forward")  # the scalar with no split, element by element
+    wide_u = numba.vectorize(nopython=True)(lambda v: _gelu_tanh_wide(v))
+
+    def full(x):
+        return np.where(x < -4.5, full_u(x), wide_u(x))
+
+    rng = np.random.default_rng(7)
+    for n in (1, 63, 64, 65, 255, 256, 257, 1000, 70001):
+        x = rng.standard_normal(n).astype(np.float32) * 2
+        x[rng.integers(0, n, max(1, n // 500))] = -6.25  # tail elements in a few blocks
+        want = full(x)
+        for k in kernels(op, "forward"):
+            got = np.empty_like(x)
+            k(x, got)
+            np.testing.assert_array_equal(got, want)
+        for k in kernels(op, "inplace"):
+            got = x.copy()
+            k(got)
+            np.testing.assert_array_equal(got, want)
+
+
+def _gelu_mp(x):
+    return x * mpmath.erfc(-x / mpmath.sqrt(2)) / 2
+
+
+def test_gelu_float64_forward_subnormal_tail():
+    """float64 gelu where the result is subnormal (x < -37.5): x erfc(t)/2 scaled once by
+    2^k; main rounded erfc into the subnormals and then multiplied by x (13 subnormal
+    spacings at -37.73). Also blocks of the split loop that mix tail and ordinary elements,
+    out of place and in place."""
+    rng = np.random.default_rng(37)
+    x = np.concatenate([np.linspace(-38.9, -36.5, 1201), rng.uniform(-38.9, -37, 300)])
+    x = np.concatenate([x, rng.standard_normal(1501)])  # mixed blocks
+    ref = _mp(_gelu_mp, x)
+    for form in ("new", "inplace"):
+        if form == "new":
+            got = fastact.gelu(x)
+        else:
+            got = x.copy()
+            fastact.gelu(got, out=got)
+        err = ulp_err(got, ref, np.float64)
+        assert err.max() <= 2.0, _report(err, x, f"gelu float64 ({form})")

@@ -939,6 +939,14 @@ def _erfc_big_f32(a):
 @register_jitable(**_CORE_OPTS)
 def _erfc_big_f64(a):
     """erfc(a) for a >= 0.5 (a > 27.5 gives 0, nan stays nan); as _erfc_big_f32, t = 1/(a+2)."""
+    m, k = _erfc_big_f64_mk(a)
+    return _ldexp(m, k)
+
+
+@register_jitable(**_CORE_OPTS)
+def _erfc_big_f64_mk(a):
+    """(m, k): erfc(a) = m * 2**k for a >= 0.5 (a clamped to 27.5), :func:`_erfc_big_f64`
+    before its scaling, for a product with erfc that is rounded once into the subnormals."""
     a = 27.5 if a > 27.5 else a
     h = a * a
     ph, pl, k = _exp_f64_dw(-h, -_fma(a, a, -h))
@@ -979,7 +987,7 @@ def _erfc_big_f64(a):
     g = _ERFC_F64_G[0] + t * (_ERFC_F64_G[1] + t * (_ERFC_F64_G[2] + t * _ERFC_F64_G[3]))
     dt = rt * g + (g - 1.0) * (wl * d)
     corr = m2l + ph * m1l + pl * m1 + ph * (t * sl) + m2 * dt
-    return _ldexp(m2 + corr, k)
+    return m2 + corr, k
 
 
 @register_jitable(**_CORE_OPTS)

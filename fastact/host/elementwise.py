@@ -43,7 +43,9 @@ from fastact.kernels.elementwise import (
     map2_loop,
     map2_split_loop,
     map_inplace_loop,
+    map_inplace_split_loop,
     map_loop,
+    map_split_loop,
 )
 
 __all__ = ["address_kernels", "elementwise", "kernels", "map_call", "ufunc"]
@@ -64,6 +66,16 @@ def kernels(op: Elementwise, kind: str) -> tuple:
         if kind in op.split and template is map2_loop:
             template = map2_split_loop
             extra = dict(zip(("near", "wide"), op.split[kind], strict=True))
+        split_fw = {map_loop: map_split_loop, map_inplace_loop: map_inplace_split_loop}
+        if "forward" in op.split and template in split_fw:
+            template = split_fw[template]
+            near, wide, *only = op.split["forward"]  # (near, wide[, "float32"|"float64"])
+            extra = dict(
+                near=near,
+                wide=wide,
+                split_f32=only in ([], ["float32"]),
+                split_f64=only in ([], ["float64"]),
+            )
         ks = tuple(
             specialize(
                 template,

@@ -689,7 +689,49 @@ _gelu_deriv = fm.float32_variant("_gelu_deriv", fm._gelu_deriv_f32, _gelu_deriv_
 
 
 @jit
+def _gelu_tail_f64(x):
+    """gelu for float64 x < -37 (results below 2^-1022): x erfc(t) / 2 with erfc(t) = m 2^k
+    and t = -x/sqrt(2) compensated as in :func:`_erfc_neg_scaled`, scaled by 2^k once (the
+    erfc rounded into the subnormals first, then multiplied by x, was 13 subnormal spacings
+    off at x = -37.73)."""
+    c = -_SQRT1_2
+    c_lo = (c + _SQRT1_2) + _SQRT1_2_LO
+    t = x * c
+    if not t < 27.5:  # below 2^-1074 / |x| (and -inf: NaN, as 0.5 x erfc(t))
+        return x * 0.0
+    d = fm._fma(-x, c_lo, fm._fma(x, c, -t))
+    m, k = fm._erfc_big_f64_mk(t)
+    r = fm._fma(2.0, t, 1.0 / (t + 0.886226925452758))
+    m = fm._fma(-m, d * r, m)
+    return fm._ldexp((x * 0.5) * m, k)
+
+
+@jit
+def _gelu_host(x):
+    """gelu on the host: float64 below -37 through :func:`_gelu_tail_f64` (the host loops
+    evaluate it only for the blocks of 256 that hold such an element: ``_gelu_near``)."""
+    if _is_f32(x):
+        return _gelu_value(x)
+    return _gelu_tail_f64(x) if x < -37.0 else _gelu_value(x)
+
+
+@jit
+def _gelu_near(x):
+    return x < lit(x, -37.0)
+
+
+#: gelu: :func:`_gelu_host` on the CPU; the CUDA executor compiles :func:`_gelu_erfc`
+_gelu_fw = fm.float32_variant("_gelu_fw", fm._gelu_f32, _gelu_host, device_impl=_gelu_erfc)
+
+
+@jit
 def _gelu(x):
+    return _gelu_fw(x)
+
+
+@jit
+def _gelu_wide(x):
+    """The host loops' gelu for blocks without an element below -37 (float64)."""
     return _gelu_value(x)
 
 
@@ -698,11 +740,157 @@ def _gelu_grad(g, x):
     return g * _gelu_deriv(x)
 
 
+#: 2 sqrt(2/pi) and 2 sqrt(2/pi) 0.044715 (the decimal constant) in two words of float64
+#: and of float32: gelu_tanh's argument 2z = x (K1 + K3 x^2) in double-word arithmetic
+_GELU_K1 = (1.5957691216057308, -9.96930880911092e-17)
+_GELU_K3 = (0.07135481627260025, -6.175149918155315e-19)
+_GELU_K1_32 = (1.5957691669464111, -4.534068054340423e-08)
+_GELU_K3_32 = (0.07135481387376785, 2.3988324659995897e-09)
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _gelu_tanh_arg(x):
+    """(z, zl): 2 sqrt(2/pi) (x + 0.044715 x^3) = z + zl, exact but for products of two
+    low parts (second order): the constants in two words, x^2 and the products split by fma,
+    the sum K1 + K3 x^2 by TwoSum. The rounding of z alone (and of the once-rounded constants)
+    costs |z| ULPs of sigmoid(z) where z << 0 (206 ULP in the float32 tail, 1390 in float64).
+    IEEE arithmetic."""
+    if _is_f32(x):
+        k1h, k1l = lit(x, _GELU_K1_32[0]), lit(x, _GELU_K1_32[1])
+        k3h, k3l = lit(x, _GELU_K3_32[0]), lit(x, _GELU_K3_32[1])
+    else:
+        k1h, k1l = lit(x, _GELU_K1[0]), lit(x, _GELU_K1[1])
+        k3h, k3l = lit(x, _GELU_K3[0]), lit(x, _GELU_K3[1])
+    x2 = x * x
+    x2l = fm._fma(x, x, -x2)
+    m = k3h * x2
+    ml = fm._fma(k3h, x2, -m) + fm._fma(k3h, x2l, k3l * x2)
+    w = k1h + m  # TwoSum: both positive, either may be the larger
+    bb = w - k1h
+    wl = ((k1h - (w - bb)) + (m - bb)) + (ml + k1l)
+    z = x * w
+    zl = fm._fma(x, w, -z) + x * wl
+    return z, zl
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _gelu_tanh_arg_wide(x):
+    """:func:`_gelu_tanh_arg` for |x| <= 4.7, where K3 x^2 <= K1 (K1 - w is then exact, and
+    fma(K3, x^2, K1 - w) the rounding error of w = fma(K3, x^2, K1)): 7 operations fewer.
+    Larger |x|: zl is not accurate (harmless for x > 0, where it is weighed by sigmoid(-z))."""
+    if _is_f32(x):
+        k1h, k1l = lit(x, _GELU_K1_32[0]), lit(x, _GELU_K1_32[1])
+        k3h, k3l = lit(x, _GELU_K3_32[0]), lit(x, _GELU_K3_32[1])
+    else:
+        k1h, k1l = lit(x, _GELU_K1[0]), lit(x, _GELU_K1[1])
+        k3h, k3l = lit(x, _GELU_K3[0]), lit(x, _GELU_K3[1])
+    x2 = x * x
+    x2l = fm._fma(x, x, -x2)
+    w = fm._fma(k3h, x2, k1h)
+    wl = fm._fma(k3h, x2, k1h - w) + fm._fma(k3h, x2l, fm._fma(k3l, x2, k1l))
+    z = x * w
+    return z, fm._fma(x, wl, fm._fma(x, w, -z))
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _gelu_tanh_finish(x, z2, zl):
+    """x sigmoid(z2 + zl) = x s (1 + zl sigmoid(-z2)) to first order, s = sigmoid(z2)."""
+    s = sigmoid_core(z2)
+    xs = x * s
+    # sigmoid(-z2) = 1 - s: only its first digits matter in the correction; none where |x|
+    # is so large that the sigmoid saturates (infinite x: the correction would be NaN)
+    r = fm._fma(xs, zl * (lit(x, 1.0) - s), xs)
+    return r if abs(x) < lit(x, 1e10) else xs
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _exp_parts_wide_f32(y):
+    """(vh, vl, k): exp(y) = 2^k (1 + vh + vl) (``fastact._core.math._exp_parts_f32``) for
+    float32 y <= 0 down to -112 (k = -162, below the normal range: for results scaled by 2^k
+    once; _exp_parts clamps at -104)."""
+    y = lit(y, -112.0) if y < lit(y, -112.0) else y
+    r, rl, t = fm._ln2_reduce_f32(y)
+    q = fm._horner5(fm._EXP_PARTS_F32, r)
+    w = r * r * q + rl
+    vh = r + w
+    return vh, (r - vh) + w, fm._i32(fm._bits(t) - fm._F_MAGIC_BITS)
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _gelu_tanh_finish_scaled(x, z2, zl):
+    """:func:`_gelu_tanh_finish` with e^-|z2| = 2^k (1 + vh + vl) (:func:`_exp_parts_wide_f32`)
+    and, for z2 < 0, x s = 2^k x (1 + vh + vl) / (1 + e) scaled by 2^k once: where x s is
+    subnormal (x < -9.9 in float32) the exponential rounded into the subnormals, multiplied
+    by x, was 6.6 subnormal spacings off."""
+    one = lit(x, 1.0)
+    vh, vl, k = _exp_parts_wide_f32(-abs(z2))
+    e = fm._ldexp(one + vh, k)  # only in 1 + e
+    neg = z2 < lit(x, 0.0)
+    q = ((one + vh) + vl if neg else one) / (one + e)
+    kk = k if neg else 0
+    # 1 - sigmoid(z2) to a few digits for the first-order correction
+    p = x * q
+    r = fm._fma(p, zl * (one - fm._ldexp(q, kk)), p)
+    r = fm._ldexp(r if abs(x) < lit(x, 1e10) else p, kk)
+    # below, x s underflows (the exponential's parts clamp its argument; -inf: NaN, as x s)
+    return r if z2 > lit(x, -110.0) else x * lit(x, 0.0)
+
+
 @jit
-def _gelu_tanh(x):
-    # 0.5 x (1 + tanh(z)) = x * sigmoid(2z), without the cancellation for negative x
+def _gelu_tanh_plain(x):
+    """x sigmoid(2z) with the argument in one word (main's formula; fast-math flags)."""
     z2 = lit(x, 2.0 * _SQRT_2_PI) * (x + lit(x, _GELU_C) * x * x * x)
     return x * sigmoid_core(z2)
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _gelu_tanh_f32(x):
+    """float32 0.5 x (1 + tanh(z)) = x sigmoid(2z) (no cancellation for negative x) on the
+    host, with 2z = z2 + zl from :func:`_gelu_tanh_arg` and sigmoid(z2 + zl) = s (1 + zl
+    sigmoid(-z2)) to first order, scaled once into the subnormals
+    (:func:`_gelu_tanh_finish_scaled`): the sigmoid's own error passes through; the
+    single-word argument lost up to 206 ULP in the negative tail. The host loops use
+    :func:`_gelu_tanh_wide` where no element of a block of 256 is below -4.5."""
+    z2, zl = _gelu_tanh_arg(x)
+    return _gelu_tanh_finish_scaled(x, z2, zl)
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _gelu_tanh_device(x):
+    """The CUDA executor's gelu_tanh: float32 with the double-word argument (without the
+    scaling into the subnormals), float64 main's formula."""
+    if not _is_f32(x):
+        return _gelu_tanh_plain(x)
+    z2, zl = _gelu_tanh_arg(x)
+    return _gelu_tanh_finish(x, z2, zl)
+
+
+#: gelu_tanh: float32 :func:`_gelu_tanh_f32`, float64 main's formula (the compensated one
+#: cost +38% at 16M float64), :func:`_gelu_tanh_device` on the CUDA executor
+_gelu_tanh_fw = fm.float32_variant(
+    "_gelu_tanh_fw", _gelu_tanh_f32, _gelu_tanh_plain, device_impl=_gelu_tanh_device
+)
+
+
+@jit
+def _gelu_tanh(x):
+    return _gelu_tanh_fw(x)
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _gelu_tanh_wide(x):
+    """The host loops' float32 gelu_tanh for x >= -4.5: :func:`_gelu_tanh` with the cheaper
+    argument (:func:`_gelu_tanh_arg_wide`). (float64 does not split: the blocks alone cost
+    27% at 16M; this float64 branch is main's formula.)"""
+    if _is_f32(x):
+        z2, zl = _gelu_tanh_arg_wide(x)
+        return _gelu_tanh_finish(x, z2, zl)
+    return _gelu_tanh_plain(x)
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _gelu_tanh_near(x):
+    return x < lit(x, -4.5)
 
 
 @jit
@@ -720,8 +908,20 @@ def _gelu_tanh_grad(g, x):
 
 #: gelu's two forms by ``approximate``
 GELU = {
-    "none": Elementwise("gelu", _gelu, _gelu_grad, doc="gelu, approximate='none'"),
-    "tanh": Elementwise("gelu_tanh", _gelu_tanh, _gelu_tanh_grad, doc="gelu, approximate='tanh'"),
+    "none": Elementwise(
+        "gelu",
+        _gelu,
+        _gelu_grad,
+        doc="gelu, approximate='none'",
+        split={"forward": (_gelu_near, _gelu_wide, "float64")},
+    ),
+    "tanh": Elementwise(
+        "gelu_tanh",
+        _gelu_tanh,
+        _gelu_tanh_grad,
+        doc="gelu, approximate='tanh'",
+        split={"forward": (_gelu_tanh_near, _gelu_tanh_wide, "float32")},
+    ),
 }
 
 
