@@ -192,6 +192,18 @@ def rrelu_train_grad(g, v, out, lower, span, key):
 
 
 # ----------------------------------------------------------------------------- softmax
+@cuda.jit(device=True, inline="always", **DEVICE_OPTIONS)
+def _exp_shifted(v, m):
+    """(t, exp(v - m)): t = fl(v - m), and the exponential of v - m taken exactly as t + tl
+    (TwoSum; tl = 0 where t is not finite): exp(t) (1 + tl), one rounding of t less."""
+    t = v - m
+    bb = t - v
+    tl = (v - (t - bb)) + (-m - bb)
+    tl = tl if tl == tl else lit(v, 0.0)
+    e = fm.exp(t)
+    return t, e + e * tl
+
+
 def softmax_rows(x, out, log, sign):
     """(R, C) rows, one block per row: block max, float64 block sums, write. As on the CPU:
     t = x - max is split exactly (TwoSum: t + tl) and exp(t + tl) = exp(t) (1 + tl);
@@ -211,12 +223,7 @@ def softmax_rows(x, out, log, sign):
         cnt = 0.0
         for c in range(tid, c_n, THREADS):
             v = sign * x[r, c]
-            t = v - mt
-            bb = t - v
-            tl = (v - (t - bb)) + (-mt - bb)  # t + tl = v - mt exactly
-            tl = tl if tl == tl else lit(v, 0.0)
-            e = fm.exp(t)
-            e = e + e * tl
+            t, e = _exp_shifted(v, mt)
             if log:
                 acc += 0.0 if t == 0 else float64(e)
                 cnt += 1.0 if t == 0 else 0.0
@@ -232,12 +239,7 @@ def softmax_rows(x, out, log, sign):
             inv = lit(sign, 1.0 / total)
             for c in range(tid, c_n, THREADS):
                 v = sign * x[r, c]
-                t = v - mt
-                bb = t - v
-                tl = (v - (t - bb)) + (-mt - bb)
-                tl = tl if tl == tl else lit(v, 0.0)
-                e = fm.exp(t)
-                out[r, c] = (e + e * tl) * inv
+                out[r, c] = _exp_shifted(v, mt)[1] * inv
         r += cuda.gridDim.x
 
 
@@ -257,12 +259,7 @@ def softmax_columns(x, out, log, sign):
         cnt = 0.0
         for c in range(c_n):
             v = sign * x[o, c, s]
-            t = v - m
-            bb = t - v
-            tl = (v - (t - bb)) + (-m - bb)
-            tl = tl if tl == tl else lit(v, 0.0)
-            e = fm.exp(t)
-            e = e + e * tl
+            t, e = _exp_shifted(v, m)
             if log:
                 acc += 0.0 if t == 0 else float64(e)
                 cnt += 1.0 if t == 0 else 0.0
@@ -276,12 +273,7 @@ def softmax_columns(x, out, log, sign):
             inv = lit(m, 1.0 / acc)
             for c in range(c_n):
                 v = sign * x[o, c, s]
-                t = v - m
-                bb = t - v
-                tl = (v - (t - bb)) + (-m - bb)
-                tl = tl if tl == tl else lit(v, 0.0)
-                e = fm.exp(t)
-                out[o, c, s] = (e + e * tl) * inv
+                out[o, c, s] = _exp_shifted(v, m)[1] * inv
         j += stride
 
 

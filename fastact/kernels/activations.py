@@ -749,18 +749,24 @@ _GELU_K3_32 = (0.07135481387376785, 2.3988324659995897e-09)
 
 
 @jit(fastmath=EXACT_FASTMATH)
+def _gelu_tanh_consts(x):
+    """(K1 hi, K1 lo, K3 hi, K3 lo) in x's dtype."""
+    if _is_f32(x):
+        return (
+            lit(x, _GELU_K1_32[0]), lit(x, _GELU_K1_32[1]),
+            lit(x, _GELU_K3_32[0]), lit(x, _GELU_K3_32[1]),
+        )  # fmt: skip
+    return lit(x, _GELU_K1[0]), lit(x, _GELU_K1[1]), lit(x, _GELU_K3[0]), lit(x, _GELU_K3[1])
+
+
+@jit(fastmath=EXACT_FASTMATH)
 def _gelu_tanh_arg(x):
     """(z, zl): 2 sqrt(2/pi) (x + 0.044715 x^3) = z + zl, exact but for products of two
     low parts (second order): the constants in two words, x^2 and the products split by fma,
     the sum K1 + K3 x^2 by TwoSum. The rounding of z alone (and of the once-rounded constants)
     costs |z| ULPs of sigmoid(z) where z << 0 (206 ULP in the float32 tail, 1390 in float64).
     IEEE arithmetic."""
-    if _is_f32(x):
-        k1h, k1l = lit(x, _GELU_K1_32[0]), lit(x, _GELU_K1_32[1])
-        k3h, k3l = lit(x, _GELU_K3_32[0]), lit(x, _GELU_K3_32[1])
-    else:
-        k1h, k1l = lit(x, _GELU_K1[0]), lit(x, _GELU_K1[1])
-        k3h, k3l = lit(x, _GELU_K3[0]), lit(x, _GELU_K3[1])
+    k1h, k1l, k3h, k3l = _gelu_tanh_consts(x)
     x2 = x * x
     x2l = fm._fma(x, x, -x2)
     m = k3h * x2
@@ -778,12 +784,7 @@ def _gelu_tanh_arg_wide(x):
     """:func:`_gelu_tanh_arg` for |x| <= 4.7, where K3 x^2 <= K1 (K1 - w is then exact, and
     fma(K3, x^2, K1 - w) the rounding error of w = fma(K3, x^2, K1)): 7 operations fewer.
     Larger |x|: zl is not accurate (harmless for x > 0, where it is weighed by sigmoid(-z))."""
-    if _is_f32(x):
-        k1h, k1l = lit(x, _GELU_K1_32[0]), lit(x, _GELU_K1_32[1])
-        k3h, k3l = lit(x, _GELU_K3_32[0]), lit(x, _GELU_K3_32[1])
-    else:
-        k1h, k1l = lit(x, _GELU_K1[0]), lit(x, _GELU_K1[1])
-        k3h, k3l = lit(x, _GELU_K3[0]), lit(x, _GELU_K3[1])
+    k1h, k1l, k3h, k3l = _gelu_tanh_consts(x)
     x2 = x * x
     x2l = fm._fma(x, x, -x2)
     w = fm._fma(k3h, x2, k1h)
