@@ -295,7 +295,11 @@ def gelu(input, approximate: str = "none", *, out=None):
 
 def gelu_backward(grad_output, input, approximate: str = "none", *, out=None):
     """Gradient of gelu w.r.t. its input: ``grad_output * (Phi(x) + x phi(x))`` (or the
-    derivative of the tanh form)."""
+    derivative of the tanh form). ``Phi(x) + x phi(x)`` vanishes at x = -0.75179, where its
+    terms cancel; fastact writes it as ``exp(-x^2/2) (a0 - |x|) P(t)`` (``1 -`` that for
+    x >= 0), ``a0`` the zero in three words and ``P`` a polynomial in ``t = 1/(1 + |x|/2)``
+    (``scripts/fit_gelu_deriv.py``): a product, within 2.95 ULP over all float32 inputs and
+    2.8 ULP in float64 (sampled), also at the zero (torch: 1.2e8 / 6.8e16 ULP there)."""
     return backward(gelu_op(approximate), grad_output, input, None, (), out)
 
 

@@ -21,6 +21,10 @@ from fastact._core import math as fm
 from fastact._core.jit import EXACT_FASTMATH, jit
 from fastact._core.math import lit
 from fastact.kernels._series import (
+    _GELU_A0,
+    _GELU_A0_32,
+    _GELU_DP32,
+    _GELU_DP64,
     _SILU_RHO,
     _SILU_ROOT,
     _TANHSHRINK_P64,
@@ -47,7 +51,6 @@ _TANHSHRINK_P = (
     -0.00021612142428767964,
     2.2642827786566873e-05,
 )
-_INV_SQRT_2PI = 0.3989422804014327  # 1/sqrt(2*pi)
 _SQRT_2_PI = 0.7978845608028654  # sqrt(2/pi)
 _GELU_C = 0.044715
 _SELU_ALPHA = 1.6732632423543772848170429916717
@@ -669,23 +672,110 @@ def _gelu_erfc(x):
     return x * lit(x, 0.5) * _erfc_neg_scaled(x)
 
 
-@jit
-def _gelu_deriv_erfc(x):
-    cdf = lit(x, 0.5) * _erfc_neg_scaled(x)
-    # exp(-x^2/2) with x^2 split exactly (h + l): its rounding would cost ~x^2/2 ULPs
-    h = x * x
-    lo = fm._fma(x, x, -h)
-    ex = fm.exp(h * lit(x, -0.5))
-    if h < lit(x, 1500.0):  # beyond, exp(-h/2) is 0 and lo may be infinite
-        ex = fm._fma(-ex, lo * lit(x, 0.5), ex)
-    pdf = lit(x, _INV_SQRT_2PI) * ex
-    return fm._fma(x, pdf, cdf)
-
-
-# x Phi(x) and its derivative: float32 through fastact._core.math's own normal-CDF core (about
-# half the instructions of composing erfc), float64 (and CUDA) through erfc
+# x Phi(x): float32 through fastact._core.math's own normal-CDF core (about half the
+# instructions of composing erfc), float64 (and CUDA) through erfc
 _gelu_value = fm.float32_variant("_gelu_value", fm._gelu_f32, _gelu_erfc)
-_gelu_deriv = fm.float32_variant("_gelu_deriv", fm._gelu_deriv_f32, _gelu_deriv_erfc)
+
+
+# gelu'(x) = Phi(x) + x phi(x) vanishes at x = -a0 (a0 = 0.75179), where its two terms
+# (+-0.226) cancel: computed as their sum it lost ~0.5/|x + a0| ULPs (3.8e7 at the nearest
+# float32, over 4 on all of [-1.45, -0.4]). With a = |x|, t = 1/(1 + a/2) and Mills' ratio
+# R(a) = Q(a)/phi(a), gelu'(-a) = phi(a) (R(a) - a) = exp(-a^2/2) (a0 - a) P(t) where P(t) =
+# (R(a) - a)/(sqrt(2 pi) (a0 - a)) is smooth and positive (0.40 to 0.67): a polynomial
+# (_GELU_DP32/_GELU_DP64, scripts/fit_gelu_deriv.py). Every factor then has a small relative
+# error, a0 - a included (a0 in three words: a0_hi - a is exact near a0), so nothing cancels
+# and no band needs another formula; for x >= 0, gelu'(x) = 1 - exp(-a^2/2) (a0 - a) P(t).
+@jit(fastmath=EXACT_FASTMATH)
+def _gelu_dp(x, a):
+    """(mh, ml): (a0 - a) P(t) = mh + ml, t = 1/(1 + a/2), for a = |x| (clamped to the fit's
+    range), in x's type (float32: P of degree 11, float64: 27). P's constant term is added in
+    two words (the rounding of P alone cost up to 1.7 ULP) and a0 - a is ((a0_hi - a) +
+    a0_mid) + a0_lo (a0_hi - a exact near a0: Sterbenz); t's rounding (t P'(t)/P(t) < 0.6)
+    is left (correcting it to first order gained 0.2 ULP for 10% more time)."""
+    one = lit(x, 1.0)
+    t = one / fm._fma(a, lit(x, 0.5), one)  # a/2 exact
+    z = t - lit(x, 0.5)  # exact for t >= 1/4
+    if _is_f32(x):
+        c = _GELU_DP32
+        u = lit(x, c[12])
+        for j in range(11, 1, -1):
+            u = fm._fma(u, z, lit(x, c[j]))
+        c0, c1 = lit(x, c[0]), lit(x, c[1])
+        w0, w1, w2 = lit(x, _GELU_A0_32[0]), lit(x, _GELU_A0_32[1]), lit(x, _GELU_A0_32[2])
+    else:
+        e = _GELU_DP64
+        u = lit(x, e[28])
+        for j in range(27, 1, -1):
+            u = fm._fma(u, z, lit(x, e[j]))
+        c0, c1 = lit(x, e[0]), lit(x, e[1])
+        w0, w1, w2 = lit(x, _GELU_A0[0]), lit(x, _GELU_A0[1]), lit(x, _GELU_A0[2])
+    w = fm._fma(u, z, c1)
+    ph = c0 + w
+    pl = (c0 - ph) + w
+    da = ((w0 - a) + w1) + w2
+    mh = da * ph
+    ml = fm._fma(da, ph, -mh) + da * pl
+    return mh, ml
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _gelu_deriv_finish(x, v, k, amax):
+    """gelu'(x) from exp(-h/2) = (1 + v) 2^k, h = fl(x^2) (x^2 = h + hl exactly; the
+    exponential corrected to first order in hl): G = (1 + dv) (a0 - a) P(t) 2^k, scaled once
+    (subnormal results are rounded once), gelu' = G (x < 0) or 1 - G. Below -amax the result
+    underflows (-0); NaN at +-inf (torch)."""
+    a = abs(x)
+    h = x * x
+    hh = fm._fma(x, x, -h) * lit(x, 0.5)
+    hh = hh if h < lit(x, 3000.0) else lit(x, 0.0)  # exp(-h/2) = 0 there; hh may be NaN
+    dv = fm._fma(-hh, v, v - hh)  # exp(-(h + hl)/2) = (1 + dv) 2^k
+    mh, ml = _gelu_dp(x, amax if a > amax else a)  # a clamped (a NaN x stays NaN in v)
+    g = fm._ldexp(mh + fm._fma(mh, dv, ml), k)
+    y = g if x < lit(x, 0.0) else lit(x, 1.0) - g
+    return x * lit(x, 0.0) if (x < -amax or x == math.inf) else y
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _gelu_deriv_f32(x):
+    """float32 gelu' within 4 ULP everywhere, also at its zero (see above)."""
+    v, k = fm._exp_f32_kernel(-(x * x * lit(x, 0.5)))
+    return _gelu_deriv_finish(x, v, k, lit(x, 14.7))
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _gelu_deriv_f64(x):
+    """float64 gelu' within 4 ULP everywhere, also at its zero (see above)."""
+    vh, vl, k, _ = fm._exp_parts_f64(-(x * x * 0.5))
+    return _gelu_deriv_finish(x, vh + vl, k, 38.7)
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _gelu_deriv_device(x):
+    """The CUDA executor's gelu': as :func:`_gelu_deriv_finish` with the device's exponential
+    exp(-h/2) (1 - hl/2); where it would be subnormal (h/2 > 64), exp(-h/2 + s) e^-s (s = 32
+    in float32, 128 in float64; -h/2 + s is exact there, as in silu)."""
+    a = abs(x)
+    f32 = _is_f32(x)
+    amax = lit(x, 14.7) if f32 else lit(x, 38.7)
+    ac = amax if a > amax else a
+    h = x * x
+    hh = fm._fma(x, x, -h) * lit(x, 0.5)
+    hh = hh if h < lit(x, 3000.0) else lit(x, 0.0)
+    tiny = h > lit(x, 128.0)
+    s = lit(x, 32.0) if f32 else lit(x, 128.0)
+    e = fm.exp(-(h * lit(x, 0.5)) + (s if tiny else lit(x, 0.0)))
+    mh, ml = _gelu_dp(x, ac)
+    g = fm._fma(-e, hh, e) * (mh + ml)
+    if tiny:
+        g = g * (lit(x, _EXP_M32) if f32 else lit(x, _EXP_M128))
+    y = g if x < lit(x, 0.0) else lit(x, 1.0) - g
+    return x * lit(x, 0.0) if (x < -amax or x == math.inf) else y
+
+
+#: gelu': the exponential's parts on the CPU, the device's exponential on the CUDA executor
+_gelu_deriv = fm.float32_variant(
+    "_gelu_deriv", _gelu_deriv_f32, _gelu_deriv_f64, device_impl=_gelu_deriv_device
+)
 
 
 @jit
