@@ -1038,7 +1038,6 @@ def _erfc_f64(x):
 # -h/2 with a first-order correction for hl, so the argument's rounding does not grow with
 # x^2; 1 + a/2 and 1/(1 + a/2) are corrected to first order too (the rounding of t enters S
 # through g(t) = 1 + t S'(t)/S(t), a quadratic fit within 0.01).
-_GELU_INV_SQRT_2PI = _f(0.3989422804014327)
 _GELU_T0 = _f(0.5)
 _GELU_S = _f32s(  # c0 (high, low), c1, ..., c11 of S in powers of t - 1/2
     0.33620399236679077,
@@ -1060,7 +1059,7 @@ _GELU_G = _f32s(0.94413898, 1.53607729, -0.88808738)
 
 @register_jitable(**_CORE_OPTS)
 def _normal_tail_f32(x):
-    """(tm, k, dv) for float32 x: Q(|x|) = Phi(-|x|) = tm * 2**k, exp(-x*x/2) = (1 + dv) 2**k."""
+    """(tm, k) for float32 x: Q(|x|) = Phi(-|x|) = tm * 2**k."""
     a = abs(x)
     h = x * x
     hl = _fma(x, x, -h)
@@ -1091,26 +1090,16 @@ def _normal_tail_f32(x):
     gh = t * sv
     tm = _fma(gh, _fma(g, dt, dv), gh)  # Q(|x|) = tm * 2**k
     tm = tm if h < _f(1500.0) else _f(0.0)  # underflowed; the corrections may be nan
-    return tm, k, dv
+    return tm, k
 
 
 @register_jitable(**_CORE_OPTS)
 def _gelu_f32(x):
     """x * Phi(x) (``F.gelu``, approximate='none') for float32 x."""
-    tm, k, _ = _normal_tail_f32(x)
+    tm, k = _normal_tail_f32(x)
     neg = x < _f(0.0)
     r = _ldexp(x * tm if neg else tm, k)  # x*Q scaled once: no double rounding if subnormal
     return r if neg else x * (_F1 - r)
-
-
-@register_jitable(**_CORE_OPTS)
-def _gelu_deriv_f32(x):
-    """d/dx x * Phi(x) = Phi(x) + x exp(-x*x/2) / sqrt(2 pi) for float32 x."""
-    tm, k, dv = _normal_tail_f32(x)
-    tail = _ldexp(tm, k)
-    cdf = tail if x < _f(0.0) else _F1 - tail
-    ex = _ldexp(_F1 + dv, k)
-    return _fma(x, ex * _GELU_INV_SQRT_2PI, cdf)
 
 
 # log1p(e) / e on [0, 1], float32: weighted least-squares fit (relative error 7.4e-10; with
