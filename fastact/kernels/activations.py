@@ -940,10 +940,15 @@ def _gelu_tanh_f32(x):
     host, with 2z = z2 + zl from :func:`_gelu_tanh_arg` and sigmoid(z2 + zl) = s (1 + zl
     sigmoid(-z2)) to first order, scaled once into the subnormals
     (:func:`_gelu_tanh_finish_scaled`): the sigmoid's own error passes through; the
-    single-word argument lost up to 206 ULP in the negative tail. The host loops use
-    :func:`_gelu_tanh_wide` where no element of a block of 256 is below -4.5."""
-    z2, zl = _gelu_tanh_arg(x)
-    return _gelu_tanh_finish_scaled(x, z2, zl)
+    single-word argument lost up to 206 ULP in the negative tail. At x >= -4.5 it is
+    :func:`_gelu_tanh_wide` (the cheaper argument, no scaling), so the host loops, which use
+    that alone for blocks of 256 without an element below -4.5, give the same bits as this
+    scalar (in fused chains, and for the other blocks)."""
+    if x < lit(x, -4.5):
+        z2, zl = _gelu_tanh_arg(x)
+        return _gelu_tanh_finish_scaled(x, z2, zl)
+    z2, zl = _gelu_tanh_arg_wide(x)
+    return _gelu_tanh_finish(x, z2, zl)
 
 
 @jit(fastmath=EXACT_FASTMATH)
