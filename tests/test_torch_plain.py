@@ -259,3 +259,51 @@ def test_import_fastact_does_not_import_torch():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_contiguous_float_tensors_take_the_array_fast_path(monkeypatch):
+    """A C-contiguous float32/float64 CPU tensor outside autograd runs the NumPy fast path
+    on its view (the general tensor path cost ~14 us per call at 1K elements): the general
+    path is never entered, results are new tensors (or the input itself, in place), also
+    for 0-d and empty tensors; other tensors still take the general path."""
+    import importlib
+
+    host_ew = importlib.import_module("fastact.host.elementwise")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("general tensor path taken")
+
+    for dt in (torch.float32, torch.float64):
+        for t in (
+            torch.randn(5, 7, dtype=dt),
+            torch.tensor(-2.0, dtype=dt),
+            torch.empty(0, dtype=dt),
+        ):
+            ref = fastact.silu(t.numpy())
+            with monkeypatch.context() as m:
+                m.setattr(host_ew, "_on_tensors", refuse)
+                got = fastact.silu(t)
+                u = t.clone()
+                assert fastact.relu_(u) is u
+                gb = fastact.silu_backward(t, t)
+                gy = fastact.sigmoid_backward(t, output=t)
+            _same(got, ref)
+            assert got.data_ptr() != t.data_ptr() or t.numel() == 0
+            _same(gb, fastact.silu_backward(t.numpy(), t.numpy()))
+            _same(gy, fastact.sigmoid_backward(t.numpy(), output=t.numpy()))
+            _same(u, fastact.relu(t.numpy()))
+    # a subclass (Parameter), a non-contiguous, a float16 tensor: the general path
+    calls = []
+    original = host_ew._on_tensors
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(host_ew, "_on_tensors", spy)
+    with torch.no_grad():
+        fastact.relu(torch.nn.Parameter(torch.randn(3), requires_grad=False))
+    fastact.relu(torch.randn(4, 3).t())
+    fastact.relu(torch.randn(3, dtype=torch.float16))
+    fastact.relu_backward(torch.randn(4, 3).t(), torch.randn(3, 4))
+    assert len(calls) == 4
