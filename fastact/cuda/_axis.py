@@ -204,6 +204,15 @@ def _exp_shifted(v, m):
     return t, e + e * tl
 
 
+@cuda.jit(device=True, inline="always", **DEVICE_OPTIONS)
+def _sum_terms(t, e, log):
+    """(sum term, tie count) of one element: log-softmax sums the terms below the maximum
+    and counts the maximum's ties apart (lse = log1p(sum + ties - 1))."""
+    if log:
+        return (0.0 if t == 0 else float64(e)), (1.0 if t == 0 else 0.0)
+    return float64(e), 0.0
+
+
 def softmax_rows(x, out, log, sign):
     """(R, C) rows, one block per row: block max, float64 block sums, write. As on the CPU:
     t = x - max is split exactly (TwoSum: t + tl) and exp(t + tl) = exp(t) (1 + tl);
@@ -224,11 +233,9 @@ def softmax_rows(x, out, log, sign):
         for c in range(tid, c_n, THREADS):
             v = sign * x[r, c]
             t, e = _exp_shifted(v, mt)
-            if log:
-                acc += 0.0 if t == 0 else float64(e)
-                cnt += 1.0 if t == 0 else 0.0
-            else:
-                acc += float64(e)
+            a, k = _sum_terms(t, e, log)
+            acc += a
+            cnt += k
         total = block_sum(acc, sh)
         if log:
             ties = block_sum(cnt, sh)
@@ -260,11 +267,9 @@ def softmax_columns(x, out, log, sign):
         for c in range(c_n):
             v = sign * x[o, c, s]
             t, e = _exp_shifted(v, m)
-            if log:
-                acc += 0.0 if t == 0 else float64(e)
-                cnt += 1.0 if t == 0 else 0.0
-            else:
-                acc += float64(e)
+            a, k = _sum_terms(t, e, log)
+            acc += a
+            cnt += k
         if log:
             lse = lit(m, math.log1p(acc + (cnt - 1.0)))
             for c in range(c_n):

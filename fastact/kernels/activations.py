@@ -935,6 +935,14 @@ def _gelu_tanh_plain(x):
 
 
 @jit(fastmath=EXACT_FASTMATH)
+def _gelu_tanh_wide_f32(x):
+    """float32 gelu_tanh for x >= -4.5: the cheaper argument (:func:`_gelu_tanh_arg_wide`),
+    no scaling into the subnormals (none there)."""
+    z2, zl = _gelu_tanh_arg_wide(x)
+    return _gelu_tanh_finish(x, z2, zl)
+
+
+@jit(fastmath=EXACT_FASTMATH)
 def _gelu_tanh_f32(x):
     """float32 0.5 x (1 + tanh(z)) = x sigmoid(2z) (no cancellation for negative x) on the
     host, with 2z = z2 + zl from :func:`_gelu_tanh_arg` and sigmoid(z2 + zl) = s (1 + zl
@@ -947,8 +955,7 @@ def _gelu_tanh_f32(x):
     if x < lit(x, -4.5):
         z2, zl = _gelu_tanh_arg(x)
         return _gelu_tanh_finish_scaled(x, z2, zl)
-    z2, zl = _gelu_tanh_arg_wide(x)
-    return _gelu_tanh_finish(x, z2, zl)
+    return _gelu_tanh_wide_f32(x)
 
 
 @jit(fastmath=EXACT_FASTMATH)
@@ -978,10 +985,7 @@ def _gelu_tanh_wide(x):
     """The host loops' float32 gelu_tanh for x >= -4.5: :func:`_gelu_tanh` with the cheaper
     argument (:func:`_gelu_tanh_arg_wide`). (float64 does not split: the blocks alone cost
     27% at 16M; this float64 branch is main's formula.)"""
-    if _is_f32(x):
-        z2, zl = _gelu_tanh_arg_wide(x)
-        return _gelu_tanh_finish(x, z2, zl)
-    return _gelu_tanh_plain(x)
+    return _gelu_tanh_wide_f32(x) if _is_f32(x) else _gelu_tanh_plain(x)
 
 
 @jit(fastmath=EXACT_FASTMATH)
