@@ -190,9 +190,17 @@ GRADS = {
     # (1.2e13 in float64) and over 4 on [-1.45, -0.4] as a sum; now exp(-x^2/2) (a0 - |x|) P(t).
     # Down to the underflow (float32 -14.7, float64 -38.7) and the positive side.
     "gelu": (_d_gelu, dict(roots=(GELU_ROOT,), lin=((-16, 8, 4801), (-40, -14, 2601)))),
-    # mish' = e K / Q cancels only in K near its zero -1.19243 (Taylor series there); the former
-    # formula lost 5.2e8 ULP (float32) / 1.05e16 (float64) at the zero and 6-24 on all of x < 0
-    "mish": (_d_mish, dict(roots=(MISH_ROOT,), lin=((-120, 30, 7501), (-1.6, -0.8, 4001)))),
+    # mish' = e K / Q cancels only in K near its zero -1.19243 (a polynomial in x - r there); the
+    # former formula lost 5.2e8 ULP (float32) / 1.05e16 (float64) at the zero and 6-24 on all of
+    # x < 0. Densest where the new one comes closest to 4: the band's edges (-1.32, -0.94),
+    # x near -0.2 (results just below 0.5) and the subnormal tail
+    "mish": (
+        _d_mish,
+        dict(
+            roots=(MISH_ROOT, MISH_ROOT - 0.125, MISH_ROOT + 0.25, -0.2),
+            lin=((-120, 30, 7501), (-1.6, -0.8, 4001), (-0.4, 1.2, 4001), (-110, -85, 2001)),
+        ),
+    ),
 }
 
 
@@ -277,6 +285,16 @@ def _silu_case(dtype):
     x = samples(dtype, roots=(SILU_ROOT,), lin=((-110, 110, 4001), (-4, 2, 4001)))
     x = np.concatenate([x, np.linspace(-800, -60, 2001).astype(dtype)])
     return x, _mp(_d_silu, x)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+def test_mish_gradient_limits(dtype):
+    """mish'(+inf) = 1 (torch's formula gives NaN there), mish'(-inf) = 0, NaN stays NaN, and
+    the far tails: exactly 1 from x = 20 up, -0 below the underflow."""
+    x = np.array([np.inf, -np.inf, np.nan, 20.0, 41.0, 1e30, -1e30, -800.0], dtype)
+    got = fastact.mish_backward(np.ones_like(x), x)
+    assert got[0] == 1.0 and got[1] == 0.0 and np.isnan(got[2])
+    assert np.all(got[3:6] == 1.0) and np.all(got[6:] == 0.0), got
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)

@@ -616,32 +616,26 @@ def _exp_parts_f64(x):
 
 @register_jitable(**_CORE_OPTS)
 def _exp_mk_f32(x):
-    """(m, ml, k): exp(x) = (m + ml) 2**k, m = 1 + v rounded once (in [0.70, 1.42]), ml its
-    rounding error (exact) and k an int32, for
+    """(m, v, k): exp(x) = (1 + v) 2**k (v = expm1 of the reduced argument, as in
+    :func:`_exp_f32_kernel`), m = 1 + v rounded once (in [0.70, 1.42]) and k an int32, for
     x clamped to [-170, 89] (nan stays nan): k reaches -246, so that a result computed as
     ``_ldexp(m * f, k)`` rounds once also where it is subnormal, and is 0 where exp(x) times
     f (|f| < 2**70) is below half the smallest subnormal. k stays within :func:`_ldexp`'s
     range."""
-    x = _f(-170.0) if x < _f(-170.0) else x
-    x = _f(89.0) if x > _f(89.0) else x
     v, k = _exp_f32_unclamped(x)
-    m = _F1 + v
-    return m, v - (m - _F1), k
+    return _F1 + v, v, k
 
 
 @register_jitable(**_CORE_OPTS)
 def _exp_mk_f64(x):
     """float64 :func:`_exp_mk_f32`: x clamped to [-1400, 709], k from -2020 to 1023."""
-    x = -1400.0 if x < -1400.0 else x
-    x = 709.0 if x > 709.0 else x
     r, w, t = _exp_f64_reduced_unclamped(x)
     v = r + w
-    m = 1.0 + v
-    return m, v - (m - 1.0), _i32(_bits(t) - _D_MAGIC_BITS)
+    return 1.0 + v, v, _i32(_bits(t) - _D_MAGIC_BITS)
 
 
 def _exp_mk(x):
-    """``(m, ml, k)`` of :func:`_exp_mk_f32` / ``_f64`` by dtype (jit code only)."""
+    """``(m, v, k)`` of :func:`_exp_mk_f32` / ``_f64`` by dtype (jit code only)."""
     raise NotImplementedError("_exp_mk is only callable from jitted code")
 
 

@@ -96,12 +96,14 @@ def _sim_fma(a, b, c):
 
 
 def _sim_exp_mk(x):
-    """(m, ml, k) of ``_exp_mk``: exp(x) = m 2^k, x clamped as there (the simulator only)."""
+    """(m, v, k) of ``_exp_mk``: exp(x) = m 2^k, v = m - 1, x clamped as there (the simulator
+    only)."""
     t = type(x)
     lo, hi = (-170.0, 89.0) if t is np.float32 else (-1400.0, 709.0)
     v = min(max(float(x), lo), hi) if x == x else float(x)
     k = int(round(v / math.log(2.0))) if v == v else 0
-    return t(math.exp(v - k * math.log(2.0)) if v == v else v), t(0.0), np.int32(k)
+    m = t(math.exp(v - k * math.log(2.0)) if v == v else v)
+    return m, m - t(1.0), np.int32(k)
 
 
 def _sim_ldexp(p, k):

@@ -25,8 +25,10 @@ from fastact.kernels._series import (
     _GELU_A0_32,
     _GELU_DP32,
     _GELU_DP64,
-    _MISH_K,
+    _MISH_KP32,
+    _MISH_KP64,
     _MISH_ROOT,
+    _MISH_ROOT32,
     _SILU_RHO,
     _SILU_ROOT,
     _TANHSHRINK_P64,
@@ -622,15 +624,10 @@ def _mish(x):
     return (x * n) / (n + lit(x, 2.0))
 
 
-#: mish''s root r (the zero of K, see _MISH_K) in two float32 words, K's leading Taylor
-#: coefficient k1 in two float32 words, and the band of x - r where K comes from its Taylor
-#: series (beyond it, K from e^x cancels by at most 1/|x - r|: about 8x at the band's edges)
-_MISH_R32 = (float(np.float32(_MISH_ROOT[0])), float(np.float32(-3.0439375464652585e-09)))
-_MISH_K1_32 = (
-    float(np.float32(_MISH_K[0])),
-    float(np.float32(_MISH_K[0] - np.float32(_MISH_K[0]))),
-)
+#: the band of x - r where mish''s K comes from its series (:func:`_mish_k_band`): beyond it
+#: K from e^x cancels by less than 1/|x - r|, about 8x at the left edge and 4x at the right
 _MISH_BAND = (-0.125, 0.25)
+_MISH_UP = 0.0
 _MISH_MID = _MISH_ROOT[0] + (_MISH_BAND[0] + _MISH_BAND[1]) / 2
 _MISH_HALF = (_MISH_BAND[1] - _MISH_BAND[0]) / 2
 
@@ -638,57 +635,50 @@ _MISH_HALF = (_MISH_BAND[1] - _MISH_BAND[0]) / 2
 @jit(fastmath=EXACT_FASTMATH)
 def _mish_k_band(x):
     """K(x) = 4 (1 + x) + e (6 + 4x) + 4 e^2 + e^3 (e = e^x) near its zero r = -1.19243 as
-    its Taylor series t (k1 + t P(t)), t + tl = x - r (x - r_hi is exact: Sterbenz), r and k1
-    in two words; degree 9 (float32) / 16 (float64): truncation below 2^-33 / 2^-56 of K
-    for t in [-1/8, 1/4]."""
+    (s - r_lo) P(s) with s = x - r_hi exact (Sterbenz) and P the near-minimax fit of
+    _MISH_KP32 (degree 5) / _MISH_KP64 (degree 11): s P - r_lo P, one rounding."""
     if _is_f32(x):
-        dh = x - lit(x, _MISH_R32[0])
-        t = dh - lit(x, _MISH_R32[1])
-        tl = (dh - t) - lit(x, _MISH_R32[1])
-        p = lit(x, _MISH_K[8])
-        for j in range(7, 0, -1):
-            p = fm._fma(p, t, lit(x, _MISH_K[j]))
-        k1, k1l = lit(x, _MISH_K1_32[0]), lit(x, _MISH_K1_32[1])
-    else:
-        dh = x - lit(x, _MISH_ROOT[0])
-        t = dh - lit(x, _MISH_ROOT[1])
-        tl = (dh - t) - lit(x, _MISH_ROOT[1])
-        p = lit(x, _MISH_K[15])
-        for j in range(14, 0, -1):
-            p = fm._fma(p, t, lit(x, _MISH_K[j]))
-        k1, k1l = lit(x, _MISH_K[0]), lit(x, 0.0)
-    return fm._fma(t, k1, fm._fma(t, fm._fma(p, t, k1l), tl * k1))
+        s = x - lit(x, _MISH_ROOT32[0])
+        p = lit(x, _MISH_KP32[5])
+        for j in range(4, -1, -1):
+            p = fm._fma(p, s, lit(x, _MISH_KP32[j]))
+        return fm._fma(s, p, p * lit(x, -_MISH_ROOT32[1]))
+    s = x - lit(x, _MISH_ROOT[0])
+    p = lit(x, _MISH_KP64[11])
+    for j in range(10, -1, -1):
+        p = fm._fma(p, s, lit(x, _MISH_KP64[j]))
+    return fm._fma(s, p, p * lit(x, -_MISH_ROOT[1]))
 
 
 @jit(fastmath=EXACT_FASTMATH)
 def _mish_deriv(x):
-    """mish'(x) = tanh(sp) + x sech^2(sp) sigmoid(x) (sp = softplus(x)) = e K / Q with e = e^x,
-    K = 4 (1 + x) + e (6 + 4x) + 4 e^2 + e^3 and Q = (e^2 + 2e + 2)^2 = e^4 + 4e^3 + 8e^2 + 8e
-    + 4, both by Horner's rule in e: one division where the former formula had four, and no
-    cancellation but K's near the zero r = -1.19243, where K comes from its Taylor series in
-    x - r (:func:`_mish_k_band`). e = m 2^k (:func:`fastact._core.math._exp_mk`) and the
-    result is 2^k (m K / Q), rounded once also where it is subnormal. x clamped to 20 (float32)
-    / 40 (float64), where the formula gives exactly 1 (also at +inf, where torch's formula gives
-    NaN); below -170 / -1400: -0. Accuracy (float32, dense samples, every 11th float32 on
-    [-200, 1e6]): 3.97 ULP on x < 0, 4.0-4.2 at x in [0.25, 1] (was 5.2e8 at the zero, 6-24
-    ULP on all of x < 0)."""
+    """mish'(x) = tanh(sp) + x sech^2(sp) sigmoid(x) (sp = softplus(x)) = e K / Q, e = e^x,
+    K = 4 (1 + x) + e (6 + 4x) + 4 e^2 + e^3, Q = (e^2 + 2e + 2)^2 = e^4 + 4e^3 + 8e^2 + 8e + 4,
+    by Horner's rule in e: one division (the former formula had four), and no cancellation but
+    K's near the zero r = -1.19243, where K is a polynomial in x - r (:func:`_mish_k_band`).
+    x < 0: 2^k (K (1 + v)) / Q with e = (1 + v) 2^k (:func:`fastact._core.math._exp_mk`): e's
+    own factor unrounded, and the result rounded once also where it is subnormal (down to -0
+    below about -104 / -745). x > 0: 1 + Z / Q with Z = e K - Q = e^2 (4x - 2) + e (4x - 4) -
+    4 (the correction to 1 is small: its rounding errors shrink with it). x is clamped to 20
+    (float32) / 40 (float64), where the result is exactly 1 (also at +inf, where torch's
+    formula gives NaN). Within 3.95 ULP (float32) of the exact value, 2 on x > 0."""
     f32 = _is_f32(x)
     hi = lit(x, 20.0) if f32 else lit(x, 40.0)
     lo = lit(x, -170.0) if f32 else lit(x, -1400.0)
     xc = hi if x > hi else x
     xc = lo if xc < lo else xc
-    m, ml, k = fm._exp_mk(xc)
+    m, v, k = fm._exp_mk(xc)
     e = fm._ldexp(m, k)
     four = lit(x, 4.0)
     e4 = e + four
+    q = fm._fma(e, fm._fma(e, fm._fma(e, e4, lit(x, 8.0)), lit(x, 8.0)), four)
     kk = fm._fma(e, fm._fma(e, e4, fm._fma(four, xc, lit(x, 6.0))), fm._fma(four, xc, four))
     if abs(x - lit(x, _MISH_MID)) < lit(x, _MISH_HALF):
         kk = _mish_k_band(x)
-    q = fm._fma(e, fm._fma(e, fm._fma(e, e4, lit(x, 8.0)), lit(x, 8.0)), four)
-    # x < 0: m's rounding error ml where m multiplies K (the result's own factor e; for x > 0
-    # the result depends little on e: K and Q nearly cancel its error)
-    ml = ml if x < lit(x, 0.0) else lit(x, 0.0)
-    return fm._ldexp(fm._fma(m, kk, ml * kk) / q, k)
+    z = fm._fma(e, fm._fma(e, fm._fma(four, xc, lit(x, -2.0)), fm._fma(four, xc, -four)), -four)
+    up = x > lit(x, _MISH_UP)
+    y = fm._ldexp((z if up else fm._fma(kk, v, kk)) / q, k - k if up else k)
+    return lit(x, 1.0) + y if up else y
 
 
 @jit(fastmath=EXACT_FASTMATH)
