@@ -25,8 +25,8 @@ from fastact.kernels._series import (
     _GELU_A0_32,
     _GELU_DP32,
     _GELU_DP64,
-    _MISH_KP32,
-    _MISH_KP64,
+    _MISH_P32,
+    _MISH_P64,
     _MISH_ROOT,
     _MISH_ROOT32,
     _SILU_RHO,
@@ -624,29 +624,28 @@ def _mish(x):
     return (x * n) / (n + lit(x, 2.0))
 
 
-#: the band of x - r where mish''s K comes from its series (:func:`_mish_k_band`): beyond it
-#: K from e^x cancels by less than 1/|x - r|, about 8x at the left edge and 4x at the right
-_MISH_BAND = (-0.125, 0.25)
-_MISH_UP = 0.0
+#: the band of x - r where mish' is a polynomial (:func:`_mish_band`): beyond it, K from e^x
+#: cancels by less than 1/|x - r|, about 5x at the left edge and 4x at the right
+_MISH_BAND = (-0.1875, 0.25)
 _MISH_MID = _MISH_ROOT[0] + (_MISH_BAND[0] + _MISH_BAND[1]) / 2
 _MISH_HALF = (_MISH_BAND[1] - _MISH_BAND[0]) / 2
 
 
 @jit(fastmath=EXACT_FASTMATH)
-def _mish_k_band(x):
-    """K(x) = 4 (1 + x) + e (6 + 4x) + 4 e^2 + e^3 (e = e^x) near its zero r = -1.19243 as
-    (s - r_lo) P(s) with s = x - r_hi exact (Sterbenz) and P the near-minimax fit of
-    _MISH_KP32 (degree 5) / _MISH_KP64 (degree 11): s P - r_lo P, one rounding."""
+def _mish_band(x):
+    """mish'(x) near its zero r = -1.19243 as (s - r_lo) P(s), s = x - r_hi exact (Sterbenz),
+    P the near-minimax fit of _MISH_P32 (degree 5) / _MISH_P64 (degree 13): s P - r_lo P with
+    one rounding."""
     if _is_f32(x):
         s = x - lit(x, _MISH_ROOT32[0])
-        p = lit(x, _MISH_KP32[5])
+        p = lit(x, _MISH_P32[5])
         for j in range(4, -1, -1):
-            p = fm._fma(p, s, lit(x, _MISH_KP32[j]))
+            p = fm._fma(p, s, lit(x, _MISH_P32[j]))
         return fm._fma(s, p, p * lit(x, -_MISH_ROOT32[1]))
     s = x - lit(x, _MISH_ROOT[0])
-    p = lit(x, _MISH_KP64[11])
-    for j in range(10, -1, -1):
-        p = fm._fma(p, s, lit(x, _MISH_KP64[j]))
+    p = lit(x, _MISH_P64[13])
+    for j in range(12, -1, -1):
+        p = fm._fma(p, s, lit(x, _MISH_P64[j]))
     return fm._fma(s, p, p * lit(x, -_MISH_ROOT[1]))
 
 
@@ -655,13 +654,13 @@ def _mish_deriv(x):
     """mish'(x) = tanh(sp) + x sech^2(sp) sigmoid(x) (sp = softplus(x)) = e K / Q, e = e^x,
     K = 4 (1 + x) + e (6 + 4x) + 4 e^2 + e^3, Q = (e^2 + 2e + 2)^2 = e^4 + 4e^3 + 8e^2 + 8e + 4,
     by Horner's rule in e: one division (the former formula had four), and no cancellation but
-    K's near the zero r = -1.19243, where K is a polynomial in x - r (:func:`_mish_k_band`).
+    K's near the zero r = -1.19243, where mish' is a polynomial in x - r (:func:`_mish_band`).
     x < 0: 2^k (K (1 + v)) / Q with e = (1 + v) 2^k (:func:`fastact._core.math._exp_mk`): e's
     own factor unrounded, and the result rounded once also where it is subnormal (down to -0
     below about -104 / -745). x > 0: 1 + Z / Q with Z = e K - Q = e^2 (4x - 2) + e (4x - 4) -
     4 (the correction to 1 is small: its rounding errors shrink with it). x is clamped to 20
-    (float32) / 40 (float64), where the result is exactly 1 (also at +inf, where torch's
-    formula gives NaN). Within 3.95 ULP (float32) of the exact value, 2 on x > 0."""
+    (float32) / 40 (float64), where the result rounds to 1 (also at +inf, where torch's
+    formula gives NaN)."""
     f32 = _is_f32(x)
     hi = lit(x, 20.0) if f32 else lit(x, 40.0)
     lo = lit(x, -170.0) if f32 else lit(x, -1400.0)
@@ -673,12 +672,13 @@ def _mish_deriv(x):
     e4 = e + four
     q = fm._fma(e, fm._fma(e, fm._fma(e, e4, lit(x, 8.0)), lit(x, 8.0)), four)
     kk = fm._fma(e, fm._fma(e, e4, fm._fma(four, xc, lit(x, 6.0))), fm._fma(four, xc, four))
-    if abs(x - lit(x, _MISH_MID)) < lit(x, _MISH_HALF):
-        kk = _mish_k_band(x)
     z = fm._fma(e, fm._fma(e, fm._fma(four, xc, lit(x, -2.0)), fm._fma(four, xc, -four)), -four)
-    up = x > lit(x, _MISH_UP)
+    up = x > lit(x, 0.0)
     y = fm._ldexp((z if up else fm._fma(kk, v, kk)) / q, k - k if up else k)
-    return lit(x, 1.0) + y if up else y
+    y = lit(x, 1.0) + y if up else y
+    if abs(x - lit(x, _MISH_MID)) < lit(x, _MISH_HALF):
+        y = _mish_band(x)
+    return y
 
 
 @jit(fastmath=EXACT_FASTMATH)
