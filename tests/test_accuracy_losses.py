@@ -303,13 +303,18 @@ EW_CASES = [(name, dt) for name in EW_LOSSES for dt in DTYPES]
 #: All are results near a zero of a difference of an exp or log and a product (the gradient
 #: roots of BCE with logits and poisson, x ~ log t in kl_div, the Stirling sum): any formula
 #: then needs exp/log to about 2**-53 of the result, i.e. far beyond the data's precision.
-#: - float32: the exp's parts (2**-30, one more polynomial degree) with exact double-word
-#:   products took BCE-with-logits d1 from 2.2e7 to 7.2e5 and poisson d1 from 1.1e7 to 3.2e5.
-#:   Evaluating in float64 reaches TARGET on this sample but cost (16M elements, 2 threads,
-#:   value+gradient, against main): BCE-with-logits +30%, kl_div +51%, poisson log_input +39%,
-#:   full +115%, log_input=False +64% (and 2x at 1M), over the issue's 10%.
-#: - float64: the double-word exp/log are bounded by 2**-57 (their polynomial and the
-#:   rounding of r^2 q), so near a root the error grows as 2**-57 / (relative distance);
+#: - float32: the exp's parts (2**-26 measured, one more polynomial degree) with exact
+#:   double-word products took BCE-with-logits d1 from 2.2e7 to 7.2e5 and poisson d1 from
+#:   1.1e7 to 3.2e5. Evaluating in float64 reaches TARGET on this sample but cost (16M
+#:   elements, 2 threads, value+gradient, against main): BCE-with-logits +30%, kl_div +51%,
+#:   poisson log_input +39%, full +115%, log_input=False +64% (and 2x at 1M), over the
+#:   issue's 10%. Recomputing only flagged elements (a cancellation flag per element, a
+#:   fix-up pass per chunk) reached TARGET for BCE-with-logits d1 but cost 1.9x (the 2**-26
+#:   parts need a band of 2**-4: 2.5% of N(0, 1) elements), or +33% with a 2**-32 exp
+#:   (band 2**-9) whose extra arithmetic alone cost +15% (notes/perf_experiments.md, "Loss
+#:   accuracy by flagged blocks"; notes/unmerged/loss_split.patch).
+#: - float64: the double-word exp/log are bounded by about 2**-55 (the rounding of r^2 q;
+#:   2**-55.2 measured), so near a root the error grows as 2**-55 / (relative distance);
 #:   TARGET needs a double-double exp/log in a narrow band. The full Stirling value as
 #:   t (exp(u) - 1 - u) + 0.5 log(2 pi t) with u = x - log t (double-word log) reached 1.8 ULP
 #:   but cost 2.8x at 16M; the double-word log for log_input=False (9.8 -> 1.0) 1.95x.
