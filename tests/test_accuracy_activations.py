@@ -526,7 +526,30 @@ def test_gelu_tanh_float32_forward_tail():
         assert err.max() <= 6.0, _report(err, x, f"gelu_tanh float32 ({out})")
 
 
-def test_forward_split_loop_blocks_match_the_scalar():
+def test_gelu_tanh_float64_forward_tail():
+    """float64 gelu(approximate='tanh') below -4.5 (the two-word argument and a double-word
+    exponential, scaled once into the subnormals, :func:`_gelu_tanh_tail_f64`): main's
+    single-word argument lost 1628 ULP near -19.6 (|2z| ULPs of the result); now within 1.6,
+    down to where the result underflows (about -25.1) and below (zeros)."""
+    rng = np.random.default_rng(19)
+    grid = np.linspace(-26, -4.5, 2151)[:-1]
+    x = np.concatenate([grid, rng.uniform(-26, -4.5, 400), [-4.5000001]])
+    ref = _mp(_gelu_tanh_mp, x)
+    for out in (None, "new", "inplace"):
+        if out is None:
+            got = fastact.gelu(x, approximate="tanh")
+        elif out == "new":
+            got = fastact.gelu(x, approximate="tanh", out=np.empty_like(x))
+        else:
+            got = x.copy()
+            fastact.gelu(got, approximate="tanh", out=got)
+        err = ulp_err(got, ref, np.float64)
+        assert err.max() <= 2.0, _report(err, x, f"gelu_tanh float64 ({out})")
+    assert fastact.gelu(np.array([-30.0, -1e300]), approximate="tanh").tolist() == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_split_loop_blocks_match_the_scalar(dtype):
     """The per-block split of a forward (map_split_loop, map_inplace_split_loop): blocks with
     and without elements below -4.5, lengths that are not multiples of the block, serial and
     parallel, out of place and in place, give the full scalar's value at the elements below
@@ -545,7 +568,7 @@ def test_forward_split_loop_blocks_match_the_scalar():
 
     rng = np.random.default_rng(7)
     for n in (1, 63, 64, 65, 255, 256, 257, 1000, 70001):
-        x = rng.standard_normal(n).astype(np.float32) * 2
+        x = rng.standard_normal(n).astype(dtype) * 2
         x[rng.integers(0, n, max(1, n // 500))] = -6.25  # tail elements in a few blocks
         want = full(x)
         for k in kernels(op, "forward"):

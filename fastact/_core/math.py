@@ -589,10 +589,12 @@ def _exp_f64(x):
 
 @register_jitable(**_CORE_OPTS)
 def _exp_parts_f32(x):
-    """(vh, vl, k, sc): exp(x) = 2**k (1 + vh + vl), vh + vl = expm1(x - k ln2) to about
-    2**-30 (|vl| <= ulp(vh)/2), sc = 2**k (0 below the normal range), for sums such as
-    1 + x + exp(x) that cancel: sc + sc vh is exact where they do (silu'). x clamped as in
-    exp. The polynomial has one degree more than exp's (_EXP_PARTS_F32)."""
+    """(vh, vl, k, sc): exp(x) = 2**k (1 + vh + vl), vh + vl = expm1(x - k ln2) within
+    2**-26 of 1 + vh + vl (|vl| <= ulp(vh)/2), sc = 2**k (0 below the normal range), for
+    sums such as 1 + x + exp(x) that cancel: sc + sc vh is exact where they do (silu'). x
+    clamped as in exp. The polynomial has one degree more than exp's (_EXP_PARTS_F32, within
+    2**-30.4), but the rounding of w = r^2 q + rl (|w| up to 0.06) bounds the parts: measured
+    over float32 x in [-20, 20], 2**-26.0 at |r| near ln2/2, 2**-30 only for |r| < 0.1."""
     x = _f(-104.0) if x < _f(-104.0) else x
     x = _f(89.0) if x > _f(89.0) else x
     r, rl, t = _ln2_reduce_f32(x)
@@ -606,7 +608,9 @@ def _exp_parts_f32(x):
 
 @register_jitable(**_CORE_OPTS)
 def _exp_parts_f64(x):
-    """float64 :func:`_exp_parts_f32`: vh + vl to about 2**-58, sc = 2**k (0 below 2**-1022)."""
+    """float64 :func:`_exp_parts_f32`: vh + vl within about 2**-55 (20000 samples on
+    [-30, 30] against mpmath: 2**-55.2, the rounding of r^2 q), sc = 2**k (0 below
+    2**-1022)."""
     r, w, t = _exp_f64_reduced(x)
     vh = r + w
     vl = (r - vh) + w
