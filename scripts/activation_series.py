@@ -16,6 +16,7 @@ Usage::
     python scripts/activation_series.py silu
     python scripts/activation_series.py tanhshrink   # float64 tanhshrink's P(x^2)
     python scripts/activation_series.py silu_root    # silu's zero in two words, e^r
+    python scripts/activation_series.py mish_root    # mish''s zero in two words, band fit
 """
 
 from __future__ import annotations
@@ -106,7 +107,56 @@ def silu_root() -> tuple[float, float, float]:
         return r_hi, float(r - r_hi), float(mpmath.exp(r))
 
 
+def mish_root(deg32: int = 5, deg64: int = 13, band=(-0.1875, 0.25)):
+    """mish'(x) = e K / Q (e = e^x, K = 4 (1 + x) + e (6 + 4x) + 4 e^2 + e^3, Q = (e^2 + 2e +
+    2)^2) vanishes where K does, at r = -1.19243: r in two float32 and two float64 words, and
+    for each type the near-minimax P (chebyfit at 300 bits, lowest coefficient first) with
+    mish'(r_hi + s) = (s - r_lo) P(s) on s in ``band`` (s = x - r_hi is exact there), with its
+    relative error: fastact/kernels/_series.py's _MISH_ROOT, _MISH_ROOT32, _MISH_P32,
+    _MISH_P64."""
+    import numpy as np
+
+    out = {}
+    with mpmath.workprec(300):
+        ex = mpmath.exp
+
+        def k(x):
+            return 4 * (1 + x) + ex(x) * (6 + 4 * x) + 4 * ex(2 * x) + ex(3 * x)
+
+        def d(x):
+            e = ex(x)
+            return e * k(x) / (e * e + 2 * e + 2) ** 2
+
+        r = mpmath.findroot(k, mpmath.mpf(-1.19))
+        for tag, conv, deg in (("32", lambda v: float(np.float32(v)), deg32), ("64", float, deg64)):
+            r_hi = mpmath.mpf(conv(r))
+            r_lo = mpmath.mpf(conv(r - r_hi))
+
+            def p(s, r_hi=r_hi, r_lo=r_lo):
+                t = s - r_lo
+                if abs(t) < mpmath.mpf(2) ** -250:
+                    return mpmath.diff(d, r)
+                return d(r_hi + s) / t
+
+            coeffs, err = mpmath.chebyfit(p, list(band), deg + 1, error=True)
+            rel = float(mpmath.log(err / p(mpmath.mpf(0)), 2))
+            out[tag] = (float(r_hi), float(r_lo), [float(c) for c in coeffs[::-1]], rel)
+    return out
+
+
 def main(argv: list[str]) -> None:
+    if "mish_root" in argv:
+        for tag, (r_hi, r_lo, coeffs, rel) in mish_root().items():
+            suffix = "32" if tag == "32" else ""
+            print(f"# mish': degree {len(coeffs) - 1}, relative error 2^{rel:.1f}")
+            print(f"_MISH_ROOT{suffix} = ({r_hi!r}, {r_lo!r})")
+            print(f"_MISH_P{tag} = (")
+            for c in coeffs:
+                print(f"    {c!r},")
+            print(")")
+        argv = [a for a in argv if a != "mish_root"]
+        if not argv:
+            return
     if "silu_root" in argv:
         r_hi, r_lo, rho = silu_root()
         print(f"_SILU_ROOT = ({r_hi!r}, {r_lo!r})")

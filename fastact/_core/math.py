@@ -418,6 +418,12 @@ def _exp_f32_kernel(x):
     """exp(x) = (1 + v) * 2**k; x is clamped to [-104, 89] (nan stays nan)."""
     x = _f(-104.0) if x < _f(-104.0) else x
     x = _f(89.0) if x > _f(89.0) else x
+    return _exp_f32_unclamped(x)
+
+
+@register_jitable(**_CORE_OPTS)
+def _exp_f32_unclamped(x):
+    """:func:`_exp_f32_kernel` without the clamp (|x| below about 2**22 ln2)."""
     r, rl, t = _ln2_reduce_f32(x)
     c = _EXP_F32
     q = c[4]
@@ -434,6 +440,12 @@ def _exp_f64_reduced(x):
     part) and k from t's bits; x is clamped to [-746, 710] (nan stays nan)."""
     x = -746.0 if x < -746.0 else x
     x = 710.0 if x > 710.0 else x
+    return _exp_f64_reduced_unclamped(x)
+
+
+@register_jitable(**_CORE_OPTS)
+def _exp_f64_reduced_unclamped(x):
+    """:func:`_exp_f64_reduced` without the clamp (|x| below about 2**51 ln2)."""
     t = x * _D_INVLN2 + _D_MAGIC
     n = t - _D_MAGIC
     rh = x - n * _D_LN2HI
@@ -604,6 +616,40 @@ def _exp_parts_f64(x):
     vl = (r - vh) + w
     k = _bits(t) - _D_MAGIC_BITS
     return vh, vl, k, _f64_from_bits((k + 1023) << 52) if k > -1023 else 0.0
+
+
+@register_jitable(**_CORE_OPTS)
+def _exp_mk_f32(x):
+    """(m, v, k): exp(x) = (1 + v) 2**k (v = expm1 of the reduced argument, as in
+    :func:`_exp_f32_kernel`), m = 1 + v rounded once (in [0.70, 1.42]) and k an int32, for
+    x clamped to [-170, 89] (nan stays nan): k reaches -246, so that a result computed as
+    ``_ldexp(m * f, k)`` rounds once also where it is subnormal, and is 0 where exp(x) times
+    f (|f| < 2**70) is below half the smallest subnormal. k stays within :func:`_ldexp`'s
+    range."""
+    v, k = _exp_f32_unclamped(x)
+    return _F1 + v, v, k
+
+
+@register_jitable(**_CORE_OPTS)
+def _exp_mk_f64(x):
+    """float64 :func:`_exp_mk_f32`: x clamped to [-1400, 709], k from -2020 to 1023."""
+    r, w, t = _exp_f64_reduced_unclamped(x)
+    v = r + w
+    return 1.0 + v, v, _i32(_bits(t) - _D_MAGIC_BITS)
+
+
+def _exp_mk(x):
+    """``(m, v, k)`` of :func:`_exp_mk_f32` / ``_f64`` by dtype (jit code only)."""
+    raise NotImplementedError("_exp_mk is only callable from jitted code")
+
+
+@overload(_exp_mk, jit_options=_CORE_OPTS)
+def _exp_mk_ol(x):
+    if x == types.float32:
+        return _exp_mk_f32
+    if x == types.float64:
+        return _exp_mk_f64
+    return None
 
 
 def _exp_parts(x):

@@ -95,9 +95,26 @@ def _sim_fma(a, b, c):
     return type(a)(float(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))))
 
 
+def _sim_exp_mk(x):
+    """(m, v, k) of ``_exp_mk``: exp(x) = m 2^k, v = m - 1, x clamped as there (the simulator
+    only)."""
+    t = type(x)
+    lo, hi = (-170.0, 89.0) if t is np.float32 else (-1400.0, 709.0)
+    v = min(max(float(x), lo), hi) if x == x else float(x)
+    k = int(round(v / math.log(2.0))) if v == v else 0
+    m = t(math.exp(v - k * math.log(2.0)) if v == v else v)
+    return m, m - t(1.0), np.int32(k)
+
+
+def _sim_ldexp(p, k):
+    return type(p)(np.ldexp(p, int(k)))
+
+
 #: Simulator replacements of the ``fastact._core.math`` cores (NumPy semantics, dtype kept).
 _SIM_MATH = {
     "_fma": _sim_fma,
+    "_exp_mk": _sim_exp_mk,
+    "_ldexp": _sim_ldexp,
     "exp": _ieee(np.exp),
     "expm1": _ieee(np.expm1),
     "log": _ieee(np.log),
