@@ -505,14 +505,9 @@ def _gelu_tanh_mp(x):
     return x / (1 + mpmath.exp(-k * (x + mpmath.mpf("0.044715") * x**3)))
 
 
-def test_gelu_tanh_float32_forward_tail():
-    """float32 gelu(approximate='tanh') on [-10.5, 3] and its far tail: main's single-word
-    argument lost 126 ULP at -9.44 and 20 near -3.5 (the argument's rounding, and the
-    once-rounded constants, weighed by |2z|); the double-word argument leaves the sigmoid's
-    own error (4.74 ULP worst at normal results, 5.6 subnormal spacings below)."""
-    rng = np.random.default_rng(18)
-    x = np.concatenate([np.linspace(-10.5, 3, 2701), rng.uniform(-10.5, -4.5, 300)])
-    x = x.astype(np.float32)
+def _check_gelu_tanh_forward(x, limit):
+    """gelu(x, approximate='tanh') within ``limit`` ULP of mpmath's, returned, into a new
+    ``out=`` and in place."""
     ref = _mp(_gelu_tanh_mp, x)
     for out in (None, "new", "inplace"):
         if out is None:
@@ -522,8 +517,19 @@ def test_gelu_tanh_float32_forward_tail():
         else:
             got = x.copy()
             fastact.gelu(got, approximate="tanh", out=got)
-        err = ulp_err(got, ref, np.float32)
-        assert err.max() <= 6.0, _report(err, x, f"gelu_tanh float32 ({out})")
+        err = ulp_err(got, ref, x.dtype.type)
+        assert err.max() <= limit, _report(err, x, f"gelu_tanh {x.dtype} ({out})")
+
+
+def test_gelu_tanh_float32_forward_tail():
+    """float32 gelu(approximate='tanh') on [-10.5, 3] and its far tail: main's single-word
+    argument lost 126 ULP at -9.44 and 20 near -3.5 (the argument's rounding, and the
+    once-rounded constants, weighed by |2z|); the double-word argument leaves the sigmoid's
+    own error (4.74 ULP worst at normal results, 5.6 subnormal spacings below)."""
+    rng = np.random.default_rng(18)
+    x = np.concatenate([np.linspace(-10.5, 3, 2701), rng.uniform(-10.5, -4.5, 300)])
+    x = x.astype(np.float32)
+    _check_gelu_tanh_forward(x, 6.0)
 
 
 def test_gelu_tanh_float64_forward_tail():
@@ -534,17 +540,7 @@ def test_gelu_tanh_float64_forward_tail():
     rng = np.random.default_rng(19)
     grid = np.linspace(-26, -4.5, 2151)[:-1]
     x = np.concatenate([grid, rng.uniform(-26, -4.5, 400), [-4.5000001]])
-    ref = _mp(_gelu_tanh_mp, x)
-    for out in (None, "new", "inplace"):
-        if out is None:
-            got = fastact.gelu(x, approximate="tanh")
-        elif out == "new":
-            got = fastact.gelu(x, approximate="tanh", out=np.empty_like(x))
-        else:
-            got = x.copy()
-            fastact.gelu(got, approximate="tanh", out=got)
-        err = ulp_err(got, ref, np.float64)
-        assert err.max() <= 2.0, _report(err, x, f"gelu_tanh float64 ({out})")
+    _check_gelu_tanh_forward(x, 2.0)
     assert fastact.gelu(np.array([-30.0, -1e300]), approximate="tanh").tolist() == [0.0, 0.0]
 
 
