@@ -1063,11 +1063,11 @@ _EXP_M64_DW = (1.603810890548638e-28, -7.361325221284214e-45)
 def _gelu_tanh_tail_f64(x):
     """float64 gelu_tanh for x < -4.5: x e / (1 + e) with e = exp(z + zl) as a double-word
     (``_exp_f64_dw``) of the two-word argument z + zl (:func:`_gelu_tanh_arg`), 1 + e by
-    Fast2Sum, x times e's words as an exact product, one division and the quotient's residual,
-    scaled by 2^k once (results are subnormal from x = -21.3, zero below about -25.1). Where
-    z < -700, exp(z + 64) e^-64 with e^-64 in two words (the exponential's range). The
-    single-word argument lost |z| ULPs of the result to its rounding: 1390 ULP near -20, 9 at
-    -4.5. IEEE arithmetic."""
+    Fast2Sum, x times e's words as an exact product, the quotient rounded once
+    (``_div_dw_unit``), scaled by 2^k once (results are subnormal from x = -21.3, zero below
+    about -25.1). Where z < -700, exp(z + 64) e^-64 with e^-64 in two words (the
+    exponential's range). The single-word argument lost |z| ULPs of the result to its
+    rounding: 1628 ULP near -19.6, 9 at -4.5. IEEE arithmetic."""
     z, zl = _gelu_tanh_arg(x)
     shift = z < -700.0
     ph, pl, k = fm._exp_f64_dw(z + 64.0 if shift else z, zl)
@@ -1078,12 +1078,8 @@ def _gelu_tanh_tail_f64(x):
     s = fm._f64_from_bits((max(k, -1022) + 1023) << 52)  # e's scale in 1 + e (2^-1022: 1 + e = 1)
     eh = ph * s
     d = 1.0 + eh
-    dl = ((1.0 - d) + eh) + pl * s
     p = x * ph
-    pe = fm._fma(x, ph, -p) + x * pl
-    r = 1.0 / d
-    q = p * r
-    y = fm._fma(fm._fma(-q, d, p) + (pe - q * dl), r, q)
+    y = fm._div_dw_unit(p, fm._fma(x, ph, -p) + x * pl, d, ((1.0 - d) + eh) + pl * s)
     # below, x e^z underflows (and -inf: NaN, as x sigmoid(z))
     return fm._ldexp(y, k) if z > -800.0 else x * 0.0
 

@@ -41,6 +41,7 @@ from numba.extending import intrinsic, overload
 from fastact._core.jit import jit
 from fastact._core.math import (
     _bce_logs_f32,
+    _div_dw_unit,
     _exp_f64_dw,
     _exp_parts_f32,
     _f32_from_bits,
@@ -257,12 +258,8 @@ def _bce_logits_f32(x, t, w, pw):
     # q = P / dh and one correction (P + Pl - q (dh + dl)) / dh with 1/dh from its chord on
     # [1, 2] (within 9%: the correction is below 2**-23 q)
     pp = w * num
-    ppl = _fma(w, num, -pp)
     dh = one + e
-    dl = (one - dh) + e
-    q = pp / dh
-    res = _fma(-q, dh, pp) + _fma(-q, dl, ppl)
-    return v, _fma(res, _fma(dh, lit(x, -0.5), lit(x, 1.5)), q)
+    return v, _div_dw_unit(pp, _fma(w, num, -pp), dh, (one - dh) + e)
 
 
 @jit(fastmath=False)
@@ -287,12 +284,8 @@ def _bce_logits_dw(x, t, w, pw):
     num = num if neg else -num
     # w num / (1 + e) rounded once, as in _bce_logits_f32 (e's low word included)
     pp = w * num
-    ppl = _fma(w, num, -pp)
     dh = 1.0 + eh
-    dl = ((1.0 - dh) + eh) + el
-    qq = pp / dh
-    res = _fma(-qq, dh, pp) + _fma(-qq, dl, ppl)
-    return v, _fma(res, _fma(dh, -0.5, 1.5), qq)
+    return v, _div_dw_unit(pp, _fma(w, num, -pp), dh, ((1.0 - dh) + eh) + el)
 
 
 _bce_logits_vg = _by_dtype("_bce_logits_vg", _bce_logits_f32, _bce_logits_dw, _bce_logits_plain)
