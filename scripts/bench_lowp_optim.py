@@ -10,6 +10,11 @@ counted. Float32 parameters and gradients, then bfloat16 ones (torch bfloat16 te
     flock -x /work/wt/cpu.lock python scripts/bench_lowp_optim.py [--repeat 9] [--blocks]
 
 ``--blocks`` also times AdamW8bit over block sizes (the default block size is the best).
+
+The ``floor ms`` column is each case's memory floor measured in the same run
+(:func:`fastact.bench.bandwidth.measure_state_floor`: the parameter and both states read and
+written and the gradient read, no arithmetic, over all the parameters as one array), and
+``of floor`` the floor's share of the step (1.00: the step runs at the floor).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 import torch
 
 import fastact.optim as fo
+from fastact.bench.bandwidth import measure_state_floor
 from fastact.bench.optim import model_shapes
 
 _QUIET = 0.03
@@ -77,8 +83,22 @@ def _cases(bf16: bool, with_bnb: bool) -> list[tuple[str, Callable]]:
     return cases
 
 
+def _state_width(name: str, bf16: bool) -> int:
+    """Bytes per element of a case's two states."""
+    if "8bit" in name:
+        return 1
+    if "state_dtype=bfloat16" in name or (bf16 and "state_dtype" not in name):
+        return 2  # torch keeps bfloat16 states for bfloat16 parameters, as fastact's default
+    return 4
+
+
 def run(repeat: int, with_bnb: bool, bnb_repeat: int, log2: int = 24) -> list[dict]:
     n = 1 << log2
+    floors = {
+        (pb, sb): measure_state_floor(n, pb, sb, budget=0.3)["seconds"]
+        for pb in (4, 2)
+        for sb in (4, 2, 1)
+    }
     sets = {
         "one tensor": [(n,)],
         "160-tensor model": model_shapes(target=n, d=288 if log2 >= 24 else 16),
@@ -99,7 +119,9 @@ def run(repeat: int, with_bnb: bool, bnb_repeat: int, log2: int = 24) -> list[di
                 r = bnb_repeat if name.startswith("bitsandbytes") else repeat
                 times[name] = _median(opt.step, r)
             base = times[cases[0][0]]
+            bf16 = dtype == torch.bfloat16
             for name, opt, _ps in opts:
+                floor = floors[2 if bf16 else 4, _state_width(name, bf16)] * total / n
                 rows.append({
                     "params": str(dtype).replace("torch.", ""),
                     "set": f"{set_name} ({len(shapes)} tensors, {total / 1e6:.1f}M)",
@@ -107,6 +129,8 @@ def run(repeat: int, with_bnb: bool, bnb_repeat: int, log2: int = 24) -> list[di
                     "ms": times[name] * 1e3,
                     "vs_torch": base / times[name],
                     "bytes": _state_bytes(opt) / total,
+                    "floor_ms": floor * 1e3,
+                    "of_floor": floor / times[name],
                 })  # fmt: skip
             del opts
     return rows
@@ -137,15 +161,17 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         with_bnb = False
     print(f"# {platform.processor() or platform.machine()}, torch threads 2, "
-          f"bitsandbytes {'yes' if with_bnb else 'not installed'}")  # fmt: skip
+          f"bitsandbytes {'yes' if with_bnb else 'not used'}")  # fmt: skip
     if args.blocks and args.log2 == 24:
         print("AdamW8bit block size sweep (2**24 float32 params, ms):", blocks(args.repeat))
     rows = run(args.repeat, with_bnb, args.bnb_repeat, args.log2)
-    print("| params | set | implementation | step ms | vs torch fused | state B/param |")
-    print("|---|---|---|---:|---:|---:|")
+    print("| params | set | implementation | step ms | vs torch fused | state B/param | "
+          "floor ms | of floor |")  # fmt: skip
+    print("|---|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['params']} | {r['set']} | {r['impl']} | {r['ms']:.1f} | "
-              f"{r['vs_torch']:.2f}x | {r['bytes']:.3f} |")  # fmt: skip
+              f"{r['vs_torch']:.2f}x | {r['bytes']:.3f} | {r['floor_ms']:.1f} | "
+              f"{r['of_floor']:.2f} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -471,6 +471,27 @@ def test_bandwidth_probes():
         measure_probe("nope", 8, "float32")
 
 
+def test_state_floor_probe_moves_an_optimizer_steps_bytes():
+    """The low-precision optimizer floor (scripts/bench_lowp_optim.py): bytes of the
+    parameter and two states read and written and the gradient read, and a loop that really
+    writes every array (each call flips the parameter by the gradient and the states by 1)."""
+    from fastact.bench.bandwidth import _pick, measure_state_floor
+
+    for pb, sb in ((4, 4), (4, 1), (2, 2), (2, 1)):
+        b = measure_state_floor(4096, pb, sb, 0.002, 3)
+        assert b["bytes"] == 4096 * (3 * pb + 4 * sb)
+        assert b["Bps"] == pytest.approx(b["bytes"] / b["seconds"]) and b["seconds"] > 0
+    k = _pick("state_floor", 100)
+    g = np.arange(1, 101, dtype=np.uint32)
+    p, s0, s1 = np.zeros(100, np.uint32), np.zeros(100, np.uint8), np.full(100, 6, np.uint8)
+    k(g, p, s0, s1)
+    assert (p == g).all() and (s0 == 1).all() and (s1 == 7).all()
+    with pytest.raises(ValueError, match="state_bytes"):
+        measure_state_floor(8, 4, 3)
+    with pytest.raises(ValueError, match="param_bytes"):
+        measure_state_floor(8, 0, 1)
+
+
 # ---------------------------------------------------------------------------- the plot
 def _fake_report(n_cases: int | None, seed: int = 0) -> dict:
     """Rows with made-up times for the cases of a default run (no timing)."""

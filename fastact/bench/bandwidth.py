@@ -10,6 +10,10 @@ count and serial/parallel switch as fastact's kernels
 * ``stream1`` .. ``stream4``: ``a_k[i] = a_k[i] * s + g[i]`` for k < w (``2 w + 1`` streams),
   an optimizer step over a parameter and ``w - 1`` state arrays.
 
+:func:`measure_state_floor` is the floor of a low-precision optimizer step (a parameter and
+two states of other widths than the parameter's, as AdamW8bit's codes): the same traffic
+with no arithmetic.
+
 ``fastact/bench/`` is not part of the compile cache's fingerprint: these kernels compile in
 memory (a fraction of a second each) in the process that measures.
 """
@@ -24,7 +28,7 @@ from numba import prange
 
 from .timing import Runner, measure
 
-__all__ = ["PROBES", "measure_probe", "probe_bytes"]
+__all__ = ["PROBES", "measure_probe", "measure_state_floor", "probe_bytes"]
 
 
 def _copy_loop(src, dst):
@@ -68,6 +72,15 @@ def _stream4_loop(g, a0, a1, a2, a3, s):
         a3[i] = a3[i] * s + g[i]
 
 
+def _state_floor_loop(g, p, s0, s1):
+    """An optimizer step's traffic without its arithmetic, on unsigned-integer views: the
+    parameter read and written (``p ^= g``), the gradient read, two states read and written."""
+    for i in prange(g.shape[0]):
+        p[i] = p[i] ^ g[i]
+        s0[i] = s0[i] ^ 1
+        s1[i] = s1[i] ^ 1
+
+
 _LOOPS: dict[str, Callable] = {
     "copy": _copy_loop,
     "rmw": _rmw_loop,
@@ -76,6 +89,7 @@ _LOOPS: dict[str, Callable] = {
     "stream2": _stream2_loop,
     "stream3": _stream3_loop,
     "stream4": _stream4_loop,
+    "state_floor": _state_floor_loop,
 }
 #: Probe name -> streams it moves (arrays read or written once per element).
 PROBES: dict[str, int] = {
@@ -153,6 +167,42 @@ def measure_probe(
         "probe": name,
         "size": n,
         "dtype": dtype,
+        "bytes": nbytes,
+        "seconds": t,
+        "Bps": nbytes / t,
+    }
+
+
+_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def measure_state_floor(
+    n: int,
+    param_bytes: int,
+    state_bytes: int,
+    budget: float = 0.05,
+    min_samples: int = 5,
+) -> dict:
+    """The memory floor of an optimizer step with two states over ``n`` parameters of
+    ``param_bytes`` bytes (4: float32, 2: bfloat16) and states of ``state_bytes`` bytes (4:
+    float32, 2: bfloat16, 1: 8-bit codes; their block scales are left out): the time of a
+    loop that reads and writes the parameter and both states and reads the gradient, with no
+    arithmetic (:func:`_state_floor_loop`; serial or parallel like the other probes).
+    ``{"size", "param_bytes", "state_bytes", "bytes", "seconds", "Bps"}``."""
+    for name, v in (("param_bytes", param_bytes), ("state_bytes", state_bytes)):
+        if v not in _UINT:
+            raise ValueError(f"{name}: must be 1, 2, 4 or 8 bytes, got {v!r}")
+    k = _pick("state_floor", n)
+    pt, st = _UINT[param_bytes], _UINT[state_bytes]
+    g = np.ones(n, pt)
+    p, s0, s1 = np.zeros(n, pt), np.zeros(n, st), np.zeros(n, st)
+    runner = Runner(functools.partial(k, g, p, s0, s1), keep=(g, p, s0, s1))
+    t = measure(runner, budget, min_samples)["median_s"]
+    nbytes = n * (3 * param_bytes + 4 * state_bytes)
+    return {
+        "size": n,
+        "param_bytes": param_bytes,
+        "state_bytes": state_bytes,
         "bytes": nbytes,
         "seconds": t,
         "Bps": nbytes / t,
