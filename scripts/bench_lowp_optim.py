@@ -2,10 +2,11 @@
 fused AdamW and, when installed, bitsandbytes' CPU optimizers.
 
 For one tensor of 2**24 parameters and a 160-tensor model-like set of the same total
-(``fastact.bench.optim.model_shapes``), each implementation's step is timed round-robin in
-one process (median of ``--repeat`` steps after warm-up, a pause before each step so that
-the previous library's worker threads stop spinning) and its state bytes per parameter are
-counted. Float32 parameters and gradients, then bfloat16 ones (torch bfloat16 tensors).
+(``fastact.bench.optim.model_shapes``), the implementations' steps are timed round-robin in
+one process, alternating step by step (median of ``--repeat`` steps each after warm-up, a
+pause before each step so that the previous library's worker threads stop spinning), and
+their state bytes per parameter are counted. Float32 parameters and gradients, then bfloat16
+ones (torch bfloat16 tensors).
 
     flock -x /work/wt/cpu.lock python scripts/bench_lowp_optim.py [--repeat 9] [--blocks]
 
@@ -56,6 +57,32 @@ def _median(fn: Callable[[], None], repeat: int) -> float:
         fn()
         ts.append(time.perf_counter() - t0)
     return float(np.median(ts))
+
+
+def _alternating(opts, repeat: int, bnb_repeat: int) -> dict[str, float]:
+    """Median step time per implementation, the implementations alternating step by step
+    (a burst of load on the machine then hits them alike); bitsandbytes takes part in the
+    first ``bnb_repeat`` rounds only. Two untimed warm-up steps each first. Before each
+    timed step the implementation's gradients are rewritten in place (untimed), as a
+    backward pass leaves them: a step right after another optimizer's step on clean
+    gradients is not a training loop's case (measured: with fastact's prefetching 8-bit and
+    bfloat16 loops one of two such optimizers took 1.5x its time after a backward pass)."""
+    for _name, opt, _ps in opts:
+        for _ in range(2):
+            opt.step()
+    ts: dict[str, list[float]] = {name: [] for name, _opt, _ps in opts}
+    for r in range(repeat):
+        for name, opt, ps in opts:
+            if r >= bnb_repeat and name.startswith("bitsandbytes"):
+                continue
+            with torch.no_grad():
+                for p in ps:
+                    p.grad.mul_(1.0)
+            time.sleep(_QUIET)
+            t0 = time.perf_counter()
+            opt.step()
+            ts[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t)) for name, t in ts.items()}
 
 
 def _tensors(shapes, dtype, seed=0):
@@ -114,10 +141,7 @@ def run(repeat: int, with_bnb: bool, bnb_repeat: int, log2: int = 24) -> list[di
                 opt.step()  # creates the state
                 opts.append((name, opt, ps))
             total = sum(math.prod(s) for s in shapes)
-            times = {}
-            for name, opt, _ps in opts:
-                r = bnb_repeat if name.startswith("bitsandbytes") else repeat
-                times[name] = _median(opt.step, r)
+            times = _alternating(opts, repeat, bnb_repeat)
             base = times[cases[0][0]]
             bf16 = dtype == torch.bfloat16
             for name, opt, _ps in opts:
