@@ -300,11 +300,16 @@ def _dq(codes: np.ndarray, scales: np.ndarray, block: int, signed: bool) -> np.n
     return table[codes] * np.repeat(scales.astype(np.float64), block)[: codes.size]
 
 
-def test_adamw8bit_matches_a_float64_reference_of_the_8bit_rule():
+@pytest.mark.parametrize("n, block", [(1000, 64), (1500, 512)])
+def test_adamw8bit_matches_a_float64_reference_of_the_8bit_rule(n, block):
     """AdamW8bit = AdamW's update in float arithmetic on dequantized states, states then
-    re-quantized block-wise with the new absmax; a float64 NumPy reference of that rule."""
+    re-quantized block-wise with the new absmax; a float64 NumPy reference of that rule.
+    Blocks of 512 are updated in several prefetch pieces (PREFETCH_PIECE), the last one
+    partial: their maxima must still be the whole block's."""
+    from fastact.kernels.optim import PREFETCH_PIECE
+
+    assert block <= PREFETCH_PIECE or block % PREFETCH_PIECE == 0 and n % block % PREFETCH_PIECE
     rng = np.random.default_rng(4)
-    n, block = 1000, 64
     p = rng.standard_normal(n).astype(np.float32)
     ps = [p.copy()]
     opt = fo.AdamW8bit(ps, lr=1e-2, weight_decay=0.1, block_size=block, min_8bit_size=0)
@@ -335,6 +340,23 @@ def test_adamw8bit_matches_a_float64_reference_of_the_8bit_rule():
         vc = st["exp_avg_sq"].astype(np.int64)
         ms, vs = st["exp_avg_f8absmax"].copy(), st["exp_avg_sq_f8absmax"].copy()
         pr = ps[0].astype(np.float64)
+
+
+def test_prefetch_never_faults():
+    """The low-precision loops prefetch ahead of the element they update; the hint must be
+    harmless at any address (null, unmapped, past the end of an array)."""
+    from fastact._core.jit import jit
+    from fastact.kernels.optim import _prefetch
+
+    @jit
+    def touch(a, extra):
+        _prefetch(0)
+        _prefetch(extra)
+        _prefetch(a.ctypes.data + a.size * 4 + 4096)
+        return a.sum()
+
+    a = np.ones(10, np.float32)
+    assert touch(a, 1 << 47) == 10.0
 
 
 # ------------------------------------------------------------------- the same bits on every path
