@@ -160,17 +160,13 @@ def measure_probe(
     "bytes", "seconds", "Bps"}`` (bytes per second, the roofline's bandwidth)."""
     if name not in PROBES:
         raise ValueError(f"probe: unknown bandwidth probe {name!r} (choose from {list(PROBES)})")
-    runner = _runner(name, n, dtype)
-    t = measure(runner, budget, min_samples, overhead=overhead)["median_s"]
-    nbytes = probe_bytes(name, n, dtype)
-    return {
-        "probe": name,
-        "size": n,
-        "dtype": dtype,
-        "bytes": nbytes,
-        "seconds": t,
-        "Bps": nbytes / t,
-    }
+    t = measure(_runner(name, n, dtype), budget, min_samples, overhead=overhead)["median_s"]
+    return _rate(probe_bytes(name, n, dtype), t, probe=name, size=n, dtype=dtype)
+
+
+def _rate(nbytes: int, seconds: float, **fields) -> dict:
+    """A probe's result: ``fields`` and its bytes, seconds and bytes per second."""
+    return {**fields, "bytes": nbytes, "seconds": seconds, "Bps": nbytes / seconds}
 
 
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -199,11 +195,4 @@ def measure_state_floor(
     runner = Runner(functools.partial(k, g, p, s0, s1), keep=(g, p, s0, s1))
     t = measure(runner, budget, min_samples)["median_s"]
     nbytes = n * (3 * param_bytes + 4 * state_bytes)
-    return {
-        "size": n,
-        "param_bytes": param_bytes,
-        "state_bytes": state_bytes,
-        "bytes": nbytes,
-        "seconds": t,
-        "Bps": nbytes / t,
-    }
+    return _rate(nbytes, t, size=n, param_bytes=param_bytes, state_bytes=state_bytes)
