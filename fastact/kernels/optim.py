@@ -830,14 +830,16 @@ UPDATES = {
 }
 
 
-#: The 8-bit loops' update pass runs over pieces of PREFETCH_PIECE elements and, before each,
-#: prefetches the lines of the piece PREFETCH_AHEAD elements further on (parameter, gradient
-#: and the used code rows). Measured on a 2-core Intel Xeon VM (AVX-512; AdamW8bit, 2**24
-#: float32 parameters, 2 threads): 0.54-0.58 ns per parameter without, 0.39-0.44 with
-#: (pieces of 128, 384-512 ahead); pieces of 64 or 256 and distances of 768-6144 gained less,
-#: bulk prefetches of the next block between the passes lost 10%, and the hardware alone
-#: kept the step at 0.42 of its memory floor (notes/perf_experiments.md, "8-bit step
-#: against its floor"). In the last-level cache (2**22) the pieces cost 0-5%.
+#: The low-precision loops (the 8-bit update pass, the bfloat16 loop) run over pieces of
+#: PREFETCH_PIECE elements and, before each, prefetch the lines of the piece PREFETCH_AHEAD
+#: elements further on (parameter, gradient and the used state rows). Measured on a 2-core
+#: Intel Xeon VM (AVX-512, 2 threads, 2**24 float32 parameters, ns per parameter): AdamW8bit
+#: 0.54-0.58 without, 0.35-0.44 with; bfloat16 states 0.42 -> 0.34-0.37. Pieces of 64 or 256
+#: and distances of 768-6144 gained less; bulk prefetches of the next block between the passes
+#: lost 10%; the hardware alone kept the 8-bit step at 0.42 of its memory floor. In cache
+#: the pieces cost the 8-bit loop 5-7% at 2**20 (0.33-0.34 -> 0.35-0.36) and 0-5% at 2**18
+#: and 2**22; the bfloat16 loop is level there (notes/perf_experiments.md, "8-bit step
+#: against its floor").
 PREFETCH_PIECE = 128
 PREFETCH_AHEAD = 448
 
