@@ -110,15 +110,6 @@ def _cases(bf16: bool, with_bnb: bool) -> list[tuple[str, Callable]]:
     return cases
 
 
-def _state_width(name: str, bf16: bool) -> int:
-    """Bytes per element of a case's two states."""
-    if "8bit" in name:
-        return 1
-    if "state_dtype=bfloat16" in name or (bf16 and "state_dtype" not in name):
-        return 2  # torch keeps bfloat16 states for bfloat16 parameters, as fastact's default
-    return 4
-
-
 def run(repeat: int, with_bnb: bool, bnb_repeat: int, log2: int = 24) -> list[dict]:
     n = 1 << log2
     floors = {
@@ -145,7 +136,11 @@ def run(repeat: int, with_bnb: bool, bnb_repeat: int, log2: int = 24) -> list[di
             base = times[cases[0][0]]
             bf16 = dtype == torch.bfloat16
             for name, opt, _ps in opts:
-                floor = floors[2 if bf16 else 4, _state_width(name, bf16)] * total / n
+                # bytes per element of each of the two states: the measured width nearest
+                # to the state's size (8-bit tensors below min_8bit_size keep float32 ones)
+                per_state = _state_bytes(opt) / total / 2
+                width = min((4, 2, 1), key=lambda w: abs(w - per_state))
+                floor = floors[2 if bf16 else 4, width] * total / n
                 rows.append({
                     "params": str(dtype).replace("torch.", ""),
                     "set": f"{set_name} ({len(shapes)} tensors, {total / 1e6:.1f}M)",

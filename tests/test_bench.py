@@ -558,3 +558,21 @@ def test_plot_layout_has_no_clipped_or_overlapping_text(n_cases, tmp_path):
         plt.close(fig)
     path = report.plot(rep, str(tmp_path / "p.png"))
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_lowp_optimizer_bench_script_smoke(capsys):
+    """scripts/bench_lowp_optim.py at a tiny size: every case gets a step time, its state
+    bytes and a floor (the floor of the nearest measured state width), and the table prints."""
+    import runpy
+
+    pytest.importorskip("torch")
+    path = os.path.join(os.path.dirname(__file__), "..", "scripts", "bench_lowp_optim.py")
+    mod = runpy.run_path(path)
+    rows = mod["run"](1, False, 1, 12)
+    assert len(rows) == 18  # 2 dtypes x 2 sets x (4 or 5 cases)
+    for r in rows:
+        assert r["ms"] > 0 and r["floor_ms"] > 0 and r["bytes"] > 0
+        assert r["of_floor"] == pytest.approx(r["floor_ms"] / r["ms"])
+    mod["main"](["--log2", "12", "--repeat", "1", "--no-bnb"])
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| ")]
+    assert lines[0].endswith("| floor ms | of floor |") and len(lines) == 19

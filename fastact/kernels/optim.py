@@ -845,22 +845,29 @@ PREFETCH_AHEAD = 448
 
 
 @jit
-def _prefetch_ahead(ptrs, j, at, w, end, pitem, sitem, u0, u1, u2):
-    """Prefetch elements ``[at, at + w)`` of tensor ``j``'s parameter and gradient (rows 0
-    and 1, ``pitem`` bytes each) and of its used state rows (2..4, ``sitem`` bytes each: 1
-    for 8-bit codes), when they lie before ``end``."""
-    if at + w > end:
-        return
-    for q in range(0, w * pitem, 64):
-        _prefetch(ptrs[0, j] + at * pitem + q)
-        _prefetch(ptrs[1, j] + at * pitem + q)
-    for q in range(0, w * sitem, 64):
-        if u0:
-            _prefetch(ptrs[2, j] + at * sitem + q)
-        if u1:
-            _prefetch(ptrs[3, j] + at * sitem + q)
-        if u2:
-            _prefetch(ptrs[4, j] + at * sitem + q)
+def _piece(ptrs, j, at, w, end, pp, sp, u0, u1, u2):
+    """Elements ``[at, at + w)`` of tensor ``j``'s parameter, gradient and state rows 0..4
+    as views, after prefetching the lines of the piece PREFETCH_AHEAD elements on (the
+    parameter, the gradient and the used state rows ``u0..u2``; none past ``end``)."""
+    ahead = at + PREFETCH_AHEAD
+    if ahead + w <= end:
+        for q in range(0, w * pp.itemsize, 64):
+            _prefetch(ptrs[0, j] + ahead * pp.itemsize + q)
+            _prefetch(ptrs[1, j] + ahead * pp.itemsize + q)
+        for q in range(0, w * sp.itemsize, 64):
+            if u0:
+                _prefetch(ptrs[2, j] + ahead * sp.itemsize + q)
+            if u1:
+                _prefetch(ptrs[3, j] + ahead * sp.itemsize + q)
+            if u2:
+                _prefetch(ptrs[4, j] + ahead * sp.itemsize + q)
+    return (
+        _view(ptrs, 0, j, at, w, pp),
+        _view(ptrs, 1, j, at, w, pp),
+        _view(ptrs, 2, j, at, w, sp),
+        _view(ptrs, 3, j, at, w, sp),
+        _view(ptrs, 4, j, at, w, sp),
+    )
 
 
 def lowp_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
@@ -882,13 +889,7 @@ def lowp_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
         for h in range(0, n, PREFETCH_PIECE):
             w = min(PREFETCH_PIECE, n - h)
             at = start + h  # the piece's first element in the tensor
-            ahead = at + PREFETCH_AHEAD
-            _prefetch_ahead(ptrs, j, ahead, w, start + n, pp.itemsize, sp.itemsize, U0, U1, U2)  # noqa: F821
-            pa = _view(ptrs, 0, j, at, w, pp)
-            ga = _view(ptrs, 1, j, at, w, pp)
-            a0 = _view(ptrs, 2, j, at, w, sp)
-            a1 = _view(ptrs, 3, j, at, w, sp)
-            a2 = _view(ptrs, 4, j, at, w, sp)
+            pa, ga, a0, a1, a2 = _piece(ptrs, j, at, w, start + n, pp, sp, U0, U1, U2)  # noqa: F821
             if plain:
                 for i in range(w):
                     s0 = _val(a0[i]) if U0 else _Z  # noqa: F821
@@ -929,7 +930,7 @@ def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
     (in L1/L2) and take their absolute maximum (float32 bit patterns compared as integers:
     vectorizes, and NaN wins); then encode the scratch rows in one loop with the new maxima
     as the blocks' scales. The update pass runs over pieces of PREFETCH_PIECE elements, each
-    after prefetching the piece PREFETCH_AHEAD elements on (:func:`_prefetch_ahead`). S0..S2
+    after prefetching the piece PREFETCH_AHEAD elements on (:func:`_piece`). S0..S2
     choose the signed or unsigned code per row; the update loop is duplicated for the plain
     options (``_plain(sc)``)."""
     last = coefs.shape[1] - 1
@@ -965,13 +966,7 @@ def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
             for h in range(0, m, PREFETCH_PIECE):
                 w = min(PREFETCH_PIECE, m - h)
                 at = start + o + h  # the piece's first element in the tensor
-                ahead = at + PREFETCH_AHEAD
-                _prefetch_ahead(ptrs, j, ahead, w, start + n, pp.itemsize, 1, U0, U1, U2)  # noqa: F821
-                pb = _view(ptrs, 0, j, at, w, pp)
-                gb = _view(ptrs, 1, j, at, w, pp)
-                cb0 = _view(ptrs, 2, j, at, w, sp)
-                cb1 = _view(ptrs, 3, j, at, w, sp)
-                cb2 = _view(ptrs, 4, j, at, w, sp)
+                pb, gb, cb0, cb1, cb2 = _piece(ptrs, j, at, w, start + n, pp, sp, U0, U1, U2)  # noqa: F821
                 tb0 = t0[h : h + w]
                 tb1 = t1[h : h + w]
                 tb2 = t2[h : h + w]
