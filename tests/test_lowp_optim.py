@@ -346,7 +346,7 @@ def test_prefetch_never_faults():
     """The low-precision loops prefetch ahead of the element they update; the hint must be
     harmless at any address (null, unmapped, past the end of an array)."""
     from fastact._core.jit import jit
-    from fastact.kernels.optim import _prefetch
+    from fastact._core.stream import prefetch as _prefetch
 
     @jit
     def touch(a, extra):

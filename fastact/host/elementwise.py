@@ -84,6 +84,7 @@ def kernels(op: Elementwise, kind: str) -> tuple:
                 fastmath=ELEMENTWISE_FASTMATH,
                 cache=op.cache,
                 f=f,
+                stream=kind in op.stream,
                 **extra,
             )
             for mode, par in (("serial", False), ("parallel", True))

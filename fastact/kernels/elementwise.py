@@ -25,6 +25,7 @@ from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
 from fastact._core.arrays import scalar_param
+from fastact._core.stream import STREAM_MIN_BYTES, STREAM_PIECE_BYTES, prefetch_ahead
 from fastact._core.thresholds import PARALLEL_THRESHOLD, THRESHOLDS
 
 __all__ = [
@@ -47,6 +48,9 @@ __all__ = [
     "f32_at",
     "f64_at",
 ]
+
+#: the kinds of loop of an element-wise function
+_KINDS = ("forward", "inplace", "grad", "grad_output")
 
 REQUIRED = object()  # marks a parameter without a default (torch's threshold(x, threshold, value))
 
@@ -77,6 +81,7 @@ class Elementwise:
         arity: int = 1,
         cache: bool | None = None,
         split: dict[str, tuple[Callable, Callable]] | None = None,
+        stream: bool | tuple[str, ...] = True,
     ) -> None:
         self.name = name
         self.scalars = {"forward": forward, "grad": grad, "grad_output": grad_output}
@@ -102,6 +107,10 @@ class Elementwise:
         #: ``wide(*args)`` equals the scalar of ``kind`` wherever ``near(*args)`` is false and
         #: costs less (it leaves out a narrow band where the scalar takes an accurate form)
         self.split = dict(split or {})
+        #: the kinds whose host loops stream arrays of STREAM_MIN_BYTES and more in pieces
+        #: with software prefetch (:mod:`fastact._core.stream`; ``True``: every kind,
+        #: ``False``: none): not for the cheapest bodies, which the hint slowed down
+        self.stream = frozenset(_KINDS if stream is True else (stream or ()))
         self.host: dict[str, Any] = {}  # kind -> (serial, parallel) compiled loops
         self.cuda: dict[Any, Any] = {}  # compiled device kernels
         self.param_cache: dict[tuple, tuple] = {}  # converted Python-number parameters
@@ -151,10 +160,22 @@ def _like_dtype_impl(arr, params):
 
 
 def map_loop(x, out, *p):
-    """out[i] = f(x[i], *p) (``f`` is bound per function and kind)."""
+    """out[i] = f(x[i], *p) (``f`` is bound per function and kind); from STREAM_MIN_BYTES
+    over pieces of STREAM_PIECE_BYTES, each after prefetching ``x`` ahead
+    (:mod:`fastact._core.stream`)."""
     q = like_dtype(x, p)
-    for i in prange(x.shape[0]):
-        out[i] = f(x[i], *q)  # noqa: F821  (f is bound by specialize)
+    n = x.shape[0]
+    if not stream or n * x.itemsize < STREAM_MIN_BYTES:  # noqa: F821  (bound by specialize)
+        for i in prange(n):
+            out[i] = f(x[i], *q)  # noqa: F821  (f is bound by specialize)
+        return
+    piece = STREAM_PIECE_BYTES // x.itemsize
+    for j in prange((n + piece - 1) // piece):
+        lo = j * piece
+        prefetch_ahead(x, lo, piece)
+        xb, ob = x[lo : lo + piece], out[lo : lo + piece]  # views: see map2_split_loop
+        for i in range(ob.shape[0]):
+            ob[i] = f(xb[i], *q)  # noqa: F821
 
 
 @intrinsic
@@ -186,15 +207,37 @@ def map_inplace_loop(x, *p):
     exp-based activations); :func:`stored` keeps the stores unconditional (no masked
     stores)."""
     q = like_dtype(x, p)
-    for i in prange(x.shape[0]):
-        x[i] = stored(f(x[i], *q))  # noqa: F821
+    n = x.shape[0]
+    if not stream or n * x.itemsize < STREAM_MIN_BYTES:  # noqa: F821
+        for i in prange(n):
+            x[i] = stored(f(x[i], *q))  # noqa: F821
+        return
+    piece = STREAM_PIECE_BYTES // x.itemsize
+    for j in prange((n + piece - 1) // piece):
+        lo = j * piece
+        prefetch_ahead(x, lo, piece)
+        xb = x[lo : lo + piece]
+        for i in range(xb.shape[0]):
+            xb[i] = stored(f(xb[i], *q))  # noqa: F821
 
 
 def map2_loop(a, b, out, *p):
-    """out[i] = f(a[i], b[i], *p): the gradients (``a`` the incoming gradient)."""
+    """out[i] = f(a[i], b[i], *p): the gradients (``a`` the incoming gradient); streamed in
+    pieces with prefetch from STREAM_MIN_BYTES, as :func:`map_loop`."""
     q = like_dtype(a, p)
-    for i in prange(a.shape[0]):
-        out[i] = f(a[i], b[i], *q)  # noqa: F821
+    n = a.shape[0]
+    if not stream or n * a.itemsize < STREAM_MIN_BYTES:  # noqa: F821
+        for i in prange(n):
+            out[i] = f(a[i], b[i], *q)  # noqa: F821
+        return
+    piece = STREAM_PIECE_BYTES // a.itemsize
+    for j in prange((n + piece - 1) // piece):
+        lo = j * piece
+        prefetch_ahead(a, lo, piece)
+        prefetch_ahead(b, lo, piece)
+        ab, bb, ob = a[lo : lo + piece], b[lo : lo + piece], out[lo : lo + piece]
+        for i in range(ob.shape[0]):
+            ob[i] = f(ab[i], bb[i], *q)  # noqa: F821
 
 
 #: elements per block of :func:`map2_split_loop`
@@ -227,6 +270,9 @@ def map2_split_loop(a, b, out, *p):
             hi = min(lo + SPLIT_BLOCK, n)
             # views indexed from 0: with range(lo, hi) numba cannot prove the index >= 0, and
             # its wraparound select turns the vector loads and stores into gathers
+            if stream and n * a.itemsize >= STREAM_MIN_BYTES:  # noqa: F821
+                prefetch_ahead(a, lo, SPLIT_BLOCK)
+                prefetch_ahead(b, lo, SPLIT_BLOCK)
             ab, bb, ob = a[lo:hi], b[lo:hi], out[lo:hi]
             hits = False
             for i in range(ob.shape[0]):
@@ -270,6 +316,8 @@ def map_split_loop(x, out, *p):
         for j in prange((n + FORWARD_SPLIT_BLOCK - 1) // FORWARD_SPLIT_BLOCK):
             lo = j * FORWARD_SPLIT_BLOCK
             hi = min(lo + FORWARD_SPLIT_BLOCK, n)
+            if stream and n * x.itemsize >= STREAM_MIN_BYTES:  # noqa: F821
+                prefetch_ahead(x, lo, FORWARD_SPLIT_BLOCK)
             xb, ob = x[lo:hi], out[lo:hi]  # views: see map2_split_loop
             hits = False
             for i in range(ob.shape[0]):
@@ -297,6 +345,8 @@ def map_inplace_split_loop(x, *p):
     for j in prange((n + FORWARD_SPLIT_BLOCK - 1) // FORWARD_SPLIT_BLOCK):
         lo = j * FORWARD_SPLIT_BLOCK
         hi = min(lo + FORWARD_SPLIT_BLOCK, n)
+        if stream and n * x.itemsize >= STREAM_MIN_BYTES:  # noqa: F821
+            prefetch_ahead(x, lo, FORWARD_SPLIT_BLOCK)
         xb = x[lo:hi]
         hits = False
         for i in range(xb.shape[0]):

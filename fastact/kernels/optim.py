@@ -30,14 +30,13 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import prange, types
-from numba.core import cgutils
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
 from fastact._core.jit import EXACT_FASTMATH, jit
 from fastact._core.math import _f32_from_bits, _fma
+from fastact._core.stream import prefetch as _prefetch
 from fastact.kernels.lowp import (
     abs_bits,
     bf16_load,
@@ -81,25 +80,6 @@ def _as_impl(proto, value):
             return cast(value)
 
         return impl
-
-
-@intrinsic
-def _prefetch(typingctx, address):
-    """A hint to bring the 64-byte line at integer ``address`` into the L1 cache
-    (``llvm.prefetch``: read, highest locality, data): it never faults, whatever the address."""
-    if not isinstance(address, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        flags = [ir.Constant(i32, v) for v in (0, 3, 1)]  # read, locality 3, data cache
-        builder.call(fn, [builder.inttoptr(args[0], i8p), *flags])
-        return context.get_dummy_value()
-
-    return types.void(address), codegen
 
 
 @jit
