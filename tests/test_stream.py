@@ -105,3 +105,36 @@ def test_prefetch_is_compiled_where_the_spec_streams():
             else:
                 parallel(x, x, out)
             assert ("llvm.prefetch" in _ir(parallel)) is streams, (name, kind)
+
+
+def test_user_kernels_stream_when_they_call_fastact_cores():
+    """``@fastact.elementwise``: a function calling a math core or a streaming activation
+    streams (and gives the plain loop's bits); arithmetic alone, or relu alone, does not."""
+    import fastact
+    from fastact.scalar import exp, gelu, leaky_relu, relu
+
+    @fastact.elementwise
+    def chain(x):
+        return gelu(leaky_relu(2 * x + 1, 0.1))
+
+    @fastact.elementwise
+    def soft(x):
+        return x * exp(-x * x)
+
+    @fastact.elementwise
+    def affine(x):
+        return 2 * x + 1
+
+    @fastact.elementwise
+    def shifted_relu(x):
+        return relu(x - 1)
+
+    n = STREAM_MIN_BYTES // 4 + 77
+    _, x = _inputs(np.float32, n, seed=2)
+    for f, streams in ((chain, True), (soft, True), (affine, False), (shifted_relu, False)):
+        whole = f(x)
+        parts = np.concatenate([f(x[i : i + 50000]) for i in range(0, n, 50000)])
+        np.testing.assert_array_equal(whole, parts, err_msg=f.__name__)
+        (sp,) = f._forward.specs.values()
+        assert ("forward" in sp.stream) is streams, f.__name__
+        assert ("llvm.prefetch" in _ir(sp.host["forward"][1])) is streams, f.__name__
