@@ -1121,11 +1121,11 @@ _GELU_G = _f32s(0.94413898, 1.53607729, -0.88808738)
 
 @register_jitable(**_CORE_OPTS)
 def _normal_tail_f32(x):
-    """(tm, k) for float32 x: Q(|x|) = Phi(-|x|) = tm * 2**k."""
+    """(tm, k) for float32 x in [-14.5, 12.9] (or NaN: :func:`_gelu_f32` clamps):
+    Q(|x|) = Phi(-|x|) = tm * 2**k."""
     a = abs(x)
     h = x * x
     hl = _fma(x, x, -h)
-    hl = hl if h < _f(1500.0) else _f(0.0)  # exp(-h/2) = 0 there; hl may be nan (x = inf)
     v, k = _exp_f32_kernel(-(h * _FH))
     hh = hl * _FH
     dv = _fma(-hh, v, v - hh)  # exp(-(h + hl)/2) = (1 + dv) * 2**k to first order in hl
@@ -1150,9 +1150,7 @@ def _normal_tail_f32(x):
     u = u * z + c[2]
     sv = _fma(u, z, c[1]) + c[0]
     gh = t * sv
-    tm = _fma(gh, _fma(g, dt, dv), gh)  # Q(|x|) = tm * 2**k
-    tm = tm if h < _f(1500.0) else _f(0.0)  # underflowed; the corrections may be nan
-    return tm, k
+    return _fma(gh, _fma(g, dt, dv), gh), k  # Q(|x|) = tm * 2**k
 
 
 @register_jitable(**_CORE_OPTS)
