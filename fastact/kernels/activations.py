@@ -828,20 +828,19 @@ def _gelu_dp(x, a):
 
 
 @jit(fastmath=EXACT_FASTMATH)
-def _gelu_deriv_finish(x, v, k, amax):
+def _gelu_deriv_finish(x, v, k):
     """gelu'(x) from exp(-h/2) = (1 + v) 2^k, h = fl(x^2) (x^2 = h + hl exactly; the
     exponential corrected to first order in hl): G = (1 + dv) (a0 - a) P(t) 2^k, scaled once
-    (subnormal results are rounded once), gelu' = G (x < 0) or 1 - G. Below -amax the result
-    underflows (-0); NaN at +-inf (torch)."""
+    (subnormal results are rounded once), gelu' = G (x < 0) or 1 - G, for x in [-14.7, 13]
+    (float32) / [-38.7, 37] (float64) or NaN: the callers take the saturated values outside
+    (:func:`_saturated`)."""
     a = abs(x)
     h = x * x
     hh = fm._fma(x, x, -h) * lit(x, 0.5)
-    hh = hh if h < lit(x, 3000.0) else lit(x, 0.0)  # exp(-h/2) = 0 there; hh may be NaN
     dv = fm._fma(-hh, v, v - hh)  # exp(-(h + hl)/2) = (1 + dv) 2^k
-    mh, ml = _gelu_dp(x, amax if a > amax else a)  # a clamped (a NaN x stays NaN in v)
+    mh, ml = _gelu_dp(x, a)
     g = fm._ldexp(mh + fm._fma(mh, dv, ml), k)
-    y = g if x < lit(x, 0.0) else lit(x, 1.0) - g
-    return x * lit(x, 0.0) if (x < -amax or x == math.inf) else y
+    return g if x < lit(x, 0.0) else lit(x, 1.0) - g
 
 
 @jit(fastmath=EXACT_FASTMATH)
@@ -851,7 +850,7 @@ def _gelu_deriv_f32(x):
     intermediate costs an assist (:func:`_normal_exp_bound`)."""
     xc = _inside(x, lit(x, -14.7), lit(x, 13.0))
     v, k = fm._exp_f32_kernel(-(xc * xc * lit(x, 0.5)))
-    return _saturated(x, _gelu_deriv_finish(xc, v, k, lit(x, 14.7)), lit(x, -14.7), lit(x, 13.0))
+    return _saturated(x, _gelu_deriv_finish(xc, v, k), lit(x, -14.7), lit(x, 13.0))
 
 
 @jit(fastmath=EXACT_FASTMATH)
@@ -860,7 +859,7 @@ def _gelu_deriv_f64(x):
     above 37 and below -38.7 as in float32."""
     xc = _inside(x, -38.7, 37.0)
     vh, vl, k, _ = fm._exp_parts_f64(-(xc * xc * 0.5))
-    return _saturated(x, _gelu_deriv_finish(xc, vh + vl, k, 38.7), -38.7, 37.0)
+    return _saturated(x, _gelu_deriv_finish(xc, vh + vl, k), -38.7, 37.0)
 
 
 @jit(fastmath=EXACT_FASTMATH)
