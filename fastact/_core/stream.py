@@ -25,6 +25,7 @@ __all__ = [
     "STREAM_PIECE_BYTES",
     "prefetch",
     "prefetch_ahead",
+    "streamed",
 ]
 
 #: bytes of each array per piece of a streaming loop (128 float32, 64 float64 elements)
@@ -61,3 +62,9 @@ def prefetch_ahead(a, lo, m):
     base = a.ctypes.data + lo * a.itemsize + STREAM_AHEAD_BYTES
     for q in range(0, m * a.itemsize, 64):
         prefetch(base + q)
+
+
+@jit
+def streamed(a):
+    """Whether the host loops stream the 1-d array ``a``: STREAM_MIN_BYTES or more."""
+    return a.shape[0] * a.itemsize >= STREAM_MIN_BYTES

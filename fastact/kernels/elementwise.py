@@ -25,7 +25,7 @@ from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
 from fastact._core.arrays import scalar_param
-from fastact._core.stream import STREAM_MIN_BYTES, STREAM_PIECE_BYTES, prefetch_ahead
+from fastact._core.stream import STREAM_PIECE_BYTES, prefetch_ahead, streamed
 from fastact._core.thresholds import PARALLEL_THRESHOLD, THRESHOLDS
 
 __all__ = [
@@ -165,7 +165,7 @@ def map_loop(x, out, *p):
     (:mod:`fastact._core.stream`)."""
     q = like_dtype(x, p)
     n = x.shape[0]
-    if not stream or n * x.itemsize < STREAM_MIN_BYTES:  # noqa: F821  (bound by specialize)
+    if not (stream and streamed(x)):  # noqa: F821  (bound by specialize)
         for i in prange(n):
             out[i] = f(x[i], *q)  # noqa: F821  (f is bound by specialize)
         return
@@ -208,7 +208,7 @@ def map_inplace_loop(x, *p):
     stores)."""
     q = like_dtype(x, p)
     n = x.shape[0]
-    if not stream or n * x.itemsize < STREAM_MIN_BYTES:  # noqa: F821
+    if not (stream and streamed(x)):  # noqa: F821
         for i in prange(n):
             x[i] = stored(f(x[i], *q))  # noqa: F821
         return
@@ -226,7 +226,7 @@ def map2_loop(a, b, out, *p):
     pieces with prefetch from STREAM_MIN_BYTES, as :func:`map_loop`."""
     q = like_dtype(a, p)
     n = a.shape[0]
-    if not stream or n * a.itemsize < STREAM_MIN_BYTES:  # noqa: F821
+    if not (stream and streamed(a)):  # noqa: F821
         for i in prange(n):
             out[i] = f(a[i], b[i], *q)  # noqa: F821
         return
@@ -270,7 +270,7 @@ def map2_split_loop(a, b, out, *p):
             hi = min(lo + SPLIT_BLOCK, n)
             # views indexed from 0: with range(lo, hi) numba cannot prove the index >= 0, and
             # its wraparound select turns the vector loads and stores into gathers
-            if stream and n * a.itemsize >= STREAM_MIN_BYTES:  # noqa: F821
+            if stream and streamed(a):  # noqa: F821
                 prefetch_ahead(a, lo, SPLIT_BLOCK)
                 prefetch_ahead(b, lo, SPLIT_BLOCK)
             ab, bb, ob = a[lo:hi], b[lo:hi], out[lo:hi]
@@ -316,7 +316,7 @@ def map_split_loop(x, out, *p):
         for j in prange((n + FORWARD_SPLIT_BLOCK - 1) // FORWARD_SPLIT_BLOCK):
             lo = j * FORWARD_SPLIT_BLOCK
             hi = min(lo + FORWARD_SPLIT_BLOCK, n)
-            if stream and n * x.itemsize >= STREAM_MIN_BYTES:  # noqa: F821
+            if stream and streamed(x):  # noqa: F821
                 prefetch_ahead(x, lo, FORWARD_SPLIT_BLOCK)
             xb, ob = x[lo:hi], out[lo:hi]  # views: see map2_split_loop
             hits = False
@@ -345,7 +345,7 @@ def map_inplace_split_loop(x, *p):
     for j in prange((n + FORWARD_SPLIT_BLOCK - 1) // FORWARD_SPLIT_BLOCK):
         lo = j * FORWARD_SPLIT_BLOCK
         hi = min(lo + FORWARD_SPLIT_BLOCK, n)
-        if stream and n * x.itemsize >= STREAM_MIN_BYTES:  # noqa: F821
+        if stream and streamed(x):  # noqa: F821
             prefetch_ahead(x, lo, FORWARD_SPLIT_BLOCK)
         xb = x[lo:hi]
         hits = False
