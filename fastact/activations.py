@@ -29,7 +29,7 @@ import numpy as np
 from fastact import host
 from fastact._core.arrays import FLOAT_DTYPES, is_tensor, normalize_dim, scalar_param, torch_module
 from fastact._core.backend import device, on_device
-from fastact._core.threads import num_threads
+from fastact._core.torch_pool import tensor_calls
 from fastact.host.axis import (
     GLU_BACKWARD,
     GLU_FORWARD,
@@ -39,7 +39,7 @@ from fastact.host.axis import (
     maxout_rows_kernels,
 )
 from fastact.host.elementwise import kernels as _host_kernels
-from fastact.host.launch import pick
+from fastact.host.launch import launch, pick
 from fastact.kernels.activations import ACTIVATIONS, GELU
 from fastact.kernels.axis import MAXOUT_ROW_PIECES
 from fastact.kernels.elementwise import REQUIRED, Elementwise
@@ -148,19 +148,22 @@ def forward(op: Elementwise, x: Any, values: tuple, out: Any = None, inplace: bo
                 if n:
                     kind = "inplace" if dst is x else "forward"
                     ks = op.host.get(kind) or _host_kernels(op, kind)
-                    k = ks[1] if n >= op.threshold and num_threads() > 1 else ks[0]
                     # a view costs 0.25 us by reshape(-1), 0.05 us by ravel (C-contiguous:
                     # always a view)
                     xf = x if x.ndim == 1 else x.ravel()
-                    if kind == "inplace":
-                        k(xf, *kp)
+                    args = (
+                        (xf,) if kind == "inplace" else (xf, dst if dst.ndim == 1 else dst.ravel())
+                    )
+                    if n >= op.threshold:  # numba's parallel loop, or torch's pool
+                        launch(ks, n, (*args, *kp), range(len(args)), op.threshold)
                     else:
-                        k(xf, dst if dst.ndim == 1 else dst.ravel(), *kp)
+                        ks[0](*args, *kp)
                 return dst
     elif out is None and _plain_cpu_tensor(x):
         # a CPU float tensor outside autograd: the NumPy fast path on its view (the general
         # path's checks cost ~14 us per call); the result a tensor sharing the new array
-        res = forward(op, x.numpy(), values, None, inplace)
+        with tensor_calls():
+            res = forward(op, x.numpy(), values, None, inplace)
         return x if inplace else torch_module().from_numpy(res)
     if inplace and out is not None:
         raise ValueError("out= cannot be combined with inplace=True")
@@ -207,11 +210,14 @@ def backward(op: Elementwise, grad_output: Any, x: Any, output: Any, values: tup
                 n = v.size
                 if n:
                     ks = op.host.get(kind) or _host_kernels(op, kind)
-                    k = ks[1] if n >= op.threshold and num_threads() > 1 else ks[0]
                     if v.ndim == 1:
-                        k(grad_output, v, res, *kp)
+                        args = (grad_output, v, res, *kp)
                     else:
-                        k(grad_output.ravel(), v.ravel(), res.ravel(), *kp)
+                        args = (grad_output.ravel(), v.ravel(), res.ravel(), *kp)
+                    if n >= op.threshold:  # numba's parallel loop, or torch's pool
+                        launch(ks, n, args, range(3), op.threshold)
+                    else:
+                        ks[0](*args)
                 return res
     elif (
         out is None
@@ -220,10 +226,11 @@ def backward(op: Elementwise, grad_output: Any, x: Any, output: Any, values: tup
         and _plain_cpu_tensor(v)
     ):
         # CPU float tensors outside autograd: as forward, the arrays' path on their views
-        res = backward(
-            op, grad_output.numpy(), None if x is None else x.numpy(),
-            None if output is None else output.numpy(), values,
-        )  # fmt: skip
+        with tensor_calls():
+            res = backward(
+                op, grad_output.numpy(), None if x is None else x.numpy(),
+                None if output is None else output.numpy(), values,
+            )  # fmt: skip
         return torch_module().from_numpy(res)
     if (x is None) == (output is None):
         raise TypeError(f"{op.name}_backward needs exactly one of input= and output=")

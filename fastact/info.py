@@ -121,6 +121,7 @@ def report() -> dict[str, Any]:
     import fastact
     from fastact._core.jit import cache_dir
     from fastact._core.threads import report as threads_report
+    from fastact._core.torch_pool import report as torch_pool_report
 
     d: dict[str, Any] = {
         "fastact": fastact.__version__,
@@ -135,6 +136,7 @@ def report() -> dict[str, Any]:
         d["cpus"] = os.cpu_count() or 1
     d["threads"] = numba.get_num_threads()
     d.update(threads_report())
+    d.update(torch_pool_report())
     d["simd_width_bits"], d["simd_features"] = simd_width()
     d["vector_width"], d["simd_registers"] = _vector_facts()
     d["cache_dir"] = str(cache_dir())

@@ -3,10 +3,11 @@ fused AdamW and, when installed, bitsandbytes' CPU optimizers.
 
 For one tensor of 2**24 parameters and a 160-tensor model-like set of the same total
 (``fastact.bench.optim.model_shapes``), the implementations' steps are timed round-robin in
-one process, alternating step by step (median of ``--repeat`` steps each after warm-up, a
-pause before each step so that the previous library's worker threads stop spinning), and
-their state bytes per parameter are counted. Float32 parameters and gradients, then bfloat16
-ones (torch bfloat16 tensors).
+one process, alternating step by step (median of ``--repeat`` steps each after warm-up; before
+each step a pause, so that the previous library's worker threads stop spinning, then the
+gradients rewritten by a torch operator, as a backward pass leaves them and torch's OpenMP
+workers spinning), and their state bytes per parameter are counted. Float32 parameters and
+gradients, then bfloat16 ones (torch bfloat16 tensors).
 
     flock -x /work/wt/cpu.lock python scripts/bench_lowp_optim.py [--repeat 9] [--blocks]
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -66,7 +68,10 @@ def _alternating(opts, repeat: int, bnb_repeat: int) -> dict[str, float]:
     timed step the implementation's gradients are rewritten in place (untimed), as a
     backward pass leaves them: a step right after another optimizer's step on clean
     gradients is not a training loop's case (measured: with fastact's prefetching 8-bit and
-    bfloat16 loops one of two such optimizers took 1.5x its time after a backward pass)."""
+    bfloat16 loops one of two such optimizers took 1.5x its time after a backward pass).
+    The pause comes before that rewrite: the step starts while torch's OpenMP workers still
+    spin after it, as they do after a backward pass (fastact's steps on torch tensors run on
+    that pool; ``numba's layer`` rows show the same step on numba's threads)."""
     for _name, opt, _ps in opts:
         for _ in range(2):
             opt.step()
@@ -75,10 +80,10 @@ def _alternating(opts, repeat: int, bnb_repeat: int) -> dict[str, float]:
         for name, opt, ps in opts:
             if r >= bnb_repeat and name.startswith("bitsandbytes"):
                 continue
+            time.sleep(_QUIET)
             with torch.no_grad():
                 for p in ps:
                     p.grad.mul_(1.0)
-            time.sleep(_QUIET)
             t0 = time.perf_counter()
             opt.step()
             ts[name].append(time.perf_counter() - t0)
@@ -93,12 +98,32 @@ def _tensors(shapes, dtype, seed=0):
     return ps
 
 
+class _OnNumbaLayer:
+    """An optimizer whose steps run on numba's threading layer, not on torch's pool
+    (``FASTACT_TORCH_POOL=never`` during the step)."""
+
+    def __init__(self, opt) -> None:
+        self.opt, self.state = opt, opt.state
+
+    def step(self) -> None:
+        before = os.environ.get("FASTACT_TORCH_POOL")
+        os.environ["FASTACT_TORCH_POOL"] = "never"
+        try:
+            self.opt.step()
+        finally:
+            if before is None:
+                del os.environ["FASTACT_TORCH_POOL"]
+            else:
+                os.environ["FASTACT_TORCH_POOL"] = before
+
+
 def _cases(bf16: bool, with_bnb: bool) -> list[tuple[str, Callable]]:
     cases = [
         ("torch AdamW fused", lambda ps: torch.optim.AdamW(ps, fused=True)),
         ("fastact AdamW", lambda ps: fo.AdamW(ps)),
         ("fastact AdamW state_dtype=bfloat16", lambda ps: fo.AdamW(ps, state_dtype="bfloat16")),
         ("fastact AdamW8bit", lambda ps: fo.AdamW8bit(ps)),
+        ("fastact AdamW8bit, numba's layer", lambda ps: _OnNumbaLayer(fo.AdamW8bit(ps))),
     ]  # fmt: skip
     if bf16:
         f32 = ("fastact AdamW state_dtype=float32", lambda ps: fo.AdamW(ps, state_dtype="float32"))

@@ -569,10 +569,10 @@ def test_lowp_optimizer_bench_script_smoke(capsys):
     path = os.path.join(os.path.dirname(__file__), "..", "scripts", "bench_lowp_optim.py")
     mod = runpy.run_path(path)
     rows = mod["run"](1, False, 1, 12)
-    assert len(rows) == 18  # 2 dtypes x 2 sets x (4 or 5 cases)
+    assert len(rows) == 22  # 2 dtypes x 2 sets x (5 or 6 cases)
     for r in rows:
         assert r["ms"] > 0 and r["floor_ms"] > 0 and r["bytes"] > 0
         assert r["of_floor"] == pytest.approx(r["floor_ms"] / r["ms"])
     mod["main"](["--log2", "12", "--repeat", "1", "--no-bnb"])
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| ")]
-    assert lines[0].endswith("| floor ms | of floor |") and len(lines) == 19
+    assert lines[0].endswith("| floor ms | of floor |") and len(lines) == 23

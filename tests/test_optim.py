@@ -257,9 +257,9 @@ def test_one_kernel_launch_per_group_and_dtype(monkeypatch):
     calls = []
     real = fastact.host.optim_launch
 
-    def counting(kind, dt, ptrs, chunks, *args):
+    def counting(kind, dt, ptrs, chunks, *args, **kw):
         calls.append((kind, np.dtype(dt), ptrs.shape[1], chunks.shape[0]))
-        return real(kind, dt, ptrs, chunks, *args)
+        return real(kind, dt, ptrs, chunks, *args, **kw)
 
     monkeypatch.setattr(fastact.host, "optim_launch", counting)
     rng = np.random.default_rng(1)

@@ -70,7 +70,9 @@ def _peak_bytes(fn, repeats: int = 3) -> int:
 
 
 N = 1 << 20
-LIMIT = 4096  # "a few KB": any array copy of a 1M-element input would be 4 MB
+# "a few KB" of launch bookkeeping (a launch on torch's pool builds its argument block: ~0.5
+# KB); any array copy of a 1M-element input would be 4 MB
+LIMIT = 8192
 
 
 @pytest.mark.parametrize(

@@ -364,10 +364,12 @@ class OptimLaunches:
             out.append((obj, rt._pointer(rt.view(obj, "state"))))
         return out
 
-    def optim_launch(self, kind, dt, ptrs, chunks, coefs, scalars, n_elements) -> None:
+    def optim_launch(
+        self, kind, dt, ptrs, chunks, coefs, scalars, n_elements, tensors=False
+    ) -> None:
         launch(kind, dt, ptrs, chunks, coefs, scalars, n_elements, self.stream)
 
-    def optim_nonfinite(self, dt, ptrs, row, chunks, n_elements) -> np.ndarray:
+    def optim_nonfinite(self, dt, ptrs, row, chunks, n_elements, tensors=False) -> np.ndarray:
         if not chunks.shape[0]:
             return np.zeros(0, np.bool_)
         return nonfinite_chunks(dt, ptrs, row, chunks, self.stream)

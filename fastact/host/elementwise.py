@@ -31,8 +31,9 @@ from fastact._core.arrays import (
     tensor_input,
 )
 from fastact._core.jit import ELEMENTWISE_FASTMATH, specialize
+from fastact._core.torch_pool import tensor_calls
 from fastact.host.edge import output_view
-from fastact.host.launch import pick
+from fastact.host.launch import launch
 from fastact.kernels.activations import ACTIVATIONS
 from fastact.kernels.elementwise import (
     ADDRESS_LOOPS,
@@ -176,7 +177,13 @@ def elementwise(
 
 
 def _on_tensors(op, kind, inputs, values, out, inplace, names):
-    """:func:`elementwise` with CPU tensors among the arrays: run on their NumPy views."""
+    """:func:`elementwise` with CPU tensors among the arrays: run on their NumPy views (on
+    torch's thread pool past the crossover: :mod:`fastact._core.torch_pool`)."""
+    with tensor_calls():
+        return _on_tensor_views(op, kind, inputs, values, out, inplace, names)
+
+
+def _on_tensor_views(op, kind, inputs, values, out, inplace, names):
     views = tuple(
         tensor_input(a, n) if is_tensor(a) else a for a, n in zip(inputs, names, strict=False)
     )
@@ -231,17 +238,17 @@ def run(op: Elementwise, kind: str, arrays: tuple, kp: tuple, out: np.ndarray) -
     if all(f is not None for f in flats):
         a0, o = flats[0][0], flats[0][1]
         if kind == "forward" and len(arrays) == 1 and a0.ctypes.data == o.ctypes.data:
-            pick(kernels(op, "inplace"), n, op.threshold)(o, *kp)
+            launch(kernels(op, "inplace"), n, (o, *kp), (0,), op.threshold)
             return
-        kernel = pick(kernels(op, kind), n, op.threshold)
-        kernel(*(f[0] for f in flats), o, *kp)
-        return
-    kernel = pick(kernels(op, kind), n, op.threshold)
-    # Strided layouts: gather into contiguous buffers, run, scatter back into out.
-    cont = [np.ascontiguousarray(a) for a in arrays]
-    tmp = np.empty(out.shape, out.dtype)
-    kernel(*(c.reshape(-1) for c in cont), tmp.reshape(-1), *kp)
-    out[...] = tmp
+        args = (*(f[0] for f in flats), o)
+    else:
+        # Strided layouts: gather into contiguous buffers, run, scatter back into out.
+        cont = [np.ascontiguousarray(a) for a in arrays]
+        tmp = np.empty(out.shape, out.dtype)
+        args = (*(c.reshape(-1) for c in cont), tmp.reshape(-1))
+    launch(kernels(op, kind), n, (*args, *kp), range(len(args)), op.threshold)
+    if not all(f is not None for f in flats):
+        out[...] = tmp
 
 
 def _ufunc_call(op, kind, arrays, kp, out, rdt, inplace):

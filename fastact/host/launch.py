@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from fastact._core.jit import specialize
 from fastact._core.threads import use_parallel
 from fastact._core.thresholds import PARALLEL_THRESHOLD
+from fastact._core.torch_pool import pool_threads, run_split
 
-__all__ = ["pair", "pick"]
+__all__ = ["pair", "pick", "launch", "SPLIT_ALIGN"]
+
+#: Element-wise work on torch's pool is split at multiples of this many elements (whole
+#: cache lines and vectors; 1 KiB of float32).
+SPLIT_ALIGN = 256
 
 
 def pair(loop: Callable, name: str | None = None, **globals_) -> tuple:
@@ -24,3 +29,22 @@ def pair(loop: Callable, name: str | None = None, **globals_) -> tuple:
 def pick(kernels: tuple, n: int, threshold: int = PARALLEL_THRESHOLD):
     """The serial or the parallel kernel of a ``(serial, parallel)`` pair for ``n`` elements."""
     return kernels[1] if use_parallel(n, threshold) else kernels[0]
+
+
+def launch(
+    kernels: tuple,
+    n: int,
+    args: Sequence,
+    split: Sequence[int],
+    threshold: int = PARALLEL_THRESHOLD,
+    tensors: bool = False,
+) -> None:
+    """Run a ``(serial, parallel)`` pair over ``n`` elements: the serial kernel on torch's
+    thread pool, each thread on its share of the arrays ``args[i]``, ``i`` in ``split``
+    (where :func:`~fastact._core.torch_pool.pool_threads` says so; ``tensors``: the work is
+    on torch tensors), else the kernel :func:`pick` chooses, on all of ``args``."""
+    pool = pool_threads(n, threshold, tensors)
+    if pool:
+        run_split(kernels[0], args, split, pool, SPLIT_ALIGN)
+    else:
+        pick(kernels, n, threshold)(*args)

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from fastact._core.arrays import FLOAT_DTYPES, is_tensor, tensor_view, torch_module
-from fastact._core.jit import EXACT_FASTMATH, specialize
+from fastact._core.jit import EXACT_FASTMATH, address, specialize
 from fastact._core.threads import parallel_by_size
 from fastact._core.thresholds import THRESHOLDS
+from fastact._core.torch_pool import pool_threads, run_split
 from fastact.kernels.lowp import dequantize_blocks, quantize_blocks
 from fastact.kernels.optim import (
     BF16,
@@ -30,7 +31,6 @@ from fastact.kernels.optim import (
     UPDATES,
     Layout,
     Storage,
-    address,
     general_only,
 )
 
@@ -102,9 +102,21 @@ def _lowp_kernel(kind: str, layout: Layout, rows: tuple, sr: bool, parallel: boo
 
 
 def optim_launch(
-    kind, layout, ptrs, chunks, coefs, scalars, n_elements: int, rows: tuple = (), key: int = -1
+    kind,
+    layout,
+    ptrs,
+    chunks,
+    coefs,
+    scalars,
+    n_elements: int,
+    rows: tuple = (),
+    key: int = -1,
+    tensors: bool = False,
 ) -> None:
-    """Run kernel ``kind`` over a pointer and chunk table (serial below SERIAL_BELOW).
+    """Run kernel ``kind`` over a pointer and chunk table (serial below SERIAL_BELOW; the
+    serial build on torch's thread pool, split by chunks, where
+    :func:`~fastact._core.torch_pool.pool_threads` says so: ``tensors``, the parameters are
+    torch tensors).
 
     ``layout``: a :class:`~fastact.kernels.optim.Layout` (or a dtype: native storage). The
     low-precision loops also take ``rows`` (per state row None when unused, else whether its
@@ -112,34 +124,47 @@ def optim_launch(
     this 32-bit key; -1: round to nearest even)."""
     if chunks.shape[0] == 0:
         return
-    par = parallel_by_size(n_elements, SERIAL_BELOW)
+    pool = pool_threads(n_elements, SERIAL_BELOW, tensors)
+    par = not pool and parallel_by_size(n_elements, SERIAL_BELOW)
     if not isinstance(layout, Layout):
         layout = Layout(np.dtype(layout), np.dtype(layout))
     if layout.native:
         parallel, serial = KERNELS[kind]
-        kernel = parallel if par else serial
         proto = _PROTOS.get(layout.param)
         if proto is None:
             proto = _PROTOS[np.dtype(layout.param)]
-        kernel(proto, ptrs, chunks, coefs, *scalars)
-        return
-    kernel = _lowp_kernel(kind, layout, tuple(rows), key >= 0, par)
-    kernel(
-        _PROTOS[layout.param], _PROTOS[layout.state], ptrs, chunks, coefs, layout.block,
-        max(key, 0), tuple(scalars),
-    )  # fmt: skip
+        args = (proto, ptrs, chunks, coefs, *scalars)
+        split = 2
+        kernel = parallel if par else serial
+    else:
+        kernel = _lowp_kernel(kind, layout, tuple(rows), key >= 0, par)
+        args = (
+            _PROTOS[layout.param], _PROTOS[layout.state], ptrs, chunks, coefs, layout.block,
+            max(key, 0), tuple(scalars),
+        )  # fmt: skip
+        split = 3
+    if pool:
+        run_split(kernel, args, (split,), pool)
+    else:
+        kernel(*args)
 
 
-def optim_nonfinite(dt, ptrs, row: int, chunks, n_elements: int) -> np.ndarray:
+def optim_nonfinite(dt, ptrs, row: int, chunks, n_elements: int, tensors: bool = False):
     """Boolean per chunk: array ``row`` of the chunk holds a NaN or an infinity (``dt``: the
-    array's dtype or a Layout, whose parameter dtype is the gradient's)."""
+    array's dtype or a Layout, whose parameter dtype is the gradient's; ``tensors``: as in
+    :func:`optim_launch`)."""
     if isinstance(dt, Layout):
         dt = dt.param
     out = np.zeros(chunks.shape[0], dtype=np.bool_)
     if chunks.shape[0]:
         parallel, serial = KERNELS["nonfinite"]
-        kernel = parallel if parallel_by_size(n_elements, SERIAL_BELOW) else serial
-        kernel(_PROTOS[np.dtype(dt)], ptrs, row, chunks, out)
+        args = (_PROTOS[np.dtype(dt)], ptrs, row, chunks, out)
+        pool = pool_threads(n_elements, SERIAL_BELOW, tensors)
+        if pool:
+            run_split(serial, args, (3, 4), pool)
+        else:
+            kernel = parallel if parallel_by_size(n_elements, SERIAL_BELOW) else serial
+            kernel(*args)
     return out
 
 

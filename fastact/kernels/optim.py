@@ -31,10 +31,11 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 from numba import prange, types
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 from numba.np.numpy_support import as_dtype
 
 from fastact._core.jit import EXACT_FASTMATH, jit
+from fastact._core.jit import pointer_to as _pointer
 from fastact._core.math import _f32_from_bits, _fma
 from fastact._core.stream import prefetch as _prefetch
 from fastact.kernels.lowp import (
@@ -51,19 +52,6 @@ from fastact.kernels.lowp import (
 # ---------------------------------------------------------------------------------------------
 # jit helpers: address -> array view, constant in the array's dtype, NaN-propagating maximum
 # ---------------------------------------------------------------------------------------------
-
-
-@intrinsic
-def _pointer(typingctx, address, proto):
-    """``(T*) address`` where T is ``proto``'s element type (an int64 address from a table)."""
-    if not isinstance(address, types.Integer) or not isinstance(proto, types.Array):
-        return None
-    ptr_type = types.CPointer(proto.dtype)
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(ptr_type))
-
-    return ptr_type(address, proto), codegen
 
 
 def _as(proto, value):
@@ -86,12 +74,6 @@ def _as_impl(proto, value):
 def _view(ptrs, row, j, start, n, proto):
     """Elements ``[start, start + n)`` of array ``row`` of tensor ``j`` as a 1-d array."""
     return numba.carray(_pointer(ptrs[row, j] + start * proto.itemsize, proto), n)
-
-
-@jit
-def address(a):
-    """Data address of a NumPy array (several times faster than ``a.ctypes.data``)."""
-    return a.ctypes.data
 
 
 @jit

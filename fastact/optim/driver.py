@@ -247,21 +247,25 @@ def functional_step(
         plans.append((lay, ptrs, chunks, int(sizes.sum()), idx))
     if check_finite or skip_nonfinite:
         for lay, ptrs, chunks, total, idx in plans:
-            bad = ex.optim_nonfinite(lay.param, ptrs, 1, chunks, total)
+            bad = ex.optim_nonfinite(lay.param, ptrs, 1, chunks, total,
+                                     tensors=any(ents[k].is_torch for k in idx))  # fmt: skip
             if bad.any():
                 if skip_nonfinite:
                     return True
                 k = idx[int(chunks[int(np.argmax(bad)), 0])]
                 raise ValueError(f"grads[{k}] contains NaN or infinite values (check_finite=True)")
     scalars = spec.scalars(options)
+    tensors = any(e.is_torch for e in ents)
     rows = row_signs(spec, inits)
     key = rounding_key(options, 0)
     for lay, ptrs, chunks, total, idx in plans:
         coefs = np.array([coefs_all[k] for k in idx], dtype=np.float64).reshape(len(idx), -1)
         if lay.native:
-            ex.optim_launch(spec.kernel, lay.param, ptrs, chunks, coefs, scalars, total)
+            ex.optim_launch(spec.kernel, lay.param, ptrs, chunks, coefs, scalars, total,
+                            tensors=tensors)  # fmt: skip
         else:
-            ex.optim_launch(spec.kernel, lay, ptrs, chunks, coefs, scalars, total, rows, key)
+            ex.optim_launch(spec.kernel, lay, ptrs, chunks, coefs, scalars, total, rows, key,
+                            tensors=tensors)  # fmt: skip
     ex.bump_versions([plist[k] for idx in by_layout.values() for k in idx if ents[k].is_torch])
     for k, obj in made.items():
         for (_key, arg), init in zip(spec.state, inits, strict=True):
@@ -592,7 +596,8 @@ def first_nonfinite(ex: Any, work: list) -> int | None:
     """The index of the first gradient holding NaN or inf (``grads[k]``), or None."""
     for *_, buckets in work:
         for plan, _keep, k0 in buckets:
-            bad = ex.optim_nonfinite(plan.dt.param, plan.ptrs, 1, plan.chunks, plan.total)
+            bad = ex.optim_nonfinite(plan.dt.param, plan.ptrs, 1, plan.chunks, plan.total,
+                                     tensors=bool(plan.tparams))  # fmt: skip
             if bad.any():
                 return k0 + plan.js[int(plan.chunks[int(np.argmax(bad)), 0])]
     return None
@@ -623,13 +628,13 @@ def apply(opt: Any, ex: Any, work: list) -> None:
             lay = plan.dt
             if lay.native:
                 ex.optim_launch(spec.kernel, lay.param, plan.ptrs, plan.chunks, coefs, scal,
-                                plan.total)  # fmt: skip
+                                plan.total, tensors=bool(plan.tparams))  # fmt: skip
             else:
                 if rows is None:
                     rows = row_signs(spec, inits)
                     key = rounding_key(options, int(group.get("rounding_step", 0)))
                 ex.optim_launch(spec.kernel, lay, plan.ptrs, plan.chunks, coefs, scal,
-                                plan.total, rows, key)  # fmt: skip
+                                plan.total, rows, key, tensors=bool(plan.tparams))  # fmt: skip
             touched += plan.tparams
             if new_steps is not None:
                 steps.store(plan, new_steps)

@@ -44,8 +44,10 @@ import torch.nn.functional as TF
 from fastact import activations as A
 from fastact import losses as L
 from fastact._core.threads import num_threads
+from fastact._core.torch_pool import pool_threads, run_split
 from fastact.host.elementwise import address_kernels
 from fastact.host.elementwise import kernels as host_kernels
+from fastact.host.launch import SPLIT_ALIGN
 from fastact.kernels.activations import ACTIVATIONS, GELU
 from fastact.kernels.elementwise import REQUIRED
 from fastact.kernels.elementwise import Elementwise as Spec
@@ -148,14 +150,25 @@ def _serial(op: Spec, kind: str, dtype: torch.dtype) -> Any:
     return k
 
 
+#: arrays a loop of each kind takes (the rest of its arguments are the parameters)
+_ARRAYS = {"inplace": 1, "forward": 2, "grad": 3, "grad_output": 3}
+
+
 def _parallel(op: Spec, kind: str, n: int) -> Any:
-    """The parallel array loop of ``kind`` when ``n`` elements call for it (the front end's
-    crossover), else None. It takes NumPy views (:func:`_flat`): the parallel loops over
-    addresses ran 1.2-1.35x slower than the array loops called from Python (gelu, silu at
-    1M), and a view's ~1.5 us is nothing at these sizes."""
-    if n >= op.threshold and num_threads() > 1:
-        return (op.host.get(kind) or host_kernels(op, kind))[1]
-    return None
+    """A parallel runner ``f(*arrays, *params)`` of ``kind``'s loop when ``n`` elements call
+    for it (the front end's crossover), else None: the serial loop on torch's thread pool
+    (:mod:`fastact._core.torch_pool`), or numba's parallel array loop. Both take NumPy views
+    (:func:`_flat`): the parallel loops over addresses ran 1.2-1.35x slower than the array
+    loops called from Python (gelu, silu at 1M), and a view's ~1.5 us is nothing at these
+    sizes."""
+    if n < op.threshold:
+        return None
+    ks = op.host.get(kind) or host_kernels(op, kind)
+    pool = pool_threads(n, op.threshold, True)
+    if pool:
+        split = range(_ARRAYS[kind])
+        return lambda *args: run_split(ks[0], args, split, pool, SPLIT_ALIGN)
+    return ks[1] if num_threads() > 1 else None
 
 
 def _flat(t: torch.Tensor) -> np.ndarray:

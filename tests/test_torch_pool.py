@@ -1,0 +1,440 @@
+"""fastact's host kernels on torch's OpenMP thread pool (fastact._core.torch_pool).
+
+* The runtime found is the one torch's ``libtorch_cpu`` binds ``GOMP_parallel`` to (the file
+  it is mapped from), and a launch runs on a team of that runtime: a probe kernel reads
+  ``omp_get_thread_num``/``omp_get_num_threads`` of that library inside its shares.
+* Every share runs exactly once, whatever the number of threads the runtime grants (the
+  trampoline called from one thread, with no team, still does all the work).
+* Optimizer steps and element-wise kernels (plain API on tensors, fastact.torch autograd)
+  give the same bits on the pool as on numba's layer, and they do take the pool there.
+* FASTACT_TORCH_POOL: ``always`` (the default: NumPy arrays too), ``tensors`` (NumPy arrays
+  stay on numba's layer), ``never``; a bad value is a ValueError naming the variable.
+* A forked child runs on numba's layer; concurrent callers get correct results.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import multiprocessing as mp
+import os
+import threading
+
+import numba
+import numpy as np
+import pytest
+import torch
+
+import fastact
+import fastact.optim as fo
+import fastact.torch.nn as FN
+from fastact._core import torch_pool as tp
+from fastact.host.optim import SERIAL_BELOW
+from fastact.kernels.activations import ACTIVATIONS
+
+N_OPT = SERIAL_BELOW * 3 + 1001  # several chunks, a ragged last one
+N_ACT = 1 << 18  # past every activation's crossover
+N_ACT += 77  # shares end between alignment steps
+
+
+@pytest.fixture(autouse=True)
+def _two_torch_threads(monkeypatch):
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    monkeypatch.delenv("FASTACT_TORCH_POOL", raising=False)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """Counts of run_split calls (the launches that went to the pool)."""
+    calls = []
+    original = tp.run_split
+
+    def spy(kernel, args, split, threads, align=1):
+        calls.append((kernel.py_func.__name__, threads))
+        return original(kernel, args, split, threads, align)
+
+    monkeypatch.setattr(tp, "run_split", spy)
+    import fastact.host.launch as hl
+    import fastact.host.optim as ho
+    import fastact.torch.autograd as ta
+
+    for mod in (hl, ho, ta):
+        monkeypatch.setattr(mod, "run_split", spy)
+    return calls
+
+
+def _runtime_library() -> str:
+    rt = tp._runtime()
+    assert rt is not None, tp.report()
+    return rt["library"]
+
+
+def test_runtime_is_the_one_torch_links():
+    lib = _runtime_library()
+    assert os.path.isfile(lib)
+    # the file libtorch_cpu resolves GOMP_parallel to: look the symbol up in its scope
+    mapped = [line.split()[-1] for line in open("/proc/self/maps") if "libtorch_cpu" in line]
+    handle = ctypes.CDLL(mapped[0])
+    addr = ctypes.cast(handle.GOMP_parallel, ctypes.c_void_p).value
+    assert tp._mapped_file(addr) == lib
+    # and torch says it runs on OpenMP
+    assert "OpenMP" in torch.__config__.parallel_info()
+    shipped = [
+        os.path.join(torch.__path__[0], "lib", f)
+        for f in os.listdir(os.path.join(torch.__path__[0], "lib"))
+        if f.startswith("libgomp")
+    ]
+    if shipped:  # the pip wheel ships its own libgomp: that one, not the system's
+        assert any(os.path.samefile(lib, f) for f in shipped)
+    assert tp.report()["torch_pool_runtime"] == lib
+
+
+def _omp_probe():
+    lib = ctypes.CDLL(_runtime_library())
+    tnum, tcount = lib.omp_get_thread_num, lib.omp_get_num_threads
+    for f in (tnum, tcount):
+        f.restype, f.argtypes = ctypes.c_int, []
+
+    @numba.njit
+    def probe(ids, teams, hits):
+        for i in range(ids.shape[0]):
+            ids[i] = tnum()
+            teams[i] = tcount()
+            hits[i] += 1
+            # ~1 us of work per element: a share outlasts a sleeping worker's wake-up, so
+            # the first thread cannot claim every share before the second arrives
+            acc = 0.0
+            for j in range(400):
+                acc = acc * 0.999 + math.sqrt(j + i)
+            hits[i] += acc < 0  # keeps the loop (never true)
+
+    return probe
+
+
+def test_launch_runs_on_a_team_of_torchs_runtime():
+    probe = _omp_probe()
+    n = 10_000  # 2 shares of ~5 ms
+    ids, teams, hits = (np.zeros(n, np.int64) for _ in range(3))
+    tp.run_split(probe, (ids, teams, hits), (0, 1, 2), 2, align=64)
+    assert (hits == 1).all()
+    assert (teams == 2).all()
+    assert set(ids.tolist()) == {0, 1}
+    # contiguous shares starting at multiples of 64
+    change = np.flatnonzero(np.diff(ids)) + 1
+    assert len(change) == 1 and change[0] % 64 == 0
+
+
+def test_every_share_runs_once_without_a_team():
+    """The trampoline called on this thread alone (no OpenMP team) claims all 4 shares."""
+    probe = _omp_probe()
+    n = 1000
+    ids, teams, hits = (np.zeros(n, np.int64) for _ in range(3))
+    tramp, blk, _fl = tp.prepare(probe, (ids, teams, hits), (0, 1, 2), 4, align=8)
+    ctypes.CFUNCTYPE(None, ctypes.c_void_p)(tramp.address)(blk.ctypes.data)
+    assert (hits == 1).all()
+    assert (teams == 1).all()
+    assert blk[2] == 5  # 4 shares claimed, then one claim past the end
+
+
+def test_split_arrays_must_agree():
+    probe = _omp_probe()
+    with pytest.raises(ValueError, match="one leading length"):
+        tp.run_split(probe, (np.zeros(3, np.int64), np.zeros(4, np.int64), np.zeros(3, np.int64)),
+                     (0, 1), 2)  # fmt: skip
+
+
+OPTIMIZERS = [
+    ("SGD", dict(lr=0.01, momentum=0.9, nesterov=True)),
+    ("Adam", dict(lr=1e-3, amsgrad=True)),
+    ("AdamW", dict(lr=1e-3)),
+    ("Adamax", dict(lr=1e-3)),
+    ("RMSprop", dict(lr=1e-3, momentum=0.5, centered=True)),
+    ("Rprop", dict(lr=1e-3)),
+    ("Adagrad", dict(lr=1e-2)),
+    ("Adadelta", dict(lr=1.0)),
+    ("AdamW8bit", dict(lr=1e-3)),
+    ("SGD8bit", dict(lr=0.01, momentum=0.9)),
+    ("AdamW", dict(lr=1e-3, state_dtype="bfloat16")),
+]
+
+
+def _trajectory(name, kw, mode, dtype=torch.float32, steps=3):
+    os.environ["FASTACT_TORCH_POOL"] = mode
+    try:
+        g = torch.Generator().manual_seed(0)
+        ps = [torch.randn(N_OPT, generator=g).to(dtype), torch.randn(257, generator=g).to(dtype)]
+        opt = getattr(fo, name)(ps, **kw)
+        for s in range(steps):
+            for p in ps:
+                p.grad = (torch.randn(p.shape, generator=g) * (s + 1)).to(dtype)
+            opt.step()
+        return [p.clone() for p in ps], opt.state_dict()
+    finally:
+        del os.environ["FASTACT_TORCH_POOL"]
+
+
+@pytest.mark.parametrize(
+    "name,kw", OPTIMIZERS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(OPTIMIZERS)]
+)
+def test_optimizer_steps_same_bits_on_the_pool(name, kw, launches, monkeypatch):
+    """The pool runs the serial build by shares of the chunk table: the bits of the serial
+    build over the whole table on this thread. (The parallel build on numba's layer may
+    differ in the last bit where LLVM contracts a multiply-add differently: RMSprop.)"""
+    import fastact.host.optim as ho
+
+    with monkeypatch.context() as m:
+        m.setattr(ho, "SERIAL_BELOW", 1 << 60)
+        ref, ref_state = _trajectory(name, kw, "never")
+    assert launches == []
+    got, got_state = _trajectory(name, kw, "tensors")
+    assert launches and all(t == 2 for _, t in launches)
+    for a, b in zip(ref, got, strict=True):
+        assert torch.equal(a, b)
+    for k, st in ref_state["state"].items():
+        for key, v in st.items():
+            w = got_state["state"][k][key]
+            if torch.is_tensor(v):
+                assert torch.equal(v.view(-1).view(torch.uint8), w.view(-1).view(torch.uint8))
+            else:
+                assert np.array_equal(np.asarray(v), np.asarray(w)), (k, key)
+    par, _ = _trajectory(name, kw, "never")  # numba's parallel build: within an ulp or two
+    for a, b in zip(par, got, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("state_dtype", ["float32", "bfloat16"])
+def test_one_kernel_in_two_dtypes_gets_two_trampolines(state_dtype, launches, monkeypatch):
+    """One low-precision loop runs float32 and bfloat16 parameters (two specializations of one
+    dispatcher): each gets its own trampoline, in memory and in fastact's cache (a cache key
+    without the argument types once loaded the float32 code for bfloat16 tensors: a heap
+    overrun that crashed the process later)."""
+    import fastact.host.optim as ho
+
+    kw = dict(lr=1e-3, state_dtype=state_dtype)
+    for dtype in (torch.float32, torch.bfloat16):  # the float32 one compiled (cached) first
+        with monkeypatch.context() as m:
+            m.setattr(ho, "SERIAL_BELOW", 1 << 60)
+            ref, _ = _trajectory("AdamW", kw, "never", dtype)
+        got, _ = _trajectory("AdamW", kw, "tensors", dtype)
+        for a, b in zip(ref, got, strict=True):
+            assert a.dtype == dtype and torch.equal(a, b)
+    assert len(launches) >= 6
+    if state_dtype == "bfloat16":  # both through the bfloat16-state loop
+        srcs = {k[1] for k in tp._tramps if k[0] in {id(v) for v in ho._LOWP.values()}}
+        assert len(srcs) >= 2  # float32 and bfloat16 argument descriptions
+
+
+def test_bfloat16_params_with_stochastic_rounding_same_bits(launches):
+    kw = dict(lr=1e-3, stochastic_rounding=True)
+    ref, _ = _trajectory("AdamW8bit", kw, "never", torch.bfloat16)
+    got, _ = _trajectory("AdamW8bit", kw, "tensors", torch.bfloat16)
+    assert launches
+    for a, b in zip(ref, got, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_nonfinite_check_on_the_pool(launches, monkeypatch):
+    monkeypatch.setenv("FASTACT_TORCH_POOL", "tensors")
+    p = torch.zeros(N_OPT)
+    p.grad = torch.zeros(N_OPT)
+    p.grad[N_OPT - 3] = float("nan")  # in the last share
+    opt = fo.SGD([p], lr=0.1)
+    opt.step(skip_nonfinite=True)
+    assert any(k.startswith("optim_nonfinite") for k, _ in launches)
+    assert opt.found_inf and torch.equal(p, torch.zeros(N_OPT))  # the step was skipped
+    p.grad[N_OPT - 3] = 1.0
+    opt.step(skip_nonfinite=True)
+    assert not opt.found_inf and p[N_OPT - 3] == -0.1
+
+
+ELEMENTWISE = sorted(
+    name
+    for name, op in ACTIVATIONS.items()
+    if op.arity == 1 and hasattr(fastact, name + "_backward")
+)
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_activations_same_bits_on_the_pool(name, launches):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(N_ACT, generator=g) * 4
+    x[::1000] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0] * 66)[
+        : x[::1000].numel()
+    ]
+    gy = torch.randn(N_ACT, generator=g)
+    fwd, bwd = getattr(fastact, name), getattr(fastact, name + "_backward")
+    params = (0.5, -1.0) if name == "threshold" else ()  # its required parameters
+    out = {}
+    for mode in ("never", "tensors"):
+        os.environ["FASTACT_TORCH_POOL"] = mode
+        try:
+            y = fwd(x, *params)
+            dx = bwd(gy, x, *params)
+            xi = x.clone()
+            inplace = getattr(fastact, name + "_", None)
+            if inplace is not None:
+                inplace(xi, *params)
+            out[mode] = (y, dx, xi)
+        finally:
+            del os.environ["FASTACT_TORCH_POOL"]
+        if mode == "never":
+            assert launches == []
+    assert launches, "the tensor calls did not take the pool"
+    for a, b in zip(out["never"], out["tensors"], strict=True):
+        assert (
+            torch.equal(a, b)
+            or (a.isnan() == b.isnan()).all()
+            and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
+        )
+
+
+@pytest.mark.parametrize("name", ["gelu", "silu", "relu", "softplus"])
+def test_numpy_arrays_take_the_pool_by_default_with_the_same_bits(name, launches):
+    """With torch imported, NumPy work takes torch's pool too (FASTACT_TORCH_POOL unset):
+    the bits of numba's layer."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(N_ACT) * 4).astype(np.float32)
+    gy = rng.standard_normal(N_ACT).astype(np.float32)
+    fwd, bwd = getattr(fastact, name), getattr(fastact, name + "_backward")
+    got = (fwd(x), bwd(gy, x))
+    assert len(launches) == 2
+    os.environ["FASTACT_TORCH_POOL"] = "never"
+    try:
+        ref = (fwd(x), bwd(gy, x))
+    finally:
+        del os.environ["FASTACT_TORCH_POOL"]
+    assert len(launches) == 2
+    for a, b in zip(ref, got, strict=True):
+        assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+@pytest.mark.parametrize("module", ["GELU", "SiLU", "Tanh", "Mish", "ELU"])
+def test_autograd_modules_same_bits_on_the_pool(module, launches):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(N_ACT, generator=g)
+    gy = torch.randn(N_ACT, generator=g)
+    res = {}
+    for mode in ("never", "tensors"):
+        os.environ["FASTACT_TORCH_POOL"] = mode
+        try:
+            xr = x.clone().requires_grad_(True)
+            y = getattr(FN, module)()(xr)
+            y.backward(gy)
+            res[mode] = (y.detach(), xr.grad)
+        finally:
+            del os.environ["FASTACT_TORCH_POOL"]
+    kinds = {k for k, _ in launches}
+    assert any("forward" in k for k in kinds) and any("grad" in k for k in kinds), kinds
+    for a, b in zip(res["never"], res["tensors"], strict=True):
+        assert torch.equal(a, b)
+
+
+def test_modes(launches, monkeypatch):
+    x = np.random.default_rng(0).standard_normal(N_ACT).astype(np.float32)
+    t = torch.from_numpy(x.copy())
+    fastact.gelu(x)  # unset: the default, always
+    assert len(launches) == 1
+    launches.clear()
+    monkeypatch.setenv("FASTACT_TORCH_POOL", "tensors")
+    fastact.gelu(x)
+    assert launches == []  # NumPy arrays stay on numba's layer
+    fastact.gelu(t)
+    assert len(launches) == 1
+    monkeypatch.setenv("FASTACT_TORCH_POOL", "always")
+    fastact.gelu(x)
+    assert len(launches) == 2
+    monkeypatch.setenv("FASTACT_TORCH_POOL", "never")
+    fastact.gelu(t)
+    assert len(launches) == 2
+    monkeypatch.setenv("FASTACT_TORCH_POOL", "sometimes")
+    with pytest.raises(ValueError, match="FASTACT_TORCH_POOL"):
+        fastact.gelu(t)
+    monkeypatch.setenv("FASTACT_TORCH_POOL", "tensors")
+    fastact.gelu(t[:1000])  # below the crossover: the serial loop on this thread
+    assert len(launches) == 2
+
+
+def test_one_torch_thread_or_one_numba_thread_stays_off_the_pool(launches):
+    t = torch.randn(N_ACT)
+    torch.set_num_threads(1)
+    fastact.gelu(t)
+    torch.set_num_threads(2)
+    numba.set_num_threads(1)
+    fastact.gelu(t)
+    assert launches == []
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    fastact.gelu(t)
+    assert len(launches) == (1 if numba.get_num_threads() > 1 else 0)
+
+
+def _ones() -> torch.Tensor:
+    """A tensor of ones made without a torch operator (torch's own parallel operators hang
+    in a child forked after the parent used its OpenMP pool: torch's limitation)."""
+    return torch.from_numpy(np.ones(N_OPT, np.float32))
+
+
+def _child(q):
+    try:
+        p = _ones()
+        p.grad = _ones()
+        fo.SGD([p], lr=0.5).step()
+        q.put((tp.pool_threads(N_OPT, 0, True), float(p.numpy().sum())))
+    except Exception as e:  # pragma: no cover - reported to the parent
+        q.put(repr(e))
+
+
+def test_forked_child_runs_on_numbas_layer():
+    p = _ones()
+    p.grad = _ones()
+    fo.SGD([p], lr=0.5).step()  # the parent has used the pool
+    assert tp.pool_threads(N_OPT, 0, True) == 2
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(q,), daemon=True)
+    proc.start()
+    try:
+        res = q.get(timeout=120)  # a launch on the inherited pool would hang the child
+        proc.join(60)
+        assert proc.exitcode == 0
+        assert res == (0, 0.5 * N_OPT)
+    finally:
+        if proc.is_alive():
+            proc.kill()
+
+
+def test_concurrent_callers():
+    os.environ["FASTACT_TORCH_POOL"] = "tensors"
+    try:
+        ref = []
+        for seed in range(4):
+            g = torch.Generator().manual_seed(seed)
+            ref.append(fastact.silu(torch.randn(N_ACT, generator=g)))
+        got = [None] * 4
+
+        def work(i):
+            g = torch.Generator().manual_seed(i)
+            x = torch.randn(N_ACT, generator=g)
+            for _ in range(20):
+                got[i] = fastact.silu(x)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        for a, b in zip(ref, got, strict=True):
+            assert torch.equal(a, b)
+    finally:
+        del os.environ["FASTACT_TORCH_POOL"]
+
+
+def test_info_reports_the_pool():
+    from fastact.info import report
+
+    d = report()
+    assert d["torch_pool_mode"] == "always"
+    assert d["torch_pool_runtime"] == _runtime_library()
+    assert d["torch_pool_forked_child"] is False
