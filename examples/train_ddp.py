@@ -33,14 +33,11 @@ import os
 import statistics
 import time
 
-# isort: off
-import fastact  # noqa: F401  (before torch: it shortens OpenMP spinning, README Threads)
 import torch
 import torch.distributed as dist
 from torch.distributed.optim import ZeroRedundancyOptimizer
 from torch.nn.parallel import DistributedDataParallel
 
-# isort: on
 import fastact.torch.nn as FN
 import fastact.torch.optim as FO
 

@@ -7,35 +7,17 @@ Losses live in :mod:`fastact.losses`, optimizers and schedulers in :mod:`fastact
 scalar cores for your own ``@numba.njit`` code in :mod:`fastact.scalar`.
 """
 
+# ruff: noqa: I001 (the threads module first: see below)
 from __future__ import annotations
 
 import importlib
-import os
-import sys
 
+# first, before anything can start numba's threading layer: make the tbb wheel's library loadable
+from fastact._core import threads as _threads  # noqa: F401
 from fastact._core.version import __version__
 
-# torch's OpenMP workers spin for a while after each parallel region (GNU libgomp's default
-# spin count, 300000), taking the cores that fastact's next kernel needs: alternating torch
-# ops and fastact kernels on 2 cores then ran 2-9x slower (p99) than each alone. A short
-# spin (1000) brings that to 1.1-1.35x without slowing torch's own back-to-back ops (0, i.e.
-# passive waiting, doubles torch's latency at 64K elements; measured with
-# scripts/bench_interleave.py). libgomp reads the variable when torch loads, so this only
-# helps when fastact is imported first; a value set by the user, OMP_WAIT_POLICY, or
-# FASTACT_KEEP_OMP_SPIN=1 leave the environment alone.
-if (
-    "torch" not in sys.modules
-    and "GOMP_SPINCOUNT" not in os.environ
-    and "OMP_WAIT_POLICY" not in os.environ
-    and os.environ.get("FASTACT_KEEP_OMP_SPIN", "") in ("", "0")
-):
-    os.environ["GOMP_SPINCOUNT"] = "1000"
-
-# before anything can start numba's threading layer: make the tbb wheel's library loadable
-from fastact._core import threads as _threads  # noqa: E402, F401, I001
-
-from fastact import activations as _activations  # noqa: E402
-from fastact.activations import ACTIVATIONS, AXIS_ACTIVATIONS, MODULE_FUNCTIONS  # noqa: E402
+from fastact import activations as _activations
+from fastact.activations import ACTIVATIONS, AXIS_ACTIVATIONS, MODULE_FUNCTIONS
 
 _ACTIVATION_TABLES = ("ACTIVATIONS", "AXIS_ACTIVATIONS", "MODULE_FUNCTIONS")
 #: Public activation functions: forward, in-place and backward variants (the tables excluded).

@@ -26,7 +26,7 @@ peak resident memory above the resident size before the load (Linux: VmHWM after
 as a multiple of the state's size.
 """
 
-from __future__ import annotations  # noqa: I001 (fastact is imported before torch)
+from __future__ import annotations
 
 import argparse
 import hashlib
@@ -41,10 +41,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import fastact  # first: it shortens the spin of torch's OpenMP workers (see fastact/__init__)
-import fastact.optim.checkpoint as C
 import numpy as np
 import torch
+
+import fastact
+import fastact.optim.checkpoint as C
 
 try:
     import safetensors.numpy as stn

@@ -9,15 +9,16 @@ interleaved in one loop, and reports p50/p99 and the ratio
 ``--threads`` sets both torch's and numba's thread counts (default: leave both as they are).
 """
 
-from __future__ import annotations  # noqa: I001 (fastact is imported before torch)
+from __future__ import annotations
 
 import argparse
 import time
 
-import fastact  # first: it shortens the spin of torch's OpenMP workers (see fastact/__init__)
 import numba
 import numpy as np
 import torch
+
+import fastact
 
 
 def _lat(fn, iters: int) -> np.ndarray:

@@ -22,12 +22,10 @@ import platform
 import statistics
 import time
 
-# isort: off
-import fastact  # before torch: torch's OpenMP workers then spin briefly (README, Threads)
 import numpy as np
 import torch
 
-# isort: on
+import fastact
 import fastact.torch.autograd as AF
 import fastact.torch.optim as FO
 

@@ -85,7 +85,17 @@ def test_streamed_loops_give_the_plain_loops_bits_float64(name):
 
 
 def _ir(kernel):
-    return "\n".join(kernel.inspect_llvm().values())
+    """The kernel's LLVM IR. A function loaded from fastact's on-disk cache carries no IR:
+    recompile it in memory first (same pipeline and options, the cache set aside)."""
+    from numba.core.caching import NullCache
+
+    ir = "\n".join(kernel.inspect_llvm().values())
+    if "define " not in ir:
+        kernel._cache = NullCache()
+        kernel.recompile()
+        ir = "\n".join(kernel.inspect_llvm().values())
+    assert "define " in ir
+    return ir
 
 
 def test_prefetch_is_compiled_where_the_spec_streams():
