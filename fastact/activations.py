@@ -34,10 +34,10 @@ from fastact.host.axis import (
     GLU_BACKWARD,
     GLU_FORWARD,
     PRELU_FORWARD,
-    SOFTMAX,
-    SOFTMAX_BACKWARD,
     maxout_rows_kernels,
 )
+from fastact.host.axis import softmax as _softmax_rows
+from fastact.host.axis import softmax_backward as _softmax_rows_backward
 from fastact.host.elementwise import kernels as _host_kernels
 from fastact.host.launch import launch, pick
 from fastact.kernels.activations import ACTIVATIONS, GELU
@@ -865,7 +865,7 @@ def _softmax_forward(input, dim, dtype, out, log, sign, fname):
     if dtype is None and out is None and _last_axis_fast(input, dim):
         res = np.empty_like(input)
         x3 = input.reshape(-1, input.shape[-1], 1)
-        pick(SOFTMAX, input.size)(x3, res.reshape(x3.shape), log, float(sign))
+        _softmax_rows(x3, res.reshape(x3.shape), log, sign)
         return res
     ex = _executor(input, out)
     x = ex.float_input(input, "input")
@@ -903,9 +903,7 @@ def _softmax_backward(grad_output, input, output, dim, out, log, sign, fname):
     ):
         res = np.empty_like(output)
         y3 = output.reshape(-1, output.shape[-1], 1)
-        pick(SOFTMAX_BACKWARD, output.size)(
-            grad_output.reshape(y3.shape), y3, res.reshape(y3.shape), log, float(sign)
-        )
+        _softmax_rows_backward(grad_output.reshape(y3.shape), y3, res.reshape(y3.shape), log, sign)
         return res
     if (input is None) == (output is None):
         raise TypeError(f"{fname}_backward needs exactly one of input= and output=")

@@ -117,10 +117,14 @@ def test_prefetch_is_compiled_where_the_spec_streams():
             assert ("llvm.prefetch" in _ir(parallel)) is streams, (name, kind)
 
 
-def test_user_kernels_stream_when_they_call_fastact_cores():
+def test_user_kernels_stream_when_they_call_fastact_cores(monkeypatch):
     """``@fastact.elementwise``: a function calling a math core or a streaming activation
-    streams (and gives the plain loop's bits); arithmetic alone, or relu alone, does not."""
+    streams (and gives the plain loop's bits); arithmetic alone, or relu alone, does not.
+    (On numba's layer: the parallel kernel inspected below is the one that runs; with torch
+    imported by an earlier test, torch's pool would run the serial one.)"""
     import fastact
+
+    monkeypatch.setenv("FASTACT_TORCH_POOL", "never")
     from fastact.scalar import exp, gelu, leaky_relu, relu
 
     @fastact.elementwise

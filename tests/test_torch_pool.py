@@ -311,6 +311,42 @@ def test_numpy_arrays_take_the_pool_by_default_with_the_same_bits(name, launches
         assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
 
 
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmin"])
+@pytest.mark.parametrize("shape,dim", [((1031, 257), -1), ((64, 37, 129), 1)])
+def test_softmax_family_same_bits_on_the_pool(name, shape, dim, launches):
+    """Rows (the leading axis of the (outer, C, inner) view) split between the team: the
+    bits of numba's parallel kernel, forward and backward from the output."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    fwd, bwd = getattr(fastact, name), getattr(fastact, name + "_backward")
+
+    def both():
+        y = fwd(x, dim)
+        return y, bwd(g, output=y, dim=dim)
+
+    got = both()
+    assert len(launches) == 2
+    os.environ["FASTACT_TORCH_POOL"] = "never"
+    try:
+        ref = both()
+    finally:
+        del os.environ["FASTACT_TORCH_POOL"]
+    for a, b in zip(ref, got, strict=True):
+        assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def test_softmax_with_few_rows_stays_on_numbas_layer(launches):
+    """Fewer than MIN_ROWS_PER_THREAD rows per thread: numba's kernel, which also splits
+    inside the rows' blocks."""
+    from fastact.host.launch import MIN_ROWS_PER_THREAD
+
+    x = np.random.default_rng(6).standard_normal((MIN_ROWS_PER_THREAD, 16, 8192))
+    y = fastact.softmax(x.astype(np.float32), 1)
+    assert launches == []
+    assert np.allclose(y.sum(axis=1), 1.0, atol=1e-5)
+
+
 @pytest.mark.parametrize("module", ["GELU", "SiLU", "Tanh", "Mish", "ELU"])
 def test_autograd_modules_same_bits_on_the_pool(module, launches):
     g = torch.Generator().manual_seed(2)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastact.host.launch import pair, pick
+from fastact.host.launch import launch, pair, pick
 from fastact.kernels import axis as K
 
 __all__ = [
@@ -125,9 +125,10 @@ def maxout_backward(g3, x4, out4) -> None:
 
 
 def softmax(x3, out3, log: bool, sign: float) -> None:
-    """Along axis 1 of (outer, C, inner) views; ``sign`` -1 for softmin."""
-    pick(SOFTMAX, x3.size)(x3, out3, log, float(sign))
+    """Along axis 1 of (outer, C, inner) views; ``sign`` -1 for softmin. Split by rows (the
+    leading axis) on torch's pool where :func:`~fastact.host.launch.launch` says so."""
+    launch(SOFTMAX, x3.size, (x3, out3, bool(log), float(sign)), (0, 1))
 
 
 def softmax_backward(g3, y3, out3, log: bool, sign: float) -> None:
-    pick(SOFTMAX_BACKWARD, y3.size)(g3, y3, out3, log, float(sign))
+    launch(SOFTMAX_BACKWARD, y3.size, (g3, y3, out3, bool(log), float(sign)), (0, 1, 2))

@@ -9,11 +9,13 @@ from fastact._core.threads import use_parallel
 from fastact._core.thresholds import PARALLEL_THRESHOLD
 from fastact._core.torch_pool import pool_threads, run_split
 
-__all__ = ["pair", "pick", "launch", "SPLIT_ALIGN"]
+__all__ = ["pair", "pick", "launch", "SPLIT_ALIGN", "MIN_ROWS_PER_THREAD"]
 
 #: Element-wise work on torch's pool is split at multiples of this many elements (whole
 #: cache lines and vectors; 1 KiB of float32).
 SPLIT_ALIGN = 256
+#: Axis kernels on torch's pool: at least this many rows per thread (else numba's layer).
+MIN_ROWS_PER_THREAD = 4
 
 
 def pair(loop: Callable, name: str | None = None, **globals_) -> tuple:
@@ -40,11 +42,21 @@ def launch(
     tensors: bool = False,
 ) -> None:
     """Run a ``(serial, parallel)`` pair over ``n`` elements: the serial kernel on torch's
-    thread pool, each thread on its share of the arrays ``args[i]``, ``i`` in ``split``
-    (where :func:`~fastact._core.torch_pool.pool_threads` says so; ``tensors``: the work is
-    on torch tensors), else the kernel :func:`pick` chooses, on all of ``args``."""
+    thread pool, each thread on its share of the C-contiguous arrays ``args[i]``, ``i`` in
+    ``split``, along their leading axis (where :func:`~fastact._core.torch_pool.pool_threads`
+    says so; ``tensors``: the work is on torch tensors), else the kernel :func:`pick`
+    chooses, on all of ``args``. Multi-dimensional splits (rows of an axis kernel) need
+    ``MIN_ROWS_PER_THREAD`` rows per thread: fewer rows balance badly, and the parallel
+    kernels split inside a row's blocks as well; 1-d ones are aligned to ``SPLIT_ALIGN``."""
     pool = pool_threads(n, threshold, tensors)
     if pool:
-        run_split(kernels[0], args, split, pool, SPLIT_ALIGN)
-    else:
-        pick(kernels, n, threshold)(*args)
+        first = args[split[0]]
+        if first.ndim == 1:
+            run_split(kernels[0], args, split, pool, SPLIT_ALIGN)
+            return
+        if first.shape[0] >= MIN_ROWS_PER_THREAD * pool and all(
+            args[i].flags.c_contiguous for i in split
+        ):
+            run_split(kernels[0], args, split, pool, 1)
+            return
+    pick(kernels, n, threshold)(*args)
