@@ -21,13 +21,13 @@ the call reuses torch's "hot" team: the threads that are spinning anyway pick up
 
 * ``FASTACT_TORCH_POOL``: ``always`` (default) runs the host launches that go through
   :func:`fastact.host.launch.launch` (element-wise kernels, the softmax family) and the
-  optimizer steps past their crossover there once torch is imported, on NumPy arrays too (in a process that
-  alternates torch ops and fastact calls on NumPy arrays, a 256K gelu after a 256K torch
-  op: 250-258 us a pair against 398-402 on numba's TBB layer, 219 for the two alone);
-  ``tensors`` only launches on torch tensors (the optimizers' steps on tensors, element-wise
-  kernels on tensors); ``never`` none (numba's layer as before). With torch imported and
-  idle, the pool cost a lone NumPy gelu of 512K-2M elements 4-6% against TBB, and several Python threads
-  calling fastact at once each start a team of their own.
+  optimizer steps past their crossover there once torch is imported, on NumPy arrays too
+  (in a process that alternates torch ops and fastact calls on NumPy arrays, a 256K gelu
+  after a 256K torch op: 250-258 us a pair against 398-402 on numba's TBB layer, 219 for
+  the two alone); ``tensors`` only launches on torch tensors (the optimizers' steps on
+  tensors, element-wise kernels on tensors); ``never`` none (numba's layer as before). With
+  torch imported and idle, the pool cost a lone NumPy gelu of 512K-2M elements 4-6% against
+  TBB, and several Python threads calling fastact at once each start a team of their own.
 * torch must be imported (this module never imports it) and its runtime found (Linux);
 * not in a forked child (an OpenMP pool does not survive ``fork``: numba's layer runs there);
 * the team size is ``min(torch.get_num_threads(), numba's thread count)``; 1 means serial.
