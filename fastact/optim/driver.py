@@ -245,17 +245,16 @@ def functional_step(
         sizes = np.array([ents[k].size for k in idx], dtype=np.int64)
         chunks = chunk_table(sizes, lay.chunk(ex.OPTIM_CHUNK))
         plans.append((lay, ptrs, chunks, int(sizes.sum()), idx))
+    tensors = any(e.is_torch for e in ents)  # torch's pool in FASTACT_TORCH_POOL=tensors
     if check_finite or skip_nonfinite:
         for lay, ptrs, chunks, total, idx in plans:
-            bad = ex.optim_nonfinite(lay.param, ptrs, 1, chunks, total,
-                                     tensors=any(ents[k].is_torch for k in idx))  # fmt: skip
+            bad = ex.optim_nonfinite(lay.param, ptrs, 1, chunks, total, tensors=tensors)
             if bad.any():
                 if skip_nonfinite:
                     return True
                 k = idx[int(chunks[int(np.argmax(bad)), 0])]
                 raise ValueError(f"grads[{k}] contains NaN or infinite values (check_finite=True)")
     scalars = spec.scalars(options)
-    tensors = any(e.is_torch for e in ents)
     rows = row_signs(spec, inits)
     key = rounding_key(options, 0)
     for lay, ptrs, chunks, total, idx in plans:
