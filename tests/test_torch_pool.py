@@ -24,10 +24,12 @@ import numba
 import numpy as np
 import pytest
 import torch
+from numba import njit
 
 import fastact
 import fastact.optim as fo
 import fastact.torch.nn as FN
+from fastact import losses
 from fastact._core import torch_pool as tp
 from fastact.host.optim import SERIAL_BELOW
 from fastact.kernels.activations import ACTIVATIONS
@@ -58,10 +60,11 @@ def launches(monkeypatch):
 
     monkeypatch.setattr(tp, "run_split", spy)
     import fastact.host.launch as hl
+    import fastact.host.losses as hls
     import fastact.host.optim as ho
     import fastact.torch.autograd as ta
 
-    for mod in (hl, ho, ta):
+    for mod in (hl, hls, ho, ta):
         monkeypatch.setattr(mod, "run_split", spy)
     return calls
 
@@ -144,6 +147,87 @@ def test_split_arrays_must_agree():
     with pytest.raises(ValueError, match="one leading length"):
         tp.run_split(probe, (np.zeros(3, np.int64), np.zeros(4, np.int64), np.zeros(3, np.int64)),
                      (0, 1), 2)  # fmt: skip
+
+
+def test_scaled_split_takes_whole_chunks_of_the_other_arrays():
+    """A split entry (i, k): a share of rows [lo, hi) of the first array takes rows
+    [k lo, k hi) of args[i], clipped to its length (a chunked kernel's last partial chunk;
+    an empty array stays empty); None and tuples of numbers pass through."""
+
+    @njit
+    def chunk_sums(sums, x, ids, empty, nothing, pair):
+        for k in range(sums.size):
+            sums[k] = x[k * 7 : (k + 1) * 7].sum() + pair[0] * pair[1]
+        for i in range(x.size):
+            ids[i] = ids[i] + 1 if nothing is None else -1
+        for i in range(empty.size):
+            empty[i] = 1.0
+
+    x = np.arange(100, dtype=np.float64)  # 15 chunks of 7, the last of 2
+    sums, ids, empty = np.zeros(15), np.zeros(100, np.int64), np.zeros(0)
+    tramp, blk, _fl = tp.prepare(
+        chunk_sums, (sums, x, ids, empty, None, (2.0, 3)), (0, (1, 7), (2, 7), (3, 7)), 4
+    )
+    ctypes.CFUNCTYPE(None, ctypes.c_void_p)(tramp.address)(blk.ctypes.data)
+    assert np.array_equal(sums, [x[k * 7 : (k + 1) * 7].sum() + 6.0 for k in range(15)])
+    assert (ids == 1).all()  # every element in exactly one share
+    with pytest.raises(ValueError, match="first one 1"):
+        tp.prepare(chunk_sums, (sums, x, ids, empty, None, (2.0, 3)), ((1, 7), 0), 2)
+
+
+LOSS_CASES = {
+    "mse": lambda x, t, w, red: losses.mse_loss(x, t, reduction=red, return_grad=True),
+    "bce_with_logits (weights)": lambda x, t, w, red: losses.binary_cross_entropy_with_logits(
+        x, (t > 0).astype(x.dtype), weight=w, pos_weight=w, reduction=red, return_grad=True
+    ),
+    "poisson_nll": lambda x, t, w, red: losses.poisson_nll_loss(
+        x, np.abs(t), reduction=red, return_grad=True
+    ),
+    "cross_entropy": lambda x, t, w, red: losses.cross_entropy(
+        x.reshape(-1, 100),
+        (np.abs(t[::100]) * 30).astype(np.int64) % 100,
+        reduction=red,
+        return_grad=True,
+        label_smoothing=0.1,
+    ),
+    "cross_entropy (probabilities)": lambda x, t, w, red: losses.cross_entropy(
+        x.reshape(-1, 100), np.abs(t).reshape(-1, 100), reduction=red, return_grad=True
+    ),
+    "multilabel_soft_margin": lambda x, t, w, red: losses.multilabel_soft_margin_loss(
+        x.reshape(-1, 100),
+        (t > 0).astype(x.dtype).reshape(-1, 100),
+        reduction=red,
+        return_grad=True,
+    ),
+}
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("name", list(LOSS_CASES))
+def test_losses_same_bits_on_the_pool(name, reduction, launches):
+    """The chunked loss kernels on the pool (each thread on whole chunks): the values,
+    chunk sums and gradients of numba's parallel kernel, bit for bit."""
+    rng = np.random.default_rng(7)
+    n = 1_000_300  # chunks of 16384 and a partial last one
+    x, t, w = (rng.standard_normal(n).astype(np.float32) for _ in range(3))
+    got = LOSS_CASES[name](x, t, np.abs(w), reduction)
+    assert len(launches) == 1
+    os.environ["FASTACT_TORCH_POOL"] = "never"
+    try:
+        ref = LOSS_CASES[name](x, t, np.abs(w), reduction)
+    finally:
+        del os.environ["FASTACT_TORCH_POOL"]
+    for a, b in zip(ref, got, strict=True):
+        assert np.array_equal(np.asarray(a).view(np.uint32), np.asarray(b).view(np.uint32))
+
+
+def test_loss_domain_errors_on_the_pool(launches):
+    """A chunk's count of elements outside the domain reaches the caller from the pool."""
+    p = np.full(200_000, 0.5, np.float32)
+    p[123_457] = 1.5
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        losses.binary_cross_entropy(p, np.zeros_like(p), return_grad=True)
+    assert len(launches) == 1
 
 
 OPTIMIZERS = [

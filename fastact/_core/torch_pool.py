@@ -20,8 +20,9 @@ the call reuses torch's "hot" team: the threads that are spinning anyway pick up
 **When.** :func:`pool_threads` decides per launch:
 
 * ``FASTACT_TORCH_POOL``: ``always`` (default) runs the host launches that go through
-  :func:`fastact.host.launch.launch` (element-wise kernels, the softmax family) and the
-  optimizer steps past their crossover there once torch is imported, on NumPy arrays too
+  :func:`fastact.host.launch.launch` (element-wise kernels, the softmax family), the chunked
+  losses (:mod:`fastact.host.losses`: each thread on whole chunks) and the optimizer steps
+  past their crossover there once torch is imported, on NumPy arrays too
   (in a process that alternates torch ops and fastact calls on NumPy arrays, a 256K gelu
   after a 256K torch op: 250-258 us a pair against 398-402 on numba's TBB layer, 219 for
   the two alone); ``tensors`` only launches on torch tensors (the optimizers' steps on
@@ -33,8 +34,8 @@ the call reuses torch's "hot" team: the threads that are spinning anyway pick up
 * the team size is ``min(torch.get_num_threads(), numba's thread count)``; 1 means serial.
 
 The serial builds give the same bits as the parallel ones (element-wise kernels; chunked
-optimizer loops whose chunks are independent; softmax rows), so where a launch runs never
-changes a result.
+optimizer loops whose chunks are independent; softmax rows; loss chunks, whose sums are
+added in order afterwards), so where a launch runs never changes a result.
 """
 
 from __future__ import annotations
@@ -170,18 +171,29 @@ def pool_threads(n: int, threshold: int, tensors: bool = False) -> int:
 
 
 # ------------------------------------------------------------------------------- trampolines
+#: NumPy float scalar types by name (``a.dtype.name`` costs several microseconds)
+_FLOAT_NAMES = {np.float32: "float32", np.float64: "float64"}
+
+
 def _describe(a: Any, ints: list, floats: list) -> tuple:
     """A hashable description of one kernel argument (the trampoline's unpacking code), its
     integers (addresses, shapes) appended to ``ints`` and its floats to ``floats``."""
-    if type(a) is np.ndarray:
+    t = type(a)
+    if t is np.ndarray:
         if not a.flags.c_contiguous:
             raise ValueError("torch-pool launches take C-contiguous arrays")
         ints.append(address(a))
         ints.extend(a.shape)
         return ("a", a.dtype.str, a.ndim)
-    if isinstance(a, float):
+    if t is float:
         floats.append(a)
         return ("f", "float64")
+    if a is None:
+        return ("n",)
+    name = _FLOAT_NAMES.get(t)
+    if name is not None:
+        floats.append(float(a))
+        return ("f", name)
     if isinstance(a, (bool, np.bool_)):
         ints.append(int(a))
         return ("b",)
@@ -191,6 +203,9 @@ def _describe(a: Any, ints: list, floats: list) -> tuple:
     if isinstance(a, np.floating):
         floats.append(float(a))
         return ("f", a.dtype.name)
+    if isinstance(a, float):  # a float subclass
+        floats.append(float(a))
+        return ("f", "float64")
     if isinstance(a, tuple):
         return ("t", tuple(_describe(v, ints, floats) for v in a))
     raise TypeError(f"torch-pool launches take arrays and numbers, got {type(a).__name__}")
@@ -198,7 +213,8 @@ def _describe(a: Any, ints: list, floats: list) -> tuple:
 
 def _trampoline(kernel: Any, specs: tuple, split: tuple, align: int) -> Any:
     """The cfunc ``void(void*)`` that runs ``kernel`` on one thread's share (compiled once per
-    kernel and argument description)."""
+    kernel and argument description); ``split``: (argument index, rows per share row) pairs
+    (:func:`_split_spec`)."""
     key = (id(kernel), specs, split, align)
     t = _tramps.get(key)
     if t is not None:
@@ -246,8 +262,15 @@ def _trampoline(kernel: Any, specs: tuple, split: tuple, align: int) -> Any:
             row = " * ".join([f"np.int64({ns[proto].itemsize})", *dims[1:]])
             base = f"blk[{ni}]"
             if is_split:
-                base = f"blk[{ni}] + lo * {row}"
-                dims[0] = "(hi - lo)"
+                scale = scales[name]
+                if scale == 1:
+                    base = f"blk[{ni}] + lo * {row}"
+                    dims[0] = "(hi - lo)"
+                else:  # rows [lo, hi) * scale, clipped to the array's own length
+                    body.append(f"{name}_lo = min(lo * {scale}, blk[{ni + 1}])")
+                    body.append(f"{name}_hi = min(hi * {scale}, blk[{ni + 1}])")
+                    base = f"blk[{ni}] + {name}_lo * {row}"
+                    dims[0] = f"({name}_hi - {name}_lo)"
             ni += 1 + spec[2]
             body.append(f"{name} = carray(_ptr({base}, {proto}), ({', '.join(dims)},))")
             return name
@@ -260,10 +283,13 @@ def _trampoline(kernel: Any, specs: tuple, split: tuple, align: int) -> Any:
         if kind == "f":
             nf += 1
             return f"np.{spec[1]}(fl[{nf - 1}])"
+        if kind == "n":
+            return "None"
         parts = [unpack(s, f"{name}_{i}", False) for i, s in enumerate(spec[1])]
         return "(" + "".join(p + ", " for p in parts) + ")"
 
-    call = [unpack(s, f"a{i}", i in split) for i, s in enumerate(specs)]
+    scales = {f"a{i}": sc for i, sc in split}
+    call = [unpack(s, f"a{i}", f"a{i}" in scales) for i, s in enumerate(specs)]
     body += ["if hi > lo:", f"    _k({', '.join(call)})", "r = _claim(blk[4], 1)"]
     lines += ["        " + b for b in body]
     py = kernel.py_func
@@ -290,6 +316,27 @@ def _trampoline(kernel: Any, specs: tuple, split: tuple, align: int) -> Any:
     return t
 
 
+_SPLITS: dict = {}
+
+
+def _split_spec(split: Sequence[Any]) -> tuple:
+    """``split`` as (index, scale) pairs: an index ``i`` alone is ``(i, 1)``, the array split
+    along with the shares; ``(i, k)`` takes rows ``[k lo, k hi)`` of a share ``[lo, hi)``,
+    clipped to the array's length (chunked kernels: share rows are chunks of ``k``
+    elements). The first entry must have scale 1: its length is the number of share rows."""
+    key = split if type(split) is tuple else tuple(split)
+    out = _SPLITS.get(key)
+    if out is None:
+        out = tuple(
+            (int(s), 1) if isinstance(s, (int, np.integer)) else (int(s[0]), int(s[1])) for s in key
+        )
+        if out[0][1] != 1 or any(sc < 1 for _, sc in out):
+            raise ValueError("split scales must be positive, the first one 1")
+        if len(_SPLITS) < 1024:
+            _SPLITS[key] = out
+    return out
+
+
 def prepare(
     kernel: Any, args: Sequence[Any], split: Sequence[int], threads: int, align: int = 1
 ) -> tuple[Any, np.ndarray, np.ndarray]:
@@ -299,9 +346,9 @@ def prepare(
     ints: list = [0, 0, 0, threads, 0]
     floats: list = []
     specs = tuple([_describe(a, ints, floats) for a in args])
-    split = tuple(split)
-    n = args[split[0]].shape[0]
-    if any(args[i].shape[0] != n for i in split):
+    split = _split_spec(split)
+    n = args[split[0][0]].shape[0]
+    if any(args[i].shape[0] != n for i, sc in split if sc == 1):
         raise ValueError("the split arrays must have one leading length")
     tramp = _trampoline(kernel, specs, split, int(align))
     ni = len(ints)
@@ -321,8 +368,10 @@ def run_split(
 ) -> None:
     """``kernel(*args)`` (a serial jit function) on ``threads`` threads of torch's pool, each
     on a contiguous share of the arrays ``args[i]``, ``i`` in ``split``, along their leading
-    axis (equal lengths; shares start at multiples of ``align`` rows); the other arguments
-    whole. The caller chose ``threads`` with :func:`pool_threads`."""
+    axis (equal lengths; shares start at multiples of ``align`` rows; an entry ``(i, k)``
+    instead takes ``k`` rows of ``args[i]`` per share row, see :func:`_split_spec`); the
+    other arguments whole (numbers, tuples of them, None). The caller chose ``threads`` with
+    :func:`pool_threads`."""
     tramp, blk, _fl = prepare(kernel, args, split, threads, align)
     _runtime()["start"](tramp.address, address(blk), threads, 0)
 

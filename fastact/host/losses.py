@@ -28,6 +28,7 @@ from fastact._core.arrays import (
 )
 from fastact._core.threads import parallel_by_size
 from fastact._core.thresholds import PARALLEL_THRESHOLD
+from fastact._core.torch_pool import pool_threads, run_split
 from fastact.host.edge import output_view
 from fastact.host.launch import pair
 from fastact.kernels import losses as K
@@ -221,6 +222,31 @@ def pick(kernels: tuple, n: int, threshold: int) -> Any:
     return kernels[1] if parallel_by_size(n, threshold) else kernels[0]
 
 
+def _launch(kernels: tuple, n: int, args: tuple, split: tuple, like: Any) -> None:
+    """Run a chunked (serial, parallel) pair over ``n`` elements: the serial kernel on torch's
+    thread pool where :func:`~fastact._core.torch_pool.pool_threads` says so, each thread on
+    whole chunks (``split``: the per-chunk ``partials`` first, then (index, elements or rows
+    per chunk) of the arrays that go with them, see :func:`~fastact._core.torch_pool.run_split`;
+    the chunk sums, and so the loss, are the same bits), else the kernel :func:`pick`
+    chooses."""
+    pool = pool_threads(n, PARALLEL_THRESHOLD, type(like) is not np.ndarray and is_tensor(like))
+    if pool and args[split[0]].shape[0] >= pool:
+        run_split(kernels[0], args, split, pool)
+        return
+    pick(kernels, n, PARALLEL_THRESHOLD)(*args)
+
+
+def _ew_split(args: tuple, ch: int) -> tuple:
+    """The split of :func:`fastact.kernels.losses.ew_loop`'s arguments: partials, then a, b,
+    c, the weights, the gradients and the per-element values by chunks of ``ch`` (those
+    given), and the bad-element counts."""
+    split: list = [11]
+    split += [(i, ch) for i in (0, 1, 2, 3, 4, 7, 8, 9) if args[i] is not None]
+    if args[12] is not None:
+        split.append(12)
+    return tuple(split)
+
+
 def _row_loss(partials, out, reduction: str, div: float, out_shape: tuple, dt: np.dtype):
     if reduction == "none":
         return out.astype(dt, copy=False).reshape(out_shape)
@@ -252,12 +278,12 @@ def loss_map(
     partials = np.empty(_chunks(n, CHUNK), np.float64)
     out = np.empty(n if reduction == "none" else 0, dt)
     bad = np.zeros(partials.size, np.float64) if check else None
-    fn = pick(_ew_kernels(kernel), n, PARALLEL_THRESHOLD)
     prm = tuple(dt.type(p) for p in prm)
     w1, w2 = weights
     ga, gb = grads
-    fn(a, arrays[1], c, w1, w2, prm, dt.type(gscale), ga, gb, out, reduction == "none",
-       partials, bad, CHUNK)  # fmt: skip
+    args = (a, arrays[1], c, w1, w2, prm, dt.type(gscale), ga, gb, out, reduction == "none",
+            partials, bad, CHUNK)  # fmt: skip
+    _launch(_ew_kernels(kernel), n, args, _ew_split(args, CHUNK), like)
     if check and bad.sum():
         raise ValueError(check() if callable(check) else check)
     if reduction == "none":
@@ -273,11 +299,12 @@ def multilabel_soft_margin(x2, t2, w, gscale, g2, reduction, div, out_shape, lik
     dt = x2.dtype
     ch = max(n_cls, 1) if reduction == "none" else CHUNK
     partials = np.empty(_chunks(n, ch), np.float64)
-    fn = pick(_ew_kernels("bce_logits"), n, PARALLEL_THRESHOLD)
     wf = flat(w, x2.shape)  # w: (1, C) or (rows, C)
     gf = None if g2 is None else g2.reshape(-1)
-    fn(x2.reshape(-1), t2.reshape(-1), x2.reshape(-1), wf, None, (dt.type(0.0),),
-       dt.type(gscale), gf, None, np.empty(0, dt), False, partials, None, ch)  # fmt: skip
+    xf = x2.reshape(-1)
+    args = (xf, t2.reshape(-1), xf, wf, None, (dt.type(0.0),), dt.type(gscale), gf, None,
+            np.empty(0, dt), False, partials, None, ch)  # fmt: skip
+    _launch(_ew_kernels("bce_logits"), n, args, _ew_split(args, ch), like)
     if reduction == "none":
         return _like((partials[:rows] / n_cls).astype(dt).reshape(out_shape), like)
     return _like(_finish(partials.sum(), div, dt), like)
@@ -319,11 +346,10 @@ def cross_entropy(x3, y, q, w, wsum, eps, ignore_index, gscale, g3, reduction, d
     want = g3 is not None
     g = g3 if want else np.empty((0, n_cls, 1), dt)  # placeholder: the loops use scratch rows
     out = np.empty((n_s, n_d), np.float64)
-    par = parallel_by_size(x3.size, PARALLEL_THRESHOLD)
     if n_d == 1:
         rpc = _rows_per_chunk(n_cls)
         partials = np.empty(_chunks(n_s, rpc), np.float64)
-        _row_kernels("ce_rows")[par](
+        args = (
             x3.reshape(n_s, n_cls),
             None if y is None else y.reshape(n_s),
             None if q is None else q.reshape(n_s, n_cls),
@@ -338,8 +364,11 @@ def cross_entropy(x3, y, q, w, wsum, eps, ignore_index, gscale, g3, reduction, d
             partials,
             rpc,
         )
+        split = (11, *[(i, rpc) for i in (0, 1, 2, 9, 10) if args[i] is not None])
+        _launch(_row_kernels("ce_rows"), x3.size, args, split, like)
     else:
         partials = np.empty(n_s * _chunks(n_d, _CE_TILE), np.float64)
+        par = parallel_by_size(x3.size, PARALLEL_THRESHOLD)
         _row_kernels("ce_spatial")[par](
             x3, y, q, w, wsum, eps, ignore_index, gscale, want, g, out, partials, _CE_TILE
         )
