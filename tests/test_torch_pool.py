@@ -193,6 +193,20 @@ LOSS_CASES = {
     "cross_entropy (probabilities)": lambda x, t, w, red: losses.cross_entropy(
         x.reshape(-1, 100), np.abs(t).reshape(-1, 100), reduction=red, return_grad=True
     ),
+    "cross_entropy (spatial)": lambda x, t, w, red: losses.cross_entropy(
+        x[: 20 * 50 * 1000].reshape(20, 50, 1000),
+        (np.abs(t[: 20 * 1000]) * 30).astype(np.int64).reshape(20, 1000) % 50,
+        reduction=red,
+        return_grad=True,
+        weight=w[:50],
+    ),
+    "nll": lambda x, t, w, red: losses.nll_loss(
+        x.reshape(-1, 100),
+        (np.abs(t[::100]) * 30).astype(np.int64) % 100,
+        reduction=red,
+        return_grad=True,
+        ignore_index=3,
+    ),
     "multilabel_soft_margin": lambda x, t, w, red: losses.multilabel_soft_margin_loss(
         x.reshape(-1, 100),
         (t > 0).astype(x.dtype).reshape(-1, 100),

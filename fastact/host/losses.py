@@ -366,12 +366,13 @@ def cross_entropy(x3, y, q, w, wsum, eps, ignore_index, gscale, g3, reduction, d
         )
         split = (11, *[(i, rpc) for i in (0, 1, 2, 9, 10) if args[i] is not None])
         _launch(_row_kernels("ce_rows"), x3.size, args, split, like)
-    else:
-        partials = np.empty(n_s * _chunks(n_d, _CE_TILE), np.float64)
-        par = parallel_by_size(x3.size, PARALLEL_THRESHOLD)
-        _row_kernels("ce_spatial")[par](
-            x3, y, q, w, wsum, eps, ignore_index, gscale, want, g, out, partials, _CE_TILE
-        )
+    else:  # tiles of positions, one sample's tiles after another: shares of samples
+        tiles = _chunks(n_d, _CE_TILE)
+        partials = np.empty(n_s * tiles, np.float64)
+        args = (x3, y, q, w, wsum, eps, ignore_index, gscale, want, g, out, partials, _CE_TILE)
+        split = (0, *[i for i in (1, 2) if args[i] is not None], *([9] if want else []), 10,
+                 (11, tiles))  # fmt: skip
+        _launch(_row_kernels("ce_spatial"), x3.size, args, split, like)
     return _like(_row_loss(partials, out, reduction, div, shape, dt), like)
 
 
@@ -387,9 +388,12 @@ def nll(x3, y2, w, ignore_index, gscale, g3, reduction, div, shape, like):
     ch = max(1, min(CHUNK, (1 << 16) // max(n_cls, 1))) if zero else CHUNK  # ~64K entries a task
     out = np.empty((n_s, n_d), np.float64)
     partials = np.empty(_chunks(n_s * n_d, ch), np.float64)
-    pick(_row_kernels("nll"), x3.size, PARALLEL_THRESHOLD)(
-        x3, y2, w, ignore_index, gscale, want, g, zero, out, partials, ch
-    )
+    args = (x3, y2, w, ignore_index, gscale, want, g, zero, out, partials, ch)
+    if n_d == 1:  # a chunk is ch samples: shares of chunks
+        split = (9, (0, ch), (1, ch), *([(6, ch)] if want else []), (8, ch))
+        _launch(_row_kernels("nll"), x3.size, args, split, like)
+    else:  # chunks of positions straddle samples
+        pick(_row_kernels("nll"), x3.size, PARALLEL_THRESHOLD)(*args)
     return _like(_row_loss(partials, out, reduction, div, shape, dt), like)
 
 
