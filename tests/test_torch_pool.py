@@ -175,6 +175,16 @@ def test_scaled_split_takes_whole_chunks_of_the_other_arrays():
         tp.prepare(chunk_sums, (sums, x, ids, empty, None, (2.0, 3)), ((1, 7), 0), 2)
 
 
+def _rows(x):
+    """Rows of 100 classes."""
+    return x.reshape(-1, 100)
+
+
+def _labels(t):
+    """One class index in [0, 100) per row of :func:`_rows`."""
+    return (np.abs(t[::100]) * 30).astype(np.int64) % 100
+
+
 LOSS_CASES = {
     "mse": lambda x, t, w, red: losses.mse_loss(x, t, reduction=red, return_grad=True),
     "bce_with_logits (weights)": lambda x, t, w, red: losses.binary_cross_entropy_with_logits(
@@ -184,14 +194,10 @@ LOSS_CASES = {
         x, np.abs(t), reduction=red, return_grad=True
     ),
     "cross_entropy": lambda x, t, w, red: losses.cross_entropy(
-        x.reshape(-1, 100),
-        (np.abs(t[::100]) * 30).astype(np.int64) % 100,
-        reduction=red,
-        return_grad=True,
-        label_smoothing=0.1,
+        _rows(x), _labels(t), reduction=red, return_grad=True, label_smoothing=0.1
     ),
     "cross_entropy (probabilities)": lambda x, t, w, red: losses.cross_entropy(
-        x.reshape(-1, 100), np.abs(t).reshape(-1, 100), reduction=red, return_grad=True
+        _rows(x), _rows(np.abs(t)), reduction=red, return_grad=True
     ),
     "cross_entropy (spatial)": lambda x, t, w, red: losses.cross_entropy(
         x[: 20 * 50 * 1000].reshape(20, 50, 1000),
@@ -201,17 +207,10 @@ LOSS_CASES = {
         weight=w[:50],
     ),
     "nll": lambda x, t, w, red: losses.nll_loss(
-        x.reshape(-1, 100),
-        (np.abs(t[::100]) * 30).astype(np.int64) % 100,
-        reduction=red,
-        return_grad=True,
-        ignore_index=3,
+        _rows(x), _labels(t), reduction=red, return_grad=True, ignore_index=3
     ),
     "multilabel_soft_margin": lambda x, t, w, red: losses.multilabel_soft_margin_loss(
-        x.reshape(-1, 100),
-        (t > 0).astype(x.dtype).reshape(-1, 100),
-        reduction=red,
-        return_grad=True,
+        _rows(x), _rows((t > 0).astype(x.dtype)), reduction=red, return_grad=True
     ),
 }
 
