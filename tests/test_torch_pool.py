@@ -31,6 +31,7 @@ import fastact.optim as fo
 import fastact.torch.nn as FN
 from fastact import losses
 from fastact._core import torch_pool as tp
+from fastact._core.jit import fetch_add
 from fastact.host.optim import SERIAL_BELOW
 from fastact.kernels.activations import ACTIVATIONS
 
@@ -102,7 +103,14 @@ def _omp_probe():
         f.restype, f.argtypes = ctypes.c_int, []
 
     @numba.njit
-    def probe(ids, teams, hits):
+    def probe(ids, teams, hits, arrived, meet):
+        # each share first waits (up to about a second) until ``meet`` shares have started:
+        # under load (another process on the other core) the first thread could otherwise
+        # claim every share before the second is scheduled
+        fetch_add(arrived.ctypes.data, 1)
+        k = 0
+        while fetch_add(arrived.ctypes.data, 0) < meet and k < 50_000_000:
+            k += 1
         for i in range(ids.shape[0]):
             ids[i] = tnum()
             teams[i] = tcount()
@@ -121,7 +129,7 @@ def test_launch_runs_on_a_team_of_torchs_runtime():
     probe = _omp_probe()
     n = 10_000  # 2 shares of ~5 ms
     ids, teams, hits = (np.zeros(n, np.int64) for _ in range(3))
-    tp.run_split(probe, (ids, teams, hits), (0, 1, 2), 2, align=64)
+    tp.run_split(probe, (ids, teams, hits, np.zeros(1, np.int64), 2), (0, 1, 2), 2, align=64)
     assert (hits == 1).all()
     assert (teams == 2).all()
     assert set(ids.tolist()) == {0, 1}
@@ -135,7 +143,8 @@ def test_every_share_runs_once_without_a_team():
     probe = _omp_probe()
     n = 1000
     ids, teams, hits = (np.zeros(n, np.int64) for _ in range(3))
-    tramp, blk, _fl = tp.prepare(probe, (ids, teams, hits), (0, 1, 2), 4, align=8)
+    tramp, blk, _fl = tp.prepare(probe, (ids, teams, hits, np.zeros(1, np.int64), 0), (0, 1, 2),
+                                 4, align=8)  # fmt: skip
     ctypes.CFUNCTYPE(None, ctypes.c_void_p)(tramp.address)(blk.ctypes.data)
     assert (hits == 1).all()
     assert (teams == 1).all()
@@ -145,8 +154,8 @@ def test_every_share_runs_once_without_a_team():
 def test_split_arrays_must_agree():
     probe = _omp_probe()
     with pytest.raises(ValueError, match="one leading length"):
-        tp.run_split(probe, (np.zeros(3, np.int64), np.zeros(4, np.int64), np.zeros(3, np.int64)),
-                     (0, 1), 2)  # fmt: skip
+        tp.run_split(probe, (np.zeros(3, np.int64), np.zeros(4, np.int64), np.zeros(3, np.int64),
+                             np.zeros(1, np.int64), 0), (0, 1), 2)  # fmt: skip
 
 
 def test_scaled_split_takes_whole_chunks_of_the_other_arrays():
