@@ -338,7 +338,7 @@ def _split_spec(split: Sequence[Any]) -> tuple:
 
 
 def prepare(
-    kernel: Any, args: Sequence[Any], split: Sequence[int], threads: int, align: int = 1
+    kernel: Any, args: Sequence[Any], split: Sequence[Any], threads: int, align: int = 1
 ) -> tuple[Any, np.ndarray, np.ndarray]:
     """(trampoline, argument block, float block) of a :func:`run_split` launch: the
     trampoline called with the block's address runs every share (from any number of
@@ -364,7 +364,7 @@ def prepare(
 
 
 def run_split(
-    kernel: Any, args: Sequence[Any], split: Sequence[int], threads: int, align: int = 1
+    kernel: Any, args: Sequence[Any], split: Sequence[Any], threads: int, align: int = 1
 ) -> None:
     """``kernel(*args)`` (a serial jit function) on ``threads`` threads of torch's pool, each
     on a contiguous share of the arrays ``args[i]``, ``i`` in ``split``, along their leading
