@@ -243,6 +243,16 @@ class _FastactCompiler(Compiler):
             _WIDE.on = prev
 
 
+class _NoAliasCompiler(_FastactCompiler):
+    """:class:`_FastactCompiler` for functions whose pointer arguments (arrays' data, raw
+    pointers) never overlap: they are marked ``noalias``, so LLVM vectorizes their loops
+    without runtime overlap checks (``jit(noalias=True)``)."""
+
+    def _compile_core(self):
+        self.state.flags.noalias = True
+        return super()._compile_core()
+
+
 def _install_vector_width_hook() -> None:
     if _VECTOR_WIDTH not in ("128", "256", "512") or getattr(
         CPUCodeLibrary.add_ir_module, "_fastact", False
@@ -266,7 +276,12 @@ _install_vector_width_hook()
 
 
 def jit(func: Callable | None = None, *, parallel: bool = False, **options):
-    """``numba.njit`` with fastact's settings (see the module docstring); lazy compilation."""
+    """``numba.njit`` with fastact's settings (see the module docstring); lazy compilation.
+
+    ``noalias=True``: the function promises that the memory behind its pointer arguments
+    (arrays' data, raw pointers) does not overlap, and LLVM drops the runtime overlap checks
+    it otherwise puts before each vectorized loop over several arrays (for a loop entered
+    many times over a few hundred elements, those checks cost more than the loop's work)."""
 
     def wrap(py_func: Callable):
         opts = dict(error_model="numpy", fastmath=set(FASTMATH), parallel=parallel)
@@ -274,7 +289,8 @@ def jit(func: Callable | None = None, *, parallel: bool = False, **options):
         if isinstance(opts["fastmath"], frozenset):
             opts["fastmath"] = set(opts["fastmath"])  # numba takes a set (or a bool, a dict)
         opts.setdefault("nogil", True)
-        opts.setdefault("pipeline_class", _FastactCompiler)
+        noalias = opts.pop("noalias", False)
+        opts.setdefault("pipeline_class", _NoAliasCompiler if noalias else _FastactCompiler)
         if not parallel:
             # scalar helpers must be inlined into the loops that call them, however large
             # they get after inlining the math cores, or the loops do not vectorize
@@ -329,13 +345,17 @@ def specialize(
     parallel: bool = False,
     fastmath: frozenset | None = None,
     cache: bool | None = None,
+    noalias: bool = False,
+    inline: bool | None = None,
     **globals_: Any,
 ):
     """Compile a copy of ``template`` whose globals are updated with ``globals_``.
 
     The copy is named ``name`` (it must be unique per module) so that it gets its own cache
     index. Typical use: ``specialize(_map_loop, "sigmoid_forward", f=sigmoid_scalar)``.
-    ``cache=False`` compiles in memory (for globals whose code ``name`` does not identify).
+    ``cache=False`` compiles in memory (for globals whose code ``name`` does not identify);
+    ``noalias`` as for :func:`jit`; ``inline=False`` keeps a serial function a call (it is
+    inlined into its callers by default).
     """
     fn = types.FunctionType(
         template.__code__,
@@ -352,6 +372,10 @@ def specialize(
         opts["cache"] = False  # globals the cache key does not cover: compile in memory
     if fastmath is not None:
         opts["fastmath"] = set(fastmath)
+    if noalias:
+        opts["noalias"] = True
+    if inline is not None:
+        opts["forceinline"] = inline
     return jit(fn, parallel=parallel, **opts)
 
 

@@ -25,13 +25,16 @@ from fastact.kernels.optim import (
     CODES,
     F32,
     LEGACY_SCALE_SUFFIX,
+    LOWP_INNER,
     LOWP_TEMPLATES,
     SCALE_SUFFIX,
     TEMPLATES,
     UPDATES,
+    UPDATES8,
     Layout,
     Storage,
     general_only,
+    no_fold8,
 )
 
 __all__ = [
@@ -93,6 +96,13 @@ def _lowp_kernel(kind: str, layout: Layout, rows: tuple, sr: bool, parallel: boo
         consts.update({f"S{r}": bool(rows[r]) for r in range(3)})
         update, plain = UPDATES[kind]
         plain = general_only if general else plain
+        if storage == "8bit":
+            update, consts["_fold"] = UPDATES8.get(kind, (update, no_fold8))
+        inner, inner_tpl = LOWP_INNER[storage]
+        consts[inner] = specialize(
+            inner_tpl, f"{name}_inner", fastmath=EXACT_FASTMATH, noalias=True, inline=False,
+            _update=update, _plain=plain, SR=sr, **consts,
+        )  # fmt: skip
         k = specialize(
             LOWP_TEMPLATES[storage], name, parallel=parallel, fastmath=EXACT_FASTMATH,
             _update=update, _plain=plain, SR=sr, **consts,

@@ -63,6 +63,7 @@ __all__ = [
     "bf16_store_sr",
     "hash32",
     "abs_bits",
+    "max_bits",
     "quantize_blocks",
     "dequantize_blocks",
 ]
@@ -137,24 +138,24 @@ def decode8(code, q, signed):
 def encode8(x, inv, signed):
     """The code nearest ``x`` in a block of encode factor ``inv`` (:func:`block_scales`):
     ``z = |x| inv + 1`` (one rounding), rounded to the nearest ``F(a)`` on its bit pattern
-    (``a = (bits(z) - bits(1) + 2**19) >> 20``: ties in ``z`` go up), clamped to the top code
-    by the saturating vector packs, the sign bit of ``x`` put on bit 7 (signed code). NaN
-    gives an arbitrary code (its block's scale is NaN then). Unsigned: 4 vector operations
-    per 8 values (fma, add, shift, pack), signed 7 (+ and, shift, and, or)."""
+    (``a = (bits(z) - bits(1) + 2**19) >> 20``, a logical shift: ties in ``z`` go up), clamped
+    to the top code by the unsigned saturating pack, the sign bit of ``x`` put on bit 7
+    (signed code). The unsigned code takes ``x >= 0`` (a negative ``x`` gives an arbitrary
+    code), and NaN gives an arbitrary code (its block's scale is NaN then). Unsigned: 4
+    vector operations per 16 values (fma, add, shift, pack), signed 6 (+ and, shift and or
+    in one ternary logic operation)."""
     b = _bits(x)
     if signed:
         ax = _f32_from_bits(_i32(b & np.int32(0x7FFFFFFF)))
         z = _fma(ax, inv, _F1)
-        a = _i32(_i32(_bits(z) + _ROUND) >> _SHIFT)
-        c = _i32(a | _i32(_i32(b >> 24) & 128))  # finite x: a <= 127
-        c = c if c > _I0 else _I0  # (never below 0: the saturating pack)
-        c = c if c < np.int32(255) else np.int32(255)
-        return np.uint8(c)
-    z = _fma(x, inv, _F1)
-    a = _i32(_i32(_bits(z) + _ROUND) >> _SHIFT)
-    a = a if a > _I0 else _I0
-    a = a if a < np.int32(255) else np.int32(255)
-    return np.uint8(a)
+    else:
+        z = _fma(x, inv, _F1)
+    # z >= 1 (or NaN): a logical shift keeps a in [0, 4095], so one unsigned clamp (the
+    # saturating pack) is all the range check needed
+    a = np.uint32(_i32(_bits(z) + _ROUND)) >> np.uint32(_SHIFT)
+    if signed:
+        a = a | np.uint32(_i32(b >> 24) & 128)  # finite x: a <= 127
+    return np.uint8(min(a, np.uint32(255)))
 
 
 @jit(fastmath=EXACT_FASTMATH)
@@ -162,6 +163,17 @@ def abs_bits(x):
     """|x|'s float32 bit pattern as int32: ordered like |x| (NaN above inf), for max-reductions
     that vectorize without fast-math's no-NaN flag."""
     return _i32(_bits(x) & 0x7FFFFFFF)
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def max_bits(acc, x, signed):
+    """The running absolute maximum ``acc`` (float32 bit patterns as int32, see
+    :func:`abs_bits`) updated with ``x``. Values of the unsigned code are never negative
+    (``+0`` or more, or NaN), so their raw bit patterns are compared as unsigned integers:
+    the same order, NaN of either sign above inf, one vector instruction less per value."""
+    if signed:
+        return max(acc, abs_bits(x))
+    return _i32(max(np.uint32(acc), np.uint32(_bits(x))))
 
 
 @jit(fastmath=EXACT_FASTMATH)
@@ -219,7 +231,10 @@ def quantize_blocks(x, block, signed, codes, absmax):
             mx = max(mx, abs_bits(x[o + i]))
         q, inv = block_scales(mx, signed)
         for i in range(m):
-            codes[o + i] = encode8(x[o + i], inv, signed)
+            v = x[o + i]
+            if not signed and v < _F0:  # outside the unsigned code: code 0, as for +0
+                v = _F0
+            codes[o + i] = encode8(v, inv, signed)
         absmax[b] = _f32_from_bits(mx)
 
 

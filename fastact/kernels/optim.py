@@ -47,6 +47,7 @@ from fastact.kernels.lowp import (
     decode8,
     encode8,
     hash32,
+    max_bits,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -644,6 +645,43 @@ def _adam_update(p, g, m, v, x, c0, c1, sc, plain):
 
 
 @_exact
+def _adam_fold8(sc):
+    """The factors the 8-bit loop folds into the decode scales of Adam's rows (m, v, vmax):
+    the states come decoded as beta1 m and beta2 v (one fused multiply-add each, as any
+    decode), which :func:`_adam_update8` takes."""
+    beta1, beta2, eps, weight_decay, decay, amsgrad, maximize = sc
+    return np.float32(beta1), np.float32(beta2), np.float32(1.0)
+
+
+@_exact
+def _adam_update8(p, g, bm, bv, x, c0, c1, sc, plain):
+    """:func:`_adam_update` for 8-bit states, from the decoded ``bm = beta1 m`` and ``bv =
+    beta2 v`` (:func:`_adam_fold8`): m = fma(g, 1 - beta1, bm), v = fma(g (1 - beta2), g,
+    bv), den = fma(sqrt(v), 1 / c1, eps): three vector operations per value fewer than the
+    float32 rule's own roundings (which the 8-bit code's steps dwarf: up to 1/15 of a value)."""
+    beta1, beta2, eps, weight_decay, decay, amsgrad, maximize = sc
+    dec = np.float32(decay)
+    if not plain and maximize:
+        g = -g
+    if not plain and weight_decay != 0.0:
+        g = _fma(np.float32(weight_decay), p * dec, g)
+    m = _fma(g, np.float32(1.0 - beta1), bm)
+    v = _fma(g * np.float32(1.0 - beta2), g, bv)
+    vv = v
+    if not plain and amsgrad:
+        x = _max_nan(x, v)
+        vv = x
+    den = _fma(np.sqrt(vv), np.float32(1.0) / np.float32(c1), np.float32(eps))
+    return _fma(p, dec, np.float32(-c0) * m / den), m, v, x
+
+
+@_exact
+def no_fold8(sc):
+    """The decode-scale factors of an update that takes its 8-bit states as they are."""
+    return np.float32(1.0), np.float32(1.0), np.float32(1.0)
+
+
+@_exact
 def _plain_adamax(sc):
     beta1, beta2, eps, weight_decay, maximize = sc
     return weight_decay == 0.0 and not maximize and abs(np.float32(1.0 - beta1)) < np.float32(0.5)
@@ -792,96 +830,201 @@ UPDATES = {
 }
 
 
+#: kernel name -> (its update on 8-bit states, the factors folded into their decode scales)
+#: where it differs from :data:`UPDATES`' (with :func:`no_fold8`)
+UPDATES8 = {"adam": (_adam_update8, _adam_fold8)}
+
+
 #: The low-precision loops (the 8-bit update pass, the bfloat16 loop) run over pieces of
 #: PREFETCH_PIECE elements and, before each, prefetch the lines of the piece PREFETCH_AHEAD
 #: elements further on (parameter, gradient and the used state rows). Measured on a 2-core
 #: Intel Xeon VM (AVX-512, 2 threads, 2**24 float32 parameters, ns per parameter): AdamW8bit
 #: 0.54-0.58 without, 0.35-0.44 with; bfloat16 states 0.42 -> 0.34-0.37. Pieces of 64 or 256
 #: and distances of 768-6144 gained less; bulk prefetches of the next block between the passes
-#: lost 10%; the hardware alone kept the 8-bit step at 0.42 of its memory floor. In cache
-#: the pieces cost the 8-bit loop 5-7% at 2**20 (0.33-0.34 -> 0.35-0.36) and 0-5% at 2**18
-#: and 2**22; the bfloat16 loop is level there (notes/perf_experiments.md, "8-bit step
-#: against its floor").
+#: lost 10%; the hardware alone kept the 8-bit step at 0.42 of its memory floor. The pieces'
+#: loops run in functions compiled ``noalias`` (:func:`lowp_update_span`,
+#: :func:`q8_update_block`): with LLVM's runtime overlap checks before each piece (~100 scalar
+#: instructions per 128 elements) the pieces cost the 8-bit loop 25% in cache (serial, 2**15:
+#: 0.83-0.87 ns per parameter against 0.61-0.62 now; notes/perf_experiments.md, "8-bit step
+#: against its floor" and "Overlap checks in the low-precision loops").
 PREFETCH_PIECE = 128
 PREFETCH_AHEAD = 448
 
 
-@jit
-def _piece(ptrs, j, at, w, end, pp, sp, u0, u1, u2):
-    """Elements ``[at, at + w)`` of tensor ``j``'s parameter, gradient and state rows 0..4
-    as views, after prefetching the lines of the piece PREFETCH_AHEAD elements on (the
-    parameter, the gradient and the used state rows ``u0..u2``; none past ``end``)."""
-    ahead = at + PREFETCH_AHEAD
-    if ahead + w <= end:
-        for q in range(0, w * pp.itemsize, 64):
-            _prefetch(ptrs[0, j] + ahead * pp.itemsize + q)
-            _prefetch(ptrs[1, j] + ahead * pp.itemsize + q)
-        for q in range(0, w * sp.itemsize, 64):
-            if u0:
-                _prefetch(ptrs[2, j] + ahead * sp.itemsize + q)
-            if u1:
-                _prefetch(ptrs[3, j] + ahead * sp.itemsize + q)
-            if u2:
-                _prefetch(ptrs[4, j] + ahead * sp.itemsize + q)
-    return (
-        _view(ptrs, 0, j, at, w, pp),
-        _view(ptrs, 1, j, at, w, pp),
-        _view(ptrs, 2, j, at, w, sp),
-        _view(ptrs, 3, j, at, w, sp),
-        _view(ptrs, 4, j, at, w, sp),
-    )
+def lowp_update_span(pp, sp, p_at, g_at, s0_at, s1_at, s2_at, n, c0, c1, sc, kj, at0, plain):
+    """The update of ``n`` consecutive elements of one tensor for :func:`lowp_loop`, from
+    the pointers ``*_at`` (parameter, gradient, state rows 0..2), over pieces of
+    PREFETCH_PIECE elements, each after prefetching the piece PREFETCH_AHEAD elements on
+    (parameter, gradient, used state rows; none past the span). Compiled ``noalias`` like
+    :func:`q8_update_block` (no runtime overlap checks before each piece's vector loop)."""
+    ps = numba.carray(p_at, n)
+    gs = numba.carray(g_at, n)
+    ss0 = numba.carray(s0_at, n)
+    ss1 = numba.carray(s1_at, n)
+    ss2 = numba.carray(s2_at, n)
+    for h in range(0, n, PREFETCH_PIECE):
+        w = min(PREFETCH_PIECE, n - h)
+        ahead = h + PREFETCH_AHEAD
+        if ahead + w <= n:
+            for q in range(0, w * ps.itemsize, 64):
+                _prefetch(ps.ctypes.data + ahead * ps.itemsize + q)
+                _prefetch(gs.ctypes.data + ahead * ps.itemsize + q)
+            for q in range(0, w * ss0.itemsize, 64):
+                if U0:  # noqa: F821
+                    _prefetch(ss0.ctypes.data + ahead * ss0.itemsize + q)
+                if U1:  # noqa: F821
+                    _prefetch(ss1.ctypes.data + ahead * ss0.itemsize + q)
+                if U2:  # noqa: F821
+                    _prefetch(ss2.ctypes.data + ahead * ss0.itemsize + q)
+        at = at0 + h  # the piece's first element in the tensor
+        pa = ps[h : h + w]
+        ga = gs[h : h + w]
+        a0 = ss0[h : h + w]
+        a1 = ss1[h : h + w]
+        a2 = ss2[h : h + w]
+        if plain:
+            for i in range(w):
+                s0 = _val(a0[i]) if U0 else _Z  # noqa: F821
+                s1 = _val(a1[i]) if U1 else _Z  # noqa: F821
+                s2 = _val(a2[i]) if U2 else _Z  # noqa: F821
+                p, s0, s1, s2 = _update(  # noqa: F821
+                    _val(pa[i]), _val(ga[i]), s0, s1, s2, c0, c1, sc, True
+                )
+                pa[i] = _put_param(pp, p, kj, at + i, SR)  # noqa: F821
+                if U0:  # noqa: F821
+                    a0[i] = _put(sp, s0)
+                if U1:  # noqa: F821
+                    a1[i] = _put(sp, s1)
+                if U2:  # noqa: F821
+                    a2[i] = _put(sp, s2)
+        else:
+            for i in range(w):
+                s0 = _val(a0[i]) if U0 else _Z  # noqa: F821
+                s1 = _val(a1[i]) if U1 else _Z  # noqa: F821
+                s2 = _val(a2[i]) if U2 else _Z  # noqa: F821
+                p, s0, s1, s2 = _update(  # noqa: F821
+                    _val(pa[i]), _val(ga[i]), s0, s1, s2, c0, c1, sc, False
+                )
+                pa[i] = _put_param(pp, p, kj, at + i, SR)  # noqa: F821
+                if U0:  # noqa: F821
+                    a0[i] = _put(sp, s0)
+                if U1:  # noqa: F821
+                    a1[i] = _put(sp, s1)
+                if U2:  # noqa: F821
+                    a2[i] = _put(sp, s2)
 
 
 def lowp_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
     """Element-wise update with float32 arithmetic: parameter and gradient float32 or
     bfloat16 (``pp``), states float32 or bfloat16 (``sp``, round to nearest even); ``block``
-    unused. coefs[j] = the optimizer's per-tensor coefficients (c0, c1). The loop runs over
-    pieces of PREFETCH_PIECE elements, each after prefetching the piece PREFETCH_AHEAD
-    elements on, and is duplicated for the plain options (``_plain(sc)``: the update without
-    its option branches)."""
+    unused. coefs[j] = the optimizer's per-tensor coefficients (c0, c1). Each chunk is one
+    call of :func:`lowp_update_span` (``_update_span``, compiled ``noalias`` with the same
+    bindings), whose loop is duplicated for the plain options (``_plain(sc)``: the update
+    without its option branches)."""
     last = coefs.shape[1] - 1
     plain = _plain(sc)  # noqa: F821 (bound per specialization, like U0..U2, S0..S2, SR)
     for c in prange(chunks.shape[0]):
         j = chunks[c, 0]
         start = chunks[c, 1]
         n = chunks[c, 2]
-        c0 = coefs[j, 0]
-        c1 = coefs[j, last]
         kj = hash32(key + j * 0x632BE5AB)
-        for h in range(0, n, PREFETCH_PIECE):
-            w = min(PREFETCH_PIECE, n - h)
-            at = start + h  # the piece's first element in the tensor
-            pa, ga, a0, a1, a2 = _piece(ptrs, j, at, w, start + n, pp, sp, U0, U1, U2)  # noqa: F821
-            if plain:
-                for i in range(w):
-                    s0 = _val(a0[i]) if U0 else _Z  # noqa: F821
-                    s1 = _val(a1[i]) if U1 else _Z  # noqa: F821
-                    s2 = _val(a2[i]) if U2 else _Z  # noqa: F821
-                    p, s0, s1, s2 = _update(  # noqa: F821
-                        _val(pa[i]), _val(ga[i]), s0, s1, s2, c0, c1, sc, True
-                    )
-                    pa[i] = _put_param(pp, p, kj, at + i, SR)  # noqa: F821
-                    if U0:  # noqa: F821
-                        a0[i] = _put(sp, s0)
-                    if U1:  # noqa: F821
-                        a1[i] = _put(sp, s1)
-                    if U2:  # noqa: F821
-                        a2[i] = _put(sp, s2)
-            else:
-                for i in range(w):
-                    s0 = _val(a0[i]) if U0 else _Z  # noqa: F821
-                    s1 = _val(a1[i]) if U1 else _Z  # noqa: F821
-                    s2 = _val(a2[i]) if U2 else _Z  # noqa: F821
-                    p, s0, s1, s2 = _update(  # noqa: F821
-                        _val(pa[i]), _val(ga[i]), s0, s1, s2, c0, c1, sc, False
-                    )
-                    pa[i] = _put_param(pp, p, kj, at + i, SR)  # noqa: F821
-                    if U0:  # noqa: F821
-                        a0[i] = _put(sp, s0)
-                    if U1:  # noqa: F821
-                        a1[i] = _put(sp, s1)
-                    if U2:  # noqa: F821
-                        a2[i] = _put(sp, s2)
+        _update_span(  # noqa: F821
+            pp, sp,
+            _pointer(ptrs[0, j] + start * pp.itemsize, pp),
+            _pointer(ptrs[1, j] + start * pp.itemsize, pp),
+            _pointer(ptrs[2, j] + start * sp.itemsize, sp),
+            _pointer(ptrs[3, j] + start * sp.itemsize, sp),
+            _pointer(ptrs[4, j] + start * sp.itemsize, sp),
+            n, coefs[j, 0], coefs[j, last], sc, kj, start, plain,
+        )  # fmt: skip
+
+
+def q8_update_block(
+    pp, p_at, g_at, c0_at, c1_at, c2_at, t0_at, t1_at, t2_at, m, left, q0, q1, q2, c0, c1, sc, kj,
+    at0, plain,
+):  # fmt: skip
+    """The update pass of one block of :func:`q8_loop`: ``m`` elements from the pointers
+    ``*_at`` (parameter, gradient, the rows' codes, the rows' float32 scratch); returns the
+    new states' running maxima (:func:`~fastact.kernels.lowp.max_bits`). It runs over pieces
+    of PREFETCH_PIECE elements, and before each prefetches the piece PREFETCH_AHEAD
+    elements on (parameter, gradient, used code rows; none past ``left`` elements from the
+    block's start, the chunk's end). Compiled ``noalias`` (the arrays never overlap: the
+    front end checks the parameters, gradients and states; the scratch is the loop's own),
+    so the pieces' vector loops start without runtime overlap checks: with them, ~100
+    scalar instructions per piece of 128 elements cost the 8-bit AdamW step 10-20%."""
+    x0 = np.int32(0)
+    x1 = np.int32(0)
+    x2 = np.int32(0)
+    pa = numba.carray(p_at, m)
+    ga = numba.carray(g_at, m)
+    ca0 = numba.carray(c0_at, m)
+    ca1 = numba.carray(c1_at, m)
+    ca2 = numba.carray(c2_at, m)
+    ta0 = numba.carray(t0_at, m)
+    ta1 = numba.carray(t1_at, m)
+    ta2 = numba.carray(t2_at, m)
+    for h in range(0, m, PREFETCH_PIECE):
+        w = min(PREFETCH_PIECE, m - h)
+        ahead = h + PREFETCH_AHEAD
+        if ahead + w <= left:
+            for q in range(0, w * pa.itemsize, 64):
+                _prefetch(pa.ctypes.data + ahead * pa.itemsize + q)
+                _prefetch(ga.ctypes.data + ahead * pa.itemsize + q)
+            for q in range(0, w * ca0.itemsize, 64):
+                if U0:  # noqa: F821
+                    _prefetch(ca0.ctypes.data + ahead * ca0.itemsize + q)
+                if U1:  # noqa: F821
+                    _prefetch(ca1.ctypes.data + ahead * ca0.itemsize + q)
+                if U2:  # noqa: F821
+                    _prefetch(ca2.ctypes.data + ahead * ca0.itemsize + q)
+        at = at0 + h  # the piece's first element in the tensor
+        pb = pa[h : h + w]
+        gb = ga[h : h + w]
+        cb0 = ca0[h : h + w]
+        cb1 = ca1[h : h + w]
+        cb2 = ca2[h : h + w]
+        tb0 = ta0[h : h + w]
+        tb1 = ta1[h : h + w]
+        tb2 = ta2[h : h + w]
+        if plain:
+            for i in range(w):
+                p, s0, s1, s2 = _update(  # noqa: F821
+                    _val(pb[i]), _val(gb[i]),
+                    decode8(cb0[i], q0, S0) if U0 else _Z,  # noqa: F821
+                    decode8(cb1[i], q1, S1) if U1 else _Z,  # noqa: F821
+                    decode8(cb2[i], q2, S2) if U2 else _Z,  # noqa: F821
+                    c0, c1, sc, True,
+                )  # fmt: skip
+                pb[i] = _put_param(pp, p, kj, at + i, SR)  # noqa: F821
+                if U0:  # noqa: F821
+                    tb0[i] = s0
+                    x0 = max_bits(x0, s0, S0)  # noqa: F821
+                if U1:  # noqa: F821
+                    tb1[i] = s1
+                    x1 = max_bits(x1, s1, S1)  # noqa: F821
+                if U2:  # noqa: F821
+                    tb2[i] = s2
+                    x2 = max_bits(x2, s2, S2)  # noqa: F821
+        else:
+            for i in range(w):
+                p, s0, s1, s2 = _update(  # noqa: F821
+                    _val(pb[i]), _val(gb[i]),
+                    decode8(cb0[i], q0, S0) if U0 else _Z,  # noqa: F821
+                    decode8(cb1[i], q1, S1) if U1 else _Z,  # noqa: F821
+                    decode8(cb2[i], q2, S2) if U2 else _Z,  # noqa: F821
+                    c0, c1, sc, False,
+                )  # fmt: skip
+                pb[i] = _put_param(pp, p, kj, at + i, SR)  # noqa: F821
+                if U0:  # noqa: F821
+                    tb0[i] = s0
+                    x0 = max_bits(x0, s0, S0)  # noqa: F821
+                if U1:  # noqa: F821
+                    tb1[i] = s1
+                    x1 = max_bits(x1, s1, S1)  # noqa: F821
+                if U2:  # noqa: F821
+                    tb2[i] = s2
+                    x2 = max_bits(x2, s2, S2)  # noqa: F821
+    return x0, x1, x2
 
 
 def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
@@ -891,12 +1034,14 @@ def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
     write the parameter, keep the new states in a block-sized float32 scratch per state row
     (in L1/L2) and take their absolute maximum (float32 bit patterns compared as integers:
     vectorizes, and NaN wins); then encode the scratch rows in one loop with the new maxima
-    as the blocks' scales. The update pass runs over pieces of PREFETCH_PIECE elements, each
-    after prefetching the piece PREFETCH_AHEAD elements on (:func:`_piece`). S0..S2
+    as the blocks' scales. The update pass is :func:`q8_update_block` (``_update_block``,
+    compiled ``noalias`` with the same bindings), over pieces with prefetches. S0..S2
     choose the signed or unsigned code per row; the update loop is duplicated for the plain
-    options (``_plain(sc)``)."""
+    options (``_plain(sc)``). ``_fold(sc)``: per row a factor folded into the decode scale
+    (the update takes, e.g., beta1 m: :data:`UPDATES8`)."""
     last = coefs.shape[1] - 1
     plain = _plain(sc)  # noqa: F821
+    f0, f1, f2 = _fold(sc)  # noqa: F821
     for c in prange(chunks.shape[0]):
         j = chunks[c, 0]
         start = chunks[c, 1]
@@ -919,57 +1064,22 @@ def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
         for b in range(nb):
             o = b * block
             m = min(block, n - o)
-            q0 = block_scales(abs_bits(k0[b]), S0)[0] if U0 else _Z  # noqa: F821
-            q1 = block_scales(abs_bits(k1[b]), S1)[0] if U1 else _Z  # noqa: F821
-            q2 = block_scales(abs_bits(k2[b]), S2)[0] if U2 else _Z  # noqa: F821
-            x0 = np.int32(0)
-            x1 = np.int32(0)
-            x2 = np.int32(0)
-            for h in range(0, m, PREFETCH_PIECE):
-                w = min(PREFETCH_PIECE, m - h)
-                at = start + o + h  # the piece's first element in the tensor
-                pb, gb, cb0, cb1, cb2 = _piece(ptrs, j, at, w, start + n, pp, sp, U0, U1, U2)  # noqa: F821
-                tb0 = t0[h : h + w]
-                tb1 = t1[h : h + w]
-                tb2 = t2[h : h + w]
-                if plain:
-                    for i in range(w):
-                        p, s0, s1, s2 = _update(  # noqa: F821
-                            _val(pb[i]), _val(gb[i]),
-                            decode8(cb0[i], q0, S0) if U0 else _Z,  # noqa: F821
-                            decode8(cb1[i], q1, S1) if U1 else _Z,  # noqa: F821
-                            decode8(cb2[i], q2, S2) if U2 else _Z,  # noqa: F821
-                            c0, c1, sc, True,
-                        )  # fmt: skip
-                        pb[i] = _put_param(pp, p, kj, at + i, SR)  # noqa: F821
-                        if U0:  # noqa: F821
-                            tb0[i] = s0
-                            x0 = max(x0, abs_bits(s0))
-                        if U1:  # noqa: F821
-                            tb1[i] = s1
-                            x1 = max(x1, abs_bits(s1))
-                        if U2:  # noqa: F821
-                            tb2[i] = s2
-                            x2 = max(x2, abs_bits(s2))
-                else:
-                    for i in range(w):
-                        p, s0, s1, s2 = _update(  # noqa: F821
-                            _val(pb[i]), _val(gb[i]),
-                            decode8(cb0[i], q0, S0) if U0 else _Z,  # noqa: F821
-                            decode8(cb1[i], q1, S1) if U1 else _Z,  # noqa: F821
-                            decode8(cb2[i], q2, S2) if U2 else _Z,  # noqa: F821
-                            c0, c1, sc, False,
-                        )  # fmt: skip
-                        pb[i] = _put_param(pp, p, kj, at + i, SR)  # noqa: F821
-                        if U0:  # noqa: F821
-                            tb0[i] = s0
-                            x0 = max(x0, abs_bits(s0))
-                        if U1:  # noqa: F821
-                            tb1[i] = s1
-                            x1 = max(x1, abs_bits(s1))
-                        if U2:  # noqa: F821
-                            tb2[i] = s2
-                            x2 = max(x2, abs_bits(s2))
+            q0 = block_scales(abs_bits(k0[b]), S0)[0] * f0 if U0 else _Z  # noqa: F821
+            q1 = block_scales(abs_bits(k1[b]), S1)[0] * f1 if U1 else _Z  # noqa: F821
+            q2 = block_scales(abs_bits(k2[b]), S2)[0] * f2 if U2 else _Z  # noqa: F821
+            at = start + o  # the block's first element in the tensor
+            x0, x1, x2 = _update_block(  # noqa: F821
+                pp,
+                _pointer(ptrs[0, j] + at * pp.itemsize, pp),
+                _pointer(ptrs[1, j] + at * pp.itemsize, pp),
+                _pointer(ptrs[2, j] + at * sp.itemsize, sp),
+                _pointer(ptrs[3, j] + at * sp.itemsize, sp),
+                _pointer(ptrs[4, j] + at * sp.itemsize, sp),
+                _pointer(t0.ctypes.data, t0),
+                _pointer(t1.ctypes.data, t1),
+                _pointer(t2.ctypes.data, t2),
+                m, n - o, q0, q1, q2, c0, c1, sc, kj, at, plain,
+            )  # fmt: skip
             # the encode pass: every row in one loop
             i0 = block_scales(x0, S0)[1] if U0 else _Z  # noqa: F821
             i1 = block_scales(x1, S1)[1] if U1 else _Z  # noqa: F821
@@ -995,6 +1105,12 @@ def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
 #: low-precision loop templates: state storage kind -> template (specialized per kernel,
 #: used rows, code signs and rounding by the host executor)
 LOWP_TEMPLATES = {"elementwise": lowp_loop, "8bit": q8_loop}
+#: the inner functions of the low-precision loops, compiled ``noalias`` with the same bindings
+#: (bound as ``_update_span`` and ``_update_block``)
+LOWP_INNER = {
+    "elementwise": ("_update_span", lowp_update_span),
+    "8bit": ("_update_block", q8_update_block),
+}
 
 
 #: kernel name -> loop template (compiled serial and parallel by the host executor, for the
