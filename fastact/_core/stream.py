@@ -5,8 +5,12 @@ body's arithmetic with its memory traffic: at 2**24 float32 elements gelu(tanh)'
 took 10.0 ms, about its in-cache compute time (6.1 ms) plus a plain copy's (6.3 ms). Loops
 over pieces of ``STREAM_PIECE_BYTES`` of each array, each after a hint for the lines
 ``STREAM_AHEAD_BYTES`` further on, took 7.1 ms (``notes/perf_experiments.md``, "Prefetch in
-the element-wise loops"). Below ``STREAM_MIN_BYTES`` per array (in cache) the plain loop
-runs: the pieces cost 3-6% there. The cheapest loops (relu's) lost 10-25% with the hint,
+the element-wise loops"). Below ``STREAM_MIN_BYTES`` per array the plain loop runs: there the
+arrays of a pass fit a 32-48 MB last-level cache, the hardware prefetchers keep up, and the
+pieces only cost (2 threads, plain / streamed, float32: forwards of sigmoid, silu, gelu at
+2**20 elements 1.00-1.11x slower streamed, at 2**21 1.04-1.11x; gradients at 2**20 0.98-1.08x,
+2**21 0.95-1.08x; from 2**22 streaming was level or faster: forwards 0.97-1.00x, gradients
+0.83-0.96x, and at 2**23-2**24 0.89-0.93x for sigmoid and silu forwards). The cheapest loops (relu's) lost 10-25% with the hint,
 at any distance tried: their specs opt out (``Elementwise(stream=False)``).
 """
 
@@ -32,8 +36,9 @@ __all__ = [
 STREAM_PIECE_BYTES = 512
 #: how far ahead of its piece a streaming loop prefetches, in bytes of each array
 STREAM_AHEAD_BYTES = 2048
-#: bytes per array from which the host loops stream in pieces
-STREAM_MIN_BYTES = 4 << 20
+#: bytes per array from which the host loops stream in pieces (2**22 float32 elements: the
+#: three arrays of a gradient pass no longer fit a 48 MB last-level cache)
+STREAM_MIN_BYTES = 16 << 20
 
 
 @intrinsic
