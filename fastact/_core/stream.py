@@ -10,8 +10,9 @@ arrays of a pass fit a 32-48 MB last-level cache, the hardware prefetchers keep 
 pieces only cost (2 threads, plain / streamed, float32: forwards of sigmoid, silu, gelu at
 2**20 elements 1.00-1.11x slower streamed, at 2**21 1.04-1.11x; gradients at 2**20 0.98-1.08x,
 2**21 0.95-1.08x; from 2**22 streaming was level or faster: forwards 0.97-1.00x, gradients
-0.83-0.96x, and at 2**23-2**24 0.89-0.93x for sigmoid and silu forwards). The cheapest loops (relu's) lost 10-25% with the hint,
-at any distance tried: their specs opt out (``Elementwise(stream=False)``).
+0.83-0.96x, and at 2**23-2**24 0.89-0.93x for sigmoid and silu forwards). The cheapest loops
+(relu's) lost 10-25% with the hint, at any distance tried: their specs opt out
+(``Elementwise(stream=False)``).
 """
 
 from __future__ import annotations

@@ -851,6 +851,22 @@ PREFETCH_PIECE = 128
 PREFETCH_AHEAD = 448
 
 
+@jit
+def _prefetch_piece(p, g, s0, s1, s2, ahead, w, u0, u1, u2):
+    """Hint the lines of elements ``[ahead, ahead + w)`` of the parameter and gradient arrays
+    ``p``, ``g`` and of the used state rows ``s0..s2`` (``u0..u2``) into the cache."""
+    for q in range(0, w * p.itemsize, 64):
+        _prefetch(p.ctypes.data + ahead * p.itemsize + q)
+        _prefetch(g.ctypes.data + ahead * p.itemsize + q)
+    for q in range(0, w * s0.itemsize, 64):
+        if u0:
+            _prefetch(s0.ctypes.data + ahead * s0.itemsize + q)
+        if u1:
+            _prefetch(s1.ctypes.data + ahead * s0.itemsize + q)
+        if u2:
+            _prefetch(s2.ctypes.data + ahead * s0.itemsize + q)
+
+
 def lowp_update_span(pp, sp, p_at, g_at, s0_at, s1_at, s2_at, n, c0, c1, sc, kj, at0, plain):
     """The update of ``n`` consecutive elements of one tensor for :func:`lowp_loop`, from
     the pointers ``*_at`` (parameter, gradient, state rows 0..2), over pieces of
@@ -866,16 +882,7 @@ def lowp_update_span(pp, sp, p_at, g_at, s0_at, s1_at, s2_at, n, c0, c1, sc, kj,
         w = min(PREFETCH_PIECE, n - h)
         ahead = h + PREFETCH_AHEAD
         if ahead + w <= n:
-            for q in range(0, w * ps.itemsize, 64):
-                _prefetch(ps.ctypes.data + ahead * ps.itemsize + q)
-                _prefetch(gs.ctypes.data + ahead * ps.itemsize + q)
-            for q in range(0, w * ss0.itemsize, 64):
-                if U0:  # noqa: F821
-                    _prefetch(ss0.ctypes.data + ahead * ss0.itemsize + q)
-                if U1:  # noqa: F821
-                    _prefetch(ss1.ctypes.data + ahead * ss0.itemsize + q)
-                if U2:  # noqa: F821
-                    _prefetch(ss2.ctypes.data + ahead * ss0.itemsize + q)
+            _prefetch_piece(ps, gs, ss0, ss1, ss2, ahead, w, U0, U1, U2)  # noqa: F821
         at = at0 + h  # the piece's first element in the tensor
         pa = ps[h : h + w]
         ga = gs[h : h + w]
@@ -967,16 +974,7 @@ def q8_update_block(
         w = min(PREFETCH_PIECE, m - h)
         ahead = h + PREFETCH_AHEAD
         if ahead + w <= left:
-            for q in range(0, w * pa.itemsize, 64):
-                _prefetch(pa.ctypes.data + ahead * pa.itemsize + q)
-                _prefetch(ga.ctypes.data + ahead * pa.itemsize + q)
-            for q in range(0, w * ca0.itemsize, 64):
-                if U0:  # noqa: F821
-                    _prefetch(ca0.ctypes.data + ahead * ca0.itemsize + q)
-                if U1:  # noqa: F821
-                    _prefetch(ca1.ctypes.data + ahead * ca0.itemsize + q)
-                if U2:  # noqa: F821
-                    _prefetch(ca2.ctypes.data + ahead * ca0.itemsize + q)
+            _prefetch_piece(pa, ga, ca0, ca1, ca2, ahead, w, U0, U1, U2)  # noqa: F821
         at = at0 + h  # the piece's first element in the tensor
         pb = pa[h : h + w]
         gb = ga[h : h + w]
