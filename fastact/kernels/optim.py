@@ -955,10 +955,12 @@ def q8_update_block(
     new states' running maxima (:func:`~fastact.kernels.lowp.max_bits`). It runs over pieces
     of PREFETCH_PIECE elements, and before each prefetches the piece PREFETCH_AHEAD
     elements on (parameter, gradient, used code rows; none past ``left`` elements from the
-    block's start, the chunk's end). Compiled ``noalias`` (the arrays never overlap: the
-    front end checks the parameters, gradients and states; the scratch is the loop's own),
-    so the pieces' vector loops start without runtime overlap checks: with them, ~100
-    scalar instructions per piece of 128 elements cost the 8-bit AdamW step 10-20%."""
+    block's start, the chunk's end). Compiled ``noalias``: the parameters and states never
+    overlap (the front end refuses it), the scratch is the loop's own, and a gradient is only
+    read (one that is its parameter's own memory gives the same bits; a partial overlap is
+    outside the contract, as for the parallel float32 loops). So the pieces' vector loops
+    start without runtime overlap checks: with them, ~100 scalar instructions per piece of
+    128 elements cost the 8-bit AdamW step 10-20%."""
     x0 = np.int32(0)
     x1 = np.int32(0)
     x2 = np.int32(0)
