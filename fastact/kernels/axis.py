@@ -27,6 +27,11 @@ from fastact._core.math import lit
 from fastact.kernels.elementwise import like_dtype
 
 BLOCK = 2048  # elements of ``inner`` handled by one parallel task
+#: log-softmax along a last axis: rows per task (at most), so that the rows' log-sum-exps
+#: take one vector loop (fastact's log1p) instead of a scalar call per row, and elements per
+#: task below which rows are grouped (long rows keep one row per task)
+LSE_ROWS = 64
+LSE_ELEMENTS = 4096
 
 
 # ----------------------------------------------------------------------------- counter RNG
@@ -349,6 +354,13 @@ def _sub(a, b):
 def _sub2(a, b, c):
     """(a - b) - c, each subtraction rounded, no fast-math flags (see :func:`_sub`)."""
     return (a - b) - c
+
+
+@register_jitable(**_EXACT_OPTS)
+def _lse_arg(d, cnt):
+    """d + (cnt - 1), the argument of :func:`_lse_tail`'s log1p (no fast-math flags: a
+    caller's ``reassoc`` would turn it into (d + cnt) - 1, which cancels)."""
+    return d + (cnt - 1.0)
 
 
 @register_jitable(**_EXACT_OPTS)
@@ -719,6 +731,25 @@ def _row_max_impl(xr, sign):
         return impl64
 
 
+@register_jitable(fastmath=set(FASTMATH), error_model="numpy", forceinline=True)
+def _lse_row(xr, orow, sign):
+    """(m, a) of one row of ``sign * xr``: its maximum m and the argument a of
+    lse - m = log1p(a), a = the sum of exp(x - m) below the maximum + (ties - 1) (the
+    maximum's exp(0) = 1 counted apart: no 1 + sum rounding); the terms are left in
+    ``orow``."""
+    c_n = xr.shape[0]
+    m = _row_max(xr, sign)
+    cnt = lit(m, 0.0)
+    for c in range(c_n):
+        cnt += lit(m, 1.0) if sign * xr[c] == m else lit(m, 0.0)
+    for c in range(c_n):
+        th, tl = _shift(sign * xr[c], m)
+        v = _exp2(th, tl)
+        orow[c] = lit(m, 0.0) if th == 0 else v
+    hi, lo = _row_sum(orow, c_n)
+    return m, _lse_arg(hi, np.float64(cnt))
+
+
 def softmax_rows(x, out, log, sign_f):
     """Softmax (``log``: log-softmax) of ``sign * x`` along axis 1 of (outer, C, inner);
     ``sign_f`` is +-1.0 as a Python float (a NumPy scalar argument costs ~1 us per call).
@@ -730,7 +761,32 @@ def softmax_rows(x, out, log, sign_f):
     (double-word) for float64 rows."""
     sign = like_dtype(x, (sign_f,))[0]
     outer, c_n, inner = x.shape
-    if inner == 1:
+    if inner == 1 and log:
+        # log-softmax in blocks of rows: per row the maximum, the terms below it (the
+        # maximum's exp(0) = 1 counted apart) and their sum, then lse = log1p(sum + ties - 1)
+        # (no 1 + sum rounding) for the whole block in one vector loop, then x - m - lse
+        x2 = x.reshape(outer, c_n)
+        o2 = out.reshape(outer, c_n)
+        rb = min(LSE_ROWS, max(1, LSE_ELEMENTS // max(c_n, 1)))
+        for bi in prange((outer + rb - 1) // rb):
+            r0 = bi * rb
+            nr = min(rb, outer - r0)
+            ms = np.empty(rb, x.dtype)
+            ls = np.empty(rb, np.float64)
+            for k in range(nr):
+                ms[k], ls[k] = _lse_row(x2[r0 + k], o2[r0 + k], sign)
+            for k in range(nr):
+                ls[k] = fm.log1p(ls[k])
+            for k in range(nr):
+                xr = x2[r0 + k]
+                orow = o2[r0 + k]
+                m = ms[k]
+                lse = lit(m, ls[k])
+                # t recomputed; without fast-math flags (_sub2): reassociated, x - m - lse
+                # would become x - (m + lse), which cancels
+                for c in range(c_n):
+                    orow[c] = _sub2(sign * xr[c], m, lse)
+    elif inner == 1:
         x2 = x.reshape(outer, c_n)
         o2 = out.reshape(outer, c_n)
         for o in prange(outer):
@@ -741,30 +797,13 @@ def softmax_rows(x, out, log, sign_f):
             # float64 accumulator halved the exp loop's speed. Each kernel sums in a fixed
             # way (float64 for float32 rows, compensated for float64 rows): the result does
             # not depend on the thread count.
-            if log:
-                # the terms below the maximum only (the maximum's exp(0) = 1 is counted
-                # apart): lse = log1p(their sum + ties - 1) without 1 + sum's rounding
-                cnt = lit(m, 0.0)
-                for c in range(c_n):
-                    cnt += lit(m, 1.0) if sign * xr[c] == m else lit(m, 0.0)
-                for c in range(c_n):
-                    th, tl = _shift(sign * xr[c], m)
-                    v = _exp2(th, tl)
-                    orow[c] = lit(m, 0.0) if th == 0 else v
-                hi, lo = _row_sum(orow, c_n)
-                lse = lit(m, _lse_tail(hi, np.float64(cnt)))
-                # t recomputed; without fast-math flags (_sub2): reassociated, x - m - lse
-                # would become x - (m + lse), which cancels
-                for c in range(c_n):
-                    orow[c] = _sub2(sign * xr[c], m, lse)
-            else:
-                for c in range(c_n):
-                    th, tl = _shift(sign * xr[c], m)
-                    orow[c] = _exp2(th, tl)
-                hi, lo = _row_sum_unit(orow, c_n)
-                inv = lit(m, 1.0 / hi)
-                for c in range(c_n):
-                    orow[c] *= inv
+            for c in range(c_n):
+                th, tl = _shift(sign * xr[c], m)
+                orow[c] = _exp2(th, tl)
+            hi, lo = _row_sum_unit(orow, c_n)
+            inv = lit(m, 1.0 / hi)
+            for c in range(c_n):
+                orow[c] *= inv
     else:
         nb = (inner + BLOCK - 1) // BLOCK
         for t in prange(outer * nb):
