@@ -358,17 +358,10 @@ def _sub2(a, b, c):
 
 @register_jitable(**_EXACT_OPTS)
 def _lse_arg(d, cnt):
-    """d + (cnt - 1), the argument of :func:`_lse_tail`'s log1p (no fast-math flags: a
-    caller's ``reassoc`` would turn it into (d + cnt) - 1, which cancels)."""
+    """d + (cnt - 1): log(cnt + d) = log1p(d + (cnt - 1)) for d = the sum of exp(x - max)
+    below the maximum and cnt the number of maxima (exact; no fast-math flags: a caller's
+    ``reassoc`` would turn it into (d + cnt) - 1, which cancels)."""
     return d + (cnt - 1.0)
-
-
-@register_jitable(**_EXACT_OPTS)
-def _lse_tail(d, cnt):
-    """log(cnt + d) as log1p(d + (cnt - 1)): d = the sum of exp(x - max) below the maximum,
-    cnt = the number of maxima (exact; a caller's ``reassoc`` would turn this into
-    (d + cnt) - 1, which cancels)."""
-    return np.log1p(d + (cnt - 1.0))
 
 
 @register_jitable(**_EXACT_OPTS)
@@ -810,41 +803,49 @@ def softmax_rows(x, out, log, sign_f):
             o = t // nb
             b = t - o * nb
             lo = b * BLOCK
-            hi = min(inner, lo + BLOCK)
-            m = np.empty(hi - lo, x.dtype)
-            ah = np.zeros(hi - lo, np.float64)
-            al = np.zeros(hi - lo, np.float64)
-            cnt = np.zeros(hi - lo, np.float64)
-            for s in range(lo, hi):
-                m[s - lo] = sign * x[o, 0, s]
+            w = min(inner, lo + BLOCK) - lo
+            # 1-d views indexed from 0 (with range(lo, hi) numba cannot prove the index >= 0
+            # and its wraparound select turns the vector loads and stores into gathers)
+            m = np.empty(w, x.dtype)
+            ah = np.zeros(w, np.float64)
+            al = np.zeros(w, np.float64)
+            cnt = np.zeros(w, np.float64)
+            xv = x[o, 0, lo : lo + w]
+            for s in range(w):
+                m[s] = sign * xv[s]
             for c in range(1, c_n):
-                for s in range(lo, hi):
-                    v = sign * x[o, c, s]
-                    m[s - lo] = v if v > m[s - lo] else m[s - lo]
+                xv = x[o, c, lo : lo + w]
+                for s in range(w):
+                    v = sign * xv[s]
+                    m[s] = v if v > m[s] else m[s]
             for c in range(c_n):
-                for s in range(lo, hi):
-                    th, tl = _shift(sign * x[o, c, s], m[s - lo])
+                xv = x[o, c, lo : lo + w]
+                ov = out[o, c, lo : lo + w]
+                for s in range(w):
+                    th, tl = _shift(sign * xv[s], m[s])
                     e = _exp2(th, tl)
                     if log:
                         z = th == 0
-                        out[o, c, s] = th
-                        cnt[s - lo] += 1.0 if z else 0.0
-                        _acc(ah, al, s - lo, lit(e, 0.0) if z else e)
+                        ov[s] = th
+                        cnt[s] += 1.0 if z else 0.0
+                        _acc(ah, al, s, lit(e, 0.0) if z else e)
                     else:
-                        out[o, c, s] = e
-                        _acc(ah, al, s - lo, e)
-            scale = np.empty(hi - lo, x.dtype)
-            for s in range(lo, hi):
-                if log:
-                    scale[s - lo] = lit(m[0], _lse_tail(ah[s - lo], cnt[s - lo]))
+                        ov[s] = e
+                        _acc(ah, al, s, e)
+            scale = np.empty(w, x.dtype)
+            for s in range(w):
+                d = ah[s] + al[s]  # the compensated sum rounded (al = 0 for float32 data)
+                if log:  # fastact's log1p: a vector loop (libm's is a call per element)
+                    scale[s] = lit(m[0], fm.log1p(_lse_arg(d, cnt[s])))
                 else:
-                    scale[s - lo] = lit(m[0], 1.0 / ah[s - lo])
+                    scale[s] = lit(m[0], 1.0 / d)
             for c in range(c_n):
-                for s in range(lo, hi):
+                ov = out[o, c, lo : lo + w]
+                for s in range(w):
                     if log:
-                        out[o, c, s] = _sub(out[o, c, s], scale[s - lo])
+                        ov[s] = _sub(ov[s], scale[s])
                     else:
-                        out[o, c, s] *= scale[s - lo]
+                        ov[s] *= scale[s]
 
 
 def softmax_rows_backward(g, y, gx, log, sign_f):
@@ -876,18 +877,23 @@ def softmax_rows_backward(g, y, gx, log, sign_f):
             o = t // nb
             b = t - o * nb
             lo = b * BLOCK
-            hi = min(inner, lo + BLOCK)
-            ah = np.zeros(hi - lo, np.float64)
-            al = np.zeros(hi - lo, np.float64)
-            for c in range(c_n):
-                for s in range(lo, hi):
+            w = min(inner, lo + BLOCK) - lo
+            ah = np.zeros(w, np.float64)
+            al = np.zeros(w, np.float64)
+            for c in range(c_n):  # views indexed from 0, as in softmax_rows
+                gv = g[o, c, lo : lo + w]
+                yv = y[o, c, lo : lo + w]
+                for s in range(w):
                     if log:
-                        _acc(ah, al, s - lo, g[o, c, s])
+                        _acc(ah, al, s, gv[s])
                     else:
-                        _acc_dot(ah, al, s - lo, g[o, c, s], y[o, c, s])
+                        _acc_dot(ah, al, s, gv[s], yv[s])
             for c in range(c_n):
+                gv = g[o, c, lo : lo + w]
+                yv = y[o, c, lo : lo + w]
+                ov = gx[o, c, lo : lo + w]
                 if log:
-                    _lsm_block(g[o, c, lo:hi], y[o, c, lo:hi], gx[o, c, lo:hi], ah, al)
+                    _lsm_block(gv, yv, ov, ah, al)
                 else:
-                    for s in range(lo, hi):
-                        gx[o, c, s] = _sm_grad(g[o, c, s], y[o, c, s], ah[s - lo], al[s - lo], sign)
+                    for s in range(w):
+                        ov[s] = _sm_grad(gv[s], yv[s], ah[s], al[s], sign)
