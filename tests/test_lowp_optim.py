@@ -841,18 +841,19 @@ def test_low_precision_inner_loops_run_without_overlap_checks(monkeypatch):
     assert len(calls) == 2
     for k, kernel in enumerate(calls):
         (name,) = {name for name, _ in LOWP_INNER.values()} & set(kernel.py_func.__globals__)
-        inner = kernel.py_func.__globals__[name]
-        assert inner._compiler.pipeline_class.__name__ == "_NoAliasCompiler"
-        sig = inner.signatures[0]
-        for noalias in (True, False):
-            twin = specialize(
-                inner.py_func, f"probe_{k}_{int(noalias)}", noalias=noalias, inline=False,
-                cache=False,
-            )  # fmt: skip
-            twin.compile(sig)
-            ir = twin.inspect_llvm(sig)
-            assert "vector.body" in ir  # vectorized either way
-            assert ("vector.memcheck" in ir) is not noalias, (k, noalias)
+        for variant in (name, name + "_plain"):
+            inner = kernel.py_func.__globals__[variant]
+            assert inner._compiler.pipeline_class.__name__ == "_NoAliasCompiler"
+            sig = inner.signatures[0]
+            for noalias in (True, False):
+                twin = specialize(
+                    inner.py_func, f"probe_{k}{variant}_{int(noalias)}", noalias=noalias,
+                    inline=False, cache=False,
+                )  # fmt: skip
+                twin.compile(sig)
+                ir = twin.inspect_llvm(sig)
+                assert "vector.body" in ir  # vectorized either way
+                assert ("vector.memcheck" in ir) is not noalias, (k, variant, noalias)
 
 
 @pytest.mark.parametrize("make", [

@@ -99,10 +99,11 @@ def _lowp_kernel(kind: str, layout: Layout, rows: tuple, sr: bool, parallel: boo
         if storage == "8bit":
             update, consts["_fold"] = UPDATES8.get(kind, (update, no_fold8))
         inner, inner_tpl = LOWP_INNER[storage]
-        consts[inner] = specialize(
-            inner_tpl, f"{name}_inner", fastmath=EXACT_FASTMATH, noalias=True, inline=False,
-            _update=update, _plain=plain, SR=sr, **consts,
-        )  # fmt: skip
+        for suffix, flag in (("", False), ("_plain", True)):
+            consts[inner + suffix] = specialize(
+                inner_tpl, f"{name}_inner{suffix}", fastmath=EXACT_FASTMATH, noalias=True,
+                inline=False, _update=update, SR=sr, PLAIN=flag, **consts,
+            )  # fmt: skip
         k = specialize(
             LOWP_TEMPLATES[storage], name, parallel=parallel, fastmath=EXACT_FASTMATH,
             _update=update, _plain=plain, SR=sr, **consts,

@@ -867,12 +867,13 @@ def _prefetch_piece(p, g, s0, s1, s2, ahead, w, u0, u1, u2):
             _prefetch(s2.ctypes.data + ahead * s0.itemsize + q)
 
 
-def lowp_update_span(pp, sp, p_at, g_at, s0_at, s1_at, s2_at, n, c0, c1, sc, kj, at0, plain):
+def lowp_update_span(pp, sp, p_at, g_at, s0_at, s1_at, s2_at, n, c0, c1, sc, kj, at0):
     """The update of ``n`` consecutive elements of one tensor for :func:`lowp_loop`, from
     the pointers ``*_at`` (parameter, gradient, state rows 0..2), over pieces of
     PREFETCH_PIECE elements, each after prefetching the piece PREFETCH_AHEAD elements on
     (parameter, gradient, used state rows; none past the span). Compiled ``noalias`` like
-    :func:`q8_update_block` (no runtime overlap checks before each piece's vector loop)."""
+    :func:`q8_update_block` (no runtime overlap checks before each piece's vector loop),
+    once with ``PLAIN`` true (the update without its option branches) and once false."""
     ps = numba.carray(p_at, n)
     gs = numba.carray(g_at, n)
     ss0 = numba.carray(s0_at, n)
@@ -889,45 +890,37 @@ def lowp_update_span(pp, sp, p_at, g_at, s0_at, s1_at, s2_at, n, c0, c1, sc, kj,
         a0 = ss0[h : h + w]
         a1 = ss1[h : h + w]
         a2 = ss2[h : h + w]
-        if plain:
-            for i in range(w):
-                s0 = _val(a0[i]) if U0 else _Z  # noqa: F821
-                s1 = _val(a1[i]) if U1 else _Z  # noqa: F821
-                s2 = _val(a2[i]) if U2 else _Z  # noqa: F821
-                p, s0, s1, s2 = _update(  # noqa: F821
-                    _val(pa[i]), _val(ga[i]), s0, s1, s2, c0, c1, sc, True
-                )
-                pa[i] = _put_param(pp, p, kj, at + i, SR)  # noqa: F821
-                if U0:  # noqa: F821
-                    a0[i] = _put(sp, s0)
-                if U1:  # noqa: F821
-                    a1[i] = _put(sp, s1)
-                if U2:  # noqa: F821
-                    a2[i] = _put(sp, s2)
-        else:
-            for i in range(w):
-                s0 = _val(a0[i]) if U0 else _Z  # noqa: F821
-                s1 = _val(a1[i]) if U1 else _Z  # noqa: F821
-                s2 = _val(a2[i]) if U2 else _Z  # noqa: F821
-                p, s0, s1, s2 = _update(  # noqa: F821
-                    _val(pa[i]), _val(ga[i]), s0, s1, s2, c0, c1, sc, False
-                )
-                pa[i] = _put_param(pp, p, kj, at + i, SR)  # noqa: F821
-                if U0:  # noqa: F821
-                    a0[i] = _put(sp, s0)
-                if U1:  # noqa: F821
-                    a1[i] = _put(sp, s1)
-                if U2:  # noqa: F821
-                    a2[i] = _put(sp, s2)
+        for i in range(w):
+            s0 = _val(a0[i]) if U0 else _Z  # noqa: F821
+            s1 = _val(a1[i]) if U1 else _Z  # noqa: F821
+            s2 = _val(a2[i]) if U2 else _Z  # noqa: F821
+            p, s0, s1, s2 = _update(  # noqa: F821
+                _val(pa[i]),
+                _val(ga[i]),
+                s0,
+                s1,
+                s2,
+                c0,
+                c1,
+                sc,
+                PLAIN,  # noqa: F821
+            )
+            pa[i] = _put_param(pp, p, kj, at + i, SR)  # noqa: F821
+            if U0:  # noqa: F821
+                a0[i] = _put(sp, s0)
+            if U1:  # noqa: F821
+                a1[i] = _put(sp, s1)
+            if U2:  # noqa: F821
+                a2[i] = _put(sp, s2)
 
 
 def lowp_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
     """Element-wise update with float32 arithmetic: parameter and gradient float32 or
     bfloat16 (``pp``), states float32 or bfloat16 (``sp``, round to nearest even); ``block``
     unused. coefs[j] = the optimizer's per-tensor coefficients (c0, c1). Each chunk is one
-    call of :func:`lowp_update_span` (``_update_span``, compiled ``noalias`` with the same
-    bindings), whose loop is duplicated for the plain options (``_plain(sc)``: the update
-    without its option branches)."""
+    call of :func:`lowp_update_span`, compiled ``noalias`` with the same bindings:
+    ``_update_span_plain`` for the plain options (``_plain(sc)``: the update without its
+    option branches), else ``_update_span``."""
     last = coefs.shape[1] - 1
     plain = _plain(sc)  # noqa: F821 (bound per specialization, like U0..U2, S0..S2, SR)
     for c in prange(chunks.shape[0]):
@@ -935,20 +928,24 @@ def lowp_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
         start = chunks[c, 1]
         n = chunks[c, 2]
         kj = hash32(key + j * 0x632BE5AB)
-        _update_span(  # noqa: F821
+        args = (
             pp, sp,
             _pointer(ptrs[0, j] + start * pp.itemsize, pp),
             _pointer(ptrs[1, j] + start * pp.itemsize, pp),
             _pointer(ptrs[2, j] + start * sp.itemsize, sp),
             _pointer(ptrs[3, j] + start * sp.itemsize, sp),
             _pointer(ptrs[4, j] + start * sp.itemsize, sp),
-            n, coefs[j, 0], coefs[j, last], sc, kj, start, plain,
+            n, coefs[j, 0], coefs[j, last], sc, kj, start,
         )  # fmt: skip
+        if plain:
+            _update_span_plain(*args)  # noqa: F821
+        else:
+            _update_span(*args)  # noqa: F821
 
 
 def q8_update_block(
     pp, p_at, g_at, c0_at, c1_at, c2_at, t0_at, t1_at, t2_at, m, left, q0, q1, q2, c0, c1, sc, kj,
-    at0, plain,
+    at0,
 ):  # fmt: skip
     """The update pass of one block of :func:`q8_loop`: ``m`` elements from the pointers
     ``*_at`` (parameter, gradient, the rows' codes, the rows' float32 scratch); returns the
@@ -960,7 +957,8 @@ def q8_update_block(
     read (one that is its parameter's own memory gives the same bits; a partial overlap is
     outside the contract, as for the parallel float32 loops). So the pieces' vector loops
     start without runtime overlap checks: with them, ~100 scalar instructions per piece of
-    128 elements cost the 8-bit AdamW step 10-20%."""
+    128 elements cost the 8-bit AdamW step 10-20%. Compiled once with ``PLAIN`` true (the
+    update without its option branches) and once false."""
     x0 = np.int32(0)
     x1 = np.int32(0)
     x2 = np.int32(0)
@@ -986,44 +984,24 @@ def q8_update_block(
         tb0 = ta0[h : h + w]
         tb1 = ta1[h : h + w]
         tb2 = ta2[h : h + w]
-        if plain:
-            for i in range(w):
-                p, s0, s1, s2 = _update(  # noqa: F821
-                    _val(pb[i]), _val(gb[i]),
-                    decode8(cb0[i], q0, S0) if U0 else _Z,  # noqa: F821
-                    decode8(cb1[i], q1, S1) if U1 else _Z,  # noqa: F821
-                    decode8(cb2[i], q2, S2) if U2 else _Z,  # noqa: F821
-                    c0, c1, sc, True,
-                )  # fmt: skip
-                pb[i] = _put_param(pp, p, kj, at + i, SR)  # noqa: F821
-                if U0:  # noqa: F821
-                    tb0[i] = s0
-                    x0 = max_bits(x0, s0, S0)  # noqa: F821
-                if U1:  # noqa: F821
-                    tb1[i] = s1
-                    x1 = max_bits(x1, s1, S1)  # noqa: F821
-                if U2:  # noqa: F821
-                    tb2[i] = s2
-                    x2 = max_bits(x2, s2, S2)  # noqa: F821
-        else:
-            for i in range(w):
-                p, s0, s1, s2 = _update(  # noqa: F821
-                    _val(pb[i]), _val(gb[i]),
-                    decode8(cb0[i], q0, S0) if U0 else _Z,  # noqa: F821
-                    decode8(cb1[i], q1, S1) if U1 else _Z,  # noqa: F821
-                    decode8(cb2[i], q2, S2) if U2 else _Z,  # noqa: F821
-                    c0, c1, sc, False,
-                )  # fmt: skip
-                pb[i] = _put_param(pp, p, kj, at + i, SR)  # noqa: F821
-                if U0:  # noqa: F821
-                    tb0[i] = s0
-                    x0 = max_bits(x0, s0, S0)  # noqa: F821
-                if U1:  # noqa: F821
-                    tb1[i] = s1
-                    x1 = max_bits(x1, s1, S1)  # noqa: F821
-                if U2:  # noqa: F821
-                    tb2[i] = s2
-                    x2 = max_bits(x2, s2, S2)  # noqa: F821
+        for i in range(w):
+            p, s0, s1, s2 = _update(  # noqa: F821
+                _val(pb[i]), _val(gb[i]),
+                decode8(cb0[i], q0, S0) if U0 else _Z,  # noqa: F821
+                decode8(cb1[i], q1, S1) if U1 else _Z,  # noqa: F821
+                decode8(cb2[i], q2, S2) if U2 else _Z,  # noqa: F821
+                c0, c1, sc, PLAIN,  # noqa: F821
+            )  # fmt: skip
+            pb[i] = _put_param(pp, p, kj, at + i, SR)  # noqa: F821
+            if U0:  # noqa: F821
+                tb0[i] = s0
+                x0 = max_bits(x0, s0, S0)  # noqa: F821
+            if U1:  # noqa: F821
+                tb1[i] = s1
+                x1 = max_bits(x1, s1, S1)  # noqa: F821
+            if U2:  # noqa: F821
+                tb2[i] = s2
+                x2 = max_bits(x2, s2, S2)  # noqa: F821
     return x0, x1, x2
 
 
@@ -1036,7 +1014,7 @@ def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
     vectorizes, and NaN wins); then encode the scratch rows in one loop with the new maxima
     as the blocks' scales. The update pass is :func:`q8_update_block` (``_update_block``,
     compiled ``noalias`` with the same bindings), over pieces with prefetches. S0..S2
-    choose the signed or unsigned code per row; the update loop is duplicated for the plain
+    choose the signed or unsigned code per row; ``_update_block_plain`` runs for the plain
     options (``_plain(sc)``). ``_fold(sc)``: per row a factor folded into the decode scale
     (the update takes, e.g., beta1 m: :data:`UPDATES8`)."""
     last = coefs.shape[1] - 1
@@ -1068,7 +1046,7 @@ def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
             q1 = block_scales(abs_bits(k1[b]), S1)[0] * f1 if U1 else _Z  # noqa: F821
             q2 = block_scales(abs_bits(k2[b]), S2)[0] * f2 if U2 else _Z  # noqa: F821
             at = start + o  # the block's first element in the tensor
-            x0, x1, x2 = _update_block(  # noqa: F821
+            args = (
                 pp,
                 _pointer(ptrs[0, j] + at * pp.itemsize, pp),
                 _pointer(ptrs[1, j] + at * pp.itemsize, pp),
@@ -1078,8 +1056,12 @@ def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
                 _pointer(t0.ctypes.data, t0),
                 _pointer(t1.ctypes.data, t1),
                 _pointer(t2.ctypes.data, t2),
-                m, n - o, q0, q1, q2, c0, c1, sc, kj, at, plain,
+                m, n - o, q0, q1, q2, c0, c1, sc, kj, at,
             )  # fmt: skip
+            if plain:
+                x0, x1, x2 = _update_block_plain(*args)  # noqa: F821
+            else:
+                x0, x1, x2 = _update_block(*args)  # noqa: F821
             # the encode pass: every row in one loop
             i0 = block_scales(x0, S0)[1] if U0 else _Z  # noqa: F821
             i1 = block_scales(x1, S1)[1] if U1 else _Z  # noqa: F821
@@ -1106,7 +1088,7 @@ def q8_loop(pp, sp, ptrs, chunks, coefs, block, key, sc):
 #: used rows, code signs and rounding by the host executor)
 LOWP_TEMPLATES = {"elementwise": lowp_loop, "8bit": q8_loop}
 #: the inner functions of the low-precision loops, compiled ``noalias`` with the same bindings
-#: (bound as ``_update_span`` and ``_update_block``)
+#: (bound as ``_update_span`` and ``_update_block``, with ``_plain`` appended for PLAIN true)
 LOWP_INNER = {
     "elementwise": ("_update_span", lowp_update_span),
     "8bit": ("_update_block", q8_update_block),
