@@ -287,7 +287,19 @@ def test_contiguous_float_tensors_take_the_array_fast_path(monkeypatch):
                 assert fastact.relu_(u) is u
                 gb = fastact.silu_backward(t, t)
                 gy = fastact.sigmoid_backward(t, output=t)
+                # tensor out= (the general path cost ~30 us per call at 1K elements)
+                o1, o2, o3 = (torch.full_like(t, 7.0) for _ in range(3))
+                assert fastact.silu(t, out=o1) is o1
+                assert fastact.silu_backward(t, t, out=o2) is o2
+                assert fastact.sigmoid_backward(t, output=t, out=o3) is o3
+                # out= the gradient's own tensor: written through the arrays' general path
+                gg = t.clone()
+                assert fastact.silu_backward(gg, t, out=gg) is gg
             _same(got, ref)
+            _same(o1, ref)
+            _same(o2, fastact.silu_backward(t.numpy(), t.numpy()))
+            _same(o3, fastact.sigmoid_backward(t.numpy(), output=t.numpy()))
+            _same(gg, fastact.silu_backward(t.numpy(), t.numpy()))
             assert got.data_ptr() != t.data_ptr() or t.numel() == 0
             _same(gb, fastact.silu_backward(t.numpy(), t.numpy()))
             _same(gy, fastact.sigmoid_backward(t.numpy(), output=t.numpy()))
@@ -306,4 +318,32 @@ def test_contiguous_float_tensors_take_the_array_fast_path(monkeypatch):
     fastact.relu(torch.randn(4, 3).t())
     fastact.relu(torch.randn(3, dtype=torch.float16))
     fastact.relu_backward(torch.randn(4, 3).t(), torch.randn(3, 4))
-    assert len(calls) == 4
+    # out= tensors the arrays' path cannot take: float16, non-contiguous
+    with pytest.raises(TypeError, match="out has dtype"):
+        fastact.relu(torch.randn(3), out=torch.empty(3, dtype=torch.float16))
+    ga, xa, o4 = torch.randn(3), torch.randn(3), torch.empty(3, 2)[:, 0]
+    assert fastact.relu_backward(ga, xa, out=o4) is o4
+    _same(o4.contiguous(), fastact.relu_backward(ga.numpy(), xa.numpy()))
+    assert len(calls) == 6
+    with pytest.raises(TypeError, match="requires grad"):
+        fastact.relu(torch.randn(3), out=torch.empty(3, requires_grad=True))
+    with pytest.raises(ValueError, match="out"):
+        fastact.silu_backward(torch.randn(3), torch.randn(3), out=torch.empty(4))
+
+
+def test_lazily_negated_tensors_are_read_as_their_values():
+    """A tensor with torch's lazy negative bit (``torch._neg_view``) holds -value in memory:
+    as an input it is resolved first (its view would be the wrong sign); as an output it
+    is refused. A CPU tensor is never taken for a device array (no CUDA lookup)."""
+    from fastact._core.backend import is_device_array
+
+    t = torch.randn(6, dtype=torch.float64)
+    nv = torch._neg_view(t)
+    assert nv.is_neg()
+    _same(fastact.relu(nv), fastact.relu(-t.numpy()))
+    _same(fastact.silu_backward(nv, t), fastact.silu_backward(-t.numpy(), t.numpy()))
+    loss = fastact.losses.mse_loss(nv, t)
+    assert float(loss) == pytest.approx(float(np.mean((2 * t.numpy()) ** 2)))
+    with pytest.raises(TypeError, match="lazy"):
+        fastact.relu(t, out=torch._neg_view(torch.empty(6, dtype=torch.float64)))
+    assert not is_device_array(t) and not is_device_array(torch.nn.Parameter(t))
