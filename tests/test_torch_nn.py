@@ -590,3 +590,23 @@ def test_cnn_trained_with_fastact_modules_matches_all_torch(optimizer):
         for p, q in zip(model.parameters(), ref.parameters(), strict=True):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=2e-5)
     assert sum(losses[-10:]) / 10 < 0.6 * losses[0]  # it learned (the last 5 steps, twice)
+
+
+def test_loss_warnings_once_from_the_callers_line():
+    """torch's warnings of a functional loss (broadcast target, kl_div's 'mean', deprecated
+    size_average) come once, attributed to the line that called the functional (as torch's
+    own: its stacklevel=2), not repeated by fastact's plain call underneath."""
+    import fastact.torch.autograd as AF
+
+    x = torch.randn(4, 3, requires_grad=True)
+    calls = [
+        (lambda: AF.mse_loss(x, torch.randn(3)), "target size"),
+        (lambda: AF.kl_div(x, torch.rand(4, 3)), "batchmean"),
+        (lambda: AF.l1_loss(x, torch.randn(4, 3), size_average=True), "size_average"),
+    ]
+    for call, text in calls:
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            call()
+        assert len(rec) == 1 and text in str(rec[0].message), [str(r.message) for r in rec]
+        assert rec[0].filename == __file__

@@ -44,7 +44,7 @@ import torch.nn.functional as TF
 from fastact import activations as A
 from fastact import losses as L
 from fastact._core.threads import num_threads
-from fastact._core.torch_pool import pool_threads, run_split
+from fastact._core.torch_pool import pool_threads, run_split, tensor_calls
 from fastact.host.elementwise import address_kernels
 from fastact.host.elementwise import kernels as host_kernels
 from fastact.host.launch import SPLIT_ALIGN
@@ -732,57 +732,96 @@ def _torch_grads(ctx: Any, inputs: tuple, grad_output: torch.Tensor) -> tuple:
     return _recompute(fn, inputs, grad_output, ctx.needs_input_grad[2:])
 
 
+def _view(v: Any) -> Any:
+    """A loss argument for the plain call: a CPU tensor NumPy can view (any dtype NumPy has,
+    its memory holding its values) as its zero-copy view, anything else as is (the plain
+    API's tensor edge takes the rest). The views skip that edge's per-argument checks and
+    conversions (~25-45 us a call at small sizes; the results become tensors in
+    :meth:`Loss.forward`)."""
+    if (
+        isinstance(v, torch.Tensor)
+        and v.is_cpu
+        and v.layout is _STRIDED
+        and v.dtype is not torch.bfloat16
+        and not v.is_neg()
+        and not v.is_conj()
+    ):
+        return v.detach().numpy()
+    return v
+
+
+def _loss_call(spec: Any, fn: Any, tfn: Any, params: tuple, a: dict) -> Any:
+    """The body of the functional loss ``spec.name`` for the call's arguments ``a`` (name ->
+    value, every parameter of ``params``): fastact's autograd Function when the tensors are
+    ones fastact takes, else torch's own loss."""
+    diff = spec.inputs
+    # the differentiable arguments given as tensors (gaussian_nll's var may be a float)
+    names = [n for n in diff if isinstance(a[n], torch.Tensor)]
+    inputs = [a[n] for n in names]
+    ours = (
+        bool(inputs)
+        and all(supported(t) for t in inputs)
+        and len({t.dtype for t in inputs}) == 1
+        and all(
+            not isinstance(a[n], torch.Tensor) or (not a[n].requires_grad and a[n].is_cpu)
+            for n in params
+            if n not in names
+        )
+    )
+    if not ours:
+        return tfn(**a)
+    fixed = {n: a[n] for n in params if n not in names}
+    views = {n: _view(v) for n, v in fixed.items()}
+    pick = [diff.index(n) for n in names]
+    warned = _warnings(spec.name, a)
+
+    def call(*xs: Any, return_grad: bool = False, torch_fn: bool = False) -> Any:
+        if torch_fn:
+            return tfn(**fixed, **dict(zip(names, xs, strict=True)))
+        kw = dict(views, **{n: _view(x) for n, x in zip(names, xs, strict=True)})
+        with tensor_calls():  # the views are tensors' memory: torch's pool decides as for them
+            if warned:  # the plain call repeats the warnings given from the caller's line
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    res = fn(**kw, return_grad=return_grad)
+            else:
+                res = fn(**kw, return_grad=return_grad)
+        if not return_grad:
+            return res
+        loss, grads = res
+        grads = grads if isinstance(grads, tuple) else (grads,)
+        return loss, tuple(grads[i] for i in pick)
+
+    return Loss.apply(spec.name, call, *inputs)
+
+
 def _make_loss(spec: Any, namespace: dict) -> str:
     """``name(...)`` with torch.nn.functional's signature (fastact.losses' without
-    return_grad/grad_out)."""
+    return_grad/grad_out), generated as a plain function: binding the arguments with
+    ``inspect.Signature.bind`` cost ~12 us a call."""
     fn = getattr(L, spec.name)
     tfn = getattr(TF, spec.name)
     sig = inspect.signature(fn)
     params = [p for n, p in sig.parameters.items() if n not in ("return_grad", "grad_out")]
     wsig = sig.replace(parameters=params)
-    diff = spec.inputs
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        bound = wsig.bind(*args, **kwargs)
-        bound.apply_defaults()
-        a = bound.arguments
-        # the differentiable arguments given as tensors (gaussian_nll's var may be a float)
-        names = [n for n in diff if isinstance(a[n], torch.Tensor)]
-        inputs = [a[n] for n in names]
-        ours = (
-            bool(inputs)
-            and all(supported(t) for t in inputs)
-            and len({t.dtype for t in inputs}) == 1
-            and all(
-                not isinstance(a[n], torch.Tensor)
-                or (not a[n].requires_grad and a[n].device.type == "cpu")
-                for n in wsig.parameters
-                if n not in names
-            )
-        )
-        if not ours:
-            return tfn(*bound.args, **bound.kwargs)
-        fixed = {n: a[n] for n in wsig.parameters if n not in names}
-        pick = [diff.index(n) for n in names]
-
-        def call(*xs: Any, return_grad: bool = False, torch_fn: bool = False) -> Any:
-            kw = dict(fixed, **dict(zip(names, xs, strict=True)))
-            if torch_fn:
-                return tfn(**kw)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # warned once below, from the caller's line
-                res = fn(**kw, return_grad=return_grad)
-            if not return_grad:
-                return res
-            loss, grads = res
-            grads = grads if isinstance(grads, tuple) else (grads,)
-            return loss, tuple(grads[i] for i in pick)
-
-        _warnings(spec.name, a)
-        return Loss.apply(spec.name, call, *inputs)
-
+    names = tuple(p.name for p in params)
+    defaults = {f"_d{i}": p.default for i, p in enumerate(params) if p.default is not p.empty}
+    parts, kw_only = [], False
+    for i, p in enumerate(params):
+        if p.kind is p.KEYWORD_ONLY and not kw_only:
+            parts.append("*")
+            kw_only = True
+        parts.append(p.name if p.default is p.empty else f"{p.name}=_d{i}")
+    args = ", ".join(f"{n!r}: {n}" for n in names)
+    src = (
+        f"def {spec.name}({', '.join(parts)}):\n"
+        f"    return _body(_spec, _fn, _tfn, _params, {{{args}}})\n"
+    )
+    ns = {"_body": _loss_call, "_spec": spec, "_fn": fn, "_tfn": tfn, "_params": names, **defaults}
+    exec(src, ns)  # noqa: S102 (a signature from fastact's own functions)
+    wrapper = ns[spec.name]
     wrapper.__signature__ = wsig  # type: ignore[attr-defined]
-    wrapper.__name__ = wrapper.__qualname__ = spec.name
+    wrapper.__qualname__ = spec.name
     wrapper.__module__ = namespace["__name__"]
     wrapper.__doc__ = (
         f"``torch.nn.functional.{spec.name}`` computed by :func:`fastact.losses.{spec.name}` "
@@ -793,10 +832,12 @@ def _make_loss(spec: Any, namespace: dict) -> str:
     return spec.name
 
 
-def _warnings(name: str, a: dict) -> None:
+def _warnings(name: str, a: dict) -> bool:
     """torch's warnings of a loss call (deprecated arguments, broadcast targets, kl_div's
-    'mean'), raised at the caller's line."""
-    level = 4  # the caller of the functional wrapper
+    'mean'), raised at the caller's line; whether any was (fastact's plain call then warns
+    the same, and is silenced)."""
+    level = 4  # the caller of the functional wrapper (_warnings, _loss_call, the wrapper, it)
+    warned = False
     if a.get("size_average") is not None or a.get("reduce") is not None:
         sa = True if a.get("size_average") is None else bool(a["size_average"])
         rd = True if a.get("reduce") is None else bool(a["reduce"])
@@ -807,6 +848,7 @@ def _warnings(name: str, a: dict) -> None:
             UserWarning,
             stacklevel=level,
         )
+        warned = True
     x, t = a.get("input"), a.get("target")
     if (
         name in ("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss")
@@ -820,6 +862,7 @@ def _warnings(name: str, a: dict) -> None:
             UserWarning,
             stacklevel=level,
         )
+        warned = True
     if name == "kl_div" and a.get("reduction") == "mean" and a.get("size_average") is None:
         warnings.warn(
             "reduction: 'mean' divides the total loss by both the batch size and the support "
@@ -829,6 +872,8 @@ def _warnings(name: str, a: dict) -> None:
             UserWarning,
             stacklevel=level,
         )
+        warned = True
+    return warned
 
 
 LOSS_FUNCTIONS: list[str] = [_make_loss(spec, globals()) for spec in LOSSES.values()]
