@@ -347,3 +347,28 @@ def test_lazily_negated_tensors_are_read_as_their_values():
     with pytest.raises(TypeError, match="lazy"):
         fastact.relu(t, out=torch._neg_view(torch.empty(6, dtype=torch.float64)))
     assert not is_device_array(t) and not is_device_array(torch.nn.Parameter(t))
+
+
+def test_softmax_family_on_contiguous_tensors_takes_the_rows_fast_path(monkeypatch):
+    """softmax / log_softmax / softmin of a C-contiguous float CPU tensor along its last
+    axis (and their backwards from the output) run the arrays' row kernels on the views,
+    without the executor's general path (~14 us a call more), with the same bits."""
+    import importlib
+
+    front = importlib.import_module("fastact.activations")
+    rng = np.random.default_rng(3)
+    for dt in (torch.float32, torch.float64):
+        x = torch.from_numpy(rng.standard_normal((5, 9))).to(dt)
+        g = torch.from_numpy(rng.standard_normal((5, 9))).to(dt)
+        for name in ("softmax", "log_softmax", "softmin"):
+            f, fb = getattr(fastact, name), getattr(fastact, name + "_backward")
+            want = f(x.numpy(), -1)
+            wantb = fb(g.numpy(), output=want, dim=1)
+            with monkeypatch.context() as m:
+                m.setattr(front, "_executor", lambda *a: (_ for _ in ()).throw(AssertionError))
+                got = f(x, -1)
+                gotb = fb(g, output=torch.from_numpy(want), dim=1)
+            _same(got, want)
+            _same(gotb, wantb)
+            # another axis: the general path, the same values as the arrays'
+            _same(f(x, 0), f(x.numpy(), 0))
