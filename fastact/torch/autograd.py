@@ -702,11 +702,17 @@ class Loss(torch.autograd.Function):
         return tuple(out)
 
 
+_apply_loss = _direct_apply(Loss)
+
+
 def _as_tensor(v: Any, like: torch.Tensor) -> torch.Tensor:
     """A loss or gradient as a tensor of ``like``'s dtype (NumPy scalars from a float var)."""
     if isinstance(v, torch.Tensor):
         return v
-    return torch.as_tensor(np.asarray(v), dtype=like.dtype)
+    a = np.asarray(v)
+    if a.dtype == _NP_DTYPE.get(like.dtype) and (a.flags.c_contiguous or a.ndim == 0):
+        return torch.from_numpy(a)  # the same memory, ~2 us less than as_tensor
+    return torch.as_tensor(a, dtype=like.dtype)
 
 
 def _scale_none(g: torch.Tensor, go: torch.Tensor, loss_shape: tuple) -> torch.Tensor | None:
@@ -771,7 +777,7 @@ def _loss_call(spec: Any, fn: Any, tfn: Any, params: tuple, a: dict) -> Any:
     if not ours:
         return tfn(**a)
     fixed = {n: a[n] for n in params if n not in names}
-    views = {n: _view(v) for n, v in fixed.items()}
+    views = {n: (_view(v) if isinstance(v, torch.Tensor) else v) for n, v in fixed.items()}
     pick = [diff.index(n) for n in names]
     warned = _warnings(spec.name, a)
 
@@ -792,7 +798,7 @@ def _loss_call(spec: Any, fn: Any, tfn: Any, params: tuple, a: dict) -> Any:
         grads = grads if isinstance(grads, tuple) else (grads,)
         return loss, tuple(grads[i] for i in pick)
 
-    return Loss.apply(spec.name, call, *inputs)
+    return _apply_loss(spec.name, call, *inputs)
 
 
 def _make_loss(spec: Any, namespace: dict) -> str:
