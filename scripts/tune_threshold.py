@@ -3,11 +3,15 @@ serial one (not a unit test; run on an idle machine).
 
     python scripts/tune_threshold.py            # prints one line per activation and a table
     python scripts/tune_threshold.py --threads 4
+    python scripts/tune_threshold.py --pool     # the serial loop on torch's OpenMP pool instead
 
 For sizes 2^12 .. 2^20 it times the forward kernel's serial and parallel loops (warm calls,
 minimum of several repeats) and reports the smallest size from which the parallel loop is
 faster at every larger size. ``fastact/_core/thresholds.py`` holds the table the library uses
 (paste the printed dict there); sizes above the largest one tried keep the default.
+``--pool`` times the launch fastact makes once torch is imported (the serial loop run by
+every thread of torch's pool on its share, :mod:`fastact._core.torch_pool`) against the
+serial loop: its crossovers are ``POOL_THRESHOLDS``.
 """
 
 from __future__ import annotations
@@ -30,11 +34,19 @@ def _time(k, args) -> float:
     return min(timeit.repeat(lambda: k(*args), number=number, repeat=7)) / number
 
 
-def crossover(name: str, sizes: list[int]) -> tuple[int, list[tuple[int, float, float]]]:
+def crossover(
+    name: str, sizes: list[int], pool: int = 0
+) -> tuple[int, list[tuple[int, float, float]]]:
     op = ACTIVATIONS[name]
     vals = tuple(0.5 if v is REQUIRED else v for _, v in op.params)
     kp = scalar_params(op, vals, np.dtype("f4"))
     serial, parallel = kernels(op, "forward")
+    if pool:
+        from fastact._core.torch_pool import run_split
+
+        def parallel(x, o, *kp, _k=serial):  # noqa: F811 (the launch on torch's pool)
+            run_split(_k, (x, o, *kp), (0, 1), pool, 256)
+
     rows = []
     for n in sizes:
         x = (np.random.default_rng(0).standard_normal(n) * 3).astype(np.float32)
@@ -52,14 +64,26 @@ def crossover(name: str, sizes: list[int]) -> tuple[int, list[tuple[int, float, 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--pool", action="store_true", help="time launches on torch's pool")
     a = ap.parse_args(argv)
     if a.threads:
         numba.set_num_threads(a.threads)
-    sizes = [1 << k for k in range(12, 21)]
+    pool = 0
+    if a.pool:
+        import torch
+
+        from fastact._core.torch_pool import pool_threads
+
+        if a.threads:
+            torch.set_num_threads(a.threads)
+        pool = pool_threads(1 << 30, 0, True)
+        if not pool:
+            raise SystemExit("torch's pool is not available here (or one thread)")
+    sizes = [1 << k for k in range(12, 22)]
     table = {}
     for name in sorted(ACTIVATIONS):
         try:
-            best, rows = crossover(name, sizes)
+            best, rows = crossover(name, sizes, pool)
         except Exception as e:  # an activation whose defaults cannot run alone
             print(f"{name}: skipped ({type(e).__name__})")
             continue
@@ -67,7 +91,7 @@ def main(argv=None) -> int:
         ratio = " ".join(f"{n >> 10}K:{s / p:.2f}" for n, s, p in rows)
         print(f"{name:12s} crossover {best:>8d}   serial/parallel {ratio}", flush=True)
     print(f"\n# {numba.get_num_threads()} threads; default {PARALLEL_THRESHOLD}")
-    print("THRESHOLDS = {")
+    print("POOL_THRESHOLDS = {" if pool else "THRESHOLDS = {")
     for k, v in table.items():
         print(f'    "{k}": {v},')
     print("}")
