@@ -73,7 +73,8 @@ def run_main(g, x, out):
         out[i] = _gelu_tanh_grad(g[i], x[i])
 
 
-if __name__ == "__main__":
+def exact_grads(x):
+    """The exact gelu(tanh)' of float32 ``x`` (float64, scripts/ulp_reference.py)."""
     import ulp_reference as R
 
     ref = R.GRAD["gelu_tanh"]
@@ -82,14 +83,40 @@ if __name__ == "__main__":
     def refs(x):
         o = np.empty(x.size)
         for i in range(x.size):
-            o[i] = ref(np.float64(x[i]))
+            o[i] = ref(np.float64(x[i]))  # float64: a float32 argument compiles float32 code
         return o
 
-    def ulps(got, exact):
-        sp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
-        sp = np.maximum(sp, 2.0**-149)
-        return np.abs(got.astype(np.float64) - exact) / sp
+    return refs(x)
 
+
+def ulps(got, exact):
+    sp = np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+    sp = np.maximum(sp, 2.0**-149)
+    return np.abs(got.astype(np.float64) - exact) / sp
+
+
+def interval_report():
+    rng = np.random.default_rng(5)
+    for lo_, hi_ in [
+        (-4.5, -4),
+        (-4, -3.5),
+        (-3.5, -3),
+        (-3, -2.5),
+        (-2.5, -2),
+        (-2, -1.5),
+        (-1.5, -1),
+        (-1, -0.5),
+        (-0.5, 0),
+    ]:
+        x = rng.uniform(lo_, hi_, 1_000_000).astype(np.float32)
+        o = np.empty_like(x)
+        run_new(np.ones_like(x), x, o)
+        ex = exact_grads(x)
+        e1 = ulps(o, ex)
+        print(f"[{lo_},{hi_}] max {e1.max():.2f} >4 {(e1 > 4).sum()} >3.5 {(e1 > 3.5).sum()}")
+
+
+if __name__ == "__main__":
     rng = np.random.default_rng(0)
     r0 = np.float32(R32[0])
     near = (r0.view(np.int32) + np.arange(-200000, 200000, dtype=np.int32)).view(np.float32)
@@ -108,7 +135,7 @@ if __name__ == "__main__":
         o2 = np.empty_like(x)
         run_new(g, x, o)
         run_main(g, x, o2)
-        ex = refs(x)
+        ex = exact_grads(x)
         e1 = ulps(o, ex)
         e2 = ulps(o2, ex)
         i1 = np.argmax(e1)
@@ -116,36 +143,3 @@ if __name__ == "__main__":
             f"{name:10s} new max {e1.max():.3g} at {x[i1]!r} (>4: {(e1 > 4).sum()}), "
             f">3: {(e1 > 3).sum()}   main max {e2.max():.3g} (>4: {(e2 > 4).sum()})"
         )
-
-
-def interval_report():
-    import ulp_reference as R
-
-    ref = R.GRAD["gelu_tanh"]
-
-    @njit
-    def refs(x):
-        o = np.empty(x.size)
-        for i in range(x.size):
-            o[i] = ref(np.float64(x[i]))
-        return o
-
-    rng = np.random.default_rng(5)
-    for lo_, hi_ in [
-        (-4.5, -4),
-        (-4, -3.5),
-        (-3.5, -3),
-        (-3, -2.5),
-        (-2.5, -2),
-        (-2, -1.5),
-        (-1.5, -1),
-        (-1, -0.5),
-        (-0.5, 0),
-    ]:
-        x = rng.uniform(lo_, hi_, 1_000_000).astype(np.float32)
-        o = np.empty_like(x)
-        run_new(np.ones_like(x), x, o)
-        ex = refs(x)
-        sp = np.maximum(np.spacing(np.abs(ex).astype(np.float32)).astype(np.float64), 2.0**-149)
-        e1 = np.abs(o - ex) / sp
-        print(f"[{lo_},{hi_}] max {e1.max():.2f} >4 {(e1 > 4).sum()} >3.5 {(e1 > 3.5).sum()}")
