@@ -372,3 +372,60 @@ def test_softmax_family_on_contiguous_tensors_takes_the_rows_fast_path(monkeypat
             _same(gotb, wantb)
             # another axis: the general path, the same values as the arrays'
             _same(f(x, 0), f(x.numpy(), 0))
+
+
+def test_losses_on_viewable_tensors_take_their_numpy_views(monkeypatch):
+    """A loss whose prediction is a float32/float64 CPU tensor and whose tensors NumPy can
+    view as they are runs on the views (the executor's tensor edge is never entered), with
+    the arrays' results as tensors and grad_out tensors returned themselves; other tensors
+    still take the edge (its conversions and errors)."""
+    import importlib
+
+    host_losses = importlib.import_module("fastact.host.losses")
+    rng = np.random.default_rng(4)
+    x = torch.from_numpy(rng.standard_normal((6, 5)))
+    y = torch.from_numpy(rng.standard_normal((6, 5)))
+    t = torch.from_numpy(rng.integers(0, 5, 6))
+    w = torch.from_numpy(rng.random(5))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("tensor edge taken")
+
+    with monkeypatch.context() as m:
+        m.setattr(host_losses, "tensor_input", refuse)
+        loss, g = L.mse_loss(x, y, return_grad=True)
+        buf = torch.empty(6, 5, dtype=torch.float64)
+        ce, gce = L.cross_entropy(x, t, weight=w, return_grad=True, grad_out=buf)
+        unreduced = L.cross_entropy(x, t, reduction="none")
+    assert gce is buf
+    want_loss, want_g = L.mse_loss(x.numpy(), y.numpy(), return_grad=True)
+    _same(loss, want_loss)
+    _same(g, want_g)
+    want_ce, want_gce = L.cross_entropy(x.numpy(), t.numpy(), weight=w.numpy(), return_grad=True)
+    _same(ce, want_ce)
+    _same(gce, want_gce)
+    _same(unreduced, L.cross_entropy(x.numpy(), t.numpy(), reduction="none"))
+    # a bfloat16 target and a target that requires grad: the edge (a float32 copy; the error)
+    _same(
+        L.mse_loss(x, y.to(torch.bfloat16)),
+        L.mse_loss(x.numpy(), y.to(torch.bfloat16).double().numpy()),
+    )
+    with pytest.raises(TypeError, match="requires grad"):
+        L.mse_loss(x, y.clone().requires_grad_(True))
+
+
+def test_loss_warnings_point_at_the_calling_line():
+    """The deprecation, broadcast-target and kl_div 'mean' warnings of the plain losses are
+    attributed to the caller's line, for arrays and for tensors alike."""
+    import warnings
+
+    x = np.ones((4, 3))
+    for a, b in ((x, np.ones(3)), (torch.from_numpy(x), torch.ones(3, dtype=torch.float64))):
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            L.mse_loss(a, b)
+            L.kl_div(a, a)
+            L.l1_loss(a, a, size_average=True)
+        assert [r.filename for r in rec] == [__file__] * 3, [
+            (r.filename, str(r.message)) for r in rec
+        ]

@@ -44,7 +44,7 @@ import torch.nn.functional as TF
 from fastact import activations as A
 from fastact import losses as L
 from fastact._core.threads import num_threads
-from fastact._core.torch_pool import pool_threads, run_split, tensor_calls
+from fastact._core.torch_pool import pool_threads, run_split
 from fastact.host.elementwise import address_kernels
 from fastact.host.elementwise import kernels as host_kernels
 from fastact.host.launch import SPLIT_ALIGN
@@ -738,24 +738,6 @@ def _torch_grads(ctx: Any, inputs: tuple, grad_output: torch.Tensor) -> tuple:
     return _recompute(fn, inputs, grad_output, ctx.needs_input_grad[2:])
 
 
-def _view(v: Any) -> Any:
-    """A loss argument for the plain call: a CPU tensor NumPy can view (any dtype NumPy has,
-    its memory holding its values) as its zero-copy view, anything else as is (the plain
-    API's tensor edge takes the rest). The views skip that edge's per-argument checks and
-    conversions (~25-45 us a call at small sizes; the results become tensors in
-    :meth:`Loss.forward`)."""
-    if (
-        isinstance(v, torch.Tensor)
-        and v.is_cpu
-        and v.layout is _STRIDED
-        and v.dtype is not torch.bfloat16
-        and not v.is_neg()
-        and not v.is_conj()
-    ):
-        return v.detach().numpy()
-    return v
-
-
 def _loss_call(spec: Any, fn: Any, tfn: Any, params: tuple, a: dict) -> Any:
     """The body of the functional loss ``spec.name`` for the call's arguments ``a`` (name ->
     value, every parameter of ``params``): fastact's autograd Function when the tensors are
@@ -777,21 +759,20 @@ def _loss_call(spec: Any, fn: Any, tfn: Any, params: tuple, a: dict) -> Any:
     if not ours:
         return tfn(**a)
     fixed = {n: a[n] for n in params if n not in names}
-    views = {n: (_view(v) if isinstance(v, torch.Tensor) else v) for n, v in fixed.items()}
     pick = [diff.index(n) for n in names]
     warned = _warnings(spec.name, a)
 
     def call(*xs: Any, return_grad: bool = False, torch_fn: bool = False) -> Any:
+        kw = dict(fixed, **dict(zip(names, xs, strict=True)))
         if torch_fn:
-            return tfn(**fixed, **dict(zip(names, xs, strict=True)))
-        kw = dict(views, **{n: _view(x) for n, x in zip(names, xs, strict=True)})
-        with tensor_calls():  # the views are tensors' memory: torch's pool decides as for them
-            if warned:  # the plain call repeats the warnings given from the caller's line
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    res = fn(**kw, return_grad=return_grad)
-            else:
+            return tfn(**kw)
+        # (fastact's loss runs on the tensors' NumPy views: fastact.losses._on_tensor_views)
+        if warned:  # the plain call repeats the warnings given from the caller's line
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
                 res = fn(**kw, return_grad=return_grad)
+        else:
+            res = fn(**kw, return_grad=return_grad)
         if not return_grad:
             return res
         loss, grads = res
