@@ -54,8 +54,9 @@ OPTIONS = {"SGD": dict(lr=1e-3, momentum=0.9)}
 def _rounds(fns: dict, rounds: int, number: int) -> dict:
     """Median per-call seconds of each function, alternating them within every round."""
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for f in fns.values():
-        f()  # warm up (state creation, compilation, page faults)
+    for _ in range(3):  # warm up (state creation, compilation, page faults, and the C
+        for f in fns.values():  # library's heap: its first frees of large blocks move its
+            f()  # thresholds; one call left the first 1M row 3x slower in torch)
     for r in range(rounds):
         order = list(fns) if r % 2 == 0 else list(fns)[::-1]
         for k in order:
