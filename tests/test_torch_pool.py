@@ -590,3 +590,34 @@ def test_info_reports_the_pool():
     assert d["torch_pool_mode"] == "always"
     assert d["torch_pool_runtime"] == _runtime_library()
     assert d["torch_pool_forked_child"] is False
+
+
+def test_element_wise_launch_block_is_the_general_one():
+    """The element-wise launch's block (arrays split along one length, then Python floats),
+    built without the general description, holds exactly what :func:`tp.prepare` puts there
+    (the same trampoline; addresses, lengths and the floats' bits; the float block and the
+    claim counter at the same offsets), and runs the same bits; anything else takes the
+    general path."""
+    from fastact.activations import scalar_params
+    from fastact.host.elementwise import kernels
+
+    op = ACTIVATIONS["elu"]
+    k = kernels(op, "forward")[0]
+    x = np.random.default_rng(0).standard_normal(1000)
+    y, z = np.empty_like(x), np.empty_like(x)
+    args = (x, y, *scalar_params(op, (0.7,), x.dtype))
+    tramp, blk = tp._flat_block(k, args, range(2), 2, 64)
+    ref, rblk, _ = tp.prepare(k, args, range(2), 2, 64)
+    assert tramp is ref and blk.shape == rblk.shape
+    assert (blk[1:4] == rblk[1:4]).all() and (blk[5:] == rblk[5:]).all()
+    assert blk[0] - blk.ctypes.data == rblk[0] - rblk.ctypes.data
+    assert blk[4] - blk.ctypes.data == rblk[4] - rblk.ctypes.data == 16
+    tp.run_split(k, args, range(2), 2, 64)
+    k(x, z, *args[2:])
+    np.testing.assert_array_equal(y, z)
+    # the general path: a 2-d array, two dtypes, a NumPy scalar, a split that is not range(k)
+    x2 = x.reshape(10, 100)
+    assert tp._flat_block(k, (x2, np.empty_like(x2), *args[2:]), range(2), 2, 64) is None
+    assert tp._flat_block(k, (x, y.astype(np.float32), *args[2:]), range(2), 2, 64) is None
+    assert tp._flat_block(k, (x, y, np.float64(0.7)), range(2), 2, 64) is None
+    assert tp._flat_block(k, args, (0, 1), 2, 64) is None
