@@ -20,14 +20,20 @@ import keyword
 import math
 import operator
 import os
-import sys
 import warnings
 from typing import Any
 
 import numpy as np
 
 from fastact import host
-from fastact._core.arrays import FLOAT_DTYPES, is_tensor, normalize_dim, scalar_param, torch_module
+from fastact._core.arrays import (
+    FLOAT_DTYPES,
+    is_tensor,
+    normalize_dim,
+    scalar_param,
+    stacklevel_outside,
+    torch_module,
+)
 from fastact._core.backend import device, on_device
 from fastact._core.torch_pool import tensor_calls
 from fastact.host.axis import (
@@ -130,14 +136,7 @@ def forward(op: Elementwise, x: Any, values: tuple, out: Any = None, inplace: bo
             dst = x if out is None and x.flags.writeable else None
         elif out is None:
             dst = np.empty_like(x)
-        elif (
-            type(out) is np.ndarray
-            and out.dtype == x.dtype
-            and out.shape == x.shape
-            and out.flags.c_contiguous
-            and out.flags.writeable
-            and (out is x or not np.may_share_memory(out, x))
-        ):
+        elif _writable_like(out, x) and (out is x or not np.may_share_memory(out, x)):
             dst = out
         else:
             dst = None
@@ -173,10 +172,10 @@ def forward(op: Elementwise, x: Any, values: tuple, out: Any = None, inplace: bo
     return _executor(x, out).elementwise(op, "forward", (x,), values, out, inplace)
 
 
-def _plain_out(out: Any, v: np.ndarray, g: Any) -> bool:
-    """``out`` is an array the backward's fast path may write as it is: C-contiguous,
-    writeable, ``v``'s dtype and shape, sharing no memory with ``v`` or ``g`` (else the
-    general path, which checks it and writes through a temporary where needed)."""
+def _writable_like(out: Any, v: Any) -> bool:
+    """``out`` is an array the fast paths may write as it is: C-contiguous, writeable, of
+    ``v``'s dtype and shape (overlaps are the caller's check; anything else takes the
+    general path, which validates it and writes through a temporary where needed)."""
     return (
         type(out) is np.ndarray
         and type(v) is np.ndarray
@@ -184,8 +183,6 @@ def _plain_out(out: Any, v: np.ndarray, g: Any) -> bool:
         and out.shape == v.shape
         and out.flags.c_contiguous
         and out.flags.writeable
-        and not np.may_share_memory(out, v)
-        and not np.may_share_memory(out, g)
     )
 
 
@@ -209,7 +206,14 @@ def backward(op: Elementwise, grad_output: Any, x: Any, output: Any, values: tup
     """``grad_output * f'(input)``, from ``input`` or (where the spec allows) from ``output``."""
     v = x if output is None else output
     if (
-        (out is None or _plain_out(out, v, grad_output))
+        (
+            out is None
+            or (
+                _writable_like(out, v)
+                and not np.may_share_memory(out, v)
+                and not np.may_share_memory(out, grad_output)
+            )
+        )
         and type(v) is np.ndarray
         and type(grad_output) is np.ndarray
         and (x is None) != (output is None)
@@ -848,13 +852,7 @@ def _maxout_backward_any(grad_output, input, pieces: int, dim: int = 1, *, out=N
 
 
 # ----------------------------------------------------------------------------- softmax
-def _user_stacklevel() -> int:
-    """The warnings stacklevel of the first frame outside fastact's package."""
-    pkg = os.path.dirname(os.path.abspath(__file__))
-    f, level = sys._getframe(1), 1
-    while f is not None and os.path.abspath(f.f_code.co_filename).startswith(pkg):
-        f, level = f.f_back, level + 1
-    return level
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _softmax_dim(dim, ndim, fname):
@@ -863,7 +861,7 @@ def _softmax_dim(dim, ndim, fname):
             f"Implicit dimension choice for {fname} has been deprecated. Change the "
             "call to include dim=X as an argument.",
             UserWarning,
-            stacklevel=_user_stacklevel(),
+            stacklevel=stacklevel_outside(_PACKAGE),
         )
         return 0 if ndim in (0, 1, 3) else 1
     return normalize_dim(dim, ndim)

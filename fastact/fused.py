@@ -44,7 +44,6 @@ import marshal
 import math
 import os
 import re
-import sys
 import types
 import warnings
 from collections.abc import Callable
@@ -56,6 +55,7 @@ from numba.core import errors as nb_errors
 from numba.core.dispatcher import Dispatcher
 
 from fastact import host
+from fastact._core.arrays import stacklevel_outside
 from fastact._core.backend import device, on_device
 from fastact._core.jit import ELEMENTWISE_FASTMATH, cache_dir, jit
 from fastact._core.math import erf, erfc, exp, expm1, log, log1p, tanh
@@ -276,11 +276,7 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 def _warn(msg: str, category: type[Warning]) -> None:
     """``warnings.warn`` attributed to the first caller outside fastact (the user's line)."""
-    level, frame = 2, sys._getframe(1)
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
-        level += 1
-        frame = frame.f_back
-    warnings.warn(msg, category, stacklevel=level)
+    warnings.warn(msg, category, stacklevel=stacklevel_outside(_PACKAGE))
 
 
 def _one_line(err: BaseException) -> str:

@@ -38,14 +38,14 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-import sys
+import os
 import warnings
 from typing import Any
 
 import numpy as np
 
 from fastact import host
-from fastact._core.arrays import torch_module
+from fastact._core.arrays import stacklevel_outside, torch_module
 from fastact._core.backend import device, on_device
 from fastact._core.torch_pool import tensor_calls
 from fastact.kernels.losses import LOSSES
@@ -58,13 +58,8 @@ def _executor(*arrays: Any):
     return device(*arrays) if on_device(*arrays) else host
 
 
-def _caller_stacklevel() -> int:
-    """The warnings stacklevel of the first frame outside this module (the line that
-    called the loss, also through :func:`_on_tensor_views`)."""
-    f, level = sys._getframe(1), 1
-    while f is not None and f.f_code.co_filename == __file__:
-        f, level = f.f_back, level + 1
-    return level
+#: warnings name the line that called the loss (also through :func:`_on_tensor_views`)
+_THIS_FILE = os.path.abspath(__file__)
 
 
 class _NotViewable(Exception):
@@ -152,7 +147,7 @@ def _reduction(
             "size_average and reduce args will be deprecated, please use "
             f"reduction='{reduction}' instead.",
             UserWarning,
-            stacklevel=_caller_stacklevel(),
+            stacklevel=stacklevel_outside(_THIS_FILE),
         )
     allowed = ("none", "mean", "sum") + extra
     if not isinstance(reduction, str) or reduction not in allowed:
@@ -214,7 +209,7 @@ def _size_warning(shape: tuple, target_shape: tuple) -> None:
             f"({shape}). This will likely lead to incorrect results due to "
             "broadcasting. Please ensure they have the same size.",
             UserWarning,
-            stacklevel=_caller_stacklevel(),
+            stacklevel=stacklevel_outside(_THIS_FILE),
         )
 
 
@@ -631,7 +626,7 @@ def kl_div(
             "definition.'mean' will be changed to behave the same as 'batchmean' in the next "
             "major release.",
             UserWarning,
-            stacklevel=_caller_stacklevel(),
+            stacklevel=stacklevel_outside(_THIS_FILE),
         )
     elif red == "batchmean":
         div = shape[0] if shape else 1

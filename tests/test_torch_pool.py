@@ -594,7 +594,7 @@ def test_info_reports_the_pool():
 
 def test_element_wise_launch_block_is_the_general_one():
     """The element-wise launch's block (arrays split along one length, then Python floats),
-    built without the general description, holds exactly what :func:`tp.prepare` puts there
+    built without the general description, holds exactly what the description puts there
     (the same trampoline; addresses, lengths and the floats' bits; the float block and the
     claim counter at the same offsets), and runs the same bits; anything else takes the
     general path."""
@@ -606,9 +606,10 @@ def test_element_wise_launch_block_is_the_general_one():
     x = np.random.default_rng(0).standard_normal(1000)
     y, z = np.empty_like(x), np.empty_like(x)
     args = (x, y, *scalar_params(op, (0.7,), x.dtype))
-    tramp, blk = tp._flat_block(k, args, range(2), 2, 64)
-    ref, rblk, _ = tp.prepare(k, args, range(2), 2, 64)
-    assert tramp is ref and blk.shape == rblk.shape
+    tramp, blk, fl = tp._flat_block(k, args, range(2), 2, 64)
+    ref, rblk, rfl = tp._described_block(k, args, range(2), 2, 64)
+    assert tp.prepare(k, args, range(2), 2, 64)[0] is tramp
+    assert tramp is ref and blk.shape == rblk.shape and (fl == rfl).all()
     assert (blk[1:4] == rblk[1:4]).all() and (blk[5:] == rblk[5:]).all()
     assert blk[0] - blk.ctypes.data == rblk[0] - rblk.ctypes.data
     assert blk[4] - blk.ctypes.data == rblk[4] - rblk.ctypes.data == 16

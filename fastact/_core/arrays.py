@@ -8,6 +8,7 @@ shape, read-only, overlapping memory), and name the argument.
 from __future__ import annotations
 
 import numbers
+import os
 import sys
 from typing import Any
 
@@ -17,6 +18,16 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _MODULES = sys.modules
 _F16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
+
+
+def stacklevel_outside(prefix: str) -> int:
+    """The ``stacklevel`` that attributes a warning raised by the caller of this function to
+    the first frame whose file lies outside ``prefix`` (a module's file, or a package's
+    folder: the user's line, whatever fastact frames lie between)."""
+    f, level = sys._getframe(1), 1
+    while f is not None and os.path.abspath(f.f_code.co_filename).startswith(prefix):
+        f, level = f.f_back, level + 1
+    return level
 
 
 def is_dask(x: Any) -> bool:

@@ -338,32 +338,6 @@ def _split_spec(split: Sequence[Any]) -> tuple:
     return out
 
 
-def prepare(
-    kernel: Any, args: Sequence[Any], split: Sequence[Any], threads: int, align: int = 1
-) -> tuple[Any, np.ndarray, np.ndarray]:
-    """(trampoline, argument block, float block) of a :func:`run_split` launch: the
-    trampoline called with the block's address runs every share (from any number of
-    threads; the blocks must stay alive meanwhile)."""
-    ints: list = [0, 0, 0, threads, 0]
-    floats: list = []
-    specs = tuple([_describe(a, ints, floats) for a in args])
-    split = _split_spec(split)
-    n = args[split[0][0]].shape[0]
-    if any(args[i].shape[0] != n for i, sc in split if sc == 1):
-        raise ValueError("the split arrays must have one leading length")
-    tramp = _trampoline(kernel, specs, split, int(align))
-    ni = len(ints)
-    blk = np.empty(ni + max(len(floats), 1), dtype=np.int64)
-    blk[:ni] = ints
-    fl = blk[ni:].view(np.float64)
-    fl[: len(floats)] = floats
-    base = address(blk)
-    blk[0] = base + ni * 8  # the float block
-    blk[1] = n
-    blk[4] = base + 2 * 8  # the claim counter, blk[2]
-    return tramp, blk, fl
-
-
 #: element-wise launches (every array split, then Python floats): (kernel, dtype, arrays,
 #: floats, align) -> trampoline; see :func:`_flat_block`
 _FLAT: dict = {}
@@ -372,17 +346,17 @@ _DOUBLE, _INT64 = struct.Struct("d"), struct.Struct("q")
 
 def _flat_block(
     kernel: Any, args: Sequence[Any], split: Sequence[Any], threads: int, align: int
-) -> tuple[Any, np.ndarray] | None:
-    """(trampoline, argument block) of the common launch, built without :func:`prepare`'s
-    general description (7 us a launch, several times that beside torch's autograd, whose
-    working set evicts the interpreter's): ``split`` is ``range(k)``, ``args[:k]`` 1-d
-    C-contiguous arrays of one dtype and length, the rest Python floats. The same
-    trampoline and block layout as :func:`prepare` gives; None for any other launch."""
+) -> tuple[Any, np.ndarray, np.ndarray] | None:
+    """:func:`prepare` for the common launch, without the general description (which cost
+    7 us a launch, several times that beside torch's autograd, whose working set evicts the
+    interpreter's): ``split`` is ``range(k)``, ``args[:k]`` 1-d C-contiguous arrays of one
+    dtype and length, the rest Python floats. The same trampoline and block layout; None
+    for any other launch."""
     if type(split) is not range or split.start != 0 or split.step != 1:
         return None
     k = split.stop
     a0 = args[0]
-    if type(a0) is not np.ndarray or a0.ndim != 1 or not a0.flags.c_contiguous:
+    if type(a0) is not np.ndarray or a0.ndim != 1:
         return None
     dt, n = a0.dtype, a0.shape[0]
     ints = [0, n, 0, threads, 0]
@@ -412,9 +386,46 @@ def _flat_block(
         ints.append(0)
     blk = np.array(ints, dtype=np.int64)
     base = address(blk)
-    blk[0] = base + (5 + 2 * k) * 8  # the float block
+    ni = 5 + 2 * k
+    blk[0] = base + ni * 8  # the float block
     blk[4] = base + 2 * 8  # the claim counter, blk[2]
-    return tramp, blk
+    return tramp, blk, blk[ni:].view(np.float64)
+
+
+def prepare(
+    kernel: Any, args: Sequence[Any], split: Sequence[Any], threads: int, align: int = 1
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(trampoline, argument block, float block) of a :func:`run_split` launch: the
+    trampoline called with the block's address runs every share (from any number of
+    threads; the blocks must stay alive meanwhile): :func:`_flat_block` for the element-wise
+    launches, else :func:`_described_block`."""
+    return _flat_block(kernel, args, split, threads, align) or _described_block(
+        kernel, args, split, threads, align
+    )
+
+
+def _described_block(
+    kernel: Any, args: Sequence[Any], split: Sequence[Any], threads: int, align: int
+) -> tuple[Any, np.ndarray, np.ndarray]:
+    """:func:`prepare` for any launch, from a description of every argument."""
+    ints: list = [0, 0, 0, threads, 0]
+    floats: list = []
+    specs = tuple([_describe(a, ints, floats) for a in args])
+    split = _split_spec(split)
+    n = args[split[0][0]].shape[0]
+    if any(args[i].shape[0] != n for i, sc in split if sc == 1):
+        raise ValueError("the split arrays must have one leading length")
+    tramp = _trampoline(kernel, specs, split, int(align))
+    ni = len(ints)
+    blk = np.empty(ni + max(len(floats), 1), dtype=np.int64)
+    blk[:ni] = ints
+    fl = blk[ni:].view(np.float64)
+    fl[: len(floats)] = floats
+    base = address(blk)
+    blk[0] = base + ni * 8  # the float block
+    blk[1] = n
+    blk[4] = base + 2 * 8  # the claim counter, blk[2]
+    return tramp, blk, fl
 
 
 def run_split(
@@ -426,11 +437,7 @@ def run_split(
     instead takes ``k`` rows of ``args[i]`` per share row, see :func:`_split_spec`); the
     other arguments whole (numbers, tuples of them, None). The caller chose ``threads`` with
     :func:`pool_threads`."""
-    flat = _flat_block(kernel, args, split, threads, align)
-    if flat is None:
-        tramp, blk, _fl = prepare(kernel, args, split, threads, align)
-    else:
-        tramp, blk = flat
+    tramp, blk, _fl = prepare(kernel, args, split, threads, align)
     _runtime()["start"](tramp.address, address(blk), threads, 0)
 
 

@@ -173,10 +173,8 @@ def copy_into(dst: np.ndarray, src: Any) -> None:
 
 def float_sum(a: Any) -> float:
     """The float64 sum of ``a`` (a weighted mean's divisor)."""
-    a = _plain(a, "array")
-    if type(a) is np.ndarray:  # the ufunc's reduce: np.sum's Python wrapper costs ~3 us
-        return float(np.add.reduce(a, axis=None, dtype=np.float64))
-    return float(np.sum(a, dtype=np.float64))
+    # the ufunc's reduce (np.sum's Python wrapper costs ~3 us more; the same sum)
+    return float(np.add.reduce(np.asarray(_plain(a, "array")), axis=None, dtype=np.float64))
 
 
 def grad_buffer(buf: Any, shape: tuple, dt: np.dtype, label: str, inputs: tuple):
