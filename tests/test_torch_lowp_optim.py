@@ -337,6 +337,8 @@ def test_bad_storage_options_and_parameters_raise_and_change_nothing():
         FO.SGD([p], state_dtype="float16")
     with pytest.raises(ValueError, match="block_size must be a positive multiple of 16"):
         FO.AdamW8bit([p], block_size=24)
+    with pytest.raises(ValueError, match=r"up to 4194304, got 2147483632"):
+        FO.AdamW8bit([p], block_size=2**31 - 16)  # was a MemoryError inside the first step
     with pytest.raises(TypeError, match="stochastic_rounding must be a bool"):
         FO.AdamW8bit([p], stochastic_rounding=1)
     opt = FO.AdamW8bit([p], block_size=256)

@@ -346,6 +346,134 @@ def test_a_replaced_or_edited_state_entry_is_used_by_the_next_step():
     assert float(opt.state[p]["step"]) == float(t_opt.state[q]["step"]) == 11
 
 
+def _state_edits(opt, par, how):
+    """Give a state tensor (and a step count) of ``par`` new storage in place."""
+    st = opt.state[par]
+    if how == "share_memory":  # Hogwild-style: moves every state tensor's storage
+        for v in st.values():
+            if v.dim():
+                v.share_memory_()
+    elif how == "data":
+        st["exp_avg"].data = torch.zeros_like(st["exp_avg"])
+        st["step"].data = torch.tensor(100.0)
+    else:  # set_
+        st["exp_avg_sq"].set_(torch.full_like(st["exp_avg_sq"], 0.25))
+
+
+@pytest.mark.parametrize("how", ["share_memory", "data", "set_"])
+def test_state_tensors_given_new_storage_in_place_are_followed(how):
+    """The cached pointer tables hold the state tensors' addresses: a tensor whose storage is
+    replaced under it (its version in the state map unchanged) must be re-read, or the kernel
+    writes into memory the tensor no longer shows (freed memory: heap corruption)."""
+    n = 100_000  # large enough that a freed storage goes back to the system
+    ps = [torch.nn.Parameter(torch.ones(n)) for _ in range(2)]
+    opts = FO.Adam([ps[0]], lr=0.1), torch.optim.Adam([ps[1]], lr=0.1)
+    for par, o in zip(ps, opts, strict=True):
+        par.grad = torch.full_like(par, 0.5)
+        o.step()
+        _state_edits(o, par, how)
+        for _ in range(2):
+            par.grad = torch.full_like(par, -1.0)
+            o.step()
+    torch.testing.assert_close(ps[0].detach(), ps[1].detach(), rtol=0, atol=0)
+    for key in ("exp_avg", "exp_avg_sq", "step"):
+        torch.testing.assert_close(opts[0].state[ps[0]][key], opts[1].state[ps[1]][key])
+
+
+def test_step_counts_given_new_storage_one_by_one_are_followed():
+    """Step counts of one launch are views of one buffer: a count given other memory
+    (``.data =``, whichever column) is read from there at the next step."""
+    runs = []
+    for make in (FO.Adam, torch.optim.Adam):
+        ps = [torch.nn.Parameter(torch.ones(5)) for _ in range(3)]
+        o = make(ps, lr=0.1)
+        for q in ps:
+            q.grad = torch.ones(5)
+        o.step()
+        o.state[ps[0]]["step"].data = torch.tensor(50.0)
+        o.state[ps[2]]["step"].data = torch.tensor(7.0)
+        o.step()
+        runs.append(([float(o.state[q]["step"]) for q in ps], [q.detach().clone() for q in ps]))
+    assert runs[0][0] == runs[1][0] == [51.0, 2.0, 8.0]
+    for a, b in zip(runs[0][1], runs[1][1], strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_state_reset_by_assigning_a_new_dict():
+    """``opt.state = defaultdict(dict)`` (a common reset) starts the state afresh, as torch's."""
+    from collections import defaultdict
+
+    ps = [torch.nn.Parameter(torch.ones(3)) for _ in range(2)]
+    opts = FO.Adam([ps[0]], lr=0.1), torch.optim.Adam([ps[1]], lr=0.1)
+    for par, o in zip(ps, opts, strict=True):
+        par.grad = torch.ones(3)
+        o.step()
+        o.state = defaultdict(dict)
+        o.step()
+    torch.testing.assert_close(ps[0].detach(), ps[1].detach())
+    assert float(opts[0].state[ps[0]]["step"]) == 1.0
+
+
+def test_adamw_loading_an_adam_state_dict_stays_adamw():
+    """torch's AdamW forces ``decoupled_weight_decay=True`` on load (its __setstate__): an Adam
+    state dict (with L2 decay) loaded into AdamW steps with decoupled decay, in both APIs."""
+    runs = []
+    for make in (FO.AdamW, torch.optim.AdamW):
+        p = torch.nn.Parameter(torch.ones(3))
+        src = torch.optim.Adam([p], lr=0.1, weight_decay=0.5)
+        p.grad = torch.ones(3)
+        src.step()
+        o = make([p], lr=0.1, weight_decay=0.5)
+        o.load_state_dict(src.state_dict())
+        assert o.param_groups[0]["decoupled_weight_decay"] is True
+        o.step()
+        runs.append(p.detach().clone())
+    torch.testing.assert_close(runs[0], runs[1])
+    a = np.ones(3, np.float32)
+    src = fastact_optim.Adam([a], lr=0.1, weight_decay=0.5)
+    src.step(grads=[np.ones(3, np.float32)])
+    o = fastact_optim.AdamW([a], lr=0.1, weight_decay=0.5)
+    o.load_state_dict(src.state_dict())
+    assert o.param_groups[0]["decoupled_weight_decay"] is True
+    o.step(grads=[np.ones(3, np.float32)])
+    np.testing.assert_allclose(a, runs[1].numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_adadelta_with_an_overflowing_square_average_like_torch(dtype):
+    """float32 g^2 = inf: torch's step is sqrt(u + eps) / sqrt(inf) g = 0 and its state stays
+    finite; fast-math's reciprocal (``arcp``) made it NaN (the flag is off for Adadelta)."""
+    huge = 1e30 if dtype == torch.float32 else 1e200
+    runs = []
+    for make in (FO.Adadelta, torch.optim.Adadelta):
+        p = torch.nn.Parameter(torch.zeros(40, dtype=dtype))
+        o = make([p])
+        for g in (1.0, huge, 1.0):
+            p.grad = torch.full_like(p, g)
+            o.step()
+        runs.append((p.detach().clone(), o.state[p]["acc_delta"].clone()))
+    assert torch.isfinite(runs[0][0]).all() and torch.isfinite(runs[0][1]).all()
+    for a, b in zip(runs[0], runs[1], strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_adagrad_group_added_later_gets_its_state_at_its_first_step():
+    """torch's Adagrad makes the state of its constructor's groups at once and of a group
+    added later lazily (with the defaults' initial_accumulator_value): same state dict."""
+    runs = []
+    for make in (FO.Adagrad, torch.optim.Adagrad):
+        p, q = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+        o = make([p], lr=0.1, initial_accumulator_value=0.5)
+        o.add_param_group({"params": [q], "initial_accumulator_value": 2.0})
+        before = sorted(o.state_dict()["state"])
+        p.grad, q.grad = torch.ones(3), torch.ones(3)
+        o.step()
+        runs.append((before, q.detach().clone(), o.state[q]["sum"].clone()))
+    assert runs[0][0] == runs[1][0] == [0]
+    torch.testing.assert_close(runs[0][1], runs[1][1])
+    torch.testing.assert_close(runs[0][2], runs[1][2])
+
+
 # ----------------------------------------------------------------------------- torch API
 def test_hooks_closure_zero_grad_and_add_param_group():
     a, b = _model(4), _model(4)

@@ -28,6 +28,7 @@ from fastact.kernels.optim import (
     LOWP_INNER,
     LOWP_TEMPLATES,
     SCALE_SUFFIX,
+    TEMPLATE_FASTMATH,
     TEMPLATES,
     UPDATES,
     UPDATES8,
@@ -64,9 +65,9 @@ SERIAL_BELOW = THRESHOLDS["optimizer"]
 
 #: name -> (parallel kernel, serial kernel); compiled lazily per dtype on first use.
 KERNELS: dict[str, tuple[Any, Any]] = {
-    name: (
-        specialize(tpl, f"optim_{name}_parallel", parallel=True),
-        specialize(tpl, f"optim_{name}_serial"),
+    name: tuple(
+        specialize(tpl, f"optim_{name}_{mode}", parallel=par, fastmath=TEMPLATE_FASTMATH.get(name))
+        for mode, par in (("parallel", True), ("serial", False))
     )
     for name, tpl in TEMPLATES.items()
 }
@@ -340,13 +341,27 @@ def gradients(ents: list[Entry], grads: Any, k0: int) -> tuple[list, list, list]
     for j, (e, g) in enumerate(zip(ents, grads, strict=True)):
         if g is None:
             continue
-        if type(g) is ndarray and g.dtype == e.dtype and g.shape == e.shape:
-            fl = g.flags
-            if fl.aligned and ((e.c and fl.c_contiguous) or (e.f and fl.f_contiguous)):
-                js.append(j)
-                keeps.append(g)
-                addrs.append(address(g))
-                continue
+        if type(g) is ndarray:
+            if g.dtype == e.dtype and g.shape == e.shape:
+                fl = g.flags
+                if fl.aligned and ((e.c and fl.c_contiguous) or (e.f and fl.f_contiguous)):
+                    js.append(j)
+                    keeps.append(g)
+                    addrs.append(address(g))
+                    continue
+        elif (  # a torch gradient like its (C-contiguous) parameter: Entry.grad's fast path
+            g.__class__ is e.tcls
+            and g.dtype is e.tdtype
+            and e.c
+            and g.shape == e.shape
+            and g.is_cpu
+            and g.layout is e.tlayout
+            and g.is_contiguous()
+        ):
+            js.append(j)
+            keeps.append(g)
+            addrs.append(g.data_ptr())
+            continue
         keep, addr = e.grad(g, k0 + j)
         js.append(j)
         keeps.append(keep)

@@ -34,7 +34,7 @@ from numba import prange, types
 from numba.extending import overload
 from numba.np.numpy_support import as_dtype
 
-from fastact._core.jit import EXACT_FASTMATH, jit
+from fastact._core.jit import EXACT_FASTMATH, FASTMATH, jit
 from fastact._core.jit import pointer_to as _pointer
 from fastact._core.math import _f32_from_bits, _fma
 from fastact._core.stream import prefetch as _prefetch
@@ -1108,6 +1108,11 @@ TEMPLATES = {
     "nonfinite": nonfinite_loop,
 }
 
+
+#: kernel name -> its fast-math flags where the default set (FASTMATH) changes a result:
+#: Adadelta's ``sqrt(u + eps) / sqrt(v + eps) * g`` under ``arcp`` turned an overflowed
+#: square average (g^2 = inf in float32: torch's step is then 0) into NaN.
+TEMPLATE_FASTMATH = {"adadelta": FASTMATH - {"arcp"}}
 
 #: Number of pointer-table rows (param, grad, state...) each kernel reads.
 ROWS = {"sgd": 3, "adam": 5, "adamax": 4, "rmsprop": 5, "rprop": 4, "adagrad": 3, "adadelta": 4}

@@ -401,6 +401,8 @@ class Plan:
         "fresh",
         "tparams",
         "counter",
+        "watch",
+        "watch_ptrs",
     )
 
 
@@ -519,6 +521,7 @@ def prepare(opt: Any, ex: Any, grads: Any) -> list:
                 or plan.keys != keys
                 or plan.smap is not opt.state
                 or plan.version != opt.state._version
+                or (plan.watch and moved(plan))
             ):
                 plan = _plan(opt, ex, ents, js, keys, k0, dt)
                 cache.plans[dt] = plan
@@ -538,6 +541,32 @@ def attached_grad(ex: Any, e: Any, k: int) -> Any:
     raise TypeError(f"params[{k}] is {what}: pass its gradient, step(grads=[...])")
 
 
+def moved(plan: Plan) -> bool:
+    """Whether a torch state tensor of ``plan`` (or a step count's view) no longer has the
+    memory its pointer table holds: its storage replaced in place (``t.data = ...``,
+    ``t.set_(...)``, ``t.share_memory_()``), which the state map's version does not see.
+    The tables are then rebuilt (writing through the old address would update memory the
+    tensor no longer shows, or memory already freed)."""
+    return list(map(_data_ptr_of(plan.watch[0]), plan.watch)) != plan.watch_ptrs
+
+
+def _data_ptr_of(t: Any) -> Any:
+    """torch's ``data_ptr`` as an unbound C method (``map`` over it: ~60 ns a tensor)."""
+    for k in type(t).__mro__:
+        fn = k.__dict__.get("data_ptr")
+        if fn is not None:
+            return fn
+    raise TypeError(f"{type(t).__name__} has no data_ptr")
+
+
+def _watch(plan: Plan, obj: Any, addr: int) -> None:
+    """Check ``obj`` (a torch tensor: the only state whose storage can be swapped under it)
+    at ``addr`` every step (:func:`moved`)."""
+    if hasattr(type(obj), "data_ptr"):
+        plan.watch.append(obj)
+        plan.watch_ptrs.append(addr)
+
+
 def _plan(opt: Any, ex: Any, ents: list, js: tuple, keys: tuple, k0: int, lay: Layout) -> Plan:
     """Build (and validate) the launch data for the parameters ``js`` of one bucket (the
     group's parameters start at ``params[k0]``)."""
@@ -546,6 +575,8 @@ def _plan(opt: Any, ex: Any, ents: list, js: tuple, keys: tuple, k0: int, lay: L
     sts, missing, arrays, names = [], [], [], []
     has_step = opt._spec.has_step
     storages = None if lay.native else lay.arrays()
+    plan = Plan()
+    plan.watch, plan.watch_ptrs = [], []
     for col, j in enumerate(js):
         e = ents[j]
         k = k0 + j
@@ -564,6 +595,7 @@ def _plan(opt: Any, ex: Any, ents: list, js: tuple, keys: tuple, k0: int, lay: L
                     continue
                 name = f"state[params[{k}]]['{key}']"
                 a, ptrs[2 + r, col] = ex.state_address(x, e, name, f"params[{k}]")
+                _watch(plan, x, int(ptrs[2 + r, col]))
                 arrays.append(a)
                 names.append(name)
                 continue
@@ -574,10 +606,10 @@ def _plan(opt: Any, ex: Any, ents: list, js: tuple, keys: tuple, k0: int, lay: L
             for x, sto, row in zip(xs, storages, _state_rows(lay, r), strict=True):
                 name = f"state[params[{k}]]['{key + sto.suffix}']"
                 a, ptrs[row, col] = ex.state_address(x, e, name, f"params[{k}]", sto)
+                _watch(plan, x, int(ptrs[row, col]))
                 arrays.append(a)
                 names.append(name)
     ex.no_overlap(arrays, names)
-    plan = Plan()
     plan.dt, plan.js, plan.keys = lay, js, keys
     plan.smap, plan.version = opt.state, opt.state._version
     plan.ptrs, plan.sts, plan.missing = ptrs, sts, missing
@@ -664,12 +696,14 @@ def _create_state(opt: Any, ex: Any, inits: tuple, ents: list, plan: Plan, spec:
             for c, (obj, addr) in zip(rcols, made, strict=True):
                 plan.sts[c][key] = obj
                 plan.ptrs[2 + r, c] = addr
+                _watch(plan, obj, int(addr))
             continue
         for sto, prow in zip(lay.arrays(), _state_rows(lay, r), strict=True):
             made = ex.new_states(sub, sto.fill(float(inits[r]), bool(signs[r])), sto)
             for c, (obj, addr) in zip(rcols, made, strict=True):
                 plan.sts[c][key + sto.suffix] = obj
                 plan.ptrs[prow, c] = addr
+                _watch(plan, obj, int(addr))
     plan.missing = []
     plan.fresh = False
     plan.version = opt.state._version

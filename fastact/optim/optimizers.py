@@ -79,6 +79,9 @@ DEFAULT_BLOCK_SIZE = 2048
 DEFAULT_MIN_8BIT_SIZE = 4096
 #: block_size must be a positive multiple of this (whole 512-bit vectors of float32).
 BLOCK_MULTIPLE = 16
+#: and at most this: each thread's scratch holds three float32 blocks (48 MiB here); larger
+#: blocks only coarsen the scales (a block is meant to stay in cache between its two passes)
+MAX_BLOCK_SIZE = 2**22
 
 
 class _Required:
@@ -481,6 +484,7 @@ class Optimizer:
             s["params"] = g["params"]
             if "param_names" in g and "param_names" not in s:
                 s["param_names"] = g["param_names"]
+            s.update(self._FIXED)  # AdamW stays AdamW with an Adam state dict (as in torch)
             self._check_group(s)
             new_groups.append(s)
         new_state = _StateMap()
@@ -596,8 +600,11 @@ def _int(value: Any, name: str) -> int:
 
 def _block_size_rule(value: Any, name: str) -> None:
     b = _int(value, name)
-    if b <= 0 or b % BLOCK_MULTIPLE:
-        raise ValueError(f"{name} must be a positive multiple of {BLOCK_MULTIPLE}, got {b}")
+    if b <= 0 or b % BLOCK_MULTIPLE or b > MAX_BLOCK_SIZE:
+        raise ValueError(
+            f"{name} must be a positive multiple of {BLOCK_MULTIPLE} up to {MAX_BLOCK_SIZE}, "
+            f"got {b}"
+        )
 
 
 def _min_size_rule(value: Any, name: str) -> None:

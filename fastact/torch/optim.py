@@ -11,7 +11,9 @@ What differs from ``torch.optim`` is how a step runs: every param group is updat
 fused parallel kernel per dtype (:mod:`fastact.optim.driver` over the host executor, the
 kernels of :data:`fastact.kernels.optim.OPTIMIZERS`), in place through zero-copy NumPy views
 of the parameters, gradients and state tensors; the launch tables are cached between steps
-and rebuilt when a parameter's storage or the state changes.
+and rebuilt when a parameter's storage or the state changes, including a state tensor or
+step count given new storage in place (``t.data = ...``, ``t.set_(...)``,
+``t.share_memory_()``: every step compares their addresses).
 
 The state is torch's own format, so state dicts go both ways between ``torch.optim.X`` and
 ``fastact.torch.optim.X`` (``state[p]['step']`` a 0-d float32 tensor, ``exp_avg`` ... tensors
@@ -21,8 +23,9 @@ like torch's ``step_t += 1`` in one vector operation.
 
 Parameters must be CPU tensors of float32, float64 or bfloat16 (strided, C or Fortran
 contiguous); others raise ``TypeError`` at construction (keep them in a ``torch.optim``
-optimizer). bfloat16 parameters are updated in float32 arithmetic and rounded back (to
-nearest even, or stochastically with ``stochastic_rounding=True``), like torch's fused steps.
+optimizer), and so do sparse gradients at a step (torch's SGD and Adagrad take them).
+bfloat16 parameters are updated in float32 arithmetic and rounded back (to nearest even, or
+stochastically with ``stochastic_rounding=True``), like torch's fused steps.
 
 Low-precision states, as in :mod:`fastact.optim`: every class takes ``state_dtype``
 ('float32', 'bfloat16'; default the parameter's dtype), and ``SGD8bit``, ``Adam8bit``,
@@ -30,7 +33,8 @@ Low-precision states, as in :mod:`fastact.optim`: every class takes ``state_dtyp
 codes and ``<key>_f8absmax`` float32 scales). Their state dicts are plain tensors
 (``torch.load(weights_only=True)``); :meth:`Optimizer.load_state_dict` converts a loaded
 state to the optimizer's own storage, so torch's float32 states load into the 8-bit classes
-and 8-bit states into the float32 ones.
+and 8-bit states into the float32 ones. (Not into ``torch.optim``'s: torch casts the uint8
+codes to float and steps with them.)
 Options torch has and fastact does not (``differentiable=True``, ``capturable=True``) raise
 ``ValueError``; ``foreach`` and ``fused`` are accepted, stored and ignored (every step is
 fused). Like :mod:`fastact.optim`, a step validates every gradient and state tensor before it
@@ -188,9 +192,15 @@ class TensorSteps:
             homed = False
         buf = None if base is None else getattr(base, "_fastact_steps", None)
         if homed and buf is not None and buf.size == len(steps):
-            plan.counter = buf
+            at = [buf.ctypes.data + col * buf.itemsize for col in range(buf.size)]
+            counts = [st["step"] for st in plan.sts]
+            homed = [s.data_ptr() for s in counts] == at  # none given other memory (.data =)
         else:
             homed = False
+        if homed:
+            plan.counter = buf
+            plan.watch += counts
+            plan.watch_ptrs += at
         plan.steps = steps
         return not homed
 
@@ -200,7 +210,10 @@ class TensorSteps:
         base = torch.from_numpy(buf)
         base._fastact_steps = buf  # the buffer the views below share (see load)
         for col, st in enumerate(plan.sts):
-            dict.__setitem__(st, "step", base[col])  # a count moved, not a state change
+            count = base[col]
+            dict.__setitem__(st, "step", count)  # a count moved, not a state change
+            plan.watch.append(count)
+            plan.watch_ptrs.append(buf.ctypes.data + col * buf.itemsize)
         plan.counter = buf
 
     @staticmethod
@@ -321,13 +334,7 @@ class Optimizer(torch.optim.Optimizer):
             self.param_groups.pop()
             raise
         self._cache[id(group)] = driver.GroupCache(group, entries)
-        if isinstance(self.state, StateMap):  # not during torch's __init__ (no state yet)
-            self._added_group(group)
-
-    def _added_group(self, group: dict) -> None:
-        """Create the new group's state when the class makes it eagerly (Adagrad)."""
-        if self._fastact._EAGER_STATE:
-            driver.eager_state(self, host)  # the new group's (the others have theirs)
+        # Adagrad's state of a group added later is made at its first step, as in torch
 
     # ------------------------------------------------------------------------- step
     def step(
@@ -346,6 +353,8 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if type(self.state) is not StateMap:  # reassigned, e.g. a reset to defaultdict(dict)
+            self.state = StateMap(dict, self.state)
         work = driver.prepare(self, host, None)
         if check_finite or skip_nonfinite:
             k = driver.first_nonfinite(host, work)
@@ -459,6 +468,7 @@ class Optimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
+            group.update(self._fastact._FIXED)  # AdamW's decoupled decay, as torch's __setstate__
         self.__dict__["_cache"] = {}
         self.__dict__.setdefault("found_inf", False)
         self.__dict__.setdefault("skipped_steps", 0)
