@@ -450,7 +450,8 @@ def _rrelu_consts(lower, upper, dtype: np.dtype) -> tuple[float, float, float]:
     if lower is memo[0] and upper is memo[1] and dtype is memo[2]:
         return memo[3]
     lo, hi = _rrelu_bounds(lower, upper, dtype)
-    c = (float(lo), float(hi - lo), (float(lo) + float(hi)) / 2)
+    # the eval slope as torch's: (lower + upper) / 2 in double, rounded once by the kernel
+    c = (float(lo), float(hi - lo), (float(lower) + float(upper)) / 2)
     if (
         type(lower) is float
         and type(upper) is float
@@ -538,7 +539,8 @@ def rrelu_backward(
 
     In training mode the slopes are the forward's: pass ``noise=`` (from
     ``return_noise=True``) or the same integer seed as ``generator=``. ``output=`` may replace
-    ``input`` (slopes are positive, so the sign of the output is the sign of the input)."""
+    ``input`` where the slopes are not negative (then the sign of the output is the sign of
+    the input; ``lower < 0`` with ``output=`` raises ValueError)."""
     if (
         training is False
         and type(lower) is float
@@ -595,6 +597,11 @@ def _rrelu_backward_any(gy, input, lower, upper, training, *, generator, noise, 
             "seed as generator="
         )
     lo, span, _ = _rrelu_consts(lower, upper, v.dtype)
+    if output is not None and lo < 0:
+        raise ValueError(
+            "rrelu_backward from output= needs lower >= 0 (a negative slope makes the "
+            "input's sign unrecoverable from the output): pass input= or noise="
+        )
     res, o, target = ex.result(out, src, shape, v.dtype, (g, v))
     if math.prod(shape):
         ex.rrelu_train_grad(
@@ -625,7 +632,7 @@ def _prelu_args(ex, input, weight):
         )
     x, w = ex.common_dtype(x, w, "input", "weight")
     if wn == 1 or len(xs) < 2:  # one slope for everything: a single "channel"
-        x3 = ex.contiguous(x).reshape(1, 1, max(math.prod(xs), 1))
+        x3 = ex.contiguous(x).reshape(1, 1, math.prod(xs))
     else:
         x3 = _view3(ex, x, 1)
     return x, w, x3, ex.contiguous(w).reshape(-1)
@@ -901,8 +908,11 @@ def _softmax_forward(input, dim, dtype, out, log, sign, fname):
             dt = np.dtype(_numpy_dtype(dtype))
         except TypeError:
             raise TypeError(f"dtype must be float16, float32 or float64, got {dtype!r}") from None
-        if dt == np.float16 and ex is host:  # torch's dtype=float16: computed in float32, cast
-            y = _softmax_forward(x, dim, np.float32, None, log, sign, fname)
+        if dt == np.float16 and ex is host:
+            # torch's dtype=float16: the input cast to float16 first, the softmax of that
+            # computed in float32 (torch's CPU accumulation type for half), the result cast
+            x16 = ex.astype(ex.astype(x, np.float16), np.float32)
+            y = _softmax_forward(x16, dim, None, None, log, sign, fname)
             res, o, target = ex.result(out, input, y.shape, dt, (x,))
             o[...] = y
             return ex.finish(res, o, target)

@@ -612,6 +612,36 @@ def test_parameter_validation_like_torch():
         fastact.threshold(x, 0.5)  # both threshold and value are required, like torch
 
 
+@pytest.mark.parametrize(
+    ("name", "kw"),
+    [
+        ("leaky_relu", {"negative_slope": 1e40}),
+        ("elu", {"alpha": -1e40}),
+        ("celu", {"alpha": 1e40}),
+        ("threshold", {"threshold": 0.0, "value": 1e39}),
+        ("hardtanh", {"min_val": -1e39}),
+        ("softplus", {"beta": 1e40}),
+    ],
+)
+def test_parameters_that_overflow_the_dtype_raise_like_torch(name, kw):
+    """A finite parameter beyond float32's range: torch raises ("cannot be converted to type
+    float without overflow"); fastact raised nothing and returned inf and NaN (0 * inf)."""
+    x = np.array([-1.0, 0.0, 1.0], np.float32)
+    tf = getattr(torch.nn.functional, name)
+    with pytest.raises(RuntimeError, match="without overflow"):
+        tf(torch.tensor(x), **kw)
+    out = np.full(3, 7.0, np.float32)
+    with pytest.raises(
+        ValueError,
+        match=f"{next(iter(kw)) if name != 'threshold' else 'value'} "
+        r"= .* cannot be converted to float32 without overflow",
+    ):
+        getattr(fastact, name)(x, **kw, out=out)
+    assert (out == 7.0).all()  # nothing written
+    fastact.leaky_relu(x, 3.4028234663852886e38)  # float32's largest: accepted (torch too)
+    getattr(fastact, name)(x.astype(np.float64), **kw)  # representable in float64
+
+
 # ------------------------------------------------------------------------------ scalar cores
 @numba.njit(parallel=True)
 def _user_kernel(x, slope, out):

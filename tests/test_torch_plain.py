@@ -103,9 +103,12 @@ def test_half_precision_tensors_compute_in_float32():
     h = fastact.gelu(x.half())
     assert h.dtype == torch.float16  # NumPy's rule: float16 in, float16 out
     torch.testing.assert_close(h.float(), fastact.gelu(x), rtol=1e-3, atol=1e-3)
-    b = fastact.gelu(x.bfloat16())  # NumPy has no bfloat16: computed and returned in float32
-    assert b.dtype == torch.float32
-    torch.testing.assert_close(b, fastact.gelu(x.bfloat16().float()))
+    b = fastact.gelu(x.bfloat16())  # NumPy has no bfloat16: computed in float32, rounded back
+    assert b.dtype == torch.bfloat16  # as torch's (it was float32)
+    torch.testing.assert_close(b, fastact.gelu(x.bfloat16().float()).bfloat16(), rtol=0, atol=0)
+    g = fastact.gelu_backward(x.bfloat16(), x.bfloat16())
+    assert g.dtype == torch.bfloat16
+    assert fastact.gelu_backward(x, x.bfloat16()).dtype == torch.float32  # promoted, as torch
     with pytest.raises(TypeError, match="bfloat16 tensor and cannot be written in place"):
         fastact.relu_(x.bfloat16())
 

@@ -29,6 +29,7 @@ from fastact._core.arrays import (
     is_tensor,
     result_dtype,
     tensor_input,
+    torch_module,
 )
 from fastact._core.jit import ELEMENTWISE_FASTMATH, specialize
 from fastact._core.torch_pool import tensor_calls
@@ -195,7 +196,14 @@ def _on_tensor_views(op, kind, inputs, values, out, inplace, names):
         elementwise(op, kind, views, values, output_view(out), False, names)
         return out
     res = elementwise(op, kind, views, values, None, False, names)
-    return as_tensor(res) if any(is_tensor(a) for a in inputs) else res
+    tensors = [a for a in inputs if is_tensor(a)]
+    if not tensors:
+        return res
+    res = as_tensor(res)
+    bf16 = torch_module().bfloat16
+    if all(t.dtype == bf16 for t in tensors):  # computed in float32, returned as torch would
+        res = res.to(bf16)
+    return res
 
 
 def _forward(op: Elementwise, x: Any, values: tuple, out: Any, inplace: bool):

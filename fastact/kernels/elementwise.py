@@ -125,6 +125,15 @@ class Elementwise:
         if not values and self.prepare is None:
             return ()
         t = dtype.type
+        top = _FINITE_MAX[dtype]
+        for v, n in zip(values, self.param_names, strict=False):
+            if (
+                isinstance(v, (float, int, np.floating, np.integer))
+                and not isinstance(v, (bool, np.bool_))
+                and abs(float(v)) > top
+                and abs(float(v)) != float("inf")
+            ):  # torch: "value cannot be converted to type float without overflow"
+                raise ValueError(f"{n} = {v} cannot be converted to {dtype.name} without overflow")
         cast = tuple(
             [
                 t(v) if type(v) is float else scalar_param(v, n, dtype)
@@ -134,6 +143,10 @@ class Elementwise:
         if self.prepare is not None:
             cast = self.prepare(dtype, *cast)
         return cast
+
+
+#: the largest finite value of each float dtype (a parameter beyond it is refused)
+_FINITE_MAX = {np.dtype(d): float(np.finfo(d).max) for d in (np.float16, np.float32, np.float64)}
 
 
 # ------------------------------------------------------------------------- loop templates
