@@ -111,6 +111,8 @@ def _on_tensor_views(fn):
             vargs = [_view(a, torch, back) for a in args]
             vkw = {k: _view(v, torch, back) for k, v in kwargs.items()}
         except _NotViewable:
+            vargs = None  # the tensor edge, outside the handler (no chained traceback)
+        if vargs is None:
             return fn(*args, **kwargs)
         with tensor_calls():  # the views are tensors' memory: torch's pool decides as for them
             res = fn(*vargs, **vkw)
@@ -294,7 +296,9 @@ def _elementwise(
     outs: list = []  # per gradient: (object to return, array of the broadcast shape, direct)
     if return_grad:
         for j, (k, buf) in enumerate(zip(grad_of, bufs, strict=False)):
-            direct = shapes[k] == shape
+            # a loss whose domain the kernel checks writes a caller's buffer only after the
+            # check passed (through a temporary: nothing half-written on a ValueError)
+            direct = shapes[k] == shape and not (check is not None and buf is not None)
             res, arr = _gradient_array(ex, buf if direct else None, like, shape, dt)
             grads[j] = arr.reshape(-1)
             outs.append((res, arr, direct))
@@ -556,7 +560,7 @@ def multilabel_soft_margin_loss(
     shape = _broadcast({"input": xshape, "target": _shape(ex, t), "weight": _shape(ex, w)})
     n_cls = shape[-1]
     n = math.prod(shape)
-    rows = n // n_cls if n_cls else 0
+    rows = math.prod(shape[:-1])  # samples (also with no classes: torch gives 0 / 0 per sample)
     if red == "none":
         gscale = 1.0 / n_cls if n_cls else 0.0
     elif n:
@@ -1056,6 +1060,10 @@ def cross_entropy(
         x3, y, q, w, wsum, eps, int(ignore_index), _gscale(red, div), g3, red, div,
         sample_shape, input,
     )  # fmt: skip
+    if red == "mean" and y is not None and div == 0 and eps > 0:
+        # no weight on any kept target: torch's mean is NaN (its nll part is 0 / 0; the
+        # smoothing part alone, folded into one sum here, would give inf)
+        loss = loss * math.nan
     return (loss, res) if return_grad else loss
 
 

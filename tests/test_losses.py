@@ -911,3 +911,74 @@ def test_benchmark_family_runs_small():
         assert r["ratios"]["torch"] == pytest.approx(r["times"]["torch"] / r["times"]["fastact"])
         assert r["roofline_fraction"] == pytest.approx(r["roofline_s"] / r["times"]["fastact"])
     assert "cross_entropy" in bench.format_report(rep, "text")
+
+
+# ----------------------------------------------------------------------------------------
+# edge cases found by a differential fuzz against torch (2026-12-05)
+# ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_margin_ranking_infinite_differences_like_torch(dt):
+    """x1 - x2 infinite (infinite inputs, or finite float32 ones 6e38 apart): torch gives inf
+    (or 0 where the hinge is inactive) and gradients +-1; the exact-difference split gave NaN
+    and zero gradients (its low word was inf - inf)."""
+    a = np.array([3e38, np.inf, np.inf, -np.inf, np.nan, 1.0], dt)
+    b = np.array([-3e38, 1.0, 1.0, np.inf, 0.0, 2.0], dt)
+    y = np.array([-1.0, -1.0, 1.0, 1.0, 1.0, -1.0], dt)
+    loss, (g1, g2) = L.margin_ranking_loss(a, b, y, reduction="none", return_grad=True)
+    ta, tb = (torch.tensor(v, requires_grad=True) for v in (a, b))
+    tl = F.margin_ranking_loss(ta, tb, torch.tensor(y), reduction="none")
+    tl.sum().backward()
+    np.testing.assert_array_equal(loss, tl.detach().numpy())
+    np.testing.assert_array_equal(g1, ta.grad.numpy())
+    np.testing.assert_array_equal(g2, tb.grad.numpy())
+
+
+def test_domain_errors_leave_grad_out_untouched():
+    """binary_cross_entropy (input outside [0, 1]) and gaussian_nll_loss (negative var) find
+    the bad elements in their kernel: a caller's grad_out is written only after the check
+    (it held the partial gradients when the ValueError came)."""
+    g = np.full(2, 7.0)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        L.binary_cross_entropy(np.array([0.5, 1.5]), np.array([1.0, 0.0]), return_grad=True,
+                               grad_out=g)  # fmt: skip
+    assert (g == 7.0).all()
+    g, gv = np.full(2, 7.0), np.full(2, 7.0)
+    with pytest.raises(ValueError, match="var has negative"):
+        L.gaussian_nll_loss(np.ones(2), np.zeros(2), np.array([1.0, -1.0]), return_grad=True,
+                            grad_out=(g, gv))  # fmt: skip
+    assert (g == 7.0).all() and (gv == 7.0).all()
+    g = np.full(2, 7.0)  # a valid call still fills the caller's buffer and returns it
+    _, got = L.binary_cross_entropy(np.array([0.5, 0.25]), np.array([1.0, 0.0]),
+                                    return_grad=True, grad_out=g)  # fmt: skip
+    assert got is g
+    np.testing.assert_allclose(g, [-1.0, 2.0 / 3.0])
+
+
+def test_cross_entropy_smoothing_without_weighted_targets_is_nan_like_torch():
+    """Index targets whose class weights are all 0, 'mean' with label smoothing: torch's mean
+    is NaN (its nll part is 0 / 0); the folded sum gave inf."""
+    x, y, w = np.array([[1.0, 2, 3], [0, 1, 0]]), np.array([0, 1]), np.array([0.0, 0, 1])
+    want = F.cross_entropy(torch.tensor(x), torch.tensor(y), weight=torch.tensor(w),
+                           label_smoothing=0.3)  # fmt: skip
+    assert math.isnan(float(want))
+    assert math.isnan(float(L.cross_entropy(x, y, weight=w, label_smoothing=0.3)))
+    ok = L.cross_entropy(x, y, weight=np.array([1.0, 0, 1]), label_smoothing=0.3)
+    assert math.isfinite(float(ok))
+
+
+@pytest.mark.parametrize("shape", [(3, 0), (0, 4, 0), (2, 0)])
+@pytest.mark.parametrize("red", ["none", "mean", "sum"])
+def test_no_classes_like_torch(shape, red):
+    """An empty class axis: multilabel_soft_margin_loss's per-sample mean is 0 / 0 (NaN; a
+    sum over no samples 0), cross_entropy with probabilities sums nothing (-0; 'mean' NaN);
+    they raised a reshape error or gave NaN."""
+    x = np.zeros(shape)
+    cases = [(L.multilabel_soft_margin_loss, F.multilabel_soft_margin_loss)]
+    if len(shape) == 2:
+        cases.append((L.cross_entropy, F.cross_entropy))
+    for f, tf in cases:
+        got = f(x, np.zeros(shape), reduction=red)
+        want = tf(torch.tensor(x), torch.tensor(np.zeros(shape)), reduction=red).numpy()
+        np.testing.assert_array_equal(got, want)
+        zeros = ~np.isnan(want)  # -0 as torch's (a NaN's sign bit says nothing)
+        assert np.signbit(np.asarray(got)[zeros]).tolist() == np.signbit(want[zeros]).tolist()

@@ -610,3 +610,27 @@ def test_loss_warnings_once_from_the_callers_line():
             call()
         assert len(rec) == 1 and text in str(rec[0].message), [str(r.message) for r in rec]
         assert rec[0].filename == __file__
+
+
+@pytest.mark.parametrize(
+    "name", ["MSELoss", "L1Loss", "SmoothL1Loss", "KLDivLoss", "BCEWithLogitsLoss",
+             "PoissonNLLLoss", "GaussianNLLLoss", "CrossEntropyLoss", "HuberLoss"],
+)  # fmt: skip
+def test_loss_modules_promote_a_wider_target_like_torch(name):
+    """float32 input, float64 target: torch's loss is float64 (the input promoted; huber
+    keeps float32); fastact's computed in float32 with the target rounded to it. The input's
+    gradient stays float32."""
+    rng = np.random.default_rng(3)
+    x = torch.tensor(rng.standard_normal((4, 3)), dtype=torch.float32, requires_grad=True)
+    t = torch.tensor(rng.uniform(0.05, 1.0, (4, 3)))
+    if name == "CrossEntropyLoss":
+        t = t / t.sum(1, keepdim=True)
+    args = (x, t, torch.ones(4, 3)) if name == "GaussianNLLLoss" else (x, t)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # KLDivLoss's 'mean' warning
+        ours = getattr(fnn, name)()(*args)
+        theirs = getattr(torch.nn, name)()(*args)
+    assert ours.dtype == theirs.dtype == (torch.float32 if name == "HuberLoss" else torch.float64)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+    (g,) = torch.autograd.grad(ours, x)
+    assert g.dtype == torch.float32

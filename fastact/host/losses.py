@@ -298,6 +298,11 @@ def multilabel_soft_margin(x2, t2, w, gscale, g2, reduction, div, out_shape, lik
     rows, n_cls = x2.shape
     n = rows * n_cls
     dt = x2.dtype
+    if n_cls == 0:  # no classes: each sample's mean is 0 / 0 (torch: NaN; a sum of none is 0)
+        per = np.full(rows, np.nan, dt)
+        if reduction == "none":
+            return _like(per.reshape(out_shape), like)
+        return _like(dt.type(np.nan if rows or reduction == "mean" else 0.0), like)
     ch = max(n_cls, 1) if reduction == "none" else CHUNK
     partials = np.empty(_chunks(n, ch), np.float64)
     wf = flat(w, x2.shape)  # w: (1, C) or (rows, C)
@@ -344,6 +349,10 @@ def cross_entropy(x3, y, q, w, wsum, eps, ignore_index, gscale, g3, reduction, d
     probabilities ``q`` (N, C, D); ``g3`` (or None) receives the gradient."""
     n_s, n_cls, n_d = x3.shape
     dt = x3.dtype
+    if n_cls == 0 and q is not None:  # no classes: an empty sum per sample (torch: -0; its
+        out = np.full((n_s, n_d), -0.0)  # mean divides 0 by 0 / 0 classes: NaN)
+        value = out.astype(dt).reshape(shape) if reduction == "none" else dt.type(-0.0)
+        return _like(dt.type(np.nan) if reduction == "mean" else value, like)
     want = g3 is not None
     g = g3 if want else np.empty((0, n_cls, 1), dt)  # placeholder: the loops use scratch rows
     out = np.empty((n_s, n_d), np.float64)

@@ -554,8 +554,11 @@ def _margin_plain(x1, x2, y, margin):
 
 @jit(fastmath=False)
 def _margin_dw(x1, x2, y, margin):
-    """-y (x1 - x2) + margin with x1 - x2 = dh + dl exact and one FMA (any float type)."""
+    """-y (x1 - x2) + margin with x1 - x2 = dh + dl exact and one FMA (any float type); an
+    infinite difference (infinite inputs, or finite ones whose difference overflows) has no
+    low word (TwoSum's would be inf - inf = NaN)."""
     dh, dl = _two_sum(x1, -x2)
+    dl = dl if abs(dh) < lit(dh, math.inf) else lit(dh, 0.0)
     return _fma(-y, dh, margin) - y * dl
 
 
