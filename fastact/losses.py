@@ -249,6 +249,36 @@ def _gradient_array(ex, buf, like, shape: tuple, dt):
     return buf if buf is not None else ex.empty(like, shape, dt)
 
 
+def _broadcast_gradients(ex, names, shapes, full, bufs, like, dt, checked: bool = False):
+    """Per argument ``names[j]`` of shape ``shapes[j]``: (object to return, array of the
+    broadcast shape ``full`` the kernel writes, direct). A gradient is written into the
+    caller's buffer directly when the argument has the full shape (and, with ``checked``, the
+    kernel's domain check cannot fail after writing it), else into a new array that
+    :func:`_gradients_back` sums back to the argument's shape."""
+    outs = []
+    for shape, buf in zip(shapes, bufs, strict=False):
+        direct = shape == full and not (checked and buf is not None)
+        res, arr = _gradient_array(ex, buf if direct else None, like, full, dt)
+        outs.append((res, arr, direct))
+    return outs
+
+
+def _gradients_back(ex, outs, names, shapes, bufs) -> list:
+    """The gradients of :func:`_broadcast_gradients` at their arguments' shapes (summed over
+    the broadcast axes, copied into the caller's buffers)."""
+    gs = []
+    for (res, _arr, direct), name, shape, buf in zip(outs, names, shapes, bufs, strict=False):
+        if direct:
+            gs.append(res)
+            continue
+        g = ex.sum_to_shape(res, shape, name)
+        if buf is not None:
+            ex.copy_into(buf[1], g)
+            g = buf[0]
+        gs.append(g)
+    return gs
+
+
 def _gscale(reduction: str, div: float) -> float:
     if reduction != "mean":
         return 1.0
@@ -292,32 +322,22 @@ def _elementwise(
     if div is None:
         div = n
     bufs = bufs or [None] * len(grad_of)
+    gshapes = [shapes[k] for k in grad_of]
     grads: list = [None, None]
     outs: list = []  # per gradient: (object to return, array of the broadcast shape, direct)
     if return_grad:
-        for j, (k, buf) in enumerate(zip(grad_of, bufs, strict=False)):
-            # a loss whose domain the kernel checks writes a caller's buffer only after the
-            # check passed (through a temporary: nothing half-written on a ValueError)
-            direct = shapes[k] == shape and not (check is not None and buf is not None)
-            res, arr = _gradient_array(ex, buf if direct else None, like, shape, dt)
+        # a loss whose domain the kernel checks writes a caller's buffer only after the check
+        # passed (through a temporary: nothing half-written on a ValueError)
+        outs = _broadcast_gradients(ex, grad_of, gshapes, shape, bufs, like, dt, check is not None)
+        for j, (_res, arr, _direct) in enumerate(outs):
             grads[j] = arr.reshape(-1)
-            outs.append((res, arr, direct))
     loss = ex.loss_map(
         kernel, tuple(flats), (w1, w2), prm, _gscale(reduction, div), tuple(grads),
         reduction, div, check, like, shape,
     )  # fmt: skip
     if not return_grad:
         return loss
-    gs = []
-    for (res, _arr, direct), k, buf in zip(outs, grad_of, bufs, strict=False):
-        if direct:
-            gs.append(res)
-            continue
-        g = ex.sum_to_shape(res, shapes[k], k)  # computed at the broadcast shape, summed
-        if buf is not None:
-            ex.copy_into(buf[1], g)
-            g = buf[0]
-        gs.append(g)
+    gs = _gradients_back(ex, outs, grad_of, gshapes, bufs)
     return loss, (gs[0] if len(gs) == 1 else tuple(gs))
 
 
@@ -862,8 +882,10 @@ def cosine_embedding_loss(
     """``1 - cos(x1, x2)`` where y = 1, ``max(0, cos(x1, x2) - margin)`` where y = -1.
 
     torch.nn.functional.cosine_embedding_loss: inputs (N, D) with target (N,), or (D,) with
-    a 0-d target; ``cos = x1.x2 / sqrt((|x1|^2 + 1e-12)(|x2|^2 + 1e-12))``. Gradients
-    ``(grad_input1, grad_input2)``.
+    a 0-d target, their rows broadcasting against each other (and the target against them)
+    like torch's (not their last dimension: ValueError);
+    ``cos = x1.x2 / sqrt((|x1|^2 + 1e-12)(|x2|^2 + 1e-12))``. Gradients
+    ``(grad_input1, grad_input2)``, each of its input's shape.
     """
     red = _reduction(reduction, size_average, reduce)
     ex = _executor(input1, input2, target, grad_out)
@@ -879,30 +901,38 @@ def cosine_embedding_loss(
             raise ValueError(
                 f"a {len(sy)}-d target expects {want}-d inputs, but {name} has shape {shape}"
             )
-    if s1 != s2:
-        raise ValueError(f"input1 {s1} and input2 {s2} must have the same shape")
-    if len(sy) == 1 and sy[0] != s1[0]:
-        raise ValueError(f"target has shape {sy}, expected ({s1[0]},)")
+    if s1[-1] != s2[-1]:  # a deliberate departure (docs/torch_semantics.md, section 2)
+        raise ValueError(
+            f"input1 {s1} and input2 {s2} must have the same last dimension (torch broadcasts "
+            "it in the dot product but takes each norm over the input's own last dimension, "
+            "which is not a cosine)"
+        )
+    # torch broadcasts the rows of the inputs (and a 1-d target against them)
+    full = _broadcast({"input1": s1, "input2": s2})
+    if len(sy) == 1:
+        rows_of = _broadcast({"target": sy, "rows of the inputs": full[:1]})
+        full = rows_of + full[1:]
     bufs = _grad_buffers(
         ex, grad_out, return_grad, [("input1", s1), ("input2", s2)], dt, (input1, input2, target)
     )
-    n_d = s1[-1]
-    rows = math.prod(s1[:-1])
-    a = ex.contiguous(x1).reshape(rows, n_d)
-    b = ex.contiguous(x2).reshape(rows, n_d)
-    yy = ex.contiguous(y).reshape(max(rows, 1) if len(sy) == 0 else rows)
-    grads = [None, None]
-    res = []
+    n_d = full[-1]
+    rows = math.prod(full[:-1])
+    a = ex.flat(x1, full).reshape(rows, n_d)
+    b = ex.flat(x2, full).reshape(rows, n_d)
+    yy = ex.flat(y, full[:-1]).reshape(max(rows, 1) if len(sy) == 0 else rows)
+    names, shapes = ("input1", "input2"), (s1, s2)
+    grads: list = [None, None]
+    outs: list = []
     if return_grad:
-        for j, buf in enumerate(bufs):
-            r, arr = _gradient_array(ex, buf, input1, s1, dt)
-            res.append(r)
-            grads[j] = arr.reshape(rows, n_d)
+        outs = _broadcast_gradients(ex, names, shapes, full, bufs, input1, dt)
+        grads = [arr.reshape(rows, n_d) for _res, arr, _direct in outs]
     loss = ex.cosine_embedding(
         a, b, yy, _number(margin, "margin"), _gscale(red, rows), grads[0], grads[1], red, rows,
-        sy, input1,
+        full[:-1], input1,
     )  # fmt: skip
-    return (loss, tuple(res)) if return_grad else loss
+    if not return_grad:
+        return loss
+    return loss, tuple(_gradients_back(ex, outs, names, shapes, bufs))
 
 
 def triplet_margin_loss(
@@ -922,12 +952,13 @@ def triplet_margin_loss(
 ):
     """``max(0, margin + d(a, p) - d(a, n))`` with ``d(x, y) = ||x - y + eps||_p``.
 
-    torch.nn.functional.triplet_margin_loss: rows along the last axis ((N, D) or (D,));
+    torch.nn.functional.triplet_margin_loss: rows along the last axis ((N, D) or (D,)), the
+    three of one number of dimensions broadcasting against each other like torch's;
     ``swap`` uses ``min(d(a, n), d(p, n))``. Gradients
-    ``(grad_anchor, grad_positive, grad_negative)``. ``margin`` must be > 0 (torch's rule);
-    ``p`` is any of torch's norms: p > 0 runs the fused kernels, p = 0 (count of nonzeros,
-    no gradient), p < 0, +-inf (max/min of |d|, gradient shared by ties) and NaN are
-    computed in float64 NumPy (host arrays only).
+    ``(grad_anchor, grad_positive, grad_negative)``, each of its input's shape. ``margin``
+    must be > 0 (torch's rule); ``p`` is any of torch's norms: p > 0 runs the fused kernels,
+    p = 0 (count of nonzeros, no gradient), p < 0, +-inf (max/min of |d|, gradient shared by
+    ties) and NaN are computed in float64 NumPy (host arrays only).
     """
     red = _reduction(reduction, size_average, reduce)
     ex = _executor(anchor, positive, negative, grad_out)
@@ -940,38 +971,36 @@ def triplet_margin_loss(
         )
     if len(sa) == 0:
         raise ValueError("anchor must have at least one dimension")
-    if not sa == sp == sn:
-        raise ValueError(
-            f"anchor, positive and negative must have the same shape: got {sa}, {sp} and {sn}"
-        )
+    full = _broadcast({"anchor": sa, "positive": sp, "negative": sn})  # torch broadcasts them
     p = _number(p, "p")
     margin = _number(margin, "margin")
     if margin <= 0:  # torch's check and message
         raise ValueError(f"margin must be greater than 0, got {margin}")
     dt = an.dtype
+    names, shapes = ("anchor", "positive", "negative"), (sa, sp, sn)
     bufs = _grad_buffers(
-        ex, grad_out, return_grad, [("anchor", sa), ("positive", sa), ("negative", sa)], dt,
+        ex, grad_out, return_grad, list(zip(names, shapes, strict=True)), dt,
         (anchor, positive, negative),
     )  # fmt: skip
-    n_d = sa[-1]
-    rows = math.prod(sa[:-1])
-    arrs = tuple(ex.contiguous(v).reshape(rows, n_d) for v in (an, po, ne))
+    n_d = full[-1]
+    rows = math.prod(full[:-1])
+    arrs = tuple(ex.flat(v, full).reshape(rows, n_d) for v in (an, po, ne))
     grads: list = [None] * 3
-    res = []
+    outs: list = []
     if return_grad:
-        for j, buf in enumerate(bufs):
-            r, arr = _gradient_array(ex, buf, anchor, sa, dt)
-            res.append(r)
-            grads[j] = arr.reshape(rows, n_d)
+        outs = _broadcast_gradients(ex, names, shapes, full, bufs, anchor, dt)
+        grads = [arr.reshape(rows, n_d) for _res, arr, _direct in outs]
     if not (p > 0 and math.isfinite(p)):
         kind = "any"  # torch's other norms: 0, negative, +-inf, NaN (host NumPy, float64)
     else:
         kind = "p2" if p == 2.0 else ("p1" if p == 1.0 else "pgen")
     loss = ex.triplet_margin(
         kind, arrs, margin, p, _number(eps, "eps"), bool(swap),
-        _gscale(red, rows), tuple(grads), red, rows, sa[:-1], anchor,
+        _gscale(red, rows), tuple(grads), red, rows, full[:-1], anchor,
     )  # fmt: skip
-    return (loss, tuple(res)) if return_grad else loss
+    if not return_grad:
+        return loss
+    return loss, tuple(_gradients_back(ex, outs, names, shapes, bufs))
 
 
 # ----------------------------------------------------------------------------------------

@@ -653,7 +653,7 @@ _p = np.full((3, 4), 0.5)
         (lambda: L.cosine_embedding_loss(_x, _x[:, :2], np.ones(3)), ValueError, "input2"),
         (lambda: L.cosine_embedding_loss(_x, _x, np.ones(2)), ValueError, "target"),
         (lambda: L.triplet_margin_loss(_x, _x, _x[0]), ValueError, "dimensions"),
-        (lambda: L.triplet_margin_loss(_x, _x, _x[:2]), ValueError, "same shape"),
+        (lambda: L.triplet_margin_loss(_x, _x, _x[:2]), ValueError, "cannot be broadcast together"),
         (lambda: L.triplet_margin_loss(_x, _x, _x, margin=0.0), ValueError, "margin must be"),
         (lambda: L.triplet_margin_loss(_x, _x, _x, margin="1"), TypeError, "margin"),
         (lambda: L.kl_div(_x, _x, reduction="bogus"), ValueError, "reduction"),
@@ -982,3 +982,42 @@ def test_no_classes_like_torch(shape, red):
         np.testing.assert_array_equal(got, want)
         zeros = ~np.isnan(want)  # -0 as torch's (a NaN's sign bit says nothing)
         assert np.signbit(np.asarray(got)[zeros]).tolist() == np.signbit(want[zeros]).tolist()
+
+
+@pytest.mark.parametrize(
+    "shapes",
+    [((2, 3), (1, 3), (2, 3)), ((1, 3), (1, 3), (2, 3)), ((2, 3), (2, 1), (2, 3)),
+     ((2, 1, 3), (1, 4, 3), (2, 4, 3))],
+)  # fmt: skip
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_triplet_and_cosine_inputs_broadcast_like_torch(shapes, dt):
+    """torch broadcasts triplet_margin_loss's three inputs and cosine_embedding_loss's two
+    (fastact required equal shapes): values, and gradients summed back to each input's shape
+    (also into caller buffers of those shapes)."""
+    rng = np.random.default_rng(len(shapes[0]))
+    arrs = [rng.standard_normal(s).astype(dt) for s in shapes]
+    rtol = 1e-5 if dt == np.float32 else 1e-12
+    ts = [torch.tensor(a, requires_grad=True) for a in arrs]
+    F.triplet_margin_loss(*ts, reduction="sum").backward()
+    bufs = tuple(np.full(s, 7.0, dt) for s in shapes)
+    loss, gs = L.triplet_margin_loss(*arrs, reduction="sum", return_grad=True, grad_out=bufs)
+    want = F.triplet_margin_loss(*(torch.tensor(a) for a in arrs), reduction="sum")
+    np.testing.assert_allclose(loss, want.numpy(), rtol=rtol)
+    for g, b, t in zip(gs, bufs, ts, strict=True):
+        assert g is b
+        np.testing.assert_allclose(g, t.grad.numpy(), rtol=rtol, atol=rtol)
+    if len(shapes[0]) == 2 and shapes[1][-1] != shapes[0][-1]:
+        with pytest.raises(ValueError, match="same last dimension"):  # torch's is no cosine
+            L.cosine_embedding_loss(*arrs[:2], np.array([1.0, -1.0], dt))
+    elif len(shapes[0]) == 2:
+        y = np.array([1.0, -1.0], dt)
+        ts = [torch.tensor(a, requires_grad=True) for a in arrs[:2]]
+        tl = F.cosine_embedding_loss(*ts, torch.tensor(y), reduction="none")
+        tl.sum().backward()
+        loss, gs = L.cosine_embedding_loss(*arrs[:2], y, reduction="none", return_grad=True)
+        np.testing.assert_allclose(loss, tl.detach().numpy(), rtol=rtol, atol=rtol)
+        for g, t in zip(gs, ts, strict=True):
+            assert g.shape == tuple(t.shape)
+            np.testing.assert_allclose(g, t.grad.numpy(), rtol=rtol, atol=rtol)
+    with pytest.raises(ValueError, match="cannot be broadcast together: anchor"):
+        L.triplet_margin_loss(np.ones((2, 3)), np.ones((3, 3)), np.ones((2, 3)))
