@@ -1021,3 +1021,27 @@ def test_triplet_and_cosine_inputs_broadcast_like_torch(shapes, dt):
             np.testing.assert_allclose(g, t.grad.numpy(), rtol=rtol, atol=rtol)
     with pytest.raises(ValueError, match="cannot be broadcast together: anchor"):
         L.triplet_margin_loss(np.ones((2, 3)), np.ones((3, 3)), np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_gradients_at_non_finite_inputs_like_torch(dt):
+    """Where torch's gradient at an infinite or NaN input is one value wherever the element
+    sits: l1_loss (and smooth_l1 with beta = 0, torch's l1) 0 at NaN; poisson_nll_loss
+    (log_input=False) 1 at x = inf; gaussian_nll_loss's var gradient -inf where |x - t| =
+    inf. The exact-difference forms gave NaN there (inf - inf, inf * 0)."""
+
+    def both(f, tf, arrs, grad_of, **kw):
+        got = f(*arrs, reduction="sum", return_grad=True, **kw)[1]
+        got = got if isinstance(got, tuple) else (got,)
+        ts = [torch.tensor(a, requires_grad=i in grad_of) for i, a in enumerate(arrs)]
+        tf(*ts, reduction="sum", **kw).backward()
+        for g, i in zip(got, grad_of, strict=True):
+            np.testing.assert_array_equal(g, ts[i].grad.numpy())
+
+    x, t = np.array([np.nan, 0.0, 1.0], dt), np.ones(3, dt)
+    both(L.l1_loss, F.l1_loss, (x, t), (0,))
+    both(L.smooth_l1_loss, F.smooth_l1_loss, (x, t), (0,), beta=0.0)
+    x, t = np.array([np.inf, 2.0, 3.0], dt), np.array([1.0, 1.0, np.inf], dt)
+    for full in (False, True):
+        both(L.poisson_nll_loss, F.poisson_nll_loss, (x, t), (0,), log_input=False, full=full)
+    both(L.gaussian_nll_loss, F.gaussian_nll_loss, (x, t, np.ones(3, dt)), (0, 2))

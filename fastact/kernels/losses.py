@@ -71,6 +71,14 @@ def _two_sum(a, b):
 
 
 @jit(fastmath=False)
+def _diff_dw(a, b):
+    """a - b = s + e exactly (:func:`_two_sum`), e = 0 where s is infinite or NaN (TwoSum's
+    low word would be inf - inf = NaN: an infinite difference has none)."""
+    s, e = _two_sum(a, -b)
+    return s, e if abs(s) < lit(s, math.inf) else lit(s, 0.0)
+
+
+@jit(fastmath=False)
 def _two_prod(a, b):
     """(p, e) with p = fl(a b) and p + e = a b exactly (no overflow/underflow)."""
     p = a * b
@@ -118,6 +126,14 @@ def _sign(d):
 
 
 @jit
+def _sign_l1(d):
+    """l1_loss's sign: 0 also at NaN (torch's l1_loss backward, wherever the element sits;
+    smooth_l1_loss with beta = 0 is torch's l1_loss)."""
+    one = lit(d, 1.0)
+    return one if d > 0 else (-one if d < 0 else lit(d, 0.0))
+
+
+@jit
 def _log1p_generic(e):
     return log1p(e)
 
@@ -157,9 +173,9 @@ def mse_f(a, b, c, w1, w2, prm):
 
 @jit
 def l1_f(a, b, c, w1, w2, prm):
-    """|a - b| * w; d/da = sign(a - b) w (0 at a == b)."""
+    """|a - b| * w; d/da = sign(a - b) w (0 at a == b, and at NaN as torch's)."""
     d = a - b
-    return w1 * abs(d), w1 * _sign(d), lit(a, 0.0), lit(a, 0.0)
+    return w1 * abs(d), w1 * _sign_l1(d), lit(a, 0.0), lit(a, 0.0)
 
 
 @jit
@@ -175,7 +191,7 @@ def smooth_l1_f(a, b, c, w1, w2, prm):
         g = d * inv_beta
     else:
         v = ad - half * beta
-        g = _sign(d)
+        g = _sign_l1(d) if beta == 0 else _sign(d)
     return v, g, lit(a, 0.0), lit(a, 0.0)
 
 
@@ -428,9 +444,10 @@ def _poisson_plain(x, t, eps, full):
 def _poisson_fast(x, t, eps, full):
     """In the data's type (a double-word log costs 2x at 16M): x - t log(x + eps); the
     gradient ((x - t) + eps) / (x + eps) from the exact difference x - t = dh + dl."""
-    dh, dl = _two_sum(x, -t)
+    dh, dl = _diff_dw(x, t)
     xe = x + eps
     g = (dh + (dl + eps)) / xe
+    g = g if abs(dh) < lit(x, math.inf) else lit(x, 1.0) - t / xe  # x = inf: torch's 1
     if full:  # a branch, not a select: the Stirling logs cost 2x where not wanted
         return x - t * log(xe) + _stirling(t), g
     return x - t * log(xe), g
@@ -442,9 +459,10 @@ def _poisson_f32(x, t, eps, full):
     t a = p1 + e1 and t b = p2 + e2 exact: ((x - p1) - p2) - (e1 + e2), whose first
     difference is exact near the zero, so only b's rounding remains (about 1/3 of the
     log's). The gradient as :func:`_poisson_fast`."""
-    dh, dl = _two_sum(x, -t)
+    dh, dl = _diff_dw(x, t)
     xe = x + eps
     g = (dh + (dl + eps)) / xe
+    g = g if abs(dh) < lit(x, math.inf) else lit(x, 1.0) - t / xe  # x = inf: torch's 1
     a, b = _log_split_f32(xe)
     p1, e1 = _two_prod(t, a)
     p2, e2 = _two_prod(t, b)
@@ -492,9 +510,10 @@ def _gaussian_fast(x, t, v, k):
     cancellation in one rounding)."""
     half = lit(x, 0.5)
     iv = lit(x, 1.0) / v
-    dh, dl = _two_sum(x, -t)
+    dh, dl = _diff_dw(x, t)
     q = dh * iv
-    num = _fma(-dh, dh, v) - lit(x, 2.0) * dh * dl
+    fin = abs(dh) < lit(x, math.inf)  # else dh dl = inf 0 (torch: -inf where |x - t| = inf)
+    num = _fma(-dh, dh, v) - (lit(x, 2.0) * dh * dl if fin else lit(x, 0.0))
     return half * (log(v) + dh * q) + k, q, half * (num * iv) * iv
 
 
@@ -504,7 +523,7 @@ def _gaussian_value_f32(x, t, v, k):
     (x - t)^2 / v = qh + ql (the quotient's residual by FMA)."""
     half = lit(x, 0.5)
     iv = lit(x, 1.0) / v
-    dh, dl = _two_sum(x, -t)
+    dh, dl = _diff_dw(x, t)
     a, b = _log_split_f32(v)
     ph = dh * dh
     pl = _fma(dh, dh, -ph) + (dh + dh) * dl
@@ -557,8 +576,7 @@ def _margin_dw(x1, x2, y, margin):
     """-y (x1 - x2) + margin with x1 - x2 = dh + dl exact and one FMA (any float type); an
     infinite difference (infinite inputs, or finite ones whose difference overflows) has no
     low word (TwoSum's would be inf - inf = NaN)."""
-    dh, dl = _two_sum(x1, -x2)
-    dl = dl if abs(dh) < lit(dh, math.inf) else lit(dh, 0.0)
+    dh, dl = _diff_dw(x1, x2)
     return _fma(-y, dh, margin) - y * dl
 
 
@@ -716,8 +734,7 @@ def class_target_stats(y, C, ignore_index, w):
 def _exp_diff(xj, m):
     """exp(xj - m) with the difference's rounding error restored: xj - m = r + rl exactly,
     exp(r + rl) ~ exp(r) (1 + rl) (else a logit 8 below the maximum loses 3 bits)."""
-    r, rl = _two_sum(xj, -m)
-    rl = rl if abs(r) < math.inf else lit(r, 0.0)
+    r, rl = _diff_dw(xj, m)
     e = exp(r)
     return _fma(e, rl, e)
 
