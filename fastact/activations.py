@@ -428,6 +428,8 @@ def _rrelu_bounds(lower, upper, dtype):
     for bound, v in (("lower", lower), ("upper", upper)):  # torch's checks and messages
         if not math.isfinite(float(v)):
             raise ValueError(f"rrelu: {bound} bound must be finite, got {float(v)}")
+        if abs(float(v)) > float(np.finfo(dtype).max):
+            raise ValueError(f"{bound} = {v} cannot be converted to {dtype} without overflow")
     if not lo <= hi:
         raise ValueError(f"lower must be <= upper, got lower={lower} upper={upper}")
     return lo, hi
@@ -462,6 +464,17 @@ def _rrelu_consts(lower, upper, dtype: np.dtype) -> tuple[float, float, float]:
     return c
 
 
+def _rrelu_dtype(x) -> np.dtype:
+    """The dtype the eval-mode slope is checked against (and rounded to by the kernel)."""
+    if type(x) is np.ndarray and x.dtype in FLOAT_DTYPES:
+        return x.dtype
+    if on_device(x):  # the slope is rounded to the device array's dtype
+        return device(x).float_input(x, "input").dtype
+    if is_tensor(x):  # the dtype its NumPy view computes in
+        return host.float_input(x, "input").dtype
+    return _F64
+
+
 def rrelu(
     input,
     lower: float = 1.0 / 8,
@@ -485,14 +498,7 @@ def rrelu(
     torch: ``F.rrelu(input, lower=1/8, upper=1/3, training=False, inplace=False)``.
     """
     if not training:
-        if type(input) is np.ndarray and input.dtype in FLOAT_DTYPES:
-            dt = input.dtype
-        elif on_device(input):  # the slope is rounded to the device array's dtype
-            dt = device(input).float_input(input, "input").dtype
-        elif is_tensor(input):  # the dtype its NumPy view computes in
-            dt = host.float_input(input, "input").dtype
-        else:
-            dt = _F64
+        dt = _rrelu_dtype(input)
         y = forward(_LEAKY_RELU, input, (_rrelu_consts(lower, upper, dt)[2],), out, inplace)
         return (y, None) if return_noise else y
     if inplace and out is not None:
@@ -553,7 +559,7 @@ def rrelu_backward(
         and (input is None or output is None)
     ):
         # fast path: eval mode on host arrays (leaky_relu's backward checks the rest)
-        slope = _rrelu_consts(lower, upper, _F64)[2]
+        slope = _rrelu_consts(lower, upper, _rrelu_dtype(input if output is None else output))[2]
         return backward(_LEAKY_RELU, grad_output, input, output, (slope,), None)
     return _rrelu_backward_any(
         grad_output,
@@ -573,7 +579,7 @@ def _rrelu_backward_any(gy, input, lower, upper, training, *, generator, noise, 
     argument of :func:`rrelu_backward`."""
     grad_output = gy
     if not training:
-        slope = _rrelu_consts(lower, upper, _F64)[2]
+        slope = _rrelu_consts(lower, upper, _rrelu_dtype(input if output is None else output))[2]
         return backward(_LEAKY_RELU, grad_output, input, output, (slope,), out)
     if (input is None) == (output is None):
         raise TypeError("rrelu_backward needs exactly one of input= and output=")

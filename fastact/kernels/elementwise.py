@@ -15,6 +15,7 @@ front end (:mod:`fastact.activations`) into the public functions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -125,24 +126,29 @@ class Elementwise:
         if not values and self.prepare is None:
             return ()
         t = dtype.type
-        top = _FINITE_MAX[dtype]
-        for v, n in zip(values, self.param_names, strict=False):
-            if (
-                isinstance(v, (float, int, np.floating, np.integer))
-                and not isinstance(v, (bool, np.bool_))
-                and abs(float(v)) > top
-                and abs(float(v)) != float("inf")
-            ):  # torch: "value cannot be converted to type float without overflow"
-                raise ValueError(f"{n} = {v} cannot be converted to {dtype.name} without overflow")
         cast = tuple(
             [
                 t(v) if type(v) is float else scalar_param(v, n, dtype)
                 for v, n in zip(values, self.param_names, strict=False)
             ]
         )
-        if self.prepare is not None:
+        if self.prepare is not None:  # the spec's own checks (and messages) first
             cast = self.prepare(dtype, *cast)
+        _check_no_overflow(values, self.param_names, dtype)
         return cast
+
+
+def _check_no_overflow(values: tuple, names: tuple, dtype: np.dtype) -> None:
+    """ValueError for a finite real parameter beyond ``dtype``'s range (torch: "value cannot
+    be converted to type float without overflow"; the cast would make it infinite)."""
+    top = _FINITE_MAX[dtype]
+    for v, n in zip(values, names, strict=False):
+        if (
+            isinstance(v, (float, int, np.floating, np.integer))
+            and not isinstance(v, (bool, np.bool_))
+            and top < abs(float(v)) < math.inf
+        ):
+            raise ValueError(f"{n} = {v} cannot be converted to {dtype.name} without overflow")
 
 
 #: the largest finite value of each float dtype (a parameter beyond it is refused)
