@@ -194,16 +194,27 @@ class Module:
         return self.train(False)
 
     # --------------------------------------------------------------------------- state
+    def _state_items(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """Every (name, parameter) pair of the state dict: like torch's, one per module path
+        and attribute, so a shared (tied) parameter or a module used twice appears under
+        each of its names."""
+        for k, v in vars(self).items():
+            if isinstance(v, Parameter):
+                yield prefix + k, v
+        for k, m in self.named_children():
+            yield from m._state_items(prefix + k + ".")
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """{name: array} views of the parameters (share memory, like torch's tensors)."""
-        return {k: np.asarray(p) for k, p in self.named_parameters()}
+        """{name: array} views of the parameters (share memory, like torch's tensors), a
+        shared parameter under each of its names (torch's keys)."""
+        return {k: np.asarray(p) for k, p in self._state_items()}
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True):
         """Copy arrays (or torch tensors, e.g. a torch twin's ``state_dict()``) into the
         parameters, in place. Everything is checked before anything is written; with
         ``strict`` missing or unexpected keys raise KeyError. Returns
         ``(missing_keys, unexpected_keys)``."""
-        params = dict(self.named_parameters())
+        params = dict(self._state_items())
         missing = [k for k in params if k not in state_dict]
         unexpected = [k for k in state_dict if k not in params]
         if strict and (missing or unexpected):
@@ -258,10 +269,6 @@ def _make_class(name: str, body: dict, doc: str) -> type:
 
 
 # ----------------------------------------------------------------------------- activations
-#: activations whose modules differentiate from the saved output even out of place
-_FROM_OUTPUT = frozenset({"logsigmoid"})
-
-
 def _activation_module(cls_name: str, fname: str) -> type:
     """A module class for the elementwise activation ``fastact.<fname>``: constructor
     arguments are the function's parameters in the function's (= torch's) order."""
@@ -269,9 +276,6 @@ def _activation_module(cls_name: str, fname: str) -> type:
     bwd = getattr(F, fname + "_backward")
     bwd_params = inspect.signature(bwd).parameters
     from_output = "output" in bwd_params
-    # the gradient from the output is cheaper and as accurate: keep the output (logsigmoid:
-    # -expm1(y) instead of exp(-|x|) and a division; torch keeps a buffer for it)
-    from_output_first = fname in _FROM_OUTPUT
     params = [
         p.replace(kind=_P.POSITIONAL_OR_KEYWORD)
         for n, p in inspect.signature(fwd).parameters.items()
@@ -291,10 +295,12 @@ def _activation_module(cls_name: str, fname: str) -> type:
     def forward(self, x: Any) -> np.ndarray:
         inplace = self._args.get("inplace", False)
         params = {k: v for k, v in self._args.items() if k != "inplace"}
-        if not inplace:
-            y = fwd(x, **params)
-            self._saved = ("output", y) if from_output_first else ("input", x)
-        elif from_output:  # the derivative is recovered from the output (torch: ...Backward1)
+        if not inplace:  # the input, as torch (an output may be overwritten by an in-place
+            y = fwd(x, **params)  # successor: logsigmoid's cheaper gradient from it was wrong)
+            self._saved = ("input", x)
+        elif from_output and not (fname == "threshold" and params["value"] > params["threshold"]):
+            # the derivative is recovered from the output (torch: ...Backward1); threshold's
+            # only while the replacement value cannot pass for an input above the threshold
             y = fwd(x, **params, inplace=True)
             self._saved = ("output", y)
         else:  # the derivative needs x itself: keep a copy (torch keeps the original input)

@@ -18,6 +18,7 @@ import functools
 import mpmath
 import numpy as np
 import pytest
+import torch
 
 import fastact
 
@@ -485,18 +486,27 @@ def test_sigmoid_backward_issue_reproduction():
     assert err.max() <= 1.0, err
 
 
-def test_nn_logsigmoid_differentiates_from_its_output():
-    """fastact.nn.LogSigmoid keeps the output and its backward is -expm1(y) g."""
+def test_nn_logsigmoid_gradient_survives_an_in_place_successor():
+    """fastact.nn.LogSigmoid keeps its input, as torch (it kept its output for the cheaper
+    -expm1(y) g, which an in-place successor such as LeakyReLU(inplace=True) overwrote: a
+    silently wrong gradient, 3.6x too small at x = -3); the gradient is the one from x."""
     from fastact import nn
 
     rng = np.random.default_rng(3)
-    x = rng.standard_normal(1000) * 10
-    g = rng.standard_normal(1000)
+    x = rng.standard_normal((4, 250)) * 10
+    g = rng.standard_normal((4, 250))
     m = nn.LogSigmoid()
-    y = m.forward(x)
-    got = m.backward(g)
-    np.testing.assert_array_equal(got, fastact.logsigmoid_backward(g, output=y))
-    np.testing.assert_allclose(got, fastact.logsigmoid_backward(g, x), rtol=1e-14)
+    seq = nn.Sequential(m, nn.LeakyReLU(0.1, inplace=True))
+    seq.forward(x.copy())
+    got = seq.backward(g)
+    y = fastact.logsigmoid(x)
+    want = fastact.logsigmoid_backward(fastact.leaky_relu_backward(g, y, 0.1), x)
+    np.testing.assert_array_equal(got, want)
+    tx = torch.tensor(x, requires_grad=True)
+    torch.nn.Sequential(torch.nn.LogSigmoid(), torch.nn.LeakyReLU(0.1, inplace=True))(tx).backward(
+        torch.tensor(g)
+    )
+    np.testing.assert_allclose(got, tx.grad.numpy(), rtol=1e-12, atol=1e-300)
 
 
 # ------------------------------------------------------------------- gelu (tanh form) forward

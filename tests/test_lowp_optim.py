@@ -871,3 +871,55 @@ def test_gradient_in_its_parameters_memory_gives_the_same_bits(make):
         o1.step([p1])
         o2.step([p2.copy()])
         np.testing.assert_array_equal(p1, p2)
+
+
+def test_stochastic_rounding_streams_differ_between_groups_and_launches():
+    """The random bits hash (seed, step, tensor, element) with the tensor's group and launch
+    in it: two groups (or an 8-bit and a float32-state launch of one group) with identical
+    tensors round differently (the tensor index restarted per launch, so tensor j of every
+    group shared a stream), while one seed still reproduces the same bits."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(4096).astype(np.float32)
+    g = rng.standard_normal(4096).astype(ml_dtypes.bfloat16)
+
+    def run(groups):
+        ps = [x.astype(ml_dtypes.bfloat16) for _ in range(2)]
+        opt = fo.SGD([{"params": [p]} for p in ps] if groups else [ps[0], ps[1]], lr=1e-3,
+                     stochastic_rounding=True, seed=0)  # fmt: skip
+        opt.step([g, g])
+        return [p.view(np.uint16).copy() for p in ps]
+
+    for groups in (True, False):
+        a, b = run(groups)
+        assert (a != b).sum() > 500, groups
+        a2, b2 = run(groups)
+        np.testing.assert_array_equal(a, a2)
+        np.testing.assert_array_equal(b, b2)
+
+
+@pytest.mark.parametrize("bad", [-5.0, float("nan"), float("inf")])
+def test_a_loaded_or_edited_step_count_must_be_finite_and_non_negative(bad):
+    """A negative step made the bias correction complex (a TypeError from inside the step),
+    a NaN one the parameters NaN: ValueError naming the state, nothing written (a loaded
+    state dict, and torch step tensors edited in place)."""
+    p = np.ones(3, np.float32)
+    opt = fo.Adam([p])
+    opt.step([np.ones(3, np.float32)])
+    sd = opt.state_dict()
+    sd["state"][0]["step"] = bad
+    opt.load_state_dict(sd)
+    before = p.copy()
+    with pytest.raises(ValueError, match=r"state\[params\[0\]\]\['step'\] must be a finite"):
+        opt.step([np.ones(3, np.float32)])
+    np.testing.assert_array_equal(p, before)
+    import fastact.torch.optim as FO
+
+    t = torch.nn.Parameter(torch.ones(3))
+    topt = FO.Adam([t])
+    t.grad = torch.ones(3)
+    topt.step()
+    topt.state[t]["step"].fill_(bad)
+    before = t.detach().clone()
+    with pytest.raises(ValueError, match="must be a finite number >= 0"):
+        topt.step()
+    assert torch.equal(t.detach(), before)

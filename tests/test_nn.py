@@ -654,3 +654,41 @@ def test_parameter_behaves_like_an_array():
 
     r = pickle.loads(pickle.dumps(p))
     assert isinstance(r, nn.Parameter) and np.array_equal(r, p) and r.grad is None
+
+
+# ----------------------------------------------------------------------------------------
+# found by a differential fuzz against torch (2026-12-05)
+# ----------------------------------------------------------------------------------------
+def test_threshold_in_place_with_a_value_above_the_threshold_like_torch():
+    """Threshold(t, v, inplace=True) with v > t: the output cannot tell the input (v passes
+    for an input above t), so the module keeps a copy of the input, as torch gets it right;
+    the backward raised after the forward had overwritten the input."""
+    x = np.array([-1.0, 0.5, 2.0, 0.3, 1.0])
+    g = np.ones(5)
+    m = nn.Threshold(0.0, 2.0, inplace=True)
+    m(x.copy())
+    tx = torch.tensor(x, requires_grad=True)
+    torch.nn.Threshold(0.0, 2.0, inplace=True)(tx.clone()).backward(torch.tensor(g))
+    np.testing.assert_array_equal(m.backward(g), tx.grad.numpy())
+
+
+def test_state_dict_lists_a_tied_or_reused_parameter_under_each_name_like_torch():
+    """torch's state_dict has one key per module path and attribute: tied weights and a
+    module used twice appear under each name (fastact listed each parameter once, so the
+    README's load_state_dict(torch_model.state_dict()) raised for unexpected keys)."""
+    ta, tb = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+    tb.weight = ta.weight
+    tm = torch.nn.Sequential(ta, torch.nn.ReLU(), tb)
+    fa, fb = nn.Linear(4, 4), nn.Linear(4, 4)
+    fb.weight = fa.weight
+    fm = nn.Sequential(fa, nn.ReLU(), fb)
+    assert list(fm.state_dict()) == list(tm.state_dict())
+    fm.load_state_dict(tm.state_dict())
+    np.testing.assert_array_equal(np.asarray(fb.weight), ta.weight.detach().numpy())
+    lin = nn.Linear(3, 3)
+    twice = nn.Sequential(lin, nn.ReLU(), lin)
+    tl = torch.nn.Linear(3, 3)
+    assert list(twice.state_dict()) == list(
+        torch.nn.Sequential(tl, torch.nn.ReLU(), tl).state_dict()
+    )
+    assert len(twice.parameters()) == 2  # the optimizer's view: each parameter once

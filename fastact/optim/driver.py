@@ -19,6 +19,7 @@ its state map counts mutations in ``_version`` (per-parameter dicts are :class:`
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from itertools import repeat
 from operator import is_
@@ -135,6 +136,17 @@ def rounding_key(options: dict, counter: int) -> int:
         return -1
     seed = int(options.get("seed", 0))
     return ((seed * 0x9E3779B1) ^ (counter * 0x85EBCA77 + 0x165667B1)) & 0xFFFFFFFF
+
+
+def bucket_key(key: int, group: int, bucket: int) -> int:
+    """The rounding key of one launch: ``key`` mixed with the param group's and the launch's
+    (storage layout bucket's) index, so that no two tensors of an optimizer share a stream
+    (the kernels add the tensor's index within the launch). The first launch of the first
+    group keeps ``key``; -1 (round to nearest even) stays -1."""
+    if key < 0 or (group == 0 and bucket == 0):
+        return key
+    h = (key ^ ((group + 1) * 0x27D4EB2F) ^ ((bucket + 1) * 0x9E3779B1)) & 0xFFFFFFFF
+    return (h * 0x85EBCA6B + (h >> 16)) & 0xFFFFFFFF
 
 
 def _ptr_rows(layout: Layout, n_state: int) -> int:
@@ -257,14 +269,14 @@ def functional_step(
     scalars = spec.scalars(options)
     rows = row_signs(spec, inits)
     key = rounding_key(options, 0)
-    for lay, ptrs, chunks, total, idx in plans:
+    for bi, (lay, ptrs, chunks, total, idx) in enumerate(plans):
         coefs = np.array([coefs_all[k] for k in idx], dtype=np.float64).reshape(len(idx), -1)
         if lay.native:
             ex.optim_launch(spec.kernel, lay.param, ptrs, chunks, coefs, scalars, total,
                             tensors=tensors)  # fmt: skip
         else:
-            ex.optim_launch(spec.kernel, lay, ptrs, chunks, coefs, scalars, total, rows, key,
-                            tensors=tensors)  # fmt: skip
+            ex.optim_launch(spec.kernel, lay, ptrs, chunks, coefs, scalars, total, rows,
+                            bucket_key(key, 0, bi), tensors=tensors)  # fmt: skip
     ex.bump_versions([plist[k] for idx in by_layout.values() for k in idx if ents[k].is_torch])
     for k, obj in made.items():
         for (_key, arg), init in zip(spec.state, inits, strict=True):
@@ -321,6 +333,13 @@ class ParamState(dict):
         return (dict, (dict(self),))
 
 
+def check_step(s: float, name: str) -> None:
+    """ValueError unless a loaded or edited step count is a finite number >= 0 (a negative
+    one made the bias correction complex, a NaN one the parameters NaN)."""
+    if not 0.0 <= s < math.inf:
+        raise ValueError(f"state[{name}]['step'] must be a finite number >= 0, got {s}")
+
+
 class FloatSteps:
     """``state['step']`` as a Python float (fastact.optim's classes), advanced like torch's
     float32 step tensor (:func:`fastact.kernels.optim.next_step`).
@@ -340,6 +359,7 @@ class FloatSteps:
                 steps.append(float(s))
             except (TypeError, ValueError):
                 raise TypeError(f"state[{name}]['step'] must be a number, got {s!r}") from None
+            check_step(steps[-1], name)
         plan.steps = steps
         return any(st is None or "step" not in st for st in plan.sts)
 
@@ -525,6 +545,8 @@ def prepare(opt: Any, ex: Any, grads: Any) -> list:
             ):
                 plan = _plan(opt, ex, ents, js, keys, k0, dt)
                 cache.plans[dt] = plan
+            elif plan.counter is not None:  # counts edited in place since (fill_, copy_)
+                opt._steps.check(plan, k0)
             plan.ptrs[1] = addrs
             buckets.append((plan, keep, k0))
         work.append((group, gi, options, inits, ents, buckets))
@@ -640,11 +662,11 @@ def apply(opt: Any, ex: Any, work: list) -> None:
     scalars_of = spec.scalars
     steps = opt._steps
     touched = []
-    for group, _gi, options, inits, ents, buckets in work:
+    for group, gi, options, inits, ents, buckets in work:
         scal = scalars_of(options)
         rows = None
         key = -1
-        for plan, _keep, _k0 in buckets:
+        for bi, (plan, _keep, _k0) in enumerate(buckets):
             firsts = None
             if plan.fresh:
                 firsts = _create_state(opt, ex, inits, ents, plan, spec)
@@ -665,7 +687,8 @@ def apply(opt: Any, ex: Any, work: list) -> None:
                     rows = row_signs(spec, inits)
                     key = rounding_key(options, int(group.get("rounding_step", 0)))
                 ex.optim_launch(spec.kernel, lay, plan.ptrs, plan.chunks, coefs, scal,
-                                plan.total, rows, key, tensors=bool(plan.tparams))  # fmt: skip
+                                plan.total, rows, bucket_key(key, gi, bi),
+                                tensors=bool(plan.tparams))  # fmt: skip
             touched += plan.tparams
             if new_steps is not None:
                 steps.store(plan, new_steps)

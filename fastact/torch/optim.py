@@ -179,6 +179,7 @@ class TensorSteps:
                         f"got a tensor of shape {tuple(s.shape)}"
                     )
                 steps.append(float(s))
+                driver.check_step(steps[-1], name)
                 b = s._base
                 if col == 0:
                     base = b
@@ -189,6 +190,7 @@ class TensorSteps:
                 steps.append(float(s))
             except (TypeError, ValueError):
                 raise TypeError(f"state[{name}]['step'] must be a number, got {s!r}") from None
+            driver.check_step(steps[-1], name)
             homed = False
         buf = None if base is None else getattr(base, "_fastact_steps", None)
         if homed and buf is not None and buf.size == len(steps):
@@ -203,6 +205,15 @@ class TensorSteps:
             plan.watch_ptrs += at
         plan.steps = steps
         return not homed
+
+    @staticmethod
+    def check(plan: driver.Plan, k0: int) -> None:
+        """ValueError (before anything is written) for a count edited in place to a negative,
+        infinite or NaN value (one vector test of the launch's counts)."""
+        buf = plan.counter
+        if not (buf.min() >= 0 and buf.max() < np.inf):
+            col = int(np.argmin(np.where(np.isfinite(buf) & (buf >= 0), 1, 0)))
+            driver.check_step(float(buf[col]), f"params[{k0 + plan.js[col]}]")
 
     @staticmethod
     def create(plan: driver.Plan) -> None:
