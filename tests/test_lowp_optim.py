@@ -923,3 +923,16 @@ def test_a_loaded_or_edited_step_count_must_be_finite_and_non_negative(bad):
     with pytest.raises(ValueError, match="must be a finite number >= 0"):
         topt.step()
     assert torch.equal(t.detach(), before)
+
+
+def test_8bit_codes_cast_to_float_are_refused_on_load():
+    """A state dict whose 8-bit codes were cast to float (a "cast the state to float64"
+    helper) loaded the codes 0..255 as moment values and dropped the scales: ValueError."""
+    p = np.linspace(-1, 1, 8192).astype(np.float32)
+    opt = fo.AdamW8bit([p])
+    opt.step([np.full(8192, 1e-3, np.float32)])
+    sd = opt.state_dict()
+    sd["state"][0]["exp_avg"] = sd["state"][0]["exp_avg"].astype(np.float64)
+    fresh = fo.AdamW8bit([p.copy()])
+    with pytest.raises(ValueError, match="8-bit codes must stay uint8"):
+        fresh.load_state_dict(sd)

@@ -567,6 +567,12 @@ def load_param_state(
         signed = rows[key]
         if a.shape != e.shape:
             raise ValueError(f"{label} has shape {a.shape} but its parameter has shape {e.shape}")
+        if f"{key}{SCALE_SUFFIX}" in staged and (a.dtype != CODES or bf16):
+            raise ValueError(
+                f"{label} has dtype {'bfloat16' if bf16 else a.dtype} beside its block scales "
+                f"{key + SCALE_SUFFIX!r}: 8-bit codes must stay uint8 (a state dict cast to "
+                "float would load the codes 0..255 as values)"
+            )
         if a.dtype == CODES and not bf16:
             sk = f"{key}{SCALE_SUFFIX}"
             if sk not in staged:
