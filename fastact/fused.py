@@ -155,6 +155,11 @@ def _walk(py: Callable, seen: set[int] | None = None):
             items.append((n, cell.cell_contents))
         except ValueError:  # an empty cell
             continue
+    names = {n for c in _codes(py.__code__) for n in c.co_names}
+    for n, v in list(items):
+        if isinstance(v, types.ModuleType) and not _is_fastact(v) and v not in (math, np):
+            # a helper reached as ``module.helper``: the attributes the code reads
+            items += [(f"{n}.{a}", getattr(v, a)) for a in sorted(names) if hasattr(v, a)]
     for n, v in items:
         yield n, v
         inner = _user_function(v)
@@ -186,6 +191,7 @@ def _cache_key(py: Callable, extra: str) -> tuple[str, bool]:
 
     def code_hash(fn: Callable) -> None:
         h.update(marshal.dumps(fn.__code__))
+        h.update(repr((fn.__defaults__, fn.__kwdefaults__)).encode())  # a helper's k=2.0
 
     code_hash(py)
     for n, v in _walk(py):
@@ -363,8 +369,7 @@ class _Scalar:
         py: Callable,
         name: str,
         arg_names: tuple[str, ...],
-        key: str,
-        cacheable: bool,
+        extra: str,
         threshold: int,
         index: int | None = None,
         returns: int | None = None,
@@ -373,8 +378,11 @@ class _Scalar:
         self.py = py
         self.name = name
         self.arg_names = arg_names
-        self.key = key
-        self.cacheable = cacheable
+        self.extra = extra  # what else the cache key covers ("forward", "grad of ...")
+        #: per compute dtype, (cache key, cacheable) taken when the variant is typed: the
+        #: typed copy freezes the globals' and closure cells' values of that moment, which
+        #: may differ from those at decoration (a key from then served stale kernels)
+        self.keys: dict[np.dtype, tuple[str, bool]] = {}
         self.threshold = threshold
         self.index = index
         self.returns = returns  # None: one number; k: a tuple of k numbers
@@ -395,6 +403,7 @@ class _Scalar:
         disp = self.variants.get(dtype)
         if disp is not None:
             return disp
+        self.keys[dtype] = _cache_key(self.py, self.extra)  # the values _typed reads below
         memo = self._memo(dtype)
         if memo is not None:
             ints, msg = memo
@@ -408,8 +417,9 @@ class _Scalar:
         return disp
 
     def _memo_path(self, dtype: np.dtype) -> Any:
-        tag = f"{self.key}-{dtype.char}-{self.index}-{self.returns}"
-        return None if not self.cacheable else cache_dir() / f"fused-{tag}.check"
+        key, cacheable = self.keys[dtype]
+        tag = f"{key}-{dtype.char}-{self.index}-{self.returns}"
+        return None if not cacheable else cache_dir() / f"fused-{tag}.check"
 
     def _memo(self, dtype: np.dtype) -> tuple[bool, str] | None:
         path = self._memo_path(dtype)
@@ -509,6 +519,7 @@ class _Scalar:
                 f"(got {arity}); pass the others as Python numbers"
             )
         v = self.variant(dtype)
+        key, cacheable = self.keys[dtype]
         a = [f"a{i}" for i, c in enumerate(pattern) if c == "a"]
         s = [f"a{i}" for i, c in enumerate(pattern) if c == "s"]
         call = f"v({', '.join(f'a{i}' for i in range(len(pattern)))})"
@@ -517,7 +528,7 @@ class _Scalar:
         tag = f"{'f' if dtype == _F32 else 'd'}_{pattern}" + (
             "" if self.index is None else f"_d{self.index}"
         )
-        wname = f"fused_{_ident(self.name)}_{self.key}_{tag}"
+        wname = f"fused_{_ident(self.name)}_{key}_{tag}"
         ns: dict[str, Any] = {"v": v}
         exec(f"def {wname}({', '.join(a + s)}):\n    return {call}\n", ns)
         w = jit(ns[wname], fastmath=set(ELEMENTWISE_FASTMATH))
@@ -530,7 +541,7 @@ class _Scalar:
             threshold=self.threshold,
             doc=f"fastact.elementwise({self.name})",
             arity=arity,
-            cache=None if self.cacheable else False,
+            cache=None if cacheable else False,
             stream=self.stream,
         )
         self.specs[(pattern, dtype)] = sp
@@ -559,11 +570,11 @@ class ElementwiseFunction:
         self.__doc__ = py.__doc__
         self.__module__ = py.__module__
         self.arg_names = names
-        key, cacheable = _cache_key(py, "forward")
+        key, _ = _cache_key(py, "forward")  # the grads' keys name it (each variant its own)
         thr = _threshold(py) if threshold is None else _check_threshold(threshold)
         self.threshold = thr
         libm = _libm_calls(py)
-        self._forward = _Scalar(py, py.__name__, names, key, cacheable, thr, stream=_streams(py))
+        self._forward = _Scalar(py, py.__name__, names, "forward", thr, stream=_streams(py))
         self._fast1: dict[np.dtype, tuple] = {}  # dtype -> (serial, parallel) loops
         self._grads: tuple[_Scalar | None, ...] = ()
         self.grad = grad
@@ -574,7 +585,6 @@ class ElementwiseFunction:
                     f"grad must take (g, {', '.join(names)}): {len(names) + 1} arguments, "
                     f"got {len(gnames)}"
                 )
-            gkey, gcache = _cache_key(gpy, f"grad of {key}")
             libm += [c for c in _libm_calls(gpy) if c not in libm]
             n = len(names)
             self._grads = tuple(
@@ -582,8 +592,7 @@ class ElementwiseFunction:
                     gpy,
                     gpy.__name__,
                     gnames,
-                    gkey,
-                    gcache,
+                    f"grad of {key}",
                     thr,
                     index=None if n == 1 else j,
                     returns=None if n == 1 else n,

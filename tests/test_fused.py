@@ -387,6 +387,11 @@ def test_fastact_cores_do_not_warn():
 
 
 # ------------------------------------------------------------------------- cache, threads
+def _key(ef):
+    """(cache key, cacheable) of an elementwise function's forward as of now."""
+    return fastact.fused._cache_key(ef._forward.py, ef._forward.extra)
+
+
 def test_cache_key_follows_source_and_closure():
     def make(c):
         def f(x):
@@ -395,8 +400,8 @@ def test_cache_key_follows_source_and_closure():
         return fastact.elementwise(f)
 
     a, b, c = make(0.5), make(0.5), make(0.25)
-    assert a._forward.key == b._forward.key != c._forward.key
-    assert a._forward.cacheable
+    assert _key(a)[0] == _key(b)[0] != _key(c)[0]
+    assert _key(a)[1]
 
     def g(x):
         return x * 0.5
@@ -404,13 +409,79 @@ def test_cache_key_follows_source_and_closure():
     def h(x):
         return x * 0.25
 
-    assert fastact.elementwise(g)._forward.key != fastact.elementwise(h)._forward.key
+    assert _key(fastact.elementwise(g))[0] != _key(fastact.elementwise(h))[0]
     obj = object()
 
     def k(x):
         return x if obj is None else x
 
-    assert not fastact.elementwise(k)._forward.cacheable
+    assert not _key(fastact.elementwise(k))[1]
+
+
+def test_disk_cache_follows_values_and_helpers_of_the_moment_of_compiling(tmp_path):
+    """The key is taken when a variant is compiled (the typed copy freezes the values of
+    then): a global rebound between decoration and the first call was compiled with its new
+    value but stored under the old value's key, which a later process with the old value
+    loaded. An edited helper reached as ``module.helper`` and a helper's changed default
+    argument are in the key too."""
+    (tmp_path / "helpmod.py").write_text(
+        "import numba\n@numba.njit\ndef helper(x):\n    return x * 2\n"
+        "def scale(x, k=2.0):\n    return x * k\n"
+    )
+    script = textwrap.dedent(
+        """
+        import sys, numpy as np, fastact, helpmod
+        from helpmod import scale
+        K = 1.0
+
+        @fastact.elementwise
+        def g(x):
+            return x * K
+
+        @fastact.elementwise
+        def f(x):
+            return helpmod.helper(x) + scale(x)
+
+        if sys.argv[1] == "late":
+            K = 5.0
+        print(g(np.ones(1))[0], f(np.ones(1))[0])
+        """
+    )
+    env = {**os.environ, "FASTACT_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}  # fmt: skip
+    env.pop("FASTACT_DISABLE_CACHE", None)
+
+    def run(arg):
+        out = subprocess.run([sys.executable, "-c", script, arg], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+        return [float(v) for v in out.split()]
+
+    assert run("late") == [5.0, 4.0]
+    assert run("early") == [1.0, 4.0]  # was 5.0: the late kernel under the early key
+    (tmp_path / "helpmod.py").write_text(
+        "import numba\n@numba.njit\ndef helper(x):\n    return x * 3\n"
+        "def scale(x, k=5.0):\n    return x * k\n"
+    )
+    for p in tmp_path.rglob("__pycache__"):
+        for q in p.iterdir():
+            q.unlink()
+    assert run("early") == [1.0, 8.0]  # was 4.0: the edited helper and default not seen
+
+
+def test_inplace_refuses_arguments_that_overlap_the_array_partly():
+    """``.inplace(b[1:], b[:-1])`` read elements it had already written (NumPy's ufuncs
+    buffer such calls); out= refused it already. The array itself is fine."""
+
+    @fastact.elementwise
+    def f2(x, a):
+        return x * 2 + a
+
+    b = np.arange(8.0)
+    with pytest.raises(ValueError, match="partially overlaps"):
+        f2.inplace(b[1:], b[:-1])
+    np.testing.assert_array_equal(b, np.arange(8.0))
+    f2.inplace(b, b)
+    np.testing.assert_array_equal(b, np.arange(8.0) * 3)
 
 
 def test_disk_cache_is_used_by_a_new_process(tmp_path):

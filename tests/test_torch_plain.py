@@ -432,3 +432,41 @@ def test_loss_warnings_point_at_the_calling_line():
         assert [r.filename for r in rec] == [__file__] * 3, [
             (r.filename, str(r.message)) for r in rec
         ]
+
+
+def test_tensors_whose_elements_share_memory_are_not_written():
+    """An expanded tensor (stride 0) as out= or in place: torch refuses ("more than one
+    element of the written-to tensor refers to a single memory location"); fastact wrote
+    every row into the same memory (only the last survived). The same for a writable NumPy
+    view with a zero stride."""
+    x = torch.arange(9.0).reshape(3, 3)
+    out = torch.zeros(3).expand(3, 3)
+    with pytest.raises(RuntimeError, match="single memory location"):
+        torch.nn.functional.silu(out, inplace=True)
+    with pytest.raises(ValueError, match="share memory"):
+        fastact.relu(x, out=out)
+    assert (out == 0).all()
+    with pytest.raises(ValueError, match="share memory"):
+        fastact.silu_(torch.ones(3).expand(3, 3))
+    a = np.lib.stride_tricks.as_strided(np.zeros(3), (3, 3), (0, 8), writeable=True)
+    with pytest.raises(ValueError, match="share memory"):
+        fastact.relu(np.ones((3, 3)), out=a)
+
+
+def test_inference_tensors_are_not_updated_in_place_outside_inference_mode():
+    """torch's rule: an inference tensor may be updated in place only inside
+    inference_mode; fastact modified it (plain API and fastact.torch)."""
+    import fastact.torch.autograd as AF
+
+    with torch.inference_mode():
+        xi = torch.randn(5)
+    before = xi.clone()
+    with pytest.raises(RuntimeError, match="nference"):
+        fastact.relu_(xi)
+    assert torch.equal(xi, before)  # checked before anything is written
+    with pytest.raises(RuntimeError, match="nference"):
+        AF.relu_(xi)  # torch's own relu_ (which writes, then raises)
+    with torch.inference_mode():
+        assert fastact.relu_(xi) is xi
+    assert (xi >= 0).all()
+    assert torch.equal(fastact.relu(before), before.clamp_min(0))  # reading it is fine

@@ -74,6 +74,18 @@ def as_float_array(x: Any, name: str) -> np.ndarray:
     return arr if arr.dtype == cd else arr.astype(cd)
 
 
+def no_self_overlap(a: np.ndarray, name: str) -> np.ndarray:
+    """ValueError when elements of an array to be written share memory (a zero stride along
+    a dimension of more than one element: an expanded torch tensor, a writable
+    ``as_strided`` view); torch refuses to write such tensors too."""
+    if 0 in a.strides and any(st == 0 and n > 1 for st, n in zip(a.strides, a.shape, strict=True)):
+        raise ValueError(
+            f"{name} has elements that share memory (a zero stride, e.g. an expanded tensor) "
+            "and cannot be written: pass a contiguous copy"
+        )
+    return a
+
+
 def check_inplace(x: Any, name: str = "input") -> np.ndarray:
     """``x`` must be a writeable float32/float64 ndarray to be overwritten in place."""
     if not isinstance(x, np.ndarray):
@@ -84,7 +96,7 @@ def check_inplace(x: Any, name: str = "input") -> np.ndarray:
         raise TypeError(f"{name} must be float32 or float64 to be modified in place, got {x.dtype}")
     if not x.flags.writeable:
         raise ValueError(f"{name} is read-only and cannot be modified in place")
-    return x
+    return no_self_overlap(x, name)
 
 
 def check_out(out: Any, shape: tuple, dtype: np.dtype, inputs: tuple, name: str = "out"):
@@ -101,6 +113,7 @@ def check_out(out: Any, shape: tuple, dtype: np.dtype, inputs: tuple, name: str 
         raise TypeError(f"{name} has dtype {out.dtype}, expected {dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
+    no_self_overlap(out, name)
     for a in inputs:
         if a is None or a is out or not np.may_share_memory(out, a):
             continue
@@ -235,10 +248,15 @@ def tensor_output(t: Any, name: str) -> np.ndarray:
         )
     if t.is_conj() or t.is_neg():
         raise TypeError(f"{name} has a lazy conjugate/negative bit; cannot be written in place")
+    if t.is_inference() and not torch_module().is_inference_mode_enabled():
+        raise RuntimeError(  # torch's rule and error type
+            f"{name}: inplace update to inference tensor outside InferenceMode is not allowed"
+        )
     try:
-        return t.numpy()
+        a = t.numpy()
     except (TypeError, RuntimeError) as exc:
         raise TypeError(f"{name} cannot be written as a NumPy array: {exc}") from None
+    return no_self_overlap(a, name)
 
 
 def as_tensor(a: Any) -> Any:

@@ -355,6 +355,9 @@ def map_call(fn: Any, args: tuple, out: Any, inplace: bool, names: tuple):
     arrays = [a.astype(cd, copy=False) for a in arrays]
     if inplace:
         out = args[0]
+        # the other arguments may be the array itself, not a part of it (the loop would
+        # read elements it already wrote)
+        check_out(out, out.shape, out.dtype, tuple(arrays[1:]), names[0])
         arrays[0] = out
     elif out is not None:
         out = check_out(out, shape, rdt, tuple(arrays))

@@ -351,6 +351,8 @@ def _check_leaf(x: torch.Tensor) -> None:
 def _elementwise(op: Spec, x: Any, values: tuple, inplace: bool, fallback: Any) -> Any:
     """Run ``op`` through :class:`Elementwise` when fastact takes ``x``, else torch's. Without
     autograd (no grad needed) the kernel runs directly, with no graph node."""
+    if inplace and x.is_inference() and not torch.is_inference_mode_enabled():
+        return fallback(x, *values, inplace)  # torch's error: no in-place update of it here
     if supported(x):
         if x.is_contiguous():
             if not (x.requires_grad and torch.is_grad_enabled()):
