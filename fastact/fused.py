@@ -62,6 +62,7 @@ from fastact._core.math import erf, erfc, exp, expm1, log, log1p, tanh
 from fastact._core.threads import num_threads
 from fastact._core.thresholds import THRESHOLDS
 from fastact.host.elementwise import kernels as _host_kernels
+from fastact.host.launch import reraise_inner
 from fastact.kernels.activations import ACTIVATIONS
 from fastact.kernels.elementwise import MAP_LOOPS, REQUIRED, Elementwise
 
@@ -733,10 +734,13 @@ class ElementwiseFunction:
         if n:
             ks = sp.host.get("forward") or _host_kernels(sp, "forward")
             k = ks[1] if n >= sp.threshold and num_threads() > 1 else ks[0]
-            if x.ndim == 1:
-                k(*arrays, res, *kp)
-            else:
-                k(*(a.ravel() for a in arrays), res.ravel(), *kp)
+            try:
+                if x.ndim == 1:
+                    k(*arrays, res, *kp)
+                else:
+                    k(*(a.ravel() for a in arrays), res.ravel(), *kp)
+            except SystemError as e:
+                reraise_inner(e)
         return res
 
 

@@ -620,3 +620,19 @@ def test_int_literals_in_loops_and_powers():
     h = x * F32(0.125)
     assert y.dtype == F32
     np.testing.assert_allclose(y, h * h + F32(3) * h, rtol=2e-7, atol=1e-7)
+
+
+def test_an_exception_inside_the_parallel_loop_is_the_users():
+    """A ValueError raised by the kernel came out of the parallel loop (10**6 elements) as
+    numba's SystemError ("returned a result with an exception set"), the user's error only
+    in its context; the serial loop raised it as is."""
+
+    @fastact.elementwise
+    def checked(x):
+        if x < 0:
+            raise ValueError("negative input")
+        return x
+
+    for n in (1000, 10**6, 10**6):  # the last: the fast path of a call seen before
+        with pytest.raises(ValueError, match="negative input"):
+            checked(-np.ones(n))

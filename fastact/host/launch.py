@@ -59,4 +59,16 @@ def launch(
         ):
             run_split(kernels[0], args, split, pool, 1)
             return
-    pick(kernels, n, threshold)(*args)
+    try:
+        pick(kernels, n, threshold)(*args)
+    except SystemError as e:
+        reraise_inner(e)
+
+
+def reraise_inner(e: SystemError):
+    """Raise the exception a parallel loop raised inside (a user's kernel: numba reports
+    "returned a result with an exception set", the error itself only in the context)."""
+    ctx = e.__context__
+    if isinstance(ctx, Exception) and not isinstance(ctx, SystemError):
+        raise ctx.with_traceback(ctx.__traceback__) from None
+    raise e
