@@ -636,3 +636,40 @@ def test_an_exception_inside_the_parallel_loop_is_the_users():
     for n in (1000, 10**6, 10**6):  # the last: the fast path of a call seen before
         with pytest.raises(ValueError, match="negative input"):
             checked(-np.ones(n))
+
+
+def test_cpu_tensors_like_the_activations():
+    """Tensors in, tensors out (bfloat16 back as bfloat16), tensor out= and in place, the
+    fastact error for a tensor that requires grad, and .backward summed to each tensor's
+    shape; it returned NumPy arrays and refused tensor out= and .inplace."""
+    import torch
+
+    from fastact.scalar import gelu, sigmoid
+
+    @fastact.elementwise
+    def prep(x, a):
+        return gelu(x) * a
+
+    t = torch.randn(4, 3)
+    r = prep(t, 2.0)
+    assert type(r) is torch.Tensor and r.dtype == torch.float32
+    np.testing.assert_array_equal(r.numpy(), prep(t.numpy(), 2.0))
+    o = torch.empty(4, 3)
+    assert prep(t, 2.0, out=o) is o and torch.equal(o, r)
+    u = t.clone()
+    assert prep.inplace(u, 2.0) is u and torch.equal(u, r)
+    assert prep(t.bfloat16(), 2.0).dtype == torch.bfloat16
+    with pytest.raises(TypeError, match="requires grad"):
+        prep(torch.randn(3, requires_grad=True), 1.0)
+
+    def grad(g, x, a):
+        s = sigmoid(a * x)
+        return g * s * (1 + a * x * (1 - s)), g * x * x * s * (1 - s)
+
+    f = fastact.elementwise(lambda x, a: x * sigmoid(a * x), grad=grad)
+    x, a = torch.randn(4, 3), torch.randn(3)
+    gx, ga = f.backward(torch.ones(4, 3), x, a)
+    assert type(ga) is torch.Tensor and ga.shape == (3,)
+    want = f.backward(np.ones((4, 3)), x.numpy(), a.numpy())
+    np.testing.assert_allclose(gx.numpy(), want[0], rtol=1e-6)
+    np.testing.assert_allclose(ga.numpy(), want[1], rtol=1e-6)

@@ -301,6 +301,25 @@ def _broadcast_shape(x: np.ndarray, kp: tuple, name: str, pnames: tuple = ()) ->
 
 
 # ------------------------------------------------------------------- a user's fused function
+def _map_on_tensor_views(fn: Any, args: tuple, out: Any, inplace: bool, names: tuple):
+    """:func:`map_call` with CPU tensors among the arguments, on their NumPy views."""
+    views = tuple(
+        tensor_input(a, n) if is_tensor(a) else a for a, n in zip(args, names, strict=True)
+    )
+    if inplace:
+        first = output_view(args[0], names[0])  # the tensor's own memory (a TypeError else)
+        map_call(fn, (first, *views[1:]), None, True, names)
+        return args[0]
+    if out is not None:
+        map_call(fn, views, output_view(out), False, names)
+        return out
+    res = as_tensor(map_call(fn, views, None, False, names))
+    bf16 = torch_module().bfloat16
+    if all(a.dtype == bf16 for a in args if is_tensor(a)):  # as the activations' results
+        res = res.to(bf16)
+    return res
+
+
 def map_call(fn: Any, args: tuple, out: Any, inplace: bool, names: tuple):
     """A ``fastact.elementwise`` function over host arguments, with a NumPy ufunc's rules.
 
@@ -308,7 +327,11 @@ def map_call(fn: Any, args: tuple, out: Any, inplace: bool, names: tuple):
     pattern of array (``"a"``) and scalar (``"s"``) arguments and a compute dtype. Python
     numbers are scalars of the arrays' dtype (NumPy's weak scalars); 0-d arrays and NumPy
     scalars take part in the dtype and are passed as scalars; the other arrays broadcast.
-    Everything is checked before anything is written."""
+    Everything is checked before anything is written. CPU tensors run on their NumPy views
+    (as the activations': tensor results, tensor ``out=`` and in place)."""
+    if any_tensor(out, *args):
+        with tensor_calls():
+            return _map_on_tensor_views(fn, args, out, inplace, names)
     if not inplace and out is None and any(is_dask(a) for a in args):
         return _dask_map(fn, args, names)
     pattern, arrays, values, dtypes, weak = [], [], [], [], []
