@@ -38,12 +38,14 @@ process. A function reading other kinds of globals is compiled in memory.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import keyword
 import marshal
 import math
 import os
 import re
+import sys
 import types
 import warnings
 from collections.abc import Callable
@@ -390,6 +392,14 @@ class _Scalar:
         self.stream = stream  # see _streams
         self.variants: dict[np.dtype, Any] = {}
         self.specs: dict[tuple[str, np.dtype], Elementwise] = {}
+        #: (the ElementwiseFunction, None for its forward or the gradient's index): pickled
+        #: as that, by reference (dask ships the compiled function of each block's task)
+        self.owner: tuple | None = None
+
+    def __reduce__(self) -> tuple:
+        if self.owner is None:
+            raise TypeError(f"{self.name}'s compiled function cannot be pickled on its own")
+        return (_scalar_of, self.owner)
 
     # ------------------------------------------------------------------ per dtype
     def _typed(self, dtype: np.dtype, ints: bool) -> Callable:
@@ -554,6 +564,22 @@ def _ident(name: str) -> str:
 
 
 # ============================================================================ the front end
+def _module_attr(module: str, qualname: str) -> Any:
+    """``module.qualname`` (unpickling an :class:`ElementwiseFunction` by reference)."""
+    target: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def _rebuild(py: Callable, grad: Callable | None, threshold: int) -> ElementwiseFunction:
+    return ElementwiseFunction(py, grad=grad, threshold=threshold)
+
+
+def _scalar_of(owner: ElementwiseFunction, index: int | None) -> _Scalar:
+    return owner._forward if index is None else owner._grads[index]
+
+
 class ElementwiseFunction:
     """The array function made by :func:`elementwise` (see the module docstring)."""
 
@@ -576,6 +602,7 @@ class ElementwiseFunction:
         self.threshold = thr
         libm = _libm_calls(py)
         self._forward = _Scalar(py, py.__name__, names, "forward", thr, stream=_streams(py))
+        self._forward.owner = (self, None)
         self._fast1: dict[np.dtype, tuple] = {}  # dtype -> (serial, parallel) loops
         self._grads: tuple[_Scalar | None, ...] = ()
         self.grad = grad
@@ -601,6 +628,8 @@ class ElementwiseFunction:
                 )
                 for j in range(n)
             )
+            for j, g in enumerate(self._grads):
+                g.owner = (self, j)
         if libm:
             repl = [
                 f"{c} -> fastact.scalar.{_REPLACEMENTS[c.split('.')[1]]}"
@@ -617,6 +646,20 @@ class ElementwiseFunction:
             if other:
                 msg += f" ({', '.join(other)}: no fastact.scalar replacement)"
             _warn(msg, ScalarMathWarning)
+
+    def __reduce__(self) -> tuple:
+        """Pickled by reference (module and name), like a function: another process (dask's
+        process schedulers and distributed workers, a spawn pool) imports the module and
+        gets the same function, its globals and compile cache, instead of a copy of its
+        compiled parts (which lost the globals of fastact's scalar cores). A function not
+        reachable by its name is pickled as its arguments, for cloudpickle."""
+        mod = sys.modules.get(self.__module__)
+        target: Any = mod
+        for part in self.__qualname__.split("."):
+            target = getattr(target, part, None)
+        if target is self:
+            return (_module_attr, (self.__module__, self.__qualname__))
+        return (_rebuild, (self.__wrapped__, self.grad, self.threshold))
 
     def __repr__(self) -> str:
         return f"<fastact.elementwise {self.__qualname__}({', '.join(self.arg_names)})>"

@@ -673,3 +673,45 @@ def test_cpu_tensors_like_the_activations():
     want = f.backward(np.ones((4, 3)), x.numpy(), a.numpy())
     np.testing.assert_allclose(gx.numpy(), want[0], rtol=1e-6)
     np.testing.assert_allclose(ga.numpy(), want[1], rtol=1e-6)
+
+
+def test_pickled_by_reference_for_other_processes(tmp_path):
+    """A function from an importable module pickles as its module and name (and its
+    compiled parts, which dask ships with each block's task, as their function's): another
+    process imports it with its globals. Pickling by value lost the globals of fastact's
+    scalar cores (numba: "Untyped global name '_gelu_fw'") under dask's process schedulers,
+    and plain pickle refused it."""
+    import pickle
+
+    (tmp_path / "mykern.py").write_text(
+        "import fastact\nfrom fastact.scalar import gelu\n\n"
+        "@fastact.elementwise\ndef prep(x):\n    return gelu(x) + 1\n"
+    )
+    script = textwrap.dedent(
+        """
+        import multiprocessing as mp, pickle, numpy as np, dask.array as da
+        import fastact, mykern
+        if __name__ == "__main__":
+            x = np.linspace(-2, 2, 40).reshape(4, 10)
+            assert pickle.loads(pickle.dumps(mykern.prep)) is mykern.prep
+            assert pickle.loads(pickle.dumps(mykern.prep._forward)) is mykern.prep._forward
+            with mp.get_context("spawn").Pool(1) as pool:
+                assert np.array_equal(pool.map(mykern.prep, [x])[0], mykern.prep(x))
+            dx = da.from_array(x, chunks=2)
+            got = mykern.prep(dx).compute(scheduler="processes", num_workers=1)
+            assert np.array_equal(got, mykern.prep(x))
+            print("ok")
+        """
+    )
+    (tmp_path / "run.py").write_text(script)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(tmp_path)])}
+    out = subprocess.run([sys.executable, str(tmp_path / "run.py")], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+    @fastact.elementwise
+    def local(x):
+        return x + 1
+
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        pickle.dumps(local)  # a local function: as for any local function
