@@ -381,7 +381,7 @@ class _Scalar:
         self.py = py
         self.name = name
         self.arg_names = arg_names
-        self.extra = extra  # what else the cache key covers ("forward", "grad of ...")
+        self.extra = extra  # what else the cache key covers ("forward" or "grad")
         #: per compute dtype, (cache key, cacheable) taken when the variant is typed: the
         #: typed copy freezes the globals' and closure cells' values of that moment, which
         #: may differ from those at decoration (a key from then served stale kernels)
@@ -564,11 +564,12 @@ def _ident(name: str) -> str:
 
 
 # ============================================================================ the front end
-def _module_attr(module: str, qualname: str) -> Any:
-    """``module.qualname`` (unpickling an :class:`ElementwiseFunction` by reference)."""
-    target: Any = importlib.import_module(module)
+def _module_attr(module: str, qualname: str, imported: bool = False) -> Any:
+    """``module.qualname`` (unpickling an :class:`ElementwiseFunction` by reference; with
+    ``imported``, among the modules already imported, None where it is not)."""
+    target: Any = sys.modules.get(module) if imported else importlib.import_module(module)
     for part in qualname.split("."):
-        target = getattr(target, part)
+        target = getattr(target, part, None)
     return target
 
 
@@ -597,7 +598,6 @@ class ElementwiseFunction:
         self.__doc__ = py.__doc__
         self.__module__ = py.__module__
         self.arg_names = names
-        key, _ = _cache_key(py, "forward")  # the grads' keys name it (each variant its own)
         thr = _threshold(py) if threshold is None else _check_threshold(threshold)
         self.threshold = thr
         libm = _libm_calls(py)
@@ -620,7 +620,7 @@ class ElementwiseFunction:
                     gpy,
                     gpy.__name__,
                     gnames,
-                    f"grad of {key}",
+                    "grad",  # its own code decides its kernels, whichever forward it serves
                     thr,
                     index=None if n == 1 else j,
                     returns=None if n == 1 else n,
@@ -653,11 +653,7 @@ class ElementwiseFunction:
         gets the same function, its globals and compile cache, instead of a copy of its
         compiled parts (which lost the globals of fastact's scalar cores). A function not
         reachable by its name is pickled as its arguments, for cloudpickle."""
-        mod = sys.modules.get(self.__module__)
-        target: Any = mod
-        for part in self.__qualname__.split("."):
-            target = getattr(target, part, None)
-        if target is self:
+        if _module_attr(self.__module__, self.__qualname__, imported=True) is self:
             return (_module_attr, (self.__module__, self.__qualname__))
         return (_rebuild, (self.__wrapped__, self.grad, self.threshold))
 

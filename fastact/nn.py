@@ -269,6 +269,18 @@ def _make_class(name: str, body: dict, doc: str) -> type:
 
 
 # ----------------------------------------------------------------------------- activations
+def _output_gives_gradient(spec: Any, params: dict) -> bool:
+    """Whether the spec's gradient can be taken from its output with these parameters (its
+    ``check_output``: not with a negative slope or alpha, nor threshold's value above it)."""
+    if spec is None or spec.check_output is None:
+        return True
+    try:
+        spec.check_output(*(params[n] for n in spec.param_names))
+    except ValueError:
+        return False
+    return True
+
+
 def _activation_module(cls_name: str, fname: str) -> type:
     """A module class for the elementwise activation ``fastact.<fname>``: constructor
     arguments are the function's parameters in the function's (= torch's) order."""
@@ -276,6 +288,7 @@ def _activation_module(cls_name: str, fname: str) -> type:
     bwd = getattr(F, fname + "_backward")
     bwd_params = inspect.signature(bwd).parameters
     from_output = "output" in bwd_params
+    spec = F.ACTIVATIONS.get(fname)
     params = [
         p.replace(kind=_P.POSITIONAL_OR_KEYWORD)
         for n, p in inspect.signature(fwd).parameters.items()
@@ -298,12 +311,12 @@ def _activation_module(cls_name: str, fname: str) -> type:
         if not inplace:  # the input, as torch (an output may be overwritten by an in-place
             y = fwd(x, **params)  # successor: logsigmoid's cheaper gradient from it was wrong)
             self._saved = ("input", x)
-        elif from_output and not (fname == "threshold" and params["value"] > params["threshold"]):
-            # the derivative is recovered from the output (torch: ...Backward1); threshold's
-            # only while the replacement value cannot pass for an input above the threshold
+        elif from_output and _output_gives_gradient(spec, params):
+            # the derivative is recovered from the output (torch: ...Backward1)
             y = fwd(x, **params, inplace=True)
             self._saved = ("output", y)
-        else:  # the derivative needs x itself: keep a copy (torch keeps the original input)
+        else:  # the derivative needs x itself (or the parameters hide it in the output: a
+            # negative slope, threshold's value above it): keep a copy, as fastact.torch does
             saved = np.array(x, copy=True)
             y = fwd(x, **params, inplace=True)
             self._saved = ("input", saved)

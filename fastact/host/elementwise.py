@@ -196,12 +196,15 @@ def _on_tensor_views(op, kind, inputs, values, out, inplace, names):
         elementwise(op, kind, views, values, output_view(out), False, names)
         return out
     res = elementwise(op, kind, views, values, None, False, names)
-    tensors = [a for a in inputs if is_tensor(a)]
-    if not tensors:
-        return res
+    return _tensor_result(res, inputs) if any(is_tensor(a) for a in inputs) else res
+
+
+def _tensor_result(res: Any, args: tuple) -> Any:
+    """A NumPy result as a tensor for tensor arguments: bfloat16 (computed in float32) when
+    every tensor argument is, as torch's result would be."""
     res = as_tensor(res)
     bf16 = torch_module().bfloat16
-    if all(t.dtype == bf16 for t in tensors):  # computed in float32, returned as torch would
+    if all(a.dtype == bf16 for a in args if is_tensor(a)):
         res = res.to(bf16)
     return res
 
@@ -313,11 +316,7 @@ def _map_on_tensor_views(fn: Any, args: tuple, out: Any, inplace: bool, names: t
     if out is not None:
         map_call(fn, views, output_view(out), False, names)
         return out
-    res = as_tensor(map_call(fn, views, None, False, names))
-    bf16 = torch_module().bfloat16
-    if all(a.dtype == bf16 for a in args if is_tensor(a)):  # as the activations' results
-        res = res.to(bf16)
-    return res
+    return _tensor_result(map_call(fn, views, None, False, names), args)
 
 
 def map_call(fn: Any, args: tuple, out: Any, inplace: bool, names: tuple):

@@ -1116,7 +1116,9 @@ class Loss:
     ``return_grad=True``; ``arrays``: the other array arguments; ``kernels``: the scalar
     definitions of :data:`ELEMENTWISE_SCALARS` it runs (empty for the row-wise losses, which
     have loops of their own); ``kind``: ``"elementwise"``, ``"rows"`` (rows of the last axis)
-    or ``"classes"`` (class axis 1); ``formula``: one line for the docs."""
+    or ``"classes"`` (class axis 1); ``formula``: one line for the docs; ``promotes``: torch
+    promotes the input with a wider float target (float32 input, float64 target: a float64
+    loss; not huber_loss, which keeps the input's dtype)."""
 
     name: str
     module: str
@@ -1125,6 +1127,7 @@ class Loss:
     kernels: tuple[str, ...]
     kind: str
     formula: str
+    promotes: bool = True
 
 
 LOSSES: dict[str, Loss] = {
@@ -1165,6 +1168,7 @@ LOSSES: dict[str, Loss] = {
             ("huber",),
             "elementwise",
             "0.5 d^2 if |d| < delta else delta (|d| - 0.5 delta)",
+            promotes=False,
         ),
         Loss(
             "binary_cross_entropy",

@@ -759,13 +759,13 @@ def _loss_call(spec: Any, fn: Any, tfn: Any, params: tuple, a: dict) -> Any:
         return tfn(**a)
     t = a.get("target")
     if (
-        isinstance(t, torch.Tensor)
+        spec.promotes
+        and isinstance(t, torch.Tensor)
         and t.is_floating_point()
         and t.dtype != inputs[0].dtype
-        and spec.name != "huber_loss"  # torch's keeps the input's dtype
     ):
-        # torch promotes the prediction with a float target (float32 input, float64 target:
-        # a float64 loss); cast the inputs (differentiably) where the target is wider
+        # torch promotes the prediction with a wider float target: cast the inputs
+        # (differentiably)
         wide = torch.promote_types(inputs[0].dtype, t.dtype)
         if wide != inputs[0].dtype:
             if not supported(torch.empty(0, dtype=wide)):

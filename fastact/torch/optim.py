@@ -179,7 +179,6 @@ class TensorSteps:
                         f"got a tensor of shape {tuple(s.shape)}"
                     )
                 steps.append(float(s))
-                driver.check_step(steps[-1], name)
                 b = s._base
                 if col == 0:
                     base = b
@@ -190,8 +189,9 @@ class TensorSteps:
                 steps.append(float(s))
             except (TypeError, ValueError):
                 raise TypeError(f"state[{name}]['step'] must be a number, got {s!r}") from None
-            driver.check_step(steps[-1], name)
             homed = False
+        for count, name in zip(steps, names, strict=True):
+            driver.check_step(count, name)
         buf = None if base is None else getattr(base, "_fastact_steps", None)
         if homed and buf is not None and buf.size == len(steps):
             at = [buf.ctypes.data + col * buf.itemsize for col in range(buf.size)]
@@ -211,8 +211,8 @@ class TensorSteps:
         """ValueError (before anything is written) for a count edited in place to a negative,
         infinite or NaN value (one vector test of the launch's counts)."""
         buf = plan.counter
-        if not (buf.min() >= 0 and buf.max() < np.inf):
-            col = int(np.argmin(np.where(np.isfinite(buf) & (buf >= 0), 1, 0)))
+        if not (buf.min() >= 0 and buf.max() < np.inf):  # NaN fails both
+            col = int(np.argmax(~((buf >= 0) & (buf < np.inf))))
             driver.check_step(float(buf[col]), f"params[{k0 + plan.js[col]}]")
 
     @staticmethod
