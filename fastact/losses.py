@@ -545,7 +545,7 @@ def binary_cross_entropy_with_logits(
     )
     return _elementwise(
         ex, "bce_logits", red, {"input": x, "target": t}, ("input",), return_grad, input,
-        weights=tuple(ws), bufs=bufs,
+        weights=tuple(ws), prm=(1.0,), bufs=bufs,
     )  # fmt: skip
 
 

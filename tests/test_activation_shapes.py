@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import warnings
 import zlib
 
 import numba
@@ -147,6 +148,17 @@ def test_integer_bool_float16_inputs_follow_numpy(name):
         assert_same(out, want, f"{name} {np.dtype(dt).name} input out=")
         with pytest.raises(TypeError):
             c.forward(x, **full, out=np.empty(x.shape, np.int64))
+        # the backward follows the same rule (it returned float32 for float16 and int8)
+        gx = c.backward(x, x, **full)
+        assert gx.dtype == rdt, (name, dt, "backward", gx.dtype, rdt)
+        xc = x.astype(compute)
+        assert_same(gx, c.backward(xc, xc, **full).astype(rdt), f"{name} {dt} backward")
+        out = np.empty(x.shape, rdt)
+        assert c.backward(x, x, **full, out=out) is out
+        assert_same(out, gx, f"{name} {np.dtype(dt).name} backward out=")
+        # a float32 gradient widens the result to float32, as NumPy's promotion does
+        if rdt == np.float16:
+            assert c.backward(xc, x, **full).dtype == np.float32
     with pytest.raises(TypeError):
         c.forward(np.array(["1"]), **full)
     with pytest.raises(TypeError):
@@ -270,6 +282,41 @@ def test_array_parameters_broadcast(name, params, dtype):
         )
 
 
+@pytest.mark.parametrize(
+    "name,pname", [("leaky_relu", "negative_slope"), ("elu", "alpha"), ("celu", "alpha")]
+)
+def test_array_parameters_with_output(name, pname):
+    """The gradient from the output with array-valued parameters (the non-negativity check
+    raised NumPy's "truth value of an array is ambiguous"): equal to the one from the input;
+    a negative entry is refused, naming the parameter."""
+    x = np.linspace(-3, 3, 8).reshape(2, 4)
+    p = np.array([0.1, 0.2, 0.3, 0.4])
+    y = getattr(fastact, name)(x, p)
+    g = np.linspace(0.5, 1.5, 8).reshape(2, 4)
+    back = getattr(fastact, name + "_backward")
+    want = back(g, x, **{pname: p})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no spurious floating-point warnings either
+        got = back(g, output=y, **{pname: p})
+        want = back(g, x, **{pname: p})
+    # (from the output, y + alpha cancels where y is near -alpha: an absolute error of ulp(1))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match=pname):
+        back(g, output=y, **{pname: np.array([0.1, -0.2, 0.3, 0.4])})
+
+
+def test_array_parameter_overflow():
+    """A 0-d or 1-element float64 parameter array beyond float32's range is refused like a
+    scalar one (it became inf: the result -inf and NaN), without a RuntimeWarning."""
+    x = np.float32([-1.0, 0.0, 1.0])
+    for v in (np.array(1e40), np.array([1e40]), np.array([0.5, 1e40, 0.5])[:, None]):
+        with pytest.raises(ValueError, match="negative_slope"):
+            fastact.leaky_relu(x, v)
+    # an infinite slope is no overflow: -inf, and 0 * inf = NaN at 0 as torch
+    np.testing.assert_array_equal(fastact.leaky_relu(x, np.array([np.inf])), [-np.inf, np.nan, 1])
+    assert fastact.leaky_relu(x.astype(np.float64), np.array(1e40))[0] == -1e40
+
+
 def test_array_parameter_validation():
     x = np.linspace(-2, 2, 4)
     with pytest.raises(ValueError):
@@ -328,3 +375,27 @@ def test_parallel_path_equals_serial(name, dtype):
         assert_same(c.forward(x, **full), y, f"{name} one thread")
     finally:
         numba.set_num_threads(old)
+
+
+def test_matrix_outputs_refused():
+    """An np.matrix to be written (out=, grad_out=, in place) is refused with a TypeError
+    naming it and nothing written: its reshapes stay 2-D, so the flat loops assigned whole
+    rows past the buffer's end (heap corruption). np.matrix inputs still work."""
+    import fastact.losses as L
+
+    buf = np.zeros(40, np.float32)
+    m = buf[:12].reshape(3, 4).view(np.matrix)
+    x = np.arange(1, 13, dtype=np.float32).reshape(3, 4) - 6
+    calls = {
+        "out": lambda: fastact.relu(x, out=m),
+        "backward out": lambda: fastact.silu_backward(np.ones_like(x), x, out=m),
+        "in place": lambda: fastact.relu_(m),
+        "softmax out": lambda: fastact.softmax(x, dim=1, out=m),
+        "rrelu out": lambda: fastact.rrelu(x, training=True, generator=0, out=m),
+        "grad_out": lambda: L.mse_loss(x, np.zeros_like(x), return_grad=True, grad_out=m),
+    }
+    for what, call in calls.items():
+        with pytest.raises(TypeError, match="matrix"):
+            call()
+        assert not buf.any(), what
+    np.testing.assert_array_equal(fastact.relu(x.view(np.matrix)), np.maximum(x, 0))

@@ -558,6 +558,51 @@ def test_gaussian_scalar_var_and_clamp():
     assert np.ndim(gv) == 0 and gv == pytest.approx(ref[1][1].sum())
 
 
+def test_gaussian_var_gradient_large_var_float32():
+    """float32 var >= 2**64: d/dvar = 0.5 (v - d^2) / v^2 is an ordinary float32 number
+    (5e-31 for v = 1e30); with 1/v squared first (reassociation) it was 0, and NaN where
+    x - t is infinite (torch and the float64 path: -inf). Also the parallel path."""
+    x = np.array([1.0, 1.0, np.inf, 1e30], np.float32)
+    t = np.array([0.0, 0.0, 1e30, -1e30], np.float32)
+    v = np.array([1e30, 1e20, 1e30, 1e30], np.float32)
+    tv = torch.tensor(v, requires_grad=True)
+    F.gaussian_nll_loss(torch.tensor(x), torch.tensor(t), tv, reduction="sum").backward()
+    want = tv.grad.numpy()
+    assert want[0] > 0 and np.isneginf(want[2:]).all()
+    for n in (1, 20000):
+        _, (_, gv) = L.gaussian_nll_loss(
+            np.tile(x, n), np.tile(t, n), np.tile(v, n), reduction="sum", return_grad=True
+        )
+        np.testing.assert_allclose(gv[:4], want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bce_with_logits_infinite_logits_like_torch(dtype):
+    """x = -inf: torch's BCE-with-logits is NaN for every target ((1 - t) x + ... softplus(-x)),
+    fastact's two-term form gave inf (and the CUDA path NaN); multilabel_soft_margin_loss keeps
+    torch's log-sigmoid values there (inf for t > 0). Gradients as torch's."""
+    x = np.array([-np.inf, -np.inf, -np.inf, np.inf, np.inf, np.inf, 1.0, -2.0], dtype)
+    t = np.array([0.0, 0.5, 1.0, 0.0, 0.5, 1.0, 0.5, 0.25], dtype)
+    for pw in (None, np.array([2.0], dtype)):
+        loss, g = L.binary_cross_entropy_with_logits(
+            x, t, reduction="none", pos_weight=pw, return_grad=True
+        )
+        tx = torch.tensor(x, requires_grad=True)
+        tpw = None if pw is None else torch.tensor(pw)
+        tl = F.binary_cross_entropy_with_logits(
+            tx, torch.tensor(t), reduction="none", pos_weight=tpw
+        )
+        tl.sum().backward()
+        np.testing.assert_array_equal(np.isnan(loss), np.isnan(tl.detach().numpy()))
+        close(loss, tl.detach().numpy(), dtype)
+        close(g, tx.grad.numpy(), dtype)
+    xm, tm = x.reshape(2, 4), t.reshape(2, 4)
+    want = F.multilabel_soft_margin_loss(torch.tensor(xm), torch.tensor(tm), reduction="none")
+    np.testing.assert_array_equal(L.multilabel_soft_margin_loss(xm, tm, reduction="none"), want)
+    xm, tm = np.array([[-np.inf, 0.0, 1.0]], dtype), np.array([[1.0, 1.0, 0.5]], dtype)
+    assert L.multilabel_soft_margin_loss(xm, tm, reduction="none")[0] == np.inf
+
+
 def test_broadcast_target_warns_and_sums_gradient():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((4, 1))

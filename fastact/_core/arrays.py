@@ -86,12 +86,24 @@ def no_self_overlap(a: np.ndarray, name: str) -> np.ndarray:
     return a
 
 
+def not_matrix(a: np.ndarray, name: str) -> np.ndarray:
+    """TypeError for an ``np.matrix`` to be written: its reshapes and element indexing stay
+    two-dimensional, so a flat write loop would assign whole rows (past the buffer's end)."""
+    if isinstance(a, np.matrix):
+        raise TypeError(
+            f"{name} is a numpy.matrix, which cannot be written element-wise; pass "
+            f"np.asarray({name}) (a plain ndarray view of the same memory)"
+        )
+    return a
+
+
 def check_inplace(x: Any, name: str = "input") -> np.ndarray:
     """``x`` must be a writeable float32/float64 ndarray to be overwritten in place."""
     if not isinstance(x, np.ndarray):
         raise TypeError(
             f"{name} must be a numpy.ndarray to be modified in place, got {type(x).__name__}"
         )
+    not_matrix(x, name)
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32 or float64 to be modified in place, got {x.dtype}")
     if not x.flags.writeable:
@@ -107,6 +119,7 @@ def check_out(out: Any, shape: tuple, dtype: np.dtype, inputs: tuple, name: str 
     """
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    not_matrix(out, name)
     if out.shape != shape:
         raise ValueError(f"{name} has shape {out.shape}, expected {shape}")
     if out.dtype != dtype:
@@ -148,7 +161,8 @@ def scalar_param(value: Any, name: str, dtype: np.dtype):
         arr = np.asarray(value)
         if arr.dtype.kind not in "iuf":
             raise TypeError(f"{name} must be a real number or array, got dtype {arr.dtype}")
-        return dtype.type(arr) if arr.ndim == 0 else arr.astype(dtype, copy=False)
+        with np.errstate(over="ignore"):  # an overflowing parameter is refused by its user
+            return dtype.type(arr) if arr.ndim == 0 else arr.astype(dtype, copy=False)
     raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
 
 

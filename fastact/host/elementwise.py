@@ -163,18 +163,29 @@ def elementwise(
     if g.shape != v.shape:
         raise ValueError(f"grad_output has shape {g.shape} but {names[1]} has shape {v.shape}")
     dtype = np.promote_types(g.dtype, v.dtype)
+    rdt = dtype
+    if g is not inputs[0] or v is not inputs[1]:  # cast: NumPy's result dtype (float16 ...)
+        rdt = result_dtype(np.promote_types(_dtype_of(inputs[0]), _dtype_of(inputs[1])), "input")
     g, v = g.astype(dtype, copy=False), v.astype(dtype, copy=False)
     kp = op.kernel_params(values, dtype)
     if kind == "grad_output" and op.check_output is not None:
         op.check_output(*values)
     if out is not None:
-        out = check_out(out, _broadcast_shape(v, kp, names[1], op.param_names), dtype, (g, v))
+        out = check_out(out, _broadcast_shape(v, kp, names[1], op.param_names), rdt, (g, v))
     if any(isinstance(p, np.ndarray) for p in kp):
-        return _ufunc_call(op, kind, (g, v), kp, out, dtype, False)
-    if out is None:
-        out = np.empty_like(v)
-    run(op, kind, (g, v), tuple([float(p) for p in kp]), out)
-    return out
+        return _ufunc_call(op, kind, (g, v), kp, out, rdt, False)
+    res = np.empty_like(v) if out is None or rdt != dtype else out
+    run(op, kind, (g, v), tuple([float(p) for p in kp]), res)
+    if res is out:
+        return out
+    if out is not None:  # float16 output: computed in float32, cast into out
+        out[...] = res
+        return out
+    return res if rdt == dtype else res.astype(rdt)
+
+
+def _dtype_of(a: Any) -> np.dtype:
+    return a.dtype if isinstance(a, np.ndarray) else np.asarray(a).dtype
 
 
 def _on_tensors(op, kind, inputs, values, out, inplace, names):
@@ -271,7 +282,11 @@ def _ufunc_call(op, kind, arrays, kp, out, rdt, inplace):
             "in place"
         )
     u = ufunc(op, kind)
-    res = u(*arrays, *kp, out=out) if out is not None else u(*arrays, *kp)
+    # no floating-point warnings: the loops evaluate both sides of a select (exp of a large
+    # x on the side not taken raised "overflow"/"divide by zero"), as the array loops do
+    # without NumPy watching their status flags
+    with np.errstate(all="ignore"):
+        res = u(*arrays, *kp, out=out) if out is not None else u(*arrays, *kp)
     if out is None and res.dtype != rdt:
         res = res.astype(rdt)
     return res

@@ -23,6 +23,7 @@ from fastact._core.arrays import (
     as_array,
     as_tensor,
     is_tensor,
+    not_matrix,
     tensor_input,
     tensor_view,
 )
@@ -182,6 +183,7 @@ def grad_buffer(buf: Any, shape: tuple, dt: np.dtype, label: str, inputs: tuple)
     res, buf = buf, output_view(buf, label)
     if not isinstance(buf, np.ndarray):
         raise TypeError(f"{label} must be a numpy.ndarray, got {type(buf).__name__}")
+    not_matrix(buf, label)
     if buf.shape != shape:
         raise ValueError(f"{label} has shape {buf.shape}, expected {shape}")
     if buf.dtype != dt:

@@ -220,7 +220,7 @@ def _leaky_relu_grad(g, x, negative_slope):
 
 
 def _check_nonneg_slope(negative_slope):
-    if negative_slope < 0:
+    if np.any(np.asarray(negative_slope) < 0):
         raise ValueError(
             "leaky_relu_backward from output= needs negative_slope >= 0 (a "
             "negative slope makes the input unrecoverable from the output)"
@@ -317,7 +317,7 @@ def _elu_grad_out(g, y, alpha):
 
 
 def _check_nonneg_alpha(alpha):
-    if alpha < 0:
+    if np.any(np.asarray(alpha) < 0):
         raise ValueError("backward from output= needs alpha >= 0")
 
 

@@ -149,6 +149,14 @@ def _check_no_overflow(values: tuple, names: tuple, dtype: np.dtype) -> None:
             and top < abs(float(v)) < math.inf
         ):
             raise ValueError(f"{n} = {v} cannot be converted to {dtype.name} without overflow")
+        if isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.dtype.itemsize > dtype.itemsize:
+            a = np.abs(v)
+            if np.any((a > top) & (a < math.inf)):
+                raise ValueError(
+                    f"{n} has finite values beyond {dtype.name}'s range "
+                    f"(largest {float(a[a < math.inf].max())!r}): they cannot be converted "
+                    "without overflow"
+                )
 
 
 #: the largest finite value of each float dtype (a parameter beyond it is refused)

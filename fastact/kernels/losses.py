@@ -319,6 +319,10 @@ def bce_logits_f(a, b, c, w1, w2, prm):
     (tests: RESIDUAL; a float64 evaluation for float32 cost +30% at 16M elements).
     """
     v, g = _bce_logits_vg(a, b, w1, w2)
+    # prm[0] = 1 (binary_cross_entropy_with_logits): NaN at x = -inf for every target, as
+    # torch's (1 - t) x + (1 + (pw - 1) t) softplus(-x); multilabel_soft_margin_loss (0) keeps
+    # torch's log-sigmoid form there, NaN only where t = 0
+    v = v if (prm[0] == 0) | (a > lit(a, -math.inf)) else lit(a, math.nan)
     return v, g, lit(a, 0.0), lit(a, 0.0)
 
 
@@ -514,7 +518,15 @@ def _gaussian_fast(x, t, v, k):
     q = dh * iv
     fin = abs(dh) < lit(x, math.inf)  # else dh dl = inf 0 (torch: -inf where |x - t| = inf)
     num = _fma(-dh, dh, v) - (lit(x, 2.0) * dh * dl if fin else lit(x, 0.0))
-    return half * (log(v) + dh * q) + k, q, half * (num * iv) * iv
+    return half * (log(v) + dh * q) + k, q, _times_twice(half * num, iv)
+
+
+@jit(fastmath=False)
+def _times_twice(a, b):
+    """(a b) b in this order: with reassociation (the default flags) LLVM formed b b first,
+    which underflows in float32 for var >= 2**64 (a gradient 0 instead of 5e-31, and NaN
+    = -inf 0 where x - t is infinite)."""
+    return (a * b) * b
 
 
 @jit(fastmath=False)
