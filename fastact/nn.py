@@ -64,10 +64,10 @@ class Parameter(np.ndarray):
     grad: np.ndarray | None
 
     def __new__(cls, data: Any, dtype: Any = None) -> Parameter:
-        arr = np.array(data, dtype=dtype, copy=True)
+        arr = np.array(data, dtype=dtype, copy=True, order="C")  # 0-d stays 0-d
         if arr.dtype not in (np.float32, np.float64):
             arr = arr.astype(np.float32)
-        obj = np.ascontiguousarray(arr).view(cls)
+        obj = arr.view(cls)
         obj.grad = None
         return obj
 

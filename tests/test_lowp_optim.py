@@ -936,3 +936,64 @@ def test_8bit_codes_cast_to_float_are_refused_on_load():
     fresh = fo.AdamW8bit([p.copy()])
     with pytest.raises(ValueError, match="8-bit codes must stay uint8"):
         fresh.load_state_dict(sd)
+
+
+def test_8bit_codes_decode_in_the_groups_block_size():
+    """Codes decode in blocks of the loaded group's block_size, not a guess from the number of
+    scales (a power of two first): block 3072 over 6000 elements was read in blocks of 4096,
+    the third quarter scaled by the first block's maximum. Also for fastact.torch.optim."""
+    import fastact.torch.optim as fto
+
+    n, b = 6000, 3072
+    g = np.where(np.arange(n) < b, 100.0, 0.01).astype(np.float32)
+    p = np.zeros(n, np.float32)
+    o8 = fo.AdamW8bit([p], lr=1e-3, block_size=b, min_8bit_size=0)
+    o8.step([g])
+    sd = o8.state_dict()
+    sd["param_groups"][0]["state_dtype"] = "float32"
+    o = fo.AdamW8bit([p.copy()], lr=1e-3, block_size=b, min_8bit_size=0)
+    o.load_state_dict(sd)
+    m = o.state[o.param_groups[0]["params"][0]]["exp_avg"]
+    np.testing.assert_allclose(m[[0, b - 1]], 10.0, rtol=1 / 15)
+    np.testing.assert_allclose(m[[b, 4095, 4096, n - 1]], 1e-3, rtol=1 / 15)
+    # into another block size (fastact.torch.optim keeps its own): decoded in the saved one
+    tp = torch.nn.Parameter(torch.zeros(n))
+    to = fto.AdamW8bit([tp], lr=1e-3, block_size=2048, min_8bit_size=0)
+    to.load_state_dict(o8.state_dict())
+    st = to.state[tp]
+    vals = np.empty(n, np.float32)
+    dequantize_blocks(st["exp_avg"].numpy(), st["exp_avg_f8absmax"].numpy(), 2048, True, vals)
+    np.testing.assert_allclose(vals[[b, 4095, 4096]], 1e-3, rtol=1 / 7)
+    # scales that do not fit the group's block size are refused
+    bad = o8.state_dict()
+    bad["param_groups"][0]["block_size"] = 2048
+    with pytest.raises(ValueError, match="do not fit 6000 elements in blocks of 2048"):
+        fo.AdamW8bit([p.copy()], min_8bit_size=0).load_state_dict(bad)
+
+
+def test_8bit_block_size_change_under_state_is_refused():
+    """block_size edited in a group whose parameters hold 8-bit state: the codes would be read
+    in other blocks (with the same number of blocks silently, 48 -> 32 over 64 elements)."""
+    g = np.concatenate([np.full(48, 100.0), np.full(16, 0.01)]).astype(np.float32)
+    p = np.zeros(64, np.float32)
+    opt = fo.Adam8bit([p], lr=0.01, block_size=48, min_8bit_size=0)
+    opt.step([g])
+    before = p.copy()
+    opt.param_groups[0]["block_size"] = 32
+    with pytest.raises(ValueError, match="block_size changed from 48 to 32"):
+        opt.step([g])
+    np.testing.assert_array_equal(p, before)
+    opt.param_groups[0]["block_size"] = 48
+    opt.step([g])
+    opt.state.clear()  # afresh: any block size
+    opt.param_groups[0]["block_size"] = 32
+    opt.step([g])
+
+
+def test_8bit_state_of_an_empty_parameter_round_trips():
+    p = np.zeros(0, np.float32)
+    opt = fo.Adam8bit([p], min_8bit_size=0)
+    opt.step([p])
+    opt.load_state_dict(opt.state_dict())  # its empty scales were "not a block scale array"
+    opt.step([p])
+    assert opt.state[p]["step"] == 2

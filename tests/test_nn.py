@@ -657,6 +657,11 @@ def test_parameter_behaves_like_an_array():
 
     r = pickle.loads(pickle.dumps(p))
     assert isinstance(r, nn.Parameter) and np.array_equal(r, p) and r.grad is None
+    # a 0-d parameter stays 0-d (torch.nn.Parameter too; it became shape (1,)), and a Fortran
+    # array becomes C-contiguous
+    s = nn.Parameter(np.array(1.5))
+    assert s.shape == () and s.dtype == np.float64 and s == 1.5
+    assert nn.Parameter(np.asfortranarray(np.ones((3, 4)))).flags.c_contiguous
 
 
 # ----------------------------------------------------------------------------------------

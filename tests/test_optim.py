@@ -541,13 +541,13 @@ def test_load_state_dict_errors_change_nothing():
     bad_shape = copy.deepcopy(good)
     bad_shape["state"][1]["exp_avg"] = np.zeros(5)
     bad_lr = copy.deepcopy(good)
-    bad_lr["param_groups"][0]["lr"] = -1.0
+    bad_lr["param_groups"][0]["lr"] = "fast"  # (a negative lr loads, as in torch)
     bad_lr["state"][0]["exp_avg"][:] = 123.0
     cases = [
         (bad_groups, ValueError, "different number of parameter groups"),
         (bad_size, ValueError, "doesn't match the size"),
         (bad_shape, ValueError, r"state_dict\['state'\]\[1\]\['exp_avg'\] has shape"),
-        (bad_lr, ValueError, "Invalid learning rate"),
+        (bad_lr, TypeError, "lr must be a real number"),
         ({"state": {}}, TypeError, "param_groups"),
     ]
     for sd, exc, msg in cases:
@@ -558,6 +558,99 @@ def test_load_state_dict_errors_change_nothing():
         for k in good["state"]:
             for key in good["state"][k]:
                 assert np.array_equal(now["state"][k][key], good["state"][k][key])
+
+
+@pytest.mark.parametrize("cls", ["Adam", "AdamW8bit", "RMSprop", "Rprop"])
+def test_incomplete_state_refused(cls):
+    """A parameter state missing one of its entries (a truncated or edited state dict) is
+    refused at the next step, naming the entry, with nothing written; it was silently made
+    afresh (a restarted second moment or step count: a different trajectory). torch.optim
+    raises KeyError there. An empty state is started afresh, and SGD's momentum buffer may be
+    absent (torch creates it too)."""
+    rng = np.random.default_rng(3)
+    p = rng.standard_normal(5000).astype(np.float32)
+    g = rng.standard_normal(5000).astype(np.float32)
+    opt = getattr(fo, cls)([p], min_8bit_size=0) if cls.endswith("8bit") else getattr(fo, cls)([p])
+    opt.step([g])
+    good = opt.state_dict()
+    for key in good["state"][0]:
+        sd = copy.deepcopy(good)
+        del sd["state"][0][key]
+        q = p.copy()
+        o2 = type(opt)([q], min_8bit_size=0) if cls.endswith("8bit") else type(opt)([q])
+        with pytest.raises(ValueError, match=key.removesuffix("_f8absmax")):
+            o2.load_state_dict(sd)  # (8-bit codes without their scales: refused here)
+            o2.step([g])
+        assert np.array_equal(q, p), key
+    sd = copy.deepcopy(good)
+    sd["state"][0] = {}
+    q = p.copy()
+    o2 = type(opt)([q], min_8bit_size=0) if cls.endswith("8bit") else type(opt)([q])
+    o2.load_state_dict(sd)
+    o2.step([g])  # started afresh
+    assert o2.state_dict()["state"][0].keys() == good["state"][0].keys()
+
+
+def test_state_replaced_with_in_place_or_is_used():
+    """st |= {...} (dict's own __ior__ skips update) replaced a state array without the step
+    noticing: it went on writing the detached array (freed memory for a large one: a
+    segfault) and read stale values. torch uses the new array."""
+    n = 1 << 20
+    p = np.ones(n, np.float32)
+    ref = torch.ones(n, requires_grad=True)
+    opt, topt = fo.Adam([p], lr=0.1), torch.optim.Adam([ref], lr=0.1)
+    g = np.ones(n, np.float32)
+    opt.step([g])
+    ref.grad = torch.from_numpy(g)
+    topt.step()
+    st = opt.state[p]
+    st |= {"exp_avg": np.zeros(n, np.float32), "exp_avg_sq": np.zeros(n, np.float32)}
+    tst = topt.state[ref]
+    tst |= {"exp_avg": torch.zeros(n), "exp_avg_sq": torch.zeros(n)}
+    opt.step([g])
+    topt.step()
+    np.testing.assert_allclose(p, ref.detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(st["exp_avg"], tst["exp_avg"].numpy(), rtol=1e-6)
+
+
+def test_loaded_lr_may_be_slightly_negative():
+    """A schedule decaying to 0 can end at -1.85e-17 (torch too); its checkpoint loads (torch
+    loads it; the constructor still refuses a negative lr)."""
+    from fastact.optim.lr_scheduler import LinearLR
+
+    p = np.zeros(3, np.float32)
+    opt = fo.SGD([p], lr=1.0)
+    sched = LinearLR(opt, start_factor=1 / 3, end_factor=0.0, total_iters=4)
+    for _ in range(4):
+        opt.step([np.ones(3, np.float32)])
+        sched.step()
+    lr = opt.param_groups[0]["lr"]
+    assert lr < 0
+    other = fo.SGD([p.copy()], lr=1.0)
+    other.load_state_dict(opt.state_dict())
+    assert other.param_groups[0]["lr"] == lr
+    sd = opt.state_dict()
+    sd["param_groups"][0]["lr"] = "fast"
+    with pytest.raises(TypeError, match="lr must be a real number"):
+        other.load_state_dict(sd)
+    with pytest.raises(ValueError, match="Invalid learning rate"):
+        fo.SGD([p], lr=lr)
+
+
+def test_sgd_momentum_buffer_may_be_absent():
+    p = np.linspace(-1, 1, 6)
+    opt = fo.SGD([p], lr=0.1, momentum=0.9)
+    opt.step([np.ones(6)])
+    sd = opt.state_dict()
+    del sd["state"][0]["momentum_buffer"]
+    ref = torch.tensor(p.copy(), requires_grad=True)
+    topt = torch.optim.SGD([ref], lr=0.1, momentum=0.9)
+    topt.load_state_dict(sd)
+    opt.load_state_dict(sd)
+    ref.grad = torch.ones(6, dtype=torch.float64)
+    topt.step()
+    opt.step([np.ones(6)])
+    np.testing.assert_array_equal(p, ref.detach().numpy())
 
 
 # ---------------------------------------------------------------------------------------------

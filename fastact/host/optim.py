@@ -511,7 +511,12 @@ def _as_float32(a: np.ndarray, bf16: bool) -> np.ndarray:
 
 
 def load_param_state(
-    p: Any, value: Any, name: str, layout: Layout | None = None, rows: dict | None = None
+    p: Any,
+    value: Any,
+    name: str,
+    layout: Layout | None = None,
+    rows: dict | None = None,
+    code_block: int = 0,
 ) -> dict:
     """``load_state_dict``'s state for parameter ``p``: arrays copied in ``p``'s dtype and
     memory order (torch tensors for torch parameters), ``step`` a float. Validates all first.
@@ -520,7 +525,9 @@ def load_param_state(
     code is signed), the state rows are converted to that storage: float arrays (any float
     dtype, bfloat16 included) are cast or rounded, or quantized block-wise for 8-bit
     storage; 8-bit codes with their ``<key>_f8absmax`` scales are copied (same block size)
-    or decoded for float storage. Codes with ``<key>_absmax`` scales (fastact's earlier
+    or decoded for float storage, in blocks of ``code_block`` (the loaded group's own
+    block_size, which the scales must fit; 0, none given: inferred from their number, a
+    power of two first). Codes with ``<key>_absmax`` scales (fastact's earlier
     8-bit code) are refused: their bytes mean other values."""
     if not isinstance(value, dict):
         raise TypeError(f"{name} must be a dict, got {type(value).__name__}")
@@ -578,9 +585,14 @@ def load_param_state(
             if sk not in staged:
                 raise ValueError(f"{label} holds 8-bit codes but {name} has no {sk!r}")
             s, sbf, slabel = staged[sk]
-            block = _block_of(e.size, s.size, layout.block if layout.q8 else 0)
-            if s.ndim != 1 or s.dtype != F32 or not block:
+            if s.ndim != 1 or s.dtype != F32:
                 raise ValueError(f"{slabel} must be a 1-d float32 array of block scales")
+            block = _block_of(e.size, s.size, code_block)
+            if not block or code_block and block != code_block:
+                raise ValueError(
+                    f"{slabel} holds {s.size} block scales, which do not fit {e.size} elements"
+                    + (f" in blocks of {code_block} (the group's block_size)" if code_block else "")
+                )
             if layout.q8 and layout.block == block:
                 out[key] = _stored(a, CODES, False, e.shape, order, torch_param)
                 out[sk] = _stored(s, F32, False, s.shape, "C", torch_param)
@@ -615,7 +627,10 @@ def load_param_state(
 
 def _block_of(size: int, n_blocks: int, hint: int) -> int:
     """The block size of ``n_blocks`` scales over ``size`` elements: ``hint`` when it fits,
-    else a power of two, else a multiple of 16, else the smallest size that fits (0: none)."""
+    else a power of two, else a multiple of 16, else the smallest size that fits (0: none;
+    an empty tensor's no scales fit any block size: ``hint``, else 16)."""
+    if size == 0 and n_blocks == 0:
+        return hint or 16
     if n_blocks <= 0 or size <= 0:
         return 0
     if hint and -(-size // hint) == n_blocks:

@@ -29,7 +29,16 @@ import numpy as np
 
 from fastact import host
 from fastact._core.backend import device, on_device
-from fastact.kernels.optim import BF16, LOWP_ROWS, Layout, Optim, chunk_table, layout_of, next_step
+from fastact.kernels.optim import (
+    BF16,
+    LOWP_ROWS,
+    SCALE_SUFFIX,
+    Layout,
+    Optim,
+    chunk_table,
+    layout_of,
+    next_step,
+)
 
 __all__ = [
     "FloatSteps",
@@ -313,6 +322,10 @@ class ParamState(dict):
         dict.update(self, *args, **kwargs)
         self._touch()
 
+    def __ior__(self, other: Any) -> ParamState:  # st |= {...} (dict's own skips update)
+        self.update(other)
+        return self
+
     def pop(self, *args: Any) -> Any:
         self._touch()
         return dict.pop(self, *args)
@@ -469,10 +482,13 @@ def group_entries(opt: Any, ex: Any, group: dict, k0: int) -> tuple[GroupCache, 
     return cache, ents
 
 
-def group_layouts(ex: Any, cache: GroupCache, options: dict, k0: int) -> list:
-    """The storage layout of each entry of the group (cached per storage options)."""
+def group_layouts(ex: Any, cache: GroupCache, options: dict, k0: int, state: Any = None) -> list:
+    """The storage layout of each entry of the group (cached per storage options); with
+    ``state`` (the optimizer's), ValueError for a block_size changed under 8-bit state."""
     fmt = tuple(options.get(k) for k in _FMT_KEYS)
     if cache.fmt != fmt:
+        if state is not None and cache.fmt is not None and cache.fmt[1] != fmt[1]:
+            _same_blocks(cache, state, fmt[1], k0)
         # equal layouts interned to one object: a step buckets its entries by id() (a frozen
         # dataclass hashes and compares its fields on every lookup, ~1 us per parameter)
         interned: dict = {}
@@ -484,6 +500,21 @@ def group_layouts(ex: Any, cache: GroupCache, options: dict, k0: int) -> list:
         cache.single = layouts[0] if len(interned) == 1 else None
         cache.fmt = fmt
     return cache.layouts
+
+
+def _same_blocks(cache: GroupCache, state: Any, block: Any, k0: int) -> None:
+    """ValueError when a parameter of the group holds 8-bit state quantized in blocks other
+    than ``block`` (its codes are scaled per block: read in other blocks, with the same
+    number of them, they would silently take a neighbouring block's scale)."""
+    for j, e in enumerate(cache.entries):
+        old = cache.layouts[j]
+        st = state.get(e.obj)
+        if old.q8 and st and any(str(k).endswith(SCALE_SUFFIX) for k in st):
+            raise ValueError(
+                f"block_size changed from {old.block} to {block} while params[{k0 + j}] holds "
+                f"8-bit state quantized in blocks of {old.block}: set it back, or start the "
+                "state afresh (opt.state.clear())"
+            )
 
 
 def prepare(opt: Any, ex: Any, grads: Any) -> list:
@@ -506,7 +537,7 @@ def prepare(opt: Any, ex: Any, grads: Any) -> list:
     for gi, group in enumerate(groups):
         cache, ents = group_entries(opt, ex, group, k0)
         options = opt._step_options(group, gi)
-        layouts = group_layouts(ex, cache, options, k0)
+        layouts = group_layouts(ex, cache, options, k0, opt.state)
         inits = opt._spec.rows(options)
         keys = tuple(
             None if init is None else key
@@ -623,6 +654,8 @@ def _plan(opt: Any, ex: Any, ents: list, js: tuple, keys: tuple, k0: int, lay: L
                 _watch(plan, x, int(ptrs[row, col]))
                 arrays.append(a)
                 names.append(name)
+    if has_step:
+        _complete_or_empty(opt, sts, missing, keys, js, k0)
     ex.no_overlap(arrays, names)
     plan.dt, plan.js, plan.keys = lay, js, keys
     plan.smap, plan.version = opt.state, opt.state._version
@@ -635,6 +668,25 @@ def _plan(opt: Any, ex: Any, ents: list, js: tuple, keys: tuple, k0: int, lay: L
     plan.chunks = chunk_table(sizes, lay.chunk(ex.OPTIM_CHUNK))
     plan.total = int(sizes.sum())
     return plan
+
+
+def _complete_or_empty(opt: Any, sts: list, missing: list, keys: tuple, js: tuple, k0: int):
+    """ValueError for a parameter whose state holds some of what its optimizer keeps but not
+    all of it (a truncated or edited state dict; torch.optim raises KeyError at its step):
+    creating the rest afresh would silently restart them. An absent or empty state is made
+    at the first step. (SGD's momentum buffer, which torch also creates when absent, has no
+    step count and is not checked here.)"""
+    gaps = [(col, keys[r]) for col, r in missing]
+    gaps += [(col, "step") for col, st in enumerate(sts) if st is not None and "step" not in st]
+    for col, key in gaps:
+        st = sts[col]
+        if st:
+            raise ValueError(
+                f"state[params[{k0 + js[col]}]] lacks '{key}' (it has "
+                f"{sorted(map(str, st))}): an incomplete optimizer state, e.g. from a truncated "
+                "or edited state dict; load a complete one, or delete the parameter's state "
+                "to start it afresh"
+            )
 
 
 def first_nonfinite(ex: Any, work: list) -> int | None:

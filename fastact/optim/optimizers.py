@@ -241,10 +241,12 @@ class Optimizer:
 
     # ----------------------------------------------------------------------------- groups
 
-    def _check_group(self, group: dict[str, Any]) -> None:
-        """Validate a group's options like the constructor's arguments (``_RULES``)."""
+    def _check_group(self, group: dict[str, Any], loading: bool = False) -> None:
+        """Validate a group's options like the constructor's arguments (``_RULES``); a
+        loaded group's lr may be any real number, as a step takes it (a schedule decaying to
+        0 can end at -1e-17, and torch loads what it saved)."""
         for key, value in group.items():
-            rule = _RULES.get(key)
+            rule = _real if loading and key == "lr" else _RULES.get(key)
             if rule is not None:
                 rule(value, key)
         if "state_dtype" in group and group["state_dtype"] not in self._STATE_DTYPES:
@@ -485,7 +487,7 @@ class Optimizer:
             if "param_names" in g and "param_names" not in s:
                 s["param_names"] = g["param_names"]
             s.update(self._FIXED)  # AdamW stays AdamW with an Adam state dict (as in torch)
-            self._check_group(s)
+            self._check_group(s, loading=True)
             new_groups.append(s)
         new_state = _StateMap()
         ex = self._executor()
@@ -500,7 +502,8 @@ class Optimizer:
             options = self._step_options(new_groups[gi], gi)
             layout = driver.entry_layout(ex, options, ex.entry(p, name), name)
             if ex.NAME == "host":
-                new_state[p] = ex.load_param_state(p, value, name, layout, rows)
+                block = int(new_groups[gi].get("block_size") or 0)  # the codes' blocks
+                new_state[p] = ex.load_param_state(p, value, name, layout, rows, block)
             else:
                 new_state[p] = ex.load_param_state(p, value, name)
         self.state = new_state

@@ -281,11 +281,12 @@ class Optimizer(torch.optim.Optimizer):
         self._step_supports_amp_scaling = False
 
     # ------------------------------------------------------------------------- groups
-    def _check_group(self, group: dict[str, Any]) -> None:
+    def _check_group(self, group: dict[str, Any], loading: bool = False) -> None:
         """Validate a group's numeric options like the constructor's arguments (torch's
-        messages; torch checks only the constructor's)."""
+        messages; torch checks only the constructor's); a loaded lr may be any real number
+        (as in fastact.optim's classes)."""
         for key, value in group.items():
-            rule = _fa._RULES.get(key)
+            rule = _fa._real if loading and key == "lr" else _fa._RULES.get(key)
             if rule is not None:
                 rule(value, key)
         if group.get("differentiable"):
@@ -441,7 +442,7 @@ class Optimizer(torch.optim.Optimizer):
                     sg.pop(key, None)
             for key, value in self.defaults.items():
                 sg.setdefault(key, value)
-            self._check_group(sg)
+            self._check_group(sg, loading=True)
             new_groups.append(sg)
         where = {id(p): gi for gi, g in enumerate(new_groups) for p in g["params"]}
         keys = [k for k, _a in self._spec.state]
@@ -456,9 +457,11 @@ class Optimizer(torch.optim.Optimizer):
             if not isinstance(value, dict):
                 raise TypeError(f"{name} must be a dict, got {type(value).__name__}")
             gi = where[id(p)]
-            layout = self._layout(self._step_options(new_groups[gi], gi), _entry(p, name), name)
+            options = self._step_options(new_groups[gi], gi)
+            layout = self._layout(options, _entry(p, name), name)
             arrays = {key: v for key, v in value.items() if key != "step" and v is not None}
-            st = host.load_param_state(p, arrays, name, layout, rows)
+            block = int(state_dict["param_groups"][gi].get("block_size") or 0)  # the codes'
+            st = host.load_param_state(p, arrays, name, layout, rows, block)
             for key, v in value.items():
                 if key == "step":
                     st[key] = v.detach().clone() if isinstance(v, torch.Tensor) else copy.copy(v)
