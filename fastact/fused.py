@@ -37,6 +37,7 @@ process. A function reading other kinds of globals is compiled in memory.
 
 from __future__ import annotations
 
+import dis
 import hashlib
 import importlib
 import inspect
@@ -260,6 +261,24 @@ def _fastact_calls(py: Callable):
                 yield _OP_OF[id(u)]
             elif id(u) in _CORES:
                 yield None
+
+
+#: The threshold of a function that may raise: its loops run on one thread (numba's parallel
+#: loops lose an exception raised on a worker thread: the call returned with that thread's
+#: share of the output unwritten; on the calling thread's share it came back as the error).
+SERIAL_ONLY = sys.maxsize
+
+
+def _may_raise(py: Callable) -> bool:
+    """Whether ``py`` or a Python or numba function it calls holds a ``raise`` or ``assert``
+    (fastact's own scalars raise nothing)."""
+    fns = [py, *(u for _, v in _walk(py) if (u := _user_function(v)) is not None)]
+    return any(
+        ins.opname in ("RAISE_VARARGS", "RERAISE", "LOAD_ASSERTION_ERROR")
+        for f in fns
+        for c in _codes(f.__code__)
+        for ins in dis.get_instructions(c)
+    )
 
 
 def _threshold(py: Callable) -> int:
@@ -599,6 +618,7 @@ class ElementwiseFunction:
         self.__module__ = py.__module__
         self.arg_names = names
         thr = _threshold(py) if threshold is None else _check_threshold(threshold)
+        thr = SERIAL_ONLY if _may_raise(py) else thr
         self.threshold = thr
         libm = _libm_calls(py)
         self._forward = _Scalar(py, py.__name__, names, "forward", thr, stream=_streams(py))
@@ -621,7 +641,7 @@ class ElementwiseFunction:
                     gpy.__name__,
                     gnames,
                     "grad",  # its own code decides its kernels, whichever forward it serves
-                    thr,
+                    SERIAL_ONLY if _may_raise(gpy) else thr,
                     index=None if n == 1 else j,
                     returns=None if n == 1 else n,
                     stream=_streams(gpy),
@@ -674,10 +694,13 @@ class ElementwiseFunction:
                     n = x.size
                     if n:
                         k = ks[1] if n >= self.threshold and num_threads() > 1 else ks[0]
-                        if x.ndim == 1:
-                            k(x, res)
-                        else:
-                            k(x.ravel(), res.ravel())
+                        try:
+                            if x.ndim == 1:
+                                k(x, res)
+                            else:
+                                k(x.ravel(), res.ravel())
+                        except SystemError as e:
+                            reraise_inner(e)
                     return res
         if len(args) != len(self.arg_names):
             raise TypeError(

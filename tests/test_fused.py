@@ -636,6 +636,45 @@ def test_an_exception_inside_the_parallel_loop_is_the_users():
     for n in (1000, 10**6, 10**6):  # the last: the fast path of a call seen before
         with pytest.raises(ValueError, match="negative input"):
             checked(-np.ones(n))
+    # the one-argument fast path after a successful call (it raised numba's SystemError)
+    assert checked(np.ones(10**6)).sum() == 10**6
+    with pytest.raises(ValueError, match="negative input"):
+        checked(-np.ones(10**6))
+
+
+def test_an_exception_on_any_element_reaches_the_caller():
+    """A kernel that can raise runs on one thread: an exception raised in a worker thread's
+    share of a parallel loop was lost (no error, that share of out= unwritten). Also the
+    gradient, .inplace and a helper that raises; a kernel without raise stays parallel."""
+    from fastact.fused import SERIAL_ONLY
+
+    def check(v):
+        if v > 3.0:
+            raise ValueError("too big")
+        return v
+
+    @fastact.elementwise(grad=lambda g, x: g * check(x))
+    def checked(x):
+        return check(x) * 2
+
+    @fastact.elementwise
+    def plain(x):
+        return x * 2
+
+    assert checked.threshold == SERIAL_ONLY and plain.threshold < SERIAL_ONLY
+    n = 2_000_000
+    for where in (n - 1, n // 2, 0):
+        x = np.ones(n, np.float32)
+        x[where] = 5.0
+        out = np.full(n, -1.0, np.float32)
+        with pytest.raises(ValueError, match="too big"):
+            checked(x, out=out)
+        with pytest.raises(ValueError, match="too big"):
+            checked.inplace(x.copy())
+        with pytest.raises(ValueError, match="too big"):
+            checked.backward(np.ones(n, np.float32), x)
+    x = np.ones(n, np.float32)
+    assert (checked(x) == 2).all()
 
 
 def test_cpu_tensors_like_the_activations():

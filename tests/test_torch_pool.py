@@ -523,8 +523,7 @@ def test_one_torch_thread_or_one_numba_thread_stays_off_the_pool(launches):
 
 
 def _ones() -> torch.Tensor:
-    """A tensor of ones made without a torch operator (torch's own parallel operators hang
-    in a child forked after the parent used its OpenMP pool: torch's limitation)."""
+    """A tensor of ones made without a torch operator."""
     return torch.from_numpy(np.ones(N_OPT, np.float32))
 
 
@@ -533,7 +532,11 @@ def _child(q):
         p = _ones()
         p.grad = _ones()
         fo.SGD([p], lr=0.5).step()
-        q.put((tp.pool_threads(N_OPT, 0, True), float(p.numpy().sum())))
+        # torch's own parallel operators: they waited forever on the parent's OpenMP pool,
+        # which fastact had started (torch runs them on one thread in the child now)
+        big = torch.from_numpy(np.ones(1 << 22, np.float32))
+        total = float((big.clone() * 2).sum())
+        q.put((tp.pool_threads(N_OPT, 0, True), float(p.numpy().sum()), total))
     except Exception as e:  # pragma: no cover - reported to the parent
         q.put(repr(e))
 
@@ -551,7 +554,7 @@ def test_forked_child_runs_on_numbas_layer():
         res = q.get(timeout=120)  # a launch on the inherited pool would hang the child
         proc.join(60)
         assert proc.exitcode == 0
-        assert res == (0, 0.5 * N_OPT)
+        assert res == (0, 0.5 * N_OPT, 2.0 * (1 << 22))
     finally:
         if proc.is_alive():
             proc.kill()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import threading
 import types
 import warnings
@@ -157,8 +158,20 @@ if _FastactCacheLocator not in caching.CacheImpl._locator_classes:
     caching.CacheImpl._locator_classes.insert(0, _FastactCacheLocator)
 
 
+#: The first bytes of a data file: a tag and a BLAKE2b digest of the pickle that follows.
+_DATA_TAG = b"fastact-nbc-1\n"
+_DIGEST = 16
+
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=_DIGEST).digest()
+
+
 class _SafeIndexDataCacheFile(caching.IndexDataCacheFile):
-    """Numba's index/data files, with unreadable files treated as missing."""
+    """Numba's index/data files, with unreadable files treated as missing. A data file
+    carries a digest of its pickle, checked before numba hands the object code to LLVM:
+    damage inside the code that leaves the pickle readable (a bit flip, a torn write) made
+    LLVM abort the process, on every later run."""
 
     def _load_index(self) -> dict:
         try:
@@ -166,13 +179,26 @@ class _SafeIndexDataCacheFile(caching.IndexDataCacheFile):
         except Exception:  # truncated/corrupted pickle: start a fresh index
             return {}
 
+    def _save_data(self, name: str, data: Any) -> None:
+        payload = self._dump(data)
+        path = self._data_path(name)
+        with self._open_for_write(path) as f:
+            f.write(_DATA_TAG + _digest(payload) + payload)
+        caching._cache_log("[cache] data saved to %r", path)
+
     def _load_data(self, name: str) -> Any:
+        with open(self._data_path(name), "rb") as f:
+            raw = f.read()
+        head = len(_DATA_TAG) + _DIGEST
+        payload = raw[head:]
+        if not raw.startswith(_DATA_TAG) or raw[len(_DATA_TAG) : head] != _digest(payload):
+            return None  # damaged, or written without a digest: recompile (and overwrite it)
         try:
-            return super()._load_data(name)
-        except OSError:
-            raise
-        except Exception:  # truncated/corrupted data file: recompile (and overwrite it)
+            data = pickle.loads(payload)
+        except Exception:  # a valid digest of an unreadable pickle: recompile
             return None
+        caching._cache_log("[cache] data loaded from %r", self._data_path(name))
+        return data
 
 
 class _SafeFunctionCache(caching.FunctionCache):

@@ -438,6 +438,7 @@ def run_split(
     other arguments whole (numbers, tuples of them, None). The caller chose ``threads`` with
     :func:`pool_threads`."""
     tramp, blk, _fl = prepare(kernel, args, split, threads, align)
+    _state["started"] = True
     _runtime()["start"](tramp.address, address(blk), threads, 0)
 
 
@@ -452,8 +453,15 @@ def report() -> dict:
 
 
 def _after_fork_in_child() -> None:
+    """A forked child: fastact's kernels run on numba's layer here. If fastact started
+    torch's OpenMP pool in the parent (also for NumPy arrays, with no torch op of the user's
+    own), the child's own parallel torch ops would wait forever on the parent's pool (GNU
+    OpenMP does not survive ``fork``): torch runs them on one thread in the child, as it does
+    in its DataLoader workers."""
     global _in_forked_child
     _in_forked_child = True
+    if _state.get("started") and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
