@@ -927,6 +927,8 @@ def _softmax_forward(input, dim, dtype, out, log, sign, fname):
             res, o, target = ex.result(out, input, y.shape, dt, (x,))
             o[...] = y
             return ex.finish(res, o, target)
+        if dt == np.float16:
+            raise TypeError("dtype=float16 is not supported for device arrays (float32, float64)")
         if dt not in FLOAT_DTYPES:
             raise TypeError(f"dtype must be float16, float32 or float64, got {dt}")
         x = ex.astype(x, dt)

@@ -891,13 +891,21 @@ def compile_only(cc: tuple[int, int], only) -> int:
             (
                 "softmax_columns_chunk_stats",
                 _axis.get("softmax_columns_chunk_stats"),
-                (a3, types.float64[::1], p2, ty, i64, types.boolean),
+                (a3, types.float64[::1], p2, p2, ty, i64, types.boolean, types.boolean),
             ),
             ("column_max", _axis.get("column_max"), (p2, types.float64[::1])),
             (
                 "softmax_columns_write",
                 _axis.get("softmax_columns_write"),
-                (a3, a3, types.float64[::1], types.float64[::1], types.boolean, ty),
+                (
+                    a3,
+                    a3,
+                    types.float64[::1],
+                    types.float64[::1],
+                    types.float64[::1],
+                    types.boolean,
+                    ty,
+                ),
             ),
             (
                 "softmax_columns_backward_chunk_sum",

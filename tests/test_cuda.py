@@ -198,6 +198,14 @@ def test_out_strided_and_multidimensional():
     assert fc.sigmoid(e).shape == (0,)
 
 
+def test_huge_float64_inputs():
+    """|x| >= 1e10 in float64: the simulator's exact FMA raised OverflowError where the
+    polynomial branch not taken overflows (a device gives inf there)."""
+    x = np.array([1e30, 2.0, -1e300, 1e308])
+    with np.errstate(over="ignore"):
+        assert_close(H(fc.tanhshrink(D(x))), fastact.tanhshrink(x), np.float64)
+
+
 def test_elementwise_errors_name_the_argument():
     x32, x64 = D(np.zeros(4, np.float32)), D(np.zeros(4))
     with pytest.raises(TypeError, match="grad_output has dtype float32 but input"):
@@ -298,8 +306,37 @@ def test_softmax_family_with_columns_split_into_chunks(monkeypatch, dt, shape, d
     assert "softmax_columns" not in used and "softmax_columns_backward" not in used
 
 
+@pytest.mark.parametrize("dt", DTYPES)
+def test_split_columns_as_accurate_as_whole_ones(monkeypatch, dt):
+    """The chunked column path computes what the one-thread-per-column path does: log-softmax
+    near 0 as (x - max) - log1p(sum below the max + ties - 1) (it took x - (max + log sum):
+    37000 float32 ULP at -0.00286), softmax's exponent in two words, and the backward's
+    float64 sum unrounded (it was rounded to the data's type first: 6.7e-3 relative error
+    where g is nearly constant). Compared with the CPU, which is within 4 ULP of exact."""
+    from fastact.cuda import _runtime as rt
+
+    monkeypatch.setattr(rt, "max_blocks", lambda: 64)
+    x = np.zeros((64, 2), dt)
+    x[0] = 1000.0
+    x[1:] = 990.0
+    x[5:, 1] = np.linspace(980, 991, 59)
+    rng = np.random.default_rng(0)
+    g = (0.1 + 1e-4 * rng.standard_normal((64, 2))).astype(dt)
+    for f in ("softmax", "log_softmax"):
+        want = getattr(fastact, f)(x, 0)
+        assert_close(H(getattr(fc, f)(D(x), 0)), want, dt, rtol=8 * np.finfo(dt).eps, atol=0)
+        y = want
+        back = getattr(fastact, f + "_backward")(g, dim=0, output=y)
+        got = H(getattr(fc, f + "_backward")(D(g), dim=0, output=D(y)))
+        # (the difference g - sum cancels: judged against the sum's magnitude)
+        eps = np.finfo(dt).eps
+        assert_close(got, back, dt, rtol=8 * eps, atol=8 * eps * float(np.abs(g).max()))
+
+
 def test_softmax_dtype_rows_with_nan_and_implicit_dim_warning():
     x = np.array([[1.0, 2.0, np.nan, 0.5], [3.0, -1.0, 0.0, 2.0]], np.float32)
+    with pytest.raises(TypeError, match="float16 is not supported for device arrays"):
+        fc.softmax(D(x), -1, dtype=np.float16)
     got = H(fc.softmax(D(x), -1, dtype=np.float64))
     assert got.dtype == np.float64
     assert_close(got, fastact.softmax(x, -1, dtype=np.float64), np.float64)
@@ -1055,3 +1092,9 @@ def test_fused_elementwise_on_device_matches_cpu():
         mul_exp(D(sample(np.float32)), D(sample(np.float64)), 1.0)
     with pytest.raises(ValueError, match="must share one shape"):
         mul_exp(D(np.ones(5, np.float32)), D(np.ones(6, np.float32)), 1.0)
+    # NumPy scalars are scalars as on the CPU (they were refused as "not a device array")
+    x = sample(np.float64)
+    for a in (np.float64(0.5), np.float32(0.5), np.int64(2)):
+        assert_close(H(mul_exp(D(x), D(x), a)), mul_exp(x, x, a), np.float64)
+    with pytest.raises(TypeError, match="at least one argument must be a device array"):
+        mul_exp(1.0, 2.0, 0.5, out=cuda.device_array(2))

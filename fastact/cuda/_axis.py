@@ -303,10 +303,11 @@ def _position(i, c_n, inner):
     return o, q - o * c_n, i - q * inner
 
 
-def softmax_columns_chunk_stats(x, colmax, part, sign, chunk, want_max):
+def softmax_columns_chunk_stats(x, colmax, part, ties, sign, chunk, want_max, log):
     """part[k, j] = over the rows c of chunk k of column j: the maximum of sign * x
-    (``want_max``; float64, a NaN wins as in the row kernels), else the float64 sum of
-    exp(sign * x - colmax[j]) (the maximum in the data's type)."""
+    (``want_max``; float64, a NaN wins as in the row kernels), else the float64 sum of the
+    terms exp(sign * x - colmax[j]) of softmax_columns (the maximum in the data's type; for
+    log-softmax the terms below the maximum, the maximum's ties counted in ties[k, j])."""
     outer, c_n, inner = x.shape
     ncol = outer * inner
     w = cuda.grid(1)
@@ -314,14 +315,20 @@ def softmax_columns_chunk_stats(x, colmax, part, sign, chunk, want_max):
         k, j, o, s = _chunk_column(w, ncol, inner)
         mt = lit(sign, colmax[j])
         acc = _NEG_INF if want_max else 0.0
+        cnt = 0.0
         for c in range(k * chunk, min(k * chunk + chunk, c_n)):
             if want_max:
                 v = float64(sign * x[o, c, s])
                 if v > acc or v != v:
                     acc = v
             else:
-                acc += float64(fm.exp(sign * x[o, c, s] - mt))
+                t, e = _exp_shifted(sign * x[o, c, s], mt)
+                a, n = _sum_terms(t, e, log)
+                acc += a
+                cnt += n
         part[k, j] = acc
+        if log and not want_max:
+            ties[k, j] = cnt
         w += cuda.gridsize(1)
 
 
@@ -338,19 +345,20 @@ def column_max(part, out):
         j += cuda.gridsize(1)
 
 
-def softmax_columns_write(x, out, colmax, colsum, log, sign):
-    """out = exp(sign x - max) / sum, or sign x - (max + log sum): the formulas of
-    softmax_columns, over every element in parallel."""
+def softmax_columns_write(x, out, colmax, colsum, colties, log, sign):
+    """The formulas of softmax_columns over every element in parallel: exp(sign x - max) /
+    sum, or (sign x - max) - log1p(sum below the max + ties - 1)."""
     outer, c_n, inner = x.shape
     i = cuda.grid(1)
     while i < x.size:
         o, c, s = _position(i, c_n, inner)
         j = o * inner + s
         mt = lit(sign, colmax[j])
+        v = sign * x[o, c, s]
         if log:
-            out[o, c, s] = sign * x[o, c, s] - (mt + lit(sign, math.log(colsum[j])))
+            out[o, c, s] = (v - mt) - lit(mt, math.log1p(colsum[j] + (colties[j] - 1.0)))
         else:
-            out[o, c, s] = fm.exp(sign * x[o, c, s] - mt) * lit(sign, 1.0 / colsum[j])
+            out[o, c, s] = _exp_shifted(v, mt)[1] * lit(mt, 1.0 / colsum[j])
         i += cuda.gridsize(1)
 
 
@@ -375,11 +383,11 @@ def softmax_columns_backward_write(g, y, gx, colsum, log, sign):
     i = cuda.grid(1)
     while i < y.size:
         o, c, s = _position(i, c_n, inner)
-        a = lit(sign, colsum[o * inner + s])
+        a = colsum[o * inner + s]  # float64, unrounded (as softmax_columns_backward)
         if log:
-            gx[o, c, s] = g[o, c, s] - fm.exp(y[o, c, s]) * a
+            gx[o, c, s] = float64(g[o, c, s]) - fm.exp(float64(y[o, c, s])) * a
         else:
-            gx[o, c, s] = sign * y[o, c, s] * (g[o, c, s] - a)
+            gx[o, c, s] = float64(sign) * float64(y[o, c, s]) * (float64(g[o, c, s]) - a)
         i += cuda.gridsize(1)
 
 

@@ -11,6 +11,7 @@ must be float32 or float64 and share one dtype (no implicit casts).
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -142,7 +143,8 @@ class Executor(LossLaunches, OptimLaunches):
         stream = self.stream
         pattern, views, values, first = [], [], [], None
         for a, n in zip(args, names, strict=True):
-            if type(a) is float or type(a) is int:
+            if isinstance(a, numbers.Real) and not isinstance(a, (bool, np.bool_)):
+                a = float(a) if isinstance(a, (float, np.floating)) else int(a)
                 pattern.append("s")
                 values.append(a)
                 continue
@@ -158,8 +160,10 @@ class Executor(LossLaunches, OptimLaunches):
                     )
             pattern.append("a")
             views.append(v)
-        if first is None or pattern[0] != "a" and inplace:
+        if inplace and pattern[0] != "a":
             raise TypeError(f"{names[0]} must be an array to be modified in place")
+        if first is None:
+            raise TypeError(f"{', '.join(names)}: at least one argument must be a device array")
         d = first[0]
         spec = fn.spec("".join(pattern), d.dtype)
         kp = spec.kernel_params(tuple(values), d.dtype)
@@ -278,13 +282,18 @@ class Executor(LossLaunches, OptimLaunches):
             return
         x3, out3 = arrays
         colmax = cuda.device_array(ncol, dtype=np.float64, stream=stream)
+        # log-softmax: the maximum's ties counted apart from the sum of the terms below it
+        ties = cuda.device_array((nk if log else 1, ncol), dtype=np.float64, stream=stream)
+        colties = cuda.device_array(ncol, dtype=np.float64, stream=stream)
         stats = K.get("softmax_columns_chunk_stats")
-        stats[grid, rt.THREADS, stream](x3, colmax, part, s, chunk, True)  # colmax not read
+        stats[grid, rt.THREADS, stream](x3, colmax, part, ties, s, chunk, True, log)
         K.get("column_max")[self._grid(ncol), rt.THREADS, stream](part, colmax)
-        stats[grid, rt.THREADS, stream](x3, colmax, part, s, chunk, False)
+        stats[grid, rt.THREADS, stream](x3, colmax, part, ties, s, chunk, False, log)
         column_sums(part, colsum, stream)
+        if log:
+            column_sums(ties, colties, stream)
         K.get("softmax_columns_write")[self._grid(n), rt.THREADS, stream](
-            x3, out3, colmax, colsum, log, s
+            x3, out3, colmax, colsum, colties, log, s
         )
 
     def softmax(self, x3, out3, log: bool, sign: float) -> None:

@@ -92,7 +92,11 @@ def _sim_fma(a, b, c):
     """a*b + c with one rounding (exact rational arithmetic; the simulator only)."""
     if not all(math.isfinite(v) for v in (a, b, c)):
         return type(a)(a * b + c)
-    return type(a)(float(Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))))
+    exact = Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))
+    try:
+        return type(a)(float(exact))
+    except OverflowError:  # beyond float64: a device fma gives the infinity
+        return type(a)(math.inf if exact > 0 else -math.inf)
 
 
 def _sim_exp_mk(x):
