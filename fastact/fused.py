@@ -420,6 +420,18 @@ class _Scalar:
             raise TypeError(f"{self.name}'s compiled function cannot be pickled on its own")
         return (_scalar_of, self.owner)
 
+    def __dask_tokenize__(self) -> tuple:
+        """dask's token of a block task: the function's content (its code, closure and the
+        globals it reads, as the compile key), not its name: a function redefined under the
+        same name (a notebook cell run again) took the first one's name in dask's graph, and
+        a compute of both returned the first one's results for both."""
+        return (
+            "fastact.elementwise",
+            self.py.__qualname__,
+            self.index,
+            _cache_key(self.py, self.extra)[0],
+        )
+
     # ------------------------------------------------------------------ per dtype
     def _typed(self, dtype: np.dtype, ints: bool) -> Callable:
         return _typed_function(self.py, dtype, ints, {})
@@ -810,7 +822,9 @@ def _unbroadcast(g: Any, a: Any) -> Any:
     """``g`` summed down to the shape of argument ``a`` (autograd's rule for broadcasting)."""
     shape = tuple(np.shape(a)) if not hasattr(a, "shape") else tuple(a.shape)
     gshape = tuple(g.shape)
-    if gshape == shape:
+    if len(gshape) == len(shape) and all(
+        s == t or (s != s and t != t) for s, t in zip(gshape, shape, strict=True)
+    ):  # (a dask array's unknown sizes are NaN: equal where both are)
         return g
     lead = len(gshape) - len(shape)
     axes = tuple(range(lead)) + tuple(

@@ -196,6 +196,15 @@ def test_dask_arrays_stay_lazy(name):
         want = c.forward(np.linspace(-6, 6, 30, dtype=dtype).reshape(5, 6), **full)
         assert isinstance(got, np.ndarray)
         assert_same(got, want, f"{name} dask {np.dtype(dtype).name}")
+    # parameters are checked at the call (they were first checked in compute), and a vector
+    # parameter of any kind is refused (a tensor or dask array applied per block)
+    if full:
+        dx = da.from_array(np.linspace(-1, 1, 4), chunks=2)
+        pname = next(iter(full))
+        if pname != "approximate":
+            for bad, exc in (("a", TypeError), (da.from_array(np.ones(2)), TypeError)):
+                with pytest.raises(exc, match=pname):
+                    c.forward(dx, **{**full, pname: bad})
     yi = c.forward(da.from_array(np.arange(-3, 3, dtype=np.int16), chunks=2), **full)
     assert yi.dtype == np.exp(np.arange(3, dtype=np.int16)).dtype
     assert_same(yi.compute(), c.forward(np.arange(-3, 3, dtype=np.int16), **full), "dask int")

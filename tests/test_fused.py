@@ -262,6 +262,54 @@ def test_dask_stays_lazy():
         np.testing.assert_array_equal(r2.compute(), prep(x))
 
 
+def test_dask_names_follow_the_functions_content():
+    """A function redefined under the same name (a notebook cell run again) took the first
+    one's dask graph name: one compute of both gave the first one's results for both. Bool
+    arguments are refused at the call; .backward works on unknown chunk sizes; 0-d arrays
+    give 0-d arrays on every call (the first call returned a NumPy scalar)."""
+    import dask
+    import dask.array as da
+
+    @fastact.elementwise(grad=lambda g, x: g * 2 * x)
+    def prep(x):
+        return x * x
+
+    d = da.from_array(np.arange(4.0), chunks=2)
+    first = prep(d)
+    again = prep(d)
+    assert again.name == first.name  # the same function: dask's cache is shared
+
+    @fastact.elementwise
+    def prep(x):  # noqa: F811 (redefined on purpose)
+        return 3 * x
+
+    second = prep(d)
+    assert second.name != first.name
+    a, b = dask.compute(first, second, scheduler="sync")
+    np.testing.assert_array_equal(a, np.arange(4.0) ** 2)
+    np.testing.assert_array_equal(b, 3 * np.arange(4.0))
+    with pytest.raises(TypeError, match="got bool"):
+        mul_exp(da.from_array(rand(10, F64), chunks=5), True)
+
+    @fastact.elementwise(grad=lambda g, x: g * 2 * x)
+    def sq(x):
+        return x * x
+
+    v = da.from_array(np.array([-1.0, 2.0, 3.0, -4.0, 5.0]), chunks=2)
+    u = v[v > 0]  # unknown chunk sizes
+    np.testing.assert_array_equal(sq.backward(sq(u) * 0 + 1, u).compute(), [4.0, 6.0, 10.0])
+
+    @fastact.elementwise
+    def twice(x):
+        return 2 * x
+
+    z = np.array(0.5, np.float32)
+    for _ in range(3):
+        r = twice(z)
+        assert type(r) is np.ndarray and r.shape == () and r == 1.0
+    assert type(twice(0.5)) is np.float64
+
+
 # ------------------------------------------------------------------------- gradients
 def test_backward_against_torch():
     torch = pytest.importorskip("torch")

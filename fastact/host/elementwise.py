@@ -294,9 +294,10 @@ def _ufunc_call(op, kind, arrays, kp, out, rdt, inplace):
 
 def _dask_forward(op: Elementwise, x, values):
     for v, n in zip(values, op.param_names, strict=False):
-        if isinstance(v, np.ndarray) and v.ndim > 0:
+        if np.ndim(v) > 0:  # an array, tensor or dask array would apply per block
             raise TypeError(f"{n} must be a scalar when input is a dask array")
     dtype = result_dtype(np.dtype(x.dtype), "input")
+    op.kernel_params(values, compute_dtype(dtype))  # bad parameters raise here, not in compute
     # a partial of a module-level function: dask tokenizes and pickles it by reference
     return x.map_blocks(functools.partial(_dask_block, op.name, values), dtype=dtype)
 
@@ -373,8 +374,9 @@ def map_call(fn: Any, args: tuple, out: Any, inplace: bool, names: tuple):
     else:
         rdt = result_dtype(np.result_type(*dtypes, *weak), names[0])
         cd = compute_dtype(rdt)
-    scalar_result = not arrays
-    if scalar_result:  # numbers only: a 0-d computation, a NumPy scalar back
+    # numbers only: a NumPy scalar back (0-d arrays give a 0-d array, as the activations)
+    scalar_result = not any(isinstance(a, np.ndarray) for a in args)
+    if not arrays:  # a 0-d computation
         pattern[0] = "a"
         arrays.append(np.asarray(values.pop(0)))
     try:
@@ -418,6 +420,8 @@ def _dask_map(fn: Any, args: tuple, names: tuple):
     for a, n in zip(args, names, strict=True):
         if type(a) is float or type(a) is int:
             continue
+        if isinstance(a, (bool, np.bool_)):  # as map_call, at the call (not in compute)
+            raise TypeError(f"{n} must be a real number or array, got bool")
         dt = np.dtype(a.dtype) if is_dask(a) else as_array(a, n).dtype
         result_dtype(dt, n)
         dtypes.append(dt)
