@@ -614,23 +614,90 @@ def test_loss_warnings_once_from_the_callers_line():
 
 @pytest.mark.parametrize(
     "name", ["MSELoss", "L1Loss", "SmoothL1Loss", "KLDivLoss", "BCEWithLogitsLoss",
-             "PoissonNLLLoss", "GaussianNLLLoss", "CrossEntropyLoss", "HuberLoss"],
+             "PoissonNLLLoss", "GaussianNLLLoss", "CrossEntropyLoss", "HuberLoss",
+             "SoftMarginLoss", "HingeEmbeddingLoss"],
 )  # fmt: skip
 def test_loss_modules_promote_a_wider_target_like_torch(name):
-    """float32 input, float64 target: torch's loss is float64 (the input promoted; huber
-    keeps float32); fastact's computed in float32 with the target rounded to it. The input's
-    gradient stays float32."""
+    """float32 input, float64 target: torch's loss is float64 (the input promoted; huber,
+    soft margin and hinge embedding keep float32); fastact's computed in float32 with the
+    target rounded to it. The input's gradient stays float32."""
     rng = np.random.default_rng(3)
     x = torch.tensor(rng.standard_normal((4, 3)), dtype=torch.float32, requires_grad=True)
     t = torch.tensor(rng.uniform(0.05, 1.0, (4, 3)))
     if name == "CrossEntropyLoss":
         t = t / t.sum(1, keepdim=True)
+    keeps = name in ("HuberLoss", "SoftMarginLoss", "HingeEmbeddingLoss")
+    if name in ("SoftMarginLoss", "HingeEmbeddingLoss"):
+        t = torch.where(t > 0.5, 1.0, -1.0).double()
     args = (x, t, torch.ones(4, 3)) if name == "GaussianNLLLoss" else (x, t)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # KLDivLoss's 'mean' warning
         ours = getattr(fnn, name)()(*args)
         theirs = getattr(torch.nn, name)()(*args)
-    assert ours.dtype == theirs.dtype == (torch.float32 if name == "HuberLoss" else torch.float64)
+    assert ours.dtype == theirs.dtype == (torch.float32 if keeps else torch.float64)
     torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
     (g,) = torch.autograd.grad(ours, x)
     assert g.dtype == torch.float32
+
+
+# ----------------------------------------------------------------------------------------
+# found by fuzzing fastact inside torch programs (2026-12-05, sixth session)
+# ----------------------------------------------------------------------------------------
+def test_torch_compile_runs_torchs_functions():
+    """Under torch.compile the functions defer to torch's (Dynamo cannot see into numba's
+    kernels): it guarded a kernel lookup by type only, and after a training call a no_grad
+    call of a compiled model ran SiLU's kernel for ReLU (outputs -0.17 after a ReLU); a first
+    compiled call of leaky_relu raised an internal Dynamo error."""
+    torch.manual_seed(1)
+    m = torch.nn.Sequential(torch.nn.Linear(4, 4), fnn.SiLU(), torch.nn.Linear(4, 4), fnn.ReLU())
+    ref = torch.nn.Sequential(
+        torch.nn.Linear(4, 4), torch.nn.SiLU(), torch.nn.Linear(4, 4), torch.nn.ReLU()
+    )
+    ref.load_state_dict(m.state_dict())
+    x = torch.randn(3, 4)
+    cm = torch.compile(m, backend="eager")
+    cm(x).sum().backward()
+    with torch.no_grad():
+        y = cm(x)
+    torch.testing.assert_close(y, ref(x))
+    lr = torch.compile(AF.leaky_relu, backend="eager")
+    v = torch.randn(6)
+    torch.testing.assert_close(lr(v, 0.1), torch.nn.functional.leaky_relu(v, 0.1))
+
+
+def test_forward_mode_ad_and_torch_func():
+    """Inside a forward-AD level the tangent was dropped (None); vmap/jvp raised "Cannot access
+    data pointer": torch's functions run there."""
+    import torch.autograd.forward_ad as fwAD
+
+    x, v = torch.randn(5), torch.ones(5)
+    for name in ("silu", "relu", "tanh", "gelu"):
+        with fwAD.dual_level():
+            t = fwAD.unpack_dual(getattr(AF, name)(fwAD.make_dual(x, v))).tangent
+        with fwAD.dual_level():
+            want = fwAD.unpack_dual(getattr(torch.nn.functional, name)(fwAD.make_dual(x, v)))
+        torch.testing.assert_close(t, want.tangent)
+    xs = torch.randn(3, 4)
+    torch.testing.assert_close(torch.func.vmap(AF.relu)(xs), torch.relu(xs))
+    _, jt = torch.func.jvp(AF.silu, (x,), (v,))
+    _, want_t = torch.func.jvp(torch.nn.functional.silu, (x,), (v,))
+    torch.testing.assert_close(jt, want_t)
+
+
+def test_loss_gradient_is_not_the_saved_tensor():
+    """A loss's backward handed out its saved gradient itself (grad_output 1): changing the
+    returned gradient (.data, or an in-place hook) changed, or broke, the next backward of
+    the same graph (retain_graph=True); torch's are independent."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, requires_grad=True)
+    t = torch.randn(4, 3)
+    for f in (AF.mse_loss, AF.l1_loss):
+        loss = f(x, t)
+        (g,) = torch.autograd.grad(loss, x, retain_graph=True)
+        want = g.clone()
+        g.data.zero_()
+        (g2,) = torch.autograd.grad(loss, x, retain_graph=True)
+        torch.testing.assert_close(g2, want)
+        g2.clamp_(-0.01, 0.01)
+        (g3,) = torch.autograd.grad(loss, x)
+        torch.testing.assert_close(g3, want)

@@ -1130,7 +1130,8 @@ class Loss:
     have loops of their own); ``kind``: ``"elementwise"``, ``"rows"`` (rows of the last axis)
     or ``"classes"`` (class axis 1); ``formula``: one line for the docs; ``promotes``: torch
     promotes the input with a wider float target (float32 input, float64 target: a float64
-    loss; not huber_loss, which keeps the input's dtype)."""
+    loss; not huber_loss, soft_margin_loss and hinge_embedding_loss, which keep the input's
+    dtype)."""
 
     name: str
     module: str
@@ -1245,6 +1246,7 @@ LOSSES: dict[str, Loss] = {
             ("soft_margin",),
             "elementwise",
             "log(1 + exp(-y x))",
+            promotes=False,
         ),
         Loss(
             "margin_ranking_loss",
@@ -1263,6 +1265,7 @@ LOSSES: dict[str, Loss] = {
             ("hinge_embedding",),
             "elementwise",
             "x if y = 1, max(0, margin - x) if y = -1",
+            promotes=False,
         ),
         Loss(
             "cosine_embedding_loss",

@@ -64,14 +64,26 @@ _SAVES_OUTPUT = frozenset({"sigmoid", "tanh", "relu"})
 
 def supported(x: Any) -> bool:
     """``x`` is a tensor fastact's host kernels take: CPU, float32/float64, strided, its
-    memory holding its values (not a lazily negated view: ``torch._neg_view``)."""
+    memory holding its values (not a lazily negated view: ``torch._neg_view``), in eager
+    code: not while torch.compile traces (Dynamo cannot see into numba's kernels: it guarded
+    a kernel lookup by type only and ran one activation's kernel for another), not inside a
+    forward-mode AD level (the tangent was dropped) or a torch.func transform (vmap, grad,
+    jvp: wrapped tensors). There torch's own function runs."""
     return (
         isinstance(x, torch.Tensor)
         and x.is_cpu
         and (x.dtype is _F32 or x.dtype is _F64)
         and x.layout is _STRIDED
         and not x.is_neg()
+        and _forward_ad._current_level < 0
+        and not _is_compiling()
+        and not _is_wrapped(x)
     )
+
+
+_forward_ad = torch.autograd.forward_ad
+_is_compiling = torch.compiler.is_compiling
+_is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -693,8 +705,9 @@ class Loss(torch.autograd.Function):
             return (None, None, *_torch_grads(ctx, inputs, grad_output))
         out = [None, None]
         if grad_output.dim() == 0:
-            one = float(grad_output) == 1.0
-            out += [g if one else g * grad_output for g in grads]
+            # new tensors also for grad_output = 1: the saved ones handed out were changed
+            # by the caller (an in-place hook, .data) under a later backward of the graph
+            out += [g * grad_output for g in grads]
             return tuple(out)
         for g in grads:
             s = _scale_none(g, grad_output, ctx.loss_shape)
