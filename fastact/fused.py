@@ -339,6 +339,23 @@ def _float64_ops(disp: Any, sig: tuple, source: Callable[[], Callable]) -> bool:
     return bool(_DOUBLE_OP.search("\n".join(body)))
 
 
+def _cores_compute_float64(py: Callable) -> bool:
+    """Whether a fastact scalar that ``py`` calls does float64 arithmetic itself for float32
+    arguments (tanhshrink's polynomial near 0, on purpose): the float64 warning would blame
+    the user's function for fastact's own choice."""
+    for _, v in _walk(py):
+        if not (isinstance(v, Dispatcher) and _is_fastact(v)):
+            continue
+        sig = (numba.float32,)
+        try:
+            v.compile(sig)
+        except Exception:  # a core with required parameters: not one of these
+            continue
+        if _float64_ops(v, sig, lambda v=v: v.py_func):
+            return True
+    return False
+
+
 def _typed_function(py: Callable, dtype: np.dtype, ints: bool, done: dict) -> Callable:
     """A copy of ``py`` whose number constants, number globals and closure numbers are
     ``dtype`` scalars, and whose plain Python or numba helper functions are (recursively)
@@ -505,7 +522,12 @@ class _Scalar:
             ) from None
         rtype = disp.overloads[sig].signature.return_type
         msg = self._check_return(rtype, dtype)
-        if not msg and dtype == _F32 and _float64_ops(disp, sig, lambda: self._typed(dtype, ints)):
+        if (
+            not msg
+            and dtype == _F32
+            and _float64_ops(disp, sig, lambda: self._typed(dtype, ints))
+            and not _cores_compute_float64(self.py)
+        ):
             msg = (
                 f"fastact.elementwise: {self.name} computes in float64 for float32 arguments "
                 "(a float64 value inside a function it calls, or a NumPy float64 constant); "
