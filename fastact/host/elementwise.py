@@ -174,10 +174,12 @@ def elementwise(
         out = check_out(out, _broadcast_shape(v, kp, names[1], op.param_names), rdt, (g, v))
     if any(isinstance(p, np.ndarray) for p in kp):
         return _ufunc_call(op, kind, (g, v), kp, out, rdt, False)
-    res = np.empty_like(v) if out is None or rdt != dtype else out
-    run(op, kind, (g, v), tuple([float(p) for p in kp]), res)
-    if res is out:
+    kp = tuple([float(p) for p in kp])
+    if out is not None and out.dtype == dtype:
+        run(op, kind, (g, v), kp, out)
         return out
+    res = np.empty_like(v)
+    run(op, kind, (g, v), kp, res)
     if out is not None:  # float16 output: computed in float32, cast into out
         out[...] = res
         return out
