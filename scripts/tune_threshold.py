@@ -5,10 +5,11 @@ serial one (not a unit test; run on an idle machine).
     python scripts/tune_threshold.py --threads 4
     python scripts/tune_threshold.py --pool     # the serial loop on torch's OpenMP pool instead
 
-For sizes 2^12 .. 2^20 it times the forward kernel's serial and parallel loops (warm calls,
-minimum of several repeats) and reports the smallest size from which the parallel loop is
-faster at every larger size. ``fastact/_core/thresholds.py`` holds the table the library uses
-(paste the printed dict there); sizes above the largest one tried keep the default.
+For sizes 2^12 .. 2^21 (and 1.5 times each) it times the forward kernel's serial and parallel
+loops (warm calls, minimum of several repeats) and reports the smallest size from which the
+parallel loop is faster at every larger size. ``fastact/_core/thresholds.py`` holds the table
+the library uses (paste the printed dict there); sizes above the largest one tried keep the
+default.
 ``--pool`` times the launch fastact makes once torch is imported (the serial loop run by
 every thread of torch's pool on its share, :mod:`fastact._core.torch_pool`) against the
 serial loop: its crossovers are ``POOL_THRESHOLDS``.
@@ -79,7 +80,8 @@ def main(argv=None) -> int:
         pool = pool_threads(1 << 30, 0, True)
         if not pool:
             raise SystemExit("torch's pool is not available here (or one thread)")
-    sizes = [1 << k for k in range(12, 22)]
+    # powers of two and the sizes halfway between (x 1.5): 4K .. 2M
+    sizes = sorted({1 << k for k in range(12, 22)} | {3 << k for k in range(11, 20)})
     table = {}
     for name in sorted(ACTIVATIONS):
         try:

@@ -21,6 +21,7 @@ import pytest
 
 import fastact
 import fastact.scalar as S
+from fastact._core.thresholds import THRESHOLDS
 from fastact.fused import _DOUBLE_OP, ElementwiseFunction, ScalarMathWarning
 from fastact.scalar import exp, gelu, leaky_relu, log1p, sigmoid, tanh
 
@@ -625,7 +626,8 @@ def test_serial_and_parallel_loops_agree():
     ser = fastact.elementwise(threshold=1 << 40)(prep.__wrapped__)
     np.testing.assert_array_equal(par(x), ser(x))
     assert prep.threshold == 16384  # gelu's measured crossover
-    assert fastact.elementwise(lambda x: 2 * x + 1).threshold == 262144  # arithmetic only
+    # arithmetic only: the crossover of the cheap activations
+    assert fastact.elementwise(lambda x: 2 * x + 1).threshold == THRESHOLDS["relu"]
 
 
 def test_repr_and_public_api():

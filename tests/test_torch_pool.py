@@ -604,24 +604,81 @@ def test_element_wise_launch_block_is_the_general_one():
     from fastact.activations import scalar_params
     from fastact.host.elementwise import kernels
 
-    op = ACTIVATIONS["elu"]
-    k = kernels(op, "forward")[0]
-    x = np.random.default_rng(0).standard_normal(1000)
-    y, z = np.empty_like(x), np.empty_like(x)
-    args = (x, y, *scalar_params(op, (0.7,), x.dtype))
-    tramp, blk, fl = tp._flat_block(k, args, range(2), 2, 64)
-    ref, rblk, rfl = tp._described_block(k, args, range(2), 2, 64)
-    assert tp.prepare(k, args, range(2), 2, 64)[0] is tramp
-    assert tramp is ref and blk.shape == rblk.shape and (fl == rfl).all()
-    assert (blk[1:4] == rblk[1:4]).all() and (blk[5:] == rblk[5:]).all()
-    assert blk[0] - blk.ctypes.data == rblk[0] - rblk.ctypes.data
-    assert blk[4] - blk.ctypes.data == rblk[4] - rblk.ctypes.data == 16
-    tp.run_split(k, args, range(2), 2, 64)
-    k(x, z, *args[2:])
-    np.testing.assert_array_equal(y, z)
+    for name, values in (("relu", ()), ("hardtanh", (-0.5, 0.25)), ("elu", (0.7,))):
+        op = ACTIVATIONS[name]  # no float, two, the last one below
+        k = kernels(op, "forward")[0]
+        x = np.random.default_rng(0).standard_normal(1000)
+        y, z = np.empty_like(x), np.empty_like(x)
+        args = (x, y, *scalar_params(op, values, x.dtype))
+        tramp, blk, ni = tp._flat_block(k, args, range(2), 2, 64)
+        fl = blk[ni:].view(np.float64)
+        ref, rblk, rfl = tp._described_block(k, args, range(2), 2, 64)
+        assert tp.prepare(k, args, range(2), 2, 64)[0] is tramp
+        nf = len(values)  # (the described block's unused float slot is left unset)
+        assert tramp is ref and blk.shape == rblk.shape and (fl[:nf] == rfl[:nf]).all()
+        assert (blk[1:4] == rblk[1:4]).all() and (blk[5:ni] == rblk[5:ni]).all()
+        assert blk[0] - blk.ctypes.data == rblk[0] - rblk.ctypes.data
+        assert blk[4] - blk.ctypes.data == rblk[4] - rblk.ctypes.data == 16
+        tp.run_split(k, args, range(2), 2, 64)
+        k(x, z, *args[2:])
+        np.testing.assert_array_equal(y, z)
     # the general path: a 2-d array, two dtypes, a NumPy scalar, a split that is not range(k)
     x2 = x.reshape(10, 100)
     assert tp._flat_block(k, (x2, np.empty_like(x2), *args[2:]), range(2), 2, 64) is None
     assert tp._flat_block(k, (x, y.astype(np.float32), *args[2:]), range(2), 2, 64) is None
     assert tp._flat_block(k, (x, y, np.float64(0.7)), range(2), 2, 64) is None
     assert tp._flat_block(k, args, (0, 1), 2, 64) is None
+
+
+def test_element_wise_launch_releases_the_gil():
+    """The compiled launcher of the element-wise launches (one jit call that builds the block
+    and calls GOMP_parallel) runs without the GIL, as the ctypes call did: another Python
+    thread keeps running during a long launch."""
+    import threading
+    import time
+
+    from fastact.activations import scalar_params
+    from fastact.host.elementwise import kernels
+
+    op = ACTIVATIONS["gelu"]
+    k = kernels(op, "forward")[0]
+    x = np.random.default_rng(1).standard_normal(1 << 23)
+    y = np.empty_like(x)
+    args = (x, y, *scalar_params(op, (), x.dtype))
+    tp.run_split(k, args, range(2), 2, 256)  # compiled and warm
+    ticks = []
+    stop = threading.Event()
+
+    def tick():
+        while not stop.is_set():
+            ticks.append(time.perf_counter())
+
+    t = threading.Thread(target=tick)
+    t.start()
+    time.sleep(0.01)
+    t0 = time.perf_counter()
+    tp.run_split(k, args, range(2), 2, 256)
+    t1 = time.perf_counter()
+    stop.set()
+    t.join()
+    during = [v for v in ticks if t0 < v < t1]
+    assert len(during) > 10, (len(during), t1 - t0)
+    assert tp._flat_entry(k, args, range(2), 256) is not None  # the compiled path ran
+
+
+def test_bad_pool_setting_raises_before_an_optimizer_writes(monkeypatch):
+    """An unknown FASTACT_TORCH_POOL raised only at the first launch past the crossover: a
+    small group was stepped (and its count advanced) before a large one raised. Now the step
+    raises first, nothing written."""
+    import fastact.optim as fo
+
+    small = np.ones(1000, np.float32)
+    large = np.ones(1 << 17, np.float32)
+    opt = fo.AdamW([{"params": [small]}, {"params": [large]}], lr=0.1)
+    monkeypatch.setenv("FASTACT_TORCH_POOL", "bogus")
+    with pytest.raises(ValueError, match="FASTACT_TORCH_POOL"):
+        opt.step([np.ones_like(small), np.ones_like(large)])
+    assert (small == 1).all() and (large == 1).all() and len(opt.state) == 0
+    monkeypatch.setenv("FASTACT_TORCH_POOL", "tensors")
+    opt.step([np.ones_like(small), np.ones_like(large)])
+    assert (small < 1).all() and (large < 1).all()

@@ -449,6 +449,39 @@ def fetch_add(typingctx, address, value):
     return numba.types.int64(address, value), codegen
 
 
+@intrinsic
+def call_parallel(typingctx, start, fn, data, threads):
+    """``start(fn, data, threads, 0)`` for the int64 addresses ``start`` (an OpenMP runtime's
+    ``void GOMP_parallel(void (*)(void *), void *, unsigned, unsigned)``), ``fn`` and
+    ``data``, in jit code (compiled with ``nogil``: the GIL stays released meanwhile)."""
+    if not all(isinstance(a, numba.types.Integer) for a in (start, fn, data, threads)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
+
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        callee = ir.FunctionType(ir.VoidType(), [i8p, i8p, i32, i32])
+        i64 = [
+            context.cast(builder, a, t, numba.types.int64)
+            for a, t in zip(args, signature.args, strict=True)
+        ]
+        target = builder.inttoptr(i64[0], callee.as_pointer())
+        builder.call(
+            target,
+            [
+                builder.inttoptr(i64[1], i8p),
+                builder.inttoptr(i64[2], i8p),
+                builder.trunc(i64[3], i32),
+                ir.Constant(i32, 0),
+            ],
+        )
+        return context.get_dummy_value()
+
+    return numba.types.void(start, fn, data, threads), codegen
+
+
 @jit
 def address(a):
     """Data address of a NumPy array (0.18 us against 0.76 for ``a.ctypes.data``)."""

@@ -29,6 +29,7 @@ import numpy as np
 
 from fastact import host
 from fastact._core.backend import device, on_device
+from fastact._core.torch_pool import pool_threads
 from fastact.kernels.optim import (
     BF16,
     LOWP_ROWS,
@@ -521,6 +522,7 @@ def prepare(opt: Any, ex: Any, grads: Any) -> list:
     """Phase 1: validate every gradient (and, when the state changed, every state array) and
     fill the launch tables; writes no array."""
     groups = opt.param_groups
+    pool_threads(0, 1)  # a bad FASTACT_TORCH_POOL raises here, not at a later group's launch
     if grads is not None:
         total = sum(len(g["params"]) for g in groups)
         if host.is_param(grads) or not isinstance(grads, (list, tuple)):
