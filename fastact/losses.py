@@ -107,6 +107,13 @@ def _on_tensor_views(fn):
         ):
             return fn(*args, **kwargs)
         back: dict = {}
+        go = kwargs.get("grad_out")
+        for g in go if type(go) is tuple else (go,):
+            if type(g) is np.ndarray:  # returned as itself, as on the general path
+                back[id(g)] = g
+            elif type(g) is torch.Tensor and g.is_inference():
+                if not torch.is_inference_mode_enabled():
+                    return fn(*args, **kwargs)  # the general path applies torch's rule
         try:
             vargs = [_view(a, torch, back) for a in args]
             vkw = {k: _view(v, torch, back) for k, v in kwargs.items()}
@@ -1076,6 +1083,11 @@ def cross_entropy(
             raise TypeError(
                 "target has input's shape, so it holds class probabilities and must be "
                 f"floating point, got dtype {t.dtype}"
+            )
+        if int(ignore_index) != -100:  # torch: RuntimeError, the same words
+            raise ValueError(
+                "ignore_index is not supported for floating point target (class "
+                f"probabilities), got ignore_index={ignore_index}"
             )
         q = ex.contiguous(ex.typed_input(target, "target", dt)).reshape(n_s, n_cls, n_d)
         y = None

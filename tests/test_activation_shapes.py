@@ -408,3 +408,62 @@ def test_matrix_outputs_refused():
             call()
         assert not buf.any(), what
     np.testing.assert_array_equal(fastact.relu(x.view(np.matrix)), np.maximum(x, 0))
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=DT_IDS)
+def test_array_parameters_into_strided_out(dt):
+    """Array-valued parameters (the broadcasting ufunc path) into a strided ``out=`` (a
+    column, a reversed view): the values of a contiguous run, nothing written beside the
+    view (numba's vectorized functions wrote a strided out as if it were C-contiguous: wrong
+    elements and, with a negative stride, memory past the view)."""
+    x = np.array([-3.0, -1.0, 0.5, 2.0, 7.0], dt)
+    g = np.linspace(0.5, 1.5, 5).astype(dt)
+    slope = np.linspace(0.1, 0.3, 5).astype(dt)
+    alpha = np.full(5, 2.0, dt)
+    calls = {
+        "leaky_relu": lambda out: fastact.leaky_relu(x, slope, out=out),
+        "leaky_relu_backward": lambda out: fastact.leaky_relu_backward(g, x, slope, out=out),
+        "elu_backward": lambda out: fastact.elu_backward(g, x, alpha, out=out),
+        "hardtanh": lambda out: fastact.hardtanh(x, -slope, alpha, out=out),
+    }
+    for name, call in calls.items():
+        ref = call(None)
+        buf = np.full((5, 2), 9.0, dt)
+        assert call(buf[:, 0]) is not None
+        assert_same(buf[:, 0], ref, f"{name} column")
+        assert (buf[:, 1] == 9).all(), name
+        big = np.full(20, 9.0, dt)
+        call(big[14:4:-2])
+        assert_same(big[14:4:-2], ref, f"{name} reversed")
+        assert (np.delete(big, [14, 12, 10, 8, 6]) == 9).all(), name
+    # in place on a strided view with an array slope
+    buf = np.stack([x, np.full(5, 9.0, dt)], axis=1)
+    fastact.leaky_relu_(buf[:, 0], slope)
+    assert_same(buf[:, 0], fastact.leaky_relu(x, slope), "in place column")
+    assert (buf[:, 1] == 9).all()
+
+
+def test_empty_outputs_with_a_zero_length_axis():
+    """An empty (3, 0) array (NumPy gives it zero strides) is a valid out= and in-place
+    target, not an expanded one."""
+    z16 = np.zeros((3, 0), np.float16)
+    assert fastact.relu_backward(z16, z16, out=np.zeros((3, 0), np.float16)).shape == (3, 0)
+    z = np.zeros((3, 0))
+    assert fastact.gelu_backward(z.astype(np.float32), z, out=np.zeros((3, 0))).shape == (3, 0)
+    out = np.zeros((3, 0), np.float16)
+    assert fastact.sigmoid(np.zeros((3, 0), np.int8), out=out) is out
+    e = np.zeros((3, 0), np.float32)
+    assert fastact.leaky_relu_(e, np.array([0.1], np.float32)) is e
+
+
+def test_python_numbers_beside_arrays_are_weak():
+    """A Python number as grad_output or input takes the other argument's dtype, as NumPy's
+    ufuncs treat Python scalars (np.multiply(1.0, float32 array) is float32)."""
+    x32 = np.array(-3.0, np.float32)
+    assert fastact.celu_backward(1.0, x32, 0.3).dtype == np.float32
+    assert fastact.relu_backward(1, np.array(2.0, np.float16)).dtype == np.float16
+    assert fastact.sigmoid_backward(np.ones((), np.float32), 0.5).dtype == np.float32
+    assert fastact.sigmoid_backward(np.float64(1.0), x32).dtype == np.float64  # not weak
+    np.testing.assert_allclose(
+        fastact.celu_backward(2.0, x32, 0.3), 2 * np.exp(np.float32(-10.0)), rtol=1e-6
+    )

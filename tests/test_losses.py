@@ -1090,3 +1090,75 @@ def test_gradients_at_non_finite_inputs_like_torch(dt):
     for full in (False, True):
         both(L.poisson_nll_loss, F.poisson_nll_loss, (x, t), (0,), log_input=False, full=full)
     both(L.gaussian_nll_loss, F.gaussian_nll_loss, (x, t, np.ones(3, dt)), (0, 2))
+
+
+def test_large_class_counts_and_one_class_rows_on_torchs_pool():
+    """cross_entropy over more than 16384 classes (a chunk of one row) without the gradient,
+    and multilabel_soft_margin_loss with one class per row and reduction='none': their empty
+    placeholders were split along with the rows on torch's pool (ValueError "the split
+    arrays must have one leading length"). Values against torch."""
+    from fastact._core.torch_pool import pool_threads
+
+    torch.set_num_threads(2)  # this module runs torch on one thread: no pool
+    try:
+        assert pool_threads(1 << 20, 0, True) == min(2, numba.get_num_threads())
+        _large_class_counts()
+    finally:
+        torch.set_num_threads(1)
+
+
+def _large_class_counts():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(8, 20000, generator=g)
+    target = torch.randint(0, 20000, (8,), generator=g)
+    ref = F.cross_entropy(logits.double(), target).item()
+    assert abs(L.cross_entropy(logits, target).item() - ref) < 1e-5 * abs(ref)
+    assert abs(float(L.cross_entropy(logits.numpy(), target.numpy())) - ref) < 1e-5 * abs(ref)
+    probs = torch.softmax(torch.randn(4, 20000, generator=g), 1)
+    refp = F.cross_entropy(logits[:4].double(), probs.double()).item()
+    assert abs(L.cross_entropy(logits[:4], probs).item() - refp) < 1e-5 * abs(refp)
+    x = torch.randn(70000, 1, generator=g)
+    t = (torch.rand(70000, 1, generator=g) > 0.5).float()
+    got = L.multilabel_soft_margin_loss(x, t, reduction="none")
+    exp = F.multilabel_soft_margin_loss(x.double(), t.double(), reduction="none")
+    torch.testing.assert_close(got.double(), exp, rtol=1e-6, atol=1e-7)
+
+
+def test_uint64_targets_beyond_int64_are_out_of_bounds():
+    """A uint64 class index of 2**63 or more wrapped in the int64 conversion (2**64 - 100 to
+    -100, the default ignore_index: that sample was silently dropped)."""
+    x = np.array([[1.0, 2.0, 3.0], [0.5, 0.1, 0.2]])
+    for y in (np.array([0, 2**64 - 100], np.uint64), np.array([0, 2**63], np.uint64)):
+        for f in (L.cross_entropy, L.nll_loss):
+            with pytest.raises(ValueError, match="out of bounds"):
+                f(x, y)
+    np.testing.assert_allclose(
+        L.cross_entropy(x, np.array([0, 2], np.uint64)), L.cross_entropy(x, np.array([0, 2]))
+    )
+
+
+def test_grad_out_kinds_with_tensor_inputs():
+    """With tensor inputs, an inference-mode grad_out is refused as torch refuses the write
+    (the fast path wrote it), and a NumPy grad_out is returned as itself (as on the general
+    path)."""
+    x, t = torch.randn(4, 3), torch.randn(4, 3)
+    with torch.inference_mode():
+        go = torch.zeros(4, 3)
+    with pytest.raises(RuntimeError, match="inference tensor"):
+        L.mse_loss(x, t, return_grad=True, grad_out=go)
+    assert (go == 0).all()
+    buf = np.zeros((4, 3), np.float32)
+    loss, g = L.mse_loss(x, t, return_grad=True, grad_out=buf)
+    assert g is buf
+    np.testing.assert_allclose(buf, 2 * (x - t).numpy() / 12, rtol=1e-6)
+    with torch.inference_mode():  # inside inference mode the write is allowed
+        loss, g = L.mse_loss(x, t, return_grad=True, grad_out=go)
+    assert g is go and (go != 0).any()
+
+
+def test_ignore_index_with_probability_targets_is_refused():
+    x = np.zeros((3, 4), np.float32)
+    q = np.full((3, 4), 0.25, np.float32)
+    with pytest.raises(ValueError, match="ignore_index is not supported for floating point"):
+        L.cross_entropy(x, q, ignore_index=0)
+    assert np.isclose(L.cross_entropy(x, q), np.log(4))

@@ -704,6 +704,55 @@ def test_float32_state_loads_into_8bit_and_back():
     assert np.abs(mb - m32).max() <= np.abs(m32).max() * 2.0**15 / 16 / SIGNED_RANGE * 1.0001
 
 
+def test_8bit_state_dict_loads_into_the_float32_classes_directly():
+    """An 8-bit state dict loads straight into the float32 class (decoded) and into a
+    bfloat16-state one, which keep their own storage options (as fastact.torch.optim): the
+    loader took the saved group's state_dtype and refused "'8bit' for AdamW"; a bfloat16
+    state dict turned a float32 AdamW into a bfloat16 one."""
+    rng = np.random.default_rng(12)
+    p = [rng.standard_normal(5000).astype(np.float32)]
+    o8 = fo.AdamW8bit(p, block_size=256)
+    for _ in range(3):
+        o8.step([rng.standard_normal(5000).astype(np.float32)])
+    for kw, dt in (({}, np.float32), ({"state_dtype": "bfloat16"}, ml_dtypes.bfloat16)):
+        o = fo.AdamW([p[0].copy()], **kw)
+        o.load_state_dict(o8.state_dict())
+        assert o.param_groups[0].get("state_dtype") == kw.get("state_dtype")
+        st = next(iter(o.state._d.values()))[1]
+        assert st["exp_avg"].dtype == dt and "exp_avg_f8absmax" not in st
+        m8 = np.empty(5000, np.float32)
+        dequantize_blocks(
+            o8.state[p[0]]["exp_avg"], o8.state[p[0]]["exp_avg_f8absmax"], 256, True, m8
+        )
+        np.testing.assert_allclose(st["exp_avg"].astype(np.float32), m8, rtol=1 / 128, atol=0)
+    sgd8 = fo.SGD8bit([p[0].copy()], lr=0.1, momentum=0.9, min_8bit_size=0)
+    sgd8.step([np.ones(5000, np.float32)])
+    sgd = fo.SGD([p[0].copy()], lr=0.1, momentum=0.9)
+    sgd.load_state_dict(sgd8.state_dict())
+    st = next(iter(sgd.state._d.values()))[1]
+    np.testing.assert_allclose(st["momentum_buffer"], 1.0, rtol=1 / 15)
+
+
+@pytest.mark.parametrize("cls", ["SGD8bit", "Adam8bit"])
+def test_8bit_switch_under_float32_state_is_refused(cls):
+    """min_8bit_size lowered under float32 state: the state is not in the group's storage
+    any more (codes' key holding the float32 array, no scales). SGD8bit dropped its momentum
+    silently (the buffer made afresh as the gradient); Adam8bit's error named a key it has."""
+    p = np.zeros(64, np.float32)
+    kw = {"momentum": 0.9} if cls == "SGD8bit" else {}
+    opt = getattr(fo, cls)([p], lr=0.1, min_8bit_size=10**6, block_size=16, **kw)
+    for _ in range(3):
+        opt.step([np.ones(64, np.float32)])
+    before = p.copy()
+    opt.param_groups[0]["min_8bit_size"] = 0
+    with pytest.raises(ValueError, match="stored otherwise than the group"):
+        opt.step([np.ones(64, np.float32)])
+    np.testing.assert_array_equal(p, before)
+    opt.param_groups[0]["min_8bit_size"] = 10**6  # set back: steps on
+    opt.step([np.ones(64, np.float32)])
+    assert not np.array_equal(p, before)
+
+
 # ------------------------------------------------------------------------------- validation
 def test_bad_storage_options_are_rejected():
     p = [np.zeros(10, np.float32)]
@@ -950,8 +999,7 @@ def test_8bit_codes_decode_in_the_groups_block_size():
     o8 = fo.AdamW8bit([p], lr=1e-3, block_size=b, min_8bit_size=0)
     o8.step([g])
     sd = o8.state_dict()
-    sd["param_groups"][0]["state_dtype"] = "float32"
-    o = fo.AdamW8bit([p.copy()], lr=1e-3, block_size=b, min_8bit_size=0)
+    o = fo.AdamW([p.copy()], lr=1e-3)  # float32 storage: the codes are decoded on load
     o.load_state_dict(sd)
     m = o.state[o.param_groups[0]["params"][0]]["exp_avg"]
     np.testing.assert_allclose(m[[0, b - 1]], 10.0, rtol=1 / 15)
@@ -988,6 +1036,69 @@ def test_8bit_block_size_change_under_state_is_refused():
     opt.state.clear()  # afresh: any block size
     opt.param_groups[0]["block_size"] = 32
     opt.step([g])
+
+
+@pytest.mark.parametrize("api", ["numpy", "torch"])
+@pytest.mark.parametrize("how", ["moved", "params changed", "deepcopy", "pickle"])
+def test_8bit_block_size_change_refused_on_every_path(api, how):
+    """The block size a parameter's 8-bit codes were written with is kept with the state
+    map: a parameter moved into a group of another block_size, a block_size changed together
+    with the params list (both clear the group's cached layouts) or after a deepcopy or a
+    pickle round trip is refused like an edit in place (the codes were read in the new
+    blocks: 100 elements in blocks of 64 or 96 are 2 blocks either way, and an element took
+    its neighbouring block's scale, a 7.7x smaller update)."""
+    import copy
+    import pickle
+
+    import fastact.torch.optim as fto
+
+    n = 100
+    scale = np.ones(n, np.float32)
+    scale[:64] = 100.0
+
+    def make():
+        if api == "numpy":
+            ps = [np.zeros(n, np.float32), np.zeros(16, np.float32)]
+            cls = fo.AdamW8bit
+        else:
+            ps = [torch.zeros(n, requires_grad=True), torch.zeros(16, requires_grad=True)]
+            cls = fto.AdamW8bit
+        groups = [{"params": [ps[0]], "block_size": 64}, {"params": [ps[1]], "block_size": 96}]
+        return cls(groups, lr=0.01, weight_decay=0, min_8bit_size=0), ps
+
+    def step(opt):
+        params = [p for g in opt.param_groups for p in g["params"]]
+        grads = [scale if len(p) == n else np.ones(len(p), np.float32) for p in params]
+        if api == "numpy":
+            opt.step(grads)
+        else:
+            for p, g in zip(params, grads, strict=True):
+                p.grad = torch.from_numpy(g.copy())
+            opt.step()
+
+    opt, ps = make()
+    for _ in range(3):
+        step(opt)
+    if how == "moved":
+        opt.param_groups[0]["params"].remove(ps[0])
+        opt.param_groups[1]["params"].append(ps[0])
+    else:
+        if how == "deepcopy":
+            opt = copy.deepcopy(opt)
+        elif how == "pickle":
+            opt = pickle.loads(pickle.dumps(opt))
+        else:
+            extra = np.zeros(3, np.float32) if api == "numpy" else torch.zeros(3).requires_grad_()
+            opt.param_groups[1]["params"].append(extra)
+        opt.param_groups[0]["block_size"] = 96
+    params = [p for g in opt.param_groups for p in g["params"]]
+    before = [(p.detach().numpy() if api == "torch" else p).copy() for p in params]
+    with pytest.raises(ValueError, match="block_size changed from 64 to 96"):
+        step(opt)
+    for p, b in zip(params, before, strict=True):  # nothing written
+        np.testing.assert_array_equal(p.detach().numpy() if api == "torch" else p, b)
+    opt.state.clear()  # afresh: any block size
+    step(opt)
 
 
 def test_8bit_state_of_an_empty_parameter_round_trips():

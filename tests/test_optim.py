@@ -1096,3 +1096,60 @@ def test_scheduler_changes_reach_the_kernel():
             opt.step([np.ones(3)])
             sched.step()
     np.testing.assert_array_equal(p, -(1.0 + 0.5 + 0.25))
+
+
+def test_closure_runs_with_grad_enabled_on_torch_parameters():
+    """step(closure) under torch.no_grad(): the closure's backward works (torch.optim's
+    steps enable grad around the closure; fastact.optim's did not)."""
+    p = torch.ones(3, requires_grad=True)
+    opt = fo.SGD([p], lr=0.1)
+
+    def closure():
+        opt.zero_grad()
+        loss = (p**2).sum()
+        loss.backward()
+        return loss
+
+    with torch.no_grad():
+        loss = opt.step(closure)
+    assert float(loss) == 3.0
+    torch.testing.assert_close(p.detach(), torch.full((3,), 0.8))
+
+
+def test_older_state_dicts_get_the_missing_options():
+    """A state dict from an older torch (groups without maximize, foreach, differentiable,
+    fused; Adam without amsgrad) loads with this optimizer's defaults, as torch.optim's
+    does (fastact.optim raised KeyError)."""
+    for cls, drop in (
+        ("Adagrad", ("maximize", "foreach", "differentiable", "fused")),
+        ("Adam", ("amsgrad", "maximize")),
+        ("SGD", ("nesterov", "maximize")),
+    ):
+        p = torch.zeros(3, requires_grad=True)
+        t = getattr(torch.optim, cls)([p], lr=0.1)
+        p.grad = torch.ones(3)
+        t.step()
+        sd = t.state_dict()
+        for k in drop:
+            sd["param_groups"][0].pop(k)
+        q = p.detach().clone().requires_grad_()
+        o = getattr(fo, cls)([q], lr=0.1)
+        o.load_state_dict(sd)
+        for k in drop:
+            assert o.param_groups[0][k] == o.defaults[k], (cls, k)
+        q.grad = torch.ones(3)
+        o.step()
+        p.grad = torch.ones(3)
+        t.step()
+        torch.testing.assert_close(q.detach(), p.detach())  # the same trajectory
+
+
+def test_a_string_option_set_mid_run_is_refused():
+    """param_groups[i]['lr'] = '0.5' is a TypeError at the step (float() parsed it; torch
+    raises TypeError too), nothing written."""
+    p = np.ones(3, np.float32)
+    opt = fo.SGD([p], lr=0.1)
+    opt.param_groups[0]["lr"] = "0.5"
+    with pytest.raises(TypeError, match=r"\['lr'\] must be a number"):
+        opt.step([np.ones(3, np.float32)])
+    np.testing.assert_array_equal(p, 1.0)

@@ -658,3 +658,33 @@ def test_float64_parameters_and_a_transposed_parameter():
     assert opt.state[a]["exp_avg"].dtype == torch.float64
     assert opt.state[w]["exp_avg"].stride() == w.stride()
     assert np.isfinite(a.detach().numpy()).all()
+
+
+def test_step_counts_stay_the_same_tensors_when_buckets_change():
+    """state['step'] is one tensor object for the whole run, as torch's (stepped in place):
+    a reference taken earlier (directly, or in a state_dict()) stays live when the set of
+    parameters with a gradient changes (the launch's count buffer is rebuilt) and after a
+    load (the counts were replaced by views of a new buffer: the references went stale while
+    the moments stayed live)."""
+    for cls in ("Adam", "AdamW", "Adagrad"):
+        a, b = torch.zeros(3, requires_grad=True), torch.zeros(3, requires_grad=True)
+        ta, tb = a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+        opt = getattr(FO, cls)([a, b], lr=0.1)
+        ref_opt = getattr(torch.optim, cls)([ta, tb], lr=0.1)
+        for o, (x, y) in ((opt, (a, b)), (ref_opt, (ta, tb))):
+            x.grad, y.grad = torch.ones(3), torch.ones(3)
+            o.step()
+        sd = opt.state_dict()
+        held = opt.state[a]["step"]
+        for o, y in ((opt, b), (ref_opt, tb)):
+            y.grad = None
+            o.step()
+            o.step()
+        assert opt.state[a]["step"] is held
+        assert float(held) == float(sd["state"][0]["step"]) == 3.0
+        assert float(opt.state[b]["step"]) == 1.0
+        opt.load_state_dict(ref_opt.state_dict())
+        held = opt.state[a]["step"]
+        a.grad = torch.ones(3)
+        opt.step()
+        assert opt.state[a]["step"] is held and float(held) == 4.0

@@ -77,8 +77,10 @@ def as_float_array(x: Any, name: str) -> np.ndarray:
 def no_self_overlap(a: np.ndarray, name: str) -> np.ndarray:
     """ValueError when elements of an array to be written share memory (a zero stride along
     a dimension of more than one element: an expanded torch tensor, a writable
-    ``as_strided`` view); torch refuses to write such tensors too."""
-    if 0 in a.strides and any(st == 0 and n > 1 for st, n in zip(a.strides, a.shape, strict=True)):
+    ``as_strided`` view); torch refuses to write such tensors too. An empty array has no
+    elements to share (NumPy gives a (3, 0) array strides (0, 0))."""
+    st = a.strides
+    if 0 in st and a.size and any(s == 0 and n > 1 for s, n in zip(st, a.shape, strict=True)):
         raise ValueError(
             f"{name} has elements that share memory (a zero stride, e.g. an expanded tensor) "
             "and cannot be written: pass a contiguous copy"

@@ -164,7 +164,12 @@ def elementwise(
         raise ValueError(f"grad_output has shape {g.shape} but {names[1]} has shape {v.shape}")
     dtype = np.promote_types(g.dtype, v.dtype)
     rdt = dtype
-    if g is not inputs[0] or v is not inputs[1]:  # cast: NumPy's result dtype (float16 ...)
+    if type(inputs[0]) in _PY_NUMBERS or type(inputs[1]) in _PY_NUMBERS:
+        # a Python number beside an array takes the array's dtype (NumPy's weak scalars:
+        # np.multiply(1.0, float32 array) is float32)
+        rdt = result_dtype(np.result_type(inputs[0], inputs[1]), "input")
+        dtype = compute_dtype(rdt)
+    elif g is not inputs[0] or v is not inputs[1]:  # cast: NumPy's result dtype (float16 ...)
         rdt = result_dtype(np.promote_types(_dtype_of(inputs[0]), _dtype_of(inputs[1])), "input")
     g, v = g.astype(dtype, copy=False), v.astype(dtype, copy=False)
     kp = op.kernel_params(values, dtype)
@@ -184,6 +189,9 @@ def elementwise(
         out[...] = res
         return out
     return res if rdt == dtype else res.astype(rdt)
+
+
+_PY_NUMBERS = (bool, int, float)
 
 
 def _dtype_of(a: Any) -> np.dtype:
@@ -288,6 +296,13 @@ def _ufunc_call(op, kind, arrays, kp, out, rdt, inplace):
     # x on the side not taken raised "overflow"/"divide by zero"), as the array loops do
     # without NumPy watching their status flags
     with np.errstate(all="ignore"):
+        if out is not None and not out.flags.c_contiguous:
+            # numba's vectorized functions write a strided out= as if it were C-contiguous
+            # (wrong elements, and past a view's end): a contiguous temporary, copied in
+            tmp = np.empty(out.shape, out.dtype)
+            u(*arrays, *kp, out=tmp)
+            out[...] = tmp
+            return out
         res = u(*arrays, *kp, out=out) if out is not None else u(*arrays, *kp)
     if out is None and res.dtype != rdt:
         res = res.astype(rdt)

@@ -239,12 +239,20 @@ def _launch(kernels: tuple, n: int, args: tuple, split: tuple, like: Any) -> Non
     pick(kernels, n, PARALLEL_THRESHOLD)(*args)
 
 
+def _split_by(args: tuple, indices: tuple, per_chunk: int) -> list:
+    """``(i, per_chunk)`` split entries of the arrays ``args[i]`` given; an empty
+    placeholder (no rows: a gradient or per-element output not wanted) is passed whole (split
+    with one row per chunk, e.g. cross_entropy over more than CHUNK classes or one class per
+    row of multilabel_soft_margin_loss, it had to match the other arrays' length: a
+    ValueError on torch's pool)."""
+    return [(i, per_chunk) for i in indices if args[i] is not None and args[i].shape[0]]
+
+
 def _ew_split(args: tuple, ch: int) -> tuple:
     """The split of :func:`fastact.kernels.losses.ew_loop`'s arguments: partials, then a, b,
     c, the weights, the gradients and the per-element values by chunks of ``ch`` (those
     given), and the bad-element counts."""
-    split: list = [11]
-    split += [(i, ch) for i in (0, 1, 2, 3, 4, 7, 8, 9) if args[i] is not None]
+    split: list = [11, *_split_by(args, (0, 1, 2, 3, 4, 7, 8, 9), ch)]
     if args[12] is not None:
         split.append(12)
     return tuple(split)
@@ -336,6 +344,11 @@ def class_targets(target: Any, sample_shape: tuple, n_cls: int, ignore_index: in
         raise TypeError(f"target must hold integer class indices, got dtype {y.dtype}")
     if y.shape != sample_shape:
         raise ValueError(f"target has shape {y.shape}, expected {sample_shape}")
+    if y.dtype == np.uint64 and y.size and y.max() > np.iinfo(np.int64).max:
+        # int64 would wrap it (2**64 - 100 to -100, the default ignore_index: dropped)
+        raise ValueError(
+            f"target {y.max()} is out of bounds for {n_cls} classes (ignore_index={ignore_index})"
+        )
     y = np.ascontiguousarray(y, dtype=np.int64)
     pos, total = K.class_target_stats(y.reshape(-1), n_cls, ignore_index, w)
     if pos >= 0:
@@ -376,7 +389,7 @@ def cross_entropy(x3, y, q, w, wsum, eps, ignore_index, gscale, g3, reduction, d
             partials,
             rpc,
         )
-        split = (11, *[(i, rpc) for i in (0, 1, 2, 9, 10) if args[i] is not None])
+        split = (11, *_split_by(args, (0, 1, 2, 9, 10), rpc))
         _launch(_row_kernels("ce_rows"), x3.size, args, split, like)
     else:  # tiles of positions, one sample's tiles after another: shares of samples
         tiles = _chunks(n_d, _CE_TILE)

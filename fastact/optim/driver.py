@@ -497,10 +497,53 @@ def group_layouts(ex: Any, cache: GroupCache, options: dict, k0: int, state: Any
         for j, e in enumerate(cache.entries):
             lay = entry_layout(ex, options, e, f"params[{k0 + j}]")
             layouts.append(interned.setdefault(lay, lay))
+        if state is not None:
+            _recorded_blocks(cache, state, layouts, k0)
         cache.layouts = layouts
         cache.single = layouts[0] if len(interned) == 1 else None
         cache.fmt = fmt
     return cache.layouts
+
+
+def block_records(state: Any) -> dict:
+    """The state map's record of the block size each parameter's 8-bit codes were written
+    with: ``{id(param): (param, block_size)}`` (kept by the state maps through pickling and
+    deepcopy, re-keyed there). A parameter moved to a group with another block_size, or a
+    block_size changed together with the params list or after a copy, clears the group's
+    cached layouts, so :func:`_same_blocks` cannot compare; this record can."""
+    rec = getattr(state, "_q8_blocks", None)
+    if rec is None:
+        rec = {}
+        try:
+            state._q8_blocks = rec
+        except AttributeError:  # a state map of the user's (no attributes): no record
+            pass
+    return rec
+
+
+def _recorded_blocks(cache: GroupCache, state: Any, layouts: list, k0: int) -> None:
+    """ValueError when a parameter's 8-bit state was written in blocks other than its new
+    layout's; else record the layout's block size for the parameters that hold 8-bit state
+    (or will: a fresh 8-bit layout)."""
+    rec = block_records(state)
+    for j, (e, lay) in enumerate(zip(cache.entries, layouts, strict=True)):
+        p = e.obj
+        if not lay.q8:
+            rec.pop(id(p), None)
+            continue
+        old = rec.get(id(p))
+        st = state.get(p) if old is not None and old[0] is p else None
+        if st and old[1] != lay.block and any(str(k).endswith(SCALE_SUFFIX) for k in st):
+            raise ValueError(
+                f"block_size changed from {old[1]} to {lay.block} while params[{k0 + j}] "
+                f"holds 8-bit state quantized in blocks of {old[1]}: set it back, or start "
+                "the state afresh (opt.state.clear())"
+            )
+        rec[id(p)] = (p, lay.block)
+    if len(rec) > 2 * len(state) + 64:  # parameters gone from the state: no longer held here
+        for key, (p, _) in list(rec.items()):
+            if not state.get(p):
+                del rec[key]
 
 
 def _same_blocks(cache: GroupCache, state: Any, block: Any, k0: int) -> None:
@@ -648,6 +691,8 @@ def _plan(opt: Any, ex: Any, ents: list, js: tuple, keys: tuple, k0: int, lay: L
                 continue
             xs = [None if st is None else st.get(key + sto.suffix) for sto in storages]
             if any(x is None for x in xs):
+                if any(x is not None for x in xs):  # codes without scales, or the reverse
+                    _mixed_storage(st, key, xs, storages, k)
                 missing.append((col, r))
                 continue
             for x, sto, row in zip(xs, storages, _state_rows(lay, r), strict=True):
@@ -672,6 +717,20 @@ def _plan(opt: Any, ex: Any, ents: list, js: tuple, keys: tuple, k0: int, lay: L
     return plan
 
 
+def _mixed_storage(st: dict, key: str, xs: list, storages: Any, k: int) -> None:
+    """ValueError for a state entry stored otherwise than the group's storage options say
+    (float32 state after min_8bit_size or state_dtype changed to 8-bit: the codes' key holds
+    the float32 array and the scales are absent), before it is silently made afresh."""
+    have = [key + sto.suffix for x, sto in zip(xs, storages, strict=True) if x is not None]
+    lack = [key + sto.suffix for x, sto in zip(xs, storages, strict=True) if x is None]
+    raise ValueError(
+        f"state[params[{k}]] has {have} but not {lack}: it is stored otherwise than the "
+        "group's state_dtype, block_size and min_8bit_size now say (changed under existing "
+        "state?); set them back, convert the state through state_dict()/load_state_dict(), "
+        f"or delete the parameter's state to start it afresh (it has {sorted(map(str, st))})"
+    )
+
+
 def _complete_or_empty(opt: Any, sts: list, missing: list, keys: tuple, js: tuple, k0: int):
     """ValueError for a parameter whose state holds some of what its optimizer keeps but not
     all of it (a truncated or edited state dict; torch.optim raises KeyError at its step):
@@ -684,7 +743,7 @@ def _complete_or_empty(opt: Any, sts: list, missing: list, keys: tuple, js: tupl
         st = sts[col]
         if st:
             raise ValueError(
-                f"state[params[{k0 + js[col]}]] lacks '{key}' (it has "
+                f"state[params[{k0 + js[col]}]] lacks '{key}' (absent or None; it has "
                 f"{sorted(map(str, st))}): an incomplete optimizer state, e.g. from a truncated "
                 "or edited state dict; load a complete one, or delete the parameter's state "
                 "to start it afresh"

@@ -155,19 +155,25 @@ class _StateMap(MutableMapping):
         return f"_StateMap({len(self)} parameters)"
 
     def __getstate__(self) -> dict:
-        # keyed by id(): pickle/deepcopy the (param, state) pairs and re-key on load
-        return {"items": [(p, dict(st)) for p, st in self._d.values()]}
+        # keyed by id(): pickle/deepcopy the (param, state) pairs and re-key on load (and the
+        # block sizes of the 8-bit codes, driver.block_records)
+        blocks = list(getattr(self, "_q8_blocks", {}).values())
+        return {"items": [(p, dict(st)) for p, st in self._d.values()], "blocks": blocks}
 
     def __setstate__(self, state: dict) -> None:
         self._d = {}
         self._version = 0
         for p, st in state["items"]:
             self._d[id(p)] = (p, _ParamState(self, st))
+        self._q8_blocks = {id(p): (p, b) for p, b in state.get("blocks", ())}
 
 
 def _num(group: dict, key: str, gi: int) -> float:
     try:
-        return float(group[key])
+        v = group[key]
+        if isinstance(v, (str, bytes)):  # float('0.5') would parse it (torch: TypeError)
+            raise TypeError
+        return float(v)
     except KeyError:
         raise KeyError(f"param_groups[{gi}] has no '{key}' option") from None
     except (TypeError, ValueError):
@@ -392,7 +398,12 @@ class Optimizer:
             closure, grads = grads, None
         loss = None
         if closure is not None:
-            loss = closure()
+            torch = torch_module()
+            if torch is None:
+                loss = closure()
+            else:  # the closure's backward needs grad (torch.optim's steps enable it too)
+                with torch.enable_grad():
+                    loss = closure()
         ex = self._executor()
         work = driver.prepare(self, ex, grads)
         if check_finite or skip_nonfinite:
@@ -486,6 +497,13 @@ class Optimizer:
             s["params"] = g["params"]
             if "param_names" in g and "param_names" not in s:
                 s["param_names"] = g["param_names"]
+            for key in driver._FMT_KEYS:  # the storage is this optimizer's: the state converts
+                if key in g:
+                    s[key] = g[key]
+                else:
+                    s.pop(key, None)
+            for key, value in self.defaults.items():  # options an older state dict lacks
+                s.setdefault(key, value)
             s.update(self._FIXED)  # AdamW stays AdamW with an Adam state dict (as in torch)
             self._check_group(s, loading=True)
             new_groups.append(s)
@@ -502,7 +520,8 @@ class Optimizer:
             options = self._step_options(new_groups[gi], gi)
             layout = driver.entry_layout(ex, options, ex.entry(p, name), name)
             if ex.NAME == "host":
-                block = int(new_groups[gi].get("block_size") or 0)  # the codes' blocks
+                # the codes' blocks: the saved group's
+                block = int(state_dict["param_groups"][gi].get("block_size") or 0)
                 new_state[p] = ex.load_param_state(p, value, name, layout, rows, block)
             else:
                 new_state[p] = ex.load_param_state(p, value, name)

@@ -147,7 +147,12 @@ class StateMap(defaultdict):
         return dict.__getitem__(self, key)
 
     def __reduce__(self) -> tuple:
-        return (StateMap, (dict, list(self.items())))
+        blocks = list(getattr(self, "_q8_blocks", {}).values())
+        return (StateMap, (dict, list(self.items())), {"blocks": blocks})
+
+    def __setstate__(self, state: dict) -> None:
+        # the block sizes of the 8-bit codes (driver.block_records), re-keyed
+        self._q8_blocks = {id(p): (p, b) for p, b in state.get("blocks", ())}
 
 
 class TensorSteps:
@@ -179,10 +184,10 @@ class TensorSteps:
                         f"got a tensor of shape {tuple(s.shape)}"
                     )
                 steps.append(float(s))
-                b = s._base
+                b = getattr(s, "_fastact_steps", None)  # the launch buffer it lives in
                 if col == 0:
                     base = b
-                if b is None or b is not base or s.storage_offset() != col:
+                if b is None or b is not base:
                     homed = False
                 continue
             try:
@@ -192,7 +197,7 @@ class TensorSteps:
             homed = False
         for count, name in zip(steps, names, strict=True):
             driver.check_step(count, name)
-        buf = None if base is None else getattr(base, "_fastact_steps", None)
+        buf = base
         if homed and buf is not None and buf.size == len(steps):
             at = [buf.ctypes.data + col * buf.itemsize for col in range(buf.size)]
             counts = [st["step"] for st in plan.sts]
@@ -217,12 +222,27 @@ class TensorSteps:
 
     @staticmethod
     def create(plan: driver.Plan) -> None:
+        """The launch's counts into one new buffer. A count that is already a 0-d CPU tensor
+        of the buffer's dtype is moved there itself (``set_``: the same tensor object, so a
+        reference to ``state['step']`` taken earlier, e.g. in a ``state_dict()``, stays
+        live, as torch's in-place ``step_t += 1`` keeps it); any other count is replaced by
+        a 0-d view of the buffer."""
         buf = np.array(plan.steps, dtype=_NP_OF[_scalar_dtype()])
         base = torch.from_numpy(buf)
-        base._fastact_steps = buf  # the buffer the views below share (see load)
         for col, st in enumerate(plan.sts):
-            count = base[col]
-            dict.__setitem__(st, "step", count)  # a count moved, not a state change
+            count = st.get("step")
+            if (
+                type(count) is torch.Tensor
+                and count.dtype == base.dtype
+                and count.dim() == 0
+                and count.device.type == "cpu"
+                and not count.requires_grad
+            ):
+                count.set_(base.untyped_storage(), col, (), ())
+            else:
+                count = base[col]
+                dict.__setitem__(st, "step", count)  # a count moved, not a state change
+            count._fastact_steps = buf  # the buffer it lives in (see load)
             plan.watch.append(count)
             plan.watch_ptrs.append(buf.ctypes.data + col * buf.itemsize)
         plan.counter = buf
