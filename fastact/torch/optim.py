@@ -48,6 +48,7 @@ from __future__ import annotations
 import copy
 import inspect
 import warnings
+import weakref
 from collections import defaultdict
 from collections.abc import Callable
 from itertools import chain
@@ -155,6 +156,11 @@ class StateMap(defaultdict):
         self._q8_blocks = {id(p): (p, b) for p, b in state.get("blocks", ())}
 
 
+#: the launches' count buffers by address, weakly held (each lives as long as the storage of
+#: its counts): :meth:`TensorSteps.load` finds the buffer a count was moved into
+_STEP_BUFFERS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
 class TensorSteps:
     """``state['step']`` as torch's 0-d step tensor (the driver's ``_steps``; see
     :class:`fastact.optim.driver.FloatSteps` for the four functions).
@@ -184,11 +190,8 @@ class TensorSteps:
                         f"got a tensor of shape {tuple(s.shape)}"
                     )
                 steps.append(float(s))
-                b = getattr(s, "_fastact_steps", None)  # the launch buffer it lives in
-                if col == 0:
-                    base = b
-                if b is None or b is not base:
-                    homed = False
+                if col == 0:  # the launch buffer it lives in (the others: by address below)
+                    base = _STEP_BUFFERS.get(s.untyped_storage().data_ptr())
                 continue
             try:
                 steps.append(float(s))
@@ -229,6 +232,8 @@ class TensorSteps:
         a 0-d view of the buffer."""
         buf = np.array(plan.steps, dtype=_NP_OF[_scalar_dtype()])
         base = torch.from_numpy(buf)
+        _STEP_BUFFERS[buf.ctypes.data] = buf  # (no attribute on the counts: torch.save
+        # pickles a tensor's attributes, and a weights_only load refuses NumPy arrays)
         for col, st in enumerate(plan.sts):
             count = st.get("step")
             if (
@@ -242,7 +247,6 @@ class TensorSteps:
             else:
                 count = base[col]
                 dict.__setitem__(st, "step", count)  # a count moved, not a state change
-            count._fastact_steps = buf  # the buffer it lives in (see load)
             plan.watch.append(count)
             plan.watch_ptrs.append(buf.ctypes.data + col * buf.itemsize)
         plan.counter = buf
