@@ -1039,7 +1039,7 @@ def test_8bit_block_size_change_under_state_is_refused():
 
 
 @pytest.mark.parametrize("api", ["numpy", "torch"])
-@pytest.mark.parametrize("how", ["moved", "params changed", "deepcopy", "pickle"])
+@pytest.mark.parametrize("how", ["moved", "params changed", "deepcopy", "pickle", "loaded"])
 def test_8bit_block_size_change_refused_on_every_path(api, how):
     """The block size a parameter's 8-bit codes were written with is kept with the state
     map: a parameter moved into a group of another block_size, a block_size changed together
@@ -1082,6 +1082,11 @@ def test_8bit_block_size_change_refused_on_every_path(api, how):
     if how == "moved":
         opt.param_groups[0]["params"].remove(ps[0])
         opt.param_groups[1]["params"].append(ps[0])
+    elif how == "loaded":  # a new optimizer loads the state dict, then its block_size changes
+        sd = opt.state_dict()
+        opt, ps = make()
+        opt.load_state_dict(sd)
+        opt.param_groups[0]["block_size"] = 96
     else:
         if how == "deepcopy":
             opt = copy.deepcopy(opt)
@@ -1099,6 +1104,26 @@ def test_8bit_block_size_change_refused_on_every_path(api, how):
         np.testing.assert_array_equal(p.detach().numpy() if api == "torch" else p, b)
     opt.state.clear()  # afresh: any block size
     step(opt)
+
+
+def test_8bit_block_record_does_not_keep_removed_parameters():
+    """The block-size record holds its parameters weakly and pickles only those with state:
+    a parameter dropped from the optimizer before it had state is freed and not saved."""
+    import gc
+    import pickle
+    import weakref
+
+    big = np.zeros(1 << 20, np.float32)
+    small = np.zeros(64, np.float32)
+    opt = fo.Adam8bit([big, small], lr=0.01, min_8bit_size=0)
+    opt.step([None, np.ones(64, np.float32)])  # big: an 8-bit layout, no state
+    ref = weakref.ref(big)
+    opt.param_groups[0]["params"] = [small]
+    opt.step([np.ones(64, np.float32)])
+    del big
+    gc.collect()
+    assert ref() is None
+    assert len(pickle.dumps(opt)) < 1 << 16
 
 
 def test_8bit_state_of_an_empty_parameter_round_trips():

@@ -20,6 +20,7 @@ its state map counts mutations in ``_version`` (per-parameter dicts are :class:`
 from __future__ import annotations
 
 import math
+import weakref
 from collections import deque
 from itertools import repeat
 from operator import is_
@@ -507,10 +508,11 @@ def group_layouts(ex: Any, cache: GroupCache, options: dict, k0: int, state: Any
 
 def block_records(state: Any) -> dict:
     """The state map's record of the block size each parameter's 8-bit codes were written
-    with: ``{id(param): (param, block_size)}`` (kept by the state maps through pickling and
-    deepcopy, re-keyed there). A parameter moved to a group with another block_size, or a
-    block_size changed together with the params list or after a copy, clears the group's
-    cached layouts, so :func:`_same_blocks` cannot compare; this record can."""
+    with: ``{id(param): (weakref to param, block_size)}`` (pickled and deep-copied by the
+    state maps for the parameters that hold state, re-keyed there; seeded by the loads). A
+    parameter moved to a group with another block_size, or a block_size changed together
+    with the params list or after a copy, clears the group's cached layouts, so
+    :func:`_same_blocks` cannot compare; this record can."""
     rec = getattr(state, "_q8_blocks", None)
     if rec is None:
         rec = {}
@@ -519,6 +521,32 @@ def block_records(state: Any) -> dict:
         except AttributeError:  # a state map of the user's (no attributes): no record
             pass
     return rec
+
+
+def record_block(state: Any, p: Any, block: int) -> None:
+    """Note that ``p``'s 8-bit codes are (or will be) in blocks of ``block`` (held weakly:
+    a parameter dropped from the optimizer is not kept alive by the record)."""
+    rec = block_records(state)
+    rec[id(p)] = (weakref.ref(p), block)
+    if len(rec) > 2 * len(state) + 64:  # dead parameters' entries
+        for key, (ref, _) in list(rec.items()):
+            if ref() is None:
+                del rec[key]
+
+
+def saved_blocks(state: Any) -> list:
+    """(param, block size) of the record's parameters that hold state: what the state maps
+    pickle (re-keyed by :func:`restore_blocks`)."""
+    out = []
+    for ref, block in getattr(state, "_q8_blocks", {}).values():
+        p = ref()
+        if p is not None and state.get(p):
+            out.append((p, block))
+    return out
+
+
+def restore_blocks(state: Any, pairs: Any) -> None:
+    state._q8_blocks = {id(p): (weakref.ref(p), b) for p, b in pairs}
 
 
 def _recorded_blocks(cache: GroupCache, state: Any, layouts: list, k0: int) -> None:
@@ -532,18 +560,14 @@ def _recorded_blocks(cache: GroupCache, state: Any, layouts: list, k0: int) -> N
             rec.pop(id(p), None)
             continue
         old = rec.get(id(p))
-        st = state.get(p) if old is not None and old[0] is p else None
+        st = state.get(p) if old is not None and old[0]() is p else None
         if st and old[1] != lay.block and any(str(k).endswith(SCALE_SUFFIX) for k in st):
             raise ValueError(
                 f"block_size changed from {old[1]} to {lay.block} while params[{k0 + j}] "
                 f"holds 8-bit state quantized in blocks of {old[1]}: set it back, or start "
                 "the state afresh (opt.state.clear())"
             )
-        rec[id(p)] = (p, lay.block)
-    if len(rec) > 2 * len(state) + 64:  # parameters gone from the state: no longer held here
-        for key, (p, _) in list(rec.items()):
-            if not state.get(p):
-                del rec[key]
+        record_block(state, p, lay.block)
 
 
 def _same_blocks(cache: GroupCache, state: Any, block: Any, k0: int) -> None:

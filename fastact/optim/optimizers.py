@@ -157,7 +157,7 @@ class _StateMap(MutableMapping):
     def __getstate__(self) -> dict:
         # keyed by id(): pickle/deepcopy the (param, state) pairs and re-key on load (and the
         # block sizes of the 8-bit codes, driver.block_records)
-        blocks = list(getattr(self, "_q8_blocks", {}).values())
+        blocks = driver.saved_blocks(self)
         return {"items": [(p, dict(st)) for p, st in self._d.values()], "blocks": blocks}
 
     def __setstate__(self, state: dict) -> None:
@@ -165,7 +165,7 @@ class _StateMap(MutableMapping):
         self._version = 0
         for p, st in state["items"]:
             self._d[id(p)] = (p, _ParamState(self, st))
-        self._q8_blocks = {id(p): (p, b) for p, b in state.get("blocks", ())}
+        driver.restore_blocks(self, state.get("blocks", ()))
 
 
 def _num(group: dict, key: str, gi: int) -> float:
@@ -523,6 +523,8 @@ class Optimizer:
                 # the codes' blocks: the saved group's
                 block = int(state_dict["param_groups"][gi].get("block_size") or 0)
                 new_state[p] = ex.load_param_state(p, value, name, layout, rows, block)
+                if layout.q8:  # the loaded codes are in this layout's blocks now
+                    driver.record_block(new_state, p, layout.block)
             else:
                 new_state[p] = ex.load_param_state(p, value, name)
         self.state = new_state

@@ -148,12 +148,11 @@ class StateMap(defaultdict):
         return dict.__getitem__(self, key)
 
     def __reduce__(self) -> tuple:
-        blocks = list(getattr(self, "_q8_blocks", {}).values())
-        return (StateMap, (dict, list(self.items())), {"blocks": blocks})
+        return (StateMap, (dict, list(self.items())), {"blocks": driver.saved_blocks(self)})
 
     def __setstate__(self, state: dict) -> None:
         # the block sizes of the 8-bit codes (driver.block_records), re-keyed
-        self._q8_blocks = {id(p): (p, b) for p, b in state.get("blocks", ())}
+        driver.restore_blocks(self, state.get("blocks", ()))
 
 
 #: the launches' count buffers by address, weakly held (each lives as long as the storage of
@@ -486,6 +485,8 @@ class Optimizer(torch.optim.Optimizer):
             arrays = {key: v for key, v in value.items() if key != "step" and v is not None}
             block = int(state_dict["param_groups"][gi].get("block_size") or 0)  # the codes'
             st = host.load_param_state(p, arrays, name, layout, rows, block)
+            if layout.q8:  # the loaded codes are in this layout's blocks now
+                driver.record_block(state, p, layout.block)
             for key, v in value.items():
                 if key == "step":
                     st[key] = v.detach().clone() if isinstance(v, torch.Tensor) else copy.copy(v)
