@@ -596,38 +596,33 @@ def test_info_reports_the_pool():
 
 
 def test_element_wise_launch_block_is_the_general_one():
-    """The element-wise launch's block (arrays split along one length, then Python floats),
-    built without the general description, holds exactly what the description puts there
-    (the same trampoline; addresses, lengths and the floats' bits; the float block and the
-    claim counter at the same offsets), and runs the same bits; anything else takes the
-    general path."""
+    """The element-wise launches (arrays split along one length, then Python floats) run
+    through a compiled launcher that builds the block in jit code: the same trampoline as the
+    general description, and the same bits as that block run directly and as the serial
+    kernel (no float, two, one); anything else has no launcher and takes the general path."""
     from fastact.activations import scalar_params
     from fastact.host.elementwise import kernels
 
     for name, values in (("relu", ()), ("hardtanh", (-0.5, 0.25)), ("elu", (0.7,))):
-        op = ACTIVATIONS[name]  # no float, two, the last one below
+        op = ACTIVATIONS[name]
         k = kernels(op, "forward")[0]
         x = np.random.default_rng(0).standard_normal(1000)
-        y, z = np.empty_like(x), np.empty_like(x)
+        y, z, w = np.empty_like(x), np.empty_like(x), np.empty_like(x)
         args = (x, y, *scalar_params(op, values, x.dtype))
-        tramp, blk, ni = tp._flat_block(k, args, range(2), 2, 64)
-        fl = blk[ni:].view(np.float64)
-        ref, rblk, rfl = tp._described_block(k, args, range(2), 2, 64)
-        assert tp.prepare(k, args, range(2), 2, 64)[0] is tramp
-        nf = len(values)  # (the described block's unused float slot is left unset)
-        assert tramp is ref and blk.shape == rblk.shape and (fl[:nf] == rfl[:nf]).all()
-        assert (blk[1:4] == rblk[1:4]).all() and (blk[5:ni] == rblk[5:ni]).all()
-        assert blk[0] - blk.ctypes.data == rblk[0] - rblk.ctypes.data
-        assert blk[4] - blk.ctypes.data == rblk[4] - rblk.ctypes.data == 16
+        tramp, launcher = tp._flat_entry(k, args, range(2), 64)
+        ref, blk, _fl = tp.prepare(k, (x, w, *args[2:]), range(2), 2, 64)
+        assert tramp is ref
         tp.run_split(k, args, range(2), 2, 64)
+        ctypes.CFUNCTYPE(None, ctypes.c_void_p)(ref.address)(blk.ctypes.data)
         k(x, z, *args[2:])
         np.testing.assert_array_equal(y, z)
+        np.testing.assert_array_equal(w, z)
     # the general path: a 2-d array, two dtypes, a NumPy scalar, a split that is not range(k)
     x2 = x.reshape(10, 100)
-    assert tp._flat_block(k, (x2, np.empty_like(x2), *args[2:]), range(2), 2, 64) is None
-    assert tp._flat_block(k, (x, y.astype(np.float32), *args[2:]), range(2), 2, 64) is None
-    assert tp._flat_block(k, (x, y, np.float64(0.7)), range(2), 2, 64) is None
-    assert tp._flat_block(k, args, (0, 1), 2, 64) is None
+    assert tp._flat_entry(k, (x2, np.empty_like(x2), *args[2:]), range(2), 64) is None
+    assert tp._flat_entry(k, (x, y.astype(np.float32), *args[2:]), range(2), 64) is None
+    assert tp._flat_entry(k, (x, y, np.float64(0.7)), range(2), 64) is None
+    assert tp._flat_entry(k, args, (0, 1), 64) is None
 
 
 def test_element_wise_launch_releases_the_gil():

@@ -48,7 +48,6 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-import struct
 import sys
 import threading
 from collections.abc import Sequence
@@ -375,8 +374,7 @@ def _split_spec(split: Sequence[Any]) -> tuple:
 
 
 #: element-wise launches (every array split, then Python floats): (kernel, dtype, arrays,
-#: floats, align) -> (trampoline, the block's Struct, its length in int64 words, the
-#: compiled launcher); see :func:`_flat_entry`
+#: floats, align) -> (trampoline, compiled launcher); see :func:`_flat_entry`
 _FLAT: dict = {}
 #: (arrays, floats) -> the compiled launcher of :func:`_flat_launcher`
 _LAUNCHERS: dict = {}
@@ -420,11 +418,11 @@ def _flat_launcher(k: int, nf: int) -> Any:
 
 
 def _flat_entry(kernel: Any, args: Sequence[Any], split: Sequence[Any], align: int) -> Any:
-    """The cached (trampoline, block Struct, float block index, launcher) of the common
-    launch, where ``split`` is ``range(k)``, ``args[:k]`` 1-d C-contiguous arrays of one
-    dtype and length and the rest Python floats; None for any other launch (the general
-    description of :func:`_described_block` cost 7 us a launch, several times that beside
-    torch's autograd, whose working set evicts the interpreter's)."""
+    """The cached (trampoline, compiled launcher) of the common launch, where ``split`` is
+    ``range(k)``, ``args[:k]`` 1-d C-contiguous arrays of one dtype and length and the rest
+    Python floats; None for any other launch (the general description of
+    :func:`_described_block` cost 7 us a launch, several times that beside torch's autograd,
+    whose working set evicts the interpreter's)."""
     if type(split) is not range or split.start != 0 or split.step != 1:
         return None
     k = split.stop
@@ -449,35 +447,10 @@ def _flat_entry(kernel: Any, args: Sequence[Any], split: Sequence[Any], align: i
     if entry is None:
         specs = (("a", dt.str, 1),) * k + (("f", "float64"),) * nf
         tramp = _trampoline(kernel, specs, _split_spec(split), int(align))
-        ni = 5 + 2 * k
-        layout = struct.Struct(f"={ni}q{max(nf, 1)}d")
-        entry = (tramp, layout, ni, _flat_launcher(k, nf))
+        entry = (tramp, _flat_launcher(k, nf))
         if len(_FLAT) < 1024:
             _FLAT[key] = entry
     return entry
-
-
-def _flat_block(
-    kernel: Any, args: Sequence[Any], split: Sequence[Any], threads: int, align: int
-) -> tuple[Any, np.ndarray, int] | None:
-    """(trampoline, block, index of the float block) of the common launch
-    (:func:`_flat_entry`), the block written by one ``struct`` call in
-    :func:`_described_block`'s layout; None for any other launch."""
-    entry = _flat_entry(kernel, args, split, align)
-    if entry is None:
-        return None
-    tramp, layout, ni, _ = entry
-    k = split.stop
-    n = args[0].shape[0]
-    values = [0, n, 0, threads, 0]
-    for i in range(k):
-        values += (address(args[i]), n)
-    blk = np.empty(layout.size // 8, dtype=np.int64)
-    base = address(blk)
-    values[0] = base + ni * 8  # the float block
-    values[4] = base + 2 * 8  # the claim counter, blk[2]
-    layout.pack_into(blk, 0, *values, *(args[k:] if len(args) > k else (0.0,)))
-    return tramp, blk, ni
 
 
 def prepare(
@@ -485,12 +458,9 @@ def prepare(
 ) -> tuple[Any, np.ndarray, np.ndarray]:
     """(trampoline, argument block, float block) of a :func:`run_split` launch: the
     trampoline called with the block's address runs every share (from any number of
-    threads; the blocks must stay alive meanwhile): :func:`_flat_block` for the element-wise
-    launches, else :func:`_described_block`."""
-    flat = _flat_block(kernel, args, split, threads, align)
-    if flat is not None:
-        tramp, blk, ni = flat
-        return tramp, blk, blk[ni:].view(np.float64)
+    threads; the blocks must stay alive meanwhile), from a description of every argument
+    (:func:`run_split` gives the element-wise launches to their compiled launcher instead,
+    which builds the same block in jit code)."""
     return _described_block(kernel, args, split, threads, align)
 
 
@@ -531,7 +501,7 @@ def run_split(
     rt = _runtime()
     _state["started"] = True
     if entry is not None:
-        entry[3](rt["start_address"], entry[0].address, threads, *args)
+        entry[1](rt["start_address"], entry[0].address, threads, *args)
         return
     tramp, blk, _fl = _described_block(kernel, args, split, threads, align)
     rt["start"](tramp.address, address(blk), threads, 0)

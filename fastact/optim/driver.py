@@ -441,7 +441,18 @@ class Plan:
     )
 
 
-_FMT_KEYS = ("state_dtype", "block_size", "min_8bit_size")
+#: a group's storage options: they decide each parameter's layout
+STORAGE_KEYS = ("state_dtype", "block_size", "min_8bit_size")
+
+
+def keep_storage(saved: dict, own: dict) -> None:
+    """A loaded group ``saved`` takes the loading group's storage options (``own``'s, or
+    none where it has none): the state converts to this optimizer's storage on load."""
+    for key in STORAGE_KEYS:
+        if key in own:
+            saved[key] = own[key]
+        else:
+            saved.pop(key, None)
 
 
 def check_overlap(opt: Any, ex: Any, extra: list = ()) -> None:
@@ -487,10 +498,8 @@ def group_entries(opt: Any, ex: Any, group: dict, k0: int) -> tuple[GroupCache, 
 def group_layouts(ex: Any, cache: GroupCache, options: dict, k0: int, state: Any = None) -> list:
     """The storage layout of each entry of the group (cached per storage options); with
     ``state`` (the optimizer's), ValueError for a block_size changed under 8-bit state."""
-    fmt = tuple(options.get(k) for k in _FMT_KEYS)
+    fmt = tuple(options.get(k) for k in STORAGE_KEYS)
     if cache.fmt != fmt:
-        if state is not None and cache.fmt is not None and cache.fmt[1] != fmt[1]:
-            _same_blocks(cache, state, fmt[1], k0)
         # equal layouts interned to one object: a step buckets its entries by id() (a frozen
         # dataclass hashes and compares its fields on every lookup, ~1 us per parameter)
         interned: dict = {}
@@ -511,8 +520,8 @@ def block_records(state: Any) -> dict:
     with: ``{id(param): (weakref to param, block_size)}`` (pickled and deep-copied by the
     state maps for the parameters that hold state, re-keyed there; seeded by the loads). A
     parameter moved to a group with another block_size, or a block_size changed together
-    with the params list or after a copy, clears the group's cached layouts, so
-    :func:`_same_blocks` cannot compare; this record can."""
+    with the params list or after a copy clears the group's cached layouts: the record
+    still knows, and catches an edit in place as well."""
     rec = getattr(state, "_q8_blocks", None)
     if rec is None:
         rec = {}
@@ -568,21 +577,6 @@ def _recorded_blocks(cache: GroupCache, state: Any, layouts: list, k0: int) -> N
                 "the state afresh (opt.state.clear())"
             )
         record_block(state, p, lay.block)
-
-
-def _same_blocks(cache: GroupCache, state: Any, block: Any, k0: int) -> None:
-    """ValueError when a parameter of the group holds 8-bit state quantized in blocks other
-    than ``block`` (its codes are scaled per block: read in other blocks, with the same
-    number of them, they would silently take a neighbouring block's scale)."""
-    for j, e in enumerate(cache.entries):
-        old = cache.layouts[j]
-        st = state.get(e.obj)
-        if old.q8 and st and any(str(k).endswith(SCALE_SUFFIX) for k in st):
-            raise ValueError(
-                f"block_size changed from {old.block} to {block} while params[{k0 + j}] holds "
-                f"8-bit state quantized in blocks of {old.block}: set it back, or start the "
-                "state afresh (opt.state.clear())"
-            )
 
 
 def prepare(opt: Any, ex: Any, grads: Any) -> list:

@@ -497,11 +497,7 @@ class Optimizer:
             s["params"] = g["params"]
             if "param_names" in g and "param_names" not in s:
                 s["param_names"] = g["param_names"]
-            for key in driver._FMT_KEYS:  # the storage is this optimizer's: the state converts
-                if key in g:
-                    s[key] = g[key]
-                else:
-                    s.pop(key, None)
+            driver.keep_storage(s, g)  # the storage is this optimizer's: the state converts
             for key, value in self.defaults.items():  # options an older state dict lacks
                 s.setdefault(key, value)
             s.update(self._FIXED)  # AdamW stays AdamW with an Adam state dict (as in torch)

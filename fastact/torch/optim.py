@@ -84,8 +84,6 @@ __all__ = [
 _NP_OF = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64)}
 #: the parameter dtypes a step takes (bfloat16: the low-precision loops, float32 arithmetic)
 _PARAM_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
-#: the group options that say how the state is stored (kept by load_state_dict)
-_STORAGE_KEYS = ("state_dtype", "block_size", "min_8bit_size")
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -458,11 +456,7 @@ class Optimizer(torch.optim.Optimizer):
             sg["params"] = g["params"]
             if "param_names" in g and "param_names" not in sg:
                 sg["param_names"] = g["param_names"]
-            for key in _STORAGE_KEYS:  # the storage is this optimizer's: the state converts
-                if key in g:
-                    sg[key] = g[key]
-                else:
-                    sg.pop(key, None)
+            driver.keep_storage(sg, g)  # the storage is this optimizer's: the state converts
             for key, value in self.defaults.items():
                 sg.setdefault(key, value)
             self._check_group(sg, loading=True)
