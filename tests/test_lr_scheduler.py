@@ -356,3 +356,168 @@ def test_composite_and_misc_errors():
         oc.step()
         oc.step()
     assert math.isfinite(fopt.param_groups[0]["lr"])
+
+
+# ----------------------------------------------------------------------------------------
+# fuzz findings: bad arguments, the order warning, resuming at a scheduled momentum of 0
+
+
+def _np_sgd(**kw):
+    groups = [{"params": [np.zeros(3, np.float32)]}, {"params": [np.zeros(2, np.float32)]}]
+    return fo.SGD(groups, lr=0.1, **kw)
+
+
+def _np_grads():
+    return [np.ones(3, np.float32), np.ones(2, np.float32)]
+
+
+def _groups(opt) -> list[dict]:
+    return [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+
+
+@pytest.mark.parametrize(
+    ("make", "error"),
+    [
+        (lambda o: fls.CyclicLR(o, 0.001, 0.01, mode="bogus"), ValueError),
+        (lambda o: fls.CyclicLR(o, 0.001, [0.01, 0.02, 0.03]), ValueError),
+        (lambda o: fls.CyclicLR(o, 0.001, 0.01, base_momentum=[0.8]), ValueError),
+        (lambda o: fls.CyclicLR(o, 0.001, 0.01, step_size_up=0), ValueError),
+        (lambda o: fls.CyclicLR(o, 0.001, 0.01, step_size_down=-1), ValueError),
+        (lambda o: fls.OneCycleLR(o, 0.1, total_steps=10, max_momentum=[0.9]), ValueError),
+        (lambda o: fls.OneCycleLR(o, [0.1], total_steps=10), ValueError),
+        (lambda o: fls.LambdaLR(o, 0.5), TypeError),
+        (lambda o: fls.LambdaLR(o, [lambda e: 1.0, 0.5]), TypeError),
+        (lambda o: fls.StepLR(o, 0), ValueError),
+        (lambda o: fls.CosineAnnealingLR(o, 0), ValueError),
+    ],
+)
+def test_bad_arguments_change_no_group(make, error):
+    """Every check runs before the first write (torch overwrites the lrs, initial_lr, ...
+    first: a later scheduler then started from them); counts a step divides by are refused
+    at construction (torch: ZeroDivisionError at a later step)."""
+    opt = _np_sgd(momentum=0.5)
+    opt.param_groups[1]["lr"] = 0.2
+    before = copy.deepcopy(_groups(opt))
+    with pytest.raises(error):
+        make(opt)
+    assert _groups(opt) == before
+
+
+def test_one_cycle_without_momentum_changes_no_group():
+    opt = fo.Adagrad([np.zeros(3, np.float32)], lr=0.1)
+    before = copy.deepcopy(_groups(opt))
+    with pytest.raises(ValueError, match="momentum"):
+        fls.OneCycleLR(opt, 0.5, total_steps=10)
+    with pytest.raises(ValueError, match="momentum"):
+        fls.CyclicLR(opt, 0.01, 0.1)
+    assert _groups(opt) == before
+
+
+def test_constant_lr_factor_zero_restores_the_base_lr():
+    """factor=0 (freeze for total_iters steps; torch divides by it there): the base lr comes
+    back at total_iters, as the closed form gives."""
+    opt = _np_sgd()
+    s = fls.ConstantLR(opt, factor=0.0, total_iters=3)
+    seen = []
+    for _ in range(5):
+        seen.append(opt.param_groups[0]["lr"])
+        s.step()
+    assert seen == [0.0, 0.0, 0.0, 0.1, 0.1]
+
+
+def _order_warned(make_sched, opt, step_first=None) -> bool:
+    if step_first is not None:
+        step_first()
+    s = make_sched(opt)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        s.step()
+    return any("before `optimizer.step()`" in str(x.message) for x in w)
+
+
+def test_order_warning_on_torch_optimizers_and_after_an_early_step():
+    """torch's rule: the scheduler stepped before any ``optimizer.step()`` since the first
+    scheduler was attached warns, on torch optimizers too (their step is wrapped, with
+    torch's own marker, so that torch's and fastact's schedulers wrap it once)."""
+    import fastact.torch.optim as fto
+
+    def topt(mod):
+        p = torch.nn.Parameter(torch.zeros(2))
+        p.grad = torch.ones(2)
+        return mod.SGD([p], lr=0.1)
+
+    def step_sched(o):
+        return fls.StepLR(o, 2)
+
+    assert _order_warned(step_sched, topt(torch.optim))
+    assert _order_warned(step_sched, topt(fto))
+    o = _np_sgd()
+    assert _order_warned(step_sched, o, lambda: o.step(_np_grads()))
+    # stepped in order: no warning, whoever wrapped the step first
+    for mod in (torch.optim, fto):
+        o = topt(mod)
+        tls.StepLR(o, 2)  # torch's scheduler wraps first
+        s = fls.StepLR(o, 2)
+        assert hasattr(o.step, "_wrapped_by_lr_sched")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            o.step()
+            s.step()
+    o = _np_sgd()
+    s = fls.StepLR(o, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        o.step(_np_grads())
+        s.step()
+    pickle_roundtrip = copy.deepcopy(o)  # the marker pickles with the optimizer
+    assert pickle_roundtrip._opt_called
+
+
+@pytest.mark.parametrize("flavour", ["numpy", "torch"])
+def test_nesterov_state_saved_at_scheduled_zero_momentum_loads(flavour):
+    """CyclicLR(base_momentum=0) drives an SGD(nesterov=True) to momentum 0; a state dict
+    saved then loads (torch checks nesterov only in the constructor) and the run goes on
+    as torch's."""
+    n = 6
+    rng = np.random.default_rng(3)
+    grads = [rng.standard_normal(n).astype(np.float32) for _ in range(8)]
+    tp = torch.nn.Parameter(torch.ones(n))
+    topt = torch.optim.SGD([tp], lr=0.1, momentum=0.9, nesterov=True)
+    tsched = tls.CyclicLR(topt, 0.01, 0.1, step_size_up=2, base_momentum=0.0, max_momentum=0.9)
+    if flavour == "numpy":
+        fp = np.ones(n, np.float32)
+        fopt = fo.SGD([fp], lr=0.1, momentum=0.9, nesterov=True)
+    else:
+        import fastact.torch.optim as fto
+
+        fpt = torch.nn.Parameter(torch.ones(n))
+        fopt = fto.SGD([fpt], lr=0.1, momentum=0.9, nesterov=True)
+        fp = fpt.detach().numpy()
+    fsched = fls.CyclicLR(fopt, 0.01, 0.1, step_size_up=2, base_momentum=0.0, max_momentum=0.9)
+    done = 0
+    for g in grads:
+        tp.grad = torch.from_numpy(g.copy())
+        topt.step()
+        if flavour == "numpy":
+            fopt.step([g])
+        else:
+            fpt.grad = torch.from_numpy(g.copy())
+            fopt.step()
+        tsched.step()
+        fsched.step()
+        done += 1
+        if fopt.param_groups[0]["momentum"] == 0.0:
+            fopt.load_state_dict(copy.deepcopy(fopt.state_dict()))
+            break
+    assert fopt.param_groups[0]["momentum"] == 0.0 and done < len(grads) - 2
+    for g in grads[done:]:
+        tp.grad = torch.from_numpy(g.copy())
+        topt.step()
+        if flavour == "numpy":
+            fopt.step([g])
+        else:
+            fpt.grad = torch.from_numpy(g.copy())
+            fopt.step()
+        tsched.step()
+        fsched.step()
+    np.testing.assert_allclose(fp, tp.detach().numpy(), rtol=1e-6, atol=1e-7)

@@ -17,10 +17,11 @@ from __future__ import annotations
 import math
 import types
 import warnings
+import weakref
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from functools import partial
+from functools import partial, wraps
 from typing import Any
 
 __all__ = [
@@ -62,6 +63,41 @@ def _copy(v: Any) -> Any:
 def _check_optimizer(optimizer: Any) -> None:
     if not isinstance(getattr(optimizer, "param_groups", None), list):
         raise TypeError(f"{type(optimizer).__name__} is not an Optimizer")
+
+
+def _track_step_called(optimizer: Any) -> None:
+    """Let the order warning see whether ``optimizer.step()`` ran after the first scheduler
+    was attached (torch's rule): a torch optimizer's ``step`` is wrapped to set
+    ``_opt_called`` (the same marker as torch's schedulers, so neither wraps twice); a fastact
+    optimizer sets it itself, and the first scheduler clears it."""
+    if getattr(type(optimizer), "_SETS_OPT_CALLED", False):
+        if not getattr(optimizer, "_lr_sched_attached", False):
+            optimizer._lr_sched_attached = True
+            optimizer._opt_called = False
+        return
+    step = getattr(optimizer, "step", None)
+    func = getattr(step, "__func__", None)
+    if func is None or hasattr(step, "_wrapped_by_lr_sched"):
+        return
+    opt_ref = weakref.ref(optimizer)
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        opt = opt_ref()
+        opt._opt_called = True
+        return func.__get__(opt, type(opt))(*args, **kwargs)
+
+    wrapper._wrapped_by_lr_sched = True
+    optimizer.step = wrapper
+
+
+def _missed_optimizer_step(optimizer: Any) -> bool:
+    """No ``optimizer.step()`` since the first scheduler was attached (False where that
+    cannot be told: a step that is not a method)."""
+    tracked = getattr(type(optimizer), "_SETS_OPT_CALLED", False) or hasattr(
+        getattr(optimizer, "step", None), "_wrapped_by_lr_sched"
+    )
+    return tracked and not getattr(optimizer, "_opt_called", False)
 
 
 def _group_values(optimizer: Any, key: str) -> list:
@@ -111,6 +147,7 @@ class LRScheduler:
                     )
         self.base_lrs: list = _group_values(optimizer, "initial_lr")
         self.last_epoch = last_epoch
+        _track_step_called(optimizer)
         self._initial_step()
 
     def _initial_step(self) -> None:
@@ -148,7 +185,7 @@ class LRScheduler:
 
     def step(self, epoch: int | None = None) -> None:
         """Advance one epoch (or jump to ``epoch``, deprecated) and set the groups' lr."""
-        if self._step_count == 1 and not getattr(self.optimizer, "_opt_called", True):
+        if self._step_count == 1 and _missed_optimizer_step(self.optimizer):
             warnings.warn(_ORDER_WARNING, UserWarning, stacklevel=2)
         self._step_count += 1
         if epoch is not None:
@@ -184,6 +221,30 @@ def _lambdas(optimizer: Any, lr_lambda: Any) -> list:
     return list(lr_lambda)
 
 
+def _callables(fns: list) -> list:
+    for fn in fns:
+        if not callable(fn):
+            raise TypeError(f"lr_lambda should be a function, but got {type(fn).__name__}")
+    return fns
+
+
+def _momentum_key(optimizer: Any) -> str:
+    """The option ``cycle_momentum`` cycles: ``'betas'`` (beta1) or ``'momentum'``."""
+    defaults = getattr(optimizer, "defaults", {})
+    if "momentum" not in defaults and "betas" not in defaults:
+        raise ValueError(
+            "optimizer must support momentum or beta1 with `cycle_momentum` option enabled"
+        )
+    return "betas" if "betas" in defaults else "momentum"
+
+
+def _positive(name: str, value: Any) -> None:
+    """A step count the schedule divides by (torch accepts 0 and fails at a later step
+    with ZeroDivisionError)."""
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+
+
 class _LambdaState:
     """state_dict of schedulers holding callables: functions/lambdas are saved as None, other
     callable objects by their ``__dict__`` (torch's rule)."""
@@ -213,7 +274,7 @@ class LambdaLR(_LambdaState, LRScheduler):
     ) -> None:
         _check_optimizer(optimizer)
         self.optimizer = optimizer
-        self.lr_lambdas = _lambdas(optimizer, lr_lambda)
+        self.lr_lambdas = _callables(_lambdas(optimizer, lr_lambda))
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list:
@@ -232,10 +293,7 @@ class MultiplicativeLR(_LambdaState, LRScheduler):
     ) -> None:
         _check_optimizer(optimizer)
         self.optimizer = optimizer
-        self.lr_lambdas = _lambdas(optimizer, lr_lambda)
-        for fn in self.lr_lambdas:
-            if not callable(fn):
-                raise TypeError(f"lr_lambda should be a function, but got {type(fn).__name__}")
+        self.lr_lambdas = _callables(_lambdas(optimizer, lr_lambda))
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list:
@@ -254,6 +312,7 @@ class StepLR(LRScheduler):
     def __init__(
         self, optimizer: Any, step_size: int, gamma: float = 0.1, last_epoch: int = -1
     ) -> None:
+        _positive("step_size", step_size)
         self.step_size = step_size
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
@@ -308,6 +367,8 @@ class ConstantLR(LRScheduler):
             return [group["lr"] * self.factor for group in self.optimizer.param_groups]
         if self.last_epoch != self.total_iters:
             return _group_values(self.optimizer, "lr")
+        if self.factor == 0:  # the lr was 0: back to the base lr (torch: ZeroDivisionError)
+            return list(self.base_lrs)
         return [group["lr"] * (1.0 / self.factor) for group in self.optimizer.param_groups]
 
     def _get_closed_form_lr(self) -> list:
@@ -402,6 +463,7 @@ class CosineAnnealingLR(LRScheduler):
     def __init__(
         self, optimizer: Any, T_max: int, eta_min: float = 0.0, last_epoch: int = -1
     ) -> None:
+        _positive("T_max", T_max)
         self.T_max = T_max
         self.eta_min = eta_min
         super().__init__(optimizer, last_epoch)
@@ -509,35 +571,35 @@ class CyclicLR(LRScheduler):
     ) -> None:
         _check_optimizer(optimizer)
         self.optimizer = optimizer
+        # every check before the first write to a group (torch sets the lrs first)
         base_lrs = _per_group("base_lr", optimizer, base_lr)
+        self.max_lrs = _per_group("max_lr", optimizer, max_lr)
+        step_size_up = float(step_size_up)
+        step_size_down = float(step_size_down) if step_size_down is not None else step_size_up
+        _positive("step_size_up", step_size_up)
+        if not step_size_down >= 0:
+            raise ValueError(f"step_size_down must not be negative, got {step_size_down!r}")
+        self.total_size = step_size_up + step_size_down
+        self.step_ratio = step_size_up / self.total_size
+        if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
+            raise ValueError("mode is invalid and scale_fn is None")
+        self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            self.use_beta1 = _momentum_key(optimizer) == "betas"
+            self.base_momentums = _per_group("base_momentum", optimizer, base_momentum)
+            self.max_momentums = _per_group("max_momentum", optimizer, max_momentum)
+        self.mode = mode
+        self.gamma = gamma
+        self._scale_fn_custom = scale_fn
+        self.scale_mode = scale_mode
+        self._init_scale_fn()
         if last_epoch == -1:
             for lr, group in zip(base_lrs, optimizer.param_groups, strict=True):
                 if "lr" in group:
                     _set_value(group, "lr", lr)
                 else:
                     group["lr"] = lr
-        self.max_lrs = _per_group("max_lr", optimizer, max_lr)
-        step_size_up = float(step_size_up)
-        step_size_down = float(step_size_down) if step_size_down is not None else step_size_up
-        self.total_size = step_size_up + step_size_down
-        self.step_ratio = step_size_up / self.total_size
-        if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
-            raise ValueError("mode is invalid and scale_fn is None")
-        self.mode = mode
-        self.gamma = gamma
-        self._scale_fn_custom = scale_fn
-        self.scale_mode = scale_mode
-        self._init_scale_fn()
-        self.cycle_momentum = cycle_momentum
         if cycle_momentum:
-            defaults = getattr(optimizer, "defaults", {})
-            if "momentum" not in defaults and "betas" not in defaults:
-                raise ValueError(
-                    "optimizer must support momentum or beta1 with `cycle_momentum` option enabled"
-                )
-            self.use_beta1 = "betas" in defaults
-            self.base_momentums = _per_group("base_momentum", optimizer, base_momentum)
-            self.max_momentums = _per_group("max_momentum", optimizer, max_momentum)
             if last_epoch == -1:
                 for m_max, m_base, group in zip(
                     self.max_momentums, self.base_momentums, optimizer.param_groups, strict=True
@@ -699,22 +761,19 @@ class OneCycleLR(LRScheduler):
                 f"anneal_strategy must be one of 'cos' or 'linear', instead got {anneal_strategy}"
             )
         self._anneal_func_type = anneal_strategy
+        # every check before the first write to a group (torch sets the lrs first)
         max_lrs = _per_group("max_lr", optimizer, max_lr)
+        self.cycle_momentum = cycle_momentum
+        if cycle_momentum:
+            self.use_beta1 = _momentum_key(optimizer) == "betas"
+            max_ms = _per_group("max_momentum", optimizer, max_momentum)
+            base_ms = _per_group("base_momentum", optimizer, base_momentum)
         if last_epoch == -1:
             for m, group in zip(max_lrs, optimizer.param_groups, strict=True):
                 group["initial_lr"] = m / div_factor
                 group["max_lr"] = m
                 group["min_lr"] = group["initial_lr"] / final_div_factor
-        self.cycle_momentum = cycle_momentum
         if cycle_momentum:
-            defaults = getattr(optimizer, "defaults", {})
-            if "momentum" not in defaults and "betas" not in defaults:
-                raise ValueError(
-                    "optimizer must support momentum or beta1 with `cycle_momentum` option enabled"
-                )
-            self.use_beta1 = "betas" in defaults
-            max_ms = _per_group("max_momentum", optimizer, max_momentum)
-            base_ms = _per_group("base_momentum", optimizer, base_momentum)
             if last_epoch == -1:
                 for m_max, m_base, group in zip(
                     max_ms, base_ms, optimizer.param_groups, strict=True

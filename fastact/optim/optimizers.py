@@ -200,10 +200,14 @@ class Optimizer:
     _PAIRED_BETAS = False
     #: the state is made with the parameters, in the constructor (torch's Adagrad does)
     _EAGER_STATE = False
+    #: its step() sets ``_opt_called`` itself (the LR schedulers' order warning; a torch
+    #: optimizer gets it from the wrapper the first scheduler puts on its step)
+    _SETS_OPT_CALLED = True
 
     @staticmethod
-    def _check_options(group: dict) -> None:
-        """A class's checks of a group's options beyond the per-option rules."""
+    def _check_options(group: dict, loading: bool = False) -> None:
+        """A class's checks of a group's options beyond the per-option rules (``loading``:
+        a group of a loaded state dict, whose options a scheduler may have moved)."""
 
     def _construct(self, args: dict[str, Any]) -> None:
         """The constructors' one body: ``args`` are a constructor's arguments (its
@@ -262,7 +266,7 @@ class Optimizer:
                 + (" (use the 8-bit classes, e.g. AdamW8bit)" if group["state_dtype"] == "8bit"
                    else "")
             )  # fmt: skip
-        self._check_options(group)
+        self._check_options(group, loading)
 
     def _step_options(self, group: dict, gi: int) -> dict:
         """``_options`` plus the storage options (state_dtype, block_size, min_8bit_size,
@@ -756,9 +760,13 @@ class SGD(Optimizer):
         self._construct(locals())
 
     @staticmethod
-    def _check_options(group: dict) -> None:
-        if group.get("nesterov") and (
-            float(group["momentum"]) <= 0 or float(group["dampening"]) != 0
+    def _check_options(group: dict, loading: bool = False) -> None:
+        # the constructor's rule only (torch's): a scheduler (CyclicLR, OneCycleLR) may drive
+        # the momentum to 0 mid-run, and a state dict saved then loads, as into torch
+        if (
+            not loading
+            and group.get("nesterov")
+            and (float(group["momentum"]) <= 0 or float(group["dampening"]) != 0)
         ):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
@@ -909,7 +917,7 @@ class RMSprop(Optimizer):
         self._construct(locals())
 
     @staticmethod
-    def _check_options(group: dict) -> None:
+    def _check_options(group: dict, loading: bool = False) -> None:
         if group.get("centered") and group.get("state_dtype") == "8bit":
             raise ValueError(
                 "centered=True is not supported with 8-bit states: the quantized second "

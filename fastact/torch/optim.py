@@ -321,7 +321,7 @@ class Optimizer(torch.optim.Optimizer):
                 + (" (use the 8-bit classes, e.g. AdamW8bit)" if group["state_dtype"] == "8bit"
                    else "")
             )  # fmt: skip
-        self._fastact._check_options(group)
+        self._fastact._check_options(group, loading)
 
     def _options(self, group: dict, gi: int) -> dict:
         """The group's options under the functional API's names (the spec's input)."""
