@@ -556,6 +556,14 @@ class _Scalar:
                 raise TypeError(
                     f"fastact.elementwise: {self.name} must {what} per element, got {rtype}"
                 )
+            if isinstance(t, numba.types.Integer):
+                return (
+                    f"fastact.elementwise: {self.name} returns an integer ({t}) per element, "
+                    f"converted to {dtype}: NaN, infinities and magnitudes beyond the "
+                    "integer's range have no integer value and give arbitrary results "
+                    "(math.floor, ceil and trunc return int64 in numba: np.floor, np.ceil "
+                    "and np.trunc keep the float)"
+                )
             if isinstance(t, numba.types.Float) and t.bitwidth > dtype.itemsize * 8:
                 return (
                     f"fastact.elementwise: {self.name} computes in {t} for {dtype} arguments "
@@ -593,8 +601,10 @@ class _Scalar:
             "" if self.index is None else f"_d{self.index}"
         )
         wname = f"fused_{_ident(self.name)}_{key}_{tag}"
-        ns: dict[str, Any] = {"v": v}
-        exec(f"def {wname}({', '.join(a + s)}):\n    return {call}\n", ns)
+        # the result as the compute dtype: an integer return (allowed, with a warning) is
+        # stored like a float one, also by the in-place and out= loops
+        ns: dict[str, Any] = {"v": v, "T": dtype.type}
+        exec(f"def {wname}({', '.join(a + s)}):\n    return T({call})\n", ns)
         w = jit(ns[wname], fastmath=set(ELEMENTWISE_FASTMATH))
         params = tuple((self.arg_names[i], REQUIRED) for i, c in enumerate(pattern) if c == "s")
         sp = Elementwise(
@@ -610,6 +620,9 @@ class _Scalar:
         )
         self.specs[(pattern, dtype)] = sp
         return sp
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _ident(name: str) -> str:
@@ -822,8 +835,8 @@ class ElementwiseFunction:
                 else:
                     return None
             sp = self._forward.specs.get(("".join(pattern), dt))
-            if sp is None:
-                return None
+            if sp is None or (vals and dt.itemsize == 4 and max(map(abs, vals)) > _F32_MAX):
+                return None  # (beyond float32: the general path's check raises, inf passes)
             arrays, kp = tuple(arrs), tuple(vals)
         res = np.empty_like(x)
         n = x.size

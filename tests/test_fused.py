@@ -817,3 +817,86 @@ def test_pickled_by_reference_for_other_processes(tmp_path):
 
     with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
         pickle.dumps(local)  # a local function: as for any local function
+
+
+def test_cloudpickled_by_value_with_a_scalar_core(tmp_path):
+    """A function not reachable by its name (made in a factory) is pickled by value for
+    cloudpickle, and so is a user's own njit function: the scalar cores' helpers they reach
+    (``_gelu_fw``, a float32 variant with an overload) pickle by reference to the module
+    that binds them, so a fresh process compiles the copy (it raised numba's "Untyped global
+    name '_gelu_fw'" there)."""
+    import cloudpickle
+    import numba
+
+    from fastact.scalar import gelu
+
+    def make(scale):
+        @fastact.elementwise
+        def scaled_gelu(x):
+            return gelu(x) * scale
+
+        return scaled_gelu
+
+    @numba.njit
+    def mine(v):
+        return gelu(v) * 2
+
+    f = make(2.0)
+    x = np.linspace(-1, 1, 5, dtype=np.float32)
+    (tmp_path / "blob").write_bytes(cloudpickle.dumps((f, mine, x)))
+    script = (
+        "import pickle, sys, numpy as np\n"
+        "f, mine, x = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+        "np.save(sys.argv[2], np.stack([f(x), np.array([mine(v) for v in x], x.dtype)]))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "blob"), str(tmp_path / "r.npy")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = np.load(tmp_path / "r.npy")
+    want = np.array([mine(v) for v in x], x.dtype)
+    np.testing.assert_array_equal(got[0], f(x))
+    np.testing.assert_array_equal(got[1], want)
+    np.testing.assert_array_equal(got[0], want)
+
+
+def test_integer_return_is_stored_as_a_float_everywhere():
+    """A kernel returning an integer (numba types math.floor as int64): converted to the
+    compute dtype by every loop (the in-place and out= loops raised numba's TypingError
+    "stored(int64)"), with a warning naming what an integer cannot hold."""
+
+    @fastact.elementwise
+    def floor_int(x):
+        return math.floor(x)
+
+    x = np.array([1.5, -2.5, 3.75, -0.25], np.float32)
+    with pytest.warns(RuntimeWarning, match="returns an integer"):
+        want = floor_int(x)
+    np.testing.assert_array_equal(want, np.floor(x))
+    assert want.dtype == np.float32
+    y = x.copy()
+    floor_int.inplace(y)
+    np.testing.assert_array_equal(y, want)
+    z = x.copy()
+    floor_int(z, out=z)
+    np.testing.assert_array_equal(z, want)
+
+
+def test_python_number_beyond_float32_raises_on_every_call():
+    """The fast path of repeated calls took 1e39 as inf for float32 (the first call raised
+    the ValueError); and the refusal gives no NumPy overflow warning first."""
+
+    @fastact.elementwise
+    def times(x, s):
+        return x * s
+
+    x = np.ones(3, np.float32)
+    for _ in range(3):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(ValueError, match="s = 1e\\+39 cannot be converted to float32"):
+                times(x, 1e39)
+        np.testing.assert_array_equal(times(x, 2.0), 2 * x)
+    np.testing.assert_array_equal(times(x, math.inf), np.full(3, np.inf, np.float32))

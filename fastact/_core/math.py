@@ -47,6 +47,8 @@ on x86-64-v3 and later).
 
 from __future__ import annotations
 
+import sys
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -1229,6 +1231,10 @@ def float32_variant(name: str, f32_impl, generic, device_impl=None):
         raise NotImplementedError(f"{name} is only callable from jitted code")
 
     stub.__name__ = stub.__qualname__ = name
+    # the module that binds it under ``name``: pickled by reference there (cloudpickle would
+    # copy a function its module does not hold, and the copy has no overload in another
+    # process: a user's kernel calling a core then fails to compile in dask's workers)
+    stub.__module__ = sys._getframe(1).f_globals["__name__"]
     stub.device_impl = generic if device_impl is None else device_impl  # type: ignore[attr-defined]
 
     @overload(stub, inline="always")

@@ -126,15 +126,15 @@ class Elementwise:
         if not values and self.prepare is None:
             return ()
         t = dtype.type
+        _check_no_overflow(values, self.param_names, dtype)  # (before a cast warns of it)
         cast = tuple(
             [
                 t(v) if type(v) is float else scalar_param(v, n, dtype)
                 for v, n in zip(values, self.param_names, strict=False)
             ]
         )
-        if self.prepare is not None:  # the spec's own checks (and messages) first
+        if self.prepare is not None:  # the spec's own checks (and messages)
             cast = self.prepare(dtype, *cast)
-        _check_no_overflow(values, self.param_names, dtype)
         return cast
 
 
