@@ -126,16 +126,26 @@ class Elementwise:
         if not values and self.prepare is None:
             return ()
         t = dtype.type
-        _check_no_overflow(values, self.param_names, dtype)  # (before a cast warns of it)
+        top = _FINITE_MAX[dtype]
         cast = tuple(
             [
-                t(v) if type(v) is float else scalar_param(v, n, dtype)
+                t(v) if type(v) is float and -top <= v <= top else _overflowing(v, n, dtype)
                 for v, n in zip(values, self.param_names, strict=False)
             ]
         )
-        if self.prepare is not None:  # the spec's own checks (and messages)
+        if self.prepare is not None:  # the spec's own checks (and messages) first
             cast = self.prepare(dtype, *cast)
+        _check_no_overflow(values, self.param_names, dtype)
         return cast
+
+
+def _overflowing(v: Any, name: str, dtype: np.dtype) -> Any:
+    """:func:`scalar_param`, without NumPy's overflow warning for a Python float beyond
+    ``dtype``'s range (inf: :func:`_check_no_overflow` refuses it after the spec's checks)."""
+    if type(v) is float:
+        with np.errstate(over="ignore"):
+            return dtype.type(v)
+    return scalar_param(v, name, dtype)
 
 
 def _check_no_overflow(values: tuple, names: tuple, dtype: np.dtype) -> None:
