@@ -256,10 +256,11 @@ def test_fallback_to_torch_for_what_fastact_does_not_take():
             assert torch.equal(y, F.gelu(t))
             assert torch.equal(AF.cross_entropy(t, torch.zeros(4, dtype=torch.long)),
                                F.cross_entropy(t, torch.zeros(4, dtype=torch.long)))  # fmt: skip
-    # a non-contiguous tensor is copied; in place on it is torch's (a copy would be wrong)
-    s = x.t()
+    # a strided (not dense) tensor is copied; in place on it is torch's (a copy would be
+    # wrong); a transposed one keeps its layout (test_elementwise_keeps_a_dense_layout)
+    s = x[:, ::2]
     torch.testing.assert_close(AF.silu(s), F.silu(s))
-    u = x.clone().t()
+    u = x.clone()[:, ::2]
     ref = F.silu(u.clone())
     assert AF.silu(u, inplace=True) is u
     torch.testing.assert_close(u, ref)
@@ -327,8 +328,8 @@ def test_elementwise_function_takes_only_what_its_loops_can():
     what the wrappers send to torch or copy."""
     op = ACTIVATIONS["relu"]
     x = _x()
-    for t in (x.t(), x[:, ::2], x.half(), torch._neg_view(x)):
-        with pytest.raises(TypeError, match="contiguous CPU tensor"):
+    for t in (x[:, ::2], x.expand(2, 4, 6), x.half(), torch._neg_view(x)):
+        with pytest.raises(TypeError, match="dense CPU tensor"):
             AF.Elementwise.apply(t, op, (), False)
 
 
@@ -439,8 +440,15 @@ def test_double_backward_is_torchs():
     (h,) = torch.autograd.grad(g.sum(), x)
     (tg,) = torch.autograd.grad(F.gelu(x).sum(), x, create_graph=True)
     torch.testing.assert_close(h, torch.autograd.grad(tg.sum(), x)[0])
+    # in place: through the copy of the input recorded in the graph, as torch's clone
+    # (test_in_place_forms_save_what_torchs_save); Elementwise.apply given no copy refuses
     with pytest.raises(RuntimeError, match="double backward through an in-place"):
-        torch.autograd.grad(AF.silu(x * 1.0, inplace=True).sum(), x, create_graph=True)
+        (g,) = torch.autograd.grad(
+            AF.Elementwise.apply(x * 1.0, ACTIVATIONS["silu"], (), True).sum(),
+            x,
+            create_graph=True,
+        )
+        torch.autograd.grad(g.sum(), x)
 
 
 # ----------------------------------------------------------------------------- modules
@@ -701,3 +709,233 @@ def test_loss_gradient_is_not_the_saved_tensor():
         g2.clamp_(-0.01, 0.01)
         (g3,) = torch.autograd.grad(loss, x)
         torch.testing.assert_close(g3, want)
+
+
+# ----------------------------------------------------------------------------------------
+# found by fuzzing fastact inside torch programs (2026-12-06, seventh session)
+# ----------------------------------------------------------------------------------------
+INPLACE_NAMES = [n for n in NAMES if ACTIVATIONS[n].inplace]
+
+
+def _inplace_call(lib, name, t):
+    vals = OTHER.get(name, (0.3, -1.5) if name == "threshold" else ())
+    return getattr(lib, name)(t, *vals, inplace=True)
+
+
+@pytest.mark.parametrize("name", INPLACE_NAMES)
+def test_in_place_forms_save_what_torchs_save(name):
+    """In-place Hardtanh / ReLU6 / Threshold saved their output, so a later in-place op on
+    it (``y.mul_(3)``, ``y += r``) made the backward raise "modified by an inplace
+    operation"; torch's save a copy of the input (its clone, in the graph). Now each in-place
+    form works exactly where torch's does (relu_, leaky_relu_, elu_, celu_, selu_ save the
+    output: both raise), with torch's gradient, and double backward through the copy is
+    torch's."""
+    base = _x((3, 5))
+    res = {}
+    for lib in (F, AF):
+        x = base.clone().requires_grad_(True)
+        y = _inplace_call(lib, name, x * 1.0)
+        y.mul_(3)
+        try:
+            (g,) = torch.autograd.grad(y.sum(), x)
+            res[lib] = g
+        except RuntimeError as exc:
+            assert "modified by an inplace operation" in str(exc)
+            res[lib] = None
+    if res[F] is None:
+        assert res[AF] is None
+    else:
+        torch.testing.assert_close(res[AF], res[F])
+    # double backward of the in-place form, against torch's (hardsigmoid: none in torch)
+    x = base.clone().requires_grad_(True)
+    got, want = [], []
+    for lib, out in ((F, want), (AF, got)):
+        (g,) = torch.autograd.grad((_inplace_call(lib, name, x * 2.0) ** 2).sum(), x,
+                                   create_graph=True)  # fmt: skip
+        try:
+            out += [g, torch.autograd.grad(g.sum(), x)[0]]
+        except RuntimeError as exc:
+            assert "not implemented" in str(exc)
+            out.append(None)
+    if want[-1] is None:
+        assert got[-1] is None
+    else:
+        torch.testing.assert_close(got, want)
+        assert torch.autograd.gradgradcheck(lambda t: _inplace_call(AF, name, t * 1.0), (x,))
+
+
+def test_rrelu_in_place_without_grad_returns_its_input():
+    """RReLU(inplace=True) in training mode under no_grad on a tensor that requires grad
+    returned another tensor object (same storage, requires_grad False); torch's returns the
+    input itself, its version bumped."""
+    for leaf in (True, False):
+        a = torch.full((4,), -1.0, requires_grad=True)
+        t = a if leaf else a * 1
+        v = t._version
+        with torch.no_grad():
+            y = fnn.RReLU(inplace=True)(t)
+        assert y is t and y.requires_grad and t._version > v
+        assert torch.all((t > -0.34) & (t < -0.12))
+    # the same slopes with and without a graph node (one draw from torch's generator each)
+    x = _x((4, 6))
+    torch.manual_seed(5)
+    with torch.no_grad():
+        a = AF.rrelu(x.clone().requires_grad_(True), training=True)
+    torch.manual_seed(5)
+    b = AF.rrelu(x.clone().requires_grad_(True), training=True)
+    assert torch.equal(a, b.detach())
+
+
+def test_rrelu_double_backward_is_connected_as_torchs():
+    """RReLU's training-mode backward (grad * noise) was not connected to the input with
+    create_graph=True: a second derivative w.r.t. the input raised; torch's is zero."""
+    for inplace in (False, True):
+        out = {}
+        for M in (torch.nn.RReLU, fnn.RReLU):
+            x = torch.tensor([-1.0, 2.0, -0.5], requires_grad=True)
+            torch.manual_seed(0)
+            y = M(inplace=inplace)(x * 1.0)
+            (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+            assert gx.requires_grad
+            (gg,) = torch.autograd.grad((gx * gx).sum(), x)
+            out[M] = gg
+        assert torch.equal(out[fnn.RReLU], out[torch.nn.RReLU])
+    # first-order values unchanged: grad * noise
+    x = _x((3, 4)).requires_grad_(True)
+    y = AF.rrelu(x, training=True)
+    (g,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    torch.testing.assert_close(g.detach(), (y / x).detach())
+
+
+def test_maxout_ties_go_to_the_first_maximum_on_every_path():
+    """Tied maxima: the kernel routes the gradient to the first one; create_graph=True and
+    the torch fallback (bfloat16, ...) used amax, which splits it among the tied entries."""
+    x = torch.tensor([[1.0, 1.0, 3.0, 2.0, float("nan"), 0.0, float("nan"), 5.0]])
+    want = torch.tensor([[1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]])  # NaN: the first NaN
+    m = fnn.Maxout(2, dim=1)
+    for dt, create in ((torch.float64, False), (torch.float64, True), (torch.bfloat16, False)):
+        a = x.to(dt).requires_grad_(True)
+        (g,) = torch.autograd.grad(m(a).sum(), a, create_graph=create)
+        assert torch.equal(g.float(), want), (dt, create)
+    t = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda u: AF.maxout(u, 2, 1), (t,))
+
+
+def test_jit_trace_runs_torchs_functions():
+    """torch.jit.trace of a model with fastact modules crashed (numba's TypingError: numel()
+    is a tensor under tracing; MSELoss: unordered_map::at); traced, torch's functions run."""
+    torch.manual_seed(0)
+    x, t = torch.randn(4, 8), torch.randn(4, 8)
+    for model, args in (
+        (torch.nn.Sequential(torch.nn.Linear(8, 8), fnn.ReLU(), fnn.GELU()), (x,)),
+        (torch.nn.Sequential(torch.nn.Linear(8, 8), fnn.SiLU(inplace=True)), (x,)),
+        (fnn.MSELoss(), (x, t)),
+        (fnn.Softmax(dim=1), (x,)),
+    ):
+        traced = torch.jit.trace(model, args)
+        x2 = torch.randn(4, 8)
+        args2 = (x2,) + args[1:]
+        torch.testing.assert_close(traced(*args2), model(*args2))
+
+
+def test_bce_with_logits_loss_has_the_targets_dtype():
+    """torch's binary_cross_entropy_with_logits returns the loss in the target's dtype (a
+    float64 input, a float32 target: float32); fastact's promoted."""
+    torch.manual_seed(0)
+    for xdt, tdt in ((torch.float64, torch.float32), (torch.float32, torch.float16),
+                     (torch.float32, torch.float64), (torch.float64, torch.float64)):  # fmt: skip
+        for red in ("mean", "none"):
+            x = torch.randn(3, 4, dtype=xdt, requires_grad=True)
+            t = torch.rand(3, 4).to(tdt)
+            want = F.binary_cross_entropy_with_logits(x, t, reduction=red)
+            got = fnn.BCEWithLogitsLoss(reduction=red)(x, t)
+            assert got.dtype == want.dtype == tdt
+            tol = dict(rtol=2e-3, atol=1e-3) if tdt == torch.float16 else None
+            torch.testing.assert_close(got, want, **(tol or {}))
+            (g,) = torch.autograd.grad(got.sum(), x)
+            (tg,) = torch.autograd.grad(want.sum(), x)
+            assert g.dtype == xdt
+            torch.testing.assert_close(g, tg, **(tol or {}))
+
+
+LAYOUTS = {
+    "channels_last": lambda: _x((2, 6, 3, 4)).contiguous(memory_format=torch.channels_last),
+    "channels_last_3d": lambda: _x((2, 3, 2, 3, 4)).contiguous(
+        memory_format=torch.channels_last_3d
+    ),
+    "transpose": lambda: _x((5, 7)).t(),
+    "permutation": lambda: _x((3, 4, 5)).permute(2, 0, 1),
+    "size-1 dims": lambda: _x((2, 5, 1, 3)).contiguous(memory_format=torch.channels_last),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_elementwise_keeps_a_dense_layout(layout):
+    """A channels_last (or any dense permuted) input got a C-contiguous output; torch's
+    unary ops keep the input's layout (a channels_last CNN lost it at every activation).
+    The output and the input gradient now have the input's strides, values unchanged, out
+    of place, in place, with and without a graph node."""
+    base = LAYOUTS[layout]()
+    g = torch.randn_like(base)
+    cases = [("relu", ()), ("silu", ()), ("sigmoid", ()), ("hardtanh", (-0.5, 2.0)),
+             ("leaky_relu", (0.2,)), ("softplus", (2.0, 5.0))]  # fmt: skip
+    for name, vals in cases:
+        f, tf = getattr(AF, name), getattr(F, name)
+        c = base.contiguous().requires_grad_(True)
+        want = f(c, *vals)  # fastact's values in C order: the same bits in any layout
+        (want_g,) = torch.autograd.grad(want, c, g.contiguous())
+        with torch.no_grad():
+            y, ty = f(base, *vals), tf(base, *vals)
+        assert y.stride() == ty.stride() == base.stride(), name
+        torch.testing.assert_close(y, want, rtol=0, atol=0)
+        torch.testing.assert_close(y, ty)
+        x = base.clone().requires_grad_(True)
+        tx = base.clone().requires_grad_(True)
+        y, ty = f(x, *vals), tf(tx, *vals)
+        assert y.stride() == ty.stride(), name
+        torch.testing.assert_close(y, want, rtol=0, atol=0)
+        (gx,) = torch.autograd.grad(y, x, g)
+        (tgx,) = torch.autograd.grad(ty, tx, g)
+        assert gx.stride() == tgx.stride() == base.stride(), name
+        torch.testing.assert_close(gx, want_g, rtol=0, atol=0)
+        torch.testing.assert_close(gx, tgx)
+        if ACTIVATIONS[name].inplace:
+            u = base.clone()
+            assert f(u, *vals, inplace=True) is u and u.stride() == base.stride()
+            torch.testing.assert_close(u, want, rtol=0, atol=0)
+            x = base.clone().requires_grad_(True)
+            h = x * 1.0
+            assert f(h, *vals, inplace=True) is h
+            (gx,) = torch.autograd.grad(h, x, g)
+            assert h.stride() == base.stride()
+            torch.testing.assert_close(gx, want_g, rtol=0, atol=0)
+    for approximate in ("none", "tanh"):
+        x = base.clone().requires_grad_(True)
+        y = AF.gelu(x, approximate)
+        ty = F.gelu(base, approximate=approximate)
+        assert y.stride() == ty.stride()
+        torch.testing.assert_close(y, ty)
+        (gx,) = torch.autograd.grad(y, x, g)
+        assert gx.stride() == base.stride()
+
+
+def test_elementwise_keeps_a_dense_layout_in_parallel(monkeypatch):
+    """The parallel loops (NumPy views of the permuted tensors) on a channels_last input."""
+    monkeypatch.setattr(AF, "num_threads", lambda: 2)
+    base = _x((2, 16, 128, 256)).contiguous(memory_format=torch.channels_last)
+    assert base.numel() >= max(ACTIVATIONS[k].threshold for k in ("relu", "silu"))
+    g = torch.randn_like(base)
+    for name in ("relu", "silu"):
+        f, tf = getattr(AF, name), getattr(F, name)
+        x = base.clone().requires_grad_(True)
+        tx = base.clone().requires_grad_(True)
+        y, ty = f(x), tf(tx)
+        assert y.stride() == ty.stride()
+        torch.testing.assert_close(y, ty, rtol=1e-12, atol=1e-14)
+        (gx,) = torch.autograd.grad(y, x, g)
+        (tgx,) = torch.autograd.grad(ty, tx, g)
+        assert gx.stride() == tgx.stride()
+        torch.testing.assert_close(gx, tgx, rtol=1e-12, atol=1e-14)
+        u = base.clone()
+        f(u, inplace=True)
+        torch.testing.assert_close(u, y.detach(), rtol=0, atol=0)

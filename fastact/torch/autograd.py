@@ -5,10 +5,11 @@ named and called like ``torch.nn.functional``'s.
 one node in the autograd graph whose backward is fastact's ``gelu_backward``. Each Function
 saves what its backward needs: the output where torch saves the output (sigmoid, tanh, relu,
 the softmax family), otherwise the input. In place (``inplace=True``, ``relu_``) the input
-tensor is overwritten and marked dirty; the backward then works from the output where the
-derivative is a function of it (relu, leaky_relu, hardtanh, elu, celu, selu, threshold with
-parameters that allow it), else from a copy of the input taken first (silu, mish, ...: torch
-keeps the original input too).
+tensor is overwritten and marked dirty; the backward then works from the output where
+torch's does (relu, leaky_relu, elu, celu, selu, with parameters that allow it), else from
+a copy of the input taken first and recorded in the graph, as torch's clone (hardtanh,
+relu6, threshold, silu, mish, ...): a later in-place op on the output is allowed there, and
+double backward differentiates through the copy.
 
 A backward runs fastact's kernels when it is not itself recorded; with
 ``create_graph=True`` (a gradient penalty, a Hessian-vector product) it is computed by torch's
@@ -24,8 +25,10 @@ call is torch's.
 
 What the Functions take: CPU tensors of float32 or float64. Anything else (CUDA tensors,
 float16, bfloat16, sparse tensors) is computed by torch's own function with the same
-arguments, so a model keeps working on any input. Non-contiguous inputs are copied for the
-element-wise functions (in place on a non-contiguous tensor is torch's).
+arguments, so a model keeps working on any input, and so does everything while
+torch.compile or torch.jit.trace records. The element-wise functions keep a dense input's
+layout (channels_last, a transpose: the output and the input gradient are allocated like
+the input, as torch's); other strided inputs are copied (in place on them is torch's).
 """
 
 from __future__ import annotations
@@ -60,13 +63,20 @@ _STRIDED = torch.strided
 
 #: element-wise functions whose backward torch computes from the saved output
 _SAVES_OUTPUT = frozenset({"sigmoid", "tanh", "relu"})
+#: in-place forms whose backward torch computes from the output (``relu_``, ``leaky_relu_``,
+#: ``elu_``, ...: their nodes save the result); every other in-place form saves a copy of the
+#: input taken before the write (``hardtanh_``, ``relu6``, ``threshold_``, ``silu_``, ...),
+#: connected to the graph, so a later in-place op on the output is fine there and double
+#: backward differentiates through the copy
+_INPLACE_SAVES_OUTPUT = frozenset({"relu", "leaky_relu", "elu", "celu", "selu"})
 
 
 def supported(x: Any) -> bool:
     """``x`` is a tensor fastact's host kernels take: CPU, float32/float64, strided, its
     memory holding its values (not a lazily negated view: ``torch._neg_view``), in eager
     code: not while torch.compile traces (Dynamo cannot see into numba's kernels: it guarded
-    a kernel lookup by type only and ran one activation's kernel for another), not inside a
+    a kernel lookup by type only and ran one activation's kernel for another) or
+    torch.jit.trace records (a kernel call is no traceable op), not inside a
     forward-mode AD level (the tangent was dropped) or a torch.func transform (vmap, grad,
     jvp: wrapped tensors). There torch's own function runs."""
     return (
@@ -77,12 +87,14 @@ def supported(x: Any) -> bool:
         and not x.is_neg()
         and _forward_ad._current_level < 0
         and not _is_compiling()
+        and not _is_tracing()
         and not _is_wrapped(x)
     )
 
 
 _forward_ad = torch.autograd.forward_ad
 _is_compiling = torch.compiler.is_compiling
+_is_tracing = torch._C._is_tracing  # torch.jit.trace (numel() is a tensor there)
 _is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 
 
@@ -209,57 +221,94 @@ def _kernel_params(op: Spec, values: tuple, dtype: np.dtype) -> tuple:
     return kp
 
 
-def _np_dtype(x: torch.Tensor) -> np.dtype:
-    """The NumPy dtype of ``x``, checked to be a tensor the loops over raw memory may take:
-    a C-contiguous CPU tensor of float32 or float64 whose memory holds its values."""
+def _dense_order(t: torch.Tensor) -> Any:
+    """None for a C-contiguous tensor; else the order of ``t``'s dimensions in memory (a
+    permutation ``p`` with ``t.permute(p)`` C-contiguous: channels_last, a transpose) where
+    ``t`` is dense and non-overlapping in another order, or False (strided, expanded)."""
+    if t.is_contiguous():
+        return None
+    st = t.stride()
+    perm = sorted(range(t.dim()), key=lambda i: -st[i])
+    return perm if t.permute(perm).is_contiguous() else False
+
+
+def _np_dtype(x: torch.Tensor) -> tuple:
+    """The NumPy dtype of ``x`` and its :func:`_dense_order`, checked to be a tensor the
+    loops over raw memory may take: a dense CPU tensor of float32 or float64 (C-contiguous
+    or in another order of its dimensions) whose memory holds its values."""
     dt = _NP_DTYPE.get(x.dtype)
-    if (
-        dt is None
-        or not x.is_cpu
-        or x.layout is not _STRIDED
-        or not x.is_contiguous()
-        or x.is_neg()
-    ):
+    perm = False
+    if dt is not None and x.is_cpu and x.layout is _STRIDED and not x.is_neg():
+        perm = _dense_order(x)
+    if perm is False:
         raise TypeError(
-            "fastact.torch.autograd.Elementwise takes a contiguous CPU tensor of float32 or "
+            "fastact.torch.autograd.Elementwise takes a dense CPU tensor of float32 or "
             f"float64, got {x.dtype} on {x.device}"
         )
-    return dt
+    return dt, perm
+
+
+def _inplace_from_output(op: Spec, values: tuple) -> bool:
+    """Whether the in-place form's backward works from the output, as torch's does (the
+    parameters allow recovering the derivative from it), else from a copy of the input."""
+    if op.name not in _INPLACE_SAVES_OUTPUT or op.scalars["grad_output"] is None:
+        return False
+    if op.check_output is not None:
+        try:
+            op.check_output(*values)
+        except ValueError:  # e.g. a negative slope: the input cannot be recovered
+            return False
+    return True
+
+
+def _input_copy(x: torch.Tensor) -> torch.Tensor:
+    """A copy of ``x`` (its layout) recorded in the graph (torch's in-place ops save such a
+    clone): a double backward differentiates through it."""
+    c = _empty_like(x, x.numel())
+    c.copy_(x)
+    return c
+
+
+def _c_order(t: torch.Tensor, perm: Any) -> torch.Tensor:
+    return t if perm is None else t.permute(perm)
 
 
 class Elementwise(torch.autograd.Function):
     """One element-wise activation of :data:`fastact.kernels.activations.ACTIVATIONS`:
-    ``apply(x, op, values, inplace)`` with ``x`` a C-contiguous supported tensor and
-    ``values`` the activation's parameters. The serial loops run on the tensors' memory
-    (their addresses: no NumPy views), the parallel ones on NumPy views; results are
-    allocated by torch (its allocator, its memory format). ``ctx.state``: ``(op, kernel
+    ``apply(x, op, values, inplace[, copy])`` with ``x`` a dense supported tensor
+    (C-contiguous, or another order of its dimensions: channels_last) and ``values`` the
+    activation's parameters; ``copy``, for an in-place form whose backward needs the input,
+    a copy of ``x`` taken by the caller in the graph (without it, one is taken here, and
+    double backward through it raises). The serial loops run on the tensors' memory (their
+    addresses: no NumPy views), the parallel ones on NumPy views; results are allocated by
+    torch (its allocator, the input's memory format). ``ctx.state``: ``(op, kernel
     parameters, values, from_output, copied)``."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, op: Spec, values: tuple, inplace: bool):
-        kp = _kernel_params(op, values, _np_dtype(x))
+    def forward(ctx: Any, x: torch.Tensor, op: Spec, values: tuple, inplace: bool, copy=None):
+        dt, perm = _np_dtype(x)
+        kp = _kernel_params(op, values, dt)
         n = x.numel()
         if inplace:
-            from_output = op.scalars["grad_output"] is not None
-            if from_output and op.check_output is not None:
-                try:
-                    op.check_output(*values)
-                except ValueError:  # e.g. a negative slope: the input cannot be recovered
-                    from_output = False
+            from_output = copy is None and _inplace_from_output(op, values)
+            copied = not from_output and copy is None
             if from_output:
                 saved = x
+            elif copy is not None:
+                saved = copy
             else:  # the input, copied before it is overwritten (torch keeps it too)
                 saved = _empty_like(x, n)
                 saved.copy_(x.detach())
             if n:
-                _run_forward(op, x, x, n, kp)
+                xc = _c_order(x, perm)
+                _run_forward(op, xc, xc, n, kp)
             ctx.mark_dirty(x)
-            ctx.state = (op, kp, values, from_output, not from_output)
+            ctx.state = (op, kp, values, from_output, copied)
             ctx.save_for_backward(saved)
             return x
         y = _empty_like(x, n)
         if n:
-            _run_forward(op, x, y, n, kp)
+            _run_forward(op, _c_order(x, perm), _c_order(y, perm), n, kp)
         from_output = op.name in _SAVES_OUTPUT
         ctx.state = (op, kp, values, from_output, False)
         ctx.save_for_backward(y if from_output else x)
@@ -269,22 +318,24 @@ class Elementwise(torch.autograd.Function):
     def backward(ctx: Any, grad_output: torch.Tensor):
         (v,) = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: a backward torch can differentiate
-            return _elementwise_graph(ctx, grad_output, v), None, None, None
+            return _elementwise_graph(ctx, grad_output, v), None, None, None, None
         op, kp, _, from_output, _ = ctx.state
-        g = grad_output
+        perm = None if v.is_contiguous() else _dense_order(v)
+        g = grad_output if perm is None else grad_output.permute(perm)
         if not g.is_contiguous() or g.dtype is not v.dtype or g.is_neg():
             # sum().backward() sends an expanded, stride-0 gradient
             g = g.to(v.dtype).resolve_neg().contiguous()
         n = v.numel()
-        out = _empty_like(v, n)
+        out = _empty_like(v, n)  # the input gradient in the input's layout
         if n:
+            vc, oc = (v, out) if perm is None else (v.permute(perm), out.permute(perm))
             kind = "grad_output" if from_output else "grad"
             par = _parallel(op, kind, n)
             if par is not None:
-                par(_flat(g), _flat(v), _flat(out), *kp)
+                par(_flat(g), _flat(vc), _flat(oc), *kp)
             else:
-                _serial(op, kind, v.dtype)(g.data_ptr(), v.data_ptr(), out.data_ptr(), n, *kp)
-        return out, None, None, None
+                _serial(op, kind, v.dtype)(g.data_ptr(), vc.data_ptr(), oc.data_ptr(), n, *kp)
+        return out, None, None, None, None
 
 
 def _direct_apply(fn: type) -> Any:
@@ -327,8 +378,9 @@ def _elementwise_graph(ctx: Any, g: torch.Tensor, v: torch.Tensor) -> torch.Tens
     if not from_output:
         if copied:
             raise RuntimeError(
-                f"double backward through an in-place fastact {op.name} is not supported (its "
-                "input was overwritten); use inplace=False or torch's function"
+                f"double backward through an in-place fastact {op.name} is not supported when "
+                "Elementwise.apply is given no copy of its input (it was overwritten); use the "
+                "functional wrappers or torch's function"
             )
         with torch.enable_grad():
             y = _torch_fn(op)(v, *values)
@@ -362,30 +414,37 @@ def _check_leaf(x: torch.Tensor) -> None:
 
 def _elementwise(op: Spec, x: Any, values: tuple, inplace: bool, fallback: Any) -> Any:
     """Run ``op`` through :class:`Elementwise` when fastact takes ``x``, else torch's. Without
-    autograd (no grad needed) the kernel runs directly, with no graph node."""
+    autograd (no grad needed) the kernel runs directly, with no graph node. A dense input in
+    another order of its dimensions (channels_last, a transpose) gets an output of its layout,
+    as torch's (the kernel runs on the flat memory); other strided inputs are copied."""
     if inplace and x.is_inference() and not torch.is_inference_mode_enabled():
         return fallback(x, *values, inplace)  # torch's error: no in-place update of it here
     if supported(x):
-        if x.is_contiguous():
+        perm = None if x.is_contiguous() else _dense_order(x)
+        if perm is not False:
             if not (x.requires_grad and torch.is_grad_enabled()):
                 kp = A.scalar_params(op, values, _NP_DTYPE[x.dtype])
                 n = x.numel()
+                xc = x if perm is None else x.permute(perm)
                 if inplace:
                     if kp is None:  # array parameters: the general path
-                        A.forward(op, x.detach().numpy(), values, None, True)
+                        A.forward(op, xc.detach().numpy(), values, None, True)
                     elif n:
-                        _run_forward(op, x, x, n, kp)
+                        _run_forward(op, xc, xc, n, kp)
                     torch.autograd.graph.increment_version(x)
                     return x
                 y = _empty_like(x, n)
+                yc = y if perm is None else y.permute(perm)
                 if kp is None:
-                    A.forward(op, x.detach().numpy(), values, y.numpy())
+                    A.forward(op, xc.detach().numpy(), values, yc.numpy())
                 elif n:
-                    _run_forward(op, x, y, n, kp)
+                    _run_forward(op, xc, yc, n, kp)
                 return y
             if inplace:
                 _check_leaf(x)
-            return _apply_elementwise(x, op, values, inplace)
+                copy = None if _inplace_from_output(op, values) else _input_copy(x)
+                return _apply_elementwise(x, op, values, True, copy)
+            return _apply_elementwise(x, op, values, False)
         if not inplace:
             return _apply_elementwise(x.contiguous(), op, values, False)
     return fallback(x, *values, inplace) if op.inplace else fallback(x, *values)
@@ -435,7 +494,7 @@ def gelu(input: Any, approximate: str = "none") -> Any:
     if op is None:
         raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
     if supported(input):
-        x = input if input.is_contiguous() else input.contiguous()
+        x = input if _dense_order(input) is not False else input.contiguous()
         return _apply_elementwise(x, op, (), False)
     return TF.gelu(input, approximate=approximate)
 
@@ -592,7 +651,9 @@ class Maxout(torch.autograd.Function):
 def _torch_maxout(input: torch.Tensor, pieces: int, dim: int) -> torch.Tensor:
     d = dim % max(input.dim(), 1)
     shape = input.shape[:d] + (input.shape[d] // pieces, pieces) + input.shape[d + 1 :]
-    return input.reshape(shape).amax(d + 1)
+    # max, not amax: its gradient goes to the first maximum of a group (NaN: the first NaN),
+    # as fastact's kernel routes it (amax splits it among tied entries)
+    return input.reshape(shape).max(d + 1).values
 
 
 def maxout(input: Any, pieces: int, dim: int = 1) -> Any:
@@ -626,25 +687,39 @@ def prelu(input: Any, weight: Any) -> Any:
     return TF.prelu(input, weight)
 
 
+def _rrelu_train(x: torch.Tensor, lower: float, upper: float, inplace: bool) -> tuple:
+    """``(y, noise)`` of rrelu in training mode (``y`` is ``x`` in place), the generator keyed
+    from torch's."""
+    key = int(torch.randint(0, 2**62, (1,)).item())
+    y, noise = A.rrelu(_np(x), lower, upper, True, inplace, generator=key, return_noise=True)
+    return (x if inplace else _tensor(y)), _tensor(noise)
+
+
 class RReLU(torch.autograd.Function):
     """rrelu in training mode: a slope from U(lower, upper) per element x <= 0 (fastact's
-    counter-based generator, keyed from torch's generator), saved for the backward."""
+    counter-based generator, keyed from torch's generator), saved for the backward with the
+    input (the output in place), as torch's node saves them: a ``create_graph=True`` backward
+    is torch's ``rrelu_with_noise_backward`` of them, connected to the input."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, lower: float, upper: float, inplace: bool):
-        key = int(torch.randint(0, 2**62, (1,)).item())
-        xv = _np(x)
-        y, noise = A.rrelu(xv, lower, upper, True, inplace, generator=key, return_noise=True)
-        ctx.save_for_backward(_tensor(noise))
+        y, noise = _rrelu_train(x, lower, upper, inplace)
+        ctx.state = (lower, upper, inplace)
         if inplace:
             ctx.mark_dirty(x)
-            return x
-        return _tensor(y)
+        ctx.save_for_backward(noise, x)
+        return y
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor):
-        (noise,) = ctx.saved_tensors
-        return grad_output * noise, None, None, None  # a torch op: differentiable as is
+        noise, x = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: torch's op (zero derivative in x)
+            lower, upper, inplace = ctx.state
+            gx = torch.ops.aten.rrelu_with_noise_backward(
+                grad_output, x, noise, lower, upper, True, inplace
+            )
+            return gx, None, None, None
+        return grad_output * noise, None, None, None
 
 
 def rrelu(
@@ -660,6 +735,11 @@ def rrelu(
     if not training:
         return leaky_relu(input, (lower + upper) / 2, inplace)  # noqa: F821 (made above)
     if supported(input) and (input.is_contiguous() or not inplace):
+        if not (input.requires_grad and torch.is_grad_enabled()):  # no graph node
+            y = _rrelu_train(input, float(lower), float(upper), bool(inplace))[0]
+            if inplace:
+                torch.autograd.graph.increment_version(input)
+            return y
         if inplace:
             _check_leaf(input)
         return RReLU.apply(input, float(lower), float(upper), bool(inplace))
@@ -805,7 +885,17 @@ def _loss_call(spec: Any, fn: Any, tfn: Any, params: tuple, a: dict) -> Any:
         grads = grads if isinstance(grads, tuple) else (grads,)
         return loss, tuple(grads[i] for i in pick)
 
-    return _apply_loss(spec.name, call, *inputs)
+    loss = _apply_loss(spec.name, call, *inputs)
+    if (
+        spec.name == "binary_cross_entropy_with_logits"
+        and isinstance(t, torch.Tensor)
+        and t.is_floating_point()
+        and t.dtype != loss.dtype
+    ):
+        # torch's loss has the target's dtype (a float64 input, a float32 target: float32);
+        # a differentiable cast, the input's gradient keeps the input's dtype
+        loss = loss.to(t.dtype)
+    return loss
 
 
 def _make_loss(spec: Any, namespace: dict) -> str:
