@@ -33,6 +33,7 @@ from fastact._core.arrays import (
     scalar_param,
     stacklevel_outside,
     torch_module,
+    written,
 )
 from fastact._core.backend import device, on_device
 from fastact._core.torch_pool import tensor_calls
@@ -169,12 +170,19 @@ def forward(op: Elementwise, x: Any, values: tuple, out: Any = None, inplace: bo
         # tensor sharing the new array, or out itself
         with tensor_calls():
             res = forward(op, x.numpy(), values, None if out is None else out.numpy(), inplace)
-        if inplace or out is not None:
-            return x if inplace else out
+        if inplace:
+            _increment_version((x,))  # autograd's record of the write (torch's in-place ops)
+            return x
+        if out is not None:
+            _increment_version((out,))
+            return out
         return torch_module().from_numpy(res)
     if inplace and out is not None:
         raise ValueError("out= cannot be combined with inplace=True")
-    return _executor(x, out).elementwise(op, "forward", (x,), values, out, inplace)
+    res = _executor(x, out).elementwise(op, "forward", (x,), values, out, inplace)
+    if inplace or out is not None:
+        written(x if inplace else out)
+    return res
 
 
 def _writable_like(out: Any, v: Any) -> bool:
@@ -205,6 +213,15 @@ def _plain_cpu_tensor(x: Any) -> bool:
         and x.is_contiguous()
         and not x.is_neg()
     )
+
+
+def _increment_version(tensors: tuple) -> None:
+    """``torch._C._increment_version(tensors)`` (:func:`fastact._core.arrays.written` for the
+    tensor fast paths, without its checks): looked up at the first call, made when torch is
+    imported, which then replaces this function by torch's own."""
+    global _increment_version
+    _increment_version = torch_module()._C._increment_version
+    _increment_version(tensors)
 
 
 def backward(op: Elementwise, grad_output: Any, x: Any, output: Any, values: tuple, out=None):
@@ -260,16 +277,22 @@ def backward(op: Elementwise, grad_output: Any, x: Any, output: Any, values: tup
                 None if output is None else output.numpy(), values,
                 None if out is None else out.numpy(),
             )  # fmt: skip
-        return out if out is not None else torch_module().from_numpy(res)
+        if out is not None:
+            _increment_version((out,))
+            return out
+        return torch_module().from_numpy(res)
     if (x is None) == (output is None):
         raise TypeError(f"{op.name}_backward needs exactly one of input= and output=")
     kind = "grad" if output is None else "grad_output"
     if kind == "grad_output" and op.scalars["grad_output"] is None:
         raise TypeError(f"{op.name}_backward cannot be computed from output=; pass input=")
     name = "input" if output is None else "output"
-    return _executor(grad_output, v, out).elementwise(
+    res = _executor(grad_output, v, out).elementwise(
         op, kind, (grad_output, v), values, out, False, ("grad_output", name)
     )
+    if out is not None:
+        written(out)
+    return res
 
 
 def _signature(params, trailing: str) -> tuple[str, str]:
@@ -384,6 +407,15 @@ def _matching_pair(ex, a: Any, b: Any, name_a: str, name_b: str):
     if sa != sb:
         raise ValueError(f"{name_a} has shape {sa} but {name_b} has shape {sb}")
     return ex.common_dtype(a, b, name_a, name_b)
+
+
+def _finish(ex, res: Any, o: Any, target: Any, out: Any) -> Any:
+    """``ex.finish(res, o, target)`` (the result of ``ex.result``), then, where the caller's
+    ``out`` (or input written in place) is a torch tensor, its version counter advanced."""
+    res = ex.finish(res, o, target)
+    if out is not None:
+        written(out)
+    return res
 
 
 def _view3(ex, a: Any, dim: int):
@@ -523,7 +555,7 @@ def rrelu(
     if math.prod(shape):
         nz = None if noise is None else noise.reshape(-1)
         ex.rrelu_train(ex.contiguous(x).reshape(-1), o.reshape(-1), nz, lo, span, key)
-    res = ex.finish(res, o, target)
+    res = _finish(ex, res, o, target, input if inplace else out)
     return (res, noise_res) if return_noise else res
 
 
@@ -601,7 +633,7 @@ def _rrelu_backward_any(gy, input, lower, upper, training, *, generator, noise, 
         res, o, target = ex.result(out, src, shape, v.dtype, (g, v))
         if math.prod(shape):
             ex.multiply(ex.contiguous(g), ex.contiguous(nz), o)
-        return ex.finish(res, o, target)
+        return _finish(ex, res, o, target, out)
     if not isinstance(generator, (int, np.integer)) or isinstance(generator, bool):
         raise TypeError(
             "rrelu_backward in training mode needs noise= or the forward's integer "
@@ -623,7 +655,7 @@ def _rrelu_backward_any(gy, input, lower, upper, training, *, generator, noise, 
             span,
             _rrelu_key(generator),
         )
-    return ex.finish(res, o, target)
+    return _finish(ex, res, o, target, out)
 
 
 # ----------------------------------------------------------------------------- PReLU
@@ -684,7 +716,7 @@ def _prelu_any(input, weight, *, out=None):
     res, o, target = ex.result(out, input, tuple(ex.shape_of(x)), x.dtype, (x, w))
     if x3.size:
         ex.prelu_forward(x3, wc, o.reshape(x3.shape))
-    return ex.finish(res, o, target)
+    return _finish(ex, res, o, target, out)
 
 
 def prelu_backward(grad_output, input, weight, *, out=None):
@@ -702,7 +734,7 @@ def prelu_backward(grad_output, input, weight, *, out=None):
     ex.prelu_backward(
         ex.contiguous(g).reshape(x3.shape), x3, wc, o.reshape(x3.shape), gw.reshape(-1)
     )
-    return ex.finish(res, o, target), gw_res
+    return _finish(ex, res, o, target, out), gw_res
 
 
 # ----------------------------------------------------------------------------- GLU
@@ -737,7 +769,7 @@ def _glu_any(input, dim: int = -1, *, out=None):
     res, o, target = ex.result(out, input, out_shape, x.dtype, (x,))
     if outer * half:
         ex.glu_forward(ex.contiguous(x).reshape(outer, 2, half), o.reshape(outer, half))
-    return ex.finish(res, o, target)
+    return _finish(ex, res, o, target, out)
 
 
 def glu_backward(grad_output, input, dim: int = -1, *, out=None):
@@ -773,7 +805,7 @@ def _glu_backward_any(grad_output, input, dim: int = -1, *, out=None):
     if outer * half:
         x3 = ex.contiguous(x).reshape(outer, 2, half)
         ex.glu_backward(ex.contiguous(g).reshape(outer, half), x3, o.reshape(outer, 2, half))
-    return ex.finish(res, o, target)
+    return _finish(ex, res, o, target, out)
 
 
 # ----------------------------------------------------------------------------- Maxout
@@ -824,7 +856,7 @@ def _maxout_any(input, pieces: int, dim: int = 1, *, out=None):
     if math.prod(dims):
         x4 = ex.contiguous(x).reshape(*dims)
         ex.maxout_forward(x4, o.reshape(dims[0], dims[1], dims[3]))
-    return ex.finish(res, o, target)
+    return _finish(ex, res, o, target, out)
 
 
 def maxout_backward(grad_output, input, pieces: int, dim: int = 1, *, out=None):
@@ -866,7 +898,7 @@ def _maxout_backward_any(grad_output, input, pieces: int, dim: int = 1, *, out=N
         x4 = ex.contiguous(x).reshape(*dims)
         g3 = ex.contiguous(g).reshape(dims[0], dims[1], dims[3])
         ex.maxout_backward(g3, x4, o.reshape(*dims))
-    return ex.finish(res, o, target)
+    return _finish(ex, res, o, target, out)
 
 
 # ----------------------------------------------------------------------------- softmax
@@ -926,7 +958,7 @@ def _softmax_forward(input, dim, dtype, out, log, sign, fname):
             y = _softmax_forward(x16, dim, None, None, log, sign, fname)
             res, o, target = ex.result(out, input, y.shape, dt, (x,))
             o[...] = y
-            return ex.finish(res, o, target)
+            return _finish(ex, res, o, target, out)
         if dt == np.float16:
             raise TypeError("dtype=float16 is not supported for device arrays (float32, float64)")
         if dt not in FLOAT_DTYPES:
@@ -938,7 +970,7 @@ def _softmax_forward(input, dim, dtype, out, log, sign, fname):
     if math.prod(shape):
         x3 = _view3(ex, x, d)
         ex.softmax(x3, o.reshape(x3.shape), log, sign)
-    return ex.finish(res, o, target)
+    return _finish(ex, res, o, target, out)
 
 
 def _softmax_backward(grad_output, input, output, dim, out, log, sign, fname):
@@ -980,7 +1012,7 @@ def _softmax_backward(grad_output, input, output, dim, out, log, sign, fname):
     if math.prod(shape):
         y3 = _view3(ex, ex.float_input(y, "output"), d)
         ex.softmax_backward(_view3(ex, g, d), y3, o.reshape(y3.shape), log, sign)
-    return ex.finish(res, o, target)
+    return _finish(ex, res, o, target, out)
 
 
 def softmax(input, dim: int | None = None, dtype=None, *, out=None):

@@ -58,7 +58,7 @@ from numba.core import errors as nb_errors
 from numba.core.dispatcher import Dispatcher
 
 from fastact import host
-from fastact._core.arrays import stacklevel_outside
+from fastact._core.arrays import stacklevel_outside, written
 from fastact._core.backend import device, on_device
 from fastact._core.jit import ELEMENTWISE_FASTMATH, cache_dir, jit
 from fastact._core.math import erf, erfc, exp, expm1, log, log1p, tanh
@@ -759,6 +759,8 @@ class ElementwiseFunction:
             if res is not None:
                 return res
         res = self._run(self._forward, args, out, False, self.arg_names)
+        if out is not None:
+            written(out)  # a torch tensor's version counter (as torch's out= ops)
         if len(args) == 1 and len(self._fast1) < 2:
             for (pattern, dt), sp in self._forward.specs.items():
                 if pattern == "a" and "forward" in sp.host:
@@ -772,7 +774,9 @@ class ElementwiseFunction:
             raise TypeError(
                 f"{self.__name__}.inplace() takes {len(self.arg_names)} arguments, got {len(args)}"
             )
-        return self._run(self._forward, args, None, True, self.arg_names)
+        res = self._run(self._forward, args, None, True, self.arg_names)
+        written(args[0])  # a torch tensor's version counter (as torch's in-place ops)
+        return res
 
     def backward(self, grad_output: Any, *args: Any) -> Any:
         """The gradients ``grad_output * df/darg`` from ``grad=``: one array for a function

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from fastact import host
-from fastact._core.arrays import stacklevel_outside, torch_module
+from fastact._core.arrays import stacklevel_outside, torch_module, written
 from fastact._core.backend import device, on_device
 from fastact._core.torch_pool import tensor_calls
 from fastact.kernels.losses import LOSSES
@@ -98,6 +98,13 @@ def _on_tensor_views(fn):
 
     @functools.wraps(fn)
     def loss(*args: Any, **kwargs: Any) -> Any:
+        res = _loss(*args, **kwargs)
+        go = kwargs.get("grad_out")
+        if go is not None:  # the tensors among them were written: their version counters
+            written(*(go if type(go) is tuple else (go,)))
+        return res
+
+    def _loss(*args: Any, **kwargs: Any) -> Any:
         torch = torch_module()
         like = args[0] if args else kwargs.get(first)
         if (

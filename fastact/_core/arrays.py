@@ -207,6 +207,20 @@ def is_tensor(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+def written(*xs: Any) -> None:
+    """After fastact wrote into them (``out=``, in place, ``grad_out=``): the version counters
+    of the torch tensors among ``xs`` advanced, as torch's own in-place ops do, so that
+    autograd refuses a backward through a saved tensor fastact overwrote (the writes go
+    through NumPy views or raw addresses, which torch does not see). One C call for all;
+    inference tensors, which have no counter, are skipped by torch; anything that is not a
+    tensor (None, NumPy or device arrays) is ignored."""
+    torch = _MODULES.get("torch")
+    if torch is not None:
+        ts = [x for x in xs if isinstance(x, torch.Tensor)]
+        if ts:
+            torch._C._increment_version(ts)
+
+
 def tensor_view(t: Any, name: str) -> np.ndarray:
     """Zero-copy NumPy view of a CPU torch tensor (TypeError naming ``name`` otherwise)."""
     if t.device.type != "cpu":

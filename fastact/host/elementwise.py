@@ -30,6 +30,7 @@ from fastact._core.arrays import (
     result_dtype,
     tensor_input,
     torch_module,
+    written,
 )
 from fastact._core.jit import ELEMENTWISE_FASTMATH, specialize
 from fastact._core.torch_pool import tensor_calls
@@ -344,12 +345,23 @@ def _map_on_tensor_views(fn: Any, args: tuple, out: Any, inplace: bool, names: t
     )
     if inplace:
         first = output_view(args[0], names[0])  # the tensor's own memory (a TypeError else)
-        map_call(fn, (first, *views[1:]), None, True, names)
+        _map_into(fn, (first, *views[1:]), None, True, names, args[0])
         return args[0]
     if out is not None:
-        map_call(fn, views, output_view(out), False, names)
+        _map_into(fn, views, output_view(out), False, names, out)
         return out
     return _tensor_result(map_call(fn, views, None, False, names), args)
+
+
+def _map_into(fn: Any, args: tuple, out: Any, inplace: bool, names: tuple, tensor: Any) -> None:
+    """:func:`map_call` writing into ``tensor``'s view. The front end advances the tensor's
+    version counter after the call; here after a user's function raised part-way (its
+    loop stops at the element that raised: ``tensor`` holds a part of the result)."""
+    try:
+        map_call(fn, args, out, inplace, names)
+    except BaseException:
+        written(tensor)
+        raise
 
 
 def map_call(fn: Any, args: tuple, out: Any, inplace: bool, names: tuple):

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from fastact import host
+from fastact._core.arrays import is_tensor
 from fastact._core.backend import device, on_device
 from fastact._core.torch_pool import pool_threads
 from fastact.kernels.optim import (
@@ -208,11 +209,13 @@ def functional_step(
     written = [e.arr for e in ents]
     wnames = [f"params[{k}]" for k in range(n)]
     missing: list[int] = []
+    slists: list = []  # the state rows' arguments (their torch tensors: versions advanced)
     for (_key, arg), init in zip(spec.state, inits, strict=True):
         if init is None:
             addrs.append([e.addr for e in ents])  # an unused row points at the parameter
             continue
         slist = seq(states[arg], arg)
+        slists.append(slist)
         if len(slist) != n:
             raise ValueError(f"{arg} has {len(slist)} entries but params has {n}")
         if allocate and any(s is None for s in slist) and not isinstance(states[arg], list):
@@ -288,7 +291,12 @@ def functional_step(
         else:
             ex.optim_launch(spec.kernel, lay, ptrs, chunks, coefs, scalars, total, rows,
                             bucket_key(key, 0, bi), tensors=tensors)  # fmt: skip
-    ex.bump_versions([plist[k] for idx in by_layout.values() for k in idx if ents[k].is_torch])
+    # autograd's record of the writes (torch's steps bump each tensor they update in place):
+    # the parameters and state tensors of the launches (new buffers are not the caller's)
+    done = [k for idx in by_layout.values() for k in idx]
+    touched = [plist[k] for k in done if ents[k].is_torch]
+    touched += [s for sl in slists for k in done if is_tensor(s := sl[k])]
+    ex.bump_versions(touched)
     for k, obj in made.items():
         for (_key, arg), init in zip(spec.state, inits, strict=True):
             if init is not None and states[arg][k] is None:
@@ -813,6 +821,7 @@ def apply(opt: Any, ex: Any, work: list) -> None:
                                 plan.total, rows, bucket_key(key, gi, bi),
                                 tensors=bool(plan.tparams))  # fmt: skip
             touched += plan.tparams
+            touched += plan.watch  # its torch state tensors and step counts, as torch's
             if new_steps is not None:
                 steps.store(plan, new_steps)
         if key >= 0:
