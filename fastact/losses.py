@@ -93,7 +93,9 @@ def _on_tensor_views(fn):
     requiring grad, no lazy negative/conjugate bit, not bfloat16), runs on the views and
     returns tensors sharing the results (``grad_out`` tensors themselves). The tensor edge of
     the executor (per-argument checks and conversions) cost a (64, 10) cross_entropy ~12 us;
-    tensors it must check or convert still go there."""
+    tensors it must check or convert still go there. On either path the ``grad_out`` tensors
+    written have their version counters advanced afterwards (autograd's record of the
+    write)."""
     first = fn.__code__.co_varnames[0]
 
     @functools.wraps(fn)
