@@ -494,8 +494,8 @@ def test_nesterov_state_saved_at_scheduled_zero_momentum_loads(flavour):
         fopt = fto.SGD([fpt], lr=0.1, momentum=0.9, nesterov=True)
         fp = fpt.detach().numpy()
     fsched = fls.CyclicLR(fopt, 0.01, 0.1, step_size_up=2, base_momentum=0.0, max_momentum=0.9)
-    done = 0
-    for g in grads:
+
+    def both_step(g):
         tp.grad = torch.from_numpy(g.copy())
         topt.step()
         if flavour == "numpy":
@@ -505,19 +505,15 @@ def test_nesterov_state_saved_at_scheduled_zero_momentum_loads(flavour):
             fopt.step()
         tsched.step()
         fsched.step()
+
+    done = 0
+    for g in grads:
+        both_step(g)
         done += 1
         if fopt.param_groups[0]["momentum"] == 0.0:
             fopt.load_state_dict(copy.deepcopy(fopt.state_dict()))
             break
     assert fopt.param_groups[0]["momentum"] == 0.0 and done < len(grads) - 2
     for g in grads[done:]:
-        tp.grad = torch.from_numpy(g.copy())
-        topt.step()
-        if flavour == "numpy":
-            fopt.step([g])
-        else:
-            fpt.grad = torch.from_numpy(g.copy())
-            fopt.step()
-        tsched.step()
-        fsched.step()
+        both_step(g)
     np.testing.assert_allclose(fp, tp.detach().numpy(), rtol=1e-6, atol=1e-7)
