@@ -839,7 +839,7 @@ class ElementwiseFunction:
                 else:
                     return None
             sp = self._forward.specs.get(("".join(pattern), dt))
-            if sp is None or (vals and dt.itemsize == 4 and max(map(abs, vals)) > _F32_MAX):
+            if sp is None or (dt.itemsize == 4 and not all(abs(v) <= _F32_MAX for v in vals)):
                 return None  # (beyond float32: the general path's check raises, inf passes)
             arrays, kp = tuple(arrs), tuple(vals)
         res = np.empty_like(x)

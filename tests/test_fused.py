@@ -900,3 +900,18 @@ def test_python_number_beyond_float32_raises_on_every_call():
                 times(x, 1e39)
         np.testing.assert_array_equal(times(x, 2.0), 2 * x)
     np.testing.assert_array_equal(times(x, math.inf), np.full(3, np.inf, np.float32))
+
+
+def test_overflowing_number_after_a_nan_raises_on_every_call():
+    """The fast path's check took max(abs) of the numbers, which a NaN first hides."""
+
+    @fastact.elementwise
+    def three(x, b, c):
+        return x * b + c
+
+    x = np.ones(3, np.float32)
+    for _ in range(3):
+        with pytest.raises(ValueError, match="b = 1e\\+39"):
+            three(x, 1e39, math.nan)
+        with pytest.raises(ValueError, match="c = 1e\\+39"):
+            three(x, math.nan, 1e39)

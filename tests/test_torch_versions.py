@@ -362,3 +362,58 @@ def test_autograd_inplace_bumps_as_torch(name, grad):
         f(t)
         deltas.append(t._version - v0)
     assert deltas[0] == deltas[1] == 1
+
+
+# ----------------------------------------------------------------------------------------
+# a regression hunt's findings: no bump for a call refused before writing; inference tensors
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda o: _mix(_r(), _r(3), out=o),  # does not broadcast
+        lambda o: _mix(_r(), _r(), out=o[:2]),  # wrong out shape
+        lambda o: _mix.inplace(o, _r(3)),  # does not broadcast
+        lambda o: _mix.inplace(o[:1], _r()),  # broadcasts beyond the in-place argument
+    ],
+)
+def test_fused_call_refused_before_writing_leaves_the_version(call):
+    w = torch.randn(SHAPE, requires_grad=True)
+    o = _r()
+    loss = (w * o).sum()  # saves o
+    before, v0 = o.clone(), o._version
+    with pytest.raises(ValueError):
+        call(o)
+    assert torch.equal(o, before) and o._version == v0
+    loss.backward()  # not refused: o was never written
+
+
+def test_rrelu_in_place_on_an_inference_tensor_raises_before_writing():
+    with torch.inference_mode():
+        t = -torch.ones(6)
+    for fn in (
+        lambda: AF.rrelu_(t, training=True),
+        lambda: AF.rrelu(t, training=True, inplace=True),
+    ):
+        with pytest.raises(RuntimeError, match="inference tensor"):
+            fn()
+        assert torch.equal(t, -torch.ones(6))  # torch's rrelu_ writes before it raises
+    with torch.inference_mode():
+        AF.rrelu_(t, training=True)  # inside inference mode: allowed, as torch's
+    assert (t > -1).all() and (t < 0).all()
+
+
+def test_optimizers_refuse_inference_parameters_before_writing():
+    """torch's steps raise for an inference-mode parameter (after writing it); fastact's
+    raise before writing anything."""
+    with torch.inference_mode():
+        p = torch.ones(4)
+    p.grad = torch.ones(4)
+    with pytest.raises(RuntimeError, match="inference tensor"):
+        FTO.SGD([p], lr=0.5).step()
+    with pytest.raises(RuntimeError, match="inference tensor"):
+        OF.sgd([p], [torch.ones(4)], lr=0.5)
+    assert torch.equal(p, torch.ones(4))
+    with torch.inference_mode():
+        OF.sgd([p], [torch.ones(4)], lr=0.5)  # inside inference mode: written
+    assert torch.equal(p, torch.full((4,), 0.5))

@@ -345,26 +345,15 @@ def _map_on_tensor_views(fn: Any, args: tuple, out: Any, inplace: bool, names: t
     )
     if inplace:
         first = output_view(args[0], names[0])  # the tensor's own memory (a TypeError else)
-        _map_into(fn, (first, *views[1:]), None, True, names, args[0])
+        map_call(fn, (first, *views[1:]), None, True, names, partial=args[0])
         return args[0]
     if out is not None:
-        _map_into(fn, views, output_view(out), False, names, out)
+        map_call(fn, views, output_view(out), False, names, partial=out)
         return out
     return _tensor_result(map_call(fn, views, None, False, names), args)
 
 
-def _map_into(fn: Any, args: tuple, out: Any, inplace: bool, names: tuple, tensor: Any) -> None:
-    """:func:`map_call` writing into ``tensor``'s view. The front end advances the tensor's
-    version counter after the call; here after a user's function raised part-way (its
-    loop stops at the element that raised: ``tensor`` holds a part of the result)."""
-    try:
-        map_call(fn, args, out, inplace, names)
-    except BaseException:
-        written(tensor)
-        raise
-
-
-def map_call(fn: Any, args: tuple, out: Any, inplace: bool, names: tuple):
+def map_call(fn: Any, args: tuple, out: Any, inplace: bool, names: tuple, partial: Any = None):
     """A ``fastact.elementwise`` function over host arguments, with a NumPy ufunc's rules.
 
     ``fn.spec(pattern, dtype)`` gives the :class:`Elementwise` spec of the function for a
@@ -372,7 +361,10 @@ def map_call(fn: Any, args: tuple, out: Any, inplace: bool, names: tuple):
     numbers are scalars of the arrays' dtype (NumPy's weak scalars); 0-d arrays and NumPy
     scalars take part in the dtype and are passed as scalars; the other arrays broadcast.
     Everything is checked before anything is written. CPU tensors run on their NumPy views
-    (as the activations': tensor results, tensor ``out=`` and in place)."""
+    (as the activations': tensor results, tensor ``out=`` and in place). ``partial``: the
+    tensor whose view ``out`` (or the in-place argument) is: its version counter advances
+    if the user's function raises part-way through the loop that writes it (the front end
+    advances it after a call that returns; a call refused before writing leaves it)."""
     if any_tensor(out, *args):
         with tensor_calls():
             return _map_on_tensor_views(fn, args, out, inplace, names)
@@ -438,7 +430,11 @@ def map_call(fn: Any, args: tuple, out: Any, inplace: bool, names: tuple):
             return out
         res = res if rdt == cd else res.astype(rdt)
         return res[()] if scalar_result else res
-    run(spec, "forward", tuple(arrays), kp, out)
+    try:
+        run(spec, "forward", tuple(arrays), kp, out)
+    except BaseException:
+        written(partial)  # the loop stopped at the element that raised: partly written
+        raise
     return out
 
 

@@ -251,6 +251,11 @@ class Entry:
 
     def __init__(self, obj: Any, name: str) -> None:
         self.obj = obj
+        if is_tensor(obj) and obj.is_inference() and not torch_module().is_inference_mode_enabled():
+            raise RuntimeError(  # torch's error (torch's steps raise it after writing)
+                f"{name} is an inference tensor: Inplace update to inference tensor outside "
+                "InferenceMode is not allowed (make a clone outside inference mode)"
+            )
         arr, bf16 = host_view(obj, name)
         if arr.dtype not in FLOAT_DTYPES and not bf16:
             raise TypeError(

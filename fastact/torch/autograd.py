@@ -734,6 +734,11 @@ def rrelu(
     leaky_relu with the slope ``(lower + upper) / 2`` as torch computes it."""
     if not training:
         return leaky_relu(input, (lower + upper) / 2, inplace)  # noqa: F821 (made above)
+    if inplace and input.is_inference() and not torch.is_inference_mode_enabled():
+        raise RuntimeError(  # torch's error (torch's rrelu_ writes first), nothing written
+            "Inplace update to inference tensor outside InferenceMode is not allowed. You can "
+            "make a clone to get a normal tensor before doing inplace update."
+        )
     if supported(input) and (input.is_contiguous() or not inplace):
         if not (input.requires_grad and torch.is_grad_enabled()):  # no graph node
             y = _rrelu_train(input, float(lower), float(upper), bool(inplace))[0]
