@@ -789,6 +789,19 @@ class ElementwiseFunction:
                 f"{self.__name__}.backward() takes grad_output and {len(self.arg_names)} "
                 f"arguments, got {len(args)}"
             )
+        try:
+            shapes = [np.shape(a) for a in args if not _is_number(a)]
+            result_shape = np.broadcast_shapes(*shapes) if shapes else ()
+            with_g = np.broadcast_shapes(result_shape, np.shape(grad_output))
+        except (ValueError, TypeError):
+            with_g = None  # map_call's checks name the arguments (dask: unknown lengths)
+        if with_g is not None and with_g != result_shape:
+            # torch's autograd: a grad_output of the result's shape (a smaller one
+            # broadcasts); a larger one would be summed away silently
+            raise ValueError(
+                f"grad_output has shape {np.shape(grad_output)}, larger than the shape "
+                f"{result_shape} of {self.__name__}'s result"
+            )
         names = ("grad_output", *self.arg_names)
         full = (grad_output, *args)
         grads = []

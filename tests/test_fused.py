@@ -772,7 +772,9 @@ def test_cpu_tensors_like_the_activations():
     x, a = torch.randn(4, 3), torch.randn(3)
     gx, ga = f.backward(torch.ones(4, 3), x, a)
     assert type(ga) is torch.Tensor and ga.shape == (3,)
-    want = f.backward(np.ones((4, 3)), x.numpy(), a.numpy())
+    # the same float32 computation on the arrays (a float64 grad_output computed in float64:
+    # up to a few float32 ULP apart, above rtol=1e-6 in about 1 of 10 random draws)
+    want = f.backward(np.ones((4, 3), np.float32), x.numpy(), a.numpy())
     np.testing.assert_allclose(gx.numpy(), want[0], rtol=1e-6)
     np.testing.assert_allclose(ga.numpy(), want[1], rtol=1e-6)
 
@@ -915,3 +917,24 @@ def test_overflowing_number_after_a_nan_raises_on_every_call():
             three(x, 1e39, math.nan)
         with pytest.raises(ValueError, match="c = 1e\\+39"):
             three(x, math.nan, 1e39)
+
+
+def test_backward_refuses_a_grad_output_larger_than_the_result():
+    """A grad_output with extra leading dimensions was summed away silently (torch's
+    autograd refuses a grad_output that is not of the result's shape); one that broadcasts
+    to the result (a number, a row) is taken."""
+
+    @fastact.elementwise(grad=lambda g, x, a: (g * a, g * x))
+    def mul(x, a):
+        return x * a
+
+    x = np.arange(12.0).reshape(4, 3)
+    a = np.array([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match=r"grad_output has shape \(2, 4, 3\)"):
+        mul.backward(np.ones((2, 4, 3)), x, a)
+    gx, ga = mul.backward(np.ones((4, 3)), x, a)
+    np.testing.assert_array_equal(gx, np.broadcast_to(a, (4, 3)))
+    np.testing.assert_array_equal(ga, x.sum(0))
+    gx1, ga1 = mul.backward(1.0, x, a)
+    np.testing.assert_array_equal(gx1, gx)
+    np.testing.assert_array_equal(ga1, ga)
