@@ -67,7 +67,7 @@ from fastact._core.thresholds import THRESHOLDS
 from fastact.host.elementwise import kernels as _host_kernels
 from fastact.host.launch import reraise_inner
 from fastact.kernels.activations import ACTIVATIONS
-from fastact.kernels.elementwise import MAP_LOOPS, REQUIRED, Elementwise
+from fastact.kernels.elementwise import FINITE_MAX, MAP_LOOPS, REQUIRED, Elementwise
 
 __all__ = ["elementwise", "ElementwiseFunction", "ScalarMathWarning"]
 
@@ -622,7 +622,27 @@ class _Scalar:
         return sp
 
 
-_F32_MAX = float(np.finfo(np.float32).max)
+_F32_TOP = FINITE_MAX[np.dtype(np.float32)]
+
+
+def _check_grad_shape(grad_output: Any, args: tuple, name: str) -> None:
+    """ValueError for a grad_output larger than the result (torch's autograd refuses one not
+    of the result's shape; the gradients would sum its extra dimensions away silently); one
+    that broadcasts to the result (a number, a row) is taken. The common case, grad_output of
+    an argument's shape, costs a comparison per argument."""
+    gs = np.shape(grad_output)
+    shapes = [np.shape(a) for a in args if not _is_number(a)]
+    if gs == () or gs in shapes:
+        return
+    try:
+        result_shape = np.broadcast_shapes(*shapes) if shapes else ()
+        larger = np.broadcast_shapes(result_shape, gs) != result_shape
+    except (ValueError, TypeError):
+        return  # map_call's checks name the arguments (dask: unknown lengths)
+    if larger:
+        raise ValueError(
+            f"grad_output has shape {gs}, larger than the shape {result_shape} of {name}'s result"
+        )
 
 
 def _ident(name: str) -> str:
@@ -789,19 +809,7 @@ class ElementwiseFunction:
                 f"{self.__name__}.backward() takes grad_output and {len(self.arg_names)} "
                 f"arguments, got {len(args)}"
             )
-        try:
-            shapes = [np.shape(a) for a in args if not _is_number(a)]
-            result_shape = np.broadcast_shapes(*shapes) if shapes else ()
-            with_g = np.broadcast_shapes(result_shape, np.shape(grad_output))
-        except (ValueError, TypeError):
-            with_g = None  # map_call's checks name the arguments (dask: unknown lengths)
-        if with_g is not None and with_g != result_shape:
-            # torch's autograd: a grad_output of the result's shape (a smaller one
-            # broadcasts); a larger one would be summed away silently
-            raise ValueError(
-                f"grad_output has shape {np.shape(grad_output)}, larger than the shape "
-                f"{result_shape} of {self.__name__}'s result"
-            )
+        _check_grad_shape(grad_output, args, self.__name__)
         names = ("grad_output", *self.arg_names)
         full = (grad_output, *args)
         grads = []
@@ -852,7 +860,7 @@ class ElementwiseFunction:
                 else:
                     return None
             sp = self._forward.specs.get(("".join(pattern), dt))
-            if sp is None or (dt.itemsize == 4 and not all(abs(v) <= _F32_MAX for v in vals)):
+            if sp is None or (dt.itemsize == 4 and not all(abs(v) <= _F32_TOP for v in vals)):
                 return None  # (beyond float32: the general path's check raises, inf passes)
             arrays, kp = tuple(arrs), tuple(vals)
         res = np.empty_like(x)

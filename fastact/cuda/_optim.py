@@ -374,11 +374,6 @@ class OptimLaunches:
             return np.zeros(0, np.bool_)
         return nonfinite_chunks(dt, ptrs, row, chunks, self.stream)
 
-    @staticmethod
-    def bump_versions(params: list) -> None:
-        if params:
-            torch_module().autograd.graph.increment_version(params)
-
     def copy_state(self, v: Any, tensor_param: bool) -> Any:
         """A copy of one state value for ``state_dict``: device arrays stay on the device."""
         if is_tensor(v):

@@ -60,7 +60,6 @@ from fastact.host.losses import (  # noqa: F401
 )
 from fastact.host.optim import (  # noqa: F401
     OPTIM_CHUNK,
-    bump_versions,
     copy_state,
     entry,
     gradients,

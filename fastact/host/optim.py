@@ -44,7 +44,6 @@ __all__ = [
     "Entry",
     "as_array",
     "host_view",
-    "bump_versions",
     "copy_state",
     "entry",
     "is_param",
@@ -489,12 +488,6 @@ def _bf16_bits(x: Any) -> np.ndarray:
 
 def _bf16_float(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32)
-
-
-def bump_versions(params: list) -> None:
-    """Tell autograd that these torch tensors changed in place (as torch's own steps do)."""
-    if params:
-        torch_module().autograd.graph.increment_version(params)
 
 
 def copy_state(v: Any, tensor_param: bool) -> Any:

@@ -31,6 +31,7 @@ from fastact._core.thresholds import PARALLEL_THRESHOLD, THRESHOLDS
 
 __all__ = [
     "Elementwise",
+    "FINITE_MAX",
     "MAP_LOOPS",
     "REQUIRED",
     "like_dtype",
@@ -126,7 +127,7 @@ class Elementwise:
         if not values and self.prepare is None:
             return ()
         t = dtype.type
-        top = _FINITE_MAX[dtype]
+        top = FINITE_MAX[dtype]
         cast = tuple(
             [
                 t(v) if type(v) is float and -top <= v <= top else _overflowing(v, n, dtype)
@@ -141,7 +142,8 @@ class Elementwise:
 
 def _overflowing(v: Any, name: str, dtype: np.dtype) -> Any:
     """:func:`scalar_param`, without NumPy's overflow warning for a Python float beyond
-    ``dtype``'s range (inf: :func:`_check_no_overflow` refuses it after the spec's checks)."""
+    ``dtype``'s range (a finite one: :func:`_check_no_overflow` refuses it after the spec's
+    own checks; infinities and NaN pass as they are)."""
     if type(v) is float:
         with np.errstate(over="ignore"):
             return dtype.type(v)
@@ -151,7 +153,7 @@ def _overflowing(v: Any, name: str, dtype: np.dtype) -> Any:
 def _check_no_overflow(values: tuple, names: tuple, dtype: np.dtype) -> None:
     """ValueError for a finite real parameter beyond ``dtype``'s range (torch: "value cannot
     be converted to type float without overflow"; the cast would make it infinite)."""
-    top = _FINITE_MAX[dtype]
+    top = FINITE_MAX[dtype]
     for v, n in zip(values, names, strict=False):
         if (
             isinstance(v, (float, int, np.floating, np.integer))
@@ -170,7 +172,8 @@ def _check_no_overflow(values: tuple, names: tuple, dtype: np.dtype) -> None:
 
 
 #: the largest finite value of each float dtype (a parameter beyond it is refused)
-_FINITE_MAX = {np.dtype(d): float(np.finfo(d).max) for d in (np.float16, np.float32, np.float64)}
+#: the largest finite value of each float dtype (parameters beyond it are refused)
+FINITE_MAX = {np.dtype(d): float(np.finfo(d).max) for d in (np.float16, np.float32, np.float64)}
 
 
 # ------------------------------------------------------------------------- loop templates

@@ -8,9 +8,11 @@ kernel order of :data:`fastact.kernels.optim.OPTIMIZERS`) and a chunk table, the
 the fused kernel once per plan. The executor (:mod:`fastact.host` or the device executor of
 :mod:`fastact.cuda`) supplies the array-specific pieces with the same names: ``entry``
 (a validated parameter with its address), ``state_address``, ``no_overlap``, ``new_states``,
-``stale_entries``, ``gradients``, ``optim_launch``, ``optim_nonfinite``, ``bump_versions`` and
-``OPTIM_CHUNK``. The classes
-cache their plans between steps (rebuilt when a parameter, its storage or the state changes).
+``stale_entries``, ``gradients``, ``optim_launch``, ``optim_nonfinite`` and ``OPTIM_CHUNK``.
+After the launches the torch tensors written (parameters, state tensors, step counts) have
+their version counters advanced (:func:`fastact._core.arrays.written`), as torch's steps do.
+The classes cache their plans between steps (rebuilt when a parameter, its storage or the
+state changes).
 
 Where a class keeps ``state['step']`` is its ``_steps`` (:class:`FloatSteps`: a Python float,
 fastact.optim's classes; fastact.torch.optim's classes keep torch's 0-d step tensors), and
@@ -30,6 +32,7 @@ import numpy as np
 
 from fastact import host
 from fastact._core.arrays import is_tensor
+from fastact._core.arrays import written as tensors_written
 from fastact._core.backend import device, on_device
 from fastact._core.torch_pool import pool_threads
 from fastact.kernels.optim import (
@@ -296,7 +299,7 @@ def functional_step(
     done = [k for idx in by_layout.values() for k in idx]
     touched = [plist[k] for k in done if ents[k].is_torch]
     touched += [s for sl in slists for k in done if is_tensor(s := sl[k])]
-    ex.bump_versions(touched)
+    tensors_written(*touched)
     for k, obj in made.items():
         for (_key, arg), init in zip(spec.state, inits, strict=True):
             if init is not None and states[arg][k] is None:
@@ -826,7 +829,7 @@ def apply(opt: Any, ex: Any, work: list) -> None:
                 steps.store(plan, new_steps)
         if key >= 0:
             group["rounding_step"] = int(group.get("rounding_step", 0)) + 1
-    ex.bump_versions(touched)
+    tensors_written(*touched)
 
 
 def _create_state(opt: Any, ex: Any, inits: tuple, ents: list, plan: Plan, spec: Optim) -> list:

@@ -238,6 +238,18 @@ def _momentum_key(optimizer: Any) -> str:
     return "betas" if "betas" in defaults else "momentum"
 
 
+def _start_momenta(optimizer: Any, use_beta1: bool, max_ms: list, base_ms: list) -> None:
+    """CyclicLR's and OneCycleLR's start (``cycle_momentum``, a fresh run): each group's
+    momentum (or beta1) at its maximum, and the bounds recorded in the group (torch's keys)."""
+    for m_max, m_base, group in zip(max_ms, base_ms, optimizer.param_groups, strict=True):
+        if use_beta1:
+            group["betas"] = (m_max, *group["betas"][1:])
+        else:
+            group["momentum"] = m_max
+        group["max_momentum"] = m_max
+        group["base_momentum"] = m_base
+
+
 def _positive(name: str, value: Any) -> None:
     """A step count the schedule divides by (torch accepts 0 and fails at a later step
     with ZeroDivisionError)."""
@@ -599,17 +611,8 @@ class CyclicLR(LRScheduler):
                     _set_value(group, "lr", lr)
                 else:
                     group["lr"] = lr
-        if cycle_momentum:
-            if last_epoch == -1:
-                for m_max, m_base, group in zip(
-                    self.max_momentums, self.base_momentums, optimizer.param_groups, strict=True
-                ):
-                    if self.use_beta1:
-                        group["betas"] = (m_max, *group["betas"][1:])
-                    else:
-                        group["momentum"] = m_max
-                    group["max_momentum"] = m_max
-                    group["base_momentum"] = m_base
+        if cycle_momentum and last_epoch == -1:
+            _start_momenta(optimizer, self.use_beta1, self.max_momentums, self.base_momentums)
         super().__init__(optimizer, last_epoch)
         self.base_lrs = base_lrs
 
@@ -773,17 +776,8 @@ class OneCycleLR(LRScheduler):
                 group["initial_lr"] = m / div_factor
                 group["max_lr"] = m
                 group["min_lr"] = group["initial_lr"] / final_div_factor
-        if cycle_momentum:
-            if last_epoch == -1:
-                for m_max, m_base, group in zip(
-                    max_ms, base_ms, optimizer.param_groups, strict=True
-                ):
-                    if self.use_beta1:
-                        group["betas"] = (m_max, *group["betas"][1:])
-                    else:
-                        group["momentum"] = m_max
-                    group["max_momentum"] = m_max
-                    group["base_momentum"] = m_base
+        if cycle_momentum and last_epoch == -1:
+            _start_momenta(optimizer, self.use_beta1, max_ms, base_ms)
         super().__init__(optimizer, last_epoch)
 
     @staticmethod
