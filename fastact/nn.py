@@ -12,10 +12,14 @@ where :mod:`fastact.optim` finds them::
     opt.step([p.grad for p in model.parameters()])
 
 There is no general autograd: a network is a :class:`Sequential` of modules whose backward
-passes run in reverse order. A module keeps the arrays of its *last* forward call, so call
-``backward`` once per ``forward``; like torch, modifying an array in place after a module
-saved it (e.g. an in-place activation applied to a Softmax's output) invalidates that
-module's backward (torch raises; fastact does not check).
+passes run in reverse order. A module keeps what its backward needs in ``self._saved``, the
+arrays of its *last* forward call, so call ``backward`` once per ``forward``. A
+:class:`Sequential` keeps each position's ``_saved`` and hands it back before that position's
+backward, so a module used at several places (``Sequential(lin, Tanh(), lin)``, weight
+tying) is differentiated at each from that use's input, as torch's autograd does. Like torch,
+modifying an array in place after a module saved it (e.g. an in-place activation applied to
+a Softmax's output) invalidates that module's backward (torch raises; fastact does not
+check).
 
 PReLU answers the study note's question "who updates the slope a?": its backward yields
 ``weight.grad`` and the optimizer updates ``weight`` like any other parameter.
@@ -663,6 +667,7 @@ class Sequential(Module):
                 )
             setattr(self, str(i), m)
         self._modules = list(modules)
+        self._saved: list | None = None  # each position's ``_saved`` after its forward
 
     def __getitem__(self, i: int) -> Module:
         return self._modules[i]
@@ -678,13 +683,27 @@ class Sequential(Module):
             yield str(i), m
 
     def forward(self, x: Any) -> Any:
+        """Each module in order; keeps what each position's backward needs (a module used
+        twice overwrites its own ``_saved`` with its second use's arrays)."""
+        saved = []
         for m in self._modules:
             x = m(x)
+            saved.append(m.__dict__.get("_saved"))
+        self._saved = saved
         return x
 
     def backward(self, grad_output: Any) -> Any:
-        for m in reversed(self._modules):
+        """Each module's backward in reverse order, from the arrays that position saved in
+        the last ``forward`` (restored into the module first: a module used at several
+        places, or called on its own since, differentiates each use from its own input)."""
+        saved = _need(self._saved, "Sequential")
+        for m, s in zip(reversed(self._modules), reversed(saved), strict=True):
+            if "_saved" in m.__dict__:
+                m._saved = s
             grad_output = m.backward(grad_output)
+        for m, s in zip(self._modules, saved, strict=True):  # each module's last use again
+            if "_saved" in m.__dict__:
+                m._saved = s
         return grad_output
 
     def __repr__(self) -> str:

@@ -700,3 +700,35 @@ def test_state_dict_lists_a_tied_or_reused_parameter_under_each_name_like_torch(
         torch.nn.Sequential(tl, torch.nn.ReLU(), tl).state_dict()
     )
     assert len(twice.parameters()) == 2  # the optimizer's view: each parameter once
+
+
+# ----------------------------------------------------------------------------------------
+# found by a state-dict / module fuzz against torch
+# ----------------------------------------------------------------------------------------
+def test_module_used_twice_in_a_sequential_differentiates_each_use_like_torch():
+    """A module at several places of a Sequential (a shared Linear, PReLU, GELU, a nested
+    Sequential) kept only its last forward's arrays, so the backward of its earlier use
+    multiplied by the wrong input: wrong weight and input gradients, silently."""
+    torch.manual_seed(0)
+    t_lin, t_prelu, t_gelu = torch.nn.Linear(4, 4), torch.nn.PReLU(4, 0.1), torch.nn.GELU()
+    t_inner = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh())
+    tm = torch.nn.Sequential(t_lin, t_prelu, t_inner, t_gelu, t_lin, t_prelu, t_inner, t_gelu)
+    lin, prelu, gelu = nn.Linear(4, 4), nn.PReLU(4), nn.GELU()
+    inner = nn.Sequential(nn.Linear(4, 4), nn.Tanh())
+    m = nn.Sequential(lin, prelu, inner, gelu, lin, prelu, inner, gelu)
+    m.load_state_dict(tm.state_dict())
+    x = _rng(3).standard_normal((5, 4)).astype(np.float32)
+    g = _rng(4).standard_normal((5, 4)).astype(np.float32)
+    y_t, gx_t = _torch_fb(tm, x, g)
+    y = m(x)
+    lin(x[::-1].copy())  # a call on its own between forward and backward changes nothing
+    gx = m.backward(g)
+    np.testing.assert_allclose(y, y_t, **TOL[np.float32])
+    np.testing.assert_allclose(gx, gx_t, **TOL[np.float32])
+    for (name, p), tp in zip(m.named_parameters(), tm.parameters(), strict=True):
+        np.testing.assert_allclose(p.grad, tp.grad.numpy(), **TOL[np.float32], err_msg=name)
+    # the module keeps its last use's arrays: its own backward is that use's
+    y2 = lin(x)
+    np.testing.assert_allclose(lin.backward(np.ones_like(y2)), np.ones_like(y2) @ lin.weight)
+    with pytest.raises(RuntimeError, match="Sequential.backward"):
+        nn.Sequential(nn.Tanh()).backward(np.ones(3))
