@@ -103,12 +103,26 @@ class _IncompatibleKeys(NamedTuple):
 
 
 def _to_numpy(v: Any, name: str) -> np.ndarray:
+    """A state dict value as a NumPy array of real numbers that ``np.copyto`` can cast to
+    the parameter's dtype, as torch's ``copy_`` casts: a bfloat16 (or float8) torch tensor or
+    an ``ml_dtypes`` array (NumPy has no such dtypes) becomes float32 / float64, exactly."""
     if hasattr(v, "detach") and hasattr(v, "cpu"):  # a torch tensor
-        v = v.detach().cpu().numpy()
+        v = v.detach().cpu().resolve_conj().resolve_neg()
+        try:
+            v = v.numpy()
+        except TypeError:  # a dtype NumPy lacks (bfloat16, float8_*): float32 holds it exactly
+            if not v.is_floating_point():
+                raise TypeError(f"state_dict['{name}'] has dtype {v.dtype}") from None
+            v = v.float().numpy()
     try:
-        return np.asarray(v)
+        v = np.asarray(v)
     except (TypeError, ValueError) as e:
         raise TypeError(f"state_dict['{name}'] must be an array: {e}") from None
+    if v.dtype.kind == "V" and v.dtype.type.__module__.startswith("ml_dtypes"):
+        v = v.astype(np.float64)  # bfloat16, float8_*, int4 ...: exact in float64
+    if v.dtype.kind not in "biuf":
+        raise TypeError(f"state_dict['{name}'] must be real numbers, got {v.dtype}")
+    return v
 
 
 class Module:
@@ -215,14 +229,24 @@ class Module:
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True):
         """Copy arrays (or torch tensors, e.g. a torch twin's ``state_dict()``) into the
-        parameters, in place. Everything is checked before anything is written; with
-        ``strict`` missing or unexpected keys raise KeyError. Returns
+        parameters, in place, cast to the parameters' dtype as torch's ``copy_`` casts
+        (a bfloat16 state into float32 parameters). Everything is checked before anything is
+        written; with ``strict`` missing or unexpected keys raise torch's RuntimeError
+        (``Error(s) in loading state_dict for ...``). Returns
         ``(missing_keys, unexpected_keys)``."""
         params = dict(self._state_items())
         missing = [k for k in params if k not in state_dict]
         unexpected = [k for k in state_dict if k not in params]
         if strict and (missing or unexpected):
-            raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+            errors = [
+                f"{what} key(s) in state_dict: " + ", ".join(f'"{k}"' for k in keys) + ". "
+                for what, keys in (("Missing", missing), ("Unexpected", unexpected))
+                if keys
+            ]
+            raise RuntimeError(
+                f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
+                + "\n\t".join(errors)
+            )
         todo = []
         for k, p in params.items():
             if k not in state_dict:
@@ -232,8 +256,6 @@ class Module:
                 raise ValueError(
                     f"state_dict['{k}'] has shape {v.shape}, the parameter has {p.shape}"
                 )
-            if v.dtype.kind not in "biuf":
-                raise TypeError(f"state_dict['{k}'] must be real numbers, got {v.dtype}")
             todo.append((p, v))
         for p, v in todo:
             np.copyto(np.asarray(p), v, casting="unsafe")

@@ -633,7 +633,7 @@ def test_load_state_dict_validates_before_writing():
         m.load_state_dict(bad)
     missing = dict(tm.state_dict())
     del missing["0.bias"]
-    with pytest.raises(KeyError, match="0.bias"):
+    with pytest.raises(RuntimeError, match="0.bias"):
         m.load_state_dict(missing)
     for k, v in m.state_dict().items():
         np.testing.assert_array_equal(v, before[k])  # nothing written
@@ -732,3 +732,49 @@ def test_module_used_twice_in_a_sequential_differentiates_each_use_like_torch():
     np.testing.assert_allclose(lin.backward(np.ones_like(y2)), np.ones_like(y2) @ lin.weight)
     with pytest.raises(RuntimeError, match="Sequential.backward"):
         nn.Sequential(nn.Tanh()).backward(np.ones(3))
+
+
+@pytest.mark.parametrize("kind", ["torch", "ml_dtypes"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_load_state_dict_casts_a_bfloat16_state_like_torch(kind, dtype):
+    """A bfloat16 state (a torch twin in bfloat16, or ml_dtypes arrays as fastact.optim.load
+    returns without torch) loads into float32/float64 parameters, cast as torch's copy_
+    casts; fastact raised TypeError (torch's "unsupported ScalarType BFloat16")."""
+    tm = torch.nn.Linear(3, 2).to(torch.bfloat16)
+    state = tm.state_dict()
+    if kind == "ml_dtypes":
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        state = {k: v.float().numpy().astype(ml_dtypes.bfloat16) for k, v in state.items()}
+    t_ref = torch.nn.Linear(3, 2).to(TORCH_DT[dtype])
+    t_ref.load_state_dict(tm.state_dict())
+    m = nn.Linear(3, 2, dtype=dtype)
+    m.load_state_dict(state)
+    assert m.weight.dtype == dtype
+    np.testing.assert_array_equal(m.weight, t_ref.weight.detach().numpy())
+    np.testing.assert_array_equal(m.bias, t_ref.bias.detach().numpy())
+    # a lazily negated tensor loads its values too
+    m.load_state_dict({"weight": torch.ones(2, 3)._neg_view(), "bias": torch.zeros(2)})
+    np.testing.assert_array_equal(m.weight, -np.ones((2, 3)))
+    with pytest.raises(TypeError, match="weight"):
+        m.load_state_dict({"weight": np.full((2, 3), "a"), "bias": np.zeros(2)})
+
+
+def test_load_state_dict_missing_or_unexpected_keys_raise_torchs_runtime_error():
+    """strict load_state_dict raised KeyError; torch raises RuntimeError (code written for
+    torch catches that) with this message."""
+    for ours, theirs, state in [
+        (nn.Linear(2, 2), torch.nn.Linear(2, 2), {"weight": np.zeros((2, 2), np.float32)}),
+        (
+            nn.Sequential(nn.Linear(2, 2)),
+            torch.nn.Sequential(torch.nn.Linear(2, 2)),
+            {"weight": np.zeros((2, 2), np.float32), "x": np.zeros(1, np.float32)},
+        ),
+    ]:
+        before = {k: v.copy() for k, v in ours.state_dict().items()}
+        with pytest.raises(RuntimeError) as ours_err:
+            ours.load_state_dict(state)
+        with pytest.raises(RuntimeError) as theirs_err:
+            theirs.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+        assert str(ours_err.value) == str(theirs_err.value)
+        for k, v in ours.state_dict().items():
+            np.testing.assert_array_equal(v, before[k])  # nothing written
