@@ -756,9 +756,13 @@ _LOSSES = {
 
 
 def _scale(grad: np.ndarray, go: Any, loss_shape: tuple, cls: str) -> np.ndarray:
-    """``grad`` (of the summed unreduced loss) times the upstream gradient ``go``."""
+    """``grad`` (of the summed unreduced loss) times the upstream gradient ``go``: a new
+    array each call (for ``go == 1`` a copy), as torch's autograd returns a new tensor, so a
+    caller scaling it in place does not change what the next ``backward()`` returns."""
     if np.ndim(go) == 0:
-        return grad if (np.isscalar(go) and go == 1) else grad * np.asarray(go, grad.dtype)
+        if np.isscalar(go) and go == 1:
+            return grad.copy()
+        return grad * np.asarray(go, grad.dtype)
     go = np.asarray(go, dtype=grad.dtype)
     if go.shape != loss_shape:
         raise ValueError(f"{cls}.backward: grad_output has shape {go.shape}, loss {loss_shape}")

@@ -759,6 +759,28 @@ def test_load_state_dict_casts_a_bfloat16_state_like_torch(kind, dtype):
         m.load_state_dict({"weight": np.full((2, 3), "a"), "bias": np.zeros(2)})
 
 
+def test_loss_backward_returns_a_new_array_each_call():
+    """backward() with grad_output 1 returned the loss module's saved gradient itself: a
+    caller scaling it in place (gradient accumulation) changed the next backward()."""
+    mse = nn.MSELoss()
+    mse(np.array([1.0, 2.0, 3.0], np.float32), np.zeros(3, np.float32))
+    g = mse.backward()
+    expected = g.copy()
+    g *= 0.5
+    again = mse.backward()
+    assert again is not g
+    np.testing.assert_array_equal(again, expected)
+    rank = nn.MarginRankingLoss()  # two inputs: a tuple of gradients
+    rank(np.array([1.0, -2.0]), np.array([0.5, 1.0]), np.array([1.0, 1.0]))
+    g1, g2 = rank.backward()
+    e1, e2 = g1.copy(), g2.copy()
+    g1 *= 0
+    g2 *= 0
+    h1, h2 = rank.backward()
+    np.testing.assert_array_equal(h1, e1)
+    np.testing.assert_array_equal(h2, e2)
+
+
 def test_load_state_dict_missing_or_unexpected_keys_raise_torchs_runtime_error():
     """strict load_state_dict raised KeyError; torch raises RuntimeError (code written for
     torch catches that) with this message."""
