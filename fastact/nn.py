@@ -261,11 +261,31 @@ class Module:
             np.copyto(np.asarray(p), v, casting="unsafe")
         return _IncompatibleKeys(missing, unexpected)
 
+    #: torch's ``extra_repr`` of this module as a ``str.format`` of its constructor arguments
+    #: (``"negative_slope={negative_slope}"``); ``inplace=True`` is added when set, unless
+    #: ``_extra_repr_inplace`` is False (torch's Hardsigmoid and Hardswish do not show it)
+    _extra_repr_format: str = ""
+    _extra_repr_inplace: bool = True
+
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in getattr(self, "_args", {}).items())
+        """What torch's repr shows between the parentheses: the arguments torch's
+        ``extra_repr`` shows (``PReLU(num_parameters=3)``, ``ReLU()``, ``ReLU(inplace=True)``)."""
+        args = self.__dict__.get("_args", {})
+        shown = [self._extra_repr_format.format(**args)] if self._extra_repr_format else []
+        if args.get("inplace") and self._extra_repr_inplace:
+            shown.append("inplace=True")
+        return ", ".join(shown)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.extra_repr()})"
+        """torch's ``Module.__repr__``: the extra repr, then one indented line per child."""
+        extra = self.extra_repr()
+        extra_lines = extra.split("\n") if extra else []
+        child_lines = [f"({k}): " + repr(m).replace("\n", "\n  ") for k, m in self.named_children()]
+        if len(extra_lines) == 1 and not child_lines:
+            return f"{type(self).__name__}({extra_lines[0]})"
+        lines = extra_lines + child_lines
+        inner = "\n  " + "\n  ".join(lines) + "\n" if lines else ""
+        return f"{type(self).__name__}({inner})"
 
 
 def _need(saved: Any, name: str) -> Any:
@@ -305,6 +325,22 @@ def _output_gives_gradient(spec: Any, params: dict) -> bool:
     except ValueError:
         return False
     return True
+
+
+#: torch's ``extra_repr`` of the generated activation modules (the others show nothing but
+#: ``inplace=True``; Softshrink and Hardshrink show the bare lambda, as torch's)
+_EXTRA_REPR = {
+    "LeakyReLU": "negative_slope={negative_slope}",
+    "Hardtanh": "min_val={min_val}, max_val={max_val}",
+    "ELU": "alpha={alpha}",
+    "CELU": "alpha={alpha}",
+    "Threshold": "threshold={threshold}, value={value}",
+    "Softplus": "beta={beta}, threshold={threshold}",
+    "Softshrink": "{lambd}",
+    "Hardshrink": "{lambd}",
+}
+#: torch's modules whose repr does not show ``inplace=True``
+_INPLACE_NOT_SHOWN = ("Hardsigmoid", "Hardswish")
 
 
 def _activation_module(cls_name: str, fname: str) -> type:
@@ -355,7 +391,13 @@ def _activation_module(cls_name: str, fname: str) -> type:
             return bwd(grad_output, None, output=v, **params)
         return bwd(grad_output, v, **params)
 
-    body = {"__init__": __init__, "forward": forward, "backward": backward}
+    body = {
+        "__init__": __init__,
+        "forward": forward,
+        "backward": backward,
+        "_extra_repr_format": _EXTRA_REPR.get(cls_name, ""),
+        "_extra_repr_inplace": cls_name not in _INPLACE_NOT_SHOWN,
+    }
     doc = (
         f"Module form of :func:`fastact.{fname}` (torch: ``torch.nn.{cls_name}"
         f"{str(sig).replace('(self, ', '(').replace('(self)', '()')}``)."
@@ -407,6 +449,8 @@ class GELU(Module):
     """``x * Phi(x)`` (``approximate='tanh'`` for the tanh form). torch:
     ``nn.GELU(approximate='none')``."""
 
+    _extra_repr_format = "approximate={approximate!r}"
+
     def __init__(self, approximate: str = "none") -> None:
         F.gelu_op(approximate)  # validates
         self._args = {"approximate": approximate}
@@ -446,6 +490,8 @@ class PReLU(Module):
     ``(x < 0) * x * grad_output``; the optimizer updates ``weight`` like any other weight
     (torch's docs advise no weight decay on it)."""
 
+    _extra_repr_format = "num_parameters={num_parameters}"
+
     def __init__(
         self, num_parameters: int = 1, init: float = 0.25, device: Any = None, dtype: Any = None
     ) -> None:
@@ -475,6 +521,8 @@ class RReLU(Module):
     mode, the mean slope ``(lower + upper) / 2`` in ``eval()``.
     torch: ``nn.RReLU(lower=1/8, upper=1/3, inplace=False)``. ``generator``: an int seed or a
     ``numpy.random.Generator`` for reproducible slopes (torch uses its global generator)."""
+
+    _extra_repr_format = "lower={lower}, upper={upper}"
 
     def __init__(
         self,
@@ -525,6 +573,8 @@ class Maxout(Module):
     preceding ``Linear(d, k * pieces)`` this is the study note's max over affine pieces.
     torch has no module; :func:`fastact.maxout` documents the convention."""
 
+    _extra_repr_format = "pieces={pieces}, dim={dim}"
+
     def __init__(self, pieces: int, dim: int = 1) -> None:
         if isinstance(pieces, bool) or int(pieces) != pieces or int(pieces) < 1:
             raise ValueError(f"pieces must be a positive int, got {pieces!r}")
@@ -542,6 +592,8 @@ class Maxout(Module):
 class GLU(Module):
     """Gated linear unit ``a * sigmoid(b)`` on the two halves along ``dim``.
     torch: ``nn.GLU(dim=-1)``."""
+
+    _extra_repr_format = "dim={dim}"
 
     def __init__(self, dim: int = -1) -> None:
         self._args = {"dim": dim}
@@ -571,7 +623,12 @@ def _softmax_module(cls_name: str, fname: str) -> type:
         y, _ = _need(self._saved, cls_name)
         return bwd(grad_output, dim=self._args["dim"], output=y)
 
-    body = {"__init__": __init__, "forward": forward, "backward": backward}
+    body = {
+        "__init__": __init__,
+        "forward": forward,
+        "backward": backward,
+        "_extra_repr_format": "dim={dim}",
+    }
     doc = f"Module form of :func:`fastact.{fname}` along ``dim`` (torch: ``nn.{cls_name}``)."
     return _make_class(cls_name, body, doc)
 
@@ -646,6 +703,14 @@ class Linear(Module):
         self.bias = Parameter(rng.uniform(-bound, bound, out_features), dt) if bias else None
         self._args = {"in_features": in_features, "out_features": out_features, "bias": bias}
         self._saved = None
+
+    def extra_repr(self) -> str:
+        """torch's: ``in_features=2, out_features=3, bias=True``."""
+        a = self._args
+        return (
+            f"in_features={a['in_features']}, out_features={a['out_features']}, "
+            f"bias={self.bias is not None}"
+        )
 
     def forward(self, x: Any) -> np.ndarray:
         x = np.asarray(x, dtype=self.weight.dtype)
@@ -727,10 +792,6 @@ class Sequential(Module):
             if "_saved" in m.__dict__:
                 m._saved = s
         return grad_output
-
-    def __repr__(self) -> str:
-        inner = "\n".join(f"  ({i}): {m!r}" for i, m in enumerate(self._modules))
-        return f"Sequential(\n{inner}\n)"
 
 
 # ----------------------------------------------------------------------------- losses

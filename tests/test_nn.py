@@ -107,7 +107,7 @@ def test_positional_arguments_bind_like_torch():
     assert ce._args["label_smoothing"] == 0.1
     with pytest.warns(FutureWarning, match="min_value"):
         assert nn.Hardtanh(min_value=-2.0)._args["min_val"] == -2.0
-    assert repr(nn.ELU(alpha=0.5)) == "ELU(alpha=0.5, inplace=False)"
+    assert repr(nn.ELU(alpha=0.5)) == "ELU(alpha=0.5)"
     # constructor arguments are attributes, as in torch, and setting one takes effect
     m.negative_slope, m.inplace = 0.5, False
     x = np.array([-2.0, 3.0])
@@ -615,7 +615,7 @@ def test_sequential_container_api():
     tm, m = _twin_models()
     assert len(m) == 6 and isinstance(m[1], nn.PReLU) and list(m)[4] is m[4]
     assert [k for k, _ in m.named_modules()] == ["", "0", "1", "2", "3", "4", "5"]
-    assert "(1): PReLU(num_parameters=8, init=0.25)" in repr(m)
+    assert "(1): PReLU(num_parameters=8)" in repr(m)
     sd = m.state_dict()
     assert list(sd) == list(tm.state_dict())
     assert np.shares_memory(sd["1.weight"], m[1].weight)
@@ -779,6 +779,55 @@ def test_loss_backward_returns_a_new_array_each_call():
     h1, h2 = rank.backward()
     np.testing.assert_array_equal(h1, e1)
     np.testing.assert_array_equal(h2, e2)
+
+
+def _repr_cases():
+    """(name, args, kwargs) of every module with a torch twin: defaults (with the required
+    arguments of ACT_CASES) and ACT_CASES' arguments, in place where the module has it."""
+    cases = [(n, (), {}) for n in nn.LOSS_MODULES]
+    for name, args, kwargs, _ in ACT_CASES:
+        cls = getattr(nn, name)
+        required = [
+            p.name
+            for p in inspect.signature(cls).parameters.values()
+            if p.default is inspect.Parameter.empty
+        ]
+        if not required:
+            cases.append((name, (), {}))
+        cases.append((name, args, kwargs))
+        if "inplace" in inspect.signature(cls).parameters:
+            cases.append((name, args, {**kwargs, "inplace": True}))
+    cases += [("Linear", (2, 3), {}), ("Linear", (2, 3), {"bias": False})]
+    return cases
+
+
+REPR_CASES = _repr_cases()
+
+
+@pytest.mark.parametrize(
+    "name,args,kwargs", REPR_CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(REPR_CASES)]
+)
+def test_repr_matches_torch(name, args, kwargs):
+    """torch's extra_repr for every module: defaults torch omits were shown
+    (``ReLU(inplace=False)``, ``PReLU(num_parameters=3, init=0.25)``, ``MSELoss(size_average=
+    None, ...)``)."""
+    assert repr(getattr(nn, name)(*args, **kwargs)) == repr(
+        getattr(torch.nn, name)(*args, **kwargs)
+    )
+
+
+def test_nested_sequential_repr_is_indented_like_torch():
+    m = nn.Sequential(nn.Linear(2, 3), nn.Sequential(nn.ReLU(), nn.PReLU(3)), nn.Sequential())
+    tm = torch.nn.Sequential(
+        torch.nn.Linear(2, 3),
+        torch.nn.Sequential(torch.nn.ReLU(), torch.nn.PReLU(3)),
+        torch.nn.Sequential(),
+    )
+    assert repr(m) == repr(tm)
+    relu = nn.ReLU()
+    relu.inplace = True  # an argument set later shows, as in torch
+    assert repr(relu) == "ReLU(inplace=True)"
+    assert repr(nn.Maxout(3)) == "Maxout(pieces=3, dim=1)"
 
 
 def test_load_state_dict_missing_or_unexpected_keys_raise_torchs_runtime_error():
