@@ -679,7 +679,12 @@ ACTIVATION_MODULES: dict[str, type] = {
 class Linear(Module):
     """``y = x W^T + b`` with torch's initialization U(-1/sqrt(in), 1/sqrt(in)) for both.
     torch: ``nn.Linear(in_features, out_features, bias=True, device=None, dtype=None)``
-    (float32 by default). ``generator``: an int seed or ``numpy.random.Generator``."""
+    (float32 by default). ``generator``: an int seed or ``numpy.random.Generator``.
+
+    The layer computes in its parameters' dtype: ``forward`` casts its input to it (a float64
+    array into a float32 layer is rounded to float32, the NumPy convenience; torch raises for
+    mixed dtypes) and ``backward`` its ``grad_output``; complex or non-numeric input raises
+    TypeError (a cast would drop the imaginary part)."""
 
     def __init__(
         self,
@@ -712,8 +717,16 @@ class Linear(Module):
             f"bias={self.bias is not None}"
         )
 
+    def _real(self, v: Any, name: str) -> np.ndarray:
+        """``v`` as an array of the parameters' dtype; TypeError naming ``name`` unless it
+        holds real numbers."""
+        a = np.asarray(v)
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"Linear: {name} must be real numbers, got {a.dtype}")
+        return a.astype(self.weight.dtype, copy=False)
+
     def forward(self, x: Any) -> np.ndarray:
-        x = np.asarray(x, dtype=self.weight.dtype)
+        x = self._real(x, "input")
         if x.ndim == 0 or x.shape[-1] != self.weight.shape[1]:
             raise ValueError(
                 f"Linear: input has shape {x.shape}, expected (..., {self.weight.shape[1]})"
@@ -728,7 +741,7 @@ class Linear(Module):
         """Returns ``grad_output @ W``; accumulates ``W.grad += g^T x`` and
         ``b.grad += sum(g)`` over all leading dims."""
         x = _need(self._saved, "Linear")
-        g = np.asarray(grad_output, dtype=self.weight.dtype)
+        g = self._real(grad_output, "grad_output")
         if g.shape != x.shape[:-1] + (self.weight.shape[0],):
             raise ValueError(
                 f"Linear: grad_output has shape {g.shape}, expected "

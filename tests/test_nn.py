@@ -849,3 +849,18 @@ def test_load_state_dict_missing_or_unexpected_keys_raise_torchs_runtime_error()
         assert str(ours_err.value) == str(theirs_err.value)
         for k, v in ours.state_dict().items():
             np.testing.assert_array_equal(v, before[k])  # nothing written
+
+
+def test_linear_computes_in_its_parameters_dtype_and_refuses_complex_input():
+    """README's rule: a float64 input to a float32 Linear is cast (torch raises for mixed
+    dtypes); complex input was cast too, dropping the imaginary part with a warning."""
+    m = nn.Linear(3, 2)
+    x = _rng(1).standard_normal((4, 3))
+    y = m(x)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, m(x.astype(np.float32)))
+    with pytest.raises(TypeError, match="input"):
+        m(x + 1j)
+    with pytest.raises(TypeError, match="grad_output"):
+        m.backward(np.ones((4, 2), np.complex64))
+    assert m.weight.grad is None  # nothing accumulated
