@@ -365,6 +365,10 @@ BAD_DOCS = {
     "F tensor": _doc([_entry(kind="tensor", order="F")], {"data": 0}),
     "flag on array": _doc([_entry(requires_grad=True)], {"data": 0}),
     "flag not bool": _doc([_entry(kind="tensor", requires_grad=1)], {"data": 0}),
+    "grad on int": _doc([_entry("<i4", kind="tensor", requires_grad=True)], {"data": 0}),
+    "grad on bool": _doc(
+        [_entry("|b1", (8,), kind="tensor", requires_grad=True, parameter=True)], {"data": 0}
+    ),
     "scalar shape": _doc([_entry(kind="scalar")], {"data": 0}),
     "bytes dtype": _doc([_entry(kind="bytes")], {"data": 0}),
     "entry not dict": _doc([["<f4", [2]]], {"data": 0}),

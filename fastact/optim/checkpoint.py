@@ -123,6 +123,7 @@ _TORCH_NAMES = {  # entry dtype -> torch dtype name (native little-endian bytes 
     "<c16": "complex128",
     "bfloat16": "bfloat16",
 }
+_GRAD_DTYPES = frozenset(["<f2", "<f4", "<f8", "bfloat16", "<c8", "<c16"])  # torch's rule
 _SUPPORTED = (
     "checkpoints hold dict, OrderedDict, Counter, list, tuple, str, int, float, bool, None, "
     "bytes, NumPy arrays and scalars (bool, int, uint, float, complex, bfloat16) and torch "
@@ -581,6 +582,8 @@ class _Plan:
             raise ValueError(f"{where}: only tensors have requires_grad/parameter")
         if self.kind == "tensor" and self.dtype not in _TORCH_NAMES:
             raise ValueError(f"{where}: a tensor cannot have dtype {self.dtype!r}")
+        if self.requires_grad and self.dtype not in _GRAD_DTYPES:  # torch would raise later
+            raise ValueError(f"{where}: a {self.dtype!r} tensor cannot require gradients")
         if self.kind == "scalar" and self.shape:
             raise ValueError(f"{where}: a scalar has shape ()")
         if self.kind == "bytes" and (self.dtype != "|u1" or len(self.shape) != 1):
