@@ -852,6 +852,8 @@ def load(path: str | os.PathLike, *, allow_pickle: bool = False) -> Any:
             return _load_legacy(path, f, size, head, allow_pickle)
         if not head.startswith(_MAGIC[:12]):
             raise ValueError(f"{path!r} is not a fastact checkpoint{_what_is(head)}")
+        if len(head) < len(_MAGIC) and _MAGIC.startswith(head):
+            raise ValueError(f"checkpoint {path!r} is truncated ({size} bytes)")
         if not head.startswith(_MAGIC):
             raise ValueError(
                 f"{path!r} is a fastact checkpoint of an unsupported format version "
