@@ -389,6 +389,10 @@ BAD_DOCS = {
     "bad hex int": _doc([_entry()], [{"data": 0}, {"int": "0x1f"}]),
     "hex int not str": _doc([_entry()], [{"data": 0}, {"int": 31}]),
     "bad float bits": _doc([_entry()], [{"data": 0}, {"float": "7ff8"}]),
+    "bad str hex": _doc([_entry()], [{"data": 0}, {"str": "0000d83"}]),
+    "str past unicode": _doc([_entry()], [{"data": 0}, {"str": "00110000"}]),
+    "str not hex": _doc([_entry()], [{"data": 0}, {"str": "0000d83X"}]),
+    "str of int": _doc([_entry()], [{"data": 0}, {"str": 55357}]),
     "metadata on dict": _doc([_entry()], [{"data": 0}, {"dict": [], "_metadata": {}}]),
     "tuple of non-list": _doc([_entry()], [{"data": 0}, {"tuple": 3}]),
     "wrong format": {**_doc([_entry()], {"data": 0}), "format": "pickle"},
@@ -631,6 +635,17 @@ def test_python_values_round_trip_exactly(tmp_path):
     assert [struct.pack("<d", x) for x in out["nans"]] == [
         struct.pack("<d", x) for x in obj["nans"]
     ]
+
+
+def test_strings_with_surrogate_code_points_round_trip_exactly(tmp_path):
+    """A high surrogate followed by a low one is two code points (e.g. text decoded with
+    "surrogatepass"): as JSON escapes they would load as one character."""
+    pair = "\ud83d\ude00"
+    strings = [pair, "a" + pair + "é", "\udbff\udfff", "\udcff\ud800", "\ud800", "😀" + pair]
+    obj = {"values": strings, "keys": {s: i for i, s in enumerate(strings)}, (pair, 1): pair}
+    out = _round_trip(obj, tmp_path)
+    assert [len(s) for s in out["values"]] == [2, 4, 2, 2, 1, 3]
+    assert out[(pair, 1)] == pair and "😀" not in out[(pair, 1)]
 
 
 def test_dict_keys_and_dict_types_round_trip(tmp_path):

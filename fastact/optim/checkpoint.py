@@ -31,8 +31,11 @@ not stored: they follow from the dtypes and shapes. In ``root`` a JSON string, b
 array (a Python list), finite float and int below 2**63 in magnitude stand for themselves;
 every other value is an object with one tag: ``{"tuple": [...]}``, ``{"dict": [[key, value],
 ...]}`` (also ``"odict"``, ``"counter"``), ``{"int": "-1f..."}`` (hexadecimal),
-``{"float": "<16 hex digits>"}`` (the bits of a non-finite float) or ``{"data": i}`` (entry
-``i``; one object per entry, so a tensor stored under two names loads as one tensor).
+``{"float": "<16 hex digits>"}`` (the bits of a non-finite float), ``{"str": "<hex>"}`` (a
+str holding a surrogate code point, U+D800 to U+DFFF: its UTF-32-BE code units, 8 hex digits
+each; as a JSON string a high surrogate followed by a low one would load as one character)
+or ``{"data": i}`` (entry ``i``; one object per entry, so a tensor stored under two names
+loads as one tensor).
 
 Loading validates before it allocates: the lengths against the file size, the header's
 size, digest and JSON nesting depth, then every entry's dtype and shape, whose sizes must
@@ -106,6 +109,7 @@ _KINDS = ("ndarray", "tensor", "scalar", "bytes")
 _ENTRY_KEYS = frozenset(["kind", "dtype", "shape", "order", "requires_grad", "parameter"])
 _DICT_TAGS = {"dict": dict, "odict": collections.OrderedDict, "counter": collections.Counter}
 _CONTAINER_TAGS = frozenset(["tuple", *_DICT_TAGS])
+_SURROGATE = re.compile("[\ud800-\udfff]")  # str holding these are stored as {"str": hex}
 _TORCH_NAMES = {  # entry dtype -> torch dtype name (native little-endian bytes only)
     "|b1": "bool",
     "|u1": "uint8",
@@ -274,8 +278,12 @@ class _Encoder:
         """The JSON node of ``obj``, ``depth`` containers below the root; ``key``: a dict
         key (a hashable value: no list, dict or array)."""
         t = type(obj)
-        if obj is None or t is bool or t is str:
+        if obj is None or t is bool:
             return obj
+        if t is str:
+            if obj.isascii() or not _SURROGATE.search(obj):
+                return obj
+            return {"str": obj.encode("utf-32-be", "surrogatepass").hex()}
         if t is int:
             return obj if -_INT_LIMIT < obj < _INT_LIMIT else {"int": format(obj, "x")}
         if t is float:
@@ -513,6 +521,7 @@ def save(obj: Any, path: str | os.PathLike) -> None:
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _HEX_INT = re.compile(r"-?[0-9a-f]+")
 _HEX_FLOAT = re.compile(r"[0-9a-f]{16}")
+_HEX_STR = re.compile(r"(?:[0-9a-f]{8})*")
 
 
 def _json_depth(text: bytes) -> int:
@@ -802,6 +811,8 @@ class _Decoder:
             return int(value, 16)
         if tag == "float" and type(value) is str and _HEX_FLOAT.fullmatch(value):
             return struct.unpack("<d", bytes.fromhex(value))[0]
+        if tag == "str" and type(value) is str and _HEX_STR.fullmatch(value):
+            return bytes.fromhex(value).decode("utf-32-be", "surrogatepass")  # or ValueError
         if tag == "data" and type(value) is int and 0 <= value < len(self.objects):
             if key and self.plans[value].kind not in ("scalar", "bytes"):
                 raise ValueError("an array used as a dict key")
