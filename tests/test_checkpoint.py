@@ -359,6 +359,7 @@ BAD_DOCS = {
     "past int64": _doc([_entry("<f4", (1 << 64,))], {"data": 0}),
     "huge tensor": _doc([_entry("<f4", (1 << 40,), kind="tensor")], {"data": 0}),
     "big-endian tensor": _doc([_entry(">f4", kind="tensor")], {"data": 0}),
+    "big-endian bf16 tensor": _doc([_entry(">bfloat16", (4,), kind="tensor")], {"data": 0}),
     "unknown kind": _doc([_entry(kind="pickle")], {"data": 0}),
     "unknown entry key": _doc([_entry(module="os")], {"data": 0}),
     "order": _doc([_entry(order="K")], {"data": 0}),
@@ -511,7 +512,7 @@ def test_other_versions_and_files_are_named(tmp_path):
 
 # --------------------------------------------------------------------------- round trips
 
-NP_DTYPES = sorted(d for d in C._DTYPES if d != "bfloat16")
+NP_DTYPES = sorted(d for d in C._DTYPES if "bfloat16" not in d)
 
 
 @pytest.mark.parametrize("dtype", NP_DTYPES)
@@ -590,8 +591,14 @@ def test_torch_tensors_of_every_dtype_round_trip(tmp_path, dtype):
 
 def test_bfloat16_numpy_arrays_round_trip_with_ml_dtypes(tmp_path):
     a = np.array([[1.5, -2.0, np.inf], [np.nan, 3e38, 1e-40]], dtype=ml_dtypes.bfloat16)
-    out = _round_trip({"a": a, "f": np.asfortranarray(a), "s": a[0, 0]}, tmp_path)
+    big = a.astype(np.dtype(ml_dtypes.bfloat16).newbyteorder(">"))  # kept in its byte order
+    obj = {"a": a, "f": np.asfortranarray(a), "s": a[0, 0], "big": big}
+    obj["big f"] = np.asfortranarray(big)
+    out = _round_trip(obj, tmp_path)
     assert out["a"].dtype == np.dtype(ml_dtypes.bfloat16)
+    assert out["big"].dtype.byteorder == ">" and out["big f"].dtype.byteorder == ">"
+    for name in ("big", "big f"):
+        np.testing.assert_array_equal(out[name].astype(np.float32), a.astype(np.float32))
 
 
 def test_without_torch_or_ml_dtypes_entries_come_back_as_documented(tmp_path, monkeypatch):
@@ -600,6 +607,7 @@ def test_without_torch_or_ml_dtypes_entries_come_back_as_documented(tmp_path, mo
     vals = [1.5, -2.0, float("inf"), 3.0e38, 1.0e-40, -0.0]
     t = torch.tensor(vals, dtype=torch.bfloat16)
     obj = {"bf": t, "f": torch.arange(4, dtype=torch.float32), "b": torch.tensor([True])}
+    obj["big"] = np.array(vals, np.dtype(ml_dtypes.bfloat16).newbyteorder(">"))
     path = tmp_path / "c.ckpt"
     O.save(obj, path)
     expect_bf = t.float().numpy()
@@ -613,6 +621,8 @@ def test_without_torch_or_ml_dtypes_entries_come_back_as_documented(tmp_path, mo
     assert out["bf"].dtype == np.float32
     np.testing.assert_array_equal(out["bf"], expect_bf)
     assert np.signbit(out["bf"][-1])
+    assert out["big"].dtype == np.float32  # the numbers of a big-endian array too
+    np.testing.assert_array_equal(out["big"], expect_bf)
     _same(out["f"], np.arange(4, dtype=np.float32))
     _same(out["b"], np.array([True]))
 

@@ -26,8 +26,10 @@ File layout (version 2, every integer little-endian)::
 ``entries`` is a table of arrays: ``{"kind": "ndarray"|"tensor"|"scalar"|"bytes",
 "dtype": "<f4", "shape": [64, 32]}`` (plus ``"order": "F"`` for Fortran-ordered arrays and
 ``"requires_grad"``/``"parameter"`` for tensors); dtypes are NumPy's byte-order strings of the
-bool, int, uint, float and complex types, or ``"bfloat16"`` (little-endian bits). Offsets are
-not stored: they follow from the dtypes and shapes. In ``root`` a JSON string, bool, null,
+bool, int, uint, float and complex types, ``"bfloat16"`` (little-endian bits) or
+``">bfloat16"`` (big-endian bits, from a NumPy array of ``ml_dtypes.bfloat16`` in that byte
+order; fastact versions before it refuse such an entry). Offsets are not stored: they follow
+from the dtypes and shapes. In ``root`` a JSON string, bool, null,
 array (a Python list), finite float and int below 2**63 in magnitude stand for themselves;
 every other value is an object with one tag: ``{"tuple": [...]}``, ``{"dict": [[key, value],
 ...]}`` (also ``"odict"``, ``"counter"``), ``{"int": "-1f..."}`` (hexadecimal),
@@ -100,7 +102,7 @@ _FORMAT = "fastact-checkpoint"
 _VERSION = 2
 
 _DTYPES = frozenset(
-    ["|b1", "|i1", "|u1", "bfloat16"]
+    ["|b1", "|i1", "|u1", "bfloat16", ">bfloat16"]
     + [f"{o}{k}{n}" for o in "<>" for k in "iu" for n in (2, 4, 8)]
     + [f"{o}f{n}" for o in "<>" for n in (2, 4, 8)]
     + [f"{o}c{n}" for o in "<>" for n in (8, 16)]
@@ -127,6 +129,8 @@ _TORCH_NAMES = {  # entry dtype -> torch dtype name (native little-endian bytes 
     "<c16": "complex128",
     "bfloat16": "bfloat16",
 }
+_BFLOAT16_ORDER = {"bfloat16": "<", ">bfloat16": ">"}  # entry dtype -> byte order of its bits
+_NATIVE_ORDER = "<" if sys.byteorder == "little" else ">"
 _GRAD_DTYPES = frozenset(["<f2", "<f4", "<f8", "bfloat16", "<c8", "<c16"])  # torch's rule
 _SUPPORTED = (
     "checkpoints hold dict, OrderedDict, Counter, list, tuple, str, int, float, bool, None, "
@@ -231,7 +235,9 @@ class _Encoder:
     # -- leaves
     def _dtype_name(self, dtype: np.dtype) -> str:
         if dtype.kind == "V" and dtype.name == "bfloat16" and dtype.itemsize == 2:
-            return "bfloat16"  # ml_dtypes.bfloat16
+            # ml_dtypes.bfloat16, written in its own byte order like the other NumPy dtypes
+            order = dtype.byteorder if dtype.byteorder in "<>" else _NATIVE_ORDER
+            return "bfloat16" if order == "<" else ">bfloat16"
         if dtype.str not in _DTYPES:
             raise self.unsupported(f"unsupported dtype {dtype}")
         return dtype.str
@@ -601,7 +607,7 @@ class _Plan:
 
     @property
     def itemsize(self) -> int:
-        return 2 if self.dtype == "bfloat16" else int(self.dtype[2:])
+        return 2 if self.dtype in _BFLOAT16_ORDER else int(self.dtype[2:])
 
     def nbytes(self) -> int:
         # zero-size arrays may have any other extents: bound them as if each were 1 at least
@@ -704,7 +710,7 @@ class _Loader:
                     stacklevel=4,
                 )
         ml_dtypes = None
-        if any(p.dtype == "bfloat16" and (p.kind != "tensor" or torch is None) for p in plans):
+        if any(p.dtype in _BFLOAT16_ORDER and (p.kind != "tensor" or torch is None) for p in plans):
             ml_dtypes = _import_optional("ml_dtypes")
             if ml_dtypes is None:
                 warnings.warn(
@@ -748,8 +754,14 @@ def _allocate(p: _Plan, torch: Any, ml_dtypes: Any) -> tuple[Any, memoryview]:
         flat = t.reshape(-1)
         buf = flat.view(torch.uint8).numpy() if flat.numel() else np.empty(0, np.uint8)
         return t, memoryview(buf)
-    if p.dtype == "bfloat16":
-        dtype = np.dtype(ml_dtypes.bfloat16) if ml_dtypes is not None else np.dtype("<u2")
+    if p.dtype in _BFLOAT16_ORDER:
+        order = _BFLOAT16_ORDER[p.dtype]
+        if ml_dtypes is None:
+            dtype = np.dtype(order + "u2")  # the bits, made float32 by _finish
+        else:
+            dtype = np.dtype(ml_dtypes.bfloat16)
+            if order != _NATIVE_ORDER:
+                dtype = dtype.newbyteorder(order)
     else:
         dtype = np.dtype(p.dtype)
     a = np.empty(p.shape, dtype, order=p.order)
@@ -761,7 +773,7 @@ def _finish(p: _Plan, obj: Any, torch: Any, ml_dtypes: Any) -> Any:
         if p.parameter:
             return torch.nn.Parameter(obj, requires_grad=p.requires_grad)
         return obj.requires_grad_(p.requires_grad)
-    if p.dtype == "bfloat16" and ml_dtypes is None:  # exact: bfloat16 is float32's top half
+    if p.dtype in _BFLOAT16_ORDER and ml_dtypes is None:  # exact: bfloat16 is float32's top half
         obj = (obj.astype(np.uint32) << np.uint32(16)).view(np.float32)
     if p.kind == "scalar":
         return obj[()]
