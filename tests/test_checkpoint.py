@@ -796,6 +796,41 @@ def test_cycles_and_too_deep_nesting_raise_value_error_before_writing(tmp_path):
     assert sorted(f.name for f in tmp_path.iterdir()) == ["rt.ckpt"]
 
 
+# --------------------------------------------------------------------------------- files
+
+
+def test_save_writes_through_a_symlink_like_open(tmp_path):
+    """torch.save and open(path, "wb") write the file a symlink points to and keep the link;
+    a dangling link gets its target created; a link loop is an OSError, nothing written."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    target = runs / "step100.ckpt"
+    O.save({"step": 100}, target)
+    link = tmp_path / "latest.ckpt"
+    link.symlink_to(os.path.join("runs", "step100.ckpt"))  # relative, from another folder
+    O.save({"step": 200}, link)
+    assert link.is_symlink() and O.load(target) == {"step": 200}
+    assert sorted(f.name for f in runs.iterdir()) == ["step100.ckpt"]  # no temporary left
+    dangling = tmp_path / "next.ckpt"
+    dangling.symlink_to(runs / "step300.ckpt")
+    O.save({"step": 300}, dangling)
+    assert dangling.is_symlink() and O.load(runs / "step300.ckpt") == {"step": 300}
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(OSError):
+        O.save({}, tmp_path / "loop")
+    assert (tmp_path / "loop").is_symlink()
+    with pytest.raises(IsADirectoryError):  # open(path, "wb")'s errors, nothing written
+        O.save({}, os.path.join(tmp_path, "new.ckpt") + os.sep)
+    with pytest.raises(FileNotFoundError):
+        O.save({}, "")
+    assert sorted(f.name for f in tmp_path.iterdir()) == [
+        "latest.ckpt",
+        "loop",
+        "next.ckpt",
+        "runs",
+    ]
+
+
 # -------------------------------------------------------------------------------- memory
 
 

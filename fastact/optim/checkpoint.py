@@ -463,8 +463,11 @@ def save(obj: Any, path: str | os.PathLike) -> None:
     stored under several names (the same array or tensor) is written once and loads as one
     object; containers stored twice load as two copies.
 
-    An existing file keeps its permission bits; a new one gets 0o644. On any error the
-    temporary file is removed and ``path`` is left as it was.
+    A symlink ``path`` is written through, as ``open(path, "wb")`` and ``torch.save`` do: the
+    file it points to is replaced (the temporary file is made beside it) and the link stays;
+    a dangling link gets its target created. An existing file keeps its permission bits; a
+    new one gets 0o644. On any error the temporary file is removed and ``path`` is left as it
+    was.
     """
     path = os.fspath(path)
     if not isinstance(path, str):
@@ -492,11 +495,15 @@ def save(obj: Any, path: str | os.PathLike) -> None:
     for e in enc.entries:
         pos = _align(pos) + e.nbytes
     data_len = pos
-    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.basename(path):  # realpath would make "" the working folder, drop "x/"'s /
+        err = errno.EISDIR if path else errno.ENOENT  # open(path, "wb")'s errors
+        raise OSError(err, os.strerror(err), path)
     try:
-        mode = os.stat(path).st_mode & 0o7777
+        mode = os.stat(path).st_mode & 0o7777  # a symlink loop raises here, as open() does
     except FileNotFoundError:
         mode = 0o644
+    path = os.path.realpath(path)  # the file a symlink points to (renaming onto it keeps the link)
+    folder = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
