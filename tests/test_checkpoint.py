@@ -831,6 +831,27 @@ def test_save_writes_through_a_symlink_like_open(tmp_path):
     ]
 
 
+def test_new_files_get_the_umask_bits_like_open_and_existing_files_keep_theirs(tmp_path):
+    """torch.save's open() creates a file with 0o666 less the umask."""
+    old_umask = os.umask(0o022)
+    try:
+        for umask in (0o077, 0o022, 0o002, 0o027):
+            os.umask(umask)
+            with open(tmp_path / f"open-{umask:o}", "wb"):
+                pass
+            O.save({"x": 1}, tmp_path / f"new-{umask:o}.ckpt")
+            expect = os.stat(tmp_path / f"open-{umask:o}").st_mode & 0o7777
+            assert expect == 0o666 & ~umask
+            assert os.stat(tmp_path / f"new-{umask:o}.ckpt").st_mode & 0o7777 == expect
+        os.umask(0o077)
+        existing = tmp_path / "new-22.ckpt"
+        os.chmod(existing, 0o640)
+        O.save({"x": 2}, existing)
+        assert os.stat(existing).st_mode & 0o7777 == 0o640 and O.load(existing) == {"x": 2}
+    finally:
+        os.umask(old_umask)
+
+
 # -------------------------------------------------------------------------------- memory
 
 

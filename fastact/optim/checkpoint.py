@@ -65,14 +65,15 @@ trust, since a pickle can run any code.
 from __future__ import annotations
 
 import collections
+import errno
 import hashlib
 import json
 import math
 import os
 import re
+import secrets
 import struct
 import sys
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -451,6 +452,30 @@ def _write_data(f: Any, entries: list[_Entry], data_len: int) -> bytes:
         hasher.close()
 
 
+_TEMP_FLAGS = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NOINHERIT", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _create_temp(folder: str, name: str, mode: int) -> tuple[int, str]:
+    """A new file ``.<name>.<8 random hex digits>.tmp`` in ``folder``, created with the
+    permission bits ``mode`` less the umask (by the OS, as ``open()`` creates a file, unlike
+    ``tempfile.mkstemp``'s 0o600): its descriptor and path."""
+    for _ in range(100):
+        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, _TEMP_FLAGS, mode), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name", folder)
+
+
 def save(obj: Any, path: str | os.PathLike) -> None:
     """Write ``obj`` to ``path`` atomically (temporary file, fsync, rename, fsync folder).
 
@@ -466,8 +491,9 @@ def save(obj: Any, path: str | os.PathLike) -> None:
     A symlink ``path`` is written through, as ``open(path, "wb")`` and ``torch.save`` do: the
     file it points to is replaced (the temporary file is made beside it) and the link stays;
     a dangling link gets its target created. An existing file keeps its permission bits; a
-    new one gets 0o644. On any error the temporary file is removed and ``path`` is left as it
-    was.
+    new one gets 0o666 less the umask, as from ``open()`` (the OS applies the umask when it
+    creates the temporary file: reading it with ``os.umask`` would change it for a moment in
+    every thread). On any error the temporary file is removed and ``path`` is left as it was.
     """
     path = os.fspath(path)
     if not isinstance(path, str):
@@ -501,10 +527,11 @@ def save(obj: Any, path: str | os.PathLike) -> None:
     try:
         mode = os.stat(path).st_mode & 0o7777  # a symlink loop raises here, as open() does
     except FileNotFoundError:
-        mode = 0o644
+        mode = None  # a new file: the umask's bits
     path = os.path.realpath(path)  # the file a symlink points to (renaming onto it keeps the link)
     folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    # owner-only while written when the file exists: chmod to its bits at the end
+    fd, tmp = _create_temp(folder, os.path.basename(path), 0o666 if mode is None else 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             # the digests are written last: an interrupted file never passes the checks
@@ -518,7 +545,8 @@ def save(obj: Any, path: str | os.PathLike) -> None:
             f.write(_PREAMBLE.pack(_MAGIC, len(header), data_len, head_digest, data_digest))
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
