@@ -852,6 +852,19 @@ def test_new_files_get_the_umask_bits_like_open_and_existing_files_keep_theirs(t
         os.umask(old_umask)
 
 
+def test_file_names_up_to_the_longest_the_file_system_takes_can_be_saved(tmp_path):
+    """open() and torch.save take any valid name; the temporary name is cut short to fit."""
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    names = ["x" * (limit - 4) + ".bin", "é" * ((limit - 1) // 2) + "x", "y" * 241]
+    for name in names:
+        assert len(os.fsencode(name)) <= limit
+        O.save({"name": name}, tmp_path / name)
+        assert O.load(tmp_path / name) == {"name": name}
+        O.save({"again": name}, tmp_path / name)  # over the existing file
+        assert O.load(tmp_path / name) == {"again": name}
+    assert sorted(f.name for f in tmp_path.iterdir()) == sorted(names)
+
+
 # -------------------------------------------------------------------------------- memory
 
 

@@ -463,12 +463,26 @@ _TEMP_FLAGS = (
 )
 
 
+def _name_max(folder: str) -> int:
+    """The longest file name (in bytes) the file system of ``folder`` takes (255 if unknown)."""
+    try:
+        n = os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or no such limit
+        return 255
+    return n if isinstance(n, int) and n >= 32 else 255
+
+
 def _create_temp(folder: str, name: str, mode: int) -> tuple[int, str]:
     """A new file ``.<name>.<8 random hex digits>.tmp`` in ``folder``, created with the
     permission bits ``mode`` less the umask (by the OS, as ``open()`` creates a file, unlike
-    ``tempfile.mkstemp``'s 0o600): its descriptor and path."""
+    ``tempfile.mkstemp``'s 0o600): its descriptor and path. ``name`` is cut short where the
+    whole would pass the file system's longest name (a 250-byte ``name`` is valid itself)."""
+    stem = "." + name
+    limit = _name_max(folder) - len(".01234567.tmp")
+    while len(os.fsencode(stem)) > limit:
+        stem = stem[: max(1, min(len(stem) - 1, limit))]  # a str char is 1 to 4 bytes
     for _ in range(100):
-        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+        tmp = os.path.join(folder, f"{stem}.{secrets.token_hex(4)}.tmp")
         try:
             return os.open(tmp, _TEMP_FLAGS, mode), tmp
         except FileExistsError:
