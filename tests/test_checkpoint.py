@@ -25,6 +25,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import fastact.nn as N
 import fastact.optim as O
 import fastact.optim.checkpoint as C
 from fastact.optim import lr_scheduler as L
@@ -365,6 +366,8 @@ BAD_DOCS = {
     "order": _doc([_entry(order="K")], {"data": 0}),
     "F tensor": _doc([_entry(kind="tensor", order="F")], {"data": 0}),
     "flag on array": _doc([_entry(requires_grad=True)], {"data": 0}),
+    "parameter scalar": _doc([_entry("<f8", (), kind="scalar", parameter=True)], {"data": 0}),
+    "parameter bytes": _doc([_entry("|u1", (8,), kind="bytes", parameter=True)], {"data": 0}),
     "flag not bool": _doc([_entry(kind="tensor", requires_grad=1)], {"data": 0}),
     "grad on int": _doc([_entry("<i4", kind="tensor", requires_grad=True)], {"data": 0}),
     "grad on bool": _doc(
@@ -694,6 +697,23 @@ def test_an_object_stored_twice_loads_as_one(tmp_path):
     out = _round_trip({"a": a, "b": a, "t": [t, t], "x": [1], "y": [1]}, tmp_path)
     assert out["a"] is out["b"] and out["t"][0] is out["t"][1]
     assert out["x"] is not out["y"]
+
+
+def test_fastact_parameters_round_trip_as_parameters(tmp_path):
+    """Like torch.nn.Parameter (torch.save keeps the type): named_parameters() saves and
+    loads as fastact.nn.Parameter, without its .grad (torch stores none either)."""
+    model = N.Linear(3, 2, dtype=np.float64)
+    params = dict(model.named_parameters())
+    params["weight"].grad = np.ones((2, 3))
+    fortran = np.asfortranarray(np.arange(6.0, dtype=np.float32).reshape(2, 3)).view(N.Parameter)
+    obj = {**params, "tied": params["bias"], "f": fortran, "0-d": N.Parameter(2.5)}
+    out = _round_trip(obj, tmp_path)
+    assert all(type(out[k]) is N.Parameter and out[k].grad is None for k in obj)
+    assert out["tied"] is out["bias"] and out["f"].flags.f_contiguous
+    out["weight"].accumulate_grad(np.ones((2, 3)))  # a working parameter
+    opt = O.SGD([out["weight"]], lr=0.5)
+    opt.step([out["weight"].grad])
+    np.testing.assert_array_equal(out["weight"], params["weight"] - 0.5)
 
 
 def test_torch_module_state_dict_round_trips_with_its_metadata(tmp_path):

@@ -23,21 +23,22 @@ File layout (version 2, every integer little-endian)::
     offset S   D B    every entry's bytes in table order, each starting on a multiple of
                       64 (zeros between); the file ends at S + D exactly
 
-``entries`` is a table of arrays: ``{"kind": "ndarray"|"tensor"|"scalar"|"bytes",
-"dtype": "<f4", "shape": [64, 32]}`` (plus ``"order": "F"`` for Fortran-ordered arrays and
-``"requires_grad"``/``"parameter"`` for tensors); dtypes are NumPy's byte-order strings of the
-bool, int, uint, float and complex types, ``"bfloat16"`` (little-endian bits) or
-``">bfloat16"`` (big-endian bits, from a NumPy array of ``ml_dtypes.bfloat16`` in that byte
-order; fastact versions before it refuse such an entry). Offsets are not stored: they follow
-from the dtypes and shapes. In ``root`` a JSON string, bool, null,
-array (a Python list), finite float and int below 2**63 in magnitude stand for themselves;
-every other value is an object with one tag: ``{"tuple": [...]}``, ``{"dict": [[key, value],
-...]}`` (also ``"odict"``, ``"counter"``), ``{"int": "-1f..."}`` (hexadecimal),
-``{"float": "<16 hex digits>"}`` (the bits of a non-finite float), ``{"str": "<hex>"}`` (a
-str holding a surrogate code point, U+D800 to U+DFFF: its UTF-32-BE code units, 8 hex digits
-each; as a JSON string a high surrogate followed by a low one would load as one character)
-or ``{"data": i}`` (entry ``i``; one object per entry, so a tensor stored under two names
-loads as one tensor).
+``entries`` is a table of arrays: ``{"kind": "ndarray"|"tensor"|"scalar"|"bytes", "dtype":
+"<f4", "shape": [64, 32]}`` (plus ``"order": "F"`` for Fortran-ordered arrays and
+``"requires_grad"``/``"parameter"`` for tensors; ``"parameter"`` also for an ndarray that is a
+``fastact.nn.Parameter``, which fastact versions before it refuse); dtypes are NumPy's
+byte-order strings of the bool, int, uint, float and complex types, ``"bfloat16"``
+(little-endian bits) or ``">bfloat16"`` (big-endian bits, from a NumPy array of
+``ml_dtypes.bfloat16`` in that byte order; fastact versions before it refuse such an entry).
+Offsets are not stored: they follow from the dtypes and shapes. In ``root`` a JSON string,
+bool, null, array (a Python list), finite float and int below 2**63 in magnitude stand for
+themselves; every other value is an object with one tag: ``{"tuple": [...]}``, ``{"dict":
+[[key, value], ...]}`` (also ``"odict"``, ``"counter"``), ``{"int": "-1f..."}`` (hexadecimal),
+``{"float": "<16 hex digits>"}`` (the bits of a non-finite float), ``{"str": "<hex>"}`` (a str
+holding a surrogate code point, U+D800 to U+DFFF: its UTF-32-BE code units, 8 hex digits each;
+as a JSON string a high surrogate followed by a low one would load as one character) or
+``{"data": i}`` (entry ``i``; one object per entry, so a tensor stored under two names loads as
+one tensor).
 
 Loading validates before it allocates: the lengths against the file size, the header's
 size, digest and JSON nesting depth, then every entry's dtype and shape, whose sizes must
@@ -49,10 +50,11 @@ by its size (at most about 25 times MAX_HEADER_BYTES, for a header of nothing bu
 NumPy arrays come back as writable arrays in their saved dtype, shape, byte order and memory
 order (C or Fortran; other strides are stored C-contiguous); torch tensors come back as
 contiguous CPU tensors (``requires_grad`` and ``nn.Parameter`` kept) when torch is
-importable, else as NumPy arrays with a warning. A bfloat16 entry comes back as a
-torch.bfloat16 tensor, or a NumPy array of ``ml_dtypes.bfloat16`` if ml_dtypes is
-importable; without either it comes back as float32 (exactly the same numbers) with a
-warning.
+importable, else as NumPy arrays with a warning. A ``fastact.nn.Parameter`` comes back as
+one (its ``.grad`` is not stored, as torch stores no ``Parameter``'s ``.grad``). A bfloat16
+entry comes back as a torch.bfloat16 tensor, or a NumPy array of ``ml_dtypes.bfloat16`` if
+ml_dtypes is importable; without either it comes back as float32 (exactly the same numbers)
+with a warning.
 
 Tensors are stored from their little-endian CPU bytes (torch runs on little-endian machines);
 NumPy arrays keep their byte order on any machine.
@@ -135,8 +137,8 @@ _NATIVE_ORDER = "<" if sys.byteorder == "little" else ">"
 _GRAD_DTYPES = frozenset(["<f2", "<f4", "<f8", "bfloat16", "<c8", "<c16"])  # torch's rule
 _SUPPORTED = (
     "checkpoints hold dict, OrderedDict, Counter, list, tuple, str, int, float, bool, None, "
-    "bytes, NumPy arrays and scalars (bool, int, uint, float, complex, bfloat16) and torch "
-    "tensors"
+    "bytes, NumPy arrays and scalars (bool, int, uint, float, complex, bfloat16), "
+    "fastact.nn.Parameter and torch tensors"
 )
 
 
@@ -249,11 +251,13 @@ class _Encoder:
             self.entries.append(_Entry(record, obj, nbytes))
         return {"data": self.memo[id(obj)]}
 
-    def _ndarray(self, a: Any, shape: tuple, dtype: np.dtype) -> dict:
+    def _ndarray(self, a: Any, shape: tuple, dtype: np.dtype, parameter: bool = False) -> dict:
         name = self._dtype_name(dtype)
         if len(shape) > _MAX_NDIM:
             raise self.unsupported(f"an array of {len(shape)} dimensions (at most {_MAX_NDIM})")
         record: dict[str, Any] = {"kind": "ndarray", "dtype": name, "shape": list(shape)}
+        if parameter:
+            record["parameter"] = True
         if isinstance(a, np.ndarray):
             if a.ndim > 1 and a.flags.f_contiguous and not a.flags.c_contiguous:
                 record["order"] = "F"
@@ -315,6 +319,9 @@ class _Encoder:
         if not key:
             if t is np.ndarray or t is np.memmap:
                 return self._ndarray(obj, obj.shape, obj.dtype)
+            nn = sys.modules.get("fastact.nn")  # no array is a Parameter before it is imported
+            if nn is not None and t is nn.Parameter:
+                return self._ndarray(obj, obj.shape, obj.dtype, parameter=True)
             torch = self.torch
             if torch is not None and isinstance(obj, torch.Tensor):
                 return self._tensor(obj)
@@ -494,13 +501,13 @@ def save(obj: Any, path: str | os.PathLike) -> None:
     """Write ``obj`` to ``path`` atomically (temporary file, fsync, rename, fsync folder).
 
     ``obj``: dicts (``OrderedDict``, ``Counter``; keys str, int, float, bool, None, bytes,
-    NumPy scalars or tuples of these), lists, tuples, str, int, float, bool, None, bytes,
-    NumPy arrays and scalars, torch tensors (any device; stored from the CPU) — everything a
-    torch or fastact state dict holds. Anything else raises ``TypeError`` naming its path in
-    the structure (e.g. ``obj['state'][3]['foo']``) before any file is touched; so do
-    reference cycles and nesting deeper than :data:`MAX_DEPTH` (``ValueError``). An object
-    stored under several names (the same array or tensor) is written once and loads as one
-    object; containers stored twice load as two copies.
+    NumPy scalars or tuples of these), lists, tuples, str, int, float, bool, None, bytes, NumPy
+    arrays and scalars, ``fastact.nn.Parameter`` (loads as one), torch tensors (any device;
+    stored from the CPU) — everything a torch or fastact state dict holds. Anything else raises
+    ``TypeError`` naming its path in the structure (e.g. ``obj['state'][3]['foo']``) before any
+    file is touched; so do reference cycles and nesting deeper than :data:`MAX_DEPTH`
+    (``ValueError``). An object stored under several names (the same array or tensor) is
+    written once and loads as one object; containers stored twice load as two copies.
 
     A symlink ``path`` is written through, as ``open(path, "wb")`` and ``torch.save`` do: the
     file it points to is replaced (the temporary file is made beside it) and the link stays;
@@ -642,8 +649,10 @@ class _Plan:
             raise ValueError(f"{where} has an invalid order {_short(self.order)}")
         if type(self.requires_grad) is not bool or type(self.parameter) is not bool:
             raise ValueError(f"{where} has non-bool flags")
-        if (self.requires_grad or self.parameter) and self.kind != "tensor":
-            raise ValueError(f"{where}: only tensors have requires_grad/parameter")
+        if self.requires_grad and self.kind != "tensor":
+            raise ValueError(f"{where}: only tensors have requires_grad")
+        if self.parameter and self.kind not in ("tensor", "ndarray"):
+            raise ValueError(f"{where}: only tensors and arrays are parameters")
         if self.kind == "tensor" and self.dtype not in _TORCH_NAMES:
             raise ValueError(f"{where}: a tensor cannot have dtype {self.dtype!r}")
         if self.requires_grad and self.dtype not in _GRAD_DTYPES:  # torch would raise later
@@ -813,7 +822,12 @@ def _allocate(p: _Plan, torch: Any, ml_dtypes: Any) -> tuple[Any, memoryview]:
                 dtype = dtype.newbyteorder(order)
     else:
         dtype = np.dtype(p.dtype)
-    a = np.empty(p.shape, dtype, order=p.order)
+    if p.parameter and p.kind == "ndarray":  # a fastact.nn.Parameter, owning its memory
+        from fastact.nn import Parameter
+
+        a = np.ndarray.__new__(Parameter, p.shape, dtype, order=p.order)
+    else:
+        a = np.empty(p.shape, dtype, order=p.order)
     return a, memoryview(_byte_view(a))
 
 
