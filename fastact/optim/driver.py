@@ -565,23 +565,58 @@ def saved_blocks(state: Any) -> list:
     return out
 
 
+def saved_block_size(state: Any, group: dict, gi: int, k0: int) -> int | None:
+    """The block size the 8-bit codes of ``group``'s parameters (``params[k0]`` on) were
+    written in, which ``state_dict`` saves as the group's ``block_size`` (a block_size
+    changed in place since, not yet refused by a step, would decode the codes in the wrong
+    blocks): None when none of them holds recorded codes. ValueError when two of them hold
+    codes in different blocks (one block_size cannot describe both)."""
+    rec = getattr(state, "_q8_blocks", None)
+    if not rec:
+        return None
+    found = None
+    for j, p in enumerate(group["params"]):
+        old = rec.get(id(p))
+        if old is None or old[0]() is not p or not holds_codes(state.get(p)):
+            continue
+        if found is None:
+            found = (old[1], j)
+        elif found[0] != old[1]:
+            raise ValueError(
+                f"params[{k0 + found[1]}] holds 8-bit state quantized in blocks of {found[0]} "
+                f"and params[{k0 + j}] in blocks of {old[1]}, but param_groups[{gi}] saves one "
+                f"block_size: move the parameters back to groups of their block sizes, or "
+                "start their state afresh"
+            )
+    return None if found is None else found[0]
+
+
 def restore_blocks(state: Any, pairs: Any) -> None:
     state._q8_blocks = {id(p): (weakref.ref(p), b) for p, b in pairs}
+
+
+def holds_codes(st: Any) -> bool:
+    """Whether a parameter's state ``st`` holds 8-bit codes (block scales beside them)."""
+    return bool(st) and any(str(k).endswith(SCALE_SUFFIX) for k in st)
 
 
 def _recorded_blocks(cache: GroupCache, state: Any, layouts: list, k0: int) -> None:
     """ValueError when a parameter's 8-bit state was written in blocks other than its new
     layout's; else record the layout's block size for the parameters that hold 8-bit state
-    (or will: a fresh 8-bit layout)."""
+    (or will: a fresh 8-bit layout). A parameter that holds 8-bit codes keeps its record
+    under a layout that is not 8-bit (the step then refuses the codes' dtype; the record
+    still knows their blocks when the options are set back, so a refused step forgets
+    nothing)."""
     rec = block_records(state)
     for j, (e, lay) in enumerate(zip(cache.entries, layouts, strict=True)):
         p = e.obj
-        if not lay.q8:
-            rec.pop(id(p), None)
-            continue
         old = rec.get(id(p))
-        st = state.get(p) if old is not None and old[0]() is p else None
-        if st and old[1] != lay.block and any(str(k).endswith(SCALE_SUFFIX) for k in st):
+        live = old is not None and old[0]() is p
+        if not lay.q8:
+            if not (live and holds_codes(state.get(p))):
+                rec.pop(id(p), None)
+            continue
+        if live and old[1] != lay.block and holds_codes(state.get(p)):
             raise ValueError(
                 f"block_size changed from {old[1]} to {lay.block} while params[{k0 + j}] "
                 f"holds 8-bit state quantized in blocks of {old[1]}: set it back, or start "

@@ -451,8 +451,12 @@ class Optimizer:
         of the state (torch tensors for torch parameters, loadable by torch.optim)."""
         mapping: dict[int, int] = {}
         groups = []
-        for group in self.param_groups:
+        for gi, group in enumerate(self.param_groups):
             packed = {k: copy.deepcopy(v) for k, v in group.items() if k != "params"}
+            if "block_size" in packed:  # the block size the 8-bit codes were written in
+                block = driver.saved_block_size(self.state, group, gi, len(mapping))
+                if block is not None:
+                    packed["block_size"] = block
             for p in group["params"]:
                 mapping.setdefault(id(p), len(mapping))
             packed["params"] = [mapping[id(p)] for p in group["params"]]

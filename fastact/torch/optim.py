@@ -405,13 +405,24 @@ class Optimizer(torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         """torch's ``state_dict`` (references to the state tensors, step counts included),
         each parameter's state a plain dict, so that ``torch.load(weights_only=True)``
-        reads a saved one."""
+        reads a saved one. A group's ``block_size`` is the one its 8-bit codes were written
+        in (a block_size changed in place since, not yet refused by a step, is not saved
+        beside codes of the old blocks)."""
+        blocks, k0 = [], 0
+        for gi, group in enumerate(self.param_groups):
+            blocks.append(driver.saved_block_size(self.state, group, gi, k0))
+            k0 += len(group["params"])
         sd = super().state_dict()
         state = sd.get("state") if isinstance(sd, dict) else None
         if isinstance(state, dict):
             sd["state"] = {
                 k: dict(v) if isinstance(v, driver.ParamState) else v for k, v in state.items()
             }
+        packed = sd.get("param_groups") if isinstance(sd, dict) else None
+        if isinstance(packed, list) and len(packed) == len(blocks):
+            for g, block in zip(packed, blocks, strict=True):
+                if block is not None and isinstance(g, dict) and "block_size" in g:
+                    g["block_size"] = block
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
