@@ -364,7 +364,7 @@ BAD_DOCS = {
     "unknown kind": _doc([_entry(kind="pickle")], {"data": 0}),
     "unknown entry key": _doc([_entry(module="os")], {"data": 0}),
     "order": _doc([_entry(order="K")], {"data": 0}),
-    "F tensor": _doc([_entry(kind="tensor", order="F")], {"data": 0}),
+    "F bytes": _doc([_entry("|u1", kind="bytes", order="F")], {"data": 0}),
     "flag on array": _doc([_entry(requires_grad=True)], {"data": 0}),
     "parameter scalar": _doc([_entry("<f8", (), kind="scalar", parameter=True)], {"data": 0}),
     "parameter bytes": _doc([_entry("|u1", (8,), kind="bytes", parameter=True)], {"data": 0}),

@@ -522,10 +522,13 @@ def load_param_state(
     With ``layout`` (the parameter's state storage) and ``rows`` (state key -> the row's
     code is signed), the state rows are converted to that storage: float arrays (any float
     dtype, bfloat16 included) are cast or rounded, or quantized block-wise for 8-bit
-    storage; 8-bit codes with their ``<key>_f8absmax`` scales are copied (same block size)
-    or decoded for float storage, in blocks of ``code_block`` (the loaded group's own
-    block_size, which the scales must fit; 0, none given: inferred from their number, a
-    power of two first). Codes with ``<key>_absmax`` scales (fastact's earlier
+    storage; 8-bit codes with their ``<key>_f8absmax`` scales are copied (same block size
+    and memory order as ``p``'s) or decoded (then requantized for 8-bit storage), in blocks
+    of ``code_block`` (the loaded group's own block_size, which the scales must fit; 0, none
+    given: inferred from their number, a power of two first) over the codes' own memory
+    order: the order of the parameter they were written for, which ``state_dict`` keeps
+    (a Fortran-ordered parameter's codes are Fortran-ordered, as torch's state tensors keep
+    their parameter's strides). Codes with ``<key>_absmax`` scales (fastact's earlier
     8-bit code) are refused: their bytes mean other values."""
     if not isinstance(value, dict):
         raise TypeError(f"{name} must be a dict, got {type(value).__name__}")
@@ -533,6 +536,7 @@ def load_param_state(
     rows = rows or {}
     torch_param = is_tensor(p)
     order = "C" if e.c else "F"
+    walk = _walk(e.shape, range(len(e.shape)) if e.c else range(len(e.shape) - 1, -1, -1))
     out: dict = {}
     staged: dict = {}
     for key, v in value.items():
@@ -591,14 +595,18 @@ def load_param_state(
                     f"{slabel} holds {s.size} block scales, which do not fit {e.size} elements"
                     + (f" in blocks of {code_block} (the group's block_size)" if code_block else "")
                 )
-            if layout.q8 and layout.block == block:
+            # the blocks run over the codes in their own memory order (the order of the
+            # parameter they were written for: state_dict keeps it, as torch's state dicts
+            # keep their tensors' strides)
+            axes = _memory_axes(a)
+            if layout.q8 and layout.block == block and _walk(a.shape, axes) == walk:
                 out[key] = _stored(a, CODES, False, e.shape, order, torch_param)
                 out[sk] = _stored(s, F32, False, s.shape, "C", torch_param)
                 continue
-            flat = np.ascontiguousarray(a).reshape(-1, order=order)
+            flat = np.ascontiguousarray(np.transpose(a, axes).reshape(-1))
             vals = np.empty(flat.size, np.float32)
             dequantize_blocks(flat, np.ascontiguousarray(s), block, signed, vals)
-            vals = vals.reshape(e.shape, order=order)
+            vals = vals.reshape([a.shape[i] for i in axes]).transpose(np.argsort(axes))
         elif a.dtype.kind == "f" or bf16:
             vals = a if (a.dtype.kind == "f" and layout.native and not e.bf16) else None
             if vals is None:
@@ -621,6 +629,18 @@ def load_param_state(
             bf = layout.state == BF16
             out[key] = _stored(vals, layout.state, bf, e.shape, order, torch_param)
     return out
+
+
+def _memory_axes(a: np.ndarray) -> list[int]:
+    """The axes of ``a`` from the outermost in memory to the innermost (by stride; stable:
+    a C-contiguous array gives 0, 1, ..., a Fortran-contiguous one the reverse)."""
+    return sorted(range(a.ndim), key=lambda i: -abs(a.strides[i]))
+
+
+def _walk(shape: tuple, axes: Any) -> tuple:
+    """The axes of length above 1 in the order ``axes`` walks them: two arrays of one shape
+    enumerate their elements in the same order when their walks are equal."""
+    return tuple(i for i in axes if shape[i] > 1)
 
 
 def _block_of(size: int, n_blocks: int, hint: int) -> int:

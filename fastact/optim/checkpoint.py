@@ -24,15 +24,15 @@ File layout (version 2, every integer little-endian)::
                       64 (zeros between); the file ends at S + D exactly
 
 ``entries`` is a table of arrays: ``{"kind": "ndarray"|"tensor"|"scalar"|"bytes", "dtype":
-"<f4", "shape": [64, 32]}`` (plus ``"order": "F"`` for Fortran-ordered arrays and
+"<f4", "shape": [64, 32]}`` (plus ``"order": "F"`` for Fortran-ordered arrays and tensors,
 ``"requires_grad"``/``"parameter"`` for tensors; ``"parameter"`` also for an ndarray that is a
-``fastact.nn.Parameter``, which fastact versions before it refuse); dtypes are NumPy's
-byte-order strings of the bool, int, uint, float and complex types, ``"bfloat16"``
-(little-endian bits) or ``">bfloat16"`` (big-endian bits, from a NumPy array of
-``ml_dtypes.bfloat16`` in that byte order; fastact versions before it refuse such an entry).
-Offsets are not stored: they follow from the dtypes and shapes. In ``root`` a JSON string,
-bool, null, array (a Python list), finite float and int below 2**63 in magnitude stand for
-themselves; every other value is an object with one tag: ``{"tuple": [...]}``, ``{"dict":
+``fastact.nn.Parameter``, which fastact versions before it refuse, as they refuse a tensor's
+``"order"``); dtypes are NumPy's byte-order strings of the bool, int, uint, float and complex
+types, ``"bfloat16"`` (little-endian bits) or ``">bfloat16"`` (big-endian bits, from a NumPy
+array of ``ml_dtypes.bfloat16`` in that byte order; fastact versions before it refuse such an
+entry). Offsets are not stored: they follow from the dtypes and shapes. In ``root`` a JSON
+string, bool, null, array (a Python list), finite float and int below 2**63 in magnitude stand
+for themselves; every other value is an object with one tag: ``{"tuple": [...]}``, ``{"dict":
 [[key, value], ...]}`` (also ``"odict"``, ``"counter"``), ``{"int": "-1f..."}`` (hexadecimal),
 ``{"float": "<16 hex digits>"}`` (the bits of a non-finite float), ``{"str": "<hex>"}`` (a str
 holding a surrogate code point, U+D800 to U+DFFF: its UTF-32-BE code units, 8 hex digits each;
@@ -48,13 +48,14 @@ only after both digests match. Besides the arrays, parsing the header takes memo
 by its size (at most about 25 times MAX_HEADER_BYTES, for a header of nothing but ``[]``).
 
 NumPy arrays come back as writable arrays in their saved dtype, shape, byte order and memory
-order (C or Fortran; other strides are stored C-contiguous); torch tensors come back as
-contiguous CPU tensors (``requires_grad`` and ``nn.Parameter`` kept) when torch is
-importable, else as NumPy arrays with a warning. A ``fastact.nn.Parameter`` comes back as
-one (its ``.grad`` is not stored, as torch stores no ``Parameter``'s ``.grad``). A bfloat16
-entry comes back as a torch.bfloat16 tensor, or a NumPy array of ``ml_dtypes.bfloat16`` if
-ml_dtypes is importable; without either it comes back as float32 (exactly the same numbers)
-with a warning.
+order (C or Fortran; other strides are stored C-contiguous); torch tensors come back as CPU
+tensors in their memory order too (``requires_grad`` and ``nn.Parameter`` kept) when torch is
+importable, else as NumPy arrays with a warning. (The order can carry meaning: an 8-bit
+optimizer state's codes are blockwise in theirs.) A ``fastact.nn.Parameter`` comes back as one
+(its ``.grad`` is not stored, as torch stores no ``Parameter``'s ``.grad``). A bfloat16 entry
+comes back as a torch.bfloat16 tensor, or a NumPy array of ``ml_dtypes.bfloat16`` if ml_dtypes
+is importable; without either it comes back as float32 (exactly the same numbers) with a
+warning.
 
 Tensors are stored from their little-endian CPU bytes (torch runs on little-endian machines);
 NumPy arrays keep their byte order on any machine.
@@ -200,8 +201,10 @@ class _Entry:
             t = src.detach()
             if t.device.type != "cpu":
                 t = t.cpu()
-            t = t.resolve_conj().resolve_neg().contiguous()
-            t = t.reshape(-1)
+            t = t.resolve_conj().resolve_neg()
+            if self.record.get("order") == "F":  # its transpose is C-contiguous
+                t = t.permute(*range(t.dim() - 1, -1, -1))
+            t = t.contiguous().reshape(-1)
             if t.numel() == 0:
                 return np.empty(0, np.uint8)
             return t.view(_torch_if_loaded().uint8).numpy()
@@ -278,6 +281,9 @@ class _Encoder:
         if t.dim() > _MAX_NDIM:
             raise self.unsupported(f"a tensor of {t.dim()} dimensions (at most {_MAX_NDIM})")
         record: dict[str, Any] = {"kind": "tensor", "dtype": dtype, "shape": list(t.shape)}
+        if t.dim() > 1 and not t.is_contiguous():
+            if t.permute(*range(t.dim() - 1, -1, -1)).is_contiguous():
+                record["order"] = "F"  # Fortran-contiguous (a transposed matrix): kept
         if t.requires_grad:
             record["requires_grad"] = True
         if type(t) is torch.nn.Parameter:
@@ -645,7 +651,7 @@ class _Plan:
         ):
             raise ValueError(f"{where} has an invalid shape {_short(shape)}")
         self.shape = tuple(shape)
-        if self.order not in ("C", "F") or (self.order == "F" and self.kind != "ndarray"):
+        if self.order not in ("C", "F") or (self.order == "F" and self.kind in ("scalar", "bytes")):
             raise ValueError(f"{where} has an invalid order {_short(self.order)}")
         if type(self.requires_grad) is not bool or type(self.parameter) is not bool:
             raise ValueError(f"{where} has non-bool flags")
@@ -808,8 +814,16 @@ class _Loader:
 def _allocate(p: _Plan, torch: Any, ml_dtypes: Any) -> tuple[Any, memoryview]:
     """An uninitialised object for entry ``p`` and a writable byte view of its memory."""
     if p.kind == "tensor" and torch is not None:
-        t = torch.empty(p.shape, dtype=getattr(torch, _TORCH_NAMES[p.dtype]))
-        flat = t.reshape(-1)
+        dtype = getattr(torch, _TORCH_NAMES[p.dtype])
+        if p.order == "F":  # Fortran strides; its transpose is C-contiguous over its memory
+            strides = [1]
+            for n in p.shape[:-1]:
+                strides.append(strides[-1] * max(n, 1))
+            t = torch.empty_strided(p.shape, strides, dtype=dtype)
+            flat = t.permute(*range(t.dim() - 1, -1, -1)).reshape(-1)
+        else:
+            t = torch.empty(p.shape, dtype=dtype)
+            flat = t.reshape(-1)
         buf = flat.view(torch.uint8).numpy() if flat.numel() else np.empty(0, np.uint8)
         return t, memoryview(buf)
     if p.dtype in _BFLOAT16_ORDER:
