@@ -37,6 +37,7 @@ import numpy as np
 
 from fastact import activations as F
 from fastact import losses as L
+from fastact._core.arrays import Parameter
 
 __all__ = [
     "Parameter",
@@ -57,44 +58,6 @@ __all__ = [
 ]
 
 _P = inspect.Parameter
-
-
-class Parameter(np.ndarray):
-    """A float array that carries its gradient in ``.grad`` (None until a backward pass).
-
-    torch: ``torch.nn.Parameter``. Optimizers update it in place; ``np.asarray(p)`` gives a
-    plain ndarray view of the same memory."""
-
-    grad: np.ndarray | None
-
-    def __new__(cls, data: Any, dtype: Any = None) -> Parameter:
-        arr = np.array(data, dtype=dtype, copy=True, order="C")  # 0-d stays 0-d
-        if arr.dtype not in (np.float32, np.float64):
-            arr = arr.astype(np.float32)
-        obj = arr.view(cls)
-        obj.grad = None
-        return obj
-
-    def __array_finalize__(self, obj: Any) -> None:
-        self.grad = None
-
-    def __reduce__(self):
-        return (Parameter, (np.asarray(self),))
-
-    def __repr__(self) -> str:
-        return "Parameter(" + repr(np.asarray(self))[6:]
-
-    def accumulate_grad(self, g: Any) -> None:
-        """``grad += g`` (``grad = g`` when there is none yet), like torch's autograd."""
-        g = np.asarray(g, dtype=self.dtype)
-        if g.shape != self.shape:
-            if g.size != self.size:
-                raise ValueError(f"gradient of shape {g.shape} for a parameter of {self.shape}")
-            g = g.reshape(self.shape)
-        if self.grad is None:
-            self.grad = np.array(g, dtype=self.dtype, order="C", copy=True)
-        else:
-            self.grad += g
 
 
 class _IncompatibleKeys(NamedTuple):

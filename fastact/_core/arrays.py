@@ -301,3 +301,46 @@ def torch_dtype(dtype: np.dtype) -> Any:
     return {np.float64: torch.float64, np.float32: torch.float32}.get(
         np.dtype(dtype).type, torch.float16
     )
+
+
+class Parameter(np.ndarray):
+    """A float array that carries its gradient in ``.grad`` (None until a backward pass).
+
+    torch: ``torch.nn.Parameter``. Optimizers update it in place; ``np.asarray(p)`` gives a
+    plain ndarray view of the same memory."""
+
+    grad: np.ndarray | None
+
+    def __new__(cls, data: Any, dtype: Any = None) -> Parameter:
+        arr = np.array(data, dtype=dtype, copy=True, order="C")  # 0-d stays 0-d
+        if arr.dtype not in (np.float32, np.float64):
+            arr = arr.astype(np.float32)
+        obj = arr.view(cls)
+        obj.grad = None
+        return obj
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self.grad = None
+
+    def __reduce__(self):
+        return (Parameter, (np.asarray(self),))
+
+    def __repr__(self) -> str:
+        return "Parameter(" + repr(np.asarray(self))[6:]
+
+    def accumulate_grad(self, g: Any) -> None:
+        """``grad += g`` (``grad = g`` when there is none yet), like torch's autograd."""
+        g = np.asarray(g, dtype=self.dtype)
+        if g.shape != self.shape:
+            if g.size != self.size:
+                raise ValueError(f"gradient of shape {g.shape} for a parameter of {self.shape}")
+            g = g.reshape(self.shape)
+        if self.grad is None:
+            self.grad = np.array(g, dtype=self.dtype, order="C", copy=True)
+        else:
+            self.grad += g
+
+
+#: public as ``fastact.nn.Parameter`` (its name there, for pickles and reprs); defined in this
+#: layer so that the checkpoint format (fastact.optim) can recognise one
+Parameter.__module__ = "fastact.nn"

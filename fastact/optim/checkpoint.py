@@ -83,6 +83,8 @@ from typing import Any
 
 import numpy as np
 
+from fastact._core.arrays import Parameter
+
 __all__ = ["save", "load", "MAX_HEADER_BYTES", "MAX_DEPTH"]
 
 MAX_HEADER_BYTES = 16 << 20
@@ -325,8 +327,7 @@ class _Encoder:
         if not key:
             if t is np.ndarray or t is np.memmap:
                 return self._ndarray(obj, obj.shape, obj.dtype)
-            nn = sys.modules.get("fastact.nn")  # no array is a Parameter before it is imported
-            if nn is not None and t is nn.Parameter:
+            if t is Parameter:  # fastact.nn.Parameter
                 return self._ndarray(obj, obj.shape, obj.dtype, parameter=True)
             torch = self.torch
             if torch is not None and isinstance(obj, torch.Tensor):
@@ -837,8 +838,6 @@ def _allocate(p: _Plan, torch: Any, ml_dtypes: Any) -> tuple[Any, memoryview]:
     else:
         dtype = np.dtype(p.dtype)
     if p.parameter and p.kind == "ndarray":  # a fastact.nn.Parameter, owning its memory
-        from fastact.nn import Parameter
-
         a = np.ndarray.__new__(Parameter, p.shape, dtype, order=p.order)
     else:
         a = np.empty(p.shape, dtype, order=p.order)
