@@ -236,3 +236,57 @@ def test_info_reports_the_layer_and_the_tbb_file(tmp_path):
     real_prefix = os.path.realpath(sys.prefix) + os.sep
     assert os.path.realpath(tbb).startswith(real_prefix), tbb
     assert rows["forked_children"].startswith("parallel")
+
+
+_OMP_FORK_SCRIPT = """
+import multiprocessing as mp
+import os
+import sys
+
+try:
+    from numba.np.ufunc import omppool  # noqa: F401
+except ImportError as e:
+    print("NO_OMP", e)
+    sys.exit(0)
+import numba
+import numpy as np
+
+if sys.argv[1] == "before":
+    import torch
+os.environ["FASTACT_TORCH_POOL"] = "never"  # the kernel runs on numba's layer
+import fastact
+
+x = np.linspace(-3, 3, {big}, dtype=np.float32)
+fastact.silu(x)  # a parallel kernel starts numba's OpenMP layer
+assert numba.threading_layer() == "omp", numba.threading_layer()
+
+
+def child():
+    import torch
+
+    y = torch.tanh(torch.from_numpy(x))  # large enough for torch's parallel loop
+    print("CHILD", torch.get_num_threads(), float(y.sum()), flush=True)
+
+
+if __name__ == "__main__":
+    p = mp.get_context("fork").Process(target=child)
+    p.start()
+    p.join(60)
+    if p.is_alive():
+        p.kill()
+        print("HUNG")
+    print("EXIT", p.exitcode)
+"""
+
+
+@pytest.mark.parametrize("torch_imported", ["before", "in-the-child"])
+def test_torch_ops_in_a_child_forked_from_numbas_omp_layer(tmp_path, torch_imported):
+    """A child forked after the parent ran numba's OpenMP layer (GNU OpenMP, torch's runtime
+    too) runs torch's parallel operators on one thread; they waited forever on the parent's
+    pool, torch imported before the fork or in the child."""
+    r = run(_OMP_FORK_SCRIPT.format(big=max(BIG, 400_000)), tmp_path, torch_imported, layer="omp")
+    if "NO_OMP" in r.stdout:
+        pytest.skip(f"numba's OpenMP layer cannot load here ({r.stdout.split('NO_OMP')[1]})")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "HUNG" not in r.stdout, r.stdout + r.stderr
+    assert "CHILD 1 " in r.stdout and "EXIT 0" in r.stdout, r.stdout + r.stderr

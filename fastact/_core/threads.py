@@ -14,8 +14,10 @@ forked children that never die, and the one serial/parallel decision of every ke
 * **Forked children.** GNU OpenMP's thread pool does not survive ``fork``: numba terminates a
   child forked after the parent used its OpenMP layer at the child's first parallel launch
   ("fork() called from a process already using GNU OpenMP"). An at-fork hook marks such a
-  child, and every fastact kernel in it then runs on the calling thread. TBB and workqueue
-  children run parallel kernels as usual (numba restarts those pools after a fork).
+  child, and every fastact kernel in it then runs on the calling thread; torch's parallel
+  operators there run on one thread too (they waited forever on the parent's GNU OpenMP pool).
+  TBB and workqueue children run parallel kernels as usual (numba restarts those pools after a
+  fork).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "forked_serial",
     "load_tbb",
     "num_threads",
+    "omp_layer_started",
     "parallel_by_size",
     "report",
     "use_parallel",
@@ -110,10 +113,36 @@ def load_tbb() -> str | None:
     return _tbb_path
 
 
+def omp_layer_started() -> bool:
+    """Whether numba's OpenMP layer has started in this process (in a forked child: in its
+    parent before the fork; the child inherits numba's record of it)."""
+    return bool(_numba_parallel._is_initialized) and _numba_parallel._threading_layer == "omp"
+
+
+def _gomp_libraries() -> list[str]:
+    """The GNU OpenMP libraries mapped in this process (Linux; e.g. the system's, torch's)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.rstrip("\n").split(maxsplit=5)[-1] for line in f}
+    except OSError:
+        return []
+    return sorted(p for p in paths if os.path.basename(p).startswith("libgomp"))
+
+
 def _after_fork_in_child() -> None:
+    """A child forked after its parent started numba's OpenMP layer: fastact's kernels run
+    serially there (:func:`forked_serial`), and GNU OpenMP's thread count is set to one, so
+    that a library imported after the fork (torch) runs its parallel operators on the calling
+    thread: they waited forever on the parent's pool, which does not survive ``fork`` (torch
+    imported before the fork: :mod:`fastact._core.torch_pool` sets its thread count)."""
     global _forked_serial
-    if _numba_parallel._is_initialized and _numba_parallel._threading_layer == "omp":
+    if omp_layer_started():
         _forked_serial = True
+        for path in _gomp_libraries():
+            try:
+                ctypes.CDLL(path).omp_set_num_threads(1)
+            except (OSError, AttributeError):
+                pass
 
 
 def forked_serial() -> bool:

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from fastact._core.jit import address
-from fastact._core.threads import num_threads
+from fastact._core.threads import num_threads, omp_layer_started
 
 __all__ = [
     "MODES",
@@ -520,12 +520,13 @@ def report() -> dict:
 def _after_fork_in_child() -> None:
     """A forked child: fastact's kernels run on numba's layer here. If fastact started
     torch's OpenMP pool in the parent (also for NumPy arrays, with no torch op of the user's
-    own), the child's own parallel torch ops would wait forever on the parent's pool (GNU
-    OpenMP does not survive ``fork``): torch runs them on one thread in the child, as it does
-    in its DataLoader workers."""
+    own), or the parent ran numba's OpenMP layer (GNU OpenMP, shared with torch), the child's
+    own parallel torch ops would wait forever on the parent's pool (GNU OpenMP does not
+    survive ``fork``): torch runs them on one thread in the child, as it does in its
+    DataLoader workers."""
     global _in_forked_child
     _in_forked_child = True
-    if _state.get("started") and "torch" in sys.modules:
+    if (_state.get("started") or omp_layer_started()) and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(1)
 
 
