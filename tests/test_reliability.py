@@ -6,6 +6,7 @@ test instead of blocking the suite). Sizes are kept small: the CI machine has fe
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import subprocess
@@ -14,6 +15,7 @@ import textwrap
 import threading
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 
@@ -298,6 +300,98 @@ def test_cache_folder_changes_with_source(monkeypatch, tmp_path):
     monkeypatch.setattr(fj, "_FINGERPRINT", fj._fingerprint() + "x")
     assert fj.cache_dir() != before
     assert fj._fingerprint() == before.name.split("-")[-1]  # deterministic
+
+
+# Two processes saving different signatures of one kernel into one cache folder: numba's
+# index/data files through fastact's cache class, the file operations interleaved one by one
+# in every order (threads stand in for the processes; each has its own cache-file object).
+_BASE = "kernels.sigmoid_forward-12.py311"
+_MAGIC = ("x86_64-unknown-linux-gnu", "skylake-avx512", "+avx512f")
+_K32 = ((numba.float32[::1],), _MAGIC, ("code-hash", "closure-hash"))
+_K64 = ((numba.float64[::1],), _MAGIC, ("code-hash", "closure-hash"))
+_SAVES = [(_K32, ("float32 code",)), (_K64, ("float64 code",))]
+_FILE_OPS = ("_load_index", "_save_index", "_save_data")
+
+
+def _interleaved_saves(folder: Path, schedule: tuple) -> None:
+    """``save`` of each entry of ``_SAVES`` on its own thread, their file operations run one at
+    a time in the order ``schedule`` gives (save numbers; a finished save's number is skipped,
+    and what is left runs to the end afterwards)."""
+    n = len(_SAVES)
+    go = [threading.Semaphore(0) for _ in range(n)]
+    paused = [threading.Semaphore(0) for _ in range(n)]
+    done = [False] * n
+
+    def stepped(i, op):
+        def run(*args):
+            paused[i].release()
+            go[i].acquire()
+            return op(*args)
+
+        return run
+
+    def work(i, cache_file, key, data):
+        try:
+            cache_file.save(key, data)
+        finally:
+            done[i] = True
+            paused[i].release()
+
+    threads = []
+    for i, (key, data) in enumerate(_SAVES):
+        cache_file = fj._SafeIndexDataCacheFile(str(folder), _BASE, "stamp")
+        for name in _FILE_OPS:
+            setattr(cache_file, name, stepped(i, getattr(cache_file, name)))
+        threads.append(threading.Thread(target=work, args=(i, cache_file, key, data)))
+        threads[-1].start()
+        paused[i].acquire()  # waiting before its first file operation
+    for i in list(schedule) + [i for i in range(n) for _ in range(10)]:
+        if not done[i]:
+            go[i].release()
+            paused[i].acquire()
+    for t in threads:
+        t.join(10)
+    assert all(done)
+
+
+def test_concurrent_saves_of_two_signatures_keep_each_ones_code(tmp_path):
+    """Every interleaving of two saves leaves each signature loading its own code. Numba's
+    files took the first free data file number: the order A reads the index, B reads it, A
+    writes it, B writes it, B writes data 1, A writes data 1 left the index naming float64's
+    code in a file holding float32's, which every later process loaded and failed on ("can't
+    unbox array")."""
+    wrong, lost = [], []
+    for k, schedule in enumerate(itertools.product(range(2), repeat=6)):
+        folder = tmp_path / f"s{k}"
+        folder.mkdir()
+        _interleaved_saves(folder, schedule)
+        fresh = fj._SafeIndexDataCacheFile(str(folder), _BASE, "stamp")  # a later process
+        for key, data in _SAVES:
+            got = fresh.load(key)
+            if got is None:
+                lost.append((schedule, key[0]))  # a cache miss: compiled again
+            elif got != data:
+                wrong.append((schedule, key[0], got))
+    assert not wrong
+    assert not lost  # the index entry one process's write dropped: found by the key's name
+
+
+def test_cache_data_file_of_another_signature_is_a_miss(tmp_path):
+    """A data file holding another signature's code (what an interleaving of two processes'
+    writes could leave) is a cache miss: recompiled, not handed to the process."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    fa = fj._SafeIndexDataCacheFile(str(a), _BASE, "stamp")
+    fb = fj._SafeIndexDataCacheFile(str(b), _BASE, "stamp")
+    fa.save(*_SAVES[0])
+    fb.save(*_SAVES[1])
+    assert fb.load(_K64) == _SAVES[1][1]
+    target = b / fb._load_index()[_K64]
+    target.write_bytes((a / fa._load_index()[_K32]).read_bytes())
+    assert fb.load(_K64) is None
+    fb.save(*_SAVES[1])  # the recompiled code replaces it
+    assert fb.load(_K64) == _SAVES[1][1]
 
 
 # ---------------------------------------------------------------------------- optimizer safety

@@ -13,7 +13,9 @@ stale kernel. If no folder is writable, kernels are compiled in memory and one w
 issued. A truncated or corrupted cache file (index ``.nbi`` or data ``.nbc``) is treated as a
 cache miss: the kernel is recompiled and the file rewritten (numba itself would raise).
 Numba writes cache files to a temporary name and renames them, so processes compiling into
-one folder at once never see half-written files.
+one folder at once never see half-written files; each data file is named after (and holds)
+its signature's index key, so two processes saving different signatures of one function at
+once never take one file name (see :class:`_SafeIndexDataCacheFile`).
 """
 
 from __future__ import annotations
@@ -158,8 +160,9 @@ if _FastactCacheLocator not in caching.CacheImpl._locator_classes:
     caching.CacheImpl._locator_classes.insert(0, _FastactCacheLocator)
 
 
-#: The first bytes of a data file: a tag and a BLAKE2b digest of the pickle that follows.
-_DATA_TAG = b"fastact-nbc-1\n"
+#: The first bytes of a data file: a tag and a BLAKE2b digest of the pickle that follows (the
+#: pickle of the pair ``(index key, data)``; files of tag 1 held the data alone).
+_DATA_TAG = b"fastact-nbc-2\n"
 _DIGEST = 16
 
 
@@ -168,10 +171,45 @@ def _digest(payload: bytes) -> bytes:
 
 
 class _SafeIndexDataCacheFile(caching.IndexDataCacheFile):
-    """Numba's index/data files, with unreadable files treated as missing. A data file
-    carries a digest of its pickle, checked before numba hands the object code to LLVM:
-    damage inside the code that leaves the pickle readable (a bit flip, a torn write) made
-    LLVM abort the process, on every later run."""
+    """Numba's index/data files, with unreadable files treated as missing, and safe for
+    processes that compile different signatures of one function into one folder at once.
+
+    * A data file carries a digest of its pickle, checked before numba hands the object code
+      to LLVM: damage inside the code that leaves the pickle readable (a bit flip, a torn
+      write) made LLVM abort the process, on every later run.
+    * A data file is named after a hash of its index key (numba takes the first free number:
+      two processes saving different signatures, each from the index it read before the
+      other's entry landed, both wrote ``.1.nbc``, and the index could name one signature's
+      file holding the other's code, which failed in every later process), and it holds the
+      key: data saved for another key is a cache miss (recompiled, the file rewritten).
+    * The data file is written before the index entry, and a key missing from the index (an
+      entry lost when two processes rewrote the index at once) is looked up under its own
+      name: an index entry never names a file still to be written, and a lost entry costs
+      nothing.
+    """
+
+    def _key_data_name(self, key: Any) -> str:
+        """The data file of ``key``: the same name in every process (the key's text, not its
+        pickle, which carries numba's per-process type codes)."""
+        tag = hashlib.blake2b(repr(key).encode(), digest_size=8).hexdigest()
+        return self._data_name_pattern.replace("{number:d}", tag)
+
+    def save(self, key: Any, data: Any) -> None:
+        name = self._key_data_name(key)
+        self._save_data(name, (key, data))
+        overloads = self._load_index()  # read again just before writing: the newest entries
+        if overloads.get(key) != name:
+            overloads[key] = name
+            self._save_index(overloads)
+
+    def load(self, key: Any) -> Any:
+        name = self._key_data_name(key)
+        data = self._load_data(name, key)
+        if data is None:  # not saved under its own name by this process's rule: the index's
+            indexed = self._load_index().get(key)
+            if indexed is not None and indexed != name:
+                data = self._load_data(indexed, key)
+        return data
 
     def _load_index(self) -> dict:
         try:
@@ -186,15 +224,22 @@ class _SafeIndexDataCacheFile(caching.IndexDataCacheFile):
             f.write(_DATA_TAG + _digest(payload) + payload)
         caching._cache_log("[cache] data saved to %r", path)
 
-    def _load_data(self, name: str) -> Any:
-        with open(self._data_path(name), "rb") as f:
-            raw = f.read()
+    def _load_data(self, name: str, key: Any) -> Any:
+        """The data saved for ``key`` in file ``name``; None if the file is missing, damaged,
+        or holds another key's data."""
+        try:
+            with open(self._data_path(name), "rb") as f:
+                raw = f.read()
+        except OSError:
+            return None
         head = len(_DATA_TAG) + _DIGEST
         payload = raw[head:]
         if not raw.startswith(_DATA_TAG) or raw[len(_DATA_TAG) : head] != _digest(payload):
             return None  # damaged, or written without a digest: recompile (and overwrite it)
         try:
-            data = pickle.loads(payload)
+            saved_key, data = pickle.loads(payload)
+            if saved_key != key:
+                return None  # another signature's code: recompile (and overwrite it)
         except Exception:  # a valid digest of an unreadable pickle: recompile
             return None
         caching._cache_log("[cache] data loaded from %r", self._data_path(name))
