@@ -60,7 +60,7 @@ from numba.core.dispatcher import Dispatcher
 from fastact import host
 from fastact._core.arrays import stacklevel_outside, written
 from fastact._core.backend import device, on_device
-from fastact._core.jit import ELEMENTWISE_FASTMATH, cache_dir, jit
+from fastact._core.jit import ELEMENTWISE_FASTMATH, cache_dir, cache_disabled, jit
 from fastact._core.math import erf, erfc, exp, expm1, log, log1p, tanh
 from fastact._core.threads import num_threads
 from fastact._core.thresholds import THRESHOLDS
@@ -482,7 +482,7 @@ class _Scalar:
 
     def _memo(self, dtype: np.dtype) -> tuple[bool, str] | None:
         path = self._memo_path(dtype)
-        if path is None or os.environ.get("FASTACT_DISABLE_CACHE"):
+        if path is None or cache_disabled():
             return None
         try:
             text = path.read_text()
@@ -495,7 +495,7 @@ class _Scalar:
 
     def _remember(self, dtype: np.dtype, ints: bool, msg: str) -> None:
         path = self._memo_path(dtype)
-        if path is None or os.environ.get("FASTACT_DISABLE_CACHE"):
+        if path is None or cache_disabled():
             return
         try:
             tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")

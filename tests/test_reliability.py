@@ -394,6 +394,42 @@ def test_cache_data_file_of_another_signature_is_a_miss(tmp_path):
     assert fb.load(_K64) == _SAVES[1][1]
 
 
+def test_relative_cache_folder_is_the_one_at_import(tmp_path):
+    """A relative FASTACT_CACHE_DIR is taken from the working folder at import: a program that
+    changes folder afterwards (Hydra, per run) wrote its kernels under the new folder, where
+    the next run (started from the same folder) never looked."""
+    script = """
+    import os
+    import numpy as np
+    import fastact
+    from fastact._core.jit import cache_dir
+
+    os.makedirs("run1")
+    os.chdir("run1")
+    assert np.array_equal(fastact.relu(np.arange(-2.0, 3.0)), [0, 0, 0, 1, 2])
+    print("DIR", cache_dir())
+    """
+    r = _run(script, tmp_path, env={"FASTACT_CACHE_DIR": ".fastact_cache"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    folder = tmp_path / ".fastact_cache" / os.path.basename(str(fj.cache_dir()))
+    assert r.stdout.split("DIR ")[1].strip() == str(folder)
+    assert any(folder.glob("*.nbc"))
+    assert not (tmp_path / "run1" / ".fastact_cache").exists()
+
+
+@pytest.mark.parametrize(
+    "value, disabled",
+    [("", False), ("0", False), ("false", False), ("No", False), (" OFF ", False),
+     ("1", True), ("true", True), ("yes", True)],
+)  # fmt: skip
+def test_disable_cache_setting(monkeypatch, tmp_path, value, disabled):
+    """FASTACT_DISABLE_CACHE=0 (false, no, off) keeps the cache on: any non-empty value
+    turned it off."""
+    monkeypatch.setenv("FASTACT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("FASTACT_DISABLE_CACHE", value)
+    assert fj._cacheable(fj._digest) is not disabled
+
+
 # ---------------------------------------------------------------------------- optimizer safety
 
 

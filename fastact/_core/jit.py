@@ -7,11 +7,13 @@
 * ``specialize``: copy a module-level loop template with other globals (the scalar function
   it calls) under a unique name, so one template yields many independently cached kernels.
 
-The cache lives in ``$FASTACT_CACHE_DIR`` or ``~/.cache/fastact``, in a sub-folder named after
-fastact's version and a fingerprint of its sources: editing or upgrading fastact never loads a
-stale kernel. If no folder is writable, kernels are compiled in memory and one warning is
-issued. A truncated or corrupted cache file (index ``.nbi`` or data ``.nbc``) is treated as a
-cache miss: the kernel is recompiled and the file rewritten (numba itself would raise).
+The cache lives in ``$FASTACT_CACHE_DIR`` (a relative path: from the working folder at
+import) or ``~/.cache/fastact``, in a sub-folder named after fastact's version and a
+fingerprint of its sources: editing or upgrading fastact never loads a stale kernel. If no
+folder is writable, kernels are compiled in memory and one warning is issued
+(``FASTACT_DISABLE_CACHE``: :func:`cache_disabled`). A truncated or corrupted cache file
+(index ``.nbi`` or data ``.nbc``) is treated as a cache miss: the kernel is recompiled and
+the file rewritten (numba itself would raise).
 Numba writes cache files to a temporary name and renames them, so processes compiling into
 one folder at once never see half-written files; each data file is named after (and holds)
 its signature's index key, so two processes saving different signatures of one function at
@@ -43,6 +45,7 @@ __all__ = [
     "jit",
     "specialize",
     "cache_dir",
+    "cache_disabled",
     "pointer_to",
     "address_of",
     "fetch_add",
@@ -118,13 +121,32 @@ def _version() -> str:
 _FINGERPRINT = _fingerprint()
 
 
+#: The working folder when fastact was imported: a relative ``FASTACT_CACHE_DIR`` is taken
+#: relative to it, not to the folder the program is in when a kernel compiles (a program that
+#: changes folder per run, as Hydra does, wrote its kernels where no later run looked).
+try:
+    _IMPORT_DIR: str | None = os.getcwd()
+except OSError:  # the working folder was deleted
+    _IMPORT_DIR = None
+
+
 def cache_dir() -> Path:
-    """The folder fastact's compiled kernels are cached in for this version and source."""
+    """The folder fastact's compiled kernels are cached in for this version and source (an
+    absolute path: a relative setting is taken from the working folder at import)."""
     root = os.environ.get("FASTACT_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
         "fastact",
     )
+    if _IMPORT_DIR is not None:
+        root = os.path.join(_IMPORT_DIR, root)  # an absolute root is kept as it is
     return Path(root) / f"{_version()}-{_FINGERPRINT}"
+
+
+def cache_disabled() -> bool:
+    """Whether ``FASTACT_DISABLE_CACHE`` turns the cache off: any value but an empty one,
+    ``0``, ``false``, ``no`` or ``off`` (any case; ``FASTACT_DISABLE_CACHE=0`` keeps it on)."""
+    value = os.environ.get("FASTACT_DISABLE_CACHE", "").strip().lower()
+    return value not in ("", "0", "false", "no", "off")
 
 
 class _FastactCacheLocator(caching._CacheLocator):
@@ -276,7 +298,7 @@ _warned_no_cache = False
 
 def _cacheable(py_func: Callable) -> bool:
     global _warned_no_cache
-    if os.environ.get("FASTACT_DISABLE_CACHE"):
+    if cache_disabled():
         return False
     if not cached_file(py_func.__code__.co_filename):
         return False  # a user's function (or a benchmark probe): compiled in memory
