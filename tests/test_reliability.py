@@ -430,6 +430,26 @@ def test_disable_cache_setting(monkeypatch, tmp_path, value, disabled):
     assert fj._cacheable(fj._digest) is not disabled
 
 
+def test_unwritable_cache_warning_names_the_users_line(tmp_path):
+    """The one "cache folder is not writable" warning points at the user's import line, not
+    inside fastact."""
+    (tmp_path / "a_file").write_text("")
+    script = """
+    import warnings
+    import numpy as np
+    warnings.simplefilter("always")
+    with warnings.catch_warnings(record=True) as w:
+        import fastact  # line 6
+        fastact.relu(np.ones(3))
+    for m in w:
+        if "cache folder" in str(m.message):
+            print("AT", m.filename, m.lineno)
+    """
+    r = _run(script, tmp_path, env={"FASTACT_CACHE_DIR": str(tmp_path / "a_file" / "cache")})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.split() == ["AT", str(tmp_path / "script.py"), "6"], r.stdout + r.stderr
+
+
 # ---------------------------------------------------------------------------- optimizer safety
 
 

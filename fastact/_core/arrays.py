@@ -23,11 +23,21 @@ _F32 = np.dtype(np.float32)
 def stacklevel_outside(prefix: str) -> int:
     """The ``stacklevel`` that attributes a warning raised by the caller of this function to
     the first frame whose file lies outside ``prefix`` (a module's file, or a package's
-    folder: the user's line, whatever fastact frames lie between)."""
+    folder: the user's line, whatever fastact frames lie between). The import system's frames
+    (a warning while fastact is imported: the user's ``import`` line) are passed over
+    uncounted, as ``warnings.warn`` passes over them."""
     f, level = sys._getframe(1), 1
     while f is not None and os.path.abspath(f.f_code.co_filename).startswith(prefix):
         f, level = f.f_back, level + 1
+        while f is not None and _import_system_frame(f):
+            f = f.f_back
     return level
+
+
+def _import_system_frame(frame: Any) -> bool:
+    """A frame of importlib's bootstrap (what ``warnings`` leaves out of its stack levels)."""
+    name = frame.f_code.co_filename
+    return "importlib" in name and "_bootstrap" in name
 
 
 def is_dask(x: Any) -> bool:

@@ -38,6 +38,8 @@ from numba.core.codegen import CPUCodeLibrary
 from numba.core.compiler import Compiler
 from numba.extending import intrinsic
 
+from fastact._core.arrays import stacklevel_outside
+
 __all__ = [
     "FASTMATH",
     "ELEMENTWISE_FASTMATH",
@@ -72,6 +74,8 @@ ELEMENTWISE_FASTMATH = FASTMATH - {"reassoc"}
 EXACT_FASTMATH: frozenset = frozenset()
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
+#: fastact's folder as its frames' file names spell it (a warning names the first frame outside)
+_PACKAGE_PREFIX = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 #: Parts of the package that define no disk-cached kernel: editing them never invalidates the
 #: cache (the benchmark harness compiles its few probes in memory; CUDA kernels are not cached).
 _NOT_KERNEL_SOURCES = ("bench", "cuda")
@@ -310,7 +314,7 @@ def _cacheable(py_func: Callable) -> bool:
             f"fastact: cache folder {cache_dir()} is not writable; kernels are compiled in "
             "memory for this process (set FASTACT_CACHE_DIR to a writable folder)",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=stacklevel_outside(_PACKAGE_PREFIX),  # the user's line
         )
     return False
 
