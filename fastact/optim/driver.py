@@ -176,6 +176,21 @@ def _state_rows(layout: Layout, r: int) -> list[int]:
 
 
 # ============================================================================ functional
+def check_coef_options(options: dict) -> None:
+    """ValueError naming the option unless the functional options that a step's coefficients
+    are computed from are in the constructors' ranges: ``beta1`` and ``beta2`` in [0, 1)
+    (Adam, AdamW, Adamax; else a bias correction 1 - beta**t can be 0, or negative under a
+    square root) and ``lr_decay`` >= 0 (Adagrad; else 1 + (t - 1) lr_decay can be 0).
+    torch's functional API raises ZeroDivisionError or computes a complex number there."""
+    for key in ("beta1", "beta2"):
+        v = options.get(key)
+        if v is not None and not 0.0 <= v < 1.0:
+            raise ValueError(f"Invalid {key} value: {v} (need 0 <= {key} < 1)")
+    v = options.get("lr_decay")
+    if v is not None and not v >= 0.0:
+        raise ValueError(f"Invalid lr_decay value: {v} (need lr_decay >= 0)")
+
+
 def functional_step(
     spec: Optim,
     options: dict,
@@ -203,6 +218,7 @@ def functional_step(
     if len(glist) != n:
         raise ValueError(f"grads has {len(glist)} entries but params has {n}")
     step_list = positive_steps(steps, n) if spec.coefs is not None else None
+    check_coef_options(options)
     ex = executor_of(plist)
     ents = [ex.entry(p, f"params[{k}]") for k, p in enumerate(plist)]
     layouts = [entry_layout(ex, options, e, f"params[{k}]") for k, e in enumerate(ents)]
@@ -373,8 +389,9 @@ class FloatSteps:
     A class's ``_steps`` has these four functions, called with a bucket's :class:`Plan`:
     ``load`` (phase 1, writes nothing: ``plan.steps`` from ``plan.sts``; True when some state
     lacks its count and :func:`apply` must call ``create``), ``create`` (make the missing
-    counts, at 0), ``advance`` (the counts after this step, as floats for the coefficients)
-    and ``store`` (write them, after the launch)."""
+    counts, at 0), ``advance`` (phase 1 too, writes nothing: the counts after this step, as
+    floats for the coefficients, also of counts ``create`` has yet to make) and ``store``
+    (write them, after the launch)."""
 
     @staticmethod
     def load(plan: Plan, names: list[str]) -> bool:
@@ -626,8 +643,9 @@ def _recorded_blocks(cache: GroupCache, state: Any, layouts: list, k0: int) -> N
 
 
 def prepare(opt: Any, ex: Any, grads: Any) -> list:
-    """Phase 1: validate every gradient (and, when the state changed, every state array) and
-    fill the launch tables; writes no array."""
+    """Phase 1: validate every group's options, every gradient (and, when the state changed,
+    every state array), fill the launch tables and compute the step counts and coefficients
+    the launches will use; writes no array."""
     groups = opt.param_groups
     pool_threads(0, 1)  # a bad FASTACT_TORCH_POOL raises here, not at a later group's launch
     if grads is not None:
@@ -643,9 +661,12 @@ def prepare(opt: Any, ex: Any, grads: Any) -> list:
             )
     work = []
     k0 = 0
+    spec = opt._spec
+    steps = opt._steps
     for gi, group in enumerate(groups):
         cache, ents = group_entries(opt, ex, group, k0)
         options = opt._step_options(group, gi)
+        check_group_options(opt, group, gi)
         layouts = group_layouts(ex, cache, options, k0, opt.state)
         inits = opt._spec.rows(options)
         keys = tuple(
@@ -686,12 +707,31 @@ def prepare(opt: Any, ex: Any, grads: Any) -> list:
                 plan = _plan(opt, ex, ents, js, keys, k0, dt)
                 cache.plans[dt] = plan
             elif plan.counter is not None:  # counts edited in place since (fill_, copy_)
-                opt._steps.check(plan, k0)
+                steps.check(plan, k0)
             plan.ptrs[1] = addrs
-            buckets.append((plan, keep, k0))
+            if plan.steps is None:  # no step count (SGD): coefficients made at the launch
+                new_steps = coefs = None
+            else:
+                new_steps = steps.advance(plan)
+                coefs = _coef_table(spec, options, new_steps)
+            buckets.append((plan, keep, k0, new_steps, coefs))
         work.append((group, gi, options, inits, ents, buckets))
         k0 += len(ents)
     return work
+
+
+def check_group_options(opt: Any, group: dict, gi: int) -> None:
+    """A step's check of ``param_groups[gi]``'s options: the constructor's rules (an option
+    set out of range after construction, e.g. ``betas[0] = 1.0``, would divide by zero or
+    make a bias correction complex once the step had written the groups before it), with a
+    step's lr any real number as a loaded group's (a schedule decaying to 0 can end at
+    -1e-17); TypeError / ValueError naming the group and the option."""
+    try:
+        opt._check_group(group, loading=True)
+    except (TypeError, ValueError) as e:
+        raise (TypeError if isinstance(e, TypeError) else ValueError)(
+            f"param_groups[{gi}]: {e}"
+        ) from None
 
 
 def attached_grad(ex: Any, e: Any, k: int) -> Any:
@@ -817,7 +857,7 @@ def _complete_or_empty(opt: Any, sts: list, missing: list, keys: tuple, js: tupl
 def first_nonfinite(ex: Any, work: list) -> int | None:
     """The index of the first gradient holding NaN or inf (``grads[k]``), or None."""
     for *_, buckets in work:
-        for plan, _keep, k0 in buckets:
+        for plan, _keep, k0, *_ in buckets:
             bad = ex.optim_nonfinite(plan.dt.param, plan.ptrs, 1, plan.chunks, plan.total,
                                      tensors=bool(plan.tparams))  # fmt: skip
             if bad.any():
@@ -826,7 +866,8 @@ def first_nonfinite(ex: Any, work: list) -> int | None:
 
 
 def apply(opt: Any, ex: Any, work: list) -> None:
-    """Phase 2: create missing state, launch one kernel per bucket, advance the steps."""
+    """Phase 2: create missing state, launch one kernel per bucket, store the step counts
+    (computed by :func:`prepare`, with the coefficients)."""
     spec = opt._spec
     scalars_of = spec.scalars
     steps = opt._steps
@@ -835,18 +876,14 @@ def apply(opt: Any, ex: Any, work: list) -> None:
         scal = scalars_of(options)
         rows = None
         key = -1
-        for bi, (plan, _keep, _k0) in enumerate(buckets):
+        for bi, (plan, _keep, _k0, new_steps, coefs) in enumerate(buckets):
             firsts = None
             if plan.fresh:
                 firsts = _create_state(opt, ex, inits, ents, plan, spec)
-            if plan.steps is None:
+            if new_steps is None:  # SGD: coefs[j, 0] flags a momentum buffer made now
                 coefs = np.zeros((len(plan.js), 1), dtype=np.float64)
                 if firsts:
                     coefs[firsts, 0] = 1.0
-                new_steps = None
-            else:
-                new_steps = steps.advance(plan)
-                coefs = _coef_table(spec, options, new_steps)
             lay = plan.dt
             if lay.native:
                 ex.optim_launch(spec.kernel, lay.param, plan.ptrs, plan.chunks, coefs, scal,

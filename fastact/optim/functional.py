@@ -8,7 +8,11 @@ increments nothing: the caller passes the step number ``t`` that torch would use
 its increment. Arrays are NumPy arrays or CPU torch tensors (updated through zero-copy
 views), or, for the whole call, CUDA device arrays (numba, CuPy, torch CUDA; the same
 kernels compiled for the GPU). Arguments are validated completely before any array is
-written (:mod:`fastact.optim.driver`). Every function returns True when
+written (:mod:`fastact.optim.driver`), among them the options the step's coefficients are
+computed from, by the constructors' rules: ``beta1`` and ``beta2`` in [0, 1) and
+``lr_decay`` >= 0 (a ValueError naming the option; torch's functional API divides by zero
+or computes a complex number there); the other options are taken as torch's functional API
+takes them. Every function returns True when
 ``skip_nonfinite=True`` skipped the step (a NaN or inf gradient), else False;
 ``check_finite=True`` raises ValueError naming the gradient instead.
 """

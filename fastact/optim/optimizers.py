@@ -26,7 +26,11 @@ Differences from torch.optim, by design:
   (torch returns references), with torch tensors for torch parameters so that torch.optim
   can load it, and ``load_state_dict`` accepts torch.optim's state dicts.
 * Group options are validated like the constructor's arguments (torch validates only the
-  defaults).
+  defaults), when a group is added and again by every step before it writes anything: an
+  option set out of range later (``param_groups[1]['betas'] = (1.0, 0.999)``, which divides
+  by zero in torch's step after the groups before it were updated) is a ``ValueError``
+  naming the group and the option. A step's lr may be any real number, as a loaded one (a
+  schedule decaying to 0 can end at -1e-17).
 """
 
 from __future__ import annotations
@@ -207,7 +211,8 @@ class Optimizer:
     @staticmethod
     def _check_options(group: dict, loading: bool = False) -> None:
         """A class's checks of a group's options beyond the per-option rules (``loading``:
-        a group of a loaded state dict, whose options a scheduler may have moved)."""
+        a group of a loaded state dict, or one at a step, whose options a scheduler may have
+        moved)."""
 
     def _construct(self, args: dict[str, Any]) -> None:
         """The constructors' one body: ``args`` are a constructor's arguments (its
@@ -253,8 +258,9 @@ class Optimizer:
 
     def _check_group(self, group: dict[str, Any], loading: bool = False) -> None:
         """Validate a group's options like the constructor's arguments (``_RULES``); a
-        loaded group's lr may be any real number, as a step takes it (a schedule decaying to
-        0 can end at -1e-17, and torch loads what it saved)."""
+        loaded group's lr (``loading``; every step checks its groups so too) may be any real
+        number, as a step takes it (a schedule decaying to 0 can end at -1e-17, and torch
+        loads what it saved)."""
         for key, value in group.items():
             rule = _real if loading and key == "lr" else _RULES.get(key)
             if rule is not None:
@@ -559,6 +565,10 @@ class Optimizer:
 
 def _real(value: Any, name: str) -> float:
     """``value`` as a float: a real number, a 0-d real array or a 1-element tensor."""
+    if type(value) is float:  # the usual options, first: every step checks its groups
+        return value
+    if type(value) is int:
+        return float(value)
     if is_tensor(value):
         if value.numel() != 1:
             raise ValueError(f"Tensor {name} must be 1-element")
@@ -720,13 +730,17 @@ def _check_flags(capturable: bool, differentiable: bool, foreach: Any, fused: An
         raise ValueError("capturable=True is not supported: it needs a CUDA-like device")
 
 
-def _betas(group: dict, gi: int) -> tuple[float, float]:
-    b = group["betas"]
+def _num_pair(group: dict, gi: int, key: str = "betas") -> tuple[float, float]:
+    """A pair option of a group (betas, etas, step_sizes) as two floats (TypeError naming
+    it otherwise; the step's checks of the ranges follow)."""
+    b = group[key]
     try:
+        if isinstance(b, (str, bytes)) or len(b) != 2:
+            raise TypeError
         return float(b[0]), float(b[1])
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, LookupError):
         raise TypeError(
-            f"param_groups[{gi}]['betas'] must be a pair of numbers, got {b!r}"
+            f"param_groups[{gi}]['{key}'] must be a pair of numbers, got {b!r}"
         ) from None
 
 
@@ -817,7 +831,7 @@ class Adam(Optimizer):
         self._construct(locals())
 
     def _options(self, group: dict, gi: int) -> dict:
-        beta1, beta2 = _betas(group, gi)
+        beta1, beta2 = _num_pair(group, gi)
         return {
             "lr": _num(group, "lr", gi),
             "beta1": beta1,
@@ -882,7 +896,7 @@ class Adamax(Optimizer):
         self._construct(locals())
 
     def _options(self, group: dict, gi: int) -> dict:
-        beta1, beta2 = _betas(group, gi)
+        beta1, beta2 = _num_pair(group, gi)
         return {
             "lr": _num(group, "lr", gi),
             "beta1": beta1,
@@ -966,10 +980,10 @@ class Rprop(Optimizer):
         self._construct(locals())
 
     def _options(self, group: dict, gi: int) -> dict:
-        etaminus, etaplus = (float(x) for x in group["etas"])
-        lo, hi = (float(x) for x in group["step_sizes"])
+        etaminus, etaplus = _num_pair(group, gi, "etas")
+        lo, hi = _num_pair(group, gi, "step_sizes")
         return {
-            "lr": float(group["lr"]),
+            "lr": _num(group, "lr", gi),
             "etaminus": etaminus,
             "etaplus": etaplus,
             "step_size_min": lo,

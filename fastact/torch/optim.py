@@ -251,6 +251,8 @@ class TensorSteps:
     @staticmethod
     def advance(plan: driver.Plan) -> list[float]:
         buf = plan.counter
+        if buf is None:  # counts that create() will put in a buffer from plan.steps
+            buf = np.array(plan.steps, dtype=_NP_OF[_scalar_dtype()])
         return (buf + buf.dtype.type(1)).tolist()
 
     @staticmethod
@@ -304,8 +306,8 @@ class Optimizer(torch.optim.Optimizer):
     # ------------------------------------------------------------------------- groups
     def _check_group(self, group: dict[str, Any], loading: bool = False) -> None:
         """Validate a group's numeric options like the constructor's arguments (torch's
-        messages; torch checks only the constructor's); a loaded lr may be any real number
-        (as in fastact.optim's classes)."""
+        messages; torch checks only the constructor's); a loaded lr (``loading``; every step
+        checks its groups so too) may be any real number (as in fastact.optim's classes)."""
         for key, value in group.items():
             rule = _fa._real if loading and key == "lr" else _fa._RULES.get(key)
             if rule is not None:
