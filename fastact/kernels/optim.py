@@ -12,7 +12,8 @@ A loop template is a ``prange`` over chunks; each chunk turns addresses into arr
 (``inttoptr`` + ``numba.carray``, :func:`_view`) and runs one vectorised loop that reads and
 writes every array once, so a model of hundreds of small tensors is one kernel launch.
 Scalar coefficients that depend on the step (bias corrections, decayed lr) are computed once
-per step in float64 Python, exactly as torch computes them (:func:`adam_coefs` ...), and
+per step in float64 Python (in its dtype where lr or the betas are a torch tensor), exactly
+as torch computes them (:func:`adam_coefs` ...), and
 passed in per tensor (``coefs[j, :]``); the arithmetic runs in the parameter's dtype, with
 the constants rounded to it, in the same operation order as torch's single-tensor path.
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
@@ -1135,21 +1137,23 @@ def chunk_table(sizes: Sequence[int] | np.ndarray, chunk: int) -> np.ndarray:
     return np.ascontiguousarray(np.stack([tensor, start, length], axis=1))
 
 
-def adam_coefs(step: float, lr: float, beta1: float, beta2: float) -> tuple[float, float]:
-    """(lr / (1 - beta1**t), sqrt(1 - beta2**t)) as torch's single-tensor Adam computes them."""
+def adam_coefs(step: float, lr: Any, beta1: Any, beta2: Any) -> tuple[float, float]:
+    """(lr / (1 - beta1**t), sqrt(1 - beta2**t)) as torch's single-tensor Adam computes them:
+    in float64 Python of numbers, in a tensor's dtype where lr or the betas are tensors (the
+    same expressions on them: a float32 lr makes the first float32 arithmetic, as in torch)."""
     bias_correction1 = 1 - beta1**step
     bias_correction2 = 1 - beta2**step
-    return lr / bias_correction1, bias_correction2**0.5
+    return float(lr / bias_correction1), float(bias_correction2**0.5)
 
 
-def adamax_coefs(step: float, lr: float, beta1: float) -> tuple[float]:
-    """(lr / (1 - beta1**t),)."""
-    return (lr / (1 - beta1**step),)
+def adamax_coefs(step: float, lr: Any, beta1: Any) -> tuple[float]:
+    """(lr / (1 - beta1**t),) (tensors: as :func:`adam_coefs`)."""
+    return (float(lr / (1 - beta1**step)),)
 
 
-def adagrad_coefs(step: float, lr: float, lr_decay: float) -> tuple[float]:
-    """(lr / (1 + (t - 1) * lr_decay),)."""
-    return (lr / (1 + (step - 1) * lr_decay),)
+def adagrad_coefs(step: float, lr: Any, lr_decay: float) -> tuple[float]:
+    """(lr / (1 + (t - 1) * lr_decay),) (a tensor lr: as :func:`adam_coefs`)."""
+    return (float(lr / (1 + (step - 1) * lr_decay)),)
 
 
 _F32_LIMIT = float(2**24)
@@ -1290,8 +1294,9 @@ class Optim:
 def _adam_scalars(o: dict) -> tuple:
     lr, wd = o["lr"], o["weight_decay"]
     decoupled = bool(o.get("decoupled_weight_decay", False))
-    decay = 1 - lr * wd if (decoupled and wd != 0) else 1.0
-    return (o["beta1"], o["beta2"], o["eps"], 0.0 if decoupled else wd, decay,
+    # torch's p.mul_(1 - lr * weight_decay): a tensor lr's dtype (float32) when it is one
+    decay = float(1 - lr * wd) if (decoupled and wd != 0) else 1.0
+    return (float(o["beta1"]), float(o["beta2"]), o["eps"], 0.0 if decoupled else wd, decay,
             bool(o["amsgrad"]), bool(o["maximize"]))  # fmt: skip
 
 
@@ -1355,7 +1360,13 @@ OPTIMIZERS: dict[str, Optim] = {
             "adamax",
             (("exp_avg", "exp_avgs"), ("exp_inf", "exp_infs")),
             lambda o: (0.0, 0.0),
-            lambda o: (o["beta1"], o["beta2"], o["eps"], o["weight_decay"], bool(o["maximize"])),
+            lambda o: (
+                float(o["beta1"]),
+                float(o["beta2"]),
+                o["eps"],
+                o["weight_decay"],
+                bool(o["maximize"]),
+            ),
             lambda o, step: adamax_coefs(step, o["lr"], o["beta1"]),
             signed=(True, False),
         ),

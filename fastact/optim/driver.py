@@ -184,7 +184,7 @@ def check_coef_options(options: dict) -> None:
     torch's functional API raises ZeroDivisionError or computes a complex number there."""
     for key in ("beta1", "beta2"):
         v = options.get(key)
-        if v is not None and not 0.0 <= v < 1.0:
+        if v is not None and not 0.0 <= float(v) < 1.0:  # float(): a tensor beta
             raise ValueError(f"Invalid {key} value: {v} (need 0 <= {key} < 1)")
     v = options.get("lr_decay")
     if v is not None and not v >= 0.0:

@@ -21,14 +21,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastact._core.arrays import is_tensor
 from fastact.kernels.optim import OPTIMIZERS
 from fastact.optim.driver import functional_step
 
 __all__ = ["sgd", "adam", "adamw", "adamax", "rmsprop", "rprop", "adagrad", "adadelta"]
 
 
-def _options(**kw: Any) -> dict:
-    """The options as floats (bools kept), with TypeError naming a non-number."""
+#: the options the step coefficients are computed from: a torch tensor among them stays a
+#: tensor, so that the coefficients are computed in its dtype, as torch's functional API does
+#: (a float32 lr: ``lr / bias_correction1`` and ``1 - lr * weight_decay`` in float32)
+_COEF_OPTIONS = ("lr", "beta1", "beta2")
+
+
+def _options(coefs: bool = False, **kw: Any) -> dict:
+    """The options as floats (bools kept), with TypeError naming a non-number; ``coefs``:
+    tensors among :data:`_COEF_OPTIONS` kept (detached)."""
     out = {}
     for k, v in kw.items():
         if isinstance(v, bool):
@@ -40,6 +48,8 @@ def _options(**kw: Any) -> dict:
             out[k] = float(v)
         except (TypeError, ValueError):
             raise TypeError(f"{k} must be a real number, got {type(v).__name__}") from None
+        if coefs and k in _COEF_OPTIONS and is_tensor(v):
+            out[k] = v.detach()
     return out
 
 
@@ -106,8 +116,8 @@ def adam(
     p ← p − (lr/(1−β1ᵗ))·m / (√v/√(1−β2ᵗ) + eps).
     """
     options = _options(
-        lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
-        maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
+        coefs=True, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+        amsgrad=amsgrad, maximize=maximize, decoupled_weight_decay=decoupled_weight_decay,
     )  # fmt: skip
     states = {"exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs, "max_exp_avg_sqs": max_exp_avg_sqs}
     return functional_step(
@@ -173,8 +183,9 @@ def adamax(
     """Adamax step in place (torch.optim.adamax): m ← lerp(m, g, 1−β1);
     u ← max(β2·u, |g| + eps); p ← p − (lr/(1−β1ᵗ))·m/u."""
     options = _options(
-        lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, maximize=maximize
-    )
+        coefs=True, lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+        maximize=maximize,
+    )  # fmt: skip
     states = {"exp_avgs": exp_avgs, "exp_infs": exp_infs}
     return functional_step(
         OPTIMIZERS["Adamax"], options, params, grads, states, step, check_finite, skip_nonfinite
@@ -259,7 +270,7 @@ def adagrad(
     """Adagrad step in place (torch.optim.adagrad, dense): clr = lr/(1 + (t−1)·lr_decay);
     sum ← sum + g²; p ← p − clr·g/(√sum + eps)."""
     options = _options(
-        lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize,
+        coefs=True, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize,
         initial_accumulator_value=0.0,
     )  # fmt: skip
     return functional_step(

@@ -730,13 +730,28 @@ def _check_flags(capturable: bool, differentiable: bool, foreach: Any, fused: An
         raise ValueError("capturable=True is not supported: it needs a CUDA-like device")
 
 
-def _num_pair(group: dict, gi: int, key: str = "betas") -> tuple[float, float]:
+def _coef_num(group: dict, key: str, gi: int) -> Any:
+    """An option the step coefficients are computed from (lr, and betas' entries through
+    :func:`_num_pair`): a tensor stays a tensor (detached), so that the coefficients are
+    computed in its dtype as torch computes them (a float32 lr: ``lr / bias_correction1``
+    and ``1 - lr * weight_decay`` in float32 tensor arithmetic); anything else as
+    :func:`_num`."""
+    v = group.get(key)
+    if is_tensor(v):
+        return v.detach() if v.requires_grad else v
+    return _num(group, key, gi)
+
+
+def _num_pair(group: dict, gi: int, key: str = "betas", tensors: bool = False) -> tuple:
     """A pair option of a group (betas, etas, step_sizes) as two floats (TypeError naming
-    it otherwise; the step's checks of the ranges follow)."""
+    it otherwise; the step's checks of the ranges follow); ``tensors``: tensor entries kept
+    as tensors (as :func:`_coef_num`)."""
     b = group[key]
     try:
         if isinstance(b, (str, bytes)) or len(b) != 2:
             raise TypeError
+        if tensors and is_tensor(b[0]) and is_tensor(b[1]):
+            return tuple(x.detach() if x.requires_grad else x for x in b)
         return float(b[0]), float(b[1])
     except (TypeError, ValueError, LookupError):
         raise TypeError(
@@ -831,9 +846,9 @@ class Adam(Optimizer):
         self._construct(locals())
 
     def _options(self, group: dict, gi: int) -> dict:
-        beta1, beta2 = _num_pair(group, gi)
+        beta1, beta2 = _num_pair(group, gi, tensors=True)
         return {
-            "lr": _num(group, "lr", gi),
+            "lr": _coef_num(group, "lr", gi),
             "beta1": beta1,
             "beta2": beta2,
             "eps": _num(group, "eps", gi),
@@ -896,9 +911,9 @@ class Adamax(Optimizer):
         self._construct(locals())
 
     def _options(self, group: dict, gi: int) -> dict:
-        beta1, beta2 = _num_pair(group, gi)
+        beta1, beta2 = _num_pair(group, gi, tensors=True)
         return {
-            "lr": _num(group, "lr", gi),
+            "lr": _coef_num(group, "lr", gi),
             "beta1": beta1,
             "beta2": beta2,
             "eps": _num(group, "eps", gi),
@@ -1020,7 +1035,7 @@ class Adagrad(Optimizer):
 
     def _options(self, group: dict, gi: int) -> dict:
         return {
-            "lr": _num(group, "lr", gi),
+            "lr": _coef_num(group, "lr", gi),
             "lr_decay": _num(group, "lr_decay", gi),
             "eps": _num(group, "eps", gi),
             "weight_decay": _num(group, "weight_decay", gi),
