@@ -205,7 +205,7 @@ class _Entry:
                 t = t.cpu()
             t = t.resolve_conj().resolve_neg()
             if self.record.get("order") == "F":  # its transpose is C-contiguous
-                t = t.permute(*range(t.dim() - 1, -1, -1))
+                t = _reversed_dims(t)
             t = t.contiguous().reshape(-1)
             if t.numel() == 0:
                 return np.empty(0, np.uint8)
@@ -284,7 +284,7 @@ class _Encoder:
             raise self.unsupported(f"a tensor of {t.dim()} dimensions (at most {_MAX_NDIM})")
         record: dict[str, Any] = {"kind": "tensor", "dtype": dtype, "shape": list(t.shape)}
         if t.dim() > 1 and not t.is_contiguous():
-            if t.permute(*range(t.dim() - 1, -1, -1)).is_contiguous():
+            if _reversed_dims(t).is_contiguous():
                 record["order"] = "F"  # Fortran-contiguous (a transposed matrix): kept
         if t.requires_grad:
             record["requires_grad"] = True
@@ -812,16 +812,22 @@ class _Loader:
         return [_finish(p, o, torch, ml_dtypes) for p, o in zip(plans, objects, strict=True)]
 
 
+def _reversed_dims(t: Any) -> Any:
+    """``t`` with its dimensions in reverse order (a view): C-contiguous exactly when ``t`` is
+    Fortran-contiguous, the memory order of an entry with ``"order": "F"``."""
+    return t.permute(*range(t.dim() - 1, -1, -1))
+
+
 def _allocate(p: _Plan, torch: Any, ml_dtypes: Any) -> tuple[Any, memoryview]:
     """An uninitialised object for entry ``p`` and a writable byte view of its memory."""
     if p.kind == "tensor" and torch is not None:
         dtype = getattr(torch, _TORCH_NAMES[p.dtype])
-        if p.order == "F":  # Fortran strides; its transpose is C-contiguous over its memory
+        if p.order == "F":  # Fortran strides (a tensor of its own, not a view of another)
             strides = [1]
             for n in p.shape[:-1]:
                 strides.append(strides[-1] * max(n, 1))
             t = torch.empty_strided(p.shape, strides, dtype=dtype)
-            flat = t.permute(*range(t.dim() - 1, -1, -1)).reshape(-1)
+            flat = _reversed_dims(t).reshape(-1)
         else:
             t = torch.empty(p.shape, dtype=dtype)
             flat = t.reshape(-1)

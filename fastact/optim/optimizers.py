@@ -737,9 +737,12 @@ def _coef_num(group: dict, key: str, gi: int) -> Any:
     and ``1 - lr * weight_decay`` in float32 tensor arithmetic); anything else as
     :func:`_num`."""
     v = group.get(key)
-    if is_tensor(v):
-        return v.detach() if v.requires_grad else v
-    return _num(group, key, gi)
+    return _detached(v) if is_tensor(v) else _num(group, key, gi)
+
+
+def _detached(t: Any) -> Any:
+    """A tensor option as the coefficients take it: without its autograd history."""
+    return t.detach() if t.requires_grad else t
 
 
 def _num_pair(group: dict, gi: int, key: str = "betas", tensors: bool = False) -> tuple:
@@ -751,7 +754,7 @@ def _num_pair(group: dict, gi: int, key: str = "betas", tensors: bool = False) -
         if isinstance(b, (str, bytes)) or len(b) != 2:
             raise TypeError
         if tensors and is_tensor(b[0]) and is_tensor(b[1]):
-            return tuple(x.detach() if x.requires_grad else x for x in b)
+            return _detached(b[0]), _detached(b[1])
         return float(b[0]), float(b[1])
     except (TypeError, ValueError, LookupError):
         raise TypeError(
