@@ -119,7 +119,7 @@ def report() -> dict[str, Any]:
     import numpy as np
 
     import fastact
-    from fastact._core.jit import cache_dir
+    from fastact._core.jit import cache_dir, cache_disabled
     from fastact._core.threads import report as threads_report
     from fastact._core.torch_pool import report as torch_pool_report
 
@@ -140,7 +140,7 @@ def report() -> dict[str, Any]:
     d["simd_width_bits"], d["simd_features"] = simd_width()
     d["vector_width"], d["simd_registers"] = _vector_facts()
     d["cache_dir"] = str(cache_dir())
-    d["cache_disabled"] = bool(os.environ.get("FASTACT_DISABLE_CACHE"))
+    d["cache_disabled"] = cache_disabled()
     d["cuda_available"], d["cuda_detail"] = _cuda()
     return d
 

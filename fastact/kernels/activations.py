@@ -147,8 +147,8 @@ _register(
     doc="""
 Logistic sigmoid ``1 / (1 + exp(-x))``, range (0, 1). torch: ``torch.sigmoid``.
 Computed as ``exp(-|x|)`` based so neither tail overflows or cancels. Gradient
-``sigmoid(x) sigmoid(-x)`` within 2.1 ULP from the input, ``y (1 - y)`` within 0.5 ULP of
-the given output (against mpmath, both dtypes).""",
+``sigmoid(x) sigmoid(-x)`` within 2.38 ULP from the input (float32, all 2^32 inputs; float64
+2.8, 10^8 samples), ``y (1 - y)`` within 0.5 ULP of the given output (against mpmath).""",
 )
 
 
@@ -623,8 +623,8 @@ _register(
 negative x, where torch's sigmoid factor underflows. Gradient ``s (1 + x (1 - s))`` as
 ``N / (1 + e)^2`` with the cancelling ``1 + x + e^x`` taken from the exponential's parts,
 and within 2^-9 of its zero x = -1.27846 from a series in x - r: within 3.72 ULP (float32,
-all 2^32 inputs) / 3.5 ULP (float64, sampled) everywhere (torch and the former formula lose
-3e6 / 1e9 ULP near the zero and 5-13 ULP on all of x < 0).""",
+all 2^32 inputs) / 3.72 ULP (float64, 10^8 samples) everywhere (torch's float32 gradient
+loses up to 1.7e7 ULP near the zero; fastact's former formula 5-13 ULP on all of x < 0).""",
 )
 
 
