@@ -39,6 +39,16 @@ def test_report_fields():
     assert len(text.splitlines()) == len(d) and text.startswith("fastact ")
 
 
+def test_cache_disabled_follows_the_cache_rule(monkeypatch):
+    # the report used to call any non-empty FASTACT_DISABLE_CACHE "disabled", while the
+    # compile cache stays on for 0 / false / no / off
+    for value, disabled in [("0", False), ("off", False), (" False ", False), ("", False),
+                            ("1", True), ("yes", True)]:  # fmt: skip
+        monkeypatch.setenv("FASTACT_DISABLE_CACHE", value)
+        assert fastact._core.jit.cache_disabled() is disabled
+        assert info.report()["cache_disabled"] is disabled, value
+
+
 def test_cuda_detail_says_why():
     """Without a usable GPU, ``cuda_detail`` is the reason (not a module name)."""
     import fastact.cuda as fc
