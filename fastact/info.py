@@ -114,7 +114,10 @@ def _cuda() -> tuple[bool, str]:
 
 def report() -> dict[str, Any]:
     """Versions, CPU, threads and threading layer, vector width and registers of fastact's
-    loops, the compile cache folder, and whether the GPU path can run (and why not)."""
+    loops, the compile cache folder, and whether the GPU path can run (and why not). A setting
+    that fastact or numba refuses (``FASTACT_TORCH_POOL``, ``NUMBA_THREADING_LAYER``) is
+    reported as the value ``invalid: <why>`` of the facts it decides: this is the command
+    that diagnoses such settings, so it never fails on them."""
     import numba
     import numpy as np
 
@@ -134,7 +137,10 @@ def report() -> dict[str, Any]:
         d["cpus"] = len(os.sched_getaffinity(0))
     except AttributeError:
         d["cpus"] = os.cpu_count() or 1
-    d["threads"] = numba.get_num_threads()
+    try:
+        d["threads"] = numba.get_num_threads()  # starts numba's threading layer
+    except ValueError:  # NUMBA_THREADING_LAYER: a layer numba cannot start (threading_layer)
+        d["threads"] = "unknown: the threading layer cannot start (see threading_layer)"
     d.update(threads_report())
     d.update(torch_pool_report())
     d["simd_width_bits"], d["simd_features"] = simd_width()

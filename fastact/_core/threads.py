@@ -192,9 +192,15 @@ def _probe_parallel() -> None:
 
 def report(start: bool = True) -> dict:
     """The threading facts ``python -m fastact info`` prints. ``start``: start numba's layer
-    (one tiny parallel call) when it has not started yet, so that the layer is known."""
+    (one tiny parallel call) when it has not started yet, so that the layer is known. A layer
+    that cannot start (``NUMBA_THREADING_LAYER`` unknown to numba, or not loadable) is
+    reported as ``invalid: <numba's message>``: the diagnostic command must not fail on it."""
+    problem = None
     if start and not _numba_parallel._is_initialized and not _forked_serial:
-        _probe_parallel()
+        try:
+            _probe_parallel()
+        except ValueError as e:  # numba's error for a layer it cannot start
+            problem = "invalid: " + " ".join(str(e).split())
     layer = _numba_parallel._threading_layer if _numba_parallel._is_initialized else None
     mapped = _loaded_library(_TBB_SONAME)
     if layer == "omp":
@@ -205,9 +211,9 @@ def report(start: bool = True) -> dict:
         children = "parallel until the parent starts numba's OpenMP layer"
     if _forked_serial:
         children = "this process is such a child: serial"
-    requested = str(numba.config.THREADING_LAYER)
+    requested = str(numba.config.THREADING_LAYER) or "''"
     return {
-        "threading_layer": layer or "not started",
+        "threading_layer": layer or problem or "not started",
         "threading_layer_requested": requested
         + (" (NUMBA_THREADING_LAYER)" if "NUMBA_THREADING_LAYER" in os.environ else ""),
         "tbb_library": mapped or f"not loaded: {_tbb_note}",

@@ -508,10 +508,15 @@ def run_split(
 
 
 def report() -> dict:
-    """The facts ``python -m fastact info`` prints."""
+    """The facts ``python -m fastact info`` prints (an unknown FASTACT_TORCH_POOL as
+    ``invalid: <why>``: the diagnostic command reports it rather than failing on it)."""
     rt = _runtime()
+    try:
+        setting = mode()
+    except ValueError as e:
+        setting = f"invalid: {e}"
     return {
-        "torch_pool_mode": mode(),
+        "torch_pool_mode": setting,
         "torch_pool_runtime": rt["library"] if rt else f"not used: {_state['note']}",
         "torch_pool_forked_child": _in_forked_child,
     }

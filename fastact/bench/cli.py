@@ -137,7 +137,7 @@ def write_results(report: dict, folder: str) -> list[str]:
 
 
 def _run_command(args: argparse.Namespace, prog: str, **fixed: object) -> tuple[int, dict | None]:
-    from .harness import default_threads, run
+    from .harness import WorkerFailed, default_threads, run
     from .report import format_report, plot
 
     if args.plot and not _have_matplotlib():
@@ -168,6 +168,9 @@ def _run_command(args: argparse.Namespace, prog: str, **fixed: object) -> tuple[
     except ValueError as e:
         sys.stderr.write(f"{prog}: {e}\n")
         return 2, None
+    except WorkerFailed as e:  # e.g. a threading layer that numba knows but cannot load
+        sys.stderr.write(f"{prog}: fastact's benchmark worker failed: {e.last_line}\n")
+        return 1, None
     text = format_report(report, args.format)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:

@@ -37,7 +37,16 @@ from .bandwidth import measure_probe
 from .rows import finish_row, matches, parse_size, size_label
 from .timing import Unsupported, budget, measure, timer_overhead
 
-__all__ = ["DEFAULT_SIZES", "FAMILIES", "LIBRARIES", "PEERS", "default_threads", "run"]
+__all__ = [
+    "DEFAULT_SIZES",
+    "FAMILIES",
+    "LIBRARIES",
+    "PEERS",
+    "WorkerFailed",
+    "check_settings",
+    "default_threads",
+    "run",
+]
 
 #: Default sizes: a small array (call overhead), one that fits in cache, one that streams from
 #: memory.
@@ -85,6 +94,35 @@ def columns(case: dict, lib: str) -> tuple[str, ...]:
     cols = FAMILIES[case["family"]].COLUMNS.get(lib, ())
     allowed = case.get("columns")
     return tuple(c for c in cols if allowed is None or c in allowed)
+
+
+class WorkerFailed(RuntimeError):
+    """fastact's benchmark block failed (without fastact's times there is no report): the
+    message holds the worker's traceback, ``last_line`` its error line."""
+
+    def __init__(self, traceback_text: str) -> None:
+        super().__init__(f"fastact benchmark worker failed:\n{traceback_text}")
+        lines = [ln for ln in traceback_text.strip().splitlines() if ln.strip()]
+        self.last_line = lines[-1].strip() if lines else "no error message"
+
+
+def check_settings() -> None:
+    """Check the environment variables every worker reads before any worker starts, so that a
+    bad one is one ValueError naming it, not a traceback from each spawned process:
+    ``FASTACT_TORCH_POOL`` and ``NUMBA_THREADING_LAYER`` (a name numba knows; whether that
+    layer can be loaded shows only when a worker starts it)."""
+    import numba
+
+    from fastact._core.torch_pool import mode
+
+    mode()  # ValueError naming FASTACT_TORCH_POOL
+    layer = str(numba.config.THREADING_LAYER).lower()
+    known = ("default", "safe", "threadsafe", "forksafe", *numba.config.THREADING_LAYER_PRIORITY)
+    if layer not in known:
+        raise ValueError(
+            f"NUMBA_THREADING_LAYER={numba.config.THREADING_LAYER!r} is no threading layer "
+            f"numba knows (choose from {', '.join(known)})"
+        )
 
 
 # ============================================================================ workers
@@ -379,7 +417,9 @@ def run(
     model-like list of ~160 tensors; ``numpy_losses``: time NumPy's loss formulas (default:
     unless this is the plain default run, where they would take seconds per call at 16M).
 
-    Losses and optimizers run at the largest size only unless ``sizes`` is given."""
+    Losses and optimizers run at the largest size only unless ``sizes`` is given. A bad
+    argument or setting (:func:`check_settings`) raises ValueError naming it before anything
+    runs; a failure of fastact's own block raises :class:`WorkerFailed`."""
     t_start = time.monotonic()
     if isinstance(functions, str):
         functions = [functions]
@@ -403,6 +443,7 @@ def run(
         if lb not in LIBRARIES:
             raise ValueError(f"libraries: unknown library {lb!r} (choose from {LIBRARIES})")
     fams = _resolve_families(families, patterns)
+    check_settings()
     default_run = not (patterns or families or sizes_given)
     if numpy_losses is None:
         numpy_losses = not default_run
@@ -460,7 +501,7 @@ def run(
                     if kind == "error":
                         notes.append(f"{lb} worker failed: {payload.strip().splitlines()[-1]}")
                         if lb == "fastact":
-                            raise RuntimeError(f"fastact benchmark worker failed:\n{payload}")
+                            raise WorkerFailed(payload)
                         per_lib.pop(lb, None)
                         continue
                     per_lib.setdefault(lb, []).append(payload)
