@@ -10,8 +10,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import fastact
-from fastact.bench import cli, harness
+from fastact.bench import cli, harness, report
 
 ROOT = os.path.dirname(os.path.dirname(fastact.__file__))
 TINY = ["-f", "relu", "--sizes", "1K", "--quick", "--no-progress", "--libraries", "numpy"]
@@ -80,3 +82,79 @@ def test_bench_worker_failure_is_one_line(monkeypatch, capsys):
         "python -m fastact bench: fastact's benchmark worker failed: "
         "OSError: no threading layer could be loaded"
     )
+
+
+# ---------------------------------------------------------------------------- files
+@pytest.fixture(scope="module")
+def tiny_report():
+    """One tiny report (relu at 1K against NumPy, in this process)."""
+    return harness.run(
+        functions=["relu"],
+        sizes=["1K"],
+        quick=True,
+        isolate=False,
+        progress=False,
+        libraries=["numpy"],
+        budget_scale=0.2,
+    )
+
+
+def _refuse_run(monkeypatch) -> None:
+    """Make the benchmark fail the test if it starts (the check must come first)."""
+
+    def run(**kwargs: object) -> dict:
+        raise AssertionError("the benchmark ran before the arguments were checked")
+
+    monkeypatch.setattr(harness, "run", run)
+
+
+@pytest.mark.parametrize(
+    "option, path, why",
+    [
+        ("--output", "{tmp}/no_folder/x.md", "no folder"),
+        ("--output", "{tmp}", "is a folder"),
+        ("--plot", "{tmp}/no_folder/x.png", "no folder"),
+        ("--plot", "{tmp}", "is a folder"),
+        ("--plot", "{tmp}/x.foo", "matplotlib cannot save .foo"),
+        ("--output-dir", "{tmp}/a_file", "is not a folder"),
+    ],
+)
+def test_output_paths_checked_before_the_run(monkeypatch, capsys, tmp_path, option, path, why):
+    """``--output`` / ``--plot`` / ``--output-dir`` that cannot be written: one line and exit
+    status 2 before the run starts (it ran to the end, then died with a traceback and the
+    results folder unwritten); nothing is written."""
+    (tmp_path / "a_file").write_text("")
+    path = path.format(tmp=tmp_path)
+    _refuse_run(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert cli.main([*TINY, option, path]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"python -m fastact bench: {option} {path}: ")
+    assert why in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_write_errors_keep_the_results_folder(monkeypatch, capsys, tmp_path, tiny_report):
+    """``--output`` and ``--plot`` failing while they are written (after the checks): one
+    line each, exit status 1, and the results folder is still written."""
+    real_plot = report.plot
+    bad_plot = str(tmp_path / "ratios.png")
+
+    def plot(rep: dict, path: str) -> str:
+        if path == bad_plot:
+            raise OSError(28, "No space left on device")
+        return real_plot(rep, path)
+
+    monkeypatch.setattr(harness, "run", lambda **kwargs: tiny_report)
+    monkeypatch.setattr(report, "plot", plot)
+    monkeypatch.setattr(cli, "_file_problem", lambda path: None, raising=False)  # passes...
+    out_dir = tmp_path / "out.md"
+    out_dir.mkdir()  # ... and the write fails
+    res = tmp_path / "res"
+    rc = cli.main([*TINY, "-o", str(out_dir), "--plot", bad_plot, "--output-dir", str(res)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert f"python -m fastact bench: could not write --output {out_dir}: " in err
+    assert f"python -m fastact bench: could not write --plot {bad_plot}: " in err
+    assert sorted(p.name for p in res.iterdir()) == ["bench.json", "bench.md", "bench.png"]

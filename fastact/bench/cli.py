@@ -120,6 +120,44 @@ def _have_matplotlib() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
+def _file_problem(path: str) -> str | None:
+    """Why ``path`` cannot be written as a file (a folder, a missing or read-only parent
+    folder), or None. Checked before the run, which may take minutes, not after it."""
+    if os.path.isdir(path):
+        return "is a folder"
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        return f"no folder {parent}"
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        return "not writable"
+    return None
+
+
+def _plot_formats() -> list[str]:
+    """The file formats matplotlib can save a figure as (its ``savefig`` extensions)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return sorted(FigureCanvasBase.get_supported_filetypes())
+
+
+def _check_paths(args: argparse.Namespace) -> str | None:
+    """The first problem with ``--output``, ``--plot`` or ``--output-dir``, or None."""
+    for option, path in (("--output", args.output), ("--plot", args.plot)):
+        problem = path is not None and _file_problem(path)
+        if problem:
+            return f"{option} {path}: {problem}"
+    if args.plot:
+        ext = os.path.splitext(args.plot)[1][1:].lower()
+        formats = _plot_formats()
+        if ext and ext not in formats:
+            return f"--plot {args.plot}: matplotlib cannot save .{ext} (use {', '.join(formats)})"
+    folder = args.output_dir
+    if folder is not None and not args.no_files and os.path.exists(folder):
+        if not os.path.isdir(folder):
+            return f"--output-dir {folder}: is not a folder"
+    return None
+
+
 def write_results(report: dict, folder: str) -> list[str]:
     """Write bench.md, bench.json and (with matplotlib) bench.png into ``folder``."""
     from .report import format_report, plot
@@ -141,7 +179,11 @@ def _run_command(args: argparse.Namespace, prog: str, **fixed: object) -> tuple[
     from .report import format_report, plot
 
     if args.plot and not _have_matplotlib():
-        sys.stderr.write("--plot needs matplotlib (pip install matplotlib)\n")
+        sys.stderr.write(f"{prog}: --plot needs matplotlib (pip install matplotlib)\n")
+        return 2, None
+    problem = _check_paths(args)
+    if problem:
+        sys.stderr.write(f"{prog}: {problem}\n")
         return 2, None
     cpus = default_threads()
     if args.threads and args.threads > cpus:
@@ -172,16 +214,25 @@ def _run_command(args: argparse.Namespace, prog: str, **fixed: object) -> tuple[
         sys.stderr.write(f"{prog}: fastact's benchmark worker failed: {e.last_line}\n")
         return 1, None
     text = format_report(report, args.format)
+    rc = 0  # a file that fails to be written still leaves the others (and the results folder)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        sys.stderr.write(f"wrote {args.output}\n")
+        try:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            sys.stderr.write(f"wrote {args.output}\n")
+        except OSError as e:
+            sys.stderr.write(f"{prog}: could not write --output {args.output}: {e}\n")
+            rc = 1
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
     if args.plot:
-        plot(report, args.plot)
-        sys.stderr.write(f"wrote {args.plot}\n")
+        try:
+            plot(report, args.plot)
+            sys.stderr.write(f"wrote {args.plot}\n")
+        except (OSError, ValueError) as e:
+            sys.stderr.write(f"{prog}: could not write --plot {args.plot}: {e}\n")
+            rc = 1
     if not args.no_files:
         folder = args.output_dir or os.path.join(
             "fastact-bench-results", time.strftime("%Y-%m-%d_%H%M%S")
@@ -198,7 +249,7 @@ def _run_command(args: argparse.Namespace, prog: str, **fixed: object) -> tuple[
             else (" (no plot: pip install matplotlib)" if not _have_matplotlib() else "")
         )
         sys.stderr.write(f"Results: {os.path.abspath(folder)}/ ({names}){missing}\n")
-    return 0, report
+    return rc, report
 
 
 FAMILY_COMMANDS = {"losses": "loss", "optim": "optimizer", "fused": "fused"}
