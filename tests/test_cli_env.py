@@ -13,7 +13,7 @@ import sys
 import pytest
 
 import fastact
-from fastact.bench import cli, harness, report
+from fastact.bench import cli, harness, report, rows
 
 ROOT = os.path.dirname(os.path.dirname(fastact.__file__))
 TINY = ["-f", "relu", "--sizes", "1K", "--quick", "--no-progress", "--libraries", "numpy"]
@@ -158,3 +158,44 @@ def test_write_errors_keep_the_results_folder(monkeypatch, capsys, tmp_path, tin
     assert f"python -m fastact bench: could not write --output {out_dir}: " in err
     assert f"python -m fastact bench: could not write --plot {bad_plot}: " in err
     assert sorted(p.name for p in res.iterdir()) == ["bench.json", "bench.md", "bench.png"]
+
+
+# ---------------------------------------------------------------------------- sizes
+def test_parse_size_bounds_and_suffixes():
+    """Finite, whole sizes up to 2**40 elements, each refused with one ValueError naming the
+    sizes (inf and 1e400 raised OverflowError; 1e30 was taken and failed in a worker); KiB,
+    MiB, KB take the binary multiple (1KiB was refused)."""
+    assert [rows.parse_size(s) for s in ("1KiB", "1kib", "1KB", "2MiB", "1Gi", "1.5K")] == [
+        1024,
+        1024,
+        1024,
+        2 << 20,
+        1 << 30,
+        1536,
+    ]
+    assert rows.parse_size(1 << 40) == rows.MAX_SIZE == 1 << 40
+    for bad, why in [
+        ("inf", "more than 2\\*\\*40"),
+        ("1e400", "more than 2\\*\\*40"),
+        ("1e30", "more than 2\\*\\*40"),
+        ("1025G", "more than 2\\*\\*40"),
+        ((1 << 40) + 1, "more than 2\\*\\*40"),
+        ("-inf", "not a positive"),
+        ("nan", "cannot read"),
+        ("1.5", "not a whole"),
+        ("0.5", "not a whole"),
+    ]:
+        with pytest.raises(ValueError, match=f"^sizes: .*{why}"):
+            rows.parse_size(bad)
+
+
+@pytest.mark.parametrize("sizes", ["", ",", " ", " , "])
+def test_empty_sizes_are_refused(monkeypatch, capsys, sizes):
+    """``--sizes ''`` (or only commas and blanks) is an error, not the default sizes."""
+
+    def cases(patterns: list, sizes: list, dtype: str) -> list:
+        raise AssertionError(f"the cases were built with sizes {sizes}")
+
+    monkeypatch.setattr(harness.activations, "cases", cases)
+    assert cli.main(["-f", "relu", "--no-files", "--no-progress", "--sizes", sizes]) == 2
+    assert capsys.readouterr().err.startswith("python -m fastact bench: sizes: empty list")

@@ -408,7 +408,8 @@ def run(
     "notes": [...]}`` (rows: :mod:`fastact.bench.rows`).
 
     ``functions``: names or globs (``'gelu*'``, ``'Adam*'``); ``sizes``: element counts or
-    ``'256K'``; ``libraries``: subset of :data:`LIBRARIES` (fastact is always timed);
+    ``'256K'`` (a list, or one comma-separated string; an empty one is an error, not the
+    defaults); ``libraries``: subset of :data:`LIBRARIES` (fastact is always timed);
     ``families``: subset of ``activation``, ``loss``, ``optimizer``, ``fused`` (default: those
     with a name matching ``functions``); ``isolate``: one spawned process per library (default) or
     one block per library in this process; ``rounds``: every block runs that many times,
@@ -424,6 +425,12 @@ def run(
     if isinstance(functions, str):
         functions = [functions]
     patterns = [p.strip() for f in (functions or []) for p in f.split(",") if p.strip()]
+    if isinstance(sizes, str):
+        sizes = sizes.split(",")
+    if sizes is not None:
+        sizes = [s for s in sizes if not isinstance(s, str) or s.strip()]
+        if not sizes:  # e.g. --sizes ',': not the default sizes
+            raise ValueError("sizes: empty list (give element counts, e.g. 1K,256K,16M)")
     sizes_given = sizes is not None
     size_list = [parse_size(s) for s in (sizes or DEFAULT_SIZES)]
     try:

@@ -22,12 +22,13 @@ Cases are rows without ``times``: the families make them, the harness fills them
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["finish_row", "matches", "parse_size", "size_label", "size_text"]
+__all__ = ["MAX_SIZE", "finish_row", "matches", "parse_size", "size_label", "size_text"]
 
 
 def size_label(n: int) -> str:
@@ -49,20 +50,43 @@ def size_text(row: dict) -> str:
     return label
 
 
+#: The largest element count a size may name: 2**40 (4 TiB of float32), past any machine's
+#: memory, so that a typo (``1e30``) is refused here instead of failing inside a worker.
+MAX_SIZE = 1 << 40
+
+
 def parse_size(text: str | int) -> int:
-    """``'1K'`` -> 1024, ``'256K'``, ``'16M'`` (binary multiples), or a plain integer."""
+    """``'1K'`` -> 1024, ``'256K'``, ``'16M'``, ``'1G'`` (binary multiples; ``'1KiB'`` and
+    ``'1KB'`` alike), or a plain number: a whole, positive element count up to
+    :data:`MAX_SIZE` (else ValueError)."""
+    not_positive = f"sizes: {text!r} is not a positive element count"
+    too_large = f"sizes: {text!r} is more than 2**40 elements"
     if isinstance(text, (int, np.integer)):
         n = int(text)
     else:
-        s = str(text).strip().upper().removesuffix("I").removesuffix("B")
+        s = str(text).strip().upper().removesuffix("B")  # 1KiB -> 1KI -> 1K
+        if s[-1:] == "I" and s[-2:-1] in ("K", "M", "G"):
+            s = s[:-1]
         mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(s[-1:], 1)
         digits = s[:-1] if mult > 1 else s
         try:
-            n = int(float(digits) * mult)
+            value = float(digits) * mult
+            if math.isnan(value):
+                raise ValueError
         except ValueError:
             raise ValueError(f"sizes: cannot read {text!r} (use e.g. 1024, 256K, 16M)") from None
+        # checked as a float: int() of inf (1e400) raised OverflowError, 1e30 failed in a worker
+        if value <= 0:
+            raise ValueError(not_positive)
+        if value > MAX_SIZE:
+            raise ValueError(too_large)
+        if value != int(value):
+            raise ValueError(f"sizes: {text!r} is not a whole element count")
+        n = int(value)
     if n < 1:
-        raise ValueError(f"sizes: {text!r} is not a positive element count")
+        raise ValueError(not_positive)
+    if n > MAX_SIZE:
+        raise ValueError(too_large)
     return n
 
 
