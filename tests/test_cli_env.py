@@ -199,3 +199,35 @@ def test_empty_sizes_are_refused(monkeypatch, capsys, sizes):
     monkeypatch.setattr(harness.activations, "cases", cases)
     assert cli.main(["-f", "relu", "--no-files", "--no-progress", "--sizes", sizes]) == 2
     assert capsys.readouterr().err.startswith("python -m fastact bench: sizes: empty list")
+
+
+# ---------------------------------------------------------------------------- threads, names
+def _refuse_cases(monkeypatch) -> None:
+    """Make building the benchmark's cases fail the test (the check must come first)."""
+
+    def cases(*args: object) -> list:
+        raise AssertionError("the benchmark's cases were built")
+
+    for mod in harness.FAMILIES.values():
+        monkeypatch.setattr(mod, "cases", cases)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-f", "relu", "--threads", "0"], "threads must be at least 1, got 0"),
+        (["-f", "relu,sigmiod"], "functions: ['sigmiod'] match no benchmark (activation: "),
+        (["-f", "relu", "-f", "Adamm"], "functions: ['Adamm'] match no benchmark (activation: "),
+        (["-f", "relu,mse_loss", "--families", "activation"], "functions: ['mse_loss'] match no"),
+        (["-f", ""], "functions: no name given"),
+        (["-f", ","], "functions: no name given"),
+    ],
+)
+def test_threads_and_function_names(monkeypatch, capsys, args, message):
+    """``--threads 0`` is refused like -5 (it ran on every CPU); every ``-f`` pattern must
+    match a benchmark of the families run (a misspelled one next to good ones was dropped);
+    ``-f ''`` / ``-f ','`` name nothing (they ran every benchmark of every family)."""
+    _refuse_cases(monkeypatch)
+    assert cli.main([*args, "--sizes", "1K", "--no-files", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"python -m fastact bench: {message}") and err.count("\n") == 1, err

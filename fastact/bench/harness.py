@@ -384,6 +384,16 @@ def _resolve_families(families: Sequence[str] | str | None, patterns: list[str])
     return [f for f, mod in FAMILIES.items() if any(matches(n, patterns) for n in mod.names())]
 
 
+def _check_patterns(patterns: list[str], fams: list[str]) -> None:
+    """ValueError naming the patterns that match no benchmark of ``fams`` (a misspelled name
+    next to good ones was dropped without a word)."""
+    names = [n for f in fams for n in FAMILIES[f].names()]
+    unmatched = [p for p in patterns if not any(matches(n, [p]) for n in names)]
+    if unmatched:
+        listing = "; ".join(f"{f}: {', '.join(FAMILIES[f].names())}" for f in fams)
+        raise ValueError(f"functions: {unmatched} match no benchmark ({listing})")
+
+
 def all_names() -> dict[str, list[str]]:
     """Family -> the names ``--functions`` can select."""
     return {f: mod.names() for f, mod in FAMILIES.items()}
@@ -407,7 +417,8 @@ def run(
     """Run the benchmarks; return ``{"meta": ..., "bandwidth": [...], "results": [rows],
     "notes": [...]}`` (rows: :mod:`fastact.bench.rows`).
 
-    ``functions``: names or globs (``'gelu*'``, ``'Adam*'``); ``sizes``: element counts or
+    ``functions``: names or globs (``'gelu*'``, ``'Adam*'``), each of which must match a
+    benchmark of the families run (None: every benchmark); ``sizes``: element counts or
     ``'256K'`` (a list, or one comma-separated string; an empty one is an error, not the
     defaults); ``libraries``: subset of :data:`LIBRARIES` (fastact is always timed);
     ``families``: subset of ``activation``, ``loss``, ``optimizer``, ``fused`` (default: those
@@ -440,7 +451,7 @@ def run(
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     cpus = default_threads()
-    threads = int(threads or cpus)
+    threads = cpus if threads is None else int(threads)  # 0 is refused, not "all CPUs"
     if threads < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
@@ -449,7 +460,10 @@ def run(
     for lb in libs:
         if lb not in LIBRARIES:
             raise ValueError(f"libraries: unknown library {lb!r} (choose from {LIBRARIES})")
+    if functions is not None and not patterns:  # -f '' or -f ',': not every benchmark
+        raise ValueError("functions: no name given (e.g. -f 'relu,gelu*')")
     fams = _resolve_families(families, patterns)
+    _check_patterns(patterns, fams if families else list(FAMILIES))
     check_settings()
     default_run = not (patterns or families or sizes_given)
     if numpy_losses is None:
