@@ -71,9 +71,7 @@ def _vector_facts() -> tuple[str, str]:
     from fastact._core import jit as _jit
 
     setting = _jit._VECTOR_WIDTH
-    source = (
-        f"FASTACT_VECTOR_WIDTH={setting}" if "FASTACT_VECTOR_WIDTH" in os.environ else "default"
-    )
+    source = f"FASTACT_VECTOR_WIDTH={setting}" if _jit._VECTOR_WIDTH_FROM_ENV else "default"
     try:
 
         @_jit.jit(cache=False)
@@ -91,7 +89,7 @@ def _vector_facts() -> tuple[str, str]:
     width = (
         f"{found[0]} ({source}; part of the compile cache's key)"
         if found
-        else f"LLVM's choice (FASTACT_VECTOR_WIDTH={setting!r} is not 128, 256 or 512)"
+        else f"LLVM's choice (no width on the compiled function; setting {setting})"
     )
     for reg, bits in (("zmm", 512), ("ymm", 256), ("xmm", 128), ("v0.4s", 128)):
         if reg in asm:

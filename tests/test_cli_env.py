@@ -6,6 +6,7 @@ first case; no timing assertions."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -231,3 +232,56 @@ def test_threads_and_function_names(monkeypatch, capsys, args, message):
     assert cli.main([*args, "--sizes", "1K", "--no-files", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"python -m fastact bench: {message}") and err.count("\n") == 1, err
+
+
+# ---------------------------------------------------------------------------- variables
+_WIDTH_PROBE = """
+import json, warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import fastact
+from numba.core.codegen import CPUCodeLibrary
+from fastact._core import jit
+print(json.dumps({
+    "warnings": [str(w.message) for w in caught if "FASTACT_VECTOR_WIDTH" in str(w.message)],
+    "categories": [w.category.__name__ for w in caught if "VECTOR_WIDTH" in str(w.message)],
+    "width": jit._VECTOR_WIDTH,
+    "cache": jit.cache_dir().name,
+    "hook": getattr(CPUCodeLibrary.add_ir_module, "_fastact", False),
+}))
+"""
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    e = {k: v for k, v in os.environ.items() if k != "FASTACT_VECTOR_WIDTH"}
+    e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
+    e.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=e
+    )
+
+
+def test_vector_width_empty_or_invalid_is_the_default():
+    """FASTACT_VECTOR_WIDTH: empty is unset; a value other than 128/256/512 is the default
+    512 with one RuntimeWarning naming the variable (both dropped fastact's width and
+    compiled a cache folder of their own, without a word)."""
+    runs = {}
+    for value in (None, "", " 512 ", "abc", "1024"):
+        env = {} if value is None else {"FASTACT_VECTOR_WIDTH": value}
+        proc = _python(_WIDTH_PROBE, **env)
+        assert proc.returncode == 0, proc.stderr
+        runs[value] = json.loads(proc.stdout.strip().splitlines()[-1])
+    default = runs[None]
+    assert default["width"] == "512" and default["hook"] and not default["warnings"]
+    for value in ("", " 512 "):
+        assert runs[value] == default, value
+    for value in ("abc", "1024"):
+        got = runs[value]
+        assert got["warnings"] == [
+            f"fastact: FASTACT_VECTOR_WIDTH={value!r} is not 128, 256 or 512; "
+            "the default 512 is used"
+        ]
+        assert got["categories"] == ["RuntimeWarning"]
+        assert {k: got[k] for k in ("width", "cache", "hook")} == {
+            k: default[k] for k in ("width", "cache", "hook")
+        }

@@ -80,8 +80,30 @@ _PACKAGE_PREFIX = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + 
 #: cache (the benchmark harness compiles its few probes in memory; CUDA kernels are not cached).
 _NOT_KERNEL_SOURCES = ("bench", "cuda")
 
+#: The vector widths FASTACT_VECTOR_WIDTH may name (bits); the first is the default.
+VECTOR_WIDTHS = ("512", "256", "128")
+
+
+def _vector_width_setting() -> tuple[str, bool]:
+    """(FASTACT_VECTOR_WIDTH's width, whether the variable chose it). Unset or empty: the
+    default 512; another value than 128, 256 or 512: the default, with one RuntimeWarning
+    naming the variable (such a value dropped fastact's setting without a word and compiled a
+    cache folder of its own)."""
+    raw = os.environ.get("FASTACT_VECTOR_WIDTH", "").strip()
+    if raw in VECTOR_WIDTHS:
+        return raw, True
+    if raw:
+        warnings.warn(
+            f"fastact: FASTACT_VECTOR_WIDTH={raw!r} is not 128, 256 or 512; the default "
+            f"{VECTOR_WIDTHS[0]} is used",
+            RuntimeWarning,
+            stacklevel=stacklevel_outside(_PACKAGE_PREFIX),  # the user's import line
+        )
+    return VECTOR_WIDTHS[0], False
+
+
 #: Settings that change generated code, read once per process: part of the cache key.
-_VECTOR_WIDTH = os.environ.get("FASTACT_VECTOR_WIDTH", "512").strip()
+_VECTOR_WIDTH, _VECTOR_WIDTH_FROM_ENV = _vector_width_setting()
 
 
 #: File-name prefix of functions fastact generates at run time (:func:`define`): cached in
@@ -324,7 +346,9 @@ def _cacheable(py_func: Callable) -> bool:
 #: numba's loops use half the register width; fastact's kernels are long arithmetic loops
 #: that gain 1.2-1.4x from 512-bit vectors there (measured on Emerald Rapids). Every LLVM
 #: function fastact compiles is marked "prefer-vector-width"="512" (a per-function setting:
-#: the user's own numba code is not affected). ``FASTACT_VECTOR_WIDTH=256`` turns it off.
+#: the user's own numba code is not affected). ``FASTACT_VECTOR_WIDTH=256`` (or ``128``)
+#: marks them with that width instead; LLVM's own choice is not the same thing (it is 512 on
+#: CPUs it tunes for full-width AVX-512, such as Zen 4).
 _WIDE = threading.local()
 
 
@@ -351,9 +375,7 @@ class _NoAliasCompiler(_FastactCompiler):
 
 
 def _install_vector_width_hook() -> None:
-    if _VECTOR_WIDTH not in ("128", "256", "512") or getattr(
-        CPUCodeLibrary.add_ir_module, "_fastact", False
-    ):
+    if getattr(CPUCodeLibrary.add_ir_module, "_fastact", False):
         return
     attr = f'"prefer-vector-width"="{_VECTOR_WIDTH}"'
     original = CPUCodeLibrary.add_ir_module
