@@ -285,3 +285,39 @@ def test_vector_width_empty_or_invalid_is_the_default():
         assert {k: got[k] for k in ("width", "cache", "hook")} == {
             k: default[k] for k in ("width", "cache", "hook")
         }
+
+
+# ---------------------------------------------------------------------------- in-process threads
+def test_in_process_threads_capped_to_numbas_pool(monkeypatch, capsys):
+    """``--in-process --threads N`` above numba's pool (NUMBA_NUM_THREADS): numba could only
+    run its pool's size while torch got N and the report said N; now every library gets the
+    pool's size, the report's threads and a note say so, and the command warns."""
+    import numba
+
+    pool = numba.config.NUMBA_NUM_THREADS
+    settled = []
+    real_settle = harness._settle_threads
+
+    def settle(lib: str, threads: int) -> None:
+        settled.append((lib, threads))
+        real_settle(lib, threads)
+
+    monkeypatch.setattr(harness, "_settle_threads", settle)
+    rep = harness.run(
+        functions=["relu"],
+        sizes=["1K"],
+        threads=pool + 1,
+        quick=True,
+        isolate=False,
+        progress=False,
+        libraries=["numpy"],
+        budget_scale=0.2,
+    )
+    assert settled == [("fastact", pool), ("numpy", pool)]
+    assert rep["meta"]["threads"] == rep["meta"]["numba_threads"] == pool
+    assert any(f"above numba's pool of {pool}" in n for n in rep["notes"]), rep["notes"]
+
+    monkeypatch.setattr(harness, "run", lambda **kwargs: rep)
+    assert cli.main([*TINY, "--in-process", "--no-files", "--threads", str(pool + 1)]) == 0
+    err = capsys.readouterr().err
+    assert f"--threads {pool + 1} is above numba's pool of {pool} threads" in err

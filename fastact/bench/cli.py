@@ -177,7 +177,7 @@ def write_results(report: dict, folder: str) -> list[str]:
 
 
 def _run_command(args: argparse.Namespace, prog: str, **fixed: object) -> tuple[int, dict | None]:
-    from .harness import WorkerFailed, default_threads, run
+    from .harness import WorkerFailed, default_threads, run, usable_threads
     from .report import format_report, plot
 
     if args.plot and not _have_matplotlib():
@@ -188,11 +188,21 @@ def _run_command(args: argparse.Namespace, prog: str, **fixed: object) -> tuple[
         sys.stderr.write(f"{prog}: {problem}\n")
         return 2, None
     cpus = default_threads()
-    if args.threads and args.threads > cpus:
-        sys.stderr.write(
-            f"{prog}: warning: --threads {args.threads} on {cpus} CPUs oversubscribes the cores "
-            "(every parallel call time-shares them); the report says so at the top\n"
-        )
+    threads = args.threads  # the count every library runs on (run() refuses one below 1)
+    if threads is not None and threads >= 1:
+        usable = usable_threads(threads, not args.in_process)
+        if usable < threads:
+            sys.stderr.write(
+                f"{prog}: warning: --threads {threads} is above numba's pool of {usable} "
+                f"threads in this process (NUMBA_NUM_THREADS): with --in-process every "
+                f"library runs on {usable}; the report says so at the top\n"
+            )
+            threads = usable
+        if threads > cpus:
+            sys.stderr.write(
+                f"{prog}: warning: --threads {threads} on {cpus} CPUs oversubscribes the "
+                "cores (every parallel call time-shares them); the report says so at the top\n"
+            )
     kwargs = dict(
         functions=args.functions,
         sizes=_split(args.sizes),

@@ -46,6 +46,7 @@ __all__ = [
     "check_settings",
     "default_threads",
     "run",
+    "usable_threads",
 ]
 
 #: Default sizes: a small array (call overhead), one that fits in cache, one that streams from
@@ -123,6 +124,19 @@ def check_settings() -> None:
             f"NUMBA_THREADING_LAYER={numba.config.THREADING_LAYER!r} is no threading layer "
             f"numba knows (choose from {', '.join(known)})"
         )
+
+
+def usable_threads(threads: int, isolate: bool) -> int:
+    """The thread count every library is timed on: ``threads``, except in this process
+    (``isolate=False``), where numba cannot run more threads than the pool it started with
+    (``NUMBA_NUM_THREADS``): there every library gets at most that many, so that torch and
+    numexpr do not run on more threads than fastact while the report says one count. Spawned
+    workers get ``NUMBA_NUM_THREADS=threads`` and no limit."""
+    if isolate:
+        return threads
+    import numba
+
+    return min(threads, numba.config.NUMBA_NUM_THREADS)
 
 
 # ============================================================================ workers
@@ -469,6 +483,14 @@ def run(
     if numpy_losses is None:
         numpy_losses = not default_run
     notes: list[str] = []
+    usable = usable_threads(threads, isolate)
+    if usable < threads:
+        notes.append(
+            f"{threads} threads asked for, above numba's pool of {usable} in this process "
+            f"(NUMBA_NUM_THREADS): every library ran on {usable} (without --in-process each "
+            "library's own process gets the count asked for)"
+        )
+        threads = usable
     if threads > cpus:
         notes.append(
             f"{threads} threads on {cpus} CPUs: every library's thread pool is oversubscribed "
