@@ -44,12 +44,39 @@ def _env_list(name: str, default: str) -> list[str]:
     return items
 
 
+def _env_dtypes(name: str, default: str) -> list[str]:
+    """The dtypes in ``name``: float32 and float64, the ones fastact's benchmark times."""
+    items = _env_list(name, default)
+    for d in items:
+        if d not in ("float32", "float64"):
+            raise ValueError(f"{name}: {d!r} is not float32 or float64")
+    return items
+
+
+def _env_sizes(name: str, default: str) -> list[int]:
+    """The element counts in ``name``, in the bench command's notation (``1024``, ``256K``,
+    ``4M``: :func:`fastact.bench.rows.parse_size` of this tree, loaded by its path, as the
+    installed fastact of an older commit may lack it)."""
+    spec = importlib.util.spec_from_file_location(
+        "_fastact_tree_rows", ROOT / "fastact" / "bench" / "rows.py"
+    )
+    rows = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rows)
+    sizes = []
+    for s in _env_list(name, default):
+        try:
+            sizes.append(rows.parse_size(s))
+        except ValueError as e:
+            raise ValueError(f"{name}: {str(e).removeprefix('sizes: ')}") from None
+    return sizes
+
+
 #: float32 and float64: every activation is benchmarked in both (FASTACT_ASV_DTYPES overrides).
-DTYPES = _env_list("FASTACT_ASV_DTYPES", "float32,float64")
+DTYPES = _env_dtypes("FASTACT_ASV_DTYPES", "float32,float64")
 #: small (call overhead), cache-sized, and streaming from memory. 4M rather than the bench
-#: command's 16M keeps a full asv run short; FASTACT_ASV_SIZES (comma separated element
-#: counts) overrides it.
-SIZES = [int(s) for s in _env_list("FASTACT_ASV_SIZES", "1024,262144,4194304")]
+#: command's 16M keeps a full asv run short; FASTACT_ASV_SIZES (comma-separated element
+#: counts, ``256K`` alike) overrides it.
+SIZES = _env_sizes("FASTACT_ASV_SIZES", "1024,262144,4194304")
 #: the libraries timed next to fastact (in the ``peers`` suite, one benchmark per peer)
 PEERS = ("torch", "numpy", "numexpr")
 #: sizes of the loss and optimizer suites (a call there costs more per element); the same

@@ -321,3 +321,37 @@ def test_in_process_threads_capped_to_numbas_pool(monkeypatch, capsys):
     assert cli.main([*TINY, "--in-process", "--no-files", "--threads", str(pool + 1)]) == 0
     err = capsys.readouterr().err
     assert f"--threads {pool + 1} is above numba's pool of {pool} threads" in err
+
+
+# ---------------------------------------------------------------------------- asv variables
+def _load_asv_common(monkeypatch, **env: str):
+    """benchmarks/_common.py executed afresh with ``env`` set (its lists are read at import)."""
+    import importlib.util
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    spec = importlib.util.spec_from_file_location(
+        "_asv_common_probe", os.path.join(ROOT, "benchmarks", "_common.py")
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_asv_sizes_take_the_bench_notation_and_bad_values_name_the_variable(monkeypatch):
+    """FASTACT_ASV_SIZES takes ``1K`` like the bench command (a bare int() error at import of
+    every suite); bad sizes and dtypes are a ValueError naming the variable (0, -5, 'garbage'
+    and 'int32' were taken without a word)."""
+    common = _load_asv_common(monkeypatch, FASTACT_ASV_SIZES="1K, 64K,1048576")
+    assert common.SIZES == common.LARGE_SIZES == [1024, 65536, 1 << 20]
+    assert common.DTYPES == ["float32", "float64"]
+    for env, message in [
+        ({"FASTACT_ASV_SIZES": "0,-5"}, "FASTACT_ASV_SIZES: '0' is not a positive element count"),
+        ({"FASTACT_ASV_SIZES": "1X"}, "FASTACT_ASV_SIZES: cannot read '1X'"),
+        ({"FASTACT_ASV_SIZES": "1e30"}, "FASTACT_ASV_SIZES: '1e30' is more than 2\\*\\*40"),
+        ({"FASTACT_ASV_DTYPES": "garbage,int32"}, "FASTACT_ASV_DTYPES: 'garbage' is not float32"),
+        ({"FASTACT_ASV_DTYPES": "float16"}, "FASTACT_ASV_DTYPES: 'float16' is not float32"),
+    ]:
+        with monkeypatch.context() as m:
+            with pytest.raises(ValueError, match=f"^{message}"):
+                _load_asv_common(m, **env)
