@@ -355,3 +355,42 @@ def test_asv_sizes_take_the_bench_notation_and_bad_values_name_the_variable(monk
         with monkeypatch.context() as m:
             with pytest.raises(ValueError, match=f"^{message}"):
                 _load_asv_common(m, **env)
+
+
+# ---------------------------------------------------------------------------- huge pages, optim
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise advice: Linux only")
+@pytest.mark.parametrize(
+    "value, advised",
+    [("0", False), (" 0", False), ("off", False), ("False", False), ("NO", False),
+     ("1", True), ("", True), ("on", True)],
+)  # fmt: skip
+def test_huge_pages_switch_reads_like_disable_cache(monkeypatch, value, advised):
+    """FASTACT_HUGE_PAGES: 0, false, no, off (any case, blanks stripped) turn the huge-page
+    advice off, as FASTACT_DISABLE_CACHE reads them (only the exact '0' did)."""
+    pytest.importorskip("torch")
+    from fastact.torch import autograd
+
+    monkeypatch.setenv("FASTACT_HUGE_PAGES", value)
+    assert (autograd._madvise() is not None) == advised
+
+
+def test_optim_command_output_file_has_the_step_costs(tmp_path, monkeypatch, capsys):
+    """``bench optim -o FILE``: the "step cost per element" lines are in FILE with the table
+    (they went to stdout, which was to stay empty)."""
+    rep = harness.run(
+        functions=["SGD"],
+        sizes=["1K"],
+        quick=True,
+        isolate=False,
+        progress=False,
+        libraries=["numpy"],
+        budget_scale=0.2,
+    )
+    monkeypatch.setattr(harness, "run", lambda **kwargs: rep)
+    out = tmp_path / "optim.txt"
+    assert cli.main(["optim", "-f", "SGD", "--no-files", "-o", str(out)]) == 0
+    assert capsys.readouterr().out == ""
+    text = out.read_text()
+    assert "== Optimizers ==" in text
+    assert "\nfastact's step cost per element:\nSGD: 1 tensor " in text
+    assert text.endswith(" ns/element\n")

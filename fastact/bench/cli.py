@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["family_main", "main", "parser"]
 
@@ -176,7 +176,15 @@ def write_results(report: dict, folder: str) -> list[str]:
     return written
 
 
-def _run_command(args: argparse.Namespace, prog: str, **fixed: object) -> tuple[int, dict | None]:
+def _run_command(
+    args: argparse.Namespace,
+    prog: str,
+    epilogue: Callable[[dict], str] | None = None,
+    **fixed: object,
+) -> tuple[int, dict | None]:
+    """Run the benchmark with ``args`` (and the ``fixed`` arguments of a family command) and
+    print or write its report; ``epilogue(report)``: text appended to a text-format report,
+    on stdout or in ``--output`` alike. Returns the exit status and the report."""
     from .harness import WorkerFailed, default_threads, run, usable_threads
     from .report import format_report, plot
 
@@ -226,6 +234,8 @@ def _run_command(args: argparse.Namespace, prog: str, **fixed: object) -> tuple[
         sys.stderr.write(f"{prog}: fastact's benchmark worker failed: {e.last_line}\n")
         return 1, None
     text = format_report(report, args.format)
+    if epilogue is not None and args.format == "text":
+        text += epilogue(report)
     rc = 0  # a file that fails to be written still leaves the others (and the results folder)
     if args.output:
         try:
@@ -280,17 +290,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 def family_main(family: str, argv: Sequence[str]) -> int:
     """``python -m fastact bench losses`` / ``python -m fastact bench optim``: one family with
     its full cases (NumPy's loss formulas; the optimizers' model-like tensor list)."""
-    from . import optim
-
     mod = {"loss": "losses", "optimizer": "optim", "fused": "fused"}[family]
     prog = f"python -m fastact bench {mod}"
     p = parser(prog, f"The {family} family of the fastact benchmark, with its full cases.")
     args = p.parse_args(list(argv))
     fixed: dict[str, object] = {"families": [family]}
+    epilogue = None
     if family == "optimizer":
         fixed["model"] = True
-    rc, report = _run_command(args, prog, **fixed)
-    if report is not None and family == "optimizer" and args.format == "text":
-        sys.stdout.write("\nfastact's step cost per element:\n")
-        sys.stdout.write("\n".join(optim.per_element_lines(report)) + "\n")
-    return rc
+        epilogue = _step_costs  # part of the report: in --output too, not only on stdout
+    return _run_command(args, prog, epilogue, **fixed)[0]
+
+
+def _step_costs(report: dict) -> str:
+    """The optimizer command's closing lines: fastact's step cost per element."""
+    from . import optim
+
+    lines = "\n".join(optim.per_element_lines(report))
+    return f"\nfastact's step cost per element:\n{lines}\n"

@@ -126,8 +126,11 @@ _HUGE = 1 << 21  # the x86-64/arm64 huge page
 
 
 def _madvise() -> Any:
-    """libc's ``madvise`` (Linux), or None."""
-    if not sys.platform.startswith("linux") or os.environ.get("FASTACT_HUGE_PAGES") == "0":
+    """libc's ``madvise`` (Linux), or None: also when ``FASTACT_HUGE_PAGES`` turns the advice
+    off (``0``, ``false``, ``no`` or ``off``, any case, as ``FASTACT_DISABLE_CACHE`` reads
+    them; only the exact ``0`` did)."""
+    off = os.environ.get("FASTACT_HUGE_PAGES", "").strip().lower() in ("0", "false", "no", "off")
+    if not sys.platform.startswith("linux") or off:
         return None
     try:
         fn = ctypes.CDLL(None, use_errno=True).madvise
@@ -149,8 +152,9 @@ def _empty_like(t: torch.Tensor, n: int) -> torch.Tensor:
     page faults instead of 16384: on the development VM (THP in ``madvise`` mode) a 4 KB
     fault costs ~2.5 us, and at 16M float32 elements the faults of the output were most of
     the time of torch's own relu (33 ms, of which ~9 ms the loop). Memory use is unchanged
-    (the huge pages lie inside the allocation). ``FASTACT_HUGE_PAGES=0`` turns it off;
-    torch's own ``THP_MEM_ALLOC_ENABLE=1`` does the same for every torch allocation."""
+    (the huge pages lie inside the allocation). ``FASTACT_HUGE_PAGES=0`` (``false``, ``no``,
+    ``off``) turns it off; torch's own ``THP_MEM_ALLOC_ENABLE=1`` does the same for every
+    torch allocation."""
     y = torch.empty_like(t)
     if n * t.element_size() >= HUGE_PAGES_FROM and _MADVISE is not None:
         a = y.data_ptr()
