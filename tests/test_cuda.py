@@ -1098,3 +1098,18 @@ def test_fused_elementwise_on_device_matches_cpu():
         assert_close(H(mul_exp(D(x), D(x), a)), mul_exp(x, x, a), np.float64)
     with pytest.raises(TypeError, match="at least one argument must be a device array"):
         mul_exp(1.0, 2.0, 0.5, out=cuda.device_array(2))
+
+
+def test_torch_tensors_with_lazy_bits_are_refused_at_the_device_edge():
+    """``__cuda_array_interface__`` gives a tensor's memory, which for ``torch._neg_view(t)``
+    holds -t (and a conjugated complex tensor the unconjugated values): the device edge
+    refuses such a tensor with a TypeError naming it (fastact.cuda read and wrote its memory
+    as if it held its values); the optimizers' gradients, which are only read, are resolved
+    first (DeviceEntry.grad, as the host's Entry.grad). Checked on CPU tensors: the refusal
+    comes before the interface is looked up."""
+    torch = pytest.importorskip("torch")
+    from fastact.cuda import _runtime as rt
+
+    for t in (torch._neg_view(torch.ones(3)), torch.ones(3, dtype=torch.complex64).conj()):
+        with pytest.raises(TypeError, match="^g has torch's lazy negative/conjugate bit"):
+            rt.view(t, "g")

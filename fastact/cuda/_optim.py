@@ -282,7 +282,10 @@ class DeviceEntry:
     def grad(self, g: Any, k: int) -> tuple[Any, int]:
         """Validate gradient ``g`` (grads[k]): (array to keep alive, device address). Fast
         paths for numba arrays and torch CUDA tensors of the parameter's dtype, shape and
-        layout; other layouts are copied into the parameter's."""
+        layout; other layouts are copied into the parameter's. A tensor with torch's lazy
+        negative bit (its memory holds -g) is read as ``g.resolve_neg()``, as on the host."""
+        if is_tensor(g) and g.is_neg():
+            g = g.resolve_neg()
         if rt.is_numba_array(g):
             if g.dtype == self.dtype and g.shape == self.shape and _layout(g) == _layout(self.arr):
                 return g, rt._pointer(g)
@@ -402,6 +405,8 @@ class OptimLaunches:
         staged = {}
         for key, v in value.items():
             label = f"{name}[{key!r}]"
+            if is_tensor(v) and v.is_neg():  # read only: its values, not its memory (-v)
+                v = v.resolve_neg()
             if key == "step":
                 try:
                     staged[key] = ("step", float(v))

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from numba import cuda
 
+from fastact._core.arrays import is_tensor
+
 
 def _load_array_support() -> None:
     """Import numba-cuda's NumPy array support before the first kernel compiles, under NumPy
@@ -103,9 +105,17 @@ def interface(x: Any) -> dict | None:
 
 
 def view(x: Any, name: str):
-    """``x`` as a numba device array (zero-copy), or TypeError naming ``name``."""
+    """``x`` as a numba device array (zero-copy), or TypeError naming ``name``. A torch
+    tensor with a lazy negative or conjugate bit is refused: its interface gives the memory
+    (``-x`` for ``torch._neg_view(x)``), not the values (callers that only read a tensor
+    resolve it first)."""
     if is_numba_array(x):
         return x
+    if is_tensor(x) and (x.is_neg() or x.is_conj()):
+        raise TypeError(
+            f"{name} has torch's lazy negative/conjugate bit (its memory holds other values "
+            f"than it shows): pass {name}.resolve_neg() (or .resolve_conj())"
+        )
     if interface(x) is not None:
         try:
             return cuda.as_cuda_array(_plain(x), sync=False)

@@ -198,6 +198,12 @@ def host_view(x: Any, name: str) -> tuple[np.ndarray, bool]:
             return x.view(np.uint16), True
         return x, False
     if is_tensor(x):
+        if x.is_neg():  # (memory holds -x; a gradient is resolved by Entry.grad before this)
+            raise TypeError(
+                f"{name} has torch's lazy negative bit (torch._neg_view, the .imag of a "
+                f"conjugated complex tensor) and cannot be updated in place: pass "
+                f"{name}.resolve_neg()"
+            )
         if x.dtype is torch_module().bfloat16:
             return tensor_view(x.view(torch_module().int16), name).view(np.uint16), True
         return tensor_view(x, name), False
@@ -298,13 +304,18 @@ class Entry:
 
     def grad(self, g: Any, k: int) -> tuple[Any, int]:
         """Validate gradient ``g`` (grads[k]); return (object to keep alive, address).
-        Other memory layouts are copied into the parameter's order."""
+        Other memory layouts are copied into the parameter's order. A tensor with torch's
+        lazy negative bit (``torch._neg_view``, the ``.imag`` of a conjugated complex
+        tensor) holds the negated values in memory: it is read as ``g.resolve_neg()`` (a
+        temporary copy), the values torch's optimizers step with."""
         if type(g) is np.ndarray:
             if g.dtype == self.dtype and g.shape == self.shape:
                 fl = g.flags
                 if fl.aligned and ((self.c and fl.c_contiguous) or (self.f and fl.f_contiguous)):
                     return g, address(g)
-        elif self.tdtype is not None and isinstance(g, self.tcls):
+        elif is_tensor(g) and g.is_neg():
+            g = g.resolve_neg()
+        if self.tdtype is not None and isinstance(g, self.tcls):
             if (
                 g.dtype is self.tdtype
                 and self.c
@@ -361,6 +372,7 @@ def gradients(ents: list[Entry], grads: Any, k0: int) -> tuple[list, list, list]
             and g.is_cpu
             and g.layout is e.tlayout
             and g.is_contiguous()
+            and not g.is_neg()  # (its memory holds -g: Entry.grad reads g.resolve_neg())
         ):
             js.append(j)
             keeps.append(g)
@@ -547,6 +559,8 @@ def load_param_state(
             except (TypeError, ValueError):
                 raise TypeError(f"{name}['step'] must be a number, got {v!r}") from None
         elif isinstance(v, np.ndarray) or is_tensor(v):
+            if is_tensor(v) and v.is_neg():  # read only: its values, not its memory (-v)
+                v = v.resolve_neg()
             staged[key] = (*host_view(v, label), label)
         elif v is not None:
             out[key] = copy.deepcopy(v)
