@@ -419,12 +419,17 @@ def _matching_pair(ex, a: Any, b: Any, name_a: str, name_b: str):
     return ex.common_dtype(a, b, name_a, name_b)
 
 
-def _finish(ex, res: Any, o: Any, target: Any, out: Any) -> Any:
+def _finish(ex, res: Any, o: Any, target: Any, out: Any, arrays: tuple = ()) -> Any:
     """``ex.finish(res, o, target)`` (the result of ``ex.result``), then, where the caller's
-    ``out`` (or input written in place) is a torch tensor, its version counter advanced."""
+    ``out`` (or input written in place) is a torch tensor, its version counter advanced; a
+    new host result by the element-wise functions' rule over the call's array arguments
+    ``arrays`` (:func:`fastact.host.edge.tensor_result`: a tensor when any is one, bfloat16
+    for bfloat16 tensors)."""
     res = ex.finish(res, o, target)
     if out is not None:
         written(out)
+    elif ex is host:
+        res = host.tensor_result(res, arrays)
     return res
 
 
@@ -565,7 +570,9 @@ def rrelu(
     if math.prod(shape):
         nz = None if noise is None else noise.reshape(-1)
         ex.rrelu_train(ex.contiguous(x).reshape(-1), o.reshape(-1), nz, lo, span, key)
-    res = _finish(ex, res, o, target, input if inplace else out)
+    res = _finish(ex, res, o, target, input if inplace else out, (input,))
+    if return_noise and ex is host:
+        noise_res = host.tensor_result(noise_res, (input,))
     return (res, noise_res) if return_noise else res
 
 
@@ -643,7 +650,7 @@ def _rrelu_backward_any(gy, input, lower, upper, training, *, generator, noise, 
         res, o, target = ex.result(out, src, shape, v.dtype, (g, v))
         if math.prod(shape):
             ex.multiply(ex.contiguous(g), ex.contiguous(nz), o)
-        return _finish(ex, res, o, target, out)
+        return _finish(ex, res, o, target, out, (grad_output, src, noise))
     if not isinstance(generator, (int, np.integer)) or isinstance(generator, bool):
         raise TypeError(
             "rrelu_backward in training mode needs noise= or the forward's integer "
@@ -665,7 +672,7 @@ def _rrelu_backward_any(gy, input, lower, upper, training, *, generator, noise, 
             span,
             _rrelu_key(generator),
         )
-    return _finish(ex, res, o, target, out)
+    return _finish(ex, res, o, target, out, (grad_output, src))
 
 
 # ----------------------------------------------------------------------------- PReLU
@@ -726,7 +733,7 @@ def _prelu_any(input, weight, *, out=None):
     res, o, target = ex.result(out, input, tuple(ex.shape_of(x)), x.dtype, (x, w))
     if x3.size:
         ex.prelu_forward(x3, wc, o.reshape(x3.shape))
-    return _finish(ex, res, o, target, out)
+    return _finish(ex, res, o, target, out, (input, weight))
 
 
 def prelu_backward(grad_output, input, weight, *, out=None):
@@ -744,7 +751,9 @@ def prelu_backward(grad_output, input, weight, *, out=None):
     ex.prelu_backward(
         ex.contiguous(g).reshape(x3.shape), x3, wc, o.reshape(x3.shape), gw.reshape(-1)
     )
-    return _finish(ex, res, o, target, out), gw_res
+    arrays = (grad_output, input, weight)
+    gw_res = host.tensor_result(gw_res, arrays) if ex is host else gw_res
+    return _finish(ex, res, o, target, out, arrays), gw_res
 
 
 # ----------------------------------------------------------------------------- GLU
@@ -779,7 +788,7 @@ def _glu_any(input, dim: int = -1, *, out=None):
     res, o, target = ex.result(out, input, out_shape, x.dtype, (x,))
     if outer * half:
         ex.glu_forward(ex.contiguous(x).reshape(outer, 2, half), o.reshape(outer, half))
-    return _finish(ex, res, o, target, out)
+    return _finish(ex, res, o, target, out, (input,))
 
 
 def glu_backward(grad_output, input, dim: int = -1, *, out=None):
@@ -815,7 +824,7 @@ def _glu_backward_any(grad_output, input, dim: int = -1, *, out=None):
     if outer * half:
         x3 = ex.contiguous(x).reshape(outer, 2, half)
         ex.glu_backward(ex.contiguous(g).reshape(outer, half), x3, o.reshape(outer, 2, half))
-    return _finish(ex, res, o, target, out)
+    return _finish(ex, res, o, target, out, (grad_output, input))
 
 
 # ----------------------------------------------------------------------------- Maxout
@@ -866,7 +875,7 @@ def _maxout_any(input, pieces: int, dim: int = 1, *, out=None):
     if math.prod(dims):
         x4 = ex.contiguous(x).reshape(*dims)
         ex.maxout_forward(x4, o.reshape(dims[0], dims[1], dims[3]))
-    return _finish(ex, res, o, target, out)
+    return _finish(ex, res, o, target, out, (input,))
 
 
 def maxout_backward(grad_output, input, pieces: int, dim: int = 1, *, out=None):
@@ -908,7 +917,7 @@ def _maxout_backward_any(grad_output, input, pieces: int, dim: int = 1, *, out=N
         x4 = ex.contiguous(x).reshape(*dims)
         g3 = ex.contiguous(g).reshape(dims[0], dims[1], dims[3])
         ex.maxout_backward(g3, x4, o.reshape(*dims))
-    return _finish(ex, res, o, target, out)
+    return _finish(ex, res, o, target, out, (grad_output, input))
 
 
 # ----------------------------------------------------------------------------- softmax
@@ -956,6 +965,8 @@ def _softmax_forward(input, dim, dtype, out, log, sign, fname):
                 )
     ex = _executor(input, out)
     x = ex.float_input(input, "input")
+    if dtype is not None and dtype is getattr(torch_module(), "bfloat16", None):
+        return _softmax_bfloat16(ex, input, x, dim, out, log, sign, fname)
     if dtype is not None:
         try:
             dt = np.dtype(_numpy_dtype(dtype))
@@ -980,7 +991,30 @@ def _softmax_forward(input, dim, dtype, out, log, sign, fname):
     if math.prod(shape):
         x3 = _view3(ex, x, d)
         ex.softmax(x3, o.reshape(x3.shape), log, sign)
-    return _finish(ex, res, o, target, out)
+    # dtype given: the result has it (a bfloat16 input's softmax with dtype=float32 is float32)
+    return _finish(ex, res, o, target, out, (input,) if dtype is None else ())
+
+
+def _softmax_bfloat16(ex, input, x, dim, out, log, sign, fname):
+    """torch's ``dtype=torch.bfloat16``: the input rounded to bfloat16 first, the softmax of
+    that computed in float32 (torch's CPU accumulation type for bfloat16), the result a
+    bfloat16 tensor. CPU tensors only: NumPy has no bfloat16, and ``out=`` cannot be a
+    bfloat16 tensor (fastact writes tensors through their NumPy views)."""
+    if ex is not host or not is_tensor(input):
+        raise TypeError(
+            "dtype=torch.bfloat16 needs a CPU torch tensor input (NumPy has no bfloat16); "
+            f"got {type(input).__name__}"
+        )
+    if out is not None:
+        raise TypeError(
+            "dtype=torch.bfloat16 cannot be combined with out= (a bfloat16 tensor cannot be "
+            "written in place: NumPy has no bfloat16)"
+        )
+    torch = torch_module()
+    xb = torch.from_numpy(x).to(torch.bfloat16).float().numpy()
+    return torch.from_numpy(_softmax_forward(xb, dim, None, None, log, sign, fname)).to(
+        torch.bfloat16
+    )
 
 
 def _softmax_backward(grad_output, input, output, dim, out, log, sign, fname):
@@ -1022,7 +1056,7 @@ def _softmax_backward(grad_output, input, output, dim, out, log, sign, fname):
     if math.prod(shape):
         y3 = _view3(ex, ex.float_input(y, "output"), d)
         ex.softmax_backward(_view3(ex, g, d), y3, o.reshape(y3.shape), log, sign)
-    return _finish(ex, res, o, target, out)
+    return _finish(ex, res, o, target, out, (grad_output, src))
 
 
 def softmax(input, dim: int | None = None, dtype=None, *, out=None):

@@ -5,6 +5,11 @@
   fastact.optim's classes, fastact.torch.optim) steps with its values, as torch.optim does,
   whatever its layout or dtype; a parameter or state with the bit (written in place) is
   refused with a TypeError naming it.
+* bfloat16 tensors: the activations along an axis and their gradients return bfloat16 (as
+  torch and as the element-wise ones), computed in float32; softmax, log_softmax and softmin
+  take torch's ``dtype=torch.bfloat16``.
+* One result rule: a new result is a tensor when any array argument is a tensor, whichever
+  argument it is (the axis backwards and prelu followed their input/output only).
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ import numpy as np
 import pytest
 import torch
 
+import fastact
 import fastact.optim as fastact_optim
 import fastact.torch.optim as FTO
 from fastact.optim import functional as OF
 
 RNG = np.random.default_rng(7)
+F = torch.nn.functional
 
 
 # ----------------------------------------------------------------------------- negative bit
@@ -135,3 +142,138 @@ def test_negated_state_tensors_load_as_their_values():
     got = opt.state_dict()["state"][0]
     for k, v in want.items():
         torch.testing.assert_close(torch.as_tensor(got[k]), v, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- bfloat16
+def _bf16_cases():
+    """(name, fastact call, its float32 twin, torch's call or None) on bfloat16 tensors."""
+    x = torch.from_numpy(RNG.standard_normal((3, 8)).astype(np.float32) * 3).bfloat16()
+    g4 = torch.from_numpy(RNG.standard_normal((3, 4)).astype(np.float32)).bfloat16()
+    g8 = torch.from_numpy(RNG.standard_normal((3, 8)).astype(np.float32)).bfloat16()
+    w = torch.tensor([0.25, 0.5, 0.1, 0.3, 0.2, 0.6, 0.7, 0.05]).bfloat16()
+    xf, g4f, g8f, wf = x.float(), g4.float(), g8.float(), w.float()
+    y = fastact.softmax(x, -1)
+    # torch's bfloat16 log_softmax rounds x - max to bfloat16 before subtracting the log of
+    # the sum (up to 12 bfloat16 ULPs off near 0): compared with the float64 result instead
+    cases = [
+        ("softmax", lambda: fastact.softmax(x, 0), lambda: fastact.softmax(xf, 0),
+         lambda: F.softmax(x, 0)),
+        ("log_softmax", lambda: fastact.log_softmax(x, 0), lambda: fastact.log_softmax(xf, 0),
+         lambda: F.log_softmax(x.double(), 0).bfloat16()),
+        ("softmin", lambda: fastact.softmin(x, 0), lambda: fastact.softmin(xf, 0),
+         lambda: F.softmin(x, 0)),
+    ]  # fmt: skip
+    cases += [
+        ("glu", lambda: fastact.glu(x), lambda: fastact.glu(xf), lambda: F.glu(x)),
+        ("prelu", lambda: fastact.prelu(x, w), lambda: fastact.prelu(xf, wf),
+         lambda: F.prelu(x, w)),
+        ("maxout", lambda: fastact.maxout(x, 2), lambda: fastact.maxout(xf, 2),
+         lambda: x.view(3, 4, 2).amax(2)),
+        ("rrelu", lambda: fastact.rrelu(x, training=True, generator=3),
+         lambda: fastact.rrelu(xf, training=True, generator=3), None),
+        ("softmax_backward", lambda: fastact.softmax_backward(g8, dim=-1, output=y),
+         lambda: fastact.softmax_backward(g8f, dim=-1, output=y.float()), None),
+        ("glu_backward", lambda: fastact.glu_backward(g4, x), lambda: fastact.glu_backward(g4f, xf),
+         None),
+        ("maxout_backward", lambda: fastact.maxout_backward(g4, x, 2),
+         lambda: fastact.maxout_backward(g4f, xf, 2), None),
+        ("rrelu_backward", lambda: fastact.rrelu_backward(g8, x, training=True, generator=3),
+         lambda: fastact.rrelu_backward(g8f, xf, training=True, generator=3), None),
+        ("prelu_backward[0]", lambda: fastact.prelu_backward(g8, x, w)[0],
+         lambda: fastact.prelu_backward(g8f, xf, wf)[0], None),
+        ("prelu_backward[1]", lambda: fastact.prelu_backward(g8, x, w)[1],
+         lambda: fastact.prelu_backward(g8f, xf, wf)[1], None),
+    ]  # fmt: skip
+    return cases
+
+
+BF16_CASES = _bf16_cases()
+
+
+@pytest.mark.parametrize("name,call,twin,torch_call", BF16_CASES, ids=[c[0] for c in BF16_CASES])
+def test_axis_activations_return_bfloat16_for_bfloat16_tensors(name, call, twin, torch_call):
+    got = call()
+    assert got.dtype == torch.bfloat16, name
+    torch.testing.assert_close(got, twin().bfloat16(), rtol=0, atol=0)  # float32, rounded once
+    if torch_call is not None:
+        want = torch_call()
+        assert want.dtype == torch.bfloat16
+        torch.testing.assert_close(got, want)  # torch's bfloat16 tolerance
+
+
+def test_rrelu_noise_and_mixed_dtypes_follow_the_rule():
+    x = torch.randn(4, 6).bfloat16()
+    y, noise = fastact.rrelu(x, training=True, generator=5, return_noise=True)
+    assert y.dtype == noise.dtype == torch.bfloat16
+    # a float32 tensor among the arguments: float32, as torch promotes
+    g = torch.randn(4, 3)
+    assert fastact.glu_backward(g, x).dtype == torch.float32
+
+
+@pytest.mark.parametrize("f", [fastact.softmax, fastact.log_softmax, fastact.softmin])
+def test_softmax_family_takes_dtype_bfloat16_like_torch(f):
+    tf = getattr(F, f.__name__)
+    x = torch.from_numpy(RNG.standard_normal((5, 33)).astype(np.float32) * 4)
+    for inp in (x, x.double(), x.bfloat16()):
+        got, want = f(inp, -1, dtype=torch.bfloat16), tf(inp, -1, dtype=torch.bfloat16)
+        assert got.dtype == torch.bfloat16
+        exact = tf(inp.bfloat16().double(), -1)  # of the input rounded to bfloat16, as torch
+        if f is fastact.log_softmax:  # torch's is up to 12 ULPs off near 0 (see above)
+            assert (got.double() - exact).abs().max() <= (want.double() - exact).abs().max()
+            want = exact.bfloat16()
+        torch.testing.assert_close(got, want)
+    # a float dtype given for a bfloat16 tensor: the result has that dtype, as torch's
+    got = f(x.bfloat16(), 0, dtype=torch.float32)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, tf(x.bfloat16(), 0, dtype=torch.float32))
+    assert f(x.bfloat16(), 0, dtype=torch.float16).dtype == torch.float16
+    with pytest.raises(TypeError, match="dtype=torch.bfloat16 needs a CPU torch tensor"):
+        f(x.numpy(), -1, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="dtype=torch.bfloat16 cannot be combined with out="):
+        f(x, -1, dtype=torch.bfloat16, out=torch.empty(5, 33))
+
+
+# ----------------------------------------------------------------------------- result rule
+def test_a_tensor_among_the_array_arguments_gives_tensor_results():
+    """Whichever argument is the tensor (the element-wise backwards already did this)."""
+    x = RNG.standard_normal((3, 4)).astype(np.float32)
+    g = RNG.standard_normal((3, 4)).astype(np.float32)
+    g2 = RNG.standard_normal((3, 2)).astype(np.float32)
+    w = np.full(4, 0.25, np.float32)
+    y = fastact.softmax(x, -1)
+    T = torch.from_numpy
+    calls = {
+        "gelu_backward": (lambda: fastact.gelu_backward(T(g), x), fastact.gelu_backward(g, x)),
+        "softmax_backward": (
+            lambda: fastact.softmax_backward(T(g), None, -1, output=y),
+            fastact.softmax_backward(g, None, -1, output=y),
+        ),
+        "log_softmax_backward(input)": (
+            lambda: fastact.log_softmax_backward(g, T(x), 0),
+            fastact.log_softmax_backward(g, x, 0),
+        ),
+        "glu_backward": (lambda: fastact.glu_backward(T(g2), x), fastact.glu_backward(g2, x)),
+        "maxout_backward": (
+            lambda: fastact.maxout_backward(T(g2), x, 2, 1),
+            fastact.maxout_backward(g2, x, 2, 1),
+        ),
+        "prelu": (lambda: fastact.prelu(x, T(w)), fastact.prelu(x, w)),
+        "prelu_backward[0]": (
+            lambda: fastact.prelu_backward(g, x, T(w))[0],
+            fastact.prelu_backward(g, x, w)[0],
+        ),
+        "prelu_backward[1]": (
+            lambda: fastact.prelu_backward(T(g), x, w)[1],
+            fastact.prelu_backward(g, x, w)[1],
+        ),
+        "rrelu_backward": (
+            lambda: fastact.rrelu_backward(T(g), x, training=True, generator=2),
+            fastact.rrelu_backward(g, x, training=True, generator=2),
+        ),
+    }
+    for name, (call, want) in calls.items():
+        got = call()
+        assert isinstance(got, torch.Tensor), name
+        np.testing.assert_array_equal(got.numpy(), want, err_msg=name)
+    # NumPy arguments only: NumPy results
+    assert type(fastact.glu_backward(g2, x)) is np.ndarray

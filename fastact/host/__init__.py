@@ -36,6 +36,7 @@ from fastact.host.edge import (  # noqa: F401
     inplace_input,
     result,
     shape_of,
+    tensor_result,
 )
 from fastact.host.elementwise import elementwise, map_call  # noqa: F401
 from fastact.host.losses import (  # noqa: F401

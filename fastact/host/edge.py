@@ -7,7 +7,8 @@ float ufuncs, and two inputs of different float types meet in the wider one.
 CPU torch tensors are NumPy arrays here: an argument is viewed without copying
 (:func:`fastact._core.arrays.tensor_input`; a tensor that requires grad is refused with a
 pointer to :mod:`fastact.torch`), and a result is allocated as a tensor when the call's
-``like`` argument (its first array) is one, so tensor input gives tensor output.
+``like`` argument (its first array) is one, so tensor input gives tensor output; a call's
+new result is then brought to one rule for every function (:func:`tensor_result`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 import numpy as np
 
 from fastact._core.arrays import (
+    any_tensor,
     as_float_array,
+    as_tensor,
     check_inplace,
     check_out,
     is_tensor,
@@ -40,6 +43,7 @@ __all__ = [
     "c_contiguous",
     "result",
     "shape_of",
+    "tensor_result",
 ]
 
 #: This executor's name (``"cuda"`` for the device executor).
@@ -121,4 +125,19 @@ def finish(res: Any, written: np.ndarray, target: np.ndarray | None) -> Any:
     """Copy ``written`` into ``target`` when :func:`result` returned one; return ``res``."""
     if target is not None:
         target[...] = written
+    return res
+
+
+def tensor_result(res: Any, arrays: tuple) -> Any:
+    """A new result (array or tensor) of a call on ``arrays`` (its array arguments, None
+    allowed), by one rule for every function: a tensor when any of ``arrays`` is a tensor
+    (whichever argument it is), bfloat16 (computed in float32, NumPy having no bfloat16)
+    when every tensor among them is bfloat16, as torch's result would be; else ``res``."""
+    if not any_tensor(*arrays):
+        return res
+    if not is_tensor(res):
+        res = as_tensor(res)
+    bf16 = torch_module().bfloat16
+    if res.dtype != bf16 and all(a.dtype == bf16 for a in arrays if is_tensor(a)):
+        res = res.to(bf16)
     return res

@@ -20,7 +20,6 @@ from fastact._core.arrays import (
     any_tensor,
     as_array,
     as_float_array,
-    as_tensor,
     check_inplace,
     check_out,
     compute_dtype,
@@ -29,12 +28,11 @@ from fastact._core.arrays import (
     is_tensor,
     result_dtype,
     tensor_input,
-    torch_module,
     written,
 )
 from fastact._core.jit import ELEMENTWISE_FASTMATH, specialize
 from fastact._core.torch_pool import tensor_calls
-from fastact.host.edge import output_view
+from fastact.host.edge import output_view, tensor_result
 from fastact.host.launch import launch
 from fastact.kernels.activations import ACTIVATIONS
 from fastact.kernels.elementwise import (
@@ -218,17 +216,7 @@ def _on_tensor_views(op, kind, inputs, values, out, inplace, names):
         elementwise(op, kind, views, values, output_view(out), False, names)
         return out
     res = elementwise(op, kind, views, values, None, False, names)
-    return _tensor_result(res, inputs) if any(is_tensor(a) for a in inputs) else res
-
-
-def _tensor_result(res: Any, args: tuple) -> Any:
-    """A NumPy result as a tensor for tensor arguments: bfloat16 (computed in float32) when
-    every tensor argument is, as torch's result would be."""
-    res = as_tensor(res)
-    bf16 = torch_module().bfloat16
-    if all(a.dtype == bf16 for a in args if is_tensor(a)):
-        res = res.to(bf16)
-    return res
+    return tensor_result(res, inputs)
 
 
 def _forward(op: Elementwise, x: Any, values: tuple, out: Any, inplace: bool):
@@ -350,7 +338,7 @@ def _map_on_tensor_views(fn: Any, args: tuple, out: Any, inplace: bool, names: t
     if out is not None:
         map_call(fn, views, output_view(out), False, names, partial=out)
         return out
-    return _tensor_result(map_call(fn, views, None, False, names), args)
+    return tensor_result(map_call(fn, views, None, False, names), args)
 
 
 def map_call(fn: Any, args: tuple, out: Any, inplace: bool, names: tuple, partial: Any = None):
