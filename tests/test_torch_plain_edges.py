@@ -10,6 +10,9 @@
   take torch's ``dtype=torch.bfloat16``.
 * One result rule: a new result is a tensor when any array argument is a tensor, whichever
   argument it is (the axis backwards and prelu followed their input/output only).
+* Errors: a tensor-valued parameter (leaky_relu's slope, elu's alpha) is checked as the
+  tensor arguments are (torch's RuntimeError leaked); the ``.detach()`` hint for a loss's
+  gradient buffer names ``grad_out``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pytest
 import torch
 
 import fastact
+import fastact.losses as L
 import fastact.optim as fastact_optim
 import fastact.torch.optim as FTO
 from fastact.optim import functional as OF
@@ -277,3 +281,30 @@ def test_a_tensor_among_the_array_arguments_gives_tensor_results():
         np.testing.assert_array_equal(got.numpy(), want, err_msg=name)
     # NumPy arguments only: NumPy results
     assert type(fastact.glu_backward(g2, x)) is np.ndarray
+
+
+# ----------------------------------------------------------------------------- errors
+def test_tensor_parameters_are_checked_like_tensor_arguments():
+    x = torch.from_numpy(RNG.standard_normal(9).astype(np.float32))
+    for f, name in ((fastact.leaky_relu, "negative_slope"), (fastact.elu, "alpha")):
+        with pytest.raises(
+            TypeError,
+            match=rf"^{name} is a torch tensor that requires grad.*pass {name}\.detach\(\)",
+        ):
+            f(x, torch.tensor(0.5, requires_grad=True))
+        with pytest.raises(TypeError, match=rf"^{name} is a torch tensor on meta"):
+            f(x, torch.tensor(0.5, device="meta"))
+        with pytest.raises(TypeError, match=rf"^{name} is a sparse torch tensor"):
+            f(x, torch.tensor([0.5]).to_sparse())
+        tf = getattr(F, f.__name__)
+        want = tf(x, 0.5)
+        # bfloat16 (0.5 exactly) read as float32, a negated view read as its value
+        torch.testing.assert_close(f(x, torch.tensor(0.5).bfloat16()), want, rtol=0, atol=0)
+        torch.testing.assert_close(f(x, torch._neg_view(torch.tensor(-0.5))), want, rtol=0, atol=0)
+
+
+def test_grad_out_hint_names_the_argument():
+    x = torch.randn(3)
+    with pytest.raises(TypeError, match=r"^grad_out for input is a torch tensor that requires "
+                       r"grad.* or pass grad_out\.detach\(\)$"):  # fmt: skip
+        L.mse_loss(x, x.clone(), return_grad=True, grad_out=torch.empty(3, requires_grad=True))

@@ -162,7 +162,10 @@ def same_memory(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def scalar_param(value: Any, name: str, dtype: np.dtype):
-    """A real-number parameter as a ``dtype`` scalar (an ndarray is returned as is)."""
+    """A real-number parameter as a ``dtype`` scalar (an ndarray is returned as is). A torch
+    tensor is taken as the tensor arguments are (:func:`tensor_input`: TypeError naming
+    ``name`` for one that requires grad, is not on the CPU or is sparse; bfloat16 read as
+    float32, a lazy negative bit resolved)."""
     if type(value) is float or type(value) is int:
         return dtype.type(value)
     if isinstance(value, (bool, np.bool_)):
@@ -170,7 +173,7 @@ def scalar_param(value: Any, name: str, dtype: np.dtype):
     if isinstance(value, numbers.Real):
         return dtype.type(value)
     if isinstance(value, np.ndarray) or hasattr(value, "__array__"):
-        arr = np.asarray(value)
+        arr = tensor_input(value, name) if is_tensor(value) else np.asarray(value)
         if arr.dtype.kind not in "iuf":
             raise TypeError(f"{name} must be a real number or array, got dtype {arr.dtype}")
         with np.errstate(over="ignore"):  # an overflowing parameter is refused by its user
@@ -252,9 +255,13 @@ _GRAD_HINT = (
 
 
 def _check_tensor(t: Any, name: str) -> None:
+    """TypeError naming ``name`` for a tensor the plain API cannot take. A label that says
+    which of an argument's arrays it is (``grad_out for input``: one of a loss's gradient
+    buffers) names the argument itself in the ``.detach()`` hint."""
     if t.requires_grad:
+        expr = name.partition(" for ")[0]
         raise TypeError(
-            f"{name} is a torch tensor that requires grad; " + _GRAD_HINT.format(name=name)
+            f"{name} is a torch tensor that requires grad; " + _GRAD_HINT.format(name=expr)
         )
     if not t.is_cpu:  # (t.device builds a device object: ~1 us a call)
         raise TypeError(f"{name} is a torch tensor on {t.device}; only CPU tensors are supported")
