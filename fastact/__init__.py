@@ -32,6 +32,7 @@ __all__ = [
     "ACTIVATIONS",
     "AXIS_ACTIVATIONS",
     "MODULE_FUNCTIONS",
+    "ACTIVATION_FUNCTIONS",
     "elementwise",
     *ACTIVATION_FUNCTIONS,
     *_SUBMODULES,

@@ -12,12 +12,13 @@ from fastact import nn as nn
 from fastact import optim as optim
 from fastact import scalar as scalar
 
-__all__ = ['__version__', 'ACTIVATIONS', 'AXIS_ACTIVATIONS', 'MODULE_FUNCTIONS', 'elementwise', 'sigmoid', 'sigmoid_backward', 'tanh', 'tanh_backward', 'relu', 'relu_', 'relu_backward', 'leaky_relu', 'leaky_relu_', 'leaky_relu_backward', 'hardtanh', 'hardtanh_', 'hardtanh_backward', 'relu6', 'relu6_', 'relu6_backward', 'elu', 'elu_', 'elu_backward', 'celu', 'celu_', 'celu_backward', 'selu', 'selu_', 'selu_backward', 'softplus', 'softplus_backward', 'logsigmoid', 'logsigmoid_backward', 'silu', 'silu_', 'silu_backward', 'mish', 'mish_', 'mish_backward', 'hardsigmoid', 'hardsigmoid_', 'hardsigmoid_backward', 'hardswish', 'hardswish_', 'hardswish_backward', 'softsign', 'softsign_backward', 'tanhshrink', 'tanhshrink_backward', 'softshrink', 'softshrink_backward', 'hardshrink', 'hardshrink_backward', 'threshold', 'threshold_', 'threshold_backward', 'gelu', 'gelu_backward', 'rrelu', 'rrelu_backward', 'rrelu_', 'prelu', 'prelu_backward', 'glu', 'glu_backward', 'maxout', 'maxout_backward', 'softmax', 'softmax_backward', 'log_softmax', 'log_softmax_backward', 'softmin', 'softmin_backward', 'activations', 'losses', 'optim', 'nn', 'cuda', 'scalar', 'info', 'bench', 'fused']
+__all__ = ['__version__', 'ACTIVATIONS', 'AXIS_ACTIVATIONS', 'MODULE_FUNCTIONS', 'ACTIVATION_FUNCTIONS', 'elementwise', 'sigmoid', 'sigmoid_backward', 'tanh', 'tanh_backward', 'relu', 'relu_', 'relu_backward', 'leaky_relu', 'leaky_relu_', 'leaky_relu_backward', 'hardtanh', 'hardtanh_', 'hardtanh_backward', 'relu6', 'relu6_', 'relu6_backward', 'elu', 'elu_', 'elu_backward', 'celu', 'celu_', 'celu_backward', 'selu', 'selu_', 'selu_backward', 'softplus', 'softplus_backward', 'logsigmoid', 'logsigmoid_backward', 'silu', 'silu_', 'silu_backward', 'mish', 'mish_', 'mish_backward', 'hardsigmoid', 'hardsigmoid_', 'hardsigmoid_backward', 'hardswish', 'hardswish_', 'hardswish_backward', 'softsign', 'softsign_backward', 'tanhshrink', 'tanhshrink_backward', 'softshrink', 'softshrink_backward', 'hardshrink', 'hardshrink_backward', 'threshold', 'threshold_', 'threshold_backward', 'gelu', 'gelu_backward', 'rrelu', 'rrelu_backward', 'rrelu_', 'prelu', 'prelu_backward', 'glu', 'glu_backward', 'maxout', 'maxout_backward', 'softmax', 'softmax_backward', 'log_softmax', 'log_softmax_backward', 'softmin', 'softmin_backward', 'activations', 'losses', 'optim', 'nn', 'cuda', 'scalar', 'info', 'bench', 'fused']
 
 __version__: Any
 ACTIVATIONS: Any
 AXIS_ACTIVATIONS: Any
 MODULE_FUNCTIONS: Any
+ACTIVATION_FUNCTIONS: Any
 def elementwise(func: Any = None, *, grad: Any = None, threshold: Any = None) -> Any: ...
 def sigmoid(input: Any, *, out: Any = None) -> Any: ...
 def sigmoid_backward(grad_output: Any, input: Any = None, *, output: Any = None, out: Any = None) -> Any: ...

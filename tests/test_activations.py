@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import warnings
 import zlib
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -161,6 +162,11 @@ def test_activation_function_list_holds_functions_and_tables_stay_exported():
     assert all(callable(getattr(fastact, n)) for n in fastact.ACTIVATION_FUNCTIONS)
     for table in ("ACTIVATIONS", "AXIS_ACTIVATIONS", "MODULE_FUNCTIONS"):
         assert table in fastact.__all__ and table not in fastact.ACTIVATION_FUNCTIONS
+    # public (the fuzzer and fastact.torch.autograd's list of the same name use it): exported
+    # and in the stub, where it was missing
+    assert "ACTIVATION_FUNCTIONS" in fastact.__all__
+    stub = (Path(fastact.__file__).with_suffix(".pyi")).read_text()
+    assert "\nACTIVATION_FUNCTIONS: Any\n" in stub
 
 
 @pytest.mark.parametrize("name", list(TORCH_MODULES))
