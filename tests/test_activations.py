@@ -169,6 +169,70 @@ def test_activation_function_list_holds_functions_and_tables_stay_exported():
     assert "\nACTIVATION_FUNCTIONS: Any\n" in stub
 
 
+#: torch 2.13's results at -0.0 and +0.0 (the same in its vector loop, n = 40, and its
+#: scalar loop, n = 1, float32 and float64): -0.0 stays -0.0 where the function returns its
+#: input (clamp_min / clamp keep it), and threshold returns ``value`` at x <= threshold
+_ZERO_SIGN_CASES = {
+    "relu": (lambda x: fastact.relu(x), lambda t: torch.nn.functional.relu(t)),
+    "relu_": (lambda x: fastact.relu_(x), lambda t: torch.nn.functional.relu_(t)),
+    "relu(inplace)": (
+        lambda x: fastact.relu(x, inplace=True),
+        lambda t: torch.nn.functional.relu(t, inplace=True),
+    ),
+    "relu6": (fastact.relu6, torch.nn.functional.relu6),
+    "relu6_": (fastact.relu6_, lambda t: torch.nn.functional.relu6(t, inplace=True)),
+    "hardtanh": (fastact.hardtanh, torch.nn.functional.hardtanh),
+    "hardtanh(0, 6)": (
+        lambda x: fastact.hardtanh(x, 0.0, 6.0),
+        lambda t: torch.nn.functional.hardtanh(t, 0.0, 6.0),
+    ),
+    "hardtanh_": (fastact.hardtanh_, torch.nn.functional.hardtanh_),
+    "threshold(0, 0)": (
+        lambda x: fastact.threshold(x, 0.0, 0.0),
+        lambda t: torch.nn.functional.threshold(t, 0.0, 0.0),
+    ),
+    "threshold(0, -0.0)": (
+        lambda x: fastact.threshold(x, 0.0, -0.0),
+        lambda t: torch.nn.functional.threshold(t, 0.0, -0.0),
+    ),
+    "leaky_relu": (fastact.leaky_relu, torch.nn.functional.leaky_relu),
+    "leaky_relu_": (fastact.leaky_relu_, torch.nn.functional.leaky_relu_),
+    "leaky_relu(-1)": (
+        lambda x: fastact.leaky_relu(x, -1.0),
+        lambda t: torch.nn.functional.leaky_relu(t, -1.0),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(_ZERO_SIGN_CASES))
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_sign_of_zero_matches_torch(name, dtype):
+    """relu(-0.0) is -0.0 in torch (it returned +0.0): the sign of a zero result as torch's,
+    for NumPy arrays, torch tensors through fastact, and the scalar form, in both of torch's
+    loops (n = 1 and n = 40); the gradients at -0.0 are unchanged (relu'(-0.0) = 0)."""
+    ours, theirs = _ZERO_SIGN_CASES[name]
+    for zero in (-0.0, 0.0):
+        for n in (1, 40):
+            x = np.full(n, zero, dtype)
+            want = np.signbit(theirs(torch.from_numpy(x.copy())).numpy())
+            assert want.all() or not want.any(), f"torch's loops disagree for {name}"
+            a = x.copy()
+            got = ours(a)
+            got = a if got is None else got
+            np.testing.assert_array_equal(np.signbit(got), want, err_msg=f"{name} at {zero}")
+            t = torch.from_numpy(x.copy())
+            got_t = ours(t)
+            got_t = t if got_t is None else got_t
+            np.testing.assert_array_equal(np.signbit(np.asarray(got_t)), want, err_msg=name)
+    if name.split("(")[0].rstrip("_") != "relu":
+        return
+    relu_scalar = numba.njit(lambda v: fs.relu(v))
+    assert np.signbit(relu_scalar(dtype(-0.0))) and not np.signbit(relu_scalar(dtype(0.0)))
+    x = np.full(40, -0.0, dtype)
+    assert not fastact.relu_backward(np.ones_like(x), x).any()
+    assert not fastact.relu_backward(np.ones_like(x), output=fastact.relu(x)).any()
+
+
 @pytest.mark.parametrize("name", list(TORCH_MODULES))
 def test_signature_matches_torch(name):
     """Parameter names and defaults as torch's module; name_ exactly where it has inplace."""

@@ -188,7 +188,9 @@ Hyperbolic tangent, range (-1, 1), derivative ``1 - tanh(x)^2``. torch: ``torch.
 # ----------------------------------------------------------------------------- ReLU family
 @jit
 def _relu(x):
-    return lit(x, 0.0) if x <= 0 else x
+    # x < 0, not x <= 0: -0.0 stays -0.0, like torch's clamp_min (its vector loop and its
+    # scalar tail, float32 and float64); NaN propagates
+    return lit(x, 0.0) if x < 0 else x
 
 
 @jit
@@ -204,7 +206,8 @@ _register(
     inplace=True,
     stream=False,
     doc="""
-``max(0, x)``; NaN propagates; gradient 0 for x <= 0 (torch's convention at 0).
+``max(0, x)``; NaN propagates, -0.0 stays -0.0 (as in torch); gradient 0 for x <= 0
+(torch's convention at 0).
 torch: ``F.relu(input, inplace=False)``.""",
 )
 
