@@ -62,8 +62,8 @@ def simd_width() -> tuple[int, str]:
 
 def _vector_facts() -> tuple[str, str]:
     """(vector width, registers) of a float32 loop compiled like fastact's kernels: the
-    ``prefer-vector-width`` its LLVM function carries and the registers its machine code uses
-    (a tiny kernel compiled in memory with fastact's jit and settings)."""
+    ``prefer-vector-width`` its LLVM function carries and the widest registers of its packed
+    arithmetic (a tiny kernel compiled in memory with fastact's jit and settings)."""
     import re
 
     import numpy as np
@@ -91,10 +91,30 @@ def _vector_facts() -> tuple[str, str]:
         if found
         else f"LLVM's choice (no width on the compiled function; setting {setting})"
     )
-    for reg, bits in (("zmm", 512), ("ymm", 256), ("xmm", 128), ("v0.4s", 128)):
-        if reg in asm:
+    # only the registers of the loop's packed arithmetic: the rest of the function moves
+    # other values (stack copies used ymm with FASTACT_VECTOR_WIDTH=128)
+    x86 = set(re.findall(r"\bv?(?:fn?madd|fn?msub|mul|add)\w*p[sd]\s[^\n]*%([xyz]mm)\d", asm))
+    for reg, bits in (("zmm", 512), ("ymm", 256), ("xmm", 128)):
+        if reg in x86:
             return width, f"{reg} ({bits}-bit)"
+    if re.search(r"\bf(?:mla|mul|add)\s+v\d+\.4s", asm):  # AArch64 NEON
+        return width, "v0.4s (128-bit)"
     return width, "scalar"
+
+
+def _cache_state() -> str:
+    """Whether fastact's kernels are cached on disk: ``on``, ``off (FASTACT_DISABLE_CACHE)``,
+    or ``not writable: compiled in memory`` when the folder cannot be made or written (the
+    compile cache's own test, made here without its warning)."""
+    from fastact._core import jit as _jit
+
+    if _jit.cache_disabled():
+        return "off (FASTACT_DISABLE_CACHE)"
+    try:
+        _jit._FastactCacheLocator(_cache_state, __file__).ensure_cache_path()
+    except OSError:
+        return "not writable: compiled in memory"
+    return "on"
 
 
 def _cuda() -> tuple[bool, str]:
@@ -112,10 +132,12 @@ def _cuda() -> tuple[bool, str]:
 
 def report() -> dict[str, Any]:
     """Versions, CPU, threads and threading layer, vector width and registers of fastact's
-    loops, the compile cache folder, and whether the GPU path can run (and why not). A setting
-    that fastact or numba refuses (``FASTACT_TORCH_POOL``, ``NUMBA_THREADING_LAYER``) is
-    reported as the value ``invalid: <why>`` of the facts it decides: this is the command
-    that diagnoses such settings, so it never fails on them."""
+    loops, the compile cache folder and whether it is in use (``cache``: on, off, or not
+    writable; ``cache_disabled``: whether ``FASTACT_DISABLE_CACHE`` turns it off), and whether
+    the GPU path can run (and why not). A setting that fastact or numba refuses
+    (``FASTACT_TORCH_POOL``, ``NUMBA_THREADING_LAYER``) is reported as the value
+    ``invalid: <why>`` of the facts it decides: this is the command that diagnoses such
+    settings, so it never fails on them."""
     import numba
     import numpy as np
 
@@ -144,6 +166,7 @@ def report() -> dict[str, Any]:
     d["simd_width_bits"], d["simd_features"] = simd_width()
     d["vector_width"], d["simd_registers"] = _vector_facts()
     d["cache_dir"] = str(cache_dir())
+    d["cache"] = _cache_state()
     d["cache_disabled"] = cache_disabled()
     d["cuda_available"], d["cuda_detail"] = _cuda()
     return d

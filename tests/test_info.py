@@ -34,6 +34,7 @@ def test_report_fields():
     assert d["vector_width"].split()[0] in ("128", "256", "512")
     assert d["simd_registers"].split()[0] in ("zmm", "ymm", "xmm", "v0.4s", "scalar")
     assert d["cache_dir"].endswith(fastact._core.jit.cache_dir().name)
+    assert d["cache"] in ("on", "off (FASTACT_DISABLE_CACHE)", "not writable: compiled in memory")
     assert isinstance(d["cuda_available"], bool)
     text = info.format(d)
     assert len(text.splitlines()) == len(d) and text.startswith("fastact ")
@@ -47,6 +48,65 @@ def test_cache_disabled_follows_the_cache_rule(monkeypatch):
         monkeypatch.setenv("FASTACT_DISABLE_CACHE", value)
         assert fastact._core.jit.cache_disabled() is disabled
         assert info.report()["cache_disabled"] is disabled, value
+
+
+def test_cache_line_says_whether_kernels_are_cached(tmp_path, monkeypatch):
+    """``cache``: on, off (FASTACT_DISABLE_CACHE), or not writable (compiled in memory): with
+    FASTACT_CACHE_DIR under a regular file the report said cache_disabled False while every
+    kernel compiled in memory (with a RuntimeWarning)."""
+    monkeypatch.delenv("FASTACT_DISABLE_CACHE", raising=False)
+    want_here = "on" if _cacheable_now() else "not writable: compiled in memory"
+    assert info.report()["cache"] == want_here
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    for env, want in [
+        ({"FASTACT_CACHE_DIR": str(tmp_path / "cache")}, "on"),
+        ({"FASTACT_CACHE_DIR": str(tmp_path / "cache"), "FASTACT_DISABLE_CACHE": "0"}, "on"),
+        ({"FASTACT_CACHE_DIR": str(tmp_path / "cache"), "FASTACT_DISABLE_CACHE": "1"},
+         "off (FASTACT_DISABLE_CACHE)"),
+        ({"FASTACT_CACHE_DIR": str(blocker / "sub")}, "not writable: compiled in memory"),
+    ]:  # fmt: skip
+        code = (
+            "import json, warnings\n"
+            "from fastact import info\n"
+            "from fastact._core.jit import _cacheable\n"
+            "from fastact.kernels.activations import ACTIVATIONS\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    d = info.report()\n"
+            "    quiet = not w\n"
+            "    used = _cacheable(ACTIVATIONS['relu'].scalars['forward'].py_func)\n"
+            "print(json.dumps([d['cache'], d['cache_disabled'], used, quiet]))\n"
+        )
+        proc = _python(code, **env)
+        assert proc.returncode == 0, proc.stderr
+        cache, disabled, used, quiet = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert cache == want, env
+        assert used == (want == "on"), env  # the compile cache's own rule agrees
+        assert disabled == (env.get("FASTACT_DISABLE_CACHE") == "1")
+        assert quiet, "info warned"
+    text = info.format(info.report())
+    assert "\ncache " in text and "\ncache_disabled " in text
+
+
+def _cacheable_now() -> bool:
+    from fastact._core.jit import _cacheable
+    from fastact.kernels.activations import ACTIVATIONS
+
+    return _cacheable(ACTIVATIONS["relu"].scalars["forward"].py_func)
+
+
+def test_simd_registers_are_those_of_the_loop_arithmetic():
+    """With FASTACT_VECTOR_WIDTH=128 the report said ymm: it searched the whole machine code,
+    where stack copies outside the loop use ymm; the loop's packed arithmetic is on xmm."""
+    bits = info.simd_width()[0]
+    code = "from fastact import info; print(info.report()['simd_registers'])"
+    for width, reg in (("128", "xmm"), ("256", "ymm"), ("512", "zmm")):
+        if bits < int(width) or info.simd_width()[1] == "neon":
+            continue
+        proc = _python(code, FASTACT_VECTOR_WIDTH=width)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip().splitlines()[-1] == f"{reg} ({width}-bit)", width
 
 
 def test_cuda_detail_says_why():
