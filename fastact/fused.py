@@ -256,7 +256,7 @@ def _fastact_calls(py: Callable):
             vals = list(vars(v).values())
         for u in vals:
             if isinstance(u, Dispatcher) and u.py_func.__module__ == "fastact.scalar":
-                u = u.py_func.__globals__.get("_f", u)  # a form with typed parameters
+                u = u.py_func.__globals__.get("_f", u)  # a form: the scalar it calls
             if id(u) in _OP_OF:
                 yield _OP_OF[id(u)]
             elif id(u) in _CORES:

@@ -8,7 +8,17 @@ defaults; Python numbers (or values of another float type) are converted to the 
 (of ``y`` for ``_grad_output``), so ``leaky_relu(x, 0.1)`` on a float32 ``x`` computes and
 returns float32. The math cores ``exp, expm1, log, log1p, tanh, erf, erfc`` (and
 ``sigmoid_core``) are vectorizable replacements for the ``math`` functions, which numba 0.68
-compiles to scalar libm calls (no SVML). Example::
+compiles to scalar libm calls (no SVML); ``tanh`` is the math core (the activation computes
+the same).
+
+Arguments (``x``, ``g``, ``y``): float32 or float64; an int or a bool is taken as float64, as
+``math.exp`` takes it (``relu(3)`` is ``3.0``); any other type (float16, complex, an array)
+raises a TypeError naming the form and the argument, in jit code while numba types your
+function. The same rule holds from plain Python, where every form returns a Python float (a
+float64 holding the float32 result exactly for a float32 argument: ``np.float32(r)`` gives
+it back; in jit code a float32 argument gives a float32).
+
+Example::
 
     from numba import njit, prange
     from fastact.scalar import silu, exp
@@ -58,47 +68,112 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import numpy as np
+from numba.core import types
+from numba.extending import overload
+
 from fastact._core.jit import ELEMENTWISE_FASTMATH, jit
-from fastact._core.math import erf, erfc, exp, expm1, lit, log, log1p, tanh
+from fastact._core.math import erf, erfc, exp, expm1, lit, log, log1p, real_argument_error, tanh
 from fastact.kernels.activations import ACTIVATIONS, sigmoid_core
 from fastact.kernels.elementwise import REQUIRED
 
 __all__ = ["exp", "expm1", "log", "log1p", "tanh", "erf", "erfc", "sigmoid_core"]
+#: the math cores: fastact._core.math's functions themselves (the activation ``tanh`` computes
+#: the same as the core, which keeps the name: one rule from Python for all the forms)
+_MATH_CORES = frozenset(__all__[:7])
 
 
-def _typed_parameters(name: str, f: Any, params: tuple, lead: int) -> Any:
-    """``f`` (an activation's scalar form) with its parameters converted to the type of its
-    ``lead``-th argument (``x``, or ``y`` for a ``_grad_output`` form) and torch's
-    defaults; ``f`` itself when it takes no parameters."""
-    if not params:
-        return f
-    names = list(inspect.signature(f.py_func).parameters)
-    args = names[: len(names) - len(params)]
+def _to_float(v):
+    """``v`` as a float: an int or a bool as float64, a float as it is (also the body run by
+    the CUDA simulator; jit code: the overload below)."""
+    return np.float64(v) if isinstance(v, (int, np.integer, np.bool_)) else v
+
+
+@overload(_to_float, inline="always")
+def _to_float_ol(v):
+    if isinstance(v, (types.Integer, types.Boolean)):
+        return lambda v: np.float64(v)
+    return lambda v: v
+
+
+def _check_floats(function: str, names: tuple[str, ...], arg_types: tuple) -> None:
+    """The rule of every scalar form's arguments, while numba types a call: float32 and
+    float64, or an int or a bool (taken as float64, as ``math.exp`` takes them); for any other
+    type a TypeError naming the form and the argument (numba passes a TypeError raised there
+    on as it is; its own TypingError named fastact's internal ``lit`` instead)."""
+    for name, t in zip(names, arg_types, strict=True):
+        if t not in (types.float32, types.float64) and not isinstance(
+            t, (types.Integer, types.Boolean)
+        ):
+            raise TypeError(real_argument_error(f"fastact.scalar.{function}", name, str(t)))
+
+
+_KIND_DOCS = {
+    "forward": "``{name}({args})``: the activation at one element.",
+    "grad": "``{name}_grad({args})``: ``g * {name}'(x)``, the gradient from the input.",
+    "grad_output": (
+        "``{name}_grad_output({args})``: ``g * {name}'(x)`` from the output ``y = {name}(x)``."
+    ),
+}
+
+
+def _scalar_form(public: str, f: Any, args: tuple[str, ...], params: tuple, doc: str) -> Any:
+    """The public scalar form ``public``: a jitted function of ``args`` (then the parameters,
+    with torch's defaults) that takes the arguments as floats (``_floats_<public>``: see
+    :func:`_check_floats`), converts the parameters to the type of the last argument (``x``,
+    or ``y`` for a ``_grad_output`` form) and calls ``f`` (the activation's own scalar
+    function, or ``sigmoid_core``). LLVM inlines it into the caller: the loop is the one a
+    call of ``f`` gives. ``_floats_<public>`` is bound in this module under its name, so that
+    a pickled copy of the form (cloudpickle, dask) finds it, with its overload, by reference."""
     defaults = {f"_d{i}": d for i, (_, d) in enumerate(params)}
-    sig = args + [
-        p if d is REQUIRED else f"{p}=_d{i}"
-        for i, (p, (_, d)) in enumerate(zip(names[len(args) :], params, strict=True))
-    ]
-    like = args[lead]
-    call = args + [f"_lit({like}, {p})" for p in names[len(args) :]]
-    src = f"def {name}({', '.join(sig)}):\n    return _f({', '.join(call)})\n"
-    ns: dict[str, Any] = {"_f": f, "_lit": lit, "__name__": __name__, **defaults}
-    exec(compile(src, f"<fastact.scalar.{name}>", "exec"), ns)
-    py = ns[name]
-    py.__doc__ = f.py_func.__doc__
+    sig = list(args) + [p if d is REQUIRED else f"{p}=_d{i}" for i, (p, d) in enumerate(params)]
+    floats = [f"_{a}" for a in args]
+    call = floats + [f"_lit({floats[-1]}, {p})" for p, _ in params]
+    stub = f"_floats_{public}"
+    src = (
+        f"def {stub}({', '.join(args)}):\n"
+        f"    return ({', '.join(f'_to_float({a})' for a in args)},)\n\n\n"
+        f"def _typing({', '.join(args)}):\n"
+        f"    _check_floats({public!r}, {args!r}, ({', '.join(args)},))\n"
+        f"    return {stub}\n\n\n"
+        f"def {public}({', '.join(sig)}):\n"
+        f"    {', '.join(floats)}, = {stub}({', '.join(args)})\n"
+        f"    return _f({', '.join(call)})\n"
+    )
+    ns: dict[str, Any] = {
+        "_f": f,
+        "_lit": lit,
+        "_to_float": _to_float,
+        "_check_floats": _check_floats,
+        "__name__": __name__,
+        **defaults,
+    }
+    exec(compile(src, f"<fastact.scalar.{public}>", "exec"), ns)
+    overload(ns[stub])(ns["_typing"])
+    globals()[stub] = ns[stub]
+    py = ns[public]
+    py.__doc__ = doc
     return jit(py, fastmath=set(ELEMENTWISE_FASTMATH))
 
 
+def _form_doc(name: str, kind: str, args: tuple[str, ...], op: Any) -> str:
+    params = [p if d is REQUIRED else f"{p}={d!r}" for p, d in op.params]
+    text = _KIND_DOCS[kind].format(name=name, args=", ".join([*args, *params]))
+    return f"{text}\n\n{inspect.cleandoc(op.doc)}" if op.doc else text
+
+
+sigmoid_core = _scalar_form("sigmoid_core", sigmoid_core, ("x",), (), sigmoid_core.__doc__)
+
 for _name, _op in ACTIVATIONS.items():
-    for _kind, _suffix, _lead in (
-        ("forward", "", 0),
-        ("grad", "_grad", 1),
-        ("grad_output", "_grad_output", 1),
+    for _kind, _suffix, _args in (
+        ("forward", "", ("x",)),
+        ("grad", "_grad", ("g", "x")),
+        ("grad_output", "_grad_output", ("g", "y")),
     ):
         _f = _op.scalars[_kind]
-        if _f is not None:
-            _pub = _typed_parameters(_name + _suffix, _f, _op.params, _lead)
-            globals()[_name + _suffix] = _pub
-            if _name + _suffix not in __all__:
-                __all__.append(_name + _suffix)
-del _name, _op, _kind, _suffix, _f, _lead, _pub
+        if _f is None or _name + _suffix in _MATH_CORES:
+            continue
+        _doc = _form_doc(_name, _kind, _args, _op)
+        globals()[_name + _suffix] = _scalar_form(_name + _suffix, _f, _args, _op.params, _doc)
+        __all__.append(_name + _suffix)
+del _name, _op, _kind, _suffix, _f, _args, _doc

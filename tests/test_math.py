@@ -368,13 +368,22 @@ def test_typed_versions_usable_from_user_njit():
     assert abs(user(0.5) - (math.exp(0.5) + math.erf(0.5))) < 1e-6
 
 
-def test_unsupported_type_is_a_typing_error():
+def test_ints_are_float64_and_other_types_a_type_error():
+    """An int or a bool is taken as float64 (as math.exp takes it; it was numba's "No
+    implementation of function exp"); another type raises a TypeError naming the core, in
+    jit code and from Python (float16 ran as float64 from Python)."""
+
     @numba.njit
-    def bad(x):
+    def user(x):
         return fm.exp(x)
 
-    with pytest.raises(numba.TypingError):
-        bad(1)
+    assert user(1) == user(True) == fm.exp(1) == fm.exp_f64(1.0)
+    assert user(0) == user(False) == 1.0
+    for bad in (np.float16(1), 1j):
+        with pytest.raises(TypeError, match=r"fastact\.scalar\.exp: x must be float32 or float64"):
+            user(bad)
+        with pytest.raises(TypeError, match=r"fastact\.scalar\.exp: x must be float32 or float64"):
+            fm.exp(bad)
 
 
 @pytest.mark.parametrize("name", NAMES)

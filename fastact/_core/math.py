@@ -11,7 +11,9 @@ Contract (stable, used by activations and losses):
 
 * ``exp, expm1, log, log1p, tanh, erf, erfc`` -- generic over float32/float64, callable from
   numba-jitted code (from Python they run the typed versions below); a float32 argument gives
-  a float32 result computed in float32 arithmetic.
+  a float32 result computed in float32 arithmetic; an int or a bool is taken as float64 (as
+  ``math.exp`` takes it); any other type (float16, complex, an array) raises a TypeError
+  naming the function, also while numba types a caller.
 * ``lit(x, v)`` -- the constant v in x's float type (lets one scalar definition serve both).
 * ``exp_f32, exp_f64, ..., erfc_f64`` -- the same cores as jitted functions with explicit
   signatures (``float32(float32)`` / ``float64(float64)``), usable from a user's own ``@njit``
@@ -1294,7 +1296,9 @@ def _public(name: str, f32_core, f64_core, doc: str):
     def generic(x):
         if isinstance(x, np.float32):
             return _typed(name + "_f32")(x)
-        return _typed(name + "_f64")(x)
+        if isinstance(x, (float, int, np.integer, np.bool_)):  # float64, Python numbers
+            return _typed(name + "_f64")(x)
+        raise TypeError(real_argument_error(f"fastact.scalar.{name}", "x", type(x).__name__))
 
     generic.__name__ = generic.__qualname__ = name
     generic.__doc__ = doc
@@ -1305,9 +1309,27 @@ def _public(name: str, f32_core, f64_core, doc: str):
             return f32_core
         if x == types.float64:
             return f64_core
-        return None
+        if isinstance(x, (types.Integer, types.Boolean)):  # like math.exp: as float64
+
+            def as_float64(x):
+                return f64_core(np.float64(x))
+
+            return as_float64
+        # a TypeError, not numba's TypingError: numba passes it on as it is (one line
+        # naming the function, instead of "No implementation of function ...")
+        raise TypeError(real_argument_error(f"fastact.scalar.{name}", "x", str(x)))
 
     return generic
+
+
+def real_argument_error(function: str, argument: str, got: str) -> str:
+    """The message for an argument of a scalar core that is not a real number of a type it
+    computes in: float32 and float64 (an int or a bool is taken as float64, as ``math.exp``
+    takes it; float16 has no arithmetic of its own in numba's CPU code)."""
+    return (
+        f"{function}: {argument} must be float32 or float64 (an int or a bool is taken as "
+        f"float64), got {got}"
+    )
 
 
 exp = _public(
