@@ -18,6 +18,10 @@ function. The same rule holds from plain Python, where every form returns a Pyth
 float64 holding the float32 result exactly for a float32 argument: ``np.float32(r)`` gives
 it back; in jit code a float32 argument gives a float32).
 
+Parameters are not checked in jit code (a check per element of your loop; and an exception
+raised on a worker thread of a parallel loop is lost): ``celu(x, 0.0)``, ``softshrink(x, -1.0)`` or
+``hardtanh(x, 2.0, -2.0)`` return numbers where ``fastact.celu`` & co. raise. Check them once,
+outside the loop, with :func:`check_params` (the array functions' rules and errors).
 Example::
 
     from numba import njit, prange
@@ -177,3 +181,59 @@ for _name, _op in ACTIVATIONS.items():
         globals()[_name + _suffix] = _scalar_form(_name + _suffix, _f, _args, _op.params, _doc)
         __all__.append(_name + _suffix)
 del _name, _op, _kind, _suffix, _f, _args, _doc
+
+_SUFFIXES = ("_grad_output", "_grad", "")
+
+
+def check_params(name: str, *params: Any, dtype: Any = np.float64, **named: Any) -> tuple:
+    """Check the parameters of the scalar form ``name`` by the rules of the array functions,
+    once, outside your loop; returns them as ``dtype`` scalars, torch's defaults filled in.
+
+    The scalar forms do not check their parameters in jit code (a check per element of your
+    loop; and an exception raised on a worker thread of a parallel loop is lost): ``celu(x, 0.0)``,
+    ``softshrink(x, -1.0)`` or ``hardtanh(x, 2.0, -2.0)`` return numbers there, where
+    ``fastact.celu`` & co. raise. ``check_params("celu", 0.0)`` raises the ValueError of
+    ``fastact.celu`` (TypeError for a parameter that is not a real number, ValueError for a
+    finite one beyond ``dtype``'s range); for a ``_grad_output`` form also the check of
+    ``name_backward(g, output=y)`` (e.g. ``leaky_relu_grad_output`` needs ``negative_slope >=
+    0``). ``name`` is a form's name (``"celu"``, ``"celu_grad"``, ``"celu_grad_output"``),
+    the parameters are positional or named as in the form; ``dtype`` (float32 or float64) is
+    the type your loop computes in: the range checks depend on it. Example::
+
+        alpha = check_params("celu", alpha, dtype=np.float32)[0]
+        my_kernel(x, out, alpha)  # @njit code calling celu(x[i], alpha)
+    """
+    if not isinstance(name, str) or name not in __all__ or name == "check_params":
+        raise ValueError(f"name: fastact.scalar has no form {name!r}")
+    dt = np.dtype(dtype) if isinstance(dtype, (type, np.dtype, str)) else None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
+    base, suffix = next((name[: len(name) - len(s)], s) for s in _SUFFIXES if name.endswith(s))
+    op = ACTIVATIONS.get(base)
+    specs = op.params if op is not None else ()  # a math core or sigmoid_core: none
+    if len(params) > len(specs):
+        raise TypeError(f"{name} takes {len(specs)} parameters, got {len(params)}")
+    values = []
+    for i, (p, default) in enumerate(specs):
+        if i < len(params):
+            if p in named:
+                raise TypeError(f"{name}: {p} given twice (by position and by name)")
+            values.append(params[i])
+        elif p in named:
+            values.append(named[p])
+        elif default is REQUIRED:
+            raise TypeError(f"{name}: missing the parameter {p}")
+        else:
+            values.append(default)
+    unknown = sorted(set(named) - {p for p, _ in specs})
+    if unknown:
+        raise TypeError(f"{name} has no parameter {unknown[0]!r}")
+    if op is None:
+        return ()
+    checked = op.kernel_params(tuple(values), dt)
+    if suffix == "_grad_output" and op.check_output is not None:
+        op.check_output(*checked)
+    return checked
+
+
+__all__.append("check_params")

@@ -1,5 +1,5 @@
 """``fastact.scalar``: the rule for its forms' argument types (in jit code and from Python),
-their names, signatures and docs."""
+their names, signatures and docs, and :func:`fastact.scalar.check_params`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import numba
 import numpy as np
 import pytest
+import torch
 
 import fastact
 import fastact.scalar as S
@@ -180,3 +181,70 @@ def test_forms_pickle_to_another_process_by_value(tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert float(out.stdout) == mine(-2.0) == -1.0
+
+
+# ------------------------------------------------------------------- check_params
+@pytest.mark.parametrize(
+    ("args", "kw", "array_call"),
+    [
+        (("celu", 0.0), {}, lambda x: fastact.celu(x, 0.0)),
+        (("softshrink", -1.0), {"dtype": F32}, lambda x: fastact.softshrink(x, -1.0)),
+        (("hardtanh", 2.0, -2.0), {}, lambda x: fastact.hardtanh(x, 2.0, -2.0)),
+        (
+            ("hardtanh",),
+            {"min_val": 2.0, "max_val": -2.0},
+            lambda x: fastact.hardtanh(x, 2.0, -2.0),
+        ),
+        (("celu_grad", 0.0), {}, lambda x: fastact.celu_backward(x, x, 0.0)),
+        (
+            ("leaky_relu_grad_output", -0.1),
+            {},
+            lambda x: fastact.leaky_relu_backward(x, output=x, negative_slope=-0.1),
+        ),
+        (("elu", 1e39), {"dtype": F32}, lambda x: fastact.elu(x, 1e39)),
+    ],
+)
+def test_check_params_raises_the_array_functions_errors(args, kw, array_call):
+    """The scalar forms return numbers for parameters the array functions refuse (celu
+    alpha=0: -0.0; softshrink lambd=-1: -1.5; hardtanh min > max: 2.0): check_params, run
+    once outside the loop, raises the array function's ValueError."""
+    x = np.array([-0.5], kw.get("dtype", F64))
+    with pytest.raises(ValueError) as want:
+        array_call(x)
+    with pytest.raises(ValueError) as got:
+        S.check_params(*args, **kw)
+    assert str(got.value) == str(want.value)
+
+
+def test_check_params_returns_the_parameters_in_the_dtype():
+    assert S.check_params("celu", 0.5, dtype=F32) == (F32(0.5),)
+    assert type(S.check_params("celu", 0.5, dtype=F32)[0]) is F32
+    assert S.check_params("hardtanh", max_val=3) == (-1.0, 3.0)
+    assert S.check_params("threshold", 1.0, 0.5) == (1.0, 0.5)
+    assert S.check_params("leaky_relu_grad", -0.1) == (-0.1,)  # from the input: any slope
+    assert S.check_params("relu") == () and S.check_params("exp") == ()
+    # the checked values in jit code: the array function's results
+    alpha = S.check_params("celu", 0.5, dtype=F32)[0]
+    x = np.linspace(-2, 2, 9, dtype=F32)
+    got = np.array([numba.njit(lambda v, a: S.celu(v, a))(v, alpha) for v in x], F32)
+    np.testing.assert_array_equal(got, fastact.celu(x, 0.5))
+    np.testing.assert_array_equal(torch.nn.functional.celu(torch.from_numpy(x), 0.5).numpy(), got)
+
+
+@pytest.mark.parametrize(
+    ("args", "kw", "err", "match"),
+    [
+        (("nope",), {}, ValueError, "name: fastact.scalar has no form 'nope'"),
+        (("check_params",), {}, ValueError, "no form"),
+        ((3,), {}, ValueError, "no form"),
+        (("relu", 1.0), {}, TypeError, "relu takes 0 parameters, got 1"),
+        (("celu",), {"beta": 1.0}, TypeError, "celu has no parameter 'beta'"),
+        (("celu", 1.0), {"alpha": 2.0}, TypeError, "alpha given twice"),
+        (("threshold", 1.0), {}, TypeError, "missing the parameter value"),
+        (("celu", True), {}, TypeError, "alpha must be a real number, got bool"),
+        (("celu",), {"dtype": np.float16}, TypeError, "dtype must be float32 or float64"),
+    ],
+)
+def test_check_params_refuses_bad_calls(args, kw, err, match):
+    with pytest.raises(err, match=match):
+        S.check_params(*args, **kw)
