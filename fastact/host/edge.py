@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from fastact._core.arrays import (
-    any_tensor,
     as_float_array,
     as_tensor,
     check_inplace,
@@ -133,11 +132,20 @@ def tensor_result(res: Any, arrays: tuple) -> Any:
     allowed), by one rule for every function: a tensor when any of ``arrays`` is a tensor
     (whichever argument it is), bfloat16 (computed in float32, NumPy having no bfloat16)
     when every tensor among them is bfloat16, as torch's result would be; else ``res``."""
-    if not any_tensor(*arrays):
+    torch = torch_module()
+    if torch is None:
         return res
-    if not is_tensor(res):
+    tensors = ()  # one pass, NumPy arrays and None skipped first: this runs on every call
+    for a in arrays:
+        if a is not None and type(a) is not np.ndarray and isinstance(a, torch.Tensor):
+            tensors += (a,)
+    if not tensors:
+        return res
+    if not isinstance(res, torch.Tensor):
         res = as_tensor(res)
-    bf16 = torch_module().bfloat16
-    if res.dtype != bf16 and all(a.dtype == bf16 for a in arrays if is_tensor(a)):
-        res = res.to(bf16)
+    if res.dtype is torch.float32:  # (bfloat16 tensors are computed in float32)
+        for a in tensors:
+            if a.dtype is not torch.bfloat16:
+                return res
+        res = res.to(torch.bfloat16)
     return res
