@@ -134,6 +134,8 @@ def _refuse_run(monkeypatch) -> None:
         ("--plot", "{tmp}", "is a folder"),
         ("--plot", "{tmp}/x.foo", "matplotlib cannot save .foo"),
         ("--output-dir", "{tmp}/a_file", "is not a folder"),
+        ("--output-dir", "{tmp}/a_file/res", "cannot be made: {tmp}/a_file is not a folder"),
+        ("--output-dir", "{tmp}/a_file/res/x", "cannot be made: {tmp}/a_file is not a folder"),
     ],
 )
 def test_output_paths_checked_before_the_run(monkeypatch, capsys, tmp_path, option, path, why):
@@ -141,7 +143,7 @@ def test_output_paths_checked_before_the_run(monkeypatch, capsys, tmp_path, opti
     status 2 before the run starts (it ran to the end, then died with a traceback and the
     results folder unwritten); nothing is written."""
     (tmp_path / "a_file").write_text("")
-    path = path.format(tmp=tmp_path)
+    path, why = path.format(tmp=tmp_path), why.format(tmp=tmp_path)
     _refuse_run(monkeypatch)
     monkeypatch.chdir(tmp_path)
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -150,6 +152,37 @@ def test_output_paths_checked_before_the_run(monkeypatch, capsys, tmp_path, opti
     assert len(err) == 1 and err[0].startswith(f"python -m fastact bench: {option} {path}: ")
     assert why in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_results_folder_in_a_read_only_folder_refused_before_the_run(monkeypatch, capsys, tmp_path):
+    """A results folder that cannot be made in a read-only folder (``--output-dir`` or the
+    default one in the current folder): one line and exit status 2 before the run (it ran to
+    the end, then failed with exit status 1). os.access is faked: root may write anywhere."""
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: os.fspath(p) != str(read_only) and real_access(p, mode)
+    )
+    _refuse_run(monkeypatch)
+    for option in (
+        ["--output-dir", str(read_only / "res" / "x")],
+        ["--output-dir", str(read_only)],
+    ):
+        assert cli.main([*TINY, *option]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("python -m fastact bench: --output-dir "), err
+        assert err[0].endswith("not writable"), err
+    monkeypatch.chdir(read_only)
+    assert cli.main(TINY) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"python -m fastact bench: results folder fastact-bench-results: cannot be made: "
+        f"{read_only} is not writable (give --output-dir DIR or --no-files)"
+    ]
+    with pytest.raises(AssertionError, match="the benchmark ran"):  # --no-files: no folder
+        cli.main([*TINY, "--no-files"])
+    assert list(read_only.iterdir()) == []
 
 
 def test_write_errors_keep_the_results_folder(monkeypatch, capsys, tmp_path, tiny_report):

@@ -22,6 +22,8 @@ _DESCRIPTION = (
     "bandwidth roofline fastact reaches. Each library runs in its own process."
 )
 _FILES = ("bench.md", "bench.json", "bench.png")
+#: The results folders' folder without ``--output-dir`` (in the current folder).
+_DEFAULT_FOLDER = "fastact-bench-results"
 
 
 def parser(prog: str = "python -m fastact bench", description: str = _DESCRIPTION):
@@ -122,6 +124,11 @@ def _have_matplotlib() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
+def _writable_folder(folder: str) -> bool:
+    """Whether files can be created in the existing folder ``folder``."""
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
 def _file_problem(path: str) -> str | None:
     """Why ``path`` cannot be written as a file (a folder, a missing or read-only parent
     folder), or None. Checked before the run, which may take minutes, not after it."""
@@ -130,8 +137,28 @@ def _file_problem(path: str) -> str | None:
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         return f"no folder {parent}"
-    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+    if not _writable_folder(parent) or (os.path.exists(path) and not os.access(path, os.W_OK)):
         return "not writable"
+    return None
+
+
+def _folder_problem(folder: str) -> str | None:
+    """Why the results folder ``folder`` cannot be made and written, or None: an existing
+    path must be a writable folder; for a missing one (made with its missing parents after
+    the run) the nearest existing ancestor must be (a regular file or a read-only folder
+    there ended the command only after the run, which may take minutes)."""
+    path = os.path.abspath(folder)
+    if os.path.lexists(path):
+        if not os.path.isdir(path):
+            return "is not a folder"
+        return None if _writable_folder(path) else "not writable"
+    ancestor = os.path.dirname(path)
+    while not os.path.lexists(ancestor):  # the root exists, so this ends
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        return f"cannot be made: {ancestor} is not a folder"
+    if not _writable_folder(ancestor):
+        return f"cannot be made: {ancestor} is not writable"
     return None
 
 
@@ -153,10 +180,18 @@ def _check_paths(args: argparse.Namespace) -> str | None:
         formats = _plot_formats()
         if ext and ext not in formats:
             return f"--plot {args.plot}: matplotlib cannot save .{ext} (use {', '.join(formats)})"
-    folder = args.output_dir
-    if folder is not None and not args.no_files and os.path.exists(folder):
-        if not os.path.isdir(folder):
-            return f"--output-dir {folder}: is not a folder"
+    if not args.no_files:
+        if args.output_dir is not None:
+            problem = _folder_problem(args.output_dir)
+            if problem:
+                return f"--output-dir {args.output_dir}: {problem}"
+        else:
+            problem = _folder_problem(_DEFAULT_FOLDER)
+            if problem:
+                return (
+                    f"results folder {_DEFAULT_FOLDER}: {problem} (give --output-dir DIR "
+                    "or --no-files)"
+                )
     return None
 
 
@@ -256,9 +291,7 @@ def _run_command(
             sys.stderr.write(f"{prog}: could not write --plot {args.plot}: {e}\n")
             rc = 1
     if not args.no_files:
-        folder = args.output_dir or os.path.join(
-            "fastact-bench-results", time.strftime("%Y-%m-%d_%H%M%S")
-        )
+        folder = args.output_dir or os.path.join(_DEFAULT_FOLDER, time.strftime("%Y-%m-%d_%H%M%S"))
         try:
             written = write_results(report, folder)
         except OSError as e:
