@@ -251,6 +251,21 @@ def test_empty_sizes_are_refused(monkeypatch, capsys, sizes):
     assert capsys.readouterr().err.startswith("python -m fastact bench: sizes: empty list")
 
 
+@pytest.mark.parametrize("option", ["--libraries", "--families"])
+@pytest.mark.parametrize("value", ["", ",", " , "])
+def test_empty_libraries_and_families_are_refused(monkeypatch, capsys, option, value):
+    """``--libraries ''`` and ``--families ''`` (or only commas and blanks) are errors, as
+    ``--sizes ''`` and ``-f ''`` are: they meant every peer and every family."""
+    _refuse_cases(monkeypatch)
+    args = ["-f", "relu", "--sizes", "1K", "--no-files", "--no-progress", option, value]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    name = option.removeprefix("--")
+    assert err.startswith(f"python -m fastact bench: {name}: empty list") and err.count("\n") == 1
+    with pytest.raises(ValueError, match=f"^{name}: empty list"):
+        harness.run(functions="relu", sizes="1K", isolate=False, progress=False, **{name: []})
+
+
 # ---------------------------------------------------------------------------- threads, names
 def _refuse_cases(monkeypatch) -> None:
     """Make building the benchmark's cases fail the test (the check must come first)."""

@@ -112,7 +112,8 @@ def parser(prog: str = "python -m fastact bench", description: str = _DESCRIPTIO
 
 def _split(text: str | None) -> list[str] | None:
     """The items of a comma-separated option; None when it was not given (an empty value is
-    an empty list: ``--sizes ''`` is refused, not taken as the default sizes)."""
+    an empty list: ``--sizes ''``, ``--libraries ''`` and ``--families ''`` are refused, not
+    taken as the defaults)."""
     if text is None:
         return None
     return [t.strip() for t in text.split(",") if t.strip()]

@@ -383,10 +383,22 @@ class _ThreadEnv:
 
 
 # ============================================================================ run
-def _resolve_families(families: Sequence[str] | str | None, patterns: list[str]) -> list[str]:
-    if isinstance(families, str):
-        families = families.split(",")
-    if families:
+def _names(option: str, names: Sequence[str] | str | None, example: str) -> list[str] | None:
+    """The names of ``option`` (a list, or one comma-separated string), blanks dropped; None
+    when not given. An empty list (``--libraries ''``, ``','``) is a ValueError naming the
+    option, as for ``--sizes`` and ``-f``: it meant the default (every peer, every family)."""
+    if names is None:
+        return None
+    if isinstance(names, str):
+        names = names.split(",")
+    out = [n.strip() for n in names if n.strip()]
+    if not out:
+        raise ValueError(f"{option}: empty list (give names, e.g. {example})")
+    return out
+
+
+def _resolve_families(families: list[str] | None, patterns: list[str]) -> list[str]:
+    if families is not None:
         out = []
         for f in families:
             key = _FAMILY_ALIASES.get(f.strip().lower())
@@ -418,8 +430,8 @@ def run(
     sizes: Sequence[int | str] | None = None,
     dtype: str = "float32",
     threads: int | None = None,
-    libraries: Sequence[str] | None = None,
-    families: Sequence[str] | None = None,
+    libraries: Sequence[str] | str | None = None,
+    families: Sequence[str] | str | None = None,
     quick: bool = False,
     isolate: bool = True,
     progress: bool = True,
@@ -433,15 +445,16 @@ def run(
 
     ``functions``: names or globs (``'gelu*'``, ``'Adam*'``), each of which must match a
     benchmark of the families run (None: every benchmark); ``sizes``: element counts or
-    ``'256K'`` (a list, or one comma-separated string; an empty one is an error, not the
-    defaults); ``libraries``: subset of :data:`LIBRARIES` (fastact is always timed);
-    ``families``: subset of ``activation``, ``loss``, ``optimizer``, ``fused`` (default: those
-    with a name matching ``functions``); ``isolate``: one spawned process per library (default) or
-    one block per library in this process; ``rounds``: every block runs that many times,
-    libraries alternating, and each time is the median over the rounds, so a slow phase of a
-    shared machine weighs on every library alike; ``model``: also step the optimizers over a
-    model-like list of ~160 tensors; ``numpy_losses``: time NumPy's loss formulas (default:
-    unless this is the plain default run, where they would take seconds per call at 16M).
+    ``'256K'``; ``libraries``: subset of :data:`LIBRARIES` (fastact is always timed; default:
+    every peer); ``families``: subset of ``activation``, ``loss``, ``optimizer``, ``fused``
+    (default: those with a name matching ``functions``); each of these three a list or one
+    comma-separated string, an empty one an error, not the defaults; ``isolate``: one
+    spawned process per library (default) or one block per library in this process;
+    ``rounds``: every block runs that many times, libraries alternating, and each time is the
+    median over the rounds, so a slow phase of a shared machine weighs on every library
+    alike; ``model``: also step the optimizers over a model-like list of ~160 tensors;
+    ``numpy_losses``: time NumPy's loss formulas (default: unless this is the plain default
+    run, where they would take seconds per call at 16M).
 
     Losses and optimizers run at the largest size only unless ``sizes`` is given. A bad
     argument or setting (:func:`check_settings`) raises ValueError naming it before anything
@@ -470,7 +483,11 @@ def run(
         raise ValueError(f"threads must be at least 1, got {threads}")
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
-    libs = ["fastact"] + [lb for lb in (libraries or PEERS) if lb != "fastact"]
+    libraries = _names("libraries", libraries, "torch,numpy; fastact alone: fastact")
+    families = _names("families", families, "activation,loss")
+    libs = ["fastact"] + [
+        lb for lb in (PEERS if libraries is None else libraries) if lb != "fastact"
+    ]
     for lb in libs:
         if lb not in LIBRARIES:
             raise ValueError(f"libraries: unknown library {lb!r} (choose from {LIBRARIES})")
