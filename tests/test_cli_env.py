@@ -421,6 +421,35 @@ def test_asv_sizes_take_the_bench_notation_and_bad_values_name_the_variable(monk
                 _load_asv_common(m, **env)
 
 
+def test_invalid_vector_width_is_not_passed_to_the_workers(monkeypatch):
+    """An invalid FASTACT_VECTOR_WIDTH is warned about once, in this process: the spawned
+    workers get the width this process uses (none: the variable removed), not the value, which
+    each of them warned about again (from multiprocessing/spawn.py). The variable is restored
+    after the run."""
+    from fastact._core import jit
+
+    seen = []
+
+    def fake_block(target, args, isolate, progress, timeout=None):
+        seen.append(os.environ.get("FASTACT_VECTOR_WIDTH"))
+        lb, cases = args[0], args[1]
+        results = [{c: {"median_s": 1e-6} for c in harness.columns(case, lb)} for case in cases]
+        return "done", {"results": results, "bandwidth": [], "meta": {}}
+
+    monkeypatch.setattr(harness, "_run_block", fake_block)
+    for value, parent, workers in [
+        ("300", ("512", False), None),
+        (" 256 ", ("256", True), "256"),
+    ]:
+        monkeypatch.setenv("FASTACT_VECTOR_WIDTH", value)
+        monkeypatch.setattr(jit, "_VECTOR_WIDTH", parent[0])
+        monkeypatch.setattr(jit, "_VECTOR_WIDTH_FROM_ENV", parent[1])
+        seen.clear()
+        harness.run(functions="relu", sizes="1K", libraries=["numpy"], progress=False)
+        assert seen == [workers, workers], value
+        assert os.environ["FASTACT_VECTOR_WIDTH"] == value
+
+
 # ---------------------------------------------------------------------------- huge pages, optim
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise advice: Linux only")
 @pytest.mark.parametrize(

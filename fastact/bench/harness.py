@@ -361,17 +361,29 @@ class _SavedThreads:
             torch.set_num_threads(self.torch)
 
 
-class _ThreadEnv:
-    """Temporarily set the ``*_NUM_THREADS`` variables (inherited by spawned workers)."""
+class _WorkerEnv:
+    """Temporarily set the variables spawned workers inherit: the ``*_NUM_THREADS`` ones to
+    ``threads``, and ``FASTACT_VECTOR_WIDTH`` to the width this process uses (removed when it
+    chose none): an invalid value was warned about here once, and each worker, reading it
+    again, repeated the warning (from ``multiprocessing/spawn.py``) and used the default."""
 
     def __init__(self, threads: int) -> None:
         self.threads = threads
         self.saved: dict[str, str | None] = {}
 
-    def __enter__(self) -> _ThreadEnv:
-        for k in _THREAD_ENV:
+    def __enter__(self) -> _WorkerEnv:
+        from fastact._core import jit
+
+        width = jit._VECTOR_WIDTH if jit._VECTOR_WIDTH_FROM_ENV else None
+        for k, v in [
+            *((k, str(self.threads)) for k in _THREAD_ENV),
+            ("FASTACT_VECTOR_WIDTH", width),
+        ]:
             self.saved[k] = os.environ.get(k)
-            os.environ[k] = str(self.threads)
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -550,7 +562,7 @@ def run(
     try:
         # the variables reach spawned workers; in this process numba re-reads its own at
         # each compilation and refuses a thread count other than the one it started with
-        with _ThreadEnv(threads) if isolate else contextlib.nullcontext():
+        with _WorkerEnv(threads) if isolate else contextlib.nullcontext():
             for rnd in range(rounds):
                 for lb in available if rnd % 2 == 0 else available[::-1]:
                     if rnd and lb not in per_lib:
