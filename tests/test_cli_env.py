@@ -467,6 +467,25 @@ def test_huge_pages_switch_reads_like_disable_cache(monkeypatch, value, advised)
     assert (autograd._madvise() is not None) == advised
 
 
+@pytest.mark.parametrize(
+    "value, off",
+    [("0", True), (" Off ", True), ("FALSE", True), ("no", True),
+     ("1", False), ("", False), ("on", False), ("00", False)],
+)  # fmt: skip
+def test_off_switches_share_one_reading(monkeypatch, value, off):
+    """fastact._core.jit.env_off reads the on/off variables' off values (0, false, no, off,
+    blanks stripped, any case) for FASTACT_DISABLE_CACHE and FASTACT_HUGE_PAGES alike (each
+    module had its own copy of the list)."""
+    from fastact._core import jit
+
+    monkeypatch.setenv("FASTACT_X", value)
+    assert jit.env_off("FASTACT_X") is off
+    monkeypatch.delenv("FASTACT_X")
+    assert jit.env_off("FASTACT_X") is False
+    monkeypatch.setenv("FASTACT_DISABLE_CACHE", value)
+    assert jit.cache_disabled() is (value.strip() != "" and not off)
+
+
 def test_optim_command_output_file_has_the_step_costs(tmp_path, monkeypatch, capsys):
     """``bench optim -o FILE``: the "step cost per element" lines are in FILE with the table
     (they went to stdout, which was to stay empty)."""

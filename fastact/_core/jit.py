@@ -48,6 +48,8 @@ __all__ = [
     "specialize",
     "cache_dir",
     "cache_disabled",
+    "env_off",
+    "OFF_VALUES",
     "pointer_to",
     "address_of",
     "fetch_add",
@@ -168,11 +170,22 @@ def cache_dir() -> Path:
     return Path(root) / f"{_version()}-{_FINGERPRINT}"
 
 
+#: The values that set one of fastact's on/off variables off (blanks stripped, any case).
+OFF_VALUES = ("0", "false", "no", "off")
+
+
+def env_off(name: str) -> bool:
+    """Whether the environment variable ``name`` says off: one of :data:`OFF_VALUES`, blanks
+    stripped, in any case (``FASTACT_DISABLE_CACHE`` and ``FASTACT_HUGE_PAGES`` read them
+    alike). Unset or empty is not off: each variable gives that its own default."""
+    return os.environ.get(name, "").strip().lower() in OFF_VALUES
+
+
 def cache_disabled() -> bool:
-    """Whether ``FASTACT_DISABLE_CACHE`` turns the cache off: any value but an empty one,
-    ``0``, ``false``, ``no`` or ``off`` (any case; ``FASTACT_DISABLE_CACHE=0`` keeps it on)."""
-    value = os.environ.get("FASTACT_DISABLE_CACHE", "").strip().lower()
-    return value not in ("", "0", "false", "no", "off")
+    """Whether ``FASTACT_DISABLE_CACHE`` turns the cache off: any value but an empty one or
+    an off one (:func:`env_off`: ``FASTACT_DISABLE_CACHE=0`` keeps it on)."""
+    set_ = os.environ.get("FASTACT_DISABLE_CACHE", "").strip() != ""
+    return set_ and not env_off("FASTACT_DISABLE_CACHE")
 
 
 class _FastactCacheLocator(caching._CacheLocator):

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import ctypes
 import inspect
-import os
 import sys
 import warnings
 from typing import Any
@@ -46,6 +45,7 @@ import torch.nn.functional as TF
 
 from fastact import activations as A
 from fastact import losses as L
+from fastact._core.jit import env_off
 from fastact._core.threads import num_threads
 from fastact._core.torch_pool import pool_threads, run_split
 from fastact.host.elementwise import address_kernels
@@ -127,10 +127,9 @@ _HUGE = 1 << 21  # the x86-64/arm64 huge page
 
 def _madvise() -> Any:
     """libc's ``madvise`` (Linux), or None: also when ``FASTACT_HUGE_PAGES`` turns the advice
-    off (``0``, ``false``, ``no`` or ``off``, any case, as ``FASTACT_DISABLE_CACHE`` reads
-    them; only the exact ``0`` did)."""
-    off = os.environ.get("FASTACT_HUGE_PAGES", "").strip().lower() in ("0", "false", "no", "off")
-    if not sys.platform.startswith("linux") or off:
+    off (``0``, ``false``, ``no`` or ``off``, any case: :func:`fastact._core.jit.env_off`, as
+    ``FASTACT_DISABLE_CACHE`` reads them)."""
+    if not sys.platform.startswith("linux") or env_off("FASTACT_HUGE_PAGES"):
         return None
     try:
         fn = ctypes.CDLL(None, use_errno=True).madvise
