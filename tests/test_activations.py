@@ -516,6 +516,31 @@ def test_backward_from_output(name, pi, dtype):
         assert_same(from_out, from_in, what, x=x)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("alpha", [0.7, 0.3, 1.0, 3.0])
+def test_celu_backward_from_saturated_output(alpha, dtype):
+    """celu_backward(g, output=y) where y saturates at -alpha: the derivative exp(x/alpha)
+    is positive and tiny, torch's in-place backward gives 0. fastact computed y (1/alpha) +
+    1 as one fma, which cancels to a rounding error there: -6.8e-9 g in float32 (wrong sign)
+    and 4.1e-17 in float64 with alpha = 0.7, also through fastact.torch's in-place celu."""
+    x = np.concatenate([-np.geomspace(1e-3, 1e4, 300), [-np.inf, -0.0, 0.0, 0.5]]).astype(dtype)
+    g = np.ones_like(x)
+    y = fastact.celu(x, alpha)
+    got = fastact.celu_backward(g, output=y, alpha=alpha)
+    sat = y == dtype(-alpha)
+    assert sat.sum() > 10
+    assert (got >= 0).all(), f"negative gradient at x = {x[got < 0][:3]}"
+    np.testing.assert_array_equal(got[sat], 0.0)
+    a = float(dtype(alpha))
+    want = torch.ops.aten.elu_backward(torch.tensor(g), a, 1.0, 1.0 / a, True, torch.tensor(y))
+    assert_ulp(got, want.numpy(), dtype, 1, x=x, what=f"celu_backward(output=) alpha={alpha}")
+    from fastact.torch import autograd
+
+    xt = torch.tensor(x[:-4], requires_grad=True)
+    autograd.celu(xt * 1.0, alpha, inplace=True).backward(torch.ones(x.size - 4, dtype=xt.dtype))
+    assert (xt.grad >= 0).all() and not xt.grad.numpy()[sat[:-4]].any()
+
+
 def test_threshold_backward_from_output_value_above_threshold():
     """With value > threshold the output no longer tells which inputs were thresholded
     (y == value may come from x <= threshold or from x == value): the gradient from output=

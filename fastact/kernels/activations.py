@@ -351,7 +351,11 @@ def _celu_grad(g, x, alpha):
 
 @jit
 def _celu_grad_out(g, y, alpha):
-    return g if y > 0 else g * (y * (lit(y, 1.0) / alpha) + lit(y, 1.0))
+    # exp(x / alpha) = (y + alpha) / alpha, as torch's in-place backward: g (1/alpha) (y +
+    # alpha). y + alpha is exact near saturation (Sterbenz), so a saturated y = -alpha gives
+    # 0 and never a negative value; y (1/alpha) + 1 (fused into one fma) cancelled there:
+    # -6.8e-9 g in float32 with alpha = 0.7
+    return g if y > 0 else g * (lit(y, 1.0) / alpha) * (y + alpha)
 
 
 def _celu_params(dtype, alpha):
