@@ -16,7 +16,8 @@ Arguments (``x``, ``g``, ``y``): float32 or float64; an int or a bool is taken a
 raises a TypeError naming the form and the argument, in jit code while numba types your
 function. The same rule holds from plain Python, where every form returns a Python float (a
 float64 holding the float32 result exactly for a float32 argument: ``np.float32(r)`` gives
-it back; in jit code a float32 argument gives a float32).
+it back; in jit code a float32 argument gives a float32). A form gives the same bits as the
+array function, a fused function and ``fastact.torch`` (``tests/test_scalar.py``).
 
 Parameters are not checked in jit code (a check per element of your loop; and an exception
 raised on a worker thread of a parallel loop is lost): ``celu(x, 0.0)``, ``softshrink(x, -1.0)`` or

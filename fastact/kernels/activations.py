@@ -338,18 +338,22 @@ torch: ``F.elu(input, alpha=1.0, inplace=False)``.""",
 )
 
 
-# torch scales by the reciprocal 1/alpha (input_scale); LLVM hoists the division out of loops
-@jit
+# torch scales by the reciprocal 1/alpha (input_scale); LLVM hoists the division out of
+# loops. IEEE arithmetic (EXACT_FASTMATH): with the arcp flag LLVM turned x * (1/alpha) into
+# x / alpha where the function stood alone (fastact.scalar's forms called from Python) and
+# back into a product with the hoisted reciprocal in the loops, so the paths differed in the
+# last bit (celu's gradient by up to 17 ULP through exp at x = -12.6, alpha = 0.7)
+@jit(fastmath=EXACT_FASTMATH)
 def _celu(x, alpha):
     return alpha * fm.expm1(x * (lit(x, 1.0) / alpha)) if x < 0 else x
 
 
-@jit
+@jit(fastmath=EXACT_FASTMATH)
 def _celu_grad(g, x, alpha):
     return g if x > 0 else g * fm.exp(x * (lit(x, 1.0) / alpha))
 
 
-@jit
+@jit(fastmath=EXACT_FASTMATH)
 def _celu_grad_out(g, y, alpha):
     # exp(x / alpha) = (y + alpha) / alpha, as torch's in-place backward: g (1/alpha) (y +
     # alpha). y + alpha is exact near saturation (Sterbenz), so a saturated y = -alpha gives
@@ -418,8 +422,10 @@ torch: ``F.selu(input, inplace=False)``.""",
 
 
 # ----------------------------------------------------------------------------- smooth ones
-@jit
+@jit(fastmath=EXACT_FASTMATH)
 def _softplus(x, beta, threshold):
+    # IEEE arithmetic: a true division by beta, as torch's, on every path (with the arcp flag
+    # the loops multiplied by a hoisted 1/beta, the scalar form alone divided: 1 ULP apart)
     bx = x * beta
     if bx > threshold:
         return x
