@@ -180,6 +180,7 @@ _ZERO_SIGN_CASES = {
         lambda t: torch.nn.functional.relu(t, inplace=True),
     ),
     "relu6": (fastact.relu6, torch.nn.functional.relu6),
+    "tanhshrink": (fastact.tanhshrink, torch.nn.functional.tanhshrink),  # float32 gave -0
     "relu6_": (fastact.relu6_, lambda t: torch.nn.functional.relu6(t, inplace=True)),
     "hardtanh": (fastact.hardtanh, torch.nn.functional.hardtanh),
     "hardtanh(0, 6)": (
@@ -231,6 +232,54 @@ def test_sign_of_zero_matches_torch(name, dtype):
     x = np.full(40, -0.0, dtype)
     assert not fastact.relu_backward(np.ones_like(x), x).any()
     assert not fastact.relu_backward(np.ones_like(x), output=fastact.relu(x)).any()
+
+
+#: (activation, inputs) where a gradient is zero and torch's sign of that zero is the same in
+#: both of its loops: +0 times g from torch's sums (Phi(x) + x phi(x), tanh(sp) + x sigmoid(x)
+#: sech^2(sp)), +0 for any g from its differences (tanhshrink: g - g (1 - tanh^2), softsign:
+#: g / d - g (x / d) / d), where fastact's products gave -0
+_ZERO_GRAD_CASES = {
+    "gelu": ("max", -1e3, -40.0),
+    "mish": ("max", -1e4, -800.0),
+    "softsign": ("max",),
+    "tanhshrink": (0.0, -0.0, "tiny"),
+    "logsigmoid": ("max", "inf", 800.0, 1e4),
+}
+
+
+@pytest.mark.parametrize("name", list(_ZERO_GRAD_CASES))
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_sign_of_zero_gradients_matches_torch(name, dtype):
+    """The sign of a zero gradient as torch's (both loops: n = 1 and n = 40) for g of either
+    sign and 0: gelu_backward(1, -max), mish_backward(1, -max) and softsign_backward(-0.75,
+    +-max) were -0 (torch +0), tanhshrink_backward(-0.75, 0) -0, and
+    logsigmoid_backward(1, output=0) -0 (torch's from the input: +0)."""
+    c = CASES[name]
+    fi = np.finfo(dtype)
+    named = {"max": fi.max, "tiny": fi.smallest_subnormal, "inf": np.inf}
+    xs = [named.get(v, v) if isinstance(v, str) else v for v in _ZERO_GRAD_CASES[name]]
+    xs = [s * v for v in xs for s in ((1.0, -1.0) if name in ("softsign", "tanhshrink") else (1,))]
+    if name in ("gelu", "mish"):
+        xs = [-abs(v) for v in xs]
+    for xv in xs:
+        for gv in (1.25, -0.75, 0.0):
+            signs = set()
+            for n in (1, 40):
+                _, tg = torch_forward_backward(c, np.full(n, xv, dtype), np.full(n, gv, dtype), {})
+                signs |= {bool(np.signbit(tg[0])), bool(np.signbit(tg[-1]))}
+                assert tg[0] == 0
+            assert len(signs) == 1, f"torch's loops disagree for {name} at {xv}"
+            want = signs.pop()
+            x, g = np.full(40, xv, dtype), np.full(40, gv, dtype)
+            got = [c.backward(g[:1], x[:1]), c.backward(g, x)]
+            if name == "logsigmoid":
+                got += [c.backward(g, None, output=fastact.logsigmoid(x))]
+            got += [np.array([fs.__dict__[name + "_grad"](g[0], x[0])], dtype)]
+            for k, r in enumerate(got):
+                assert (r == 0).all() and (np.signbit(r) == want).all(), (
+                    f"{name}_backward({gv}, {xv!r}) path {k}: {r[:1]}, torch "
+                    f"{'-' if want else '+'}0.0"
+                )
 
 
 @pytest.mark.parametrize("name", list(TORCH_MODULES))
@@ -363,9 +412,9 @@ def test_nan_inf_like_torch(name, pi, dtype):
     hardtanh, relu6, softshrink, hardshrink (vectorized 0, scalar grad_output), hardswish,
     elu, celu, selu (vectorized NaN, scalar grad_output): there fastact's gradient must be NaN
     (docs/torch_semantics.md, section 1). At +-inf torch disagrees with itself for gelu's
-    value: matching either of torch's two loops is accepted there. mish's gradient at +-inf
-    is its limit (grad_output at +inf, 0 at -inf; torch: NaN, inf / inf in its formula): the
-    limit or torch's value is accepted there."""
+    value: matching either of torch's two loops is accepted there. mish's gradient at +inf
+    is its limit grad_output (torch: NaN, inf / inf in its formula): the limit or torch's
+    value is accepted there; at -inf it is NaN, as torch's (float32 gave -0, the limit)."""
     c = CASES[name]
     p = c.param_sets[pi]
     xs = [np.nan, np.inf, -np.inf, 1.5, -1.5, 0.0, 1e4, -1e4]
@@ -384,8 +433,8 @@ def test_nan_inf_like_torch(name, pi, dtype):
         (_, tg1), (_, tg64) = paths
         if np.isnan(xv) and not (tg1 == tg64 or (np.isnan(tg1) and np.isnan(tg64))):
             fg = 0.0 if np.isnan(gx[i]) else np.inf  # torch depends on the position: NaN
-        if name == "mish" and np.isinf(xv):  # the limit of g mish'(x): g, or 0 (g * 0)
-            lim = np.array(gv * (1.0 if xv > 0 else 0.0), dtype)
+        if name == "mish" and xv == np.inf:  # the limit of g mish'(x): g
+            lim = np.array(gv, dtype)
             fg = min(fg, ulp_error(gx[i], lim, dtype, scale=1))
         assert fy <= tol, (
             f"{name} {p} forward at x={xv}: got {y[i]!r}, torch {[float(t) for t, _ in paths]}"

@@ -93,6 +93,24 @@ def _normal_exp_bound(x):
     return lit(x, 87.0) if _is_f32(x) else lit(x, 708.0)
 
 
+@jit(fastmath=EXACT_FASTMATH)
+def _plus_zero(v):
+    """v + 0 in IEEE arithmetic: -0 becomes +0, any other value (NaN included) stays. torch's
+    zero where its formula ends in a sum or a difference (x - tanh x at x = -0) is +0, where
+    fastact's product forms gave -0. Under the nsz flag LLVM would fold v + 0 to v (one
+    addition: where a product ends the formula, :func:`_times_plus_zero` costs nothing)."""
+    return v + lit(v, 0.0)
+
+
+@jit(fastmath=EXACT_FASTMATH)
+def _times_plus_zero(a, b):
+    """a b + 0 with one rounding (an fma in place of the product: no cost): +0 where a b is
+    an exact zero (-0 where a product of a zero and a negative number gave -0), the product
+    anywhere else (a tiny product that rounds to zero keeps its sign). IEEE arithmetic: under
+    the nsz flag LLVM turns fma(a, b, +0) into a b."""
+    return fm._fma(a, b, lit(a, 0.0))
+
+
 @jit
 def sigmoid_core(x):
     """1/(1+exp(-x)) without cancellation or overflow in either tail: (1 or e) / (1 + e),
@@ -465,10 +483,11 @@ def _logsigmoid_grad(g, x):
     return g * sigmoid_core(-x)
 
 
-@jit
+@jit(fastmath=EXACT_FASTMATH)
 def _logsigmoid_grad_out(g, y):
-    # sigmoid(-x) = 1 - exp(y) = -expm1(y) for y = logsigmoid(x) <= 0: no cancellation
-    return g * -fm.expm1(y)
+    # sigmoid(-x) = 1 - exp(y) = -expm1(y) for y = logsigmoid(x) <= 0: no cancellation; as
+    # 0 - expm1(y) in IEEE arithmetic, +0 at y = 0 (torch's g sigmoid(-x) = g * +0 there)
+    return g * (lit(y, 0.0) - fm.expm1(y))
 
 
 _register(
@@ -694,17 +713,18 @@ def _mish_deriv_f32(x):
     by Horner's rule in e: one division (the former formula had four), and no cancellation but
     K's near the zero r = -1.19243, where mish' is a polynomial in x - r (:func:`_mish_band`).
     x < 0: 2^k (K (1 + v)) / Q with e = (1 + v) 2^k (:func:`fastact._core.math._exp_mk`): e's
-    own factor unrounded, and the result rounded once also where it is subnormal (down to -0
-    below about -104 / -745). x > 0: 1 + Z / Q with Z = e K - Q = e^2 (4x - 2) + e (4x - 4) -
-    4 (the correction to 1 is small: its rounding errors shrink with it). x is clamped to 20
-    (float32) / 40 (float64), where the result rounds to 1 (also at +inf, where torch's
-    formula gives NaN). float32, all 2^32 inputs: within 3.81 ULP (at -1.4732; 2.02 on x > 0,
-    about 2.3 in the band); was 5.2e8 at the zero and 6-24 on all of x < 0."""
+    own factor unrounded, and the result rounded once also where it is subnormal (down to +0,
+    torch's sign, below about -104 / -745; NaN at -inf, as torch). x > 0: 1 + Z / Q with Z =
+    e K - Q = e^2 (4x - 2) + e (4x - 4) - 4 (the correction to 1 is small: its rounding
+    errors shrink with it). x is clamped to 20 (float32) / 40 (float64), where the result
+    rounds to 1 (also at +inf, where torch's formula gives NaN). float32, all 2^32 inputs:
+    within 3.81 ULP (at -1.4732; 2.02 on x > 0, about 2.3 in the band); was 5.2e8 at the zero
+    and 6-24 on all of x < 0."""
     f32 = _is_f32(x)
     hi = lit(x, 20.0) if f32 else lit(x, 40.0)
     lo = lit(x, -170.0) if f32 else lit(x, -1400.0)
-    xc = hi if x > hi else x
-    xc = lo if xc < lo else xc
+    xh = hi if x > hi else x
+    xc = lo if xh < lo else xh
     m, v, k = fm._exp_mk(xc)
     e = fm._ldexp(m, k)
     # c Q, c K and c Z with c = 5/4 (exact coefficients, the same quotients): where the
@@ -720,7 +740,9 @@ def _mish_deriv_f32(x):
     y = lit(x, 1.0) + y if up else y
     if abs(x - lit(x, _MISH_MID)) < lit(x, _MISH_HALF):
         y = _mish_band(x)
-    return y
+    # + (xh - xh): +0 where y underflows to -0 (below about -104: torch's sum gives +0), NaN
+    # at -inf (torch: -inf * sigmoid(-inf); the clamp to lo gave -0), +inf keeps the limit 1
+    return y + (xh - xh)
 
 
 @jit
@@ -732,8 +754,8 @@ def _mish_grad_f64(g, x):
     compute-bound there: its exponential's degree-10 polynomial and a degree-13 band), over
     issue 18's 10%. +inf gives 1 (torch: NaN)."""
     e, tiny = _mish_exp(x)
-    if tiny:  # (1 + x) e^x to float precision
-        return g * (((lit(x, 1.0) + x) * e) * lit(x, _EXP_M32))
+    if tiny:  # (1 + x) e^x to float precision; g * +0 where it underflows (torch's sign)
+        return _kept(g, ((lit(x, 1.0) + x) * e) * lit(x, _EXP_M32), lit(x, 1.0), x)
     if x > 20:
         return g
     n = e * (e + lit(x, 2.0))
@@ -885,9 +907,9 @@ def _inside(x, lo, hi):
 
 @jit(fastmath=EXACT_FASTMATH)
 def _saturated(x, y, lo, hi):
-    """y on [lo, hi] (and NaN); above hi 1 (NaN at +inf, as torch), below lo x * 0 (-0;
-    NaN at -inf)."""
-    return (lit(x, 1.0) + (x - x) if x > hi else x * lit(x, 0.0)) if ((x < lo) | (x > hi)) else y
+    """y on [lo, hi] (and NaN); above hi 1 (NaN at +inf, as torch), below lo x - x (+0, as
+    torch's Phi(x) + x phi(x) = 0 + -0; NaN at -inf)."""
+    return (lit(x, 1.0) + (x - x) if x > hi else x - x) if ((x < lo) | (x > hi)) else y
 
 
 @jit(fastmath=EXACT_FASTMATH)
@@ -910,7 +932,7 @@ def _gelu_deriv_device(x):
     if tiny:
         g = g * (lit(x, _EXP_M32) if f32 else lit(x, _EXP_M128))
     y = g if x < lit(x, 0.0) else lit(x, 1.0) - g
-    return x * lit(x, 0.0) if (x < -amax or x == math.inf) else y
+    return x - x if (x < -amax or x == math.inf) else y  # +0 (torch's sign), NaN at +-inf
 
 
 #: gelu': the exponential's parts on the CPU, the device's exponential on the CUDA executor
@@ -1311,9 +1333,11 @@ def _softsign(x):
 @jit(fastmath=EXACT_FASTMATH)
 def _softsign_grad(g, x):
     """g / (1 + |x|)^2 as (g r) r, r = 1 / (1 + |x|): no fast-math, which turned g / d / d
-    into g / (d d), and d d overflows (gradient 0) for |x| >= 1.8e19 (float32)."""
+    into g / (d d), and d d overflows (gradient 0) for |x| >= 1.8e19 (float32). +0 where it
+    underflows (torch's difference of two quotients cancels to +0 there)."""
     r = lit(x, 1.0) / (lit(x, 1.0) + abs(x))
-    return (g * r) * r if not math.isinf(x) else g * lit(x, math.nan)  # torch: NaN at +-inf
+    # torch: NaN at +-inf
+    return (g * r) * r + lit(x, 0.0) if not math.isinf(x) else g * lit(x, math.nan)
 
 
 _register(
@@ -1384,15 +1408,17 @@ def _tanhshrink(x):
             p = _TANHSHRINK_P[8]
             for k in range(7, -1, -1):
                 p = p * u + _TANHSHRINK_P[k]
-            return lit(x, xd * u * p)
+            return _plus_zero(lit(x, xd * u * p))  # +0 at -0 (and -1e-45), as x - tanh x
         return x - fm.tanh(x)
     return lit(x, _tanhshrink_f64(np.float64(x)))
 
 
 @jit
 def _tanhshrink_grad(g, x):
+    # +0 where y^2 underflows to 0 (torch: g - g (1 - y^2), +0 for any g; g * y * y gave -0
+    # for g < 0)
     y = fm.tanh(x)
-    return g * y * y
+    return _times_plus_zero(g, y * y)
 
 
 _register(
