@@ -445,6 +445,27 @@ def test_nan_inf_like_torch(name, pi, dtype):
         )
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("beta", [1.0, 3.0])
+def test_softplus_of_nan_is_a_positive_nan_on_every_path(beta, dtype):
+    """softplus(NaN) is torch's +NaN in the vector loop, its scalar tail, the scalar form and
+    fastact.torch (the vector loop and the scalar form gave -NaN, the tail +NaN: the NaN's
+    sign depended on the element's position)."""
+    from fastact.torch import autograd
+
+    x = np.full(40, 0.3, dtype)
+    x[[0, 20, 39]] = np.nan
+    want = np.signbit(torch.nn.functional.softplus(torch.from_numpy(x), beta).numpy())
+    assert not want.any()
+    for got in (
+        fastact.softplus(x, beta),
+        fastact.softplus(x[:1], beta),
+        autograd.softplus(torch.from_numpy(x), beta).numpy(),
+        np.array([fs.softplus(dtype(np.nan), beta)]),
+    ):
+        assert np.isnan(got[0]) and not np.signbit(got).any()
+
+
 # ------------------------------------------------------------------------------ vs NumPy
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("name,pi", PARAM_CASES, ids=PARAM_IDS)

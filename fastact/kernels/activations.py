@@ -443,7 +443,9 @@ torch: ``F.selu(input, inplace=False)``.""",
 @jit(fastmath=EXACT_FASTMATH)
 def _softplus(x, beta, threshold):
     # IEEE arithmetic: a true division by beta, as torch's, on every path (with the arcp flag
-    # the loops multiplied by a hoisted 1/beta, the scalar form alone divided: 1 ULP apart)
+    # the loops multiplied by a hoisted 1/beta, the scalar form alone divided: 1 ULP apart);
+    # softplus(NaN) is also torch's +NaN on every path (fast-math's vector loop and scalar
+    # form gave -NaN, the loop's tail +NaN: tests/test_activations.py)
     bx = x * beta
     if bx > threshold:
         return x
