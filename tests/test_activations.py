@@ -466,6 +466,39 @@ def test_softplus_of_nan_is_a_positive_nan_on_every_path(beta, dtype):
         assert np.isnan(got[0]) and not np.signbit(got).any()
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_nan_parameters_as_torchs_scalar_loop(dtype):
+    """A NaN parameter is not under the NaN-input rule (docs/torch_semantics.md, section 1):
+    NaN where torch's scalar loop (a 1-element tensor) gives NaN, its number elsewhere (the
+    smooth ones to rounding), for inputs on both sides of the kinks, in a 40-element array
+    (fastact's vector loop and tail alike)."""
+    nan = float("nan")
+    cases = [
+        ("hardtanh", (nan, 1.0)),
+        ("hardtanh", (-1.0, nan)),
+        ("hardshrink", (nan,)),
+        ("leaky_relu", (nan,)),
+        ("elu", (nan,)),
+        ("celu", (nan,)),
+        ("softplus", (nan, 20.0)),
+        ("softplus", (1.0, nan)),
+        ("threshold", (nan, 0.5)),
+        ("threshold", (0.1, nan)),
+    ]
+    for name, params in cases:
+        for xv in (-2.0, -0.3, 0.3, 2.0):
+            x, g = np.full(40, xv, dtype), np.full(40, 1.25, dtype)
+            xt = torch.tensor(x[:1], requires_grad=True)
+            yt = getattr(torch.nn.functional, name)(xt, *params)
+            yt.backward(torch.tensor(g[:1]))
+            want_y, want_g = yt.detach().numpy()[0], xt.grad.numpy()[0]
+            y = getattr(fastact, name)(x, *params)
+            gx = getattr(fastact, name + "_backward")(g, x, *params)
+            for got, want, what in ((y, want_y, "value"), (gx, want_g, "gradient")):
+                ok = np.isnan(got) if np.isnan(want) else np.isclose(got, want, rtol=1e-6)
+                assert ok.all(), f"{name}{params} {what} at {xv}: {got[:1]}, torch {want!r}"
+
+
 # ------------------------------------------------------------------------------ vs NumPy
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("name,pi", PARAM_CASES, ids=PARAM_IDS)
