@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from fresh_python import run_code
 
 import fastact
 from fastact.bench import cli, harness, report, rows
@@ -102,11 +103,10 @@ def test_bench_worker_failure_is_one_line(monkeypatch, capsys):
 
 
 # ---------------------------------------------------------------------------- files
-@pytest.fixture(scope="module")
-def tiny_report():
-    """One tiny report (relu at 1K against NumPy, in this process)."""
+def _tiny_run(function: str) -> dict:
+    """A tiny report of one benchmark (at 1K against NumPy, in this process)."""
     return harness.run(
-        functions=["relu"],
+        functions=[function],
         sizes=["1K"],
         quick=True,
         isolate=False,
@@ -114,6 +114,12 @@ def tiny_report():
         libraries=["numpy"],
         budget_scale=0.2,
     )
+
+
+@pytest.fixture(scope="module")
+def tiny_report():
+    """One tiny report (relu)."""
+    return _tiny_run("relu")
 
 
 def _refuse_run(monkeypatch) -> None:
@@ -316,15 +322,6 @@ print(json.dumps({
 """
 
 
-def _python(code: str, **env: str) -> subprocess.CompletedProcess:
-    e = {k: v for k, v in os.environ.items() if k != "FASTACT_VECTOR_WIDTH"}
-    e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
-    e.update(env)
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=e
-    )
-
-
 def test_vector_width_empty_or_invalid_is_the_default():
     """FASTACT_VECTOR_WIDTH: empty is unset; a value other than 128/256/512 is the default
     512 with one RuntimeWarning naming the variable (both dropped fastact's width and
@@ -332,7 +329,7 @@ def test_vector_width_empty_or_invalid_is_the_default():
     runs = {}
     for value in (None, "", " 512 ", "abc", "1024"):
         env = {} if value is None else {"FASTACT_VECTOR_WIDTH": value}
-        proc = _python(_WIDTH_PROBE, **env)
+        proc = run_code(_WIDTH_PROBE, **env)
         assert proc.returncode == 0, proc.stderr
         runs[value] = json.loads(proc.stdout.strip().splitlines()[-1])
     default = runs[None]
@@ -489,15 +486,7 @@ def test_off_switches_share_one_reading(monkeypatch, value, off):
 def test_optim_command_output_file_has_the_step_costs(tmp_path, monkeypatch, capsys):
     """``bench optim -o FILE``: the "step cost per element" lines are in FILE with the table
     (they went to stdout, which was to stay empty)."""
-    rep = harness.run(
-        functions=["SGD"],
-        sizes=["1K"],
-        quick=True,
-        isolate=False,
-        progress=False,
-        libraries=["numpy"],
-        budget_scale=0.2,
-    )
+    rep = _tiny_run("SGD")
     monkeypatch.setattr(harness, "run", lambda **kwargs: rep)
     out = tmp_path / "optim.txt"
     assert cli.main(["optim", "-f", "SGD", "--no-files", "-o", str(out)]) == 0

@@ -10,19 +10,12 @@ import subprocess
 import sys
 import textwrap
 
+from fresh_python import run_code
+
 import fastact
 from fastact import info
 
 ROOT = os.path.dirname(os.path.dirname(fastact.__file__))
-
-
-def _python(code: str, **env: str) -> subprocess.CompletedProcess:
-    e = {k: v for k, v in os.environ.items() if k != "FASTACT_VECTOR_WIDTH"}
-    e["PYTHONPATH"] = ROOT + os.pathsep + e.get("PYTHONPATH", "")
-    e.update(env)
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=e
-    )
 
 
 def test_report_fields():
@@ -78,7 +71,7 @@ def test_cache_line_says_whether_kernels_are_cached(tmp_path, monkeypatch):
             "    used = _cacheable(ACTIVATIONS['relu'].scalars['forward'].py_func)\n"
             "print(json.dumps([d['cache'], d['cache_disabled'], used, quiet]))\n"
         )
-        proc = _python(code, **env)
+        proc = run_code(code, **env)
         assert proc.returncode == 0, proc.stderr
         cache, disabled, used, quiet = json.loads(proc.stdout.strip().splitlines()[-1])
         assert cache == want, env
@@ -104,7 +97,7 @@ def test_simd_registers_are_those_of_the_loop_arithmetic():
     for width, reg in (("128", "xmm"), ("256", "ymm"), ("512", "zmm")):
         if bits < int(width) or info.simd_width()[1] == "neon":
             continue
-        proc = _python(code, FASTACT_VECTOR_WIDTH=width)
+        proc = run_code(code, FASTACT_VECTOR_WIDTH=width)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip().splitlines()[-1] == f"{reg} ({width}-bit)", width
 
@@ -119,7 +112,7 @@ def test_cuda_detail_says_why():
     else:
         assert d["cuda_detail"] == fc._REASON and d["cuda_detail"]
         assert d["cuda_detail"] != "fastact.cuda"
-    proc = _python(
+    proc = run_code(
         "import sys; sys.modules['numba_cuda'] = None\n"  # numba-cuda not importable
         "from fastact import info; print(info.report()['cuda_detail'])"
     )
@@ -128,7 +121,7 @@ def test_cuda_detail_says_why():
 
 
 def test_cli():
-    proc = _python("import sys; from fastact.__main__ import _main; sys.exit(_main(['info']))")
+    proc = run_code("import sys; from fastact.__main__ import _main; sys.exit(_main(['info']))")
     assert proc.returncode == 0, proc.stderr
     for key in ("threading_layer", "simd_width_bits", "vector_width", "simd_registers"):
         assert key in proc.stdout
@@ -177,7 +170,7 @@ def test_vector_width_is_in_the_cache_key(tmp_path):
         env = {"FASTACT_CACHE_DIR": cache}
         if width:
             env["FASTACT_VECTOR_WIDTH"] = width
-        proc = _python(_PROBE, **env)
+        proc = run_code(_PROBE, **env)
         assert proc.returncode == 0, proc.stderr
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     first, narrow, again = runs
