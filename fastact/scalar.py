@@ -212,26 +212,18 @@ def check_params(name: str, *params: Any, dtype: Any = np.float64, **named: Any)
     base, suffix = next((name[: len(name) - len(s)], s) for s in _SUFFIXES if name.endswith(s))
     op = ACTIVATIONS.get(base)
     specs = op.params if op is not None else ()  # a math core or sigmoid_core: none
-    if len(params) > len(specs):
-        raise TypeError(f"{name} takes {len(specs)} parameters, got {len(params)}")
-    values = []
-    for i, (p, default) in enumerate(specs):
-        if i < len(params):
-            if p in named:
-                raise TypeError(f"{name}: {p} given twice (by position and by name)")
-            values.append(params[i])
-        elif p in named:
-            values.append(named[p])
-        elif default is REQUIRED:
-            raise TypeError(f"{name}: missing the parameter {p}")
-        else:
-            values.append(default)
-    unknown = sorted(set(named) - {p for p, _ in specs})
-    if unknown:
-        raise TypeError(f"{name} has no parameter {unknown[0]!r}")
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    signature = inspect.Signature(
+        [inspect.Parameter(p, kind, **({} if d is REQUIRED else {"default": d})) for p, d in specs]
+    )
+    try:
+        bound = signature.bind(*params, **named)
+    except TypeError as e:  # Python's own binding errors, prefixed with the form
+        raise TypeError(f"{name}: {e}") from None
+    bound.apply_defaults()
     if op is None:
         return ()
-    checked = op.kernel_params(tuple(values), dt)
+    checked = op.kernel_params(tuple(bound.arguments.values()), dt)
     if suffix == "_grad_output" and op.check_output is not None:
         op.check_output(*checked)
     return checked

@@ -290,8 +290,8 @@ def _refuse_cases(monkeypatch) -> None:
         (["-f", "relu,sigmiod"], "functions: ['sigmiod'] match no benchmark (activation: "),
         (["-f", "relu", "-f", "Adamm"], "functions: ['Adamm'] match no benchmark (activation: "),
         (["-f", "relu,mse_loss", "--families", "activation"], "functions: ['mse_loss'] match no"),
-        (["-f", ""], "functions: no name given"),
-        (["-f", ","], "functions: no name given"),
+        (["-f", ""], "functions: empty list"),
+        (["-f", ","], "functions: empty list"),
     ],
 )
 def test_threads_and_function_names(monkeypatch, capsys, args, message):

@@ -110,15 +110,6 @@ def parser(prog: str = "python -m fastact bench", description: str = _DESCRIPTIO
     return b
 
 
-def _split(text: str | None) -> list[str] | None:
-    """The items of a comma-separated option; None when it was not given (an empty value is
-    an empty list: ``--sizes ''``, ``--libraries ''`` and ``--families ''`` are refused, not
-    taken as the defaults)."""
-    if text is None:
-        return None
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
 def _have_matplotlib() -> bool:
     import importlib.util
 
@@ -249,11 +240,11 @@ def _run_command(
             )
     kwargs = dict(
         functions=args.functions,
-        sizes=_split(args.sizes),
+        sizes=args.sizes,  # comma-separated strings: harness.run splits them
         dtype=args.dtype,
         threads=args.threads,
-        libraries=_split(args.libraries),
-        families=_split(args.families),
+        libraries=args.libraries,
+        families=args.families,
         quick=args.quick,
         isolate=not args.in_process,
         progress=not args.no_progress,

@@ -395,17 +395,23 @@ class _WorkerEnv:
 
 
 # ============================================================================ run
-def _names(option: str, names: Sequence[str] | str | None, example: str) -> list[str] | None:
-    """The names of ``option`` (a list, or one comma-separated string), blanks dropped; None
-    when not given. An empty list (``--libraries ''``, ``','``) is a ValueError naming the
-    option, as for ``--sizes`` and ``-f``: it meant the default (every peer, every family)."""
-    if names is None:
+def _items(option: str, values: Sequence[Any] | str | None, example: str) -> list | None:
+    """The items of ``option`` (a list, whose strings may hold several comma-separated items,
+    or one such string), blank strings dropped, other items (a size as an int) kept; None when
+    not given. An empty list (``--sizes ''``, ``-f ','``, ``--libraries ''``) is a ValueError
+    naming the option: it used to mean the default (every size, benchmark, peer, family)."""
+    if values is None:
         return None
-    if isinstance(names, str):
-        names = names.split(",")
-    out = [n.strip() for n in names if n.strip()]
+    if isinstance(values, str):
+        values = [values]
+    out = [
+        t.strip() if isinstance(t, str) else t
+        for v in values
+        for t in (v.split(",") if isinstance(v, str) else [v])
+        if not isinstance(t, str) or t.strip()
+    ]
     if not out:
-        raise ValueError(f"{option}: empty list (give names, e.g. {example})")
+        raise ValueError(f"{option}: empty list (give {example})")
     return out
 
 
@@ -472,15 +478,8 @@ def run(
     argument or setting (:func:`check_settings`) raises ValueError naming it before anything
     runs; a failure of fastact's own block raises :class:`WorkerFailed`."""
     t_start = time.monotonic()
-    if isinstance(functions, str):
-        functions = [functions]
-    patterns = [p.strip() for f in (functions or []) for p in f.split(",") if p.strip()]
-    if isinstance(sizes, str):
-        sizes = sizes.split(",")
-    if sizes is not None:
-        sizes = [s for s in sizes if not isinstance(s, str) or s.strip()]
-        if not sizes:  # e.g. --sizes ',': not the default sizes
-            raise ValueError("sizes: empty list (give element counts, e.g. 1K,256K,16M)")
+    patterns = _items("functions", functions, "names or globs, e.g. -f 'relu,gelu*'") or []
+    sizes = _items("sizes", sizes, "element counts, e.g. 1K,256K,16M")
     sizes_given = sizes is not None
     size_list = [parse_size(s) for s in (sizes or DEFAULT_SIZES)]
     try:
@@ -495,16 +494,14 @@ def run(
         raise ValueError(f"threads must be at least 1, got {threads}")
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
-    libraries = _names("libraries", libraries, "torch,numpy; fastact alone: fastact")
-    families = _names("families", families, "activation,loss")
+    libraries = _items("libraries", libraries, "names, e.g. torch,numpy; fastact alone: fastact")
+    families = _items("families", families, "names, e.g. activation,loss")
     libs = ["fastact"] + [
         lb for lb in (PEERS if libraries is None else libraries) if lb != "fastact"
     ]
     for lb in libs:
         if lb not in LIBRARIES:
             raise ValueError(f"libraries: unknown library {lb!r} (choose from {LIBRARIES})")
-    if functions is not None and not patterns:  # -f '' or -f ',': not every benchmark
-        raise ValueError("functions: no name given (e.g. -f 'relu,gelu*')")
     fams = _resolve_families(families, patterns)
     _check_patterns(patterns, fams if families else list(FAMILIES))
     check_settings()
