@@ -51,7 +51,7 @@ def _two_torch_threads(monkeypatch):
 
 @pytest.fixture
 def launches(monkeypatch):
-    """Counts of run_split calls (the launches that went to the pool)."""
+    """Counts of run_split and address_launch calls (the launches that went to the pool)."""
     calls = []
     original = tp.run_split
 
@@ -65,8 +65,22 @@ def launches(monkeypatch):
     import fastact.host.optim as ho
     import fastact.torch.autograd as ta
 
-    for mod in (hl, hls, ho, ta):
+    for mod in (hl, hls, ho):
         monkeypatch.setattr(mod, "run_split", spy)
+    # fastact.torch's element-wise launches go by the tensors' addresses
+    original_address = tp.address_launch
+
+    def address_spy(kernel, dtype, k, nf, align=1):
+        run = original_address(kernel, dtype, k, nf, align)
+
+        def counted(threads, n, *args):
+            calls.append((kernel.py_func.__name__, threads))
+            return run(threads, n, *args)
+
+        return counted
+
+    monkeypatch.setattr(ta, "address_launch", address_spy)
+    monkeypatch.setattr(ta, "_POOL_RUNS", {})
     return calls
 
 

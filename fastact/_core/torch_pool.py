@@ -65,6 +65,7 @@ __all__ = [
     "report",
     "prepare",
     "run_split",
+    "address_launch",
     "tensor_calls",
 ]
 
@@ -376,28 +377,33 @@ def _split_spec(split: Sequence[Any]) -> tuple:
 #: element-wise launches (every array split, then Python floats): (kernel, dtype, arrays,
 #: floats, align) -> (trampoline, compiled launcher); see :func:`_flat_entry`
 _FLAT: dict = {}
-#: (arrays, floats) -> the compiled launcher of :func:`_flat_launcher`
+#: (arrays, floats, by address) -> the compiled launcher of :func:`_flat_launcher`
 _LAUNCHERS: dict = {}
 
 
-def _flat_launcher(k: int, nf: int) -> Any:
+def _flat_launcher(k: int, nf: int, by_address: bool = False) -> Any:
     """A jit function ``(start, trampoline, threads, *arrays, *floats)`` that builds the
     block of an element-wise launch (:func:`_described_block`'s layout: ``k`` arrays split,
     ``nf`` floats) and calls the runtime's ``GOMP_parallel`` at address ``start`` with it,
     compiled ``nogil`` (the GIL stays released during the parallel region, as with ctypes):
-    one dispatch instead of the block built in Python and a ctypes call."""
-    fn = _LAUNCHERS.get((k, nf))
+    one dispatch instead of the block built in Python and a ctypes call. ``by_address``:
+    ``(start, trampoline, threads, n, *addresses, *floats)`` instead, the arrays given by
+    the addresses of ``n`` elements each (torch tensors' ``data_ptr()``: no NumPy views)."""
+    fn = _LAUNCHERS.get((k, nf, by_address))
     if fn is not None:
         return fn
     from fastact._core.jit import call_parallel, define, jit
 
     ni = 5 + 2 * k
-    name = f"pool_launch_{k}_{nf}"
-    params = [f"a{i}" for i in range(k)] + [f"f{j}" for j in range(nf)]
+    name = f"pool_launch_{k}_{nf}" + ("_addresses" if by_address else "")
+    params = (["n"] if by_address else []) + [f"a{i}" for i in range(k)]
+    params += [f"f{j}" for j in range(nf)]
     lines = [
-        f"# the element-wise launch on an OpenMP pool: {k} arrays, {nf} floats",
+        f"# the element-wise launch on an OpenMP pool: {k} arrays"
+        + (" by address" if by_address else "")
+        + f", {nf} floats",
         f"def {name}(start, tramp, threads, {', '.join(params)}):",
-        "    n = a0.shape[0]",
+        *([] if by_address else ["    n = a0.shape[0]"]),
         f"    blk = np.zeros({ni + max(nf, 1)}, np.int64)",
         "    base = blk.ctypes.data",
         f"    blk[0] = base + {ni * 8}",  # the float block
@@ -406,14 +412,15 @@ def _flat_launcher(k: int, nf: int) -> Any:
         "    blk[4] = base + 16",  # the claim counter, blk[2]
     ]
     for i in range(k):
-        lines += [f"    blk[{5 + 2 * i}] = a{i}.ctypes.data", f"    blk[{6 + 2 * i}] = n"]
+        where = f"a{i}" if by_address else f"a{i}.ctypes.data"
+        lines += [f"    blk[{5 + 2 * i}] = {where}", f"    blk[{6 + 2 * i}] = n"]
     if nf:
         lines.append(f"    fl = blk[{ni}:].view(np.float64)")
         lines += [f"    fl[{j}] = f{j}" for j in range(nf)]
     lines.append("    _start(start, tramp, base, threads)")
     ns = {"__name__": __name__, "np": np, "_start": call_parallel}
     fn = jit(define("\n".join(lines) + "\n", name, ns), forceinline=False)
-    _LAUNCHERS[(k, nf)] = fn
+    _LAUNCHERS[(k, nf, by_address)] = fn
     return fn
 
 
@@ -451,6 +458,32 @@ def _flat_entry(kernel: Any, args: Sequence[Any], split: Sequence[Any], align: i
         if len(_FLAT) < 1024:
             _FLAT[key] = entry
     return entry
+
+
+def address_launch(kernel: Any, dtype: Any, k: int, nf: int, align: int = 1) -> Any:
+    """``run(threads, n, *addresses, *floats)``: ``kernel`` (a serial jit function of ``k``
+    1-d arrays of ``dtype``, then ``nf`` floats) on ``threads`` threads of torch's pool,
+    each array given by the address of the first of its ``n`` C-contiguous elements (a torch
+    tensor's ``data_ptr()``) and split into shares as :func:`run_split` splits 1-d arrays
+    (starts at multiples of ``align``). No NumPy view is made: at 256K float32 elements the
+    views and checks of :func:`run_split` cost ~10 us of a 30 us relu beside torch's
+    autograd (after a kernel that streamed 2 MB the interpreter's own working set comes
+    back from memory). The caller chose ``threads`` with :func:`pool_threads`."""
+    dt = np.dtype(dtype)
+    key = (kernel, dt, k, nf, align, "address")
+    entry = _FLAT.get(key)
+    if entry is None:
+        specs = (("a", dt.str, 1),) * k + (("f", "float64"),) * nf
+        tramp = _trampoline(kernel, specs, _split_spec(range(k)), int(align))
+        entry = _FLAT[key] = (tramp, _flat_launcher(k, nf, True))
+    tramp_address, launcher = entry[0].address, entry[1]
+
+    def run(threads: int, n: int, *args: Any) -> None:
+        rt = _runtime()
+        _state["started"] = True
+        launcher(rt["start_address"], tramp_address, threads, n, *args)
+
+    return run
 
 
 def prepare(

@@ -47,7 +47,7 @@ from fastact import activations as A
 from fastact import losses as L
 from fastact._core.jit import env_off
 from fastact._core.threads import num_threads
-from fastact._core.torch_pool import pool_threads, run_split
+from fastact._core.torch_pool import address_launch, pool_threads
 from fastact.host.elementwise import address_kernels
 from fastact.host.elementwise import kernels as host_kernels
 from fastact.host.launch import SPLIT_ALIGN
@@ -177,43 +177,42 @@ def _serial(op: Spec, kind: str, dtype: torch.dtype) -> Any:
     return k
 
 
-#: arrays a loop of each kind takes (the rest of its arguments are the parameters)
-_ARRAYS = {"inplace": 1, "forward": 2, "grad": 3, "grad_output": 3}
+#: the pool launchers over tensors' addresses: (spec, kind, dtype, floats) -> run
+_POOL_RUNS: dict = {}
 
 
-def _parallel(op: Spec, kind: str, n: int) -> Any:
-    """A parallel runner ``f(*arrays, *params)`` of ``kind``'s loop when ``n`` elements call
-    for it (the front end's crossover), else None: the serial loop on torch's thread pool
-    (:mod:`fastact._core.torch_pool`), or numba's parallel array loop. Both take NumPy views
-    (:func:`_flat`): the parallel loops over addresses ran 1.2-1.35x slower than the array
-    loops called from Python (gelu, silu at 1M), and a view's ~1.5 us is nothing at these
-    sizes."""
-    if n < op.threshold:
-        return None
-    ks = op.host.get(kind) or host_kernels(op, kind)
-    pool = pool_threads(n, op.threshold, True)
-    if pool:
-        split = range(_ARRAYS[kind])
-        return lambda *args: run_split(ks[0], args, split, pool, SPLIT_ALIGN)
-    return ks[1] if num_threads() > 1 else None
-
-
-def _flat(t: torch.Tensor) -> np.ndarray:
-    return t.detach().numpy().reshape(-1)
+def _run(op: Spec, kind: str, tensors: tuple, n: int, kp: tuple) -> None:
+    """``kind``'s loop of ``op`` over ``n`` > 0 elements of ``tensors`` (its arrays in the
+    loop's order: C-contiguous, one dtype) with the parameters ``kp``: past the front end's
+    crossover on torch's thread pool (:mod:`fastact._core.torch_pool`) by the tensors'
+    addresses, else numba's parallel array loop on NumPy views (the parallel loops over
+    addresses ran 1.2-1.35x slower than the array loops, gelu and silu at 1M), else the
+    serial loop by address."""
+    if n >= op.threshold:
+        pool = pool_threads(n, op.threshold, True)
+        if pool:
+            key = (op, kind, tensors[0].dtype, len(kp))
+            run = _POOL_RUNS.get(key)
+            if run is None:
+                ks = op.host.get(kind) or host_kernels(op, kind)
+                dt = _NP_DTYPE[tensors[0].dtype]
+                run = address_launch(ks[0], dt, len(tensors), len(kp), SPLIT_ALIGN)
+                _POOL_RUNS[key] = run
+            run(pool, n, *[t.data_ptr() for t in tensors], *kp)
+            return
+        if num_threads() > 1:
+            ks = op.host.get(kind) or host_kernels(op, kind)
+            ks[1](*[t.detach().numpy().reshape(-1) for t in tensors], *kp)
+            return
+    _serial(op, kind, tensors[0].dtype)(*[t.data_ptr() for t in tensors], n, *kp)
 
 
 def _run_forward(op: Spec, x: torch.Tensor, y: torch.Tensor, n: int, kp: tuple) -> None:
     """``y = f(x)`` (``y is x``: in place) over ``n`` > 0 contiguous elements."""
-    par = _parallel(op, "inplace" if y is x else "forward", n)
     if y is x:
-        if par is not None:
-            par(_flat(x), *kp)
-        else:
-            _serial(op, "inplace", x.dtype)(x.data_ptr(), n, *kp)
-    elif par is not None:
-        par(_flat(x), _flat(y), *kp)
+        _run(op, "inplace", (x,), n, kp)
     else:
-        _serial(op, "forward", x.dtype)(x.data_ptr(), y.data_ptr(), n, *kp)
+        _run(op, "forward", (x, y), n, kp)
 
 
 def _kernel_params(op: Spec, values: tuple, dtype: np.dtype) -> tuple:
@@ -332,12 +331,7 @@ class Elementwise(torch.autograd.Function):
         out = _empty_like(v, n)  # the input gradient in the input's layout
         if n:
             vc, oc = (v, out) if perm is None else (v.permute(perm), out.permute(perm))
-            kind = "grad_output" if from_output else "grad"
-            par = _parallel(op, kind, n)
-            if par is not None:
-                par(_flat(g), _flat(vc), _flat(oc), *kp)
-            else:
-                _serial(op, kind, v.dtype)(g.data_ptr(), vc.data_ptr(), oc.data_ptr(), n, *kp)
+            _run(op, "grad_output" if from_output else "grad", (g, vc, oc), n, kp)
         return out, None, None, None, None
 
 
