@@ -296,6 +296,29 @@ def test_softmax_large_thread_invariant(name):
         )
 
 
+def test_log_softmax_counts_ties_past_float32_precision():
+    """log_softmax's row helper counts a float32 row's tied maxima in float64: a float32 count
+    stopped at 2**24 per SIMD lane (rows of more than 2**28 ties at FASTACT_VECTOR_WIDTH=128
+    came out as -log(2**28)). Reaching that through log_softmax needs a 1 GiB output, so the
+    helper itself runs on a zero-stride row of 2**25 + 3 zeros (no memory; its loops there
+    are not the library's vector loops, but the count's type is the same): lse - max =
+    log1p(sum below the max + ties - 1) with its argument exactly ties - 1."""
+    from numpy.lib.stride_tricks import as_strided
+
+    from fastact.kernels.axis import _lse_row
+
+    @numba.njit
+    def lse_row(xr, orow, sign):
+        return _lse_row(xr, orow, sign)
+
+    n = 2**25 + 3
+    x = as_strided(np.zeros(1, np.float32), shape=(n,), strides=(0,), writeable=False)
+    terms = as_strided(np.zeros(1, np.float32), shape=(n,), strides=(0,), writeable=True)
+    m, a = lse_row(x, terms, np.float32(1.0))
+    assert m == 0.0
+    assert a == n - 1, f"ties - 1 = {a}, expected {n - 1}"
+
+
 # ============================================================================ GLU
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 def test_glu_every_dim(dtype):

@@ -729,18 +729,20 @@ def _lse_row(xr, orow, sign):
     """(m, a) of one row of ``sign * xr``: its maximum m and the argument a of
     lse - m = log1p(a), a = the sum of exp(x - m) below the maximum + (ties - 1) (the
     maximum's exp(0) = 1 counted apart: no 1 + sum rounding); the terms are left in
-    ``orow``."""
+    ``orow``. The ties are counted in float64 for float32 rows too, as the inner > 1 path
+    does: a float32 count stops at 2**24 per SIMD lane (wrong for rows of more than 2**28
+    tied maxima at FASTACT_VECTOR_WIDTH=128) and the lanes' total rounds past 2**24."""
     c_n = xr.shape[0]
     m = _row_max(xr, sign)
-    cnt = lit(m, 0.0)
+    cnt = np.float64(0.0)
     for c in range(c_n):
-        cnt += lit(m, 1.0) if sign * xr[c] == m else lit(m, 0.0)
+        cnt += 1.0 if sign * xr[c] == m else 0.0
     for c in range(c_n):
         th, tl = _shift(sign * xr[c], m)
         v = _exp2(th, tl)
         orow[c] = lit(m, 0.0) if th == 0 else v
     hi, lo = _row_sum(orow, c_n)
-    return m, _lse_arg(hi, np.float64(cnt))
+    return m, _lse_arg(hi, cnt)
 
 
 def softmax_rows(x, out, log, sign_f):
