@@ -11,6 +11,7 @@ import torch
 
 import fastact.optim as fo
 from fastact._core.jit import jit
+from fastact._core.math import _bits, _i32
 from fastact.kernels.lowp import (
     FRAC_BITS,
     SIGNED_RANGE,
@@ -22,6 +23,7 @@ from fastact.kernels.lowp import (
     decode8,
     dequantize_blocks,
     encode8,
+    hash32,
     max_bits,
     quantize_blocks,
 )
@@ -315,6 +317,58 @@ def test_bf16_stochastic_rounding_is_unbiased_and_reproducible():
     out = np.empty(exact.size, np.uint16)
     _sr(exact, 7, out)
     np.testing.assert_array_equal(out, (exact.view(np.uint32) >> 16).astype(np.uint16))
+
+
+@jit
+def _sr_at(x, key, i0, out):
+    """bf16_store_sr of x[j] as element i0 + j (int64 indices, past 2**32 too)."""
+    for j in range(x.size):
+        out[j] = bf16_store_sr(x[j], key, i0 + j)
+
+
+@jit
+def _sr_low_word_only(x, key, i0, out):
+    """The formula before the index's high word was hashed (a copy): the bits every index
+    below 2**32 must keep (trajectories and checkpoints stay bit-exact)."""
+    for j in range(x.size):
+        b = _bits(x[j])
+        i = i0 + j
+        rnd = _i32((hash32(_i32(key) ^ _i32(i * _i32(0x9E3779B9))) >> 16) & 0xFFFF)
+        r = _i32(_i32(b + rnd) >> 16)
+        r = _i32(b >> 16) if (b & 0x7F800000) == 0x7F800000 else r
+        r = r if x[j] == x[j] else _i32(0x7FC0 | _i32((b >> 16) & 0x8000))
+        out[j] = np.uint16(r & 0xFFFF)
+
+
+def test_bf16_stochastic_rounding_hashes_the_whole_element_index():
+    """Elements i and i + 2**32 (or + k 2**32) of one tensor round independently: the hash
+    took the index's low 32 bits only, so the rounding noise repeated every 2**32 elements.
+    Indices below 2**32 give the bits of the old formula. No big arrays: the index is an
+    offset."""
+    n = 100_000
+    half = np.full(n, 1.0 + 2.0**-8, np.float32)  # half an ULP above 1: up with p = 1/2
+    base = np.empty(n, np.uint16)
+    _sr_at(half, 12345, 0, base)
+    assert 0.48 < np.mean(base != base.min()) < 0.52
+    other = np.empty(n, np.uint16)
+    for i0 in (2**32, 2**33, 5 * 2**32 + 2**31, 2**40 - n):
+        _sr_at(half, 12345, i0, other)
+        agree = float(np.mean(other == base))
+        assert 0.48 < agree < 0.52, f"elements [{i0}, +{n}) agree with [0, {n}) at {agree}"
+    _sr_at(half, 12345, 2**32 + 17, other)
+    shifted = np.empty(n, np.uint16)
+    _sr_at(half, 12345, 2**33 + 17, shifted)
+    assert 0.48 < float(np.mean(other == shifted)) < 0.52
+    # below 2**32: the same bits as before, for any value (NaN, infinities, subnormals too)
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    got = np.empty(n, np.uint16)
+    want = np.empty(n, np.uint16)
+    for key in (0, 7, 2**31 + 5, -3):
+        for i0 in (0, 2**31 - n // 2, 2**32 - n):
+            _sr_at(x, key, i0, got)
+            _sr_low_word_only(x, key, i0, want)
+            np.testing.assert_array_equal(got, want, err_msg=f"key {key} from element {i0}")
 
 
 # ------------------------------------------------------------------------------- references

@@ -208,9 +208,14 @@ def bf16_store_sr(x, key, i):
     """float32 -> bfloat16 bit pattern, rounded stochastically with the random bits of
     (``key``, element ``i``): the magnitude rounds up with probability (distance to the value
     below) / ULP, so the expected result is ``x``. Infinities and NaN are kept (NaN quiet);
-    magnitudes above the largest bfloat16 may round to infinity (as round-to-nearest does)."""
+    magnitudes above the largest bfloat16 may round to infinity (as round-to-nearest does).
+
+    The hash's input mixes both 32-bit words of ``i``: with the low word alone, elements i
+    and i + 2**32 of a tensor always rounded the same way. The high word's term is 0 below
+    2**32, so those elements keep the bits they always had (trajectories, checkpoints)."""
     b = _bits(x)
-    rnd = _i32((hash32(_i32(key) ^ _i32(i * _i32(0x9E3779B9))) >> 16) & 0xFFFF)
+    high = _i32(_i32(np.int64(i) >> np.int64(32)) * _i32(0x85EBCA6B))
+    rnd = _i32((hash32(_i32(key) ^ _i32(i * _i32(0x9E3779B9)) ^ high) >> 16) & 0xFFFF)
     r = _i32(_i32(b + rnd) >> 16)
     r = _i32(b >> 16) if (b & 0x7F800000) == 0x7F800000 else r
     r = r if x == x else _i32(0x7FC0 | _i32((b >> 16) & 0x8000))
