@@ -999,6 +999,42 @@ def test_domain_errors_leave_grad_out_untouched():
     np.testing.assert_allclose(g, [-1.0, 2.0 / 3.0])
 
 
+def test_bce_domain_error_names_the_array_without_whole_array_masks():
+    """binary_cross_entropy's ValueError names input or target (as torch) from a scan in
+    blocks that stops at the first bad one: the masks of whole arrays took 2 bytes per element
+    (4 GiB at 2**31 elements) on the error path. Any layout, the bad element in a later
+    block, NaN; then the peak of the traced allocations (NumPy reports its own) of a failing
+    call at 4M elements: the scan's blocks only (main: 8 MiB)."""
+    import tracemalloc
+
+    n = 2**18 + 3
+    for bad in ("input", "target"):
+        for value in (1.5, -0.25, np.nan):
+            for layout in ("C", "strided", "F"):
+                p = np.full(2 * n, 0.5)
+                t = np.zeros(2 * n)
+                (p if bad == "input" else t)[2 * n - 2] = value
+                if layout == "strided":
+                    p, t = p[::2], t[::2]
+                elif layout == "F":
+                    p, t = p.reshape(2, n, order="F"), t.reshape(2, n, order="F")
+                with pytest.raises(ValueError, match=f"elements of {bad} should be between"):
+                    L.binary_cross_entropy(p, t, reduction="sum")
+    n = 2**22
+    p = np.full(n, 0.5, np.float32)
+    t = np.zeros(n, np.float32)
+    L.binary_cross_entropy(p, t, reduction="sum")  # the kernels loaded: nothing compiles below
+    t[-1] = 2.0
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="elements of target should be between"):
+            L.binary_cross_entropy(p, t, reduction="sum")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20, f"a failing call at {n} elements allocated {peak / 2**20:.1f} MiB"
+
+
 def test_cross_entropy_smoothing_without_weighted_targets_is_nan_like_torch():
     """Index targets whose class weights are all 0, 'mean' with label smoothing: torch's mean
     is NaN (its nll part is 0 / 0); the folded sum gave inf."""

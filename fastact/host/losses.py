@@ -58,6 +58,8 @@ __all__ = [
 
 #: elements per reduction chunk (fixed, so the summation order does not depend on threads)
 CHUNK = 16384
+#: elements per block of unit_interval_message's scan (its masks: 3 bytes per element)
+_SCAN_BLOCK = 65536
 #: columns per tile of the (N, C, d1, ...) cross-entropy kernel
 _CE_TILE = 64
 
@@ -157,9 +159,18 @@ def sum_to_shape(g: Any, shape: tuple, name: str) -> Any:
 
 
 def unit_interval_message(p: np.ndarray, t: np.ndarray) -> str:
-    """The ValueError message naming the first of ``p``, ``t`` with an element outside [0, 1]."""
+    """The ValueError message naming the first of ``p``, ``t`` with an element outside [0, 1]
+    (NaN included). Scanned in blocks of ``_SCAN_BLOCK`` elements (any layout, buffered a block
+    at a time), stopping at the first block with one: masks of the whole arrays cost 2 bytes per
+    element (4 GiB at 2**31 elements) just to word an error."""
     for arr, name in ((p, "input"), (t, "target")):
-        if not np.all((arr >= 0) & (arr <= 1)):
+        blocks = np.nditer(
+            arr,
+            flags=["external_loop", "buffered", "zerosize_ok"],
+            buffersize=_SCAN_BLOCK,
+            order="K",
+        )
+        if not all(((b >= 0) & (b <= 1)).all() for b in blocks):
             return f"all elements of {name} should be between 0 and 1"
     return "all elements of input and target should be between 0 and 1"
 
