@@ -301,6 +301,54 @@ def test_glu_within_4_ulp(dt):
     _check("glu backward (b)", gx[n:], tg[n:], exact_b, dt)
 
 
+#: gates below which sigmoid(b) is a subnormal (float32 -87.3, float64 -708.4), down to a bit
+#: beyond where every product with a and g of the magnitudes below is 0
+FAR_GATES = {np.float32: (-200.0, -87.0), np.float64: (-1100.0, -700.0)}
+
+
+@pytest.mark.parametrize("dt", DTYPES, ids=IDS)
+def test_glu_far_negative_gate_within_4_ulp(dt):
+    """Where sigmoid(b) is a subnormal, a sigmoid(b), g sigmoid(b) and g a sigmoid(b)
+    sigmoid(-b) still within 4 ULP, normal numbers or subnormals (audit: exp(-|b|) rounded
+    to a float32 subnormal first, 74.8 ULP forward and 131 ULP for the gate's gradient at the
+    reproduction below, 10^7 ULP and 0 for normal results further out; float64 alike below
+    -708), gates far and near mixed in a row (the far ones are computed again)."""
+    rng = np.random.default_rng(87 + np.dtype(dt).itemsize)
+    n = 400
+    big = 15 if dt == np.float32 else 150  # |g a| finite
+    lo, hi = FAR_GATES[dt]
+    a = rng.choice([-1.0, 1.0], n) * 10.0 ** rng.uniform(-5, big, n)
+    g = rng.choice([-1.0, 1.0], n) * 10.0 ** rng.uniform(-5, big, n)
+    b = np.where(rng.random(n) < 0.75, rng.uniform(lo, hi, n), rng.standard_normal(n) * 3)
+    a[0], b[0], g[0] = -157.70287, -92.559402, -1.75  # the audit's reproduction (float32)
+    a, b, g = a.astype(dt), b.astype(dt), g.astype(dt)
+    x = np.stack([a, b], 1)
+    xt = torch.from_numpy(x).requires_grad_()
+    ty = torch.nn.functional.glu(xt, 1)
+    ty.backward(torch.from_numpy(g[:, None]))
+    tg = xt.grad.numpy()
+    am, bm, gm = ([mp.mpf(float(v)) for v in u] for u in (a, b, g))
+    sp = [_sig(v) for v in bm]
+    sn = [_sig(-v) for v in bm]
+    _check(
+        f"glu {dt.__name__} far gates",
+        fastact.glu(x, 1)[:, 0],
+        ty.detach().numpy()[:, 0],
+        [p * s for p, s in zip(am, sp, strict=True)],
+        dt,
+    )
+    gx = fastact.glu_backward(g[:, None], x, 1)
+    _check(
+        "glu backward (a) far gates",
+        gx[:, 0],
+        tg[:, 0],
+        [q * s for q, s in zip(gm, sp, strict=True)],
+        dt,
+    )
+    exact_b = [q * p * s * t for q, p, s, t in zip(gm, am, sp, sn, strict=True)]
+    _check("glu backward (b) far gates", gx[:, 1], tg[:, 1], exact_b, dt)
+
+
 @pytest.mark.parametrize("dt", DTYPES, ids=IDS)
 def test_backward_infinite_gradient_like_torch(dt):
     """An infinite g makes the (compensated) sum infinite: -+inf where torch has them, NaN

@@ -13,9 +13,13 @@ not inherit its rounding; log-softmax takes log1p of the terms below the maximum
 backwards within 4 ULP plus the bound of their sum (float32: float64 accumulation; float64:
 a compensated double-word, so g - sum(g y) does not cancel); log-softmax's backward the same,
 with exp(y) in float64 (float32) or as a double-word accurate to about 2**-58 (float64).
+GLU also where sigmoid(b) is a subnormal: those gates are recomputed after the vector loop
+(:func:`_glu_far`).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numba import prange, types
@@ -210,6 +214,55 @@ def _glu_gb_impl(g, a, e, r):
     return lambda g, a, e, r: g * (a * _glu_q_f64(e))
 
 
+# GLU far in the gate's negative tail: below b = -87.3 (float32) / -708.4 (float64)
+# exp(-|b|), and so sigmoid(b), is a subnormal (0 below -104 / -745), rounded to a few bits
+# before the products with a and g: off by up to 131 ULP where those are normal numbers or
+# larger subnormals, and 0 where a sigmoid(b) could still be a normal number. Such rare
+# elements are computed again after the block's vector loop, which only counts them (its
+# speed unchanged): float32 in float64, float64 with the exponential scaled (u v exp(b) as
+# m_u m_v m_e 2**(e_u + e_v + k), rounded once by the final ldexp). Non-finite a or g keep the
+# vector loop's result (torch's: inf * sigmoid(b) is NaN where sigmoid(b) underflows to 0).
+_GLU_FAR = {types.float32: -87.0, types.float64: -708.0}
+
+
+def _glu_far(b):
+    """Whether the vector loop's results for gate b are recomputed (jit)."""
+
+
+@overload(_glu_far, inline="always")
+def _glu_far_impl(b):
+    far = _GLU_FAR[b]
+    return lambda b: b < lit(b, far)
+
+
+def _glu_times_sigmoid_far(u, v, b):
+    """u v sigmoid(b) rounded once, for finite u, v and a far gate b (:func:`_glu_far`);
+    sigmoid(b) sigmoid(-b) is sigmoid(b) to float64 precision there (jit)."""
+
+
+@overload(_glu_times_sigmoid_far, inline="always")
+def _glu_times_sigmoid_far_impl(u, v, b):
+    if b == types.float32:
+
+        def impl32(u, v, b):
+            # exp(b) is a normal float64 down to -708, and every nonzero float32 u v exp(b)
+            # (|u v| < 2**256) needs b > -281; u v exact in float64
+            e = fm.exp(np.float64(b))
+            return np.float32((np.float64(u) * np.float64(v)) * (e / (1.0 + e)))
+
+        return impl32
+
+    def impl64(u, v, b):
+        # below -2200 every finite u v exp(b) (|u v| < 2**2048) rounds to 0; the exponent
+        # clamped to _ldexp's range, where the result is 0 as well
+        mu, eu = math.frexp(u)
+        mv, ev = math.frexp(v)
+        m, _, k = fm._exp_mk_f64(max(b, -2200.0))
+        return fm._ldexp((mu * mv) * m, max(eu + ev + k, -2044))
+
+    return impl64
+
+
 def glu_forward(x, out):
     """x: (outer, 2, m) -> out: (outer, m) = a * sigmoid(b)."""
     outer, _, m = x.shape
@@ -220,11 +273,17 @@ def glu_forward(x, out):
         ar = x[o, 0, lo : lo + BLOCK]
         br = x[o, 1, lo : lo + BLOCK]
         orow = out[o, lo : lo + BLOCK]
+        far = lit(ar[0], 0.0)  # how many gates are far (_glu_far), in the loop's type
         for s in range(ar.shape[0]):
             bv = br[s]
             e = fm.exp(-abs(bv))
             r = lit(bv, 1.0) / (lit(bv, 1.0) + e)
             orow[s] = ar[s] * (r if bv >= 0 else e * r)
+            far += lit(bv, 1.0) if _glu_far(bv) else lit(bv, 0.0)
+        if far:
+            for s in range(ar.shape[0]):
+                if _glu_far(br[s]) and math.isfinite(ar[s]):
+                    orow[s] = _glu_times_sigmoid_far(ar[s], lit(ar[s], 1.0), br[s])
 
 
 def glu_backward(g, x, gx):
@@ -238,12 +297,19 @@ def glu_backward(g, x, gx):
         gr = g[o, lo : lo + BLOCK]
         ga = gx[o, 0, lo : lo + BLOCK]
         gb = gx[o, 1, lo : lo + BLOCK]
+        far = lit(ar[0], 0.0)  # how many gates are far (_glu_far), in the loop's type
         for s in range(ar.shape[0]):
             bv = br[s]
             e = fm.exp(-abs(bv))
             r = lit(bv, 1.0) / (lit(bv, 1.0) + e)
             ga[s] = gr[s] * (r if bv >= 0 else e * r)  # g sigmoid(b)
             gb[s] = _glu_gb(gr[s], ar[s], e, r)
+            far += lit(bv, 1.0) if _glu_far(bv) else lit(bv, 0.0)
+        if far:
+            for s in range(ar.shape[0]):
+                if _glu_far(br[s]) and math.isfinite(ar[s]) and math.isfinite(gr[s]):
+                    ga[s] = _glu_times_sigmoid_far(gr[s], lit(gr[s], 1.0), br[s])
+                    gb[s] = _glu_times_sigmoid_far(gr[s], ar[s], br[s])
 
 
 # ----------------------------------------------------------------------------- Maxout
