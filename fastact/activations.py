@@ -391,7 +391,8 @@ def gelu(input, approximate: str = "none", *, out=None):
     all inputs; float64 through erfc, 2.2 ULP sampled, subnormal results scaled once), the tanh
     form as ``x sigmoid(2z)`` with ``2z`` in two words in float32 (max 3.62 ULP over all
     inputs; float64: the same two-word argument below -4.5, within 1.6 ULP there, and one
-    word above, up to 30 ULP near -4.4), so the negative tail does not cancel (torch's does)."""
+    word above, up to 33.4 ULP near -4.43), so the negative tail does not cancel (torch's
+    does)."""
     return forward(gelu_op(approximate), input, (), out)
 
 

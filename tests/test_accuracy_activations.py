@@ -579,6 +579,29 @@ def test_gelu_tanh_float32_gradient_figure_on_nonnegative_x():
     assert figure - 0.01 < err.max() <= figure, _report(err, x, f"gelu_tanh' float32 ({figure})")
 
 
+def test_gelu_tanh_float64_forward_figure_near_minus_4_43():
+    """Every place that quotes float64 gelu(approximate='tanh')'s worst forward error on
+    [-4.5, -1] (README twice, gelu's docstring, the kernel's) gives the same figure, the
+    maximum of README's dense sample (33.34 at -4.430612937351879, where |result| is just
+    below 2**-17): it holds there, at the float neighbours and at the audit's inputs, and is
+    reached (they said 25.5 and 30; the audit found 32.53 at -4.430541207171666)."""
+    from fastact.kernels.activations import _gelu_tanh_wide_f64
+
+    texts = (README, fastact.gelu.__doc__, _gelu_tanh_wide_f64.__doc__)
+    figures = [
+        float(f)
+        for t in texts
+        for f in re.findall(r"up\s+to\s+([\d.]+)\s+ULP\s+near\s+-4\.43", t, re.I)
+    ]
+    assert len(figures) == 4 and len(set(figures)) == 1, figures
+    figure = figures[0]
+    x = np.concatenate(
+        [_bits_band(-4.430612937351879, 100, np.float64), [-4.430541207171666, -4.43353895817403]]
+    )
+    err = ulp_err(fastact.gelu(x, approximate="tanh"), _mp(_gelu_tanh_mp, x), np.float64)
+    assert figure - 0.1 < err.max() <= figure, _report(err, x, f"gelu_tanh float64 ({figure})")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_forward_split_loop_blocks_match_the_scalar(dtype):
     """The per-block split of a forward (map_split_loop, map_inplace_split_loop): blocks with
