@@ -269,10 +269,24 @@ def _ew_split(args: tuple, ch: int) -> tuple:
     return tuple(split)
 
 
+def _chunks_total(partials: np.ndarray, dt: np.dtype) -> float:
+    """The sum of a row loss's chunk sums. float64 data: exact, then rounded once
+    (``math.fsum``), so that the kernels' compensated chunk sums keep their accuracy (NumPy's
+    pairwise sum adds up to about log2(chunks) roundings); an infinite or overflowing sum,
+    which fsum refuses, is NumPy's. float32 data: the float64 sum, far below a float32 ULP."""
+    if dt == np.float64:
+        try:
+            return math.fsum(partials.tolist())
+        except (ValueError, OverflowError):  # inf - inf, or an intermediate overflow
+            with np.errstate(over="ignore", invalid="ignore"):  # IEEE's inf / NaN, as the
+                return float(partials.sum())  # kernels' sums give them: no warning
+    return float(partials.sum())
+
+
 def _row_loss(partials, out, reduction: str, div: float, out_shape: tuple, dt: np.dtype):
     if reduction == "none":
         return out.astype(dt, copy=False).reshape(out_shape)
-    return _finish(partials.sum(), div if reduction == "mean" else 1.0, dt)
+    return _finish(_chunks_total(partials, dt), div if reduction == "mean" else 1.0, dt)
 
 
 # ----------------------------------------------------------------------------- launches
@@ -451,7 +465,7 @@ def triplet_margin(kind, arrs, margin, p, eps, swap, gscale, gs, reduction, div,
     n_r, n_d = arrs[0].shape
     if kind == "any":
         out = _triplet_any_norm(*arrs, margin, p, arrs[0].dtype.type(eps), swap, gscale, gs)
-        loss = _row_loss(np.array([out.sum()]), out, reduction, div, shape, arrs[0].dtype)
+        loss = _row_loss(out, out, reduction, div, shape, arrs[0].dtype)  # rows as chunks
         return _like(loss, like)
     rpc = _rows_per_chunk(n_d)
     partials = np.empty(_chunks(n_r, rpc), np.float64)
