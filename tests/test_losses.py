@@ -1047,6 +1047,30 @@ def test_cross_entropy_smoothing_without_weighted_targets_is_nan_like_torch():
     assert math.isfinite(float(ok))
 
 
+@pytest.mark.parametrize("dt", [np.float64, np.float32])
+@pytest.mark.parametrize("spatial", [False, True])
+def test_cross_entropy_one_class_gradient_is_zero_like_torch(dt, spatial):
+    """One class: softmax is 1, so the gradient is exactly 0 (torch's; NaN at a non-finite
+    logit as torch's) whatever the weights, smoothing or probability targets; with weight and
+    label_smoothing it was -9.9e-19 (float64) / -6.4e-10 (float32), the rounded
+    coefficients (1 - eps) w_y + eps W / C and eps w_y / C not cancelling."""
+    x = np.array([0.3, -2.0, 1e30, 7.5, np.inf, -np.inf, np.nan], dt)[:, None]
+    x = np.repeat(x[:, :, None], 3, axis=2) if spatial else x
+    y = np.zeros((x.shape[0], 3) if spatial else x.shape[0], np.int64)
+    q = np.full(x.shape, 0.35, dt)
+    weighted = {"weight": np.array([0.7], dt), "label_smoothing": 0.1}
+    cases = [(y, {}), (y, {"label_smoothing": 0.1}), (y, weighted), (q, weighted)]
+    for target, kw in cases:
+        for red in ("mean", "sum"):
+            _, g = L.cross_entropy(x, target, reduction=red, return_grad=True, **kw)
+            tx = torch.tensor(x, requires_grad=True)
+            tkw = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in kw.items()}
+            F.cross_entropy(tx, torch.tensor(target), reduction=red, **tkw).backward()
+            want = tx.grad.numpy()
+            np.testing.assert_array_equal(g, want, err_msg=f"{kw} {red}")
+            assert not np.signbit(g[~np.isnan(g)]).any()  # +0 as torch's g - 1 * g
+
+
 @pytest.mark.parametrize("shape", [(3, 0), (0, 4, 0), (2, 0)])
 @pytest.mark.parametrize("red", ["none", "mean", "sum"])
 def test_no_classes_like_torch(shape, red):

@@ -841,7 +841,12 @@ def _ce_row(x, buf, want_grad, y, q, w, wsum, eps, gscale):
     else:
         loss = sq * ls + sx
         coef = gscale * sq
-    if want_grad:
+    if want_grad and C == 1:
+        # one class: p = 1, so the gradient is exactly 0 (torch's, NaN for a non-finite
+        # logit as there); the general form's rounded coefficients (coef = (1 - eps) w_y +
+        # eps W / C against eps w_y / C) left up to 1e-18 (float64) / 6e-10 (float32)
+        buf[0] = buf[0] - buf[0]  # e - e: 0, or NaN where e is
+    elif want_grad:
         a = lit(m, coef / s)
         if q is None:
             b = lit(m, gscale * eps / C)
