@@ -33,6 +33,7 @@ import fastact
 import fastact.torch.autograd as AF
 import fastact.torch.nn as fnn
 import fastact.torch.optim as FO
+from fastact import losses as L
 from fastact.kernels.activations import ACTIVATIONS
 
 torch.set_num_threads(1)
@@ -264,6 +265,47 @@ def test_fallback_to_torch_for_what_fastact_does_not_take():
     ref = F.silu(u.clone())
     assert AF.silu(u, inplace=True) is u
     torch.testing.assert_close(u, ref)
+
+
+INDEX_DTYPES = [torch.int64, torch.uint8, torch.int32, torch.int16, torch.int8, torch.uint16,
+                 torch.uint32, torch.uint64, torch.bool]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", INDEX_DTYPES, ids=str)
+def test_class_index_target_dtypes_like_torch(dtype):
+    """cross_entropy / nll_loss (functional and modules) take the class-index dtypes torch
+    takes: int64, uint8 without spatial dimensions; the others (int32, ...) raise torch's
+    RuntimeError ("expected target dtype to be Long or Byte"), where the twin took int32
+    targets. fastact.losses keeps taking any integer NumPy dtype."""
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.standard_normal((4, 5)), requires_grad=True)
+    xs = torch.tensor(rng.standard_normal((4, 5, 3)), requires_grad=True)
+    cases = [(x, torch.tensor([0, 1, 4, 1])), (xs, torch.tensor(rng.integers(0, 2, (4, 3))))]
+    calls = [("cross_entropy", AF.cross_entropy, F.cross_entropy),
+             ("nll_loss", AF.nll_loss, F.nll_loss),
+             ("CrossEntropyLoss", fnn.CrossEntropyLoss(), torch.nn.CrossEntropyLoss()),
+             ("NLLLoss", fnn.NLLLoss(), torch.nn.NLLLoss())]  # fmt: skip
+    for inp, y in cases:
+        y = y.to(dtype)
+        for name, ours, theirs in calls:
+            label = f"{name} {tuple(inp.shape)} {dtype}"
+            try:
+                want = theirs(inp, y)
+            except RuntimeError as e:
+                with pytest.raises(RuntimeError, match=str(e).split(",")[0]):
+                    ours(inp, y)
+                continue
+            got = ours(inp, y)
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=label)
+            got_g, want_g = (torch.autograd.grad(v, inp)[0] for v in (got, want))
+            torch.testing.assert_close(got_g, want_g, rtol=1e-12, atol=1e-12, msg=label)
+        # the NumPy API: any integer dtype holds class indices (documented "integer")
+        if dtype not in (torch.bool,):
+            yn = y.numpy()
+            want_n = L.cross_entropy(inp.detach().numpy(), yn.astype(np.int64))
+            assert L.cross_entropy(inp.detach().numpy(), yn) == want_n
+            want_n = L.nll_loss(inp.detach().numpy(), yn.astype(np.int64))
+            assert L.nll_loss(inp.detach().numpy(), yn) == want_n
 
 
 @pytest.mark.parametrize("dt", [torch.float32, torch.float64])

@@ -832,6 +832,21 @@ def _torch_grads(ctx: Any, inputs: tuple, grad_output: torch.Tensor) -> tuple:
     return _recompute(fn, inputs, grad_output, ctx.needs_input_grad[2:])
 
 
+#: The losses whose integer target holds class indices.
+_CLASS_INDEX_LOSSES = frozenset({"cross_entropy", "nll_loss"})
+
+
+def _index_target_refused(t: Any, x: torch.Tensor) -> bool:
+    """Whether torch refuses ``t`` as the class indices of a cross_entropy / nll_loss of
+    ``x``: an integer (or bool) tensor other than int64, or uint8 with spatial dimensions
+    (torch: "expected target dtype to be Long or Byte", "expected scalar type Long"). Such a
+    call goes to torch's own loss, for its error: fastact.losses takes any integer dtype, the
+    twin is a drop-in."""
+    if not isinstance(t, torch.Tensor) or t.is_floating_point() or t.is_complex():
+        return False
+    return t.dtype != torch.int64 and (t.dtype != torch.uint8 or x.dim() > 2)
+
+
 def _loss_call(spec: Any, fn: Any, tfn: Any, params: tuple, a: dict) -> Any:
     """The body of the functional loss ``spec.name`` for the call's arguments ``a`` (name ->
     value, every parameter of ``params``): fastact's autograd Function when the tensors are
@@ -850,9 +865,9 @@ def _loss_call(spec: Any, fn: Any, tfn: Any, params: tuple, a: dict) -> Any:
             if n not in names
         )
     )
-    if not ours:
-        return tfn(**a)
     t = a.get("target")
+    if not ours or (spec.name in _CLASS_INDEX_LOSSES and _index_target_refused(t, a["input"])):
+        return tfn(**a)
     if (
         spec.promotes
         and isinstance(t, torch.Tensor)
