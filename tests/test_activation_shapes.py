@@ -410,6 +410,81 @@ def test_matrix_outputs_refused():
     np.testing.assert_array_equal(fastact.relu(x.view(np.matrix)), np.maximum(x, 0))
 
 
+def _masked():
+    return np.ma.array([5.0, -5.0, 5.0], mask=[0, 1, 0])
+
+
+@pytest.mark.parametrize(
+    "what, name, call",
+    [
+        ("input", "input", lambda m: fastact.tanh(m)),
+        ("softmax input", "input", lambda m: fastact.softmax(m, 0)),
+        ("backward input", "input", lambda m: fastact.relu_backward(np.ones(3), m)),
+        ("slope", "negative_slope", lambda m: fastact.leaky_relu(np.ones(3), m)),
+        ("prelu weight", "weight", lambda m: fastact.prelu(np.ones((1, 3)), m)),
+        ("in place", "input", lambda m: fastact.relu_(m)),
+        ("inplace=True", "input", lambda m: fastact.relu(m, inplace=True)),
+        ("nn.ReLU(inplace=True)", "input", lambda m: fastact.nn.ReLU(inplace=True)(m)),
+        ("out=", "out", lambda m: fastact.softsign(np.ones(3), out=m)),
+        ("array slope out=", "out", lambda m: fastact.leaky_relu(np.ones(3), np.ones(3), out=m)),
+        ("backward out=", "out", lambda m: fastact.relu_backward(np.ones(3), np.ones(3), out=m)),
+        ("softmax out=", "out", lambda m: fastact.softmax(np.ones(3), 0, out=m)),
+        ("fused argument", "a", lambda m: fastact.elementwise(lambda a: a * 2)(m)),
+        ("fused .inplace", "a", lambda m: fastact.elementwise(lambda a: a * 2).inplace(m)),
+        ("fused out=", "out", lambda m: fastact.elementwise(lambda a: a * 2)(np.ones(3), out=m)),
+    ],
+)
+def test_masked_arrays_refused(what, name, call):
+    """A numpy.ma.MaskedArray is refused with a TypeError naming the argument, and nothing
+    written (mask and data as they were): read, its mask was dropped (the masked elements
+    took part in the result, a softmax's sum); written (in place, out=), numba raised its
+    NumbaTypeError (not a TypeError, no argument named) before the kernel's signature was
+    compiled in the process and wrote it afterwards, and the array-parameter path cleared
+    an out= mask."""
+    m = _masked()
+    with pytest.raises(TypeError, match=rf"^{name} is a numpy\.ma\.MaskedArray; .*{name}\.filled"):
+        call(m)
+    np.testing.assert_array_equal(m.data, [5.0, -5.0, 5.0], err_msg=what)
+    np.testing.assert_array_equal(m.mask, [False, True, False], err_msg=what)
+
+
+def test_subclass_outputs_written_and_returned_as_themselves(tmp_path):
+    """Subclasses of ndarray written by fastact (a memmap, a user's subclass, fastact's own
+    Parameter; out=, in place, the array-parameter path, a backward, along an axis, a fused
+    function, a loss's grad_out) are written through plain ndarray views (what the kernels
+    take) and returned as the caller's object."""
+    import fastact.losses as L
+
+    class Sub(np.ndarray):
+        pass
+
+    mm = np.memmap(tmp_path / "a.bin", np.float64, "w+", shape=(3,))
+    fused = fastact.elementwise(lambda a: a * 2)
+    x = np.array([-1.0, 2.0, -3.0])
+    for make in (
+        lambda: x.copy().view(Sub),
+        lambda: mm,
+        lambda: fastact.nn.Parameter(x, np.float64),
+    ):
+        calls = [
+            (lambda o: fastact.relu_(o), np.maximum(x, 0)),
+            (lambda o: fastact.tanh(x, out=o), np.tanh(x)),
+            (lambda o: fastact.leaky_relu(x, np.full(3, 0.5), out=o), np.where(x > 0, x, x / 2)),
+            (lambda o: fastact.leaky_relu_(o, np.full(3, 0.5)), np.where(x > 0, x, x / 2)),
+            (lambda o: fastact.relu_backward(np.ones(3), x, out=o), (x > 0) * 1.0),
+            (lambda o: fastact.softmax(x, 0, out=o), np.exp(x) / np.exp(x).sum()),
+            (lambda o: fused.inplace(o), 2 * x),
+            (lambda o: fused(x, out=o), 2 * x),
+            (lambda o: L.mse_loss(x, np.zeros(3), return_grad=True, grad_out=o)[1], 2 * x / 3),
+        ]
+        for call, want in calls:
+            o = make()
+            o[...] = x
+            got = call(o)
+            assert got is o, type(o)
+            np.testing.assert_allclose(np.asarray(o), want, rtol=1e-15)
+
+
 @pytest.mark.parametrize("dt", DTYPES, ids=DT_IDS)
 def test_array_parameters_into_strided_out(dt):
     """Array-valued parameters (the broadcasting ufunc path) into a strided ``out=`` (a

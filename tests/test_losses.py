@@ -1222,3 +1222,29 @@ def test_ignore_index_with_probability_targets_is_refused():
     with pytest.raises(ValueError, match="ignore_index is not supported for floating point"):
         L.cross_entropy(x, q, ignore_index=0)
     assert np.isclose(L.cross_entropy(x, q), np.log(4))
+
+
+@pytest.mark.parametrize(
+    "name, call",
+    [
+        ("input", lambda m: L.mse_loss(m, np.zeros(3))),
+        ("target", lambda m: L.mse_loss(np.ones(3), m)),
+        ("weight", lambda m: L.mse_loss(np.ones(3), np.ones(3), weight=m)),
+        (
+            "pos_weight",
+            lambda m: L.binary_cross_entropy_with_logits(np.ones(3), np.ones(3), pos_weight=m),
+        ),
+        ("target", lambda m: L.cross_entropy(np.ones((3, 4)), m.astype(np.int64))),
+        ("target", lambda m: L.nll_loss(np.ones((3, 4)), m.astype(np.int64))),
+        ("grad_out", lambda m: L.mse_loss(np.ones(3), np.ones(3), return_grad=True, grad_out=m)),
+    ],
+)
+def test_masked_arrays_refused(name, call):
+    """A numpy.ma.MaskedArray argument is refused with a TypeError naming it (its mask was
+    dropped: the masked elements entered the sum and the mean's count), and a masked
+    grad_out buffer is not written."""
+    m = np.ma.array([1.0, 2.0, 0.0], mask=[0, 1, 0])
+    with pytest.raises(TypeError, match=rf"^{name}( for input)? is a numpy\.ma\.MaskedArray"):
+        call(m)
+    np.testing.assert_array_equal(m.data, [1.0, 2.0, 0.0])
+    np.testing.assert_array_equal(m.mask, [False, True, False])

@@ -864,3 +864,9 @@ def test_linear_computes_in_its_parameters_dtype_and_refuses_complex_input():
     with pytest.raises(TypeError, match="grad_output"):
         m.backward(np.ones((4, 2), np.complex64))
     assert m.weight.grad is None  # nothing accumulated
+
+
+def test_parameter_refuses_masked_data():
+    """Parameter(masked array) copied the data and dropped the mask: a TypeError naming data."""
+    with pytest.raises(TypeError, match=r"^data is a numpy\.ma\.MaskedArray"):
+        nn.Parameter(np.ma.array([1.0, 2.0], mask=[0, 1]))

@@ -1153,3 +1153,23 @@ def test_a_string_option_set_mid_run_is_refused():
     with pytest.raises(TypeError, match=r"\['lr'\] must be a number"):
         opt.step([np.ones(3, np.float32)])
     np.testing.assert_array_equal(p, 1.0)
+
+
+def test_masked_parameters_and_gradients_refused():
+    """A numpy.ma.MaskedArray parameter raised numba's NumbaTypeError (not a TypeError, no
+    argument named); a masked gradient's mask was dropped (the masked elements stepped the
+    parameter). Both: a TypeError naming them, nothing written."""
+    from fastact.optim import functional as F
+
+    m = np.ma.array(np.ones(3, np.float32), mask=[0, 1, 0])
+    with pytest.raises(TypeError, match=r"params'\]\[0\] is a numpy\.ma\.MaskedArray"):
+        fo.SGD([m], lr=0.1)
+    with pytest.raises(TypeError, match=r"^params\[0\] is a numpy\.ma\.MaskedArray"):
+        F.sgd([m], [np.ones(3, np.float32)], lr=0.1)
+    np.testing.assert_array_equal(m.data, 1.0)
+    p = np.ones(3, np.float32)
+    with pytest.raises(TypeError, match=r"^grads\[0\] is a numpy\.ma\.MaskedArray"):
+        F.sgd([p], [m], lr=0.1)
+    with pytest.raises(TypeError, match=r"^grads\[0\] is a numpy\.ma\.MaskedArray"):
+        fo.SGD([p], lr=0.1).step([m])
+    np.testing.assert_array_equal(p, 1.0)

@@ -59,13 +59,39 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
     return dtype if dtype in FLOAT_DTYPES else (_F32 if dtype.itemsize <= 4 else FLOAT_DTYPES[1])
 
 
+def not_masked(x: Any, name: str) -> Any:
+    """TypeError naming ``name`` for a ``numpy.ma.MaskedArray``: ``np.asarray`` drops its mask
+    (the masked elements would take part in a result or a sum) and numba's kernels refuse to
+    write one, so fastact refuses it everywhere rather than guess what a masked element
+    should give. Checked without importing ``numpy.ma`` (none exists before it is loaded).
+    A label that says which of an argument's arrays it is (``grad_out for input``) names the
+    argument itself in the hint."""
+    ma = _MODULES.get("numpy.ma")
+    if ma is not None and isinstance(x, ma.MaskedArray):
+        expr = name.partition(" for ")[0]
+        raise TypeError(
+            f"{name} is a numpy.ma.MaskedArray; fastact does not apply masks: pass "
+            f"{expr}.filled(value) or np.asarray({expr})"
+        )
+    return x
+
+
+def base_view(a: np.ndarray) -> np.ndarray:
+    """``a`` as a plain ndarray of the same memory (a view of a subclass: memmap, a user's
+    subclass), the array handed to the kernels, so numba's ``typeof`` never sees a subclass;
+    the caller's own object is what the functions return."""
+    return a if type(a) is np.ndarray else a.view(np.ndarray)
+
+
 def as_array(x: Any, name: str) -> np.ndarray:
     """``x`` as an ndarray (``np.asarray``), TypeError naming ``name`` for what is not an
-    array of numbers."""
+    array of numbers (also a masked array: :func:`not_masked`)."""
     if x is None:
         raise TypeError(f"{name} must be an array, got None")
     if isinstance(x, (str, bytes, dict, set)):
         raise TypeError(f"{name} must be an array of real numbers, got {type(x).__name__}")
+    if type(x) is not np.ndarray:
+        not_masked(x, name)
     try:
         arr = np.asarray(x)
     except (TypeError, ValueError) as e:
@@ -110,28 +136,32 @@ def not_matrix(a: np.ndarray, name: str) -> np.ndarray:
 
 
 def check_inplace(x: Any, name: str = "input") -> np.ndarray:
-    """``x`` must be a writeable float32/float64 ndarray to be overwritten in place."""
+    """``x`` must be a writeable float32/float64 ndarray to be overwritten in place (not a
+    masked array). Returns the plain ndarray to write (:func:`base_view`)."""
     if not isinstance(x, np.ndarray):
         raise TypeError(
             f"{name} must be a numpy.ndarray to be modified in place, got {type(x).__name__}"
         )
     not_matrix(x, name)
+    not_masked(x, name)
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32 or float64 to be modified in place, got {x.dtype}")
     if not x.flags.writeable:
         raise ValueError(f"{name} is read-only and cannot be modified in place")
-    return no_self_overlap(x, name)
+    return base_view(no_self_overlap(x, name))
 
 
 def check_out(out: Any, shape: tuple, dtype: np.dtype, inputs: tuple, name: str = "out"):
     """Validate a caller's output buffer against the expected shape and dtype.
 
     ``out`` may be exactly one of the inputs (same memory, same strides: element-wise kernels
-    then work in place), but not a partial overlap of any input.
+    then work in place), but not a partial overlap of any input; not a masked array. Returns
+    the plain ndarray to write (:func:`base_view`; the caller returns its own ``out``).
     """
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
     not_matrix(out, name)
+    not_masked(out, name)
     if out.shape != shape:
         raise ValueError(f"{name} has shape {out.shape}, expected {shape}")
     if out.dtype != dtype:
@@ -149,7 +179,7 @@ def check_out(out: Any, shape: tuple, dtype: np.dtype, inputs: tuple, name: str 
                 f"{name} partially overlaps an input array; pass a separate "
                 "buffer or the input itself"
             )
-    return out
+    return base_view(out)
 
 
 def same_memory(a: np.ndarray, b: np.ndarray) -> bool:
@@ -173,7 +203,7 @@ def scalar_param(value: Any, name: str, dtype: np.dtype):
     if isinstance(value, numbers.Real):
         return dtype.type(value)
     if isinstance(value, np.ndarray) or hasattr(value, "__array__"):
-        arr = tensor_input(value, name) if is_tensor(value) else np.asarray(value)
+        arr = tensor_input(value, name) if is_tensor(value) else np.asarray(not_masked(value, name))
         if arr.dtype.kind not in "iuf":
             raise TypeError(f"{name} must be a real number or array, got dtype {arr.dtype}")
         with np.errstate(over="ignore"):  # an overflowing parameter is refused by its user
@@ -329,6 +359,7 @@ class Parameter(np.ndarray):
     grad: np.ndarray | None
 
     def __new__(cls, data: Any, dtype: Any = None) -> Parameter:
+        not_masked(data, "data")  # (a copy would drop the mask)
         arr = np.array(data, dtype=dtype, copy=True, order="C")  # 0-d stays 0-d
         if arr.dtype not in (np.float32, np.float64):
             arr = arr.astype(np.float32)

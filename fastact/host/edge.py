@@ -111,8 +111,7 @@ def result(out: Any, like: Any, shape: tuple, dtype: np.dtype, inputs: tuple):
     if out is None:
         res, a = empty(like, shape, dtype)
         return res, a, None
-    o = output_view(out)
-    check_out(o, shape, dtype, inputs)
+    o = check_out(output_view(out), shape, dtype, inputs)  # (a subclass: a plain view)
     if o.flags.c_contiguous and not any(
         a is not None and np.may_share_memory(a, o) for a in inputs
     ):

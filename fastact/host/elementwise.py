@@ -174,18 +174,20 @@ def elementwise(
     kp = op.kernel_params(values, dtype)
     if kind == "grad_output" and op.check_output is not None:
         op.check_output(*values)
+    o = None  # the plain ndarray written for the caller's out (returned as itself)
     if out is not None:
-        out = check_out(out, _broadcast_shape(v, kp, names[1], op.param_names), rdt, (g, v))
+        o = check_out(out, _broadcast_shape(v, kp, names[1], op.param_names), rdt, (g, v))
     if any(isinstance(p, np.ndarray) for p in kp):
-        return _ufunc_call(op, kind, (g, v), kp, out, rdt, False)
+        res = _ufunc_call(op, kind, (g, v), kp, o, rdt, False)
+        return res if out is None else out
     kp = tuple([float(p) for p in kp])
-    if out is not None and out.dtype == dtype:
-        run(op, kind, (g, v), kp, out)
+    if o is not None and o.dtype == dtype:
+        run(op, kind, (g, v), kp, o)
         return out
     res = np.empty_like(v)
     run(op, kind, (g, v), kp, res)
-    if out is not None:  # float16 output: computed in float32, cast into out
-        out[...] = res
+    if o is not None:  # float16 output: computed in float32, cast into out
+        o[...] = res
         return out
     return res if rdt == dtype else res.astype(rdt)
 
@@ -224,6 +226,7 @@ def _forward(op: Elementwise, x: Any, values: tuple, out: Any, inplace: bool):
         return _dask_forward(op, x, values)
     scalar_input = not isinstance(x, np.ndarray)
     if inplace:
+        out = x  # the caller's array, returned as itself (o: the plain ndarray written)
         x = check_inplace(x, "input")
         rdt = x.dtype
     else:
@@ -231,22 +234,24 @@ def _forward(op: Elementwise, x: Any, values: tuple, out: Any, inplace: bool):
         rdt = result_dtype(np.asarray(x).dtype if scalar_input else x.dtype, "input")
         x = xf
     kp = op.kernel_params(values, x.dtype)
+    o = None
     if inplace:
-        out = x
+        o = x
     elif out is not None:
-        out = check_out(out, _broadcast_shape(x, kp, "input", op.param_names), rdt, (x,))
+        o = check_out(out, _broadcast_shape(x, kp, "input", op.param_names), rdt, (x,))
     if any(isinstance(p, np.ndarray) for p in kp):
-        return _ufunc_call(op, "forward", (x,), kp, out, rdt, inplace)
+        res = _ufunc_call(op, "forward", (x,), kp, o, rdt, inplace)
+        return res if out is None else out
     kp = tuple([float(p) for p in kp])  # the loops' parameter convention
-    if out is None:
+    if o is None:
         res = np.empty_like(x)
         run(op, "forward", (x,), kp, res)
         res = res if rdt == res.dtype else res.astype(rdt)
         return res[()] if scalar_input else res
-    if out.dtype != x.dtype:  # float16 output: compute in float32, then cast into out
-        out[...] = _forward(op, x, values, None, False)
+    if o.dtype != x.dtype:  # float16 output: compute in float32, then cast into out
+        o[...] = _forward(op, x, values, None, False)
         return out
-    run(op, "forward", (x,), kp, out)
+    run(op, "forward", (x,), kp, o)
     return out
 
 
@@ -401,25 +406,25 @@ def map_call(fn: Any, args: tuple, out: Any, inplace: bool, names: tuple, partia
     spec = fn.spec("".join(pattern), cd)
     kp = tuple([float(p) for p in spec.kernel_params(tuple(values), cd)])
     arrays = [a.astype(cd, copy=False) for a in arrays]
+    o = None  # the plain ndarray written for the caller's out (returned as itself)
     if inplace:
         out = args[0]
         # the other arguments may be the array itself, not a part of it (the loop would
         # read elements it already wrote)
-        check_out(out, out.shape, out.dtype, tuple(arrays[1:]), names[0])
-        arrays[0] = out
+        o = arrays[0] = check_out(x, x.shape, x.dtype, tuple(arrays[1:]), names[0])
     elif out is not None:
-        out = check_out(out, shape, rdt, tuple(arrays))
+        o = check_out(out, shape, rdt, tuple(arrays))
     arrays = [a if a.shape == shape else np.broadcast_to(a, shape) for a in arrays]
-    if out is None or out.dtype != cd:
+    if o is None or o.dtype != cd:
         res = np.empty(shape, cd)
         run(spec, "forward", tuple(arrays), kp, res)
-        if out is not None:
-            out[...] = res
+        if o is not None:
+            o[...] = res
             return out
         res = res if rdt == cd else res.astype(rdt)
         return res[()] if scalar_result else res
     try:
-        run(spec, "forward", tuple(arrays), kp, out)
+        run(spec, "forward", tuple(arrays), kp, o)
     except BaseException:
         written(partial)  # the loop stopped at the element that raised: partly written
         raise

@@ -22,7 +22,9 @@ from fastact._core.arrays import (
     FLOAT_DTYPES,
     as_array,
     as_tensor,
+    base_view,
     is_tensor,
+    not_masked,
     not_matrix,
     tensor_input,
     tensor_view,
@@ -195,6 +197,7 @@ def grad_buffer(buf: Any, shape: tuple, dt: np.dtype, label: str, inputs: tuple)
     if not isinstance(buf, np.ndarray):
         raise TypeError(f"{label} must be a numpy.ndarray, got {type(buf).__name__}")
     not_matrix(buf, label)
+    buf = base_view(not_masked(buf, label))  # the kernels write a plain ndarray view
     if buf.shape != shape:
         raise ValueError(f"{label} has shape {buf.shape}, expected {shape}")
     if buf.dtype != dt:
@@ -364,7 +367,7 @@ def class_weight(weight: Any, n_cls: int, dt: np.dtype) -> np.ndarray:
 def class_targets(target: Any, sample_shape: tuple, n_cls: int, ignore_index: int, w):
     """(validated int64 class indices of ``sample_shape``, sum of w[y] over kept targets,
     sum of w)."""
-    y = np.asarray(_plain(target, "target"))
+    y = np.asarray(not_masked(_plain(target, "target"), "target"))
     if y.dtype.kind not in "iu":
         raise TypeError(f"target must hold integer class indices, got dtype {y.dtype}")
     if y.shape != sample_shape:

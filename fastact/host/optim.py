@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fastact._core.arrays import FLOAT_DTYPES, is_tensor, tensor_view, torch_module
+from fastact._core.arrays import FLOAT_DTYPES, is_tensor, not_masked, tensor_view, torch_module
 from fastact._core.jit import EXACT_FASTMATH, address, specialize
 from fastact._core.threads import parallel_by_size
 from fastact._core.thresholds import THRESHOLDS
@@ -192,8 +192,12 @@ def _is_bf16_dtype(dt: np.dtype) -> bool:
 
 def host_view(x: Any, name: str) -> tuple[np.ndarray, bool]:
     """NumPy array or torch tensor -> (NumPy array, is bfloat16); bfloat16 data (torch
-    bfloat16 tensors, NumPy arrays of ml_dtypes.bfloat16) is viewed as its uint16 bits."""
+    bfloat16 tensors, NumPy arrays of ml_dtypes.bfloat16) is viewed as its uint16 bits; a
+    masked array is refused (:func:`~fastact._core.arrays.not_masked`: a step would ignore
+    its mask)."""
     if isinstance(x, np.ndarray):
+        if type(x) is not np.ndarray:
+            not_masked(x, name)
         if _is_bf16_dtype(x.dtype):
             return x.view(np.uint16), True
         return x, False
@@ -213,7 +217,7 @@ def host_view(x: Any, name: str) -> tuple[np.ndarray, bool]:
 def as_array(x: Any, name: str) -> np.ndarray:
     """NumPy array or torch tensor -> NumPy array (a zero-copy view for tensors; bfloat16
     data as its uint16 bits)."""
-    if isinstance(x, np.ndarray) and not _is_bf16_dtype(x.dtype):
+    if type(x) is np.ndarray and not _is_bf16_dtype(x.dtype):
         return x
     return host_view(x, name)[0]
 
