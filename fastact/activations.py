@@ -206,8 +206,10 @@ def _writable_like(out: Any, v: Any) -> bool:
 
 
 def _plain_cpu_tensor(x: Any) -> bool:
-    """``x`` is a C-contiguous float32/float64 CPU torch.Tensor (not a subclass) that does
-    not require grad and has no lazy negation: its NumPy view is the tensor's data as is."""
+    """``x`` is a C-contiguous float32/float64 CPU torch.Tensor (not a subclass, not nested)
+    that does not require grad and has no lazy negation: its NumPy view is the tensor's data
+    as is (a nested tensor of strided layout passes the other checks, and ``.numpy()`` raised
+    torch's internal error)."""
     torch = torch_module()
     return (
         torch is not None
@@ -218,6 +220,7 @@ def _plain_cpu_tensor(x: Any) -> bool:
         and x.layout is torch.strided
         and x.is_contiguous()
         and not x.is_neg()
+        and not x.is_nested
     )
 
 

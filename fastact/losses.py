@@ -74,6 +74,7 @@ def _view(v: Any, torch: Any, back: dict) -> Any:
             v.requires_grad
             or not v.is_cpu
             or v.layout is not torch.strided
+            or v.is_nested  # (strided layout, but no sizes: the edge refuses it)
             or v.dtype is torch.bfloat16
             or v.is_neg()
             or v.is_conj()

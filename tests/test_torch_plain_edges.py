@@ -339,3 +339,42 @@ def test_grad_out_hint_names_the_argument():
     with pytest.raises(TypeError, match=r"^grad_out for input is a torch tensor that requires "
                        r"grad.* or pass grad_out\.detach\(\)$"):  # fmt: skip
         L.mse_loss(x, x.clone(), return_grad=True, grad_out=torch.empty(3, requires_grad=True))
+
+
+def _nested(layout):
+    parts = [torch.tensor([1.0, -2.0]), torch.tensor([3.0])]
+    return torch.nested.nested_tensor(parts, layout=layout)
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+@pytest.mark.parametrize("layout", [torch.strided, torch.jagged], ids=["strided", "jagged"])
+def test_nested_tensors_refused_with_a_type_error_naming_them(layout):
+    """A nested tensor (torch.nested.nested_tensor) is refused with a TypeError naming the
+    argument, nothing written: one of strided layout passed the fast paths' checks and
+    crashed with torch's "Internal error: NestedTensorImpl doesn't support sizes"
+    (activations, backwards, softmax, losses, an optimizer's gradient); a jagged one was
+    called "sparse"."""
+    p = torch.tensor([1.0, 2.0])
+    o = torch.zeros(2)
+    calls = {
+        "relu": ("input", lambda n: fastact.relu(n)),
+        "relu_": ("input", lambda n: fastact.relu_(n)),
+        "relu out=": ("out", lambda n: fastact.relu(o, out=n)),
+        "leaky_relu slope": ("negative_slope", lambda n: fastact.leaky_relu(o, n)),
+        "softmax": ("input", lambda n: fastact.softmax(n, -1)),
+        "relu_backward": ("grad_output", lambda n: fastact.relu_backward(n, n)),
+        "prelu weight": ("weight", lambda n: fastact.prelu(torch.ones(1, 2), n)),
+        "mse_loss": ("input", lambda n: L.mse_loss(n, n)),
+        "mse_loss target": ("target", lambda n: L.mse_loss(o, n)),
+        "grad_out": (
+            "grad_out for input",
+            lambda n: L.mse_loss(o, o, return_grad=True, grad_out=n),
+        ),
+        "sgd grads": (r"grads\[0\]", lambda n: OF.sgd([p], [n], lr=0.1)),
+        "sgd params": (r"params\[0\]", lambda n: OF.sgd([n], [p], lr=0.1)),
+        "SGD.step": (r"grads\[0\]", lambda n: fastact_optim.SGD([p], lr=0.1).step([n])),
+    }
+    for what, (name, call) in calls.items():
+        with pytest.raises(TypeError, match=rf"^{name} is a nested tensor; only dense tensors"):
+            call(_nested(layout))
+        assert p.tolist() == [1.0, 2.0] and not o.any(), what

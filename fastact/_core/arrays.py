@@ -268,6 +268,8 @@ def tensor_view(t: Any, name: str) -> np.ndarray:
     """Zero-copy NumPy view of a CPU torch tensor (TypeError naming ``name`` otherwise)."""
     if t.device.type != "cpu":
         raise TypeError(f"{name} is a torch tensor on {t.device}; only CPU tensors are supported")
+    if t.is_nested:
+        raise TypeError(f"{name} is a nested tensor; only dense tensors are supported")
     if t.is_sparse or t.layout != torch_module().strided:
         raise TypeError(f"{name} is a sparse torch tensor; only dense tensors are supported")
     try:
@@ -295,6 +297,8 @@ def _check_tensor(t: Any, name: str) -> None:
         )
     if not t.is_cpu:  # (t.device builds a device object: ~1 us a call)
         raise TypeError(f"{name} is a torch tensor on {t.device}; only CPU tensors are supported")
+    if t.is_nested:  # (a strided one has torch's layout but no sizes; a jagged one its own)
+        raise TypeError(f"{name} is a nested tensor; only dense tensors are supported")
     if t.layout != torch_module().strided:
         raise TypeError(f"{name} is a sparse torch tensor; only dense tensors are supported")
 
@@ -302,7 +306,7 @@ def _check_tensor(t: Any, name: str) -> None:
 def tensor_input(t: Any, name: str) -> np.ndarray:
     """A CPU tensor argument as a NumPy array: a zero-copy view, or a float32 copy of a
     bfloat16 tensor (NumPy has no bfloat16; computed in float32 like float16 is). TypeError
-    naming ``name`` for a tensor that requires grad, a non-CPU or a sparse tensor."""
+    naming ``name`` for a tensor that requires grad, a non-CPU, a nested or a sparse tensor."""
     _check_tensor(t, name)
     torch = torch_module()
     if t.dtype == torch.bfloat16:

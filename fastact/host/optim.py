@@ -323,6 +323,7 @@ class Entry:
             if (
                 g.dtype is self.tdtype
                 and self.c
+                and not g.is_nested  # (no shape: host_view names it)
                 and g.shape == self.shape
                 and g.is_cpu
                 and g.layout is self.tlayout
@@ -368,20 +369,23 @@ def gradients(ents: list[Entry], grads: Any, k0: int) -> tuple[list, list, list]
                     keeps.append(g)
                     addrs.append(address(g))
                     continue
-        elif (  # a torch gradient like its (C-contiguous) parameter: Entry.grad's fast path
-            g.__class__ is e.tcls
-            and g.dtype is e.tdtype
-            and e.c
-            and g.shape == e.shape
-            and g.is_cpu
-            and g.layout is e.tlayout
-            and g.is_contiguous()
-            and not g.is_neg()  # (its memory holds -g: Entry.grad reads g.resolve_neg())
-        ):
-            js.append(j)
-            keeps.append(g)
-            addrs.append(g.data_ptr())
-            continue
+        elif g.__class__ is e.tcls and g.dtype is e.tdtype and e.c:
+            # a torch gradient like its (C-contiguous) parameter: Entry.grad's fast path
+            try:
+                same = (
+                    g.shape == e.shape
+                    and g.is_cpu
+                    and g.layout is e.tlayout
+                    and g.is_contiguous()
+                    and not g.is_neg()  # (its memory holds -g: Entry.grad reads g.resolve_neg())
+                )
+            except RuntimeError:  # a nested tensor has no shape (Entry.grad names it)
+                same = False
+            if same:
+                js.append(j)
+                keeps.append(g)
+                addrs.append(g.data_ptr())
+                continue
         keep, addr = e.grad(g, k0 + j)
         js.append(j)
         keeps.append(keep)
