@@ -28,6 +28,7 @@ import numpy as np
 from fastact import host
 from fastact._core.arrays import (
     FLOAT_DTYPES,
+    any_tensor,
     is_tensor,
     normalize_dim,
     scalar_param,
@@ -87,9 +88,13 @@ def _executor(*arrays: Any):
 
 
 # ============================================================================= element-wise
-def scalar_params(op: Elementwise, values: tuple, dtype: np.dtype) -> tuple | None:
+def scalar_params(
+    op: Elementwise, values: tuple, dtype: np.dtype, no_tensors: bool = False
+) -> tuple | None:
     """``op.kernel_params`` as Python floats for the host loops when they are all scalars
-    (exactly representable in ``dtype``), else None (array parameters).
+    (exactly representable in ``dtype``), else None (array parameters; with ``no_tensors``
+    also a torch tensor parameter, 0-d or not: the array fast paths leave the call to the
+    general path, whose result follows the one result rule, a tensor then).
 
     Python-number parameters are converted once per (values, types, dtype) and cached (the
     conversion and checks cost more than a 1K-element kernel); zeros are not cached because
@@ -114,6 +119,8 @@ def scalar_params(op: Elementwise, values: tuple, dtype: np.dtype) -> tuple | No
     except TypeError:  # an unhashable parameter (an array)
         key = kp = None
     if kp is None:
+        if no_tensors and any_tensor(*values):  # (a cache hit holds numbers only)
+            return None
         kp = op.kernel_params(values, dtype)
         if any(type(p) is np.ndarray for p in kp):
             return None
@@ -142,7 +149,7 @@ def forward(op: Elementwise, x: Any, values: tuple, out: Any = None, inplace: bo
         else:
             dst = None
         if dst is not None:
-            kp = scalar_params(op, values, x.dtype)
+            kp = scalar_params(op, values, x.dtype, True)
             if kp is not None:
                 n = x.size
                 if n:
@@ -164,6 +171,7 @@ def forward(op: Elementwise, x: Any, values: tuple, out: Any = None, inplace: bo
         and (out is None or (not inplace and _plain_cpu_tensor(out)))
         and not (inplace and x.is_inference())  # the general path applies torch's rule
         and not (out is not None and out.is_inference())
+        and (not values or _no_tensor(values))  # (the general path: the result rule on x)
     ):
         # CPU float tensors outside autograd: the arrays' path on their views (the general
         # path's checks cost ~14 us per call, ~30 us with a tensor out=); the result a
@@ -224,6 +232,16 @@ def _plain_cpu_tensor(x: Any) -> bool:
     )
 
 
+def _no_tensor(values: tuple) -> bool:
+    """No parameter is a torch tensor (a tensor parameter makes a new result a tensor, by the
+    one result rule the general path applies with the call's own arguments). Numbers first:
+    ~0.1 us for one parameter."""
+    for v in values:
+        if type(v) is not float and type(v) is not int and is_tensor(v):
+            return False
+    return True
+
+
 def _increment_version(tensors: tuple) -> None:
     """``torch._C._increment_version(tensors)`` (:func:`fastact._core.arrays.written` for the
     tensor fast paths, without its checks): looked up at the first call, made when torch is
@@ -258,7 +276,7 @@ def backward(op: Elementwise, grad_output: Any, x: Any, output: Any, values: tup
         # fast path: matching C-contiguous float arrays, scalar parameters
         kind = "grad" if output is None else "grad_output"
         if op.scalars[kind] is not None:
-            kp = scalar_params(op, values, v.dtype)
+            kp = scalar_params(op, values, v.dtype, True)
             if kp is not None:
                 res = np.empty_like(v) if out is None else out
                 n = v.size
@@ -278,6 +296,7 @@ def backward(op: Elementwise, grad_output: Any, x: Any, output: Any, values: tup
         and _plain_cpu_tensor(grad_output)
         and _plain_cpu_tensor(v)
         and (out is None or (_plain_cpu_tensor(out) and not out.is_inference()))
+        and (not values or _no_tensor(values))
     ):
         # CPU float tensors outside autograd: as forward, the arrays' path on their views
         views = (
@@ -520,6 +539,17 @@ def _rrelu_consts(lower, upper, dtype: np.dtype) -> tuple[float, float, float]:
     return c
 
 
+def _with_bounds(res: Any, arrays: tuple, lower: Any, upper: Any) -> Any:
+    """A new eval-mode result (its slope computed from the bounds, a number) by the one
+    result rule over ``arrays`` and the bounds: tensor bounds make it a tensor, as a tensor
+    slope makes leaky_relu's (a device array as it is)."""
+    if type(lower) is float and type(upper) is float:
+        return res
+    if not isinstance(res, (np.ndarray, np.generic)) and not is_tensor(res):
+        return res
+    return host.tensor_result(res, (*arrays, lower, upper))
+
+
 def _rrelu_dtype(x) -> np.dtype:
     """The dtype the eval-mode slope is checked against (and rounded to by the kernel)."""
     if type(x) is np.ndarray and x.dtype in FLOAT_DTYPES:
@@ -556,6 +586,8 @@ def rrelu(
     if not training:
         dt = _rrelu_dtype(input)
         y = forward(_LEAKY_RELU, input, (_rrelu_consts(lower, upper, dt)[2],), out, inplace)
+        if out is None and not inplace:
+            y = _with_bounds(y, (input,), lower, upper)
         return (y, None) if return_noise else y
     if inplace and out is not None:
         raise ValueError("out= cannot be combined with inplace=True")
@@ -574,9 +606,9 @@ def rrelu(
     if math.prod(shape):
         nz = None if noise is None else noise.reshape(-1)
         ex.rrelu_train(ex.contiguous(x).reshape(-1), o.reshape(-1), nz, lo, span, key)
-    res = _finish(ex, res, o, target, input if inplace else out, (input,))
+    res = _finish(ex, res, o, target, input if inplace else out, (input, lower, upper))
     if return_noise and ex is host:
-        noise_res = host.tensor_result(noise_res, (input,))
+        noise_res = host.tensor_result(noise_res, (input, lower, upper))
     return (res, noise_res) if return_noise else res
 
 
@@ -638,7 +670,10 @@ def _rrelu_backward_any(gy, input, lower, upper, training, *, generator, noise, 
     grad_output = gy
     if not training:
         slope = _rrelu_consts(lower, upper, _rrelu_dtype(input if output is None else output))[2]
-        return backward(_LEAKY_RELU, grad_output, input, output, (slope,), out)
+        res = backward(_LEAKY_RELU, grad_output, input, output, (slope,), out)
+        if out is None:
+            res = _with_bounds(res, (grad_output, input, output), lower, upper)
+        return res
     if (input is None) == (output is None):
         raise TypeError("rrelu_backward needs exactly one of input= and output=")
     name = "input" if output is None else "output"
@@ -654,7 +689,7 @@ def _rrelu_backward_any(gy, input, lower, upper, training, *, generator, noise, 
         res, o, target = ex.result(out, src, shape, v.dtype, (g, v))
         if math.prod(shape):
             ex.multiply(ex.contiguous(g), ex.contiguous(nz), o)
-        return _finish(ex, res, o, target, out, (grad_output, src, noise))
+        return _finish(ex, res, o, target, out, (grad_output, src, noise, lower, upper))
     if not isinstance(generator, (int, np.integer)) or isinstance(generator, bool):
         raise TypeError(
             "rrelu_backward in training mode needs noise= or the forward's integer "
@@ -676,7 +711,7 @@ def _rrelu_backward_any(gy, input, lower, upper, training, *, generator, noise, 
             span,
             _rrelu_key(generator),
         )
-    return _finish(ex, res, o, target, out, (grad_output, src))
+    return _finish(ex, res, o, target, out, (grad_output, src, lower, upper))
 
 
 # ----------------------------------------------------------------------------- PReLU

@@ -189,9 +189,12 @@ def test_every_loss_on_tensors(spec, opt):
         assert all(a is b for a, b in zip(grads, bufs, strict=True))
 
 
-def test_loss_results_follow_the_prediction():
+def test_loss_results_follow_the_one_result_rule():
+    """A tensor among the array arguments, the prediction or the target (README's rule; the
+    target did not count)."""
     x, y = RNG.standard_normal((5, 3)).astype(np.float32), np.array([0, 2, 1, 1, 0])
-    assert isinstance(L.cross_entropy(x, torch.from_numpy(y)), np.float32)
+    assert isinstance(L.cross_entropy(x, y), np.float32)
+    assert isinstance(L.cross_entropy(x, torch.from_numpy(y)), torch.Tensor)
     assert isinstance(L.cross_entropy(torch.from_numpy(x), y), torch.Tensor)
     torch.testing.assert_close(
         L.cross_entropy(torch.from_numpy(x), torch.from_numpy(y)),

@@ -314,6 +314,92 @@ def test_a_tensor_among_the_array_arguments_gives_tensor_results():
     assert type(fastact.glu_backward(g2, x)) is np.ndarray
 
 
+def test_losses_and_tensor_parameters_follow_the_result_rule():
+    """README's one rule for the losses (they looked at the input only: mse_loss(array,
+    tensor) returned NumPy) and for a tensor-valued parameter, which counts as an array
+    argument (leaky_relu(array, tensor slope) returned an ndarray, prelu(array, tensor
+    weight) a tensor): a new result (loss, gradients) is a tensor when any array argument
+    is; a grad_out / out= buffer, in place, is returned as itself."""
+    T = torch.from_numpy
+    x = RNG.standard_normal(1024).astype(np.float32)  # the fast paths' size
+    t = RNG.standard_normal(1024).astype(np.float32)
+    v = RNG.uniform(0.5, 2, 1024).astype(np.float32)
+    y = RNG.choice([-1.0, 1.0], 1024).astype(np.float32)
+    lg = RNG.standard_normal((8, 5)).astype(np.float32)
+    cls = np.arange(8) % 5
+    calls = {
+        "mse_loss(array, tensor)": (lambda: L.mse_loss(x, T(t)), L.mse_loss(x, t)),
+        "mse_loss weight": (lambda: L.mse_loss(x, t, weight=T(v)), L.mse_loss(x, t, weight=v)),
+        "mse_loss grad": (
+            lambda: L.mse_loss(x, T(t), return_grad=True)[1],
+            L.mse_loss(x, t, return_grad=True)[1],
+        ),
+        "l1_loss 'none'": (
+            lambda: L.l1_loss(x, T(t), reduction="none"),
+            L.l1_loss(x, t, reduction="none"),
+        ),
+        "cross_entropy target": (
+            lambda: L.cross_entropy(lg, T(cls)),
+            L.cross_entropy(lg, cls),
+        ),
+        "bce_with_logits pos_weight": (
+            lambda: L.binary_cross_entropy_with_logits(x, v / 2, pos_weight=T(v)),
+            L.binary_cross_entropy_with_logits(x, v / 2, pos_weight=v),
+        ),
+        "gaussian_nll_loss var": (
+            lambda: L.gaussian_nll_loss(x, t, T(v)),
+            L.gaussian_nll_loss(x, t, v),
+        ),
+        "margin_ranking_loss grads": (
+            lambda: L.margin_ranking_loss(x, t, T(y), return_grad=True)[1][1],
+            L.margin_ranking_loss(x, t, y, return_grad=True)[1][1],
+        ),
+        "leaky_relu slope": (
+            lambda: fastact.leaky_relu(x, torch.tensor(0.25)),
+            fastact.leaky_relu(x, 0.25),
+        ),
+        "leaky_relu_backward slope": (
+            lambda: fastact.leaky_relu_backward(t, x, torch.tensor(0.25)),
+            fastact.leaky_relu_backward(t, x, 0.25),
+        ),
+        "elu alpha": (lambda: fastact.elu(x, torch.tensor(0.5)), fastact.elu(x, 0.5)),
+        "leaky_relu array slope": (
+            lambda: fastact.leaky_relu(x, T(v)),
+            fastact.leaky_relu(x, v),
+        ),
+        "rrelu bounds": (
+            lambda: fastact.rrelu(x, torch.tensor(0.125), 0.25),
+            fastact.rrelu(x, 0.125, 0.25),
+        ),
+        "rrelu_backward bounds": (
+            lambda: fastact.rrelu_backward(t, x, 0.125, torch.tensor(0.25)),
+            fastact.rrelu_backward(t, x, 0.125, 0.25),
+        ),
+    }
+    for name, (call, want) in calls.items():
+        got = call()
+        assert isinstance(got, torch.Tensor), name
+        np.testing.assert_array_equal(got.numpy(), want, err_msg=name)
+    # a float32 tensor input with a bfloat16 slope: float32, as the input (not every tensor
+    # among the arguments is bfloat16); both bfloat16: bfloat16, as torch's loss
+    got = fastact.leaky_relu(T(x), torch.tensor(0.25).bfloat16())
+    assert got.dtype == torch.float32
+    np.testing.assert_array_equal(got.numpy(), fastact.leaky_relu(x, 0.25))
+    xb, tb = T(x).bfloat16(), T(t).bfloat16()
+    assert L.mse_loss(xb, tb).dtype == F.mse_loss(xb, tb).dtype == torch.bfloat16
+    # buffers the caller gave are returned as themselves
+    buf = np.empty_like(x)
+    loss, g = L.mse_loss(x, T(t), return_grad=True, grad_out=buf)
+    assert isinstance(loss, torch.Tensor) and g is buf
+    a = x.copy()
+    assert fastact.leaky_relu_(a, torch.tensor(0.25)) is a
+    assert fastact.leaky_relu(x, torch.tensor(0.25), out=buf) is buf
+    np.testing.assert_array_equal(a, buf)
+    # NumPy arguments only: NumPy results
+    assert type(L.mse_loss(x, t)) is np.float32
+    assert type(fastact.leaky_relu(x, np.float32(0.25))) is np.ndarray
+
+
 # ----------------------------------------------------------------------------- errors
 def test_tensor_parameters_are_checked_like_tensor_arguments():
     x = torch.from_numpy(RNG.standard_normal(9).astype(np.float32))

@@ -152,8 +152,9 @@ def elementwise(
     """``op``'s ``kind`` (``forward``, ``grad`` or ``grad_output``) over host ``inputs``
     (``(x,)`` or ``(grad_output, v)``) into a new array, ``out``, or ``x`` itself
     (``inplace``). The front end has checked the arguments that do not depend on arrays.
-    CPU tensors are viewed as arrays; with a tensor among the inputs the result is one."""
-    if any_tensor(out, *inputs):
+    CPU tensors are viewed as arrays; with a tensor among the inputs or the parameter
+    ``values`` the result is one (:func:`~fastact.host.edge.tensor_result`)."""
+    if any_tensor(out, *inputs, *values):
         return _on_tensors(op, kind, inputs, values, out, inplace, names)
     if kind == "forward":
         return _forward(op, inputs[0], values, out, inplace)
@@ -210,15 +211,20 @@ def _on_tensor_views(op, kind, inputs, values, out, inplace, names):
     views = tuple(
         tensor_input(a, n) if is_tensor(a) else a for a, n in zip(inputs, names, strict=False)
     )
+    # a tensor parameter as its view too (checked and read as scalar_param reads it)
+    vals = tuple(
+        tensor_input(v, n) if is_tensor(v) else v
+        for v, n in zip(values, op.param_names, strict=False)
+    )
     if inplace:  # the front end already refused out= with inplace
         elementwise(op, kind, (check_inplace(output_view(inputs[0], names[0]), names[0]),),
-                    values, None, True, names)  # fmt: skip
+                    vals, None, True, names)  # fmt: skip
         return inputs[0]
     if out is not None:
-        elementwise(op, kind, views, values, output_view(out), False, names)
+        elementwise(op, kind, views, vals, output_view(out), False, names)
         return out
-    res = elementwise(op, kind, views, values, None, False, names)
-    return tensor_result(res, inputs)
+    res = elementwise(op, kind, views, vals, None, False, names)
+    return tensor_result(res, (*inputs, *values))
 
 
 def _forward(op: Elementwise, x: Any, values: tuple, out: Any, inplace: bool):

@@ -8,7 +8,9 @@ executor has the same functions.
 
 CPU torch tensors are viewed as NumPy arrays at this edge (a tensor that requires grad is
 refused); when the prediction (``like``) is a tensor, the loss is a tensor (0-d when reduced)
-and so are the gradients the front end allocates through :func:`fastact.host.edge.empty`.
+and so are the gradients the front end allocates through :func:`fastact.host.edge.empty`
+(the front end then brings every new result to the one result rule over all the array
+arguments: a tensor target makes them tensors too).
 """
 
 from __future__ import annotations
