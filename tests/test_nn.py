@@ -870,3 +870,41 @@ def test_parameter_refuses_masked_data():
     """Parameter(masked array) copied the data and dropped the mask: a TypeError naming data."""
     with pytest.raises(TypeError, match=r"^data is a numpy\.ma\.MaskedArray"):
         nn.Parameter(np.ma.array([1.0, 2.0], mask=[0, 1]))
+
+
+def test_parameter_takes_real_data_and_a_float_dtype():
+    """Parameter(data) silently converted complex data (imaginary part dropped), object data
+    (None -> NaN), datetime64/timedelta64 (day or second counts) to float32; strings and
+    dicts raised errors that did not name the argument; dtype=np.int32 truncated 1.5 to 1.0
+    (then float32). Now: TypeError naming data / dtype; real data as before."""
+    for data in (
+        np.array([1 + 2j]),
+        np.array([1, None], object),
+        np.array(["2020-01-01"], "datetime64[D]"),
+        np.array([5], "timedelta64[s]"),
+        "ab",
+        b"ab",
+        {"a": 1},
+        None,
+        [[1.0], [1.0, 2.0]],
+    ):
+        with pytest.raises(TypeError, match=r"^data must be an array of real numbers"):
+            nn.Parameter(data)
+    for dtype in (np.int32, np.float16, "complex64", "junk"):
+        with pytest.raises(TypeError, match=r"^dtype must be float32 or float64"):
+            nn.Parameter([1.5], dtype=dtype)
+    # real data: float32 and float64 kept, other reals as float32, or the dtype given
+    for data, dtype, want in (
+        ([1.5], None, np.float64),
+        (np.float32(1.5), None, np.float32),
+        ([True, False], None, np.float32),
+        (np.arange(3, dtype=np.uint8), None, np.float32),
+        (np.float16([1.5]), None, np.float32),
+        ([1.5], np.float32, np.float32),
+        (np.arange(3, dtype=np.int64), "float64", np.float64),
+        ([1.5], torch.float64, np.float64),
+        (torch.ones(2), None, np.float32),
+    ):
+        p = nn.Parameter(data, dtype)
+        assert p.dtype == want, (data, dtype)
+        np.testing.assert_array_equal(p, np.asarray(data, dtype=want))

@@ -363,10 +363,36 @@ class Parameter(np.ndarray):
     grad: np.ndarray | None
 
     def __new__(cls, data: Any, dtype: Any = None) -> Parameter:
+        """A copy of ``data`` (real numbers: bool, int, uint, float, ``ml_dtypes`` reals)
+        as float32, float64 kept; ``dtype`` float32 or float64 (a Parameter holds one of
+        them: the optimizers' and layers' dtypes). TypeError naming the argument otherwise:
+        complex data lost its imaginary part, object data became NaN where it held None,
+        datetimes became day counts, ``dtype=np.int32`` truncated the data, then float32."""
         not_masked(data, "data")  # (a copy would drop the mask)
-        arr = np.array(data, dtype=dtype, copy=True, order="C")  # 0-d stays 0-d
-        if arr.dtype not in (np.float32, np.float64):
-            arr = arr.astype(np.float32)
+        if dtype is not None:
+            try:
+                dt = np.dtype(dtype)
+            except TypeError:  # torch.float32 -> float32, as fastact.nn's layers read it
+                try:
+                    dt = np.dtype(str(dtype).removeprefix("torch."))
+                except TypeError:
+                    raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+            if dt not in FLOAT_DTYPES:
+                raise TypeError(f"dtype must be float32 or float64, got {dt}")
+        if isinstance(data, (str, bytes, dict, set)) or data is None:
+            raise TypeError(f"data must be an array of real numbers, got {type(data).__name__}")
+        try:
+            src = np.asarray(data)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"data must be an array of real numbers: {e}") from None
+        kind = src.dtype.kind
+        if kind not in "biuf" and not (
+            kind == "V" and src.dtype.type.__module__.startswith("ml_dtypes")
+        ):
+            raise TypeError(f"data must be an array of real numbers, got dtype {src.dtype}")
+        if dtype is None:
+            dt = src.dtype if src.dtype in FLOAT_DTYPES else _F32
+        arr = np.array(src, dtype=dt, copy=True, order="C")  # 0-d stays 0-d
         obj = arr.view(cls)
         obj.grad = None
         return obj
