@@ -1173,3 +1173,28 @@ def test_masked_parameters_and_gradients_refused():
     with pytest.raises(TypeError, match=r"^grads\[0\] is a numpy\.ma\.MaskedArray"):
         fo.SGD([p], lr=0.1).step([m])
     np.testing.assert_array_equal(p, 1.0)
+
+
+def test_unaligned_parameters_and_states_are_called_unaligned():
+    """A C-contiguous parameter at an odd address (np.frombuffer at offset 1) was refused as
+    "not contiguous in memory"; it is (and a state array alike): "is not aligned"."""
+    from fastact.optim import functional as F
+
+    def unaligned():
+        a = np.frombuffer(bytearray(13), np.float32, count=3, offset=1)
+        a.flags.writeable = True  # (a bytearray's memory: writable)
+        assert a.flags.c_contiguous and not a.flags.aligned
+        return a
+
+    p = unaligned()
+    with pytest.raises(ValueError, match=r"^params\[0\] is not aligned"):
+        F.sgd([p], [np.ones(3, np.float32)], lr=0.1)
+    with pytest.raises(ValueError, match=r"params'\]\[0\] is not aligned"):
+        fo.SGD([p], lr=0.1)
+    assert not p.any()
+    q = np.ones(3, np.float32)
+    m = unaligned()
+    with pytest.raises(ValueError, match=r"^exp_avgs\[0\] is not aligned"):
+        F.adam([q], [np.ones(3, np.float32)], [m], [np.zeros(3, np.float32)], step=1)
+    np.testing.assert_array_equal(q, 1.0)
+    assert not m.any()

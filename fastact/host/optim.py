@@ -231,6 +231,16 @@ def _layout_ok(a: np.ndarray) -> bool:
     return (f.c_contiguous or f.f_contiguous) and f.aligned
 
 
+def _unaligned(a: np.ndarray, name: str) -> str:
+    """The ValueError message for an array the kernels cannot update in place because its
+    address is not a multiple of its element size (``np.frombuffer`` at an odd offset): it
+    may well be contiguous, which the message said it was not."""
+    return (
+        f"{name} is not aligned (its address is not a multiple of its {a.itemsize}-byte "
+        "elements, e.g. np.frombuffer at an odd offset); pass an aligned copy (np.array(...))"
+    )
+
+
 def _same_layout(a: np.ndarray, p: np.ndarray) -> bool:
     """``a`` enumerates its elements in the same memory order as ``p`` (both contiguous)."""
     fa, fp = a.flags, p.flags
@@ -272,6 +282,8 @@ class Entry:
             )
         if not arr.flags.writeable:
             raise ValueError(f"{name} is read-only; parameters are updated in place")
+        if not arr.flags.aligned:
+            raise ValueError(_unaligned(arr, name))
         if not _layout_ok(arr):
             raise ValueError(
                 f"{name} is not contiguous in memory (shape {arr.shape}, strides {arr.strides}); "
@@ -433,6 +445,8 @@ def state_address(
         raise ValueError(f"{name} has shape {a.shape} but {shape} is expected for {pname}")
     if not a.flags.writeable:
         raise ValueError(f"{name} is read-only; optimizer state is updated in place")
+    if not a.flags.aligned:
+        raise ValueError(_unaligned(a, name))
     ok = _layout_ok(a) if (storage is not None and storage.block) else _same_layout(a, e.arr)
     if not ok:
         raise ValueError(f"{name} does not have the memory layout of {pname} (shape {e.shape})")
