@@ -122,6 +122,27 @@ def test_zero_d_and_python_inputs(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_numpy_scalars_give_scalars_forward_and_backward(name):
+    """The backwards follow the forwards' rule (as NumPy's ufuncs): NumPy scalars and Python
+    numbers give a NumPy scalar, an array among the arguments (0-d too) an array; the
+    backwards returned a 0-d array for scalars."""
+    c, full = _full(name)
+    for dtype in (*DTYPES, np.float16):
+        x, g = dtype(-0.75), dtype(2.0)
+        y = c.forward(x, **full)
+        assert isinstance(y, np.generic) and y.dtype == dtype, (name, dtype)
+        gx = c.backward(g, x, **full)
+        assert isinstance(gx, np.generic) and gx.dtype == dtype, (name, dtype)
+        assert_same(np.asarray(gx), c.backward(np.array([g]), np.array([x]), **full)[0], name)
+        if c.op.scalars["grad_output"] is not None:
+            go = c.backward(g, None, **full, output=y)
+            assert isinstance(go, np.generic) and go.dtype == dtype, (name, dtype)
+        g0 = c.backward(g, np.array(x), **full)  # a 0-d array: a 0-d array, as the forward
+        assert type(g0) is np.ndarray and g0.ndim == 0
+    assert isinstance(c.backward(2.0, -0.75, **full), np.float64), name
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_integer_bool_float16_inputs_follow_numpy(name):
     c, full = _full(name)
     vals = np.array([-5, -3, -1, 0, 1, 2, 3, 6, 7, 100])

@@ -190,7 +190,11 @@ def elementwise(
     if o is not None:  # float16 output: computed in float32, cast into out
         o[...] = res
         return out
-    return res if rdt == dtype else res.astype(rdt)
+    res = res if rdt == dtype else res.astype(rdt)
+    # the forward's rule: NumPy scalars (and Python numbers) give a NumPy scalar, an array
+    # among the arguments (0-d too) an array
+    scalars = not isinstance(inputs[0], np.ndarray) and not isinstance(inputs[1], np.ndarray)
+    return res[()] if scalars else res
 
 
 _PY_NUMBERS = (bool, int, float)
