@@ -981,3 +981,28 @@ def test_elementwise_keeps_a_dense_layout_in_parallel(monkeypatch):
         u = base.clone()
         f(u, inplace=True)
         torch.testing.assert_close(u, y.detach(), rtol=0, atol=0)
+
+
+def test_nested_tensors_go_to_torch():
+    """A nested tensor of strided layout passed supported() (torch's layout, no sizes): the
+    softmax and the graph-recording element-wise nodes crashed with torch's "Internal error:
+    NestedTensorImpl doesn't support sizes" where torch's own functions work. They run torch's
+    functions now (the results are torch's)."""
+    rows = [torch.randn(3), torch.randn(5)]
+    ns = torch.nested.nested_tensor(rows)
+    assert not AF.supported(ns)
+    for got, want in (
+        (AF.softmax(ns, -1), torch.softmax(ns, -1)),
+        (AF.relu(ns), torch.relu(ns)),
+        (AF.gelu(ns), F.gelu(ns)),
+    ):
+        assert got.is_nested
+        for g, w in zip(got.unbind(), want.unbind(), strict=True):
+            torch.testing.assert_close(g, w, rtol=0, atol=0)
+    leaf = torch.nested.nested_tensor(rows, requires_grad=True)
+    for fn, tfn in ((AF.relu, torch.relu), (AF.gelu, F.gelu)):
+        out = fn(leaf)
+        assert out.requires_grad
+        want = tfn(leaf)
+        for g, w in zip(out.unbind(), want.unbind(), strict=True):
+            torch.testing.assert_close(g, w, rtol=0, atol=0)

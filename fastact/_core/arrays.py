@@ -266,12 +266,7 @@ def written(*xs: Any) -> None:
 
 def tensor_view(t: Any, name: str) -> np.ndarray:
     """Zero-copy NumPy view of a CPU torch tensor (TypeError naming ``name`` otherwise)."""
-    if t.device.type != "cpu":
-        raise TypeError(f"{name} is a torch tensor on {t.device}; only CPU tensors are supported")
-    if t.is_nested:
-        raise TypeError(f"{name} is a nested tensor; only dense tensors are supported")
-    if t.is_sparse or t.layout != torch_module().strided:
-        raise TypeError(f"{name} is a sparse torch tensor; only dense tensors are supported")
+    _dense_cpu(t, name)
     try:
         return t.detach().numpy()
     except (TypeError, RuntimeError) as exc:
@@ -295,9 +290,15 @@ def _check_tensor(t: Any, name: str) -> None:
         raise TypeError(
             f"{name} is a torch tensor that requires grad; " + _GRAD_HINT.format(name=expr)
         )
+    _dense_cpu(t, name)
+
+
+def _dense_cpu(t: Any, name: str) -> None:
+    """TypeError naming ``name`` for a tensor that is not a dense CPU one: on another device,
+    nested (a strided one has torch's layout but no sizes; a jagged one its own), sparse."""
     if not t.is_cpu:  # (t.device builds a device object: ~1 us a call)
         raise TypeError(f"{name} is a torch tensor on {t.device}; only CPU tensors are supported")
-    if t.is_nested:  # (a strided one has torch's layout but no sizes; a jagged one its own)
+    if t.is_nested:
         raise TypeError(f"{name} is a nested tensor; only dense tensors are supported")
     if t.layout != torch_module().strided:
         raise TypeError(f"{name} is a sparse torch tensor; only dense tensors are supported")

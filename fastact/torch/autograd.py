@@ -72,9 +72,10 @@ _INPLACE_SAVES_OUTPUT = frozenset({"relu", "leaky_relu", "elu", "celu", "selu"})
 
 
 def supported(x: Any) -> bool:
-    """``x`` is a tensor fastact's host kernels take: CPU, float32/float64, strided, its
-    memory holding its values (not a lazily negated view: ``torch._neg_view``), in eager
-    code: not while torch.compile traces (Dynamo cannot see into numba's kernels: it guarded
+    """``x`` is a tensor fastact's host kernels take: CPU, float32/float64, strided and not
+    nested (a nested tensor of strided layout has no sizes), its memory holding its values
+    (not a lazily negated view: ``torch._neg_view``), in eager code: not while torch.compile
+    traces (Dynamo cannot see into numba's kernels: it guarded
     a kernel lookup by type only and ran one activation's kernel for another) or
     torch.jit.trace records (a kernel call is no traceable op), not inside a
     forward-mode AD level (the tangent was dropped) or a torch.func transform (vmap, grad,
@@ -84,6 +85,7 @@ def supported(x: Any) -> bool:
         and x.is_cpu
         and (x.dtype is _F32 or x.dtype is _F64)
         and x.layout is _STRIDED
+        and not x.is_nested
         and not x.is_neg()
         and _forward_ad._current_level < 0
         and not _is_compiling()
