@@ -37,7 +37,7 @@ import numpy as np
 
 from fastact import activations as F
 from fastact import losses as L
-from fastact._core.arrays import Parameter
+from fastact._core.arrays import Parameter, not_masked
 
 __all__ = [
     "Parameter",
@@ -77,6 +77,7 @@ def _to_numpy(v: Any, name: str) -> np.ndarray:
             if not v.is_floating_point():
                 raise TypeError(f"state_dict['{name}'] has dtype {v.dtype}") from None
             v = v.float().numpy()
+    not_masked(v, f"state_dict['{name}']")
     try:
         v = np.asarray(v)
     except (TypeError, ValueError) as e:
@@ -682,8 +683,8 @@ class Linear(Module):
 
     def _real(self, v: Any, name: str) -> np.ndarray:
         """``v`` as an array of the parameters' dtype; TypeError naming ``name`` unless it
-        holds real numbers."""
-        a = np.asarray(v)
+        holds real numbers (a masked array refused: its mask would be dropped)."""
+        a = np.asarray(not_masked(v, name))
         if a.dtype.kind not in "biuf":
             raise TypeError(f"Linear: {name} must be real numbers, got {a.dtype}")
         return a.astype(self.weight.dtype, copy=False)
@@ -796,6 +797,7 @@ def _scale(grad: np.ndarray, go: Any, loss_shape: tuple, cls: str) -> np.ndarray
     """``grad`` (of the summed unreduced loss) times the upstream gradient ``go``: a new
     array each call (for ``go == 1`` a copy), as torch's autograd returns a new tensor, so a
     caller scaling it in place does not change what the next ``backward()`` returns."""
+    not_masked(go, "grad_output")
     if np.ndim(go) == 0:
         if np.isscalar(go) and go == 1:
             return grad.copy()

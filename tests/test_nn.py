@@ -908,3 +908,27 @@ def test_parameter_takes_real_data_and_a_float_dtype():
         p = nn.Parameter(data, dtype)
         assert p.dtype == want, (data, dtype)
         np.testing.assert_array_equal(p, np.asarray(data, dtype=want))
+
+
+def test_masked_arrays_refused_by_layers_losses_and_state_dicts():
+    """README: a numpy.ma.MaskedArray is refused everywhere. Linear's forward and backward,
+    a loss module's backward(grad_output) and Module.load_state_dict took one through
+    np.asarray and dropped its mask; each now raises a TypeError naming the argument."""
+    masked = np.ma.array(np.ones((2, 3), np.float32), mask=[[0, 1, 0], [0, 0, 0]])
+    layer = nn.Linear(3, 4)
+    with pytest.raises(TypeError, match=r"^input is a numpy\.ma\.MaskedArray"):
+        layer(masked)
+    layer(np.ones((2, 3), np.float32))
+    with pytest.raises(TypeError, match=r"numpy\.ma\.MaskedArray"):
+        layer.backward(np.ma.array(np.ones((2, 4), np.float32), mask=[[1, 0, 0, 0], [0] * 4]))
+    loss = nn.MSELoss()
+    loss(np.ones(3, np.float32), np.zeros(3, np.float32))
+    with pytest.raises(TypeError, match=r"^grad_output is a numpy\.ma\.MaskedArray"):
+        loss.backward(np.ma.array(1.0, mask=True))
+    state = layer.state_dict()
+    before = {k: np.array(v) for k, v in state.items()}
+    bad = dict(state, weight=np.ma.array(np.zeros((4, 3), np.float32), mask=True))
+    with pytest.raises(TypeError, match=r"^state_dict\['weight'\] is a numpy\.ma\.MaskedArray"):
+        layer.load_state_dict(bad)
+    for k, v in layer.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
