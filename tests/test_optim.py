@@ -1198,3 +1198,17 @@ def test_unaligned_parameters_and_states_are_called_unaligned():
         F.adam([q], [np.ones(3, np.float32)], [m], [np.zeros(3, np.float32)], step=1)
     np.testing.assert_array_equal(q, 1.0)
     assert not m.any()
+
+
+def test_unaligned_tensor_parameters_get_a_tensor_remedy():
+    """The unaligned-array message told a torch user to pass np.array(...) (np.frombuffer);
+    for a tensor it names torch.frombuffer and .clone()."""
+    from fastact.optim import functional as F
+
+    p = torch.frombuffer(bytearray(13), dtype=torch.float32, count=3, offset=1)
+    with pytest.raises(ValueError, match=r"torch\.frombuffer.*\(\.clone\(\)\)"):
+        F.sgd([p], [torch.ones(3)], lr=0.1)
+    a = np.frombuffer(bytearray(13), np.float32, count=3, offset=1)
+    a.flags.writeable = True
+    with pytest.raises(ValueError, match=r"np\.frombuffer.*\(np\.array\(\.\.\.\)\)"):
+        F.sgd([a], [np.ones(3, np.float32)], lr=0.1)

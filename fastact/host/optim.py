@@ -231,13 +231,17 @@ def _layout_ok(a: np.ndarray) -> bool:
     return (f.c_contiguous or f.f_contiguous) and f.aligned
 
 
-def _unaligned(a: np.ndarray, name: str) -> str:
+def _unaligned(a: np.ndarray, name: str, obj: Any) -> str:
     """The ValueError message for an array the kernels cannot update in place because its
-    address is not a multiple of its element size (``np.frombuffer`` at an odd offset): it
-    may well be contiguous, which the message said it was not."""
+    address is not a multiple of its element size (``np.frombuffer`` / ``torch.frombuffer``
+    at an odd offset): it may well be contiguous, which the message said it was not. The
+    remedy is worded for what the caller passed (``obj``: a tensor or an array)."""
+    made, copy = (
+        ("torch.frombuffer", ".clone()") if is_tensor(obj) else ("np.frombuffer", "np.array(...)")
+    )
     return (
         f"{name} is not aligned (its address is not a multiple of its {a.itemsize}-byte "
-        "elements, e.g. np.frombuffer at an odd offset); pass an aligned copy (np.array(...))"
+        f"elements, e.g. {made} at an odd offset); pass an aligned copy ({copy})"
     )
 
 
@@ -283,7 +287,7 @@ class Entry:
         if not arr.flags.writeable:
             raise ValueError(f"{name} is read-only; parameters are updated in place")
         if not arr.flags.aligned:
-            raise ValueError(_unaligned(arr, name))
+            raise ValueError(_unaligned(arr, name, obj))
         if not _layout_ok(arr):
             raise ValueError(
                 f"{name} is not contiguous in memory (shape {arr.shape}, strides {arr.strides}); "
@@ -446,7 +450,7 @@ def state_address(
     if not a.flags.writeable:
         raise ValueError(f"{name} is read-only; optimizer state is updated in place")
     if not a.flags.aligned:
-        raise ValueError(_unaligned(a, name))
+        raise ValueError(_unaligned(a, name, x))
     ok = _layout_ok(a) if (storage is not None and storage.block) else _same_layout(a, e.arr)
     if not ok:
         raise ValueError(f"{name} does not have the memory layout of {pname} (shape {e.shape})")
