@@ -283,9 +283,10 @@ class Elementwise(torch.autograd.Function):
     (C-contiguous, or another order of its dimensions: channels_last) and ``values`` the
     activation's parameters; ``copy``, for an in-place form whose backward needs the input,
     a copy of ``x`` taken by the caller in the graph (without it, one is taken here, and
-    double backward through it raises). The serial loops run on the tensors' memory (their
-    addresses: no NumPy views), the parallel ones on NumPy views; results are allocated by
-    torch (its allocator, the input's memory format). ``ctx.state``: ``(op, kernel
+    double backward through it raises). The loops run on the tensors' memory by address
+    (:func:`_run`: serial, or on torch's pool; NumPy views only for numba's own parallel
+    loops, where torch's pool is not used); results are allocated by torch (its allocator,
+    the input's memory format). ``ctx.state``: ``(op, kernel
     parameters, values, from_output, copied)``."""
 
     @staticmethod
