@@ -545,8 +545,6 @@ def _with_bounds(res: Any, arrays: tuple, lower: Any, upper: Any) -> Any:
     slope makes leaky_relu's (a device array as it is)."""
     if type(lower) is float and type(upper) is float:
         return res
-    if not isinstance(res, (np.ndarray, np.generic)) and not is_tensor(res):
-        return res
     return host.tensor_result(res, (*arrays, lower, upper))
 
 

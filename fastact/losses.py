@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from fastact import host
-from fastact._core.arrays import is_tensor, stacklevel_outside, torch_module, written
+from fastact._core.arrays import stacklevel_outside, torch_module, written
 from fastact._core.backend import device, on_device
 from fastact._core.torch_pool import tensor_calls
 from fastact.kernels.losses import LOSSES
@@ -174,8 +174,6 @@ def _each_result(res: Any, arrays: tuple, buffers: tuple) -> Any:
         return tuple([_each_result(r, arrays, buffers) for r in res])
     if res is None or any(res is b for b in buffers):
         return res
-    if not isinstance(res, (np.ndarray, np.generic)) and not is_tensor(res):
-        return res  # a device array (the CUDA executor's results)
     return host.tensor_result(res, arrays)
 
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from fastact import activations as F
 from fastact import losses as L
-from fastact._core.arrays import Parameter, not_masked
+from fastact._core.arrays import Parameter, float_dtype, not_masked
 
 __all__ = [
     "Parameter",
@@ -434,15 +434,7 @@ def _check_device(device: Any, cls: str) -> None:
 
 
 def _param_dtype(dtype: Any, cls: str) -> np.dtype:
-    if dtype is None:
-        return np.dtype(np.float32)
-    try:
-        d = np.dtype(dtype)
-    except TypeError:
-        d = np.dtype(str(dtype).replace("torch.", ""))  # torch.float32 -> float32
-    if d not in (np.float32, np.float64):
-        raise TypeError(f"{cls}: dtype must be float32 or float64, got {dtype}")
-    return d
+    return np.dtype(np.float32) if dtype is None else float_dtype(dtype, f"{cls}: dtype")
 
 
 class PReLU(Module):

@@ -355,6 +355,22 @@ def torch_dtype(dtype: np.dtype) -> Any:
     )
 
 
+def float_dtype(dtype: Any, label: str = "dtype") -> np.dtype:
+    """``dtype`` (a NumPy dtype or its name, or a torch dtype: ``torch.float32`` reads as
+    float32) as float32 or float64, the dtypes a parameter holds; TypeError
+    ``"{label} must be float32 or float64"`` otherwise."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        try:
+            dt = np.dtype(str(dtype).removeprefix("torch."))
+        except TypeError:
+            dt = None  # (compared with a dtype, None would read as float64)
+    if dt is None or dt not in FLOAT_DTYPES:
+        raise TypeError(f"{label} must be float32 or float64, got {dtype!r}")
+    return dt
+
+
 class Parameter(np.ndarray):
     """A float array that carries its gradient in ``.grad`` (None until a backward pass).
 
@@ -371,15 +387,7 @@ class Parameter(np.ndarray):
         datetimes became day counts, ``dtype=np.int32`` truncated the data, then float32."""
         not_masked(data, "data")  # (a copy would drop the mask)
         if dtype is not None:
-            try:
-                dt = np.dtype(dtype)
-            except TypeError:  # torch.float32 -> float32, as fastact.nn's layers read it
-                try:
-                    dt = np.dtype(str(dtype).removeprefix("torch."))
-                except TypeError:
-                    raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
-            if dt not in FLOAT_DTYPES:
-                raise TypeError(f"dtype must be float32 or float64, got {dt}")
+            dt = float_dtype(dtype)
         if isinstance(data, (str, bytes, dict, set)) or data is None:
             raise TypeError(f"data must be an array of real numbers, got {type(data).__name__}")
         try:

@@ -375,7 +375,7 @@ def _split_spec(split: Sequence[Any]) -> tuple:
 
 
 #: element-wise launches (every array split, then Python floats): (kernel, dtype, arrays,
-#: floats, align) -> (trampoline, compiled launcher); see :func:`_flat_entry`
+#: floats, align, by address) -> (trampoline, compiled launcher); see :func:`_flat_pair`
 _FLAT: dict = {}
 #: (arrays, floats, by address) -> the compiled launcher of :func:`_flat_launcher`
 _LAUNCHERS: dict = {}
@@ -449,12 +449,18 @@ def _flat_entry(kernel: Any, args: Sequence[Any], split: Sequence[Any], align: i
     for i in range(k, len(args)):
         if type(args[i]) is not float:
             return None
-    key = (kernel, dt, k, nf, align)
+    return _flat_pair(kernel, dt, k, nf, align, False)
+
+
+def _flat_pair(kernel: Any, dt: np.dtype, k: int, nf: int, align: int, by_address: bool):
+    """The cached (trampoline, compiled launcher) of an element-wise launch of ``kernel``
+    over ``k`` 1-d arrays of ``dt`` (given as arrays, or ``by_address``) and ``nf`` floats."""
+    key = (kernel, dt, k, nf, align, by_address)
     entry = _FLAT.get(key)
     if entry is None:
         specs = (("a", dt.str, 1),) * k + (("f", "float64"),) * nf
-        tramp = _trampoline(kernel, specs, _split_spec(split), int(align))
-        entry = (tramp, _flat_launcher(k, nf))
+        tramp = _trampoline(kernel, specs, _split_spec(range(k)), int(align))
+        entry = (tramp, _flat_launcher(k, nf, by_address))
         if len(_FLAT) < 1024:
             _FLAT[key] = entry
     return entry
@@ -469,14 +475,8 @@ def address_launch(kernel: Any, dtype: Any, k: int, nf: int, align: int = 1) -> 
     views and checks of :func:`run_split` cost ~10 us of a 30 us relu beside torch's
     autograd (after a kernel that streamed 2 MB the interpreter's own working set comes
     back from memory). The caller chose ``threads`` with :func:`pool_threads`."""
-    dt = np.dtype(dtype)
-    key = (kernel, dt, k, nf, align, "address")
-    entry = _FLAT.get(key)
-    if entry is None:
-        specs = (("a", dt.str, 1),) * k + (("f", "float64"),) * nf
-        tramp = _trampoline(kernel, specs, _split_spec(range(k)), int(align))
-        entry = _FLAT[key] = (tramp, _flat_launcher(k, nf, True))
-    tramp_address, launcher = entry[0].address, entry[1]
+    tramp, launcher = _flat_pair(kernel, np.dtype(dtype), k, nf, align, True)
+    tramp_address = tramp.address
 
     def run(threads: int, n: int, *args: Any) -> None:
         rt = _runtime()

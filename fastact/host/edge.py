@@ -130,7 +130,9 @@ def tensor_result(res: Any, arrays: tuple) -> Any:
     """A new result (array or tensor) of a call on ``arrays`` (its array arguments, None
     allowed), by one rule for every function: a tensor when any of ``arrays`` is a tensor
     (whichever argument it is), bfloat16 (computed in float32, NumPy having no bfloat16)
-    when every tensor among them is bfloat16, as torch's result would be; else ``res``."""
+    when every tensor among them is bfloat16, as torch's result would be; else ``res`` (also
+    for a result that is neither an array nor a tensor: a device array of the CUDA
+    executor)."""
     torch = torch_module()
     if torch is None:
         return res
@@ -141,6 +143,8 @@ def tensor_result(res: Any, arrays: tuple) -> Any:
     if not tensors:
         return res
     if not isinstance(res, torch.Tensor):
+        if not isinstance(res, (np.ndarray, np.generic)):
+            return res  # a device array: the device path's own result
         res = as_tensor(res)
     if res.dtype is torch.float32:  # (bfloat16 tensors are computed in float32)
         for a in tensors:
